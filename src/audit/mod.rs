@@ -1,0 +1,1 @@
+//! Auth0 hygiene findings and token checks. (not built yet)

@@ -1,0 +1,1 @@
+//! Auth0 Management API client and the principal mapping. (not built yet)

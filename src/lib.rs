@@ -1,0 +1,33 @@
+//! runwarden: declarative, reviewable access to Google Cloud Run services for people who sign in
+//! with Auth0.
+//!
+//! A pass loads the policy files into a validated [`policy::model::Desired`], reads the live world
+//! into a [`live::LiveState`], computes a [`plan`] (a pure function of the two), guards it, and
+//! applies it. See `README.md` (Architecture) for the code map and the invariants.
+//!
+//! Layout:
+//! * [`cli`]: command-line definitions and dispatch only.
+//! * [`iam`]: members, roles, conditions, bindings and policies as plain values.
+//! * [`policy`]: policy files → validated desired model, with file:line:col errors; JSON Schemas.
+//! * [`google`]: Cloud Run Admin v2, IAP and Resource Manager clients (wire types stay inside).
+//! * [`identity`]: the Auth0 Management API client and the principal mapping.
+//! * [`live`]: the `LiveState` snapshot and the concurrent, quota-aware reader.
+//! * [`plan`]: `plan(&Desired, &LiveState) -> Plan`, guards, and the text/Markdown/JSON renderers.
+//! * [`apply`]: executes a plan with etag read-modify-write and conflict re-planning.
+//! * [`reconcile`]: the long-running loop, its HTTP status endpoint and metrics.
+//! * [`audit`]: Auth0 hygiene findings and token checks.
+//! * [`sim`]: the simulated Google and Auth0 APIs used by tests, benchmarks, `sim` and `demo`.
+//! * [`logging`]: tracing setup (text or Cloud Logging JSON).
+
+pub mod apply;
+pub mod audit;
+pub mod cli;
+pub mod google;
+pub mod iam;
+pub mod identity;
+pub mod live;
+pub mod logging;
+pub mod plan;
+pub mod policy;
+pub mod reconcile;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! The plan: a pure diff of desired against live, guards, and renderers. (not built yet)
