@@ -18,6 +18,7 @@
 //! * [`audit`]: Auth0 hygiene findings and token checks.
 //! * [`sim`]: the simulated Google and Auth0 APIs used by tests, benchmarks, `sim` and `demo`.
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
+//! * [`metrics`]: counters and gauges in the Prometheus text format.
 
 pub mod apply;
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod iam;
 pub mod identity;
 pub mod live;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

@@ -1,1 +1,662 @@
-//! (not built yet)
+//! The long-running loop of `runwarden run`: level-triggered passes on an interval and on policy
+//! changes, keep-last-good policies, a controller-style error policy, graceful shutdown, and the
+//! HTTP endpoints `/healthz`, `/readyz`, `/status` and `/metrics`.
+//!
+//! # Expected flow
+//! A trigger (start, interval tick, debounced file change, SIGHUP, a backoff requeue) wakes the
+//! loop. It reloads the policy directory; if the content is new and does not load, the bad
+//! revision is reported as `Stalled` and the loop keeps reconciling against the last good
+//! policies (so hand-made drift keeps being corrected). Then it runs one pass. Like kube-rs's
+//! reconciler, the pass is never told why it runs: every pass checks everything.
+//!
+//! # Error policy
+//! * A transient failure (API unavailable, quota, a partial failure) requeues with exponential
+//!   backoff, capped at the interval.
+//! * A permanent failure (a guard tripped, a permission is missing) waits for the next policy
+//!   change or SIGHUP: retrying the same thing on a timer would only repeat the same refusal.
+//!
+//! # Guarantees
+//! Shutdown (the token is cancelled) lets the pass in flight finish its current write — the pass
+//! receives the token and must start no new write — and then the loop returns, within
+//! `shutdown_grace`.
+//!
+//! The loop knows nothing about plans or HTTP clients: it drives a [`Pass`], which the command
+//! layer implements with load → read → plan → guard → apply.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::logging::rfc3339;
+use crate::metrics;
+
+/// Why the loop woke up. Only for logs and metrics: passes never depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Start,
+    Interval,
+    FileChange,
+    Signal,
+    Retry,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Interval => "interval",
+            Trigger::FileChange => "file-change",
+            Trigger::Signal => "signal",
+            Trigger::Retry => "retry",
+        }
+    }
+}
+
+/// What one pass did, in the terms the loop reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PassReport {
+    /// Changes applied, by kind (`add`, `remove`, `setting`).
+    pub applied: BTreeMap<String, u64>,
+    /// Changes planned but not applied (observe/warn modes, or left after failures).
+    pub drift: u64,
+    /// Per-service state, by `project/region/name`.
+    pub services: BTreeMap<String, ServiceStatus>,
+    /// Services whose part of the pass failed; the others still converged.
+    pub failures: Vec<String>,
+}
+
+/// One service's state after a pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceStatus {
+    /// `InSync`, `Changed`, `Drifted` (changes not applied by mode), or `Failed`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A pass that did not complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassFailure {
+    /// Transient failures requeue with backoff; permanent ones wait for a change.
+    pub transient: bool,
+    /// Short machine-readable reason (`GuardTripped`, `Unavailable`, ...).
+    pub reason: String,
+    pub message: String,
+}
+
+/// What the loop drives. `Desired` is the loaded policy model.
+pub trait Pass: Send + Sync + 'static {
+    type Desired: Send + Sync + 'static;
+
+    /// Loads and validates the policy directory. The error is the rendered list of problems.
+    fn load(&self, dir: &Path) -> Result<Self::Desired, String>;
+
+    /// Runs one full pass against `desired`. It must start no new write once `shutdown` is
+    /// cancelled.
+    fn run(
+        &self,
+        desired: Arc<Self::Desired>,
+        revision: String,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = Result<PassReport, PassFailure>> + Send;
+}
+
+/// How the loop behaves.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub policies: PathBuf,
+    pub interval: Duration,
+    /// Fraction of the interval added at random (0.1 = up to +10%), so many replicas spread out.
+    pub jitter: f64,
+    pub backoff_min: Duration,
+    /// How long after the last successful pass `/readyz` stays ready (default 3 intervals).
+    pub ready_window: Duration,
+    pub shutdown_grace: Duration,
+    /// Debounce window for file changes.
+    pub debounce: Duration,
+}
+
+impl LoopConfig {
+    pub fn new(policies: PathBuf, interval: Duration) -> LoopConfig {
+        LoopConfig {
+            policies,
+            interval,
+            jitter: 0.1,
+            backoff_min: Duration::from_secs(2).min(interval),
+            ready_window: interval * 3,
+            shutdown_grace: Duration::from_secs(30),
+            debounce: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A status condition, Kubernetes style.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+/// The `/status` document.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub conditions: Vec<Condition>,
+    /// Revision (content hash) of the policies the last successful pass used.
+    pub last_applied_revision: Option<String>,
+    /// Revision of the policies last seen in the directory, good or bad.
+    pub last_attempted_revision: Option<String>,
+    pub last_pass_time: Option<String>,
+    pub last_success_time: Option<String>,
+    pub passes: u64,
+    pub services: BTreeMap<String, ServiceStatus>,
+    #[serde(skip)]
+    last_success: Option<Instant>,
+}
+
+impl Status {
+    fn set_condition(&mut self, kind: &str, status: bool, reason: &str, message: String) {
+        let status = if status { "True" } else { "False" }.to_string();
+        let now = rfc3339(SystemTime::now());
+        match self.conditions.iter_mut().find(|c| c.kind == kind) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status;
+                c.reason = reason.to_string();
+                c.message = message;
+            }
+            None => self.conditions.push(Condition {
+                kind: kind.to_string(),
+                status,
+                reason: reason.to_string(),
+                message,
+                last_transition_time: now,
+            }),
+        }
+    }
+
+    /// The condition of this type, if set.
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+}
+
+/// Shared between the loop and the HTTP endpoints.
+#[derive(Clone)]
+pub struct Shared {
+    status: Arc<RwLock<Status>>,
+    ready_window: Duration,
+}
+
+impl Shared {
+    /// A copy of the current status.
+    pub fn status(&self) -> Status {
+        self.status.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn ready(&self) -> bool {
+        let status = self.status.read().unwrap_or_else(|e| e.into_inner());
+        status.last_success.is_some_and(|t| t.elapsed() <= self.ready_window)
+    }
+}
+
+/// The HTTP endpoints of the loop.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status_json))
+        .route("/metrics", get(metrics_text))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Shared>) -> Response {
+    if shared.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no successful pass recently\n").into_response()
+    }
+}
+
+async fn status_json(State(shared): State<Shared>) -> Response {
+    axum::Json(shared.status()).into_response()
+}
+
+async fn metrics_text() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics::global().render(),
+    )
+        .into_response()
+}
+
+/// A content hash of every policy file (path and bytes, in path order): the revision the status
+/// reports, and how the loop tells new content from content it already judged.
+pub fn content_revision(dir: &Path) -> String {
+    let mut files = Vec::new();
+    collect_policy_files(dir, &mut files);
+    files.sort();
+    let mut hasher = DefaultHasher::new();
+    for file in &files {
+        file.hash(&mut hasher);
+        std::fs::read(file).unwrap_or_default().hash(&mut hasher);
+    }
+    format!("sha:{:016x}", hasher.finish())
+}
+
+fn collect_policy_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => collect_policy_files(&path, out),
+            Ok(t) if t.is_file() && is_policy_file(&path) => out.push(path),
+            _ => {}
+        }
+    }
+}
+
+/// `*.yaml` / `*.yml`, not an editor's temporary or backup file.
+pub fn is_policy_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let hidden_or_temp = name.starts_with('.') || name.starts_with('#') || name.ends_with('~');
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    !hidden_or_temp && (ext == "yaml" || ext == "yml")
+}
+
+/// Watches the policy directory and sends a `FileChange` trigger per debounced batch of relevant
+/// events. The returned guard stops watching when dropped.
+pub fn watch(
+    dir: &Path,
+    debounce: Duration,
+    triggers: mpsc::Sender<Trigger>,
+) -> notify::Result<impl Drop> {
+    use notify::RecursiveMode;
+    let mut debouncer = notify_debouncer_full::new_debouncer(
+        debounce,
+        None,
+        move |result: notify_debouncer_full::DebounceEventResult| {
+            let relevant = match result {
+                Ok(events) => events.iter().any(|e| {
+                    !e.kind.is_access() && e.paths.iter().any(|p| is_policy_file(p) || p.is_dir())
+                }),
+                Err(_) => true, // the watcher lost events: a pass re-reads everything anyway
+            };
+            if relevant {
+                let _ = triggers.try_send(Trigger::FileChange);
+            }
+        },
+    )?;
+    debouncer.watch(dir, RecursiveMode::Recursive)?;
+    Ok(debouncer)
+}
+
+/// Runs the loop until `shutdown` is cancelled. `triggers` carries file changes and signals
+/// from outside (see [`watch`]); the loop adds its own interval and retry wake-ups.
+pub async fn run_loop<P: Pass>(
+    config: LoopConfig,
+    pass: Arc<P>,
+    shared: Shared,
+    mut triggers: mpsc::Receiver<Trigger>,
+    shutdown: CancellationToken,
+) {
+    let mut good: Option<(Arc<P::Desired>, String)> = None;
+    let mut judged_bad: Option<String> = None;
+    let mut failures_in_a_row: u32 = 0;
+    let mut parked = false; // a permanent failure waits for a change
+    let mut trigger = Trigger::Start;
+    loop {
+        // 1. Policies: reload when the content is new.
+        let revision = content_revision(&config.policies);
+        shared.update(|s| s.last_attempted_revision = Some(revision.clone()));
+        let is_new = good.as_ref().is_none_or(|(_, r)| *r != revision)
+            && judged_bad.as_deref() != Some(revision.as_str());
+        if is_new {
+            match pass.load(&config.policies) {
+                Ok(desired) => {
+                    good = Some((Arc::new(desired), revision.clone()));
+                    judged_bad = None;
+                    parked = false;
+                    shared.update(|s| {
+                        s.set_condition("Stalled", false, "PoliciesLoaded", String::new())
+                    });
+                }
+                Err(errors) => {
+                    tracing::error!(revision = %revision, "policy revision does not load; keeping the last good policies\n{errors}");
+                    judged_bad = Some(revision.clone());
+                    shared.update(|s| {
+                        s.set_condition("Stalled", true, "InvalidPolicies", errors.clone())
+                    });
+                }
+            }
+        } else if trigger == Trigger::FileChange || trigger == Trigger::Signal {
+            parked = false;
+        }
+
+        // 2. One pass against the last good policies.
+        let mut next_wait = jittered(config.interval, config.jitter);
+        if let (Some((desired, good_revision)), false) = (&good, parked) {
+            let started = Instant::now();
+            tracing::info!(trigger = trigger.as_str(), revision = %good_revision, "pass started");
+            let result = pass.run(desired.clone(), good_revision.clone(), shutdown.clone()).await;
+            let seconds = started.elapsed().as_secs_f64();
+            record_pass_metrics(&result, seconds);
+            match result {
+                Ok(report) if report.failures.is_empty() => {
+                    failures_in_a_row = 0;
+                    shared.update(|s| record_success(s, &report, good_revision));
+                    tracing::info!(seconds, drift = report.drift, "pass finished");
+                }
+                Ok(report) => {
+                    failures_in_a_row += 1;
+                    next_wait = backoff(&config, failures_in_a_row);
+                    let message = report.failures.join("; ");
+                    tracing::warn!(failed = report.failures.len(), retry_in = ?next_wait, "pass finished with failures");
+                    shared.update(|s| {
+                        record_pass(s, &report);
+                        s.set_condition("Ready", false, "PartialFailure", message);
+                    });
+                }
+                Err(failure) => {
+                    failures_in_a_row += 1;
+                    if failure.transient {
+                        next_wait = backoff(&config, failures_in_a_row);
+                    } else {
+                        parked = true;
+                    }
+                    tracing::error!(reason = %failure.reason, transient = failure.transient, "pass failed: {}", failure.message);
+                    shared.update(|s| {
+                        s.passes += 1;
+                        s.last_pass_time = Some(rfc3339(SystemTime::now()));
+                        s.set_condition("Ready", false, &failure.reason, failure.message.clone());
+                    });
+                }
+            }
+        }
+
+        // 3. Wait for the next trigger.
+        let parked_now = parked;
+        trigger = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            t = triggers.recv() => match t {
+                Some(t) => t,
+                None => { // no more outside triggers: run on the timer alone
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(next_wait) => Trigger::Interval,
+                    }
+                }
+            },
+            _ = tokio::time::sleep(next_wait), if !parked_now => {
+                if failures_in_a_row > 0 { Trigger::Retry } else { Trigger::Interval }
+            }
+        };
+    }
+    tracing::info!("reconcile loop stopped");
+}
+
+fn record_success(s: &mut Status, report: &PassReport, revision: &str) {
+    record_pass(s, report);
+    s.last_applied_revision = Some(revision.to_string());
+    s.last_success = Some(Instant::now());
+    s.last_success_time = s.last_pass_time.clone();
+    s.set_condition("Ready", true, "Reconciled", String::new());
+    let drifted = report.drift > 0;
+    let message = if drifted {
+        format!("{} change(s) planned but not applied (observe/warn mode)", report.drift)
+    } else {
+        String::new()
+    };
+    s.set_condition("Drifted", drifted, if drifted { "ChangesNotApplied" } else { "InSync" }, message);
+}
+
+fn record_pass(s: &mut Status, report: &PassReport) {
+    s.passes += 1;
+    s.last_pass_time = Some(rfc3339(SystemTime::now()));
+    s.services = report.services.clone();
+}
+
+fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
+    let m = metrics::global();
+    let outcome = match result {
+        Ok(r) if r.failures.is_empty() => "ok",
+        Ok(_) => "partial",
+        Err(f) if f.transient => "transient",
+        Err(_) => "permanent",
+    };
+    m.inc("runwarden_passes_total", "Reconcile passes by outcome.", vec![("outcome", outcome.into())], 1.0);
+    m.set("runwarden_last_pass_seconds", "Duration of the last pass in seconds.", vec![], seconds);
+    m.inc("runwarden_pass_seconds_total", "Total time spent in passes, in seconds.", vec![], seconds);
+    if let Ok(report) = result {
+        for (kind, n) in &report.applied {
+            m.inc("runwarden_changes_applied_total", "Applied changes by kind.", vec![("kind", kind.clone())], *n as f64);
+        }
+        m.set("runwarden_drift", "Changes planned but not applied in the last pass.", vec![], report.drift as f64);
+    }
+    if let Err(f) = result {
+        if f.reason == "GuardTripped" {
+            m.inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
+        }
+    }
+}
+
+/// Exponential backoff from `backoff_min`, doubling per consecutive failure, capped at the
+/// interval, with up to 10% jitter.
+fn backoff(config: &LoopConfig, failures: u32) -> Duration {
+    let exp = config.backoff_min.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    jittered(exp.min(config.interval), 0.1)
+}
+
+/// `base` plus up to `fraction` of it at random.
+fn jittered(base: Duration, fraction: f64) -> Duration {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let unit = f64::from(nanos % 1_000_000) / 1_000_000.0;
+    base.mul_f64(1.0 + fraction.max(0.0) * unit)
+}
+
+/// A fresh shared status for a loop with this configuration.
+pub fn shared(config: &LoopConfig) -> Shared {
+    let mut status = Status::default();
+    status.set_condition("Ready", false, "Starting", "no pass has run yet".into());
+    Shared { status: Arc::new(RwLock::new(status)), ready_window: config.ready_window }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A pass whose policies are the text of `policy.yaml` (load fails when it contains "bad"),
+    /// and whose outcomes are scripted.
+    struct Scripted {
+        outcomes: Mutex<Vec<Result<PassReport, PassFailure>>>,
+        runs: Mutex<Vec<String>>,
+        loads: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(outcomes: Vec<Result<PassReport, PassFailure>>) -> Arc<Scripted> {
+            Arc::new(Scripted { outcomes: Mutex::new(outcomes), runs: Mutex::new(vec![]), loads: AtomicUsize::new(0) })
+        }
+    }
+
+    impl Pass for Scripted {
+        type Desired = String;
+        fn load(&self, dir: &Path) -> Result<String, String> {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            let text = std::fs::read_to_string(dir.join("policy.yaml")).map_err(|e| e.to_string())?;
+            if text.contains("bad") { Err(format!("policy.yaml:1:1: error: {text}")) } else { Ok(text) }
+        }
+        async fn run(&self, desired: Arc<String>, _rev: String, _s: CancellationToken) -> Result<PassReport, PassFailure> {
+            self.runs.lock().unwrap().push((*desired).clone());
+            let mut outcomes = self.outcomes.lock().unwrap();
+            if outcomes.is_empty() { Ok(PassReport::default()) } else { outcomes.remove(0) }
+        }
+    }
+
+    fn setup(text: &str) -> (tempfile::TempDir, LoopConfig) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.yaml"), text).unwrap();
+        let mut config = LoopConfig::new(dir.path().to_path_buf(), Duration::from_secs(60));
+        config.jitter = 0.0;
+        (dir, config)
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keeps_reconciling_with_the_last_good_policies_after_a_bad_commit() {
+        let (dir, config) = setup("good-v1");
+        let pass = Scripted::new(vec![]);
+        let shared = shared(&config);
+        let (tx, rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(config, pass.clone(), shared.clone(), rx, stop.clone()));
+        settle().await;
+        assert_eq!(*pass.runs.lock().unwrap(), vec!["good-v1"]);
+
+        std::fs::write(dir.path().join("policy.yaml"), "bad-v2").unwrap();
+        tx.send(Trigger::FileChange).await.unwrap();
+        settle().await;
+        let status = shared.status();
+        assert_eq!(status.condition("Stalled").unwrap().status, "True");
+        assert!(status.condition("Stalled").unwrap().message.contains("bad-v2"));
+        assert_eq!(*pass.runs.lock().unwrap(), vec!["good-v1", "good-v1"], "drift is still corrected");
+        assert_ne!(status.last_attempted_revision, status.last_applied_revision);
+
+        // The same bad content is judged once, not re-loaded on every tick.
+        let loads = pass.loads.load(Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        settle().await;
+        assert_eq!(pass.loads.load(Ordering::SeqCst), loads);
+        assert_eq!(pass.runs.lock().unwrap().len(), 3);
+
+        std::fs::write(dir.path().join("policy.yaml"), "good-v3").unwrap();
+        tx.send(Trigger::FileChange).await.unwrap();
+        settle().await;
+        let status = shared.status();
+        assert_eq!(status.condition("Stalled").unwrap().status, "False");
+        assert_eq!(pass.runs.lock().unwrap().last().unwrap(), "good-v3");
+        assert_eq!(status.last_attempted_revision, status.last_applied_revision);
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("likely deadlocked").unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_requeue_with_backoff_and_permanent_ones_wait_for_a_change() {
+        let (_dir, config) = setup("good");
+        let transient = PassFailure { transient: true, reason: "Unavailable".into(), message: "503".into() };
+        let permanent = PassFailure { transient: false, reason: "GuardTripped".into(), message: "too many removals".into() };
+        let pass = Scripted::new(vec![Err(transient.clone()), Err(transient), Err(permanent)]);
+        let shared = shared(&config);
+        let (tx, rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(config, pass.clone(), shared.clone(), rx, stop.clone()));
+        settle().await;
+        assert_eq!(pass.runs.lock().unwrap().len(), 1);
+        // First retry after ~2 s (backoff_min), second after ~4 s: well before the interval.
+        tokio::time::advance(Duration::from_millis(2300)).await;
+        settle().await;
+        assert_eq!(pass.runs.lock().unwrap().len(), 2);
+        tokio::time::advance(Duration::from_millis(4500)).await;
+        settle().await;
+        assert_eq!(pass.runs.lock().unwrap().len(), 3);
+        assert_eq!(shared.status().condition("Ready").unwrap().reason, "GuardTripped");
+        // Parked: several intervals pass, nothing runs.
+        tokio::time::advance(Duration::from_secs(300)).await;
+        settle().await;
+        assert_eq!(pass.runs.lock().unwrap().len(), 3);
+        // SIGHUP forces a pass.
+        tx.send(Trigger::Signal).await.unwrap();
+        settle().await;
+        assert_eq!(pass.runs.lock().unwrap().len(), 4);
+        assert_eq!(shared.status().condition("Ready").unwrap().status, "True");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("likely deadlocked").unwrap();
+    }
+
+    #[tokio::test]
+    async fn status_endpoints_report_readiness_conditions_and_metrics() {
+        let (_dir, config) = setup("good");
+        let shared = shared(&config);
+        let app = router(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let get = |path: &'static str| async move {
+            let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        };
+        assert_eq!(get("/healthz").await.0, 200);
+        assert_eq!(get("/readyz").await.0, 503, "not ready before a pass");
+
+        let mut report = PassReport::default();
+        report.drift = 2;
+        report.services.insert("p/r/s".into(), ServiceStatus { state: "Drifted".into(), message: None });
+        shared.update(|s| record_success(s, &report, "sha:1"));
+        record_pass_metrics(&Ok(report), 0.5);
+        assert_eq!(get("/readyz").await.0, 200);
+        let (code, body) = get("/status").await;
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["lastAppliedRevision"], "sha:1");
+        assert_eq!(status["services"]["p/r/s"]["state"], "Drifted");
+        let drifted = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Drifted").unwrap();
+        assert_eq!(drifted["status"], "True");
+        let (_, metrics) = get("/metrics").await;
+        assert!(metrics.contains("runwarden_passes_total{outcome=\"ok\"}"), "{metrics}");
+        assert!(metrics.contains("runwarden_drift 2"), "{metrics}");
+    }
+
+    #[test]
+    fn editor_temporary_files_are_not_policy_files() {
+        for (name, yes) in [
+            ("a.yaml", true), ("b.yml", true), (".a.yaml.swp", false), ("a.yaml~", false),
+            (".#a.yaml", false), ("#a.yaml#", false), ("4913", false), ("a.json", false),
+        ] {
+            assert_eq!(is_policy_file(Path::new(name)), yes, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_change_is_seen_within_a_second() {
+        let (dir, _config) = setup("v1");
+        let (tx, mut rx) = mpsc::channel(8);
+        let _guard = watch(dir.path(), Duration::from_millis(100), tx).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(dir.path().join("policy.yaml"), "v2").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+        assert_eq!(got.expect("no file change trigger within a second"), Some(Trigger::FileChange));
+    }
+}
