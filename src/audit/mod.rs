@@ -3,3 +3,4 @@
 //! network and cannot fail on what they are given: every problem becomes part of the report.
 
 pub mod token;
+pub mod hygiene;

@@ -1,0 +1,188 @@
+//! Auth0 hygiene findings (`runwarden audit`, and part of every plan): the identity-side
+//! settings that decide whether the access runwarden grants is as narrow as the policies say.
+//!
+//! Pure: it takes what the Management API returned (resource servers, signing keys, roles) and
+//! the desired model, and returns findings, each with a severity, the evidence and the fix.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::live::Directory;
+use crate::policy::model::{Desired, Principal};
+
+/// An Auth0 API (resource server), as far as hygiene needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceServer {
+    /// The audience (`identifier`).
+    pub identifier: String,
+    pub name: String,
+    /// Access token lifetime in seconds (`token_lifetime`).
+    pub token_lifetime: u64,
+    /// RBAC enabled (`enforce_policies`).
+    pub enforce_policies: bool,
+    /// Whether the Add Permissions in the Access Token setting is on (`token_dialect` is
+    /// `access_token_authz`/`rfc9068_profile_authz`).
+    pub permissions_in_token: bool,
+}
+
+/// A tenant signing key, as listed by `GET /api/v2/keys/signing`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    pub current: bool,
+    pub next: bool,
+    pub previous: bool,
+    pub revoked: bool,
+    /// When the key became current (`current_since`), else when it was created.
+    pub since: Option<SystemTime>,
+}
+
+/// What the audit looks at.
+#[derive(Debug, Clone)]
+pub struct Tenant<'a> {
+    pub resource_servers: &'a [ResourceServer],
+    pub signing_keys: &'a [SigningKey],
+    pub directory: &'a Directory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+/// One hygiene finding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct HygieneFinding {
+    pub severity: Severity,
+    /// Stable kebab-case code.
+    pub code: &'static str,
+    /// What is wrong, with the evidence (names, numbers).
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+    /// Policy locations involved (`file:line:col`).
+    pub sources: Vec<String>,
+}
+
+/// Every hygiene finding for this tenant and these policies, sorted (errors first).
+pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<HygieneFinding> {
+    let mut out = Vec::new();
+    let audits = &desired.settings.audits;
+
+    // Audiences named in policies must be Auth0 APIs with sane lifetimes and RBAC.
+    let mut audiences: Vec<(String, Vec<String>)> = Vec::new();
+    for policy in &desired.policies {
+        for aud in policy.exposure.audiences.iter().flatten() {
+            let source = policy.exposure.source.as_ref().unwrap_or(&policy.source).to_string();
+            match audiences.iter_mut().find(|(a, _)| a == aud) {
+                Some((_, sources)) => sources.push(source),
+                None => audiences.push((aud.clone(), vec![source])),
+            }
+        }
+    }
+    for (aud, sources) in &audiences {
+        let Some(api) = tenant.resource_servers.iter().find(|r| &r.identifier == aud) else {
+            out.push(HygieneFinding {
+                severity: Severity::Error,
+                code: "audience-not-an-api",
+                message: format!("audience {aud} is named in a policy but no Auth0 API has this identifier, so no token can be issued for it"),
+                fix: format!("create an API in Auth0 (Applications > APIs) with identifier {aud}, or correct the audience in the policy"),
+                sources: sources.clone(),
+            });
+            continue;
+        };
+        if Duration::from_secs(api.token_lifetime) > audits.max_token_lifetime {
+            out.push(HygieneFinding {
+                severity: Severity::Warning,
+                code: "token-lifetime-too-long",
+                message: format!(
+                    "API {:?} ({aud}) issues access tokens valid for {}s, above maxTokenLifetime {}s: a revoked person keeps access that long",
+                    api.name, api.token_lifetime, audits.max_token_lifetime.as_secs()
+                ),
+                fix: format!("set the API's token_lifetime to at most {}s (PATCH /api/v2/resource-servers/{{id}})", audits.max_token_lifetime.as_secs()),
+                sources: sources.clone(),
+            });
+        }
+        if !api.enforce_policies {
+            out.push(HygieneFinding {
+                severity: Severity::Error,
+                code: "rbac-not-enforced",
+                message: format!("API {:?} ({aud}) guards a Cloud Run service but does not enforce RBAC: any user of any application can get a token for it", api.name),
+                fix: "enable RBAC on the API (enforce_policies: true) and grant access through roles".into(),
+                sources: sources.clone(),
+            });
+        }
+    }
+
+    // Signing keys: the current key is young enough, and a next key is staged for rotation.
+    let current = tenant.signing_keys.iter().find(|k| k.current && !k.revoked);
+    match current {
+        None => out.push(HygieneFinding {
+            severity: Severity::Error,
+            code: "no-current-signing-key",
+            message: "the tenant lists no current, unrevoked signing key".into(),
+            fix: "rotate the signing key (POST /api/v2/keys/signing/rotate)".into(),
+            sources: vec![],
+        }),
+        Some(key) => {
+            if let Some(age) = key.since.and_then(|s| now.duration_since(s).ok()) {
+                if age > audits.max_signing_key_age {
+                    out.push(HygieneFinding {
+                        severity: Severity::Warning,
+                        code: "signing-key-too-old",
+                        message: format!(
+                            "the current signing key {:?} is {} days old, above maxSigningKeyAge {} days",
+                            key.kid, age.as_secs() / 86_400, audits.max_signing_key_age.as_secs() / 86_400
+                        ),
+                        fix: "rotate the signing key (POST /api/v2/keys/signing/rotate) after checking that every verifier reads the JWKS".into(),
+                        sources: vec![desired.settings.source.to_string()],
+                    });
+                }
+            }
+        }
+    }
+    if !tenant.signing_keys.iter().any(|k| k.next && !k.revoked) {
+        out.push(HygieneFinding {
+            severity: Severity::Info,
+            code: "no-next-signing-key",
+            message: "no next signing key is staged: verifiers cannot cache it before a rotation".into(),
+            fix: "stage a next key so it appears in the JWKS before it signs anything".into(),
+            sources: vec![],
+        });
+    }
+
+    // Roles named in policies exist and have members.
+    let mut seen = BTreeSet::new();
+    for policy in &desired.policies {
+        for invoker in &policy.invokers {
+            let Principal::Auth0Role(role) = &invoker.principal else { continue };
+            if !seen.insert(role.clone()) {
+                continue;
+            }
+            match tenant.directory.roles.get(role) {
+                None => out.push(HygieneFinding {
+                    severity: Severity::Error,
+                    code: "unknown-role",
+                    message: format!("role {role:?} is named in policy {:?} but does not exist in Auth0", policy.name),
+                    fix: format!("create the role {role:?} in Auth0, or correct the name in the policy"),
+                    sources: vec![invoker.source.to_string()],
+                }),
+                Some(r) if tenant.directory.members_resolved && r.members.is_empty() => out.push(HygieneFinding {
+                    severity: Severity::Warning,
+                    code: "empty-role",
+                    message: format!("role {role:?} has no members (directly or through groups): policy {:?} grants nothing through it", policy.name),
+                    fix: "assign the role to its members in Auth0, or remove it from the policy".into(),
+                    sources: vec![invoker.source.to_string()],
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
