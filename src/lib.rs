@@ -17,6 +17,7 @@
 //! * [`reconcile`]: the long-running loop, its HTTP status endpoint and metrics.
 //! * [`audit`]: Auth0 hygiene findings and token checks.
 //! * [`sim`]: the simulated Google and Auth0 APIs used by tests, benchmarks, `sim` and `demo`.
+//! * [`progress`]: the progress line of long passes on a terminal.
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 
@@ -31,5 +32,6 @@ pub mod logging;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod progress;
 pub mod reconcile;
 pub mod sim;
