@@ -205,7 +205,7 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
                     Some(id),
                     "ungoverned-service",
                     Severity::Warning,
-                    format!("service {id} is in scope but no policy governs it (requireCoverage is on); add it to a policy, in observe mode to start with"),
+                    "in scope but governed by no policy (requireCoverage is on); add it to a policy, in observe mode to start with".to_string(),
                     vec![loc(&desired.settings.source)],
                 ));
             }
@@ -637,24 +637,29 @@ impl<'a> Planner<'a> {
                 format!("{id} grants Auth0 roles through the workforce pool without IAP: workforce identities cannot mint the ID tokens Cloud Run's invoker check needs, so these grants are unusable; set `iap: true`"),
                 ref_sources.clone()));
         }
-        let mut iap_ok = iap;
+        // With IAP, grants move from the service to the IAP resource. Planning the service half
+        // without the IAP half would revoke invoker access without granting the accessor role,
+        // so without the project number or the IAP policy nothing is planned for the service.
+        let mut iap_target = None;
         if iap {
-            match number {
-                Some(n) => {
-                    run_desired
-                        .entry((RUN_INVOKER.into(), None))
-                        .or_default()
-                        .entry(iap_service_agent(n))
-                        .or_default()
-                        .extend(exposure_src(&exp.iap));
-                }
-                None => {
-                    self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
-                        format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; IAP access is not planned", id.project),
-                        ref_sources.clone()));
-                    iap_ok = false;
-                }
-            }
+            let Some(n) = number else {
+                self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
+                    format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
+                    ref_sources.clone()));
+                return None;
+            };
+            let Some(policy) = &svc.iap_iam else {
+                self.findings.insert(finding(Some(id), "read-failed", Severity::Error,
+                    format!("the IAP policy of {id} was not read; nothing is planned for it in this pass"), ref_sources.clone()));
+                return None;
+            };
+            run_desired
+                .entry((RUN_INVOKER.into(), None))
+                .or_default()
+                .entry(iap_service_agent(n))
+                .or_default()
+                .extend(exposure_src(&exp.iap));
+            iap_target = Some((id.iap_resource_name(n), policy));
         }
 
         let ctx = ServiceCtx {
@@ -671,25 +676,16 @@ impl<'a> Planner<'a> {
             &run_desired,
             &run_feeds,
         );
-        let iap_plan = if iap_ok {
-            let n = number.expect("checked above");
-            match &svc.iap_iam {
-                Some(policy) => self.diff_resource(
-                    &ctx,
-                    id.iap_resource_name(n),
-                    policy,
-                    IAP_ACCESSOR,
-                    &iap_desired,
-                    &iap_feeds,
-                ),
-                None => {
-                    self.findings.insert(finding(Some(id), "read-failed", Severity::Error,
-                        format!("the IAP policy of {id} was not read; IAP access is not planned in this pass"), ref_sources.clone()));
-                    None
-                }
-            }
-        } else {
-            None
+        let iap_plan = match iap_target {
+            Some((resource, policy)) => self.diff_resource(
+                &ctx,
+                resource,
+                policy,
+                IAP_ACCESSOR,
+                &iap_desired,
+                &iap_feeds,
+            ),
+            None => None,
         };
 
         let settings = if exp.conflict {

@@ -172,5 +172,6 @@ pub fn check_guards(
             }
         }
     }
+    trips.sort_by(|a, b| (a.guard, &a.message).cmp(&(b.guard, &b.message)));
     trips
 }

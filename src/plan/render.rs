@@ -246,10 +246,13 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         out.push('\n');
     }
     if plan.summary.services_not_applied > 0 {
+        let n = plan.summary.services_not_applied;
         let _ = writeln!(
             out,
-            "{} of the services to change are in warn or observe mode: their changes are shown, never applied.",
-            plan.summary.services_not_applied
+            "{n} of the {} services to change {} in warn or observe mode: {} changes are shown, never applied.",
+            plan.summary.services_to_change,
+            if n == 1 { "is" } else { "are" },
+            if n == 1 { "its" } else { "their" }
         );
     }
     let line = summary_line(plan);
@@ -342,13 +345,13 @@ pub fn render_markdown(plan: &Plan) -> String {
             );
             for (sym, line) in service_lines(s) {
                 // In a diff block the first column decides the colour.
-                let first = match sym {
-                    "+" => "+",
-                    "-" => "-",
-                    "!" => "!",
-                    _ => " ",
+                // The symbol moves to the first column so GitHub colours the line.
+                let line = match sym {
+                    "+" | "-" => format!("{sym}{}", line.replacen(&format!("{sym} "), "  ", 1)),
+                    "!" => format!("-{line}"),
+                    _ => format!(" {line}"),
                 };
-                let _ = writeln!(block, "{first}{}", &line);
+                let _ = writeln!(block, "{line}");
             }
             block.push_str("```\n\n</details>\n\n");
             if !try_push(&mut out, &block, &mut full) {
