@@ -1,1 +1,26 @@
-//! The plan: a pure diff of desired against live, guards, and renderers. (not built yet)
+//! The plan: a pure diff of the desired model against a live snapshot, the guards that decide
+//! whether a plan may be applied, and its three renderings.
+//!
+//! * [`engine`]: `plan(&Desired, &LiveState, &PlanOptions) -> Plan`: no I/O, no clock reads,
+//!   cannot fail on live data (problems become findings).
+//! * [`model`]: the `Plan` value, which is also the saved-plan format (`formatVersion: 1`).
+//! * [`guards`]: `check_guards(&Plan, &Settings, allow_removals) -> Vec<GuardTrip>`.
+//! * [`render`]: text (Terraform-like), Markdown (PR comment, capped), JSON.
+//! * [`simulate`]: `apply_to(&Plan, &LiveState) -> LiveState`, the plan applied in memory.
+
+pub mod engine;
+pub mod guards;
+pub mod model;
+pub mod render;
+pub mod simulate;
+mod time;
+
+pub use engine::{
+    MANAGED_CONDITION_PREFIX, PlanOptions, expiry_condition, iap_service_agent,
+    is_managed_condition, plan,
+};
+pub use guards::{GuardKind, GuardTrip, check_guards};
+pub use model::*;
+pub use render::{MARKDOWN_LIMIT, render_json, render_markdown, render_text};
+pub use simulate::apply_to;
+pub use time::{format_rfc3339, parse_rfc3339};

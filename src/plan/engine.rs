@@ -1,0 +1,1133 @@
+//! The diff engine: `plan(&Desired, &LiveState, &PlanOptions) -> Plan`, pure and deterministic.
+//!
+//! # Expected flow
+//! 1. Every policy's invokers are resolved once into IAM members (principal mapping) together
+//!    with the Auth0 roles that fed them ("feeds"), so that an unknown or empty role can be told
+//!    apart from "nobody should have access".
+//! 2. Policies are matched to live services (by name or label selector; `region: "*"` = every
+//!    region in scope). Several policies on one service are merged: invokers united, exposure
+//!    merged field by field, the most cautious mode wins (`observe` > `warn` > `enforce`).
+//! 3. Per governed (IAM resource, role, condition) the desired members are compared with the
+//!    live ones; every difference becomes a member-level change with its reason.
+//! 4. Exposure becomes settings changes, each naming its `updateMask` path.
+//!
+//! # Guarantees
+//! * No I/O, no clock reads (the clock is `PlanOptions::now`), no panics on live data: anything
+//!   odd about live data becomes a [`Finding`] and the service part it concerns is not planned.
+//! * Roles runwarden does not govern, and conditional bindings it did not generate, are never
+//!   touched. `Settings.keep` members are never removed.
+//! * With IAP, every invoker (person or machine) gets `roles/iap.httpsResourceAccessor` on the IAP
+//!   resource and nobody but the IAP service agent needs `roles/run.invoker`: with Cloud Run's
+//!   built-in IAP every request passes IAP first, so a direct invoker grant would be dead weight
+//!   that silently turns into a bypass the day IAP is switched off outside runwarden. Owned
+//!   invoker grants left over from before IAP are therefore removed as `unlisted`.
+//!
+//! # Caveats
+//! * A conflict between policies that match one service through selectors can only be seen
+//!   against live: it becomes an `exposure-conflict` finding, the conflicting fields are left
+//!   unmanaged for that service and its settings are not changed; a conflict on `iap` decides
+//!   where every grant goes, so then nothing at all is planned for the service.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::SystemTime;
+
+use crate::iam::{
+    Condition, IAP_ACCESSOR, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
+};
+use crate::live::{LiveService, LiveState, ServiceId};
+use crate::policy::model::{
+    AccessPolicy, Desired, ForeignMembers, Ingress, Mode, Principal, PrincipalMapping, RegionRef,
+    ServiceRef, ServiceTarget, Settings, Source,
+};
+
+use super::model::*;
+use super::time::{format_rfc3339, parse_rfc3339};
+
+/// The title prefix of the conditions runwarden generates for time-boxed grants. Conditional
+/// bindings whose title starts with it are owned by runwarden; all others are never touched.
+pub const MANAGED_CONDITION_PREFIX: &str = "runwarden-expires-";
+
+/// What a plan is computed with besides desired and live state.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions<'a> {
+    /// The clock: expiries are judged against it (passed in, never read inside the plan).
+    pub now: SystemTime,
+    /// The base branch's desired state (`--base-policies`): changes it would make too are marked
+    /// `drift`, the others `declared`.
+    pub base: Option<&'a Desired>,
+}
+
+impl PlanOptions<'_> {
+    /// Options with this clock and no base.
+    pub fn at(now: SystemTime) -> PlanOptions<'static> {
+        PlanOptions { now, base: None }
+    }
+}
+
+/// The IAM condition runwarden generates for a grant that expires at `expires`. The title and
+/// expression depend only on the instant (whole seconds), so re-plans are no-ops.
+pub fn expiry_condition(expires: SystemTime) -> Condition {
+    let ts = format_rfc3339(expires);
+    Condition {
+        title: format!("{MANAGED_CONDITION_PREFIX}{ts}"),
+        description: None,
+        expression: format!("request.time < timestamp(\"{ts}\")"),
+    }
+}
+
+/// Whether runwarden generated this condition (and therefore owns the binding).
+pub fn is_managed_condition(c: &Condition) -> bool {
+    c.title.starts_with(MANAGED_CONDITION_PREFIX)
+}
+
+/// The IAP service agent of a project.
+pub fn iap_service_agent(project_number: u64) -> Member {
+    Member::parse(&format!(
+        "serviceAccount:service-{project_number}@gcp-sa-iap.iam.gserviceaccount.com"
+    ))
+    .expect("the IAP service agent is a valid member")
+}
+
+/// Computes the plan. Pure and deterministic; see the module documentation.
+pub fn plan(desired: &Desired, live: &LiveState, opts: &PlanOptions<'_>) -> Plan {
+    let mut plan = plan_core(desired, live, opts.now);
+    if let Some(base) = opts.base {
+        let base_plan = plan_core(base, live, opts.now);
+        mark_origins(&mut plan, &base_plan);
+        plan.compared_with_base = true;
+    }
+    plan
+}
+
+/// `file:line` of a source.
+pub(crate) fn loc(s: &Source) -> String {
+    format!("{}:{}", s.file.display(), s.line)
+}
+
+type BindingKey = (String, Option<Condition>);
+
+/// One member a policy grants.
+struct Grant {
+    member: Member,
+    condition: Option<Condition>,
+    /// People go to the IAP accessor role with IAP; service accounts too (see module docs).
+    source: Source,
+}
+
+/// An Auth0 role named by an invoker, and how it resolved.
+struct Feed {
+    role: String,
+    condition: Option<Condition>,
+    status: FeedStatus,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FeedStatus {
+    Resolved,
+    /// The role exists but has no (usable) members.
+    Empty,
+    /// The role does not exist, or members could not be resolved: fail safe.
+    Unknown,
+}
+
+struct ResolvedPolicy<'a> {
+    policy: &'a AccessPolicy,
+    grants: Vec<Grant>,
+    feeds: Vec<Feed>,
+}
+
+/// How one Auth0 role resolved (cached per pass).
+struct RoleResolution {
+    members: Vec<Member>,
+    status: FeedStatus,
+}
+
+struct Planner<'a> {
+    settings: &'a Settings,
+    live: &'a LiveState,
+    now: SystemTime,
+    findings: BTreeSet<Finding>,
+    /// Every member any policy produces (for any service): owned.
+    policy_members: HashSet<Member>,
+}
+
+fn finding(
+    service: Option<&ServiceId>,
+    code: &str,
+    severity: Severity,
+    message: String,
+    sources: Vec<String>,
+) -> Finding {
+    Finding {
+        service: service.map(|s| s.to_string()),
+        code: code.to_string(),
+        severity,
+        message,
+        sources,
+    }
+}
+
+fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
+    let mut p = Planner {
+        settings: &desired.settings,
+        live,
+        now,
+        findings: BTreeSet::new(),
+        policy_members: HashSet::new(),
+    };
+    let resolved = p.resolve_policies(&desired.policies);
+    for rp in &resolved {
+        for g in &rp.grants {
+            p.policy_members.insert(g.member.clone());
+        }
+    }
+    let governed = p.match_services(&desired.policies);
+
+    let mut services = Vec::new();
+    let mut governed_ok = 0;
+    for (id, govs) in &governed {
+        let svc = &live.services[id];
+        if let Some(sp) = p.plan_service(svc, govs, &resolved) {
+            governed_ok += 1;
+            if let Some(sp) = sp {
+                services.push(sp);
+            }
+        }
+    }
+
+    if desired.settings.audits.require_coverage {
+        let scope = &desired.settings.scope;
+        for (id, _) in live.services.iter() {
+            let in_scope = scope.projects.contains(&id.project)
+                && (scope.regions.is_empty() || scope.regions.contains(&id.region));
+            if in_scope && !governed.contains_key(id) {
+                p.findings.insert(finding(
+                    Some(id),
+                    "ungoverned-service",
+                    Severity::Warning,
+                    "in scope but governed by no policy (requireCoverage is on); add it to a policy, in observe mode to start with".to_string(),
+                    vec![loc(&desired.settings.source)],
+                ));
+            }
+        }
+    }
+
+    let findings: Vec<Finding> = p.findings.into_iter().collect();
+    let mut summary = Summary {
+        governed_services: governed_ok,
+        findings: findings.len(),
+        ..Summary::default()
+    };
+    for s in &services {
+        if s.has_changes() {
+            summary.services_to_change += 1;
+            if !s.is_applicable() {
+                summary.services_not_applied += 1;
+            }
+        }
+        summary.members_to_add += s.count(Action::Add);
+        summary.members_to_remove += s.count(Action::Remove);
+        summary.settings_to_change += s.settings.len();
+        summary.foreign_kept += s.foreign_kept();
+    }
+    Plan {
+        format_version: FORMAT_VERSION,
+        planned_at: format_rfc3339(now),
+        compared_with_base: false,
+        services,
+        findings,
+        summary,
+    }
+}
+
+impl<'a> Planner<'a> {
+    fn resolve_role(
+        &mut self,
+        role: &str,
+        cache: &mut HashMap<String, RoleResolution>,
+    ) -> FeedStatus {
+        if let Some(r) = cache.get(role) {
+            return r.status;
+        }
+        let dir = &self.live.directory;
+        let res = match (&self.settings.principals, dir.roles.get(role)) {
+            (_, None) => RoleResolution {
+                members: vec![],
+                status: FeedStatus::Unknown,
+            },
+            (PrincipalMapping::WorkforcePool { pool }, Some(_)) => {
+                let text = format!("{}group/{role}", PrincipalMapping::pool_prefix(pool));
+                match Member::parse(&text) {
+                    Ok(m) => RoleResolution {
+                        members: vec![m],
+                        status: FeedStatus::Resolved,
+                    },
+                    Err(e) => {
+                        self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
+                            format!("Auth0 role `{role}` cannot be named as a workforce pool group ({e}); it grants nothing"), vec![]));
+                        RoleResolution {
+                            members: vec![],
+                            status: FeedStatus::Unknown,
+                        }
+                    }
+                }
+            }
+            (PrincipalMapping::Users { .. }, Some(_)) if !dir.members_resolved => RoleResolution {
+                members: vec![],
+                status: FeedStatus::Unknown,
+            },
+            (PrincipalMapping::Users { email_domains }, Some(r)) => {
+                let mut members = Vec::new();
+                for u in &r.members {
+                    let why = match &u.email {
+                        None => Some("has no e-mail address".to_string()),
+                        Some(_) if !u.email_verified => Some("e-mail is not verified".to_string()),
+                        Some(e) if !domain_allowed(e, email_domains) => Some(format!(
+                            "e-mail is outside the allowed domains ({})",
+                            email_domains.join(", ")
+                        )),
+                        Some(_) => None,
+                    };
+                    let email = u.email.as_deref().unwrap_or("");
+                    match why {
+                        Some(why) => {
+                            self.findings.insert(finding(
+                                None,
+                                "skipped-member",
+                                Severity::Warning,
+                                format!(
+                                    "Auth0 user {} ({}) in role `{role}` is skipped: {why}",
+                                    u.user_id,
+                                    if email.is_empty() { "no e-mail" } else { email }
+                                ),
+                                vec![],
+                            ));
+                        }
+                        None => {
+                            match Member::parse(&format!("user:{}", email.to_ascii_lowercase())) {
+                                Ok(m) => members.push(m),
+                                Err(e) => {
+                                    self.findings.insert(finding(
+                                        None,
+                                        "skipped-member",
+                                        Severity::Warning,
+                                        format!(
+                                            "Auth0 user {} in role `{role}` is skipped: {e}",
+                                            u.user_id
+                                        ),
+                                        vec![],
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+                members.sort();
+                members.dedup();
+                let status = if members.is_empty() {
+                    FeedStatus::Empty
+                } else {
+                    FeedStatus::Resolved
+                };
+                RoleResolution { members, status }
+            }
+        };
+        let status = res.status;
+        cache.insert(role.to_string(), res);
+        status
+    }
+
+    fn resolve_policies<'p>(&mut self, policies: &'p [AccessPolicy]) -> Vec<ResolvedPolicy<'p>> {
+        let mut cache: HashMap<String, RoleResolution> = HashMap::new();
+        if matches!(self.settings.principals, PrincipalMapping::Users { .. })
+            && !self.live.directory.members_resolved
+            && policies.iter().any(|p| {
+                p.invokers
+                    .iter()
+                    .any(|i| matches!(i.principal, Principal::Auth0Role(_)))
+            })
+        {
+            self.findings.insert(finding(None, "directory-unresolved", Severity::Error,
+                "Auth0 role members were not read, so no Auth0 role grants anything in this plan and no member is removed on account of a role".into(), vec![]));
+        }
+        let mut out = Vec::new();
+        for policy in policies {
+            let mut grants = Vec::new();
+            let mut feeds = Vec::new();
+            for inv in &policy.invokers {
+                let condition = match inv.expires {
+                    Some(t) if t <= self.now => {
+                        self.findings.insert(finding(None, "expired-grant", Severity::Info,
+                            format!("policy {}: the grant at {} expired at {}; it grants nothing any more, delete the line", policy.name, loc(&inv.source), format_rfc3339(t)),
+                            vec![loc(&inv.source)]));
+                        continue;
+                    }
+                    Some(t) => Some(expiry_condition(t)),
+                    None => None,
+                };
+                match &inv.principal {
+                    Principal::Member(m) => grants.push(Grant {
+                        member: m.clone(),
+                        condition,
+                        source: inv.source.clone(),
+                    }),
+                    Principal::Machine(name) => {
+                        match self.settings.machines.iter().find(|m| &m.name == name) {
+                            Some(machine) => grants.push(Grant {
+                                member: machine.service_account.clone(),
+                                condition,
+                                source: inv.source.clone(),
+                            }),
+                            None => {
+                                self.findings.insert(finding(None, "unknown-machine", Severity::Error,
+                                format!("policy {} names machine `{name}`, which Settings.machines does not define; it grants nothing", policy.name),
+                                vec![loc(&inv.source)]));
+                            }
+                        }
+                    }
+                    Principal::Auth0Role(role) => {
+                        let status = self.resolve_role(role, &mut cache);
+                        match status {
+                            FeedStatus::Unknown if self.live.directory.roles.contains_key(role) => {
+                            }
+                            FeedStatus::Unknown => {
+                                self.findings.insert(finding(None, "unknown-role", Severity::Error,
+                                    format!("policy {} names Auth0 role `{role}`, which does not exist in the tenant; it grants nothing, and no member is removed on its account", policy.name),
+                                    vec![loc(&inv.source)]));
+                            }
+                            FeedStatus::Empty => {
+                                self.findings.insert(finding(None, "empty-role", Severity::Warning,
+                                    format!("policy {} names Auth0 role `{role}`, which has no usable members; it grants nothing", policy.name),
+                                    vec![loc(&inv.source)]));
+                            }
+                            FeedStatus::Resolved => {}
+                        }
+                        for m in &cache[role].members {
+                            grants.push(Grant {
+                                member: m.clone(),
+                                condition: condition.clone(),
+                                source: inv.source.clone(),
+                            });
+                        }
+                        feeds.push(Feed {
+                            role: role.clone(),
+                            condition,
+                            status,
+                        });
+                    }
+                }
+            }
+            out.push(ResolvedPolicy {
+                policy,
+                grants,
+                feeds,
+            });
+        }
+        out
+    }
+
+    /// Governed services → (policy index, the reference that matched), sorted by service id.
+    fn match_services<'p>(
+        &mut self,
+        policies: &'p [AccessPolicy],
+    ) -> BTreeMap<ServiceId, Vec<(usize, &'p ServiceRef)>> {
+        let mut by_project: HashMap<&str, Vec<&LiveService>> = HashMap::new();
+        for svc in self.live.services.values() {
+            by_project
+                .entry(svc.id.project.as_str())
+                .or_default()
+                .push(svc);
+        }
+        let scope_regions = &self.settings.scope.regions;
+        let mut governed: BTreeMap<ServiceId, Vec<(usize, &ServiceRef)>> = BTreeMap::new();
+        for (pi, policy) in policies.iter().enumerate() {
+            for sref in &policy.services {
+                let region_ok = |r: &str| match &sref.region {
+                    RegionRef::Named(n) => n == r,
+                    RegionRef::Any => scope_regions.iter().any(|s| s == r),
+                };
+                let mut matched = 0;
+                for svc in by_project.get(sref.project.as_str()).into_iter().flatten() {
+                    if !region_ok(&svc.id.region) {
+                        continue;
+                    }
+                    let hit = match &sref.target {
+                        ServiceTarget::Named(n) => n == &svc.id.name,
+                        ServiceTarget::Selector(sel) => {
+                            sel.iter().all(|(k, v)| svc.labels.get(k) == Some(v))
+                        }
+                    };
+                    if hit {
+                        matched += 1;
+                        let list = governed.entry(svc.id.clone()).or_default();
+                        if !list.iter().any(|(i, _)| *i == pi) {
+                            list.push((pi, sref));
+                        }
+                    }
+                }
+                if matched == 0 {
+                    let what = match &sref.target {
+                        ServiceTarget::Named(n) => format!("service `{n}`"),
+                        ServiceTarget::Selector(sel) => format!(
+                            "selector {{{}}}",
+                            sel.iter()
+                                .map(|(k, v)| format!("{k}: {v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
+                    let region = match &sref.region {
+                        RegionRef::Named(r) => r.clone(),
+                        RegionRef::Any => "*".into(),
+                    };
+                    self.findings.insert(finding(
+                        None,
+                        "unmatched-service",
+                        Severity::Warning,
+                        format!(
+                            "policy {}: {what} in {}/{region} matches no live service",
+                            policy.name, sref.project
+                        ),
+                        vec![loc(&sref.source)],
+                    ));
+                }
+            }
+        }
+        governed
+    }
+
+    fn is_mapping_member(&self, m: &Member) -> bool {
+        match &self.settings.principals {
+            PrincipalMapping::WorkforcePool { pool } => {
+                m.as_str().starts_with(&PrincipalMapping::pool_prefix(pool))
+            }
+            PrincipalMapping::Users { email_domains } => {
+                m.kind() == MemberKind::User
+                    && m.email().is_some_and(|e| domain_allowed(e, email_domains))
+            }
+        }
+    }
+
+    fn is_owned(&self, m: &Member) -> bool {
+        self.policy_members.contains(m)
+            || self.is_mapping_member(m)
+            || self.settings.owned.iter().any(|p| p.matches(m.as_str()))
+    }
+
+    /// `None`: the service could not be planned (a finding says why). `Some(None)`: planned,
+    /// nothing to show. `Some(Some(plan))`: planned with entries.
+    fn plan_service(
+        &mut self,
+        svc: &LiveService,
+        govs: &[(usize, &ServiceRef)],
+        resolved: &[ResolvedPolicy<'_>],
+    ) -> Option<Option<ServicePlan>> {
+        let id = &svc.id;
+        let mut policy_idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
+        policy_idx.sort_unstable();
+        policy_idx.dedup();
+        let pols: Vec<&ResolvedPolicy> = policy_idx.iter().map(|i| &resolved[*i]).collect();
+        let ref_sources: Vec<String> = {
+            let mut v: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if let Some(err) = &svc.read_error {
+            self.findings.insert(finding(
+                Some(id),
+                "read-failed",
+                Severity::Error,
+                format!("reading {id} failed ({err}); nothing is planned for it in this pass"),
+                ref_sources,
+            ));
+            return None;
+        }
+        let Some(iam) = &svc.iam else {
+            self.findings.insert(finding(
+                Some(id),
+                "read-failed",
+                Severity::Error,
+                format!(
+                    "the IAM policy of {id} was not read; nothing is planned for it in this pass"
+                ),
+                ref_sources,
+            ));
+            return None;
+        };
+        let mode = pols
+            .iter()
+            .map(|p| p.policy.mode)
+            .max()
+            .unwrap_or(Mode::Enforce);
+
+        // Merge exposure field by field.
+        let exp = self.merge_exposure(id, &pols);
+        if exp.iap_conflict {
+            return None;
+        }
+        let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
+        let public = exp.public.as_ref().map(|(v, _)| *v);
+        let exposure_src = |f: &Option<(bool, Vec<String>)>| {
+            f.as_ref()
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| ref_sources.clone())
+        };
+
+        let number = self.live.project_numbers.get(&id.project).copied();
+
+        // Desired members per resource and binding key.
+        let mut run_desired: BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>> =
+            BTreeMap::new();
+        let mut iap_desired: BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>> =
+            BTreeMap::new();
+        let mut run_feeds: BTreeMap<BindingKey, Vec<&Feed>> = BTreeMap::new();
+        let mut iap_feeds: BTreeMap<BindingKey, Vec<&Feed>> = BTreeMap::new();
+        let mut has_role_feed = false;
+        for rp in &pols {
+            for g in &rp.grants {
+                if g.member.is_public() && public != Some(true) {
+                    self.findings.insert(finding(Some(id), "public-member-not-allowed", Severity::Error,
+                        format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, g.member),
+                        vec![loc(&g.source)]));
+                    continue;
+                }
+                let (target, role) = if iap {
+                    (&mut iap_desired, IAP_ACCESSOR)
+                } else {
+                    (&mut run_desired, RUN_INVOKER)
+                };
+                target
+                    .entry((role.to_string(), g.condition.clone()))
+                    .or_default()
+                    .entry(g.member.clone())
+                    .or_default()
+                    .insert(loc(&g.source));
+            }
+            for f in &rp.feeds {
+                has_role_feed = true;
+                let (target, role) = if iap {
+                    (&mut iap_feeds, IAP_ACCESSOR)
+                } else {
+                    (&mut run_feeds, RUN_INVOKER)
+                };
+                target
+                    .entry((role.to_string(), f.condition.clone()))
+                    .or_default()
+                    .push(f);
+            }
+        }
+        if public == Some(true) {
+            let all = Member::parse("allUsers").expect("allUsers is a member");
+            run_desired
+                .entry((RUN_INVOKER.into(), None))
+                .or_default()
+                .entry(all)
+                .or_default()
+                .extend(exposure_src(&exp.public));
+        }
+        if has_role_feed
+            && !iap
+            && matches!(
+                self.settings.principals,
+                PrincipalMapping::WorkforcePool { .. }
+            )
+        {
+            self.findings.insert(finding(Some(id), "workforce-without-iap", Severity::Warning,
+                format!("{id} grants Auth0 roles through the workforce pool without IAP: workforce identities cannot mint the ID tokens Cloud Run's invoker check needs, so these grants are unusable; set `iap: true`"),
+                ref_sources.clone()));
+        }
+        // With IAP, grants move from the service to the IAP resource. Planning the service half
+        // without the IAP half would revoke invoker access without granting the accessor role,
+        // so without the project number or the IAP policy nothing is planned for the service.
+        let mut iap_target = None;
+        if iap {
+            let Some(n) = number else {
+                self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
+                    format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
+                    ref_sources.clone()));
+                return None;
+            };
+            let Some(policy) = &svc.iap_iam else {
+                self.findings.insert(finding(Some(id), "read-failed", Severity::Error,
+                    format!("the IAP policy of {id} was not read; nothing is planned for it in this pass"), ref_sources.clone()));
+                return None;
+            };
+            run_desired
+                .entry((RUN_INVOKER.into(), None))
+                .or_default()
+                .entry(iap_service_agent(n))
+                .or_default()
+                .extend(exposure_src(&exp.iap));
+            iap_target = Some((id.iap_resource_name(n), policy));
+        }
+
+        let ctx = ServiceCtx {
+            id,
+            public,
+            ref_sources: &ref_sources,
+            public_sources: exposure_src(&exp.public),
+        };
+        let iam_plan = self.diff_resource(
+            &ctx,
+            id.resource_name(),
+            iam,
+            RUN_INVOKER,
+            &run_desired,
+            &run_feeds,
+        );
+        let iap_plan = match iap_target {
+            Some((resource, policy)) => self.diff_resource(
+                &ctx,
+                resource,
+                policy,
+                IAP_ACCESSOR,
+                &iap_desired,
+                &iap_feeds,
+            ),
+            None => None,
+        };
+
+        let settings = if exp.conflict {
+            Vec::new()
+        } else {
+            self.settings_changes(svc, &exp, &ref_sources)
+        };
+        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
+            return Some(None);
+        }
+        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
+        policies.sort();
+        policies.dedup();
+        Some(Some(ServicePlan {
+            id: id.to_string(),
+            project: id.project.clone(),
+            region: id.region.clone(),
+            name: id.name.clone(),
+            mode: mode.into(),
+            policies,
+            etag: svc.etag.clone(),
+            iam: iam_plan,
+            iap: iap_plan,
+            settings,
+        }))
+    }
+
+    fn merge_exposure(&mut self, id: &ServiceId, pols: &[&ResolvedPolicy<'_>]) -> MergedExposure {
+        let mut out = MergedExposure::default();
+        let mut conflicts: Vec<String> = Vec::new();
+        fn merge<T: Clone + PartialEq>(
+            slot: &mut Option<(T, Vec<String>)>,
+            value: &T,
+            src: String,
+            conflict: &mut bool,
+        ) {
+            match slot {
+                None => *slot = Some((value.clone(), vec![src])),
+                Some((v, s)) if v == value => s.push(src),
+                Some(_) => *conflict = true,
+            }
+        }
+        let (mut c_ing, mut c_pub, mut c_iap, mut c_aud) = (false, false, false, false);
+        for rp in pols {
+            let e = &rp.policy.exposure;
+            let src = e
+                .source
+                .as_ref()
+                .map(loc)
+                .unwrap_or_else(|| loc(&rp.policy.source));
+            if let Some(v) = e.ingress {
+                merge(&mut out.ingress, &v, src.clone(), &mut c_ing);
+            }
+            if let Some(v) = e.public {
+                merge(&mut out.public, &v, src.clone(), &mut c_pub);
+            }
+            if let Some(v) = e.iap {
+                merge(&mut out.iap, &v, src.clone(), &mut c_iap);
+            }
+            if let Some(v) = &e.audiences {
+                let set: BTreeSet<String> = v.iter().cloned().collect();
+                merge(&mut out.audiences, &set, src.clone(), &mut c_aud);
+            }
+        }
+        for (flag, name) in [
+            (c_ing, "ingress"),
+            (c_pub, "public"),
+            (c_iap, "iap"),
+            (c_aud, "audiences"),
+        ] {
+            if flag {
+                conflicts.push(name.to_string());
+            }
+        }
+        if !conflicts.is_empty() {
+            let names: Vec<&str> = pols.iter().map(|p| p.policy.name.as_str()).collect();
+            let mut sources: Vec<String> = pols
+                .iter()
+                .map(|p| {
+                    p.policy
+                        .exposure
+                        .source
+                        .as_ref()
+                        .map(loc)
+                        .unwrap_or_else(|| loc(&p.policy.source))
+                })
+                .collect();
+            sources.sort();
+            sources.dedup();
+            let consequence = if c_iap {
+                "nothing is planned for the service"
+            } else {
+                "its settings are not changed and the conflicting fields are left unmanaged"
+            };
+            self.findings.insert(finding(Some(id), "exposure-conflict", Severity::Error,
+                format!("policies {} govern {id} with conflicting exposure ({}); {consequence} until the policies agree", names.join(", "), conflicts.join(", ")),
+                sources));
+            out.conflict = true;
+            out.iap_conflict = c_iap;
+            if c_ing {
+                out.ingress = None;
+            }
+            if c_pub {
+                out.public = None;
+            }
+            if c_aud {
+                out.audiences = None;
+            }
+        }
+        out
+    }
+
+    fn settings_changes(
+        &self,
+        svc: &LiveService,
+        exp: &MergedExposure,
+        ref_sources: &[String],
+    ) -> Vec<SettingChange> {
+        let live = &svc.settings;
+        let mut out = Vec::new();
+        let mut push = |field: &str,
+                        before: serde_json::Value,
+                        after: serde_json::Value,
+                        sources: Vec<String>| {
+            out.push(SettingChange {
+                field: field.into(),
+                update_mask_path: field.into(),
+                before,
+                after,
+                reason: Reason::Setting,
+                origin: None,
+                sources,
+            });
+        };
+        if let (Some((want, src)), Some(have)) = (&exp.ingress, live.ingress) {
+            // Live `None` is INGRESS_TRAFFIC_UNSPECIFIED (no active revision): not drift.
+            if *want != have {
+                push(
+                    "ingress",
+                    have.api_value().into(),
+                    want.api_value().into(),
+                    src.clone(),
+                );
+            }
+        }
+        let public = exp.public.as_ref().map(|(v, _)| *v);
+        if public != Some(true) && live.invoker_iam_disabled {
+            let src = exp
+                .public
+                .as_ref()
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| ref_sources.to_vec());
+            push("invokerIamDisabled", true.into(), false.into(), src);
+        }
+        if let Some((want, src)) = &exp.audiences {
+            let have: BTreeSet<String> = live.custom_audiences.iter().cloned().collect();
+            if &have != want {
+                let to_json = |s: &BTreeSet<String>| {
+                    serde_json::Value::from(s.iter().cloned().collect::<Vec<_>>())
+                };
+                push(
+                    "customAudiences",
+                    to_json(&have),
+                    to_json(want),
+                    src.clone(),
+                );
+            }
+        }
+        if let Some((want, src)) = &exp.iap {
+            if *want != live.iap_enabled {
+                push(
+                    "iapEnabled",
+                    live.iap_enabled.into(),
+                    (*want).into(),
+                    src.clone(),
+                );
+            }
+        }
+        out
+    }
+
+    fn diff_resource(
+        &mut self,
+        ctx: &ServiceCtx<'_>,
+        resource: String,
+        live: &Policy,
+        role: &str,
+        desired: &BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>>,
+        feeds: &BTreeMap<BindingKey, Vec<&Feed>>,
+    ) -> Option<ResourcePlan> {
+        // Live governed bindings: the unconditional one and those runwarden generated.
+        let mut live_map: BTreeMap<BindingKey, BTreeSet<&Member>> = BTreeMap::new();
+        for b in &live.bindings {
+            if b.role != role {
+                continue;
+            }
+            if let Some(c) = &b.condition {
+                if !is_managed_condition(c) {
+                    continue;
+                }
+            }
+            live_map
+                .entry((b.role.clone(), b.condition.clone()))
+                .or_default()
+                .extend(b.members.iter());
+        }
+        let mut keys: BTreeSet<&BindingKey> = desired.keys().collect();
+        keys.extend(live_map.keys());
+
+        let empty_d = BTreeMap::new();
+        let empty_l = BTreeSet::new();
+        let mut changes = Vec::new();
+        let mut emptied = Vec::new();
+        let mut owned_members = 0;
+        let (mut adds, mut removes) = (0usize, 0usize);
+        for key in keys {
+            let d = desired.get(key).unwrap_or(&empty_d);
+            let l = live_map.get(key).unwrap_or(&empty_l);
+            let cond = key.1.as_ref();
+            let managed = cond.is_some();
+            let expired = cond
+                .and_then(|c| parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]))
+                .is_some_and(|t| t <= self.now);
+            let key_feeds = feeds.get(key).map(Vec::as_slice).unwrap_or(&[]);
+            let unknown: BTreeSet<&str> = key_feeds
+                .iter()
+                .filter(|f| f.status == FeedStatus::Unknown)
+                .map(|f| f.role.as_str())
+                .collect();
+            let empty_roles: BTreeSet<&str> = key_feeds
+                .iter()
+                .filter(|f| f.status == FeedStatus::Empty)
+                .map(|f| f.role.as_str())
+                .collect();
+            let pcond = cond.map(PlanCondition::from);
+            let change =
+                |action, member: &Member, reason, sources: Vec<String>, note: Option<String>| {
+                    MemberChange {
+                        action,
+                        role: key.0.clone(),
+                        condition: pcond.clone(),
+                        member: member.clone(),
+                        reason,
+                        origin: None,
+                        sources,
+                        note,
+                    }
+                };
+            for (m, srcs) in d {
+                if !l.contains(m) {
+                    changes.push(change(
+                        Action::Add,
+                        m,
+                        Reason::Missing,
+                        srcs.iter().cloned().collect(),
+                        None,
+                    ));
+                    adds += 1;
+                }
+            }
+            let mut removed_here = 0;
+            for m in l {
+                let owned = managed || self.is_owned(m);
+                if owned {
+                    owned_members += 1;
+                }
+                if d.contains_key(*m) {
+                    continue;
+                }
+                let (reason, remove, sources, mut note) = if m.kind() == MemberKind::Deleted {
+                    (Reason::Deleted, true, ctx.ref_sources.to_vec(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
+                } else if expired {
+                    (
+                        Reason::Expired,
+                        true,
+                        ctx.ref_sources.to_vec(),
+                        Some(format!(
+                            "the time-boxed grant ended at {}",
+                            &cond.map(|c| c.title.as_str()).unwrap_or("")
+                                [MANAGED_CONDITION_PREFIX.len()..]
+                        )),
+                    )
+                } else if m.is_public() && ctx.public == Some(false) {
+                    (Reason::Public, true, ctx.public_sources.clone(), None)
+                } else if owned {
+                    (Reason::Unlisted, true, ctx.ref_sources.to_vec(), None)
+                } else {
+                    let remove = self.settings.foreign_members == ForeignMembers::Remove;
+                    let sources = if remove {
+                        vec![loc(&self.settings.source)]
+                    } else {
+                        vec![]
+                    };
+                    (Reason::Foreign, remove, sources, None)
+                };
+                let mut action = if remove { Action::Remove } else { Action::Keep };
+                let mut reason = reason;
+                let mut sources = sources;
+                if remove {
+                    if let Some(p) = self.settings.keep.iter().find(|p| p.matches(m.as_str())) {
+                        action = Action::Keep;
+                        note = Some(format!(
+                            "would be removed ({}), but matches keep pattern `{}`",
+                            reason.as_str(),
+                            p.pattern
+                        ));
+                        reason = Reason::Protected;
+                        sources = vec![loc(&p.source)];
+                    } else if reason == Reason::Unlisted
+                        && !unknown.is_empty()
+                        && self.is_mapping_member(m)
+                    {
+                        action = Action::Keep;
+                        note = Some(format!(
+                            "not removed: Auth0 role {} could not be resolved (fail safe)",
+                            unknown
+                                .iter()
+                                .map(|r| format!("`{r}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                        reason = Reason::Protected;
+                    }
+                }
+                if action == Action::Remove {
+                    removed_here += 1;
+                    removes += 1;
+                }
+                changes.push(change(action, m, reason, sources, note));
+            }
+            let added_here = d.keys().filter(|m| !l.contains(m)).count();
+            if !l.is_empty()
+                && removed_here == l.len()
+                && added_here == 0
+                && !empty_roles.is_empty()
+                && l.iter().any(|m| self.is_mapping_member(m))
+            {
+                emptied.push(EmptiedBinding {
+                    role: key.0.clone(),
+                    condition: pcond.clone(),
+                    members_before: l.len(),
+                    empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
+                });
+            }
+        }
+        let after = live.member_count() + adds - removes;
+        if after > MAX_POLICY_MEMBERS {
+            self.findings.insert(finding(Some(ctx.id), "policy-too-large", Severity::Error,
+                format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail, so grant a group or use the workforce pool mapping"),
+                ctx.ref_sources.to_vec()));
+        }
+        if changes.is_empty() && emptied.is_empty() {
+            return None;
+        }
+        changes.sort_by(|a, b| {
+            (&a.role, &a.condition, &a.member).cmp(&(&b.role, &b.condition, &b.member))
+        });
+        Some(ResourcePlan {
+            resource,
+            etag: live.etag.clone(),
+            policy_version: 3,
+            owned_members,
+            emptied_bindings: emptied,
+            changes,
+        })
+    }
+}
+
+struct ServiceCtx<'a> {
+    id: &'a ServiceId,
+    public: Option<bool>,
+    ref_sources: &'a [String],
+    public_sources: Vec<String>,
+}
+
+#[derive(Default)]
+struct MergedExposure {
+    ingress: Option<(Ingress, Vec<String>)>,
+    public: Option<(bool, Vec<String>)>,
+    iap: Option<(bool, Vec<String>)>,
+    audiences: Option<(BTreeSet<String>, Vec<String>)>,
+    conflict: bool,
+    iap_conflict: bool,
+}
+
+fn domain_allowed(email: &str, domains: &[String]) -> bool {
+    email
+        .rsplit_once('@')
+        .is_some_and(|(_, d)| domains.iter().any(|a| a.eq_ignore_ascii_case(d)))
+}
+
+/// Marks each add/remove/setting change `drift` when the base plan has the same change, else
+/// `declared`.
+fn mark_origins(plan: &mut Plan, base: &Plan) {
+    let mut member_keys = HashSet::new();
+    let mut setting_keys = HashSet::new();
+    for s in &base.services {
+        for (kind, r) in [("iam", &s.iam), ("iap", &s.iap)] {
+            for c in r.iter().flat_map(|r| &r.changes) {
+                member_keys.insert((
+                    s.id.clone(),
+                    kind,
+                    c.action,
+                    c.role.clone(),
+                    c.condition.clone(),
+                    c.member.clone(),
+                ));
+            }
+        }
+        for c in &s.settings {
+            setting_keys.insert((s.id.clone(), c.field.clone(), c.after.to_string()));
+        }
+    }
+    for s in &mut plan.services {
+        let id = s.id.clone();
+        for (kind, r) in [("iam", &mut s.iam), ("iap", &mut s.iap)] {
+            for c in r.iter_mut().flat_map(|r| r.changes.iter_mut()) {
+                if c.action == Action::Keep {
+                    continue;
+                }
+                let key = (
+                    id.clone(),
+                    kind,
+                    c.action,
+                    c.role.clone(),
+                    c.condition.clone(),
+                    c.member.clone(),
+                );
+                c.origin = Some(if member_keys.contains(&key) {
+                    Origin::Drift
+                } else {
+                    Origin::Declared
+                });
+            }
+        }
+        for c in &mut s.settings {
+            let key = (id.clone(), c.field.clone(), c.after.to_string());
+            c.origin = Some(if setting_keys.contains(&key) {
+                Origin::Drift
+            } else {
+                Origin::Declared
+            });
+        }
+    }
+}

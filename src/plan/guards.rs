@@ -1,0 +1,177 @@
+//! Guards: whole-plan checks run before any write (DESIGN §2). Pure functions of the plan, the
+//! settings and the operator's one-run override.
+//!
+//! Only changes apply would carry out count: services in `warn` or `observe` mode are never
+//! applied, so they cannot trip a guard.
+//!
+//! The removal guards (`maxRemovals`, `maxRemovalRatio`, and the empty-directory guard) are all
+//! about losing access by accident, so `--allow-removals N` replaces all three for one run: the
+//! plan passes when it removes at most N members. The other two guards (a `keep` member removed,
+//! a role outside `allowedRoles` granted) describe plans that are wrong rather than large, and
+//! have no override: fix the policies or the settings.
+
+use std::fmt;
+
+use crate::policy::model::Settings;
+
+use super::model::{Action, Plan};
+
+/// Which guard tripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GuardKind {
+    /// More removals than `guards.maxRemovals`.
+    MaxRemovals,
+    /// More removals than `guards.maxRemovalRatio` × owned members.
+    MaxRemovalRatio,
+    /// A governed binding would become empty because an Auth0 role came back empty.
+    EmptyDirectory,
+    /// A member matching `Settings.keep` would be removed.
+    KeepMemberRemoved,
+    /// A role outside `allowedRoles` would be granted.
+    RoleNotAllowed,
+}
+
+impl GuardKind {
+    /// The name used in messages and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardKind::MaxRemovals => "maxRemovals",
+            GuardKind::MaxRemovalRatio => "maxRemovalRatio",
+            GuardKind::EmptyDirectory => "emptyDirectory",
+            GuardKind::KeepMemberRemoved => "keep",
+            GuardKind::RoleNotAllowed => "allowedRoles",
+        }
+    }
+}
+
+/// One tripped guard, with the numbers that tripped it and how to override (if possible).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardTrip {
+    pub guard: GuardKind,
+    /// What happened, with the numbers.
+    pub message: String,
+    /// The flag that overrides this guard for one run, when there is one.
+    pub override_hint: Option<String>,
+}
+
+impl fmt::Display for GuardTrip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guard {} tripped: {}", self.guard.as_str(), self.message)?;
+        if let Some(h) = &self.override_hint {
+            write!(f, "; {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the plan against every guard; an empty result means it may be applied.
+/// `allow_removals` is `--allow-removals N`.
+pub fn check_guards(
+    plan: &Plan,
+    settings: &Settings,
+    allow_removals: Option<usize>,
+) -> Vec<GuardTrip> {
+    let applied = || plan.services.iter().filter(|s| s.is_applicable());
+    let removals: usize = applied().map(|s| s.count(Action::Remove)).sum();
+    let owned: usize = applied()
+        .flat_map(|s| s.iam.iter().chain(s.iap.iter()))
+        .map(|r| r.owned_members)
+        .sum();
+    let hint = Some(format!(
+        "if these {removals} removals are intended, re-run with --allow-removals {removals}"
+    ));
+    let mut trips = Vec::new();
+
+    match allow_removals {
+        Some(n) => {
+            if removals > n {
+                trips.push(GuardTrip {
+                    guard: GuardKind::MaxRemovals,
+                    message: format!(
+                        "the plan removes {removals} members, more than --allow-removals {n}"
+                    ),
+                    override_hint: hint.clone(),
+                });
+            }
+        }
+        None => {
+            let g = &settings.guards;
+            if removals > g.max_removals {
+                trips.push(GuardTrip {
+                    guard: GuardKind::MaxRemovals,
+                    message: format!(
+                        "the plan removes {removals} members, more than maxRemovals {}",
+                        g.max_removals
+                    ),
+                    override_hint: hint.clone(),
+                });
+            }
+            let limit = g.max_removal_ratio * owned as f64;
+            if removals > 0 && removals as f64 > limit {
+                trips.push(GuardTrip {
+                    guard: GuardKind::MaxRemovalRatio,
+                    message: format!(
+                        "the plan removes {removals} of {owned} owned members ({:.1}%), more than maxRemovalRatio {} ({limit:.1} members)",
+                        100.0 * removals as f64 / owned.max(1) as f64,
+                        g.max_removal_ratio
+                    ),
+                    override_hint: hint.clone(),
+                });
+            }
+            for s in applied() {
+                for r in s.iam.iter().chain(s.iap.iter()) {
+                    for e in &r.emptied_bindings {
+                        let cond = e
+                            .condition
+                            .as_ref()
+                            .map(|c| format!(" (condition {})", c.title))
+                            .unwrap_or_default();
+                        trips.push(GuardTrip {
+                            guard: GuardKind::EmptyDirectory,
+                            message: format!(
+                                "{} on {}{cond} would lose all {} members because Auth0 role {} came back empty",
+                                e.role,
+                                s.id,
+                                e.members_before,
+                                e.empty_roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+                            ),
+                            override_hint: hint.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    for s in applied() {
+        for c in s.member_changes() {
+            if c.action == Action::Remove {
+                if let Some(p) = settings.keep.iter().find(|p| p.matches(c.member.as_str())) {
+                    trips.push(GuardTrip {
+                        guard: GuardKind::KeepMemberRemoved,
+                        message: format!(
+                            "the plan removes {} from {} on {}, but it matches keep pattern `{}`",
+                            c.member, c.role, s.id, p.pattern
+                        ),
+                        override_hint: None,
+                    });
+                }
+            }
+            if c.action == Action::Add && !settings.allowed_roles.iter().any(|r| r == &c.role) {
+                trips.push(GuardTrip {
+                    guard: GuardKind::RoleNotAllowed,
+                    message: format!(
+                        "the plan grants {} to {} on {}, a role outside allowedRoles ({})",
+                        c.role,
+                        c.member,
+                        s.id,
+                        settings.allowed_roles.join(", ")
+                    ),
+                    override_hint: None,
+                });
+            }
+        }
+    }
+    trips.sort_by(|a, b| (a.guard, &a.message).cmp(&(b.guard, &b.message)));
+    trips
+}

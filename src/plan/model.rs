@@ -1,0 +1,445 @@
+//! The `Plan` value: what a pass would change, why, and what it was computed from.
+//!
+//! A plan is also the saved-plan format read by `apply PLAN.json` (`formatVersion: 1`), so every
+//! type here is serde-serializable and described by a JSON Schema (`schemas/plan.schema.json`,
+//! generated from these types by [`json_schema`]). Changes are member-level and self-contained:
+//! apply re-reads each IAM resource and applies them onto the fresh policy (read-modify-write), so
+//! a change never refers to "the binding as it was".
+//!
+//! Everything is kept in a deterministic order (services by id, changes by role, condition and
+//! member, findings by service, code and message) so that plans can be diffed, tested and
+//! reviewed.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::iam::Member;
+use crate::live::ServiceId;
+use crate::policy::model::Mode;
+
+/// The saved-plan format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Errors reading a saved plan.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The file is not a plan (bad JSON, unknown fields, invalid members).
+    #[error(
+        "reading the saved plan failed: it is not a runwarden plan ({source}); create it with `runwarden plan --out PLAN.json`"
+    )]
+    Parse {
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The plan was written by a runwarden with another format.
+    #[error(
+        "the saved plan has formatVersion {found}, this runwarden reads version {FORMAT_VERSION}; re-run `runwarden plan --out PLAN.json` with this version"
+    )]
+    UnsupportedVersion { found: u32 },
+    /// Serializing a plan failed (should not happen: every field is plain data).
+    #[error("writing the plan as JSON failed: {source}")]
+    Serialize {
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A whole plan: per-service changes, findings and summary counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(
+    title = "runwarden plan",
+    description = "A runwarden plan (`runwarden plan --format json` / `--out PLAN.json`): the member-level IAM changes and settings changes per Cloud Run service, with the etags they were computed from."
+)]
+pub struct Plan {
+    /// Always 1 for this format.
+    pub format_version: u32,
+    /// The clock the plan was computed with (RFC 3339, UTC); expiries are judged against it.
+    pub planned_at: String,
+    /// Whether base policies were given (`--base-policies`): then every add/remove/setting change
+    /// carries an `origin`.
+    pub compared_with_base: bool,
+    /// Governed services with at least one change or kept member, sorted by id.
+    pub services: Vec<ServicePlan>,
+    /// Problems that are not changes, sorted.
+    pub findings: Vec<Finding>,
+    pub summary: Summary,
+}
+
+/// The plan for one governed service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePlan {
+    /// `project/region/name`.
+    pub id: String,
+    pub project: String,
+    pub region: String,
+    pub name: String,
+    /// The effective enforcement mode (the most cautious of the governing policies).
+    pub mode: PlanMode,
+    /// Names of the policies that govern the service, sorted.
+    pub policies: Vec<String>,
+    /// The service's etag as read; `services.patch` must carry it.
+    pub etag: String,
+    /// Changes to the service's own IAM policy (`roles/run.invoker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<ResourcePlan>,
+    /// Changes to the IAP resource's IAM policy (`roles/iap.httpsResourceAccessor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iap: Option<ResourcePlan>,
+    /// Changes to the service's settings (one `services.patch` with all update-mask paths).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings: Vec<SettingChange>,
+}
+
+/// Enforcement mode, as recorded in a plan.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum PlanMode {
+    /// Changes are applied.
+    Enforce,
+    /// Changes are planned and reported, never applied.
+    Warn,
+    /// Changes are reported as drift only, never applied.
+    Observe,
+}
+
+impl From<Mode> for PlanMode {
+    fn from(mode: Mode) -> PlanMode {
+        match mode {
+            Mode::Enforce => PlanMode::Enforce,
+            Mode::Warn => PlanMode::Warn,
+            Mode::Observe => PlanMode::Observe,
+        }
+    }
+}
+
+impl PlanMode {
+    /// The spelling used in policy files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanMode::Enforce => "enforce",
+            PlanMode::Warn => "warn",
+            PlanMode::Observe => "observe",
+        }
+    }
+}
+
+/// Member-level changes to one IAM resource.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourcePlan {
+    /// The IAM resource: `projects/P/locations/R/services/S` or
+    /// `projects/NUMBER/iap_web/cloud_run-R/services/S`.
+    pub resource: String,
+    /// The etag of the IAM policy the changes were computed from.
+    pub etag: String,
+    /// The policy version to write (always 3, so no condition is ever lost).
+    pub policy_version: u32,
+    /// Owned member entries in the governed bindings as read (the base of `maxRemovalRatio`).
+    pub owned_members: usize,
+    /// Governed bindings this plan empties while an Auth0 role feeding them resolved to no
+    /// members (the directory guard refuses these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emptied_bindings: Vec<EmptiedBinding>,
+    /// Sorted by role, condition, member.
+    pub changes: Vec<MemberChange>,
+}
+
+/// A governed binding that would become empty although Auth0 returned an empty role for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmptiedBinding {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<PlanCondition>,
+    /// Members the binding had.
+    pub members_before: usize,
+    /// The Auth0 roles that came back empty.
+    pub empty_roles: Vec<String>,
+}
+
+/// An IAM condition, as written to the policy.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanCondition {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub expression: String,
+}
+
+impl From<&crate::iam::Condition> for PlanCondition {
+    fn from(c: &crate::iam::Condition) -> PlanCondition {
+        PlanCondition {
+            title: c.title.clone(),
+            description: c.description.clone(),
+            expression: c.expression.clone(),
+        }
+    }
+}
+
+impl From<&PlanCondition> for crate::iam::Condition {
+    fn from(c: &PlanCondition) -> crate::iam::Condition {
+        crate::iam::Condition {
+            title: c.title.clone(),
+            description: c.description.clone(),
+            expression: c.expression.clone(),
+        }
+    }
+}
+
+/// What happens to one member of one binding.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    Add,
+    Remove,
+    /// Listed for review only (a foreign or protected member that stays).
+    Keep,
+}
+
+/// Why a change is in the plan (DESIGN §4). Recorded to explain, never to steer apply.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Reason {
+    /// A policy grants it; live lacks it.
+    Missing,
+    /// An owned member that no policy grants.
+    Unlisted,
+    /// A member runwarden does not own (kept, or removed with `foreignMembers: remove`).
+    Foreign,
+    /// A time-boxed grant that ran out.
+    Expired,
+    /// Public access (`allUsers`, `allAuthenticatedUsers`) where the policy forbids it.
+    Public,
+    /// An exposure setting differs.
+    Setting,
+    /// A `deleted:` principal.
+    Deleted,
+    /// Would be removed, but matches a `Settings.keep` pattern or is held back by a fail-safe.
+    Protected,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Missing => "missing",
+            Reason::Unlisted => "unlisted",
+            Reason::Foreign => "foreign",
+            Reason::Expired => "expired",
+            Reason::Public => "public",
+            Reason::Setting => "setting",
+            Reason::Deleted => "deleted",
+            Reason::Protected => "protected",
+        }
+    }
+}
+
+/// With `--base-policies`: whether the base branch's policies would make the change too.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    /// The change comes from the pull request's policy edits.
+    Declared,
+    /// The base policies would make it too: the live state drifted.
+    Drift,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Declared => "declared",
+            Origin::Drift => "drift",
+        }
+    }
+}
+
+/// One member-level IAM change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberChange {
+    pub action: Action,
+    pub role: String,
+    /// The binding's condition; absent for the unconditional binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<PlanCondition>,
+    #[schemars(with = "String")]
+    pub member: Member,
+    pub reason: Reason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// Where the grant (or the rule that removes it) was written, as `file:line`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    /// A human explanation where the reason alone is not enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One settings change, applied with `services.patch` and `updateMask`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingChange {
+    /// The Cloud Run v2 `Service` field, e.g. `ingress`.
+    pub field: String,
+    /// The `updateMask` path for `services.patch`.
+    pub update_mask_path: String,
+    /// The live value (JSON as the API spells it).
+    pub before: serde_json::Value,
+    /// The desired value.
+    pub after: serde_json::Value,
+    pub reason: Reason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+/// How serious a finding is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Severity {
+    /// Something runwarden could not plan (a read failed, a conflict).
+    Error,
+    /// Probably a mistake in the policies or the directory.
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// A problem worth a reviewer's attention that is not a change.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Finding {
+    /// The service concerned (`project/region/name`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// A stable kebab-case code, e.g. `unknown-role`.
+    pub code: String,
+    pub severity: Severity,
+    pub message: String,
+    /// Policy locations involved, as `file:line`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+/// Counts over the whole plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Summary {
+    /// Services governed by at least one policy (and read successfully).
+    pub governed_services: usize,
+    /// Services with at least one add, remove or setting change.
+    pub services_to_change: usize,
+    pub members_to_add: usize,
+    pub members_to_remove: usize,
+    pub settings_to_change: usize,
+    /// Foreign members listed as kept.
+    pub foreign_kept: usize,
+    pub findings: usize,
+    /// Services to change whose mode is `warn` or `observe` (their changes are never applied).
+    pub services_not_applied: usize,
+}
+
+impl Plan {
+    /// Whether live differs from desired anywhere (any add, remove or setting change, in any
+    /// mode). `plan` exits 2 when this is true.
+    pub fn has_changes(&self) -> bool {
+        self.services.iter().any(ServicePlan::has_changes)
+    }
+
+    /// The plan as pretty-printed JSON (with a trailing newline): the `--format json` output and
+    /// the saved-plan file.
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).expect("a plan is plain data");
+        s.push('\n');
+        s
+    }
+
+    /// Reads a saved plan, checking its format version.
+    pub fn from_json(text: &str) -> Result<Plan, PlanError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct VersionOnly {
+            format_version: u32,
+        }
+        let v: VersionOnly =
+            serde_json::from_str(text).map_err(|source| PlanError::Parse { source })?;
+        if v.format_version != FORMAT_VERSION {
+            return Err(PlanError::UnsupportedVersion {
+                found: v.format_version,
+            });
+        }
+        serde_json::from_str(text).map_err(|source| PlanError::Parse { source })
+    }
+}
+
+impl ServicePlan {
+    /// The service id.
+    pub fn service_id(&self) -> ServiceId {
+        ServiceId::new(&self.project, &self.region, &self.name)
+    }
+
+    /// Any add, remove or setting change.
+    pub fn has_changes(&self) -> bool {
+        !self.settings.is_empty() || self.member_changes().any(|c| c.action != Action::Keep)
+    }
+
+    /// Whether apply would carry out this service's changes (mode `enforce`).
+    pub fn is_applicable(&self) -> bool {
+        self.mode == PlanMode::Enforce
+    }
+
+    /// All member changes, service IAM first, then IAP.
+    pub fn member_changes(&self) -> impl Iterator<Item = &MemberChange> {
+        self.iam
+            .iter()
+            .chain(self.iap.iter())
+            .flat_map(|r| r.changes.iter())
+    }
+
+    /// Count of member changes with this action.
+    pub fn count(&self, action: Action) -> usize {
+        self.member_changes().filter(|c| c.action == action).count()
+    }
+
+    /// Foreign members kept.
+    pub fn foreign_kept(&self) -> usize {
+        self.member_changes()
+            .filter(|c| c.action == Action::Keep && c.reason == Reason::Foreign)
+            .count()
+    }
+}
+
+/// The JSON Schema (draft-07) of the plan format, pretty-printed with a trailing newline: the
+/// content of `schemas/plan.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<Plan>();
+    let mut s = serde_json::to_string_pretty(&schema).expect("a schema is plain data");
+    s.push('\n');
+    s
+}

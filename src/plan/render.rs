@@ -1,0 +1,406 @@
+//! The three renderings of a plan: `text` (Terraform-like, for terminals and CI logs),
+//! `markdown` (a pull-request comment, capped below GitHub's 65,536-character limit) and `json`
+//! (the plan itself, the saved-plan format).
+//!
+//! Renderers are pure functions of the plan, so their output is as deterministic as the plan.
+
+use std::fmt::Write as _;
+
+use super::model::{
+    Action, Finding, MemberChange, Plan, PlanMode, Reason, ResourcePlan, ServicePlan,
+    SettingChange, Severity,
+};
+
+/// GitHub's limit on a comment's length; Markdown plans stay strictly below it.
+pub const MARKDOWN_LIMIT: usize = 65_536;
+
+/// Room kept for the truncation marker and closing lines.
+const MARKDOWN_RESERVE: usize = 1_024;
+
+/// The plan as pretty-printed JSON (the saved-plan format).
+pub fn render_json(plan: &Plan) -> String {
+    plan.to_json()
+}
+
+/// The final one-line summary (`Plan: ...` or `No changes. ...`).
+pub fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    let tail = format!(
+        "{} foreign kept, {} finding{}.",
+        s.foreign_kept,
+        s.findings,
+        if s.findings == 1 { "" } else { "s" }
+    );
+    if plan.has_changes() {
+        format!(
+            "Plan: {} service{} to change, {} member{} to add, {} to remove, {} setting{} to change; {tail}",
+            s.services_to_change,
+            plural(s.services_to_change),
+            s.members_to_add,
+            plural(s.members_to_add),
+            s.members_to_remove,
+            s.settings_to_change,
+            plural(s.settings_to_change),
+        )
+    } else {
+        format!(
+            "No changes. Live access matches the policies on {} governed service{}; {tail}",
+            s.governed_services,
+            plural(s.governed_services)
+        )
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+struct Paint {
+    on: bool,
+}
+
+impl Paint {
+    fn wrap(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+fn mode_note(mode: PlanMode) -> &'static str {
+    match mode {
+        PlanMode::Enforce => "enforce",
+        PlanMode::Warn => "warn: planned, never applied",
+        PlanMode::Observe => "observe: drift reported, never applied",
+    }
+}
+
+fn reason_label(c: &MemberChange) -> String {
+    let base = match (c.reason, c.action) {
+        (Reason::Foreign, Action::Keep) => "foreign (kept)".to_string(),
+        (Reason::Foreign, _) => "foreign (removed)".to_string(),
+        (Reason::Protected, _) => "protected (kept)".to_string(),
+        (r, _) => r.as_str().to_string(),
+    };
+    match c.origin {
+        Some(o) => format!("{base} [{}]", o.as_str()),
+        None => base,
+    }
+}
+
+fn symbol(a: Action) -> &'static str {
+    match a {
+        Action::Add => "+",
+        Action::Remove => "-",
+        Action::Keep => " ",
+    }
+}
+
+/// The lines of one service's body (without colour), shared by text and Markdown. Each line is
+/// (symbol, text) so the caller can colour by symbol.
+fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
+    let width = s
+        .member_changes()
+        .map(|c| c.member.as_str().len())
+        .chain(s.settings.iter().map(|c| setting_text(c).len()))
+        .max()
+        .unwrap_or(0)
+        .min(64);
+    let mut out = Vec::new();
+    for (label, r) in [("service IAM", &s.iam), ("IAP IAM", &s.iap)] {
+        let Some(r) = r else { continue };
+        out.push(("", format!("{label} {} (etag {})", r.resource, r.etag)));
+        resource_lines(r, width, &mut out);
+    }
+    if !s.settings.is_empty() {
+        out.push(("", format!("settings (etag {})", s.etag)));
+        for c in &s.settings {
+            let reason = match c.origin {
+                Some(o) => format!("{} [{}]", c.reason.as_str(), o.as_str()),
+                None => c.reason.as_str().to_string(),
+            };
+            out.push((
+                "~",
+                format!(
+                    "  ~ {:<width$}  {reason:<18} {}",
+                    setting_text(c),
+                    c.sources.join(", ")
+                )
+                .trim_end()
+                .to_string(),
+            ));
+        }
+    }
+    out
+}
+
+fn setting_text(c: &SettingChange) -> String {
+    format!("{}: {} -> {}", c.field, c.before, c.after)
+}
+
+fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, String)>) {
+    let mut current: Option<(&str, Option<&str>)> = None;
+    for c in &r.changes {
+        let key = (
+            c.role.as_str(),
+            c.condition.as_ref().map(|c| c.title.as_str()),
+        );
+        if current != Some(key) {
+            current = Some(key);
+            let head = match &c.condition {
+                Some(cond) => format!("  {} if {} ({})", c.role, cond.title, cond.expression),
+                None => format!("  {}", c.role),
+            };
+            out.push(("", head));
+        }
+        let mut line = format!(
+            "    {} {:<width$}  {:<18} {}",
+            symbol(c.action),
+            c.member.as_str(),
+            reason_label(c),
+            c.sources.join(", ")
+        );
+        if let Some(n) = &c.note {
+            line.push_str(" — ");
+            line.push_str(n);
+        }
+        out.push((symbol(c.action), line.trim_end().to_string()));
+    }
+    for e in &r.emptied_bindings {
+        out.push((
+            "!",
+            format!(
+                "  ! {} would lose all {} members: Auth0 role {} came back empty (the directory guard refuses this)",
+                e.role,
+                e.members_before,
+                e.empty_roles.join(", ")
+            ),
+        ));
+    }
+}
+
+fn service_header(s: &ServicePlan) -> String {
+    let sym = if s.has_changes() { "~" } else { " " };
+    format!(
+        "{sym} {}  [{}; policies: {}]",
+        s.id,
+        mode_note(s.mode),
+        s.policies.join(", ")
+    )
+}
+
+fn finding_line(f: &Finding) -> String {
+    let mut line = format!("{} [{}]", f.severity.as_str(), f.code);
+    if let Some(s) = &f.service {
+        let _ = write!(line, " {s}:");
+    }
+    let _ = write!(line, " {}", f.message);
+    if !f.sources.is_empty() {
+        let _ = write!(line, " ({})", f.sources.join(", "));
+    }
+    line
+}
+
+/// Terraform-like text. `color` adds ANSI colours (only when writing to a terminal).
+pub fn render_text(plan: &Plan, color: bool) -> String {
+    let p = Paint { on: color };
+    let mut out = String::new();
+    let _ = writeln!(out, "runwarden plan at {}", plan.planned_at);
+    if plan.compared_with_base {
+        out.push_str("Compared with the base policies: [declared] = this change's own edits, [drift] = the base would make it too.\n");
+    }
+    out.push('\n');
+    for s in &plan.services {
+        let head = service_header(s);
+        out.push_str(&if s.has_changes() {
+            p.wrap("1;33", &head)
+        } else {
+            p.wrap("1", &head)
+        });
+        out.push('\n');
+        for (sym, line) in service_lines(s) {
+            let painted = match sym {
+                "+" => p.wrap("32", &line),
+                "-" => p.wrap("31", &line),
+                "~" => p.wrap("33", &line),
+                "!" => p.wrap("1;31", &line),
+                _ => line,
+            };
+            let _ = writeln!(out, "    {painted}");
+        }
+        out.push('\n');
+    }
+    if !plan.findings.is_empty() {
+        let _ = writeln!(out, "Findings ({}):", plan.findings.len());
+        for f in &plan.findings {
+            let line = finding_line(f);
+            let painted = match f.severity {
+                Severity::Error => p.wrap("31", &line),
+                Severity::Warning => p.wrap("33", &line),
+                Severity::Info => line,
+            };
+            let _ = writeln!(out, "  {painted}");
+        }
+        out.push('\n');
+    }
+    if plan.summary.services_not_applied > 0 {
+        let n = plan.summary.services_not_applied;
+        let _ = writeln!(
+            out,
+            "{n} of the {} services to change {} in warn or observe mode: {} changes are shown, never applied.",
+            plan.summary.services_to_change,
+            if n == 1 { "is" } else { "are" },
+            if n == 1 { "its" } else { "their" }
+        );
+    }
+    let line = summary_line(plan);
+    out.push_str(&p.wrap("1", &line));
+    out.push('\n');
+    out
+}
+
+/// Markdown for a pull-request comment: a one-line summary, a warning when access is removed, a
+/// table per service, collapsible details and the findings; strictly shorter than
+/// [`MARKDOWN_LIMIT`] characters, cut with a visible marker that counts what was left out.
+pub fn render_markdown(plan: &Plan) -> String {
+    let budget = MARKDOWN_LIMIT - MARKDOWN_RESERVE;
+    let mut out = String::new();
+    let _ = writeln!(out, "**runwarden plan** — {}", summary_line(plan));
+    out.push('\n');
+    if plan.summary.members_to_remove > 0 {
+        let services = plan
+            .services
+            .iter()
+            .filter(|s| s.count(Action::Remove) > 0)
+            .count();
+        let _ = writeln!(
+            out,
+            "> [!WARNING]\n> This plan removes access: {} member{} on {} service{}. Check every `-` line below.\n",
+            plan.summary.members_to_remove,
+            plural(plan.summary.members_to_remove),
+            services,
+            plural(services)
+        );
+    }
+    if plan.compared_with_base {
+        out.push_str("Changes are marked **[declared]** (made by this pull request) or **[drift]** (the base branch would make them too).\n\n");
+    }
+    if plan.summary.services_not_applied > 0 {
+        let _ = writeln!(
+            out,
+            "{} service{} to change {} in `warn` or `observe` mode: shown, never applied.\n",
+            plan.summary.services_not_applied,
+            plural(plan.summary.services_not_applied),
+            if plan.summary.services_not_applied == 1 {
+                "is"
+            } else {
+                "are"
+            }
+        );
+    }
+
+    let (mut rows_left, mut details_left, mut findings_left) = (0usize, 0usize, 0usize);
+    let mut full = false;
+    let try_push = |out: &mut String, piece: &str, full: &mut bool| -> bool {
+        if !*full && out.len() + piece.len() <= budget {
+            out.push_str(piece);
+            true
+        } else {
+            *full = true;
+            false
+        }
+    };
+
+    if !plan.services.is_empty() {
+        try_push(
+            &mut out,
+            "| Service | Mode | Add | Remove | Settings | Foreign kept |\n| --- | --- | ---: | ---: | ---: | ---: |\n",
+            &mut full,
+        );
+        for s in &plan.services {
+            let row = format!(
+                "| `{}` | {} | {} | {} | {} | {} |\n",
+                s.id,
+                s.mode.as_str(),
+                s.count(Action::Add),
+                s.count(Action::Remove),
+                s.settings.len(),
+                s.foreign_kept()
+            );
+            if !try_push(&mut out, &row, &mut full) {
+                rows_left += 1;
+            }
+        }
+        try_push(&mut out, "\n", &mut full);
+        for s in &plan.services {
+            let mut block = format!(
+                "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n```diff\n",
+                s.id,
+                s.mode.as_str(),
+                s.count(Action::Add),
+                s.count(Action::Remove),
+                s.settings.len()
+            );
+            for (sym, line) in service_lines(s) {
+                // In a diff block the first column decides the colour.
+                // The symbol moves to the first column so GitHub colours the line.
+                let line = match sym {
+                    "+" | "-" => format!("{sym}{}", line.replacen(&format!("{sym} "), "  ", 1)),
+                    "!" => format!("-{line}"),
+                    _ => format!(" {line}"),
+                };
+                let _ = writeln!(block, "{line}");
+            }
+            block.push_str("```\n\n</details>\n\n");
+            if !try_push(&mut out, &block, &mut full) {
+                details_left += 1;
+            }
+        }
+    }
+    if !plan.findings.is_empty() {
+        try_push(
+            &mut out,
+            &format!("### Findings ({})\n\n", plan.findings.len()),
+            &mut full,
+        );
+        for f in &plan.findings {
+            let icon = match f.severity {
+                Severity::Error => "🛑",
+                Severity::Warning => "⚠️",
+                Severity::Info => "ℹ️",
+            };
+            let mut line = format!("- {icon} **{}** `{}`", f.severity.as_str(), f.code);
+            if let Some(s) = &f.service {
+                let _ = write!(line, " `{s}`");
+            }
+            let _ = write!(line, ": {}", f.message.replace('\n', " "));
+            if !f.sources.is_empty() {
+                let _ = write!(
+                    line,
+                    " ({})",
+                    f.sources
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            line.push('\n');
+            if !try_push(&mut out, &line, &mut full) {
+                findings_left += 1;
+            }
+        }
+    }
+    if full {
+        let _ = write!(
+            out,
+            "\n---\n\n**✂️ Plan truncated** to stay under GitHub's {MARKDOWN_LIMIT}-character comment limit: left out {rows_left} table row{}, {details_left} service detail{} and {findings_left} finding{}. The full plan is in `runwarden plan --format json`.\n",
+            plural(rows_left),
+            plural(details_left),
+            plural(findings_left)
+        );
+    }
+    out
+}
