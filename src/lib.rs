@@ -18,10 +18,13 @@
 //! * [`audit`]: Auth0 hygiene findings and token checks.
 //! * [`sim`]: the simulated Google and Auth0 APIs used by tests, benchmarks, `sim` and `demo`.
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
+//! * [`endpoints`]: base URLs of every API (production, or one override; http only on loopback).
+//! * [`retry`]: the one place calls are retried (backoff, jitter, server waits) and paced.
 
 pub mod apply;
 pub mod audit;
 pub mod cli;
+pub mod endpoints;
 pub mod google;
 pub mod iam;
 pub mod identity;
@@ -30,4 +33,5 @@ pub mod logging;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;
+pub mod retry;
 pub mod sim;
