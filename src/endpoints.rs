@@ -141,6 +141,36 @@ pub fn auth0_domain_url(domain: &str) -> Result<Url, EndpointError> {
     Ok(url)
 }
 
+/// Timeouts of the shared HTTP client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Establishing a connection (TCP and TLS).
+    pub connect: std::time::Duration,
+    /// One whole request, from sending to the last byte of the answer.
+    pub request: std::time::Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            connect: std::time::Duration::from_secs(10),
+            request: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// The one `reqwest::Client` every API client shares (one connection pool, one TLS setup).
+/// A timed-out request is a transient error, retried by `retry`.
+pub fn http_client(timeouts: HttpTimeouts) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("runwarden/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
