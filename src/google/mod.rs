@@ -343,13 +343,12 @@ impl GoogleClient {
     /// The API's base URL with `segments` appended, each percent-encoded (a name can never
     /// smuggle in a `/`, `?` or `#`).
     pub fn url(&self, api: Api, segments: &[&str]) -> Url {
-        let mut url = match api {
-            Api::CloudRun => self.inner.endpoints.cloud_run.clone(),
-            Api::Iap => self.inner.endpoints.iap.clone(),
-            Api::ResourceManager => self.inner.endpoints.resource_manager.clone(),
+        let base = match api {
+            Api::CloudRun => &self.inner.endpoints.cloud_run,
+            Api::Iap => &self.inner.endpoints.iap,
+            Api::ResourceManager => &self.inner.endpoints.resource_manager,
         };
-        url.path_segments_mut().expect("base URLs are http(s)").pop_if_empty().extend(segments);
-        url
+        crate::endpoints::join_segments(base, segments)
     }
 
     fn pacer(&self, api: Api) -> &Pacer {
