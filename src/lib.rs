@@ -20,10 +20,13 @@
 //! * [`progress`]: the progress line of long passes on a terminal.
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
+//! * [`endpoints`]: base URLs of every API (production, or one override; http only on loopback).
+//! * [`retry`]: the one place calls are retried (backoff, jitter, server waits) and paced.
 
 pub mod apply;
 pub mod audit;
 pub mod cli;
+pub mod endpoints;
 pub mod google;
 pub mod iam;
 pub mod identity;
@@ -34,4 +37,5 @@ pub mod plan;
 pub mod policy;
 pub mod progress;
 pub mod reconcile;
+pub mod retry;
 pub mod sim;

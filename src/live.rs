@@ -1,5 +1,5 @@
-//! The live world as one pass saw it: a `LiveState` snapshot, and (later) the concurrent,
-//! quota-aware reader that builds it.
+//! The live world as one pass saw it: a `LiveState` snapshot, and the concurrent, quota-aware
+//! reader that builds it (`reader`, re-exported here: [`read_live`], [`Clients`], ...).
 //!
 //! `LiveState` is a plain value: the plan reads it and never does I/O, so everything the plan
 //! needs from Google and Auth0 must be in here, already converted from wire types.
@@ -9,6 +9,13 @@ use std::fmt;
 
 use crate::iam::Policy;
 use crate::policy::model::Ingress;
+
+mod reader;
+
+pub use reader::{
+    ClientConfig, Clients, ClientsError, Governance, ProgressFn, ReadConfig, ReadError,
+    ReadProgress, ReadStats, directory_request, list_targets, read_live, read_live_with_stats,
+};
 
 /// `projects/P/locations/R/services/S`, split. Ordered by project, region, name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

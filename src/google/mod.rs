@@ -1,1 +1,498 @@
-//! Cloud Run Admin API v2, IAP v1 and Resource Manager v3 clients. (not built yet)
+//! Cloud Run Admin API v2, IAP v1 and Resource Manager v3 clients.
+//!
+//! One [`GoogleClient`] holds the shared `reqwest::Client`, the token source, the base URLs,
+//! the bound on requests in flight and one [`Pacer`] per API. Every call goes through
+//! [`GoogleClient::send`], which makes exactly one attempt and classifies a failure into a
+//! [`GoogleError`] with an [`ErrorClass`]; retrying is the caller's business (`crate::retry`).
+//!
+//! Wire types are private (`wire`); callers get `crate::live::LiveService`, `crate::iam::Policy`
+//! and project numbers. The read methods are here; the write methods apply needs
+//! (`setIamPolicy`, `services.patch`, `operations.get`) fit the same `send`.
+//!
+//! Facts this module relies on (see `reference/google/*.json`):
+//! * `services.list` is per region, pages with `pageToken`, and omits `nextPageToken` on the
+//!   last page (an empty string is treated the same).
+//! * `getIamPolicy` is a GET with `options.requestedPolicyVersion=3` on Cloud Run, a POST with
+//!   `{"options":{"requestedPolicyVersion":3}}` on IAP.
+//! * A 403 means "not allowed to see it", never "it is gone".
+
+pub mod auth;
+mod wire;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant, SystemTime};
+
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+
+pub use auth::{GcpAuth, StaticToken, TokenError, TokenSource};
+
+use crate::endpoints::Endpoints;
+use crate::iam::Policy;
+use crate::live::{LiveService, ServiceId};
+use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
+
+/// Which Google API a call goes to (each has its own quota and pacer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    CloudRun,
+    Iap,
+    ResourceManager,
+}
+
+impl fmt::Display for Api {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Api::CloudRun => "Cloud Run Admin API",
+            Api::Iap => "IAP API",
+            Api::ResourceManager => "Resource Manager API",
+        })
+    }
+}
+
+/// A failed Google call: which API, which request (method and URL path, never a token), and
+/// what went wrong, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum GoogleError {
+    #[error("{api} {method} {path}: {source}")]
+    Token {
+        api: Api,
+        method: Method,
+        path: String,
+        #[source]
+        source: TokenError,
+    },
+    #[error("{api} {method} {path}: no answer ({class}): {source}")]
+    Transport {
+        api: Api,
+        method: Method,
+        path: String,
+        class: ErrorClass,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{api} {method} {path}: HTTP {code} {status}: {message}{hint}", hint = hint(*.class, *.api))]
+    Api {
+        api: Api,
+        method: Method,
+        path: String,
+        class: ErrorClass,
+        /// HTTP status code.
+        code: u16,
+        /// Google's canonical status, e.g. `PERMISSION_DENIED` (empty if the body had none).
+        status: String,
+        /// Google's message, verbatim.
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{api} {method} {path}: unexpected answer: {reason}")]
+    Decode { api: Api, method: Method, path: String, reason: String },
+}
+
+/// What to do about an error class, said once in the message.
+fn hint(class: ErrorClass, api: Api) -> &'static str {
+    match (class, api) {
+        (ErrorClass::PermissionDenied, Api::CloudRun) => {
+            " (runwarden's identity needs run.services.list, run.services.get and \
+             run.services.getIamPolicy here, e.g. roles/run.viewer plus roles/iam.securityReviewer)"
+        }
+        (ErrorClass::PermissionDenied, Api::Iap) => {
+            " (runwarden's identity needs iap.webServices.getIamPolicy, e.g. roles/iap.admin)"
+        }
+        (ErrorClass::PermissionDenied, Api::ResourceManager) => {
+            " (runwarden's identity needs resourcemanager.projects.get, e.g. roles/browser)"
+        }
+        (ErrorClass::Unauthenticated, _) => " (the access token was refused; check the credentials)",
+        _ => "",
+    }
+}
+
+impl GoogleError {
+    /// The URL path of the failed request.
+    pub fn path(&self) -> &str {
+        match self {
+            GoogleError::Token { path, .. }
+            | GoogleError::Transport { path, .. }
+            | GoogleError::Api { path, .. }
+            | GoogleError::Decode { path, .. } => path,
+        }
+    }
+
+    /// The HTTP status code, when the API answered.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            GoogleError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl Classified for GoogleError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            // gcp_auth already retried the token endpoint; one more round is still worth it
+            // because the usual cause is a blip on the metadata server or the token endpoint.
+            GoogleError::Token { .. } => ErrorClass::Transient,
+            GoogleError::Transport { class, .. } | GoogleError::Api { class, .. } => *class,
+            GoogleError::Decode { .. } => ErrorClass::Fatal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            GoogleError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Classifies a Google error answer: the canonical status first, the HTTP code when the body
+/// has none.
+fn classify(code: u16, status: &str, reasons: &[&str]) -> ErrorClass {
+    let rate_limited =
+        reasons.iter().any(|r| matches!(*r, "RATE_LIMIT_EXCEEDED" | "rateLimitExceeded"));
+    match status {
+        "NOT_FOUND" => ErrorClass::NotFound,
+        // Some Google APIs still answer quota exhaustion with 403 rateLimitExceeded.
+        "PERMISSION_DENIED" if rate_limited => ErrorClass::Quota,
+        "PERMISSION_DENIED" => ErrorClass::PermissionDenied,
+        "ABORTED" => ErrorClass::Conflict,
+        "RESOURCE_EXHAUSTED" => ErrorClass::Quota,
+        "UNAVAILABLE" | "INTERNAL" | "DEADLINE_EXCEEDED" => ErrorClass::Transient,
+        "UNAUTHENTICATED" => ErrorClass::Unauthenticated,
+        "" => match code {
+            403 if rate_limited => ErrorClass::Quota,
+            _ => ErrorClass::from_status(code),
+        },
+        // INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS, UNIMPLEMENTED, ...
+        _ => ErrorClass::Fatal,
+    }
+}
+
+/// Limits of a [`GoogleClient`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoogleConfig {
+    /// Requests in flight at once, across all Google APIs.
+    pub concurrency: usize,
+    /// Cloud Run Admin API read requests. Google's default quota is 1,000 read requests per
+    /// minute per region per project; the default stays below it.
+    pub cloud_run_read_rate: Option<Rate>,
+    /// IAP API requests.
+    pub iap_rate: Option<Rate>,
+    /// Resource Manager requests (one per project per pass).
+    pub resource_manager_rate: Option<Rate>,
+    /// `pageSize` for `services.list` (`None` = the API's default).
+    pub list_page_size: Option<u32>,
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        GoogleConfig {
+            concurrency: 16,
+            cloud_run_read_rate: Some(Rate::per_minute(900)),
+            iap_rate: Some(Rate::per_minute(900)),
+            resource_manager_rate: Some(Rate::per_minute(600)),
+            list_page_size: Some(500),
+        }
+    }
+}
+
+/// One page of `services.list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServicePage {
+    pub services: Vec<LiveService>,
+    /// `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// The Google API client (cheap to clone: everything is shared).
+#[derive(Clone)]
+pub struct GoogleClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    tokens: Arc<dyn TokenSource>,
+    endpoints: Endpoints,
+    permits: Semaphore,
+    config: GoogleConfig,
+    run_pacer: Pacer,
+    iap_pacer: Pacer,
+    crm_pacer: Pacer,
+}
+
+impl fmt::Debug for GoogleClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GoogleClient")
+            .field("endpoints", &self.inner.endpoints)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GoogleClient {
+    pub fn new(
+        http: reqwest::Client,
+        tokens: Arc<dyn TokenSource>,
+        endpoints: Endpoints,
+        config: GoogleConfig,
+    ) -> GoogleClient {
+        GoogleClient {
+            inner: Arc::new(Inner {
+                http,
+                tokens,
+                permits: Semaphore::new(config.concurrency.max(1)),
+                run_pacer: Pacer::new("cloud-run", config.cloud_run_read_rate),
+                iap_pacer: Pacer::new("iap", config.iap_rate),
+                crm_pacer: Pacer::new("resource-manager", config.resource_manager_rate),
+                endpoints,
+                config,
+            }),
+        }
+    }
+
+    /// The limits this client was built with.
+    pub fn config(&self) -> &GoogleConfig {
+        &self.inner.config
+    }
+
+    /// One page of `services.list` for (project, region).
+    pub async fn list_services_page(
+        &self,
+        project: &str,
+        region: &str,
+        page_token: Option<&str>,
+    ) -> Result<ServicePage, GoogleError> {
+        let mut url = self.url(Api::CloudRun, &["v2", "projects", project, "locations", region, "services"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(size) = self.inner.config.list_page_size {
+                q.append_pair("pageSize", &size.to_string());
+            }
+            if let Some(token) = page_token {
+                q.append_pair("pageToken", token);
+            }
+        }
+        let page: wire::ListServicesResponse = self.send(Api::CloudRun, Method::GET, url.clone(), None).await?;
+        if !page.unreachable.is_empty() {
+            // Only global ("-") listings report unreachable regions; runwarden never asks for
+            // one, so an answer that has them is incomplete and must not be taken as the list.
+            return Err(self.decode_error(Api::CloudRun, Method::GET, &url, format!(
+                "the listing reports unreachable locations {:?}", page.unreachable)));
+        }
+        let services = page
+            .services
+            .into_iter()
+            .map(|s| wire::service(project, region, s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))?;
+        Ok(ServicePage { services, next_page_token: page.next_page_token.filter(|t| !t.is_empty()) })
+    }
+
+    /// `services.get`.
+    pub async fn get_service(&self, id: &ServiceId) -> Result<LiveService, GoogleError> {
+        let url = self.service_url(id, None);
+        let s: wire::Service = self.send(Api::CloudRun, Method::GET, url.clone(), None).await?;
+        wire::service(&id.project, &id.region, s)
+            .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
+    }
+
+    /// The service's IAM policy at version 3 (`services.getIamPolicy`).
+    pub async fn get_iam_policy(&self, id: &ServiceId) -> Result<Policy, GoogleError> {
+        let mut url = self.service_url(id, Some(":getIamPolicy"));
+        url.query_pairs_mut().append_pair("options.requestedPolicyVersion", "3");
+        let p: wire::IamPolicy = self.send(Api::CloudRun, Method::GET, url.clone(), None).await?;
+        wire::policy(p).map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
+    }
+
+    /// The IAP resource's IAM policy at version 3 (IAP `getIamPolicy`, a POST).
+    pub async fn get_iap_iam_policy(
+        &self,
+        id: &ServiceId,
+        project_number: u64,
+    ) -> Result<Policy, GoogleError> {
+        let number = project_number.to_string();
+        let region = format!("cloud_run-{}", id.region);
+        let last = format!("{}:getIamPolicy", id.name);
+        let url = self.url(Api::Iap, &["v1", "projects", &number, "iap_web", &region, "services", &last]);
+        let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
+        let p: wire::IamPolicy = self.send(Api::Iap, Method::POST, url.clone(), Some(body)).await?;
+        wire::policy(p).map_err(|reason| self.decode_error(Api::Iap, Method::POST, &url, reason))
+    }
+
+    /// The project's number (Resource Manager `projects.get`).
+    pub async fn get_project_number(&self, project: &str) -> Result<u64, GoogleError> {
+        let url = self.url(Api::ResourceManager, &["v3", "projects", project]);
+        let p: wire::Project = self.send(Api::ResourceManager, Method::GET, url.clone(), None).await?;
+        wire::project_number(&p)
+            .map_err(|reason| self.decode_error(Api::ResourceManager, Method::GET, &url, reason))
+    }
+
+    /// `{base}/v2/projects/P/locations/R/services/S{suffix}`.
+    fn service_url(&self, id: &ServiceId, suffix: Option<&str>) -> Url {
+        let last = format!("{}{}", id.name, suffix.unwrap_or(""));
+        self.url(
+            Api::CloudRun,
+            &["v2", "projects", &id.project, "locations", &id.region, "services", &last],
+        )
+    }
+
+    /// The API's base URL with `segments` appended, each percent-encoded (a name can never
+    /// smuggle in a `/`, `?` or `#`).
+    pub fn url(&self, api: Api, segments: &[&str]) -> Url {
+        let base = match api {
+            Api::CloudRun => &self.inner.endpoints.cloud_run,
+            Api::Iap => &self.inner.endpoints.iap,
+            Api::ResourceManager => &self.inner.endpoints.resource_manager,
+        };
+        crate::endpoints::join_segments(base, segments)
+    }
+
+    fn pacer(&self, api: Api) -> &Pacer {
+        match api {
+            Api::CloudRun => &self.inner.run_pacer,
+            Api::Iap => &self.inner.iap_pacer,
+            Api::ResourceManager => &self.inner.crm_pacer,
+        }
+    }
+
+    fn decode_error(&self, api: Api, method: Method, url: &Url, reason: String) -> GoogleError {
+        GoogleError::Decode { api, method, path: url.path().to_string(), reason }
+    }
+
+    /// Sends one request and decodes a JSON answer, or classifies the failure. Exactly one
+    /// attempt: the token is fetched first (outside the concurrency bound, since gcp_auth may
+    /// go to the network), then the request waits for a slot in flight and for its API's
+    /// pacer. A 429 with a server-requested wait pauses that API's pacer for every caller.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, GoogleError> {
+        let path = url.path().to_string();
+        let token = self.inner.tokens.token().await.map_err(|source| GoogleError::Token {
+            api,
+            method: method.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        let transport = |source: reqwest::Error| GoogleError::Transport {
+            api,
+            method: method.clone(),
+            path: path.clone(),
+            class: ErrorClass::from_transport(&source),
+            source,
+        };
+        let (status, headers, bytes) = {
+            let _permit = self.inner.permits.acquire().await.expect("semaphore never closed");
+            self.pacer(api).acquire().await;
+            let started = StdInstant::now();
+            let mut request = self.inner.http.request(method.clone(), url).bearer_auth(token);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.map_err(transport)?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.map_err(transport)?;
+            tracing::debug!(api = %api, method = %method, path = %path, status = status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "google call");
+            (status, headers, bytes)
+        };
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| GoogleError::Decode {
+                api,
+                method,
+                path,
+                reason: format!("invalid JSON for this call: {e}"),
+            });
+        }
+        let code = status.as_u16();
+        let (gstatus, message, reasons, detail_wait) =
+            match serde_json::from_slice::<wire::ErrorBody>(&bytes) {
+                Ok(body) => {
+                    let reasons: Vec<String> = body.error.reasons().map(String::from).collect();
+                    let wait = body.error.retry_delay();
+                    (body.error.status, body.error.message, reasons, wait)
+                }
+                Err(_) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let text: String = text.chars().take(300).collect();
+                    (String::new(), text.trim().to_string(), vec![], None)
+                }
+            };
+        let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
+        let class = classify(code, &gstatus, &reasons);
+        let retry_after = retry::server_wait(&headers, SystemTime::now()).or(detail_wait);
+        if class == ErrorClass::Quota {
+            if let Some(wait) = retry_after {
+                self.pacer(api).pause_for(wait);
+            }
+        }
+        Err(GoogleError::Api { api, method, path, class, code, status: gstatus, message, retry_after })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_google_error_answers() {
+        for (code, status, reasons, class) in [
+            (404, "NOT_FOUND", &[][..], ErrorClass::NotFound),
+            (403, "PERMISSION_DENIED", &[], ErrorClass::PermissionDenied),
+            (403, "PERMISSION_DENIED", &["RATE_LIMIT_EXCEEDED"], ErrorClass::Quota),
+            (403, "", &["rateLimitExceeded"], ErrorClass::Quota),
+            (403, "", &[], ErrorClass::PermissionDenied),
+            (409, "ABORTED", &[], ErrorClass::Conflict),
+            (409, "ALREADY_EXISTS", &[], ErrorClass::Fatal),
+            (429, "RESOURCE_EXHAUSTED", &[], ErrorClass::Quota),
+            (503, "UNAVAILABLE", &[], ErrorClass::Transient),
+            (500, "INTERNAL", &[], ErrorClass::Transient),
+            (504, "DEADLINE_EXCEEDED", &[], ErrorClass::Transient),
+            (502, "", &[], ErrorClass::Transient),
+            (401, "UNAUTHENTICATED", &[], ErrorClass::Unauthenticated),
+            (400, "INVALID_ARGUMENT", &[], ErrorClass::Fatal),
+            (400, "FAILED_PRECONDITION", &[], ErrorClass::Fatal),
+        ] {
+            assert_eq!(classify(code, status, reasons), class, "{code} {status} {reasons:?}");
+        }
+    }
+
+    #[test]
+    fn urls_are_built_from_encoded_segments_on_the_base() {
+        let base = crate::endpoints::parse_base_url("http://127.0.0.1:9/prefix").unwrap();
+        let client = GoogleClient::new(
+            reqwest::Client::new(),
+            Arc::new(StaticToken("t".into())),
+            Endpoints::single(base),
+            GoogleConfig::default(),
+        );
+        let id = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+        assert_eq!(
+            client.service_url(&id, Some(":getIamPolicy")).as_str(),
+            "http://127.0.0.1:9/prefix/v2/projects/acme-prod/locations/europe-west1/services/billing-api:getIamPolicy"
+        );
+        let evil = ServiceId::new("p", "r", "x/../../y?z#w");
+        assert_eq!(
+            client.service_url(&evil, None).path(),
+            "/prefix/v2/projects/p/locations/r/services/x%2F..%2F..%2Fy%3Fz%23w"
+        );
+        let prod = GoogleClient::new(
+            reqwest::Client::new(),
+            Arc::new(StaticToken("t".into())),
+            Endpoints::production(),
+            GoogleConfig::default(),
+        );
+        assert_eq!(
+            prod.url(Api::ResourceManager, &["v3", "projects", "acme-prod"]).as_str(),
+            "https://cloudresourcemanager.googleapis.com/v3/projects/acme-prod"
+        );
+    }
+}

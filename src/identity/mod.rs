@@ -1,1 +1,372 @@
-//! Auth0 Management API client and the principal mapping. (not built yet)
+//! Auth0: the Management API client ([`auth0`]) and the directory read of one pass
+//! ([`read_directory`]): the roles policies name, and — for the `users` mapping — who holds them.
+//!
+//! Cost model (Auth0 allows a few requests per second, so calls are counted, not assumed):
+//! * all roles: `ceil(roles / 100)` calls (offset paging with totals);
+//! * per named role: its direct members (`ceil(members / 100)` checkpoint pages, each member
+//!   with its e-mail) and its assigned groups (checkpoint pages);
+//! * per distinct group assigned to any named role: its members (checkpoint pages), once per
+//!   pass even when several roles share the group;
+//! * e-mail verification in bulk: one search for `email_verified:false` (a page per 100
+//!   unverified users). Only when that search cannot be exhaustive (Auth0 stops a query at
+//!   1,000 results) are the role members looked up one by one.
+//!
+//! The mapping of roles to IAM members (DESIGN §2) is the plan's job; this module only reports
+//! what Auth0 says, as `crate::live::Directory`.
+
+pub mod auth0;
+mod wire;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+
+pub use auth0::{Auth0Client, Auth0Config, Auth0Error, Checkpoint, OffsetPage, Secret, SecretSource};
+pub use wire::{GroupRef, MemberRef, RoleRef, UserRef};
+
+use crate::live::{Directory, Role, User};
+use crate::retry::{RetryPolicy, retry};
+
+/// Auth0 stops any offset listing or search at this many results.
+pub const OFFSET_LIMIT: u64 = 1000;
+
+/// A directory read failed; says which step.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("listing the Auth0 roles failed: {0}")]
+    ListRoles(#[source] Auth0Error),
+    #[error("reading the users of Auth0 role {role:?} failed: {source}")]
+    RoleUsers {
+        role: String,
+        #[source]
+        source: Auth0Error,
+    },
+    #[error("reading the groups assigned to Auth0 role {role:?} failed: {source}")]
+    RoleGroups {
+        role: String,
+        #[source]
+        source: Auth0Error,
+    },
+    #[error("reading the members of Auth0 group {group:?} failed: {source}")]
+    GroupMembers {
+        group: String,
+        #[source]
+        source: Auth0Error,
+    },
+    #[error("checking which Auth0 users have verified e-mail addresses failed: {0}")]
+    Verification(#[source] Auth0Error),
+    #[error("Auth0 listing {what} did not advance: checkpoint {from:?} was returned twice")]
+    Stuck { what: String, from: String },
+    #[error("an Auth0 directory task failed: {0}")]
+    Task(String),
+}
+
+/// What one pass needs from Auth0.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirectoryRequest {
+    /// Role names the policies reference.
+    pub roles: BTreeSet<String>,
+    /// Whether to resolve members (the `users` mapping); `workforcePool` only needs to know
+    /// that the roles exist.
+    pub resolve_members: bool,
+}
+
+/// Calls made by a directory read, by kind (for progress and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DirectoryStats {
+    pub role_pages: usize,
+    pub role_user_pages: usize,
+    pub role_group_pages: usize,
+    pub group_member_pages: usize,
+    pub search_pages: usize,
+    pub user_lookups: usize,
+}
+
+/// Reads the roles `request` names and, when asked, their members, each role once.
+///
+/// # Errors
+/// Any Auth0 failure that survives the retry policy. A role that does not exist is not an
+/// error here: it is absent from `Directory.roles`, and the plan reports it.
+pub async fn read_directory(
+    client: &Auth0Client,
+    request: &DirectoryRequest,
+    policy: &RetryPolicy,
+) -> Result<(Directory, DirectoryStats), IdentityError> {
+    let mut stats = DirectoryStats::default();
+    if request.roles.is_empty() {
+        return Ok((
+            Directory { roles: BTreeMap::new(), members_resolved: request.resolve_members },
+            stats,
+        ));
+    }
+    let found = find_roles(client, &request.roles, policy, &mut stats).await?;
+    tracing::info!(wanted = request.roles.len(), found = found.len(), "read the Auth0 roles");
+    if !request.resolve_members {
+        let roles = found
+            .into_iter()
+            .map(|(name, r)| (name, Role { id: r.id, name: r.name, members: vec![] }))
+            .collect();
+        return Ok((Directory { roles, members_resolved: false }, stats));
+    }
+
+    // Direct members and assigned groups of every named role, concurrently (the client bounds
+    // the calls in flight and paces them).
+    let mut tasks = tokio::task::JoinSet::new();
+    for role in found.values().cloned() {
+        let client = client.clone();
+        let policy = policy.clone();
+        tasks.spawn(async move {
+            let users = drain(&policy, "role users", &role.name, |from| {
+                let (client, id) = (client.clone(), role.id.clone());
+                async move { client.role_users_page(&id, from.as_deref()).await }
+            })
+            .await
+            .map_err(|e| e.into_identity(|source| IdentityError::RoleUsers { role: role.name.clone(), source }))?;
+            let groups = drain(&policy, "role groups", &role.name, |from| {
+                let (client, id) = (client.clone(), role.id.clone());
+                async move { client.role_groups_page(&id, from.as_deref()).await }
+            })
+            .await
+            .map_err(|e| e.into_identity(|source| IdentityError::RoleGroups { role: role.name.clone(), source }))?;
+            Ok::<_, IdentityError>((role, users, groups))
+        });
+    }
+    let mut per_role = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (role, users, groups) = joined.map_err(|e| IdentityError::Task(e.to_string()))??;
+        stats.role_user_pages += users.1;
+        stats.role_group_pages += groups.1;
+        per_role.push((role, users.0, groups.0));
+    }
+
+    // Members of each distinct group, once.
+    let mut groups: BTreeMap<String, GroupRef> = BTreeMap::new();
+    for (_, _, gs) in &per_role {
+        for g in gs {
+            groups.entry(g.id.clone()).or_insert_with(|| g.clone());
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for group in groups.values().cloned() {
+        let client = client.clone();
+        let policy = policy.clone();
+        tasks.spawn(async move {
+            let members = drain(&policy, "group members", &group.name, |from| {
+                let (client, id) = (client.clone(), group.id.clone());
+                async move { client.group_members_page(&id, from.as_deref()).await }
+            })
+            .await
+            .map_err(|e| e.into_identity(|source| IdentityError::GroupMembers { group: group.name.clone(), source }))?;
+            Ok::<_, IdentityError>((group.id, members))
+        });
+    }
+    let mut group_members: HashMap<String, Vec<MemberRef>> = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (id, (members, pages)) = joined.map_err(|e| IdentityError::Task(e.to_string()))??;
+        stats.group_member_pages += pages;
+        group_members.insert(id, members);
+    }
+
+    // Assemble each role's members: direct assignments and group members, by user id.
+    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
+    let mut everyone: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (role, direct, assigned) in per_role {
+        let mut members: BTreeMap<String, User> = BTreeMap::new();
+        for m in direct {
+            let user = members.entry(m.user_id.clone()).or_insert_with(|| blank_user(&m));
+            user.direct = true;
+            if user.email.is_none() {
+                user.email = m.email;
+            }
+        }
+        for g in &assigned {
+            for m in group_members.get(&g.id).map(Vec::as_slice).unwrap_or(&[]) {
+                let user = members.entry(m.user_id.clone()).or_insert_with(|| blank_user(m));
+                if !user.via_groups.contains(&g.name) {
+                    user.via_groups.push(g.name.clone());
+                }
+                if user.email.is_none() {
+                    user.email = m.email.clone();
+                }
+            }
+        }
+        let mut members: Vec<User> = members.into_values().collect();
+        for u in &mut members {
+            u.via_groups.sort();
+            everyone.entry(u.user_id.clone()).or_insert_with(|| u.email.clone());
+        }
+        roles.insert(role.name.clone(), Role { id: role.id, name: role.name, members });
+    }
+
+    // E-mail verification, after the member listings, so a user added meanwhile is covered.
+    let unverified = unverified_users(client, &everyone, policy, &mut stats).await?;
+    for role in roles.values_mut() {
+        for u in &mut role.members {
+            u.email_verified = u.email.is_some() && !unverified.contains(&u.user_id);
+        }
+    }
+    tracing::info!(roles = roles.len(), users = everyone.len(), unverified = unverified.len(),
+        "resolved Auth0 role members");
+    Ok((Directory { roles, members_resolved: true }, stats))
+}
+
+fn blank_user(m: &MemberRef) -> User {
+    User {
+        user_id: m.user_id.clone(),
+        email: m.email.clone(),
+        email_verified: false,
+        via_groups: vec![],
+        direct: false,
+    }
+}
+
+/// All roles (offset pages), keeping the ones named in `wanted`. When the tenant has more
+/// roles than one listing can return, missing names are looked up with `name_filter`.
+async fn find_roles(
+    client: &Auth0Client,
+    wanted: &BTreeSet<String>,
+    policy: &RetryPolicy,
+    stats: &mut DirectoryStats,
+) -> Result<BTreeMap<String, RoleRef>, IdentityError> {
+    let size = client.config().page_size.max(1) as u64;
+    let mut found = BTreeMap::new();
+    let mut seen = 0u64;
+    let mut truncated = false;
+    for page in 0u32.. {
+        let answer = retry(policy, "list roles", || client.roles_page(page))
+            .await
+            .map_err(IdentityError::ListRoles)?;
+        stats.role_pages += 1;
+        let n = answer.items.len() as u64;
+        seen += n;
+        for r in answer.items {
+            if wanted.contains(&r.name) {
+                found.insert(r.name.clone(), r);
+            }
+        }
+        let total = answer.total;
+        let more = match total {
+            Some(total) => seen < total && n > 0,
+            None => n == size,
+        };
+        if !more {
+            break;
+        }
+        if seen >= OFFSET_LIMIT {
+            truncated = true;
+            break;
+        }
+    }
+    if truncated {
+        let missing: Vec<&String> = wanted.iter().filter(|n| !found.contains_key(*n)).collect();
+        for name in missing {
+            let matches = retry(policy, "find role by name", || client.roles_named(name))
+                .await
+                .map_err(IdentityError::ListRoles)?;
+            stats.role_pages += 1;
+            if let Some(r) = matches.into_iter().find(|r| &r.name == name) {
+                found.insert(name.clone(), r);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The ids among `members` whose e-mail is not verified: one bulk search, or per-user
+/// look-ups when the search cannot list them all.
+async fn unverified_users(
+    client: &Auth0Client,
+    members: &BTreeMap<String, Option<String>>,
+    policy: &RetryPolicy,
+    stats: &mut DirectoryStats,
+) -> Result<HashSet<String>, IdentityError> {
+    let mut unverified = HashSet::new();
+    if members.is_empty() {
+        return Ok(unverified);
+    }
+    let mut seen = 0u64;
+    let mut complete = false;
+    for page in 0u32.. {
+        let answer = retry(policy, "search unverified users", || {
+            client.search_users_page("email_verified:false", page)
+        })
+        .await
+        .map_err(IdentityError::Verification)?;
+        stats.search_pages += 1;
+        let n = answer.items.len() as u64;
+        seen += n;
+        for u in answer.items {
+            if !u.email_verified {
+                unverified.insert(u.user_id);
+            }
+        }
+        let total = answer.total.unwrap_or(seen);
+        if seen >= total || n == 0 {
+            complete = total <= OFFSET_LIMIT || seen >= total;
+            break;
+        }
+        if seen >= OFFSET_LIMIT {
+            break;
+        }
+    }
+    if complete {
+        return Ok(unverified);
+    }
+    tracing::warn!(members = members.len(),
+        "more than 1,000 unverified Auth0 users: checking role members one by one");
+    unverified.clear();
+    for id in members.keys() {
+        let user = retry(policy, "get user", || client.get_user(id))
+            .await
+            .map_err(IdentityError::Verification)?;
+        stats.user_lookups += 1;
+        if !user.email_verified {
+            unverified.insert(user.user_id);
+        }
+    }
+    Ok(unverified)
+}
+
+/// A listing failure: the API's error, or a checkpoint that did not advance.
+enum DrainError {
+    Api(Auth0Error),
+    Stuck { what: String, from: String },
+}
+
+impl DrainError {
+    fn into_identity(self, api: impl FnOnce(Auth0Error) -> IdentityError) -> IdentityError {
+        match self {
+            DrainError::Api(e) => api(e),
+            DrainError::Stuck { what, from } => IdentityError::Stuck { what, from },
+        }
+    }
+}
+
+/// Follows a checkpoint listing to its end (`next` absent); returns the items and the number
+/// of pages read. Each page is retried on its own.
+async fn drain<T, F, Fut>(
+    policy: &RetryPolicy,
+    what: &str,
+    of: &str,
+    fetch: F,
+) -> Result<(Vec<T>, usize), DrainError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Checkpoint<T>, Auth0Error>>,
+{
+    let mut items = Vec::new();
+    let mut from: Option<String> = None;
+    let mut pages = 0;
+    let label = format!("{what} of {of}");
+    loop {
+        let page = retry(policy, &label, || fetch(from.clone())).await.map_err(DrainError::Api)?;
+        pages += 1;
+        items.extend(page.items);
+        match page.next {
+            None => return Ok((items, pages)),
+            Some(next) if from.as_deref() == Some(next.as_str()) => {
+                return Err(DrainError::Stuck { what: label, from: next });
+            }
+            Some(next) => from = Some(next),
+        }
+    }
+}

@@ -1,0 +1,578 @@
+//! The Auth0 Management API client: token, roles, role members, groups, users.
+//!
+//! * The Management API token comes from `POST /oauth/token` (client credentials, audience
+//!   `https://DOMAIN/api/v2/` — always the Settings' domain, even when the calls go to an
+//!   override base URL). It is cached, refreshed shortly before it expires, and dropped when a
+//!   call answers 401 so the (single) retry fetches a new one.
+//! * The client secret is read from the environment variable the Settings name, when the first
+//!   token is needed; it lives in a [`Secret`] whose Debug and Display print `<redacted>`.
+//! * Each call makes one attempt (retries are `crate::retry`'s job), waits for a slot in flight
+//!   and for the pacer, and feeds the answer's `x-ratelimit-remaining` / `x-ratelimit-reset`
+//!   back into the pacer, so the client slows down before Auth0 starts answering 429.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Method, Url};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::time::Instant;
+
+use super::wire::{self, GroupRef, MemberRef, RoleRef, UserRef};
+use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
+
+/// A secret string. Never printed: Debug and Display show `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where the client secret comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// The environment variable of this name (`Settings.auth0.clientSecretEnv`).
+    Env(String),
+    /// A value handed over directly (the embedded simulator).
+    Value(Secret),
+}
+
+impl SecretSource {
+    fn resolve(&self) -> Result<Secret, Auth0Error> {
+        match self {
+            SecretSource::Value(s) => Ok(s.clone()),
+            SecretSource::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Secret(v)),
+                _ => Err(Auth0Error::MissingSecret { var: var.clone() }),
+            },
+        }
+    }
+}
+
+/// How to reach one Auth0 tenant, and how hard to use it.
+#[derive(Debug, Clone)]
+pub struct Auth0Config {
+    /// Base URL of the tenant (`https://DOMAIN/`, or an override).
+    pub base_url: Url,
+    /// Tenant domain from the Settings; the token audience is `https://DOMAIN/api/v2/`.
+    pub domain: String,
+    pub client_id: String,
+    pub secret: SecretSource,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Steady request rate. Auth0 documents 2 requests/s sustained for free production
+    /// tenants and 16/s for paid ones (with bursts above that); the default stays under the
+    /// paid limit, and the `x-ratelimit-*` headers slow the client down on smaller tenants.
+    pub rate: Option<Rate>,
+    /// Items per page (`take` / `per_page`, at most 100).
+    pub page_size: u32,
+}
+
+impl Auth0Config {
+    pub fn new(base_url: Url, domain: &str, client_id: &str, secret: SecretSource) -> Auth0Config {
+        Auth0Config {
+            base_url,
+            domain: domain.to_string(),
+            client_id: client_id.to_string(),
+            secret,
+            concurrency: 4,
+            rate: Some(Rate::per_second(15)),
+            page_size: 100,
+        }
+    }
+}
+
+/// A failed Auth0 call: which request (method and path; never the token or secret) and what
+/// went wrong, classified.
+#[derive(Debug, thiserror::Error)]
+pub enum Auth0Error {
+    #[error(
+        "the Auth0 client secret is missing: set the environment variable {var} (named by \
+         Settings spec.auth0.clientSecretEnv)"
+    )]
+    MissingSecret { var: String },
+    #[error(
+        "Auth0 refused the client credentials of client {client_id:?} for audience {audience} \
+         (HTTP {code}: {message}); check the client id, the secret and that the client is \
+         authorized for the Management API with read:roles, read:users and read:role_members"
+    )]
+    TokenRefused { client_id: String, audience: String, code: u16, message: String },
+    #[error("Auth0 {method} {path}: no answer ({class}): {source}")]
+    Transport {
+        method: Method,
+        path: String,
+        class: ErrorClass,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Auth0 {method} {path}: HTTP {code} {error}: {message}{hint}", hint = hint(*.class))]
+    Api {
+        method: Method,
+        path: String,
+        class: ErrorClass,
+        code: u16,
+        /// Auth0's `error` (e.g. `Forbidden`).
+        error: String,
+        /// Auth0's `message`, verbatim.
+        message: String,
+        /// Auth0's `errorCode` (e.g. `insufficient_scope`), when given.
+        error_code: Option<String>,
+        retry_after: Option<Duration>,
+    },
+    #[error("Auth0 {method} {path}: unexpected answer: {reason}")]
+    Decode { method: Method, path: String, reason: String },
+}
+
+fn hint(class: ErrorClass) -> &'static str {
+    match class {
+        ErrorClass::PermissionDenied => {
+            " (grant the Management API client read:roles, read:users and read:role_members)"
+        }
+        _ => "",
+    }
+}
+
+impl Classified for Auth0Error {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Auth0Error::MissingSecret { .. } | Auth0Error::TokenRefused { .. } => ErrorClass::Fatal,
+            Auth0Error::Transport { class, .. } | Auth0Error::Api { class, .. } => *class,
+            Auth0Error::Decode { .. } => ErrorClass::Fatal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Auth0Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// One page of a checkpoint listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// One page of an offset listing with the total count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetPage<T> {
+    pub items: Vec<T>,
+    pub total: Option<u64>,
+}
+
+/// The Auth0 Management API client (cheap to clone).
+#[derive(Clone)]
+pub struct Auth0Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: Auth0Config,
+    token: Mutex<Option<CachedToken>>,
+    permits: Semaphore,
+    pacer: Pacer,
+}
+
+struct CachedToken {
+    value: Secret,
+    /// Refresh at or after this instant (a margin before the real expiry).
+    refresh_at: Instant,
+}
+
+impl fmt::Debug for Auth0Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth0Client").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+impl Auth0Client {
+    pub fn new(http: reqwest::Client, config: Auth0Config) -> Auth0Client {
+        Auth0Client {
+            inner: Arc::new(Inner {
+                http,
+                permits: Semaphore::new(config.concurrency.max(1)),
+                pacer: Pacer::new("auth0", config.rate),
+                config,
+                token: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Auth0Config {
+        &self.inner.config
+    }
+
+    /// The Management API audience: `https://DOMAIN/api/v2/`.
+    pub fn audience(&self) -> String {
+        format!("https://{}/api/v2/", self.inner.config.domain)
+    }
+
+    /// One page of `GET /api/v2/roles` (offset paging, with totals).
+    pub async fn roles_page(&self, page: u32) -> Result<OffsetPage<RoleRef>, Auth0Error> {
+        let size = self.inner.config.page_size.to_string();
+        let page = page.to_string();
+        let answer: wire::RolesAnswer = self
+            .get(&["roles"], &[("per_page", &size), ("page", &page), ("include_totals", "true")])
+            .await?;
+        Ok(match answer {
+            wire::RolesAnswer::Page { roles, total } => OffsetPage { items: roles, total },
+            wire::RolesAnswer::Array(roles) => OffsetPage { items: roles, total: None },
+        })
+    }
+
+    /// `GET /api/v2/roles?name_filter=NAME`: roles whose name contains `name` (any case).
+    pub async fn roles_named(&self, name: &str) -> Result<Vec<RoleRef>, Auth0Error> {
+        let size = self.inner.config.page_size.to_string();
+        let answer: wire::RolesAnswer = self
+            .get(&["roles"], &[("name_filter", name), ("per_page", &size), ("include_totals", "true")])
+            .await?;
+        Ok(match answer {
+            wire::RolesAnswer::Page { roles, .. } | wire::RolesAnswer::Array(roles) => roles,
+        })
+    }
+
+    /// One checkpoint page of `GET /api/v2/roles/{id}/users` (direct assignments only).
+    pub async fn role_users_page(
+        &self,
+        role_id: &str,
+        from: Option<&str>,
+    ) -> Result<Checkpoint<MemberRef>, Auth0Error> {
+        self.checkpoint(&["roles", role_id, "users"], from).await
+    }
+
+    /// One checkpoint page of `GET /api/v2/roles/{id}/groups` (groups assigned to the role).
+    pub async fn role_groups_page(
+        &self,
+        role_id: &str,
+        from: Option<&str>,
+    ) -> Result<Checkpoint<GroupRef>, Auth0Error> {
+        self.checkpoint(&["roles", role_id, "groups"], from).await
+    }
+
+    /// One checkpoint page of `GET /api/v2/groups/{id}/members`.
+    pub async fn group_members_page(
+        &self,
+        group_id: &str,
+        from: Option<&str>,
+    ) -> Result<Checkpoint<MemberRef>, Auth0Error> {
+        self.checkpoint(&["groups", group_id, "members"], from).await
+    }
+
+    /// One page of `GET /api/v2/users?q=QUERY&search_engine=v3` with the fields runwarden
+    /// needs. Auth0 returns at most 1,000 results per query across pages.
+    pub async fn search_users_page(
+        &self,
+        query: &str,
+        page: u32,
+    ) -> Result<OffsetPage<UserRef>, Auth0Error> {
+        let size = self.inner.config.page_size.to_string();
+        let page = page.to_string();
+        let answer: wire::UsersAnswer = self
+            .get(
+                &["users"],
+                &[
+                    ("q", query),
+                    ("search_engine", "v3"),
+                    ("per_page", &size),
+                    ("page", &page),
+                    ("include_totals", "true"),
+                    ("fields", "user_id,email,email_verified"),
+                    ("include_fields", "true"),
+                ],
+            )
+            .await?;
+        Ok(match answer {
+            wire::UsersAnswer::Page { users, total } => OffsetPage { items: users, total },
+            wire::UsersAnswer::Array(users) => OffsetPage { items: users, total: None },
+        })
+    }
+
+    /// `GET /api/v2/users/{id}` with the fields runwarden needs.
+    pub async fn get_user(&self, user_id: &str) -> Result<UserRef, Auth0Error> {
+        self.get(
+            &["users", user_id],
+            &[("fields", "user_id,email,email_verified"), ("include_fields", "true")],
+        )
+        .await
+    }
+
+    async fn checkpoint<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        from: Option<&str>,
+    ) -> Result<Checkpoint<T>, Auth0Error> {
+        let take = self.inner.config.page_size.min(100).to_string();
+        let mut query = vec![("take", take.as_str())];
+        if let Some(from) = from {
+            query.push(("from", from));
+        }
+        let answer: wire::CheckpointAnswer<T> = self.get(segments, &query).await?;
+        let (items, next) = answer.into_parts();
+        Ok(Checkpoint { items, next })
+    }
+
+    /// `{base}/api/v2/{segments...}?{query}`, every segment percent-encoded (user ids contain
+    /// `|`).
+    fn api_url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut all = vec!["api", "v2"];
+        all.extend_from_slice(segments);
+        let mut url = crate::endpoints::join_segments(&self.inner.config.base_url, &all);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// A GET on the Management API: one attempt, classified.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<T, Auth0Error> {
+        let url = self.api_url(segments, query);
+        let token = self.token().await?;
+        let (status, headers, bytes) = self.exchange(Method::GET, url.clone(), Some(&token), None).await?;
+        let path = url.path().to_string();
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| Auth0Error::Decode {
+                method: Method::GET,
+                path,
+                reason: format!("invalid JSON for this call: {e}"),
+            });
+        }
+        if status.as_u16() == 401 {
+            self.forget_token(&token).await;
+        }
+        Err(api_error(Method::GET, path, status.as_u16(), &headers, &bytes))
+    }
+
+    /// Sends one request within the concurrency bound and the pacer, and feeds the rate-limit
+    /// headers back into the pacer.
+    async fn exchange(
+        &self,
+        method: Method,
+        url: Url,
+        bearer: Option<&Secret>,
+        json: Option<serde_json::Value>,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), Auth0Error> {
+        let path = url.path().to_string();
+        let transport = |source: reqwest::Error| Auth0Error::Transport {
+            method: method.clone(),
+            path: path.clone(),
+            class: ErrorClass::from_transport(&source),
+            source,
+        };
+        let _permit = self.inner.permits.acquire().await.expect("semaphore never closed");
+        self.inner.pacer.acquire().await;
+        let started = std::time::Instant::now();
+        let mut request = self.inner.http.request(method.clone(), url);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token.expose());
+        }
+        if let Some(body) = json {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(transport)?.to_vec();
+        tracing::debug!(method = %method, path = %path, status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64, "auth0 call");
+        let now = SystemTime::now();
+        if status.as_u16() == 429 {
+            if let Some(wait) = retry::server_wait(&headers, now) {
+                self.inner.pacer.pause_for(wait);
+            }
+        } else if let (Some(remaining), Some(reset)) =
+            (retry::header_u64(&headers, "x-ratelimit-remaining"), retry::rate_limit_reset(&headers))
+        {
+            let reset_in = reset.duration_since(now).unwrap_or(Duration::ZERO);
+            // Requests already in flight may spend the rest of the budget.
+            self.inner.pacer.observe_budget(remaining, reset_in, self.inner.config.concurrency as u64);
+        }
+        Ok((status, headers, bytes))
+    }
+
+    /// A valid Management API token: the cached one, or a new one from `/oauth/token`. Callers
+    /// queue on the lock, so concurrent calls fetch one token, not one each.
+    async fn token(&self) -> Result<Secret, Auth0Error> {
+        let mut cached = self.inner.token.lock().await;
+        if let Some(t) = cached.as_ref() {
+            if Instant::now() < t.refresh_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let config = &self.inner.config;
+        let secret = config.secret.resolve()?;
+        let url = crate::endpoints::join_segments(&config.base_url, &["oauth", "token"]);
+        let audience = self.audience();
+        let body = serde_json::json!({
+            "grant_type": "client_credentials",
+            "client_id": config.client_id,
+            "client_secret": secret.expose(),
+            "audience": audience,
+        });
+        let (status, headers, bytes) = self.exchange(Method::POST, url.clone(), None, Some(body)).await?;
+        let code = status.as_u16();
+        if !status.is_success() {
+            if matches!(code, 400 | 401 | 403) {
+                let e: wire::ErrorBody = serde_json::from_slice(&bytes).unwrap_or_default();
+                let message = e
+                    .error_description
+                    .or(e.message)
+                    .or(e.error)
+                    .unwrap_or_else(|| "no message".into());
+                return Err(Auth0Error::TokenRefused {
+                    client_id: config.client_id.clone(),
+                    audience,
+                    code,
+                    message,
+                });
+            }
+            return Err(api_error(Method::POST, url.path().to_string(), code, &headers, &bytes));
+        }
+        let t: wire::TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Auth0Error::Decode {
+            method: Method::POST,
+            path: url.path().to_string(),
+            reason: format!("not a token answer: {e}"),
+        })?;
+        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(86_400));
+        // Refresh a minute early, or halfway through a short-lived token.
+        let margin = Duration::from_secs(60).min(lifetime / 2);
+        let value = Secret(t.access_token);
+        *cached = Some(CachedToken { value: value.clone(), refresh_at: Instant::now() + lifetime - margin });
+        tracing::debug!(lifetime_s = lifetime.as_secs(), "fetched an Auth0 Management API token");
+        Ok(value)
+    }
+
+    /// Drops the cached token if it is still `used` (a 401 answered it), so the next call
+    /// fetches a fresh one.
+    async fn forget_token(&self, used: &Secret) {
+        let mut cached = self.inner.token.lock().await;
+        if cached.as_ref().is_some_and(|t| &t.value == used) {
+            *cached = None;
+        }
+    }
+}
+
+/// Builds the classified error of a non-2xx answer.
+fn api_error(
+    method: Method,
+    path: String,
+    code: u16,
+    headers: &reqwest::header::HeaderMap,
+    bytes: &[u8],
+) -> Auth0Error {
+    let body: wire::ErrorBody = serde_json::from_slice(bytes).unwrap_or_default();
+    let message = body.message.or(body.error_description).unwrap_or_else(|| {
+        String::from_utf8_lossy(bytes).chars().take(300).collect::<String>().trim().to_string()
+    });
+    Auth0Error::Api {
+        method,
+        path,
+        class: ErrorClass::from_status(code),
+        code,
+        error: body.error.unwrap_or_default(),
+        message,
+        error_code: body.error_code,
+        retry_after: retry::server_wait(headers, SystemTime::now()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
+        let source = SecretSource::Value(s);
+        assert!(!format!("{source:?}").contains("hunter2"));
+        let config = Auth0Config::new(
+            Url::parse("https://acme.eu.auth0.com/").unwrap(),
+            "acme.eu.auth0.com",
+            "id",
+            source,
+        );
+        let client = Auth0Client::new(reqwest::Client::new(), config);
+        assert!(!format!("{client:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_variable() {
+        let err = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into()).resolve().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("RUNWARDEN_TEST_SURELY_UNSET_VAR"), "{text}");
+        assert_eq!(err.class(), ErrorClass::Fatal);
+    }
+
+    #[test]
+    fn management_urls_encode_user_ids_and_keep_the_base_prefix() {
+        let config = Auth0Config::new(
+            Url::parse("http://127.0.0.1:9/").unwrap(),
+            "acme.eu.auth0.com",
+            "id",
+            SecretSource::Value(Secret::new("s")),
+        );
+        let client = Auth0Client::new(reqwest::Client::new(), config);
+        let url = client.api_url(&["users", "auth0|abc"], &[("fields", "user_id")]);
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/api/v2/users/auth0%7Cabc?fields=user_id");
+        assert_eq!(client.audience(), "https://acme.eu.auth0.com/api/v2/");
+    }
+
+    #[test]
+    fn classifies_auth0_answers_and_reads_the_reset_header() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let reset = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 3;
+        headers.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
+        let err = api_error(
+            Method::GET,
+            "/api/v2/roles".into(),
+            429,
+            &headers,
+            br#"{"statusCode":429,"error":"Too Many Requests","message":"Global limit has been reached","errorCode":"too_many_requests"}"#,
+        );
+        assert_eq!(err.class(), ErrorClass::Quota);
+        let wait = err.retry_after().unwrap();
+        assert!(wait <= Duration::from_secs(3) && wait >= Duration::from_secs(1), "{wait:?}");
+        assert!(err.to_string().contains("Global limit has been reached"));
+        let forbidden = api_error(
+            Method::GET,
+            "/api/v2/roles/r/users".into(),
+            403,
+            &reqwest::header::HeaderMap::new(),
+            br#"{"statusCode":403,"error":"Forbidden","message":"Insufficient scope, expected any of: read:users","errorCode":"insufficient_scope"}"#,
+        );
+        assert_eq!(forbidden.class(), ErrorClass::PermissionDenied);
+        assert!(forbidden.to_string().contains("read:role_members"));
+        let html = api_error(Method::GET, "/x".into(), 502, &reqwest::header::HeaderMap::new(), b"<html>bad gateway</html>");
+        assert_eq!(html.class(), ErrorClass::Transient);
+        assert!(html.to_string().contains("bad gateway"));
+    }
+}
