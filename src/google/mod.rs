@@ -18,6 +18,7 @@
 
 pub mod auth;
 mod wire;
+mod write;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 pub use auth::{GcpAuth, StaticToken, TokenError, TokenSource};
+pub use write::{Operation, ServiceUpdate};
 
 use crate::endpoints::Endpoints;
 use crate::iam::Policy;
@@ -40,6 +42,17 @@ pub enum Api {
     CloudRun,
     Iap,
     ResourceManager,
+}
+
+impl Api {
+    /// The `api` label of the call metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Api::CloudRun => "cloudrun",
+            Api::Iap => "iap",
+            Api::ResourceManager => "resourcemanager",
+        }
+    }
 }
 
 impl fmt::Display for Api {
@@ -179,6 +192,10 @@ pub struct GoogleConfig {
     /// Cloud Run Admin API read requests. Google's default quota is 1,000 read requests per
     /// minute per region per project; the default stays below it.
     pub cloud_run_read_rate: Option<Rate>,
+    /// Cloud Run Admin API and IAP write requests (setIamPolicy, services.patch). A
+    /// conservative default, well below Google's default write quotas; raise it when the
+    /// project's quota allows.
+    pub write_rate: Option<Rate>,
     /// IAP API requests.
     pub iap_rate: Option<Rate>,
     /// Resource Manager requests (one per project per pass).
@@ -192,6 +209,7 @@ impl Default for GoogleConfig {
         GoogleConfig {
             concurrency: 16,
             cloud_run_read_rate: Some(Rate::per_minute(900)),
+            write_rate: Some(Rate::per_minute(120)),
             iap_rate: Some(Rate::per_minute(900)),
             resource_manager_rate: Some(Rate::per_minute(600)),
             list_page_size: Some(500),
@@ -220,6 +238,7 @@ struct Inner {
     permits: Semaphore,
     config: GoogleConfig,
     run_pacer: Pacer,
+    write_pacer: Pacer,
     iap_pacer: Pacer,
     crm_pacer: Pacer,
 }
@@ -246,6 +265,7 @@ impl GoogleClient {
                 tokens,
                 permits: Semaphore::new(config.concurrency.max(1)),
                 run_pacer: Pacer::new("cloud-run", config.cloud_run_read_rate),
+                write_pacer: Pacer::new("google-writes", config.write_rate),
                 iap_pacer: Pacer::new("iap", config.iap_rate),
                 crm_pacer: Pacer::new("resource-manager", config.resource_manager_rate),
                 endpoints,
@@ -374,6 +394,28 @@ impl GoogleClient {
         url: Url,
         body: Option<serde_json::Value>,
     ) -> Result<T, GoogleError> {
+        self.send_paced(api, self.pacer(api), method, url, body).await
+    }
+
+    /// [`GoogleClient::send`] for a write: paced by the write quota instead of the read quota.
+    pub async fn send_write<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, GoogleError> {
+        self.send_paced(api, &self.inner.write_pacer, method, url, body).await
+    }
+
+    async fn send_paced<T: DeserializeOwned>(
+        &self,
+        api: Api,
+        pacer: &Pacer,
+        method: Method,
+        url: Url,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, GoogleError> {
         let path = url.path().to_string();
         let token = self.inner.tokens.token().await.map_err(|source| GoogleError::Token {
             api,
@@ -390,14 +432,18 @@ impl GoogleClient {
         };
         let (status, headers, bytes) = {
             let _permit = self.inner.permits.acquire().await.expect("semaphore never closed");
-            self.pacer(api).acquire().await;
+            pacer.acquire().await;
             let started = StdInstant::now();
             let mut request = self.inner.http.request(method.clone(), url).bearer_auth(token);
             if let Some(body) = body {
                 request = request.json(&body);
             }
-            let response = request.send().await.map_err(transport)?;
+            let response = request.send().await.map_err(|e| {
+                crate::metrics::record_api_call(api.label(), 0);
+                transport(e)
+            })?;
             let status = response.status();
+            crate::metrics::record_api_call(api.label(), status.as_u16());
             let headers = response.headers().clone();
             let bytes = response.bytes().await.map_err(transport)?;
             tracing::debug!(api = %api, method = %method, path = %path, status = status.as_u16(),
@@ -431,7 +477,7 @@ impl GoogleClient {
         let retry_after = retry::server_wait(&headers, SystemTime::now()).or(detail_wait);
         if class == ErrorClass::Quota {
             if let Some(wait) = retry_after {
-                self.pacer(api).pause_for(wait);
+                pacer.pause_for(wait);
             }
         }
         Err(GoogleError::Api { api, method, path, class, code, status: gstatus, message, retry_after })

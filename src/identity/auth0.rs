@@ -397,8 +397,12 @@ impl Auth0Client {
         if let Some(body) = json {
             request = request.json(&body);
         }
-        let response = request.send().await.map_err(transport)?;
+        let response = request.send().await.map_err(|e| {
+            crate::metrics::record_api_call("auth0", 0);
+            transport(e)
+        })?;
         let status = response.status();
+        crate::metrics::record_api_call("auth0", status.as_u16());
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(transport)?.to_vec();
         tracing::debug!(method = %method, path = %path, status = status.as_u16(),
