@@ -1131,3 +1131,32 @@ fn mark_origins(plan: &mut Plan, base: &Plan) {
         }
     }
 }
+
+/// Re-plans one service from a fresh read of it. Apply calls this after a `409 ABORTED`, so the
+/// retry writes what the rules say about the state as it is now, not as it was when the pass
+/// began. The rules are those of [`plan`]; the rest of `live` supplies the directory, the
+/// project numbers and the other services (for selectors). `None` when the service is no longer
+/// governed, could not be planned, or has nothing to plan.
+pub fn replan_service(
+    desired: &Desired,
+    live: &LiveState,
+    fresh: &LiveService,
+    now: SystemTime,
+) -> Option<ServicePlan> {
+    let mut p = Planner {
+        settings: &desired.settings,
+        live,
+        now,
+        findings: BTreeSet::new(),
+        policy_members: HashSet::new(),
+    };
+    let resolved = p.resolve_policies(&desired.policies);
+    for rp in &resolved {
+        for g in &rp.grants {
+            p.policy_members.insert(g.member.clone());
+        }
+    }
+    let governed = p.match_services(&desired.policies);
+    let govs = governed.get(&fresh.id)?;
+    p.plan_service(fresh, govs, &resolved).flatten()
+}

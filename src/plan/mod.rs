@@ -17,10 +17,10 @@ mod time;
 
 pub use engine::{
     MANAGED_CONDITION_PREFIX, PlanOptions, expiry_condition, iap_service_agent,
-    is_managed_condition, plan,
+    is_managed_condition, plan, replan_service,
 };
 pub use guards::{GuardKind, GuardTrip, check_guards};
 pub use model::*;
 pub use render::{MARKDOWN_LIMIT, render_json, render_markdown, render_text};
-pub use simulate::apply_to;
+pub use simulate::{apply_changes, apply_to};
 pub use time::{format_rfc3339, parse_rfc3339};

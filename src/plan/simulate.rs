@@ -9,7 +9,7 @@ use crate::iam::{Binding, Condition, Policy};
 use crate::live::LiveState;
 use crate::policy::model::Ingress;
 
-use super::model::{Action, Plan, ResourcePlan, SettingChange};
+use super::model::{Action, MemberChange, Plan, ResourcePlan, SettingChange};
 
 /// Returns `live` with every add, remove and setting change of `plan` applied.
 pub fn apply_to(plan: &Plan, live: &LiveState) -> LiveState {
@@ -35,8 +35,20 @@ pub fn apply_to(plan: &Plan, live: &LiveState) -> LiveState {
 }
 
 fn apply_resource(r: &ResourcePlan, policy: &mut Policy) {
+    if apply_changes(&r.changes, policy) {
+        // Stands in for the new etag the server would give the written policy.
+        policy.etag = format!("{}+", policy.etag);
+    }
+}
+
+/// Applies member-level changes to a policy in place: the one implementation of a plan's IAM
+/// edit, used by [`apply_to`] and by the real apply on each freshly read policy. Bindings left
+/// empty are dropped; a touched policy is set to version 3 (so no condition is ever lost). The
+/// etag is left as it was: a write must carry the etag that was read. Returns whether any add or
+/// remove was applied.
+pub fn apply_changes(changes: &[MemberChange], policy: &mut Policy) -> bool {
     let mut touched = false;
-    for c in &r.changes {
+    for c in changes {
         let cond: Option<Condition> = c.condition.as_ref().map(Condition::from);
         match c.action {
             Action::Keep => {}
@@ -72,8 +84,8 @@ fn apply_resource(r: &ResourcePlan, policy: &mut Policy) {
     if touched {
         policy.bindings.retain(|b| !b.members.is_empty());
         policy.version = 3;
-        policy.etag = format!("{}+", policy.etag);
     }
+    touched
 }
 
 fn apply_setting(c: &SettingChange, s: &mut crate::live::ServiceSettings) {
