@@ -1,1 +1,821 @@
-//! (not built yet)
+//! Apply: carry out a [`Plan`] against the real APIs, losing nothing.
+//!
+//! # Expected flow
+//! For every service whose part of the plan is applicable (mode `enforce`) and has changes,
+//! concurrently within a bound, in this order so that no window opens in which callers are
+//! locked out or let in by accident:
+//! 1. the IAP resource's policy (accessors exist before IAP is switched on),
+//! 2. the service's own IAM policy (invokers, the IAP service agent),
+//! 3. the service's settings: one `services.patch` with every changed field in its `updateMask`,
+//!    then waiting for the long-running operation.
+//!
+//! Each IAM write is a read-modify-write: the member-level changes of the plan are applied to the
+//! policy as it was read (the pass's snapshot, or for a saved plan a fresh read), and written
+//! with that policy's etag. Every binding the plan does not name — foreign members, other roles,
+//! unmanaged conditional bindings — is carried over untouched.
+//!
+//! # Conflicts
+//! A `409 ABORTED` means someone wrote in between. Apply re-reads that resource, **re-plans that
+//! service** from the fresh state (so a concurrent writer's bindings are judged by the same rules
+//! as everything else: kept when foreign), re-checks the guards on the plan with the re-planned
+//! service, and tries again, a bounded number of times. A saved plan is never re-planned: a
+//! service whose live etag moved since the plan was made is refused (make a fresh plan).
+//!
+//! # Guarantees
+//! * At most one `setIamPolicy` per IAM resource and one `services.patch` per service per pass,
+//!   plus one more per conflict.
+//! * Retries of 429/503/timeouts happen in `crate::retry` only.
+//! * One service failing does not stop the others; every failure is reported with the API's
+//!   message and what to do.
+//! * Once `shutdown` is cancelled no new write starts; the write in flight finishes.
+//! * One audit event per applied change.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::google::{GoogleClient, GoogleError, ServiceUpdate};
+use crate::iam::{MAX_POLICY_MEMBERS, Policy};
+use crate::live::{LiveService, LiveState, ServiceId};
+use crate::plan::{
+    Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
+    check_guards, replan_service,
+};
+use crate::policy::model::{Desired, Settings};
+use crate::progress::Progress;
+use crate::retry::{Classified, ErrorClass, RetryPolicy, retry};
+
+/// Limits of one apply.
+#[derive(Debug, Clone)]
+pub struct ApplyConfig {
+    /// Services written concurrently.
+    pub concurrency: usize,
+    /// Re-plans per resource after `409 ABORTED` before giving up on the service.
+    pub max_conflicts: u32,
+    /// How long to wait for a `services.patch` operation.
+    pub operation_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// `--allow-removals N` (replaces the removal guards for this run).
+    pub allow_removals: Option<usize>,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            concurrency: 8,
+            max_conflicts: 5,
+            operation_timeout: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
+            allow_removals: None,
+        }
+    }
+}
+
+/// Where the plan came from, which decides what a conflict means.
+#[derive(Clone, Copy)]
+pub enum PlanSource<'a> {
+    /// Computed in this pass from `desired` and `live` at `now`: conflicts re-plan the service.
+    Fresh { desired: &'a Desired, live: &'a LiveState, now: SystemTime },
+    /// A saved plan (`apply PLAN.json`): applied exactly, refused per service where the etag moved.
+    Saved,
+}
+
+/// Who and what an audit event names.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditContext {
+    /// The git revision of the policies (`--revision`, or from the CI environment).
+    pub revision: String,
+    /// The identity that made the change (the credential's e-mail when known).
+    pub actor: String,
+}
+
+/// One applied change, as written to the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// `project/region/name`.
+    pub service: String,
+    /// The IAM resource or the service resource name.
+    pub resource: String,
+    /// `add`, `remove` or `setting`.
+    pub change: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub before: Value,
+    pub after: Value,
+    pub reason: String,
+    /// Policy locations (`file:line`).
+    pub sources: Vec<String>,
+    /// Etag of the resource before and after the write.
+    pub etag_before: String,
+    pub etag_after: String,
+    pub revision: String,
+    pub actor: String,
+}
+
+impl AuditEvent {
+    /// One line for a person: `+ user:ada@acme.com roles/run.invoker on p/r/s (missing)`.
+    pub fn text(&self) -> String {
+        match self.change.as_str() {
+            "setting" => format!(
+                "~ {} {} → {} on {} ({})",
+                self.field.as_deref().unwrap_or("?"),
+                self.before,
+                self.after,
+                self.service,
+                self.reason
+            ),
+            change => format!(
+                "{} {} {}{} on {} ({})",
+                if change == "add" { "+" } else { "-" },
+                self.member.as_deref().unwrap_or("?"),
+                self.role.as_deref().unwrap_or("?"),
+                self.condition.as_ref().map(|c| format!(" [{c}]")).unwrap_or_default(),
+                self.service,
+                self.reason
+            ),
+        }
+    }
+
+    /// The Cloud Logging structured entry of this event.
+    pub fn log_entry(&self) -> Value {
+        let mut entry = serde_json::to_value(self).unwrap_or_default();
+        if let Value::Object(map) = &mut entry {
+            map.insert("severity".into(), "NOTICE".into());
+            map.insert("message".into(), format!("runwarden applied: {}", self.text()).into());
+            map.insert("time".into(), crate::logging::rfc3339(SystemTime::now()).into());
+            map.insert("event".into(), "change-applied".into());
+            map.insert(
+                "logging.googleapis.com/labels".into(),
+                json!({"app": "runwarden", "revision": self.revision}),
+            );
+        }
+        entry
+    }
+}
+
+/// Where audit events go: stdout, as text lines or Cloud Logging JSON lines.
+pub struct AuditSink {
+    json: bool,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl AuditSink {
+    pub fn new(json: bool, out: Box<dyn Write + Send>) -> AuditSink {
+        AuditSink { json, out: Mutex::new(out) }
+    }
+
+    /// A sink that keeps nothing (tests that read events from the report instead).
+    pub fn discard() -> AuditSink {
+        AuditSink::new(false, Box::new(std::io::sink()))
+    }
+
+    pub fn emit(&self, event: &AuditEvent) {
+        let line = if self.json { event.log_entry().to_string() } else { event.text() };
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    /// The pass's summary line.
+    pub fn summary(&self, report: &ApplyReport, audit: &AuditContext) {
+        let text = report.summary_line();
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let line = if self.json {
+            let severity = if report.failures().next().is_some() { "ERROR" } else { "NOTICE" };
+            json!({
+                "severity": severity,
+                "message": text,
+                "time": crate::logging::rfc3339(SystemTime::now()),
+                "event": "apply-summary",
+                "servicesApplied": report.applied_services(),
+                "servicesFailed": report.failures().count(),
+                "changesApplied": report.events.len(),
+                "revision": audit.revision,
+                "actor": audit.actor,
+                "logging.googleapis.com/labels": {"app": "runwarden", "revision": audit.revision},
+            })
+            .to_string()
+        } else {
+            text
+        };
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// What happened to one service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum ServiceOutcome {
+    /// Every change was written (possibly after re-planning).
+    Applied { service: String, changes: usize },
+    /// A conflict re-plan found nothing left to do.
+    AlreadyConverged { service: String },
+    /// The saved plan is stale for this service.
+    Stale { service: String, message: String },
+    /// A call failed; `message` has the API's words and what to do.
+    Failed { service: String, message: String, transient: bool },
+    /// Shutdown began before this service was written.
+    Skipped { service: String },
+}
+
+impl ServiceOutcome {
+    pub fn service(&self) -> &str {
+        match self {
+            ServiceOutcome::Applied { service, .. }
+            | ServiceOutcome::AlreadyConverged { service }
+            | ServiceOutcome::Stale { service, .. }
+            | ServiceOutcome::Failed { service, .. }
+            | ServiceOutcome::Skipped { service } => service,
+        }
+    }
+
+    pub fn is_failure(&self) -> bool {
+        matches!(self, ServiceOutcome::Stale { .. } | ServiceOutcome::Failed { .. } | ServiceOutcome::Skipped { .. })
+    }
+}
+
+/// The result of an apply.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApplyReport {
+    /// One outcome per service that had applicable changes, sorted by service.
+    pub outcomes: Vec<ServiceOutcome>,
+    /// Every applied change, in the order applied per service (services sorted).
+    pub events: Vec<AuditEvent>,
+    /// Changes in `warn`/`observe` services that were not applied.
+    pub not_applied: usize,
+}
+
+impl ApplyReport {
+    pub fn failures(&self) -> impl Iterator<Item = &ServiceOutcome> {
+        self.outcomes.iter().filter(|o| o.is_failure())
+    }
+
+    pub fn applied_services(&self) -> usize {
+        self.outcomes.iter().filter(|o| matches!(o, ServiceOutcome::Applied { .. })).count()
+    }
+
+    /// Applied changes by kind (`add`, `remove`, `setting`).
+    pub fn applied_by_kind(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for e in &self.events {
+            *out.entry(e.change.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// `Apply complete: 3 services changed (5 added, 2 removed, 1 setting); 1 failed.`
+    pub fn summary_line(&self) -> String {
+        let kinds = self.applied_by_kind();
+        let n = |k: &str| kinds.get(k).copied().unwrap_or(0);
+        let failed = self.failures().count();
+        let mut line = format!(
+            "Apply {}: {} service(s) changed ({} added, {} removed, {} setting(s))",
+            if failed == 0 { "complete" } else { "incomplete" },
+            self.applied_services(),
+            n("add"),
+            n("remove"),
+            n("setting")
+        );
+        if self.not_applied > 0 {
+            line.push_str(&format!("; {} change(s) not applied (warn/observe mode)", self.not_applied));
+        }
+        if failed > 0 {
+            line.push_str(&format!("; {failed} service(s) failed:"));
+            for f in self.failures() {
+                let message = match f {
+                    ServiceOutcome::Stale { message, .. } | ServiceOutcome::Failed { message, .. } => message.as_str(),
+                    _ => "shutdown began before it was written; the next pass will converge it",
+                };
+                line.push_str(&format!("\n  {}: {message}", f.service()));
+            }
+        } else {
+            line.push('.');
+        }
+        line
+    }
+}
+
+/// Everything one apply needs from the outside.
+pub struct Applier<'a> {
+    pub google: &'a GoogleClient,
+    pub settings: &'a Settings,
+    pub config: &'a ApplyConfig,
+    pub source: PlanSource<'a>,
+    pub audit: &'a AuditContext,
+    pub sink: &'a AuditSink,
+    pub shutdown: CancellationToken,
+    pub progress: &'a Progress,
+}
+
+/// A failure of one service's part.
+enum Failure {
+    Stale(String),
+    Call(String, bool),
+    Guard(String),
+    Shutdown,
+}
+
+impl Failure {
+    fn from_google(what: &str, err: &GoogleError) -> Failure {
+        let todo = match err.class() {
+            ErrorClass::PermissionDenied => "grant runwarden's identity the permission named above (see deploy/iam/)",
+            ErrorClass::NotFound => "the service may have been deleted; the next pass re-lists it",
+            ErrorClass::Quota | ErrorClass::Transient => "a temporary problem; the next pass retries",
+            ErrorClass::Conflict => "someone keeps changing this resource; the next pass re-plans it",
+            ErrorClass::Unauthenticated => "check runwarden's Google credentials",
+            ErrorClass::Fatal => "the request was refused as invalid; report this with the message",
+        };
+        let transient = matches!(err.class(), ErrorClass::Quota | ErrorClass::Transient | ErrorClass::Conflict);
+        Failure::Call(format!("{what} failed: {err}; {todo}"), transient)
+    }
+}
+
+/// Applies `plan`. The plan must have passed the guards (see [`check_guards`]).
+pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
+    let applicable: Vec<&ServicePlan> =
+        plan.services.iter().filter(|s| s.is_applicable() && s.has_changes()).collect();
+    let not_applied = plan
+        .services
+        .iter()
+        .filter(|s| !s.is_applicable())
+        .map(|s| s.count(Action::Add) + s.count(Action::Remove) + s.settings.len())
+        .sum();
+    applier.progress.start("applying", applicable.len() as u64);
+    // The plan as currently approved: conflict re-plans replace their service in it and the
+    // guards are re-checked on the whole.
+    let approved = Mutex::new(plan.clone());
+    let permits = Semaphore::new(applier.config.concurrency.max(1));
+    let results = futures_join_all(applicable.iter().map(|sp| {
+        let (permits, approved) = (&permits, &approved);
+        async move {
+            let _permit = permits.acquire().await.expect("never closed");
+            let started = Instant::now();
+            let mut events = Vec::new();
+            let result = apply_service(sp, applier, approved, &mut events).await;
+            applier.progress.inc();
+            let service = sp.id.clone();
+            let outcome = match result {
+                Ok(()) if events.is_empty() => ServiceOutcome::AlreadyConverged { service },
+                Ok(()) => ServiceOutcome::Applied { service, changes: events.len() },
+                Err(Failure::Stale(message)) => ServiceOutcome::Stale { service, message },
+                Err(Failure::Call(message, transient)) => ServiceOutcome::Failed { service, message, transient },
+                Err(Failure::Guard(message)) => ServiceOutcome::Failed { service, message, transient: false },
+                Err(Failure::Shutdown) => ServiceOutcome::Skipped { service },
+            };
+            tracing::info!(service = %sp.id, outcome = ?outcome_name(&outcome), changes = events.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "service applied");
+            (outcome, events)
+        }
+    }))
+    .await;
+    applier.progress.finish();
+    let mut report = ApplyReport { not_applied, ..ApplyReport::default() };
+    for (outcome, events) in results {
+        report.outcomes.push(outcome);
+        report.events.extend(events);
+    }
+    report
+}
+
+fn outcome_name(o: &ServiceOutcome) -> &'static str {
+    match o {
+        ServiceOutcome::Applied { .. } => "applied",
+        ServiceOutcome::AlreadyConverged { .. } => "already-converged",
+        ServiceOutcome::Stale { .. } => "stale",
+        ServiceOutcome::Failed { .. } => "failed",
+        ServiceOutcome::Skipped { .. } => "skipped",
+    }
+}
+
+/// Runs futures concurrently (the semaphore bounds the work), keeping their order.
+async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let futures: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futures.into_iter().enumerate().collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, fut)| match fut.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => {
+                outputs[*i] = Some(out);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
+}
+
+/// Which IAM resource of a service.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Iap,
+    Service,
+}
+
+async fn apply_service(
+    planned: &ServicePlan,
+    a: &Applier<'_>,
+    approved: &Mutex<Plan>,
+    events: &mut Vec<AuditEvent>,
+) -> Result<(), Failure> {
+    let id = planned.service_id();
+    // The service as this apply currently plans it; a conflict re-plan replaces it.
+    let mut current = planned.clone();
+    for which in [Which::Iap, Which::Service] {
+        let resource = match which {
+            Which::Iap => &current.iap,
+            Which::Service => &current.iam,
+        };
+        let Some(resource) = resource.clone() else { continue };
+        if !resource.changes.iter().any(|c| c.action != Action::Keep) {
+            continue;
+        }
+        write_policy(&id, which, &resource, &mut current, a, approved, events).await?;
+    }
+    if !current.settings.is_empty() {
+        patch_settings(&id, &mut current, a, approved, events).await?;
+    }
+    Ok(())
+}
+
+/// The project number of an IAP resource name `projects/NUMBER/iap_web/...`.
+fn iap_project_number(resource: &str) -> Option<u64> {
+    resource.strip_prefix("projects/")?.split('/').next()?.parse().ok()
+}
+
+async fn read_policy(a: &Applier<'_>, id: &ServiceId, which: Which, resource: &str) -> Result<Policy, Failure> {
+    match which {
+        Which::Service => retry(&a.config.retry, "getIamPolicy", || a.google.get_iam_policy(id))
+            .await
+            .map_err(|e| Failure::from_google("reading the IAM policy", &e)),
+        Which::Iap => {
+            let number = iap_project_number(resource)
+                .ok_or_else(|| Failure::Call(format!("{resource} is not an IAP resource name"), false))?;
+            retry(&a.config.retry, "iap getIamPolicy", || a.google.get_iap_iam_policy(id, number))
+                .await
+                .map_err(|e| Failure::from_google("reading the IAP policy", &e))
+        }
+    }
+}
+
+async fn write_policy(
+    id: &ServiceId,
+    which: Which,
+    planned: &ResourcePlan,
+    current: &mut ServicePlan,
+    a: &Applier<'_>,
+    approved: &Mutex<Plan>,
+    events: &mut Vec<AuditEvent>,
+) -> Result<(), Failure> {
+    let mut plan = planned.clone();
+    // The policy the changes apply to: the snapshot they were computed from, or (saved plan) a
+    // fresh read that must still carry the planned etag.
+    let mut policy = match a.source {
+        PlanSource::Fresh { live, .. } => {
+            let svc = live.services.get(id);
+            let snapshot = match which {
+                Which::Service => svc.and_then(|s| s.iam.clone()),
+                Which::Iap => svc.and_then(|s| s.iap_iam.clone()),
+            };
+            match snapshot {
+                Some(p) if p.etag == plan.etag => p,
+                _ => read_policy(a, id, which, &plan.resource).await?,
+            }
+        }
+        PlanSource::Saved => {
+            let fresh = read_policy(a, id, which, &plan.resource).await?;
+            if fresh.etag != plan.etag {
+                return Err(Failure::Stale(format!(
+                    "the IAM policy of {} changed since the plan was made (etag {} → {}); nothing was written for this service; run `runwarden plan --out PLAN.json` again",
+                    plan.resource, plan.etag, fresh.etag
+                )));
+            }
+            fresh
+        }
+    };
+    let mut conflicts = 0;
+    loop {
+        if a.shutdown.is_cancelled() {
+            return Err(Failure::Shutdown);
+        }
+        let mut after = policy.clone();
+        if !apply_changes(&plan.changes, &mut after) || after == policy_with_version(&policy, after.version) {
+            return Ok(());
+        }
+        if after.member_count() > MAX_POLICY_MEMBERS {
+            return Err(Failure::Call(
+                format!("the IAM policy of {} would hold {} members, above Google's limit of {MAX_POLICY_MEMBERS}; grant a group or a workforce pool group instead of individual members", plan.resource, after.member_count()),
+                false,
+            ));
+        }
+        let written = match which {
+            Which::Service => retry(&a.config.retry, "setIamPolicy", || a.google.set_iam_policy(id, &after)).await,
+            Which::Iap => {
+                let number = iap_project_number(&plan.resource).unwrap_or_default();
+                retry(&a.config.retry, "iap setIamPolicy", || a.google.set_iap_iam_policy(id, number, &after)).await
+            }
+        };
+        match written {
+            Ok(written) => {
+                for change in plan.changes.iter().filter(|c| c.action != Action::Keep) {
+                    let event = member_event(id, &plan.resource, change, &policy.etag, &written.etag, a.audit);
+                    a.sink.emit(&event);
+                    events.push(event);
+                }
+                return Ok(());
+            }
+            Err(err) if err.class() == ErrorClass::Conflict => {
+                conflicts += 1;
+                let PlanSource::Fresh { desired, live, now } = a.source else {
+                    return Err(Failure::Stale(format!(
+                        "the IAM policy of {} changed while applying the saved plan (409 ABORTED); run `runwarden plan --out PLAN.json` again",
+                        plan.resource
+                    )));
+                };
+                if conflicts > a.config.max_conflicts {
+                    return Err(Failure::Call(
+                        format!("the IAM policy of {} kept changing under runwarden ({} conflicts); the next pass re-plans it", plan.resource, conflicts - 1),
+                        true,
+                    ));
+                }
+                tracing::warn!(service = %id, resource = %plan.resource, conflicts, "409 ABORTED: re-reading and re-planning the service");
+                let fresh_policy = read_policy(a, id, which, &plan.resource).await?;
+                let Some(snapshot) = live.services.get(id) else {
+                    return Err(Failure::Call(format!("{id} is not in the pass's snapshot"), false));
+                };
+                let mut fresh: LiveService = LiveService { ..snapshot.clone() };
+                // The other resource keeps what this apply already made of it.
+                match which {
+                    Which::Service => fresh.iam = Some(fresh_policy.clone()),
+                    Which::Iap => fresh.iap_iam = Some(fresh_policy.clone()),
+                }
+                let replanned = replan_service(desired, live, &fresh, now);
+                let Some(replanned) = replanned.filter(|s| s.is_applicable()) else {
+                    return Ok(()); // no longer governed or enforced: nothing to write
+                };
+                recheck_guards(a, approved, &replanned)?;
+                let next = match which {
+                    Which::Service => replanned.iam.clone(),
+                    Which::Iap => replanned.iap.clone(),
+                };
+                *current = replanned;
+                let Some(next) = next else { return Ok(()) };
+                plan = next;
+                policy = fresh_policy;
+            }
+            Err(err) => return Err(Failure::from_google("writing the IAM policy", &err)),
+        }
+    }
+}
+
+/// `policy` as it would compare after an edit that changed only the version: an edit that only
+/// bumps the version is not worth a write.
+fn policy_with_version(policy: &Policy, version: u32) -> Policy {
+    Policy { version, ..policy.clone() }
+}
+
+/// Replaces the service in the approved plan and re-checks every guard on the whole.
+fn recheck_guards(a: &Applier<'_>, approved: &Mutex<Plan>, replanned: &ServicePlan) -> Result<(), Failure> {
+    let mut plan = approved.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = plan.services.iter().position(|s| s.id == replanned.id);
+    let previous = match slot {
+        Some(i) => Some(std::mem::replace(&mut plan.services[i], replanned.clone())),
+        None => {
+            plan.services.push(replanned.clone());
+            None
+        }
+    };
+    let trips = check_guards(&plan, a.settings, a.config.allow_removals);
+    if trips.is_empty() {
+        return Ok(());
+    }
+    // Put the approved version back: the refused re-plan is not part of the plan.
+    match (slot, previous) {
+        (Some(i), Some(prev)) => plan.services[i] = prev,
+        _ => {
+            plan.services.pop();
+        }
+    }
+    let messages: Vec<String> = trips.iter().map(|t| t.to_string()).collect();
+    Err(Failure::Guard(format!(
+        "after a concurrent change the re-planned service trips a guard, so nothing more was written for it: {}",
+        messages.join("; ")
+    )))
+}
+
+async fn patch_settings(
+    id: &ServiceId,
+    current: &mut ServicePlan,
+    a: &Applier<'_>,
+    approved: &Mutex<Plan>,
+    events: &mut Vec<AuditEvent>,
+) -> Result<(), Failure> {
+    let mut settings: Vec<SettingChange> = current.settings.clone();
+    let mut etag = current.etag.clone();
+    let mut conflicts = 0;
+    loop {
+        if settings.is_empty() {
+            return Ok(());
+        }
+        if a.shutdown.is_cancelled() {
+            return Err(Failure::Shutdown);
+        }
+        let update = ServiceUpdate {
+            fields: settings.iter().map(|c| (c.update_mask_path.clone(), c.after.clone())).collect(),
+            etag: etag.clone(),
+        };
+        match retry(&a.config.retry, "services.patch", || a.google.patch_service(id, &update)).await {
+            Ok(op) => {
+                let op = wait_done(a, op).await?;
+                if let Some(error) = op.error {
+                    return Err(Failure::Call(
+                        format!("changing the settings of {id} ({}) failed: the operation {} reported: {error}; the settings are unchanged; check the service's latest revision, then let the next pass retry",
+                            settings.iter().map(|c| c.field.as_str()).collect::<Vec<_>>().join(", "), op.name),
+                        true,
+                    ));
+                }
+                for change in &settings {
+                    let event = setting_event(id, change, &etag, a.audit);
+                    a.sink.emit(&event);
+                    events.push(event);
+                }
+                return Ok(());
+            }
+            Err(err) if err.class() == ErrorClass::Conflict => {
+                conflicts += 1;
+                let PlanSource::Fresh { desired, live, now } = a.source else {
+                    return Err(Failure::Stale(format!(
+                        "the service {id} changed since the plan was made (409 ABORTED on services.patch); run `runwarden plan --out PLAN.json` again"
+                    )));
+                };
+                if conflicts > a.config.max_conflicts {
+                    return Err(Failure::Call(format!("the service {id} kept changing under runwarden; the next pass re-plans it"), true));
+                }
+                let mut fresh = retry(&a.config.retry, "services.get", || a.google.get_service(id))
+                    .await
+                    .map_err(|e| Failure::from_google("re-reading the service", &e))?;
+                if let Some(snapshot) = live.services.get(id) {
+                    fresh.iam = snapshot.iam.clone();
+                    fresh.iap_iam = snapshot.iap_iam.clone();
+                }
+                let Some(replanned) = replan_service(desired, live, &fresh, now).filter(|s| s.is_applicable()) else {
+                    return Ok(());
+                };
+                recheck_guards(a, approved, &replanned)?;
+                settings = replanned.settings.clone();
+                etag = fresh.etag.clone();
+                *current = replanned;
+            }
+            Err(err) => return Err(Failure::from_google("changing the service's settings", &err)),
+        }
+    }
+}
+
+/// Waits (bounded) until a `services.patch` operation is done.
+async fn wait_done(a: &Applier<'_>, mut op: crate::google::Operation) -> Result<crate::google::Operation, Failure> {
+    let deadline = Instant::now() + a.config.operation_timeout;
+    while !op.done {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::Call(
+                format!("the operation {} did not finish within {}s; the change may still complete; the next pass checks", op.name, a.config.operation_timeout.as_secs()),
+                true,
+            ));
+        }
+        let name = op.name.clone();
+        let step = left.min(Duration::from_secs(30));
+        op = retry(&a.config.retry, "operations.wait", || a.google.wait_operation(&name, step))
+            .await
+            .map_err(|e| Failure::from_google("waiting for the operation", &e))?;
+    }
+    Ok(op)
+}
+
+fn member_event(
+    id: &ServiceId,
+    resource: &str,
+    change: &MemberChange,
+    etag_before: &str,
+    etag_after: &str,
+    audit: &AuditContext,
+) -> AuditEvent {
+    let add = change.action == Action::Add;
+    AuditEvent {
+        service: id.to_string(),
+        resource: resource.to_string(),
+        change: if add { "add" } else { "remove" }.into(),
+        role: Some(change.role.clone()),
+        condition: change.condition.as_ref().map(|c| c.title.clone()),
+        member: Some(change.member.to_string()),
+        field: None,
+        before: if add { "absent" } else { "present" }.into(),
+        after: if add { "present" } else { "absent" }.into(),
+        reason: change.reason.as_str().into(),
+        sources: change.sources.clone(),
+        etag_before: etag_before.into(),
+        etag_after: etag_after.into(),
+        revision: audit.revision.clone(),
+        actor: audit.actor.clone(),
+    }
+}
+
+fn setting_event(id: &ServiceId, change: &SettingChange, etag_before: &str, audit: &AuditContext) -> AuditEvent {
+    AuditEvent {
+        service: id.to_string(),
+        resource: id.resource_name(),
+        change: "setting".into(),
+        role: None,
+        condition: None,
+        member: None,
+        field: Some(change.field.clone()),
+        before: change.before.clone(),
+        after: change.after.clone(),
+        reason: change.reason.as_str().into(),
+        sources: change.sources.clone(),
+        etag_before: etag_before.into(),
+        etag_after: String::new(),
+        revision: audit.revision.clone(),
+        actor: audit.actor.clone(),
+    }
+}
+
+/// The git revision for audit events: `--revision`, else the CI's variables, else `git
+/// rev-parse HEAD` in the policy directory, else `unknown`.
+pub fn revision(given: Option<&str>, policies: &std::path::Path) -> String {
+    if let Some(r) = given.filter(|r| !r.is_empty()) {
+        return r.to_string();
+    }
+    for var in ["GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_SOURCEVERSION", "COMMIT_SHA"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.is_empty() {
+                return v;
+            }
+        }
+    }
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(policies)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iap_resource_names_carry_the_project_number() {
+        assert_eq!(iap_project_number("projects/123456789012/iap_web/cloud_run-europe-west1/services/s"), Some(123456789012));
+        assert_eq!(iap_project_number("projects/acme/locations/r/services/s"), None);
+    }
+
+    #[tokio::test]
+    async fn join_all_keeps_order_and_runs_concurrently() {
+        let started = std::time::Instant::now();
+        let out = futures_join_all((0..5u64).map(|i| async move {
+            tokio::time::sleep(Duration::from_millis(50 - i * 10)).await;
+            i
+        }))
+        .await;
+        assert_eq!(out, vec![0, 1, 2, 3, 4]);
+        assert!(started.elapsed() < Duration::from_millis(200), "ran one after another");
+    }
+
+    #[test]
+    fn summary_lists_every_failure_with_its_message() {
+        let report = ApplyReport {
+            outcomes: vec![
+                ServiceOutcome::Applied { service: "p/r/a".into(), changes: 2 },
+                ServiceOutcome::Failed { service: "p/r/b".into(), message: "HTTP 403 PERMISSION_DENIED".into(), transient: false },
+            ],
+            events: vec![],
+            not_applied: 1,
+        };
+        let line = report.summary_line();
+        assert!(line.starts_with("Apply incomplete: 1 service(s) changed"), "{line}");
+        assert!(line.contains("p/r/b: HTTP 403 PERMISSION_DENIED"), "{line}");
+        assert!(line.contains("1 change(s) not applied"), "{line}");
+    }
+}
