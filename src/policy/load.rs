@@ -38,8 +38,13 @@ pub(super) fn policy_files(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vec
         Ok(meta) if meta.is_file() => files.push(dir.to_path_buf()),
         Ok(_) => walk(dir, &mut HashSet::new(), &mut files, diagnostics),
         Err(err) => diagnostics.push(
-            Diagnostic::error(dir, 0, 0, format!("cannot read the policy directory: {err}"))
-                .with_hint("pass the directory of policy files with --policies DIR"),
+            Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot read the policy directory: {err}"),
+            )
+            .with_hint("pass the directory of policy files with --policies DIR"),
         ),
     }
     files.sort();
@@ -60,7 +65,12 @@ fn walk(
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
-            diagnostics.push(Diagnostic::error(dir, 0, 0, format!("cannot list the directory: {err}")));
+            diagnostics.push(Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot list the directory: {err}"),
+            ));
             return;
         }
     };
@@ -68,14 +78,19 @@ fn walk(
     for entry in entries {
         match entry {
             Ok(entry) => paths.push(entry.path()),
-            Err(err) => {
-                diagnostics.push(Diagnostic::error(dir, 0, 0, format!("cannot list the directory: {err}")))
-            }
+            Err(err) => diagnostics.push(Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot list the directory: {err}"),
+            )),
         }
     }
     paths.sort();
     for path in paths {
-        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if hidden {
             continue;
         }
@@ -87,9 +102,12 @@ fn walk(
             Ok(meta) if meta.is_file() && is_yaml => files.push(path),
             Ok(_) => {}
             // A dangling link or an unreadable entry matters only if it looks like a policy file.
-            Err(err) if is_yaml => {
-                diagnostics.push(Diagnostic::error(&path, 0, 0, format!("cannot read the file: {err}")))
-            }
+            Err(err) if is_yaml => diagnostics.push(Diagnostic::error(
+                &path,
+                0,
+                0,
+                format!("cannot read the file: {err}"),
+            )),
             Err(_) => {}
         }
     }
@@ -105,7 +123,12 @@ pub(super) fn parse_file(
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) => {
-            diagnostics.push(Diagnostic::error(path, 0, 0, format!("cannot read the file: {err}")));
+            diagnostics.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                format!("cannot read the file: {err}"),
+            ));
             return Vec::new();
         }
     };
@@ -191,8 +214,9 @@ fn parse_document(
     let (line, column) = at(&header.referenced);
     let Some(api_version) = &header.value.api_version else {
         diagnostics.push(
-            Diagnostic::error(path, line, column, "missing field `apiVersion`")
-                .with_hint(format!("every document starts with `apiVersion: {API_VERSION}`")),
+            Diagnostic::error(path, line, column, "missing field `apiVersion`").with_hint(format!(
+                "every document starts with `apiVersion: {API_VERSION}`"
+            )),
         );
         return None;
     };
@@ -205,14 +229,17 @@ fn parse_document(
                 column,
                 format!("unsupported apiVersion `{}`", api_version.value),
             )
-            .with_hint(format!("this version of runwarden reads `apiVersion: {API_VERSION}`")),
+            .with_hint(format!(
+                "this version of runwarden reads `apiVersion: {API_VERSION}`"
+            )),
         );
         return None;
     }
     let kind_hint = "the kind is `Settings` or `AccessPolicy`";
     let Some(kind) = &header.value.kind else {
-        diagnostics
-            .push(Diagnostic::error(path, line, column, "missing field `kind`").with_hint(kind_hint));
+        diagnostics.push(
+            Diagnostic::error(path, line, column, "missing field `kind`").with_hint(kind_hint),
+        );
         return None;
     };
     let doc = match kind.value.as_str() {
@@ -230,7 +257,10 @@ fn parse_document(
         }
     };
     match doc {
-        Ok(doc) => Some(Parsed { file: path.to_path_buf(), doc }),
+        Ok(doc) => Some(Parsed {
+            file: path.to_path_buf(),
+            doc,
+        }),
         Err(err) => {
             if kind.value == "Settings" {
                 *broken_settings += 1;
@@ -251,7 +281,9 @@ fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
         .unwrap_or((0, 0));
     let error = |message: String| Diagnostic::error(path, line, column, message);
     match err.without_snippet() {
-        E::SerdeUnknownField { field, expected, .. } => {
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => {
             let hint = if expected.is_empty() {
                 "no fields are allowed here".to_string()
             } else {
@@ -266,21 +298,25 @@ fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
             error(format!("duplicate key `{key}`"))
                 .with_hint("a key may appear only once in a mapping: keep one of them")
         }
-        E::SerdeUnknownVariant { variant, expected, .. } => {
-            error(format!("unknown value `{variant}`"))
-                .with_hint(format!("expected one of: {}", expected.join(", ")))
-        }
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => error(format!("unknown value `{variant}`"))
+            .with_hint(format!("expected one of: {}", expected.join(", "))),
         E::InvalidBooleanStrict { .. } => error("expected a boolean".to_string())
             .with_hint("write true or false (yes/no/on/off are not booleans here)"),
-        E::SerdeInvalidType { unexpected, expected, .. } => {
-            error(format!("expected {expected}, found {unexpected}"))
-        }
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        } => error(format!("expected {expected}, found {unexpected}")),
         other => {
             let text = other.to_string();
             let suffix = format!(" at line {line}, column {column}");
             let text = text.strip_suffix(&suffix).unwrap_or(&text);
             let message = match text {
-                "expected mapping start" => "expected a mapping (`key: value` pairs) here".to_string(),
+                "expected mapping start" => {
+                    "expected a mapping (`key: value` pairs) here".to_string()
+                }
                 "expected sequence start" => "expected a list here".to_string(),
                 "expected string scalar" => "expected a string here".to_string(),
                 "unexpected end of input" => "unexpected end of the document".to_string(),
