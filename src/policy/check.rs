@@ -1307,4 +1307,15 @@ mod tests {
             assert_eq!(is_env_name(s), ok, "env {s}");
         }
     }
+
+    #[test]
+    fn a_long_mixed_case_value_looks_like_a_secret_and_a_variable_name_does_not() {
+        assert!(looks_like_a_secret(
+            "aB3dEf9hIjK2mNoP4rStU6wXyZ8bCdEfGh1JkLmN"
+        ));
+        assert!(!looks_like_a_secret("AUTH0_CLIENT_SECRET"));
+        assert!(!looks_like_a_secret(
+            "RUNWARDEN_AUTH0_MANAGEMENT_API_CLIENT_SECRET"
+        ));
+    }
 }

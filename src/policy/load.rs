@@ -158,19 +158,39 @@ fn end_position(text: &str) -> (usize, usize) {
     (line, column)
 }
 
-/// Splits a YAML stream at its `---` document markers. Each document is returned as the whole
-/// text with every line outside it blanked, so the parser's line and column numbers are the
-/// file's own. (A `---` at the start of a line always starts a document in YAML, even inside a
-/// block scalar, so splitting on lines is exact.)
+/// Splits a YAML stream into its documents. Each document is returned as the whole text with
+/// every line outside it blanked, so the parser's line and column numbers are the file's own.
+///
+/// A document starts at a `---` line (a marker at the start of a line always starts a document
+/// in YAML, even inside a block scalar, so splitting on lines is exact) and ends after a `...`
+/// line. Directives (`%YAML 1.2`) and comments before a document's `---` belong to it.
 fn split_documents(text: &str) -> Vec<String> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut starts = vec![0];
-    for (i, line) in lines.iter().enumerate().skip(1) {
-        let line = line.trim_end_matches(['\n', '\r']);
+    // Whether the current document has anything but directives, comments and blank lines, or
+    // already its own `---`: then a `---` starts the next one.
+    let mut started = false;
+    for (i, raw) in lines.iter().enumerate() {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line);
         if line == "---" || line.starts_with("--- ") || line.starts_with("---\t") {
-            starts.push(i);
+            if started && i > 0 {
+                starts.push(i);
+            }
+            started = true;
+        } else if line == "..." || line.starts_with("... ") {
+            if i + 1 < lines.len() {
+                starts.push(i + 1);
+            }
+            started = false;
+        } else {
+            let content = line.trim_start();
+            if !(content.is_empty() || content.starts_with('#') || line.starts_with('%')) {
+                started = true;
+            }
         }
     }
+    starts.dedup();
     let mut documents = Vec::with_capacity(starts.len());
     for (k, &start) in starts.iter().enumerate() {
         let end = starts.get(k + 1).copied().unwrap_or(lines.len());
@@ -344,6 +364,31 @@ mod tests {
     #[test]
     fn a_leading_marker_does_not_make_an_empty_first_document() {
         assert_eq!(split_documents("---\na: 1\n"), ["---\na: 1\n"]);
+    }
+
+    #[test]
+    fn directives_and_comments_belong_to_the_document_after_them() {
+        assert_eq!(
+            split_documents("%YAML 1.2\n# c\n---\na: 1\n"),
+            ["%YAML 1.2\n# c\n---\na: 1\n"]
+        );
+        assert_eq!(
+            split_documents("---\n---\na: 1\n"),
+            ["---\n", "\n---\na: 1\n"]
+        );
+    }
+
+    #[test]
+    fn an_end_marker_ends_the_document() {
+        assert_eq!(
+            split_documents("a: 1\n...\nb: 2\n"),
+            ["a: 1\n...\n", "\n\nb: 2\n"]
+        );
+        assert_eq!(
+            split_documents("a: 1\n...\n---\nb: 2\n"),
+            ["a: 1\n...\n", "\n\n---\nb: 2\n"]
+        );
+        assert_eq!(split_documents("a: 1\n...\n"), ["a: 1\n...\n"]);
     }
 
     #[test]

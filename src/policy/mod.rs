@@ -157,13 +157,19 @@ pub fn cmd_validate(_global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result
     }
 }
 
+/// Every schema `runwarden schema` writes. The simulator's world schema joins the policy ones
+/// here when it exists.
+fn all_schemas() -> Vec<(&'static str, String)> {
+    policy_schemas()
+}
+
 /// `runwarden schema`: writes the JSON Schemas to `--out`, or with `--check` exits 1 when the
 /// files there differ from what would be written.
 pub fn cmd_schema(_global: &GlobalArgs, args: &SchemaArgs) -> anyhow::Result<ExitCode> {
     let out = &args.out;
     if args.check {
         let mut stale = 0;
-        for (name, contents) in policy_schemas() {
+        for (name, contents) in all_schemas() {
             let path = out.join(name);
             let current = fs::read(&path).ok();
             if current.as_deref() != Some(contents.as_bytes()) {
@@ -183,7 +189,7 @@ pub fn cmd_schema(_global: &GlobalArgs, args: &SchemaArgs) -> anyhow::Result<Exi
     }
     fs::create_dir_all(out)
         .with_context(|| format!("creating the schema directory {}", out.display()))?;
-    for (name, contents) in policy_schemas() {
+    for (name, contents) in all_schemas() {
         let path = out.join(name);
         fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());

@@ -329,6 +329,10 @@ fn directory_rules() {
     let settings = shared_settings();
     let valid = policy("a", "billing-api", "internal");
     let wrapped = format!("# nothing yet\n---\n{valid}---\n# end\n");
+    let unusual = format!(
+        "\u{feff}%YAML 1.2\r\n---\r\n{}...\r\n",
+        valid.replace('\n', "\r\n").replace("name: a", "name: b")
+    );
     let cases: Vec<(&str, Vec<(&str, &str)>, Result<usize, &str>)> = vec![
         (
             "an empty directory has no Settings",
@@ -371,6 +375,15 @@ fn directory_rules() {
             "comment-only documents and trailing markers are fine",
             vec![("settings.yaml", &settings), ("a.yaml", &wrapped)],
             Ok(1),
+        ),
+        (
+            "a byte-order mark, directives, CRLF line ends and end markers are fine",
+            vec![
+                ("settings.yaml", &settings),
+                ("a.yaml", &valid),
+                ("b.yaml", &unusual),
+            ],
+            Ok(2),
         ),
         (
             "a directory named like a policy file is walked, not read",
