@@ -1,16 +1,198 @@
-//! Policy files → the validated desired model. (loader not built yet)
+//! Policy files → the validated desired model, with `file:line:col` diagnostics; the JSON
+//! Schemas of the policy kinds; and the `validate` and `schema` commands.
+//!
+//! Expected flow: [`load`] walks the directory (every `*.yaml`/`*.yml`, recursively, sorted),
+//! splits each file into its `---` documents, deserializes each into private wire types
+//! (`wire`, serde-saphyr with source spans), then converts them by hand into [`model`] while
+//! applying every rule of the language (`check`).
+//!
+//! Guarantees: loading does no I/O beyond reading the files; it never stops at the first error —
+//! [`PolicyErrors`] holds every error of the run, sorted by file and position; a [`Desired`]
+//! exists only when there are no errors. The clock is passed in ([`load_at`]) because a grant
+//! whose `expires` lies in the past is an error.
 
 pub mod model;
 
-use crate::cli::{GlobalArgs, SchemaArgs, ValidateArgs};
-use std::process::ExitCode;
+mod check;
+mod diag;
+mod load;
+mod schema;
+mod time;
+mod wire;
 
-/// `runwarden validate`.
-pub fn cmd_validate(_global: &GlobalArgs, _args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    crate::cli::not_built("validate", 2)
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+
+pub use diag::{Diagnostic, PolicyError, PolicyErrors, PolicyWarning, Severity};
+pub use model::Desired;
+pub use schema::{ACCESS_POLICY_SCHEMA, SETTINGS_SCHEMA, policy_schemas};
+pub use time::{parse_duration, parse_rfc3339};
+
+use crate::cli::{EXIT_ERROR, GlobalArgs, SchemaArgs, ValidateArgs};
+
+/// A successful load: the desired model and what is worth a warning.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub desired: Desired,
+    /// Findings that do not stop the load (e.g. a workforce pool mapping without IAP).
+    pub warnings: Vec<PolicyWarning>,
+    /// How many policy files were read.
+    pub files: usize,
 }
 
-/// `runwarden schema`.
-pub fn cmd_schema(_global: &GlobalArgs, _args: &SchemaArgs) -> anyhow::Result<ExitCode> {
-    crate::cli::not_built("schema", 2)
+/// Loads and validates the policies under `dir` (a directory, or a single file) as of now.
+pub fn load(dir: &Path) -> Result<Desired, PolicyErrors> {
+    load_at(dir, SystemTime::now())
+}
+
+/// Like [`load`], with the clock passed in: `expires` at or before `now` is an error.
+pub fn load_at(dir: &Path, now: SystemTime) -> Result<Desired, PolicyErrors> {
+    load_with_warnings(dir, now).map(|loaded| loaded.desired)
+}
+
+/// Like [`load_at`], also returning the warnings (which `validate` prints).
+pub fn load_with_warnings(dir: &Path, now: SystemTime) -> Result<Loaded, PolicyErrors> {
+    let mut diagnostics = Vec::new();
+    let files = load::policy_files(dir, &mut diagnostics);
+    if files.is_empty() && !diagnostics.is_empty() {
+        // The directory itself could not be read: "no Settings found" would only add noise.
+        return Err(PolicyErrors {
+            errors: diagnostics,
+            warnings: Vec::new(),
+            files: 0,
+        });
+    }
+    let mut parsed = Vec::new();
+    let mut broken_settings = 0;
+    for file in &files {
+        parsed.extend(load::parse_file(
+            file,
+            &mut diagnostics,
+            &mut broken_settings,
+        ));
+    }
+    let loader_errors = diagnostics.len();
+    let checked = check::check(
+        dir,
+        parsed,
+        broken_settings,
+        now,
+        loader_errors,
+        &mut diagnostics,
+    );
+    let (mut errors, mut warnings): (Vec<_>, Vec<_>) = diagnostics
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
+    diag::sort(&mut errors);
+    diag::sort(&mut warnings);
+    match checked.desired {
+        Some(desired) if errors.is_empty() => Ok(Loaded {
+            desired,
+            warnings,
+            files: files.len(),
+        }),
+        _ => {
+            debug_assert!(
+                !errors.is_empty(),
+                "a failed load reports at least one error"
+            );
+            Err(PolicyErrors {
+                errors,
+                warnings,
+                files: files.len(),
+            })
+        }
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `runwarden validate`: prints every error and warning to stderr, then a one-line summary;
+/// exits 0 when the policies are valid, 1 otherwise.
+pub fn cmd_validate(_global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.dir();
+    let mut stderr = std::io::stderr().lock();
+    match load_with_warnings(dir, SystemTime::now()) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                writeln!(stderr, "{w}")?;
+            }
+            let warnings = match loaded.warnings.len() {
+                0 => String::new(),
+                n => format!(" ({})", plural(n, "warning", "warnings")),
+            };
+            writeln!(
+                stderr,
+                "{}, {}: ok{warnings}",
+                plural(loaded.files, "file", "files"),
+                plural(loaded.desired.policies.len(), "policy", "policies"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failed) => {
+            let mut all: Vec<&Diagnostic> = failed.errors.iter().chain(&failed.warnings).collect();
+            all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+            for d in all {
+                writeln!(stderr, "{d}")?;
+            }
+            let warnings = match failed.warnings.len() {
+                0 => String::new(),
+                n => format!(", {}", plural(n, "warning", "warnings")),
+            };
+            writeln!(
+                stderr,
+                "{}: {}{warnings}",
+                plural(failed.files, "file", "files"),
+                plural(failed.errors.len(), "error", "errors"),
+            )?;
+            Ok(ExitCode::from(EXIT_ERROR))
+        }
+    }
+}
+
+/// Every schema `runwarden schema` writes. The simulator's world schema joins the policy ones
+/// here when it exists.
+fn all_schemas() -> Vec<(&'static str, String)> {
+    policy_schemas()
+}
+
+/// `runwarden schema`: writes the JSON Schemas to `--out`, or with `--check` exits 1 when the
+/// files there differ from what would be written.
+pub fn cmd_schema(_global: &GlobalArgs, args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    let out = &args.out;
+    if args.check {
+        let mut stale = 0;
+        for (name, contents) in all_schemas() {
+            let path = out.join(name);
+            let current = fs::read(&path).ok();
+            if current.as_deref() != Some(contents.as_bytes()) {
+                stale += 1;
+                eprintln!("{}: stale or missing", path.display());
+            }
+        }
+        if stale > 0 {
+            eprintln!(
+                "run `runwarden schema --out {}` and commit the result",
+                out.display()
+            );
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+        eprintln!("{}: schemas are up to date", out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    fs::create_dir_all(out)
+        .with_context(|| format!("creating the schema directory {}", out.display()))?;
+    for (name, contents) in all_schemas() {
+        let path = out.join(name);
+        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,1321 @@
+//! The semantic rules of the policy language, applied while converting the wire documents by
+//! hand into the validated `model`.
+//!
+//! Every rule reports into one list and carries on, so a single run shows every problem. A
+//! `Desired` is built only when that list holds no error. Rules that need the `Settings` (scope,
+//! allowed roles, machines, mapping) are skipped when there is no usable `Settings` document;
+//! its absence is itself an error.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde_saphyr::Spanned;
+
+use super::diag::Diagnostic;
+use super::load::{Document, Parsed};
+use super::model::{
+    AccessPolicy, Audits, Auth0Settings, Desired, Exposure, ForeignMembers, Guards, Ingress,
+    Invoker, MachineIdentity, MemberPattern, Mode, Principal, PrincipalMapping, RegionRef, Scope,
+    ServiceRef, ServiceTarget, Settings, Source,
+};
+use super::time::{parse_duration, parse_rfc3339};
+use super::wire;
+use crate::iam::{IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
+
+/// Defaults of optional `Settings` fields, stated once so the schema docs can quote them.
+const DEFAULT_MAX_REMOVALS: usize = 25;
+const DEFAULT_MAX_REMOVAL_RATIO: f64 = 0.5;
+const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_MAX_SIGNING_KEY_AGE: Duration = Duration::from_secs(365 * 86_400);
+/// Above this, a removal guard never trips on any real estate: it is a typo or a way to disable
+/// the guard, and `apply --allow-removals N` is the honest way to do the latter for one run.
+const ABSURD_MAX_REMOVALS: i64 = 100_000;
+/// Auth0 refuses access-token lifetimes above 30 days, so a larger threshold checks nothing.
+const MAX_TOKEN_LIFETIME_LIMIT: Duration = Duration::from_secs(30 * 86_400);
+const MAX_SIGNING_KEY_AGE_LIMIT: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// The outcome of checking every parsed document.
+pub(super) struct Checked {
+    /// `Some` only when no error was reported.
+    pub desired: Option<Desired>,
+}
+
+/// Positions of a spanned value, as (line, column).
+fn pos<T>(s: &Spanned<T>) -> (usize, usize) {
+    (s.referenced.line() as usize, s.referenced.column() as usize)
+}
+
+/// Reports diagnostics against one file.
+struct Reporter<'a> {
+    file: &'a Path,
+    out: &'a mut Vec<Diagnostic>,
+    errors: &'a mut usize,
+}
+
+impl Reporter<'_> {
+    fn error(&mut self, at: (usize, usize), message: impl Into<String>, hint: impl Into<String>) {
+        *self.errors += 1;
+        self.out
+            .push(Diagnostic::error(self.file, at.0, at.1, message).with_hint(hint));
+    }
+
+    fn warning(&mut self, at: (usize, usize), message: impl Into<String>, hint: impl Into<String>) {
+        self.out
+            .push(Diagnostic::warning(self.file, at.0, at.1, message).with_hint(hint));
+    }
+
+    fn source(&self, at: (usize, usize)) -> Source {
+        Source {
+            file: self.file.to_path_buf(),
+            line: at.0,
+            column: at.1,
+        }
+    }
+}
+
+/// Checks every document and builds the desired model. `errors_so_far` counts the errors the
+/// loader already reported (a broken file must stop the load even if the rest is fine).
+pub(super) fn check(
+    dir: &Path,
+    parsed: Vec<Parsed>,
+    broken_settings: usize,
+    now: SystemTime,
+    errors_so_far: usize,
+    out: &mut Vec<Diagnostic>,
+) -> Checked {
+    let mut errors = errors_so_far;
+    let mut settings_docs = Vec::new();
+    let mut policy_docs = Vec::new();
+    for p in parsed {
+        match p.doc {
+            Document::Settings(d) => settings_docs.push((p.file, d)),
+            Document::AccessPolicy(d) => policy_docs.push((p.file, d)),
+        }
+    }
+
+    let mut settings: Option<(Settings, SettingsFacts)> = None;
+    for (file, doc) in &settings_docs {
+        let mut r = Reporter {
+            file,
+            out,
+            errors: &mut errors,
+        };
+        match &settings {
+            None => settings = Some(convert_settings(&mut r, doc)),
+            Some((first, _)) => r.error(
+                pos(&doc.metadata.name),
+                format!(
+                    "a second Settings document (`{}`); the first is `{}` at {}",
+                    doc.metadata.name.value, first.name, first.source
+                ),
+                "a policy directory has exactly one Settings document: merge them",
+            ),
+        }
+    }
+    // A Settings document that failed to parse is already reported; saying "none found" too
+    // would send the reader looking for a file that exists.
+    if settings_docs.is_empty() && broken_settings == 0 {
+        errors += 1;
+        out.push(
+            Diagnostic::error(dir, 0, 0, "no Settings document found").with_hint(
+                "add a file with `kind: Settings` (auth0, principals, scope, ...) to the policy directory",
+            ),
+        );
+    }
+
+    let mut policies: Vec<(AccessPolicy, PolicyFacts)> = Vec::new();
+    let mut names: HashMap<String, Source> = HashMap::new();
+    for (file, doc) in &policy_docs {
+        let mut r = Reporter {
+            file,
+            out,
+            errors: &mut errors,
+        };
+        let (policy, facts) = convert_policy(&mut r, doc, settings.as_ref(), now);
+        if let Some(first) = names.get(&policy.name) {
+            r.error(
+                (policy.source.line, policy.source.column),
+                format!(
+                    "duplicate AccessPolicy name `{}`; it is first used at {first}",
+                    policy.name
+                ),
+                "metadata.name must be unique among AccessPolicy documents: rename one",
+            );
+        } else {
+            names.insert(policy.name.clone(), policy.source.clone());
+        }
+        policies.push((policy, facts));
+    }
+
+    check_exposure_conflicts(
+        &policies,
+        settings.as_ref().map(|(s, _)| s),
+        out,
+        &mut errors,
+    );
+
+    let desired = match settings {
+        Some((settings, _)) if errors == 0 => {
+            let mut policies: Vec<AccessPolicy> = policies.into_iter().map(|(p, _)| p).collect();
+            policies.sort_by(|a, b| a.name.cmp(&b.name));
+            Some(Desired { settings, policies })
+        }
+        _ => None,
+    };
+    Checked { desired }
+}
+
+/// What policy checks need to know about the Settings beyond the model.
+struct SettingsFacts {
+    /// Where `allowedRoles` was written (or the spec, when it was left to its default).
+    allowed_roles_at: Source,
+    scope_at: Source,
+}
+
+fn convert_settings(
+    r: &mut Reporter<'_>,
+    doc: &wire::SettingsDocument,
+) -> (Settings, SettingsFacts) {
+    let name = check_name(r, &doc.metadata.name, "Settings");
+    let spec = &doc.spec;
+
+    // auth0
+    let a = &spec.auth0;
+    let domain = a.domain.value.clone();
+    if domain.contains("://") || domain.contains('/') {
+        r.error(
+            pos(&a.domain),
+            format!("auth0.domain `{domain}` is not a bare domain"),
+            "write the tenant domain only, without scheme or path, e.g. acme.eu.auth0.com",
+        );
+    } else if !is_domain(&domain) {
+        r.error(
+            pos(&a.domain),
+            format!("auth0.domain `{domain}` is not a DNS domain"),
+            "write the tenant domain, e.g. acme.eu.auth0.com",
+        );
+    }
+    if a.client_id.value.is_empty() || a.client_id.value.contains(char::is_whitespace) {
+        r.error(
+            pos(&a.client_id),
+            "auth0.clientId is empty or contains spaces",
+            "copy the client id of the Management API application from the Auth0 dashboard",
+        );
+    }
+    // The value is never echoed: someone may have pasted the secret itself here, and error
+    // output ends up in CI logs.
+    if !is_env_name(&a.client_secret_env.value) {
+        r.error(
+            pos(&a.client_secret_env),
+            "auth0.clientSecretEnv is not an environment variable name (its value is not shown, in case it is the secret itself)",
+            "name the variable that holds the secret (letters, digits, `_`), e.g. AUTH0_CLIENT_SECRET; if you pasted the secret here, rotate it in Auth0",
+        );
+    } else if looks_like_a_secret(&a.client_secret_env.value) {
+        r.error(
+            pos(&a.client_secret_env),
+            "auth0.clientSecretEnv looks like a secret, not the name of an environment variable (its value is not shown)",
+            "write the variable's name, e.g. AUTH0_CLIENT_SECRET; if this was the secret, rotate it in Auth0",
+        );
+    }
+
+    // principals
+    let p = &spec.principals.value;
+    let principals = match p.mapping.value {
+        wire::Mapping::WorkforcePool => {
+            if let Some(domains) = &p.email_domains {
+                r.error(
+                    pos(domains),
+                    "`emailDomains` belongs to `mapping: users`, not `mapping: workforcePool`",
+                    "remove emailDomains, or switch to `mapping: users`",
+                );
+            }
+            match &p.workforce_pool {
+                Some(pool) => {
+                    if !is_pool_id(&pool.value) {
+                        r.error(
+                            pos(pool),
+                            format!("`{}` is not a workforce pool id", pool.value),
+                            "a pool id has 6 to 63 lowercase letters, digits and hyphens, starts with a letter and does not end with a hyphen",
+                        );
+                    }
+                    PrincipalMapping::WorkforcePool {
+                        pool: pool.value.clone(),
+                    }
+                }
+                None => {
+                    r.error(
+                        pos(&p.mapping),
+                        "`mapping: workforcePool` needs `workforcePool: POOL_ID`",
+                        "add the id of the workforce pool whose provider maps Auth0 roles to google.groups",
+                    );
+                    PrincipalMapping::WorkforcePool {
+                        pool: String::new(),
+                    }
+                }
+            }
+        }
+        wire::Mapping::Users => {
+            if let Some(pool) = &p.workforce_pool {
+                r.error(
+                    pos(pool),
+                    "`workforcePool` belongs to `mapping: workforcePool`, not `mapping: users`",
+                    "remove workforcePool, or switch to `mapping: workforcePool`",
+                );
+            }
+            let mut email_domains = Vec::new();
+            match &p.email_domains {
+                Some(domains) if !domains.value.is_empty() => {
+                    for d in &domains.value {
+                        if !is_domain(&d.value) {
+                            r.error(
+                                pos(d),
+                                format!("`{}` is not an e-mail domain", d.value),
+                                "write the part after `@`, e.g. acme.com",
+                            );
+                        }
+                        email_domains.push(d.value.clone());
+                    }
+                }
+                Some(domains) => r.error(
+                    pos(domains),
+                    "`emailDomains` is empty",
+                    "list the domains whose verified e-mails may be granted, e.g. [acme.com]",
+                ),
+                None => r.error(
+                    pos(&p.mapping),
+                    "`mapping: users` needs `emailDomains`",
+                    "list the domains whose verified e-mails may be granted, e.g. emailDomains: [acme.com]",
+                ),
+            }
+            PrincipalMapping::Users { email_domains }
+        }
+    };
+
+    // machines
+    let mut machines: Vec<MachineIdentity> = Vec::new();
+    for m in &spec.machines {
+        let name = &m.value.name;
+        if !is_dns_label(&name.value, 63) {
+            r.error(
+                pos(name),
+                format!("machine name `{}` is not valid", name.value),
+                "use lowercase letters, digits and hyphens, e.g. ledger-sync",
+            );
+        }
+        if let Some(first) = machines.iter().find(|x| x.name == name.value) {
+            r.error(
+                pos(name),
+                format!(
+                    "duplicate machine `{}`; it is first defined at {}",
+                    name.value, first.source
+                ),
+                "machine names must be unique: rename or remove one",
+            );
+        }
+        let id = &m.value.auth0_client_id;
+        if id.value.is_empty() || id.value.contains(char::is_whitespace) {
+            r.error(
+                pos(id),
+                "auth0ClientId is empty or contains spaces",
+                "copy the client id of the Auth0 M2M application",
+            );
+        }
+        let sa = &m.value.service_account;
+        let service_account = match Member::parse(&sa.value) {
+            Ok(member) if member.kind() == MemberKind::ServiceAccount => Some(member),
+            Ok(_) => {
+                r.error(
+                    pos(sa),
+                    format!("`{}` is not a service account", sa.value),
+                    "write serviceAccount:NAME@PROJECT.iam.gserviceaccount.com",
+                );
+                None
+            }
+            Err(err) => {
+                r.error(
+                    pos(sa),
+                    err.to_string(),
+                    "write serviceAccount:NAME@PROJECT.iam.gserviceaccount.com",
+                );
+                None
+            }
+        };
+        if let Some(service_account) = service_account {
+            machines.push(MachineIdentity {
+                name: name.value.clone(),
+                auth0_client_id: id.value.clone(),
+                service_account,
+                source: r.source(pos(m)),
+            });
+        }
+    }
+
+    // scope
+    let scope_at = r.source(pos(&spec.scope));
+    let s = &spec.scope.value;
+    if s.projects.value.is_empty() {
+        r.error(
+            pos(&s.projects),
+            "scope.projects is empty",
+            "list the Google Cloud projects whose Cloud Run services runwarden governs",
+        );
+    }
+    let projects = unique_list(r, &s.projects.value, "project", |r, p| {
+        if !is_project_id(&p.value) {
+            r.error(
+                pos(p),
+                format!("`{}` is not a Google Cloud project id", p.value),
+                "a project id has 6 to 30 lowercase letters, digits and hyphens and starts with a letter",
+            );
+        }
+    });
+    let regions = unique_list(r, &s.regions, "region", |r, g| {
+        if !is_region(&g.value) {
+            r.error(
+                pos(g),
+                format!("`{}` is not a Cloud Run region", g.value),
+                "write a region such as europe-west1",
+            );
+        }
+    });
+
+    let foreign_members = match spec.foreign_members {
+        None | Some(wire::ForeignMembers::Keep) => ForeignMembers::Keep,
+        Some(wire::ForeignMembers::Remove) => ForeignMembers::Remove,
+    };
+    let owned = member_patterns(r, &spec.owned);
+    let keep = member_patterns(r, &spec.keep);
+
+    let (allowed_roles, allowed_roles_at) = match &spec.allowed_roles {
+        Some(list) => {
+            let roles = unique_list(r, &list.value, "role", |r, role| {
+                if !is_role(&role.value) {
+                    r.error(
+                        pos(role),
+                        format!("`{}` is not an IAM role", role.value),
+                        "write roles as roles/NAME, projects/P/roles/NAME or organizations/O/roles/NAME",
+                    );
+                }
+            });
+            (roles, r.source(pos(list)))
+        }
+        None => (
+            vec![RUN_INVOKER.to_string(), IAP_ACCESSOR.to_string()],
+            r.source(pos(&doc.metadata.name)),
+        ),
+    };
+
+    let mut guards = Guards {
+        max_removals: DEFAULT_MAX_REMOVALS,
+        max_removal_ratio: DEFAULT_MAX_REMOVAL_RATIO,
+    };
+    if let Some(g) = &spec.guards {
+        if let Some(n) = &g.value.max_removals {
+            if n.value < 0 {
+                r.error(
+                    pos(n),
+                    format!(
+                        "guards.maxRemovals is {}, but it cannot be negative",
+                        n.value
+                    ),
+                    "0 refuses every removal; 25 is a sensible start",
+                );
+            } else if n.value > ABSURD_MAX_REMOVALS {
+                r.error(
+                    pos(n),
+                    format!("guards.maxRemovals {} is absurdly large (more than {ABSURD_MAX_REMOVALS}): the guard would never trip", n.value),
+                    "keep the guard small; allow a large one-off cleanup with `runwarden apply --allow-removals N`",
+                );
+            } else {
+                guards.max_removals = n.value as usize;
+            }
+        }
+        if let Some(ratio) = &g.value.max_removal_ratio {
+            let v = ratio.value;
+            if v.is_finite() && v > 0.0 && v <= 1.0 {
+                guards.max_removal_ratio = v;
+            } else {
+                let hint = if v > 1.0 && v <= 100.0 {
+                    format!(
+                        "it is a share, not a percentage: write {} for {v}%",
+                        v / 100.0
+                    )
+                } else {
+                    "write a share greater than 0 and at most 1, e.g. 0.5 for half".to_string()
+                };
+                r.error(
+                    pos(ratio),
+                    format!("guards.maxRemovalRatio {v} is outside (0, 1]"),
+                    hint,
+                );
+            }
+        }
+    }
+
+    let mut audits = Audits {
+        max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+        max_signing_key_age: DEFAULT_MAX_SIGNING_KEY_AGE,
+        require_coverage: false,
+    };
+    if let Some(a) = &spec.audits {
+        if let Some(d) = &a.value.max_token_lifetime {
+            if let Some(d) = check_duration(
+                r,
+                d,
+                "audits.maxTokenLifetime",
+                MAX_TOKEN_LIFETIME_LIMIT,
+                "Auth0 access tokens live at most 30d",
+            ) {
+                audits.max_token_lifetime = d;
+            }
+        }
+        if let Some(d) = &a.value.max_signing_key_age {
+            if let Some(d) = check_duration(
+                r,
+                d,
+                "audits.maxSigningKeyAge",
+                MAX_SIGNING_KEY_AGE_LIMIT,
+                "rotate signing keys at least every few months, e.g. 90d",
+            ) {
+                audits.max_signing_key_age = d;
+            }
+        }
+        audits.require_coverage = a.value.require_coverage.unwrap_or(false);
+    }
+
+    let settings = Settings {
+        source: r.source(pos(&doc.metadata.name)),
+        name,
+        auth0: Auth0Settings {
+            domain,
+            client_id: a.client_id.value.clone(),
+            client_secret_env: a.client_secret_env.value.clone(),
+        },
+        principals,
+        machines,
+        scope: Scope { projects, regions },
+        foreign_members,
+        owned,
+        keep,
+        allowed_roles,
+        guards,
+        audits,
+    };
+    (
+        settings,
+        SettingsFacts {
+            allowed_roles_at,
+            scope_at,
+        },
+    )
+}
+
+fn check_duration(
+    r: &mut Reporter<'_>,
+    d: &Spanned<String>,
+    field: &str,
+    limit: Duration,
+    why: &str,
+) -> Option<Duration> {
+    match parse_duration(&d.value) {
+        Ok(v) if v.is_zero() => {
+            r.error(
+                pos(d),
+                format!("{field} is zero"),
+                "write a positive duration such as 1h or 90d",
+            );
+            None
+        }
+        Ok(v) if v > limit => {
+            r.error(
+                pos(d),
+                format!("{field} `{}` is absurdly long", d.value),
+                why,
+            );
+            None
+        }
+        Ok(v) => Some(v),
+        Err(err) => {
+            r.error(
+                pos(d),
+                format!("{field}: {err}"),
+                "durations are numbers with units s, m, h, d or w, e.g. 1h, 90d, 1h30m",
+            );
+            None
+        }
+    }
+}
+
+/// Checks each item of a string list with `check` and refuses duplicates; returns the values.
+fn unique_list(
+    r: &mut Reporter<'_>,
+    items: &[Spanned<String>],
+    what: &str,
+    mut check: impl FnMut(&mut Reporter<'_>, &Spanned<String>),
+) -> Vec<String> {
+    let mut seen: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut values = Vec::new();
+    for item in items {
+        check(r, item);
+        if let Some(first) = seen.get(item.value.as_str()) {
+            r.error(
+                pos(item),
+                format!(
+                    "{what} `{}` is listed twice (first at line {})",
+                    item.value, first.0
+                ),
+                "remove the duplicate",
+            );
+        } else {
+            seen.insert(&item.value, pos(item));
+            values.push(item.value.clone());
+        }
+    }
+    values
+}
+
+fn member_patterns(r: &mut Reporter<'_>, items: &[Spanned<String>]) -> Vec<MemberPattern> {
+    let mut patterns = Vec::new();
+    for item in items {
+        // A pattern is a member with `*` wildcards: with each `*` standing for one letter it
+        // must be a valid member, which catches typos in the fixed parts.
+        let sample = item.value.replace('*', "x");
+        match Member::parse(&sample) {
+            Ok(_) => patterns.push(MemberPattern { pattern: item.value.clone(), source: r.source(pos(item)) }),
+            Err(err) => r.error(
+                pos(item),
+                format!("invalid member pattern `{}`: {}", item.value, err.reason),
+                "a pattern is an IAM member with `*` wildcards, e.g. serviceAccount:*@acme-prod.iam.gserviceaccount.com",
+            ),
+        }
+    }
+    patterns
+}
+
+/// Facts about a policy that conflict checks need: positions of each exposure field.
+struct PolicyFacts {
+    ingress: Option<(Ingress, (usize, usize))>,
+    public: Option<(bool, (usize, usize))>,
+    iap: Option<(bool, (usize, usize))>,
+    audiences: Option<(Vec<String>, (usize, usize))>,
+}
+
+fn convert_policy(
+    r: &mut Reporter<'_>,
+    doc: &wire::AccessPolicyDocument,
+    settings: Option<&(Settings, SettingsFacts)>,
+    now: SystemTime,
+) -> (AccessPolicy, PolicyFacts) {
+    let name = check_name(r, &doc.metadata.name, "AccessPolicy");
+    let source = r.source(pos(&doc.metadata.name));
+    let spec = &doc.spec;
+    let mode = match spec.mode {
+        None | Some(wire::Mode::Enforce) => Mode::Enforce,
+        Some(wire::Mode::Warn) => Mode::Warn,
+        Some(wire::Mode::Observe) => Mode::Observe,
+    };
+    let scope = settings.map(|(s, f)| (&s.scope, &f.scope_at));
+
+    // services
+    let mut services: Vec<ServiceRef> = Vec::new();
+    if spec.services.value.is_empty() {
+        r.error(
+            pos(&spec.services),
+            "`services` is empty",
+            "list the services this policy governs: {project, region, name} or {project, region, selector}",
+        );
+    }
+    for item in &spec.services.value {
+        if let Some(service) = convert_service(r, item, scope) {
+            if let Some(first) = services.iter().find(|s| {
+                s.project == service.project
+                    && s.region == service.region
+                    && s.target == service.target
+            }) {
+                r.error(
+                    pos(item),
+                    format!(
+                        "this service is listed twice in policy `{name}` (first at {})",
+                        first.source
+                    ),
+                    "remove the duplicate",
+                );
+            } else {
+                services.push(service);
+            }
+        }
+    }
+
+    // exposure
+    let mut exposure = Exposure::default();
+    let mut facts = PolicyFacts {
+        ingress: None,
+        public: None,
+        iap: None,
+        audiences: None,
+    };
+    if let Some(e) = &spec.exposure {
+        exposure.source = Some(r.source(pos(e)));
+        if let Some(i) = &e.value.ingress {
+            let ingress = match i.value {
+                wire::Ingress::All => Ingress::All,
+                wire::Ingress::Internal => Ingress::Internal,
+                wire::Ingress::InternalAndCloudLoadBalancing => {
+                    Ingress::InternalAndCloudLoadBalancing
+                }
+                wire::Ingress::None => Ingress::None,
+            };
+            exposure.ingress = Some(ingress);
+            facts.ingress = Some((ingress, pos(i)));
+        }
+        if let Some(p) = &e.value.public {
+            exposure.public = Some(p.value);
+            facts.public = Some((p.value, pos(p)));
+        }
+        if let Some(i) = &e.value.iap {
+            exposure.iap = Some(i.value);
+            facts.iap = Some((i.value, pos(i)));
+            if i.value && exposure.public == Some(true) {
+                r.error(
+                    pos(i),
+                    "`public: true` and `iap: true` contradict each other",
+                    "IAP makes every caller sign in; a public service lets anyone in: keep one of them",
+                );
+            }
+        }
+        if let Some(list) = &e.value.audiences {
+            let audiences = unique_list(r, &list.value, "audience", |r, a| {
+                if a.value.trim().is_empty() || a.value.trim() != a.value {
+                    r.error(pos(a), "an audience is empty or has surrounding spaces", "write the audience exactly as callers put it in `aud`, e.g. https://billing.acme.com");
+                }
+            });
+            let mut sorted = audiences.clone();
+            sorted.sort();
+            facts.audiences = Some((sorted, pos(list)));
+            exposure.audiences = Some(audiences);
+        }
+    }
+    let public = exposure.public == Some(true);
+    let iap = exposure.iap == Some(true);
+
+    // invokers
+    let mut invokers: Vec<Invoker> = Vec::new();
+    if let Some(list) = &spec.invokers {
+        for item in &list.value {
+            if let Some(invoker) = convert_invoker(r, item, settings.map(|(s, _)| s), now) {
+                if let Some(first) = invokers.iter().find(|i| i.principal == invoker.principal) {
+                    r.error(
+                        pos(item),
+                        format!(
+                            "this invoker is listed twice in policy `{name}` (first at {})",
+                            first.source
+                        ),
+                        "keep one entry per principal (with `expires` if the grant is time-boxed)",
+                    );
+                } else {
+                    invokers.push(invoker);
+                }
+            }
+        }
+    }
+    let listed_invokers = spec.invokers.as_ref().is_some_and(|l| !l.value.is_empty());
+    if !listed_invokers && !public && exposure.ingress != Some(Ingress::None) {
+        let at = spec
+            .invokers
+            .as_ref()
+            .map(pos)
+            .unwrap_or(pos(&doc.metadata.name));
+        r.error(
+            at,
+            format!("policy `{name}` names no invokers"),
+            "list who may invoke the services under `invokers:`; a public service says `public: true`, and `ingress: none` closes a service to everyone",
+        );
+    }
+
+    // Roles this policy makes runwarden grant, each with why.
+    if let Some((settings, facts_s)) = settings {
+        let mut needed: Vec<(&str, &str)> = Vec::new();
+        if listed_invokers && !iap {
+            needed.push((RUN_INVOKER, "its invokers"));
+        }
+        if public {
+            needed.push((RUN_INVOKER, "`public: true` (allUsers)"));
+        }
+        if iap {
+            needed.push((RUN_INVOKER, "`iap: true` (the IAP service agent)"));
+            if listed_invokers {
+                needed.push((IAP_ACCESSOR, "its invokers behind `iap: true`"));
+            }
+        }
+        let mut reported = BTreeSet::new();
+        for (role, why) in needed {
+            if !settings.allowed_roles.iter().any(|a| a == role) && reported.insert(role) {
+                let at = spec
+                    .invokers
+                    .as_ref()
+                    .map(pos)
+                    .or(spec.exposure.as_ref().map(pos))
+                    .unwrap_or(pos(&doc.metadata.name));
+                r.error(
+                    at,
+                    format!("policy `{name}` grants {role} for {why}, but Settings allowedRoles does not allow it"),
+                    format!("add {role} to allowedRoles at {}", facts_s.allowed_roles_at),
+                );
+            }
+        }
+        // DESIGN §2, "a trap to catch": workforce identities cannot mint the Google-signed ID
+        // tokens Cloud Run's invoker check wants, so without IAP the grant is unusable.
+        if matches!(settings.principals, PrincipalMapping::WorkforcePool { .. }) && !iap {
+            if let Some(role) = spec
+                .invokers
+                .iter()
+                .flat_map(|l| &l.value)
+                .find_map(|i| i.value.auth0_role.as_ref())
+            {
+                r.warning(
+                    pos(role),
+                    format!("policy `{name}` grants Auth0 roles through the workforce pool without `iap: true`; workforce identities cannot mint the ID tokens Cloud Run's invoker check requires, so this grants nothing usable"),
+                    "set `exposure.iap: true` so people sign in through IAP",
+                );
+            }
+        }
+    }
+
+    let policy = AccessPolicy {
+        name,
+        source,
+        mode,
+        services,
+        exposure,
+        invokers,
+    };
+    (policy, facts)
+}
+
+fn convert_service(
+    r: &mut Reporter<'_>,
+    item: &Spanned<wire::ServiceRef>,
+    scope: Option<(&Scope, &Source)>,
+) -> Option<ServiceRef> {
+    let s = &item.value;
+    let mut ok = true;
+    let project = &s.project;
+    if !is_project_id(&project.value) {
+        ok = false;
+        r.error(pos(project), format!("`{}` is not a Google Cloud project id", project.value), "a project id has 6 to 30 lowercase letters, digits and hyphens and starts with a letter");
+    } else if let Some((scope, at)) = scope {
+        if !scope.projects.contains(&project.value) {
+            ok = false;
+            r.error(
+                pos(project),
+                format!(
+                    "project `{}` is not in the Settings scope ({})",
+                    project.value,
+                    scope.projects.join(", ")
+                ),
+                format!("add it to scope.projects at {at}, or fix the name"),
+            );
+        }
+    }
+    let needs_regions = |r: &mut Reporter<'_>, at, what: &str| {
+        if let Some((scope, scope_at)) = scope {
+            if scope.regions.is_empty() {
+                r.error(
+                    at,
+                    format!("{what} needs regions in the Settings scope, which lists none"),
+                    format!("add `regions:` to the scope at {scope_at}, or name the region"),
+                );
+                return false;
+            }
+        }
+        true
+    };
+    let region = if s.region.value == "*" {
+        ok &= needs_regions(r, pos(&s.region), "`region: \"*\"`");
+        RegionRef::Any
+    } else {
+        if !is_region(&s.region.value) {
+            ok = false;
+            r.error(
+                pos(&s.region),
+                format!("`{}` is not a Cloud Run region", s.region.value),
+                "write a region such as europe-west1, or \"*\" for every region in scope",
+            );
+        } else if let Some((scope, at)) = scope {
+            if !scope.regions.is_empty() && !scope.regions.contains(&s.region.value) {
+                ok = false;
+                r.error(
+                    pos(&s.region),
+                    format!(
+                        "region `{}` is not in the Settings scope ({})",
+                        s.region.value,
+                        scope.regions.join(", ")
+                    ),
+                    format!("add it to scope.regions at {at}, or fix the name"),
+                );
+            }
+        }
+        RegionRef::Named(s.region.value.clone())
+    };
+    let target = match (&s.name, &s.selector) {
+        (Some(_), Some(sel)) => {
+            r.error(
+                pos(sel),
+                "a service has either `name` or `selector`, not both",
+                "keep `name` for one service, or `selector` for every service with those labels",
+            );
+            return None;
+        }
+        (None, None) => {
+            r.error(
+                pos(item),
+                "a service needs `name` or `selector`",
+                "add `name: SERVICE` or `selector: {label: value}`",
+            );
+            return None;
+        }
+        (Some(n), None) => {
+            if !is_service_name(&n.value) {
+                ok = false;
+                r.error(pos(n), format!("`{}` is not a Cloud Run service name", n.value), "service names have up to 49 lowercase letters, digits and hyphens, start with a letter and do not end with a hyphen");
+            }
+            ServiceTarget::Named(n.value.clone())
+        }
+        (None, Some(sel)) => {
+            if sel.value.is_empty() {
+                ok = false;
+                r.error(
+                    pos(sel),
+                    "an empty selector would match every service",
+                    "give at least one label, e.g. {team: billing}",
+                );
+            }
+            for (k, v) in &sel.value {
+                if !is_label_key(k) || !is_label_value(v) {
+                    ok = false;
+                    r.error(pos(sel), format!("`{k}: {v}` is not a valid Cloud Run label"), "label keys start with a lowercase letter; keys and values have up to 63 lowercase letters, digits, `_` and `-`");
+                }
+            }
+            // With `region: "*"` the missing regions are already reported, once per service.
+            if region != RegionRef::Any {
+                ok &= needs_regions(r, pos(sel), "a selector");
+            }
+            ServiceTarget::Selector(sel.value.clone())
+        }
+    };
+    ok.then(|| ServiceRef {
+        project: project.value.clone(),
+        region,
+        target,
+        source: r.source(pos(item)),
+    })
+}
+
+fn convert_invoker(
+    r: &mut Reporter<'_>,
+    item: &Spanned<wire::Invoker>,
+    settings: Option<&Settings>,
+    now: SystemTime,
+) -> Option<Invoker> {
+    let i = &item.value;
+    let forms: Vec<(&str, &Spanned<String>)> = [
+        ("auth0Role", &i.auth0_role),
+        ("member", &i.member),
+        ("machine", &i.machine),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
+    let (form, value) = match forms.as_slice() {
+        [one] => *one,
+        [] => {
+            r.error(
+                pos(item),
+                "an invoker needs one of `auth0Role`, `member` or `machine`",
+                "e.g. `- auth0Role: billing-admin`",
+            );
+            return None;
+        }
+        [(first, _), (second, v), ..] => {
+            r.error(pos(v), format!("an invoker names exactly one principal, but this one has `{first}` and `{second}`"), "split it into one list entry per principal");
+            return None;
+        }
+    };
+    let principal = match form {
+        "auth0Role" => {
+            let role = value.value.as_str();
+            let pool = settings
+                .is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
+            if role.trim().is_empty() {
+                r.error(
+                    pos(value),
+                    "the Auth0 role name is empty",
+                    "write the role's name as it appears in Auth0",
+                );
+                return None;
+            }
+            if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
+                r.error(
+                    pos(value),
+                    format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"),
+                    "rename the role in Auth0, or use `mapping: users`",
+                );
+                return None;
+            }
+            Principal::Auth0Role(role.to_string())
+        }
+        "member" => match Member::parse(&value.value) {
+            Ok(m) if m.kind() == MemberKind::Deleted => {
+                r.error(pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
+                return None;
+            }
+            Ok(m) if m.is_public() => {
+                r.error(
+                    pos(value),
+                    format!("`{}` cannot be an invoker member", value.value),
+                    "to make a service public, set `exposure.public: true`",
+                );
+                return None;
+            }
+            Ok(m) => Principal::Member(m),
+            Err(err) => {
+                r.error(pos(value), err.to_string(), "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://...");
+                return None;
+            }
+        },
+        _ => {
+            if let Some(s) = settings {
+                if !s.machines.iter().any(|m| m.name == value.value) {
+                    let known: Vec<&str> = s.machines.iter().map(|m| m.name.as_str()).collect();
+                    let hint = if known.is_empty() {
+                        format!(
+                            "Settings `{}` defines no machines: add one under `machines:` at {}",
+                            s.name, s.source
+                        )
+                    } else {
+                        format!("known machines: {}", known.join(", "))
+                    };
+                    r.error(
+                        pos(value),
+                        format!("unknown machine `{}`", value.value),
+                        hint,
+                    );
+                    return None;
+                }
+            }
+            Principal::Machine(value.value.clone())
+        }
+    };
+    let expires = match &i.expires {
+        None => None,
+        Some(e) => match parse_rfc3339(&e.value) {
+            Ok(t) if t <= now => {
+                r.error(
+                    pos(e),
+                    format!("this grant expired at {}", e.value),
+                    "remove the invoker, or move `expires` into the future",
+                );
+                return None;
+            }
+            Ok(t) => Some(t),
+            Err(err) => {
+                r.error(
+                    pos(e),
+                    err,
+                    "expires is an RFC 3339 time with a zone, e.g. 2027-01-31T00:00:00Z",
+                );
+                return None;
+            }
+        },
+    };
+    Some(Invoker {
+        principal,
+        expires,
+        source: r.source(pos(item)),
+    })
+}
+
+fn check_name(r: &mut Reporter<'_>, name: &Spanned<String>, kind: &str) -> String {
+    if !is_dns_label(&name.value, 63) {
+        r.error(
+            pos(name),
+            format!("{kind} name `{}` is not valid", name.value),
+            "names have up to 63 lowercase letters, digits and hyphens, and start and end with a letter or digit",
+        );
+    }
+    name.value.clone()
+}
+
+/// Two policies that govern the same named service must agree on every exposure field both set
+/// (DESIGN §3); `public: true` in one and `iap: true` in the other contradict each other too.
+fn check_exposure_conflicts(
+    policies: &[(AccessPolicy, PolicyFacts)],
+    settings: Option<&Settings>,
+    out: &mut Vec<Diagnostic>,
+    errors: &mut usize,
+) {
+    // (project, region, service) → policies naming it, in file order.
+    let mut by_service: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
+    for (index, (policy, _)) in policies.iter().enumerate() {
+        for s in &policy.services {
+            let ServiceTarget::Named(name) = &s.target else {
+                continue;
+            };
+            let regions: Vec<String> = match &s.region {
+                RegionRef::Named(region) => vec![region.clone()],
+                RegionRef::Any => settings
+                    .map(|s| s.scope.regions.clone())
+                    .unwrap_or_default(),
+            };
+            for region in regions {
+                let list = by_service
+                    .entry((s.project.clone(), region, name.clone()))
+                    .or_default();
+                if !list.contains(&index) {
+                    list.push(index);
+                }
+            }
+        }
+    }
+    let mut reported = BTreeSet::new();
+    for ((project, region, name), indices) in &by_service {
+        for (n, &b) in indices.iter().enumerate() {
+            for &a in &indices[..n] {
+                let (pa, fa) = &policies[a];
+                let (pb, fb) = &policies[b];
+                let mut clash = |field: &str,
+                                 va: String,
+                                 at_a: (usize, usize),
+                                 vb: String,
+                                 at_b: (usize, usize)| {
+                    if !reported.insert((a, b, field.to_string())) {
+                        return;
+                    }
+                    *errors += 1;
+                    let first = Source {
+                        file: pa.source.file.clone(),
+                        line: at_a.0,
+                        column: at_a.1,
+                    };
+                    out.push(
+                        Diagnostic::error(
+                            &pb.source.file,
+                            at_b.0,
+                            at_b.1,
+                            format!(
+                                "conflicting exposure for service {project}/{region}/{name}: policy `{}` sets `{vb}` here, but policy `{}` sets `{va}` at {first}",
+                                pb.name, pa.name
+                            ),
+                        )
+                        .with_hint(format!("policies that govern the same service must agree on its exposure: set `{field}` in one of them only, or make them equal")),
+                    );
+                };
+                if let (Some((x, at_a)), Some((y, at_b))) = (fa.ingress, fb.ingress) {
+                    if x != y {
+                        clash(
+                            "ingress",
+                            format!("ingress: {}", x.policy_value()),
+                            at_a,
+                            format!("ingress: {}", y.policy_value()),
+                            at_b,
+                        );
+                    }
+                }
+                if let (Some((x, at_a)), Some((y, at_b))) = (fa.public, fb.public) {
+                    if x != y {
+                        clash(
+                            "public",
+                            format!("public: {x}"),
+                            at_a,
+                            format!("public: {y}"),
+                            at_b,
+                        );
+                    }
+                }
+                if let (Some((x, at_a)), Some((y, at_b))) = (fa.iap, fb.iap) {
+                    if x != y {
+                        clash("iap", format!("iap: {x}"), at_a, format!("iap: {y}"), at_b);
+                    }
+                }
+                if let (Some((x, at_a)), Some((y, at_b))) = (&fa.audiences, &fb.audiences) {
+                    if x != y {
+                        clash(
+                            "audiences",
+                            format!("audiences: [{}]", x.join(", ")),
+                            *at_a,
+                            format!("audiences: [{}]", y.join(", ")),
+                            *at_b,
+                        );
+                    }
+                }
+                if let (Some((true, at_a)), Some((true, at_b))) = (fa.public, fb.iap) {
+                    clash(
+                        "public/iap",
+                        "public: true".into(),
+                        at_a,
+                        "iap: true".into(),
+                        at_b,
+                    );
+                }
+                if let (Some((true, at_a)), Some((true, at_b))) = (fa.iap, fb.public) {
+                    clash(
+                        "public/iap",
+                        "iap: true".into(),
+                        at_a,
+                        "public: true".into(),
+                        at_b,
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn is_dns_label(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn is_project_id(s: &str) -> bool {
+    (6..=30).contains(&s.len()) && is_dns_label(s, 30) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+fn is_pool_id(s: &str) -> bool {
+    (6..=63).contains(&s.len()) && is_dns_label(s, 63) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+fn is_service_name(s: &str) -> bool {
+    is_dns_label(s, 49) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+fn is_region(s: &str) -> bool {
+    is_dns_label(s, 63)
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.contains('-')
+        && s.as_bytes()[s.len() - 1].is_ascii_digit()
+}
+
+fn is_label_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.as_bytes()[0].is_ascii_lowercase()
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+fn is_label_value(s: &str) -> bool {
+    s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.contains('.')
+        && !s.starts_with('.')
+        && !s.ends_with('.')
+        && !s.contains("..")
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+fn is_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+/// Environment variable names are conventionally upper case words; a long mixed-case run of
+/// letters and digits is far more likely a pasted client secret (Auth0's are 64 characters).
+fn looks_like_a_secret(s: &str) -> bool {
+    s.len() >= 32
+        && s.chars().any(|c| c.is_ascii_lowercase())
+        && s.chars().any(|c| c.is_ascii_uppercase())
+}
+
+fn is_role(s: &str) -> bool {
+    let ok_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+    };
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        ["roles", name] => ok_name(name),
+        ["projects" | "organizations", parent, "roles", name] => {
+            !parent.is_empty() && ok_name(name)
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifier_rules_follow_google_cloud() {
+        for (ok, s) in [
+            (true, "acme-prod"),
+            (false, "acme"),
+            (false, "Acme-prod"),
+            (false, "1acme-prod"),
+            (false, "acme-prod-"),
+        ] {
+            assert_eq!(is_project_id(s), ok, "project {s}");
+        }
+        for (ok, s) in [
+            (true, "europe-west1"),
+            (true, "northamerica-northeast2"),
+            (false, "europe"),
+            (false, "EU-west1"),
+            (false, "*"),
+        ] {
+            assert_eq!(is_region(s), ok, "region {s}");
+        }
+        for (ok, s) in [
+            (true, "roles/run.invoker"),
+            (true, "projects/p/roles/custom_1"),
+            (false, "run.invoker"),
+            (false, "roles/"),
+            (false, "roles/a/b"),
+        ] {
+            assert_eq!(is_role(s), ok, "role {s}");
+        }
+        for (ok, s) in [
+            (true, "billing-api"),
+            (false, "billing_api"),
+            (false, "-x"),
+            (false, "9lives"),
+        ] {
+            assert_eq!(is_service_name(s), ok, "service {s}");
+        }
+        for (ok, s) in [
+            (true, "AUTH0_CLIENT_SECRET"),
+            (true, "_x1"),
+            (false, "1X"),
+            (false, "A-B"),
+            (false, ""),
+        ] {
+            assert_eq!(is_env_name(s), ok, "env {s}");
+        }
+    }
+
+    #[test]
+    fn a_long_mixed_case_value_looks_like_a_secret_and_a_variable_name_does_not() {
+        assert!(looks_like_a_secret(
+            "aB3dEf9hIjK2mNoP4rStU6wXyZ8bCdEfGh1JkLmN"
+        ));
+        assert!(!looks_like_a_secret("AUTH0_CLIENT_SECRET"));
+        assert!(!looks_like_a_secret(
+            "RUNWARDEN_AUTH0_MANAGEMENT_API_CLIENT_SECRET"
+        ));
+    }
+}

@@ -1,0 +1,404 @@
+//! Reading policy files: walking the directory, splitting multi-document files, and
+//! deserializing each document into its wire type — with a positioned diagnostic for everything
+//! that can go wrong on the way (I/O, encoding, YAML syntax, wrong types, unknown or missing
+//! fields, duplicate keys).
+//!
+//! Each document is deserialized on its own so that one broken document does not hide the
+//! errors of the others. serde stops at the first error inside a document, so a document gets at
+//! most one shape error; the semantic rules in `check` then run on every document that parsed.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Spanned;
+
+use super::diag::Diagnostic;
+use super::wire::{self, API_VERSION};
+
+/// A document that has the right shape, with the file it came from.
+pub(super) struct Parsed {
+    pub file: PathBuf,
+    pub doc: Document,
+}
+
+pub(super) enum Document {
+    Settings(Box<wire::SettingsDocument>),
+    AccessPolicy(Box<wire::AccessPolicyDocument>),
+}
+
+/// Every `*.yaml` / `*.yml` file under `dir` (or `dir` itself when it is a file), sorted by path.
+///
+/// Hidden entries (names starting with `.`, such as `.git` or `.github`) are skipped: they hold
+/// other tools' YAML. Symbolic links are followed, each directory at most once, so a link loop
+/// ends the walk instead of looping.
+pub(super) fn policy_files(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_file() => files.push(dir.to_path_buf()),
+        Ok(_) => walk(dir, &mut HashSet::new(), &mut files, diagnostics),
+        Err(err) => diagnostics.push(
+            Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot read the policy directory: {err}"),
+            )
+            .with_hint("pass the directory of policy files with --policies DIR"),
+        ),
+    }
+    files.sort();
+    files
+}
+
+fn walk(
+    dir: &Path,
+    visited: &mut HashSet<PathBuf>,
+    files: &mut Vec<PathBuf>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    // Canonical paths identify a directory however it was reached, which is what breaks loops.
+    let canonical = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if !visited.insert(canonical) {
+        return;
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            diagnostics.push(Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot list the directory: {err}"),
+            ));
+            return;
+        }
+    };
+    let mut paths = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) => paths.push(entry.path()),
+            Err(err) => diagnostics.push(Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot list the directory: {err}"),
+            )),
+        }
+    }
+    paths.sort();
+    for path in paths {
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if hidden {
+            continue;
+        }
+        let is_yaml = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => walk(&path, visited, files, diagnostics),
+            Ok(meta) if meta.is_file() && is_yaml => files.push(path),
+            Ok(_) => {}
+            // A dangling link or an unreadable entry matters only if it looks like a policy file.
+            Err(err) if is_yaml => diagnostics.push(Diagnostic::error(
+                &path,
+                0,
+                0,
+                format!("cannot read the file: {err}"),
+            )),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reads one file and parses every document in it. `broken_settings` counts the documents
+/// that declare `kind: Settings` but do not parse.
+pub(super) fn parse_file(
+    path: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+    broken_settings: &mut usize,
+) -> Vec<Parsed> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            diagnostics.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                format!("cannot read the file: {err}"),
+            ));
+            return Vec::new();
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+            let valid = std::str::from_utf8(valid).expect("prefix is valid UTF-8");
+            let (line, column) = end_position(valid);
+            diagnostics.push(
+                Diagnostic::error(path, line, column, "the file is not valid UTF-8")
+                    .with_hint("save policy files as UTF-8"),
+            );
+            return Vec::new();
+        }
+    };
+    split_documents(&text)
+        .into_iter()
+        .filter_map(|doc| parse_document(path, &doc, diagnostics, broken_settings))
+        .collect()
+}
+
+/// The 1-based line and column just after `text`.
+fn end_position(text: &str) -> (usize, usize) {
+    let line = text.matches('\n').count() + 1;
+    let column = text.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
+}
+
+/// Splits a YAML stream into its documents. Each document is returned as the whole text with
+/// every line outside it blanked, so the parser's line and column numbers are the file's own.
+///
+/// A document starts at a `---` line (a marker at the start of a line always starts a document
+/// in YAML, even inside a block scalar, so splitting on lines is exact) and ends after a `...`
+/// line. Directives (`%YAML 1.2`) and comments before a document's `---` belong to it.
+fn split_documents(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut starts = vec![0];
+    // Whether the current document has anything but directives, comments and blank lines, or
+    // already its own `---`: then a `---` starts the next one.
+    let mut started = false;
+    for (i, raw) in lines.iter().enumerate() {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+        if line == "---" || line.starts_with("--- ") || line.starts_with("---\t") {
+            if started && i > 0 {
+                starts.push(i);
+            }
+            started = true;
+        } else if line == "..." || line.starts_with("... ") {
+            if i + 1 < lines.len() {
+                starts.push(i + 1);
+            }
+            started = false;
+        } else {
+            let content = line.trim_start();
+            if !(content.is_empty() || content.starts_with('#') || line.starts_with('%')) {
+                started = true;
+            }
+        }
+    }
+    starts.dedup();
+    let mut documents = Vec::with_capacity(starts.len());
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(lines.len());
+        let mut doc = "\n".repeat(start);
+        for line in &lines[start..end] {
+            doc.push_str(line);
+        }
+        documents.push(doc);
+    }
+    documents
+}
+
+fn options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        with_snippet: false,
+        // `public: no` must not silently mean false: only true/false are booleans.
+        strict_booleans: true,
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+    }
+}
+
+/// Parses one document: first its header (to learn the kind), then the full typed document.
+/// Returns `None` for an empty document and for one with errors (reported to `diagnostics`).
+fn parse_document(
+    path: &Path,
+    text: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+    broken_settings: &mut usize,
+) -> Option<Parsed> {
+    let header: Option<Spanned<wire::Header>> =
+        match serde_saphyr::from_str_with_options(text, options()) {
+            Ok(header) => header,
+            Err(err) => {
+                diagnostics.push(yaml_error(path, &err));
+                return None;
+            }
+        };
+    // A document holding only comments (or nothing, after a trailing `---`) is not an error.
+    let header = header?;
+    let at = |loc: &serde_saphyr::Location| (loc.line() as usize, loc.column() as usize);
+    let (line, column) = at(&header.referenced);
+    let Some(api_version) = &header.value.api_version else {
+        diagnostics.push(
+            Diagnostic::error(path, line, column, "missing field `apiVersion`").with_hint(format!(
+                "every document starts with `apiVersion: {API_VERSION}`"
+            )),
+        );
+        return None;
+    };
+    if api_version.value != API_VERSION {
+        let (line, column) = at(&api_version.referenced);
+        diagnostics.push(
+            Diagnostic::error(
+                path,
+                line,
+                column,
+                format!("unsupported apiVersion `{}`", api_version.value),
+            )
+            .with_hint(format!(
+                "this version of runwarden reads `apiVersion: {API_VERSION}`"
+            )),
+        );
+        return None;
+    }
+    let kind_hint = "the kind is `Settings` or `AccessPolicy`";
+    let Some(kind) = &header.value.kind else {
+        diagnostics.push(
+            Diagnostic::error(path, line, column, "missing field `kind`").with_hint(kind_hint),
+        );
+        return None;
+    };
+    let doc = match kind.value.as_str() {
+        "Settings" => serde_saphyr::from_str_with_options(text, options())
+            .map(|d| Document::Settings(Box::new(d))),
+        "AccessPolicy" => serde_saphyr::from_str_with_options(text, options())
+            .map(|d| Document::AccessPolicy(Box::new(d))),
+        other => {
+            let (line, column) = at(&kind.referenced);
+            diagnostics.push(
+                Diagnostic::error(path, line, column, format!("unknown kind `{other}`"))
+                    .with_hint(kind_hint),
+            );
+            return None;
+        }
+    };
+    match doc {
+        Ok(doc) => Some(Parsed {
+            file: path.to_path_buf(),
+            doc,
+        }),
+        Err(err) => {
+            if kind.value == "Settings" {
+                *broken_settings += 1;
+            }
+            diagnostics.push(yaml_error(path, &err));
+            None
+        }
+    }
+}
+
+/// Turns a serde-saphyr error into a diagnostic, rephrasing the common cases for people who
+/// write policies rather than parsers.
+fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
+    use serde_saphyr::Error as E;
+    let (line, column) = err
+        .location()
+        .map(|l| (l.line() as usize, l.column() as usize))
+        .unwrap_or((0, 0));
+    let error = |message: String| Diagnostic::error(path, line, column, message);
+    match err.without_snippet() {
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => {
+            let hint = if expected.is_empty() {
+                "no fields are allowed here".to_string()
+            } else {
+                format!("allowed fields here: {}", expected.join(", "))
+            };
+            error(format!("unknown field `{field}`")).with_hint(hint)
+        }
+        E::SerdeMissingField { field, .. } => error(format!("missing field `{field}`"))
+            .with_hint(format!("add `{field}:` to this mapping")),
+        E::DuplicateMappingKey { key, .. } => {
+            let key = key.as_deref().unwrap_or("?");
+            error(format!("duplicate key `{key}`"))
+                .with_hint("a key may appear only once in a mapping: keep one of them")
+        }
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => error(format!("unknown value `{variant}`"))
+            .with_hint(format!("expected one of: {}", expected.join(", "))),
+        E::InvalidBooleanStrict { .. } => error("expected a boolean".to_string())
+            .with_hint("write true or false (yes/no/on/off are not booleans here)"),
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        } => error(format!("expected {expected}, found {unexpected}")),
+        other => {
+            let text = other.to_string();
+            let suffix = format!(" at line {line}, column {column}");
+            let text = text.strip_suffix(&suffix).unwrap_or(&text);
+            let message = match text {
+                "expected mapping start" => {
+                    "expected a mapping (`key: value` pairs) here".to_string()
+                }
+                "expected sequence start" => "expected a list here".to_string(),
+                "expected string scalar" => "expected a string here".to_string(),
+                "unexpected end of input" => "unexpected end of the document".to_string(),
+                t if t.starts_with("invalid i64") || t.starts_with("invalid u64") => {
+                    "expected an integer".to_string()
+                }
+                t if t.starts_with("invalid f64") => "expected a number".to_string(),
+                t => format!("invalid YAML: {t}"),
+            };
+            error(message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_keep_their_file_line_numbers() {
+        let docs = split_documents("a: 1\n---\nb: 2\n--- # x\nc: 3\n");
+        assert_eq!(docs, ["a: 1\n", "\n---\nb: 2\n", "\n\n\n--- # x\nc: 3\n"]);
+    }
+
+    #[test]
+    fn a_leading_marker_does_not_make_an_empty_first_document() {
+        assert_eq!(split_documents("---\na: 1\n"), ["---\na: 1\n"]);
+    }
+
+    #[test]
+    fn directives_and_comments_belong_to_the_document_after_them() {
+        assert_eq!(
+            split_documents("%YAML 1.2\n# c\n---\na: 1\n"),
+            ["%YAML 1.2\n# c\n---\na: 1\n"]
+        );
+        assert_eq!(
+            split_documents("---\n---\na: 1\n"),
+            ["---\n", "\n---\na: 1\n"]
+        );
+    }
+
+    #[test]
+    fn an_end_marker_ends_the_document() {
+        assert_eq!(
+            split_documents("a: 1\n...\nb: 2\n"),
+            ["a: 1\n...\n", "\n\nb: 2\n"]
+        );
+        assert_eq!(
+            split_documents("a: 1\n...\n---\nb: 2\n"),
+            ["a: 1\n...\n", "\n\n---\nb: 2\n"]
+        );
+        assert_eq!(split_documents("a: 1\n...\n"), ["a: 1\n...\n"]);
+    }
+
+    #[test]
+    fn markers_must_start_the_line_and_stand_alone() {
+        assert_eq!(split_documents("a: |\n  ---\nb: ---x\n----\n").len(), 1);
+    }
+
+    #[test]
+    fn end_position_counts_characters_not_bytes() {
+        assert_eq!(end_position("ab\ncé"), (2, 3));
+        assert_eq!(end_position(""), (1, 1));
+    }
+}

@@ -1,0 +1,340 @@
+//! The YAML wire format of policy files: serde types that mirror the files exactly, with source
+//! positions (`Spanned`) on every item an error may need to point at.
+//!
+//! These types are private to the policy module. They check only the shape (fields, types,
+//! enums); every rule about values lives in `check`, which converts them by hand into the
+//! validated `model`. The JSON Schemas in `schemas/` are generated from these types, so the doc
+//! comments below are what editors show while a policy is being written.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The only `apiVersion` this version of runwarden reads.
+pub const API_VERSION: &str = "runwarden.dev/v1";
+
+/// The fields every document has, read first to learn its kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Header {
+    #[serde(default)]
+    pub api_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub kind: Option<Spanned<String>>,
+    // Read only to accept these fields here; their contents are checked by the typed pass.
+    #[serde(default)]
+    #[allow(dead_code)] // checked by the header pass in `load`, kept so the schema has it
+    pub metadata: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)] // checked by the header pass in `load`, kept so the schema has it
+    pub spec: Option<serde::de::IgnoredAny>,
+}
+
+/// runwarden Settings: how Auth0 roles map to IAM members, where services are looked for, what
+/// runwarden owns, and the guards of every apply. Exactly one per policy directory.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "runwarden Settings")]
+pub struct SettingsDocument {
+    /// Always `runwarden.dev/v1`.
+    #[schemars(with = "String", extend("const" = "runwarden.dev/v1"))]
+    #[allow(dead_code)] // checked by the header pass in `load`, kept so the schema has it
+    pub api_version: Spanned<String>,
+    /// Always `Settings`.
+    #[schemars(with = "String", extend("const" = "Settings"))]
+    #[allow(dead_code)] // checked by the header pass in `load`, kept so the schema has it
+    pub kind: Spanned<String>,
+    pub metadata: Metadata,
+    pub spec: SettingsSpec,
+}
+
+/// runwarden AccessPolicy: which Cloud Run services it governs, their exposure, and who may
+/// invoke them.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "runwarden AccessPolicy")]
+pub struct AccessPolicyDocument {
+    /// Always `runwarden.dev/v1`.
+    #[schemars(with = "String", extend("const" = "runwarden.dev/v1"))]
+    #[allow(dead_code)] // checked by the header pass in `load`, kept so the schema has it
+    pub api_version: Spanned<String>,
+    /// Always `AccessPolicy`.
+    #[schemars(with = "String", extend("const" = "AccessPolicy"))]
+    #[allow(dead_code)] // checked by the header pass in `load`, kept so the schema has it
+    pub kind: Spanned<String>,
+    pub metadata: Metadata,
+    pub spec: AccessPolicySpec,
+}
+
+/// Identifies the document.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Unique among documents of the same kind: lowercase letters, digits and hyphens, at most
+    /// 63 characters (like a Kubernetes object name).
+    #[schemars(with = "String", extend("pattern" = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    pub name: Spanned<String>,
+}
+
+/// The settings of the whole estate.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SettingsSpec {
+    pub auth0: Auth0,
+    #[schemars(with = "Principals")]
+    pub principals: Spanned<Principals>,
+    /// Auth0 machine-to-machine applications that act as Google service accounts; policies
+    /// name them with `machine: NAME`.
+    #[serde(default)]
+    #[schemars(with = "Vec<Machine>")]
+    pub machines: Vec<Spanned<Machine>>,
+    #[schemars(with = "Scope")]
+    pub scope: Spanned<Scope>,
+    /// What to do with members no policy produces and runwarden does not own: `keep` lists them
+    /// in the plan as `foreign (kept)`, `remove` removes them. Default: `keep`.
+    #[serde(default)]
+    pub foreign_members: Option<ForeignMembers>,
+    /// Member patterns (`*` matches any run of characters) that runwarden owns besides the
+    /// mapping's own principals, e.g. `serviceAccount:*@acme-prod.iam.gserviceaccount.com`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub owned: Vec<Spanned<String>>,
+    /// Member patterns that are never removed, whatever the mode (Google service agents,
+    /// break-glass accounts).
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub keep: Vec<Spanned<String>>,
+    /// Roles policies may grant. Invokers need `roles/run.invoker`; with `iap: true` they need
+    /// `roles/iap.httpsResourceAccessor` (and the IAP service agent `roles/run.invoker`).
+    /// Default: both.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub allowed_roles: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    #[schemars(with = "Option<Guards>")]
+    pub guards: Option<Spanned<Guards>>,
+    #[serde(default)]
+    #[schemars(with = "Option<Audits>")]
+    pub audits: Option<Spanned<Audits>>,
+}
+
+/// The Auth0 tenant and the Management API client runwarden reads roles with.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth0 {
+    /// Tenant domain without scheme, e.g. `acme.eu.auth0.com`.
+    #[schemars(with = "String")]
+    pub domain: Spanned<String>,
+    /// Client id of the Management API (machine-to-machine) application.
+    #[schemars(with = "String")]
+    pub client_id: Spanned<String>,
+    /// Name of the environment variable that holds the client secret. The secret itself never
+    /// appears in a file or a log.
+    #[schemars(with = "String", extend("pattern" = "^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub client_secret_env: Spanned<String>,
+}
+
+/// How an Auth0 role becomes IAM members.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Principals {
+    #[schemars(with = "Mapping")]
+    pub mapping: Spanned<Mapping>,
+    /// With `mapping: workforcePool`: the workforce pool id; role `R` becomes
+    /// `principalSet://iam.googleapis.com/locations/global/workforcePools/POOL/group/R`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub workforce_pool: Option<Spanned<String>>,
+    /// With `mapping: users`: role `R` becomes `user:EMAIL` for each member of the role with a
+    /// verified e-mail in one of these domains.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub email_domains: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `workforcePool`: roles become workforce pool groups (people sign in through IAP).
+/// `users`: roles become the `user:` members of their verified members.
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Mapping {
+    WorkforcePool,
+    Users,
+}
+
+/// An Auth0 M2M application mapped to the Google service account it acts as.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Machine {
+    /// The name policies use: `invokers: [{machine: NAME}]`.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The Auth0 application's client id.
+    #[schemars(with = "String")]
+    pub auth0_client_id: Spanned<String>,
+    /// The Google service account, as an IAM member: `serviceAccount:NAME@PROJECT.iam.gserviceaccount.com`.
+    #[schemars(with = "String", extend("pattern" = "^serviceAccount:"))]
+    pub service_account: Spanned<String>,
+}
+
+/// Where coverage is checked and where selectors look.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scope {
+    /// Google Cloud project ids.
+    #[schemars(with = "Vec<String>", extend("minItems" = 1))]
+    pub projects: Spanned<Vec<Spanned<String>>>,
+    /// Cloud Run regions. Selectors and `region: "*"` need at least one.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub regions: Vec<Spanned<String>>,
+}
+
+/// What happens to members that are neither produced by a policy nor owned.
+#[derive(Deserialize, JsonSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum ForeignMembers {
+    Keep,
+    Remove,
+}
+
+/// Limits every apply checks before writing anything.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Guards {
+    /// At most this many member removals per apply. Default: 25.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub max_removals: Option<Spanned<i64>>,
+    /// At most this share (greater than 0, at most 1) of owned members removed per apply.
+    /// Default: 0.5.
+    #[serde(default)]
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0, "maximum" = 1))]
+    pub max_removal_ratio: Option<Spanned<f64>>,
+}
+
+/// Thresholds of `runwarden audit`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Audits {
+    /// Longest acceptable access-token lifetime of an Auth0 API, e.g. `1h`. Default: `24h`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$"))]
+    pub max_token_lifetime: Option<Spanned<String>>,
+    /// Oldest acceptable Auth0 signing key, e.g. `90d`. Default: `365d`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$"))]
+    pub max_signing_key_age: Option<Spanned<String>>,
+    /// Every service in scope must be governed by some policy. Default: false.
+    #[serde(default)]
+    pub require_coverage: Option<bool>,
+}
+
+/// Which services this policy governs, how they are exposed, and who may invoke them.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AccessPolicySpec {
+    /// `enforce` applies, `warn` plans and reports but never applies, `observe` only reports
+    /// drift. Default: `enforce`.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// The services: each by name, or by label selector within a region (`"*"`: every region
+    /// in scope).
+    #[schemars(with = "Vec<ServiceRef>", extend("minItems" = 1))]
+    pub services: Spanned<Vec<Spanned<ServiceRef>>>,
+    #[serde(default)]
+    #[schemars(with = "Option<Exposure>")]
+    pub exposure: Option<Spanned<Exposure>>,
+    /// Who may invoke the services. May be empty only for a public service or one with
+    /// `ingress: none`.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<Invoker>>")]
+    pub invokers: Option<Spanned<Vec<Spanned<Invoker>>>>,
+}
+
+/// Enforcement mode of a policy.
+#[derive(Deserialize, JsonSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    Enforce,
+    Warn,
+    Observe,
+}
+
+/// A service by name, or the services matching a label selector.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["name"]}, {"required": ["selector"]}]))]
+pub struct ServiceRef {
+    /// A project id listed in `Settings.spec.scope.projects`.
+    #[schemars(with = "String")]
+    pub project: Spanned<String>,
+    /// A region listed in `Settings.spec.scope.regions`, or `"*"` for every one of them.
+    #[schemars(with = "String")]
+    pub region: Spanned<String>,
+    /// The Cloud Run service name.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Spanned<String>>,
+    /// Every service whose labels contain all of these pairs.
+    #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, String>>", extend("minProperties" = 1))]
+    pub selector: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// The service settings this policy manages; a field left out is not managed.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Exposure {
+    #[serde(default)]
+    #[schemars(with = "Option<Ingress>")]
+    pub ingress: Option<Spanned<Ingress>>,
+    /// Whether `allUsers` may invoke the service. `false` removes `allUsers` and
+    /// `allAuthenticatedUsers`.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub public: Option<Spanned<bool>>,
+    /// Whether Identity-Aware Proxy fronts the service; invokers then become IAP accessors.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub iap: Option<Spanned<bool>>,
+    /// Cloud Run custom audiences accepted in ID tokens.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub audiences: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// Where requests may come from.
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ingress {
+    All,
+    Internal,
+    InternalAndCloudLoadBalancing,
+    None,
+}
+
+/// One invoker: exactly one of `auth0Role`, `member` or `machine`, optionally time-boxed.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["auth0Role"]}, {"required": ["member"]}, {"required": ["machine"]}]))]
+pub struct Invoker {
+    /// An Auth0 role name, mapped to members through `Settings.spec.principals`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub auth0_role: Option<Spanned<String>>,
+    /// A literal IAM member, e.g. `serviceAccount:NAME@PROJECT.iam.gserviceaccount.com`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub member: Option<Spanned<String>>,
+    /// The name of a machine in `Settings.spec.machines`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub machine: Option<Spanned<String>>,
+    /// RFC 3339 time at which the grant ends, e.g. `2027-01-31T00:00:00Z`; rendered as an IAM
+    /// condition on `request.time`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    pub expires: Option<Spanned<String>>,
+}
