@@ -186,3 +186,110 @@ pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<Hyg
     out.sort();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::{Role, User};
+    use std::path::Path;
+
+    const DAY: u64 = 86_400;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000) // 2026-11-29
+    }
+
+    fn desired() -> Desired {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        crate::policy::load_at(&dir, now()).expect("the example policies load")
+    }
+
+    fn api(identifier: &str, lifetime: u64, rbac: bool) -> ResourceServer {
+        ResourceServer {
+            identifier: identifier.into(),
+            name: identifier.trim_start_matches("https://").into(),
+            token_lifetime: lifetime,
+            enforce_policies: rbac,
+            permissions_in_token: true,
+        }
+    }
+
+    fn key(kid: &str, current: bool, next: bool, age_days: u64) -> SigningKey {
+        SigningKey {
+            kid: kid.into(),
+            current,
+            next,
+            previous: false,
+            revoked: false,
+            since: Some(now() - Duration::from_secs(age_days * DAY)),
+        }
+    }
+
+    /// Every role the example policies name, each with one member.
+    fn directory(desired: &Desired) -> Directory {
+        let mut d = Directory { members_resolved: true, ..Directory::default() };
+        for p in &desired.policies {
+            for i in &p.invokers {
+                if let Principal::Auth0Role(r) = &i.principal {
+                    let user = User {
+                        user_id: format!("auth0|{r}"),
+                        email: Some(format!("{r}@acme.com")),
+                        email_verified: true,
+                        via_groups: vec![],
+                        direct: true,
+                    };
+                    d.roles.insert(r.clone(), Role { id: format!("rol_{r}"), name: r.clone(), members: vec![user] });
+                }
+            }
+        }
+        d
+    }
+
+    fn codes(findings: &[HygieneFinding]) -> Vec<&'static str> {
+        findings.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn a_tidy_tenant_has_no_findings() {
+        let desired = desired();
+        let apis = [api("https://billing.acme.com", 3600, true)];
+        let keys = [key("k1", true, false, 10), key("k2", false, true, 0)];
+        let dir = directory(&desired);
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        assert_eq!(codes(&audit(&desired, &tenant, now())), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn each_hygiene_problem_is_found_with_its_evidence() {
+        let desired = desired();
+        let mut dir = directory(&desired);
+        dir.roles.remove("payments-engineer");
+        dir.roles.get_mut("platform-admin").unwrap().members.clear();
+        let apis = [api("https://billing.acme.com", 86_400, false)];
+        let keys = [key("k1", true, false, 400)];
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        let findings = audit(&desired, &tenant, now());
+        assert_eq!(
+            codes(&findings),
+            ["rbac-not-enforced", "unknown-role", "empty-role", "signing-key-too-old", "token-lifetime-too-long", "no-next-signing-key"]
+        );
+        let lifetime = findings.iter().find(|f| f.code == "token-lifetime-too-long").unwrap();
+        assert!(lifetime.message.contains("86400s") && lifetime.message.contains("3600s"), "{}", lifetime.message);
+        let unknown = findings.iter().find(|f| f.code == "unknown-role").unwrap();
+        assert!(unknown.message.contains("payments-engineer"));
+        assert!(unknown.sources[0].contains("payments.yaml"), "{:?}", unknown.sources);
+        let old = findings.iter().find(|f| f.code == "signing-key-too-old").unwrap();
+        assert!(old.message.contains("400 days"), "{}", old.message);
+    }
+
+    #[test]
+    fn an_audience_without_an_api_is_an_error_and_no_current_key_is_too() {
+        let desired = desired();
+        let dir = directory(&desired);
+        let keys = [SigningKey { revoked: true, ..key("k1", true, true, 1) }];
+        let tenant = Tenant { resource_servers: &[], signing_keys: &keys, directory: &dir };
+        let findings = audit(&desired, &tenant, now());
+        assert_eq!(codes(&findings), ["audience-not-an-api", "no-current-signing-key", "no-next-signing-key"]);
+        assert!(findings[0].fix.contains("https://billing.acme.com"));
+    }
+}

@@ -56,15 +56,21 @@ struct Reporter<'a> {
 impl Reporter<'_> {
     fn error(&mut self, at: (usize, usize), message: impl Into<String>, hint: impl Into<String>) {
         *self.errors += 1;
-        self.out.push(Diagnostic::error(self.file, at.0, at.1, message).with_hint(hint));
+        self.out
+            .push(Diagnostic::error(self.file, at.0, at.1, message).with_hint(hint));
     }
 
     fn warning(&mut self, at: (usize, usize), message: impl Into<String>, hint: impl Into<String>) {
-        self.out.push(Diagnostic::warning(self.file, at.0, at.1, message).with_hint(hint));
+        self.out
+            .push(Diagnostic::warning(self.file, at.0, at.1, message).with_hint(hint));
     }
 
     fn source(&self, at: (usize, usize)) -> Source {
-        Source { file: self.file.to_path_buf(), line: at.0, column: at.1 }
+        Source {
+            file: self.file.to_path_buf(),
+            line: at.0,
+            column: at.1,
+        }
     }
 }
 
@@ -90,7 +96,11 @@ pub(super) fn check(
 
     let mut settings: Option<(Settings, SettingsFacts)> = None;
     for (file, doc) in &settings_docs {
-        let mut r = Reporter { file, out, errors: &mut errors };
+        let mut r = Reporter {
+            file,
+            out,
+            errors: &mut errors,
+        };
         match &settings {
             None => settings = Some(convert_settings(&mut r, doc)),
             Some((first, _)) => r.error(
@@ -117,12 +127,19 @@ pub(super) fn check(
     let mut policies: Vec<(AccessPolicy, PolicyFacts)> = Vec::new();
     let mut names: HashMap<String, Source> = HashMap::new();
     for (file, doc) in &policy_docs {
-        let mut r = Reporter { file, out, errors: &mut errors };
+        let mut r = Reporter {
+            file,
+            out,
+            errors: &mut errors,
+        };
         let (policy, facts) = convert_policy(&mut r, doc, settings.as_ref(), now);
         if let Some(first) = names.get(&policy.name) {
             r.error(
                 (policy.source.line, policy.source.column),
-                format!("duplicate AccessPolicy name `{}`; it is first used at {first}", policy.name),
+                format!(
+                    "duplicate AccessPolicy name `{}`; it is first used at {first}",
+                    policy.name
+                ),
                 "metadata.name must be unique among AccessPolicy documents: rename one",
             );
         } else {
@@ -131,7 +148,12 @@ pub(super) fn check(
         policies.push((policy, facts));
     }
 
-    check_exposure_conflicts(&policies, settings.as_ref().map(|(s, _)| s), out, &mut errors);
+    check_exposure_conflicts(
+        &policies,
+        settings.as_ref().map(|(s, _)| s),
+        out,
+        &mut errors,
+    );
 
     let desired = match settings {
         Some((settings, _)) if errors == 0 => {
@@ -151,7 +173,10 @@ struct SettingsFacts {
     scope_at: Source,
 }
 
-fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Settings, SettingsFacts) {
+fn convert_settings(
+    r: &mut Reporter<'_>,
+    doc: &wire::SettingsDocument,
+) -> (Settings, SettingsFacts) {
     let name = check_name(r, &doc.metadata.name, "Settings");
     let spec = &doc.spec;
 
@@ -178,11 +203,19 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
             "copy the client id of the Management API application from the Auth0 dashboard",
         );
     }
+    // The value is never echoed: someone may have pasted the secret itself here, and error
+    // output ends up in CI logs.
     if !is_env_name(&a.client_secret_env.value) {
         r.error(
             pos(&a.client_secret_env),
-            format!("auth0.clientSecretEnv `{}` is not an environment variable name", a.client_secret_env.value),
-            "name the variable that holds the secret (letters, digits, `_`), e.g. AUTH0_CLIENT_SECRET; never the secret itself",
+            "auth0.clientSecretEnv is not an environment variable name (its value is not shown, in case it is the secret itself)",
+            "name the variable that holds the secret (letters, digits, `_`), e.g. AUTH0_CLIENT_SECRET; if you pasted the secret here, rotate it in Auth0",
+        );
+    } else if looks_like_a_secret(&a.client_secret_env.value) {
+        r.error(
+            pos(&a.client_secret_env),
+            "auth0.clientSecretEnv looks like a secret, not the name of an environment variable (its value is not shown)",
+            "write the variable's name, e.g. AUTH0_CLIENT_SECRET; if this was the secret, rotate it in Auth0",
         );
     }
 
@@ -206,7 +239,9 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
                             "a pool id has 6 to 63 lowercase letters, digits and hyphens, starts with a letter and does not end with a hyphen",
                         );
                     }
-                    PrincipalMapping::WorkforcePool { pool: pool.value.clone() }
+                    PrincipalMapping::WorkforcePool {
+                        pool: pool.value.clone(),
+                    }
                 }
                 None => {
                     r.error(
@@ -214,7 +249,9 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
                         "`mapping: workforcePool` needs `workforcePool: POOL_ID`",
                         "add the id of the workforce pool whose provider maps Auth0 roles to google.groups",
                     );
-                    PrincipalMapping::WorkforcePool { pool: String::new() }
+                    PrincipalMapping::WorkforcePool {
+                        pool: String::new(),
+                    }
                 }
             }
         }
@@ -269,13 +306,20 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
         if let Some(first) = machines.iter().find(|x| x.name == name.value) {
             r.error(
                 pos(name),
-                format!("duplicate machine `{}`; it is first defined at {}", name.value, first.source),
+                format!(
+                    "duplicate machine `{}`; it is first defined at {}",
+                    name.value, first.source
+                ),
                 "machine names must be unique: rename or remove one",
             );
         }
         let id = &m.value.auth0_client_id;
         if id.value.is_empty() || id.value.contains(char::is_whitespace) {
-            r.error(pos(id), "auth0ClientId is empty or contains spaces", "copy the client id of the Auth0 M2M application");
+            r.error(
+                pos(id),
+                "auth0ClientId is empty or contains spaces",
+                "copy the client id of the Auth0 M2M application",
+            );
         }
         let sa = &m.value.service_account;
         let service_account = match Member::parse(&sa.value) {
@@ -289,7 +333,11 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
                 None
             }
             Err(err) => {
-                r.error(pos(sa), err.to_string(), "write serviceAccount:NAME@PROJECT.iam.gserviceaccount.com");
+                r.error(
+                    pos(sa),
+                    err.to_string(),
+                    "write serviceAccount:NAME@PROJECT.iam.gserviceaccount.com",
+                );
                 None
             }
         };
@@ -324,7 +372,11 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
     });
     let regions = unique_list(r, &s.regions, "region", |r, g| {
         if !is_region(&g.value) {
-            r.error(pos(g), format!("`{}` is not a Cloud Run region", g.value), "write a region such as europe-west1");
+            r.error(
+                pos(g),
+                format!("`{}` is not a Cloud Run region", g.value),
+                "write a region such as europe-west1",
+            );
         }
     });
 
@@ -354,13 +406,19 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
         ),
     };
 
-    let mut guards = Guards { max_removals: DEFAULT_MAX_REMOVALS, max_removal_ratio: DEFAULT_MAX_REMOVAL_RATIO };
+    let mut guards = Guards {
+        max_removals: DEFAULT_MAX_REMOVALS,
+        max_removal_ratio: DEFAULT_MAX_REMOVAL_RATIO,
+    };
     if let Some(g) = &spec.guards {
         if let Some(n) = &g.value.max_removals {
             if n.value < 0 {
                 r.error(
                     pos(n),
-                    format!("guards.maxRemovals is {}, but it cannot be negative", n.value),
+                    format!(
+                        "guards.maxRemovals is {}, but it cannot be negative",
+                        n.value
+                    ),
                     "0 refuses every removal; 25 is a sensible start",
                 );
             } else if n.value > ABSURD_MAX_REMOVALS {
@@ -379,11 +437,18 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
                 guards.max_removal_ratio = v;
             } else {
                 let hint = if v > 1.0 && v <= 100.0 {
-                    format!("it is a share, not a percentage: write {} for {v}%", v / 100.0)
+                    format!(
+                        "it is a share, not a percentage: write {} for {v}%",
+                        v / 100.0
+                    )
                 } else {
                     "write a share greater than 0 and at most 1, e.g. 0.5 for half".to_string()
                 };
-                r.error(pos(ratio), format!("guards.maxRemovalRatio {v} is outside (0, 1]"), hint);
+                r.error(
+                    pos(ratio),
+                    format!("guards.maxRemovalRatio {v} is outside (0, 1]"),
+                    hint,
+                );
             }
         }
     }
@@ -395,12 +460,24 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
     };
     if let Some(a) = &spec.audits {
         if let Some(d) = &a.value.max_token_lifetime {
-            if let Some(d) = check_duration(r, d, "audits.maxTokenLifetime", MAX_TOKEN_LIFETIME_LIMIT, "Auth0 access tokens live at most 30d") {
+            if let Some(d) = check_duration(
+                r,
+                d,
+                "audits.maxTokenLifetime",
+                MAX_TOKEN_LIFETIME_LIMIT,
+                "Auth0 access tokens live at most 30d",
+            ) {
                 audits.max_token_lifetime = d;
             }
         }
         if let Some(d) = &a.value.max_signing_key_age {
-            if let Some(d) = check_duration(r, d, "audits.maxSigningKeyAge", MAX_SIGNING_KEY_AGE_LIMIT, "rotate signing keys at least every few months, e.g. 90d") {
+            if let Some(d) = check_duration(
+                r,
+                d,
+                "audits.maxSigningKeyAge",
+                MAX_SIGNING_KEY_AGE_LIMIT,
+                "rotate signing keys at least every few months, e.g. 90d",
+            ) {
                 audits.max_signing_key_age = d;
             }
         }
@@ -425,7 +502,13 @@ fn convert_settings(r: &mut Reporter<'_>, doc: &wire::SettingsDocument) -> (Sett
         guards,
         audits,
     };
-    (settings, SettingsFacts { allowed_roles_at, scope_at })
+    (
+        settings,
+        SettingsFacts {
+            allowed_roles_at,
+            scope_at,
+        },
+    )
 }
 
 fn check_duration(
@@ -437,16 +520,28 @@ fn check_duration(
 ) -> Option<Duration> {
     match parse_duration(&d.value) {
         Ok(v) if v.is_zero() => {
-            r.error(pos(d), format!("{field} is zero"), "write a positive duration such as 1h or 90d");
+            r.error(
+                pos(d),
+                format!("{field} is zero"),
+                "write a positive duration such as 1h or 90d",
+            );
             None
         }
         Ok(v) if v > limit => {
-            r.error(pos(d), format!("{field} `{}` is absurdly long", d.value), why);
+            r.error(
+                pos(d),
+                format!("{field} `{}` is absurdly long", d.value),
+                why,
+            );
             None
         }
         Ok(v) => Some(v),
         Err(err) => {
-            r.error(pos(d), format!("{field}: {err}"), "durations are numbers with units s, m, h, d or w, e.g. 1h, 90d, 1h30m");
+            r.error(
+                pos(d),
+                format!("{field}: {err}"),
+                "durations are numbers with units s, m, h, d or w, e.g. 1h, 90d, 1h30m",
+            );
             None
         }
     }
@@ -466,7 +561,10 @@ fn unique_list(
         if let Some(first) = seen.get(item.value.as_str()) {
             r.error(
                 pos(item),
-                format!("{what} `{}` is listed twice (first at line {})", item.value, first.0),
+                format!(
+                    "{what} `{}` is listed twice (first at line {})",
+                    item.value, first.0
+                ),
                 "remove the duplicate",
             );
         } else {
@@ -530,10 +628,17 @@ fn convert_policy(
     }
     for item in &spec.services.value {
         if let Some(service) = convert_service(r, item, scope) {
-            if let Some(first) = services.iter().find(|s| s.project == service.project && s.region == service.region && s.target == service.target) {
+            if let Some(first) = services.iter().find(|s| {
+                s.project == service.project
+                    && s.region == service.region
+                    && s.target == service.target
+            }) {
                 r.error(
                     pos(item),
-                    format!("this service is listed twice in policy `{name}` (first at {})", first.source),
+                    format!(
+                        "this service is listed twice in policy `{name}` (first at {})",
+                        first.source
+                    ),
                     "remove the duplicate",
                 );
             } else {
@@ -544,14 +649,21 @@ fn convert_policy(
 
     // exposure
     let mut exposure = Exposure::default();
-    let mut facts = PolicyFacts { ingress: None, public: None, iap: None, audiences: None };
+    let mut facts = PolicyFacts {
+        ingress: None,
+        public: None,
+        iap: None,
+        audiences: None,
+    };
     if let Some(e) = &spec.exposure {
         exposure.source = Some(r.source(pos(e)));
         if let Some(i) = &e.value.ingress {
             let ingress = match i.value {
                 wire::Ingress::All => Ingress::All,
                 wire::Ingress::Internal => Ingress::Internal,
-                wire::Ingress::InternalAndCloudLoadBalancing => Ingress::InternalAndCloudLoadBalancing,
+                wire::Ingress::InternalAndCloudLoadBalancing => {
+                    Ingress::InternalAndCloudLoadBalancing
+                }
                 wire::Ingress::None => Ingress::None,
             };
             exposure.ingress = Some(ingress);
@@ -595,7 +707,10 @@ fn convert_policy(
                 if let Some(first) = invokers.iter().find(|i| i.principal == invoker.principal) {
                     r.error(
                         pos(item),
-                        format!("this invoker is listed twice in policy `{name}` (first at {})", first.source),
+                        format!(
+                            "this invoker is listed twice in policy `{name}` (first at {})",
+                            first.source
+                        ),
                         "keep one entry per principal (with `expires` if the grant is time-boxed)",
                     );
                 } else {
@@ -606,7 +721,11 @@ fn convert_policy(
     }
     let listed_invokers = spec.invokers.as_ref().is_some_and(|l| !l.value.is_empty());
     if !listed_invokers && !public && exposure.ingress != Some(Ingress::None) {
-        let at = spec.invokers.as_ref().map(pos).unwrap_or(pos(&doc.metadata.name));
+        let at = spec
+            .invokers
+            .as_ref()
+            .map(pos)
+            .unwrap_or(pos(&doc.metadata.name));
         r.error(
             at,
             format!("policy `{name}` names no invokers"),
@@ -632,7 +751,12 @@ fn convert_policy(
         let mut reported = BTreeSet::new();
         for (role, why) in needed {
             if !settings.allowed_roles.iter().any(|a| a == role) && reported.insert(role) {
-                let at = spec.invokers.as_ref().map(pos).or(spec.exposure.as_ref().map(pos)).unwrap_or(pos(&doc.metadata.name));
+                let at = spec
+                    .invokers
+                    .as_ref()
+                    .map(pos)
+                    .or(spec.exposure.as_ref().map(pos))
+                    .unwrap_or(pos(&doc.metadata.name));
                 r.error(
                     at,
                     format!("policy `{name}` grants {role} for {why}, but Settings allowedRoles does not allow it"),
@@ -643,7 +767,12 @@ fn convert_policy(
         // DESIGN §2, "a trap to catch": workforce identities cannot mint the Google-signed ID
         // tokens Cloud Run's invoker check wants, so without IAP the grant is unusable.
         if matches!(settings.principals, PrincipalMapping::WorkforcePool { .. }) && !iap {
-            if let Some(role) = spec.invokers.iter().flat_map(|l| &l.value).find_map(|i| i.value.auth0_role.as_ref()) {
+            if let Some(role) = spec
+                .invokers
+                .iter()
+                .flat_map(|l| &l.value)
+                .find_map(|i| i.value.auth0_role.as_ref())
+            {
                 r.warning(
                     pos(role),
                     format!("policy `{name}` grants Auth0 roles through the workforce pool without `iap: true`; workforce identities cannot mint the ID tokens Cloud Run's invoker check requires, so this grants nothing usable"),
@@ -653,7 +782,14 @@ fn convert_policy(
         }
     }
 
-    let policy = AccessPolicy { name, source, mode, services, exposure, invokers };
+    let policy = AccessPolicy {
+        name,
+        source,
+        mode,
+        services,
+        exposure,
+        invokers,
+    };
     (policy, facts)
 }
 
@@ -673,7 +809,11 @@ fn convert_service(
             ok = false;
             r.error(
                 pos(project),
-                format!("project `{}` is not in the Settings scope ({})", project.value, scope.projects.join(", ")),
+                format!(
+                    "project `{}` is not in the Settings scope ({})",
+                    project.value,
+                    scope.projects.join(", ")
+                ),
                 format!("add it to scope.projects at {at}, or fix the name"),
             );
         }
@@ -681,7 +821,11 @@ fn convert_service(
     let needs_regions = |r: &mut Reporter<'_>, at, what: &str| {
         if let Some((scope, scope_at)) = scope {
             if scope.regions.is_empty() {
-                r.error(at, format!("{what} needs regions in the Settings scope, which lists none"), format!("add `regions:` to the scope at {scope_at}, or name the region"));
+                r.error(
+                    at,
+                    format!("{what} needs regions in the Settings scope, which lists none"),
+                    format!("add `regions:` to the scope at {scope_at}, or name the region"),
+                );
                 return false;
             }
         }
@@ -693,13 +837,21 @@ fn convert_service(
     } else {
         if !is_region(&s.region.value) {
             ok = false;
-            r.error(pos(&s.region), format!("`{}` is not a Cloud Run region", s.region.value), "write a region such as europe-west1, or \"*\" for every region in scope");
+            r.error(
+                pos(&s.region),
+                format!("`{}` is not a Cloud Run region", s.region.value),
+                "write a region such as europe-west1, or \"*\" for every region in scope",
+            );
         } else if let Some((scope, at)) = scope {
             if !scope.regions.is_empty() && !scope.regions.contains(&s.region.value) {
                 ok = false;
                 r.error(
                     pos(&s.region),
-                    format!("region `{}` is not in the Settings scope ({})", s.region.value, scope.regions.join(", ")),
+                    format!(
+                        "region `{}` is not in the Settings scope ({})",
+                        s.region.value,
+                        scope.regions.join(", ")
+                    ),
                     format!("add it to scope.regions at {at}, or fix the name"),
                 );
             }
@@ -708,11 +860,19 @@ fn convert_service(
     };
     let target = match (&s.name, &s.selector) {
         (Some(_), Some(sel)) => {
-            r.error(pos(sel), "a service has either `name` or `selector`, not both", "keep `name` for one service, or `selector` for every service with those labels");
+            r.error(
+                pos(sel),
+                "a service has either `name` or `selector`, not both",
+                "keep `name` for one service, or `selector` for every service with those labels",
+            );
             return None;
         }
         (None, None) => {
-            r.error(pos(item), "a service needs `name` or `selector`", "add `name: SERVICE` or `selector: {label: value}`");
+            r.error(
+                pos(item),
+                "a service needs `name` or `selector`",
+                "add `name: SERVICE` or `selector: {label: value}`",
+            );
             return None;
         }
         (Some(n), None) => {
@@ -725,7 +885,11 @@ fn convert_service(
         (None, Some(sel)) => {
             if sel.value.is_empty() {
                 ok = false;
-                r.error(pos(sel), "an empty selector would match every service", "give at least one label, e.g. {team: billing}");
+                r.error(
+                    pos(sel),
+                    "an empty selector would match every service",
+                    "give at least one label, e.g. {team: billing}",
+                );
             }
             for (k, v) in &sel.value {
                 if !is_label_key(k) || !is_label_value(v) {
@@ -740,7 +904,12 @@ fn convert_service(
             ServiceTarget::Selector(sel.value.clone())
         }
     };
-    ok.then(|| ServiceRef { project: project.value.clone(), region, target, source: r.source(pos(item)) })
+    ok.then(|| ServiceRef {
+        project: project.value.clone(),
+        region,
+        target,
+        source: r.source(pos(item)),
+    })
 }
 
 fn convert_invoker(
@@ -750,14 +919,22 @@ fn convert_invoker(
     now: SystemTime,
 ) -> Option<Invoker> {
     let i = &item.value;
-    let forms: Vec<(&str, &Spanned<String>)> = [("auth0Role", &i.auth0_role), ("member", &i.member), ("machine", &i.machine)]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
-        .collect();
+    let forms: Vec<(&str, &Spanned<String>)> = [
+        ("auth0Role", &i.auth0_role),
+        ("member", &i.member),
+        ("machine", &i.machine),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
     let (form, value) = match forms.as_slice() {
         [one] => *one,
         [] => {
-            r.error(pos(item), "an invoker needs one of `auth0Role`, `member` or `machine`", "e.g. `- auth0Role: billing-admin`");
+            r.error(
+                pos(item),
+                "an invoker needs one of `auth0Role`, `member` or `machine`",
+                "e.g. `- auth0Role: billing-admin`",
+            );
             return None;
         }
         [(first, _), (second, v), ..] => {
@@ -768,13 +945,22 @@ fn convert_invoker(
     let principal = match form {
         "auth0Role" => {
             let role = value.value.as_str();
-            let pool = settings.is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
+            let pool = settings
+                .is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
             if role.trim().is_empty() {
-                r.error(pos(value), "the Auth0 role name is empty", "write the role's name as it appears in Auth0");
+                r.error(
+                    pos(value),
+                    "the Auth0 role name is empty",
+                    "write the role's name as it appears in Auth0",
+                );
                 return None;
             }
             if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
-                r.error(pos(value), format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"), "rename the role in Auth0, or use `mapping: users`");
+                r.error(
+                    pos(value),
+                    format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"),
+                    "rename the role in Auth0, or use `mapping: users`",
+                );
                 return None;
             }
             Principal::Auth0Role(role.to_string())
@@ -785,7 +971,11 @@ fn convert_invoker(
                 return None;
             }
             Ok(m) if m.is_public() => {
-                r.error(pos(value), format!("`{}` cannot be an invoker member", value.value), "to make a service public, set `exposure.public: true`");
+                r.error(
+                    pos(value),
+                    format!("`{}` cannot be an invoker member", value.value),
+                    "to make a service public, set `exposure.public: true`",
+                );
                 return None;
             }
             Ok(m) => Principal::Member(m),
@@ -799,11 +989,18 @@ fn convert_invoker(
                 if !s.machines.iter().any(|m| m.name == value.value) {
                     let known: Vec<&str> = s.machines.iter().map(|m| m.name.as_str()).collect();
                     let hint = if known.is_empty() {
-                        format!("Settings `{}` defines no machines: add one under `machines:` at {}", s.name, s.source)
+                        format!(
+                            "Settings `{}` defines no machines: add one under `machines:` at {}",
+                            s.name, s.source
+                        )
                     } else {
                         format!("known machines: {}", known.join(", "))
                     };
-                    r.error(pos(value), format!("unknown machine `{}`", value.value), hint);
+                    r.error(
+                        pos(value),
+                        format!("unknown machine `{}`", value.value),
+                        hint,
+                    );
                     return None;
                 }
             }
@@ -814,17 +1011,29 @@ fn convert_invoker(
         None => None,
         Some(e) => match parse_rfc3339(&e.value) {
             Ok(t) if t <= now => {
-                r.error(pos(e), format!("this grant expired at {}", e.value), "remove the invoker, or move `expires` into the future");
+                r.error(
+                    pos(e),
+                    format!("this grant expired at {}", e.value),
+                    "remove the invoker, or move `expires` into the future",
+                );
                 return None;
             }
             Ok(t) => Some(t),
             Err(err) => {
-                r.error(pos(e), err, "expires is an RFC 3339 time with a zone, e.g. 2027-01-31T00:00:00Z");
+                r.error(
+                    pos(e),
+                    err,
+                    "expires is an RFC 3339 time with a zone, e.g. 2027-01-31T00:00:00Z",
+                );
                 return None;
             }
         },
     };
-    Some(Invoker { principal, expires, source: r.source(pos(item)) })
+    Some(Invoker {
+        principal,
+        expires,
+        source: r.source(pos(item)),
+    })
 }
 
 fn check_name(r: &mut Reporter<'_>, name: &Spanned<String>, kind: &str) -> String {
@@ -850,13 +1059,19 @@ fn check_exposure_conflicts(
     let mut by_service: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
     for (index, (policy, _)) in policies.iter().enumerate() {
         for s in &policy.services {
-            let ServiceTarget::Named(name) = &s.target else { continue };
+            let ServiceTarget::Named(name) = &s.target else {
+                continue;
+            };
             let regions: Vec<String> = match &s.region {
                 RegionRef::Named(region) => vec![region.clone()],
-                RegionRef::Any => settings.map(|s| s.scope.regions.clone()).unwrap_or_default(),
+                RegionRef::Any => settings
+                    .map(|s| s.scope.regions.clone())
+                    .unwrap_or_default(),
             };
             for region in regions {
-                let list = by_service.entry((s.project.clone(), region, name.clone())).or_default();
+                let list = by_service
+                    .entry((s.project.clone(), region, name.clone()))
+                    .or_default();
                 if !list.contains(&index) {
                     list.push(index);
                 }
@@ -869,12 +1084,20 @@ fn check_exposure_conflicts(
             for &a in &indices[..n] {
                 let (pa, fa) = &policies[a];
                 let (pb, fb) = &policies[b];
-                let mut clash = |field: &str, va: String, at_a: (usize, usize), vb: String, at_b: (usize, usize)| {
+                let mut clash = |field: &str,
+                                 va: String,
+                                 at_a: (usize, usize),
+                                 vb: String,
+                                 at_b: (usize, usize)| {
                     if !reported.insert((a, b, field.to_string())) {
                         return;
                     }
                     *errors += 1;
-                    let first = Source { file: pa.source.file.clone(), line: at_a.0, column: at_a.1 };
+                    let first = Source {
+                        file: pa.source.file.clone(),
+                        line: at_a.0,
+                        column: at_a.1,
+                    };
                     out.push(
                         Diagnostic::error(
                             &pb.source.file,
@@ -890,12 +1113,24 @@ fn check_exposure_conflicts(
                 };
                 if let (Some((x, at_a)), Some((y, at_b))) = (fa.ingress, fb.ingress) {
                     if x != y {
-                        clash("ingress", format!("ingress: {}", x.policy_value()), at_a, format!("ingress: {}", y.policy_value()), at_b);
+                        clash(
+                            "ingress",
+                            format!("ingress: {}", x.policy_value()),
+                            at_a,
+                            format!("ingress: {}", y.policy_value()),
+                            at_b,
+                        );
                     }
                 }
                 if let (Some((x, at_a)), Some((y, at_b))) = (fa.public, fb.public) {
                     if x != y {
-                        clash("public", format!("public: {x}"), at_a, format!("public: {y}"), at_b);
+                        clash(
+                            "public",
+                            format!("public: {x}"),
+                            at_a,
+                            format!("public: {y}"),
+                            at_b,
+                        );
                     }
                 }
                 if let (Some((x, at_a)), Some((y, at_b))) = (fa.iap, fb.iap) {
@@ -905,14 +1140,32 @@ fn check_exposure_conflicts(
                 }
                 if let (Some((x, at_a)), Some((y, at_b))) = (&fa.audiences, &fb.audiences) {
                     if x != y {
-                        clash("audiences", format!("audiences: [{}]", x.join(", ")), *at_a, format!("audiences: [{}]", y.join(", ")), *at_b);
+                        clash(
+                            "audiences",
+                            format!("audiences: [{}]", x.join(", ")),
+                            *at_a,
+                            format!("audiences: [{}]", y.join(", ")),
+                            *at_b,
+                        );
                     }
                 }
                 if let (Some((true, at_a)), Some((true, at_b))) = (fa.public, fb.iap) {
-                    clash("public/iap", "public: true".into(), at_a, "iap: true".into(), at_b);
+                    clash(
+                        "public/iap",
+                        "public: true".into(),
+                        at_a,
+                        "iap: true".into(),
+                        at_b,
+                    );
                 }
                 if let (Some((true, at_a)), Some((true, at_b))) = (fa.iap, fb.public) {
-                    clash("public/iap", "iap: true".into(), at_a, "public: true".into(), at_b);
+                    clash(
+                        "public/iap",
+                        "iap: true".into(),
+                        at_a,
+                        "public: true".into(),
+                        at_b,
+                    );
                 }
             }
         }
@@ -923,7 +1176,8 @@ fn is_dns_label(s: &str, max: usize) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= max
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -951,11 +1205,14 @@ fn is_label_key(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.as_bytes()[0].is_ascii_lowercase()
-        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 fn is_label_value(s: &str) -> bool {
-    s.len() <= 63 && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+    s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 fn is_domain(s: &str) -> bool {
@@ -964,7 +1221,8 @@ fn is_domain(s: &str) -> bool {
         && !s.starts_with('.')
         && !s.ends_with('.')
         && !s.contains("..")
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -974,12 +1232,26 @@ fn is_env_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
+/// Environment variable names are conventionally upper case words; a long mixed-case run of
+/// letters and digits is far more likely a pasted client secret (Auth0's are 64 characters).
+fn looks_like_a_secret(s: &str) -> bool {
+    s.len() >= 32
+        && s.chars().any(|c| c.is_ascii_lowercase())
+        && s.chars().any(|c| c.is_ascii_uppercase())
+}
+
 fn is_role(s: &str) -> bool {
-    let ok_name = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+    let ok_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+    };
     let parts: Vec<&str> = s.split('/').collect();
     match parts.as_slice() {
         ["roles", name] => ok_name(name),
-        ["projects" | "organizations", parent, "roles", name] => !parent.is_empty() && ok_name(name),
+        ["projects" | "organizations", parent, "roles", name] => {
+            !parent.is_empty() && ok_name(name)
+        }
         _ => false,
     }
 }
@@ -990,20 +1262,60 @@ mod tests {
 
     #[test]
     fn identifier_rules_follow_google_cloud() {
-        for (ok, s) in [(true, "acme-prod"), (false, "acme"), (false, "Acme-prod"), (false, "1acme-prod"), (false, "acme-prod-")] {
+        for (ok, s) in [
+            (true, "acme-prod"),
+            (false, "acme"),
+            (false, "Acme-prod"),
+            (false, "1acme-prod"),
+            (false, "acme-prod-"),
+        ] {
             assert_eq!(is_project_id(s), ok, "project {s}");
         }
-        for (ok, s) in [(true, "europe-west1"), (true, "northamerica-northeast2"), (false, "europe"), (false, "EU-west1"), (false, "*")] {
+        for (ok, s) in [
+            (true, "europe-west1"),
+            (true, "northamerica-northeast2"),
+            (false, "europe"),
+            (false, "EU-west1"),
+            (false, "*"),
+        ] {
             assert_eq!(is_region(s), ok, "region {s}");
         }
-        for (ok, s) in [(true, "roles/run.invoker"), (true, "projects/p/roles/custom_1"), (false, "run.invoker"), (false, "roles/"), (false, "roles/a/b")] {
+        for (ok, s) in [
+            (true, "roles/run.invoker"),
+            (true, "projects/p/roles/custom_1"),
+            (false, "run.invoker"),
+            (false, "roles/"),
+            (false, "roles/a/b"),
+        ] {
             assert_eq!(is_role(s), ok, "role {s}");
         }
-        for (ok, s) in [(true, "billing-api"), (false, "billing_api"), (false, "-x"), (false, "9lives")] {
+        for (ok, s) in [
+            (true, "billing-api"),
+            (false, "billing_api"),
+            (false, "-x"),
+            (false, "9lives"),
+        ] {
             assert_eq!(is_service_name(s), ok, "service {s}");
         }
-        for (ok, s) in [(true, "AUTH0_CLIENT_SECRET"), (true, "_x1"), (false, "1X"), (false, "A-B"), (false, "")] {
+        for (ok, s) in [
+            (true, "AUTH0_CLIENT_SECRET"),
+            (true, "_x1"),
+            (false, "1X"),
+            (false, "A-B"),
+            (false, ""),
+        ] {
             assert_eq!(is_env_name(s), ok, "env {s}");
         }
+    }
+
+    #[test]
+    fn a_long_mixed_case_value_looks_like_a_secret_and_a_variable_name_does_not() {
+        assert!(looks_like_a_secret(
+            "aB3dEf9hIjK2mNoP4rStU6wXyZ8bCdEfGh1JkLmN"
+        ));
+        assert!(!looks_like_a_secret("AUTH0_CLIENT_SECRET"));
+        assert!(!looks_like_a_secret(
+            "RUNWARDEN_AUTH0_MANAGEMENT_API_CLIENT_SECRET"
+        ));
     }
 }

@@ -56,7 +56,10 @@ impl Diagnostic {
 
     /// A warning at `file:line:column`.
     pub fn warning(file: &Path, line: usize, column: usize, message: impl Into<String>) -> Self {
-        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(file, line, column, message) }
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(file, line, column, message)
+        }
     }
 
     /// The same diagnostic with a hint.
@@ -109,7 +112,11 @@ impl fmt::Display for PolicyErrors {
             write!(f, "{error}")?;
         }
         let n = self.errors.len();
-        write!(f, "\n{n} error{} in the policy files", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "\n{n} error{} in the policy files",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 

@@ -38,8 +38,13 @@ pub(super) fn policy_files(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vec
         Ok(meta) if meta.is_file() => files.push(dir.to_path_buf()),
         Ok(_) => walk(dir, &mut HashSet::new(), &mut files, diagnostics),
         Err(err) => diagnostics.push(
-            Diagnostic::error(dir, 0, 0, format!("cannot read the policy directory: {err}"))
-                .with_hint("pass the directory of policy files with --policies DIR"),
+            Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot read the policy directory: {err}"),
+            )
+            .with_hint("pass the directory of policy files with --policies DIR"),
         ),
     }
     files.sort();
@@ -60,7 +65,12 @@ fn walk(
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
-            diagnostics.push(Diagnostic::error(dir, 0, 0, format!("cannot list the directory: {err}")));
+            diagnostics.push(Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot list the directory: {err}"),
+            ));
             return;
         }
     };
@@ -68,14 +78,19 @@ fn walk(
     for entry in entries {
         match entry {
             Ok(entry) => paths.push(entry.path()),
-            Err(err) => {
-                diagnostics.push(Diagnostic::error(dir, 0, 0, format!("cannot list the directory: {err}")))
-            }
+            Err(err) => diagnostics.push(Diagnostic::error(
+                dir,
+                0,
+                0,
+                format!("cannot list the directory: {err}"),
+            )),
         }
     }
     paths.sort();
     for path in paths {
-        let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if hidden {
             continue;
         }
@@ -87,9 +102,12 @@ fn walk(
             Ok(meta) if meta.is_file() && is_yaml => files.push(path),
             Ok(_) => {}
             // A dangling link or an unreadable entry matters only if it looks like a policy file.
-            Err(err) if is_yaml => {
-                diagnostics.push(Diagnostic::error(&path, 0, 0, format!("cannot read the file: {err}")))
-            }
+            Err(err) if is_yaml => diagnostics.push(Diagnostic::error(
+                &path,
+                0,
+                0,
+                format!("cannot read the file: {err}"),
+            )),
             Err(_) => {}
         }
     }
@@ -105,7 +123,12 @@ pub(super) fn parse_file(
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) => {
-            diagnostics.push(Diagnostic::error(path, 0, 0, format!("cannot read the file: {err}")));
+            diagnostics.push(Diagnostic::error(
+                path,
+                0,
+                0,
+                format!("cannot read the file: {err}"),
+            ));
             return Vec::new();
         }
     };
@@ -135,19 +158,39 @@ fn end_position(text: &str) -> (usize, usize) {
     (line, column)
 }
 
-/// Splits a YAML stream at its `---` document markers. Each document is returned as the whole
-/// text with every line outside it blanked, so the parser's line and column numbers are the
-/// file's own. (A `---` at the start of a line always starts a document in YAML, even inside a
-/// block scalar, so splitting on lines is exact.)
+/// Splits a YAML stream into its documents. Each document is returned as the whole text with
+/// every line outside it blanked, so the parser's line and column numbers are the file's own.
+///
+/// A document starts at a `---` line (a marker at the start of a line always starts a document
+/// in YAML, even inside a block scalar, so splitting on lines is exact) and ends after a `...`
+/// line. Directives (`%YAML 1.2`) and comments before a document's `---` belong to it.
 fn split_documents(text: &str) -> Vec<String> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut starts = vec![0];
-    for (i, line) in lines.iter().enumerate().skip(1) {
-        let line = line.trim_end_matches(['\n', '\r']);
+    // Whether the current document has anything but directives, comments and blank lines, or
+    // already its own `---`: then a `---` starts the next one.
+    let mut started = false;
+    for (i, raw) in lines.iter().enumerate() {
+        let line = raw.trim_end_matches(['\n', '\r']);
+        let line = line.strip_prefix('\u{feff}').unwrap_or(line);
         if line == "---" || line.starts_with("--- ") || line.starts_with("---\t") {
-            starts.push(i);
+            if started && i > 0 {
+                starts.push(i);
+            }
+            started = true;
+        } else if line == "..." || line.starts_with("... ") {
+            if i + 1 < lines.len() {
+                starts.push(i + 1);
+            }
+            started = false;
+        } else {
+            let content = line.trim_start();
+            if !(content.is_empty() || content.starts_with('#') || line.starts_with('%')) {
+                started = true;
+            }
         }
     }
+    starts.dedup();
     let mut documents = Vec::with_capacity(starts.len());
     for (k, &start) in starts.iter().enumerate() {
         let end = starts.get(k + 1).copied().unwrap_or(lines.len());
@@ -191,8 +234,9 @@ fn parse_document(
     let (line, column) = at(&header.referenced);
     let Some(api_version) = &header.value.api_version else {
         diagnostics.push(
-            Diagnostic::error(path, line, column, "missing field `apiVersion`")
-                .with_hint(format!("every document starts with `apiVersion: {API_VERSION}`")),
+            Diagnostic::error(path, line, column, "missing field `apiVersion`").with_hint(format!(
+                "every document starts with `apiVersion: {API_VERSION}`"
+            )),
         );
         return None;
     };
@@ -205,14 +249,17 @@ fn parse_document(
                 column,
                 format!("unsupported apiVersion `{}`", api_version.value),
             )
-            .with_hint(format!("this version of runwarden reads `apiVersion: {API_VERSION}`")),
+            .with_hint(format!(
+                "this version of runwarden reads `apiVersion: {API_VERSION}`"
+            )),
         );
         return None;
     }
     let kind_hint = "the kind is `Settings` or `AccessPolicy`";
     let Some(kind) = &header.value.kind else {
-        diagnostics
-            .push(Diagnostic::error(path, line, column, "missing field `kind`").with_hint(kind_hint));
+        diagnostics.push(
+            Diagnostic::error(path, line, column, "missing field `kind`").with_hint(kind_hint),
+        );
         return None;
     };
     let doc = match kind.value.as_str() {
@@ -230,7 +277,10 @@ fn parse_document(
         }
     };
     match doc {
-        Ok(doc) => Some(Parsed { file: path.to_path_buf(), doc }),
+        Ok(doc) => Some(Parsed {
+            file: path.to_path_buf(),
+            doc,
+        }),
         Err(err) => {
             if kind.value == "Settings" {
                 *broken_settings += 1;
@@ -251,7 +301,9 @@ fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
         .unwrap_or((0, 0));
     let error = |message: String| Diagnostic::error(path, line, column, message);
     match err.without_snippet() {
-        E::SerdeUnknownField { field, expected, .. } => {
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => {
             let hint = if expected.is_empty() {
                 "no fields are allowed here".to_string()
             } else {
@@ -266,21 +318,25 @@ fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
             error(format!("duplicate key `{key}`"))
                 .with_hint("a key may appear only once in a mapping: keep one of them")
         }
-        E::SerdeUnknownVariant { variant, expected, .. } => {
-            error(format!("unknown value `{variant}`"))
-                .with_hint(format!("expected one of: {}", expected.join(", ")))
-        }
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => error(format!("unknown value `{variant}`"))
+            .with_hint(format!("expected one of: {}", expected.join(", "))),
         E::InvalidBooleanStrict { .. } => error("expected a boolean".to_string())
             .with_hint("write true or false (yes/no/on/off are not booleans here)"),
-        E::SerdeInvalidType { unexpected, expected, .. } => {
-            error(format!("expected {expected}, found {unexpected}"))
-        }
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        } => error(format!("expected {expected}, found {unexpected}")),
         other => {
             let text = other.to_string();
             let suffix = format!(" at line {line}, column {column}");
             let text = text.strip_suffix(&suffix).unwrap_or(&text);
             let message = match text {
-                "expected mapping start" => "expected a mapping (`key: value` pairs) here".to_string(),
+                "expected mapping start" => {
+                    "expected a mapping (`key: value` pairs) here".to_string()
+                }
                 "expected sequence start" => "expected a list here".to_string(),
                 "expected string scalar" => "expected a string here".to_string(),
                 "unexpected end of input" => "unexpected end of the document".to_string(),
@@ -308,6 +364,31 @@ mod tests {
     #[test]
     fn a_leading_marker_does_not_make_an_empty_first_document() {
         assert_eq!(split_documents("---\na: 1\n"), ["---\na: 1\n"]);
+    }
+
+    #[test]
+    fn directives_and_comments_belong_to_the_document_after_them() {
+        assert_eq!(
+            split_documents("%YAML 1.2\n# c\n---\na: 1\n"),
+            ["%YAML 1.2\n# c\n---\na: 1\n"]
+        );
+        assert_eq!(
+            split_documents("---\n---\na: 1\n"),
+            ["---\n", "\n---\na: 1\n"]
+        );
+    }
+
+    #[test]
+    fn an_end_marker_ends_the_document() {
+        assert_eq!(
+            split_documents("a: 1\n...\nb: 2\n"),
+            ["a: 1\n...\n", "\n\nb: 2\n"]
+        );
+        assert_eq!(
+            split_documents("a: 1\n...\n---\nb: 2\n"),
+            ["a: 1\n...\n", "\n\n---\nb: 2\n"]
+        );
+        assert_eq!(split_documents("a: 1\n...\n"), ["a: 1\n...\n"]);
     }
 
     #[test]

@@ -59,22 +59,53 @@ pub fn load_at(dir: &Path, now: SystemTime) -> Result<Desired, PolicyErrors> {
 pub fn load_with_warnings(dir: &Path, now: SystemTime) -> Result<Loaded, PolicyErrors> {
     let mut diagnostics = Vec::new();
     let files = load::policy_files(dir, &mut diagnostics);
+    if files.is_empty() && !diagnostics.is_empty() {
+        // The directory itself could not be read: "no Settings found" would only add noise.
+        return Err(PolicyErrors {
+            errors: diagnostics,
+            warnings: Vec::new(),
+            files: 0,
+        });
+    }
     let mut parsed = Vec::new();
     let mut broken_settings = 0;
     for file in &files {
-        parsed.extend(load::parse_file(file, &mut diagnostics, &mut broken_settings));
+        parsed.extend(load::parse_file(
+            file,
+            &mut diagnostics,
+            &mut broken_settings,
+        ));
     }
     let loader_errors = diagnostics.len();
-    let checked = check::check(dir, parsed, broken_settings, now, loader_errors, &mut diagnostics);
-    let (mut errors, mut warnings): (Vec<_>, Vec<_>) =
-        diagnostics.into_iter().partition(|d| d.severity == Severity::Error);
+    let checked = check::check(
+        dir,
+        parsed,
+        broken_settings,
+        now,
+        loader_errors,
+        &mut diagnostics,
+    );
+    let (mut errors, mut warnings): (Vec<_>, Vec<_>) = diagnostics
+        .into_iter()
+        .partition(|d| d.severity == Severity::Error);
     diag::sort(&mut errors);
     diag::sort(&mut warnings);
     match checked.desired {
-        Some(desired) if errors.is_empty() => Ok(Loaded { desired, warnings, files: files.len() }),
+        Some(desired) if errors.is_empty() => Ok(Loaded {
+            desired,
+            warnings,
+            files: files.len(),
+        }),
         _ => {
-            debug_assert!(!errors.is_empty(), "a failed load reports at least one error");
-            Err(PolicyErrors { errors, warnings, files: files.len() })
+            debug_assert!(
+                !errors.is_empty(),
+                "a failed load reports at least one error"
+            );
+            Err(PolicyErrors {
+                errors,
+                warnings,
+                files: files.len(),
+            })
         }
     }
 }
@@ -126,13 +157,19 @@ pub fn cmd_validate(_global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result
     }
 }
 
+/// Every schema `runwarden schema` writes. The simulator's world schema joins the policy ones
+/// here when it exists.
+fn all_schemas() -> Vec<(&'static str, String)> {
+    policy_schemas()
+}
+
 /// `runwarden schema`: writes the JSON Schemas to `--out`, or with `--check` exits 1 when the
 /// files there differ from what would be written.
 pub fn cmd_schema(_global: &GlobalArgs, args: &SchemaArgs) -> anyhow::Result<ExitCode> {
     let out = &args.out;
     if args.check {
         let mut stale = 0;
-        for (name, contents) in policy_schemas() {
+        for (name, contents) in all_schemas() {
             let path = out.join(name);
             let current = fs::read(&path).ok();
             if current.as_deref() != Some(contents.as_bytes()) {
@@ -141,14 +178,18 @@ pub fn cmd_schema(_global: &GlobalArgs, args: &SchemaArgs) -> anyhow::Result<Exi
             }
         }
         if stale > 0 {
-            eprintln!("run `runwarden schema --out {}` and commit the result", out.display());
+            eprintln!(
+                "run `runwarden schema --out {}` and commit the result",
+                out.display()
+            );
             return Ok(ExitCode::from(EXIT_ERROR));
         }
         eprintln!("{}: schemas are up to date", out.display());
         return Ok(ExitCode::SUCCESS);
     }
-    fs::create_dir_all(out).with_context(|| format!("creating the schema directory {}", out.display()))?;
-    for (name, contents) in policy_schemas() {
+    fs::create_dir_all(out)
+        .with_context(|| format!("creating the schema directory {}", out.display()))?;
+    for (name, contents) in all_schemas() {
         let path = out.join(name);
         fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());

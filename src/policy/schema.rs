@@ -3,8 +3,8 @@
 //! the committed files in `schemas/` are checked against it by a test and by
 //! `runwarden schema --check`.
 
-use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
+use schemars::generate::SchemaSettings;
 
 use super::wire::{AccessPolicyDocument, SettingsDocument};
 

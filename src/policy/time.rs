@@ -32,7 +32,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .parse()
             .map_err(|_| format!("`{text}` is not a duration: the number is too large"))?;
         let Some(&unit) = bytes.get(i) else {
-            return Err(format!("`{text}` has no unit: write e.g. `{number}s`, `{number}h` or `{number}d`"));
+            return Err(format!(
+                "`{text}` has no unit: write e.g. `{number}s`, `{number}h` or `{number}d`"
+            ));
         };
         let seconds_per_unit: u64 = match unit {
             b's' => 1,
@@ -127,13 +129,17 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
     let time = if seconds >= 0 {
         UNIX_EPOCH + Duration::new(seconds as u64, nanos)
     } else {
-        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs()) + Duration::from_nanos(nanos.into())
+        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
+            + Duration::from_nanos(nanos.into())
     };
     Ok(time)
 }
 
 fn digits_of(text: &str) -> Option<i64> {
-    text.bytes().all(|c| c.is_ascii_digit()).then(|| text.parse().ok()).flatten()
+    text.bytes()
+        .all(|c| c.is_ascii_digit())
+        .then(|| text.parse().ok())
+        .flatten()
 }
 
 fn is_leap(year: i64) -> bool {
@@ -176,7 +182,11 @@ mod tests {
             ("1d12h", 129_600),
             ("0s", 0),
         ] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs(seconds)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs(seconds)),
+                "{text}"
+            );
         }
     }
 
@@ -207,7 +217,10 @@ mod tests {
             ("2027-01-31T01:00:00+01:00", at(1_801_353_600)),
             ("2027-01-30t19:00:00-05:00", at(1_801_353_600)),
             ("2024-02-29T12:00:00z", at(1_709_208_000)),
-            ("2027-01-31T00:00:00.5Z", at(1_801_353_600) + Duration::from_millis(500)),
+            (
+                "2027-01-31T00:00:00.5Z",
+                at(1_801_353_600) + Duration::from_millis(500),
+            ),
         ] {
             assert_eq!(parse_rfc3339(text), Ok(expected), "{text}");
         }

@@ -1,0 +1,10 @@
+//! Integration tests of the policy language: the loader's rules, every malformed-file
+//! diagnostic with its exact position, the example repository, the JSON Schemas, and the
+//! `validate` and `schema` commands of the real binary.
+
+mod policy {
+    pub mod cli;
+    pub mod malformed;
+    pub mod rules;
+    pub mod support;
+}

@@ -1,0 +1,148 @@
+//! The real binary: `validate` and `schema`, their exit codes and what they print.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use super::support::{fixture, policy_dir, root, shared_settings};
+
+fn runwarden(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUNWARDEN_ENDPOINT")
+        .output()
+        .expect("runs the binary")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_example_repository() {
+    let out = runwarden(&["validate", "policies"], &root());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "5 files, 5 policies: ok\n");
+    // --policies is the same as the positional directory, and the default is `policies`.
+    for args in [
+        &["validate", "--policies", "policies"][..],
+        &["validate"][..],
+    ] {
+        let again = runwarden(args, &root());
+        assert_eq!(
+            (again.status.code(), stderr(&again)),
+            (Some(0), stderr(&out)),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn validate_prints_every_error_with_its_position_and_exits_1() {
+    let bad = fs::read_to_string(fixture("malformed/policy/unknown-machine.yaml")).unwrap();
+    let worse = fs::read_to_string(fixture("malformed/policy/bad-mode.yaml")).unwrap();
+    let dir = policy_dir(&[
+        ("settings.yaml", &shared_settings()),
+        ("a.yaml", &bad),
+        ("b.yaml", &worse),
+    ]);
+    let out = runwarden(&["validate", "."], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "./a.yaml:11:16: error: unknown machine `ledger-sink`\n  = hint: known machines: ledger-sync\n\
+         ./b.yaml:6:9: error: unknown value `enforcing`\n  = hint: expected one of: enforce, warn, observe\n\
+         3 files: 2 errors\n"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn validate_prints_warnings_and_still_exits_0() {
+    let settings = fs::read_to_string(fixture("workforce-pool/settings.yaml")).unwrap();
+    let policy = "apiVersion: runwarden.dev/v1\nkind: AccessPolicy\nmetadata: {name: p}\nspec:\n  services: [{project: globex-web, region: us-east1, name: p}]\n  invokers: [{auth0Role: r}]\n";
+    let dir = policy_dir(&[("settings.yaml", &settings), ("p.yaml", policy)]);
+    let out = runwarden(&["validate", "."], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.starts_with("./p.yaml:6:26: warning: policy `p` grants Auth0 roles through the workforce pool without `iap: true`"), "{text}");
+    assert!(
+        text.ends_with("2 files, 1 policy: ok (1 warning)\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn validate_never_panics_on_odd_input() {
+    let empty = tempfile::tempdir().unwrap();
+    let binary = policy_dir(&[("settings.yaml", &shared_settings())]);
+    fs::write(binary.path().join("x.yaml"), [0xff, 0xfe, 0x00, 0x41]).unwrap();
+    let cases: [(&[&str], &Path, &str); 3] = [
+        (
+            &["validate", "."],
+            empty.path(),
+            ".: error: no Settings document found",
+        ),
+        (
+            &["validate", "no/such/dir"],
+            empty.path(),
+            "no/such/dir: error: cannot read the policy directory",
+        ),
+        (
+            &["validate", "."],
+            binary.path(),
+            "./x.yaml:1:1: error: the file is not valid UTF-8",
+        ),
+    ];
+    for (args, cwd, expected) in cases {
+        let out = runwarden(args, cwd);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(
+            text.contains(expected) && !text.contains("panicked"),
+            "{args:?}: {text}"
+        );
+        assert!(text.ends_with(": 1 error\n"), "{args:?}: {text}");
+    }
+}
+
+#[test]
+fn schema_reproduces_the_committed_files_byte_for_byte() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = runwarden(
+        &["schema", "--out", out_dir.path().to_str().unwrap()],
+        &root(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for name in ["settings.schema.json", "accesspolicy.schema.json"] {
+        let written = fs::read(out_dir.path().join(name)).unwrap();
+        let committed = fs::read(root().join("schemas").join(name)).unwrap();
+        assert!(written == committed, "{name} differs from schemas/{name}");
+    }
+    let check = runwarden(&["schema", "--check"], &root());
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+}
+
+#[test]
+fn schema_check_fails_on_stale_files_and_says_how_to_fix_them() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("settings.schema.json"), "{}\n").unwrap();
+    let out = runwarden(&["schema", "--check", "--out", "."], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("./settings.schema.json: stale or missing"),
+        "{text}"
+    );
+    assert!(
+        text.contains("./accesspolicy.schema.json: stale or missing"),
+        "{text}"
+    );
+    assert!(text.contains("run `runwarden schema --out .`"), "{text}");
+    // --check writes nothing.
+    assert_eq!(
+        fs::read_to_string(dir.path().join("settings.schema.json")).unwrap(),
+        "{}\n"
+    );
+}

@@ -1,0 +1,528 @@
+//! The loader's rules, the example repository, and the committed schemas.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+use runwarden::iam::Member;
+use runwarden::policy::model::{
+    ForeignMembers, Ingress, Mode, Principal, PrincipalMapping, RegionRef, ServiceTarget,
+};
+use runwarden::policy::{Severity, load_at, load_with_warnings, policy_schemas};
+
+use super::support::{at, fixture, now, policy_dir, rendered, root, shared_settings};
+
+const POLICY: &str = "apiVersion: runwarden.dev/v1
+kind: AccessPolicy
+metadata:
+  name: NAME
+spec:
+  services:
+    - project: acme-prod
+      region: europe-west1
+      name: SERVICE
+  exposure:
+    ingress: INGRESS
+  invokers:
+    - auth0Role: billing-admin
+";
+
+fn policy(name: &str, service: &str, ingress: &str) -> String {
+    POLICY
+        .replace("NAME", name)
+        .replace("SERVICE", service)
+        .replace("INGRESS", ingress)
+}
+
+#[test]
+fn the_example_repository_loads_into_the_expected_model() {
+    let loaded = load_with_warnings(&root().join("policies"), now()).expect("policies/ is valid");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.files, 5);
+    let d = loaded.desired;
+    let s = &d.settings;
+    assert_eq!(s.name, "acme");
+    assert_eq!(s.auth0.domain, "acme.eu.auth0.com");
+    assert_eq!(s.auth0.client_id, "rw-demo-client");
+    assert_eq!(s.auth0.client_secret_env, "AUTH0_CLIENT_SECRET");
+    assert_eq!(
+        s.principals,
+        PrincipalMapping::Users {
+            email_domains: vec!["acme.com".into()]
+        }
+    );
+    assert_eq!(s.scope.projects, ["acme-prod", "acme-staging"]);
+    assert_eq!(s.scope.regions, ["europe-west1", "us-central1"]);
+    assert_eq!(s.foreign_members, ForeignMembers::Keep);
+    assert_eq!(s.machines.len(), 1);
+    assert_eq!(s.machines[0].name, "ledger-sync");
+    assert_eq!(s.machines[0].auth0_client_id, "LedgerSyncM2mClient01");
+    assert_eq!(
+        s.machines[0].service_account.as_str(),
+        "serviceAccount:ledger-sync@acme-prod.iam.gserviceaccount.com"
+    );
+    assert!(s.owned[0].matches("serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com"));
+    assert!(
+        s.keep[0].matches("serviceAccount:service-123456789012@gcp-sa-iap.iam.gserviceaccount.com")
+    );
+    assert!(s.keep[1].matches("user:break-glass@acme.com"));
+    assert_eq!(
+        s.allowed_roles,
+        ["roles/run.invoker", "roles/iap.httpsResourceAccessor"]
+    );
+    assert_eq!(
+        (s.guards.max_removals, s.guards.max_removal_ratio),
+        (25, 0.5)
+    );
+    assert_eq!(s.audits.max_token_lifetime, Duration::from_secs(3600));
+    assert_eq!(
+        s.audits.max_signing_key_age,
+        Duration::from_secs(90 * 86_400)
+    );
+    assert!(s.audits.require_coverage);
+
+    let names: Vec<&str> = d.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "billing",
+            "payments",
+            "platform-console",
+            "platform-status",
+            "staging"
+        ]
+    );
+    let by_name = |n: &str| d.policies.iter().find(|p| p.name == n).expect(n);
+
+    let billing = by_name("billing");
+    assert_eq!(billing.mode, Mode::Enforce);
+    assert_eq!(
+        billing.services[0].target,
+        ServiceTarget::Named("billing-api".into())
+    );
+    assert_eq!(
+        billing.services[0].region,
+        RegionRef::Named("europe-west1".into())
+    );
+    assert_eq!(billing.services[1].region, RegionRef::Any);
+    assert_eq!(
+        billing.services[1].target,
+        ServiceTarget::Selector(BTreeMap::from([(
+            "team".to_string(),
+            "billing".to_string()
+        )]))
+    );
+    assert_eq!(
+        billing.exposure.ingress,
+        Some(Ingress::InternalAndCloudLoadBalancing)
+    );
+    assert_eq!(billing.exposure.public, Some(false));
+    assert_eq!(billing.exposure.iap, None);
+    assert_eq!(
+        billing.exposure.audiences,
+        Some(vec!["https://billing.acme.com".to_string()])
+    );
+    let principals: Vec<&Principal> = billing.invokers.iter().map(|i| &i.principal).collect();
+    assert_eq!(
+        principals,
+        [
+            &Principal::Auth0Role("billing-admin".into()),
+            &Principal::Auth0Role("billing-oncall".into()),
+            &Principal::Member(
+                Member::parse("serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com").unwrap()
+            ),
+        ]
+    );
+    assert_eq!(billing.invokers[0].expires, None);
+    assert_eq!(
+        billing.invokers[1].expires,
+        Some(at("2027-01-31T00:00:00Z"))
+    );
+    // Sources point at the item: the member invoker is the last list entry of the file.
+    let source = &billing.invokers[2].source;
+    assert!(
+        source.file.ends_with("policies/teams/billing.yaml"),
+        "{source}"
+    );
+    let line = fs::read_to_string(&source.file)
+        .unwrap()
+        .lines()
+        .nth(source.line - 1)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        &line[source.column - 1..],
+        "member: serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com"
+    );
+
+    assert_eq!(
+        by_name("payments").exposure.ingress,
+        Some(Ingress::Internal)
+    );
+    assert_eq!(
+        by_name("payments").invokers[1].principal,
+        Principal::Machine("ledger-sync".into())
+    );
+    assert_eq!(by_name("platform-console").exposure.iap, Some(true));
+    assert_eq!(by_name("platform-status").exposure.public, Some(true));
+    assert!(by_name("platform-status").invokers.is_empty());
+    assert_eq!(by_name("staging").mode, Mode::Observe);
+}
+
+#[test]
+fn designs_example_and_the_workforce_pool_repository_validate_without_warnings() {
+    for dir in ["design-example", "workforce-pool"] {
+        let loaded =
+            load_with_warnings(&fixture(dir), now()).unwrap_or_else(|e| panic!("{dir}:\n{e}"));
+        assert!(loaded.warnings.is_empty(), "{dir}: {:?}", loaded.warnings);
+    }
+    let pool = load_at(&fixture("workforce-pool"), now()).unwrap();
+    assert_eq!(
+        pool.settings.principals,
+        PrincipalMapping::WorkforcePool {
+            pool: "globex-auth0".into()
+        }
+    );
+    assert_eq!(pool.settings.foreign_members, ForeignMembers::Remove);
+    // +02:00 is honoured: 18:00 in that zone is 16:00 UTC.
+    assert_eq!(
+        pool.policies[0].invokers[1].expires,
+        Some(at("2030-06-30T16:00:00Z"))
+    );
+    assert_eq!(pool.policies[1].mode, Mode::Warn);
+}
+
+#[test]
+fn a_grant_past_its_expiry_is_an_error_relative_to_the_clock_passed_in() {
+    let policies = root().join("policies");
+    assert!(load_at(&policies, at("2027-01-30T23:59:59Z")).is_ok());
+    let errors = load_at(&policies, at("2027-01-31T00:00:00Z")).unwrap_err();
+    let rendered = rendered(&errors, &root());
+    assert_eq!(rendered.len(), 1, "{rendered:?}");
+    assert!(
+        rendered[0].starts_with(
+            "policies/teams/billing.yaml:31:16: error: this grant expired at 2027-01-31T00:00:00Z"
+        ),
+        "{rendered:?}"
+    );
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported_together() {
+    let broken = "apiVersion: runwarden.dev/v1
+kind: AccessPolicy
+metadata:
+  name: three
+spec:
+  services:
+    - project: acme-dev
+      region: europe-west1
+      name: billing-api
+  invokers:
+    - member: user:ada
+    - machine: nobody
+";
+    let dir = policy_dir(&[
+        ("settings.yaml", &shared_settings()),
+        ("three.yaml", broken),
+    ]);
+    let errors = load_at(dir.path(), now()).unwrap_err();
+    let got = rendered(&errors, dir.path());
+    let positions: Vec<&str> = got
+        .iter()
+        .map(|e| e.split(": error").next().unwrap())
+        .collect();
+    assert_eq!(
+        positions,
+        ["three.yaml:7:16", "three.yaml:11:15", "three.yaml:12:16"],
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn a_broken_document_does_not_hide_the_errors_of_the_others() {
+    let file = format!(
+        "apiVersion: runwarden.dev/v1\nkind: AccessPolicy\nmetadata: {{name: a}}\nspec: {{services: [}}\n---\n{}",
+        policy("b", "billing-api", "sideways")
+    );
+    let other = policy("c", "billing-api", "all").replace("billing-admin", "\"\"");
+    let dir = policy_dir(&[
+        ("settings.yaml", &shared_settings()),
+        ("x.yaml", &file),
+        ("y.yaml", &other),
+    ]);
+    let errors = load_at(dir.path(), now()).unwrap_err();
+    let got = rendered(&errors, dir.path());
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(
+        got[0].starts_with("x.yaml:4:18: error: invalid YAML: mismatched bracket"),
+        "{got:#?}"
+    );
+    assert!(
+        got[1].starts_with("x.yaml:16:14: error: unknown value `sideways`"),
+        "{got:#?}"
+    );
+    assert!(
+        got[2].starts_with("y.yaml:13:18: error: the Auth0 role name is empty"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn conflicting_exposure_across_files_names_both_files_with_positions() {
+    let dir = policy_dir(&[
+        ("settings.yaml", &shared_settings()),
+        ("teams/a.yaml", &policy("a", "payments-api", "internal")),
+        ("teams/b.yaml", &policy("b", "payments-api", "all")),
+        // Same service, same ingress: several policies may govern one service.
+        ("teams/c.yaml", &policy("c", "payments-api", "internal")),
+    ]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(
+        got,
+        [
+            "teams/b.yaml:11:14: error: conflicting exposure for service acme-prod/europe-west1/payments-api: policy `b` sets `ingress: all` here, but policy `a` sets `ingress: internal` at teams/a.yaml:11:14\n  = hint: policies that govern the same service must agree on its exposure: set `ingress` in one of them only, or make them equal",
+            "teams/c.yaml:11:14: error: conflicting exposure for service acme-prod/europe-west1/payments-api: policy `c` sets `ingress: internal` here, but policy `b` sets `ingress: all` at teams/b.yaml:11:14\n  = hint: policies that govern the same service must agree on its exposure: set `ingress` in one of them only, or make them equal",
+        ]
+    );
+}
+
+#[test]
+fn policies_agreeing_on_a_service_unite_without_error() {
+    let dir = policy_dir(&[
+        ("settings.yaml", &shared_settings()),
+        ("a.yaml", &policy("a", "payments-api", "internal")),
+        ("b.yaml", &policy("b", "payments-api", "internal")),
+    ]);
+    assert_eq!(load_at(dir.path(), now()).unwrap().policies.len(), 2);
+}
+
+#[test]
+fn a_workforce_pool_grant_without_iap_is_a_warning_not_an_error() {
+    let settings = fs::read_to_string(fixture("workforce-pool/settings.yaml")).unwrap();
+    let no_iap = "apiVersion: runwarden.dev/v1
+kind: AccessPolicy
+metadata:
+  name: portal
+spec:
+  services:
+    - {project: globex-web, region: us-east1, name: portal}
+  invokers:
+    - auth0Role: portal-users
+";
+    let dir = policy_dir(&[("settings.yaml", &settings), ("portal.yaml", no_iap)]);
+    let loaded = load_with_warnings(dir.path(), now()).expect("warnings do not fail the load");
+    assert_eq!(loaded.warnings.len(), 1);
+    let w = &loaded.warnings[0];
+    assert_eq!(w.severity, Severity::Warning);
+    assert_eq!((w.line, w.column), (9, 18));
+    assert!(w.to_string().contains(": warning: policy `portal` grants Auth0 roles through the workforce pool without `iap: true`"), "{w}");
+    assert!(
+        w.to_string().contains("hint: set `exposure.iap: true`"),
+        "{w}"
+    );
+}
+
+/// Directory-level rules: (files, expected rendered errors relative to the directory).
+#[test]
+fn directory_rules() {
+    let settings = shared_settings();
+    let valid = policy("a", "billing-api", "internal");
+    let wrapped = format!("# nothing yet\n---\n{valid}---\n# end\n");
+    let unusual = format!(
+        "\u{feff}%YAML 1.2\r\n---\r\n{}...\r\n",
+        valid.replace('\n', "\r\n").replace("name: a", "name: b")
+    );
+    let cases: Vec<(&str, Vec<(&str, &str)>, Result<usize, &str>)> = vec![
+        (
+            "an empty directory has no Settings",
+            vec![],
+            Err(": error: no Settings document found"),
+        ),
+        (
+            "a policy without Settings",
+            vec![("a.yaml", &valid)],
+            Err(": error: no Settings document found"),
+        ),
+        (
+            "*.yml files are read too",
+            vec![("settings.yml", &settings), ("a.yml", &valid)],
+            Ok(1),
+        ),
+        (
+            "other extensions are ignored",
+            vec![
+                ("settings.yaml", &settings),
+                ("notes.txt", "not: [yaml"),
+                ("README.md", "# x"),
+            ],
+            Ok(0),
+        ),
+        (
+            "hidden directories are skipped",
+            vec![
+                ("settings.yaml", &settings),
+                (".github/workflows/ci.yaml", "on: push"),
+            ],
+            Ok(0),
+        ),
+        (
+            "nested directories are walked",
+            vec![("settings.yaml", &settings), ("a/b/c/d.yaml", &valid)],
+            Ok(1),
+        ),
+        (
+            "comment-only documents and trailing markers are fine",
+            vec![("settings.yaml", &settings), ("a.yaml", &wrapped)],
+            Ok(1),
+        ),
+        (
+            "a byte-order mark, directives, CRLF line ends and end markers are fine",
+            vec![
+                ("settings.yaml", &settings),
+                ("a.yaml", &valid),
+                ("b.yaml", &unusual),
+            ],
+            Ok(2),
+        ),
+        (
+            "a directory named like a policy file is walked, not read",
+            vec![("settings.yaml", &settings), ("dir.yaml/a.yaml", &valid)],
+            Ok(1),
+        ),
+    ];
+    for (name, files, expected) in cases {
+        let dir = policy_dir(&files);
+        match (load_at(dir.path(), now()), expected) {
+            (Ok(d), Ok(n)) => assert_eq!(d.policies.len(), n, "{name}"),
+            (Err(e), Err(msg)) => {
+                let got = rendered(&e, dir.path());
+                assert!(got.len() == 1 && got[0].contains(msg), "{name}: {got:?}");
+            }
+            (got, _) => panic!("{name}: unexpected {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_missing_directory_is_one_error_naming_it() {
+    let missing = root().join("tests/fixtures/policies/does-not-exist");
+    let errors = load_at(&missing, now()).unwrap_err();
+    assert_eq!(errors.errors.len(), 1, "{errors}");
+    assert!(
+        errors.errors[0]
+            .to_string()
+            .contains("does-not-exist: error: cannot read the policy directory"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
+    let dir = policy_dir(&[("settings.yaml", &shared_settings())]);
+    fs::write(
+        dir.path().join("latin1.yaml"),
+        b"apiVersion: runwarden.dev/v1\nkind: Acc\xe9ss\n",
+    )
+    .unwrap();
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(
+        got,
+        [
+            "latin1.yaml:2:10: error: the file is not valid UTF-8\n  = hint: save policy files as UTF-8"
+        ]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_loop_ends_the_walk() {
+    let dir = policy_dir(&[
+        ("settings.yaml", &shared_settings()),
+        ("teams/a.yaml", &policy("a", "billing-api", "internal")),
+    ]);
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("teams/loop")).unwrap();
+    std::os::unix::fs::symlink("missing.yaml", dir.path().join("dangling.yaml")).unwrap();
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("dangling.yaml: error: cannot read the file"),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn the_committed_schemas_are_fresh() {
+    for (name, contents) in policy_schemas() {
+        let path = root().join("schemas").join(name);
+        let committed = fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == contents,
+            "{} is stale: run `cargo run -- schema --out schemas` and commit the result",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn schemas_are_draft07_and_reject_unknown_fields() {
+    for (name, contents) in policy_schemas() {
+        let schema: serde_json::Value = serde_json::from_str(&contents).unwrap();
+        assert_eq!(
+            schema["$schema"], "http://json-schema.org/draft-07/schema#",
+            "{name}"
+        );
+        assert_eq!(schema["additionalProperties"], false, "{name}");
+        assert!(contents.ends_with("}\n"), "{name}");
+    }
+    let policy: serde_json::Value = serde_json::from_str(&policy_schemas()[1].1).unwrap();
+    assert_eq!(policy["properties"]["kind"]["const"], "AccessPolicy");
+    assert_eq!(
+        policy["definitions"]["Ingress"]["enum"],
+        serde_json::json!([
+            "all",
+            "internal",
+            "internal-and-cloud-load-balancing",
+            "none"
+        ])
+    );
+}
+
+#[test]
+fn example_files_point_at_their_schema_with_a_correct_relative_path() {
+    let mut files = vec![];
+    let mut stack = vec![root().join("policies"), fixture("workforce-pool")];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path)
+            } else {
+                files.push(path)
+            }
+        }
+    }
+    assert!(files.len() >= 7);
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        let first = text.lines().next().unwrap();
+        let target = first
+            .strip_prefix("# yaml-language-server: $schema=")
+            .unwrap_or_else(|| panic!("{}", file.display()));
+        let kind = if text.contains("kind: Settings") {
+            "settings"
+        } else {
+            "accesspolicy"
+        };
+        assert!(
+            target.ends_with(&format!("{kind}.schema.json")),
+            "{}",
+            file.display()
+        );
+        assert!(
+            file.parent().unwrap().join(target).is_file(),
+            "{}: {target} does not resolve",
+            file.display()
+        );
+    }
+}
