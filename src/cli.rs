@@ -257,14 +257,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(a) => crate::policy::cmd_validate(g, a),
         Command::Schema(a) => crate::policy::cmd_schema(g, a),
         Command::Sim(a) => crate::sim::cmd_sim(g, a),
-        Command::Plan(_) => not_built("plan", 5),
-        Command::Apply(_) => not_built("apply", 6),
+        Command::Plan(a) => crate::commands::cmd_plan(g, a),
+        Command::Apply(a) => crate::commands::cmd_apply(g, a),
         Command::Run(_) => not_built("run", 7),
         Command::Explain(_) => not_built("explain", 8),
         Command::Import(_) => not_built("import", 8),
         Command::CheckToken(_) => not_built("check-token", 8),
         Command::Audit(_) => not_built("audit", 8),
-        Command::Demo(_) => not_built("demo", 6),
+        Command::Demo(a) => crate::commands::cmd_demo(g, a),
     }
 }
 

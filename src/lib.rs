@@ -26,6 +26,7 @@
 pub mod apply;
 pub mod audit;
 pub mod cli;
+pub mod commands;
 pub mod endpoints;
 pub mod google;
 pub mod iam;
@@ -35,6 +36,7 @@ pub mod logging;
 pub mod metrics;
 pub mod plan;
 pub mod policy;
+pub mod pass;
 pub mod progress;
 pub mod reconcile;
 pub mod retry;

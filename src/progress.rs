@@ -61,6 +61,14 @@ impl Progress {
         self.draw(false);
     }
 
+    /// Sets the position of the current stage outright (for producers that count themselves).
+    pub fn set(&self, stage: &'static str, done: u64, total: u64) {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = stage;
+        self.done.store(done, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.draw(false);
+    }
+
     /// One more item done.
     pub fn inc(&self) {
         self.done.fetch_add(1, Ordering::Relaxed);

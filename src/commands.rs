@@ -1,0 +1,276 @@
+//! The commands that run a pass — `plan`, `apply` and `demo` — wired from the parts: load
+//! ([`crate::pass`]), read ([`crate::live`]), plan and guard ([`crate::plan`]), apply
+//! ([`crate::apply`]). Each returns the process exit code (Terraform's convention, see
+//! [`crate::cli`]); errors are returned once, to be printed by `main`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{AuditContext, AuditSink, ApplyConfig, ApplyReport, Applier, PlanSource, apply};
+use crate::cli::{ApplyArgs, DemoArgs, EXIT_CHANGES, EXIT_ERROR, EXIT_GUARD, GlobalArgs, PlanArgs, PlanFormat};
+use crate::logging::LogFormat;
+use crate::pass::{Connection, load_policies, read, runtime};
+use crate::plan::{GuardTrip, Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
+use crate::progress::Progress;
+
+/// `runwarden plan`.
+pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let now = SystemTime::now();
+    let Ok(desired) = load_policies(&args.policies.policies, now) else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    let base = match &args.base_policies {
+        Some(dir) => match load_policies(dir, now) {
+            Ok(base) => Some(base),
+            Err(e) => bail!("the base policies (--base-policies) do not load: {e}"),
+        },
+        None => None,
+    };
+    let progress = Arc::new(Progress::for_terminal(global.log_format));
+    let plan = runtime()?.block_on(async {
+        let conn = Connection::open(global, &desired.settings).await?;
+        let live = read(&desired, &conn, &progress).await?;
+        Ok::<_, anyhow::Error>(plan(&desired, &live, &PlanOptions { now, base: base.as_ref() }))
+    })?;
+    let trips = check_guards(&plan, &desired.settings, None);
+    if let Some(out) = &args.out {
+        std::fs::write(out, plan.to_json())
+            .with_context(|| format!("writing the saved plan to {}", out.display()))?;
+    }
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut text = match args.format {
+        PlanFormat::Text => render_text(&plan, color),
+        PlanFormat::Markdown => render_markdown(&plan),
+        PlanFormat::Json => plan.to_json(),
+    };
+    if args.format != PlanFormat::Json && !trips.is_empty() {
+        text.push_str(&guard_note(&trips, args.format == PlanFormat::Markdown));
+    }
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    Ok(exit_for_plan(&plan))
+}
+
+/// 2 when the plan has changes, else 0.
+fn exit_for_plan(plan: &Plan) -> ExitCode {
+    if plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS }
+}
+
+/// What the guards would say at apply time, appended to a plan for its reviewers.
+fn guard_note(trips: &[GuardTrip], markdown: bool) -> String {
+    let mut out = String::new();
+    if markdown {
+        out.push_str("\n> [!CAUTION]\n> `runwarden apply` would refuse this plan:\n");
+        for t in trips {
+            out.push_str(&format!("> * {t}\n"));
+        }
+    } else {
+        out.push_str("\nApply would refuse this plan:\n");
+        for t in trips {
+            out.push_str(&format!("  - {t}\n"));
+        }
+    }
+    out
+}
+
+/// `runwarden apply`.
+pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    if args.shard.is_some() {
+        bail!("--shard is not supported yet (sharding arrives with the scheduled job); run apply without it");
+    }
+    let now = SystemTime::now();
+    let Ok(desired) = load_policies(&args.policies.policies, now) else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    let saved = match &args.plan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the saved plan {}", path.display()))?;
+            Some(Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?)
+        }
+        None => None,
+    };
+    let json = global.log_format == LogFormat::Json;
+    let progress = Arc::new(Progress::for_terminal(global.log_format));
+    let audit = AuditContext {
+        revision: crate::apply::revision(args.revision.as_deref(), &args.policies.policies),
+        actor: String::new(),
+    };
+    let config = ApplyConfig { allow_removals: args.allow_removals, ..ApplyConfig::default() };
+    let interactive = !args.auto_approve;
+    if interactive && !std::io::stdin().is_terminal() {
+        bail!("refusing to apply without confirmation: stdin is not a terminal; review the plan with `runwarden plan`, then run `runwarden apply --auto-approve`");
+    }
+    runtime()?.block_on(async {
+        let conn = Connection::open(global, &desired.settings).await?;
+        let audit = AuditContext { actor: conn.actor.clone(), ..audit };
+        let sink = AuditSink::new(json, Box::new(std::io::stdout()));
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("runwarden apply: interrupted; finishing the writes in flight, starting no new one");
+            on_signal.cancel();
+        });
+        let (plan, live) = match saved {
+            Some(plan) => (plan, None),
+            None => {
+                let live = read(&desired, &conn, &progress).await?;
+                (plan(&desired, &live, &PlanOptions::at(now)), Some(live))
+            }
+        };
+        if !json {
+            print!("{}", render_text(&plan, std::io::stdout().is_terminal()));
+        }
+        let trips = check_guards(&plan, &desired.settings, args.allow_removals);
+        if !trips.is_empty() {
+            for t in &trips {
+                eprintln!("error: {t}");
+                tracing::error!(guard = t.guard.as_str(), "{t}");
+            }
+            eprintln!("nothing was applied");
+            crate::metrics::global().inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
+            return Ok(ExitCode::from(EXIT_GUARD));
+        }
+        if !plan.services.iter().any(|s| s.is_applicable() && s.has_changes()) {
+            if !json {
+                println!("Nothing to apply.");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if interactive && !confirm()? {
+            println!("Apply cancelled; nothing was changed.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let source = match &live {
+            Some(live) => PlanSource::Fresh { desired: &desired, live, now },
+            None => PlanSource::Saved,
+        };
+        let applier = Applier {
+            google: &conn.clients.google,
+            settings: &desired.settings,
+            config: &config,
+            source,
+            audit: &audit,
+            sink: &sink,
+            shutdown,
+            progress: &progress,
+        };
+        let report = apply(&plan, &applier).await;
+        sink.summary(&report, &audit);
+        Ok(exit_for_apply(&report))
+    })
+}
+
+/// 0 when every service converged, 1 otherwise.
+fn exit_for_apply(report: &ApplyReport) -> ExitCode {
+    if report.failures().next().is_none() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) }
+}
+
+/// Asks on the terminal, like Terraform: only `yes` applies.
+fn confirm() -> anyhow::Result<bool> {
+    print!("\nDo you want to apply these changes? Only 'yes' will be accepted: ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// `runwarden demo`: the example policies against the embedded demo world — plan, apply, plan
+/// again — printing what it does. No account, no network beyond loopback.
+pub fn cmd_demo(global: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    demo(&args.policies.policies, &args.world, global.log_format, &mut out)
+}
+
+/// The demo, writing to `out` (tests capture it).
+pub fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    let now = SystemTime::now();
+    if !world.exists() {
+        bail!("the demo world {} does not exist; run the demo from the repository's root, or pass --world FILE", world.display());
+    }
+    let Ok(desired) = load_policies(policies, now) else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    let progress = Arc::new(Progress::for_terminal(log_format));
+    runtime()?.block_on(async {
+        let conn = Connection::embedded(world, &desired.settings).await?;
+        let sim = conn.sim().expect("an embedded connection has a simulator");
+        writeln!(out, "runwarden demo: simulated Google Cloud Run and Auth0 on {} (world {}), policies from {}", sim.base_url, world.display(), policies.display())?;
+        writeln!(out, "\n== 1. plan: what differs between the policies and the simulated estate\n")?;
+        let live = read(&desired, &conn, &progress).await?;
+        let first = plan(&desired, &live, &PlanOptions::at(now));
+        write!(out, "{}", render_text(&first, false))?;
+
+        writeln!(out, "\n== 2. apply: etag-guarded writes, one audit event per change\n")?;
+        let trips = check_guards(&first, &desired.settings, None);
+        if !trips.is_empty() {
+            for t in &trips {
+                writeln!(out, "error: {t}")?;
+            }
+            return Ok(ExitCode::from(EXIT_GUARD));
+        }
+        let audit = AuditContext { revision: "demo".into(), actor: conn.actor.clone() };
+        let config = ApplyConfig::default();
+        let (tx, events) = std::sync::mpsc::channel::<Vec<u8>>();
+        let sink = AuditSink::new(false, Box::new(ChannelWriter(tx)));
+        let applier = Applier {
+            google: &conn.clients.google,
+            settings: &desired.settings,
+            config: &config,
+            source: PlanSource::Fresh { desired: &desired, live: &live, now },
+            audit: &audit,
+            sink: &sink,
+            shutdown: CancellationToken::new(),
+            progress: &progress,
+        };
+        let report = apply(&first, &applier).await;
+        sink.summary(&report, &audit);
+        drop(sink);
+        for chunk in events.try_iter() {
+            out.write_all(&chunk)?;
+        }
+
+        writeln!(out, "\n== 3. plan again: nothing left to apply\n")?;
+        let live = read(&desired, &conn, &progress).await?;
+        let second = plan(&desired, &live, &PlanOptions::at(SystemTime::now()));
+        write!(out, "{}", render_text(&second, false))?;
+        let left: usize = second
+            .services
+            .iter()
+            .filter(|s| s.is_applicable() && s.has_changes())
+            .count();
+        let reported = second.services.iter().filter(|s| !s.is_applicable() && s.has_changes()).count();
+        writeln!(out)?;
+        if left == 0 && report.failures().next().is_none() {
+            writeln!(out, "Converged: every enforced service matches its policies.")?;
+            if reported > 0 {
+                writeln!(out, "{reported} service(s) in warn/observe mode still differ: reported on every pass, never applied.")?;
+            }
+            writeln!(out, "\nTry it by hand: `runwarden sim` serves this world on loopback and prints the environment to point `runwarden plan` (or gcloud) at it.")?;
+            Ok(ExitCode::SUCCESS)
+        } else {
+            writeln!(out, "Not converged: {left} enforced service(s) still differ.")?;
+            Ok(ExitCode::from(EXIT_ERROR))
+        }
+    })
+}
+
+/// A writer that forwards what it is given to a channel (the audit sink needs `Send + 'static`).
+struct ChannelWriter(std::sync::mpsc::Sender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.send(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
