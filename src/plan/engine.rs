@@ -104,14 +104,19 @@ pub(crate) fn loc(s: &Source) -> String {
     format!("{}:{}", s.file.display(), s.line)
 }
 
-type BindingKey = (String, Option<Condition>);
+/// A binding of a governed role: (role, condition), borrowed.
+type BindingKey<'k> = (&'k str, Option<&'k Condition>);
+/// Desired members per binding, each with the `file:line` of the lines that grant it.
+type DesiredMap<'k> = BTreeMap<BindingKey<'k>, BTreeMap<&'k Member, BTreeSet<&'k str>>>;
+/// The Auth0 roles feeding each binding.
+type FeedMap<'k> = BTreeMap<BindingKey<'k>, Vec<&'k Feed>>;
 
 /// One member a policy grants.
 struct Grant {
     member: Member,
     condition: Option<Condition>,
-    /// People go to the IAP accessor role with IAP; service accounts too (see module docs).
-    source: Source,
+    /// `file:line` of the invoker line.
+    loc: String,
 }
 
 /// An Auth0 role named by an invoker, and how it resolved.
@@ -369,14 +374,14 @@ impl<'a> Planner<'a> {
                     Principal::Member(m) => grants.push(Grant {
                         member: m.clone(),
                         condition,
-                        source: inv.source.clone(),
+                        loc: loc(&inv.source),
                     }),
                     Principal::Machine(name) => {
                         match self.settings.machines.iter().find(|m| &m.name == name) {
                             Some(machine) => grants.push(Grant {
                                 member: machine.service_account.clone(),
                                 condition,
-                                source: inv.source.clone(),
+                                loc: loc(&inv.source),
                             }),
                             None => {
                                 self.findings.insert(finding(None, "unknown-machine", Severity::Error,
@@ -406,7 +411,7 @@ impl<'a> Planner<'a> {
                             grants.push(Grant {
                                 member: m.clone(),
                                 condition: condition.clone(),
-                                source: inv.source.clone(),
+                                loc: loc(&inv.source),
                             });
                         }
                         feeds.push(Feed {
@@ -431,33 +436,61 @@ impl<'a> Planner<'a> {
         &mut self,
         policies: &'p [AccessPolicy],
     ) -> BTreeMap<ServiceId, Vec<(usize, &'p ServiceRef)>> {
+        // Indexes so that matching is proportional to the services matched, not to
+        // policies × services: by project, and by (project, label key, label value).
+        let live = self.live;
         let mut by_project: HashMap<&str, Vec<&LiveService>> = HashMap::new();
-        for svc in self.live.services.values() {
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&LiveService>> = HashMap::new();
+        for svc in live.services.values() {
             by_project
                 .entry(svc.id.project.as_str())
                 .or_default()
                 .push(svc);
+            for (k, v) in &svc.labels {
+                by_label
+                    .entry((svc.id.project.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(svc);
+            }
         }
         let scope_regions = &self.settings.scope.regions;
         let mut governed: BTreeMap<ServiceId, Vec<(usize, &ServiceRef)>> = BTreeMap::new();
         for (pi, policy) in policies.iter().enumerate() {
             for sref in &policy.services {
-                let region_ok = |r: &str| match &sref.region {
-                    RegionRef::Named(n) => n == r,
-                    RegionRef::Any => scope_regions.iter().any(|s| s == r),
+                let regions: Vec<&str> = match &sref.region {
+                    RegionRef::Named(n) => vec![n.as_str()],
+                    RegionRef::Any => scope_regions.iter().map(String::as_str).collect(),
+                };
+                let candidates: Vec<&LiveService> = match &sref.target {
+                    ServiceTarget::Named(n) => regions
+                        .iter()
+                        .filter_map(|r| live.services.get(&ServiceId::new(&sref.project, r, n)))
+                        .collect(),
+                    ServiceTarget::Selector(sel) => {
+                        let project = sref.project.as_str();
+                        let smallest = sel
+                            .iter()
+                            .map(|(k, v)| {
+                                by_label
+                                    .get(&(project, k.as_str(), v.as_str()))
+                                    .map(Vec::as_slice)
+                                    .unwrap_or(&[])
+                            })
+                            .min_by_key(|l| l.len());
+                        let pool = match smallest {
+                            Some(list) => list,
+                            None => by_project.get(project).map(Vec::as_slice).unwrap_or(&[]),
+                        };
+                        pool.iter()
+                            .copied()
+                            .filter(|svc| regions.contains(&svc.id.region.as_str()))
+                            .filter(|svc| sel.iter().all(|(k, v)| svc.labels.get(k) == Some(v)))
+                            .collect()
+                    }
                 };
                 let mut matched = 0;
-                for svc in by_project.get(sref.project.as_str()).into_iter().flatten() {
-                    if !region_ok(&svc.id.region) {
-                        continue;
-                    }
-                    let hit = match &sref.target {
-                        ServiceTarget::Named(n) => n == &svc.id.name,
-                        ServiceTarget::Selector(sel) => {
-                            sel.iter().all(|(k, v)| svc.labels.get(k) == Some(v))
-                        }
-                    };
-                    if hit {
+                for svc in candidates {
+                    {
                         matched += 1;
                         let list = governed.entry(svc.id.clone()).or_default();
                         if !list.iter().any(|(i, _)| *i == pi) {
@@ -568,28 +601,31 @@ impl<'a> Planner<'a> {
         }
         let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
         let public = exp.public.as_ref().map(|(v, _)| *v);
-        let exposure_src = |f: &Option<(bool, Vec<String>)>| {
+        let exposure_src = |f: &Option<(bool, Vec<String>)>| -> Vec<String> {
             f.as_ref()
                 .map(|(_, s)| s.clone())
                 .unwrap_or_else(|| ref_sources.clone())
         };
+        let public_sources = exposure_src(&exp.public);
+        let iap_sources = exposure_src(&exp.iap);
 
         let number = self.live.project_numbers.get(&id.project).copied();
+        let all_users = Member::parse("allUsers").expect("allUsers is a member");
+        let agent = number.map(iap_service_agent);
 
-        // Desired members per resource and binding key.
-        let mut run_desired: BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>> =
-            BTreeMap::new();
-        let mut iap_desired: BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>> =
-            BTreeMap::new();
-        let mut run_feeds: BTreeMap<BindingKey, Vec<&Feed>> = BTreeMap::new();
-        let mut iap_feeds: BTreeMap<BindingKey, Vec<&Feed>> = BTreeMap::new();
+        // Desired members per resource and binding key. Everything is borrowed from the resolved
+        // policies: a large estate plans without copying member strings per service.
+        let mut run_desired: DesiredMap<'_> = BTreeMap::new();
+        let mut iap_desired: DesiredMap<'_> = BTreeMap::new();
+        let mut run_feeds: FeedMap<'_> = BTreeMap::new();
+        let mut iap_feeds: FeedMap<'_> = BTreeMap::new();
         let mut has_role_feed = false;
         for rp in &pols {
             for g in &rp.grants {
                 if g.member.is_public() && public != Some(true) {
                     self.findings.insert(finding(Some(id), "public-member-not-allowed", Severity::Error,
                         format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, g.member),
-                        vec![loc(&g.source)]));
+                        vec![g.loc.clone()]));
                     continue;
                 }
                 let (target, role) = if iap {
@@ -598,11 +634,11 @@ impl<'a> Planner<'a> {
                     (&mut run_desired, RUN_INVOKER)
                 };
                 target
-                    .entry((role.to_string(), g.condition.clone()))
+                    .entry((role, g.condition.as_ref()))
                     .or_default()
-                    .entry(g.member.clone())
+                    .entry(&g.member)
                     .or_default()
-                    .insert(loc(&g.source));
+                    .insert(g.loc.as_str());
             }
             for f in &rp.feeds {
                 has_role_feed = true;
@@ -612,19 +648,18 @@ impl<'a> Planner<'a> {
                     (&mut run_feeds, RUN_INVOKER)
                 };
                 target
-                    .entry((role.to_string(), f.condition.clone()))
+                    .entry((role, f.condition.as_ref()))
                     .or_default()
                     .push(f);
             }
         }
         if public == Some(true) {
-            let all = Member::parse("allUsers").expect("allUsers is a member");
             run_desired
-                .entry((RUN_INVOKER.into(), None))
+                .entry((RUN_INVOKER, None))
                 .or_default()
-                .entry(all)
+                .entry(&all_users)
                 .or_default()
-                .extend(exposure_src(&exp.public));
+                .extend(public_sources.iter().map(String::as_str));
         }
         if has_role_feed
             && !iap
@@ -642,7 +677,7 @@ impl<'a> Planner<'a> {
         // so without the project number or the IAP policy nothing is planned for the service.
         let mut iap_target = None;
         if iap {
-            let Some(n) = number else {
+            let (Some(n), Some(agent)) = (number, agent.as_ref()) else {
                 self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
                     format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
                     ref_sources.clone()));
@@ -654,11 +689,11 @@ impl<'a> Planner<'a> {
                 return None;
             };
             run_desired
-                .entry((RUN_INVOKER.into(), None))
+                .entry((RUN_INVOKER, None))
                 .or_default()
-                .entry(iap_service_agent(n))
+                .entry(agent)
                 .or_default()
-                .extend(exposure_src(&exp.iap));
+                .extend(iap_sources.iter().map(String::as_str));
             iap_target = Some((id.iap_resource_name(n), policy));
         }
 
@@ -666,7 +701,7 @@ impl<'a> Planner<'a> {
             id,
             public,
             ref_sources: &ref_sources,
-            public_sources: exposure_src(&exp.public),
+            public_sources: &public_sources,
         };
         let iam_plan = self.diff_resource(
             &ctx,
@@ -867,17 +902,18 @@ impl<'a> Planner<'a> {
         out
     }
 
-    fn diff_resource(
+    #[allow(clippy::too_many_arguments)]
+    fn diff_resource<'x>(
         &mut self,
         ctx: &ServiceCtx<'_>,
         resource: String,
-        live: &Policy,
+        live: &'x Policy,
         role: &str,
-        desired: &BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>>,
-        feeds: &BTreeMap<BindingKey, Vec<&Feed>>,
+        desired: &DesiredMap<'x>,
+        feeds: &FeedMap<'x>,
     ) -> Option<ResourcePlan> {
         // Live governed bindings: the unconditional one and those runwarden generated.
-        let mut live_map: BTreeMap<BindingKey, BTreeSet<&Member>> = BTreeMap::new();
+        let mut live_map: BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> = BTreeMap::new();
         for b in &live.bindings {
             if b.role != role {
                 continue;
@@ -888,12 +924,12 @@ impl<'a> Planner<'a> {
                 }
             }
             live_map
-                .entry((b.role.clone(), b.condition.clone()))
+                .entry((b.role.as_str(), b.condition.as_ref()))
                 .or_default()
                 .extend(b.members.iter());
         }
-        let mut keys: BTreeSet<&BindingKey> = desired.keys().collect();
-        keys.extend(live_map.keys());
+        let mut keys: BTreeSet<BindingKey<'x>> = desired.keys().copied().collect();
+        keys.extend(live_map.keys().copied());
 
         let empty_d = BTreeMap::new();
         let empty_l = BTreeSet::new();
@@ -902,14 +938,14 @@ impl<'a> Planner<'a> {
         let mut owned_members = 0;
         let (mut adds, mut removes) = (0usize, 0usize);
         for key in keys {
-            let d = desired.get(key).unwrap_or(&empty_d);
-            let l = live_map.get(key).unwrap_or(&empty_l);
-            let cond = key.1.as_ref();
+            let d = desired.get(&key).unwrap_or(&empty_d);
+            let l = live_map.get(&key).unwrap_or(&empty_l);
+            let cond = key.1;
             let managed = cond.is_some();
             let expired = cond
                 .and_then(|c| parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]))
                 .is_some_and(|t| t <= self.now);
-            let key_feeds = feeds.get(key).map(Vec::as_slice).unwrap_or(&[]);
+            let key_feeds = feeds.get(&key).map(Vec::as_slice).unwrap_or(&[]);
             let unknown: BTreeSet<&str> = key_feeds
                 .iter()
                 .filter(|f| f.status == FeedStatus::Unknown)
@@ -925,7 +961,7 @@ impl<'a> Planner<'a> {
                 |action, member: &Member, reason, sources: Vec<String>, note: Option<String>| {
                     MemberChange {
                         action,
-                        role: key.0.clone(),
+                        role: key.0.to_string(),
                         condition: pcond.clone(),
                         member: member.clone(),
                         reason,
@@ -940,7 +976,7 @@ impl<'a> Planner<'a> {
                         Action::Add,
                         m,
                         Reason::Missing,
-                        srcs.iter().cloned().collect(),
+                        srcs.iter().map(|s| s.to_string()).collect(),
                         None,
                     ));
                     adds += 1;
@@ -969,7 +1005,7 @@ impl<'a> Planner<'a> {
                         )),
                     )
                 } else if m.is_public() && ctx.public == Some(false) {
-                    (Reason::Public, true, ctx.public_sources.clone(), None)
+                    (Reason::Public, true, ctx.public_sources.to_vec(), None)
                 } else if owned {
                     (Reason::Unlisted, true, ctx.ref_sources.to_vec(), None)
                 } else {
@@ -1016,7 +1052,7 @@ impl<'a> Planner<'a> {
                 }
                 changes.push(change(action, m, reason, sources, note));
             }
-            let added_here = d.keys().filter(|m| !l.contains(m)).count();
+            let added_here = d.keys().filter(|m| !l.contains(*m)).count();
             if !l.is_empty()
                 && removed_here == l.len()
                 && added_here == 0
@@ -1024,7 +1060,7 @@ impl<'a> Planner<'a> {
                 && l.iter().any(|m| self.is_mapping_member(m))
             {
                 emptied.push(EmptiedBinding {
-                    role: key.0.clone(),
+                    role: key.0.to_string(),
                     condition: pcond.clone(),
                     members_before: l.len(),
                     empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
@@ -1058,7 +1094,7 @@ struct ServiceCtx<'a> {
     id: &'a ServiceId,
     public: Option<bool>,
     ref_sources: &'a [String],
-    public_sources: Vec<String>,
+    public_sources: &'a [String],
 }
 
 #[derive(Default)]
