@@ -1118,6 +1118,25 @@ fn the_removal_ratio_guard_compares_with_owned_members() {
         t[0].1
     );
     assert!(trips(&plan, &s, Some(3)).is_empty());
+
+    // Owned members of services without changes count too: 3 of 4 + 6 in sync = 3 of 10.
+    let other = "acme-prod/europe-west1/other";
+    let (mut d, live) = removals_world(3, 1);
+    let insync: Vec<String> = (0..6).map(|i| format!("user:other{i}@acme.com")).collect();
+    let mut p = policy("other").service(other);
+    for u in &insync {
+        p = p.member(u);
+    }
+    d.policies.push(p.build());
+    let refs: Vec<&str> = insync.iter().map(String::as_str).collect();
+    let live = W(live).svc(other, &[]).bind(other, RUN_INVOKER, &refs).build();
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    assert_eq!(plan.summary.owned_members, 10);
+    assert!(trips(&plan, &s, None).is_empty());
+    // ... but not those of services that are never applied.
+    d.policies.last_mut().unwrap().mode = Mode::Warn;
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    assert_eq!(plan.summary.owned_members, 4);
 }
 
 #[test]

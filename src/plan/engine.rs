@@ -154,6 +154,11 @@ struct Planner<'a> {
     findings: BTreeSet<Finding>,
     /// Every member any policy produces (for any service): owned.
     policy_members: HashSet<Member>,
+    /// Owned member entries counted by `diff_resource` for the service being planned.
+    owned_scratch: usize,
+    /// Owned member entries in the governed bindings of `enforce` services (the base of
+    /// `maxRemovalRatio`).
+    owned_applicable: usize,
 }
 
 fn finding(
@@ -179,6 +184,8 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
         now,
         findings: BTreeSet::new(),
         policy_members: HashSet::new(),
+        owned_scratch: 0,
+        owned_applicable: 0,
     };
     let resolved = p.resolve_policies(&desired.policies);
     for rp in &resolved {
@@ -217,9 +224,11 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
         }
     }
 
+    let owned_members = p.owned_applicable;
     let findings: Vec<Finding> = p.findings.into_iter().collect();
     let mut summary = Summary {
         governed_services: governed_ok,
+        owned_members,
         findings: findings.len(),
         ..Summary::default()
     };
@@ -697,6 +706,7 @@ impl<'a> Planner<'a> {
             iap_target = Some((id.iap_resource_name(n), policy));
         }
 
+        self.owned_scratch = 0;
         let ctx = ServiceCtx {
             id,
             public,
@@ -723,6 +733,9 @@ impl<'a> Planner<'a> {
             None => None,
         };
 
+        if mode == Mode::Enforce {
+            self.owned_applicable += self.owned_scratch;
+        }
         let settings = if exp.conflict {
             Vec::new()
         } else {
@@ -935,7 +948,6 @@ impl<'a> Planner<'a> {
         let empty_l = BTreeSet::new();
         let mut changes = Vec::new();
         let mut emptied = Vec::new();
-        let mut owned_members = 0;
         let (mut adds, mut removes) = (0usize, 0usize);
         for key in keys {
             let d = desired.get(&key).unwrap_or(&empty_d);
@@ -986,7 +998,7 @@ impl<'a> Planner<'a> {
             for m in l {
                 let owned = managed || self.is_owned(m);
                 if owned {
-                    owned_members += 1;
+                    self.owned_scratch += 1;
                 }
                 if d.contains_key(*m) {
                     continue;
@@ -1083,7 +1095,6 @@ impl<'a> Planner<'a> {
             resource,
             etag: live.etag.clone(),
             policy_version: 3,
-            owned_members,
             emptied_bindings: emptied,
             changes,
         })

@@ -73,10 +73,7 @@ pub fn check_guards(
 ) -> Vec<GuardTrip> {
     let applied = || plan.services.iter().filter(|s| s.is_applicable());
     let removals: usize = applied().map(|s| s.count(Action::Remove)).sum();
-    let owned: usize = applied()
-        .flat_map(|s| s.iam.iter().chain(s.iap.iter()))
-        .map(|r| r.owned_members)
-        .sum();
+    let owned = plan.summary.owned_members;
     let hint = Some(format!(
         "if these {removals} removals are intended, re-run with --allow-removals {removals}"
     ));

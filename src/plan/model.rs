@@ -138,8 +138,6 @@ pub struct ResourcePlan {
     pub etag: String,
     /// The policy version to write (always 3, so no condition is ever lost).
     pub policy_version: u32,
-    /// Owned member entries in the governed bindings as read (the base of `maxRemovalRatio`).
-    pub owned_members: usize,
     /// Governed bindings this plan empties while an Auth0 role feeding them resolved to no
     /// members (the directory guard refuses these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -361,6 +359,9 @@ pub struct Summary {
     pub findings: usize,
     /// Services to change whose mode is `warn` or `observe` (their changes are never applied).
     pub services_not_applied: usize,
+    /// Owned member entries in the governed bindings of `enforce` services, as read (the base
+    /// of the `maxRemovalRatio` guard).
+    pub owned_members: usize,
 }
 
 impl Plan {
