@@ -1129,7 +1129,10 @@ fn the_removal_ratio_guard_compares_with_owned_members() {
     }
     d.policies.push(p.build());
     let refs: Vec<&str> = insync.iter().map(String::as_str).collect();
-    let live = W(live).svc(other, &[]).bind(other, RUN_INVOKER, &refs).build();
+    let live = W(live)
+        .svc(other, &[])
+        .bind(other, RUN_INVOKER, &refs)
+        .build();
     let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
     assert_eq!(plan.summary.owned_members, 10);
     assert!(trips(&plan, &s, None).is_empty());

@@ -199,9 +199,11 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
     let mut governed_ok = 0;
     for (id, govs) in &governed {
         let svc = &live.services[id];
-        if let Some(sp) = p.plan_service(svc, govs, &resolved) {
-            governed_ok += 1;
-            if let Some(sp) = sp {
+        match p.plan_service(svc, govs, &resolved) {
+            Planned::Skipped => {}
+            Planned::InSync => governed_ok += 1,
+            Planned::Entries(sp) => {
+                governed_ok += 1;
                 services.push(sp);
             }
         }
@@ -556,14 +558,13 @@ impl<'a> Planner<'a> {
             || self.settings.owned.iter().any(|p| p.matches(m.as_str()))
     }
 
-    /// `None`: the service could not be planned (a finding says why). `Some(None)`: planned,
-    /// nothing to show. `Some(Some(plan))`: planned with entries.
+    /// Plans one governed service.
     fn plan_service(
         &mut self,
         svc: &LiveService,
         govs: &[(usize, &ServiceRef)],
         resolved: &[ResolvedPolicy<'_>],
-    ) -> Option<Option<ServicePlan>> {
+    ) -> Planned {
         let id = &svc.id;
         let mut policy_idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
         policy_idx.sort_unstable();
@@ -583,7 +584,7 @@ impl<'a> Planner<'a> {
                 format!("reading {id} failed ({err}); nothing is planned for it in this pass"),
                 ref_sources,
             ));
-            return None;
+            return Planned::Skipped;
         }
         let Some(iam) = &svc.iam else {
             self.findings.insert(finding(
@@ -595,7 +596,7 @@ impl<'a> Planner<'a> {
                 ),
                 ref_sources,
             ));
-            return None;
+            return Planned::Skipped;
         };
         let mode = pols
             .iter()
@@ -606,7 +607,7 @@ impl<'a> Planner<'a> {
         // Merge exposure field by field.
         let exp = self.merge_exposure(id, &pols);
         if exp.iap_conflict {
-            return None;
+            return Planned::Skipped;
         }
         let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
         let public = exp.public.as_ref().map(|(v, _)| *v);
@@ -690,12 +691,12 @@ impl<'a> Planner<'a> {
                 self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
                     format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
                     ref_sources.clone()));
-                return None;
+                return Planned::Skipped;
             };
             let Some(policy) = &svc.iap_iam else {
                 self.findings.insert(finding(Some(id), "read-failed", Severity::Error,
                     format!("the IAP policy of {id} was not read; nothing is planned for it in this pass"), ref_sources.clone()));
-                return None;
+                return Planned::Skipped;
             };
             run_desired
                 .entry((RUN_INVOKER, None))
@@ -742,12 +743,12 @@ impl<'a> Planner<'a> {
             self.settings_changes(svc, &exp, &ref_sources)
         };
         if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
-            return Some(None);
+            return Planned::InSync;
         }
         let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
         policies.sort();
         policies.dedup();
-        Some(Some(ServicePlan {
+        Planned::Entries(ServicePlan {
             id: id.to_string(),
             project: id.project.clone(),
             region: id.region.clone(),
@@ -758,7 +759,7 @@ impl<'a> Planner<'a> {
             iam: iam_plan,
             iap: iap_plan,
             settings,
-        }))
+        })
     }
 
     fn merge_exposure(&mut self, id: &ServiceId, pols: &[&ResolvedPolicy<'_>]) -> MergedExposure {
@@ -1099,6 +1100,18 @@ impl<'a> Planner<'a> {
             changes,
         })
     }
+}
+
+/// The outcome of planning one governed service. (Returned once per service and moved
+/// straight into the plan, so the large variant is not worth a box.)
+#[allow(clippy::large_enum_variant)]
+enum Planned {
+    /// It could not be planned (a finding says why).
+    Skipped,
+    /// Planned; nothing to change or list.
+    InSync,
+    /// Planned, with changes or kept members to list.
+    Entries(ServicePlan),
 }
 
 struct ServiceCtx<'a> {
