@@ -1160,8 +1160,9 @@ fn the_directory_guard_refuses_to_empty_a_binding_because_a_role_came_back_empty
         "{t:?}"
     );
     assert!(
-        t[0].1
-            .contains("lose all 1 members because Auth0 role `billing-admin` came back empty"),
+        t[0].1.contains(
+            "lose all of its 1 member because Auth0 role `billing-admin` came back empty"
+        ),
         "{}",
         t[0].1
     );
@@ -1403,4 +1404,87 @@ fn the_demo_plan_validates_against_its_schema_shape() {
             assert!(svc.contains_key(key), "{key} not in schema");
         }
     }
+}
+
+/// A small estate that exercises what the demo does not: base policies (declared/drift), a
+/// time-boxed grant, an expired binding, a binding an empty role would empty, IAP, and findings.
+fn features() -> (Desired, Desired, LiveState) {
+    let head = desired(
+        settings(),
+        vec![
+            billing()
+                .public(false)
+                .ingress(Ingress::Internal)
+                .member("user:ada@acme.com")
+                .member("user:grace@acme.com")
+                .role_until("billing-oncall", "2027-01-31T00:00:00Z"),
+            policy("console")
+                .service(CONSOLE)
+                .iap(true)
+                .role("platform-admin"),
+            policy("empty")
+                .service("acme-prod/europe-west1/reports")
+                .role("nobody-left"),
+        ],
+    );
+    let base = desired(
+        settings(),
+        vec![
+            billing()
+                .public(false)
+                .ingress(Ingress::Internal)
+                .member("user:ada@acme.com"),
+            policy("console")
+                .service(CONSOLE)
+                .iap(true)
+                .role("platform-admin"),
+            policy("empty")
+                .service("acme-prod/europe-west1/reports")
+                .role("nobody-left"),
+        ],
+    );
+    let live = world()
+        .svc(API, &[])
+        .bind(
+            API,
+            RUN_INVOKER,
+            &["allUsers", "user:contractor@partner.example"],
+        )
+        .bind_if(
+            API,
+            RUN_INVOKER,
+            "runwarden-expires-2026-01-01T00:00:00Z",
+            "request.time < timestamp(\"2026-01-01T00:00:00Z\")",
+            &["user:linus@acme.com"],
+        )
+        .svc(CONSOLE, &[])
+        .with(CONSOLE, |s| s.settings.iap_enabled = true)
+        .bind(CONSOLE, RUN_INVOKER, &[IAP_AGENT, "user:linus@acme.com"])
+        .iap_bind(CONSOLE, IAP_ACCESSOR, &["user:margaret@acme.com"])
+        .svc("acme-prod/europe-west1/reports", &[])
+        .bind(
+            "acme-prod/europe-west1/reports",
+            RUN_INVOKER,
+            &["user:margaret@acme.com"],
+        )
+        .role("billing-oncall", &[("auth0|ken", "ken@acme.com", true)])
+        .role("platform-admin", &[("auth0|linus", "linus@acme.com", true)])
+        .role("nobody-left", &[])
+        .build();
+    (head, base, live)
+}
+
+#[test]
+fn features_golden_text_and_markdown() {
+    let (head, base, live) = features();
+    let plan = plan::plan(
+        &head,
+        &live,
+        &PlanOptions {
+            now: now(),
+            base: Some(&base),
+        },
+    );
+    golden("features.plan.txt", &render_text(&plan, false));
+    golden("features.plan.md", &render_markdown(&plan));
 }

@@ -22,6 +22,30 @@
 //!   that silently turns into a bypass the day IAP is switched off outside runwarden. Owned
 //!   invoker grants left over from before IAP are therefore removed as `unlisted`.
 //!
+//! # Rules worth knowing
+//! * **Modes.** The most cautious mode of the governing policies wins (`observe` > `warn` >
+//!   `enforce`): a service shared by an enforcing and an observing policy is only observed, so
+//!   adopting a service in observe mode can never be overridden by a broader selector.
+//! * **Ownership.** Owned = every member any policy produces (for any service), members the
+//!   mapping would produce (the pool prefix, or `user:` in an allowed e-mail domain),
+//!   `Settings.owned` patterns, and every member of a conditional binding whose title starts with
+//!   [`MANAGED_CONDITION_PREFIX`]. In a governed binding, owned members nobody grants are removed
+//!   (`unlisted`); others are `foreign`, kept and listed (or removed with
+//!   `foreignMembers: remove`). `allUsers`/`allAuthenticatedUsers` are removed where
+//!   `public: false` (`public`), `deleted:` principals always (`deleted`), members of managed
+//!   bindings whose expiry has passed always (`expired`).
+//! * **Protected.** A removal of a `Settings.keep` member becomes a `keep` with reason
+//!   `protected`, naming the pattern. So does the removal of a mapping member from a binding fed
+//!   by an Auth0 role that does not exist (or whose members were not read): an unknown role must
+//!   never revoke access (fail safe). An *empty* role does revoke, but the plan records the
+//!   binding it empties and the directory guard refuses it.
+//! * **Settings.** `ingress` (live `INGRESS_TRAFFIC_UNSPECIFIED` = no active revision = not
+//!   drift), `invokerIamDisabled` (must be false unless `public: true`), `customAudiences`
+//!   (compared as sets, written sorted), `iapEnabled`; each change carries its `updateMask` path.
+//! * **Time-boxed grants** become a binding with condition title `runwarden-expires-<RFC 3339>`
+//!   and expression `request.time < timestamp("<RFC 3339>")`; policies are always written at
+//!   version 3.
+//!
 //! # Caveats
 //! * A conflict between policies that match one service through selectors can only be seen
 //!   against live: it becomes an `exposure-conflict` finding, the conflicting fields are left
@@ -1080,7 +1104,7 @@ impl<'a> Planner<'a> {
                 });
             }
         }
-        let after = live.member_count() + adds - removes;
+        let after = (live.member_count() + adds).saturating_sub(removes);
         if after > MAX_POLICY_MEMBERS {
             self.findings.insert(finding(Some(ctx.id), "policy-too-large", Severity::Error,
                 format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail, so grant a group or use the workforce pool mapping"),

@@ -126,10 +126,11 @@ pub fn check_guards(
                         trips.push(GuardTrip {
                             guard: GuardKind::EmptyDirectory,
                             message: format!(
-                                "{} on {}{cond} would lose all {} members because Auth0 role {} came back empty",
+                                "{} on {}{cond} would lose all of its {} member{} because Auth0 role {} came back empty",
                                 e.role,
                                 s.id,
                                 e.members_before,
+                                if e.members_before == 1 { "" } else { "s" },
                                 e.empty_roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
                             ),
                             override_hint: hint.clone(),
