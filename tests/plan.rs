@@ -107,6 +107,64 @@ fn a_workforce_pool_maps_a_role_to_one_principal_set_and_warns_without_iap() {
 }
 
 #[test]
+fn with_a_workforce_pool_its_principals_are_owned_and_other_pools_are_foreign() {
+    let mut s = settings();
+    s.principals = PrincipalMapping::WorkforcePool {
+        pool: "auth0-acme".into(),
+    };
+    let d = desired(
+        s,
+        vec![
+            policy("console")
+                .service(CONSOLE)
+                .iap(true)
+                .role("platform-admin"),
+        ],
+    );
+    let pool = "principalSet://iam.googleapis.com/locations/global/workforcePools";
+    let live = world()
+        .svc(CONSOLE, &[])
+        .with(CONSOLE, |s| s.settings.iap_enabled = true)
+        .bind(CONSOLE, RUN_INVOKER, &[IAP_AGENT])
+        .iap_bind(
+            CONSOLE,
+            IAP_ACCESSOR,
+            &[
+                &format!("{pool}/auth0-acme/group/platform-admin"),
+                &format!("{pool}/auth0-acme/group/old-role"),
+                &format!("{pool}/other-pool/group/platform-admin"),
+                // With the pool mapping, users of the e-mail domain are not owned.
+                "user:ada@acme.com",
+            ],
+        )
+        .role("platform-admin", &[])
+        .build();
+    check(
+        &d,
+        &live,
+        &format!(
+            "
+            acme-prod/europe-west1/admin-console
+              iap - iap.httpsResourceAccessor {pool}/auth0-acme/group/old-role unlisted
+              iap = iap.httpsResourceAccessor {pool}/other-pool/group/platform-admin foreign
+              iap = iap.httpsResourceAccessor user:ada@acme.com foreign
+            "
+        ),
+    );
+}
+
+#[test]
+fn a_policy_granting_public_members_without_public_true_grants_nothing() {
+    let d = desired(settings(), vec![billing().member("allUsers")]);
+    let live = world().svc(API, &[]).build();
+    check(
+        &d,
+        &live,
+        "! error public-member-not-allowed acme-prod/europe-west1/api\n",
+    );
+}
+
+#[test]
 fn a_machine_becomes_its_service_account_and_literal_members_are_granted_as_written() {
     let d = desired(
         settings(),

@@ -169,6 +169,8 @@ struct ResolvedPolicy<'a> {
 struct RoleResolution {
     members: Vec<Member>,
     status: FeedStatus,
+    /// Why each skipped member was skipped (reported once per role, with the lines naming it).
+    skipped: Vec<String>,
 }
 
 struct Planner<'a> {
@@ -294,6 +296,7 @@ impl<'a> Planner<'a> {
             (_, None) => RoleResolution {
                 members: vec![],
                 status: FeedStatus::Unknown,
+                skipped: vec![],
             },
             (PrincipalMapping::WorkforcePool { pool }, Some(_)) => {
                 let text = format!("{}group/{role}", PrincipalMapping::pool_prefix(pool));
@@ -301,6 +304,7 @@ impl<'a> Planner<'a> {
                     Ok(m) => RoleResolution {
                         members: vec![m],
                         status: FeedStatus::Resolved,
+                        skipped: vec![],
                     },
                     Err(e) => {
                         self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
@@ -308,6 +312,7 @@ impl<'a> Planner<'a> {
                         RoleResolution {
                             members: vec![],
                             status: FeedStatus::Unknown,
+                            skipped: vec![],
                         }
                     }
                 }
@@ -315,9 +320,11 @@ impl<'a> Planner<'a> {
             (PrincipalMapping::Users { .. }, Some(_)) if !dir.members_resolved => RoleResolution {
                 members: vec![],
                 status: FeedStatus::Unknown,
+                skipped: vec![],
             },
             (PrincipalMapping::Users { email_domains }, Some(r)) => {
                 let mut members = Vec::new();
+                let mut skipped = Vec::new();
                 for u in &r.members {
                     let why = match &u.email {
                         None => Some("has no e-mail address".to_string()),
@@ -331,31 +338,19 @@ impl<'a> Planner<'a> {
                     let email = u.email.as_deref().unwrap_or("");
                     match why {
                         Some(why) => {
-                            self.findings.insert(finding(
-                                None,
-                                "skipped-member",
-                                Severity::Warning,
-                                format!(
-                                    "Auth0 user {} ({}) in role `{role}` is skipped: {why}",
-                                    u.user_id,
-                                    if email.is_empty() { "no e-mail" } else { email }
-                                ),
-                                vec![],
+                            skipped.push(format!(
+                                "Auth0 user {} ({}) in role `{role}` is skipped: {why}",
+                                u.user_id,
+                                if email.is_empty() { "no e-mail" } else { email }
                             ));
                         }
                         None => {
                             match Member::parse(&format!("user:{}", email.to_ascii_lowercase())) {
                                 Ok(m) => members.push(m),
                                 Err(e) => {
-                                    self.findings.insert(finding(
-                                        None,
-                                        "skipped-member",
-                                        Severity::Warning,
-                                        format!(
-                                            "Auth0 user {} in role `{role}` is skipped: {e}",
-                                            u.user_id
-                                        ),
-                                        vec![],
+                                    skipped.push(format!(
+                                        "Auth0 user {} in role `{role}` is skipped: {e}",
+                                        u.user_id
                                     ));
                                 }
                             }
@@ -369,7 +364,11 @@ impl<'a> Planner<'a> {
                 } else {
                     FeedStatus::Resolved
                 };
-                RoleResolution { members, status }
+                RoleResolution {
+                    members,
+                    status,
+                    skipped,
+                }
             }
         };
         let status = res.status;
@@ -462,6 +461,35 @@ impl<'a> Planner<'a> {
                 grants,
                 feeds,
             });
+        }
+        // Skipped members are reported once per role, pointing at every line that names it.
+        let mut role_lines: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for policy in policies {
+            for inv in &policy.invokers {
+                if let Principal::Auth0Role(role) = &inv.principal {
+                    role_lines
+                        .entry(role.as_str())
+                        .or_default()
+                        .insert(loc(&inv.source));
+                }
+            }
+        }
+        for (role, res) in &cache {
+            let sources: Vec<String> = role_lines
+                .get(role.as_str())
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            for message in &res.skipped {
+                self.findings.insert(finding(
+                    None,
+                    "skipped-member",
+                    Severity::Warning,
+                    message.clone(),
+                    sources.clone(),
+                ));
+            }
         }
         out
     }
