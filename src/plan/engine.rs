@@ -1196,7 +1196,7 @@ fn mark_origins(plan: &mut Plan, base: &Plan) {
     let mut setting_keys = HashSet::new();
     for s in &base.services {
         for (kind, r) in [("iam", &s.iam), ("iap", &s.iap)] {
-            for c in r.iter().flat_map(|r| &r.changes) {
+            for c in r.iter().flat_map(|r| &r.changes).filter(|c| c.action != Action::Keep) {
                 member_keys.insert((
                     s.id.clone(),
                     kind,
