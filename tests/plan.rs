@@ -243,14 +243,18 @@ fn unresolved_directory_members_are_an_error_and_fail_safe() {
 }
 
 #[test]
-fn an_empty_role_is_a_finding_and_the_plan_records_the_binding_it_empties() {
+fn an_empty_role_is_a_finding_and_the_plan_records_the_mapped_members_it_would_wipe_out() {
     let d = desired(settings(), vec![billing().role("billing-admin")]);
     let live = world()
         .svc(API, &[])
         .bind(
             API,
             RUN_INVOKER,
-            &["user:ada@acme.com", "user:grace@acme.com"],
+            &[
+                "user:ada@acme.com",
+                "user:grace@acme.com",
+                "user:contractor@partner.example",
+            ],
         )
         .role("billing-admin", &[])
         .build();
@@ -260,6 +264,7 @@ fn an_empty_role_is_a_finding_and_the_plan_records_the_binding_it_empties() {
         "
         acme-prod/europe-west1/api
           iam - run.invoker user:ada@acme.com unlisted
+          iam = run.invoker user:contractor@partner.example foreign
           iam - run.invoker user:grace@acme.com unlisted
           iam ! emptied run.invoker by billing-admin
         ! warning empty-role
@@ -1219,7 +1224,7 @@ fn the_directory_guard_refuses_to_empty_a_binding_because_a_role_came_back_empty
     );
     assert!(
         t[0].1.contains(
-            "lose all of its 1 member because Auth0 role `billing-admin` came back empty"
+            "lose all 1 member of the principal mapping because Auth0 role `billing-admin` came back empty"
         ),
         "{}",
         t[0].1

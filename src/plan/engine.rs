@@ -1047,7 +1047,7 @@ impl<'a> Planner<'a> {
                     adds += 1;
                 }
             }
-            let mut removed_here = 0;
+            let mut removed_here: HashSet<&Member> = HashSet::new();
             for m in l {
                 let owned = managed || self.is_owned(m);
                 if owned {
@@ -1112,22 +1112,28 @@ impl<'a> Planner<'a> {
                     }
                 }
                 if action == Action::Remove {
-                    removed_here += 1;
+                    removed_here.insert(*m);
                     removes += 1;
                 }
                 changes.push(change(action, m, reason, sources, note));
             }
-            let added_here = d.keys().filter(|m| !l.contains(*m)).count();
-            if !l.is_empty()
-                && removed_here == l.len()
-                && added_here == 0
-                && !empty_roles.is_empty()
-                && l.iter().any(|m| self.is_mapping_member(m))
-            {
+            // The directory guard's question: does this binding lose every member of the
+            // principal mapping (the people an Auth0 role stands for) while a role feeding it came
+            // back empty? Foreign or protected members that stay do not make that loss smaller.
+            let mapping_before = l.iter().filter(|m| self.is_mapping_member(m)).count();
+            let mapping_kept = l
+                .iter()
+                .filter(|m| self.is_mapping_member(m) && !removed_here.contains(**m))
+                .count();
+            let mapping_added = d
+                .keys()
+                .filter(|m| !l.contains(**m) && self.is_mapping_member(m))
+                .count();
+            if mapping_before > 0 && mapping_kept + mapping_added == 0 && !empty_roles.is_empty() {
                 emptied.push(EmptiedBinding {
                     role: key.0.to_string(),
                     condition: pcond.clone(),
-                    members_before: l.len(),
+                    members_before: mapping_before,
                     empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
                 });
             }
@@ -1196,7 +1202,11 @@ fn mark_origins(plan: &mut Plan, base: &Plan) {
     let mut setting_keys = HashSet::new();
     for s in &base.services {
         for (kind, r) in [("iam", &s.iam), ("iap", &s.iap)] {
-            for c in r.iter().flat_map(|r| &r.changes).filter(|c| c.action != Action::Keep) {
+            for c in r
+                .iter()
+                .flat_map(|r| &r.changes)
+                .filter(|c| c.action != Action::Keep)
+            {
                 member_keys.insert((
                     s.id.clone(),
                     kind,

@@ -23,7 +23,8 @@ pub enum GuardKind {
     MaxRemovals,
     /// More removals than `guards.maxRemovalRatio` × owned members.
     MaxRemovalRatio,
-    /// A governed binding would become empty because an Auth0 role came back empty.
+    /// A governed binding would lose every member of the principal mapping because an Auth0 role
+    /// came back empty.
     EmptyDirectory,
     /// A member matching `Settings.keep` would be removed.
     KeepMemberRemoved,
@@ -126,7 +127,7 @@ pub fn check_guards(
                         trips.push(GuardTrip {
                             guard: GuardKind::EmptyDirectory,
                             message: format!(
-                                "{} on {}{cond} would lose all of its {} member{} because Auth0 role {} came back empty",
+                                "{} on {}{cond} would lose all {} member{} of the principal mapping because Auth0 role {} came back empty",
                                 e.role,
                                 s.id,
                                 e.members_before,

@@ -180,7 +180,7 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
         out.push((
             "!",
             format!(
-                "  ! {} would lose all of its {} member{}: Auth0 role {} came back empty (the directory guard refuses this)",
+                "  ! {} would lose all {} member{} of the principal mapping: Auth0 role {} came back empty (the directory guard refuses this)",
                 e.role,
                 e.members_before,
                 plural(e.members_before),
