@@ -107,6 +107,64 @@ fn a_workforce_pool_maps_a_role_to_one_principal_set_and_warns_without_iap() {
 }
 
 #[test]
+fn with_a_workforce_pool_its_principals_are_owned_and_other_pools_are_foreign() {
+    let mut s = settings();
+    s.principals = PrincipalMapping::WorkforcePool {
+        pool: "auth0-acme".into(),
+    };
+    let d = desired(
+        s,
+        vec![
+            policy("console")
+                .service(CONSOLE)
+                .iap(true)
+                .role("platform-admin"),
+        ],
+    );
+    let pool = "principalSet://iam.googleapis.com/locations/global/workforcePools";
+    let live = world()
+        .svc(CONSOLE, &[])
+        .with(CONSOLE, |s| s.settings.iap_enabled = true)
+        .bind(CONSOLE, RUN_INVOKER, &[IAP_AGENT])
+        .iap_bind(
+            CONSOLE,
+            IAP_ACCESSOR,
+            &[
+                &format!("{pool}/auth0-acme/group/platform-admin"),
+                &format!("{pool}/auth0-acme/group/old-role"),
+                &format!("{pool}/other-pool/group/platform-admin"),
+                // With the pool mapping, users of the e-mail domain are not owned.
+                "user:ada@acme.com",
+            ],
+        )
+        .role("platform-admin", &[])
+        .build();
+    check(
+        &d,
+        &live,
+        &format!(
+            "
+            acme-prod/europe-west1/admin-console
+              iap - iap.httpsResourceAccessor {pool}/auth0-acme/group/old-role unlisted
+              iap = iap.httpsResourceAccessor {pool}/other-pool/group/platform-admin foreign
+              iap = iap.httpsResourceAccessor user:ada@acme.com foreign
+            "
+        ),
+    );
+}
+
+#[test]
+fn a_policy_granting_public_members_without_public_true_grants_nothing() {
+    let d = desired(settings(), vec![billing().member("allUsers")]);
+    let live = world().svc(API, &[]).build();
+    check(
+        &d,
+        &live,
+        "! error public-member-not-allowed acme-prod/europe-west1/api\n",
+    );
+}
+
+#[test]
 fn a_machine_becomes_its_service_account_and_literal_members_are_granted_as_written() {
     let d = desired(
         settings(),
@@ -185,14 +243,18 @@ fn unresolved_directory_members_are_an_error_and_fail_safe() {
 }
 
 #[test]
-fn an_empty_role_is_a_finding_and_the_plan_records_the_binding_it_empties() {
+fn an_empty_role_is_a_finding_and_the_plan_records_the_mapped_members_it_would_wipe_out() {
     let d = desired(settings(), vec![billing().role("billing-admin")]);
     let live = world()
         .svc(API, &[])
         .bind(
             API,
             RUN_INVOKER,
-            &["user:ada@acme.com", "user:grace@acme.com"],
+            &[
+                "user:ada@acme.com",
+                "user:grace@acme.com",
+                "user:contractor@partner.example",
+            ],
         )
         .role("billing-admin", &[])
         .build();
@@ -202,6 +264,7 @@ fn an_empty_role_is_a_finding_and_the_plan_records_the_binding_it_empties() {
         "
         acme-prod/europe-west1/api
           iam - run.invoker user:ada@acme.com unlisted
+          iam = run.invoker user:contractor@partner.example foreign
           iam - run.invoker user:grace@acme.com unlisted
           iam ! emptied run.invoker by billing-admin
         ! warning empty-role
@@ -1118,6 +1181,28 @@ fn the_removal_ratio_guard_compares_with_owned_members() {
         t[0].1
     );
     assert!(trips(&plan, &s, Some(3)).is_empty());
+
+    // Owned members of services without changes count too: 3 of 4 + 6 in sync = 3 of 10.
+    let other = "acme-prod/europe-west1/other";
+    let (mut d, live) = removals_world(3, 1);
+    let insync: Vec<String> = (0..6).map(|i| format!("user:other{i}@acme.com")).collect();
+    let mut p = policy("other").service(other);
+    for u in &insync {
+        p = p.member(u);
+    }
+    d.policies.push(p.build());
+    let refs: Vec<&str> = insync.iter().map(String::as_str).collect();
+    let live = W(live)
+        .svc(other, &[])
+        .bind(other, RUN_INVOKER, &refs)
+        .build();
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    assert_eq!(plan.summary.owned_members, 10);
+    assert!(trips(&plan, &s, None).is_empty());
+    // ... but not those of services that are never applied.
+    d.policies.last_mut().unwrap().mode = Mode::Warn;
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    assert_eq!(plan.summary.owned_members, 4);
 }
 
 #[test]
@@ -1138,8 +1223,9 @@ fn the_directory_guard_refuses_to_empty_a_binding_because_a_role_came_back_empty
         "{t:?}"
     );
     assert!(
-        t[0].1
-            .contains("lose all 1 members because Auth0 role `billing-admin` came back empty"),
+        t[0].1.contains(
+            "lose all 1 member of the principal mapping because Auth0 role `billing-admin` came back empty"
+        ),
         "{}",
         t[0].1
     );
@@ -1381,4 +1467,87 @@ fn the_demo_plan_validates_against_its_schema_shape() {
             assert!(svc.contains_key(key), "{key} not in schema");
         }
     }
+}
+
+/// A small estate that exercises what the demo does not: base policies (declared/drift), a
+/// time-boxed grant, an expired binding, a binding an empty role would empty, IAP, and findings.
+fn features() -> (Desired, Desired, LiveState) {
+    let head = desired(
+        settings(),
+        vec![
+            billing()
+                .public(false)
+                .ingress(Ingress::Internal)
+                .member("user:ada@acme.com")
+                .member("user:grace@acme.com")
+                .role_until("billing-oncall", "2027-01-31T00:00:00Z"),
+            policy("console")
+                .service(CONSOLE)
+                .iap(true)
+                .role("platform-admin"),
+            policy("empty")
+                .service("acme-prod/europe-west1/reports")
+                .role("nobody-left"),
+        ],
+    );
+    let base = desired(
+        settings(),
+        vec![
+            billing()
+                .public(false)
+                .ingress(Ingress::Internal)
+                .member("user:ada@acme.com"),
+            policy("console")
+                .service(CONSOLE)
+                .iap(true)
+                .role("platform-admin"),
+            policy("empty")
+                .service("acme-prod/europe-west1/reports")
+                .role("nobody-left"),
+        ],
+    );
+    let live = world()
+        .svc(API, &[])
+        .bind(
+            API,
+            RUN_INVOKER,
+            &["allUsers", "user:contractor@partner.example"],
+        )
+        .bind_if(
+            API,
+            RUN_INVOKER,
+            "runwarden-expires-2026-01-01T00:00:00Z",
+            "request.time < timestamp(\"2026-01-01T00:00:00Z\")",
+            &["user:linus@acme.com"],
+        )
+        .svc(CONSOLE, &[])
+        .with(CONSOLE, |s| s.settings.iap_enabled = true)
+        .bind(CONSOLE, RUN_INVOKER, &[IAP_AGENT, "user:linus@acme.com"])
+        .iap_bind(CONSOLE, IAP_ACCESSOR, &["user:margaret@acme.com"])
+        .svc("acme-prod/europe-west1/reports", &[])
+        .bind(
+            "acme-prod/europe-west1/reports",
+            RUN_INVOKER,
+            &["user:margaret@acme.com"],
+        )
+        .role("billing-oncall", &[("auth0|ken", "ken@acme.com", true)])
+        .role("platform-admin", &[("auth0|linus", "linus@acme.com", true)])
+        .role("nobody-left", &[])
+        .build();
+    (head, base, live)
+}
+
+#[test]
+fn features_golden_text_and_markdown() {
+    let (head, base, live) = features();
+    let plan = plan::plan(
+        &head,
+        &live,
+        &PlanOptions {
+            now: now(),
+            base: Some(&base),
+        },
+    );
+    golden("features.plan.txt", &render_text(&plan, false));
+    golden("features.plan.md", &render_markdown(&plan));
 }

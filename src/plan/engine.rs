@@ -22,6 +22,30 @@
 //!   that silently turns into a bypass the day IAP is switched off outside runwarden. Owned
 //!   invoker grants left over from before IAP are therefore removed as `unlisted`.
 //!
+//! # Rules worth knowing
+//! * **Modes.** The most cautious mode of the governing policies wins (`observe` > `warn` >
+//!   `enforce`): a service shared by an enforcing and an observing policy is only observed, so
+//!   adopting a service in observe mode can never be overridden by a broader selector.
+//! * **Ownership.** Owned = every member any policy produces (for any service), members the
+//!   mapping would produce (the pool prefix, or `user:` in an allowed e-mail domain),
+//!   `Settings.owned` patterns, and every member of a conditional binding whose title starts with
+//!   [`MANAGED_CONDITION_PREFIX`]. In a governed binding, owned members nobody grants are removed
+//!   (`unlisted`); others are `foreign`, kept and listed (or removed with
+//!   `foreignMembers: remove`). `allUsers`/`allAuthenticatedUsers` are removed where
+//!   `public: false` (`public`), `deleted:` principals always (`deleted`), members of managed
+//!   bindings whose expiry has passed always (`expired`).
+//! * **Protected.** A removal of a `Settings.keep` member becomes a `keep` with reason
+//!   `protected`, naming the pattern. So does the removal of a mapping member from a binding fed
+//!   by an Auth0 role that does not exist (or whose members were not read): an unknown role must
+//!   never revoke access (fail safe). An *empty* role does revoke, but the plan records the
+//!   binding it empties and the directory guard refuses it.
+//! * **Settings.** `ingress` (live `INGRESS_TRAFFIC_UNSPECIFIED` = no active revision = not
+//!   drift), `invokerIamDisabled` (must be false unless `public: true`), `customAudiences`
+//!   (compared as sets, written sorted), `iapEnabled`; each change carries its `updateMask` path.
+//! * **Time-boxed grants** become a binding with condition title `runwarden-expires-<RFC 3339>`
+//!   and expression `request.time < timestamp("<RFC 3339>")`; policies are always written at
+//!   version 3.
+//!
 //! # Caveats
 //! * A conflict between policies that match one service through selectors can only be seen
 //!   against live: it becomes an `exposure-conflict` finding, the conflicting fields are left
@@ -104,14 +128,19 @@ pub(crate) fn loc(s: &Source) -> String {
     format!("{}:{}", s.file.display(), s.line)
 }
 
-type BindingKey = (String, Option<Condition>);
+/// A binding of a governed role: (role, condition), borrowed.
+type BindingKey<'k> = (&'k str, Option<&'k Condition>);
+/// Desired members per binding, each with the `file:line` of the lines that grant it.
+type DesiredMap<'k> = BTreeMap<BindingKey<'k>, BTreeMap<&'k Member, BTreeSet<&'k str>>>;
+/// The Auth0 roles feeding each binding.
+type FeedMap<'k> = BTreeMap<BindingKey<'k>, Vec<&'k Feed>>;
 
 /// One member a policy grants.
 struct Grant {
     member: Member,
     condition: Option<Condition>,
-    /// People go to the IAP accessor role with IAP; service accounts too (see module docs).
-    source: Source,
+    /// `file:line` of the invoker line.
+    loc: String,
 }
 
 /// An Auth0 role named by an invoker, and how it resolved.
@@ -140,6 +169,8 @@ struct ResolvedPolicy<'a> {
 struct RoleResolution {
     members: Vec<Member>,
     status: FeedStatus,
+    /// Why each skipped member was skipped (reported once per role, with the lines naming it).
+    skipped: Vec<String>,
 }
 
 struct Planner<'a> {
@@ -149,6 +180,11 @@ struct Planner<'a> {
     findings: BTreeSet<Finding>,
     /// Every member any policy produces (for any service): owned.
     policy_members: HashSet<Member>,
+    /// Owned member entries counted by `diff_resource` for the service being planned.
+    owned_scratch: usize,
+    /// Owned member entries in the governed bindings of `enforce` services (the base of
+    /// `maxRemovalRatio`).
+    owned_applicable: usize,
 }
 
 fn finding(
@@ -174,6 +210,8 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
         now,
         findings: BTreeSet::new(),
         policy_members: HashSet::new(),
+        owned_scratch: 0,
+        owned_applicable: 0,
     };
     let resolved = p.resolve_policies(&desired.policies);
     for rp in &resolved {
@@ -187,9 +225,11 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
     let mut governed_ok = 0;
     for (id, govs) in &governed {
         let svc = &live.services[id];
-        if let Some(sp) = p.plan_service(svc, govs, &resolved) {
-            governed_ok += 1;
-            if let Some(sp) = sp {
+        match p.plan_service(svc, govs, &resolved) {
+            Planned::Skipped => {}
+            Planned::InSync => governed_ok += 1,
+            Planned::Entries(sp) => {
+                governed_ok += 1;
                 services.push(sp);
             }
         }
@@ -212,9 +252,11 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
         }
     }
 
+    let owned_members = p.owned_applicable;
     let findings: Vec<Finding> = p.findings.into_iter().collect();
     let mut summary = Summary {
         governed_services: governed_ok,
+        owned_members,
         findings: findings.len(),
         ..Summary::default()
     };
@@ -254,6 +296,7 @@ impl<'a> Planner<'a> {
             (_, None) => RoleResolution {
                 members: vec![],
                 status: FeedStatus::Unknown,
+                skipped: vec![],
             },
             (PrincipalMapping::WorkforcePool { pool }, Some(_)) => {
                 let text = format!("{}group/{role}", PrincipalMapping::pool_prefix(pool));
@@ -261,6 +304,7 @@ impl<'a> Planner<'a> {
                     Ok(m) => RoleResolution {
                         members: vec![m],
                         status: FeedStatus::Resolved,
+                        skipped: vec![],
                     },
                     Err(e) => {
                         self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
@@ -268,6 +312,7 @@ impl<'a> Planner<'a> {
                         RoleResolution {
                             members: vec![],
                             status: FeedStatus::Unknown,
+                            skipped: vec![],
                         }
                     }
                 }
@@ -275,9 +320,11 @@ impl<'a> Planner<'a> {
             (PrincipalMapping::Users { .. }, Some(_)) if !dir.members_resolved => RoleResolution {
                 members: vec![],
                 status: FeedStatus::Unknown,
+                skipped: vec![],
             },
             (PrincipalMapping::Users { email_domains }, Some(r)) => {
                 let mut members = Vec::new();
+                let mut skipped = Vec::new();
                 for u in &r.members {
                     let why = match &u.email {
                         None => Some("has no e-mail address".to_string()),
@@ -291,31 +338,19 @@ impl<'a> Planner<'a> {
                     let email = u.email.as_deref().unwrap_or("");
                     match why {
                         Some(why) => {
-                            self.findings.insert(finding(
-                                None,
-                                "skipped-member",
-                                Severity::Warning,
-                                format!(
-                                    "Auth0 user {} ({}) in role `{role}` is skipped: {why}",
-                                    u.user_id,
-                                    if email.is_empty() { "no e-mail" } else { email }
-                                ),
-                                vec![],
+                            skipped.push(format!(
+                                "Auth0 user {} ({}) in role `{role}` is skipped: {why}",
+                                u.user_id,
+                                if email.is_empty() { "no e-mail" } else { email }
                             ));
                         }
                         None => {
                             match Member::parse(&format!("user:{}", email.to_ascii_lowercase())) {
                                 Ok(m) => members.push(m),
                                 Err(e) => {
-                                    self.findings.insert(finding(
-                                        None,
-                                        "skipped-member",
-                                        Severity::Warning,
-                                        format!(
-                                            "Auth0 user {} in role `{role}` is skipped: {e}",
-                                            u.user_id
-                                        ),
-                                        vec![],
+                                    skipped.push(format!(
+                                        "Auth0 user {} in role `{role}` is skipped: {e}",
+                                        u.user_id
                                     ));
                                 }
                             }
@@ -329,7 +364,11 @@ impl<'a> Planner<'a> {
                 } else {
                     FeedStatus::Resolved
                 };
-                RoleResolution { members, status }
+                RoleResolution {
+                    members,
+                    status,
+                    skipped,
+                }
             }
         };
         let status = res.status;
@@ -369,14 +408,14 @@ impl<'a> Planner<'a> {
                     Principal::Member(m) => grants.push(Grant {
                         member: m.clone(),
                         condition,
-                        source: inv.source.clone(),
+                        loc: loc(&inv.source),
                     }),
                     Principal::Machine(name) => {
                         match self.settings.machines.iter().find(|m| &m.name == name) {
                             Some(machine) => grants.push(Grant {
                                 member: machine.service_account.clone(),
                                 condition,
-                                source: inv.source.clone(),
+                                loc: loc(&inv.source),
                             }),
                             None => {
                                 self.findings.insert(finding(None, "unknown-machine", Severity::Error,
@@ -406,7 +445,7 @@ impl<'a> Planner<'a> {
                             grants.push(Grant {
                                 member: m.clone(),
                                 condition: condition.clone(),
-                                source: inv.source.clone(),
+                                loc: loc(&inv.source),
                             });
                         }
                         feeds.push(Feed {
@@ -423,6 +462,35 @@ impl<'a> Planner<'a> {
                 feeds,
             });
         }
+        // Skipped members are reported once per role, pointing at every line that names it.
+        let mut role_lines: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for policy in policies {
+            for inv in &policy.invokers {
+                if let Principal::Auth0Role(role) = &inv.principal {
+                    role_lines
+                        .entry(role.as_str())
+                        .or_default()
+                        .insert(loc(&inv.source));
+                }
+            }
+        }
+        for (role, res) in &cache {
+            let sources: Vec<String> = role_lines
+                .get(role.as_str())
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            for message in &res.skipped {
+                self.findings.insert(finding(
+                    None,
+                    "skipped-member",
+                    Severity::Warning,
+                    message.clone(),
+                    sources.clone(),
+                ));
+            }
+        }
         out
     }
 
@@ -431,33 +499,61 @@ impl<'a> Planner<'a> {
         &mut self,
         policies: &'p [AccessPolicy],
     ) -> BTreeMap<ServiceId, Vec<(usize, &'p ServiceRef)>> {
+        // Indexes so that matching is proportional to the services matched, not to
+        // policies × services: by project, and by (project, label key, label value).
+        let live = self.live;
         let mut by_project: HashMap<&str, Vec<&LiveService>> = HashMap::new();
-        for svc in self.live.services.values() {
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&LiveService>> = HashMap::new();
+        for svc in live.services.values() {
             by_project
                 .entry(svc.id.project.as_str())
                 .or_default()
                 .push(svc);
+            for (k, v) in &svc.labels {
+                by_label
+                    .entry((svc.id.project.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(svc);
+            }
         }
         let scope_regions = &self.settings.scope.regions;
         let mut governed: BTreeMap<ServiceId, Vec<(usize, &ServiceRef)>> = BTreeMap::new();
         for (pi, policy) in policies.iter().enumerate() {
             for sref in &policy.services {
-                let region_ok = |r: &str| match &sref.region {
-                    RegionRef::Named(n) => n == r,
-                    RegionRef::Any => scope_regions.iter().any(|s| s == r),
+                let regions: Vec<&str> = match &sref.region {
+                    RegionRef::Named(n) => vec![n.as_str()],
+                    RegionRef::Any => scope_regions.iter().map(String::as_str).collect(),
+                };
+                let candidates: Vec<&LiveService> = match &sref.target {
+                    ServiceTarget::Named(n) => regions
+                        .iter()
+                        .filter_map(|r| live.services.get(&ServiceId::new(&sref.project, r, n)))
+                        .collect(),
+                    ServiceTarget::Selector(sel) => {
+                        let project = sref.project.as_str();
+                        let smallest = sel
+                            .iter()
+                            .map(|(k, v)| {
+                                by_label
+                                    .get(&(project, k.as_str(), v.as_str()))
+                                    .map(Vec::as_slice)
+                                    .unwrap_or(&[])
+                            })
+                            .min_by_key(|l| l.len());
+                        let pool = match smallest {
+                            Some(list) => list,
+                            None => by_project.get(project).map(Vec::as_slice).unwrap_or(&[]),
+                        };
+                        pool.iter()
+                            .copied()
+                            .filter(|svc| regions.contains(&svc.id.region.as_str()))
+                            .filter(|svc| sel.iter().all(|(k, v)| svc.labels.get(k) == Some(v)))
+                            .collect()
+                    }
                 };
                 let mut matched = 0;
-                for svc in by_project.get(sref.project.as_str()).into_iter().flatten() {
-                    if !region_ok(&svc.id.region) {
-                        continue;
-                    }
-                    let hit = match &sref.target {
-                        ServiceTarget::Named(n) => n == &svc.id.name,
-                        ServiceTarget::Selector(sel) => {
-                            sel.iter().all(|(k, v)| svc.labels.get(k) == Some(v))
-                        }
-                    };
-                    if hit {
+                for svc in candidates {
+                    {
                         matched += 1;
                         let list = governed.entry(svc.id.clone()).or_default();
                         if !list.iter().any(|(i, _)| *i == pi) {
@@ -514,14 +610,13 @@ impl<'a> Planner<'a> {
             || self.settings.owned.iter().any(|p| p.matches(m.as_str()))
     }
 
-    /// `None`: the service could not be planned (a finding says why). `Some(None)`: planned,
-    /// nothing to show. `Some(Some(plan))`: planned with entries.
+    /// Plans one governed service.
     fn plan_service(
         &mut self,
         svc: &LiveService,
         govs: &[(usize, &ServiceRef)],
         resolved: &[ResolvedPolicy<'_>],
-    ) -> Option<Option<ServicePlan>> {
+    ) -> Planned {
         let id = &svc.id;
         let mut policy_idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
         policy_idx.sort_unstable();
@@ -541,7 +636,7 @@ impl<'a> Planner<'a> {
                 format!("reading {id} failed ({err}); nothing is planned for it in this pass"),
                 ref_sources,
             ));
-            return None;
+            return Planned::Skipped;
         }
         let Some(iam) = &svc.iam else {
             self.findings.insert(finding(
@@ -553,7 +648,7 @@ impl<'a> Planner<'a> {
                 ),
                 ref_sources,
             ));
-            return None;
+            return Planned::Skipped;
         };
         let mode = pols
             .iter()
@@ -564,32 +659,35 @@ impl<'a> Planner<'a> {
         // Merge exposure field by field.
         let exp = self.merge_exposure(id, &pols);
         if exp.iap_conflict {
-            return None;
+            return Planned::Skipped;
         }
         let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
         let public = exp.public.as_ref().map(|(v, _)| *v);
-        let exposure_src = |f: &Option<(bool, Vec<String>)>| {
+        let exposure_src = |f: &Option<(bool, Vec<String>)>| -> Vec<String> {
             f.as_ref()
                 .map(|(_, s)| s.clone())
                 .unwrap_or_else(|| ref_sources.clone())
         };
+        let public_sources = exposure_src(&exp.public);
+        let iap_sources = exposure_src(&exp.iap);
 
         let number = self.live.project_numbers.get(&id.project).copied();
+        let all_users = Member::parse("allUsers").expect("allUsers is a member");
+        let agent = number.map(iap_service_agent);
 
-        // Desired members per resource and binding key.
-        let mut run_desired: BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>> =
-            BTreeMap::new();
-        let mut iap_desired: BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>> =
-            BTreeMap::new();
-        let mut run_feeds: BTreeMap<BindingKey, Vec<&Feed>> = BTreeMap::new();
-        let mut iap_feeds: BTreeMap<BindingKey, Vec<&Feed>> = BTreeMap::new();
+        // Desired members per resource and binding key. Everything is borrowed from the resolved
+        // policies: a large estate plans without copying member strings per service.
+        let mut run_desired: DesiredMap<'_> = BTreeMap::new();
+        let mut iap_desired: DesiredMap<'_> = BTreeMap::new();
+        let mut run_feeds: FeedMap<'_> = BTreeMap::new();
+        let mut iap_feeds: FeedMap<'_> = BTreeMap::new();
         let mut has_role_feed = false;
         for rp in &pols {
             for g in &rp.grants {
                 if g.member.is_public() && public != Some(true) {
                     self.findings.insert(finding(Some(id), "public-member-not-allowed", Severity::Error,
                         format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, g.member),
-                        vec![loc(&g.source)]));
+                        vec![g.loc.clone()]));
                     continue;
                 }
                 let (target, role) = if iap {
@@ -598,11 +696,11 @@ impl<'a> Planner<'a> {
                     (&mut run_desired, RUN_INVOKER)
                 };
                 target
-                    .entry((role.to_string(), g.condition.clone()))
+                    .entry((role, g.condition.as_ref()))
                     .or_default()
-                    .entry(g.member.clone())
+                    .entry(&g.member)
                     .or_default()
-                    .insert(loc(&g.source));
+                    .insert(g.loc.as_str());
             }
             for f in &rp.feeds {
                 has_role_feed = true;
@@ -612,19 +710,18 @@ impl<'a> Planner<'a> {
                     (&mut run_feeds, RUN_INVOKER)
                 };
                 target
-                    .entry((role.to_string(), f.condition.clone()))
+                    .entry((role, f.condition.as_ref()))
                     .or_default()
                     .push(f);
             }
         }
         if public == Some(true) {
-            let all = Member::parse("allUsers").expect("allUsers is a member");
             run_desired
-                .entry((RUN_INVOKER.into(), None))
+                .entry((RUN_INVOKER, None))
                 .or_default()
-                .entry(all)
+                .entry(&all_users)
                 .or_default()
-                .extend(exposure_src(&exp.public));
+                .extend(public_sources.iter().map(String::as_str));
         }
         if has_role_feed
             && !iap
@@ -642,31 +739,32 @@ impl<'a> Planner<'a> {
         // so without the project number or the IAP policy nothing is planned for the service.
         let mut iap_target = None;
         if iap {
-            let Some(n) = number else {
+            let (Some(n), Some(agent)) = (number, agent.as_ref()) else {
                 self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
                     format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
                     ref_sources.clone()));
-                return None;
+                return Planned::Skipped;
             };
             let Some(policy) = &svc.iap_iam else {
                 self.findings.insert(finding(Some(id), "read-failed", Severity::Error,
                     format!("the IAP policy of {id} was not read; nothing is planned for it in this pass"), ref_sources.clone()));
-                return None;
+                return Planned::Skipped;
             };
             run_desired
-                .entry((RUN_INVOKER.into(), None))
+                .entry((RUN_INVOKER, None))
                 .or_default()
-                .entry(iap_service_agent(n))
+                .entry(agent)
                 .or_default()
-                .extend(exposure_src(&exp.iap));
+                .extend(iap_sources.iter().map(String::as_str));
             iap_target = Some((id.iap_resource_name(n), policy));
         }
 
+        self.owned_scratch = 0;
         let ctx = ServiceCtx {
             id,
             public,
             ref_sources: &ref_sources,
-            public_sources: exposure_src(&exp.public),
+            public_sources: &public_sources,
         };
         let iam_plan = self.diff_resource(
             &ctx,
@@ -688,18 +786,21 @@ impl<'a> Planner<'a> {
             None => None,
         };
 
+        if mode == Mode::Enforce {
+            self.owned_applicable += self.owned_scratch;
+        }
         let settings = if exp.conflict {
             Vec::new()
         } else {
             self.settings_changes(svc, &exp, &ref_sources)
         };
         if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
-            return Some(None);
+            return Planned::InSync;
         }
         let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
         policies.sort();
         policies.dedup();
-        Some(Some(ServicePlan {
+        Planned::Entries(ServicePlan {
             id: id.to_string(),
             project: id.project.clone(),
             region: id.region.clone(),
@@ -710,7 +811,7 @@ impl<'a> Planner<'a> {
             iam: iam_plan,
             iap: iap_plan,
             settings,
-        }))
+        })
     }
 
     fn merge_exposure(&mut self, id: &ServiceId, pols: &[&ResolvedPolicy<'_>]) -> MergedExposure {
@@ -867,17 +968,18 @@ impl<'a> Planner<'a> {
         out
     }
 
-    fn diff_resource(
+    #[allow(clippy::too_many_arguments)]
+    fn diff_resource<'x>(
         &mut self,
         ctx: &ServiceCtx<'_>,
         resource: String,
-        live: &Policy,
+        live: &'x Policy,
         role: &str,
-        desired: &BTreeMap<BindingKey, BTreeMap<Member, BTreeSet<String>>>,
-        feeds: &BTreeMap<BindingKey, Vec<&Feed>>,
+        desired: &DesiredMap<'x>,
+        feeds: &FeedMap<'x>,
     ) -> Option<ResourcePlan> {
         // Live governed bindings: the unconditional one and those runwarden generated.
-        let mut live_map: BTreeMap<BindingKey, BTreeSet<&Member>> = BTreeMap::new();
+        let mut live_map: BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> = BTreeMap::new();
         for b in &live.bindings {
             if b.role != role {
                 continue;
@@ -888,28 +990,27 @@ impl<'a> Planner<'a> {
                 }
             }
             live_map
-                .entry((b.role.clone(), b.condition.clone()))
+                .entry((b.role.as_str(), b.condition.as_ref()))
                 .or_default()
                 .extend(b.members.iter());
         }
-        let mut keys: BTreeSet<&BindingKey> = desired.keys().collect();
-        keys.extend(live_map.keys());
+        let mut keys: BTreeSet<BindingKey<'x>> = desired.keys().copied().collect();
+        keys.extend(live_map.keys().copied());
 
         let empty_d = BTreeMap::new();
         let empty_l = BTreeSet::new();
         let mut changes = Vec::new();
         let mut emptied = Vec::new();
-        let mut owned_members = 0;
         let (mut adds, mut removes) = (0usize, 0usize);
         for key in keys {
-            let d = desired.get(key).unwrap_or(&empty_d);
-            let l = live_map.get(key).unwrap_or(&empty_l);
-            let cond = key.1.as_ref();
+            let d = desired.get(&key).unwrap_or(&empty_d);
+            let l = live_map.get(&key).unwrap_or(&empty_l);
+            let cond = key.1;
             let managed = cond.is_some();
             let expired = cond
                 .and_then(|c| parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]))
                 .is_some_and(|t| t <= self.now);
-            let key_feeds = feeds.get(key).map(Vec::as_slice).unwrap_or(&[]);
+            let key_feeds = feeds.get(&key).map(Vec::as_slice).unwrap_or(&[]);
             let unknown: BTreeSet<&str> = key_feeds
                 .iter()
                 .filter(|f| f.status == FeedStatus::Unknown)
@@ -925,7 +1026,7 @@ impl<'a> Planner<'a> {
                 |action, member: &Member, reason, sources: Vec<String>, note: Option<String>| {
                     MemberChange {
                         action,
-                        role: key.0.clone(),
+                        role: key.0.to_string(),
                         condition: pcond.clone(),
                         member: member.clone(),
                         reason,
@@ -940,17 +1041,17 @@ impl<'a> Planner<'a> {
                         Action::Add,
                         m,
                         Reason::Missing,
-                        srcs.iter().cloned().collect(),
+                        srcs.iter().map(|s| s.to_string()).collect(),
                         None,
                     ));
                     adds += 1;
                 }
             }
-            let mut removed_here = 0;
+            let mut removed_here: HashSet<&Member> = HashSet::new();
             for m in l {
                 let owned = managed || self.is_owned(m);
                 if owned {
-                    owned_members += 1;
+                    self.owned_scratch += 1;
                 }
                 if d.contains_key(*m) {
                     continue;
@@ -969,7 +1070,7 @@ impl<'a> Planner<'a> {
                         )),
                     )
                 } else if m.is_public() && ctx.public == Some(false) {
-                    (Reason::Public, true, ctx.public_sources.clone(), None)
+                    (Reason::Public, true, ctx.public_sources.to_vec(), None)
                 } else if owned {
                     (Reason::Unlisted, true, ctx.ref_sources.to_vec(), None)
                 } else {
@@ -1011,27 +1112,33 @@ impl<'a> Planner<'a> {
                     }
                 }
                 if action == Action::Remove {
-                    removed_here += 1;
+                    removed_here.insert(*m);
                     removes += 1;
                 }
                 changes.push(change(action, m, reason, sources, note));
             }
-            let added_here = d.keys().filter(|m| !l.contains(m)).count();
-            if !l.is_empty()
-                && removed_here == l.len()
-                && added_here == 0
-                && !empty_roles.is_empty()
-                && l.iter().any(|m| self.is_mapping_member(m))
-            {
+            // The directory guard's question: does this binding lose every member of the
+            // principal mapping (the people an Auth0 role stands for) while a role feeding it came
+            // back empty? Foreign or protected members that stay do not make that loss smaller.
+            let mapping_before = l.iter().filter(|m| self.is_mapping_member(m)).count();
+            let mapping_kept = l
+                .iter()
+                .filter(|m| self.is_mapping_member(m) && !removed_here.contains(**m))
+                .count();
+            let mapping_added = d
+                .keys()
+                .filter(|m| !l.contains(**m) && self.is_mapping_member(m))
+                .count();
+            if mapping_before > 0 && mapping_kept + mapping_added == 0 && !empty_roles.is_empty() {
                 emptied.push(EmptiedBinding {
-                    role: key.0.clone(),
+                    role: key.0.to_string(),
                     condition: pcond.clone(),
-                    members_before: l.len(),
+                    members_before: mapping_before,
                     empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
                 });
             }
         }
-        let after = live.member_count() + adds - removes;
+        let after = (live.member_count() + adds).saturating_sub(removes);
         if after > MAX_POLICY_MEMBERS {
             self.findings.insert(finding(Some(ctx.id), "policy-too-large", Severity::Error,
                 format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail, so grant a group or use the workforce pool mapping"),
@@ -1047,18 +1154,29 @@ impl<'a> Planner<'a> {
             resource,
             etag: live.etag.clone(),
             policy_version: 3,
-            owned_members,
             emptied_bindings: emptied,
             changes,
         })
     }
 }
 
+/// The outcome of planning one governed service. (Returned once per service and moved
+/// straight into the plan, so the large variant is not worth a box.)
+#[allow(clippy::large_enum_variant)]
+enum Planned {
+    /// It could not be planned (a finding says why).
+    Skipped,
+    /// Planned; nothing to change or list.
+    InSync,
+    /// Planned, with changes or kept members to list.
+    Entries(ServicePlan),
+}
+
 struct ServiceCtx<'a> {
     id: &'a ServiceId,
     public: Option<bool>,
     ref_sources: &'a [String],
-    public_sources: Vec<String>,
+    public_sources: &'a [String],
 }
 
 #[derive(Default)]
@@ -1084,7 +1202,11 @@ fn mark_origins(plan: &mut Plan, base: &Plan) {
     let mut setting_keys = HashSet::new();
     for s in &base.services {
         for (kind, r) in [("iam", &s.iam), ("iap", &s.iap)] {
-            for c in r.iter().flat_map(|r| &r.changes) {
+            for c in r
+                .iter()
+                .flat_map(|r| &r.changes)
+                .filter(|c| c.action != Action::Keep)
+            {
                 member_keys.insert((
                     s.id.clone(),
                     kind,

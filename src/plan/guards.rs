@@ -23,7 +23,8 @@ pub enum GuardKind {
     MaxRemovals,
     /// More removals than `guards.maxRemovalRatio` × owned members.
     MaxRemovalRatio,
-    /// A governed binding would become empty because an Auth0 role came back empty.
+    /// A governed binding would lose every member of the principal mapping because an Auth0 role
+    /// came back empty.
     EmptyDirectory,
     /// A member matching `Settings.keep` would be removed.
     KeepMemberRemoved,
@@ -73,10 +74,7 @@ pub fn check_guards(
 ) -> Vec<GuardTrip> {
     let applied = || plan.services.iter().filter(|s| s.is_applicable());
     let removals: usize = applied().map(|s| s.count(Action::Remove)).sum();
-    let owned: usize = applied()
-        .flat_map(|s| s.iam.iter().chain(s.iap.iter()))
-        .map(|r| r.owned_members)
-        .sum();
+    let owned = plan.summary.owned_members;
     let hint = Some(format!(
         "if these {removals} removals are intended, re-run with --allow-removals {removals}"
     ));
@@ -129,10 +127,11 @@ pub fn check_guards(
                         trips.push(GuardTrip {
                             guard: GuardKind::EmptyDirectory,
                             message: format!(
-                                "{} on {}{cond} would lose all {} members because Auth0 role {} came back empty",
+                                "{} on {}{cond} would lose all {} member{} of the principal mapping because Auth0 role {} came back empty",
                                 e.role,
                                 s.id,
                                 e.members_before,
+                                if e.members_before == 1 { "" } else { "s" },
                                 e.empty_roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
                             ),
                             override_hint: hint.clone(),

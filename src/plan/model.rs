@@ -138,24 +138,23 @@ pub struct ResourcePlan {
     pub etag: String,
     /// The policy version to write (always 3, so no condition is ever lost).
     pub policy_version: u32,
-    /// Owned member entries in the governed bindings as read (the base of `maxRemovalRatio`).
-    pub owned_members: usize,
-    /// Governed bindings this plan empties while an Auth0 role feeding them resolved to no
-    /// members (the directory guard refuses these).
+    /// Governed bindings that lose every member of the principal mapping while an Auth0 role
+    /// feeding them resolved to no members (the directory guard refuses these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emptied_bindings: Vec<EmptiedBinding>,
     /// Sorted by role, condition, member.
     pub changes: Vec<MemberChange>,
 }
 
-/// A governed binding that would become empty although Auth0 returned an empty role for it.
+/// A governed binding that would lose every member of the principal mapping while an Auth0 role
+/// feeding it came back empty (foreign or protected members may stay).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmptiedBinding {
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition: Option<PlanCondition>,
-    /// Members the binding had.
+    /// Members of the principal mapping the binding had (all of which it would lose).
     pub members_before: usize,
     /// The Auth0 roles that came back empty.
     pub empty_roles: Vec<String>,
@@ -361,6 +360,9 @@ pub struct Summary {
     pub findings: usize,
     /// Services to change whose mode is `warn` or `observe` (their changes are never applied).
     pub services_not_applied: usize,
+    /// Owned member entries in the governed bindings of `enforce` services, as read (the base
+    /// of the `maxRemovalRatio` guard).
+    pub owned_members: usize,
 }
 
 impl Plan {

@@ -101,10 +101,18 @@ fn symbol(a: Action) -> &'static str {
 /// The lines of one service's body (without colour), shared by text and Markdown. Each line is
 /// (symbol, text) so the caller can colour by symbol.
 fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
+    // Members and settings are aligned separately, so one long value does not push the other
+    // column far to the right.
     let width = s
         .member_changes()
         .map(|c| c.member.as_str().len())
-        .chain(s.settings.iter().map(|c| setting_text(c).len()))
+        .max()
+        .unwrap_or(0)
+        .min(64);
+    let setting_width = s
+        .settings
+        .iter()
+        .map(|c| setting_text(c).len())
         .max()
         .unwrap_or(0)
         .min(64);
@@ -124,7 +132,7 @@ fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
             out.push((
                 "~",
                 format!(
-                    "  ~ {:<width$}  {reason:<18} {}",
+                    "  ~ {:<setting_width$}  {reason:<18} {}",
                     setting_text(c),
                     c.sources.join(", ")
                 )
@@ -172,9 +180,10 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
         out.push((
             "!",
             format!(
-                "  ! {} would lose all {} members: Auth0 role {} came back empty (the directory guard refuses this)",
+                "  ! {} would lose all {} member{} of the principal mapping: Auth0 role {} came back empty (the directory guard refuses this)",
                 e.role,
                 e.members_before,
+                plural(e.members_before),
                 e.empty_roles.join(", ")
             ),
         ));

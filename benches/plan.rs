@@ -1,0 +1,256 @@
+//! Planning 10,000 services in memory (DESIGN §9: "well under a second").
+//!
+//! Builds a synthetic estate in memory (2 projects × 2 regions × 2,500 services, teams of 20
+//! services each governed by one selector policy, 200 Auth0 roles of 25 users, `users`
+//! mapping), with drift on every tenth service, then times three plans: the drifted world, the
+//! world after applying that plan, and the drifted world against base policies. Prints the wall
+//! time of each and its ratio to a 1 s budget. Not a timed test: it never fails on speed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use runwarden::iam::{Binding, Member, Policy, RUN_INVOKER};
+use runwarden::live::{Directory, LiveService, LiveState, Role, ServiceId, ServiceSettings, User};
+use runwarden::plan::{self, PlanOptions};
+use runwarden::policy::model::*;
+
+const PROJECTS: [&str; 2] = ["gen-project-1", "gen-project-2"];
+const REGIONS: [&str; 2] = ["europe-west1", "us-central1"];
+const PER_REGION: usize = 2_500;
+const PER_TEAM: usize = 20;
+const ROLES: usize = 200;
+const USERS_PER_ROLE: usize = 25;
+const BUDGET: Duration = Duration::from_secs(1);
+
+fn src(file: &str, line: usize) -> Source {
+    Source {
+        file: PathBuf::from(file),
+        line,
+        column: 1,
+    }
+}
+
+fn member(s: &str) -> Member {
+    Member::parse(s).expect("valid member")
+}
+
+fn settings() -> Settings {
+    Settings {
+        name: "gen".into(),
+        source: src("policies/settings.yaml", 1),
+        auth0: Auth0Settings {
+            domain: "gen.auth0.example".into(),
+            client_id: "gen".into(),
+            client_secret_env: "AUTH0_CLIENT_SECRET".into(),
+        },
+        principals: PrincipalMapping::Users {
+            email_domains: vec!["gen.example".into()],
+        },
+        machines: vec![],
+        scope: Scope {
+            projects: PROJECTS.iter().map(|s| s.to_string()).collect(),
+            regions: REGIONS.iter().map(|s| s.to_string()).collect(),
+        },
+        foreign_members: ForeignMembers::Keep,
+        owned: vec![],
+        keep: vec![MemberPattern {
+            pattern: "serviceAccount:service-*@gcp-sa-*.iam.gserviceaccount.com".into(),
+            source: src("policies/settings.yaml", 9),
+        }],
+        allowed_roles: vec![RUN_INVOKER.into(), "roles/iap.httpsResourceAccessor".into()],
+        guards: Guards {
+            max_removals: 100_000,
+            max_removal_ratio: 1.0,
+        },
+        audits: Audits {
+            max_token_lifetime: Duration::from_secs(3600),
+            max_signing_key_age: Duration::from_secs(86400 * 90),
+            require_coverage: true,
+        },
+    }
+}
+
+fn estate() -> (Desired, LiveState) {
+    let mut live = LiveState::default();
+    let mut roles = BTreeMap::new();
+    for r in 0..ROLES {
+        let members = (0..USERS_PER_ROLE)
+            .map(|u| {
+                let n = r * USERS_PER_ROLE + u;
+                User {
+                    user_id: format!("auth0|{n:06}"),
+                    email: Some(format!("user-{n:06}@gen.example")),
+                    email_verified: true,
+                    via_groups: vec![],
+                    direct: true,
+                }
+            })
+            .collect();
+        let name = format!("role-{r:03}");
+        roles.insert(
+            name.clone(),
+            Role {
+                id: format!("rol_{r}"),
+                name,
+                members,
+            },
+        );
+    }
+    live.directory = Directory {
+        roles,
+        members_resolved: true,
+    };
+    let mut policies = Vec::new();
+    let mut n = 0usize;
+    for (pi, project) in PROJECTS.iter().enumerate() {
+        live.project_numbers
+            .insert(project.to_string(), 100_000 + pi as u64);
+        for region in REGIONS {
+            for i in 1..=PER_REGION {
+                let team = n / PER_TEAM;
+                let id = ServiceId::new(project, region, &format!("svc-{i:05}"));
+                let role = team % ROLES;
+                // Live starts with the team's role members, plus drift on every tenth service.
+                let mut members: BTreeSet<Member> = (0..USERS_PER_ROLE)
+                    .map(|u| {
+                        member(&format!(
+                            "user:user-{:06}@gen.example",
+                            role * USERS_PER_ROLE + u
+                        ))
+                    })
+                    .collect();
+                if n % 10 == 0 {
+                    members.insert(member("allUsers"));
+                    members.insert(member("user:leaver@gen.example"));
+                    members.remove(&member(&format!(
+                        "user:user-{:06}@gen.example",
+                        role * USERS_PER_ROLE
+                    )));
+                }
+                members.insert(member("user:contractor@partner.example"));
+                members.insert(member(&format!(
+                    "serviceAccount:team-{team:03}@{project}.iam.gserviceaccount.com"
+                )));
+                live.services.insert(
+                    id.clone(),
+                    LiveService {
+                        id: id.clone(),
+                        labels: [("team".to_string(), format!("team-{team:03}"))]
+                            .into_iter()
+                            .collect(),
+                        settings: ServiceSettings {
+                            ingress: Some(Ingress::Internal),
+                            invoker_iam_disabled: false,
+                            custom_audiences: vec![],
+                            iap_enabled: false,
+                        },
+                        etag: format!("s{n}"),
+                        uri: None,
+                        iam: Some(Policy {
+                            version: 1,
+                            etag: format!("i{n}"),
+                            bindings: vec![Binding {
+                                role: RUN_INVOKER.into(),
+                                members,
+                                condition: None,
+                            }],
+                        }),
+                        iap_iam: None,
+                        read_error: None,
+                    },
+                );
+                if n % PER_TEAM == 0 {
+                    let file = format!("policies/teams/team-{team:03}.yaml");
+                    policies.push(AccessPolicy {
+                        name: format!("team-{team:03}"),
+                        source: src(&file, 1),
+                        mode: Mode::Enforce,
+                        services: vec![ServiceRef {
+                            project: project.to_string(),
+                            region: RegionRef::Any,
+                            target: ServiceTarget::Selector([("team".to_string(), format!("team-{team:03}"))].into_iter().collect()),
+                            source: src(&file, 6),
+                        }],
+                        exposure: Exposure { ingress: Some(Ingress::Internal), public: Some(false), iap: None, audiences: None, source: Some(src(&file, 10)) },
+                        invokers: vec![
+                            Invoker { principal: Principal::Auth0Role(format!("role-{role:03}")), expires: None, source: src(&file, 15) },
+                            Invoker { principal: Principal::Member(member(&format!("serviceAccount:team-{team:03}@{project}.iam.gserviceaccount.com"))), expires: None, source: src(&file, 16) },
+                        ],
+                    });
+                }
+                n += 1;
+            }
+        }
+    }
+    policies.sort_by(|a, b| a.name.cmp(&b.name));
+    (
+        Desired {
+            settings: settings(),
+            policies,
+        },
+        live,
+    )
+}
+
+fn timed<T>(label: &str, services: usize, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    let wall = start.elapsed();
+    println!(
+        "{label:<40} {services} services  wall {:>8.3} s  ratio to 1 s budget {:.3}",
+        wall.as_secs_f64(),
+        wall.as_secs_f64() / BUDGET.as_secs_f64()
+    );
+    out
+}
+
+fn main() {
+    let (desired, live) = estate();
+    let services = live.services.len();
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let _ = SystemTime::now; // the clock is passed in, never read by the plan
+    let drifted = timed("plan (drifted estate)", services, || {
+        plan::plan(&desired, &live, &PlanOptions::at(now))
+    });
+    println!(
+        "  {} services to change, {} adds, {} removes, {} settings, {} foreign kept, {} findings",
+        drifted.summary.services_to_change,
+        drifted.summary.members_to_add,
+        drifted.summary.members_to_remove,
+        drifted.summary.settings_to_change,
+        drifted.summary.foreign_kept,
+        drifted.findings.len()
+    );
+    let converged = plan::apply_to(&drifted, &live);
+    let again = timed("plan (converged estate)", services, || {
+        plan::plan(&desired, &converged, &PlanOptions::at(now))
+    });
+    assert!(
+        !again.has_changes(),
+        "the converged estate must plan no changes"
+    );
+    timed("plan (drifted, with --base-policies)", services, || {
+        plan::plan(
+            &desired,
+            &live,
+            &PlanOptions {
+                now,
+                base: Some(&desired),
+            },
+        )
+    });
+    let text = timed("render text", services, || {
+        plan::render_text(&drifted, false)
+    });
+    let md = timed("render markdown", services, || {
+        plan::render_markdown(&drifted)
+    });
+    let json = timed("render json", services, || plan::render_json(&drifted));
+    println!(
+        "  text {} bytes, markdown {} bytes, json {} bytes",
+        text.len(),
+        md.len(),
+        json.len()
+    );
+}
