@@ -891,6 +891,11 @@ async fn iap_policies_live_on_the_project_number_resource() {
     assert_eq!(set.status, 200, "{}", set.body);
     let id = ServiceId::new("acme-prod", "europe-west1", "admin-console");
     assert_eq!(env.sim.handle.iap_policy(&id).unwrap().member_count(), 2);
+    let by_name = env
+        .sim
+        .handle
+        .policy("projects/123456789012/iap_web/cloud_run-europe-west1/services/admin-console");
+    assert_eq!(by_name, env.sim.handle.iap_policy(&id));
     assert_eq!(
         env.sim.handle.history()[0].resource,
         "projects/123456789012/iap_web/cloud_run-europe-west1/services/admin-console"
@@ -1637,4 +1642,72 @@ async fn unknown_paths_are_404_in_the_right_shape() {
         404,
         "NOT_FOUND",
     );
+}
+
+// ---------------------------------------------------------------- runwarden sim (the binary)
+
+#[test]
+fn runwarden_sim_refuses_non_loopback_addresses() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["sim", "--world"])
+        .arg(demo_world_path())
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .expect("runwarden runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("loopback") && stderr.contains("--allow-non-loopback"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing is served, nothing exported");
+}
+
+#[tokio::test]
+async fn runwarden_sim_prints_the_export_lines_and_serves_them() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .args(["sim", "--world"])
+        .arg(demo_world_path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("runwarden sim starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut exports = std::collections::BTreeMap::new();
+    while exports.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("export lines in time")
+            .unwrap()
+            .expect("a line");
+        let (name, value) = line
+            .strip_prefix("export ")
+            .and_then(|l| l.split_once('='))
+            .unwrap_or_else(|| panic!("not an export line: {line}"));
+        exports.insert(name.to_string(), value.to_string());
+    }
+    let endpoint = &exports["RUNWARDEN_ENDPOINT"];
+    assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+    assert_eq!(exports["AUTH0_CLIENT_ID"], "rw-demo-client");
+    let key: Value = serde_json::from_str(
+        &std::fs::read_to_string(&exports["GOOGLE_APPLICATION_CREDENTIALS"]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(key["token_uri"], format!("{endpoint}/token"));
+    let body = json!({"grant_type": "client_credentials", "client_id": exports["AUTH0_CLIENT_ID"], "client_secret": exports["AUTH0_CLIENT_SECRET"], "audience": "https://acme.eu.auth0.com/api/v2/"});
+    let r = reqwest::Client::new()
+        .post(format!("{endpoint}/oauth/token"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "the printed secret is the served one"
+    );
+    child.kill().await.unwrap();
 }

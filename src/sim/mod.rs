@@ -362,6 +362,24 @@ impl SimHandle {
             .map(|s| google::stored_view(&s.iam.policy))
     }
 
+    /// The stored policy of an IAM resource by name: `projects/P/locations/R/services/S` or
+    /// `projects/NUMBER/iap_web/cloud_run-R/services/S`.
+    pub fn policy(&self, resource: &str) -> Option<Policy> {
+        if let Some(id) = ServiceId::parse(resource) {
+            return self.iam_policy(&id);
+        }
+        let parts: Vec<&str> = resource.split('/').collect();
+        match parts.as_slice() {
+            ["projects", number, "iap_web", kind, "services", name] => {
+                let region = kind.strip_prefix("cloud_run-")?;
+                let number: u64 = number.parse().ok()?;
+                let project = self.store().project_by_number.get(&number)?.clone();
+                self.iap_policy(&ServiceId::new(&project, region, name))
+            }
+            _ => None,
+        }
+    }
+
     /// The IAP resource's stored IAM policy for a service.
     pub fn iap_policy(&self, id: &ServiceId) -> Option<Policy> {
         self.store()
