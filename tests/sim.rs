@@ -1274,6 +1274,12 @@ async fn roles_page_by_offset_with_totals_and_filter_by_name() {
         (Some(50), Some(50), Some(120))
     );
     assert_eq!(totals["roles"].as_array().unwrap().len(), 50);
+    if let Some(allowed) = auth0_schema("get_organization_member_roles_200_response_oneOf") {
+        assert_fields_in(&totals, &allowed, "roles with totals");
+    }
+    if let Some(allowed) = auth0_schema("get_organization_member_roles_200_response_oneOf_inner") {
+        assert_fields_in(&totals["roles"][0], &allowed, "role");
+    }
     let filtered = env.aget("/api/v2/roles?name_filter=ROLE-007").await.body;
     assert_eq!(filtered.as_array().unwrap().len(), 1);
     let role = &filtered[0];
@@ -1418,6 +1424,10 @@ async fn users_are_found_by_id_and_unverified_users_in_bulk() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["total"], 1);
+    assert_eq!(r.body["length"], 1);
+    if let Some(allowed) = auth0_schema("get_users_200_response_oneOf") {
+        assert_fields_in(&r.body, &allowed, "users with totals");
+    }
     let ken = &r.body["users"][0];
     assert_eq!(ken["email"], "ken@acme.com");
     assert_eq!(ken["email_verified"], false);
