@@ -91,6 +91,9 @@ impl World {
     }
 }
 
+/// How many request records the log keeps (the oldest tenth is dropped when full).
+pub const MAX_LOG_RECORDS: usize = 500_000;
+
 /// One request the simulator served.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RequestRecord {
