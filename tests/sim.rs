@@ -1721,3 +1721,12 @@ async fn runwarden_sim_prints_the_export_lines_and_serves_them() {
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn debug_output_never_shows_the_client_secret() {
+    let env = demo().await;
+    let (_, secret) = env.sim.auth0_client();
+    let shown = format!("{:?} {:?}", env.sim, env.sim.handle);
+    assert!(!shown.contains(&secret), "{shown}");
+    assert!(!shown.contains(&env.google_token));
+}

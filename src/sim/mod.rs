@@ -188,7 +188,6 @@ struct Tokens {
 }
 
 /// Shared simulator state. Reach it through a [`SimHandle`].
-#[derive(Debug)]
 pub struct SimState {
     store: Mutex<state::Store>,
     faults: Mutex<faults::FaultState>,
@@ -198,6 +197,16 @@ pub struct SimState {
     rng: Mutex<faults::SplitMix>,
     keys: keys::Keys,
     print_requests: AtomicBool,
+}
+
+impl std::fmt::Debug for SimState {
+    // Hand-written so that the client secret and issued tokens never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimState")
+            .field("services", &lock(&self.store).services.len())
+            .field("requests_logged", &lock(&self.log).len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cheap, cloneable handle on the simulator's state: what tests use to look inside and steer.
