@@ -42,21 +42,21 @@ pub use world::{FaultsSpec, IngressValue, World, world_schema};
 /// Errors of the simulator: loading a world, validating faults, serving, writing files.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("could not read world file {path}: {source}")]
+    #[error("could not read world file {path}")]
     ReadWorld {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("world file {path} is not valid: {message}")]
+    #[error("world file {path} is not valid (fix it and start again): {message}")]
     ParseWorld { path: PathBuf, message: String },
     #[error("world is inconsistent: {0}")]
     World(String),
     #[error("invalid faults: {0}")]
     Faults(String),
-    #[error("could not bind the simulator to 127.0.0.1:0: {0}")]
+    #[error("could not bind the simulator to 127.0.0.1:0")]
     Bind(#[source] std::io::Error),
-    #[error("could not write the simulator's credentials to {path}: {source}")]
+    #[error("could not write the simulator's credentials to {path}")]
     WriteCredentials {
         path: PathBuf,
         #[source]
@@ -73,10 +73,15 @@ impl World {
             path: file.to_path_buf(),
             message: e.to_string(),
         })?;
-        // Build once to report inconsistencies (unknown projects, users, ...) at load time.
-        state::Store::from_world(&world, 0)?;
+        // Build once to report inconsistencies (unknown projects, users, ...) at load time,
+        // naming the file.
+        let named = |e: SimError| SimError::ParseWorld {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        };
+        state::Store::from_world(&world, 0).map_err(named)?;
         if let Some(f) = &world.faults {
-            Faults::from_spec(f)?;
+            Faults::from_spec(f).map_err(named)?;
         }
         Ok(world)
     }
