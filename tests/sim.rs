@@ -1730,3 +1730,48 @@ async fn debug_output_never_shows_the_client_secret() {
     assert!(!shown.contains(&secret), "{shown}");
     assert!(!shown.contains(&env.google_token));
 }
+
+#[test]
+fn the_design_documents_generate_and_faults_sections_parse_as_written() {
+    // Verbatim from DESIGN §7: benchmarks and reliability tests are written against it.
+    let yaml = r#"
+generate:                 # add a synthetic estate, reproducible from the seed
+  seed: 1
+  projects: 2             # named gen-project-1 ... (numbers derived from the seed)
+  regions: [europe-west1, us-central1]
+  servicesPerRegion: 500  # svc-00001 ... numbered from 1 within each (project, region)
+  servicesPerTeam: 20     # label team: team-00, team-01 ... (two digits at least), consecutive
+                          # services in generation order (project, then region, then number)
+  users: 50000            # user-000001@gen.example ..., e-mail verified
+  roles: 200              # role-001 ..., each with usersPerRole members, some through groups
+  usersPerRole: 250       # tenant domain gen.auth0.example; Management API client id "gen" (secret in the export lines)
+  publicFraction: 0.1     # share of services that start with allUsers as invoker
+faults:
+  latency: 20ms           # added to every response
+  errorRates: {"503": 0.1}
+  rateLimits: {cloudRunRead: 6000/min, cloudRunWrite: 600/min, auth0: 50/s}
+  concurrentWriter: 0.05  # chance that an IAM policy gains a foreign binding between a read and the next write
+  operationFailureRate: 0.0
+"#;
+    let w = world(yaml);
+    let f = Faults::from_spec(w.faults.as_ref().unwrap()).unwrap();
+    assert_eq!(f.latency, Duration::from_millis(20));
+    assert_eq!(f.error_rates, [(503, 0.1)]);
+    assert_eq!(f.rate_limits.len(), 3);
+    assert_eq!(f.concurrent_writer, 0.05);
+    let handle = runwarden::sim::SimHandle::new(&w).unwrap();
+    let ids = handle.service_ids();
+    assert_eq!(ids.len(), 2000);
+    assert_eq!(
+        ids[0],
+        ServiceId::new("gen-project-1", "europe-west1", "svc-00001")
+    );
+    assert_eq!(
+        ids[1999],
+        ServiceId::new("gen-project-2", "us-central1", "svc-00500")
+    );
+    assert_eq!(handle.auth0_client().0, "gen");
+    assert_eq!(handle.auth0_domain(), "gen.auth0.example");
+    let last = handle.service(&ids[1999]).unwrap();
+    assert_eq!(last.labels.get("team").map(String::as_str), Some("team-99"));
+}
