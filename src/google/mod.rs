@@ -392,7 +392,7 @@ impl GoogleClient {
             let _permit = self.inner.permits.acquire().await.expect("semaphore never closed");
             self.pacer(api).acquire().await;
             let started = StdInstant::now();
-            let mut request = self.inner.http.request(method.clone(), url).bearer_auth(token);
+            let mut request = self.inner.http.request(method.clone(), url).bearer_auth(&token);
             if let Some(body) = body {
                 request = request.json(&body);
             }
@@ -428,6 +428,9 @@ impl GoogleClient {
             };
         let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
         let class = classify(code, &gstatus, &reasons);
+        if class == ErrorClass::Unauthenticated {
+            self.inner.tokens.invalidate(&token).await;
+        }
         let retry_after = retry::server_wait(&headers, SystemTime::now()).or(detail_wait);
         if class == ErrorClass::Quota {
             if let Some(wait) = retry_after {

@@ -60,6 +60,8 @@ pub struct ClientConfig {
     pub auth0_concurrency: usize,
     /// Auth0 steady request rate (see `Auth0Config::rate`).
     pub auth0_rate: Option<Rate>,
+    /// Items per Auth0 page (at most 100).
+    pub auth0_page_size: u32,
 }
 
 impl Default for ClientConfig {
@@ -69,6 +71,7 @@ impl Default for ClientConfig {
             google: GoogleConfig::default(),
             auth0_concurrency: 4,
             auth0_rate: Some(Rate::per_second(15)),
+            auth0_page_size: 100,
         }
     }
 }
@@ -126,6 +129,7 @@ impl Clients {
         );
         auth0_config.concurrency = config.auth0_concurrency;
         auth0_config.rate = config.auth0_rate;
+        auth0_config.page_size = config.auth0_page_size.clamp(1, 100);
         let auth0 = Auth0Client::new(http, auth0_config);
         Ok(Clients { google, auth0 })
     }
