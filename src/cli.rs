@@ -223,6 +223,9 @@ pub struct SimArgs {
     /// Print every request the simulator serves (method, path, status, latency) to stderr.
     #[arg(long)]
     pub log_requests: bool,
+    /// Serve on a non-loopback address (the simulator issues fake tokens: think twice).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,0 +1,154 @@
+//! The `generate` section: a synthetic estate, reproducible from the seed.
+//!
+//! Naming contract (DESIGN §7; benchmarks and reliability tests rely on it):
+//! * projects `gen-project-1` ... `gen-project-N`, numbers (12 digits) derived from the seed;
+//! * services `svc-00001` ... numbered from 1 within each (project, region), in the listed regions;
+//! * label `team: team-00`, `team-01` ... (two digits at least): `servicesPerTeam` consecutive
+//!   services in generation order (project, then region, then number) share a team;
+//! * a `publicFraction` share of services (chosen by the seed) starts with `allUsers` as
+//!   `roles/run.invoker`; the others start with an empty policy;
+//! * users `user-000001@gen.example` ..., e-mail verified, user ids `auth0|gen...` in index order;
+//! * roles `role-001` ..., each with `usersPerRole` consecutive users (wrapping) from a
+//!   seed-chosen start; the first quarter of them hold the role through the group `group-001`
+//!   (same number as the role) assigned to it, the rest directly.
+//! * Without an `auth0` section the tenant is `gen.auth0.example` with Management API client id
+//!   `gen`; with one, the generated users and roles are added to that tenant.
+
+use std::collections::BTreeSet;
+
+use crate::iam::{Binding, Member, Policy, RUN_INVOKER};
+
+use super::SimError;
+use super::faults::SplitMix;
+use super::state::{
+    EMPTY_ETAG, GroupRec, IamResource, Project, RoleRec, Service, Store, UserRec, default_uri,
+    uid_for,
+};
+use super::world::{GenerateSpec, IngressValue};
+
+/// Adds the generated estate to `store`.
+pub fn generate(store: &mut Store, g: &GenerateSpec, now: &str) -> Result<(), SimError> {
+    let bad = |m: &str| SimError::World(format!("generate: {m}"));
+    if !(0.0..=1.0).contains(&g.public_fraction) {
+        return Err(bad("publicFraction must be between 0 and 1"));
+    }
+    if g.services_per_team == 0 {
+        return Err(bad("servicesPerTeam must be at least 1"));
+    }
+    if g.projects > 0 && g.services_per_region > 0 && g.regions.is_empty() {
+        return Err(bad(
+            "regions must list at least one region when services are generated",
+        ));
+    }
+    if g.roles > 0 && g.users_per_role > g.users {
+        return Err(bad("usersPerRole cannot exceed users"));
+    }
+    let mut rng = SplitMix(g.seed);
+    let mut used_numbers = BTreeSet::new();
+    let public = Member::parse("allUsers").expect("allUsers is a member");
+    let mut ordinal: u64 = 0;
+    for p in 1..=g.projects {
+        let id = format!("gen-project-{p}");
+        let number = loop {
+            let n = 100_000_000_000 + rng.next_u64() % 900_000_000_000;
+            if used_numbers.insert(n) && !store.project_by_number.contains_key(&n) {
+                break n;
+            }
+        };
+        store.add_project(Project {
+            id: id.clone(),
+            number,
+            display_name: id.clone(),
+        })?;
+        for region in &g.regions {
+            for s in 1..=g.services_per_region {
+                let name = format!("svc-{s:05}");
+                let team = format!("team-{:02}", ordinal / g.services_per_team as u64);
+                ordinal += 1;
+                let is_public = rng.next_f64() < g.public_fraction;
+                let mut iam = Policy {
+                    version: 0,
+                    etag: EMPTY_ETAG.into(),
+                    bindings: vec![],
+                };
+                if is_public {
+                    iam.version = 1;
+                    iam.etag = store.next_etag();
+                    iam.bindings.push(Binding {
+                        role: RUN_INVOKER.into(),
+                        members: BTreeSet::from([public.clone()]),
+                        condition: None,
+                    });
+                }
+                let key = (id.clone(), region.clone(), name.clone());
+                let etag = store.next_service_etag();
+                let svc = Service {
+                    uid: uid_for(&key),
+                    generation: 1,
+                    labels: [("team".to_string(), team)].into_iter().collect(),
+                    ingress: IngressValue::IngressTrafficAll,
+                    invoker_iam_disabled: false,
+                    custom_audiences: Vec::new(),
+                    iap_enabled: false,
+                    uri: default_uri(&name, number, region),
+                    create_time: now.to_string(),
+                    update_time: now.to_string(),
+                    etag,
+                    reconciling: false,
+                    iam: IamResource {
+                        policy: iam,
+                        armed: false,
+                    },
+                    iap: IamResource {
+                        policy: Policy {
+                            version: 0,
+                            etag: EMPTY_ETAG.into(),
+                            bindings: vec![],
+                        },
+                        armed: false,
+                    },
+                };
+                store.services.insert(key, svc);
+            }
+        }
+    }
+    let first_user = store.tenant.users.len() as u32;
+    for u in 1..=g.users {
+        let tag = rng.next_u64();
+        store.add_user(UserRec {
+            user_id: format!("auth0|gen{u:09}{:012x}", tag & 0xffff_ffff_ffff),
+            email: format!("user-{u:06}@gen.example"),
+            email_verified: true,
+            name: format!("User {u:06}"),
+        });
+    }
+    for r in 1..=g.roles {
+        let name = format!("role-{r:03}");
+        let start = (rng.next_u64() % g.users.max(1) as u64) as u32;
+        let mut members: Vec<u32> = (0..g.users_per_role)
+            .map(|k| first_user + (start + k) % g.users)
+            .collect();
+        // Generated user ids sort in index order, so sorting indices sorts by user id.
+        members.sort_unstable();
+        let via_group = (g.users_per_role / 4) as usize;
+        let (group_part, direct) = members.split_at(via_group.min(members.len()));
+        let mut groups = Vec::new();
+        if !group_part.is_empty() {
+            let group_name = format!("group-{r:03}");
+            groups.push(store.tenant.groups.len() as u32);
+            store.tenant.groups.push(GroupRec {
+                id: super::state::group_id_for(&group_name),
+                name: group_name,
+                members: group_part.to_vec(),
+            });
+        }
+        store.tenant.roles.push(RoleRec {
+            id: super::state::role_id_for(&name),
+            name,
+            description: format!("Generated role {r:03}"),
+            users: direct.to_vec(),
+            groups,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The world file: what the simulator is seeded with.
+//!
+//! These are the YAML (and JSON Schema) types of a world file. They are deliberately close to the
+//! file format and are converted by hand into the simulator's state (`state.rs`), so the file
+//! format can stay friendly (e-mails instead of user ids, API enum values for settings) while the
+//! state stays fast. The `generate` and `faults` sections follow DESIGN §7 to the letter: the
+//! benchmarks and reliability tests are written against them.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A parsed world file. Every section is optional; an empty file is an empty world.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "runwarden simulator world")]
+pub struct World {
+    /// Google Cloud projects (id and number). Services may only live in listed projects.
+    #[serde(default)]
+    pub projects: Vec<ProjectSpec>,
+    /// Cloud Run services with their settings and IAM policies.
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+    /// The Auth0 tenant. Absent: a tenant is still served (empty, or the generated one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth0: Option<Auth0Spec>,
+    /// Simulator behaviour that is not a fault: operation delay, token lifetimes, identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<SimulatorSpec>,
+    /// A synthetic estate added to the world, reproducible from the seed (DESIGN §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateSpec>,
+    /// Faults injected from the start (DESIGN §7); changeable at run time via `POST /sim/faults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultsSpec>,
+}
+
+/// A Google Cloud project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectSpec {
+    /// Project id, e.g. `acme-prod`.
+    pub id: String,
+    /// Project number, e.g. `123456789012` (used in IAP resource names and service agents).
+    pub number: u64,
+    /// Display name (defaults to the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// A Cloud Run service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub project: String,
+    pub region: String,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Cloud Run Admin API v2 value, e.g. `INGRESS_TRAFFIC_ALL` (the default).
+    #[serde(default = "default_ingress")]
+    pub ingress: IngressValue,
+    #[serde(default)]
+    pub invoker_iam_disabled: bool,
+    #[serde(default)]
+    pub custom_audiences: Vec<String>,
+    #[serde(default)]
+    pub iap_enabled: bool,
+    /// The service URL; derived from name, project number and region when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The service's IAM policy (Cloud Run `getIamPolicy`). Absent: empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<PolicySpec>,
+    /// The IAP resource's IAM policy (`projects/NUMBER/iap_web/cloud_run-REGION/services/S`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iap_iam: Option<PolicySpec>,
+}
+
+fn default_ingress() -> IngressValue {
+    IngressValue::IngressTrafficAll
+}
+
+/// Cloud Run ingress, as the Admin API v2 spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IngressValue {
+    /// What the API reports when no revision is active.
+    IngressTrafficUnspecified,
+    IngressTrafficAll,
+    IngressTrafficInternalOnly,
+    IngressTrafficInternalLoadBalancer,
+    IngressTrafficNone,
+}
+
+impl IngressValue {
+    /// The wire value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngressValue::IngressTrafficUnspecified => "INGRESS_TRAFFIC_UNSPECIFIED",
+            IngressValue::IngressTrafficAll => "INGRESS_TRAFFIC_ALL",
+            IngressValue::IngressTrafficInternalOnly => "INGRESS_TRAFFIC_INTERNAL_ONLY",
+            IngressValue::IngressTrafficInternalLoadBalancer => {
+                "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+            }
+            IngressValue::IngressTrafficNone => "INGRESS_TRAFFIC_NONE",
+        }
+    }
+
+    /// Parses the wire value.
+    pub fn parse(value: &str) -> Option<IngressValue> {
+        Some(match value {
+            "INGRESS_TRAFFIC_UNSPECIFIED" => IngressValue::IngressTrafficUnspecified,
+            "INGRESS_TRAFFIC_ALL" => IngressValue::IngressTrafficAll,
+            "INGRESS_TRAFFIC_INTERNAL_ONLY" => IngressValue::IngressTrafficInternalOnly,
+            "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER" => {
+                IngressValue::IngressTrafficInternalLoadBalancer
+            }
+            "INGRESS_TRAFFIC_NONE" => IngressValue::IngressTrafficNone,
+            _ => return None,
+        })
+    }
+}
+
+/// An IAM policy as written in a world file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    /// 1 or 3; derived from the bindings when absent (3 when any binding has a condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub bindings: Vec<BindingSpec>,
+}
+
+/// One IAM binding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BindingSpec {
+    /// e.g. `roles/run.invoker`.
+    pub role: String,
+    /// IAM members, e.g. `user:ada@acme.com`; `deleted:` members are allowed here.
+    pub members: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<ConditionSpec>,
+}
+
+/// An IAM condition (`google.type.Expr`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConditionSpec {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub expression: String,
+}
+
+/// The Auth0 tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Auth0Spec {
+    /// Tenant domain, e.g. `acme.eu.auth0.com`. The Management API audience is
+    /// `https://DOMAIN/api/v2/`.
+    pub domain: String,
+    /// The Management API client (machine-to-machine application) runwarden uses.
+    pub management_client: ClientSpec,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    #[serde(default)]
+    pub roles: Vec<RoleSpec>,
+    #[serde(default)]
+    pub groups: Vec<GroupSpec>,
+    #[serde(default)]
+    pub resource_servers: Vec<ResourceServerSpec>,
+    /// Tenant signing keys (at most 4: the simulator embeds four test key pairs). Absent: one
+    /// current and one next key.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKeySpec>,
+}
+
+/// A Management API client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientSpec {
+    pub client_id: String,
+    /// Generated at start-up (and printed by `runwarden sim`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+}
+
+/// An Auth0 user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserSpec {
+    /// e.g. `auth0|64f0c0ffee...`; derived from the e-mail when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    pub email: String,
+    #[serde(default = "yes")]
+    pub email_verified: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An Auth0 role with its direct users and assigned groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleSpec {
+    pub name: String,
+    /// e.g. `rol_...`; derived from the name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// E-mails of users assigned the role directly.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Names of groups assigned the role.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// An Auth0 group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// E-mails of the group's members.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// An Auth0 API (resource server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceServerSpec {
+    /// The audience, e.g. `https://billing.acme.com`.
+    pub identifier: String,
+    pub name: String,
+    /// Access token lifetime in seconds (Auth0's `token_lifetime`).
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime: u64,
+    #[serde(default)]
+    pub enforce_policies: bool,
+    /// `RS256` (default) or `HS256`.
+    #[serde(default = "default_alg")]
+    pub signing_alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+fn default_token_lifetime() -> u64 {
+    86400
+}
+
+fn default_alg() -> String {
+    "RS256".into()
+}
+
+/// A tenant signing key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SigningKeySpec {
+    pub kid: String,
+    pub status: KeyStatus,
+    /// RFC 3339, e.g. `2026-01-01T00:00:00Z` (reported as `current_since`).
+    pub created_at: String,
+}
+
+/// Where a signing key is in its rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Current,
+    Next,
+    Previous,
+    Revoked,
+}
+
+/// Simulator behaviour that is not a fault.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulatorSpec {
+    /// How long a `services.patch` operation runs before it is done, e.g. `200ms` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_delay: Option<String>,
+    /// Google access token lifetime, e.g. `1h` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_lifetime: Option<String>,
+    /// Auth0 Management API token lifetime, e.g. `24h` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_token_lifetime: Option<String>,
+    /// The `client_email` of the service-account key file the simulator writes
+    /// (default `runwarden@sim-project.iam.gserviceaccount.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+/// A synthetic estate (DESIGN §7), reproducible from the seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GenerateSpec {
+    pub seed: u64,
+    /// Projects `gen-project-1` ... (numbers derived from the seed).
+    #[serde(default)]
+    pub projects: u32,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// `svc-00001` ... numbered from 1 within each (project, region).
+    #[serde(default)]
+    pub services_per_region: u32,
+    /// Label `team: team-00`, `team-01` ...: consecutive services in generation order
+    /// (project, then region, then number).
+    #[serde(default = "default_per_team")]
+    pub services_per_team: u32,
+    /// `user-000001@gen.example` ..., e-mail verified.
+    #[serde(default)]
+    pub users: u32,
+    /// `role-001` ..., each with `usersPerRole` members, some through groups.
+    #[serde(default)]
+    pub roles: u32,
+    #[serde(default)]
+    pub users_per_role: u32,
+    /// Share of services that start with `allUsers` as invoker.
+    #[serde(default)]
+    pub public_fraction: f64,
+}
+
+fn default_per_team() -> u32 {
+    20
+}
+
+/// Injected faults (DESIGN §7). Every field is optional; an empty section injects nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultsSpec {
+    /// Added to every API response, e.g. `20ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+    /// Chance per API call of answering with this status instead, e.g. `{"503": 0.1}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_rates: BTreeMap<String, f64>,
+    /// Quotas per API, e.g. `{cloudRunRead: 6000/min, cloudRunWrite: 600/min, auth0: 50/s}`.
+    /// APIs: cloudRunRead, cloudRunWrite, iapRead, iapWrite, resourceManager, auth0.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, String>,
+    /// Chance that an IAM policy gains a foreign binding between a read and the next write.
+    #[serde(default)]
+    pub concurrent_writer: f64,
+    /// Chance that a `services.patch` operation finishes with an error.
+    #[serde(default)]
+    pub operation_failure_rate: f64,
+    /// 429 bursts: after every `every` API calls, the next `length` calls get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bursts: Option<BurstSpec>,
+}
+
+/// A recurring burst of 429 answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BurstSpec {
+    pub every: u64,
+    pub length: u64,
+}
+
+/// The JSON Schema of world files: (file name, pretty JSON with a trailing newline).
+pub fn world_schema() -> (String, String) {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let schema = generator.into_root_schema_for::<World>();
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema always serializes");
+    text.push('\n');
+    ("world.schema.json".to_string(), text)
+}
