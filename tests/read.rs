@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use runwarden::identity::SecretSource;
 use runwarden::live::{
-    ClientConfig, Clients, LiveState, ReadConfig, ReadProgress, User, read_live, read_live_with_stats,
+    ClientConfig, Clients, LiveState, ReadProgress, User, read_live, read_live_with_stats,
 };
 use runwarden::live::ServiceId;
 use runwarden::endpoints::Endpoints;
@@ -142,6 +142,8 @@ async fn follows_every_listing_to_its_last_page() {
         let prefix = format!("/v2/projects/{project}/locations/{region}/services");
         assert_eq!(count(&setup.sim, |_, p| p == prefix), 5, "{prefix}");
     }
+    // 4 roles in pages of 10: one page; the totals say it is the last.
+    assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/roles"), 1);
     // Role users, role groups and group members: checkpoint pages of 10 to the end.
     let roles = oracle::role_ids(&setup.sim.base_url, &setup.sim.auth0_client(), "gen.auth0.example").await;
     for name in ["role-001", "role-002"] {
@@ -159,8 +161,6 @@ async fn follows_every_listing_to_its_last_page() {
         .map(|n| live.directory.roles[*n].members.iter().filter(|u| !u.via_groups.is_empty()).count().div_ceil(10))
         .sum();
     assert_eq!(group_pages, expected_group_pages);
-    // 4 roles in pages of 10: one page; the totals say it is the last.
-    assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/roles"), 1);
 }
 
 /// Two snapshots of equal worlds (etags differ between simulator instances).
@@ -383,25 +383,32 @@ async fn revoked_google_and_auth0_tokens_are_replaced_after_one_401() {
 #[tokio::test]
 async fn tokens_that_expire_mid_pass_are_refreshed() {
     let desired = generated_desired();
-    let setup = start(world(GENERATED), &desired.settings, &test_client_config()).await;
-    // Revoke every token as soon as the first IAM reads are under way, and keep Management
-    // API tokens short-lived so the Auth0 client must refresh before expiry too.
-    setup.sim.handle.set_management_token_lifetime(Duration::from_millis(400));
+    let mut client_config = test_client_config();
+    client_config.auth0_page_size = 10;
+    let setup = start(world(GENERATED), &desired.settings, &client_config).await;
+    // Every call takes 15 ms, so the Auth0 read (a dozen sequential pages per role) outlives a
+    // 300 ms Management API token: the client must renew it before it expires.
+    setup.sim.handle.set_management_token_lifetime(Duration::from_millis(300));
+    setup.sim.handle.set_faults_spec(&runwarden::sim::FaultsSpec { latency: Some("15ms".into()), ..Default::default() }).unwrap();
+    // Revoke every token as soon as the first page of services arrives: the IAM reads that
+    // page starts go out with a token Google no longer accepts.
     let handle = setup.sim.handle.clone();
     let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = fired.clone();
     let mut config = quick_retries();
     config.progress = Some(Arc::new(move |p: &ReadProgress| {
-        if matches!(p, ReadProgress::Listed { .. }) && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if matches!(p, ReadProgress::Page { .. }) && !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             handle.expire_tokens();
         }
     }));
-    setup.sim.handle.set_faults_spec(&runwarden::sim::FaultsSpec { latency: Some("15ms".into()), ..Default::default() }).unwrap();
     let live = read_live(&desired, &setup.clients, &config).await.unwrap();
     assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
     let (governed, _) = generated_governed(&setup);
     assert!(governed.iter().all(|id| live.services[id].iam.is_some() && live.services[id].read_error.is_none()));
-    assert_eq!(live.directory.roles.len(), 2);
+    assert!(live.directory.roles.values().all(|r| r.members.len() == 150));
+    let log = setup.sim.handle.request_log();
+    assert!(log.iter().any(|r| r.status == 401 && r.path.starts_with("/v2/")), "Google refused the revoked token");
+    assert!(count(&setup.sim, |_, p| p == "/token") >= 2, "a new Google token was fetched");
     let tokens = count(&setup.sim, |_, p| p == "/oauth/token");
     assert!(tokens >= 2, "the Management API token was renewed: {tokens}");
 }

@@ -161,7 +161,9 @@ impl Clients {
 /// A progress report, for a terminal progress line or logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadProgress {
-    /// One (project, region) was listed to its end.
+    /// A page of `services.list` arrived (sent before the reads it starts).
+    Page { project: String, region: String, services: usize },
+    /// One (project, region) was listed to its end and its governed services read.
     Listed { project: String, region: String, services: usize, governed: usize },
     /// IAM reads finished so far, and how many have been started (grows while listing).
     IamRead { done: usize, started: usize },
@@ -507,6 +509,11 @@ async fn read_region(
             source,
         })?;
         shared.counters.list_pages.fetch_add(1, Ordering::Relaxed);
+        shared.report(ReadProgress::Page {
+            project: project.clone(),
+            region: region.clone(),
+            services: page.services.len(),
+        });
         for service in page.services {
             let (is_governed, wants_iap) = governance.classify(&service.id, &service.labels);
             if !is_governed {
