@@ -93,6 +93,9 @@ async fn reads_a_generated_world_exactly_and_reads_iam_only_for_governed_service
     let desired = generated_desired();
     let setup = start(world(GENERATED), &desired.settings, &test_client_config()).await;
     let (live, stats) = read_live_with_stats(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    // The oracle below makes its own Auth0 calls: count the reader's first.
+    assert_eq!(count(&setup.sim, |_, p| p == "/oauth/token"), 1, "one Management API token");
+    assert_eq!(count(&setup.sim, |_, p| p == "/token"), 1, "one Google token");
 
     let (governed, iap) = generated_governed(&setup);
     assert!(governed.len() >= 15, "the fixture governs enough services: {}", governed.len());

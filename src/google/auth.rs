@@ -56,6 +56,10 @@ pub enum TokenError {
 pub struct GcpAuth {
     origin: Origin,
     provider: tokio::sync::RwLock<Arc<dyn gcp_auth::TokenProvider>>,
+    /// One caller at a time asks gcp_auth: its providers do not re-check the cache after
+    /// taking their write lock, so thousands of concurrent first calls would each fetch a
+    /// token. Serialised, the first fetches and the rest find it cached.
+    single_flight: tokio::sync::Mutex<()>,
 }
 
 /// How to build the provider again.
@@ -80,7 +84,11 @@ impl GcpAuth {
     }
 
     fn with(origin: Origin, provider: Arc<dyn gcp_auth::TokenProvider>) -> GcpAuth {
-        GcpAuth { origin, provider: tokio::sync::RwLock::new(provider) }
+        GcpAuth {
+            origin,
+            provider: tokio::sync::RwLock::new(provider),
+            single_flight: tokio::sync::Mutex::new(()),
+        }
     }
 
     async fn rebuild(&self) -> Result<Arc<dyn gcp_auth::TokenProvider>, TokenError> {
@@ -112,6 +120,7 @@ impl GcpAuth {
 impl TokenSource for GcpAuth {
     fn token(&self) -> BoxFuture<'_, Result<String, TokenError>> {
         Box::pin(async move {
+            let _turn = self.single_flight.lock().await;
             let provider = self.provider.read().await.clone();
             let token = provider.token(&[CLOUD_PLATFORM_SCOPE]).await.map_err(TokenError::Fetch)?;
             Ok(token.as_str().to_string())

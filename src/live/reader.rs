@@ -85,6 +85,21 @@ pub enum ClientsError {
     Credentials(#[from] TokenError),
     #[error("building the HTTP client failed: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("writing the simulator's service-account key file failed: {0}")]
+    SimCredentials(#[source] crate::sim::SimError),
+}
+
+/// `--sim` / `demo` wiring: clients for an embedded simulator. Writes the simulator's
+/// service-account key file into `dir` (keep the directory alive as long as the clients) and
+/// uses the Management API client the simulator issued.
+pub fn clients_for_sim(
+    running: &crate::sim::RunningSim,
+    settings: &Settings,
+    dir: &Path,
+    config: &ClientConfig,
+) -> Result<Clients, ClientsError> {
+    let key_file = running.write_credentials(dir).map_err(ClientsError::SimCredentials)?;
+    Clients::for_simulator(settings, &running.base_url, &key_file, running.auth0_client(), config)
 }
 
 impl Clients {
@@ -605,4 +620,155 @@ async fn read_service(shared: Arc<Shared>, mut service: LiveService, read_iap: b
         shared.report(ReadProgress::IamRead { done, started });
     }
     service
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iam::Member;
+    use crate::policy::model::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn src() -> Source {
+        Source { file: PathBuf::from("t.yaml"), line: 1, column: 1 }
+    }
+
+    fn desired(policies: Vec<AccessPolicy>, mapping: PrincipalMapping) -> Desired {
+        Desired {
+            settings: Settings {
+                name: "s".into(),
+                source: src(),
+                auth0: Auth0Settings {
+                    domain: "t.example".into(),
+                    client_id: "c".into(),
+                    client_secret_env: "V".into(),
+                },
+                principals: mapping,
+                machines: vec![],
+                scope: Scope {
+                    projects: vec!["p1".into(), "p2".into()],
+                    regions: vec!["r1".into(), "r2".into()],
+                },
+                foreign_members: ForeignMembers::Keep,
+                owned: vec![],
+                keep: vec![],
+                allowed_roles: vec![],
+                guards: Guards { max_removals: 1, max_removal_ratio: 1.0 },
+                audits: Audits {
+                    max_token_lifetime: Duration::from_secs(1),
+                    max_signing_key_age: Duration::from_secs(1),
+                    require_coverage: false,
+                },
+            },
+            policies,
+        }
+    }
+
+    fn sref(project: &str, region: Option<&str>, target: ServiceTarget) -> ServiceRef {
+        ServiceRef {
+            project: project.into(),
+            region: region.map_or(RegionRef::Any, |r| RegionRef::Named(r.into())),
+            target,
+            source: src(),
+        }
+    }
+
+    fn name(n: &str) -> ServiceTarget {
+        ServiceTarget::Named(n.into())
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn policy(services: Vec<ServiceRef>, iap: Option<bool>, invokers: Vec<Principal>) -> AccessPolicy {
+        AccessPolicy {
+            name: "p".into(),
+            source: src(),
+            mode: Mode::Enforce,
+            services,
+            exposure: Exposure { iap, ..Exposure::default() },
+            invokers: invokers
+                .into_iter()
+                .map(|principal| Invoker { principal, expires: None, source: src() })
+                .collect(),
+        }
+    }
+
+    fn users() -> PrincipalMapping {
+        PrincipalMapping::Users { email_domains: vec!["a.example".into()] }
+    }
+
+    #[test]
+    fn lists_scope_regions_plus_regions_policies_name() {
+        let d = desired(
+            vec![policy(
+                vec![
+                    sref("p1", Some("r9"), name("x")),
+                    sref("p3", None, ServiceTarget::Selector(labels(&[("t", "a")]))),
+                ],
+                None,
+                vec![],
+            )],
+            users(),
+        );
+        let got: Vec<(String, String)> = list_targets(&d).into_iter().collect();
+        let want: Vec<(String, String)> = [
+            ("p1", "r1"), ("p1", "r2"), ("p1", "r9"), ("p2", "r1"), ("p2", "r2"), ("p3", "r1"), ("p3", "r2"),
+        ]
+        .iter()
+        .map(|(p, r)| (p.to_string(), r.to_string()))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn decides_which_policies_govern_a_service() {
+        let d = desired(
+            vec![
+                policy(vec![sref("p1", Some("r1"), name("api"))], None, vec![]),
+                policy(vec![sref("p1", None, ServiceTarget::Selector(labels(&[("team", "a")])))], Some(true), vec![]),
+                policy(
+                    vec![sref("p2", Some("r2"), ServiceTarget::Selector(labels(&[("team", "a"), ("tier", "1")])))],
+                    Some(false),
+                    vec![],
+                ),
+            ],
+            users(),
+        );
+        let g = Governance::new(&d);
+        // (project, region, name, labels) -> (governing policy indices, wants IAP)
+        let cases: &[(&str, &str, &str, &[(&str, &str)], &[usize], bool)] = &[
+            ("p1", "r1", "api", &[], &[0], false),
+            ("p1", "r1", "api", &[("team", "a")], &[0, 1], true),
+            ("p1", "r2", "other", &[("team", "a")], &[1], true),
+            ("p1", "r9", "other", &[("team", "a")], &[], false), // "*" means scope regions only
+            ("p1", "r1", "api2", &[("team", "b")], &[], false),
+            ("p2", "r2", "s", &[("team", "a")], &[], false), // every selector label must match
+            ("p2", "r2", "s", &[("team", "a"), ("tier", "1"), ("x", "y")], &[2], false),
+            ("p2", "r1", "api", &[], &[], false), // the project must match
+        ];
+        for (p, r, n, l, want, iap) in cases {
+            let id = ServiceId::new(p, r, n);
+            let l = labels(l);
+            assert_eq!(g.governing(&id, &l), *want, "{id} {l:?}");
+            assert_eq!(g.classify(&id, &l), (!want.is_empty(), *iap), "{id} {l:?}");
+        }
+    }
+
+    #[test]
+    fn asks_auth0_for_named_roles_and_members_only_for_the_users_mapping() {
+        let sa = Member::parse("serviceAccount:a@p.iam.gserviceaccount.com").unwrap();
+        let policies = vec![
+            policy(vec![], None, vec![Principal::Auth0Role("b".into()), Principal::Member(sa)]),
+            policy(vec![], None, vec![Principal::Auth0Role("a".into()), Principal::Machine("m".into()), Principal::Auth0Role("b".into())]),
+        ];
+        let r = directory_request(&desired(policies.clone(), users()));
+        assert_eq!(r.roles.iter().map(String::as_str).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(r.resolve_members);
+        let pool = directory_request(&desired(policies, PrincipalMapping::WorkforcePool { pool: "x".into() }));
+        assert!(!pool.resolve_members);
+        assert!(directory_request(&desired(vec![], users())).roles.is_empty());
+    }
 }

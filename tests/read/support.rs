@@ -158,8 +158,7 @@ pub fn world(yaml: &str) -> World {
 pub async fn start(world: World, settings: &Settings, config: &ClientConfig) -> Setup {
     let sim = runwarden::sim::spawn(world).await.expect("simulator starts");
     let dir = tempfile::tempdir().unwrap();
-    let key = sim.write_credentials(dir.path()).expect("key file written");
-    let clients = Clients::for_simulator(settings, &sim.base_url, &key, sim.auth0_client(), config)
+    let clients = runwarden::live::clients_for_sim(&sim, settings, dir.path(), config)
         .expect("clients for the simulator");
     Setup { sim, clients, dir }
 }
