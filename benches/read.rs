@@ -57,9 +57,17 @@ impl Estate {
 
     /// One policy per team (all services governed), each naming one role (cycling).
     fn desired(&self) -> Desired {
-        let projects: Vec<String> = (1..=self.projects).map(|p| format!("gen-project-{p}")).collect();
+        let projects: Vec<String> = (1..=self.projects)
+            .map(|p| format!("gen-project-{p}"))
+            .collect();
         let project_refs: Vec<&str> = projects.iter().map(String::as_str).collect();
-        let settings = settings("gen.auth0.example", "gen", &project_refs, &self.regions, &["gen.example"]);
+        let settings = settings(
+            "gen.auth0.example",
+            "gen",
+            &project_refs,
+            &self.regions,
+            &["gen.example"],
+        );
         let per_project = self.regions.len() as u32 * self.per_region;
         let teams = self.services().div_ceil(self.per_team);
         let policies = (0..teams)
@@ -69,7 +77,12 @@ impl Estate {
                 let project = format!("gen-project-{}", t * self.per_team / per_project + 1);
                 let team = format!("team-{t:02}");
                 let role = format!("role-{:03}", t % self.roles + 1);
-                policy(&format!("p-{team}"), vec![selector(&project, None, &[("team", &team)])], None, vec![support::role(&role)])
+                policy(
+                    &format!("p-{team}"),
+                    vec![selector(&project, None, &[("team", &team)])],
+                    None,
+                    vec![support::role(&role)],
+                )
             })
             .collect();
         Desired { settings, policies }
@@ -83,7 +96,13 @@ impl Estate {
         let roles_used = self.roles.min(self.services().div_ceil(self.per_team)) as usize;
         let via_group = (self.users_per_role / 4) as usize;
         let direct = self.users_per_role as usize - via_group;
-        let per_role = direct.div_ceil(100).max(1) + 1 + if via_group > 0 { via_group.div_ceil(100) } else { 0 };
+        let per_role = direct.div_ceil(100).max(1)
+            + 1
+            + if via_group > 0 {
+                via_group.div_ceil(100)
+            } else {
+                0
+            };
         // token + role pages + per role (users, groups, group members) + one verification search
         let auth0 = 1 + (self.roles as usize).div_ceil(100) + roles_used * per_role + 1;
         (google, auth0)
@@ -125,15 +144,28 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
     config.google.iap_rate = None;
     config.auth0_rate = Some(t.auth0_quota.scaled(0.95));
     let page_size = config.google.list_page_size.unwrap_or(100);
-    let setup = start(world(&estate.world_yaml(&faults)), &desired.settings, &config).await;
+    let setup = start(
+        world(&estate.world_yaml(&faults)),
+        &desired.settings,
+        &config,
+    )
+    .await;
 
     let started = Instant::now();
-    let (live, stats) = read_live_with_stats(&desired, &setup.clients, &ReadConfig::default()).await.expect("read");
+    let (live, stats) = read_live_with_stats(&desired, &setup.clients, &ReadConfig::default())
+        .await
+        .expect("read");
     let wall = started.elapsed();
 
     let log = setup.sim.handle.request_log();
-    let google_calls = log.iter().filter(|r| r.path == "/token" || r.path.starts_with("/v")).count();
-    let auth0_calls = log.iter().filter(|r| r.path == "/oauth/token" || r.path.starts_with("/api/v2/")).count();
+    let google_calls = log
+        .iter()
+        .filter(|r| r.path == "/token" || r.path.starts_with("/v"))
+        .count();
+    let auth0_calls = log
+        .iter()
+        .filter(|r| r.path == "/oauth/token" || r.path.starts_with("/api/v2/"))
+        .count();
     let throttled = log.iter().filter(|r| r.status == 429).count();
     let (want_google, want_auth0) = estate.expected_calls(page_size);
 
@@ -146,17 +178,35 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
     let bound = google_bound.max(auth0_bound);
     let ratio = wall.as_secs_f64() / bound;
     let governed_ok = stats.governed == estate.services() as usize
-        && live.services.values().all(|s| s.iam.is_some() && s.read_error.is_none());
+        && live
+            .services
+            .values()
+            .all(|s| s.iam.is_some() && s.read_error.is_none());
     let exact = google_calls == want_google && auth0_calls == want_auth0;
 
-    println!("scenario {}: {} governed services, latency {:?}, Cloud Run read quota {}, Auth0 quota {}",
-        t.name, estate.services(), t.latency, t.quota, t.auth0_quota);
-    println!("  calls made:      {google_calls} Google + {auth0_calls} Auth0 (429 answers: {throttled})");
-    println!("  calls expected:  {want_google} Google + {want_auth0} Auth0 -> unnecessary calls: {}",
-        (google_calls + auth0_calls) as i64 - (want_google + want_auth0) as i64);
+    println!(
+        "scenario {}: {} governed services, latency {:?}, Cloud Run read quota {}, Auth0 quota {}",
+        t.name,
+        estate.services(),
+        t.latency,
+        t.quota,
+        t.auth0_quota
+    );
+    println!(
+        "  calls made:      {google_calls} Google + {auth0_calls} Auth0 (429 answers: {throttled})"
+    );
+    println!(
+        "  calls expected:  {want_google} Google + {want_auth0} Auth0 -> unnecessary calls: {}",
+        (google_calls + auth0_calls) as i64 - (want_google + want_auth0) as i64
+    );
     println!("  wall time:       {:.2} s", wall.as_secs_f64());
-    println!("  lower bound:     {bound:.2} s (Google {google_bound:.2} s, Auth0 {auth0_bound:.2} s)");
-    println!("  ratio:           {ratio:.3} (target <= 1.25) {}", if ratio <= 1.25 { "ok" } else { "OVER" });
+    println!(
+        "  lower bound:     {bound:.2} s (Google {google_bound:.2} s, Auth0 {auth0_bound:.2} s)"
+    );
+    println!(
+        "  ratio:           {ratio:.3} (target <= 1.25) {}",
+        if ratio <= 1.25 { "ok" } else { "OVER" }
+    );
     println!("  all governed read: {governed_ok}; exact call count: {exact}");
     ratio <= 1.25 && exact && governed_ok && throttled == 0
 }
@@ -177,20 +227,39 @@ async fn memory() {
     let setup = start(world(&estate.world_yaml("")), &desired.settings, &config).await;
     let rss_before = vm_rss_kib().unwrap_or(0);
     let started = Instant::now();
-    let (live, stats) = read_live_with_stats(&desired, &setup.clients, &ReadConfig::default()).await.expect("read");
+    let (live, stats) = read_live_with_stats(&desired, &setup.clients, &ReadConfig::default())
+        .await
+        .expect("read");
     let wall = started.elapsed();
     let hwm = vm_hwm_kib().unwrap_or(0);
     let users: usize = live.directory.roles.values().map(|r| r.members.len()).sum();
-    println!("scenario memory: {} services ({} governed), {} Auth0 users, {} role memberships read in {:.2} s",
-        live.services.len(), stats.governed, estate.users, users, wall.as_secs_f64());
-    println!("  resident before the read (simulator loaded): {:.1} MiB", rss_before as f64 / 1024.0);
-    println!("  peak resident (VmHWM, simulator included):   {:.1} MiB", hwm as f64 / 1024.0);
-    println!("  peak minus simulator baseline:              {:.1} MiB (target < 150 MB)",
-        hwm.saturating_sub(rss_before) as f64 / 1024.0);
+    println!(
+        "scenario memory: {} services ({} governed), {} Auth0 users, {} role memberships read in {:.2} s",
+        live.services.len(),
+        stats.governed,
+        estate.users,
+        users,
+        wall.as_secs_f64()
+    );
+    println!(
+        "  resident before the read (simulator loaded): {:.1} MiB",
+        rss_before as f64 / 1024.0
+    );
+    println!(
+        "  peak resident (VmHWM, simulator included):   {:.1} MiB",
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "  peak minus simulator baseline:              {:.1} MiB (target < 150 MB)",
+        hwm.saturating_sub(rss_before) as f64 / 1024.0
+    );
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     if std::env::var_os("RUNWARDEN_BENCH_MEMORY").is_some() {
         runtime.block_on(memory());
         return;
@@ -223,7 +292,17 @@ fn main() {
     }
     // The memory scenario runs in a child process so its VmHWM is its own.
     let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new(exe).env("RUNWARDEN_BENCH_MEMORY", "1").status().unwrap();
+    let status = std::process::Command::new(exe)
+        .env("RUNWARDEN_BENCH_MEMORY", "1")
+        .status()
+        .unwrap();
     ok &= status.success();
-    println!("{}", if ok { "read benchmark: all targets met" } else { "read benchmark: some target missed" });
+    println!(
+        "{}",
+        if ok {
+            "read benchmark: all targets met"
+        } else {
+            "read benchmark: some target missed"
+        }
+    );
 }

@@ -72,7 +72,9 @@ enum Origin {
 
 impl std::fmt::Debug for GcpAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GcpAuth").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("GcpAuth")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +98,10 @@ impl GcpAuth {
             Origin::Chain => gcp_auth::provider().await.map_err(TokenError::Discover)?,
             Origin::KeyFile(path) => Arc::new(
                 gcp_auth::CustomServiceAccount::from_file(path).map_err(|source| {
-                    TokenError::KeyFile { path: path.display().to_string(), source }
+                    TokenError::KeyFile {
+                        path: path.display().to_string(),
+                        source,
+                    }
                 })?,
             ),
             Origin::Given => self.provider.read().await.clone(),
@@ -106,9 +111,15 @@ impl GcpAuth {
     /// A service-account key file (for example the one a simulator wrote).
     pub fn from_key_file(path: &Path) -> Result<GcpAuth, TokenError> {
         let account = gcp_auth::CustomServiceAccount::from_file(path).map_err(|source| {
-            TokenError::KeyFile { path: path.display().to_string(), source }
+            TokenError::KeyFile {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
-        Ok(GcpAuth::with(Origin::KeyFile(path.to_path_buf()), Arc::new(account)))
+        Ok(GcpAuth::with(
+            Origin::KeyFile(path.to_path_buf()),
+            Arc::new(account),
+        ))
     }
 
     /// Wraps any gcp_auth provider (it cannot be rebuilt after a refused token).
@@ -122,7 +133,10 @@ impl TokenSource for GcpAuth {
         Box::pin(async move {
             let _turn = self.single_flight.lock().await;
             let provider = self.provider.read().await.clone();
-            let token = provider.token(&[CLOUD_PLATFORM_SCOPE]).await.map_err(TokenError::Fetch)?;
+            let token = provider
+                .token(&[CLOUD_PLATFORM_SCOPE])
+                .await
+                .map_err(TokenError::Fetch)?;
             Ok(token.as_str().to_string())
         })
     }

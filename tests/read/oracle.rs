@@ -13,7 +13,11 @@ use serde_json::Value;
 
 /// Every service the simulator holds, as the reader should see it: IAM for `governed`, IAP IAM
 /// for `iap`.
-pub fn services(h: &SimHandle, governed: &BTreeSet<ServiceId>, iap: &BTreeSet<ServiceId>) -> BTreeMap<ServiceId, LiveService> {
+pub fn services(
+    h: &SimHandle,
+    governed: &BTreeSet<ServiceId>,
+    iap: &BTreeSet<ServiceId>,
+) -> BTreeMap<ServiceId, LiveService> {
     h.service_ids()
         .into_iter()
         .map(|id| {
@@ -39,7 +43,10 @@ pub fn services(h: &SimHandle, governed: &BTreeSet<ServiceId>, iap: &BTreeSet<Se
 }
 
 pub fn project_numbers(h: &SimHandle, projects: &[&str]) -> BTreeMap<String, u64> {
-    projects.iter().map(|p| (p.to_string(), h.project_number(p).unwrap())).collect()
+    projects
+        .iter()
+        .map(|p| (p.to_string(), h.project_number(p).unwrap()))
+        .collect()
 }
 
 async fn token(base: &str, client: &(String, String), domain: &str) -> String {
@@ -66,7 +73,9 @@ async fn offset_all(base: &str, token: &str, path: &str, key: &str) -> Vec<Value
     let mut items = Vec::new();
     for page in 0.. {
         let answer: Value = reqwest::Client::new()
-            .get(format!("{base}{path}?per_page=100&page={page}&include_totals=true"))
+            .get(format!(
+                "{base}{path}?per_page=100&page={page}&include_totals=true"
+            ))
             .bearer_auth(token)
             .send()
             .await
@@ -86,12 +95,21 @@ async fn offset_all(base: &str, token: &str, path: &str, key: &str) -> Vec<Value
 }
 
 /// Role name → id.
-pub async fn role_ids(base: &str, client: &(String, String), domain: &str) -> BTreeMap<String, String> {
+pub async fn role_ids(
+    base: &str,
+    client: &(String, String),
+    domain: &str,
+) -> BTreeMap<String, String> {
     let token = token(base, client, domain).await;
     offset_all(base, &token, "/api/v2/roles", "roles")
         .await
         .into_iter()
-        .map(|r| (r["name"].as_str().unwrap().to_string(), r["id"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["id"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -100,7 +118,13 @@ fn enc(s: &str) -> String {
 }
 
 /// The directory for `roles` (those that exist), members resolved when asked.
-pub async fn directory(base: &str, client: &(String, String), domain: &str, roles: &[&str], resolve: bool) -> Directory {
+pub async fn directory(
+    base: &str,
+    client: &(String, String),
+    domain: &str,
+    roles: &[&str],
+    resolve: bool,
+) -> Directory {
     let token = token(base, client, domain).await;
     let ids = role_ids(base, client, domain).await;
     let mut out = BTreeMap::new();
@@ -112,10 +136,24 @@ pub async fn directory(base: &str, client: &(String, String), domain: &str, role
                 let user = entry(&mut members, &u);
                 user.direct = true;
             }
-            for g in offset_all(base, &token, &format!("/api/v2/roles/{id}/groups"), "groups").await {
+            for g in offset_all(
+                base,
+                &token,
+                &format!("/api/v2/roles/{id}/groups"),
+                "groups",
+            )
+            .await
+            {
                 let gid = g["id"].as_str().unwrap();
                 let gname = g["name"].as_str().unwrap().to_string();
-                for u in offset_all(base, &token, &format!("/api/v2/groups/{gid}/members"), "members").await {
+                for u in offset_all(
+                    base,
+                    &token,
+                    &format!("/api/v2/groups/{gid}/members"),
+                    "members",
+                )
+                .await
+                {
                     let user = entry(&mut members, &u);
                     user.via_groups.push(gname.clone());
                     user.via_groups.sort();
@@ -136,10 +174,17 @@ pub async fn directory(base: &str, client: &(String, String), domain: &str, role
         }
         out.insert(
             name.to_string(),
-            Role { id: id.clone(), name: name.to_string(), members: members.into_values().collect() },
+            Role {
+                id: id.clone(),
+                name: name.to_string(),
+                members: members.into_values().collect(),
+            },
         );
     }
-    Directory { roles: out, members_resolved: resolve }
+    Directory {
+        roles: out,
+        members_resolved: resolve,
+    }
 }
 
 fn entry<'a>(members: &'a mut BTreeMap<String, User>, u: &Value) -> &'a mut User {

@@ -38,14 +38,22 @@ pub async fn deny(upstream: &str, denied_path: &str) -> Denying {
         hits: AtomicUsize::new(0),
         http: reqwest::Client::new(),
     });
-    let app = axum::Router::new().fallback(forward).with_state(state.clone());
+    let app = axum::Router::new()
+        .fallback(forward)
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Denying { base_url, state }
 }
 
-async fn forward(State(p): State<Arc<Proxy>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn forward(
+    State(p): State<Arc<Proxy>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if uri.path() == p.denied {
         p.hits.fetch_add(1, Ordering::SeqCst);
         let body = serde_json::json!({"error": {
@@ -53,9 +61,18 @@ async fn forward(State(p): State<Arc<Proxy>>, method: Method, uri: Uri, headers:
             "message": format!("Permission 'run.services.getIamPolicy' denied on resource '{}'", uri.path()),
             "status": "PERMISSION_DENIED",
         }});
-        return (StatusCode::FORBIDDEN, [("content-type", "application/json")], body.to_string()).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response();
     }
-    let target = format!("{}{}", p.upstream, uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/"));
+    let target = format!(
+        "{}{}",
+        p.upstream,
+        uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/")
+    );
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
     let mut request = p.http.request(method, target).body(body.to_vec());
     for (name, value) in headers.iter() {

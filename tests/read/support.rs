@@ -14,11 +14,21 @@ use runwarden::retry::RetryPolicy;
 use runwarden::sim::{RunningSim, World};
 
 pub fn src() -> Source {
-    Source { file: PathBuf::from("test.yaml"), line: 1, column: 1 }
+    Source {
+        file: PathBuf::from("test.yaml"),
+        line: 1,
+        column: 1,
+    }
 }
 
 /// Settings for a tenant and a scope; `users` mapping with `domains` (empty: workforce pool).
-pub fn settings(domain: &str, client_id: &str, projects: &[&str], regions: &[&str], domains: &[&str]) -> Settings {
+pub fn settings(
+    domain: &str,
+    client_id: &str,
+    projects: &[&str],
+    regions: &[&str],
+    domains: &[&str],
+) -> Settings {
     Settings {
         name: "test".into(),
         source: src(),
@@ -28,9 +38,13 @@ pub fn settings(domain: &str, client_id: &str, projects: &[&str], regions: &[&st
             client_secret_env: "RUNWARDEN_TEST_UNUSED_SECRET".into(),
         },
         principals: if domains.is_empty() {
-            PrincipalMapping::WorkforcePool { pool: "test-pool".into() }
+            PrincipalMapping::WorkforcePool {
+                pool: "test-pool".into(),
+            }
         } else {
-            PrincipalMapping::Users { email_domains: domains.iter().map(|d| d.to_string()).collect() }
+            PrincipalMapping::Users {
+                email_domains: domains.iter().map(|d| d.to_string()).collect(),
+            }
         },
         machines: vec![],
         scope: Scope {
@@ -40,8 +54,14 @@ pub fn settings(domain: &str, client_id: &str, projects: &[&str], regions: &[&st
         foreign_members: ForeignMembers::Keep,
         owned: vec![],
         keep: vec![],
-        allowed_roles: vec!["roles/run.invoker".into(), "roles/iap.httpsResourceAccessor".into()],
-        guards: Guards { max_removals: 25, max_removal_ratio: 0.5 },
+        allowed_roles: vec![
+            "roles/run.invoker".into(),
+            "roles/iap.httpsResourceAccessor".into(),
+        ],
+        guards: Guards {
+            max_removals: 25,
+            max_removal_ratio: 0.5,
+        },
         audits: Audits {
             max_token_lifetime: Duration::from_secs(3600),
             max_signing_key_age: Duration::from_secs(90 * 86400),
@@ -69,27 +89,46 @@ pub fn selector(project: &str, region: Option<&str>, labels: &[(&str, &str)]) ->
             None => RegionRef::Any,
         },
         target: ServiceTarget::Selector(
-            labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
         ),
         source: src(),
     }
 }
 
 pub fn role(name: &str) -> Invoker {
-    Invoker { principal: Principal::Auth0Role(name.into()), expires: None, source: src() }
+    Invoker {
+        principal: Principal::Auth0Role(name.into()),
+        expires: None,
+        source: src(),
+    }
 }
 
 pub fn member(m: &str) -> Invoker {
-    Invoker { principal: Principal::Member(Member::parse(m).unwrap()), expires: None, source: src() }
+    Invoker {
+        principal: Principal::Member(Member::parse(m).unwrap()),
+        expires: None,
+        source: src(),
+    }
 }
 
-pub fn policy(name: &str, services: Vec<ServiceRef>, iap: Option<bool>, invokers: Vec<Invoker>) -> AccessPolicy {
+pub fn policy(
+    name: &str,
+    services: Vec<ServiceRef>,
+    iap: Option<bool>,
+    invokers: Vec<Invoker>,
+) -> AccessPolicy {
     AccessPolicy {
         name: name.into(),
         source: src(),
         mode: Mode::Enforce,
         services,
-        exposure: Exposure { iap, ..Exposure::default() },
+        exposure: Exposure {
+            iap,
+            ..Exposure::default()
+        },
         invokers,
     }
 }
@@ -107,17 +146,51 @@ pub fn demo_desired() -> Desired {
     let mut policies = vec![
         policy(
             "billing",
-            vec![named("acme-prod", "europe-west1", "billing-api"), selector("acme-prod", None, &[("team", "billing")])],
+            vec![
+                named("acme-prod", "europe-west1", "billing-api"),
+                selector("acme-prod", None, &[("team", "billing")]),
+            ],
             None,
-            vec![role("billing-admin"), role("billing-oncall"), member("serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com")],
+            vec![
+                role("billing-admin"),
+                role("billing-oncall"),
+                member("serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com"),
+            ],
         ),
-        policy("payments", vec![named("acme-prod", "europe-west1", "payments-api")], None, vec![role("payments-engineer")]),
-        policy("platform-console", vec![named("acme-prod", "europe-west1", "admin-console")], Some(true), vec![role("platform-admin")]),
-        policy("platform-status", vec![named("acme-prod", "us-central1", "status-page")], None, vec![]),
-        policy("staging", vec![selector("acme-staging", Some("europe-west1"), &[("team", "billing")])], None, vec![role("billing-admin")]),
+        policy(
+            "payments",
+            vec![named("acme-prod", "europe-west1", "payments-api")],
+            None,
+            vec![role("payments-engineer")],
+        ),
+        policy(
+            "platform-console",
+            vec![named("acme-prod", "europe-west1", "admin-console")],
+            Some(true),
+            vec![role("platform-admin")],
+        ),
+        policy(
+            "platform-status",
+            vec![named("acme-prod", "us-central1", "status-page")],
+            None,
+            vec![],
+        ),
+        policy(
+            "staging",
+            vec![selector(
+                "acme-staging",
+                Some("europe-west1"),
+                &[("team", "billing")],
+            )],
+            None,
+            vec![role("billing-admin")],
+        ),
     ];
     policies.sort_by(|a, b| a.name.cmp(&b.name));
-    Desired { settings: s, policies }
+    Desired {
+        settings: s,
+        policies,
+    }
 }
 
 /// A running simulator, clients wired to it, and the directory holding its key file.
@@ -156,7 +229,9 @@ pub fn world(yaml: &str) -> World {
 
 /// Starts a simulator for `world` and clients for `settings` against it.
 pub async fn start(world: World, settings: &Settings, config: &ClientConfig) -> Setup {
-    let sim = runwarden::sim::spawn(world).await.expect("simulator starts");
+    let sim = runwarden::sim::spawn(world)
+        .await
+        .expect("simulator starts");
     let dir = tempfile::tempdir().unwrap();
     let clients = runwarden::live::clients_for_sim(&sim, settings, dir.path(), config)
         .expect("clients for the simulator");
@@ -165,5 +240,9 @@ pub async fn start(world: World, settings: &Settings, config: &ClientConfig) -> 
 
 /// Requests in the simulator's log whose path matches `pred`.
 pub fn count(sim: &RunningSim, pred: impl Fn(&str, &str) -> bool) -> usize {
-    sim.handle.request_log().iter().filter(|r| pred(&r.method, &r.path)).count()
+    sim.handle
+        .request_log()
+        .iter()
+        .filter(|r| pred(&r.method, &r.path))
+        .count()
 }
