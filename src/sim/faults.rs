@@ -187,7 +187,7 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
 /// `6000/min` is enforced as a steady 100/s rather than a burst of 6,000 followed by silence:
 /// that keeps the benchmark's lower bound `calls / quota` meaningful.
 #[derive(Debug, Clone)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     pub capacity: f64,
     pub rate_per_sec: f64,
     pub tokens: f64,
@@ -233,7 +233,7 @@ impl Bucket {
 
 /// Faults plus their mutable state.
 #[derive(Debug)]
-pub struct FaultState {
+pub(crate) struct FaultState {
     pub faults: Faults,
     pub buckets: BTreeMap<ApiClass, Bucket>,
     /// API calls counted for bursts.
@@ -242,7 +242,7 @@ pub struct FaultState {
 
 /// Auth0's default when no `auth0` limit is configured: generous, so nothing is throttled, but
 /// the `x-ratelimit-*` headers are still sent on every response as Auth0 does.
-pub const AUTH0_DEFAULT_RATE: Rate = Rate {
+pub(crate) const AUTH0_DEFAULT_RATE: Rate = Rate {
     count: 1000,
     per: Duration::from_secs(1),
 };
@@ -269,7 +269,7 @@ impl FaultState {
 /// A small, fast, lock-free-enough PRNG (SplitMix64). Used for fault rolls and for the
 /// seed-reproducible generator; not for anything secret.
 #[derive(Debug, Clone)]
-pub struct SplitMix(pub u64);
+pub(crate) struct SplitMix(pub u64);
 
 impl SplitMix {
     pub fn next_u64(&mut self) -> u64 {

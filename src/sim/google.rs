@@ -118,27 +118,16 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
             s.config.access_token_lifetime,
         )
     };
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    // gcp_auth signs for the key file's `token_uri`; gcloud (google-auth) signs for Google's
-    // canonical token URI even when it posts elsewhere. Both are what the real endpoint accepts.
-    validation.set_audience(&[
+    let audiences = [
         format!("{}/token", req.origin()),
+        // gcloud (google-auth) signs for Google's canonical token URI even when it posts to the
+        // key file's token_uri; the real endpoint accepts both.
         "https://oauth2.googleapis.com/token".to_string(),
         "https://accounts.google.com/o/oauth2/token".to_string(),
-    ]);
-    validation.set_issuer(&[sa.as_str()]);
-    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    validation.leeway = 60;
-    let claims = jsonwebtoken::decode::<Value>(assertion, &st.keys.google_sa.decoding, &validation);
-    if let Err(e) = claims {
-        use jsonwebtoken::errors::ErrorKind;
-        let description = match e.kind() {
-            ErrorKind::InvalidSignature => "Invalid JWT Signature.".to_string(),
-            ErrorKind::ExpiredSignature => "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.".to_string(),
-            ErrorKind::InvalidAudience => format!("Invalid JWT: the audience must be the token URI {}/token.", req.origin()),
-            ErrorKind::InvalidIssuer => "Invalid JWT: the issuer must be the key file's client_email.".to_string(),
-            other => format!("Invalid JWT: {other:?}"),
-        };
+    ];
+    if let Err(description) =
+        verify_assertion(assertion, &st.keys.google_sa.decoding, &sa, &audiences)
+    {
         return Reply::oauth(400, "invalid_grant", &description);
     }
     let access_token = {
@@ -161,6 +150,66 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
             "token_type": "Bearer",
         }),
     )
+}
+
+/// Verifies a JWT-bearer assertion: RS256 signature by the key file's key, `iss` = the service
+/// account, `aud` one of `audiences`, unexpired. Written by hand rather than with
+/// `jsonwebtoken::decode` because gcp_auth encodes with *padded* base64url, which Google accepts
+/// and jsonwebtoken's decoder refuses.
+fn verify_assertion(
+    jwt: &str,
+    key: &jsonwebtoken::DecodingKey,
+    sa: &str,
+    audiences: &[String],
+) -> Result<(), String> {
+    use base64::Engine;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    let [header, payload, signature] = parts.as_slice() else {
+        return Err("Invalid JWT: expected header.payload.signature.".into());
+    };
+    let decode = |part: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    };
+    let head = decode(header).ok_or("Invalid JWT: the header is not base64url JSON.")?;
+    if head["alg"] != "RS256" {
+        return Err("Invalid JWT: the algorithm must be RS256.".into());
+    }
+    let message = format!("{header}.{payload}");
+    let valid = jsonwebtoken::crypto::verify(
+        signature.trim_end_matches('='),
+        message.as_bytes(),
+        key,
+        jsonwebtoken::Algorithm::RS256,
+    )
+    .unwrap_or(false);
+    if !valid {
+        return Err("Invalid JWT Signature.".into());
+    }
+    let claims = decode(payload).ok_or("Invalid JWT: the claims are not base64url JSON.")?;
+    if claims["iss"].as_str() != Some(sa) {
+        return Err("Invalid JWT: the issuer must be the key file's client_email.".into());
+    }
+    if !claims["aud"]
+        .as_str()
+        .is_some_and(|a| audiences.iter().any(|x| x == a))
+    {
+        return Err(format!(
+            "Invalid JWT: the audience must be the token URI {}.",
+            audiences[0]
+        ));
+    }
+    let now = super::state::epoch_seconds(SystemTime::now()) as i64;
+    let exp = claims["exp"]
+        .as_i64()
+        .ok_or("Invalid JWT: exp is missing.")?;
+    let iat = claims["iat"].as_i64().unwrap_or(now);
+    if exp + 60 < now || iat > now + 60 || exp - iat > 3600 + 60 {
+        return Err("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.".into());
+    }
+    Ok(())
 }
 
 /// Parsed `projects/P/locations/R/...` path after the version prefix.

@@ -246,7 +246,13 @@ async fn handle_request(
                 latency.as_secs_f64() * 1000.0
             );
         }
-        lock(&st.log).push(record);
+        let mut log = lock(&st.log);
+        // A long-running `runwarden sim` under a benchmark must not grow without bound: keep
+        // the most recent records (far more than one pass over a 10,000-service estate makes).
+        if log.len() >= super::MAX_LOG_RECORDS {
+            log.drain(..super::MAX_LOG_RECORDS / 10);
+        }
+        log.push(record);
     }
     into_response(reply)
 }

@@ -42,21 +42,21 @@ pub use world::{FaultsSpec, IngressValue, World, world_schema};
 /// Errors of the simulator: loading a world, validating faults, serving, writing files.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("could not read world file {path}: {source}")]
+    #[error("could not read world file {path}")]
     ReadWorld {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("world file {path} is not valid: {message}")]
+    #[error("world file {path} is not valid (fix it and start again): {message}")]
     ParseWorld { path: PathBuf, message: String },
     #[error("world is inconsistent: {0}")]
     World(String),
     #[error("invalid faults: {0}")]
     Faults(String),
-    #[error("could not bind the simulator to 127.0.0.1:0: {0}")]
+    #[error("could not bind the simulator to 127.0.0.1:0")]
     Bind(#[source] std::io::Error),
-    #[error("could not write the simulator's credentials to {path}: {source}")]
+    #[error("could not write the simulator's credentials to {path}")]
     WriteCredentials {
         path: PathBuf,
         #[source]
@@ -73,10 +73,15 @@ impl World {
             path: file.to_path_buf(),
             message: e.to_string(),
         })?;
-        // Build once to report inconsistencies (unknown projects, users, ...) at load time.
-        state::Store::from_world(&world, 0)?;
+        // Build once to report inconsistencies (unknown projects, users, ...) at load time,
+        // naming the file.
+        let named = |e: SimError| SimError::ParseWorld {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        };
+        state::Store::from_world(&world, 0).map_err(named)?;
         if let Some(f) = &world.faults {
-            Faults::from_spec(f)?;
+            Faults::from_spec(f).map_err(named)?;
         }
         Ok(world)
     }
@@ -90,6 +95,9 @@ impl World {
         World::from_yaml(&text, path)
     }
 }
+
+/// How many request records the log keeps (the oldest tenth is dropped when full).
+pub const MAX_LOG_RECORDS: usize = 500_000;
 
 /// One request the simulator served.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -185,7 +193,6 @@ struct Tokens {
 }
 
 /// Shared simulator state. Reach it through a [`SimHandle`].
-#[derive(Debug)]
 pub struct SimState {
     store: Mutex<state::Store>,
     faults: Mutex<faults::FaultState>,
@@ -195,6 +202,16 @@ pub struct SimState {
     rng: Mutex<faults::SplitMix>,
     keys: keys::Keys,
     print_requests: AtomicBool,
+}
+
+impl std::fmt::Debug for SimState {
+    // Hand-written so that the client secret and issued tokens never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimState")
+            .field("services", &lock(&self.store).services.len())
+            .field("requests_logged", &lock(&self.log).len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A cheap, cloneable handle on the simulator's state: what tests use to look inside and steer.
@@ -360,6 +377,24 @@ impl SimHandle {
             .services
             .get(&key(id))
             .map(|s| google::stored_view(&s.iam.policy))
+    }
+
+    /// The stored policy of an IAM resource by name: `projects/P/locations/R/services/S` or
+    /// `projects/NUMBER/iap_web/cloud_run-R/services/S`.
+    pub fn policy(&self, resource: &str) -> Option<Policy> {
+        if let Some(id) = ServiceId::parse(resource) {
+            return self.iam_policy(&id);
+        }
+        let parts: Vec<&str> = resource.split('/').collect();
+        match parts.as_slice() {
+            ["projects", number, "iap_web", kind, "services", name] => {
+                let region = kind.strip_prefix("cloud_run-")?;
+                let number: u64 = number.parse().ok()?;
+                let project = self.store().project_by_number.get(&number)?.clone();
+                self.iap_policy(&ServiceId::new(&project, region, name))
+            }
+            _ => None,
+        }
     }
 
     /// The IAP resource's stored IAM policy for a service.

@@ -553,7 +553,7 @@ fn short_id(mut h: u64) -> String {
     let mut out = String::with_capacity(16);
     for _ in 0..16 {
         out.push(ALPHABET[(h % 62) as usize] as char);
-        h = h / 62 ^ h.rotate_left(17);
+        h = (h / 62) ^ h.rotate_left(17);
     }
     out
 }
