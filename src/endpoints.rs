@@ -24,42 +24,71 @@ pub const RESOURCE_MANAGER: &str = "https://cloudresourcemanager.googleapis.com/
 /// Why a base URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
-    #[error("endpoint {url:?} is not a valid URL ({reason}); expected e.g. https://api.example.com or http://127.0.0.1:8787")]
+    #[error(
+        "endpoint {url:?} is not a valid URL ({reason}); expected e.g. https://api.example.com or http://127.0.0.1:8787"
+    )]
     Invalid { url: String, reason: String },
-    #[error("endpoint {url:?} uses scheme {scheme:?}; only https:// (and http:// for loopback) are supported")]
+    #[error(
+        "endpoint {url:?} uses scheme {scheme:?}; only https:// (and http:// for loopback) are supported"
+    )]
     Scheme { url: String, scheme: String },
     #[error(
         "endpoint {url:?} uses plain http:// to a non-loopback host ({host}); tokens and secrets would \
          travel unencrypted. Use https://, or http:// only with localhost, 127.0.0.1 or [::1]"
     )]
     PlainHttpNotLoopback { url: String, host: String },
-    #[error("endpoint {url:?} carries a query, fragment or credentials; give only scheme, host, port and an optional path prefix")]
+    #[error(
+        "endpoint {url:?} carries a query, fragment or credentials; give only scheme, host, port and an optional path prefix"
+    )]
     Extra { url: String },
-    #[error("Auth0 domain {domain:?} is not a host name (give e.g. acme.eu.auth0.com, without https://)")]
+    #[error(
+        "Auth0 domain {domain:?} is not a host name (give e.g. acme.eu.auth0.com, without https://)"
+    )]
     Auth0Domain { domain: String },
 }
 
 /// Parses and checks one base URL: `https://` anywhere, `http://` only for loopback. The result
 /// always ends with `/`, so joining a relative path appends to any path prefix it has.
 pub fn parse_base_url(text: &str) -> Result<Url, EndpointError> {
-    let mut url = Url::parse(text.trim())
-        .map_err(|e| EndpointError::Invalid { url: text.into(), reason: e.to_string() })?;
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some()
+    let mut url = Url::parse(text.trim()).map_err(|e| EndpointError::Invalid {
+        url: text.into(),
+        reason: e.to_string(),
+    })?;
+    if url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
     {
         return Err(EndpointError::Extra { url: text.into() });
     }
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(EndpointError::Scheme { url: text.into(), scheme: url.scheme().into() });
+        return Err(EndpointError::Scheme {
+            url: text.into(),
+            scheme: url.scheme().into(),
+        });
     }
     let host = url
         .host_str()
-        .ok_or_else(|| EndpointError::Invalid { url: text.into(), reason: "no host".into() })?
+        .ok_or_else(|| EndpointError::Invalid {
+            url: text.into(),
+            reason: "no host".into(),
+        })?
         .to_string();
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&host) => {}
-        "http" => return Err(EndpointError::PlainHttpNotLoopback { url: text.into(), host }),
-        other => return Err(EndpointError::Scheme { url: text.into(), scheme: other.into() }),
+        "http" => {
+            return Err(EndpointError::PlainHttpNotLoopback {
+                url: text.into(),
+                host,
+            });
+        }
+        other => {
+            return Err(EndpointError::Scheme {
+                url: text.into(),
+                scheme: other.into(),
+            });
+        }
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -74,7 +103,9 @@ fn is_loopback(host: &str) -> bool {
         return true;
     }
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    bare.parse::<IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 /// The base URLs of every API runwarden calls.
@@ -130,7 +161,9 @@ impl Endpoints {
 
 /// `https://DOMAIN/` for an Auth0 tenant domain given without a scheme.
 pub fn auth0_domain_url(domain: &str) -> Result<Url, EndpointError> {
-    let bad = || EndpointError::Auth0Domain { domain: domain.into() };
+    let bad = || EndpointError::Auth0Domain {
+        domain: domain.into(),
+    };
     if domain.is_empty() || domain.contains("://") || domain.contains('/') {
         return Err(bad());
     }
@@ -201,7 +234,10 @@ mod tests {
         match (parse_base_url(input), expect) {
             (Ok(url), Ok(want)) => assert_eq!(url.as_str(), want, "{input}"),
             (Err(err), Err(fragment)) => {
-                assert!(err.to_string().contains(fragment), "{input}: {err} lacks {fragment:?}")
+                assert!(
+                    err.to_string().contains(fragment),
+                    "{input}: {err} lacks {fragment:?}"
+                )
             }
             (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
         }
@@ -209,8 +245,14 @@ mod tests {
 
     #[test]
     fn https_is_accepted_anywhere_and_gets_a_trailing_slash() {
-        check("https://run.googleapis.com", Ok("https://run.googleapis.com/"));
-        check("https://proxy.example.com/google", Ok("https://proxy.example.com/google/"));
+        check(
+            "https://run.googleapis.com",
+            Ok("https://run.googleapis.com/"),
+        );
+        check(
+            "https://proxy.example.com/google",
+            Ok("https://proxy.example.com/google/"),
+        );
         check("https://10.0.0.1:8443/", Ok("https://10.0.0.1:8443/"));
     }
 
@@ -240,9 +282,15 @@ mod tests {
     fn joined_segments_are_percent_encoded_except_unreserved_and_colon() {
         let base = parse_base_url("http://127.0.0.1:9/pre").unwrap();
         let url = join_segments(&base, &["v2", "a|b", "x/../y?z#w", "s:getIamPolicy", "é"]);
-        assert_eq!(url.as_str(), "http://127.0.0.1:9/pre/v2/a%7Cb/x%2F..%2Fy%3Fz%23w/s:getIamPolicy/%C3%A9");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/pre/v2/a%7Cb/x%2F..%2Fy%3Fz%23w/s:getIamPolicy/%C3%A9"
+        );
         let root = parse_base_url("https://run.googleapis.com").unwrap();
-        assert_eq!(join_segments(&root, &["v2"]).as_str(), "https://run.googleapis.com/v2");
+        assert_eq!(
+            join_segments(&root, &["v2"]).as_str(),
+            "https://run.googleapis.com/v2"
+        );
     }
 
     #[test]
@@ -251,9 +299,15 @@ mod tests {
         for url in [&e.cloud_run, &e.iap, &e.resource_manager] {
             assert_eq!(url.as_str(), "http://127.0.0.1:9/");
         }
-        assert_eq!(e.auth0_base("acme.eu.auth0.com").unwrap().as_str(), "http://127.0.0.1:9/");
+        assert_eq!(
+            e.auth0_base("acme.eu.auth0.com").unwrap().as_str(),
+            "http://127.0.0.1:9/"
+        );
         let p = Endpoints::from_override(None).unwrap();
-        assert_eq!(p.auth0_base("acme.eu.auth0.com").unwrap().as_str(), "https://acme.eu.auth0.com/");
+        assert_eq!(
+            p.auth0_base("acme.eu.auth0.com").unwrap().as_str(),
+            "https://acme.eu.auth0.com/"
+        );
         assert!(p.auth0_base("https://acme.eu.auth0.com").is_err());
         assert!(p.auth0_base("").is_err());
     }

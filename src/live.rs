@@ -14,7 +14,8 @@ mod reader;
 
 pub use reader::{
     ClientConfig, Clients, ClientsError, Governance, ProgressFn, ReadConfig, ReadError,
-    ReadProgress, ReadStats, directory_request, list_targets, read_live, read_live_with_stats,
+    ReadProgress, ReadStats, clients_for_sim, directory_request, list_targets, read_live,
+    read_live_with_stats,
 };
 
 /// `projects/P/locations/R/services/S`, split. Ordered by project, region, name.
@@ -27,12 +28,19 @@ pub struct ServiceId {
 
 impl ServiceId {
     pub fn new(project: &str, region: &str, name: &str) -> ServiceId {
-        ServiceId { project: project.into(), region: region.into(), name: name.into() }
+        ServiceId {
+            project: project.into(),
+            region: region.into(),
+            name: name.into(),
+        }
     }
 
     /// The Cloud Run resource name.
     pub fn resource_name(&self) -> String {
-        format!("projects/{}/locations/{}/services/{}", self.project, self.region, self.name)
+        format!(
+            "projects/{}/locations/{}/services/{}",
+            self.project, self.region, self.name
+        )
     }
 
     /// The IAP resource name for this service, given the project's number.

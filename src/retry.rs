@@ -121,7 +121,10 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// A policy that never retries (for callers that handle errors themselves).
     pub fn none() -> RetryPolicy {
-        RetryPolicy { max_retries: 0, ..RetryPolicy::default() }
+        RetryPolicy {
+            max_retries: 0,
+            ..RetryPolicy::default()
+        }
     }
 }
 
@@ -175,13 +178,20 @@ where
 /// A random duration in `[0, up_to)`.
 fn jitter(up_to: Duration) -> Duration {
     let nanos = up_to.as_nanos().min(u64::MAX as u128) as u64;
-    if nanos == 0 { Duration::ZERO } else { Duration::from_nanos(fastrand::u64(0..nanos)) }
+    if nanos == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_nanos(fastrand::u64(0..nanos))
+    }
 }
 
 /// The wait a response asks for: `Retry-After` (seconds or an HTTP date), else
 /// `x-ratelimit-reset` (Auth0: epoch seconds at which the bucket refills), relative to `now`.
 pub fn server_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if let Some(value) = headers.get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+    {
         let value = value.trim();
         if let Ok(secs) = value.parse::<u64>() {
             return Some(Duration::from_secs(secs));
@@ -213,10 +223,16 @@ pub struct Rate {
 
 impl Rate {
     pub fn per_second(count: u32) -> Rate {
-        Rate { count, per: Duration::from_secs(1) }
+        Rate {
+            count,
+            per: Duration::from_secs(1),
+        }
     }
     pub fn per_minute(count: u32) -> Rate {
-        Rate { count, per: Duration::from_secs(60) }
+        Rate {
+            count,
+            per: Duration::from_secs(60),
+        }
     }
     /// Requests per second as a float.
     pub fn per_sec_f64(&self) -> f64 {
@@ -229,7 +245,10 @@ impl Rate {
     /// This rate scaled by `factor` (e.g. 0.95 to keep a margin below a quota).
     pub fn scaled(&self, factor: f64) -> Rate {
         let count = ((self.count as f64) * factor).floor().max(1.0) as u32;
-        Rate { count, per: self.per }
+        Rate {
+            count,
+            per: self.per,
+        }
     }
 }
 
@@ -247,7 +266,9 @@ impl fmt::Display for Rate {
 
 /// Why a rate did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid rate {text:?}: write COUNT/UNIT with a positive COUNT and UNIT s, min or h (e.g. 900/min)")]
+#[error(
+    "invalid rate {text:?}: write COUNT/UNIT with a positive COUNT and UNIT s, min or h (e.g. 900/min)"
+)]
 pub struct RateError {
     pub text: String,
 }
@@ -297,7 +318,10 @@ impl Pacer {
         Pacer {
             name,
             interval: rate.map(|r| r.interval()),
-            state: Mutex::new(PacerState { next_slot: Instant::now(), paused_until: None }),
+            state: Mutex::new(PacerState {
+                next_slot: Instant::now(),
+                paused_until: None,
+            }),
         }
     }
 
@@ -332,7 +356,11 @@ impl Pacer {
         let until = Instant::now() + wait;
         let mut state = self.state.lock().expect("pacer lock poisoned");
         if state.paused_until.is_none_or(|p| p < until) {
-            tracing::debug!(api = self.name, wait_ms = wait.as_millis() as u64, "pausing requests");
+            tracing::debug!(
+                api = self.name,
+                wait_ms = wait.as_millis() as u64,
+                "pausing requests"
+            );
             state.paused_until = Some(until);
         }
     }
@@ -372,7 +400,10 @@ mod tests {
     async fn run_script(script: Vec<E>) -> (usize, Result<(), ErrorClass>) {
         let attempts = AtomicUsize::new(0);
         let script = Mutex::new(script.into_iter());
-        let policy = RetryPolicy { max_retries: 3, ..RetryPolicy::default() };
+        let policy = RetryPolicy {
+            max_retries: 3,
+            ..RetryPolicy::default()
+        };
         let result = retry(&policy, "test", || {
             attempts.fetch_add(1, Ordering::SeqCst);
             let next = script.lock().unwrap().next();
@@ -396,7 +427,11 @@ mod tests {
             ErrorClass::Conflict,
             ErrorClass::Fatal,
         ] {
-            assert_eq!(run_script(vec![E(class, None)]).await, (1, Err(class)), "{class}");
+            assert_eq!(
+                run_script(vec![E(class, None)]).await,
+                (1, Err(class)),
+                "{class}"
+            );
         }
     }
 
@@ -404,8 +439,14 @@ mod tests {
     async fn retries_an_authentication_failure_exactly_once() {
         let once = vec![E(ErrorClass::Unauthenticated, None)];
         assert_eq!(run_script(once).await, (2, Ok(())));
-        let twice = vec![E(ErrorClass::Unauthenticated, None), E(ErrorClass::Unauthenticated, None)];
-        assert_eq!(run_script(twice).await, (2, Err(ErrorClass::Unauthenticated)));
+        let twice = vec![
+            E(ErrorClass::Unauthenticated, None),
+            E(ErrorClass::Unauthenticated, None),
+        ];
+        assert_eq!(
+            run_script(twice).await,
+            (2, Err(ErrorClass::Unauthenticated))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -455,21 +496,39 @@ mod tests {
             for (k, v) in pairs {
                 h.insert(*k, v.parse().unwrap());
             }
-            assert_eq!(server_wait(&h, now), want.map(Duration::from_secs), "{pairs:?}");
+            assert_eq!(
+                server_wait(&h, now),
+                want.map(Duration::from_secs),
+                "{pairs:?}"
+            );
         };
         check(&[("retry-after", "30".into())], Some(30));
-        check(&[("retry-after", httpdate::fmt_http_date(now + Duration::from_secs(12)))], Some(12));
+        check(
+            &[(
+                "retry-after",
+                httpdate::fmt_http_date(now + Duration::from_secs(12)),
+            )],
+            Some(12),
+        );
         check(&[("x-ratelimit-reset", "1000005".into())], Some(5));
         check(&[("x-ratelimit-reset", "999999".into())], Some(0));
-        check(&[("retry-after", "3".into()), ("x-ratelimit-reset", "1000009".into())], Some(3));
+        check(
+            &[
+                ("retry-after", "3".into()),
+                ("x-ratelimit-reset", "1000009".into()),
+            ],
+            Some(3),
+        );
         check(&[], None);
     }
 
     #[test]
     fn parses_and_prints_rates() {
-        for (text, count, secs, shown) in
-            [("6000/min", 6000, 60, "6000/min"), ("50/s", 50, 1, "50/s"), (" 10 / h ", 10, 3600, "10/h")]
-        {
+        for (text, count, secs, shown) in [
+            ("6000/min", 6000, 60, "6000/min"),
+            ("50/s", 50, 1, "50/s"),
+            (" 10 / h ", 10, 3600, "10/h"),
+        ] {
             let rate: Rate = text.parse().unwrap();
             assert_eq!((rate.count, rate.per.as_secs()), (count, secs), "{text}");
             assert_eq!(rate.to_string(), shown);

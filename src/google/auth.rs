@@ -21,6 +21,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait TokenSource: Send + Sync {
     /// A currently valid access token. Implementations cache; this is called once per request.
     fn token(&self) -> BoxFuture<'_, Result<String, TokenError>>;
+
+    /// The API refused `token` (401): drop it so the next `token()` fetches a new one.
+    fn invalidate<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()> {
+        let _ = token;
+        Box::pin(async {})
+    }
 }
 
 /// Why no token could be had.
@@ -42,14 +48,33 @@ pub enum TokenError {
 }
 
 /// gcp_auth's provider chain, or one explicit key file.
-#[derive(Clone)]
+///
+/// gcp_auth caches tokens until shortly before they expire and has no way to drop one, so
+/// when an API refuses a token (revoked, or the clock of the token server disagrees) the
+/// provider itself is rebuilt — from the same key file, or by running the chain again — which
+/// starts with an empty cache.
 pub struct GcpAuth {
-    provider: Arc<dyn gcp_auth::TokenProvider>,
+    origin: Origin,
+    provider: tokio::sync::RwLock<Arc<dyn gcp_auth::TokenProvider>>,
+    /// One caller at a time asks gcp_auth: its providers do not re-check the cache after
+    /// taking their write lock, so thousands of concurrent first calls would each fetch a
+    /// token. Serialised, the first fetches and the rest find it cached.
+    single_flight: tokio::sync::Mutex<()>,
+}
+
+/// How to build the provider again.
+#[derive(Debug, Clone)]
+enum Origin {
+    Chain,
+    KeyFile(std::path::PathBuf),
+    Given,
 }
 
 impl std::fmt::Debug for GcpAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GcpAuth")
+        f.debug_struct("GcpAuth")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,29 +82,80 @@ impl GcpAuth {
     /// The real credential chain (`gcp_auth::provider()`).
     pub async fn discover() -> Result<GcpAuth, TokenError> {
         let provider = gcp_auth::provider().await.map_err(TokenError::Discover)?;
-        Ok(GcpAuth { provider })
+        Ok(GcpAuth::with(Origin::Chain, provider))
+    }
+
+    fn with(origin: Origin, provider: Arc<dyn gcp_auth::TokenProvider>) -> GcpAuth {
+        GcpAuth {
+            origin,
+            provider: tokio::sync::RwLock::new(provider),
+            single_flight: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn rebuild(&self) -> Result<Arc<dyn gcp_auth::TokenProvider>, TokenError> {
+        Ok(match &self.origin {
+            Origin::Chain => gcp_auth::provider().await.map_err(TokenError::Discover)?,
+            Origin::KeyFile(path) => Arc::new(
+                gcp_auth::CustomServiceAccount::from_file(path).map_err(|source| {
+                    TokenError::KeyFile {
+                        path: path.display().to_string(),
+                        source,
+                    }
+                })?,
+            ),
+            Origin::Given => self.provider.read().await.clone(),
+        })
     }
 
     /// A service-account key file (for example the one a simulator wrote).
     pub fn from_key_file(path: &Path) -> Result<GcpAuth, TokenError> {
         let account = gcp_auth::CustomServiceAccount::from_file(path).map_err(|source| {
-            TokenError::KeyFile { path: path.display().to_string(), source }
+            TokenError::KeyFile {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
-        Ok(GcpAuth { provider: Arc::new(account) })
+        Ok(GcpAuth::with(
+            Origin::KeyFile(path.to_path_buf()),
+            Arc::new(account),
+        ))
     }
 
-    /// Wraps any gcp_auth provider.
+    /// Wraps any gcp_auth provider (it cannot be rebuilt after a refused token).
     pub fn from_provider(provider: Arc<dyn gcp_auth::TokenProvider>) -> GcpAuth {
-        GcpAuth { provider }
+        GcpAuth::with(Origin::Given, provider)
     }
 }
 
 impl TokenSource for GcpAuth {
     fn token(&self) -> BoxFuture<'_, Result<String, TokenError>> {
         Box::pin(async move {
-            let token =
-                self.provider.token(&[CLOUD_PLATFORM_SCOPE]).await.map_err(TokenError::Fetch)?;
+            let _turn = self.single_flight.lock().await;
+            let provider = self.provider.read().await.clone();
+            let token = provider
+                .token(&[CLOUD_PLATFORM_SCOPE])
+                .await
+                .map_err(TokenError::Fetch)?;
             Ok(token.as_str().to_string())
+        })
+    }
+
+    fn invalidate<'a>(&'a self, refused: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut provider = self.provider.write().await;
+            // Several calls may have been refused the same token: rebuild only once.
+            let current = provider.token(&[CLOUD_PLATFORM_SCOPE]).await;
+            if current.is_ok_and(|t| t.as_str() != refused) {
+                return;
+            }
+            match self.rebuild().await {
+                Ok(fresh) => {
+                    tracing::info!(origin = ?self.origin, "Google refused the access token; rebuilt the credentials");
+                    *provider = fresh;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not rebuild the Google credentials"),
+            }
         })
     }
 }

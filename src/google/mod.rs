@@ -101,7 +101,12 @@ pub enum GoogleError {
         retry_after: Option<Duration>,
     },
     #[error("{api} {method} {path}: unexpected answer: {reason}")]
-    Decode { api: Api, method: Method, path: String, reason: String },
+    Decode {
+        api: Api,
+        method: Method,
+        path: String,
+        reason: String,
+    },
 }
 
 /// What to do about an error class, said once in the message.
@@ -117,7 +122,9 @@ fn hint(class: ErrorClass, api: Api) -> &'static str {
         (ErrorClass::PermissionDenied, Api::ResourceManager) => {
             " (runwarden's identity needs resourcemanager.projects.get, e.g. roles/browser)"
         }
-        (ErrorClass::Unauthenticated, _) => " (the access token was refused; check the credentials)",
+        (ErrorClass::Unauthenticated, _) => {
+            " (the access token was refused; check the credentials)"
+        }
         _ => "",
     }
 }
@@ -164,8 +171,9 @@ impl Classified for GoogleError {
 /// Classifies a Google error answer: the canonical status first, the HTTP code when the body
 /// has none.
 fn classify(code: u16, status: &str, reasons: &[&str]) -> ErrorClass {
-    let rate_limited =
-        reasons.iter().any(|r| matches!(*r, "RATE_LIMIT_EXCEEDED" | "rateLimitExceeded"));
+    let rate_limited = reasons
+        .iter()
+        .any(|r| matches!(*r, "RATE_LIMIT_EXCEEDED" | "rateLimitExceeded"));
     match status {
         "NOT_FOUND" => ErrorClass::NotFound,
         // Some Google APIs still answer quota exhaustion with 403 rateLimitExceeded.
@@ -286,7 +294,10 @@ impl GoogleClient {
         region: &str,
         page_token: Option<&str>,
     ) -> Result<ServicePage, GoogleError> {
-        let mut url = self.url(Api::CloudRun, &["v2", "projects", project, "locations", region, "services"]);
+        let mut url = self.url(
+            Api::CloudRun,
+            &["v2", "projects", project, "locations", region, "services"],
+        );
         {
             let mut q = url.query_pairs_mut();
             if let Some(size) = self.inner.config.list_page_size {
@@ -296,12 +307,21 @@ impl GoogleClient {
                 q.append_pair("pageToken", token);
             }
         }
-        let page: wire::ListServicesResponse = self.send(Api::CloudRun, Method::GET, url.clone(), None).await?;
+        let page: wire::ListServicesResponse = self
+            .send(Api::CloudRun, Method::GET, url.clone(), None)
+            .await?;
         if !page.unreachable.is_empty() {
             // Only global ("-") listings report unreachable regions; runwarden never asks for
             // one, so an answer that has them is incomplete and must not be taken as the list.
-            return Err(self.decode_error(Api::CloudRun, Method::GET, &url, format!(
-                "the listing reports unreachable locations {:?}", page.unreachable)));
+            return Err(self.decode_error(
+                Api::CloudRun,
+                Method::GET,
+                &url,
+                format!(
+                    "the listing reports unreachable locations {:?}",
+                    page.unreachable
+                ),
+            ));
         }
         let services = page
             .services
@@ -309,13 +329,18 @@ impl GoogleClient {
             .map(|s| wire::service(project, region, s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))?;
-        Ok(ServicePage { services, next_page_token: page.next_page_token.filter(|t| !t.is_empty()) })
+        Ok(ServicePage {
+            services,
+            next_page_token: page.next_page_token.filter(|t| !t.is_empty()),
+        })
     }
 
     /// `services.get`.
     pub async fn get_service(&self, id: &ServiceId) -> Result<LiveService, GoogleError> {
         let url = self.service_url(id, None);
-        let s: wire::Service = self.send(Api::CloudRun, Method::GET, url.clone(), None).await?;
+        let s: wire::Service = self
+            .send(Api::CloudRun, Method::GET, url.clone(), None)
+            .await?;
         wire::service(&id.project, &id.region, s)
             .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
     }
@@ -323,9 +348,13 @@ impl GoogleClient {
     /// The service's IAM policy at version 3 (`services.getIamPolicy`).
     pub async fn get_iam_policy(&self, id: &ServiceId) -> Result<Policy, GoogleError> {
         let mut url = self.service_url(id, Some(":getIamPolicy"));
-        url.query_pairs_mut().append_pair("options.requestedPolicyVersion", "3");
-        let p: wire::IamPolicy = self.send(Api::CloudRun, Method::GET, url.clone(), None).await?;
-        wire::policy(p).map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
+        url.query_pairs_mut()
+            .append_pair("options.requestedPolicyVersion", "3");
+        let p: wire::IamPolicy = self
+            .send(Api::CloudRun, Method::GET, url.clone(), None)
+            .await?;
+        wire::policy(p)
+            .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
     }
 
     /// The IAP resource's IAM policy at version 3 (IAP `getIamPolicy`, a POST).
@@ -337,16 +366,25 @@ impl GoogleClient {
         let number = project_number.to_string();
         let region = format!("cloud_run-{}", id.region);
         let last = format!("{}:getIamPolicy", id.name);
-        let url = self.url(Api::Iap, &["v1", "projects", &number, "iap_web", &region, "services", &last]);
+        let url = self.url(
+            Api::Iap,
+            &[
+                "v1", "projects", &number, "iap_web", &region, "services", &last,
+            ],
+        );
         let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
-        let p: wire::IamPolicy = self.send(Api::Iap, Method::POST, url.clone(), Some(body)).await?;
+        let p: wire::IamPolicy = self
+            .send(Api::Iap, Method::POST, url.clone(), Some(body))
+            .await?;
         wire::policy(p).map_err(|reason| self.decode_error(Api::Iap, Method::POST, &url, reason))
     }
 
     /// The project's number (Resource Manager `projects.get`).
     pub async fn get_project_number(&self, project: &str) -> Result<u64, GoogleError> {
         let url = self.url(Api::ResourceManager, &["v3", "projects", project]);
-        let p: wire::Project = self.send(Api::ResourceManager, Method::GET, url.clone(), None).await?;
+        let p: wire::Project = self
+            .send(Api::ResourceManager, Method::GET, url.clone(), None)
+            .await?;
         wire::project_number(&p)
             .map_err(|reason| self.decode_error(Api::ResourceManager, Method::GET, &url, reason))
     }
@@ -356,7 +394,15 @@ impl GoogleClient {
         let last = format!("{}{}", id.name, suffix.unwrap_or(""));
         self.url(
             Api::CloudRun,
-            &["v2", "projects", &id.project, "locations", &id.region, "services", &last],
+            &[
+                "v2",
+                "projects",
+                &id.project,
+                "locations",
+                &id.region,
+                "services",
+                &last,
+            ],
         )
     }
 
@@ -380,7 +426,12 @@ impl GoogleClient {
     }
 
     fn decode_error(&self, api: Api, method: Method, url: &Url, reason: String) -> GoogleError {
-        GoogleError::Decode { api, method, path: url.path().to_string(), reason }
+        GoogleError::Decode {
+            api,
+            method,
+            path: url.path().to_string(),
+            reason,
+        }
     }
 
     /// Sends one request and decodes a JSON answer, or classifies the failure. Exactly one
@@ -417,12 +468,17 @@ impl GoogleClient {
         body: Option<serde_json::Value>,
     ) -> Result<T, GoogleError> {
         let path = url.path().to_string();
-        let token = self.inner.tokens.token().await.map_err(|source| GoogleError::Token {
-            api,
-            method: method.clone(),
-            path: path.clone(),
-            source,
-        })?;
+        let token = self
+            .inner
+            .tokens
+            .token()
+            .await
+            .map_err(|source| GoogleError::Token {
+                api,
+                method: method.clone(),
+                path: path.clone(),
+                source,
+            })?;
         let transport = |source: reqwest::Error| GoogleError::Transport {
             api,
             method: method.clone(),
@@ -434,7 +490,11 @@ impl GoogleClient {
             let _permit = self.inner.permits.acquire().await.expect("semaphore never closed");
             pacer.acquire().await;
             let started = StdInstant::now();
-            let mut request = self.inner.http.request(method.clone(), url).bearer_auth(token);
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(&token);
             if let Some(body) = body {
                 request = request.json(&body);
             }
@@ -474,13 +534,25 @@ impl GoogleClient {
             };
         let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
         let class = classify(code, &gstatus, &reasons);
+        if class == ErrorClass::Unauthenticated {
+            self.inner.tokens.invalidate(&token).await;
+        }
         let retry_after = retry::server_wait(&headers, SystemTime::now()).or(detail_wait);
         if class == ErrorClass::Quota {
             if let Some(wait) = retry_after {
                 pacer.pause_for(wait);
             }
         }
-        Err(GoogleError::Api { api, method, path, class, code, status: gstatus, message, retry_after })
+        Err(GoogleError::Api {
+            api,
+            method,
+            path,
+            class,
+            code,
+            status: gstatus,
+            message,
+            retry_after,
+        })
     }
 }
 
@@ -493,7 +565,12 @@ mod tests {
         for (code, status, reasons, class) in [
             (404, "NOT_FOUND", &[][..], ErrorClass::NotFound),
             (403, "PERMISSION_DENIED", &[], ErrorClass::PermissionDenied),
-            (403, "PERMISSION_DENIED", &["RATE_LIMIT_EXCEEDED"], ErrorClass::Quota),
+            (
+                403,
+                "PERMISSION_DENIED",
+                &["RATE_LIMIT_EXCEEDED"],
+                ErrorClass::Quota,
+            ),
             (403, "", &["rateLimitExceeded"], ErrorClass::Quota),
             (403, "", &[], ErrorClass::PermissionDenied),
             (409, "ABORTED", &[], ErrorClass::Conflict),
@@ -507,7 +584,11 @@ mod tests {
             (400, "INVALID_ARGUMENT", &[], ErrorClass::Fatal),
             (400, "FAILED_PRECONDITION", &[], ErrorClass::Fatal),
         ] {
-            assert_eq!(classify(code, status, reasons), class, "{code} {status} {reasons:?}");
+            assert_eq!(
+                classify(code, status, reasons),
+                class,
+                "{code} {status} {reasons:?}"
+            );
         }
     }
 
@@ -537,7 +618,8 @@ mod tests {
             GoogleConfig::default(),
         );
         assert_eq!(
-            prod.url(Api::ResourceManager, &["v3", "projects", "acme-prod"]).as_str(),
+            prod.url(Api::ResourceManager, &["v3", "projects", "acme-prod"])
+                .as_str(),
             "https://cloudresourcemanager.googleapis.com/v3/projects/acme-prod"
         );
     }

@@ -114,7 +114,9 @@ impl ErrorStatus {
 
     /// `google.rpc.ErrorInfo.reason` values, e.g. `RATE_LIMIT_EXCEEDED`.
     pub fn reasons(&self) -> impl Iterator<Item = &str> {
-        self.details.iter().filter_map(|d| d.get("reason")?.as_str())
+        self.details
+            .iter()
+            .filter_map(|d| d.get("reason")?.as_str())
     }
 }
 
@@ -126,7 +128,12 @@ pub(super) fn service(project: &str, region: &str, s: Service) -> Result<LiveSer
         .rsplit_once("/services/")
         .map(|(_, n)| n.to_string())
         .filter(|n| !n.is_empty() && !n.contains('/'))
-        .ok_or_else(|| format!("service name {:?} is not projects/P/locations/R/services/S", s.name))?;
+        .ok_or_else(|| {
+            format!(
+                "service name {:?} is not projects/P/locations/R/services/S",
+                s.name
+            )
+        })?;
     Ok(LiveService {
         id: ServiceId::new(project, region, &name),
         labels: s.labels,
@@ -159,9 +166,17 @@ pub(super) fn policy(p: IamPolicy) -> Result<Policy, String> {
             description: c.description.filter(|d| !d.is_empty()),
             expression: c.expression,
         });
-        bindings.push(Binding { role: b.role, members, condition });
+        bindings.push(Binding {
+            role: b.role,
+            members,
+            condition,
+        });
     }
-    Ok(Policy { version: p.version, etag: p.etag, bindings })
+    Ok(Policy {
+        version: p.version,
+        etag: p.etag,
+        bindings,
+    })
 }
 
 /// The number in `projects/NUMBER`.
@@ -191,13 +206,25 @@ mod tests {
                 "template":{"containers":[{"image":"x"}]}}"#,
         );
         let live = service("acme-prod", "europe-west1", s).unwrap();
-        assert_eq!(live.id, ServiceId::new("acme-prod", "europe-west1", "billing-api"));
+        assert_eq!(
+            live.id,
+            ServiceId::new("acme-prod", "europe-west1", "billing-api")
+        );
         assert_eq!(live.labels.get("team").map(String::as_str), Some("billing"));
-        assert_eq!(live.settings.ingress, Some(Ingress::InternalAndCloudLoadBalancing));
+        assert_eq!(
+            live.settings.ingress,
+            Some(Ingress::InternalAndCloudLoadBalancing)
+        );
         assert!(live.settings.iap_enabled && !live.settings.invoker_iam_disabled);
-        assert_eq!(live.settings.custom_audiences, vec!["https://billing.acme.com".to_string()]);
+        assert_eq!(
+            live.settings.custom_audiences,
+            vec!["https://billing.acme.com".to_string()]
+        );
         assert_eq!(live.etag, "\"abc\"");
-        assert_eq!(live.uri.as_deref(), Some("https://billing-api-xyz-ew.a.run.app"));
+        assert_eq!(
+            live.uri.as_deref(),
+            Some("https://billing-api-xyz-ew.a.run.app")
+        );
         assert!(live.iam.is_none() && live.iap_iam.is_none() && live.read_error.is_none());
     }
 
@@ -207,7 +234,10 @@ mod tests {
             r#"{"name":"projects/123/locations/us-central1/services/s","ingress":"INGRESS_TRAFFIC_UNSPECIFIED"}"#,
         );
         let live = service("acme-prod", "us-central1", s).unwrap();
-        assert_eq!(live.id.project, "acme-prod", "the project asked for wins over the number");
+        assert_eq!(
+            live.id.project, "acme-prod",
+            "the project asked for wins over the number"
+        );
         assert_eq!(live.settings, ServiceSettings::default());
         assert!(live.labels.is_empty() && live.uri.is_none());
         let bad: Service = parse(r#"{"name":"services/"}"#);
@@ -227,7 +257,14 @@ mod tests {
     #[test]
     fn an_empty_policy_reads_as_version_0_with_only_an_etag() {
         let p = policy(parse(r#"{"etag":"ACAB"}"#)).unwrap();
-        assert_eq!(p, Policy { version: 0, etag: "ACAB".into(), bindings: vec![] });
+        assert_eq!(
+            p,
+            Policy {
+                version: 0,
+                etag: "ACAB".into(),
+                bindings: vec![]
+            }
+        );
     }
 
     #[test]
@@ -275,7 +312,10 @@ mod tests {
                 {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]}}"#,
         );
         assert_eq!(e.error.retry_delay(), Some(Duration::from_millis(1500)));
-        assert_eq!(e.error.reasons().collect::<Vec<_>>(), ["RATE_LIMIT_EXCEEDED"]);
+        assert_eq!(
+            e.error.reasons().collect::<Vec<_>>(),
+            ["RATE_LIMIT_EXCEEDED"]
+        );
         assert_eq!(e.error.status, "RESOURCE_EXHAUSTED");
     }
 }

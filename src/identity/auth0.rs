@@ -116,7 +116,12 @@ pub enum Auth0Error {
          (HTTP {code}: {message}); check the client id, the secret and that the client is \
          authorized for the Management API with read:roles, read:users and read:role_members"
     )]
-    TokenRefused { client_id: String, audience: String, code: u16, message: String },
+    TokenRefused {
+        client_id: String,
+        audience: String,
+        code: u16,
+        message: String,
+    },
     #[error("Auth0 {method} {path}: no answer ({class}): {source}")]
     Transport {
         method: Method,
@@ -140,7 +145,11 @@ pub enum Auth0Error {
         retry_after: Option<Duration>,
     },
     #[error("Auth0 {method} {path}: unexpected answer: {reason}")]
-    Decode { method: Method, path: String, reason: String },
+    Decode {
+        method: Method,
+        path: String,
+        reason: String,
+    },
 }
 
 fn hint(class: ErrorClass) -> &'static str {
@@ -206,7 +215,9 @@ struct CachedToken {
 
 impl fmt::Debug for Auth0Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Auth0Client").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Auth0Client")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -237,11 +248,24 @@ impl Auth0Client {
         let size = self.inner.config.page_size.to_string();
         let page = page.to_string();
         let answer: wire::RolesAnswer = self
-            .get(&["roles"], &[("per_page", &size), ("page", &page), ("include_totals", "true")])
+            .get(
+                &["roles"],
+                &[
+                    ("per_page", &size),
+                    ("page", &page),
+                    ("include_totals", "true"),
+                ],
+            )
             .await?;
         Ok(match answer {
-            wire::RolesAnswer::Page { roles, total } => OffsetPage { items: roles, total },
-            wire::RolesAnswer::Array(roles) => OffsetPage { items: roles, total: None },
+            wire::RolesAnswer::Page { roles, total } => OffsetPage {
+                items: roles,
+                total,
+            },
+            wire::RolesAnswer::Array(roles) => OffsetPage {
+                items: roles,
+                total: None,
+            },
         })
     }
 
@@ -249,7 +273,14 @@ impl Auth0Client {
     pub async fn roles_named(&self, name: &str) -> Result<Vec<RoleRef>, Auth0Error> {
         let size = self.inner.config.page_size.to_string();
         let answer: wire::RolesAnswer = self
-            .get(&["roles"], &[("name_filter", name), ("per_page", &size), ("include_totals", "true")])
+            .get(
+                &["roles"],
+                &[
+                    ("name_filter", name),
+                    ("per_page", &size),
+                    ("include_totals", "true"),
+                ],
+            )
             .await?;
         Ok(match answer {
             wire::RolesAnswer::Page { roles, .. } | wire::RolesAnswer::Array(roles) => roles,
@@ -280,7 +311,8 @@ impl Auth0Client {
         group_id: &str,
         from: Option<&str>,
     ) -> Result<Checkpoint<MemberRef>, Auth0Error> {
-        self.checkpoint(&["groups", group_id, "members"], from).await
+        self.checkpoint(&["groups", group_id, "members"], from)
+            .await
     }
 
     /// One page of `GET /api/v2/users?q=QUERY&search_engine=v3` with the fields runwarden
@@ -307,8 +339,14 @@ impl Auth0Client {
             )
             .await?;
         Ok(match answer {
-            wire::UsersAnswer::Page { users, total } => OffsetPage { items: users, total },
-            wire::UsersAnswer::Array(users) => OffsetPage { items: users, total: None },
+            wire::UsersAnswer::Page { users, total } => OffsetPage {
+                items: users,
+                total,
+            },
+            wire::UsersAnswer::Array(users) => OffsetPage {
+                items: users,
+                total: None,
+            },
         })
     }
 
@@ -316,7 +354,10 @@ impl Auth0Client {
     pub async fn get_user(&self, user_id: &str) -> Result<UserRef, Auth0Error> {
         self.get(
             &["users", user_id],
-            &[("fields", "user_id,email,email_verified"), ("include_fields", "true")],
+            &[
+                ("fields", "user_id,email,email_verified"),
+                ("include_fields", "true"),
+            ],
         )
         .await
     }
@@ -356,7 +397,9 @@ impl Auth0Client {
     ) -> Result<T, Auth0Error> {
         let url = self.api_url(segments, query);
         let token = self.token().await?;
-        let (status, headers, bytes) = self.exchange(Method::GET, url.clone(), Some(&token), None).await?;
+        let (status, headers, bytes) = self
+            .exchange(Method::GET, url.clone(), Some(&token), None)
+            .await?;
         let path = url.path().to_string();
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| Auth0Error::Decode {
@@ -368,7 +411,13 @@ impl Auth0Client {
         if status.as_u16() == 401 {
             self.forget_token(&token).await;
         }
-        Err(api_error(Method::GET, path, status.as_u16(), &headers, &bytes))
+        Err(api_error(
+            Method::GET,
+            path,
+            status.as_u16(),
+            &headers,
+            &bytes,
+        ))
     }
 
     /// Sends one request within the concurrency bound and the pacer, and feeds the rate-limit
@@ -387,7 +436,12 @@ impl Auth0Client {
             class: ErrorClass::from_transport(&source),
             source,
         };
-        let _permit = self.inner.permits.acquire().await.expect("semaphore never closed");
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         self.inner.pacer.acquire().await;
         let started = std::time::Instant::now();
         let mut request = self.inner.http.request(method.clone(), url);
@@ -412,12 +466,17 @@ impl Auth0Client {
             if let Some(wait) = retry::server_wait(&headers, now) {
                 self.inner.pacer.pause_for(wait);
             }
-        } else if let (Some(remaining), Some(reset)) =
-            (retry::header_u64(&headers, "x-ratelimit-remaining"), retry::rate_limit_reset(&headers))
-        {
+        } else if let (Some(remaining), Some(reset)) = (
+            retry::header_u64(&headers, "x-ratelimit-remaining"),
+            retry::rate_limit_reset(&headers),
+        ) {
             let reset_in = reset.duration_since(now).unwrap_or(Duration::ZERO);
             // Requests already in flight may spend the rest of the budget.
-            self.inner.pacer.observe_budget(remaining, reset_in, self.inner.config.concurrency as u64);
+            self.inner.pacer.observe_budget(
+                remaining,
+                reset_in,
+                self.inner.config.concurrency as u64,
+            );
         }
         Ok((status, headers, bytes))
     }
@@ -441,7 +500,9 @@ impl Auth0Client {
             "client_secret": secret.expose(),
             "audience": audience,
         });
-        let (status, headers, bytes) = self.exchange(Method::POST, url.clone(), None, Some(body)).await?;
+        let (status, headers, bytes) = self
+            .exchange(Method::POST, url.clone(), None, Some(body))
+            .await?;
         let code = status.as_u16();
         if !status.is_success() {
             if matches!(code, 400 | 401 | 403) {
@@ -458,19 +519,32 @@ impl Auth0Client {
                     message,
                 });
             }
-            return Err(api_error(Method::POST, url.path().to_string(), code, &headers, &bytes));
+            return Err(api_error(
+                Method::POST,
+                url.path().to_string(),
+                code,
+                &headers,
+                &bytes,
+            ));
         }
-        let t: wire::TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Auth0Error::Decode {
-            method: Method::POST,
-            path: url.path().to_string(),
-            reason: format!("not a token answer: {e}"),
-        })?;
+        let t: wire::TokenResponse =
+            serde_json::from_slice(&bytes).map_err(|e| Auth0Error::Decode {
+                method: Method::POST,
+                path: url.path().to_string(),
+                reason: format!("not a token answer: {e}"),
+            })?;
         let lifetime = Duration::from_secs(t.expires_in.unwrap_or(86_400));
         // Refresh a minute early, or halfway through a short-lived token.
         let margin = Duration::from_secs(60).min(lifetime / 2);
         let value = Secret(t.access_token);
-        *cached = Some(CachedToken { value: value.clone(), refresh_at: Instant::now() + lifetime - margin });
-        tracing::debug!(lifetime_s = lifetime.as_secs(), "fetched an Auth0 Management API token");
+        *cached = Some(CachedToken {
+            value: value.clone(),
+            refresh_at: Instant::now() + lifetime - margin,
+        });
+        tracing::debug!(
+            lifetime_s = lifetime.as_secs(),
+            "fetched an Auth0 Management API token"
+        );
         Ok(value)
     }
 
@@ -494,7 +568,12 @@ fn api_error(
 ) -> Auth0Error {
     let body: wire::ErrorBody = serde_json::from_slice(bytes).unwrap_or_default();
     let message = body.message.or(body.error_description).unwrap_or_else(|| {
-        String::from_utf8_lossy(bytes).chars().take(300).collect::<String>().trim().to_string()
+        String::from_utf8_lossy(bytes)
+            .chars()
+            .take(300)
+            .collect::<String>()
+            .trim()
+            .to_string()
     });
     Auth0Error::Api {
         method,
@@ -530,7 +609,9 @@ mod tests {
 
     #[test]
     fn a_missing_secret_names_the_variable() {
-        let err = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into()).resolve().unwrap_err();
+        let err = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into())
+            .resolve()
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("RUNWARDEN_TEST_SURELY_UNSET_VAR"), "{text}");
         assert_eq!(err.class(), ErrorClass::Fatal);
@@ -546,14 +627,21 @@ mod tests {
         );
         let client = Auth0Client::new(reqwest::Client::new(), config);
         let url = client.api_url(&["users", "auth0|abc"], &[("fields", "user_id")]);
-        assert_eq!(url.as_str(), "http://127.0.0.1:9/api/v2/users/auth0%7Cabc?fields=user_id");
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/api/v2/users/auth0%7Cabc?fields=user_id"
+        );
         assert_eq!(client.audience(), "https://acme.eu.auth0.com/api/v2/");
     }
 
     #[test]
     fn classifies_auth0_answers_and_reads_the_reset_header() {
         let mut headers = reqwest::header::HeaderMap::new();
-        let reset = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 3;
+        let reset = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3;
         headers.insert("x-ratelimit-reset", reset.to_string().parse().unwrap());
         let err = api_error(
             Method::GET,
@@ -564,7 +652,10 @@ mod tests {
         );
         assert_eq!(err.class(), ErrorClass::Quota);
         let wait = err.retry_after().unwrap();
-        assert!(wait <= Duration::from_secs(3) && wait >= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait <= Duration::from_secs(3) && wait >= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(err.to_string().contains("Global limit has been reached"));
         let forbidden = api_error(
             Method::GET,
@@ -575,7 +666,13 @@ mod tests {
         );
         assert_eq!(forbidden.class(), ErrorClass::PermissionDenied);
         assert!(forbidden.to_string().contains("read:role_members"));
-        let html = api_error(Method::GET, "/x".into(), 502, &reqwest::header::HeaderMap::new(), b"<html>bad gateway</html>");
+        let html = api_error(
+            Method::GET,
+            "/x".into(),
+            502,
+            &reqwest::header::HeaderMap::new(),
+            b"<html>bad gateway</html>",
+        );
         assert_eq!(html.class(), ErrorClass::Transient);
         assert!(html.to_string().contains("bad gateway"));
     }

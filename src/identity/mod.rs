@@ -20,7 +20,9 @@ mod wire;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
-pub use auth0::{Auth0Client, Auth0Config, Auth0Error, Checkpoint, OffsetPage, Secret, SecretSource};
+pub use auth0::{
+    Auth0Client, Auth0Config, Auth0Error, Checkpoint, OffsetPage, Secret, SecretSource,
+};
 pub use wire::{GroupRef, MemberRef, RoleRef, UserRef};
 
 use crate::live::{Directory, Role, User};
@@ -94,18 +96,40 @@ pub async fn read_directory(
     let mut stats = DirectoryStats::default();
     if request.roles.is_empty() {
         return Ok((
-            Directory { roles: BTreeMap::new(), members_resolved: request.resolve_members },
+            Directory {
+                roles: BTreeMap::new(),
+                members_resolved: request.resolve_members,
+            },
             stats,
         ));
     }
     let found = find_roles(client, &request.roles, policy, &mut stats).await?;
-    tracing::info!(wanted = request.roles.len(), found = found.len(), "read the Auth0 roles");
+    tracing::info!(
+        wanted = request.roles.len(),
+        found = found.len(),
+        "read the Auth0 roles"
+    );
     if !request.resolve_members {
         let roles = found
             .into_iter()
-            .map(|(name, r)| (name, Role { id: r.id, name: r.name, members: vec![] }))
+            .map(|(name, r)| {
+                (
+                    name,
+                    Role {
+                        id: r.id,
+                        name: r.name,
+                        members: vec![],
+                    },
+                )
+            })
             .collect();
-        return Ok((Directory { roles, members_resolved: false }, stats));
+        return Ok((
+            Directory {
+                roles,
+                members_resolved: false,
+            },
+            stats,
+        ));
     }
 
     // Direct members and assigned groups of every named role, concurrently (the client bounds
@@ -120,13 +144,23 @@ pub async fn read_directory(
                 async move { client.role_users_page(&id, from.as_deref()).await }
             })
             .await
-            .map_err(|e| e.into_identity(|source| IdentityError::RoleUsers { role: role.name.clone(), source }))?;
+            .map_err(|e| {
+                e.into_identity(|source| IdentityError::RoleUsers {
+                    role: role.name.clone(),
+                    source,
+                })
+            })?;
             let groups = drain(&policy, "role groups", &role.name, |from| {
                 let (client, id) = (client.clone(), role.id.clone());
                 async move { client.role_groups_page(&id, from.as_deref()).await }
             })
             .await
-            .map_err(|e| e.into_identity(|source| IdentityError::RoleGroups { role: role.name.clone(), source }))?;
+            .map_err(|e| {
+                e.into_identity(|source| IdentityError::RoleGroups {
+                    role: role.name.clone(),
+                    source,
+                })
+            })?;
             Ok::<_, IdentityError>((role, users, groups))
         });
     }
@@ -155,7 +189,12 @@ pub async fn read_directory(
                 async move { client.group_members_page(&id, from.as_deref()).await }
             })
             .await
-            .map_err(|e| e.into_identity(|source| IdentityError::GroupMembers { group: group.name.clone(), source }))?;
+            .map_err(|e| {
+                e.into_identity(|source| IdentityError::GroupMembers {
+                    group: group.name.clone(),
+                    source,
+                })
+            })?;
             Ok::<_, IdentityError>((group.id, members))
         });
     }
@@ -172,7 +211,9 @@ pub async fn read_directory(
     for (role, direct, assigned) in per_role {
         let mut members: BTreeMap<String, User> = BTreeMap::new();
         for m in direct {
-            let user = members.entry(m.user_id.clone()).or_insert_with(|| blank_user(&m));
+            let user = members
+                .entry(m.user_id.clone())
+                .or_insert_with(|| blank_user(&m));
             user.direct = true;
             if user.email.is_none() {
                 user.email = m.email;
@@ -180,7 +221,9 @@ pub async fn read_directory(
         }
         for g in &assigned {
             for m in group_members.get(&g.id).map(Vec::as_slice).unwrap_or(&[]) {
-                let user = members.entry(m.user_id.clone()).or_insert_with(|| blank_user(m));
+                let user = members
+                    .entry(m.user_id.clone())
+                    .or_insert_with(|| blank_user(m));
                 if !user.via_groups.contains(&g.name) {
                     user.via_groups.push(g.name.clone());
                 }
@@ -192,9 +235,18 @@ pub async fn read_directory(
         let mut members: Vec<User> = members.into_values().collect();
         for u in &mut members {
             u.via_groups.sort();
-            everyone.entry(u.user_id.clone()).or_insert_with(|| u.email.clone());
+            everyone
+                .entry(u.user_id.clone())
+                .or_insert_with(|| u.email.clone());
         }
-        roles.insert(role.name.clone(), Role { id: role.id, name: role.name, members });
+        roles.insert(
+            role.name.clone(),
+            Role {
+                id: role.id,
+                name: role.name,
+                members,
+            },
+        );
     }
 
     // E-mail verification, after the member listings, so a user added meanwhile is covered.
@@ -204,9 +256,19 @@ pub async fn read_directory(
             u.email_verified = u.email.is_some() && !unverified.contains(&u.user_id);
         }
     }
-    tracing::info!(roles = roles.len(), users = everyone.len(), unverified = unverified.len(),
-        "resolved Auth0 role members");
-    Ok((Directory { roles, members_resolved: true }, stats))
+    tracing::info!(
+        roles = roles.len(),
+        users = everyone.len(),
+        unverified = unverified.len(),
+        "resolved Auth0 role members"
+    );
+    Ok((
+        Directory {
+            roles,
+            members_resolved: true,
+        },
+        stats,
+    ))
 }
 
 fn blank_user(m: &MemberRef) -> User {
@@ -311,8 +373,10 @@ async fn unverified_users(
     if complete {
         return Ok(unverified);
     }
-    tracing::warn!(members = members.len(),
-        "more than 1,000 unverified Auth0 users: checking role members one by one");
+    tracing::warn!(
+        members = members.len(),
+        "more than 1,000 unverified Auth0 users: checking role members one by one"
+    );
     unverified.clear();
     for id in members.keys() {
         let user = retry(policy, "get user", || client.get_user(id))
@@ -358,13 +422,18 @@ where
     let mut pages = 0;
     let label = format!("{what} of {of}");
     loop {
-        let page = retry(policy, &label, || fetch(from.clone())).await.map_err(DrainError::Api)?;
+        let page = retry(policy, &label, || fetch(from.clone()))
+            .await
+            .map_err(DrainError::Api)?;
         pages += 1;
         items.extend(page.items);
         match page.next {
             None => return Ok((items, pages)),
             Some(next) if from.as_deref() == Some(next.as_str()) => {
-                return Err(DrainError::Stuck { what: label, from: next });
+                return Err(DrainError::Stuck {
+                    what: label,
+                    from: next,
+                });
             }
             Some(next) => from = Some(next),
         }

@@ -125,12 +125,20 @@ mod tests {
             r#"{"start":0,"limit":100,"total":2,"roles":[{"id":"rol_1","name":"billing-admin","description":"d"}]}"#,
         ) {
             RolesAnswer::Page { roles, total } => {
-                assert_eq!(roles, vec![RoleRef { id: "rol_1".into(), name: "billing-admin".into() }]);
+                assert_eq!(
+                    roles,
+                    vec![RoleRef {
+                        id: "rol_1".into(),
+                        name: "billing-admin".into()
+                    }]
+                );
                 assert_eq!(total, Some(2));
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse::<RolesAnswer>(r#"[{"id":"a","name":"b"}]"#), RolesAnswer::Array(v) if v.len() == 1));
+        assert!(
+            matches!(parse::<RolesAnswer>(r#"[{"id":"a","name":"b"}]"#), RolesAnswer::Array(v) if v.len() == 1)
+        );
     }
 
     #[test]

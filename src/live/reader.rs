@@ -60,6 +60,8 @@ pub struct ClientConfig {
     pub auth0_concurrency: usize,
     /// Auth0 steady request rate (see `Auth0Config::rate`).
     pub auth0_rate: Option<Rate>,
+    /// Items per Auth0 page (at most 100).
+    pub auth0_page_size: u32,
 }
 
 impl Default for ClientConfig {
@@ -69,6 +71,7 @@ impl Default for ClientConfig {
             google: GoogleConfig::default(),
             auth0_concurrency: 4,
             auth0_rate: Some(Rate::per_second(15)),
+            auth0_page_size: 100,
         }
     }
 }
@@ -82,6 +85,29 @@ pub enum ClientsError {
     Credentials(#[from] TokenError),
     #[error("building the HTTP client failed: {0}")]
     Http(#[source] reqwest::Error),
+    #[error("writing the simulator's service-account key file failed: {0}")]
+    SimCredentials(#[source] crate::sim::SimError),
+}
+
+/// `--sim` / `demo` wiring: clients for an embedded simulator. Writes the simulator's
+/// service-account key file into `dir` (keep the directory alive as long as the clients) and
+/// uses the Management API client the simulator issued.
+pub fn clients_for_sim(
+    running: &crate::sim::RunningSim,
+    settings: &Settings,
+    dir: &Path,
+    config: &ClientConfig,
+) -> Result<Clients, ClientsError> {
+    let key_file = running
+        .write_credentials(dir)
+        .map_err(ClientsError::SimCredentials)?;
+    Clients::for_simulator(
+        settings,
+        &running.base_url,
+        &key_file,
+        running.auth0_client(),
+        config,
+    )
 }
 
 impl Clients {
@@ -126,6 +152,7 @@ impl Clients {
         );
         auth0_config.concurrency = config.auth0_concurrency;
         auth0_config.rate = config.auth0_rate;
+        auth0_config.page_size = config.auth0_page_size.clamp(1, 100);
         let auth0 = Auth0Client::new(http, auth0_config);
         Ok(Clients { google, auth0 })
     }
@@ -157,8 +184,19 @@ impl Clients {
 /// A progress report, for a terminal progress line or logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadProgress {
-    /// One (project, region) was listed to its end.
-    Listed { project: String, region: String, services: usize, governed: usize },
+    /// A page of `services.list` arrived (sent before the reads it starts).
+    Page {
+        project: String,
+        region: String,
+        services: usize,
+    },
+    /// One (project, region) was listed to its end and its governed services read.
+    Listed {
+        project: String,
+        region: String,
+        services: usize,
+        governed: usize,
+    },
     /// IAM reads finished so far, and how many have been started (grows while listing).
     IamRead { done: usize, started: usize },
     /// The Auth0 directory was read.
@@ -217,14 +255,15 @@ pub enum ReadError {
     Task(String),
 }
 
-
 /// Reads the live world the desired model is about. See the module docs.
 pub async fn read_live(
     desired: &Desired,
     clients: &Clients,
     config: &ReadConfig,
 ) -> Result<LiveState, ReadError> {
-    read_live_with_stats(desired, clients, config).await.map(|(state, _)| state)
+    read_live_with_stats(desired, clients, config)
+        .await
+        .map(|(state, _)| state)
 }
 
 /// [`read_live`], also returning what the read cost.
@@ -236,13 +275,20 @@ pub async fn read_live_with_stats(
     let governance = Arc::new(Governance::new(desired));
     let targets = list_targets(desired);
     let projects: BTreeSet<String> = targets.iter().map(|(p, _)| p.clone()).collect();
-    tracing::info!(listings = targets.len(), projects = projects.len(), "reading the live state");
+    tracing::info!(
+        listings = targets.len(),
+        projects = projects.len(),
+        "reading the live state"
+    );
 
     let shared = Arc::new(Shared {
         google: clients.google.clone(),
         retry: config.retry.clone(),
         // One cell per project: the number is read once, by whoever needs it first.
-        numbers: projects.iter().map(|p| (p.clone(), OnceCell::new())).collect(),
+        numbers: projects
+            .iter()
+            .map(|p| (p.clone(), OnceCell::new()))
+            .collect(),
         counters: Counters::default(),
         progress: config.progress.clone(),
     });
@@ -278,7 +324,9 @@ pub async fn read_live_with_stats(
         let request = directory_request(desired);
         let (directory, stats) = read_directory(&clients.auth0, &request, &config.retry).await?;
         if let Some(progress) = &config.progress {
-            progress(&ReadProgress::DirectoryRead { roles: directory.roles.len() });
+            progress(&ReadProgress::DirectoryRead {
+                roles: directory.roles.len(),
+            });
         }
         Ok::<_, ReadError>((directory, stats))
     };
@@ -306,10 +354,22 @@ pub async fn read_live_with_stats(
         project_reads: c.project_reads.load(Ordering::Relaxed),
         directory: directory_stats,
     };
-    tracing::info!(services = stats.services, governed = stats.governed,
-        iam_reads = stats.iam_reads, iap_reads = stats.iap_reads,
-        roles = directory.roles.len(), "read the live state");
-    Ok((LiveState { services, project_numbers, directory }, stats))
+    tracing::info!(
+        services = stats.services,
+        governed = stats.governed,
+        iam_reads = stats.iam_reads,
+        iap_reads = stats.iap_reads,
+        roles = directory.roles.len(),
+        "read the live state"
+    );
+    Ok((
+        LiveState {
+            services,
+            project_numbers,
+            directory,
+        },
+        stats,
+    ))
 }
 
 /// What the Auth0 read must cover: every role an invoker names; members only for `users`.
@@ -324,7 +384,10 @@ pub fn directory_request(desired: &Desired) -> DirectoryRequest {
         })
         .collect();
     let resolve_members = matches!(desired.settings.principals, PrincipalMapping::Users { .. });
-    DirectoryRequest { roles, resolve_members }
+    DirectoryRequest {
+        roles,
+        resolve_members,
+    }
 }
 
 /// Every (project, region) to list: scope projects × scope regions, plus the regions policies
@@ -385,7 +448,10 @@ impl Governance {
                 })
             })
             .collect();
-        Governance { rules, scope_regions: desired.settings.scope.regions.iter().cloned().collect() }
+        Governance {
+            rules,
+            scope_regions: desired.settings.scope.regions.iter().cloned().collect(),
+        }
     }
 
     fn matching<'s>(
@@ -455,8 +521,10 @@ impl Shared {
             return Err(format!("project {project} was not among the projects read"));
         };
         cell.get_or_init(|| async {
-            let result =
-                retry(&self.retry, "projects.get", || self.google.get_project_number(project)).await;
+            let result = retry(&self.retry, "projects.get", || {
+                self.google.get_project_number(project)
+            })
+            .await;
             match result {
                 Ok(n) => {
                     self.counters.project_reads.fetch_add(1, Ordering::Relaxed);
@@ -464,7 +532,9 @@ impl Shared {
                 }
                 Err(e) => {
                     tracing::warn!(project, error = %e, "could not read the project number");
-                    Err(format!("reading the number of project {project} failed: {e}"))
+                    Err(format!(
+                        "reading the number of project {project} failed: {e}"
+                    ))
                 }
             }
         })
@@ -494,7 +564,9 @@ async fn read_region(
     loop {
         let what = format!("services.list {project}/{region}");
         let page = retry(&shared.retry, &what, || {
-            shared.google.list_services_page(&project, &region, page_token.as_deref())
+            shared
+                .google
+                .list_services_page(&project, &region, page_token.as_deref())
         })
         .await
         .map_err(|source| ReadError::List {
@@ -503,6 +575,11 @@ async fn read_region(
             source,
         })?;
         shared.counters.list_pages.fetch_add(1, Ordering::Relaxed);
+        shared.report(ReadProgress::Page {
+            project: project.clone(),
+            region: region.clone(),
+            services: page.services.len(),
+        });
         for service in page.services {
             let (is_governed, wants_iap) = governance.classify(&service.id, &service.labels);
             if !is_governed {
@@ -540,14 +617,29 @@ async fn read_region(
     while let Some(joined) = reads.join_next().await {
         ready.push(joined.map_err(|e| ReadError::Task(e.to_string()))?);
     }
-    tracing::debug!(project, region, services = listed, governed, "listed a region");
-    shared.report(ReadProgress::Listed { project, region, services: listed, governed });
+    tracing::debug!(
+        project,
+        region,
+        services = listed,
+        governed,
+        "listed a region"
+    );
+    shared.report(ReadProgress::Listed {
+        project,
+        region,
+        services: listed,
+        governed,
+    });
     Ok(ready)
 }
 
 /// Reads a governed service's IAM policy (and its IAP resource's, when wanted) concurrently.
 /// Failures land in `read_error`; the service is never dropped.
-async fn read_service(shared: Arc<Shared>, mut service: LiveService, read_iap: bool) -> LiveService {
+async fn read_service(
+    shared: Arc<Shared>,
+    mut service: LiveService,
+    read_iap: bool,
+) -> LiveService {
     let id = service.id.clone();
     let iam = async {
         let what = format!("getIamPolicy {id}");
@@ -566,8 +658,10 @@ async fn read_service(shared: Arc<Shared>, mut service: LiveService, read_iap: b
             Err(e) => return Some(Err(format!("cannot read the IAP policy: {e}"))),
         };
         let what = format!("IAP getIamPolicy {id}");
-        let result =
-            retry(&shared.retry, &what, || shared.google.get_iap_iam_policy(&id, number)).await;
+        let result = retry(&shared.retry, &what, || {
+            shared.google.get_iap_iam_policy(&id, number)
+        })
+        .await;
         if result.is_ok() {
             shared.counters.iap_reads.fetch_add(1, Ordering::Relaxed);
         }
@@ -594,4 +688,225 @@ async fn read_service(shared: Arc<Shared>, mut service: LiveService, read_iap: b
         shared.report(ReadProgress::IamRead { done, started });
     }
     service
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iam::Member;
+    use crate::policy::model::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn src() -> Source {
+        Source {
+            file: PathBuf::from("t.yaml"),
+            line: 1,
+            column: 1,
+        }
+    }
+
+    fn desired(policies: Vec<AccessPolicy>, mapping: PrincipalMapping) -> Desired {
+        Desired {
+            settings: Settings {
+                name: "s".into(),
+                source: src(),
+                auth0: Auth0Settings {
+                    domain: "t.example".into(),
+                    client_id: "c".into(),
+                    client_secret_env: "V".into(),
+                },
+                principals: mapping,
+                machines: vec![],
+                scope: Scope {
+                    projects: vec!["p1".into(), "p2".into()],
+                    regions: vec!["r1".into(), "r2".into()],
+                },
+                foreign_members: ForeignMembers::Keep,
+                owned: vec![],
+                keep: vec![],
+                allowed_roles: vec![],
+                guards: Guards {
+                    max_removals: 1,
+                    max_removal_ratio: 1.0,
+                },
+                audits: Audits {
+                    max_token_lifetime: Duration::from_secs(1),
+                    max_signing_key_age: Duration::from_secs(1),
+                    require_coverage: false,
+                },
+            },
+            policies,
+        }
+    }
+
+    fn sref(project: &str, region: Option<&str>, target: ServiceTarget) -> ServiceRef {
+        ServiceRef {
+            project: project.into(),
+            region: region.map_or(RegionRef::Any, |r| RegionRef::Named(r.into())),
+            target,
+            source: src(),
+        }
+    }
+
+    fn name(n: &str) -> ServiceTarget {
+        ServiceTarget::Named(n.into())
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn policy(
+        services: Vec<ServiceRef>,
+        iap: Option<bool>,
+        invokers: Vec<Principal>,
+    ) -> AccessPolicy {
+        AccessPolicy {
+            name: "p".into(),
+            source: src(),
+            mode: Mode::Enforce,
+            services,
+            exposure: Exposure {
+                iap,
+                ..Exposure::default()
+            },
+            invokers: invokers
+                .into_iter()
+                .map(|principal| Invoker {
+                    principal,
+                    expires: None,
+                    source: src(),
+                })
+                .collect(),
+        }
+    }
+
+    fn users() -> PrincipalMapping {
+        PrincipalMapping::Users {
+            email_domains: vec!["a.example".into()],
+        }
+    }
+
+    #[test]
+    fn lists_scope_regions_plus_regions_policies_name() {
+        let d = desired(
+            vec![policy(
+                vec![
+                    sref("p1", Some("r9"), name("x")),
+                    sref("p3", None, ServiceTarget::Selector(labels(&[("t", "a")]))),
+                ],
+                None,
+                vec![],
+            )],
+            users(),
+        );
+        let got: Vec<(String, String)> = list_targets(&d).into_iter().collect();
+        let want: Vec<(String, String)> = [
+            ("p1", "r1"),
+            ("p1", "r2"),
+            ("p1", "r9"),
+            ("p2", "r1"),
+            ("p2", "r2"),
+            ("p3", "r1"),
+            ("p3", "r2"),
+        ]
+        .iter()
+        .map(|(p, r)| (p.to_string(), r.to_string()))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn decides_which_policies_govern_a_service() {
+        let d = desired(
+            vec![
+                policy(vec![sref("p1", Some("r1"), name("api"))], None, vec![]),
+                policy(
+                    vec![sref(
+                        "p1",
+                        None,
+                        ServiceTarget::Selector(labels(&[("team", "a")])),
+                    )],
+                    Some(true),
+                    vec![],
+                ),
+                policy(
+                    vec![sref(
+                        "p2",
+                        Some("r2"),
+                        ServiceTarget::Selector(labels(&[("team", "a"), ("tier", "1")])),
+                    )],
+                    Some(false),
+                    vec![],
+                ),
+            ],
+            users(),
+        );
+        let g = Governance::new(&d);
+        // (project, region, name, labels) -> (governing policy indices, wants IAP)
+        let cases: &[(&str, &str, &str, &[(&str, &str)], &[usize], bool)] = &[
+            ("p1", "r1", "api", &[], &[0], false),
+            ("p1", "r1", "api", &[("team", "a")], &[0, 1], true),
+            ("p1", "r2", "other", &[("team", "a")], &[1], true),
+            ("p1", "r9", "other", &[("team", "a")], &[], false), // "*" means scope regions only
+            ("p1", "r1", "api2", &[("team", "b")], &[], false),
+            ("p2", "r2", "s", &[("team", "a")], &[], false), // every selector label must match
+            (
+                "p2",
+                "r2",
+                "s",
+                &[("team", "a"), ("tier", "1"), ("x", "y")],
+                &[2],
+                false,
+            ),
+            ("p2", "r1", "api", &[], &[], false), // the project must match
+        ];
+        for (p, r, n, l, want, iap) in cases {
+            let id = ServiceId::new(p, r, n);
+            let l = labels(l);
+            assert_eq!(g.governing(&id, &l), *want, "{id} {l:?}");
+            assert_eq!(g.classify(&id, &l), (!want.is_empty(), *iap), "{id} {l:?}");
+        }
+    }
+
+    #[test]
+    fn asks_auth0_for_named_roles_and_members_only_for_the_users_mapping() {
+        let sa = Member::parse("serviceAccount:a@p.iam.gserviceaccount.com").unwrap();
+        let policies = vec![
+            policy(
+                vec![],
+                None,
+                vec![Principal::Auth0Role("b".into()), Principal::Member(sa)],
+            ),
+            policy(
+                vec![],
+                None,
+                vec![
+                    Principal::Auth0Role("a".into()),
+                    Principal::Machine("m".into()),
+                    Principal::Auth0Role("b".into()),
+                ],
+            ),
+        ];
+        let r = directory_request(&desired(policies.clone(), users()));
+        assert_eq!(
+            r.roles.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(r.resolve_members);
+        let pool = directory_request(&desired(
+            policies,
+            PrincipalMapping::WorkforcePool { pool: "x".into() },
+        ));
+        assert!(!pool.resolve_members);
+        assert!(
+            directory_request(&desired(vec![], users()))
+                .roles
+                .is_empty()
+        );
+    }
 }

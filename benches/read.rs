@@ -1,0 +1,308 @@
+//! Read-side benchmark (`cargo bench --bench read`): how close a pass's read comes to the best
+//! any client could do against an API with per-call latency and a request quota, whether it
+//! makes any call it did not need, and how much memory a large estate takes.
+//!
+//! Scenarios (each against a fresh in-process simulator on loopback):
+//! * `quota-bound`: 2,000 governed services, 20 ms per call, Cloud Run reads limited to
+//!   6,000/min (the quota dominates the lower bound);
+//! * `latency-bound`: the same estate with a quota 10× larger (latency / concurrency dominates);
+//! * `memory`: 10,000 services and 50,000 Auth0 users, in a child process so that its peak
+//!   resident set (VmHWM) is its own.
+//!
+//! For each it prints the calls made (from the simulator's request log), the calls expected
+//! (list pages + IAM reads + project reads + Auth0 calls, computed from the world's `generate`
+//! parameters), wall time, the lower bound `max(calls × latency / concurrency, calls / quota)`
+//! and the ratio of the two (target ≤ 1.25).
+
+#[path = "../tests/read/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use runwarden::live::{ClientConfig, ReadConfig, read_live_with_stats};
+use runwarden::policy::model::Desired;
+use runwarden::retry::Rate;
+
+use support::*;
+
+/// The estate of the timed scenarios: 2 projects × 2 regions × 500 services, teams of 20.
+struct Estate {
+    projects: u32,
+    regions: Vec<&'static str>,
+    per_region: u32,
+    per_team: u32,
+    users: u32,
+    roles: u32,
+    users_per_role: u32,
+}
+
+impl Estate {
+    fn services(&self) -> u32 {
+        self.projects * self.regions.len() as u32 * self.per_region
+    }
+
+    fn world_yaml(&self, faults: &str) -> String {
+        format!(
+            "generate:\n  seed: 1\n  projects: {}\n  regions: [{}]\n  servicesPerRegion: {}\n  servicesPerTeam: {}\n  users: {}\n  roles: {}\n  usersPerRole: {}\n  publicFraction: 0.1\n{}",
+            self.projects,
+            self.regions.join(", "),
+            self.per_region,
+            self.per_team,
+            self.users,
+            self.roles,
+            self.users_per_role,
+            faults
+        )
+    }
+
+    /// One policy per team (all services governed), each naming one role (cycling).
+    fn desired(&self) -> Desired {
+        let projects: Vec<String> = (1..=self.projects)
+            .map(|p| format!("gen-project-{p}"))
+            .collect();
+        let project_refs: Vec<&str> = projects.iter().map(String::as_str).collect();
+        let settings = settings(
+            "gen.auth0.example",
+            "gen",
+            &project_refs,
+            &self.regions,
+            &["gen.example"],
+        );
+        let per_project = self.regions.len() as u32 * self.per_region;
+        let teams = self.services().div_ceil(self.per_team);
+        let policies = (0..teams)
+            .map(|t| {
+                // A team's services are consecutive in (project, region, number) order; teams
+                // never straddle projects here because per_project is a multiple of per_team.
+                let project = format!("gen-project-{}", t * self.per_team / per_project + 1);
+                let team = format!("team-{t:02}");
+                let role = format!("role-{:03}", t % self.roles + 1);
+                policy(
+                    &format!("p-{team}"),
+                    vec![selector(&project, None, &[("team", &team)])],
+                    None,
+                    vec![support::role(&role)],
+                )
+            })
+            .collect();
+        Desired { settings, policies }
+    }
+
+    /// Calls a perfect reader makes: (Google, Auth0), tokens included.
+    fn expected_calls(&self, page_size: u32) -> (usize, usize) {
+        let listings = self.projects as usize * self.regions.len();
+        let list_pages = listings * (self.per_region.div_ceil(page_size).max(1) as usize);
+        let google = 1 + list_pages + self.services() as usize + self.projects as usize;
+        let roles_used = self.roles.min(self.services().div_ceil(self.per_team)) as usize;
+        let via_group = (self.users_per_role / 4) as usize;
+        let direct = self.users_per_role as usize - via_group;
+        let per_role = direct.div_ceil(100).max(1)
+            + 1
+            + if via_group > 0 {
+                via_group.div_ceil(100)
+            } else {
+                0
+            };
+        // token + role pages + per role (users, groups, group members) + one verification search
+        let auth0 = 1 + (self.roles as usize).div_ceil(100) + roles_used * per_role + 1;
+        (google, auth0)
+    }
+}
+
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn vm_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+struct Timed {
+    name: &'static str,
+    latency: Duration,
+    quota: Rate,
+    auth0_quota: Rate,
+}
+
+async fn timed(estate: &Estate, t: &Timed) -> bool {
+    let faults = format!(
+        "faults:\n  latency: {}ms\n  rateLimits: {{cloudRunRead: {}, auth0: {}}}\n",
+        t.latency.as_millis(),
+        t.quota,
+        t.auth0_quota
+    );
+    let desired = estate.desired();
+    let mut config = ClientConfig::default();
+    config.google.concurrency = 16;
+    // Pace at the quota (a hair under it): the simulator enforces it as a steady rate.
+    config.google.cloud_run_read_rate = Some(t.quota.scaled(0.99));
+    config.google.resource_manager_rate = None;
+    config.google.iap_rate = None;
+    config.auth0_rate = Some(t.auth0_quota.scaled(0.95));
+    let page_size = config.google.list_page_size.unwrap_or(100);
+    let setup = start(
+        world(&estate.world_yaml(&faults)),
+        &desired.settings,
+        &config,
+    )
+    .await;
+
+    let started = Instant::now();
+    let (live, stats) = read_live_with_stats(&desired, &setup.clients, &ReadConfig::default())
+        .await
+        .expect("read");
+    let wall = started.elapsed();
+
+    let log = setup.sim.handle.request_log();
+    let google_calls = log
+        .iter()
+        .filter(|r| r.path == "/token" || r.path.starts_with("/v"))
+        .count();
+    let auth0_calls = log
+        .iter()
+        .filter(|r| r.path == "/oauth/token" || r.path.starts_with("/api/v2/"))
+        .count();
+    let throttled = log.iter().filter(|r| r.status == 429).count();
+    let (want_google, want_auth0) = estate.expected_calls(page_size);
+
+    // Lower bounds per API, run side by side: the pass cannot beat the slower of the two.
+    let lat = t.latency.as_secs_f64();
+    let google_bound = (google_calls as f64 * lat / config.google.concurrency as f64)
+        .max(google_calls as f64 / t.quota.per_sec_f64());
+    let auth0_bound = (auth0_calls as f64 * lat / config.auth0_concurrency as f64)
+        .max(auth0_calls as f64 / t.auth0_quota.per_sec_f64());
+    let bound = google_bound.max(auth0_bound);
+    let ratio = wall.as_secs_f64() / bound;
+    let governed_ok = stats.governed == estate.services() as usize
+        && live
+            .services
+            .values()
+            .all(|s| s.iam.is_some() && s.read_error.is_none());
+    let exact = google_calls == want_google && auth0_calls == want_auth0;
+
+    println!(
+        "scenario {}: {} governed services, latency {:?}, Cloud Run read quota {}, Auth0 quota {}",
+        t.name,
+        estate.services(),
+        t.latency,
+        t.quota,
+        t.auth0_quota
+    );
+    println!(
+        "  calls made:      {google_calls} Google + {auth0_calls} Auth0 (429 answers: {throttled})"
+    );
+    println!(
+        "  calls expected:  {want_google} Google + {want_auth0} Auth0 -> unnecessary calls: {}",
+        (google_calls + auth0_calls) as i64 - (want_google + want_auth0) as i64
+    );
+    println!("  wall time:       {:.2} s", wall.as_secs_f64());
+    println!(
+        "  lower bound:     {bound:.2} s (Google {google_bound:.2} s, Auth0 {auth0_bound:.2} s)"
+    );
+    println!(
+        "  ratio:           {ratio:.3} (target <= 1.25) {}",
+        if ratio <= 1.25 { "ok" } else { "OVER" }
+    );
+    println!("  all governed read: {governed_ok}; exact call count: {exact}");
+    ratio <= 1.25 && exact && governed_ok && throttled == 0
+}
+
+async fn memory() {
+    let estate = Estate {
+        projects: 10,
+        regions: vec!["europe-west1", "us-central1"],
+        per_region: 500,
+        per_team: 20,
+        users: 50_000,
+        roles: 200,
+        users_per_role: 250,
+    };
+    let desired = estate.desired();
+    let mut config = test_client_config();
+    config.google.concurrency = 32;
+    let setup = start(world(&estate.world_yaml("")), &desired.settings, &config).await;
+    let rss_before = vm_rss_kib().unwrap_or(0);
+    let started = Instant::now();
+    let (live, stats) = read_live_with_stats(&desired, &setup.clients, &ReadConfig::default())
+        .await
+        .expect("read");
+    let wall = started.elapsed();
+    let hwm = vm_hwm_kib().unwrap_or(0);
+    let users: usize = live.directory.roles.values().map(|r| r.members.len()).sum();
+    println!(
+        "scenario memory: {} services ({} governed), {} Auth0 users, {} role memberships read in {:.2} s",
+        live.services.len(),
+        stats.governed,
+        estate.users,
+        users,
+        wall.as_secs_f64()
+    );
+    println!(
+        "  resident before the read (simulator loaded): {:.1} MiB",
+        rss_before as f64 / 1024.0
+    );
+    println!(
+        "  peak resident (VmHWM, simulator included):   {:.1} MiB",
+        hwm as f64 / 1024.0
+    );
+    println!(
+        "  peak minus simulator baseline:              {:.1} MiB (target < 150 MB)",
+        hwm.saturating_sub(rss_before) as f64 / 1024.0
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os("RUNWARDEN_BENCH_MEMORY").is_some() {
+        runtime.block_on(memory());
+        return;
+    }
+    let estate = Estate {
+        projects: 2,
+        regions: vec!["europe-west1", "us-central1"],
+        per_region: 500,
+        per_team: 20,
+        users: 5_000,
+        roles: 20,
+        users_per_role: 250,
+    };
+    let mut ok = true;
+    for t in [
+        Timed {
+            name: "quota-bound",
+            latency: Duration::from_millis(20),
+            quota: Rate::per_minute(6000),
+            auth0_quota: Rate::per_second(50),
+        },
+        Timed {
+            name: "latency-bound",
+            latency: Duration::from_millis(20),
+            quota: Rate::per_minute(60000),
+            auth0_quota: Rate::per_second(50),
+        },
+    ] {
+        ok &= runtime.block_on(timed(&estate, &t));
+    }
+    // The memory scenario runs in a child process so its VmHWM is its own.
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new(exe)
+        .env("RUNWARDEN_BENCH_MEMORY", "1")
+        .status()
+        .unwrap();
+    ok &= status.success();
+    println!(
+        "{}",
+        if ok {
+            "read benchmark: all targets met"
+        } else {
+            "read benchmark: some target missed"
+        }
+    );
+}
