@@ -203,7 +203,12 @@ fn finding(
     }
 }
 
-fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
+/// A planner over `desired` and `live`, with every policy resolved to the members it grants.
+fn prepare<'a>(
+    desired: &'a Desired,
+    live: &'a LiveState,
+    now: SystemTime,
+) -> (Planner<'a>, Vec<ResolvedPolicy<'a>>) {
     let mut p = Planner {
         settings: &desired.settings,
         live,
@@ -219,6 +224,11 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
             p.policy_members.insert(g.member.clone());
         }
     }
+    (p, resolved)
+}
+
+fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
+    let (mut p, resolved) = prepare(desired, live, now);
     let governed = p.match_services(&desired.policies);
 
     let mut services = Vec::new();
@@ -1265,20 +1275,11 @@ pub fn replan_service(
     fresh: &LiveService,
     now: SystemTime,
 ) -> Option<ServicePlan> {
-    let mut p = Planner {
-        settings: &desired.settings,
-        live,
-        now,
-        findings: BTreeSet::new(),
-        policy_members: HashSet::new(),
-    };
-    let resolved = p.resolve_policies(&desired.policies);
-    for rp in &resolved {
-        for g in &rp.grants {
-            p.policy_members.insert(g.member.clone());
-        }
-    }
+    let (mut p, resolved) = prepare(desired, live, now);
     let governed = p.match_services(&desired.policies);
     let govs = governed.get(&fresh.id)?;
-    p.plan_service(fresh, govs, &resolved).flatten()
+    match p.plan_service(fresh, govs, &resolved) {
+        Planned::Entries(sp) => Some(sp),
+        Planned::Skipped | Planned::InSync => None,
+    }
 }
