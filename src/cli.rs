@@ -240,7 +240,9 @@ pub struct DemoArgs {
 /// Entry point of the binary: parse, set up logging, dispatch, print an error once.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.global.log_format);
+    // The demo narrates on stdout; its routine log lines would only interleave with it.
+    let level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    logging::init(cli.global.log_format, level);
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -159,8 +159,14 @@ pub fn cmd_validate(_global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result
 
 /// Every schema `runwarden schema` writes. The simulator's world schema joins the policy ones
 /// here when it exists.
-fn all_schemas() -> Vec<(&'static str, String)> {
-    policy_schemas()
+/// Every schema `runwarden schema` writes: the policy kinds, the saved-plan format and the
+/// simulator's world file.
+fn all_schemas() -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> =
+        policy_schemas().into_iter().map(|(name, text)| (name.to_string(), text)).collect();
+    all.push(("plan.schema.json".to_string(), crate::plan::json_schema()));
+    all.push(crate::sim::world_schema());
+    all
 }
 
 /// `runwarden schema`: writes the JSON Schemas to `--out`, or with `--check` exits 1 when the
