@@ -261,7 +261,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(a) => crate::sim::cmd_sim(g, a),
         Command::Plan(a) => crate::commands::cmd_plan(g, a),
         Command::Apply(a) => crate::commands::cmd_apply(g, a),
-        Command::Run(_) => not_built("run", 7),
+        Command::Run(a) => crate::commands::cmd_run(g, a),
         Command::Explain(_) => not_built("explain", 8),
         Command::Import(_) => not_built("import", 8),
         Command::CheckToken(_) => not_built("check-token", 8),

@@ -274,3 +274,157 @@ impl Write for ChannelWriter {
         Ok(())
     }
 }
+
+/// The pass the loop drives: read → plan → guard → apply, against one connection that lives as
+/// long as the loop (so `--sim` keeps one simulated world, and tokens stay cached).
+struct LivePass {
+    conn: Connection,
+    config: ApplyConfig,
+    sink: AuditSink,
+    progress: Progress,
+    actor: String,
+}
+
+impl crate::reconcile::Pass for LivePass {
+    type Desired = crate::policy::model::Desired;
+
+    fn load(&self, dir: &Path) -> Result<Self::Desired, String> {
+        crate::policy::load_at(dir, SystemTime::now()).map_err(|e| e.to_string())
+    }
+
+    async fn run(
+        &self,
+        desired: Arc<Self::Desired>,
+        revision: String,
+        shutdown: CancellationToken,
+    ) -> Result<crate::reconcile::PassReport, crate::reconcile::PassFailure> {
+        use crate::reconcile::{PassFailure, PassReport, ServiceStatus};
+        let now = SystemTime::now();
+        let live = crate::live::read_live(&desired, &self.conn.clients, &crate::live::ReadConfig::default())
+            .await
+            .map_err(|e| PassFailure { transient: true, reason: "ReadFailed".into(), message: e.to_string() })?;
+        let plan = plan(&desired, &live, &PlanOptions::at(now));
+        let trips = check_guards(&plan, &desired.settings, self.config.allow_removals);
+        if !trips.is_empty() {
+            let message = trips.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("; ");
+            return Err(PassFailure { transient: false, reason: "GuardTripped".into(), message });
+        }
+        let audit = AuditContext { revision, actor: self.actor.clone() };
+        let applier = Applier {
+            google: &self.conn.clients.google,
+            settings: &desired.settings,
+            config: &self.config,
+            source: PlanSource::Fresh { desired: &desired, live: &live, now },
+            audit: &audit,
+            sink: &self.sink,
+            shutdown,
+            progress: &self.progress,
+        };
+        let report = apply(&plan, &applier).await;
+        self.sink.summary(&report, &audit);
+        let mut out = PassReport { applied: report.applied_by_kind(), drift: report.not_applied as u64, ..PassReport::default() };
+        for sp in &plan.services {
+            let state = if !sp.has_changes() {
+                "InSync"
+            } else if sp.is_applicable() {
+                "Changed"
+            } else {
+                "Drifted"
+            };
+            out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
+        }
+        for outcome in report.failures() {
+            let message = match outcome {
+                crate::apply::ServiceOutcome::Failed { message, .. } | crate::apply::ServiceOutcome::Stale { message, .. } => message.clone(),
+                _ => "not written: shutting down".into(),
+            };
+            out.failures.push(format!("{}: {message}", outcome.service()));
+            out.services.insert(outcome.service().to_string(), ServiceStatus { state: "Failed".into(), message: Some(message) });
+        }
+        Ok(out)
+    }
+}
+
+/// `runwarden run`: reconcile on an interval and on policy changes; serve health, status and
+/// metrics; stop cleanly on SIGTERM/SIGINT; SIGHUP forces a pass.
+pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Result<ExitCode> {
+    use crate::reconcile::{LoopConfig, router, run_loop, shared, watch};
+    let interval = crate::policy::parse_duration(&args.interval)
+        .map_err(|e| anyhow::anyhow!("--interval {:?}: {e}; use e.g. 30s, 5m or 1h", args.interval))?;
+    if interval < std::time::Duration::from_secs(1) {
+        bail!("--interval {:?} is too short: passes read the whole estate; use at least 1s", args.interval);
+    }
+    let listen: std::net::SocketAddr = args
+        .listen
+        .parse()
+        .with_context(|| format!("--listen {:?} is not an address such as 127.0.0.1:8080", args.listen))?;
+    // The connection is made from the policies as they are at start; a policy change that
+    // moves the Auth0 tenant or client takes a restart (the loop says so).
+    let Ok(desired) = load_policies(&args.policies.policies, SystemTime::now()) else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    runtime()?.block_on(async {
+        let conn = Connection::open(global, &desired.settings).await?;
+        if let Some(sim) = conn.sim() {
+            eprintln!("runwarden run: embedded simulator on {} (inject drift there, e.g. with gcloud or {}/sim/faults)", sim.base_url, sim.base_url);
+        }
+        let actor = conn.actor.clone();
+        let pass = Arc::new(LivePass {
+            conn,
+            config: ApplyConfig::default(),
+            sink: AuditSink::new(global.log_format == LogFormat::Json, Box::new(std::io::stdout())),
+            progress: Progress::hidden(),
+            actor,
+        });
+        let config = LoopConfig::new(args.policies.policies.clone(), interval);
+        let status = shared(&config);
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        eprintln!("runwarden run: every {}, watching {}; status on http://{}/status", args.interval, args.policies.policies.display(), listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let server_stop = shutdown.clone();
+        let app = router(status.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .await
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let _watcher = watch(&config.policies, config.debounce, tx.clone())
+            .with_context(|| format!("watching {}", config.policies.display()))?;
+        spawn_signal_handlers(shutdown.clone(), tx);
+        let grace = config.shutdown_grace;
+        run_loop(config, pass, status, rx, shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = tokio::time::timeout(grace, server).await;
+        eprintln!("runwarden run: stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGTERM/SIGINT cancel `shutdown` (the loop finishes the write in flight and stops); SIGHUP
+/// forces a pass.
+fn spawn_signal_handlers(shutdown: CancellationToken, triggers: tokio::sync::mpsc::Sender<crate::reconcile::Trigger>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            tracing::warn!("could not install signal handlers; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.cancel();
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: forcing a pass");
+                    let _ = triggers.try_send(crate::reconcile::Trigger::Signal);
+                }
+            }
+        }
+        tracing::info!("shutting down: finishing the write in flight, starting no new one");
+        shutdown.cancel();
+    });
+}

@@ -295,7 +295,7 @@ pub fn watch(
     dir: &Path,
     debounce: Duration,
     triggers: mpsc::Sender<Trigger>,
-) -> notify::Result<impl Drop> {
+) -> notify::Result<impl Drop + use<>> {
     use notify::RecursiveMode;
     let mut debouncer = notify_debouncer_full::new_debouncer(
         debounce,
