@@ -289,7 +289,7 @@ impl crate::reconcile::Pass for LivePass {
     type Desired = crate::policy::model::Desired;
 
     fn load(&self, dir: &Path) -> Result<Self::Desired, String> {
-        crate::policy::load_at(dir, SystemTime::now()).map_err(|e| e.to_string())
+        crate::policy::load_lenient(dir, SystemTime::now()).map(|l| l.desired).map_err(|e| e.to_string())
     }
 
     async fn run(

@@ -85,9 +85,10 @@ pub struct PoliciesInvalid {
     pub count: usize,
 }
 
-/// Loads the policies, printing every error and warning to stderr (rustc style).
+/// Loads the policies for a pass, printing every error and warning to stderr (rustc style). A
+/// time-boxed grant that ran out is a warning here (the plan removes it), not an error.
 pub fn load_policies(dir: &Path, now: SystemTime) -> Result<Desired, PoliciesInvalid> {
-    match crate::policy::load_with_warnings(dir, now) {
+    match crate::policy::load_lenient(dir, now) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}");

@@ -80,7 +80,7 @@ pub(super) fn check(
     dir: &Path,
     parsed: Vec<Parsed>,
     broken_settings: usize,
-    now: SystemTime,
+    clock: Clock,
     errors_so_far: usize,
     out: &mut Vec<Diagnostic>,
 ) -> Checked {
@@ -132,7 +132,7 @@ pub(super) fn check(
             out,
             errors: &mut errors,
         };
-        let (policy, facts) = convert_policy(&mut r, doc, settings.as_ref(), now);
+        let (policy, facts) = convert_policy(&mut r, doc, settings.as_ref(), clock);
         if let Some(first) = names.get(&policy.name) {
             r.error(
                 (policy.source.line, policy.source.column),
@@ -164,6 +164,14 @@ pub(super) fn check(
         _ => None,
     };
     Checked { desired }
+}
+
+/// The clock a load judges `expires` against, and whether a grant that ran out is an error
+/// (`validate`, pull requests) or a warning (plan, apply and the loop, which remove it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Clock {
+    pub now: SystemTime,
+    pub expired_is_error: bool,
 }
 
 /// What policy checks need to know about the Settings beyond the model.
@@ -605,7 +613,7 @@ fn convert_policy(
     r: &mut Reporter<'_>,
     doc: &wire::AccessPolicyDocument,
     settings: Option<&(Settings, SettingsFacts)>,
-    now: SystemTime,
+    clock: Clock,
 ) -> (AccessPolicy, PolicyFacts) {
     let name = check_name(r, &doc.metadata.name, "AccessPolicy");
     let source = r.source(pos(&doc.metadata.name));
@@ -703,7 +711,7 @@ fn convert_policy(
     let mut invokers: Vec<Invoker> = Vec::new();
     if let Some(list) = &spec.invokers {
         for item in &list.value {
-            if let Some(invoker) = convert_invoker(r, item, settings.map(|(s, _)| s), now) {
+            if let Some(invoker) = convert_invoker(r, item, settings.map(|(s, _)| s), clock) {
                 if let Some(first) = invokers.iter().find(|i| i.principal == invoker.principal) {
                     r.error(
                         pos(item),
@@ -916,7 +924,7 @@ fn convert_invoker(
     r: &mut Reporter<'_>,
     item: &Spanned<wire::Invoker>,
     settings: Option<&Settings>,
-    now: SystemTime,
+    clock: Clock,
 ) -> Option<Invoker> {
     let i = &item.value;
     let forms: Vec<(&str, &Spanned<String>)> = [
@@ -1010,13 +1018,23 @@ fn convert_invoker(
     let expires = match &i.expires {
         None => None,
         Some(e) => match parse_rfc3339(&e.value) {
-            Ok(t) if t <= now => {
+            Ok(t) if t <= clock.now && clock.expired_is_error => {
                 r.error(
                     pos(e),
                     format!("this grant expired at {}", e.value),
                     "remove the invoker, or move `expires` into the future",
                 );
                 return None;
+            }
+            Ok(t) if t <= clock.now => {
+                // Outside `validate` a grant that ran out is not a broken repository: the
+                // plan removes what it granted (reason `expired`) and says to delete the line.
+                r.warning(
+                    pos(e),
+                    format!("this grant expired at {}; it grants nothing any more", e.value),
+                    "delete the invoker (the plan removes what it granted)",
+                );
+                Some(t)
             }
             Ok(t) => Some(t),
             Err(err) => {

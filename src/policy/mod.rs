@@ -57,6 +57,18 @@ pub fn load_at(dir: &Path, now: SystemTime) -> Result<Desired, PolicyErrors> {
 
 /// Like [`load_at`], also returning the warnings (which `validate` prints).
 pub fn load_with_warnings(dir: &Path, now: SystemTime) -> Result<Loaded, PolicyErrors> {
+    load_checked(dir, check::Clock { now, expired_is_error: true })
+}
+
+/// Like [`load_with_warnings`], but a grant whose `expires` has passed is a warning and stays in
+/// the model, so that a plan removes what it granted (reason `expired`) instead of the whole
+/// pass failing on the day a time-boxed grant ends. Plan, apply and the loop load this way;
+/// `validate` (what pull requests run) keeps it an error.
+pub fn load_lenient(dir: &Path, now: SystemTime) -> Result<Loaded, PolicyErrors> {
+    load_checked(dir, check::Clock { now, expired_is_error: false })
+}
+
+fn load_checked(dir: &Path, clock: check::Clock) -> Result<Loaded, PolicyErrors> {
     let mut diagnostics = Vec::new();
     let files = load::policy_files(dir, &mut diagnostics);
     if files.is_empty() && !diagnostics.is_empty() {
@@ -81,7 +93,7 @@ pub fn load_with_warnings(dir: &Path, now: SystemTime) -> Result<Loaded, PolicyE
         dir,
         parsed,
         broken_settings,
-        now,
+        clock,
         loader_errors,
         &mut diagnostics,
     );

@@ -208,6 +208,18 @@ fn a_grant_past_its_expiry_is_an_error_relative_to_the_clock_passed_in() {
 }
 
 #[test]
+fn outside_validate_a_grant_past_its_expiry_is_a_warning_and_stays_for_the_plan_to_remove() {
+    let policies = root().join("policies");
+    let later = at("2027-02-01T00:00:00Z");
+    let loaded = runwarden::policy::load_lenient(&policies, later).expect("loads with a warning");
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("billing.yaml:31:16: warning: this grant expired at 2027-01-31T00:00:00Z"), "{warnings:?}");
+    let billing = loaded.desired.policies.iter().find(|p| p.name == "billing").unwrap();
+    assert_eq!(billing.invokers[1].expires, Some(at("2027-01-31T00:00:00Z")), "kept, so the plan can remove what it granted");
+}
+
+#[test]
 fn all_errors_of_a_file_are_reported_together() {
     let broken = "apiVersion: runwarden.dev/v1
 kind: AccessPolicy
