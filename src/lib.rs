@@ -7,10 +7,12 @@
 //!
 //! Layout:
 //! * [`cli`]: command-line definitions and dispatch only.
+//! * [`commands`]: `plan`, `apply`, `run` and `demo`, wired from the parts below.
+//! * [`pass`]: where calls go (real APIs, `--endpoint`, embedded `--sim`), policy load, live read.
 //! * [`iam`]: members, roles, conditions, bindings and policies as plain values.
 //! * [`policy`]: policy files → validated desired model, with file:line:col errors; JSON Schemas.
 //! * [`google`]: Cloud Run Admin v2, IAP and Resource Manager clients (wire types stay inside).
-//! * [`identity`]: the Auth0 Management API client and the principal mapping.
+//! * [`identity`]: the Auth0 Management API client and the per-pass directory read.
 //! * [`live`]: the `LiveState` snapshot and the concurrent, quota-aware reader.
 //! * [`plan`]: `plan(&Desired, &LiveState) -> Plan`, guards, and the text/Markdown/JSON renderers.
 //! * [`apply`]: executes a plan with etag read-modify-write and conflict re-planning.
