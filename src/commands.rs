@@ -277,12 +277,25 @@ impl Write for ChannelWriter {
 
 /// The pass the loop drives: read → plan → guard → apply, against one connection that lives as
 /// long as the loop (so `--sim` keeps one simulated world, and tokens stay cached).
-struct LivePass {
+pub struct LivePass {
     conn: Connection,
     config: ApplyConfig,
     sink: AuditSink,
     progress: Progress,
     actor: String,
+}
+
+impl LivePass {
+    /// A pass over `conn`, writing audit events to `sink`.
+    pub fn new(conn: Connection, config: ApplyConfig, sink: AuditSink) -> LivePass {
+        let actor = conn.actor.clone();
+        LivePass { conn, config, sink, progress: Progress::hidden(), actor }
+    }
+
+    /// The connection (tests reach the embedded simulator through it).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
 }
 
 impl crate::reconcile::Pass for LivePass {
@@ -368,14 +381,8 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         if let Some(sim) = conn.sim() {
             eprintln!("runwarden run: embedded simulator on {} (inject drift there, e.g. with gcloud or {}/sim/faults)", sim.base_url, sim.base_url);
         }
-        let actor = conn.actor.clone();
-        let pass = Arc::new(LivePass {
-            conn,
-            config: ApplyConfig::default(),
-            sink: AuditSink::new(global.log_format == LogFormat::Json, Box::new(std::io::stdout())),
-            progress: Progress::hidden(),
-            actor,
-        });
+        let sink = AuditSink::new(global.log_format == LogFormat::Json, Box::new(std::io::stdout()));
+        let pass = Arc::new(LivePass::new(conn, ApplyConfig::default(), sink));
         let config = LoopConfig::new(args.policies.policies.clone(), interval);
         let status = shared(&config);
         let listener = tokio::net::TcpListener::bind(listen)

@@ -334,9 +334,15 @@ pub async fn run_loop<P: Pass>(
         // 1. Policies: reload when the content is new.
         let revision = content_revision(&config.policies);
         shared.update(|s| s.last_attempted_revision = Some(revision.clone()));
-        let is_new = good.as_ref().is_none_or(|(_, r)| *r != revision)
-            && judged_bad.as_deref() != Some(revision.as_str());
-        if is_new {
+        let is_good = good.as_ref().is_some_and(|(_, r)| *r == revision);
+        let is_known_bad = judged_bad.as_deref() == Some(revision.as_str());
+        if is_good {
+            // Back to the content already loaded (e.g. a bad commit reverted): not stalled.
+            if judged_bad.take().is_some() {
+                parked = false;
+                shared.update(|s| s.set_condition("Stalled", false, "PoliciesLoaded", String::new()));
+            }
+        } else if !is_known_bad {
             match pass.load(&config.policies) {
                 Ok(desired) => {
                     good = Some((Arc::new(desired), revision.clone()));
@@ -354,7 +360,8 @@ pub async fn run_loop<P: Pass>(
                     });
                 }
             }
-        } else if trigger == Trigger::FileChange || trigger == Trigger::Signal {
+        }
+        if trigger == Trigger::FileChange || trigger == Trigger::Signal {
             parked = false;
         }
 
