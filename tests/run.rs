@@ -135,3 +135,104 @@ async fn the_loop_corrects_injected_drift_keeps_last_good_policies_and_reports_s
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task).await.expect("likely deadlocked").unwrap();
 }
+
+/// The deploy files are syntax-checked, and every runwarden command line in them is one the
+/// binary accepts (so a renamed flag cannot silently break a deployment).
+mod deploy {
+    use super::root;
+    use clap::Parser;
+    use serde_json::Value;
+
+    fn yaml(path: &str) -> Value {
+        let text = std::fs::read_to_string(root().join(path)).unwrap();
+        let options = serde_saphyr::options! { strict_booleans: true, duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error };
+        serde_saphyr::from_str_with_options(&text, options).unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"))
+    }
+
+    fn accepts(args: &[&str]) {
+        let mut argv = vec!["runwarden"];
+        argv.extend_from_slice(args);
+        if let Err(e) = runwarden::cli::Cli::try_parse_from(&argv) {
+            panic!("runwarden does not accept {args:?}: {e}");
+        }
+    }
+
+    fn strings(v: &Value) -> Vec<&str> {
+        v.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_cloud_run_job_applies_with_auto_approve_and_the_service_runs_the_loop() {
+        let job = yaml("deploy/cloudrun/job.yaml");
+        assert_eq!(job["kind"], "Job");
+        let container = &job["spec"]["template"]["spec"]["template"]["spec"]["containers"][0];
+        let args = strings(&container["args"]);
+        assert!(args.contains(&"apply") && args.contains(&"--auto-approve"), "{args:?}");
+        accepts(&args);
+        assert!(container["env"].as_array().unwrap().iter().any(|e| e["name"] == "AUTH0_CLIENT_SECRET" && e["valueFrom"]["secretKeyRef"].is_object()),
+            "the secret comes from Secret Manager, never a literal");
+
+        let service = yaml("deploy/cloudrun/service.yaml");
+        assert_eq!(service["kind"], "Service");
+        let container = &service["spec"]["template"]["spec"]["containers"][0];
+        let args = strings(&container["args"]);
+        assert_eq!(args[0], "run");
+        accepts(&args);
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    }
+
+    #[test]
+    fn the_custom_roles_are_least_privilege_and_the_planner_only_reads() {
+        let planner = yaml("deploy/iam/runwarden-planner.yaml");
+        let applier = yaml("deploy/iam/runwarden-applier.yaml");
+        let planner = strings(&planner["includedPermissions"]);
+        let applier = strings(&applier["includedPermissions"]);
+        for p in &planner {
+            assert!(p.ends_with(".get") || p.ends_with(".list") || p.ends_with(".getIamPolicy"), "planner may only read: {p}");
+            assert!(applier.contains(p), "the applier reads what the planner reads: {p}");
+        }
+        for p in &applier {
+            assert!(
+                !p.contains(".delete") && !p.contains(".create") && !p.starts_with("iam.") && !p.starts_with("resourcemanager.projects.set"),
+                "the applier needs no {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_github_workflow_plans_pull_requests_and_applies_on_merge_without_keys() {
+        let wf = yaml("deploy/github/runwarden.yml");
+        assert!(wf["on"]["pull_request"].is_object() && wf["on"]["push"].is_object());
+        let text = std::fs::read_to_string(root().join("deploy/github/runwarden.yml")).unwrap();
+        assert!(!text.contains("credentials_json"), "Workload Identity Federation only: no key files");
+        for job in ["plan", "apply"] {
+            assert_eq!(wf["jobs"][job]["permissions"]["id-token"], "write", "{job} needs an OIDC token for WIF");
+        }
+        // Every `runwarden …` line the workflow runs is accepted by the binary.
+        let mut checked = 0;
+        for line in text.lines().map(str::trim) {
+            let line = line.trim_end_matches('\\').trim();
+            let line = line.strip_prefix("run: ").unwrap_or(line);
+            if let Some(rest) = line.strip_prefix("runwarden ") {
+                let args: Vec<&str> = rest
+                    .split_whitespace()
+                    .take_while(|a| !a.starts_with('>'))
+                    .map(|a| a.trim_matches('"'))
+                    .collect();
+                accepts(&args);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "found {checked} runwarden command lines");
+    }
+
+    #[test]
+    fn the_setup_script_is_valid_bash() {
+        let status = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(root().join("deploy/cloudrun/setup.sh"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
