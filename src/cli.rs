@@ -264,7 +264,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => crate::commands::cmd_run(g, a),
         Command::Explain(_) => not_built("explain", 8),
         Command::Import(_) => not_built("import", 8),
-        Command::CheckToken(_) => not_built("check-token", 8),
+        Command::CheckToken(a) => crate::commands::cmd_check_token(g, a),
         Command::Audit(_) => not_built("audit", 8),
         Command::Demo(a) => crate::commands::cmd_demo(g, a),
     }

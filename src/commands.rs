@@ -435,3 +435,78 @@ fn spawn_signal_handlers(shutdown: CancellationToken, triggers: tokio::sync::mps
         shutdown.cancel();
     });
 }
+
+/// `runwarden check-token [--service S] < TOKEN`: verify a JWT against the configured Auth0
+/// tenant's discovery document and JWKS, explain every reason a service would refuse it, and
+/// name the policies its roles match. Exit 0 when the token would be accepted, 1 otherwise.
+pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -> anyhow::Result<ExitCode> {
+    use crate::audit::token::{Expectation, ServiceAudiences, check_token, render_text as render_report};
+    use std::io::Read;
+    let mut token = String::new();
+    std::io::stdin().read_to_string(&mut token).context("reading the token from stdin")?;
+    let token = token.trim().trim_start_matches("Bearer ").trim().to_string();
+    if token.is_empty() {
+        bail!("no token on stdin; pass it as `runwarden check-token < token.txt` (it is never printed)");
+    }
+    let Ok(desired) = load_policies(&args.policies.policies, SystemTime::now()) else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    let service = args.service.as_deref().map(parse_service).transpose()?;
+    let report = runtime()?.block_on(async {
+        let conn = Connection::open(global, &desired.settings).await?;
+        let http = crate::endpoints::http_client(crate::endpoints::HttpTimeouts::default())?;
+        let issuer_jwks = fetch_issuer(&http, &conn.auth0_base).await?;
+        let audiences = match &service {
+            Some(id) => {
+                let live = crate::retry::retry(&crate::retry::RetryPolicy::default(), "services.get", || conn.clients.google.get_service(id))
+                    .await
+                    .with_context(|| format!("reading the service {id}"))?;
+                let mut audiences: Vec<String> = live.uri.iter().cloned().collect();
+                audiences.extend(live.settings.custom_audiences.iter().cloned());
+                Some(ServiceAudiences { service: id.to_string(), audiences })
+            }
+            None => None,
+        };
+        let expectation = Expectation { issuer: issuer_jwks.0, jwks: issuer_jwks.1, service: audiences, now: SystemTime::now() };
+        Ok::<_, anyhow::Error>(check_token(&token, &expectation, Some(&desired)))
+    })?;
+    print!("{}", render_report(&report));
+    Ok(if report.accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
+}
+
+/// `project/region/name` or `projects/P/locations/R/services/S`.
+fn parse_service(text: &str) -> anyhow::Result<crate::live::ServiceId> {
+    if let Some(id) = crate::live::ServiceId::parse(text) {
+        return Ok(id);
+    }
+    match text.split('/').collect::<Vec<_>>().as_slice() {
+        [p, r, s] if !p.is_empty() && !r.is_empty() && !s.is_empty() => Ok(crate::live::ServiceId::new(p, r, s)),
+        _ => bail!("--service {text:?}: expected PROJECT/REGION/NAME or projects/P/locations/R/services/S"),
+    }
+}
+
+/// The tenant's issuer (from its discovery document) and its published keys. Only the paths of
+/// the discovery document's URLs are used: keys always come from the configured tenant, never
+/// from a host a document (or a token) names.
+async fn fetch_issuer(http: &reqwest::Client, base: &reqwest::Url) -> anyhow::Result<(String, jsonwebtoken::jwk::JwkSet)> {
+    let discovery_url = crate::endpoints::join_segments(base, &[".well-known", "openid-configuration"]);
+    let discovery: serde_json::Value = get_json(http, discovery_url).await?;
+    let issuer = discovery["issuer"].as_str().context("the discovery document has no `issuer`")?.to_string();
+    let jwks_path = discovery["jwks_uri"]
+        .as_str()
+        .and_then(|u| reqwest::Url::parse(u).ok())
+        .map(|u| u.path().to_string())
+        .unwrap_or_else(|| "/.well-known/jwks.json".into());
+    let segments: Vec<&str> = jwks_path.split('/').filter(|s| !s.is_empty()).collect();
+    let jwks: jsonwebtoken::jwk::JwkSet = get_json(http, crate::endpoints::join_segments(base, &segments)).await?;
+    Ok((issuer, jwks))
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: reqwest::Url) -> anyhow::Result<T> {
+    let response = http.get(url.clone()).send().await.with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("GET {url}: HTTP {status}");
+    }
+    response.json().await.with_context(|| format!("GET {url}: unexpected answer"))
+}

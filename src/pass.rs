@@ -19,6 +19,8 @@ use crate::sim::{RunningSim, World};
 /// The clients of one command, and what keeps them working.
 pub struct Connection {
     pub clients: Clients,
+    /// Where the Auth0 tenant's public endpoints (OIDC discovery, JWKS) are reached.
+    pub auth0_base: reqwest::Url,
     /// The identity changes are made as (audit events): the credential's e-mail when known.
     pub actor: String,
     /// The embedded simulator of `--sim` (and its key file), alive as long as the connection.
@@ -40,7 +42,9 @@ impl Connection {
                 let clients = Clients::connect(settings, global.endpoint.as_deref(), &ClientConfig::default())
                     .await
                     .context("connecting to Google and Auth0")?;
-                Ok(Connection { clients, actor: ambient_actor(), embedded: None })
+                let auth0_base = crate::endpoints::Endpoints::from_override(global.endpoint.as_deref())?
+                    .auth0_base(&settings.auth0.domain)?;
+                Ok(Connection { clients, auth0_base, actor: ambient_actor(), embedded: None })
             }
         }
     }
@@ -58,7 +62,8 @@ impl Connection {
         let clients = Clients::for_simulator(settings, &sim.base_url, &key, sim.auth0_client(), &ClientConfig::default())
             .context("connecting to the embedded simulator")?;
         let actor = format!("serviceAccount:{}", sim.handle.service_account());
-        Ok(Connection { clients, actor, embedded: Some(Embedded { sim, _dir: dir }) })
+        let auth0_base = crate::endpoints::parse_base_url(&sim.base_url)?;
+        Ok(Connection { clients, auth0_base, actor, embedded: Some(Embedded { sim, _dir: dir }) })
     }
 
     /// The embedded simulator, when there is one.
