@@ -482,6 +482,7 @@ async fn pacing_to_the_quota_avoids_429s_and_reads_everything() {
     let desired = paced_desired();
     let mut config = test_client_config();
     config.google.cloud_run_read_rate = Some("90/s".parse().unwrap());
+    config.google.cloud_run_rate_per_region = false;
     config.auth0_rate = Some("18/s".parse().unwrap());
     config.auth0_page_size = 25;
     let setup = start(world(&yaml), &desired.settings, &config).await;
