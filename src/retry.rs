@@ -222,12 +222,14 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// `count` requests per second.
     pub fn per_second(count: u32) -> Rate {
         Rate {
             count,
             per: Duration::from_secs(1),
         }
     }
+    /// `count` requests per minute.
     pub fn per_minute(count: u32) -> Rate {
         Rate {
             count,

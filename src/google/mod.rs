@@ -215,6 +215,7 @@ impl Default for GoogleConfig {
 /// One page of `services.list`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServicePage {
+    /// The page's services, converted (IAM not read).
     pub services: Vec<LiveService>,
     /// `None` on the last page.
     pub next_page_token: Option<String>,
@@ -264,6 +265,7 @@ impl fmt::Debug for GoogleClient {
 }
 
 impl GoogleClient {
+    /// A client on the shared HTTP client; no call is made until the first request.
     pub fn new(
         http: reqwest::Client,
         tokens: Arc<dyn TokenSource>,

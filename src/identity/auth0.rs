@@ -27,6 +27,7 @@ use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
@@ -76,7 +77,9 @@ pub struct Auth0Config {
     pub base_url: Url,
     /// Tenant domain from the Settings; the token audience is `https://DOMAIN/api/v2/`.
     pub domain: String,
+    /// The Management API client (machine-to-machine application).
     pub client_id: String,
+    /// Its client secret.
     pub secret: SecretSource,
     /// Requests in flight at once.
     pub concurrency: usize,
@@ -89,6 +92,7 @@ pub struct Auth0Config {
 }
 
 impl Auth0Config {
+    /// A configuration with the default limits (4 in flight, 15 requests/s, pages of 100).
     pub fn new(base_url: Url, domain: &str, client_id: &str, secret: SecretSource) -> Auth0Config {
         Auth0Config {
             base_url,
@@ -222,6 +226,7 @@ impl fmt::Debug for Auth0Client {
 }
 
 impl Auth0Client {
+    /// A client on the shared HTTP client; no call is made until the first request.
     pub fn new(http: reqwest::Client, config: Auth0Config) -> Auth0Client {
         Auth0Client {
             inner: Arc::new(Inner {
@@ -234,6 +239,7 @@ impl Auth0Client {
         }
     }
 
+    /// The configuration this client was built with.
     pub fn config(&self) -> &Auth0Config {
         &self.inner.config
     }
