@@ -59,12 +59,13 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn resolve(&self) -> Result<Secret, Auth0Error> {
+    /// The secret, or the name of the environment variable that is unset or empty.
+    fn resolve(&self) -> Result<Secret, String> {
         match self {
             SecretSource::Value(s) => Ok(s.clone()),
             SecretSource::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(Secret(v)),
-                _ => Err(Auth0Error::MissingSecret { var: var.clone() }),
+                _ => Err(var.clone()),
             },
         }
     }
@@ -493,7 +494,10 @@ impl Auth0Client {
             }
         }
         let config = &self.inner.config;
-        let secret = config.secret.resolve()?;
+        let secret = config
+            .secret
+            .resolve()
+            .map_err(|var| Auth0Error::MissingSecret { var })?;
         let url = crate::endpoints::join_segments(&config.base_url, &["oauth", "token"]);
         let audience = self.audience();
         let body = serde_json::json!({
@@ -611,9 +615,10 @@ mod tests {
 
     #[test]
     fn a_missing_secret_names_the_variable() {
-        let err = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into())
+        let var = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into())
             .resolve()
             .unwrap_err();
+        let err = Auth0Error::MissingSecret { var };
         let text = err.to_string();
         assert!(text.contains("RUNWARDEN_TEST_SURELY_UNSET_VAR"), "{text}");
         assert_eq!(err.class(), ErrorClass::Fatal);

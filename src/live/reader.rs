@@ -855,7 +855,16 @@ mod tests {
         );
         let g = Governance::new(&d);
         // (project, region, name, labels) -> (governing policy indices, wants IAP)
-        let cases: &[(&str, &str, &str, &[(&str, &str)], &[usize], bool)] = &[
+        // (project, region, name, labels, governing policies, wants IAP)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a [usize],
+            bool,
+        );
+        let cases: &[Case] = &[
             ("p1", "r1", "api", &[], &[0], false),
             ("p1", "r1", "api", &[("team", "a")], &[0, 1], true),
             ("p1", "r2", "other", &[("team", "a")], &[1], true),
