@@ -140,6 +140,8 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
     config.google.concurrency = 16;
     // Pace at the quota (a hair under it): the simulator enforces it as a steady rate.
     config.google.cloud_run_read_rate = Some(t.quota.scaled(0.99));
+    // The simulator counts its quota across regions.
+    config.google.cloud_run_rate_per_region = false;
     config.google.resource_manager_rate = None;
     config.google.iap_rate = None;
     config.auth0_rate = Some(t.auth0_quota.scaled(0.95));

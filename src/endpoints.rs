@@ -111,8 +111,11 @@ fn is_loopback(host: &str) -> bool {
 /// The base URLs of every API runwarden calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
+    /// Cloud Run Admin API v2.
     pub cloud_run: Url,
+    /// IAP API v1.
     pub iap: Url,
+    /// Cloud Resource Manager API v3.
     pub resource_manager: Url,
     /// Base URL of the Auth0 tenant's Management and Authentication APIs. `None` means "derive
     /// it from the Settings' domain" (`https://DOMAIN/`).

@@ -7,7 +7,7 @@
 //!   is retryable: quota (429), transient (500/502/503/504, timeouts, connection errors), and
 //!   one retry after an authentication failure (a token that expired in flight). When the server
 //!   says how long to wait (`Retry-After`, Google's `RetryInfo`, Auth0's `x-ratelimit-reset`),
-//!   that wait wins over the computed backoff. Not found, permission denied, conflict (409) and
+//!   the client waits at least that long. Not found, permission denied, conflict (409) and
 //!   fatal errors are returned at once: retrying them cannot help, and a conflict belongs to the
 //!   caller (apply re-reads and re-plans).
 //! * [`Pacer`] spaces requests to one API so a pass stays inside the documented request quota
@@ -133,8 +133,8 @@ impl RetryPolicy {
 ///
 /// # Guarantees
 /// * Quota and transient errors are retried up to `max_retries` times with exponential backoff
-///   and jitter; a server-requested wait (`retry_after`) replaces the computed delay (plus a
-///   little jitter so that parallel callers do not return in lockstep).
+///   and jitter; a longer server-requested wait (`retry_after`) replaces the computed delay
+///   (plus a little jitter so that parallel callers do not return in lockstep).
 /// * An authentication failure is retried once.
 /// * Every other class is returned after the first attempt.
 pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, what: &str, op: F) -> Result<T, E>
@@ -164,7 +164,11 @@ where
             let computed = computed?;
             match err.retry_after() {
                 Some(wait) if wait > max_server_wait => None,
-                Some(wait) => Some(wait + jitter(wait / 10 + Duration::from_millis(50))),
+                // Never sooner than the backoff either: a server that keeps answering "retry
+                // now" (a reset already in the past) must not be hammered.
+                Some(wait) => {
+                    Some(wait.max(computed) + jitter(wait / 10 + Duration::from_millis(50)))
+                }
                 None => Some(computed),
             }
         })
@@ -222,12 +226,14 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// `count` requests per second.
     pub fn per_second(count: u32) -> Rate {
         Rate {
             count,
             per: Duration::from_secs(1),
         }
     }
+    /// `count` requests per minute.
     pub fn per_minute(count: u32) -> Rate {
         Rate {
             count,

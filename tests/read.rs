@@ -482,6 +482,7 @@ async fn pacing_to_the_quota_avoids_429s_and_reads_everything() {
     let desired = paced_desired();
     let mut config = test_client_config();
     config.google.cloud_run_read_rate = Some("90/s".parse().unwrap());
+    config.google.cloud_run_rate_per_region = false;
     config.auth0_rate = Some("18/s".parse().unwrap());
     config.auth0_page_size = 25;
     let setup = start(world(&yaml), &desired.settings, &config).await;
@@ -887,4 +888,71 @@ async fn reads_the_demo_world_exactly() {
         "{oncall:?}"
     );
     assert!(!live.directory.roles.contains_key("contractors"));
+}
+
+#[tokio::test]
+async fn more_unverified_users_than_one_search_can_list_falls_back_to_per_member_lookups() {
+    // 1,050 unverified users: the bulk search stops at 1,000, so the role's three members are
+    // checked one by one instead of being taken for verified.
+    let mut yaml = String::from(
+        "projects: [{id: p1, number: 111111111111}]\nauth0:\n  domain: many.example\n  managementClient: {clientId: c1, clientSecret: s1}\n  users:\n",
+    );
+    for i in 0..1050 {
+        yaml.push_str(&format!(
+            "    - {{email: u{i:04}@acme.com, emailVerified: false}}\n"
+        ));
+    }
+    yaml.push_str("    - {email: ok@acme.com}\n  roles:\n    - {name: r, users: [u0001@acme.com, u1049@acme.com, ok@acme.com]}\n");
+    let settings = settings(
+        "many.example",
+        "c1",
+        &["p1"],
+        &["europe-west1"],
+        &["acme.com"],
+    );
+    let desired = Desired {
+        settings,
+        policies: vec![policy(
+            "a",
+            vec![named("p1", "europe-west1", "api")],
+            None,
+            vec![role("r")],
+        )],
+    };
+    let setup = start(world(&yaml), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries())
+        .await
+        .unwrap();
+    let verified: BTreeMap<String, bool> = live.directory.roles["r"]
+        .members
+        .iter()
+        .map(|u| (u.email.clone().unwrap(), u.email_verified))
+        .collect();
+    assert_eq!(
+        verified,
+        BTreeMap::from([
+            ("ok@acme.com".to_string(), true),
+            ("u0001@acme.com".to_string(), false),
+            ("u1049@acme.com".to_string(), false)
+        ])
+    );
+    assert_eq!(
+        count(&setup.sim, |_, p| p == "/api/v2/users"),
+        10,
+        "the search is read to its 1,000-result window"
+    );
+    assert_eq!(
+        count(&setup.sim, |_, p| p.starts_with("/api/v2/users/")),
+        3,
+        "then one look-up per member"
+    );
+    assert!(
+        setup
+            .sim
+            .handle
+            .request_log()
+            .iter()
+            .all(|r| r.status < 400),
+        "never asks beyond the window"
+    );
 }

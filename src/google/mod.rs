@@ -197,11 +197,15 @@ fn classify(code: u16, status: &str, reasons: &[&str]) -> ErrorClass {
 pub struct GoogleConfig {
     /// Requests in flight at once, across all Google APIs.
     pub concurrency: usize,
-    /// Cloud Run Admin API read requests. Google's default quota is 1,000 read requests per
-    /// minute per region per project; the default stays below it.
+    /// Cloud Run Admin API read requests. Google counts them against the quota "Read requests
+    /// per minute per region" of the calling project; the default stays below the usual
+    /// default of that quota. Raise it when the project's quota was raised.
     pub cloud_run_read_rate: Option<Rate>,
-    /// Cloud Run Admin API and IAP write requests (setIamPolicy, services.patch). A
-    /// conservative default, well below Google's default write quotas; raise it when the
+    /// Whether `cloud_run_read_rate` applies per region (as Google counts it) or to all
+    /// regions together (a simulator or proxy with one global limit).
+    pub cloud_run_rate_per_region: bool,
+    /// Cloud Run Admin API and IAP write requests (setIamPolicy, services.patch), all together.
+    /// A conservative default, well below Google's default write quotas; raise it when the
     /// project's quota allows.
     pub write_rate: Option<Rate>,
     /// IAP API requests.
@@ -217,6 +221,7 @@ impl Default for GoogleConfig {
         GoogleConfig {
             concurrency: 16,
             cloud_run_read_rate: Some(Rate::per_minute(900)),
+            cloud_run_rate_per_region: true,
             write_rate: Some(Rate::per_minute(120)),
             iap_rate: Some(Rate::per_minute(900)),
             resource_manager_rate: Some(Rate::per_minute(600)),
@@ -228,9 +233,26 @@ impl Default for GoogleConfig {
 /// One page of `services.list`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServicePage {
+    /// The page's services, converted (IAM not read).
     pub services: Vec<LiveService>,
     /// `None` on the last page.
     pub next_page_token: Option<String>,
+}
+
+/// A pacer owned by the client or shared from its per-region map.
+enum PacerRef<'a> {
+    Borrowed(&'a Pacer),
+    Shared(Arc<Pacer>),
+}
+
+impl std::ops::Deref for PacerRef<'_> {
+    type Target = Pacer;
+    fn deref(&self) -> &Pacer {
+        match self {
+            PacerRef::Borrowed(p) => p,
+            PacerRef::Shared(p) => p,
+        }
+    }
 }
 
 /// The Google API client (cheap to clone: everything is shared).
@@ -245,7 +267,9 @@ struct Inner {
     endpoints: Endpoints,
     permits: Semaphore,
     config: GoogleConfig,
-    run_pacer: Pacer,
+    /// Cloud Run pacers by region ("" when the rate is global), created on first use.
+    run_pacers: std::sync::Mutex<std::collections::HashMap<String, Arc<Pacer>>>,
+    /// Writes are paced by their own quota.
     write_pacer: Pacer,
     iap_pacer: Pacer,
     crm_pacer: Pacer,
@@ -261,6 +285,7 @@ impl fmt::Debug for GoogleClient {
 }
 
 impl GoogleClient {
+    /// A client on the shared HTTP client; no call is made until the first request.
     pub fn new(
         http: reqwest::Client,
         tokens: Arc<dyn TokenSource>,
@@ -272,7 +297,7 @@ impl GoogleClient {
                 http,
                 tokens,
                 permits: Semaphore::new(config.concurrency.max(1)),
-                run_pacer: Pacer::new("cloud-run", config.cloud_run_read_rate),
+                run_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
                 write_pacer: Pacer::new("google-writes", config.write_rate),
                 iap_pacer: Pacer::new("iap", config.iap_rate),
                 crm_pacer: Pacer::new("resource-manager", config.resource_manager_rate),
@@ -417,11 +442,36 @@ impl GoogleClient {
         crate::endpoints::join_segments(base, segments)
     }
 
-    fn pacer(&self, api: Api) -> &Pacer {
+    /// The pacer for a call: per API, and for Cloud Run per region (taken from the URL path
+    /// `.../locations/REGION/...`) unless the rate is configured as global.
+    fn pacer(&self, api: Api, path: &str) -> PacerRef<'_> {
         match api {
-            Api::CloudRun => &self.inner.run_pacer,
-            Api::Iap => &self.inner.iap_pacer,
-            Api::ResourceManager => &self.inner.crm_pacer,
+            Api::CloudRun => {
+                let region = if self.inner.config.cloud_run_rate_per_region {
+                    let mut segments = path.split('/');
+                    segments.find(|s| *s == "locations");
+                    segments.next().unwrap_or("").to_string()
+                } else {
+                    String::new()
+                };
+                let mut pacers = self
+                    .inner
+                    .run_pacers
+                    .lock()
+                    .expect("pacer map lock poisoned");
+                let pacer = pacers
+                    .entry(region)
+                    .or_insert_with(|| {
+                        Arc::new(Pacer::new(
+                            "cloud-run",
+                            self.inner.config.cloud_run_read_rate,
+                        ))
+                    })
+                    .clone();
+                PacerRef::Shared(pacer)
+            }
+            Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
+            Api::ResourceManager => PacerRef::Borrowed(&self.inner.crm_pacer),
         }
     }
 
@@ -445,7 +495,7 @@ impl GoogleClient {
         url: Url,
         body: Option<serde_json::Value>,
     ) -> Result<T, GoogleError> {
-        self.send_paced(api, self.pacer(api), method, url, body).await
+        self.send_paced(api, false, method, url, body).await
     }
 
     /// [`GoogleClient::send`] for a write: paced by the write quota instead of the read quota.
@@ -456,13 +506,18 @@ impl GoogleClient {
         url: Url,
         body: Option<serde_json::Value>,
     ) -> Result<T, GoogleError> {
-        self.send_paced(api, &self.inner.write_pacer, method, url, body).await
+        self.send_paced(api, true, method, url, body).await
+    }
+
+    /// The pacer of a call: the write pacer for writes, else the API's (per region) read pacer.
+    fn pacer_for(&self, api: Api, write: bool, path: &str) -> PacerRef<'_> {
+        if write { PacerRef::Borrowed(&self.inner.write_pacer) } else { self.pacer(api, path) }
     }
 
     async fn send_paced<T: DeserializeOwned>(
         &self,
         api: Api,
-        pacer: &Pacer,
+        write: bool,
         method: Method,
         url: Url,
         body: Option<serde_json::Value>,
@@ -487,8 +542,13 @@ impl GoogleClient {
             source,
         };
         let (status, headers, bytes) = {
-            let _permit = self.inner.permits.acquire().await.expect("semaphore never closed");
-            pacer.acquire().await;
+            let _permit = self
+                .inner
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            self.pacer_for(api, write, &path).acquire().await;
             let started = StdInstant::now();
             let mut request = self
                 .inner
@@ -540,7 +600,7 @@ impl GoogleClient {
         let retry_after = retry::server_wait(&headers, SystemTime::now()).or(detail_wait);
         if class == ErrorClass::Quota {
             if let Some(wait) = retry_after {
-                pacer.pause_for(wait);
+                self.pacer_for(api, write, &path).pause_for(wait);
             }
         }
         Err(GoogleError::Api {
@@ -622,5 +682,40 @@ mod tests {
                 .as_str(),
             "https://cloudresourcemanager.googleapis.com/v3/projects/acme-prod"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cloud_run_reads_are_paced_per_region_unless_the_rate_is_global() {
+        let client = |per_region| {
+            let config = GoogleConfig {
+                cloud_run_read_rate: Some(Rate::per_second(1)),
+                cloud_run_rate_per_region: per_region,
+                ..GoogleConfig::default()
+            };
+            GoogleClient::new(
+                reqwest::Client::new(),
+                Arc::new(StaticToken("t".into())),
+                Endpoints::production(),
+                config,
+            )
+        };
+        let paths = [
+            "/v2/projects/p/locations/europe-west1/services",
+            "/v2/projects/p/locations/us-central1/services/s:getIamPolicy",
+            "/v2/projects/q/locations/europe-west1/services/s",
+        ];
+        // (per region?, seconds until the three calls may all start)
+        for (per_region, want) in [(true, 1), (false, 2)] {
+            let c = client(per_region);
+            let t0 = tokio::time::Instant::now();
+            for path in paths {
+                c.pacer(Api::CloudRun, path).acquire().await;
+            }
+            assert_eq!(
+                t0.elapsed(),
+                Duration::from_secs(want),
+                "per region: {per_region}"
+            );
+        }
     }
 }

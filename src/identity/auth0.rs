@@ -27,6 +27,7 @@ use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
@@ -58,12 +59,13 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn resolve(&self) -> Result<Secret, Auth0Error> {
+    /// The secret, or the name of the environment variable that is unset or empty.
+    fn resolve(&self) -> Result<Secret, String> {
         match self {
             SecretSource::Value(s) => Ok(s.clone()),
             SecretSource::Env(var) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Ok(Secret(v)),
-                _ => Err(Auth0Error::MissingSecret { var: var.clone() }),
+                _ => Err(var.clone()),
             },
         }
     }
@@ -76,7 +78,9 @@ pub struct Auth0Config {
     pub base_url: Url,
     /// Tenant domain from the Settings; the token audience is `https://DOMAIN/api/v2/`.
     pub domain: String,
+    /// The Management API client (machine-to-machine application).
     pub client_id: String,
+    /// Its client secret.
     pub secret: SecretSource,
     /// Requests in flight at once.
     pub concurrency: usize,
@@ -89,6 +93,7 @@ pub struct Auth0Config {
 }
 
 impl Auth0Config {
+    /// A configuration with the default limits (4 in flight, 15 requests/s, pages of 100).
     pub fn new(base_url: Url, domain: &str, client_id: &str, secret: SecretSource) -> Auth0Config {
         Auth0Config {
             base_url,
@@ -222,6 +227,7 @@ impl fmt::Debug for Auth0Client {
 }
 
 impl Auth0Client {
+    /// A client on the shared HTTP client; no call is made until the first request.
     pub fn new(http: reqwest::Client, config: Auth0Config) -> Auth0Client {
         Auth0Client {
             inner: Arc::new(Inner {
@@ -234,6 +240,7 @@ impl Auth0Client {
         }
     }
 
+    /// The configuration this client was built with.
     pub fn config(&self) -> &Auth0Config {
         &self.inner.config
     }
@@ -491,7 +498,10 @@ impl Auth0Client {
             }
         }
         let config = &self.inner.config;
-        let secret = config.secret.resolve()?;
+        let secret = config
+            .secret
+            .resolve()
+            .map_err(|var| Auth0Error::MissingSecret { var })?;
         let url = crate::endpoints::join_segments(&config.base_url, &["oauth", "token"]);
         let audience = self.audience();
         let body = serde_json::json!({
@@ -609,9 +619,10 @@ mod tests {
 
     #[test]
     fn a_missing_secret_names_the_variable() {
-        let err = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into())
+        let var = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into())
             .resolve()
             .unwrap_err();
+        let err = Auth0Error::MissingSecret { var };
         let text = err.to_string();
         assert!(text.contains("RUNWARDEN_TEST_SURELY_UNSET_VAR"), "{text}");
         assert_eq!(err.class(), ErrorClass::Fatal);

@@ -313,7 +313,7 @@ async fn find_roles(
         if !more {
             break;
         }
-        if seen >= OFFSET_LIMIT {
+        if !next_page_in_window(page, size) {
             truncated = true;
             break;
         }
@@ -345,6 +345,7 @@ async fn unverified_users(
     if members.is_empty() {
         return Ok(unverified);
     }
+    let size = client.config().page_size.max(1) as u64;
     let mut seen = 0u64;
     let mut complete = false;
     for page in 0u32.. {
@@ -363,10 +364,10 @@ async fn unverified_users(
         }
         let total = answer.total.unwrap_or(seen);
         if seen >= total || n == 0 {
-            complete = total <= OFFSET_LIMIT || seen >= total;
+            complete = seen >= total;
             break;
         }
-        if seen >= OFFSET_LIMIT {
+        if !next_page_in_window(page, size) {
             break;
         }
     }
@@ -388,6 +389,12 @@ async fn unverified_users(
         }
     }
     Ok(unverified)
+}
+
+/// Whether page `page + 1` (pages of `size`) still lies within the first [`OFFSET_LIMIT`]
+/// results, beyond which Auth0 refuses offset paging and searches.
+fn next_page_in_window(page: u32, size: u64) -> bool {
+    (page as u64 + 2) * size <= OFFSET_LIMIT
 }
 
 /// A listing failure: the API's error, or a checkpoint that did not advance.
@@ -436,6 +443,30 @@ where
                 });
             }
             Some(next) => from = Some(next),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_paging_stays_within_the_first_thousand_results() {
+        // (page just read, page size) -> may the next page be asked for?
+        for (page, size, ok) in [
+            (0, 100, true),
+            (8, 100, true),
+            (9, 100, false),
+            (32, 30, false),
+            (31, 30, true),
+            (0, 1000, false),
+        ] {
+            assert_eq!(
+                next_page_in_window(page, size),
+                ok,
+                "page {page} size {size}"
+            );
         }
     }
 }

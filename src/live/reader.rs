@@ -47,14 +47,18 @@ use crate::retry::{Rate, RetryPolicy, retry};
 /// The API clients one pass uses.
 #[derive(Debug, Clone)]
 pub struct Clients {
+    /// Cloud Run, IAP and Resource Manager.
     pub google: GoogleClient,
+    /// The Auth0 Management API of the Settings' tenant.
     pub auth0: Auth0Client,
 }
 
 /// Limits and timeouts for [`Clients`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
+    /// Connect and request timeouts of the shared HTTP client.
     pub timeouts: HttpTimeouts,
+    /// Concurrency, request rates and page size of the Google clients.
     pub google: GoogleConfig,
     /// Auth0 requests in flight at once.
     pub auth0_concurrency: usize,
@@ -209,7 +213,9 @@ pub type ProgressFn = Arc<dyn Fn(&ReadProgress) + Send + Sync>;
 /// How one read behaves (the clients carry the limits).
 #[derive(Clone, Default)]
 pub struct ReadConfig {
+    /// How each call is retried.
     pub retry: RetryPolicy,
+    /// Called with progress reports (from reader tasks; keep it cheap).
     pub progress: Option<ProgressFn>,
 }
 
@@ -433,6 +439,7 @@ struct Rule {
 }
 
 impl Governance {
+    /// Indexes every service reference of `desired`.
     pub fn new(desired: &Desired) -> Governance {
         let rules = desired
             .policies
@@ -848,7 +855,16 @@ mod tests {
         );
         let g = Governance::new(&d);
         // (project, region, name, labels) -> (governing policy indices, wants IAP)
-        let cases: &[(&str, &str, &str, &[(&str, &str)], &[usize], bool)] = &[
+        // (project, region, name, labels, governing policies, wants IAP)
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a [usize],
+            bool,
+        );
+        let cases: &[Case] = &[
             ("p1", "r1", "api", &[], &[0], false),
             ("p1", "r1", "api", &[("team", "a")], &[0, 1], true),
             ("p1", "r2", "other", &[("team", "a")], &[1], true),
