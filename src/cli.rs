@@ -210,6 +210,9 @@ pub struct CheckTokenArgs {
 pub struct AuditArgs {
     #[command(flatten)]
     pub policies: PoliciesArg,
+    /// text for people, json for machines.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -265,7 +268,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain(_) => not_built("explain", 8),
         Command::Import(_) => not_built("import", 8),
         Command::CheckToken(a) => crate::commands::cmd_check_token(g, a),
-        Command::Audit(_) => not_built("audit", 8),
+        Command::Audit(a) => crate::commands::cmd_audit(g, a),
         Command::Demo(a) => crate::commands::cmd_demo(g, a),
     }
 }

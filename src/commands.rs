@@ -36,7 +36,12 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     let plan = runtime()?.block_on(async {
         let conn = Connection::open(global, &desired.settings).await?;
         let live = read(&desired, &conn, &progress).await?;
-        Ok::<_, anyhow::Error>(plan(&desired, &live, &PlanOptions { now, base: base.as_ref() }))
+        let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
+        // Auth0 hygiene is part of every plan (two more Management API reads); with the
+        // workforce-pool mapping members were not read, so the audit reads them itself.
+        let directory = live.directory.members_resolved.then_some(&live.directory);
+        add_hygiene_to_plan(&mut plan, hygiene_findings(&desired, &conn, directory).await);
+        Ok::<_, anyhow::Error>(plan)
     })?;
     let trips = check_guards(&plan, &desired.settings, None);
     if let Some(out) = &args.out {
@@ -509,4 +514,95 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: r
         bail!("GET {url}: HTTP {status}");
     }
     response.json().await.with_context(|| format!("GET {url}: unexpected answer"))
+}
+
+/// Reads what the hygiene audit needs from the tenant: the roles the policies name (with
+/// members), the APIs and the signing keys; then audits.
+async fn hygiene_findings(
+    desired: &crate::policy::model::Desired,
+    conn: &Connection,
+    directory: Option<&crate::live::Directory>,
+) -> anyhow::Result<Vec<crate::audit::hygiene::HygieneFinding>> {
+    use crate::audit::hygiene::{Tenant, audit};
+    use crate::retry::{RetryPolicy, retry};
+    let policy = RetryPolicy::default();
+    let auth0 = &conn.clients.auth0;
+    let read;
+    let directory = match directory {
+        Some(d) => d,
+        None => {
+            let mut request = crate::live::directory_request(desired);
+            // Hygiene reports empty roles, so it needs members whatever the mapping.
+            request.resolve_members = true;
+            read = crate::identity::read_directory(auth0, &request, &policy).await?.0;
+            &read
+        }
+    };
+    let apis = retry(&policy, "resource-servers", || auth0.resource_servers()).await?;
+    let keys = retry(&policy, "keys/signing", || auth0.signing_keys()).await?;
+    let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory };
+    Ok(audit(desired, &tenant, SystemTime::now()))
+}
+
+/// Hygiene findings as plan findings (they appear in every plan).
+fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::audit::hygiene::HygieneFinding>, anyhow::Error>) {
+    use crate::audit::hygiene::Severity as H;
+    use crate::plan::{Finding, Severity};
+    let extra: Vec<Finding> = match findings {
+        Ok(findings) => findings
+            .into_iter()
+            .map(|f| Finding {
+                service: None,
+                code: format!("auth0-{}", f.code),
+                severity: match f.severity {
+                    H::Error => Severity::Error,
+                    H::Warning => Severity::Warning,
+                    H::Info => Severity::Info,
+                },
+                message: format!("{}; fix: {}", f.message, f.fix),
+                sources: f.sources,
+            })
+            .collect(),
+        Err(e) => vec![Finding {
+            service: None,
+            code: "auth0-audit-skipped".into(),
+            severity: Severity::Warning,
+            message: format!("the Auth0 hygiene audit could not read the tenant ({e:#}); grant the Management API client read:resource_servers and read:signing_keys"),
+            sources: vec![],
+        }],
+    };
+    plan.findings.extend(extra);
+    plan.findings.sort();
+    plan.findings.dedup();
+    plan.summary.findings = plan.findings.len();
+}
+
+/// `runwarden audit`: Auth0 hygiene findings alone. Exit 0 when there are none, 2 when there are.
+pub fn cmd_audit(global: &GlobalArgs, args: &crate::cli::AuditArgs) -> anyhow::Result<ExitCode> {
+    let Ok(desired) = load_policies(&args.policies.policies, SystemTime::now()) else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    let findings = runtime()?.block_on(async {
+        let conn = Connection::open(global, &desired.settings).await?;
+        hygiene_findings(&desired, &conn, None).await
+    })?;
+    match args.format {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+        _ => {
+            for f in &findings {
+                let severity = match f.severity {
+                    crate::audit::hygiene::Severity::Error => "error",
+                    crate::audit::hygiene::Severity::Warning => "warning",
+                    crate::audit::hygiene::Severity::Info => "info",
+                };
+                println!("{severity} [{}] {}", f.code, f.message);
+                println!("  fix: {}", f.fix);
+                for s in &f.sources {
+                    println!("  at: {s}");
+                }
+            }
+            println!("Audit: {} finding(s).", findings.len());
+        }
+    }
+    Ok(if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHANGES) })
 }

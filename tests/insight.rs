@@ -85,3 +85,46 @@ fn garbage_on_stdin_is_malformed_and_empty_stdin_is_a_usage_error() {
     assert_eq!(code, 1);
     assert!(text.contains("no token on stdin"), "{text}");
 }
+
+/// Runs the binary with `args` from the repository root; returns (exit code, stdout, stderr).
+fn runwarden(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .current_dir(root())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
+    let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "audit"]);
+    assert_eq!(code, 2, "findings exit 2\n{out}{err}");
+    assert!(out.contains("error [rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
+    assert!(out.contains("warning [token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
+    assert!(out.contains("at: policies/teams/payments.yaml:"), "{out}");
+    assert!(out.trim_end().ends_with("Audit: 2 finding(s)."), "{out}");
+
+    let (_, json, _) = runwarden(&["--sim", "deploy/local/world.yaml", "audit", "--format", "json"]);
+    let findings: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let codes: Vec<&str> = findings.as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["rbac-not-enforced", "token-lifetime-too-long"]);
+}
+
+#[test]
+fn an_old_signing_key_and_hygiene_findings_show_up_in_every_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let aged = world.replace(
+        r#"{kid: acme-2026-10, status: current, createdAt: "2026-10-01T00:00:00.000Z"}"#,
+        r#"{kid: acme-2026-10, status: current, createdAt: "2024-10-01T00:00:00.000Z"}"#,
+    );
+    assert_ne!(aged, world, "the demo world's current key entry changed; update this test");
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, aged).unwrap();
+    let (code, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("[auth0-signing-key-too-old]"), "{out}");
+    assert!(out.contains("[auth0-rbac-not-enforced]"), "{out}");
+}

@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn a_tidy_tenant_has_no_findings() {
         let desired = desired();
-        let apis = [api("https://billing.acme.com", 3600, true)];
+        let apis = [api("https://billing.acme.com", 3600, true), api("https://payments.acme.com", 600, true)];
         let keys = [key("k1", true, false, 10), key("k2", false, true, 0)];
         let dir = directory(&desired);
         let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
@@ -265,7 +265,7 @@ mod tests {
         let mut dir = directory(&desired);
         dir.roles.remove("payments-engineer");
         dir.roles.get_mut("platform-admin").unwrap().members.clear();
-        let apis = [api("https://billing.acme.com", 86_400, false)];
+        let apis = [api("https://billing.acme.com", 86_400, false), api("https://payments.acme.com", 600, true)];
         let keys = [key("k1", true, false, 400)];
         let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
         let findings = audit(&desired, &tenant, now());
@@ -289,7 +289,8 @@ mod tests {
         let keys = [SigningKey { revoked: true, ..key("k1", true, true, 1) }];
         let tenant = Tenant { resource_servers: &[], signing_keys: &keys, directory: &dir };
         let findings = audit(&desired, &tenant, now());
-        assert_eq!(codes(&findings), ["audience-not-an-api", "no-current-signing-key", "no-next-signing-key"]);
+        assert_eq!(codes(&findings), ["audience-not-an-api", "audience-not-an-api", "no-current-signing-key", "no-next-signing-key"]);
         assert!(findings[0].fix.contains("https://billing.acme.com"));
+        assert!(findings[1].fix.contains("https://payments.acme.com"));
     }
 }

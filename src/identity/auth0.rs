@@ -597,6 +597,99 @@ fn api_error(
     }
 }
 
+/// The tenant settings hygiene audits read: APIs (resource servers) and signing keys. The wire
+/// shapes are private here; `signing_secret` (present on HS256 APIs) is never deserialized.
+mod tenant_wire {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    pub struct ResourceServer {
+        #[serde(default)]
+        pub identifier: String,
+        #[serde(default)]
+        pub name: String,
+        #[serde(default)]
+        pub token_lifetime: Option<u64>,
+        #[serde(default)]
+        pub enforce_policies: bool,
+        #[serde(default)]
+        pub token_dialect: Option<String>,
+        #[serde(default)]
+        pub is_system: bool,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(untagged)]
+    pub enum ResourceServers {
+        Page { resource_servers: Vec<ResourceServer>, #[serde(default)] total: Option<u64> },
+        Array(Vec<ResourceServer>),
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct SigningKey {
+        pub kid: String,
+        #[serde(default)]
+        pub current: bool,
+        #[serde(default)]
+        pub next: bool,
+        #[serde(default)]
+        pub previous: bool,
+        #[serde(default)]
+        pub revoked: bool,
+        #[serde(default)]
+        pub current_since: Option<String>,
+    }
+}
+
+impl Auth0Client {
+    /// Every API (resource server) of the tenant, paging to the end; Auth0's own system API is
+    /// left out.
+    pub async fn resource_servers(&self) -> Result<Vec<crate::audit::hygiene::ResourceServer>, Auth0Error> {
+        let size = self.inner.config.page_size;
+        let mut out = Vec::new();
+        for page in 0u32.. {
+            let (per_page, page_text) = (size.to_string(), page.to_string());
+            let answer: tenant_wire::ResourceServers = self
+                .get(&["resource-servers"], &[("per_page", &per_page), ("page", &page_text), ("include_totals", "true")])
+                .await?;
+            let (items, total) = match answer {
+                tenant_wire::ResourceServers::Page { resource_servers, total } => (resource_servers, total),
+                tenant_wire::ResourceServers::Array(items) => (items, None),
+            };
+            let got = items.len();
+            out.extend(items.into_iter().filter(|r| !r.is_system).map(|r| crate::audit::hygiene::ResourceServer {
+                permissions_in_token: r.token_dialect.as_deref().is_some_and(|d| d.ends_with("_authz")),
+                identifier: r.identifier,
+                name: r.name,
+                // Auth0's default lifetime when the field is absent: 86,400 s.
+                token_lifetime: r.token_lifetime.unwrap_or(86_400),
+                enforce_policies: r.enforce_policies,
+            }));
+            let seen = (u64::from(page) + 1) * u64::from(size);
+            if got < size as usize || total.is_some_and(|t| seen >= t) || seen >= 1000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tenant's signing keys (`GET /api/v2/keys/signing`).
+    pub async fn signing_keys(&self) -> Result<Vec<crate::audit::hygiene::SigningKey>, Auth0Error> {
+        let keys: Vec<tenant_wire::SigningKey> = self.get(&["keys", "signing"], &[]).await?;
+        Ok(keys
+            .into_iter()
+            .map(|k| crate::audit::hygiene::SigningKey {
+                since: k.current_since.as_deref().and_then(|t| crate::policy::parse_rfc3339(t).ok()),
+                kid: k.kid,
+                current: k.current,
+                next: k.next,
+                previous: k.previous,
+                revoked: k.revoked,
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
