@@ -86,9 +86,14 @@ fn guard_note(trips: &[GuardTrip], markdown: bool) -> String {
 
 /// `runwarden apply`.
 pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    if args.shard.is_some() {
-        bail!("--shard is not supported yet (sharding arrives with the scheduled job); run apply without it");
-    }
+    let shard = match &args.shard {
+        Some(text) => Some(crate::live::Shard::parse(text).map_err(|e| anyhow::anyhow!("--shard {e}"))?),
+        None => crate::live::Shard::from_env(
+            std::env::var("CLOUD_RUN_TASK_INDEX").ok().as_deref(),
+            std::env::var("CLOUD_RUN_TASK_COUNT").ok().as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT: {e}"))?,
+    };
     let now = SystemTime::now();
     let Ok(desired) = load_policies(&args.policies.policies, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
@@ -123,10 +128,18 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
             eprintln!("runwarden apply: interrupted; finishing the writes in flight, starting no new one");
             on_signal.cancel();
         });
+        if let Some(shard) = shard {
+            tracing::info!(index = shard.index, count = shard.count, "applying one shard of the estate");
+        }
         let (plan, live) = match saved {
-            Some(plan) => (plan, None),
+            Some(mut plan) => {
+                if let Some(shard) = shard {
+                    plan.services.retain(|s| shard.contains(&s.service_id()));
+                }
+                (plan, None)
+            }
             None => {
-                let live = read(&desired, &conn, &progress).await?;
+                let live = crate::pass::read_shard(&desired, &conn, &progress, shard).await?;
                 (plan(&desired, &live, &PlanOptions::at(now)), Some(live))
             }
         };

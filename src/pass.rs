@@ -52,6 +52,12 @@ impl Connection {
     /// Starts a simulator seeded from `world` on a loopback port and connects to it through
     /// the real client code (key file, token endpoint, Management API token).
     pub async fn embedded(world: &Path, settings: &Settings) -> anyhow::Result<Connection> {
+        Connection::embedded_with(world, settings, &ClientConfig::default()).await
+    }
+
+    /// [`Connection::embedded`] with explicit client limits (tests relax the write pacing that
+    /// protects a real project's quota).
+    pub async fn embedded_with(world: &Path, settings: &Settings, config: &ClientConfig) -> anyhow::Result<Connection> {
         let world = World::from_file(world)?;
         let sim = crate::sim::spawn(world).await?;
         let dir = tempfile::Builder::new()
@@ -59,7 +65,7 @@ impl Connection {
             .tempdir()
             .context("creating a directory for the simulator's key file")?;
         let key = sim.write_credentials(dir.path())?;
-        let clients = Clients::for_simulator(settings, &sim.base_url, &key, sim.auth0_client(), &ClientConfig::default())
+        let clients = Clients::for_simulator(settings, &sim.base_url, &key, sim.auth0_client(), config)
             .context("connecting to the embedded simulator")?;
         let actor = format!("serviceAccount:{}", sim.handle.service_account());
         let auth0_base = crate::endpoints::parse_base_url(&sim.base_url)?;
@@ -112,6 +118,16 @@ pub fn load_policies(dir: &Path, now: SystemTime) -> Result<Desired, PoliciesInv
 
 /// Reads the live state the policies are about, showing progress on a terminal.
 pub async fn read(desired: &Desired, conn: &Connection, progress: &Arc<Progress>) -> anyhow::Result<LiveState> {
+    read_shard(desired, conn, progress, None).await
+}
+
+/// [`read`], keeping (and reading) only one shard's services.
+pub async fn read_shard(
+    desired: &Desired,
+    conn: &Connection,
+    progress: &Arc<Progress>,
+    shard: Option<crate::live::Shard>,
+) -> anyhow::Result<LiveState> {
     let p = progress.clone();
     let config = ReadConfig {
         progress: Some(Arc::new(move |event: &ReadProgress| {
@@ -119,6 +135,7 @@ pub async fn read(desired: &Desired, conn: &Connection, progress: &Arc<Progress>
                 p.set("reading IAM policies", *done as u64, *started as u64);
             }
         })),
+        shard,
         ..ReadConfig::default()
     };
     let live = read_live(desired, &conn.clients, &config).await;

@@ -217,6 +217,55 @@ pub struct ReadConfig {
     pub retry: RetryPolicy,
     /// Called with progress reports (from reader tasks; keep it cheap).
     pub progress: Option<ProgressFn>,
+    /// Only this shard's services are kept and read (the listings are still complete).
+    pub shard: Option<Shard>,
+}
+
+/// One shard of the estate (`--shard I/N`, 0-based like `CLOUD_RUN_TASK_INDEX`): the services
+/// whose stable hash falls on `index`. Every service is in exactly one shard of `count`, and
+/// the split does not depend on which other services exist, so shards never overlap or miss
+/// one while the estate changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `I/N` with `0 <= I < N`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (i, n) = text.split_once('/').ok_or_else(|| format!("{text:?} is not I/N (e.g. 0/4)"))?;
+        let index: u32 = i.trim().parse().map_err(|_| format!("{text:?}: {i:?} is not a number"))?;
+        let count: u32 = n.trim().parse().map_err(|_| format!("{text:?}: {n:?} is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("{text:?}: the index must be 0 ≤ I < N (shards are numbered from 0, like CLOUD_RUN_TASK_INDEX)"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard of a Cloud Run job task (`CLOUD_RUN_TASK_INDEX` of `CLOUD_RUN_TASK_COUNT`),
+    /// when the job has more than one task.
+    pub fn from_env(index: Option<&str>, count: Option<&str>) -> Result<Option<Shard>, String> {
+        match (index, count) {
+            (Some(i), Some(n)) => {
+                let shard = Shard::parse(&format!("{i}/{n}"))?;
+                Ok((shard.count > 1).then_some(shard))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `id` belongs to this shard (FNV-1a over `project/region/name`).
+    pub fn contains(&self, id: &ServiceId) -> bool {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [id.project.as_bytes(), b"/", id.region.as_bytes(), b"/", id.name.as_bytes()] {
+            for byte in part {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        hash % u64::from(self.count) == u64::from(self.index)
+    }
 }
 
 impl std::fmt::Debug for ReadConfig {
@@ -297,6 +346,7 @@ pub async fn read_live_with_stats(
             .collect(),
         counters: Counters::default(),
         progress: config.progress.clone(),
+        shard: config.shard,
     });
 
     let google = async {
@@ -519,6 +569,7 @@ struct Shared {
     numbers: HashMap<String, OnceCell<Result<u64, String>>>,
     counters: Counters,
     progress: Option<ProgressFn>,
+    shard: Option<Shard>,
 }
 
 impl Shared {
@@ -588,6 +639,9 @@ async fn read_region(
             services: page.services.len(),
         });
         for service in page.services {
+            if shared.shard.is_some_and(|shard| !shard.contains(&service.id)) {
+                continue; // another shard's: not kept, not read
+            }
             let (is_governed, wants_iap) = governance.classify(&service.id, &service.labels);
             if !is_governed {
                 ready.push(service);

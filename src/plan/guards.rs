@@ -14,7 +14,7 @@ use std::fmt;
 
 use crate::policy::model::Settings;
 
-use super::model::{Action, Plan};
+use super::model::{Action, Plan, Reason};
 
 /// Which guard tripped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -104,13 +104,25 @@ pub fn check_guards(
                     override_hint: hint.clone(),
                 });
             }
+            // The ratio is about losing owned access by accident (a directory read gone
+            // wrong, a policy deleted): it counts removals of owned members against the owned
+            // members as read. Removing `allUsers` where a policy says `public: false`, or
+            // foreign members with `foreignMembers: remove`, are declared decisions that
+            // `maxRemovals` still bounds.
+            let owned_removals: usize = applied()
+                .flat_map(|s| s.member_changes())
+                .filter(|c| {
+                    c.action == Action::Remove
+                        && matches!(c.reason, Reason::Unlisted | Reason::Expired | Reason::Deleted)
+                })
+                .count();
             let limit = g.max_removal_ratio * owned as f64;
-            if removals > 0 && removals as f64 > limit {
+            if owned_removals > 0 && owned_removals as f64 > limit {
                 trips.push(GuardTrip {
                     guard: GuardKind::MaxRemovalRatio,
                     message: format!(
-                        "the plan removes {removals} of {owned} owned members ({:.1}%), more than maxRemovalRatio {} ({limit:.1} members)",
-                        100.0 * removals as f64 / owned.max(1) as f64,
+                        "the plan removes {owned_removals} of {owned} owned members ({:.1}%), more than maxRemovalRatio {} ({limit:.1} members)",
+                        100.0 * owned_removals as f64 / owned.max(1) as f64,
                         g.max_removal_ratio
                     ),
                     override_hint: hint.clone(),
