@@ -220,6 +220,7 @@ pub fn quick_retries() -> ReadConfig {
             max_server_wait: Duration::from_secs(10),
         },
         progress: None,
+        shard: None,
     }
 }
 
