@@ -128,3 +128,28 @@ fn an_old_signing_key_and_hygiene_findings_show_up_in_every_plan() {
     assert!(out.contains("[auth0-signing-key-too-old]"), "{out}");
     assert!(out.contains("[auth0-rbac-not-enforced]"), "{out}");
 }
+
+/// Golden outputs of `runwarden plan` in all three formats on the real demo world (through the
+/// embedded simulator and the real clients), at a fixed clock. `RUNWARDEN_BLESS=1` rewrites.
+#[test]
+fn plan_outputs_on_the_demo_world_match_the_golden_files() {
+    for (format, file) in [("text", "demo-world.plan.txt"), ("markdown", "demo-world.plan.md"), ("json", "demo-world.plan.json")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+            .current_dir(root())
+            .args(["--sim", "deploy/local/world.yaml", "plan", "--format", format])
+            .env("RUNWARDEN_NOW", "2026-12-01T00:00:00Z")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        let actual = String::from_utf8(out.stdout).unwrap();
+        let path = root().join("tests/golden").join(file);
+        if std::env::var_os("RUNWARDEN_BLESS").is_some() {
+            std::fs::write(&path, &actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with RUNWARDEN_BLESS=1 to create it", path.display()));
+        assert!(actual == expected, "{} is stale; review and re-run with RUNWARDEN_BLESS=1\n--- actual ---\n{actual}", path.display());
+    }
+}
