@@ -367,3 +367,61 @@ spec:
         assert_eq!(Shard::from_env(None, None), Ok(None));
     }
 }
+
+/// The real binary: `runwarden --sim … run` serves its status, and SIGTERM stops it cleanly
+/// (exit 0) within a bound.
+#[test]
+fn the_run_command_serves_status_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        .current_dir(root())
+        .args(["--sim", "deploy/local/world.yaml", "run", "--interval", "2s", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // "runwarden run: every 2s, watching policies; status on http://127.0.0.1:PORT/status"
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status_url = loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the loop announces its status address");
+        if let Some(at) = line.find("status on ") {
+            break line[at + "status on ".len()..].trim().to_string();
+        }
+    };
+    let ready_url = status_url.replace("/status", "/readyz");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(&ready_url).await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status: serde_json::Value = reqwest::get(&status_url).await.unwrap().json().await.unwrap();
+        assert_eq!(status["conditions"][0]["type"], "Ready");
+    });
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status:?}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "did not stop within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
