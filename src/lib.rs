@@ -23,6 +23,7 @@
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 //! * [`endpoints`]: base URLs of every API (production, or one override; http only on loopback).
+//! * [`time`]: RFC 3339 and calendar conversions (the one place dates are handled).
 //! * [`retry`]: the one place calls are retried (backoff, jitter, server waits) and paced.
 
 pub mod apply;
@@ -42,4 +43,5 @@ pub mod pass;
 pub mod progress;
 pub mod reconcile;
 pub mod retry;
+pub mod time;
 pub mod sim;

@@ -313,8 +313,7 @@ fn list(items: &[String]) -> String {
 }
 
 fn rfc3339_secs(secs: u64) -> String {
-    let text = crate::logging::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-    text.replace(".000Z", "Z")
+    crate::time::format_rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs), crate::time::Fraction::Seconds)
 }
 
 fn human(secs: u64) -> String {
