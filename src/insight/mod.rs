@@ -83,6 +83,24 @@ pub fn read_scope(desired: &Desired, targets: &[(String, String)], extra_roles: 
     probe
 }
 
+/// Reads what `explain` needs: every service of the Settings' scope and of the policies (plus
+/// `extra` (project, region) pairs), governed or not, with its IAM and IAP policies, and the
+/// members of every Auth0 role the policies name.
+pub async fn read_for_explain(desired: &Desired, conn: &Connection, extra: &[(String, String)]) -> anyhow::Result<LiveState> {
+    let mut targets: Vec<(String, String)> = crate::live::list_targets(desired).into_iter().collect();
+    targets.extend(extra.iter().cloned());
+    read_wide(&read_scope(desired, &targets, &[]), conn).await
+}
+
+/// Reads what `import` needs: every service of (`project`, `region`) with its IAM and IAP
+/// policies, and the members of every Auth0 role of the tenant (to map bindings back to roles).
+pub async fn read_for_import(settings: &crate::policy::model::Settings, conn: &Connection, project: &str, region: &str) -> anyhow::Result<LiveState> {
+    let settings_only = Desired { settings: settings.clone(), policies: vec![] };
+    let roles = all_role_names(conn).await?;
+    let target = [(project.to_string(), region.to_string())];
+    read_wide(&read_scope(&settings_only, &target, &roles), conn).await
+}
+
 /// Reads the live state with a probe (see [`read_scope`]).
 async fn read_wide(probe: &Desired, conn: &Connection) -> anyhow::Result<LiveState> {
     let progress = Arc::new(Progress::for_terminal(crate::logging::LogFormat::Text));
@@ -139,13 +157,10 @@ pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Ex
         },
         None => None,
     };
+    let extra: Vec<(String, String)> = service.iter().map(|id| (id.project.clone(), id.region.clone())).collect();
     let live = runtime()?.block_on(async {
         let conn = Connection::open(global, &desired.settings).await?;
-        let mut targets: Vec<(String, String)> = crate::live::list_targets(&desired).into_iter().collect();
-        if let Some(id) = &service {
-            targets.push((id.project.clone(), id.region.clone()));
-        }
-        read_wide(&read_scope(&desired, &targets, &[]), &conn).await
+        read_for_explain(&desired, &conn, &extra).await
     })?;
     let query = match (service, &args.target.member) {
         (Some(id), _) => Query::Service(id),
@@ -178,13 +193,16 @@ pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Exit
     let Ok(desired) = load_policies(&args.policies.policies, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
+    // The file name is made of these; check them before anything is read.
+    let name = import::file_name(&args.project, &args.region);
+    if let Err(e) = check_file_name(&name) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
     // Only the Settings matter: the import reproduces live, not the existing policies.
-    let settings_only = Desired { settings: desired.settings.clone(), policies: vec![] };
-    let target = vec![(args.project.clone(), args.region.clone())];
     let live = runtime()?.block_on(async {
-        let conn = Connection::open(global, &settings_only.settings).await?;
-        let roles = all_role_names(&conn).await?;
-        read_wide(&read_scope(&settings_only, &target, &roles), &conn).await
+        let conn = Connection::open(global, &desired.settings).await?;
+        read_for_import(&desired.settings, &conn, &args.project, &args.region).await
     })?;
     let imported = import::import(&desired.settings, &live, &args.project, &args.region, now);
     let from = match (&global.sim, &global.endpoint) {
@@ -193,7 +211,7 @@ pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Exit
         (None, None) => "the live Cloud Run, IAP and Auth0 APIs".to_string(),
     };
     let text = import::render_yaml(&imported, now, &from);
-    let path = write_new(&args.out, &import::file_name(&args.project, &args.region), &text, args.force)?;
+    let path = write_new(&args.out, &name, &text, args.force)?;
     println!(
         "Wrote {} policy(ies) to {} ({} service(s) not imported; see the file's header).",
         imported.policies.len(),
@@ -207,10 +225,7 @@ pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Exit
 /// Writes `name` (a bare file name, never a path) under `dir`, refusing to overwrite unless
 /// `force`.
 pub fn write_new(dir: &Path, name: &str, text: &str, force: bool) -> Result<PathBuf, InsightError> {
-    let safe = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !name.starts_with('.');
-    if !safe {
-        return Err(InsightError::BadName { name: name.to_string() });
-    }
+    check_file_name(name)?;
     let path = dir.join(name);
     if path.exists() && !force {
         return Err(InsightError::Exists { path });
@@ -218,4 +233,14 @@ pub fn write_new(dir: &Path, name: &str, text: &str, force: bool) -> Result<Path
     std::fs::create_dir_all(dir).map_err(|source| InsightError::Write { path: dir.to_path_buf(), source })?;
     std::fs::write(&path, text).map_err(|source| InsightError::Write { path: path.clone(), source })?;
     Ok(path)
+}
+
+/// A plain file name (letters, digits, `-`, `_`, `.`; not starting with a dot): nothing that
+/// could point outside `--out`.
+fn check_file_name(name: &str) -> Result<(), InsightError> {
+    let safe = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.')
+        && !name.contains("..");
+    if safe { Ok(()) } else { Err(InsightError::BadName { name: name.to_string() }) }
 }
