@@ -36,13 +36,21 @@ pub enum Query {
 /// Why a query cannot be answered.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueryError {
-    #[error("{0:?} is not a service; name it as PROJECT/REGION/NAME or projects/P/locations/R/services/NAME")]
+    #[error(
+        "{0:?} is not a service; name it as PROJECT/REGION/NAME or projects/P/locations/R/services/NAME"
+    )]
     BadService(String),
-    #[error("{text:?} is not a member: {reason}; use user:EMAIL, an e-mail, serviceAccount:..., principalSet://... or an Auth0 user id (auth0|...)")]
+    #[error(
+        "{text:?} is not a member: {reason}; use user:EMAIL, an e-mail, serviceAccount:..., principalSet://... or an Auth0 user id (auth0|...)"
+    )]
     BadMember { text: String, reason: String },
-    #[error("Auth0 user {0:?} holds none of the roles the policies name (or its e-mail is unknown); query by e-mail instead")]
+    #[error(
+        "Auth0 user {0:?} holds none of the roles the policies name (or its e-mail is unknown); query by e-mail instead"
+    )]
     UnknownAuth0User(String),
-    #[error("service {service} was not found in the live state read (projects and regions of the Settings' scope and the policies); check the name, or that it is in scope")]
+    #[error(
+        "service {service} was not found in the live state read (projects and regions of the Settings' scope and the policies); check the name, or that it is in scope"
+    )]
     UnknownService { service: String },
 }
 
@@ -74,12 +82,19 @@ pub fn parse_member(text: &str, directory: &Directory) -> Result<Member, QueryEr
     if !text.contains(':') && text.contains('@') {
         return user_member(text, text);
     }
-    Member::parse(text).map_err(|e| QueryError::BadMember { text: text.to_string(), reason: e.reason.to_string() })
+    Member::parse(text).map_err(|e| QueryError::BadMember {
+        text: text.to_string(),
+        reason: e.reason.to_string(),
+    })
 }
 
 fn user_member(email: &str, text: &str) -> Result<Member, QueryError> {
-    Member::parse(&format!("user:{}", email.to_ascii_lowercase()))
-        .map_err(|e| QueryError::BadMember { text: text.to_string(), reason: e.reason.to_string() })
+    Member::parse(&format!("user:{}", email.to_ascii_lowercase())).map_err(|e| {
+        QueryError::BadMember {
+            text: text.to_string(),
+            reason: e.reason.to_string(),
+        }
+    })
 }
 
 /// The answer: one entry per service concerned, sorted by service id.
@@ -219,7 +234,12 @@ pub enum Reason {
 }
 
 /// Explains `query` over `live` as `desired` sees it. Pure.
-pub fn explain(desired: &Desired, live: &LiveState, query: &Query, now: SystemTime) -> Result<Explanation, QueryError> {
+pub fn explain(
+    desired: &Desired,
+    live: &LiveState,
+    query: &Query,
+    now: SystemTime,
+) -> Result<Explanation, QueryError> {
     let wanted = desired_grants(desired, live, now);
     let ctx = Ctx::new(desired, live, &wanted);
     let mut services = Vec::new();
@@ -227,20 +247,31 @@ pub fn explain(desired: &Desired, live: &LiveState, query: &Query, now: SystemTi
     match query {
         Query::Service(id) => {
             q.insert("service".to_string(), id.to_string());
-            let svc = live.services.get(id).ok_or_else(|| QueryError::UnknownService { service: id.to_string() })?;
+            let svc = live
+                .services
+                .get(id)
+                .ok_or_else(|| QueryError::UnknownService {
+                    service: id.to_string(),
+                })?;
             services.push(ctx.service(svc, now, None));
         }
         Query::Member(m) => {
             q.insert("member".to_string(), m.to_string());
             for svc in live.services.values() {
                 let access = ctx.service(svc, now, Some(m));
-                if !access.access.is_empty() || access.read_error.is_some() && ctx.wanted.contains_key(&svc.id) {
+                if !access.access.is_empty()
+                    || access.read_error.is_some() && ctx.wanted.contains_key(&svc.id)
+                {
                     services.push(access);
                 }
             }
         }
     }
-    Ok(Explanation { query: q, explained_at: format_rfc3339(now), services })
+    Ok(Explanation {
+        query: q,
+        explained_at: format_rfc3339(now),
+        services,
+    })
 }
 
 struct Ctx<'a> {
@@ -252,23 +283,49 @@ struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(desired: &'a Desired, live: &'a LiveState, wanted: &'a BTreeMap<ServiceId, GovernedGrants>) -> Ctx<'a> {
-        let policy_members = wanted.values().flat_map(|g| &g.grants).map(|g| &g.member).collect();
-        Ctx { desired, live, wanted, policy_members }
+    fn new(
+        desired: &'a Desired,
+        live: &'a LiveState,
+        wanted: &'a BTreeMap<ServiceId, GovernedGrants>,
+    ) -> Ctx<'a> {
+        let policy_members = wanted
+            .values()
+            .flat_map(|g| &g.grants)
+            .map(|g| &g.member)
+            .collect();
+        Ctx {
+            desired,
+            live,
+            wanted,
+            policy_members,
+        }
     }
 
     fn is_mapping_member(&self, m: &Member) -> bool {
         match &self.desired.settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => m.as_str().starts_with(&PrincipalMapping::pool_prefix(pool)),
+            PrincipalMapping::WorkforcePool { pool } => {
+                m.as_str().starts_with(&PrincipalMapping::pool_prefix(pool))
+            }
             PrincipalMapping::Users { email_domains } => {
                 m.kind() == MemberKind::User
-                    && m.email().and_then(|e| e.rsplit_once('@')).is_some_and(|(_, d)| email_domains.iter().any(|a| a.eq_ignore_ascii_case(d)))
+                    && m.email()
+                        .and_then(|e| e.rsplit_once('@'))
+                        .is_some_and(|(_, d)| {
+                            email_domains.iter().any(|a| a.eq_ignore_ascii_case(d))
+                        })
             }
         }
     }
 
     fn is_owned(&self, m: &Member) -> bool {
-        self.policy_members.contains(m) || self.is_mapping_member(m) || self.desired.settings.owned.iter().any(|p| p.matches(m.as_str()))
+        self.policy_members.contains(m)
+            || self.is_mapping_member(m)
+            || self
+                .desired
+                .settings
+                .owned
+                .iter()
+                .any(|p| p.matches(m.as_str()))
     }
 
     /// How a user holds an Auth0 role (`direct`, `group NAME`), for the `users` mapping.
@@ -277,7 +334,11 @@ impl<'a> Ctx<'a> {
             return vec![];
         };
         let mut out = Vec::new();
-        for u in r.members.iter().filter(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))) {
+        for u in r.members.iter().filter(|u| {
+            u.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        }) {
             if u.direct {
                 out.push("direct".to_string());
             }
@@ -300,20 +361,35 @@ impl<'a> Ctx<'a> {
                     (Some(r), PrincipalMapping::Users { .. }) => self.holds(r, m),
                     _ => vec![],
                 };
-                Reason::Policy { policy: policy.clone(), source: invoker.source.to_string(), auth0_role, holds, machine }
+                Reason::Policy {
+                    policy: policy.clone(),
+                    source: invoker.source.to_string(),
+                    auth0_role,
+                    holds,
+                    machine,
+                }
             }
-            GrantBasis::Public { sources } => Reason::Public { sources: sources.clone() },
-            GrantBasis::IapServiceAgent { sources } => Reason::IapServiceAgent { sources: sources.clone() },
+            GrantBasis::Public { sources } => Reason::Public {
+                sources: sources.clone(),
+            },
+            GrantBasis::IapServiceAgent { sources } => Reason::IapServiceAgent {
+                sources: sources.clone(),
+            },
         }
     }
 
-    fn service(&self, svc: &LiveService, now: SystemTime, member: Option<&Member>) -> ServiceAccess {
+    fn service(
+        &self,
+        svc: &LiveService,
+        now: SystemTime,
+        member: Option<&Member>,
+    ) -> ServiceAccess {
         let s = &svc.settings;
-        let iam_public = svc
-            .iam
-            .iter()
-            .flat_map(|p| &p.bindings)
-            .any(|b| b.role == RUN_INVOKER && b.condition.is_none() && b.members.iter().any(Member::is_public));
+        let iam_public = svc.iam.iter().flat_map(|p| &p.bindings).any(|b| {
+            b.role == RUN_INVOKER
+                && b.condition.is_none()
+                && b.members.iter().any(Member::is_public)
+        });
         let exposure = ExposureView {
             ingress: s.ingress.map(|i| i.policy_value().to_string()),
             invoker_iam_disabled: s.invoker_iam_disabled,
@@ -335,11 +411,22 @@ impl<'a> Ctx<'a> {
         if svc.read_error.is_some() {
             return out;
         }
-        let agent = self.live.project_numbers.get(&svc.id.project).map(|n| iap_service_agent(*n));
+        let agent = self
+            .live
+            .project_numbers
+            .get(&svc.id.project)
+            .map(|n| iap_service_agent(*n));
         // Live grants on both resources.
         let mut seen: BTreeSet<(AccessPath, Option<Condition>, Member)> = BTreeSet::new();
-        for (path, role, policy) in [(AccessPath::Invoker, RUN_INVOKER, &svc.iam), (AccessPath::Iap, IAP_ACCESSOR, &svc.iap_iam)] {
-            for b in policy.iter().flat_map(|p| &p.bindings).filter(|b| b.role == role) {
+        for (path, role, policy) in [
+            (AccessPath::Invoker, RUN_INVOKER, &svc.iam),
+            (AccessPath::Iap, IAP_ACCESSOR, &svc.iap_iam),
+        ] {
+            for b in policy
+                .iter()
+                .flat_map(|p| &p.bindings)
+                .filter(|b| b.role == role)
+            {
                 for m in &b.members {
                     let via = match member {
                         None => None,
@@ -356,12 +443,17 @@ impl<'a> Ctx<'a> {
         }
         // Pending grants.
         if let Some(g) = gov {
-            let mut pending: BTreeMap<(AccessPath, Option<Condition>, Member), AccessEntry> = BTreeMap::new();
+            let mut pending: BTreeMap<(AccessPath, Option<Condition>, Member), AccessEntry> =
+                BTreeMap::new();
             for dg in &g.grants {
                 if member.is_some_and(|q| q != &dg.member) {
                     continue;
                 }
-                let path = if dg.role == IAP_ACCESSOR { AccessPath::Iap } else { AccessPath::Invoker };
+                let path = if dg.role == IAP_ACCESSOR {
+                    AccessPath::Iap
+                } else {
+                    AccessPath::Invoker
+                };
                 let read = match path {
                     AccessPath::Invoker => svc.iam.is_some(),
                     AccessPath::Iap => svc.iap_iam.is_some(),
@@ -378,7 +470,11 @@ impl<'a> Ctx<'a> {
                     state: GrantState::Pending,
                     role: dg.role.to_string(),
                     condition: dg.condition.clone(),
-                    expires: dg.condition.as_ref().and_then(managed_expiry).map(format_rfc3339),
+                    expires: dg
+                        .condition
+                        .as_ref()
+                        .and_then(managed_expiry)
+                        .map(format_rfc3339),
                     effective: false,
                     reasons: vec![],
                     note: Some("not in the live policy: a plan would add it".into()),
@@ -389,7 +485,15 @@ impl<'a> Ctx<'a> {
             }
             out.access.extend(pending.into_values());
         }
-        out.access.sort_by(|a, b| (a.path, a.state, &a.member, &a.role, &a.condition).cmp(&(b.path, b.state, &b.member, &b.role, &b.condition)));
+        out.access.sort_by(|a, b| {
+            (a.path, a.state, &a.member, &a.role, &a.condition).cmp(&(
+                b.path,
+                b.state,
+                &b.member,
+                &b.role,
+                &b.condition,
+            ))
+        });
         out
     }
 
@@ -410,7 +514,11 @@ impl<'a> Ctx<'a> {
         let mut reasons = Vec::new();
         let mut notes = Vec::new();
         if let Some(g) = gov {
-            for dg in g.grants.iter().filter(|d| &d.member == m && d.role == b.role && d.condition == b.condition) {
+            for dg in g
+                .grants
+                .iter()
+                .filter(|d| &d.member == m && d.role == b.role && d.condition == b.condition)
+            {
                 let r = self.basis_reason(&dg.basis, m);
                 if !reasons.contains(&r) {
                     reasons.push(r);
@@ -418,7 +526,12 @@ impl<'a> Ctx<'a> {
             }
         }
         if reasons.is_empty() {
-            let keep = self.desired.settings.keep.iter().find(|p| glob_match(&p.pattern, m.as_str()));
+            let keep = self
+                .desired
+                .settings
+                .keep
+                .iter()
+                .find(|p| glob_match(&p.pattern, m.as_str()));
             let reason = if b.condition.is_some() && !managed {
                 Reason::UnmanagedCondition
             } else if gov.is_none() {
@@ -428,19 +541,30 @@ impl<'a> Ctx<'a> {
             } else if expired {
                 Reason::Expired
             } else if let Some(p) = keep {
-                Reason::Keep { pattern: p.pattern.clone(), source: p.source.to_string() }
+                Reason::Keep {
+                    pattern: p.pattern.clone(),
+                    source: p.source.to_string(),
+                }
             } else if m.is_public() && gov.is_some_and(|g| g.public != Some(true)) {
                 Reason::PublicNotAllowed
             } else if managed || self.is_owned(m) {
                 Reason::Unlisted
             } else {
-                Reason::Foreign { removed_by_plan: self.desired.settings.foreign_members == crate::policy::model::ForeignMembers::Remove }
+                Reason::Foreign {
+                    removed_by_plan: self.desired.settings.foreign_members
+                        == crate::policy::model::ForeignMembers::Remove,
+                }
             };
             match &reason {
                 Reason::Unlisted => notes.push("a plan would remove it".to_string()),
-                Reason::PublicNotAllowed => notes.push("the policies say `public: false`: a plan would remove it".to_string()),
-                Reason::Deleted => notes.push("a deleted principal: grants nothing; a plan would remove it".to_string()),
-                Reason::Expired => notes.push("the time-boxed grant has ended: a plan would remove it".to_string()),
+                Reason::PublicNotAllowed => notes
+                    .push("the policies say `public: false`: a plan would remove it".to_string()),
+                Reason::Deleted => notes.push(
+                    "a deleted principal: grants nothing; a plan would remove it".to_string(),
+                ),
+                Reason::Expired => {
+                    notes.push("the time-boxed grant has ended: a plan would remove it".to_string())
+                }
                 _ => {}
             }
             reasons.push(reason);
@@ -454,7 +578,10 @@ impl<'a> Ctx<'a> {
         match path {
             AccessPath::Iap if !iap_on => {
                 effective = false;
-                notes.push("IAP is off: this accessor grant has no effect until IAP is turned on".to_string());
+                notes.push(
+                    "IAP is off: this accessor grant has no effect until IAP is turned on"
+                        .to_string(),
+                );
             }
             AccessPath::Invoker if iap_on && !is_agent => {
                 notes.push("IAP is on: requests pass IAP first, so this grant alone does not let them through".to_string());
@@ -474,7 +601,11 @@ impl<'a> Ctx<'a> {
             expires: expires.map(format_rfc3339),
             effective,
             reasons,
-            note: if notes.is_empty() { None } else { Some(notes.join("; ")) },
+            note: if notes.is_empty() {
+                None
+            } else {
+                Some(notes.join("; "))
+            },
         }
     }
 }
@@ -487,7 +618,9 @@ fn contains(m: &Member, q: &Member) -> bool {
         MemberKind::Domain => {
             let domain = m.as_str().split_once(':').map(|(_, d)| d).unwrap_or("");
             matches!(q.kind(), MemberKind::User | MemberKind::Group)
-                && q.email().and_then(|e| e.rsplit_once('@')).is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                && q.email()
+                    .and_then(|e| e.rsplit_once('@'))
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
         }
         _ => false,
     }
@@ -557,7 +690,10 @@ fn binding_text(e: &AccessEntry) -> String {
 }
 
 fn exposure_text(x: &ExposureView) -> String {
-    let ingress = x.ingress.as_deref().unwrap_or("unspecified (no serving revision)");
+    let ingress = x
+        .ingress
+        .as_deref()
+        .unwrap_or("unspecified (no serving revision)");
     let invoker = if x.invoker_iam_disabled {
         "invoker check DISABLED (anyone who can reach it)".to_string()
     } else if x.public {
@@ -566,7 +702,11 @@ fn exposure_text(x: &ExposureView) -> String {
         "invoker IAM on, not public".to_string()
     };
     let iap = if x.iap { "IAP on" } else { "IAP off" };
-    let aud = if x.custom_audiences.is_empty() { "none".to_string() } else { x.custom_audiences.join(", ") };
+    let aud = if x.custom_audiences.is_empty() {
+        "none".to_string()
+    } else {
+        x.custom_audiences.join(", ")
+    };
     format!("ingress {ingress} · {invoker} · {iap} · customAudiences {aud}")
 }
 
@@ -575,9 +715,21 @@ pub fn render_text(x: &Explanation) -> String {
     let mut out = String::new();
     let member_query = x.query.get("member");
     if let Some(m) = member_query {
-        let n = x.services.iter().filter(|s| s.access.iter().any(|a| a.state == GrantState::Live && a.effective)).count();
+        let n = x
+            .services
+            .iter()
+            .filter(|s| {
+                s.access
+                    .iter()
+                    .any(|a| a.state == GrantState::Live && a.effective)
+            })
+            .count();
         out.push_str(&format!("{m} can invoke {n} service(s) today"));
-        let pending = x.services.iter().filter(|s| s.access.iter().any(|a| a.state == GrantState::Pending)).count();
+        let pending = x
+            .services
+            .iter()
+            .filter(|s| s.access.iter().any(|a| a.state == GrantState::Pending))
+            .count();
         if pending > 0 {
             out.push_str(&format!("; the policies grant it {pending} more (pending)"));
         }
@@ -591,7 +743,11 @@ pub fn render_text(x: &Explanation) -> String {
         let governed = if s.governed_by.is_empty() {
             "governed by no policy".to_string()
         } else {
-            format!("governed by {} (mode {})", s.governed_by.join(", "), s.mode.as_deref().unwrap_or("?"))
+            format!(
+                "governed by {} (mode {})",
+                s.governed_by.join(", "),
+                s.mode.as_deref().unwrap_or("?")
+            )
         };
         out.push_str(&format!("{}  {governed}\n", s.service));
         if let Some(u) = &s.uri {
@@ -623,12 +779,28 @@ pub fn render_text(x: &Explanation) -> String {
                 if let Some(n) = &a.note {
                     why_text.push_str(&format!(" — {n}"));
                 }
-                [format!("{} {}", state, a.path.as_str()), member, binding_text(a), why_text]
+                [
+                    format!("{} {}", state, a.path.as_str()),
+                    member,
+                    binding_text(a),
+                    why_text,
+                ]
             })
             .collect();
-        let w: Vec<usize> = (0..3).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+        let w: Vec<usize> = (0..3)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
         for r in rows {
-            out.push_str(&format!("  {:w0$}  {:w1$}  {:w2$}  {}\n", r[0], r[1], r[2], r[3], w0 = w[0], w1 = w[1], w2 = w[2]));
+            out.push_str(&format!(
+                "  {:w0$}  {:w1$}  {:w2$}  {}\n",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2]
+            ));
         }
     }
     out

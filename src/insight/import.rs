@@ -54,10 +54,25 @@ pub struct Imported {
 }
 
 /// Imports every service of `live` in (`project`, `region`). Pure.
-pub fn import(settings: &Settings, live: &LiveState, project: &str, region: &str, now: SystemTime) -> Imported {
+pub fn import(
+    settings: &Settings,
+    live: &LiveState,
+    project: &str,
+    region: &str,
+    now: SystemTime,
+) -> Imported {
     let roles = role_sets(settings, &live.directory);
-    let mut out = Imported { project: project.into(), region: region.into(), policies: vec![], skipped: vec![] };
-    for svc in live.services.values().filter(|s| s.id.project == project && s.id.region == region) {
+    let mut out = Imported {
+        project: project.into(),
+        region: region.into(),
+        policies: vec![],
+        skipped: vec![],
+    };
+    for svc in live
+        .services
+        .values()
+        .filter(|s| s.id.project == project && s.id.region == region)
+    {
         match import_service(settings, live, &roles, svc, now) {
             Ok(p) => out.policies.push(p),
             Err(why) => out.skipped.push((svc.id.clone(), why)),
@@ -71,16 +86,23 @@ fn role_sets(settings: &Settings, dir: &Directory) -> BTreeMap<String, BTreeSet<
     let mut out = BTreeMap::new();
     for (name, role) in &dir.roles {
         let set: BTreeSet<Member> = match &settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => {
-                Member::parse(&format!("{}group/{name}", PrincipalMapping::pool_prefix(pool))).into_iter().collect()
-            }
+            PrincipalMapping::WorkforcePool { pool } => Member::parse(&format!(
+                "{}group/{name}",
+                PrincipalMapping::pool_prefix(pool)
+            ))
+            .into_iter()
+            .collect(),
             PrincipalMapping::Users { .. } if !dir.members_resolved => BTreeSet::new(),
             PrincipalMapping::Users { email_domains } => role
                 .members
                 .iter()
                 .filter(|u| u.email_verified)
                 .filter_map(|u| u.email.as_deref())
-                .filter(|e| e.rsplit_once('@').is_some_and(|(_, d)| email_domains.iter().any(|a| a.eq_ignore_ascii_case(d))))
+                .filter(|e| {
+                    e.rsplit_once('@').is_some_and(|(_, d)| {
+                        email_domains.iter().any(|a| a.eq_ignore_ascii_case(d))
+                    })
+                })
                 .filter_map(|e| Member::parse(&format!("user:{}", e.to_ascii_lowercase())).ok())
                 .collect(),
         };
@@ -105,11 +127,20 @@ fn import_service(
         return Err("its IAM policy was not read".into());
     };
     let iap = svc.settings.iap_enabled;
-    let agent = live.project_numbers.get(&svc.id.project).map(|n| iap_service_agent(*n));
+    let agent = live
+        .project_numbers
+        .get(&svc.id.project)
+        .map(|n| iap_service_agent(*n));
     let mut notes = Vec::new();
-    let run_bindings: Vec<&Binding> = iam.bindings.iter().filter(|b| b.role == RUN_INVOKER).collect();
+    let run_bindings: Vec<&Binding> = iam
+        .bindings
+        .iter()
+        .filter(|b| b.role == RUN_INVOKER)
+        .collect();
     let public = svc.settings.invoker_iam_disabled
-        || run_bindings.iter().any(|b| b.condition.is_none() && b.members.iter().any(Member::is_public));
+        || run_bindings
+            .iter()
+            .any(|b| b.condition.is_none() && b.members.iter().any(Member::is_public));
     let source: Vec<&Binding> = if iap {
         let Some(p) = &svc.iap_iam else {
             return Err("IAP is on but the IAP policy was not read".into());
@@ -124,11 +155,22 @@ fn import_service(
         if !stray.is_empty() {
             notes.push(format!("IAP is on, so invokers are IAP accessors; direct roles/run.invoker grants are not imported: {}", stray.join(", ")));
         }
-        p.bindings.iter().filter(|b| b.role == IAP_ACCESSOR).collect()
+        p.bindings
+            .iter()
+            .filter(|b| b.role == IAP_ACCESSOR)
+            .collect()
     } else {
-        let n = svc.iap_iam.iter().flat_map(|p| &p.bindings).filter(|b| b.role == IAP_ACCESSOR).map(|b| b.members.len()).sum::<usize>();
+        let n = svc
+            .iap_iam
+            .iter()
+            .flat_map(|p| &p.bindings)
+            .filter(|b| b.role == IAP_ACCESSOR)
+            .map(|b| b.members.len())
+            .sum::<usize>();
         if n > 0 {
-            notes.push(format!("IAP is off: {n} IAP accessor grant(s) have no effect and are not imported"));
+            notes.push(format!(
+                "IAP is off: {n} IAP accessor grant(s) have no effect and are not imported"
+            ));
         }
         run_bindings.clone()
     };
@@ -136,17 +178,22 @@ fn import_service(
     for b in source {
         let expires = match &b.condition {
             None => None,
-            Some(c) if is_managed_condition(c) => match parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]) {
-                Some(t) if t > now => Some(format_rfc3339(t)),
-                Some(_) => {
-                    notes.push(format!("the time-boxed grant `{}` has expired and is not imported (a plan removes it)", c.title));
-                    continue;
+            Some(c) if is_managed_condition(c) => {
+                match parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]) {
+                    Some(t) if t > now => Some(format_rfc3339(t)),
+                    Some(_) => {
+                        notes.push(format!("the time-boxed grant `{}` has expired and is not imported (a plan removes it)", c.title));
+                        continue;
+                    }
+                    None => {
+                        notes.push(format!(
+                            "conditional binding `{}` is not imported (unreadable expiry)",
+                            c.title
+                        ));
+                        continue;
+                    }
                 }
-                None => {
-                    notes.push(format!("conditional binding `{}` is not imported (unreadable expiry)", c.title));
-                    continue;
-                }
-            },
+            }
             Some(c) => {
                 notes.push(format!("conditional binding `{}` of {} is not imported (runwarden never touches conditions it did not generate)", c.title, b.role));
                 continue;
@@ -155,7 +202,9 @@ fn import_service(
         let mut members: BTreeSet<&Member> = BTreeSet::new();
         for m in &b.members {
             if m.kind() == MemberKind::Deleted {
-                notes.push(format!("deleted principal {m} is not imported (a plan removes it)"));
+                notes.push(format!(
+                    "deleted principal {m} is not imported (a plan removes it)"
+                ));
             } else if Some(m) == agent.as_ref() {
                 notes.push("the IAP service agent is not imported (`iap: true` grants it)".into());
             } else if m.kind() == MemberKind::AllUsers && b.condition.is_none() {
@@ -179,18 +228,33 @@ fn import_service(
             invokers.insert((expires.clone(), inv));
         }
     }
-    let other_roles: BTreeSet<&str> = iam.bindings.iter().map(|b| b.role.as_str()).filter(|r| *r != RUN_INVOKER).collect();
+    let other_roles: BTreeSet<&str> = iam
+        .bindings
+        .iter()
+        .map(|b| b.role.as_str())
+        .filter(|r| *r != RUN_INVOKER)
+        .collect();
     if !other_roles.is_empty() {
-        notes.push(format!("other roles are not governed and not imported: {}", other_roles.into_iter().collect::<Vec<_>>().join(", ")));
+        notes.push(format!(
+            "other roles are not governed and not imported: {}",
+            other_roles.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
     notes.sort();
     notes.dedup();
-    if invokers.is_empty() && !public && svc.settings.ingress != Some(crate::policy::model::Ingress::None) {
+    if invokers.is_empty()
+        && !public
+        && svc.settings.ingress != Some(crate::policy::model::Ingress::None)
+    {
         return Err("nobody may invoke it today, and a policy must name invokers (or say `public: true` or `ingress: none`)".into());
     }
     let name = {
         let long = format!("{}-{}", svc.id.name, svc.id.region);
-        if long.len() <= 63 { long } else { svc.id.name.clone() }
+        if long.len() <= 63 {
+            long
+        } else {
+            svc.id.name.clone()
+        }
     };
     Ok(ImportedPolicy {
         name,
@@ -208,14 +272,21 @@ fn import_service(
 /// A YAML scalar: plain when that is unambiguous, else double-quoted (JSON escapes are valid
 /// YAML escapes).
 fn scalar(s: &str) -> String {
-    let reserved = ["true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"];
+    let reserved = [
+        "true", "false", "yes", "no", "on", "off", "null", "~", "y", "n",
+    ];
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@/:+".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@/:+".contains(c))
         && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
         && !s.ends_with(':')
         && !s.contains(": ")
         && !reserved.contains(&s.to_ascii_lowercase().as_str());
-    if plain { s.to_string() } else { serde_json::to_string(s).expect("a string serializes") }
+    if plain {
+        s.to_string()
+    } else {
+        serde_json::to_string(s).expect("a string serializes")
+    }
 }
 
 /// The policy file for `imported`: a header comment (when and from what it was generated),
@@ -233,8 +304,12 @@ pub fn render_yaml(imported: &Imported, generated_at: SystemTime, from: &str) ->
     out.push_str("# Each policy reproduces one service's live access in `observe` mode, so the first plan after\n");
     out.push_str("# adoption shows no change; review, then switch to `enforce`. Copy this file next to the\n");
     out.push_str("# Settings it was generated with.\n");
-    out.push_str("# Not imported: conditional bindings runwarden did not generate, roles other than\n");
-    out.push_str("# roles/run.invoker and roles/iap.httpsResourceAccessor, `deleted:` members and the IAP\n");
+    out.push_str(
+        "# Not imported: conditional bindings runwarden did not generate, roles other than\n",
+    );
+    out.push_str(
+        "# roles/run.invoker and roles/iap.httpsResourceAccessor, `deleted:` members and the IAP\n",
+    );
     out.push_str("# service agent (`iap: true` grants it).\n");
     if !imported.skipped.is_empty() {
         out.push_str("#\n# Services not imported:\n");

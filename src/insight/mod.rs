@@ -23,8 +23,8 @@ use crate::cli::{EXIT_ERROR, ExplainArgs, GlobalArgs, ImportArgs, PlanFormat};
 use crate::live::{LiveState, ReadConfig, read_live};
 use crate::pass::{Connection, load_policies, runtime};
 use crate::policy::model::{
-    AccessPolicy, Desired, Exposure, Invoker, Mode, Principal, RegionRef, ServiceRef, ServiceTarget,
-    Source,
+    AccessPolicy, Desired, Exposure, Invoker, Mode, Principal, RegionRef, ServiceRef,
+    ServiceTarget, Source,
 };
 use crate::progress::Progress;
 
@@ -38,9 +38,11 @@ pub enum InsightError {
     ListRoles {
         page: u32,
         #[source]
-        source: crate::identity::Auth0Error,
+        source: Box<crate::identity::Auth0Error>,
     },
-    #[error("{name:?} cannot be a file name under --out (project and region ids are letters, digits and hyphens)")]
+    #[error(
+        "{name:?} cannot be a file name under --out (project and region ids are letters, digits and hyphens)"
+    )]
     BadName { name: String },
     #[error("{path} already exists; pass --force to overwrite it, or choose another --out")]
     Exists { path: PathBuf },
@@ -56,9 +58,17 @@ pub enum InsightError {
 /// list, matching every service (an empty selector) and asking for its IAP policy, so that
 /// services no policy governs are read too, and `extra_roles` named so that the directory read
 /// resolves their members. Only for reading: explanations and imports use `desired` itself.
-pub fn read_scope(desired: &Desired, targets: &[(String, String)], extra_roles: &[String]) -> Desired {
+pub fn read_scope(
+    desired: &Desired,
+    targets: &[(String, String)],
+    extra_roles: &[String],
+) -> Desired {
     let mut probe = desired.clone();
-    let source = Source { file: PathBuf::from("<runwarden read scope>"), line: 0, column: 0 };
+    let source = Source {
+        file: PathBuf::from("<runwarden read scope>"),
+        line: 0,
+        column: 0,
+    };
     let services = targets
         .iter()
         .map(|(p, r)| ServiceRef {
@@ -70,14 +80,21 @@ pub fn read_scope(desired: &Desired, targets: &[(String, String)], extra_roles: 
         .collect();
     let invokers = extra_roles
         .iter()
-        .map(|r| Invoker { principal: Principal::Auth0Role(r.clone()), expires: None, source: source.clone() })
+        .map(|r| Invoker {
+            principal: Principal::Auth0Role(r.clone()),
+            expires: None,
+            source: source.clone(),
+        })
         .collect();
     probe.policies.push(AccessPolicy {
         name: "runwarden-read-scope".into(),
         source: source.clone(),
         mode: Mode::Observe,
         services,
-        exposure: Exposure { iap: Some(true), ..Exposure::default() },
+        exposure: Exposure {
+            iap: Some(true),
+            ..Exposure::default()
+        },
         invokers,
     });
     probe
@@ -86,16 +103,29 @@ pub fn read_scope(desired: &Desired, targets: &[(String, String)], extra_roles: 
 /// Reads what `explain` needs: every service of the Settings' scope and of the policies (plus
 /// `extra` (project, region) pairs), governed or not, with its IAM and IAP policies, and the
 /// members of every Auth0 role the policies name.
-pub async fn read_for_explain(desired: &Desired, conn: &Connection, extra: &[(String, String)]) -> anyhow::Result<LiveState> {
-    let mut targets: Vec<(String, String)> = crate::live::list_targets(desired).into_iter().collect();
+pub async fn read_for_explain(
+    desired: &Desired,
+    conn: &Connection,
+    extra: &[(String, String)],
+) -> anyhow::Result<LiveState> {
+    let mut targets: Vec<(String, String)> =
+        crate::live::list_targets(desired).into_iter().collect();
     targets.extend(extra.iter().cloned());
     read_wide(&read_scope(desired, &targets, &[]), conn).await
 }
 
 /// Reads what `import` needs: every service of (`project`, `region`) with its IAM and IAP
 /// policies, and the members of every Auth0 role of the tenant (to map bindings back to roles).
-pub async fn read_for_import(settings: &crate::policy::model::Settings, conn: &Connection, project: &str, region: &str) -> anyhow::Result<LiveState> {
-    let settings_only = Desired { settings: settings.clone(), policies: vec![] };
+pub async fn read_for_import(
+    settings: &crate::policy::model::Settings,
+    conn: &Connection,
+    project: &str,
+    region: &str,
+) -> anyhow::Result<LiveState> {
+    let settings_only = Desired {
+        settings: settings.clone(),
+        policies: vec![],
+    };
     let roles = all_role_names(conn).await?;
     let target = [(project.to_string(), region.to_string())];
     read_wide(&read_scope(&settings_only, &target, &roles), conn).await
@@ -115,7 +145,8 @@ async fn read_wide(probe: &Desired, conn: &Connection) -> anyhow::Result<LiveSta
     };
     let live = read_live(probe, &conn.clients, &config).await;
     progress.finish();
-    live.map_err(|e| anyhow::anyhow!(e)).context("reading the live state")
+    live.map_err(|e| anyhow::anyhow!(e))
+        .context("reading the live state")
 }
 
 /// Every Auth0 role name of the tenant.
@@ -123,9 +154,14 @@ async fn all_role_names(conn: &Connection) -> Result<Vec<String>, InsightError> 
     let mut names = Vec::new();
     let policy = crate::retry::RetryPolicy::default();
     for page in 0u32..1000 {
-        let answer = crate::retry::retry(&policy, "list roles", || conn.clients.auth0.roles_page(page))
-            .await
-            .map_err(|source| InsightError::ListRoles { page, source })?;
+        let answer = crate::retry::retry(&policy, "list roles", || {
+            conn.clients.auth0.roles_page(page)
+        })
+        .await
+        .map_err(|source| InsightError::ListRoles {
+            page,
+            source: Box::new(source),
+        })?;
         let n = answer.items.len() as u64;
         names.extend(answer.items.into_iter().map(|r| r.name));
         let more = match answer.total {
@@ -157,7 +193,10 @@ pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Ex
         },
         None => None,
     };
-    let extra: Vec<(String, String)> = service.iter().map(|id| (id.project.clone(), id.region.clone())).collect();
+    let extra: Vec<(String, String)> = service
+        .iter()
+        .map(|id| (id.project.clone(), id.region.clone()))
+        .collect();
     let live = runtime()?.block_on(async {
         let conn = Connection::open(global, &desired.settings).await?;
         read_for_explain(&desired, &conn, &extra).await
@@ -218,7 +257,9 @@ pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Exit
         path.display(),
         imported.skipped.len()
     );
-    println!("Next: copy it next to your Settings and run `runwarden plan`: it should show no change for these services.");
+    println!(
+        "Next: copy it next to your Settings and run `runwarden plan`: it should show no change for these services."
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -230,8 +271,14 @@ pub fn write_new(dir: &Path, name: &str, text: &str, force: bool) -> Result<Path
     if path.exists() && !force {
         return Err(InsightError::Exists { path });
     }
-    std::fs::create_dir_all(dir).map_err(|source| InsightError::Write { path: dir.to_path_buf(), source })?;
-    std::fs::write(&path, text).map_err(|source| InsightError::Write { path: path.clone(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| InsightError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    std::fs::write(&path, text).map_err(|source| InsightError::Write {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -239,8 +286,16 @@ pub fn write_new(dir: &Path, name: &str, text: &str, force: bool) -> Result<Path
 /// could point outside `--out`.
 fn check_file_name(name: &str) -> Result<(), InsightError> {
     let safe = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && !name.starts_with('.')
         && !name.contains("..");
-    if safe { Ok(()) } else { Err(InsightError::BadName { name: name.to_string() }) }
+    if safe {
+        Ok(())
+    } else {
+        Err(InsightError::BadName {
+            name: name.to_string(),
+        })
+    }
 }

@@ -19,18 +19,23 @@ pub fn demo_world() -> PathBuf {
 
 /// The example policies, loaded.
 pub fn demo_policies() -> Desired {
-    runwarden::policy::load_at(&root().join("policies"), SystemTime::now()).expect("the example policies load")
+    runwarden::policy::load_at(&root().join("policies"), SystemTime::now())
+        .expect("the example policies load")
 }
 
 /// The demo world on an embedded simulator.
 pub async fn demo() -> (Desired, Connection) {
     let desired = demo_policies();
-    let conn = Connection::embedded(&demo_world(), &desired.settings).await.unwrap();
+    let conn = Connection::embedded(&demo_world(), &desired.settings)
+        .await
+        .unwrap();
     (desired, conn)
 }
 
 pub async fn read_explain(desired: &Desired, conn: &Connection) -> LiveState {
-    runwarden::insight::read_for_explain(desired, conn, &[]).await.unwrap()
+    runwarden::insight::read_for_explain(desired, conn, &[])
+        .await
+        .unwrap()
 }
 
 pub fn svc(text: &str) -> ServiceId {
@@ -43,7 +48,11 @@ pub fn explain_service(desired: &Desired, live: &LiveState, id: &str) -> Explana
 
 /// The entries of `member` in the first (only) service of `x`.
 pub fn entries<'a>(x: &'a Explanation, member: &str) -> Vec<&'a AccessEntry> {
-    x.services[0].access.iter().filter(|a| a.member.as_str() == member).collect()
+    x.services[0]
+        .access
+        .iter()
+        .filter(|a| a.member.as_str() == member)
+        .collect()
 }
 
 /// Copies `from` (a file) into `dir` under the same name.
