@@ -558,7 +558,7 @@ impl<'a> Ctx<'a> {
             match &reason {
                 Reason::Unlisted => notes.push("a plan would remove it".to_string()),
                 Reason::PublicNotAllowed => notes
-                    .push("the policies say `public: false`: a plan would remove it".to_string()),
+                    .push("a plan would remove it".to_string()),
                 Reason::Deleted => notes.push(
                     "a deleted principal: grants nothing; a plan would remove it".to_string(),
                 ),
@@ -673,7 +673,7 @@ fn why(r: &Reason) -> String {
         Reason::Foreign { removed_by_plan: false } => "foreign: granted by no policy, kept (foreignMembers: keep)".into(),
         Reason::Foreign { removed_by_plan: true } => "foreign: granted by no policy; a plan would remove it (foreignMembers: remove)".into(),
         Reason::Unlisted => "unlisted: in runwarden's ownership (mapping, owned pattern or policy member) yet granted here by no policy".into(),
-        Reason::PublicNotAllowed => "public member, but the policies say public: false".into(),
+        Reason::PublicNotAllowed => "public member, but the policies say `public: false`".into(),
         Reason::Deleted => "deleted principal".into(),
         Reason::Expired => "expired time-boxed grant".into(),
         Reason::UnmanagedCondition => "conditional binding runwarden did not generate (never touched)".into(),
