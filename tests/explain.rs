@@ -397,9 +397,10 @@ async fn import_and_plan(
 ) -> (String, Vec<String>, Vec<String>, runwarden::plan::Plan) {
     let now = SystemTime::now();
     let base = runwarden::policy::load_at(settings_yaml.parent().unwrap(), now).unwrap();
-    let live = runwarden::insight::read_for_import(&base.settings, conn, project, region)
-        .await
-        .unwrap();
+    let live =
+        runwarden::insight::read_for_import(&base.settings, conn, project, region, &hidden())
+            .await
+            .unwrap();
     let imported = import(&base.settings, &live, project, region, now);
     let text = render_yaml(&imported, now, "the test world");
     let dir = tempfile::tempdir().unwrap();
@@ -436,10 +437,15 @@ async fn import_and_plan(
 async fn importing_the_demo_world_reproduces_live_access_so_the_first_plan_is_empty() {
     let (desired, conn) = demo().await;
     let now = SystemTime::now();
-    let live =
-        runwarden::insight::read_for_import(&desired.settings, &conn, "acme-prod", "europe-west1")
-            .await
-            .unwrap();
+    let live = runwarden::insight::read_for_import(
+        &desired.settings,
+        &conn,
+        "acme-prod",
+        "europe-west1",
+        &hidden(),
+    )
+    .await
+    .unwrap();
     let imported = import(&desired.settings, &live, "acme-prod", "europe-west1", now);
     let by_name: BTreeMap<String, Vec<ImportedInvoker>> = imported
         .policies
@@ -535,10 +541,15 @@ async fn importing_a_generated_world_with_roles_expiries_iap_and_strays_plans_no
 
     // Give some services access worth importing: a whole role plus strays, a time-boxed role
     // grant, a machine, an IAP-fronted service, a deleted member and an unmanaged condition.
-    let live =
-        runwarden::insight::read_for_import(&settings, &conn, "gen-project-1", "europe-west1")
-            .await
-            .unwrap();
+    let live = runwarden::insight::read_for_import(
+        &settings,
+        &conn,
+        "gen-project-1",
+        "europe-west1",
+        &hidden(),
+    )
+    .await
+    .unwrap();
     let role_emails = |r: &str| -> Vec<String> {
         live.directory.roles[r]
             .members

@@ -557,8 +557,7 @@ impl<'a> Ctx<'a> {
             };
             match &reason {
                 Reason::Unlisted => notes.push("a plan would remove it".to_string()),
-                Reason::PublicNotAllowed => notes
-                    .push("a plan would remove it".to_string()),
+                Reason::PublicNotAllowed => notes.push("a plan would remove it".to_string()),
                 Reason::Deleted => notes.push(
                     "a deleted principal: grants nothing; a plan would remove it".to_string(),
                 ),

@@ -17,10 +17,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::Context;
-
 use crate::cli::{EXIT_ERROR, ExplainArgs, GlobalArgs, ImportArgs, PlanFormat};
-use crate::live::{LiveState, ReadConfig, read_live};
+use crate::live::LiveState;
 use crate::pass::{Connection, load_policies, runtime};
 use crate::policy::model::{
     AccessPolicy, Desired, Exposure, Invoker, Mode, Principal, RegionRef, ServiceRef,
@@ -107,11 +105,12 @@ pub async fn read_for_explain(
     desired: &Desired,
     conn: &Connection,
     extra: &[(String, String)],
+    progress: &Arc<Progress>,
 ) -> anyhow::Result<LiveState> {
     let mut targets: Vec<(String, String)> =
         crate::live::list_targets(desired).into_iter().collect();
     targets.extend(extra.iter().cloned());
-    read_wide(&read_scope(desired, &targets, &[]), conn).await
+    crate::pass::read(&read_scope(desired, &targets, &[]), conn, progress).await
 }
 
 /// Reads what `import` needs: every service of (`project`, `region`) with its IAM and IAP
@@ -121,6 +120,7 @@ pub async fn read_for_import(
     conn: &Connection,
     project: &str,
     region: &str,
+    progress: &Arc<Progress>,
 ) -> anyhow::Result<LiveState> {
     let settings_only = Desired {
         settings: settings.clone(),
@@ -128,25 +128,7 @@ pub async fn read_for_import(
     };
     let roles = all_role_names(conn).await?;
     let target = [(project.to_string(), region.to_string())];
-    read_wide(&read_scope(&settings_only, &target, &roles), conn).await
-}
-
-/// Reads the live state with a probe (see [`read_scope`]).
-async fn read_wide(probe: &Desired, conn: &Connection) -> anyhow::Result<LiveState> {
-    let progress = Arc::new(Progress::for_terminal(crate::logging::LogFormat::Text));
-    let p = progress.clone();
-    let config = ReadConfig {
-        progress: Some(Arc::new(move |event: &crate::live::ReadProgress| {
-            if let crate::live::ReadProgress::IamRead { done, started } = event {
-                p.set("reading IAM policies", *done as u64, *started as u64);
-            }
-        })),
-        ..ReadConfig::default()
-    };
-    let live = read_live(probe, &conn.clients, &config).await;
-    progress.finish();
-    live.map_err(|e| anyhow::anyhow!(e))
-        .context("reading the live state")
+    crate::pass::read(&read_scope(&settings_only, &target, &roles), conn, progress).await
 }
 
 /// Every Auth0 role name of the tenant.
@@ -197,9 +179,10 @@ pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Ex
         .iter()
         .map(|id| (id.project.clone(), id.region.clone()))
         .collect();
+    let progress = Arc::new(Progress::for_terminal(global.log_format));
     let live = runtime()?.block_on(async {
         let conn = Connection::open(global, &desired.settings).await?;
-        read_for_explain(&desired, &conn, &extra).await
+        read_for_explain(&desired, &conn, &extra, &progress).await
     })?;
     let query = match (service, &args.target.member) {
         (Some(id), _) => Query::Service(id),
@@ -239,9 +222,17 @@ pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Exit
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     // Only the Settings matter: the import reproduces live, not the existing policies.
+    let progress = Arc::new(Progress::for_terminal(global.log_format));
     let live = runtime()?.block_on(async {
         let conn = Connection::open(global, &desired.settings).await?;
-        read_for_import(&desired.settings, &conn, &args.project, &args.region).await
+        read_for_import(
+            &desired.settings,
+            &conn,
+            &args.project,
+            &args.region,
+            &progress,
+        )
+        .await
     })?;
     let imported = import::import(&desired.settings, &live, &args.project, &args.region, now);
     let from = match (&global.sim, &global.endpoint) {

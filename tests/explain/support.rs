@@ -33,7 +33,7 @@ pub async fn demo() -> (Desired, Connection) {
 }
 
 pub async fn read_explain(desired: &Desired, conn: &Connection) -> LiveState {
-    runwarden::insight::read_for_explain(desired, conn, &[])
+    runwarden::insight::read_for_explain(desired, conn, &[], &hidden())
         .await
         .unwrap()
 }
@@ -58,4 +58,9 @@ pub fn entries<'a>(x: &'a Explanation, member: &str) -> Vec<&'a AccessEntry> {
 /// Copies `from` (a file) into `dir` under the same name.
 pub fn copy_into(from: &Path, dir: &Path) {
     std::fs::copy(from, dir.join(from.file_name().unwrap())).unwrap();
+}
+
+/// No progress line in tests.
+pub fn hidden() -> std::sync::Arc<runwarden::progress::Progress> {
+    std::sync::Arc::new(runwarden::progress::Progress::hidden())
 }
