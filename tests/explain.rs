@@ -894,3 +894,108 @@ fn imported_yaml_quotes_what_needs_quoting_and_reads_back_exactly() {
     );
     assert_eq!(p.mode, runwarden::policy::model::Mode::Observe);
 }
+
+#[test]
+fn with_a_workforce_pool_a_pool_group_of_an_existing_role_is_imported_as_that_role() {
+    use runwarden::live::{Directory, LiveService, LiveState, Role, ServiceSettings};
+    use runwarden::policy::model::PrincipalMapping;
+    let mut settings = demo_policies().settings;
+    settings.principals = PrincipalMapping::WorkforcePool {
+        pool: "acme".into(),
+    };
+    let group = |r: &str| {
+        format!("principalSet://iam.googleapis.com/locations/global/workforcePools/acme/group/{r}")
+    };
+    let other_pool = "principalSet://iam.googleapis.com/locations/global/workforcePools/other/group/billing-admin".to_string();
+    let id = svc("acme-prod/europe-west1/console");
+    let members = |list: &[String]| {
+        list.iter()
+            .map(|m| Member::parse(m).unwrap())
+            .collect::<BTreeSet<_>>()
+    };
+    let accessor = |list: &[String]| Policy {
+        version: 1,
+        etag: "e".into(),
+        bindings: vec![Binding {
+            role: runwarden::iam::IAP_ACCESSOR.into(),
+            members: members(list),
+            condition: None,
+        }],
+    };
+    let invoker = |list: &[String]| Policy {
+        version: 1,
+        etag: "e".into(),
+        bindings: vec![Binding {
+            role: RUN_INVOKER.into(),
+            members: members(list),
+            condition: None,
+        }],
+    };
+    let agent =
+        "serviceAccount:service-123456789012@gcp-sa-iap.iam.gserviceaccount.com".to_string();
+    let live = LiveState {
+        services: BTreeMap::from([(
+            id.clone(),
+            LiveService {
+                id: id.clone(),
+                labels: BTreeMap::new(),
+                settings: ServiceSettings {
+                    ingress: None,
+                    invoker_iam_disabled: false,
+                    custom_audiences: vec![],
+                    iap_enabled: true,
+                },
+                etag: "s".into(),
+                uri: None,
+                iam: Some(invoker(&[agent, "user:direct@acme.com".into()])),
+                iap_iam: Some(accessor(&[
+                    group("billing-admin"),
+                    group("no-such-role"),
+                    other_pool.clone(),
+                ])),
+                read_error: None,
+            },
+        )]),
+        project_numbers: BTreeMap::from([("acme-prod".to_string(), 123456789012)]),
+        directory: Directory {
+            roles: BTreeMap::from([(
+                "billing-admin".to_string(),
+                Role {
+                    id: "r1".into(),
+                    name: "billing-admin".into(),
+                    members: vec![],
+                },
+            )]),
+            members_resolved: false,
+        },
+    };
+    let imported = import(
+        &settings,
+        &live,
+        "acme-prod",
+        "europe-west1",
+        SystemTime::now(),
+    );
+    let p = &imported.policies[0];
+    assert!(p.iap);
+    let invokers: Vec<ImportedInvoker> = p.invokers.iter().map(|(i, _)| i.clone()).collect();
+    assert_eq!(
+        invokers,
+        vec![
+            ImportedInvoker::Auth0Role("billing-admin".into()),
+            ImportedInvoker::Member(Member::parse(&group("no-such-role")).unwrap()),
+            ImportedInvoker::Member(Member::parse(&other_pool).unwrap()),
+        ]
+    );
+    // A direct invoker grant behind IAP cannot be expressed (the plan moves grants to IAP): said, not imported.
+    assert!(
+        p.notes.iter().any(|n| n.contains("user:direct@acme.com")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        !invokers
+            .iter()
+            .any(|i| matches!(i, ImportedInvoker::Member(m) if m.as_str().contains("gcp-sa-iap")))
+    );
+}
