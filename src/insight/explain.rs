@@ -122,8 +122,22 @@ pub struct ServiceAccess {
     pub mode: Option<String>,
     /// A read that failed: access is unknown.
     pub read_error: Option<String>,
+    /// Exposure settings the policies want changed (what the next plan would patch).
+    pub pending_settings: Vec<PendingSetting>,
     /// Sorted by path, then state (live first), member, role, condition.
     pub access: Vec<AccessEntry>,
+}
+
+/// One exposure setting a plan would change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingSetting {
+    /// The Cloud Run field (`ingress`, `invokerIamDisabled`, `customAudiences`, `iapEnabled`).
+    pub field: String,
+    pub live: serde_json::Value,
+    pub wanted: serde_json::Value,
+    /// `file:line` of the policy lines that want it.
+    pub sources: Vec<String>,
 }
 
 /// What stands in front of a service.
@@ -241,7 +255,26 @@ pub fn explain(
     now: SystemTime,
 ) -> Result<Explanation, QueryError> {
     let wanted = desired_grants(desired, live, now);
-    let ctx = Ctx::new(desired, live, &wanted);
+    // Exposure the policies want changed comes straight from the plan, so the two agree.
+    let settings: BTreeMap<String, Vec<PendingSetting>> =
+        crate::plan::plan(desired, live, &crate::plan::PlanOptions::at(now))
+            .services
+            .into_iter()
+            .map(|sp| {
+                let pending = sp
+                    .settings
+                    .into_iter()
+                    .map(|c| PendingSetting {
+                        field: c.field,
+                        live: c.before,
+                        wanted: c.after,
+                        sources: c.sources,
+                    })
+                    .collect();
+                (sp.id, pending)
+            })
+            .collect();
+    let ctx = Ctx::new(desired, live, &wanted, settings);
     let mut services = Vec::new();
     let mut q = BTreeMap::new();
     match query {
@@ -280,6 +313,8 @@ struct Ctx<'a> {
     wanted: &'a BTreeMap<ServiceId, GovernedGrants>,
     /// Every member any policy grants anywhere (owned, as in the plan).
     policy_members: BTreeSet<&'a Member>,
+    /// Per service (`P/R/N`), the settings changes of the plan.
+    settings: BTreeMap<String, Vec<PendingSetting>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -287,6 +322,7 @@ impl<'a> Ctx<'a> {
         desired: &'a Desired,
         live: &'a LiveState,
         wanted: &'a BTreeMap<ServiceId, GovernedGrants>,
+        settings: BTreeMap<String, Vec<PendingSetting>>,
     ) -> Ctx<'a> {
         let policy_members = wanted
             .values()
@@ -298,6 +334,7 @@ impl<'a> Ctx<'a> {
             live,
             wanted,
             policy_members,
+            settings,
         }
     }
 
@@ -406,6 +443,11 @@ impl<'a> Ctx<'a> {
             governed_by: gov.map(|g| g.policies.clone()).unwrap_or_default(),
             mode: gov.map(|g| mode_str(g.mode).to_string()),
             read_error: svc.read_error.clone(),
+            pending_settings: self
+                .settings
+                .get(&svc.id.to_string())
+                .cloned()
+                .unwrap_or_default(),
             access: Vec::new(),
         };
         if svc.read_error.is_some() {
@@ -753,6 +795,15 @@ pub fn render_text(x: &Explanation) -> String {
             out.push_str(&format!("  uri       {u}\n"));
         }
         out.push_str(&format!("  exposure  {}\n", exposure_text(&s.exposure)));
+        for p in &s.pending_settings {
+            out.push_str(&format!(
+                "  pending   {} {} -> {} ({}): a plan would change it\n",
+                p.field,
+                p.live,
+                p.wanted,
+                p.sources.join(", ")
+            ));
+        }
         if let Some(e) = &s.read_error {
             out.push_str(&format!("  access    unknown: the read failed ({e})\n"));
             continue;
