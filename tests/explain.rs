@@ -171,6 +171,22 @@ async fn admin_console_access_goes_through_iap_once_iap_is_on() {
         agent[0].reasons[0],
         Reason::IapServiceAgent { .. }
     ));
+    // The policy's `iap: true` is not live yet: the setting the next plan would patch.
+    let pending = &x.services[0].pending_settings;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        (
+            pending[0].field.as_str(),
+            &pending[0].live,
+            &pending[0].wanted
+        ),
+        (
+            "iapEnabled",
+            &serde_json::json!(false),
+            &serde_json::json!(true)
+        )
+    );
+    assert!(pending[0].sources[0].contains("platform.yaml"));
 
     // IAP switched on: the accessor grant is effective, the direct invoker grant is flagged.
     let sim = conn.sim().unwrap().handle.clone();
@@ -182,6 +198,7 @@ async fn admin_console_access_goes_through_iap_once_iap_is_on() {
     let live = read_explain(&desired, &conn).await;
     let x = explain_service(&desired, &live, "acme-prod/europe-west1/admin-console");
     assert!(x.services[0].exposure.iap);
+    assert!(x.services[0].pending_settings.is_empty());
     assert!(entries(&x, "user:grace@acme.com")[0].effective);
     let glass = entries(&x, "user:break-glass@acme.com");
     assert!(
