@@ -195,6 +195,9 @@ pub struct ImportArgs {
     /// Where to write the generated policy files.
     #[arg(long, default_value = "imported", value_name = "DIR")]
     pub out: PathBuf,
+    /// Overwrite the generated file if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -265,8 +268,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(a) => crate::commands::cmd_plan(g, a),
         Command::Apply(a) => crate::commands::cmd_apply(g, a),
         Command::Run(a) => crate::commands::cmd_run(g, a),
-        Command::Explain(_) => not_built("explain", 8),
-        Command::Import(_) => not_built("import", 8),
+        Command::Explain(a) => crate::insight::cmd_explain(g, a),
+        Command::Import(a) => crate::insight::cmd_import(g, a),
         Command::CheckToken(a) => crate::commands::cmd_check_token(g, a),
         Command::Audit(a) => crate::commands::cmd_audit(g, a),
         Command::Demo(a) => crate::commands::cmd_demo(g, a),

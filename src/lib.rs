@@ -18,6 +18,7 @@
 //! * [`apply`]: executes a plan with etag read-modify-write and conflict re-planning.
 //! * [`reconcile`]: the long-running loop, its HTTP status endpoint and metrics.
 //! * [`audit`]: Auth0 hygiene findings and token checks.
+//! * [`insight`]: `explain` (who can invoke what, and why) and `import` (policies from live).
 //! * [`sim`]: the simulated Google and Auth0 APIs used by tests, benchmarks, `sim` and `demo`.
 //! * [`progress`]: the progress line of long passes on a terminal.
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
@@ -34,6 +35,7 @@ pub mod endpoints;
 pub mod google;
 pub mod iam;
 pub mod identity;
+pub mod insight;
 pub mod live;
 pub mod logging;
 pub mod metrics;

@@ -141,6 +141,8 @@ struct Grant {
     condition: Option<Condition>,
     /// `file:line` of the invoker line.
     loc: String,
+    /// Index of the invoker line in its policy's `invokers` (for [`desired_grants`]).
+    invoker: usize,
 }
 
 /// An Auth0 role named by an invoker, and how it resolved.
@@ -403,7 +405,7 @@ impl<'a> Planner<'a> {
         for policy in policies {
             let mut grants = Vec::new();
             let mut feeds = Vec::new();
-            for inv in &policy.invokers {
+            for (invoker, inv) in policy.invokers.iter().enumerate() {
                 let condition = match inv.expires {
                     Some(t) if t <= self.now => {
                         self.findings.insert(finding(None, "expired-grant", Severity::Info,
@@ -419,6 +421,7 @@ impl<'a> Planner<'a> {
                         member: m.clone(),
                         condition,
                         loc: loc(&inv.source),
+                        invoker,
                     }),
                     Principal::Machine(name) => {
                         match self.settings.machines.iter().find(|m| &m.name == name) {
@@ -426,6 +429,7 @@ impl<'a> Planner<'a> {
                                 member: machine.service_account.clone(),
                                 condition,
                                 loc: loc(&inv.source),
+                                invoker,
                             }),
                             None => {
                                 self.findings.insert(finding(None, "unknown-machine", Severity::Error,
@@ -456,6 +460,7 @@ impl<'a> Planner<'a> {
                                 member: m.clone(),
                                 condition: condition.clone(),
                                 loc: loc(&inv.source),
+                                invoker,
                             });
                         }
                         feeds.push(Feed {
@@ -1282,4 +1287,122 @@ pub fn replan_service(
         Planned::Entries(sp) => Some(sp),
         Planned::Skipped | Planned::InSync => None,
     }
+}
+
+/// Why the policies want a member on a governed binding (see [`desired_grants`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantBasis {
+    /// An `invokers` entry of a policy (for an Auth0 role: one of the members it maps to).
+    Invoker {
+        /// The policy's name.
+        policy: String,
+        /// The invoker line, with its source.
+        invoker: crate::policy::model::Invoker,
+    },
+    /// `public: true`: `allUsers` may invoke (`file:line` of the exposure blocks that say so).
+    Public { sources: Vec<String> },
+    /// With `iap: true` the IAP service agent needs `roles/run.invoker` to forward requests.
+    IapServiceAgent { sources: Vec<String> },
+}
+
+/// One member the policies want on one governed binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredGrant {
+    /// [`RUN_INVOKER`] (on the service) or [`IAP_ACCESSOR`] (on the IAP resource).
+    pub role: &'static str,
+    /// The generated expiry condition of a time-boxed grant.
+    pub condition: Option<Condition>,
+    pub member: Member,
+    pub basis: GrantBasis,
+}
+
+/// What the policies want for one governed service, exactly as [`plan`] computes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GovernedGrants {
+    /// Names of the governing policies, sorted.
+    pub policies: Vec<String>,
+    /// The most cautious mode of the governing policies.
+    pub mode: Mode,
+    /// Whether the merged exposure puts IAP in front (grants then go to the IAP resource).
+    pub iap: bool,
+    /// The merged `public` setting, when managed.
+    pub public: Option<bool>,
+    /// The policies disagree about `iap`: the plan plans nothing, and `grants` is empty.
+    pub iap_conflict: bool,
+    pub grants: Vec<DesiredGrant>,
+}
+
+/// Per governed live service, the members the policies want and why — the member resolution
+/// of [`plan`] (principal mapping, machines, `public`, IAP routing), without the diff. Pure;
+/// services whose state could not be read are listed too (what *would* be wanted).
+pub fn desired_grants(
+    desired: &Desired,
+    live: &LiveState,
+    now: SystemTime,
+) -> BTreeMap<ServiceId, GovernedGrants> {
+    let (mut p, resolved) = prepare(desired, live, now);
+    let governed = p.match_services(&desired.policies);
+    let mut out = BTreeMap::new();
+    for (id, govs) in &governed {
+        let mut idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
+        idx.sort_unstable();
+        idx.dedup();
+        let pols: Vec<&ResolvedPolicy> = idx.iter().map(|i| &resolved[*i]).collect();
+        let mut ref_sources: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
+        ref_sources.sort();
+        ref_sources.dedup();
+        let exp = p.merge_exposure(id, &pols);
+        let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
+        let public = exp.public.as_ref().map(|(v, _)| *v);
+        let sources_of = |f: &Option<(bool, Vec<String>)>| {
+            f.as_ref()
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| ref_sources.clone())
+        };
+        let mut grants = Vec::new();
+        if !exp.iap_conflict {
+            let role = if iap { IAP_ACCESSOR } else { RUN_INVOKER };
+            for rp in &pols {
+                for g in &rp.grants {
+                    if g.member.is_public() && public != Some(true) {
+                        continue;
+                    }
+                    grants.push(DesiredGrant {
+                        role,
+                        condition: g.condition.clone(),
+                        member: g.member.clone(),
+                        basis: GrantBasis::Invoker {
+                            policy: rp.policy.name.clone(),
+                            invoker: rp.policy.invokers[g.invoker].clone(),
+                        },
+                    });
+                }
+            }
+            if public == Some(true) {
+                grants.push(DesiredGrant {
+                    role: RUN_INVOKER,
+                    condition: None,
+                    member: Member::parse("allUsers").expect("allUsers is a member"),
+                    basis: GrantBasis::Public { sources: sources_of(&exp.public) },
+                });
+            }
+            if let (true, Some(n)) = (iap, live.project_numbers.get(&id.project)) {
+                grants.push(DesiredGrant {
+                    role: RUN_INVOKER,
+                    condition: None,
+                    member: iap_service_agent(*n),
+                    basis: GrantBasis::IapServiceAgent { sources: sources_of(&exp.iap) },
+                });
+            }
+        }
+        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
+        policies.sort();
+        policies.dedup();
+        let mode = pols.iter().map(|p| p.policy.mode).max().unwrap_or(Mode::Enforce);
+        out.insert(
+            id.clone(),
+            GovernedGrants { policies, mode, iap, public, iap_conflict: exp.iap_conflict, grants },
+        );
+    }
+    out
 }
