@@ -173,6 +173,54 @@ async fn a_writer_that_strikes_on_every_attempt_exhausts_the_conflict_budget_and
     assert_nothing_lost(&history, &removed, |r| env.handle().policy(r));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_edits_between_plan_and_apply_are_replanned_never_overwritten() {
+    let env = Env::demo().await;
+    let h = env.handle();
+    let live = env.read().await;
+    let plan = env.plan(&live);
+    let model = apply_to(&plan, &live);
+    let contractor = Member::parse("user:temp@partner.example").unwrap();
+
+    // payments-api: someone relabels it (its etag moves; the ingress change is still needed).
+    let labels = [("team".to_string(), "payments".to_string()), ("tier".to_string(), "1".to_string())].into();
+    assert!(h.update_service(&id(PAYMENTS_API), &runwarden::sim::ServicePatch { labels: Some(labels), ..Default::default() }));
+    // admin-console: someone already did everything the plan wanted, by hand.
+    let console = id(ADMIN_CONSOLE);
+    h.set_iam_policy_direct(&console, model.services[&console].iam.clone().unwrap()).unwrap();
+    assert!(h.update_service(&console, &runwarden::sim::ServicePatch { iap_enabled: Some(true), ..Default::default() }));
+    // billing-reports: someone adds a foreign member.
+    let reports = id("acme-prod/us-central1/billing-reports");
+    let mut edited = h.iam_policy(&reports).unwrap();
+    edited.bindings.push(Binding { role: RUN_INVOKER.into(), members: [contractor.clone()].into(), condition: None });
+    h.set_iam_policy_direct(&reports, edited).unwrap();
+    // billing-worker: someone already wrote the planned policy.
+    let worker = id(BILLING_WORKER);
+    h.set_iam_policy_direct(&worker, model.services[&worker].iam.clone().unwrap()).unwrap();
+
+    let report = env.apply_fresh(&live, &plan, &config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    let outcome = |s: &str| report.outcomes.iter().find(|o| o.service() == s).unwrap().clone();
+    let cases: [(&str, bool); 5] = [
+        (PAYMENTS_API, true),
+        (ADMIN_CONSOLE, false),
+        ("acme-prod/us-central1/billing-reports", true),
+        (BILLING_WORKER, false),
+        (BILLING_API, true),
+    ];
+    for (service, writes) in cases {
+        match (outcome(service), writes) {
+            (ServiceOutcome::Applied { .. }, true) | (ServiceOutcome::AlreadyConverged { .. }, false) => {}
+            (other, _) => panic!("{service}: expected {}, got {other:?}", if writes { "Applied" } else { "AlreadyConverged" }),
+        }
+    }
+    assert_eq!(h.service(&id(PAYMENTS_API)).unwrap().ingress.as_str(), "INGRESS_TRAFFIC_INTERNAL_ONLY");
+    assert_eq!(h.service(&id(PAYMENTS_API)).unwrap().labels.get("tier").map(String::as_str), Some("1"), "the relabel survives");
+    assert!(h.iam_policy(&reports).unwrap().bindings.iter().any(|b| b.members.contains(&contractor)), "the foreign member survives");
+    assert_nothing_lost(&h.history(), &applied_removals([&report]), |r| h.policy(r));
+    assert_eq!(env.left_to_apply().await, Vec::<String>::new());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Injected errors
 
@@ -527,6 +575,9 @@ fn no_secret_or_token_appears_in_any_output() {
         runwarden(&["--sim", &world, "--log-format", "json", "plan", "--format", "json"]),
         runwarden(&["--sim", &world, "apply", "--auto-approve"]),
         runwarden(&["--sim", &world, "--log-format", "json", "apply", "--auto-approve"]),
+        // Even with every library's debug and trace logging on (HTTP clients included).
+        runwarden_env(&["--sim", &world, "apply", "--auto-approve"], &[("RUST_LOG", "trace")]),
+        runwarden_env(&["--sim", &world, "--log-format", "json", "plan"], &[("RUST_LOG", "debug")]),
     ];
     for (i, run) in runs.iter().enumerate() {
         assert!(run.code == 0 || run.code == 2, "run {i}: {}", run.all());
@@ -573,6 +624,18 @@ fn json_audit_events_carry_every_field_and_cloud_logging_labels() {
     let summary = lines.last().unwrap();
     assert_eq!(summary["event"], "apply-summary");
     assert_eq!(summary["changesApplied"], 10);
+}
+
+#[test]
+fn audit_events_take_the_revision_from_the_ci_environment_without_revision() {
+    let run = runwarden_env(
+        &["--sim", "deploy/local/world.yaml", "--log-format", "json", "apply", "--auto-approve"],
+        &[("GITHUB_SHA", "0123abcd")],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let events: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(events.len() > 1);
+    assert!(events.iter().all(|e| e["revision"] == "0123abcd"), "{}", run.stdout);
 }
 
 #[test]

@@ -294,16 +294,18 @@ impl Run {
 
 /// Runs `runwarden ARGS` in the repository root with stdin closed (not a terminal).
 pub fn runwarden(args: &[&str]) -> Run {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_runwarden"))
-        .args(args)
-        .current_dir(repo())
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG")
-        .env_remove("GITHUB_SHA")
-        .env_remove("AUTH0_CLIENT_SECRET")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the runwarden binary runs");
+    runwarden_env(args, &[])
+}
+
+/// [`runwarden`] with extra environment variables.
+pub fn runwarden_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwarden"));
+    cmd.args(args).current_dir(repo()).env("NO_COLOR", "1").stdin(Stdio::null());
+    for var in ["RUST_LOG", "AUTH0_CLIENT_SECRET", "GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_SOURCEVERSION", "COMMIT_SHA"] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let out: Output = cmd.output().expect("the runwarden binary runs");
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
