@@ -14,7 +14,9 @@ use runwarden::apply::{
 };
 use runwarden::google::GoogleConfig;
 use runwarden::iam::Policy;
-use runwarden::live::{ClientConfig, Clients, LiveState, ReadConfig, ServiceId, clients_for_sim, read_live};
+use runwarden::live::{
+    ClientConfig, Clients, LiveState, ReadConfig, ServiceId, clients_for_sim, read_live,
+};
 use runwarden::plan::{Plan, PlanOptions, plan};
 use runwarden::policy::model::Desired;
 use runwarden::progress::Progress;
@@ -94,11 +96,18 @@ pub struct Env {
 
 impl Env {
     pub async fn start(world: World, desired: Desired) -> Env {
-        let sim = runwarden::sim::spawn(world).await.expect("the simulator starts");
+        let sim = runwarden::sim::spawn(world)
+            .await
+            .expect("the simulator starts");
         sim.handle.set_operation_delay(Duration::from_millis(20));
         let dir = tempfile::tempdir().unwrap();
         let clients = clients_for_sim(&sim, &desired.settings, dir.path(), &unpaced()).unwrap();
-        Env { sim, clients, desired, _dir: dir }
+        Env {
+            sim,
+            clients,
+            desired,
+            _dir: dir,
+        }
     }
 
     pub async fn demo() -> Env {
@@ -110,8 +119,13 @@ impl Env {
     }
 
     pub async fn read(&self) -> LiveState {
-        let config = ReadConfig { retry: quick_retries(), progress: None };
-        read_live(&self.desired, &self.clients, &config).await.expect("the live state reads")
+        let config = ReadConfig {
+            retry: quick_retries(),
+            progress: None,
+        };
+        read_live(&self.desired, &self.clients, &config)
+            .await
+            .expect("the live state reads")
     }
 
     pub fn plan(&self, live: &LiveState) -> Plan {
@@ -119,14 +133,32 @@ impl Env {
     }
 
     /// Applies a plan computed in this pass from `live`.
-    pub async fn apply_fresh(&self, live: &LiveState, plan: &Plan, config: &ApplyConfig) -> ApplyReport {
-        let source = PlanSource::Fresh { desired: &self.desired, live, now: SystemTime::now() };
+    pub async fn apply_fresh(
+        &self,
+        live: &LiveState,
+        plan: &Plan,
+        config: &ApplyConfig,
+    ) -> ApplyReport {
+        let source = PlanSource::Fresh {
+            desired: &self.desired,
+            live,
+            now: SystemTime::now(),
+        };
         self.apply_from(source, plan, config).await
     }
 
     /// Applies with shutdown already requested.
-    pub async fn apply_cancelled(&self, live: &LiveState, plan: &Plan, config: &ApplyConfig) -> ApplyReport {
-        let source = PlanSource::Fresh { desired: &self.desired, live, now: SystemTime::now() };
+    pub async fn apply_cancelled(
+        &self,
+        live: &LiveState,
+        plan: &Plan,
+        config: &ApplyConfig,
+    ) -> ApplyReport {
+        let source = PlanSource::Fresh {
+            desired: &self.desired,
+            live,
+            now: SystemTime::now(),
+        };
         let shutdown = CancellationToken::new();
         shutdown.cancel();
         self.apply_with(source, plan, config, shutdown).await
@@ -137,12 +169,27 @@ impl Env {
         self.apply_from(PlanSource::Saved, plan, config).await
     }
 
-    async fn apply_from(&self, source: PlanSource<'_>, plan: &Plan, config: &ApplyConfig) -> ApplyReport {
-        self.apply_with(source, plan, config, CancellationToken::new()).await
+    async fn apply_from(
+        &self,
+        source: PlanSource<'_>,
+        plan: &Plan,
+        config: &ApplyConfig,
+    ) -> ApplyReport {
+        self.apply_with(source, plan, config, CancellationToken::new())
+            .await
     }
 
-    async fn apply_with(&self, source: PlanSource<'_>, plan: &Plan, config: &ApplyConfig, shutdown: CancellationToken) -> ApplyReport {
-        let audit = AuditContext { revision: "test-rev".into(), actor: "serviceAccount:test@sim".into() };
+    async fn apply_with(
+        &self,
+        source: PlanSource<'_>,
+        plan: &Plan,
+        config: &ApplyConfig,
+        shutdown: CancellationToken,
+    ) -> ApplyReport {
+        let audit = AuditContext {
+            revision: "test-rev".into(),
+            actor: "serviceAccount:test@sim".into(),
+        };
         let sink = AuditSink::discard();
         let progress = Progress::hidden();
         let applier = Applier {
@@ -188,7 +235,11 @@ pub fn is_write(method: &str, path: &str) -> bool {
 
 /// Ids of services whose changes apply would carry out.
 pub fn applicable_changes(plan: &Plan) -> Vec<String> {
-    plan.services.iter().filter(|s| s.is_applicable() && s.has_changes()).map(|s| s.id.clone()).collect()
+    plan.services
+        .iter()
+        .filter(|s| s.is_applicable() && s.has_changes())
+        .map(|s| s.id.clone())
+        .collect()
 }
 
 pub fn failures(report: &ApplyReport) -> Vec<&ServiceOutcome> {
@@ -202,8 +253,15 @@ pub type BindingKey = (String, Option<(String, String)>);
 pub fn bindings(policy: &Policy) -> BTreeMap<BindingKey, BTreeSet<String>> {
     let mut out: BTreeMap<BindingKey, BTreeSet<String>> = BTreeMap::new();
     for b in &policy.bindings {
-        let key = (b.role.clone(), b.condition.as_ref().map(|c| (c.title.clone(), c.expression.clone())));
-        out.entry(key).or_default().extend(b.members.iter().map(|m| m.as_str().to_string()));
+        let key = (
+            b.role.clone(),
+            b.condition
+                .as_ref()
+                .map(|c| (c.title.clone(), c.expression.clone())),
+        );
+        out.entry(key)
+            .or_default()
+            .extend(b.members.iter().map(|m| m.as_str().to_string()));
     }
     out.retain(|_, m| !m.is_empty());
     out
@@ -240,7 +298,12 @@ pub fn applied_removals<'a>(reports: impl IntoIterator<Item = &'a ApplyReport>) 
                 "a removal with reason {} was applied: {e:?}",
                 e.reason
             );
-            out.insert((e.resource.clone(), e.role.clone().unwrap(), e.condition.clone(), e.member.clone().unwrap()));
+            out.insert((
+                e.resource.clone(),
+                e.role.clone().unwrap(),
+                e.condition.clone(),
+                e.member.clone().unwrap(),
+            ));
         }
     }
     out
@@ -250,7 +313,11 @@ pub fn applied_removals<'a>(reports: impl IntoIterator<Item = &'a ApplyReport>) 
 /// * every member a client write took away is one the applied plans removed, and
 /// * every member a concurrent writer or a direct (console) write added is still there now, or
 ///   was removed by a plan on purpose.
-pub fn assert_nothing_lost(history: &[IamWrite], removed: &BTreeSet<Grant>, current: impl Fn(&str) -> Option<Policy>) {
+pub fn assert_nothing_lost(
+    history: &[IamWrite],
+    removed: &BTreeSet<Grant>,
+    current: impl Fn(&str) -> Option<Policy>,
+) {
     let mut client_writes = 0;
     for w in history {
         let before = grants(&w.resource, &w.before);
@@ -262,7 +329,10 @@ pub fn assert_nothing_lost(history: &[IamWrite], removed: &BTreeSet<Grant>, curr
                     removed.contains(lost),
                     "a client write removed {lost:?}, which no applied plan removed (write {w:?})"
                 );
-                assert!(!lost.3.ends_with("@foreign.example"), "a concurrently added member was removed: {lost:?}");
+                assert!(
+                    !lost.3.ends_with("@foreign.example"),
+                    "a concurrently added member was removed: {lost:?}"
+                );
             }
         } else {
             for added in after.difference(&before) {
@@ -276,7 +346,10 @@ pub fn assert_nothing_lost(history: &[IamWrite], removed: &BTreeSet<Grant>, curr
             }
         }
     }
-    assert!(client_writes > 0, "the history shows no client write at all: nothing was checked");
+    assert!(
+        client_writes > 0,
+        "the history shows no client write at all: nothing was checked"
+    );
 }
 
 /// Output of one run of the binary.
@@ -300,8 +373,19 @@ pub fn runwarden(args: &[&str]) -> Run {
 /// [`runwarden`] with extra environment variables.
 pub fn runwarden_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwarden"));
-    cmd.args(args).current_dir(repo()).env("NO_COLOR", "1").stdin(Stdio::null());
-    for var in ["RUST_LOG", "AUTH0_CLIENT_SECRET", "GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_SOURCEVERSION", "COMMIT_SHA"] {
+    cmd.args(args)
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    for var in [
+        "RUST_LOG",
+        "AUTH0_CLIENT_SECRET",
+        "GITHUB_SHA",
+        "CI_COMMIT_SHA",
+        "GIT_COMMIT",
+        "BUILD_SOURCEVERSION",
+        "COMMIT_SHA",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
