@@ -611,6 +611,33 @@ async fn a_saved_plan_writes_nothing_for_a_service_whose_settings_moved_since() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_meeting_a_concurrent_write_is_refused_not_replanned() {
+    let env = Env::demo().await;
+    let live = env.read().await;
+    let saved = roundtrip(&env.plan(&live));
+    env.handle()
+        .set_faults_spec(&faults("concurrentWriter: 1.0"))
+        .unwrap();
+    let report = env.apply_saved(&saved, &config()).await;
+    for o in &report.outcomes {
+        let sp = saved.services.iter().find(|s| s.id == o.service()).unwrap();
+        let writes_iam = sp.member_changes().any(|c| c.action != Action::Keep);
+        match o {
+            ServiceOutcome::Stale { message, .. } if writes_iam => {
+                assert!(message.contains("409") && message.contains("runwarden plan"), "{message}")
+            }
+            ServiceOutcome::Applied { .. } if !writes_iam => {}
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    let history = env.handle().history();
+    assert!(
+        !history.iter().any(|w| w.writer == Writer::Client),
+        "no IAM write from a saved plan that met a conflict: {history:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_shutdown_has_begun_no_write_starts() {
     let env = Env::demo().await;
     let live = env.read().await;
