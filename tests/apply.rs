@@ -374,6 +374,49 @@ async fn console_edits_between_plan_and_apply_are_replanned_never_overwritten() 
     assert_eq!(env.left_to_apply().await, Vec::<String>::new());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replan_after_a_conflict_that_trips_a_guard_writes_nothing_for_that_service() {
+    // maxRemovals 2: exactly the demo plan's two removals pass.
+    let policies = policies_with_settings(|t| t.replace("maxRemovals: 25", "maxRemovals: 2"));
+    let env = Env::start(demo_world(), load(policies.path())).await;
+    let h = env.handle();
+    let live = env.read().await;
+    let plan = env.plan(&live);
+    assert!(check_guards(&plan, &env.desired.settings, None).is_empty());
+
+    // Between plan and apply, someone makes billing-reports public: its re-plan removes a third member.
+    let reports = id("acme-prod/us-central1/billing-reports");
+    let mut p = h.iam_policy(&reports).unwrap();
+    p.bindings.push(Binding {
+        role: RUN_INVOKER.into(),
+        members: [Member::parse("allUsers").unwrap()].into(),
+        condition: None,
+    });
+    h.set_iam_policy_direct(&reports, p).unwrap();
+    let edited = h.iam_policy(&reports).unwrap();
+
+    let report = env.apply_fresh(&live, &plan, &config()).await;
+    let failed: Vec<_> = failures(&report);
+    assert_eq!(failed.len(), 1, "{}", report.summary_line());
+    match failed[0] {
+        ServiceOutcome::Failed {
+            service,
+            message,
+            transient: false,
+        } => {
+            assert_eq!(service, "acme-prod/us-central1/billing-reports");
+            assert!(message.contains("guard maxRemovals tripped"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        h.iam_policy(&reports).unwrap(),
+        edited,
+        "nothing was written after the guard tripped"
+    );
+    assert!(report.outcomes.iter().filter(|o| !o.is_failure()).count() >= 4);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Injected errors
 
