@@ -417,6 +417,48 @@ async fn a_replan_after_a_conflict_that_trips_a_guard_writes_nothing_for_that_se
     assert!(report.outcomes.iter().filter(|o| !o.is_failure()).count() >= 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_the_plan_does_not_name_are_carried_over_conditions_included() {
+    let env = Env::demo().await;
+    let h = env.handle();
+    let reports = id("acme-prod/us-central1/billing-reports");
+    let mut p = h.iam_policy(&reports).unwrap();
+    p.bindings.push(Binding {
+        role: RUN_INVOKER.into(),
+        members: [Member::parse("user:auditor@partner.example").unwrap()].into(),
+        condition: Some(runwarden::iam::Condition {
+            title: "audit-window".into(),
+            description: Some("hand-made".into()),
+            expression: "request.time < timestamp(\"2030-01-01T00:00:00Z\")".into(),
+        }),
+    });
+    p.bindings.push(Binding {
+        role: "roles/run.developer".into(),
+        members: [Member::parse("group:reports-devs@acme.com").unwrap()].into(),
+        condition: None,
+    });
+    h.set_iam_policy_direct(&reports, p).unwrap();
+    let before = bindings(&h.iam_policy(&reports).unwrap());
+
+    let (plan, report) = env.pass(&config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    assert!(
+        applicable_changes(&plan).contains(&"acme-prod/us-central1/billing-reports".to_string())
+    );
+    let after = bindings(&h.iam_policy(&reports).unwrap());
+    for (key, members) in &before {
+        let kept = after.get(key).cloned().unwrap_or_default();
+        assert!(
+            kept.is_superset(members),
+            "{key:?} lost members: {members:?} -> {kept:?}"
+        );
+    }
+    assert!(
+        after.len() > before.len(),
+        "the planned conditional grant was added alongside"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Injected errors
 
