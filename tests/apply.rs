@@ -459,6 +459,89 @@ async fn bindings_the_plan_does_not_name_are_carried_over_conditions_included() 
     );
 }
 
+const SMALL_WORLD: &str = r#"
+projects:
+  - {id: proj-one, number: 111111111111}
+services:
+  - {project: proj-one, region: europe-west1, name: console, labels: {team: ops}}
+auth0:
+  domain: small.auth0.example
+  managementClient: {clientId: small-client}
+  users:
+    - {email: ann@small.example}
+    - {email: ben@small.example}
+  roles:
+    - {name: ops, users: [ann@small.example, ben@small.example]}
+"#;
+
+const SMALL_POLICIES: &str = r#"apiVersion: runwarden.dev/v1
+kind: Settings
+metadata: {name: small}
+spec:
+  auth0: {domain: small.auth0.example, clientId: small-client, clientSecretEnv: RW_TEST_UNUSED}
+  principals: {mapping: users, emailDomains: [small.example]}
+  scope: {projects: [proj-one], regions: [europe-west1]}
+  foreignMembers: keep
+  allowedRoles: [roles/run.invoker, roles/iap.httpsResourceAccessor]
+  guards: {maxRemovals: 5, maxRemovalRatio: 0.5}
+  audits: {maxTokenLifetime: 1h, maxSigningKeyAge: 90d, requireCoverage: true}
+---
+apiVersion: runwarden.dev/v1
+kind: AccessPolicy
+metadata: {name: console}
+spec:
+  mode: enforce
+  services:
+    - {project: proj-one, region: europe-west1, name: console}
+  exposure: {ingress: all, public: false, iap: true}
+  invokers:
+    - auth0Role: ops
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iap_is_switched_on_for_a_service_whose_iap_policy_was_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policies.yaml"), SMALL_POLICIES).unwrap();
+    let world =
+        runwarden::sim::World::from_yaml(SMALL_WORLD, std::path::Path::new("small.yaml")).unwrap();
+    let env = Env::start(world, load(dir.path())).await;
+    let (plan, report) = env.pass(&config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    assert_eq!(
+        report.applied_by_kind().get("add"),
+        Some(&3),
+        "two IAP accessors and the IAP service agent: {plan:?}"
+    );
+    let console = id("proj-one/europe-west1/console");
+    let iap = bindings(&env.handle().iap_policy(&console).unwrap());
+    let accessors = &iap[&("roles/iap.httpsResourceAccessor".to_string(), None)];
+    assert_eq!(
+        accessors,
+        &BTreeSet::from([
+            "user:ann@small.example".to_string(),
+            "user:ben@small.example".to_string()
+        ])
+    );
+    assert!(env.handle().service(&console).unwrap().iap_enabled);
+    // The accessors were written before IAP was switched on (no lock-out window).
+    let order: Vec<String> = env
+        .handle()
+        .request_log()
+        .iter()
+        .filter(|r| is_write(&r.method, &r.path))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        order.first().is_some_and(|p| p.contains("/iap_web/")),
+        "{order:?}"
+    );
+    assert!(
+        order.last().is_some_and(|p| !p.contains(":setIamPolicy")),
+        "the settings patch comes last: {order:?}"
+    );
+    assert_eq!(env.left_to_apply().await, Vec::<String>::new());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Injected errors
 
