@@ -131,7 +131,7 @@ async fn a_second_apply_writes_nothing() {
         "{second:?}"
     );
     assert!(
-        env.handle().request_log().len() > 0,
+        !env.handle().request_log().is_empty(),
         "the second pass did read"
     );
     assert_eq!(
