@@ -435,6 +435,9 @@ async fn apply_service(
     events: &mut Vec<AuditEvent>,
 ) -> Result<(), Failure> {
     let id = planned.service_id();
+    if matches!(a.source, PlanSource::Saved) {
+        check_saved_etags(&id, planned, a).await?;
+    }
     // The service as this apply currently plans it; a conflict re-plan replaces it.
     let mut current = planned.clone();
     for which in [Which::Iap, Which::Service] {
@@ -450,6 +453,38 @@ async fn apply_service(
     }
     if !current.settings.is_empty() {
         patch_settings(&id, &mut current, a, approved, events).await?;
+    }
+    Ok(())
+}
+
+/// A saved plan is refused per service as a whole: before the first write, every resource the
+/// service's part would write (IAP policy, service policy, service settings) must still carry the
+/// etag the plan was made from. Checking each resource only when its turn comes would write the
+/// IAP policy and then refuse the service policy, leaving the service half applied.
+async fn check_saved_etags(id: &ServiceId, planned: &ServicePlan, a: &Applier<'_>) -> Result<(), Failure> {
+    for (which, resource) in [(Which::Iap, &planned.iap), (Which::Service, &planned.iam)] {
+        let Some(r) = resource else { continue };
+        if !r.changes.iter().any(|c| c.action != Action::Keep) {
+            continue;
+        }
+        let fresh = read_policy(a, id, which, &r.resource).await?;
+        if fresh.etag != r.etag {
+            return Err(Failure::Stale(format!(
+                "the IAM policy of {} changed since the plan was made (etag {} → {}); nothing was written for this service; run `runwarden plan --out PLAN.json` again",
+                r.resource, r.etag, fresh.etag
+            )));
+        }
+    }
+    if !planned.settings.is_empty() {
+        let fresh = retry(&a.config.retry, "services.get", || a.google.get_service(id))
+            .await
+            .map_err(|e| Failure::from_google("re-reading the service", &e))?;
+        if fresh.etag != planned.etag {
+            return Err(Failure::Stale(format!(
+                "the service {id} changed since the plan was made (etag {} → {}); nothing was written for this service; run `runwarden plan --out PLAN.json` again",
+                planned.etag, fresh.etag
+            )));
+        }
     }
     Ok(())
 }
