@@ -1190,11 +1190,26 @@ fn json_audit_events_carry_every_field_and_cloud_logging_labels() {
         .iter()
         .filter(|l| l["event"] == "change-applied")
         .collect();
-    assert_eq!(
-        events.len(),
-        10,
-        "one event per applied change of the demo plan"
-    );
+    // The demo plan's applicable changes, counted from the saved-plan JSON of the same world.
+    let planned = runwarden(&["--sim", "deploy/local/world.yaml", "plan", "--format", "json"]);
+    let plan: Value = serde_json::from_str(&planned.stdout).expect("plan JSON");
+    let expected: usize = plan["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["mode"] == "enforce")
+        .map(|s| {
+            let members = ["iam", "iap"]
+                .iter()
+                .filter_map(|r| s[*r]["changes"].as_array())
+                .flatten()
+                .filter(|c| c["action"] != "keep")
+                .count();
+            members + s["settings"].as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    assert!(expected > 0);
+    assert_eq!(events.len(), expected, "one event per applied change of the demo plan");
     for e in &events {
         for field in [
             "service", "resource", "before", "after", "reason", "sources", "revision", "actor",
@@ -1243,7 +1258,7 @@ fn json_audit_events_carry_every_field_and_cloud_logging_labels() {
     );
     let summary = lines.last().unwrap();
     assert_eq!(summary["event"], "apply-summary");
-    assert_eq!(summary["changesApplied"], 10);
+    assert_eq!(summary["changesApplied"], expected);
 }
 
 #[test]

@@ -122,6 +122,7 @@ impl Env {
         let config = ReadConfig {
             retry: quick_retries(),
             progress: None,
+            shard: None,
         };
         read_live(&self.desired, &self.clients, &config)
             .await
