@@ -7,7 +7,6 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
@@ -19,22 +18,9 @@ use crate::pass::{Connection, load_policies, read, runtime};
 use crate::plan::{GuardTrip, Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
 use crate::progress::Progress;
 
-/// The clock of a command: now, or `RUNWARDEN_NOW` (RFC 3339) to plan as of another instant —
-/// to see which grants will have expired by a date, or to make outputs reproducible in tests.
-/// Read here, once per use, and passed down: nothing below the commands reads a clock.
-pub fn clock_now() -> SystemTime {
-    match std::env::var("RUNWARDEN_NOW") {
-        Ok(text) => crate::policy::parse_rfc3339(text.trim()).unwrap_or_else(|e| {
-            eprintln!("warning: RUNWARDEN_NOW={text:?} is not an RFC 3339 time ({e}); using the current time");
-            SystemTime::now()
-        }),
-        Err(_) => SystemTime::now(),
-    }
-}
-
 /// `runwarden plan`.
 pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let now = clock_now();
+    let now = crate::time::command_now();
     let Ok(desired) = load_policies(&args.policies.policies, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
@@ -107,7 +93,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         )
         .map_err(|e| anyhow::anyhow!("CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT: {e}"))?,
     };
-    let now = clock_now();
+    let now = crate::time::command_now();
     let Ok(desired) = load_policies(&args.policies.policies, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
@@ -222,7 +208,7 @@ pub fn cmd_demo(global: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<ExitCode
 
 /// The demo, writing to `out` (tests capture it).
 pub fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let now = clock_now();
+    let now = crate::time::command_now();
     if !world.exists() {
         bail!("the demo world {} does not exist; run the demo from the repository's root, or pass --world FILE", world.display());
     }
@@ -270,7 +256,7 @@ pub fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn 
 
         writeln!(out, "\n== 3. plan again: nothing left to apply\n")?;
         let live = read(&desired, &conn, &progress).await?;
-        let second = plan(&desired, &live, &PlanOptions::at(clock_now()));
+        let second = plan(&desired, &live, &PlanOptions::at(crate::time::command_now()));
         write!(out, "{}", render_text(&second, false))?;
         let left: usize = second
             .services
@@ -333,7 +319,7 @@ impl crate::reconcile::Pass for LivePass {
     type Desired = crate::policy::model::Desired;
 
     fn load(&self, dir: &Path) -> Result<Self::Desired, String> {
-        crate::policy::load_lenient(dir, clock_now()).map(|l| l.desired).map_err(|e| e.to_string())
+        crate::policy::load_lenient(dir, crate::time::command_now()).map(|l| l.desired).map_err(|e| e.to_string())
     }
 
     async fn run(
@@ -343,7 +329,7 @@ impl crate::reconcile::Pass for LivePass {
         shutdown: CancellationToken,
     ) -> Result<crate::reconcile::PassReport, crate::reconcile::PassFailure> {
         use crate::reconcile::{PassFailure, PassReport, ServiceStatus};
-        let now = clock_now();
+        let now = crate::time::command_now();
         let live = crate::live::read_live(&desired, &self.conn.clients, &crate::live::ReadConfig::default())
             .await
             .map_err(|e| PassFailure { transient: true, reason: "ReadFailed".into(), message: e.to_string() })?;
@@ -404,7 +390,7 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         .with_context(|| format!("--listen {:?} is not an address such as 127.0.0.1:8080", args.listen))?;
     // The connection is made from the policies as they are at start; a policy change that
     // moves the Auth0 tenant or client takes a restart (the loop says so).
-    let Ok(desired) = load_policies(&args.policies.policies, clock_now()) else {
+    let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     runtime()?.block_on(async {
@@ -479,7 +465,7 @@ pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -
     if token.is_empty() {
         bail!("no token on stdin; pass it as `runwarden check-token < token.txt` (it is never printed)");
     }
-    let Ok(desired) = load_policies(&args.policies.policies, clock_now()) else {
+    let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let service = args.service.as_deref().map(parse_service).transpose()?;
@@ -498,7 +484,7 @@ pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -
             }
             None => None,
         };
-        let expectation = Expectation { issuer: issuer_jwks.0, jwks: issuer_jwks.1, service: audiences, now: clock_now() };
+        let expectation = Expectation { issuer: issuer_jwks.0, jwks: issuer_jwks.1, service: audiences, now: crate::time::command_now() };
         Ok::<_, anyhow::Error>(check_token(&token, &expectation, Some(&desired)))
     })?;
     print!("{}", render_report(&report));
@@ -567,7 +553,7 @@ async fn hygiene_findings(
     let apis = retry(&policy, "resource-servers", || auth0.resource_servers()).await?;
     let keys = retry(&policy, "keys/signing", || auth0.signing_keys()).await?;
     let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory };
-    Ok(audit(desired, &tenant, clock_now()))
+    Ok(audit(desired, &tenant, crate::time::command_now()))
 }
 
 /// Hygiene findings as plan findings (they appear in every plan).
@@ -605,7 +591,7 @@ fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::audit::hygie
 
 /// `runwarden audit`: Auth0 hygiene findings alone. Exit 0 when there are none, 2 when there are.
 pub fn cmd_audit(global: &GlobalArgs, args: &crate::cli::AuditArgs) -> anyhow::Result<ExitCode> {
-    let Ok(desired) = load_policies(&args.policies.policies, clock_now()) else {
+    let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let findings = runtime()?.block_on(async {

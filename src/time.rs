@@ -5,6 +5,19 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The clock of a command: now, or `RUNWARDEN_NOW` (RFC 3339) to run as of another instant —
+/// to see which grants will have expired by a date, or to make outputs reproducible in tests.
+/// Commands read it once and pass it down: nothing below them reads a clock.
+pub fn command_now() -> SystemTime {
+    match std::env::var("RUNWARDEN_NOW") {
+        Ok(text) => parse_rfc3339(text.trim()).unwrap_or_else(|e| {
+            eprintln!("warning: RUNWARDEN_NOW={text:?} is not an RFC 3339 time ({e}); using the current time");
+            SystemTime::now()
+        }),
+        Err(_) => SystemTime::now(),
+    }
+}
+
 /// How many fractional digits [`format_rfc3339`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fraction {

@@ -15,7 +15,6 @@ pub mod import;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use crate::cli::{EXIT_ERROR, ExplainArgs, GlobalArgs, ImportArgs, PlanFormat};
 use crate::live::LiveState;
@@ -161,7 +160,7 @@ async fn all_role_names(conn: &Connection) -> Result<Vec<String>, InsightError> 
 
 /// `runwarden explain`.
 pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let now = SystemTime::now();
+    let now = crate::time::command_now();
     let Ok(desired) = load_policies(&args.policies.policies, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
@@ -211,7 +210,7 @@ pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Ex
 
 /// `runwarden import`.
 pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let now = SystemTime::now();
+    let now = crate::time::command_now();
     let Ok(desired) = load_policies(&args.policies.policies, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };

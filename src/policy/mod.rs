@@ -131,7 +131,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 pub fn cmd_validate(_global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir();
     let mut stderr = std::io::stderr().lock();
-    match load_with_warnings(dir, SystemTime::now()) {
+    match load_with_warnings(dir, crate::time::command_now()) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 writeln!(stderr, "{w}")?;
