@@ -353,6 +353,15 @@ impl crate::reconcile::Pass for LivePass {
         let report = apply(&plan, &applier).await;
         self.sink.summary(&report, &audit);
         let mut out = PassReport { applied: report.applied_by_kind(), drift: report.not_applied as u64, ..PassReport::default() };
+        // Every governed service (the reader reads IAM for those only) starts in sync; the plan
+        // and the apply report say otherwise where they must.
+        for svc in live.services.values().filter(|s| s.iam.is_some() || s.read_error.is_some()) {
+            let (state, message) = match &svc.read_error {
+                Some(e) => ("Failed", Some(format!("read failed: {e}"))),
+                None => ("InSync", None),
+            };
+            out.services.insert(svc.id.to_string(), ServiceStatus { state: state.into(), message });
+        }
         for sp in &plan.services {
             let state = if !sp.has_changes() {
                 "InSync"
