@@ -125,6 +125,8 @@ async fn the_loop_corrects_injected_drift_keeps_last_good_policies_and_reports_s
     let body = reqwest::get(format!("http://{addr}/status")).await.unwrap().text().await.unwrap();
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["services"]["acme-staging/europe-west1/billing-api"]["state"], "Drifted", "{body}");
+    assert_eq!(json["services"]["acme-prod/us-central1/status-page"]["state"], "InSync", "every governed service is listed: {body}");
+    assert!(json["services"].get("acme-staging/europe-west1/sandbox").is_none(), "ungoverned services are not: {body}");
     assert!(json["passes"].as_u64().unwrap() >= 3, "{body}");
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("runwarden_changes_applied_total{kind=\"remove\"}"), "{metrics}");
