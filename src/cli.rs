@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::logging::{self, LogFormat};
 
-/// Exit code: an error (bad input, failed calls, not built yet).
+/// Exit code: an error (bad input, failed calls, a service not converged).
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code: the plan has changes.
 pub const EXIT_CHANGES: u8 = 2;
@@ -274,12 +274,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(a) => crate::commands::cmd_audit(g, a),
         Command::Demo(a) => crate::commands::cmd_demo(g, a),
     }
-}
-
-/// The answer of a command that is declared but not built yet: says so plainly, exits 1.
-pub fn not_built(command: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "runwarden {command}: not built yet (tracked as issue {issue}); nothing was read or changed"
-    );
-    Ok(ExitCode::from(EXIT_ERROR))
 }
