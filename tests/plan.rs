@@ -1138,6 +1138,25 @@ fn trips(
 }
 
 #[test]
+fn removing_public_access_counts_against_max_removals_but_not_the_owned_ratio() {
+    // One owned member stays; `allUsers` and `allAuthenticatedUsers` go (public: false). Two
+    // removals of one owned member would be 200% if public removals counted in the ratio.
+    let d = desired(settings(), vec![billing().public(false).member("user:stay0@acme.com")]);
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:stay0@acme.com", "allUsers", "allAuthenticatedUsers"])
+        .build();
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let mut s = settings(); // maxRemovalRatio 0.5
+    assert!(trips(&plan, &s, None).is_empty(), "{:?}", trips(&plan, &s, None));
+    s.guards.max_removals = 1;
+    let t = trips(&plan, &s, None);
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(t[0].0, GuardKind::MaxRemovals);
+    assert!(t[0].1.contains("removes 2 members, more than maxRemovals 1"), "{}", t[0].1);
+}
+
+#[test]
 fn the_removal_count_guard_names_its_numbers_and_the_override() {
     let mut s = settings();
     s.guards.max_removal_ratio = 1.0;
