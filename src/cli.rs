@@ -18,6 +18,20 @@ pub const EXIT_CHANGES: u8 = 2;
 /// Exit code: a guard refused the apply.
 pub const EXIT_GUARD: u8 = 3;
 
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn an_error_chain_is_printed_once_even_when_messages_quote_their_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("no credentials: {0}")]
+        struct Outer(#[source] std::io::Error);
+        let err = anyhow::Error::new(Outer(std::io::Error::other("no method found"))).context("connecting");
+        assert_eq!(error_chain(&err), "connecting: no credentials: no method found");
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "runwarden",
@@ -53,7 +67,7 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Check the policy files and report every error with file:line:col.
     Validate(ValidateArgs),
-    /// Write the JSON Schemas of the policy (and world) files.
+    /// Write the JSON Schemas (policy kinds, saved plan, simulator world) into schemas/.
     Schema(SchemaArgs),
     /// Show what would change (exit 2 when there are changes).
     Plan(PlanArgs),
@@ -143,7 +157,7 @@ pub struct ApplyArgs {
     /// Allow up to N removals for this run, overriding the removal guards.
     #[arg(long, value_name = "N")]
     pub allow_removals: Option<usize>,
-    /// Only this shard of the services: I/N (defaults from CLOUD_RUN_TASK_INDEX/COUNT).
+    /// Only this shard of the services: I/N, 0-based (defaults from CLOUD_RUN_TASK_INDEX/COUNT).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Git revision recorded in audit events (defaults from the CI environment).
@@ -252,10 +266,27 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose text the
+/// line already holds (many errors quote their source in their own message).
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// Dispatches one parsed command line.

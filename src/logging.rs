@@ -28,8 +28,9 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `RUST_LOG` overrides `default_level` (e.g. `info`).
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // gcp_auth logs every internal retry as a warning; runwarden reports the outcome itself.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},gcp_auth=error")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
