@@ -45,7 +45,7 @@ use crate::iam::{MAX_POLICY_MEMBERS, Policy};
 use crate::live::{LiveService, LiveState, ServiceId};
 use crate::plan::{
     Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
-    check_guards, replan_service,
+    Replanner, check_guards,
 };
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
@@ -322,6 +322,14 @@ pub struct Applier<'a> {
     pub progress: &'a Progress,
 }
 
+/// What the services of one apply share: the plan as currently approved (conflict re-plans
+/// replace their service in it and the guards are re-checked on the whole), and the re-planner,
+/// prepared on the first conflict and reused by every later one.
+struct Shared<'s> {
+    approved: Mutex<Plan>,
+    replanner: std::sync::OnceLock<Replanner<'s>>,
+}
+
 /// A failure of one service's part.
 enum Failure {
     Stale(String),
@@ -358,15 +366,15 @@ pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
     applier.progress.start("applying", applicable.len() as u64);
     // The plan as currently approved: conflict re-plans replace their service in it and the
     // guards are re-checked on the whole.
-    let approved = Mutex::new(plan.clone());
+    let shared = Shared { approved: Mutex::new(plan.clone()), replanner: std::sync::OnceLock::new() };
     let permits = Semaphore::new(applier.config.concurrency.max(1));
     let results = futures_join_all(applicable.iter().map(|sp| {
-        let (permits, approved) = (&permits, &approved);
+        let (permits, shared) = (&permits, &shared);
         async move {
             let _permit = permits.acquire().await.expect("never closed");
             let started = Instant::now();
             let mut events = Vec::new();
-            let result = apply_service(sp, applier, approved, &mut events).await;
+            let result = apply_service(sp, applier, shared, &mut events).await;
             applier.progress.inc();
             let service = sp.id.clone();
             let outcome = match result {
@@ -428,10 +436,10 @@ enum Which {
     Service,
 }
 
-async fn apply_service(
+async fn apply_service<'s>(
     planned: &ServicePlan,
-    a: &Applier<'_>,
-    approved: &Mutex<Plan>,
+    a: &Applier<'s>,
+    shared: &Shared<'s>,
     events: &mut Vec<AuditEvent>,
 ) -> Result<(), Failure> {
     let id = planned.service_id();
@@ -449,10 +457,10 @@ async fn apply_service(
         if !resource.changes.iter().any(|c| c.action != Action::Keep) {
             continue;
         }
-        write_policy(&id, which, &resource, &mut current, a, approved, events).await?;
+        write_policy(&id, which, &resource, &mut current, a, shared, events).await?;
     }
     if !current.settings.is_empty() {
-        patch_settings(&id, &mut current, a, approved, events).await?;
+        patch_settings(&id, &mut current, a, shared, events).await?;
     }
     Ok(())
 }
@@ -509,13 +517,13 @@ async fn read_policy(a: &Applier<'_>, id: &ServiceId, which: Which, resource: &s
     }
 }
 
-async fn write_policy(
+async fn write_policy<'s>(
     id: &ServiceId,
     which: Which,
     planned: &ResourcePlan,
     current: &mut ServicePlan,
-    a: &Applier<'_>,
-    approved: &Mutex<Plan>,
+    a: &Applier<'s>,
+    shared: &Shared<'s>,
     events: &mut Vec<AuditEvent>,
 ) -> Result<(), Failure> {
     let mut plan = planned.clone();
@@ -600,11 +608,11 @@ async fn write_policy(
                     Which::Service => fresh.iam = Some(fresh_policy.clone()),
                     Which::Iap => fresh.iap_iam = Some(fresh_policy.clone()),
                 }
-                let replanned = replan_service(desired, live, &fresh, now);
+                let replanned = shared.replanner.get_or_init(|| Replanner::new(desired, live, now)).replan(&fresh);
                 let Some(replanned) = replanned.filter(|s| s.is_applicable()) else {
                     return Ok(()); // no longer governed or enforced: nothing to write
                 };
-                recheck_guards(a, approved, &replanned)?;
+                recheck_guards(a, &shared.approved, &replanned)?;
                 let next = match which {
                     Which::Service => replanned.iam.clone(),
                     Which::Iap => replanned.iap.clone(),
@@ -654,11 +662,11 @@ fn recheck_guards(a: &Applier<'_>, approved: &Mutex<Plan>, replanned: &ServicePl
     )))
 }
 
-async fn patch_settings(
+async fn patch_settings<'s>(
     id: &ServiceId,
     current: &mut ServicePlan,
-    a: &Applier<'_>,
-    approved: &Mutex<Plan>,
+    a: &Applier<'s>,
+    shared: &Shared<'s>,
     events: &mut Vec<AuditEvent>,
 ) -> Result<(), Failure> {
     let mut settings: Vec<SettingChange> = current.settings.clone();
@@ -709,10 +717,11 @@ async fn patch_settings(
                     fresh.iam = snapshot.iam.clone();
                     fresh.iap_iam = snapshot.iap_iam.clone();
                 }
-                let Some(replanned) = replan_service(desired, live, &fresh, now).filter(|s| s.is_applicable()) else {
+                let replanner = shared.replanner.get_or_init(|| Replanner::new(desired, live, now));
+                let Some(replanned) = replanner.replan(&fresh).filter(|s| s.is_applicable()) else {
                     return Ok(());
                 };
-                recheck_guards(a, approved, &replanned)?;
+                recheck_guards(a, &shared.approved, &replanned)?;
                 settings = replanned.settings.clone();
                 etag = fresh.etag.clone();
                 *current = replanned;

@@ -1273,19 +1273,41 @@ fn mark_origins(plan: &mut Plan, base: &Plan) {
 /// retry writes what the rules say about the state as it is now, not as it was when the pass
 /// began. The rules are those of [`plan`]; the rest of `live` supplies the directory, the
 /// project numbers and the other services (for selectors). `None` when the service is no longer
-/// governed, could not be planned, or has nothing to plan.
+/// governed, could not be planned, or has nothing to plan. For many re-plans in one pass, use a
+/// [`Replanner`].
 pub fn replan_service(
     desired: &Desired,
     live: &LiveState,
     fresh: &LiveService,
     now: SystemTime,
 ) -> Option<ServicePlan> {
-    let (mut p, resolved) = prepare(desired, live, now);
-    let governed = p.match_services(&desired.policies);
-    let govs = governed.get(&fresh.id)?;
-    match p.plan_service(fresh, govs, &resolved) {
-        Planned::Entries(sp) => Some(sp),
-        Planned::Skipped | Planned::InSync => None,
+    Replanner::new(desired, live, now).replan(fresh)
+}
+
+/// [`replan_service`] prepared once per pass: every policy's members are resolved and every
+/// service matched when it is built, so each re-plan costs one service's diff rather than a new
+/// resolution of the whole directory.
+pub struct Replanner<'a> {
+    planner: std::sync::Mutex<Planner<'a>>,
+    resolved: Vec<ResolvedPolicy<'a>>,
+    governed: BTreeMap<ServiceId, Vec<(usize, &'a ServiceRef)>>,
+}
+
+impl<'a> Replanner<'a> {
+    pub fn new(desired: &'a Desired, live: &'a LiveState, now: SystemTime) -> Replanner<'a> {
+        let (mut planner, resolved) = prepare(desired, live, now);
+        let governed = planner.match_services(&desired.policies);
+        Replanner { planner: std::sync::Mutex::new(planner), resolved, governed }
+    }
+
+    /// The plan of `fresh` (a newer read of a service in the snapshot), as [`replan_service`].
+    pub fn replan(&self, fresh: &LiveService) -> Option<ServicePlan> {
+        let govs = self.governed.get(&fresh.id)?;
+        let mut planner = self.planner.lock().unwrap_or_else(|e| e.into_inner());
+        match planner.plan_service(fresh, govs, &self.resolved) {
+            Planned::Entries(sp) => Some(sp),
+            Planned::Skipped | Planned::InSync => None,
+        }
     }
 }
 

@@ -17,7 +17,7 @@ mod time;
 
 pub use engine::{
     MANAGED_CONDITION_PREFIX, PlanOptions, expiry_condition, iap_service_agent,
-    is_managed_condition, plan, replan_service,
+    is_managed_condition, plan, replan_service, Replanner,
 };
 pub use guards::{GuardKind, GuardTrip, check_guards};
 pub use model::*;
