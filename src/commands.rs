@@ -477,7 +477,7 @@ pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -
     let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
-    let service = args.service.as_deref().map(parse_service).transpose()?;
+    let service = args.service.as_deref().map(crate::insight::explain::parse_service).transpose()?;
     let report = runtime()?.block_on(async {
         let conn = Connection::open(global, &desired.settings).await?;
         let http = crate::endpoints::http_client(crate::endpoints::HttpTimeouts::default())?;
@@ -498,17 +498,6 @@ pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -
     })?;
     print!("{}", render_report(&report));
     Ok(if report.accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
-}
-
-/// `project/region/name` or `projects/P/locations/R/services/S`.
-fn parse_service(text: &str) -> anyhow::Result<crate::live::ServiceId> {
-    if let Some(id) = crate::live::ServiceId::parse(text) {
-        return Ok(id);
-    }
-    match text.split('/').collect::<Vec<_>>().as_slice() {
-        [p, r, s] if !p.is_empty() && !r.is_empty() && !s.is_empty() => Ok(crate::live::ServiceId::new(p, r, s)),
-        _ => bail!("--service {text:?}: expected PROJECT/REGION/NAME or projects/P/locations/R/services/S"),
-    }
 }
 
 /// The tenant's issuer (from its discovery document) and its published keys. Only the paths of

@@ -5,6 +5,7 @@
 //! The library is driven directly (read → plan → apply, as `cmd_apply` does) so a test can look
 //! inside the simulator between steps; a few tests run the real binary for exit codes and output.
 
+mod common;
 #[path = "apply/support.rs"]
 mod support;
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use crate::common::copy_dir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -408,19 +409,6 @@ pub fn policies_with_settings(edit: impl Fn(&str) -> String) -> tempfile::TempDi
     assert_ne!(edited, text, "the settings edit changed nothing");
     std::fs::write(&path, edited).unwrap();
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// Writes `text` as a world file in `dir` and returns its path as a string.
