@@ -45,7 +45,7 @@ use crate::iam::{MAX_POLICY_MEMBERS, Policy};
 use crate::live::{LiveService, LiveState, ServiceId};
 use crate::plan::{
     Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
-    Replanner, check_guards,
+    Replanner, check_guards, is_governed_setting,
 };
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
@@ -675,6 +675,13 @@ async fn patch_settings<'s>(
     loop {
         if settings.is_empty() {
             return Ok(());
+        }
+        // Only the governed fields, each under its own update-mask path, are ever patched.
+        if let Some(c) = settings.iter().find(|c| !is_governed_setting(c)) {
+            return Err(Failure::Call(
+                format!("refusing to patch `{}` (updateMask `{}`) of {id}: runwarden only changes {}; nothing was written for the settings", c.field, c.update_mask_path, crate::plan::GOVERNED_SETTINGS.join(", ")),
+                false,
+            ));
         }
         if a.shutdown.is_cancelled() {
             return Err(Failure::Shutdown);

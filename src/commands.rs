@@ -34,14 +34,33 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let plan = runtime()?.block_on(async {
         let conn = Connection::open(global, &desired.settings).await?;
-        let live = read(&desired, &conn, &progress).await?;
-        let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
-        // Auth0 hygiene is part of every plan (two more Management API reads); with the
-        // workforce-pool mapping members were not read, so the audit reads them itself.
-        let directory = live.directory.members_resolved.then_some(&live.directory);
-        add_hygiene_to_plan(&mut plan, hygiene_findings(&desired, &conn, directory).await);
-        Ok::<_, anyhow::Error>(plan)
+        // SIGINT/SIGTERM end a plan cleanly: nothing is written by a plan, so it just stops.
+        let interrupted = CancellationToken::new();
+        spawn_interrupt_watcher(interrupted.clone(), "plan", "no plan was made");
+        let work = async {
+            let live = read(&desired, &conn, &progress).await?;
+            let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
+            // Auth0 hygiene is part of every plan (two more Management API reads); with the
+            // workforce-pool mapping members were not read, so the audit reads them itself.
+            let directory = live.directory.members_resolved.then_some(&live.directory);
+            add_hygiene_to_plan(&mut plan, hygiene_findings(&desired, &conn, directory).await);
+            Ok::<_, anyhow::Error>(Some(plan))
+        };
+        tokio::select! {
+            plan = work => plan,
+            _ = interrupted.cancelled() => {
+                progress.finish();
+                Ok(None)
+            }
+        }
     })?;
+    let Some(mut plan) = plan else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    plan.policy_digest = Some(
+        crate::policy::digest(&args.policies.policies)
+            .with_context(|| format!("reading the policies under {}", args.policies.policies.display()))?,
+    );
     let trips = check_guards(&plan, &desired.settings, None);
     if let Some(out) = &args.out {
         std::fs::write(out, plan.to_json())
@@ -58,6 +77,11 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     }
     print!("{text}");
     let _ = std::io::stdout().flush();
+    let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
+    if !unread.is_empty() {
+        report_unread(&unread);
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
     Ok(exit_for_plan(&plan))
 }
 
@@ -98,11 +122,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let saved = match &args.plan {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the saved plan {}", path.display()))?;
-            Some(Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?)
-        }
+        Some(path) => Some(read_saved_plan(path, &args.policies.policies)?),
         None => None,
     };
     let json = global.log_format == LogFormat::Json;
@@ -121,27 +141,37 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         let audit = AuditContext { actor: conn.actor.clone(), ..audit };
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("runwarden apply: interrupted; finishing the writes in flight, starting no new one");
-            on_signal.cancel();
-        });
+        spawn_interrupt_watcher(shutdown.clone(), "apply", "finishing the writes in flight, starting no new one");
         if let Some(shard) = shard {
             tracing::info!(index = shard.index, count = shard.count, "applying one shard of the estate");
         }
-        let (plan, live) = match saved {
-            Some(mut plan) => {
-                if let Some(shard) = shard {
-                    plan.services.retain(|s| shard.contains(&s.service_id()));
-                }
-                (plan, None)
-            }
-            None => {
-                let live = crate::pass::read_shard(&desired, &conn, &progress, shard).await?;
-                (plan(&desired, &live, &PlanOptions::at(now)), Some(live))
+        // A saved plan is re-derived too: its services are re-planned from the live state and
+        // the current policies, and only what the policies produce is applied (plan::verify).
+        let read = crate::pass::read_shard(&desired, &conn, &progress, shard);
+        let live = tokio::select! {
+            live = read => live?,
+            _ = shutdown.cancelled() => {
+                eprintln!("runwarden apply: interrupted while reading; nothing was applied");
+                return Ok(ExitCode::from(EXIT_ERROR));
             }
         };
+        let fresh = plan(&desired, &live, &PlanOptions::at(now));
+        let (plan, stale) = match saved {
+            Some(mut saved) => {
+                if let Some(shard) = shard {
+                    saved.services.retain(|s| shard.contains(&s.service_id()));
+                }
+                match crate::plan::verify_saved(&saved, &fresh, &live) {
+                    Ok(verified) => (verified.plan, verified.stale),
+                    Err(mismatch) => {
+                        eprintln!("error: {mismatch}");
+                        return Ok(ExitCode::from(EXIT_ERROR));
+                    }
+                }
+            }
+            None => (fresh, Vec::new()),
+        };
+        let from_saved = args.plan.is_some();
         if !json {
             print!("{}", render_text(&plan, std::io::stdout().is_terminal()));
         }
@@ -155,20 +185,21 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
             crate::metrics::global().inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
             return Ok(ExitCode::from(EXIT_GUARD));
         }
-        if !plan.services.iter().any(|s| s.is_applicable() && s.has_changes()) {
-            if !json {
+        let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
+        let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_changes());
+        if !applicable && stale.is_empty() {
+            if !json && unread.is_empty() {
                 println!("Nothing to apply.");
             }
-            return Ok(ExitCode::SUCCESS);
+            report_unread(&unread);
+            return Ok(if unread.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) });
         }
-        if interactive && !confirm()? {
+        if applicable && interactive && !confirm()? {
             println!("Apply cancelled; nothing was changed.");
             return Ok(ExitCode::SUCCESS);
         }
-        let source = match &live {
-            Some(live) => PlanSource::Fresh { desired: &desired, live, now },
-            None => PlanSource::Saved,
-        };
+        // A saved plan is never re-planned on a conflict: what was reviewed is applied or refused.
+        let source = if from_saved { PlanSource::Saved } else { PlanSource::Fresh { desired: &desired, live: &live, now } };
         let applier = Applier {
             google: &conn.clients.google,
             settings: &desired.settings,
@@ -179,10 +210,75 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
             shutdown,
             progress: &progress,
         };
-        let report = apply(&plan, &applier).await;
+        let mut report = if applicable { apply(&plan, &applier).await } else { ApplyReport::default() };
+        for (service, message) in stale {
+            report.outcomes.push(crate::apply::ServiceOutcome::Stale { service, message });
+        }
+        report.outcomes.sort_by(|a, b| a.service().cmp(b.service()));
         sink.summary(&report, &audit);
-        Ok(exit_for_apply(&report))
+        report_unread(&unread);
+        Ok(if unread.is_empty() { exit_for_apply(&report) } else { ExitCode::from(EXIT_ERROR) })
     })
+}
+
+/// Reads a saved plan and checks it was made from the policies under `policies` as they are now.
+fn read_saved_plan(path: &Path, policies: &Path) -> anyhow::Result<Plan> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the saved plan {}", path.display()))?;
+    let saved = Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?;
+    let digest = crate::policy::digest(policies).with_context(|| format!("reading the policies under {}", policies.display()))?;
+    match &saved.policy_digest {
+        None => bail!(
+            "the saved plan {} does not record the policies it was made from, so it cannot be checked against them; make it again with `runwarden plan --out PLAN.json`",
+            path.display()
+        ),
+        Some(d) if *d != digest => bail!(
+            "the policies under {} changed since the saved plan {} was made (policy digest {} → {}); nothing was applied; make a fresh plan with `runwarden plan --out PLAN.json`, review it, and apply that",
+            policies.display(),
+            path.display(),
+            short(d),
+            short(&digest)
+        ),
+        Some(_) => Ok(saved),
+    }
+}
+
+/// The first 12 characters of a digest, for messages.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+/// Names, on stderr, every governed service the pass could not read (nothing was planned or
+/// written for them, so the pass cannot claim convergence).
+fn report_unread(unread: &[&crate::plan::Finding]) {
+    if unread.is_empty() {
+        return;
+    }
+    eprintln!("error: {} governed service(s) could not be read, so nothing was planned or changed for them:", unread.len());
+    for f in unread {
+        eprintln!("  {}: {}", f.service.as_deref().unwrap_or("?"), f.message);
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (what Cloud Run sends a job it stops) cancel `shutdown`: the
+/// command finishes what is in flight, starts nothing new, and reports.
+fn spawn_interrupt_watcher(shutdown: CancellationToken, command: &'static str, consequence: &'static str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("could not install the SIGTERM handler ({e}); only Ctrl-C interrupts");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        eprintln!("runwarden {command}: interrupted; {consequence}");
+        shutdown.cancel();
+    });
 }
 
 /// 0 when every service converged, 1 otherwise.

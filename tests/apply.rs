@@ -931,58 +931,155 @@ fn a_settings_file_that_disallows_the_iap_role_is_rejected_by_the_loader_before_
     assert!(!run.stdout.contains("change-applied"), "{}", run.stdout);
 }
 
-/// A demo plan, edited as JSON by `edit` (which returns how many changes it edited), then
-/// refused by the binary's `apply PLAN.json` with the given guard.
-async fn edited_saved_plan_is_refused(edit: impl Fn(&mut Value) -> usize, guard: GuardKind) {
-    let env = Env::demo().await;
-    let live = env.read().await;
-    let plan = env.plan(&live);
-    let mut json: Value = serde_json::from_str(&plan.to_json()).unwrap();
-    assert!(edit(&mut json) > 0, "the edit found something to edit");
-    let edited_plan = Plan::from_json(&json.to_string()).unwrap();
-    let trips = check_guards(&edited_plan, &env.desired.settings, Some(100));
-    assert!(trips.iter().any(|t| t.guard == guard), "{trips:?}");
-    assert!(
-        trips
-            .iter()
-            .filter(|t| t.guard == guard)
-            .all(|t| t.override_hint.is_none()),
-        "no override for {guard:?}"
-    );
-
+/// `runwarden plan --out` against the test's simulator: the saved plan, as JSON, and the
+/// directory it is in.
+async fn saved_plan(env: &Env) -> (Value, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.json");
-    std::fs::write(&path, json.to_string()).unwrap();
-    let path = path.to_string_lossy().into_owned();
-    let run = runwarden(&[
-        "--sim",
-        "deploy/local/world.yaml",
-        "--log-format",
-        "json",
-        "apply",
-        &path,
-        "--auto-approve",
-        "--allow-removals",
-        "100",
-    ]);
-    assert_refused_before_any_write(&run, guard.as_str());
+    let run = env.runwarden(&["plan", "--out", path.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(json["policyDigest"].as_str().is_some_and(|d| d.len() == 64), "the plan records its policies: {json}");
+    (json, dir)
 }
 
-fn service_iam_changes<'a>(json: &'a mut Value, service: &str) -> &'a mut Vec<Value> {
+/// A real saved plan of the demo world, edited as JSON by `edit` (which returns how many things
+/// it edited), is refused whole by `apply PLAN.json --auto-approve --allow-removals 100`: exit 1,
+/// every message in `names` on stderr, and the simulator sees no write at all.
+async fn edited_saved_plan_is_refused(edit: impl Fn(&mut Value) -> usize, names: &[&str]) -> Value {
+    let env = Env::demo().await;
+    let (mut json, dir) = saved_plan(&env).await;
+    assert!(edit(&mut json) > 0, "the edit found something to edit");
+    let path = dir.path().join("edited.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    env.handle().clear_log();
+    let run = env
+        .runwarden(&["--log-format", "json", "apply", path.to_str().unwrap(), "--auto-approve", "--allow-removals", "100"])
+        .await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    for name in names {
+        assert!(run.stderr.contains(name), "the refusal names {name:?}: {}", run.stderr);
+    }
+    assert!(run.stderr.contains("nothing was applied"), "{}", run.stderr);
+    assert!(!run.stdout.contains("change-applied"), "an audit event means a write: {}", run.stdout);
+    assert_eq!(env.write_requests(), 0, "no setIamPolicy or services.patch reached the simulator");
+    assert_eq!(env.client_writes(), 0, "{:?}", env.handle().history());
+    json
+}
+
+fn service_json<'a>(json: &'a mut Value, service: &str) -> &'a mut Value {
     json["services"]
         .as_array_mut()
         .unwrap()
         .iter_mut()
         .find(|s| s["id"] == service)
-        .and_then(|s| s.get_mut("iam"))
+        .unwrap_or_else(|| panic!("{service} is in the demo plan"))
+}
+
+fn service_iam_changes<'a>(json: &'a mut Value, service: &str) -> &'a mut Vec<Value> {
+    service_json(json, service)
+        .get_mut("iam")
         .and_then(|r| r.get_mut("changes"))
         .and_then(Value::as_array_mut)
         .unwrap_or_else(|| panic!("{service} has IAM changes in the demo plan"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saved_plan_that_removes_a_keep_member_is_refused_even_with_allow_removals() {
+async fn a_saved_plan_edited_to_remove_a_foreign_member_is_refused_naming_the_removal() {
     edited_saved_plan_is_refused(
+        |json| {
+            let mut edited = 0;
+            for change in service_iam_changes(json, BILLING_API) {
+                if change["member"] == "user:contractor@partner.example" {
+                    assert_eq!(change["action"], "keep", "foreign members are kept by the demo settings");
+                    change["action"] = "remove".into();
+                    edited += 1;
+                }
+            }
+            edited
+        },
+        &[BILLING_API, "remove user:contractor@partner.example roles/run.invoker (foreign)", "which the current policies do not produce"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_edited_to_remove_an_unmanaged_roles_binding_is_refused() {
+    edited_saved_plan_is_refused(
+        |json| {
+            service_iam_changes(json, BILLING_API).push(serde_json::json!({
+                "action": "remove", "role": "roles/run.developer", "member": "group:billing-devs@acme.com", "reason": "unlisted"
+            }));
+            1
+        },
+        &["remove group:billing-devs@acme.com roles/run.developer (unlisted)"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_edited_to_grant_an_attacker_is_refused_naming_the_grant() {
+    edited_saved_plan_is_refused(
+        |json| {
+            service_iam_changes(json, BILLING_API).push(serde_json::json!({
+                "action": "add", "role": "roles/run.invoker", "member": "user:attacker@evil.example", "reason": "missing",
+                "sources": ["policies/teams/billing.yaml:12"]
+            }));
+            // The file's own summary agrees with the edit: it must not matter.
+            json["summary"]["membersToAdd"] = (json["summary"]["membersToAdd"].as_u64().unwrap() + 1).into();
+            1
+        },
+        &["add user:attacker@evil.example roles/run.invoker (missing)"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_edited_to_enforce_an_observe_mode_service_is_refused() {
+    edited_saved_plan_is_refused(
+        |json| {
+            let staging = service_json(json, "acme-staging/europe-west1/billing-api");
+            assert_eq!(staging["mode"], "observe");
+            staging["mode"] = "enforce".into();
+            1
+        },
+        &["acme-staging/europe-west1/billing-api", "the saved plan says mode enforce, the policies say observe"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_that_patches_an_ungoverned_update_mask_path_is_refused() {
+    edited_saved_plan_is_refused(
+        |json| {
+            let settings = service_json(json, ADMIN_CONSOLE)["settings"].as_array_mut().unwrap();
+            settings[0]["updateMaskPath"] = "invokerIamDisabled".into();
+            settings[0]["after"] = true.into();
+            1
+        },
+        &[ADMIN_CONSOLE, "(updateMask `invokerIamDisabled`), which is not a setting runwarden governs"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_that_disables_the_invoker_check_is_refused() {
+    edited_saved_plan_is_refused(
+        |json| {
+            service_json(json, BILLING_API)["settings"] = serde_json::json!([{
+                "field": "invokerIamDisabled", "updateMaskPath": "invokerIamDisabled",
+                "before": false, "after": true, "reason": "setting"
+            }]);
+            1
+        },
+        &["the saved plan sets `invokerIamDisabled` (updateMask `invokerIamDisabled`) to true, which the current policies do not"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_that_removes_a_keep_member_is_refused_even_with_allow_removals() {
+    let json = edited_saved_plan_is_refused(
         |json| {
             // Turn the protected break-glass entry into a removal, as a hand-edited plan might.
             let mut edited = 0;
@@ -995,14 +1092,17 @@ async fn a_saved_plan_that_removes_a_keep_member_is_refused_even_with_allow_remo
             }
             edited
         },
-        GuardKind::KeepMemberRemoved,
+        &["remove user:break-glass@acme.com roles/run.invoker (unlisted)"],
     )
     .await;
+    // The guards would refuse the file as written too, with no override.
+    let trips = check_guards(&Plan::from_json(&json.to_string()).unwrap(), &demo_desired().settings, Some(100));
+    assert!(trips.iter().any(|t| t.guard == GuardKind::KeepMemberRemoved && t.override_hint.is_none()), "{trips:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_plan_that_grants_a_role_outside_allowed_roles_is_refused() {
-    edited_saved_plan_is_refused(
+    let json = edited_saved_plan_is_refused(
         |json| {
             let changes = service_iam_changes(json, BILLING_API);
             changes.push(serde_json::json!({
@@ -1010,9 +1110,64 @@ async fn a_saved_plan_that_grants_a_role_outside_allowed_roles_is_refused() {
             }));
             1
         },
-        GuardKind::RoleNotAllowed,
+        &["add user:mallory@acme.com roles/run.admin (missing)"],
     )
     .await;
+    let trips = check_guards(&Plan::from_json(&json.to_string()).unwrap(), &demo_desired().settings, Some(100));
+    assert!(trips.iter().any(|t| t.guard == GuardKind::RoleNotAllowed && t.override_hint.is_none()), "{trips:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_made_from_other_policies_is_refused_before_anything_is_read() {
+    let env = Env::demo().await;
+    let policies = tempfile::tempdir().unwrap();
+    common::copy_dir(&repo().join("policies"), policies.path());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    let (plan_path, policy_dir) = (path.to_str().unwrap(), policies.path().to_str().unwrap());
+    let run = env.runwarden(&["plan", "--policies", policy_dir, "--out", plan_path]).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    // The policies change after the plan was made (a comment is enough: the plan was reviewed
+    // against other files).
+    let billing = policies.path().join("teams/billing.yaml");
+    let text = std::fs::read_to_string(&billing).unwrap();
+    std::fs::write(&billing, format!("{text}\n# edited after planning\n")).unwrap();
+    env.handle().clear_log();
+    let run = env.runwarden(&["apply", plan_path, "--policies", policy_dir, "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("changed since the saved plan") && run.stderr.contains("policy digest"), "{}", run.stderr);
+    assert!(env.handle().request_log().is_empty(), "refused before any call: {:?}", env.handle().request_log());
+
+    // A plan that records no policies at all (an older or hand-made file) is refused too.
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("policyDigest");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let run = env.runwarden(&["apply", plan_path, "--policies", policy_dir, "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("does not record the policies"), "{}", run.stderr);
+    assert_eq!(env.write_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unedited_saved_plan_from_the_binary_applies_with_the_engines_reasons() {
+    let env = Env::demo().await;
+    let (json, dir) = saved_plan(&env).await;
+    let path = dir.path().join("plan.json");
+    let run = env.runwarden(&["--log-format", "json", "apply", path.to_str().unwrap(), "--auto-approve"]).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let applied = run.stdout.lines().filter(|l| l.contains("\"change-applied\"")).count();
+    let planned: usize = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["mode"] == "enforce")
+        .map(|s| {
+            let changes = |r: &Value| r["changes"].as_array().map_or(0, |c| c.iter().filter(|c| c["action"] != "keep").count());
+            changes(&s["iam"]) + changes(&s["iap"]) + s["settings"].as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(applied, planned, "{}", run.stdout);
+    assert_eq!(env.left_to_apply().await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1502,4 +1657,29 @@ async fn a_generated_world_with_faults_and_a_concurrent_writer_converges_within_
         "only public access was removed: {removed:?}"
     );
     assert_nothing_lost(&history, &removed, |r| env.handle().policy(r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_whose_service_moved_since_is_refused_for_that_service_and_applied_elsewhere() {
+    let env = Env::demo().await;
+    let (_, dir) = saved_plan(&env).await;
+    let worker = id(BILLING_WORKER);
+    let mut edited = env.handle().iam_policy(&worker).unwrap();
+    edited.bindings.push(Binding {
+        role: RUN_INVOKER.into(),
+        members: [Member::parse("user:console-edit@acme.com").unwrap()].into(),
+        condition: None,
+    });
+    env.handle().set_iam_policy_direct(&worker, edited).unwrap();
+    let after_edit = env.handle().iam_policy(&worker).unwrap();
+    let path = dir.path().join("plan.json");
+    let run = env.runwarden(&["apply", path.to_str().unwrap(), "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout.contains(&format!("{BILLING_WORKER}: the IAM policy of")) && run.stdout.contains("changed since the plan was made"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(env.handle().iam_policy(&worker).unwrap(), after_edit, "nothing was written to the moved service");
+    assert_eq!(env.left_to_apply().await, vec![BILLING_WORKER.to_string()], "every other service was applied");
 }

@@ -288,6 +288,7 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
         format_version: FORMAT_VERSION,
         planned_at: format_rfc3339(now),
         compared_with_base: false,
+        policy_digest: None,
         services,
         findings,
         summary,

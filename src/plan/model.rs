@@ -59,6 +59,10 @@ pub struct Plan {
     /// Whether base policies were given (`--base-policies`): then every add/remove/setting change
     /// carries an `origin`.
     pub compared_with_base: bool,
+    /// SHA-256 (hex) of the policy files the plan was made from (paths and bytes, see
+    /// `policy::digest`). `apply PLAN.json` refuses a plan whose policies have changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
     /// Governed services with at least one change or kept member, sorted by id.
     pub services: Vec<ServicePlan>,
     /// Problems that are not changes, sorted.
@@ -370,6 +374,12 @@ impl Plan {
     /// mode). `plan` exits 2 when this is true.
     pub fn has_changes(&self) -> bool {
         self.services.iter().any(ServicePlan::has_changes)
+    }
+
+    /// Findings about governed services that could not be read (code `read-failed`): nothing
+    /// was planned for them, so a pass with any cannot claim the estate matches its policies.
+    pub fn unread(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.code == "read-failed")
     }
 
     /// The plan as pretty-printed JSON (with a trailing newline): the `--format json` output and

@@ -31,6 +31,21 @@ pub fn summary_line(plan: &Plan) -> String {
         s.findings,
         if s.findings == 1 { "" } else { "s" }
     );
+    let unread = plan.unread().count();
+    if unread > 0 {
+        // Unreadable is never "no changes": what could not be read was not compared at all.
+        let planned = if plan.has_changes() {
+            format!("{} service{} to change", s.services_to_change, plural(s.services_to_change))
+        } else {
+            "no changes".to_string()
+        };
+        return format!(
+            "Incomplete plan: {unread} governed service{} could not be read, so nothing is planned for {}; {planned} on the {} that could; {tail}",
+            plural(unread),
+            if unread == 1 { "it" } else { "them" },
+            s.governed_services,
+        );
+    }
     if plan.has_changes() {
         format!(
             "Plan: {} service{} to change, {} member{} to add, {} to remove, {} setting{} to change; {tail}",

@@ -221,6 +221,28 @@ impl Env {
         applicable_changes(&self.plan(&live))
     }
 
+    /// Runs the real binary against this test's simulator (`--endpoint`, the simulator's key
+    /// file and Management API secret), so that several commands see one world and the test can
+    /// look inside it between them. Runs off the async workers (the simulator lives on them).
+    pub async fn runwarden(&self, args: &[&str]) -> Run {
+        let key = self.sim.write_credentials(self._dir.path()).expect("the key file is written");
+        let (_, secret) = self.sim.auth0_client();
+        let mut full = vec!["--endpoint".to_string(), self.sim.base_url.clone()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let key = key.to_string_lossy().into_owned();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = full.iter().map(String::as_str).collect();
+            runwarden_env(&args, &[("GOOGLE_APPLICATION_CREDENTIALS", &key), ("AUTH0_CLIENT_SECRET", &secret)])
+        })
+        .await
+        .expect("the binary ran")
+    }
+
+    /// IAM writes by runwarden (not by the console or a concurrent writer) in the history.
+    pub fn client_writes(&self) -> usize {
+        self.handle().history().iter().filter(|w| w.writer == Writer::Client).count()
+    }
+
     /// `setIamPolicy` and `services.patch` requests served so far.
     pub fn write_requests(&self) -> usize {
         self.handle()
