@@ -33,11 +33,11 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     };
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let plan = runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
         // SIGINT/SIGTERM end a plan cleanly: nothing is written by a plan, so it just stops.
         let interrupted = CancellationToken::new();
         spawn_interrupt_watcher(interrupted.clone(), "plan", "no plan was made");
         let work = async {
+            let conn = Connection::open(global, &desired.settings).await?;
             let live = read(&desired, &conn, &progress).await?;
             let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
             // Auth0 hygiene is part of every plan (two more Management API reads); with the
@@ -137,11 +137,14 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         bail!("refusing to apply without confirmation: stdin is not a terminal; review the plan with `runwarden plan`, then run `runwarden apply --auto-approve`");
     }
     runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
-        let audit = AuditContext { actor: conn.actor.clone(), ..audit };
-        let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         let shutdown = CancellationToken::new();
         spawn_interrupt_watcher(shutdown.clone(), "apply", "finishing the writes in flight, starting no new one");
+        let conn = tokio::select! {
+            conn = Connection::open(global, &desired.settings) => conn?,
+            _ = shutdown.cancelled() => return Ok(ExitCode::from(EXIT_ERROR)),
+        };
+        let audit = AuditContext { actor: conn.actor.clone(), ..audit };
+        let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         if let Some(shard) = shard {
             tracing::info!(index = shard.index, count = shard.count, "applying one shard of the estate");
         }
@@ -151,7 +154,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         let live = tokio::select! {
             live = read => live?,
             _ = shutdown.cancelled() => {
-                eprintln!("runwarden apply: interrupted while reading; nothing was applied");
+                eprintln!("runwarden apply: nothing was applied");
                 return Ok(ExitCode::from(EXIT_ERROR));
             }
         };
@@ -260,19 +263,21 @@ fn report_unread(unread: &[&crate::plan::Finding]) {
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (what Cloud Run sends a job it stops) cancel `shutdown`: the
-/// command finishes what is in flight, starts nothing new, and reports.
+/// command finishes what is in flight, starts nothing new, and reports. The handlers are
+/// installed before this returns (inside the runtime), so a signal that comes at once is caught.
 fn spawn_interrupt_watcher(shutdown: CancellationToken, command: &'static str, consequence: &'static str) {
     use tokio::signal::unix::{SignalKind, signal};
+    let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
     tokio::spawn(async move {
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                     _ = term.recv() => {}
                 }
             }
-            Err(e) => {
-                tracing::warn!("could not install the SIGTERM handler ({e}); only Ctrl-C interrupts");
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("could not install the SIGTERM/SIGINT handlers ({e}); only Ctrl-C interrupts");
                 let _ = tokio::signal::ctrl_c().await;
             }
         }

@@ -1683,3 +1683,132 @@ async fn a_saved_plan_whose_service_moved_since_is_refused_for_that_service_and_
     assert_eq!(env.handle().iam_policy(&worker).unwrap(), after_edit, "nothing was written to the moved service");
     assert_eq!(env.left_to_apply().await, vec![BILLING_WORKER.to_string()], "every other service was applied");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+
+/// Sends `signal` (`-TERM`, `-INT`) to a child process.
+fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+}
+
+/// Reads a child's stdout and stderr lines on threads, forwarding them as (is_stdout, line).
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<(bool, String)> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((true, line));
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send((false, line));
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_apply_finishes_the_writes_in_flight_reports_them_and_exits_1() {
+    // Twelve more billing services that need every grant: more services than apply writes at
+    // once (8), so some have not started when the signal comes.
+    let extra: String = (0..12)
+        .map(|i| format!("  - {{project: acme-prod, region: europe-west1, name: extra-{i:02}, labels: {{team: billing}}, ingress: INGRESS_TRAFFIC_ALL}}\n"))
+        .collect();
+    let world = std::fs::read_to_string(demo_world_path()).unwrap().replacen("\nservices:\n", &format!("\nservices:\n{extra}"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let world = runwarden::sim::World::from_file(std::path::Path::new(&write_world(dir.path(), &world))).unwrap();
+    assert_eq!(world.services.len(), 20, "the extra services are in the world");
+    let env = Env::start(world, demo_desired()).await;
+    // Slow calls (and the binary's own write pacing) keep the apply going for seconds.
+    env.handle().set_faults_spec(&faults("latency: 100ms")).unwrap();
+    let mut child = env.spawn_runwarden(&["--log-format", "json", "apply", "--auto-approve"]);
+    let lines = lines_of(&mut child);
+    let (stdout, stderr, status) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        // The first audit event means a write landed: now Cloud Run stops the job.
+        loop {
+            let (is_out, line) = lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("a first write is reported");
+            let first_write = is_out && line.contains("\"change-applied\"");
+            if is_out { stdout.push(line) } else { stderr.push(line) }
+            if first_write {
+                break;
+            }
+        }
+        signal(&child, "-TERM");
+        for (is_out, line) in lines.iter() {
+            if is_out { stdout.push(line) } else { stderr.push(line) }
+        }
+        (stdout, stderr, child.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    let all = format!("{}\n{}", stdout.join("\n"), stderr.join("\n"));
+    assert_eq!(status.code(), Some(1), "exit 1, not killed by the signal (143): {status:?}\n{all}");
+    assert!(stderr.iter().any(|l| l.contains("interrupted")), "{all}");
+    let summary: Value = stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "apply-summary")
+        .unwrap_or_else(|| panic!("a summary is printed: {all}"));
+    assert!(summary["message"].as_str().unwrap().contains("the next pass will converge it"), "{summary}");
+    // Every IAM write that landed has its audit events, and nothing else does.
+    let audited: BTreeSet<String> = stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "change-applied" && v["change"] != "setting")
+        .map(|v| v["resource"].as_str().unwrap().to_string())
+        .collect();
+    let written: BTreeSet<String> =
+        env.handle().history().iter().filter(|w| w.writer == Writer::Client).map(|w| w.resource.clone()).collect();
+    assert!(!written.is_empty());
+    assert_eq!(audited, written, "{all}");
+    let patched = env.handle().request_log().iter().filter(|r| r.method == "PATCH").count();
+    let audited_patches: BTreeSet<String> = stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "change-applied" && v["change"] == "setting")
+        .map(|v| v["service"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(audited_patches.len(), patched, "{all}");
+    assert!(!env.left_to_apply().await.is_empty(), "the signal stopped the apply before it converged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_end_a_plan_cleanly_with_exit_1_and_no_partial_plan() {
+    let env = Env::demo().await;
+    env.handle().set_faults_spec(&faults("latency: 300ms")).unwrap();
+    for sig in ["-TERM", "-INT"] {
+        let mut child = env.spawn_runwarden(&["plan"]);
+        let lines = lines_of(&mut child);
+        let (stdout, stderr, status) = tokio::task::spawn_blocking(move || {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            // Interrupt while the live state is being read (the first calls take 300 ms each).
+            loop {
+                let (is_out, line) = lines.recv_timeout(std::time::Duration::from_secs(30)).expect("the plan starts reading");
+                let reading = !is_out && line.contains("reading the live state");
+                if is_out { stdout.push(line) } else { stderr.push(line) }
+                if reading {
+                    break;
+                }
+            }
+            signal(&child, sig);
+            for (is_out, line) in lines.iter() {
+                if is_out { stdout.push(line) } else { stderr.push(line) }
+            }
+            (stdout, stderr, child.wait().unwrap())
+        })
+        .await
+        .unwrap();
+        let all = format!("{}\n{}", stdout.join("\n"), stderr.join("\n"));
+        assert_eq!(status.code(), Some(1), "{sig}: exit 1, not killed by the signal: {status:?}\n{all}");
+        assert!(stderr.iter().any(|l| l.contains("runwarden plan: interrupted; no plan was made")), "{sig}: {all}");
+        assert!(!stdout.iter().any(|l| l.contains("No changes") || l.starts_with("Plan:")), "{sig}: no partial plan is printed: {all}");
+    }
+}

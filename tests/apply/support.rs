@@ -238,6 +238,27 @@ impl Env {
         .expect("the binary ran")
     }
 
+    /// The real binary against this test's simulator, as [`Env::runwarden`], started with piped
+    /// stdout and stderr and left running (tests that signal it).
+    pub fn spawn_runwarden(&self, args: &[&str]) -> std::process::Child {
+        let key = self.sim.write_credentials(self._dir.path()).expect("the key file is written");
+        let (_, secret) = self.sim.auth0_client();
+        Command::new(env!("CARGO_BIN_EXE_runwarden"))
+            .arg("--endpoint")
+            .arg(&self.sim.base_url)
+            .args(args)
+            .current_dir(repo())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", key)
+            .env("AUTH0_CLIENT_SECRET", secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the runwarden binary starts")
+    }
+
     /// IAM writes by runwarden (not by the console or a concurrent writer) in the history.
     pub fn client_writes(&self) -> usize {
         self.handle().history().iter().filter(|w| w.writer == Writer::Client).count()
