@@ -473,6 +473,13 @@ impl crate::reconcile::Pass for LivePass {
             };
             out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
         }
+        // A governed service that could not be read was not compared at all: the pass failed
+        // for it (Ready is False, and the service is listed as Failed with the reason).
+        for f in plan.unread() {
+            let service = f.service.clone().unwrap_or_default();
+            out.failures.push(format!("{service}: {}", f.message));
+            out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.message.clone()) });
+        }
         for outcome in report.failures() {
             let message = match outcome {
                 crate::apply::ServiceOutcome::Failed { message, .. } | crate::apply::ServiceOutcome::Stale { message, .. } => message.clone(),

@@ -6,6 +6,8 @@
 //! inside the simulator between steps; a few tests run the real binary for exit codes and output.
 
 mod common;
+#[path = "read/proxy.rs"]
+mod proxy;
 #[path = "apply/support.rs"]
 mod support;
 
@@ -1811,4 +1813,76 @@ async fn sigterm_and_sigint_end_a_plan_cleanly_with_exit_1_and_no_partial_plan()
         assert!(stderr.iter().any(|l| l.contains("runwarden plan: interrupted; no plan was made")), "{sig}: {all}");
         assert!(!stdout.iter().any(|l| l.contains("No changes") || l.starts_with("Plan:")), "{sig}: no partial plan is printed: {all}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unreadable is not "no changes"
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_could_read_no_iam_policy_fails_and_names_every_unread_service() {
+    let env = Env::demo().await;
+    let proxy = proxy::deny(&env.sim.base_url, "*:getIamPolicy").await;
+    let run = env.runwarden_via(&proxy.base_url, &["plan"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(!run.stdout.contains("No changes"), "{}", run.stdout);
+    assert!(run.stdout.contains("Incomplete plan: 7 governed services could not be read"), "{}", run.stdout);
+    assert!(run.stderr.contains("7 governed service(s) could not be read"), "{}", run.stderr);
+    for service in [BILLING_API, BILLING_WORKER, PAYMENTS_API, ADMIN_CONSOLE, "acme-staging/europe-west1/billing-api"] {
+        assert!(run.stderr.contains(&format!("  {service}: reading {service} failed")), "names {service}: {}", run.stderr);
+    }
+    assert!(run.stderr.contains("PERMISSION_DENIED"), "says why: {}", run.stderr);
+    assert!(proxy.denied_hits() >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_with_one_unreadable_service_applies_the_rest_and_exits_1_naming_it() {
+    let env = Env::demo().await;
+    let billing = id(BILLING_API);
+    let denied = format!("/v2/{}:getIamPolicy", billing.resource_name());
+    let proxy = proxy::deny(&env.sim.base_url, &denied).await;
+    let before = env.handle().iam_policy(&billing).unwrap();
+    let run = env.runwarden_via(&proxy.base_url, &["apply", "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("1 governed service(s) could not be read"), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("  {BILLING_API}: reading {BILLING_API} failed")), "{}", run.stderr);
+    assert!(run.stdout.contains("Apply complete"), "the readable services were applied: {}", run.stdout);
+    // The leaver on the unreadable service could not be removed, and the exit code says so.
+    assert_eq!(env.handle().iam_policy(&billing).unwrap(), before);
+    assert!(bindings(&before).values().any(|m| m.contains("user:leaver@acme.com")));
+    assert_eq!(env.left_to_apply().await, vec![BILLING_API.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loops_status_shows_a_service_it_could_not_read_as_failed_and_is_not_ready() {
+    let env = Env::demo().await;
+    let billing = id(BILLING_API);
+    let denied = format!("/v2/{}:getIamPolicy", billing.resource_name());
+    let proxy = proxy::deny(&env.sim.base_url, &denied).await;
+    let mut child = env.spawn_runwarden_via(&proxy.base_url, &["run", "--interval", "1h", "--listen", "127.0.0.1:0"]);
+    let lines = lines_of(&mut child);
+    let status_url = tokio::task::spawn_blocking(move || loop {
+        let (_, line) = lines.recv_timeout(std::time::Duration::from_secs(30)).expect("the loop announces its status address");
+        if let Some(at) = line.find("status on ") {
+            break line[at + "status on ".len()..].trim().to_string();
+        }
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status: Value = reqwest::get(&status_url).await.unwrap().json().await.unwrap();
+        if status["passes"].as_u64().unwrap_or(0) >= 1 {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pass within 30 s: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    signal(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["status"], "False", "{status}");
+    assert!(ready["message"].as_str().unwrap().contains(BILLING_API), "{status}");
+    let service = &status["services"][BILLING_API];
+    assert_eq!(service["state"], "Failed", "{status}");
+    assert!(service["message"].as_str().unwrap().contains("PERMISSION_DENIED"), "{status}");
 }

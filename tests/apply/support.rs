@@ -225,9 +225,15 @@ impl Env {
     /// file and Management API secret), so that several commands see one world and the test can
     /// look inside it between them. Runs off the async workers (the simulator lives on them).
     pub async fn runwarden(&self, args: &[&str]) -> Run {
+        self.runwarden_via(&self.sim.base_url, args).await
+    }
+
+    /// [`Env::runwarden`] with every API call sent to `endpoint` (a proxy in front of the
+    /// simulator); tokens still come from the simulator.
+    pub async fn runwarden_via(&self, endpoint: &str, args: &[&str]) -> Run {
         let key = self.sim.write_credentials(self._dir.path()).expect("the key file is written");
         let (_, secret) = self.sim.auth0_client();
-        let mut full = vec!["--endpoint".to_string(), self.sim.base_url.clone()];
+        let mut full = vec!["--endpoint".to_string(), endpoint.to_string()];
         full.extend(args.iter().map(|a| a.to_string()));
         let key = key.to_string_lossy().into_owned();
         tokio::task::spawn_blocking(move || {
@@ -241,11 +247,16 @@ impl Env {
     /// The real binary against this test's simulator, as [`Env::runwarden`], started with piped
     /// stdout and stderr and left running (tests that signal it).
     pub fn spawn_runwarden(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_runwarden_via(&self.sim.base_url, args)
+    }
+
+    /// [`Env::spawn_runwarden`] with every API call sent to `endpoint`.
+    pub fn spawn_runwarden_via(&self, endpoint: &str, args: &[&str]) -> std::process::Child {
         let key = self.sim.write_credentials(self._dir.path()).expect("the key file is written");
         let (_, secret) = self.sim.auth0_client();
         Command::new(env!("CARGO_BIN_EXE_runwarden"))
             .arg("--endpoint")
-            .arg(&self.sim.base_url)
+            .arg(endpoint)
             .args(args)
             .current_dir(repo())
             .env("NO_COLOR", "1")
