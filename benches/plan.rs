@@ -94,6 +94,7 @@ fn estate() -> (Desired, LiveState) {
                 id: format!("rol_{r}"),
                 name,
                 members,
+                empty_groups: vec![],
             },
         );
     }

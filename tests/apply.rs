@@ -25,6 +25,7 @@ const BILLING_API: &str = "acme-prod/europe-west1/billing-api";
 const BILLING_WORKER: &str = "acme-prod/europe-west1/billing-worker";
 const PAYMENTS_API: &str = "acme-prod/europe-west1/payments-api";
 const ADMIN_CONSOLE: &str = "acme-prod/europe-west1/admin-console";
+const BILLING_REPORTS: &str = "acme-prod/us-central1/billing-reports";
 
 fn faults(yaml: &str) -> FaultsSpec {
     serde_saphyr::from_str(yaml).expect("a faults section")
@@ -1202,6 +1203,43 @@ async fn a_role_that_comes_back_empty_never_empties_a_binding() {
     );
     // An operator who means it passes the override.
     assert!(check_guards(&plan, &env.desired.settings, Some(10)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_emptied_between_two_passes_trips_the_directory_guard_and_nobody_loses_access() {
+    let env = Env::demo().await;
+    // Pass 1 converges: margaret holds billing-admin through group billing-team only.
+    let (_, first) = env.pass(&config()).await;
+    assert!(failures(&first).is_empty(), "{}", first.summary_line());
+    assert_eq!(env.left_to_apply().await, Vec::<String>::new());
+    let holders = |env: &Env| -> Vec<String> {
+        [BILLING_API, BILLING_WORKER, BILLING_REPORTS]
+            .iter()
+            .filter(|s| bindings(&env.handle().iam_policy(&id(s)).unwrap()).values().any(|m| m.contains("user:margaret@acme.com")))
+            .map(|s| s.to_string())
+            .collect()
+    };
+    assert_eq!(holders(&env), [BILLING_API, BILLING_WORKER, BILLING_REPORTS], "margaret holds access on the billing services");
+
+    // Between the passes the group comes back empty (a broken directory sync).
+    assert!(env.handle().empty_group("billing-team"));
+    env.handle().clear_log();
+    let run = env.runwarden(&["--log-format", "json", "apply", "--auto-approve"]).await;
+    assert_refused_before_any_write(&run, "emptyDirectory");
+    for service in [BILLING_API, BILLING_WORKER, BILLING_REPORTS] {
+        assert!(
+            run.stderr.contains(&format!("on {service} would lose 1 member of the principal mapping while Auth0 group `billing-team` (of role `billing-admin`) came back empty")),
+            "names {service}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(env.write_requests(), 0);
+    assert_eq!(holders(&env), [BILLING_API, BILLING_WORKER, BILLING_REPORTS], "nobody lost access");
+
+    // An operator who has checked the directory passes the override.
+    let run = env.runwarden(&["apply", "--auto-approve", "--allow-removals", "3"]).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(holders(&env), Vec::<String>::new());
 }
 
 #[test]

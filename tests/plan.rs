@@ -272,6 +272,54 @@ fn an_empty_role_is_a_finding_and_the_plan_records_the_mapped_members_it_would_w
     );
 }
 
+#[test]
+fn a_group_that_came_back_empty_is_recorded_on_every_binding_that_loses_mapped_members() {
+    // billing-admin: ada directly, and group billing-team (grace, margaret) read empty. Judging
+    // by the binding, grace and margaret held access: the plan records the loss (the guard
+    // refuses it); the contractor is foreign and a binding that loses nothing is not recorded.
+    let d = desired(settings(), vec![billing().role("billing-admin")]);
+    let live = world()
+        .svc(API, &[])
+        .bind(
+            API,
+            RUN_INVOKER,
+            &[
+                "user:ada@acme.com",
+                "user:grace@acme.com",
+                "user:margaret@acme.com",
+                "user:contractor@partner.example",
+            ],
+        )
+        .role("billing-admin", &[("auth0|ada", "ada@acme.com", true)])
+        .empty_group("billing-admin", "billing-team")
+        .build();
+    check(
+        &d,
+        &live,
+        "
+        acme-prod/europe-west1/api
+          iam = run.invoker user:contractor@partner.example foreign
+          iam - run.invoker user:grace@acme.com unlisted
+          iam - run.invoker user:margaret@acme.com unlisted
+          iam ! loses run.invoker by empty group billing-admin/billing-team
+        ",
+    );
+    let in_sync = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:contractor@partner.example"])
+        .role("billing-admin", &[("auth0|ada", "ada@acme.com", true)])
+        .empty_group("billing-admin", "billing-team")
+        .build();
+    check(
+        &d,
+        &in_sync,
+        "
+        acme-prod/europe-west1/api
+          iam = run.invoker user:contractor@partner.example foreign
+        ",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ownership
 
@@ -1249,6 +1297,34 @@ fn the_directory_guard_refuses_to_empty_a_binding_because_a_role_came_back_empty
         t[0].1
     );
     assert!(trips(&plan, &s, Some(1)).is_empty());
+}
+
+#[test]
+fn the_directory_guard_refuses_removals_from_a_binding_while_a_group_of_its_role_came_back_empty() {
+    let mut s = settings();
+    s.guards.max_removal_ratio = 1.0;
+    let d = desired(s.clone(), vec![billing().role("billing-admin")]);
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:grace@acme.com"])
+        .role("billing-admin", &[("auth0|ada", "ada@acme.com", true)])
+        .empty_group("billing-admin", "billing-team")
+        .build();
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let t = trips(&plan, &s, None);
+    assert_eq!(t.iter().map(|t| t.0).collect::<Vec<_>>(), [GuardKind::EmptyDirectory], "{t:?}");
+    assert!(
+        t[0].1.contains(&format!(
+            "roles/run.invoker on {API} would lose 1 member of the principal mapping while Auth0 group `billing-team` (of role `billing-admin`) came back empty"
+        )),
+        "{}",
+        t[0].1
+    );
+    assert!(trips(&plan, &s, Some(1)).is_empty(), "--allow-removals overrides it, like the role guard");
+    // The same leaver without an empty group is an ordinary removal.
+    let mut no_group = live.clone();
+    no_group.directory.roles.get_mut("billing-admin").unwrap().empty_groups.clear();
+    assert!(trips(&plan::plan(&d, &no_group, &PlanOptions::at(now())), &s, None).is_empty());
 }
 
 #[test]

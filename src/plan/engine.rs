@@ -150,6 +150,8 @@ struct Feed {
     role: String,
     condition: Option<Condition>,
     status: FeedStatus,
+    /// Groups assigned to the role that came back empty.
+    empty_groups: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -171,6 +173,8 @@ struct ResolvedPolicy<'a> {
 struct RoleResolution {
     members: Vec<Member>,
     status: FeedStatus,
+    /// Groups assigned to the role that came back empty (`users` mapping only).
+    empty_groups: Vec<String>,
     /// Why each skipped member was skipped (reported once per role, with the lines naming it).
     skipped: Vec<String>,
 }
@@ -310,6 +314,7 @@ impl<'a> Planner<'a> {
                 members: vec![],
                 status: FeedStatus::Unknown,
                 skipped: vec![],
+                empty_groups: vec![],
             },
             (PrincipalMapping::WorkforcePool { pool }, Some(_)) => {
                 let text = format!("{}group/{role}", PrincipalMapping::pool_prefix(pool));
@@ -318,6 +323,7 @@ impl<'a> Planner<'a> {
                         members: vec![m],
                         status: FeedStatus::Resolved,
                         skipped: vec![],
+                        empty_groups: vec![],
                     },
                     Err(e) => {
                         self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
@@ -326,6 +332,7 @@ impl<'a> Planner<'a> {
                             members: vec![],
                             status: FeedStatus::Unknown,
                             skipped: vec![],
+                            empty_groups: vec![],
                         }
                     }
                 }
@@ -334,6 +341,7 @@ impl<'a> Planner<'a> {
                 members: vec![],
                 status: FeedStatus::Unknown,
                 skipped: vec![],
+                empty_groups: vec![],
             },
             (PrincipalMapping::Users { email_domains }, Some(r)) => {
                 let mut members = Vec::new();
@@ -381,6 +389,7 @@ impl<'a> Planner<'a> {
                     members,
                     status,
                     skipped,
+                    empty_groups: r.empty_groups.clone(),
                 }
             }
         };
@@ -468,6 +477,7 @@ impl<'a> Planner<'a> {
                             role: role.clone(),
                             condition,
                             status,
+                            empty_groups: cache[role].empty_groups.clone(),
                         });
                     }
                 }
@@ -1017,6 +1027,7 @@ impl<'a> Planner<'a> {
         let empty_l = BTreeSet::new();
         let mut changes = Vec::new();
         let mut emptied = Vec::new();
+        let mut emptied_groups = Vec::new();
         let (mut adds, mut removes) = (0usize, 0usize);
         for key in keys {
             let d = desired.get(&key).unwrap_or(&empty_d);
@@ -1064,6 +1075,7 @@ impl<'a> Planner<'a> {
                 }
             }
             let mut removed_here: HashSet<&Member> = HashSet::new();
+            let mut unlisted_mapping = 0usize;
             for m in l {
                 let owned = managed || self.is_owned(m);
                 if owned {
@@ -1130,6 +1142,9 @@ impl<'a> Planner<'a> {
                 if action == Action::Remove {
                     removed_here.insert(*m);
                     removes += 1;
+                    if reason == Reason::Unlisted && self.is_mapping_member(m) {
+                        unlisted_mapping += 1;
+                    }
                 }
                 changes.push(change(action, m, reason, sources, note));
             }
@@ -1152,6 +1167,30 @@ impl<'a> Planner<'a> {
                     members_before: mapping_before,
                     empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
                 });
+            } else if unlisted_mapping > 0 {
+                // The same question for a group: a group assigned to a feeding role came back
+                // empty while the binding, as read, still holds mapping members the plan would
+                // now remove. Those could be the group's members (a directory read gone wrong
+                // looks exactly like leavers), so the directory guard asks first.
+                let mut groups: Vec<EmptyGroup> = key_feeds
+                    .iter()
+                    .flat_map(|f| {
+                        f.empty_groups.iter().map(|g| EmptyGroup {
+                            auth0_role: f.role.clone(),
+                            group: g.clone(),
+                        })
+                    })
+                    .collect();
+                groups.sort();
+                groups.dedup();
+                if !groups.is_empty() {
+                    emptied_groups.push(EmptiedGroup {
+                        role: key.0.to_string(),
+                        condition: pcond.clone(),
+                        members_removed: unlisted_mapping,
+                        groups,
+                    });
+                }
             }
         }
         let after = (live.member_count() + adds).saturating_sub(removes);
@@ -1171,6 +1210,7 @@ impl<'a> Planner<'a> {
             etag: live.etag.clone(),
             policy_version: 3,
             emptied_bindings: emptied,
+            emptied_groups,
             changes,
         })
     }

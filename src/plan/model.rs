@@ -146,6 +146,10 @@ pub struct ResourcePlan {
     /// feeding them resolved to no members (the directory guard refuses these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emptied_bindings: Vec<EmptiedBinding>,
+    /// Governed bindings that lose members of the principal mapping while an Auth0 group
+    /// assigned to a role feeding them came back empty (the directory guard refuses these too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emptied_groups: Vec<EmptiedGroup>,
     /// Sorted by role, condition, member.
     pub changes: Vec<MemberChange>,
 }
@@ -162,6 +166,29 @@ pub struct EmptiedBinding {
     pub members_before: usize,
     /// The Auth0 roles that came back empty.
     pub empty_roles: Vec<String>,
+}
+
+/// A governed binding that would lose members of the principal mapping (as `unlisted`) while an
+/// Auth0 group of a role feeding it came back empty: judging by the live binding, people held
+/// access that an emptied group may have been giving them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmptiedGroup {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<PlanCondition>,
+    /// Members of the principal mapping the plan removes from the binding.
+    pub members_removed: usize,
+    /// The empty groups, each with the Auth0 role it is assigned to.
+    pub groups: Vec<EmptyGroup>,
+}
+
+/// An Auth0 group that came back empty, and the role it is assigned to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmptyGroup {
+    pub auth0_role: String,
+    pub group: String,
 }
 
 /// An IAM condition, as written to the policy.

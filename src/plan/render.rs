@@ -191,6 +191,18 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
         }
         out.push((symbol(c.action), line.trim_end().to_string()));
     }
+    for e in &r.emptied_groups {
+        out.push((
+            "!",
+            format!(
+                "  ! {} would lose {} member{} of the principal mapping while Auth0 group {} came back empty (the directory guard refuses this)",
+                e.role,
+                e.members_removed,
+                plural(e.members_removed),
+                e.groups.iter().map(|g| format!("{} (role {})", g.group, g.auth0_role)).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
     for e in &r.emptied_bindings {
         out.push((
             "!",

@@ -216,7 +216,7 @@ fn differ(saved: &ServicePlan, fresh: Option<&ServicePlan>) -> Vec<String> {
             if s.policy_version != f.policy_version {
                 out.push(format!("the saved plan writes the {what} at version {}, runwarden writes version {}", s.policy_version, f.policy_version));
             }
-            if s.emptied_bindings != f.emptied_bindings {
+            if s.emptied_bindings != f.emptied_bindings || s.emptied_groups != f.emptied_groups {
                 out.push(format!("the saved plan's emptied bindings of the {what} differ from the policies'"));
             }
         }

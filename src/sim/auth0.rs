@@ -671,6 +671,18 @@ fn users_search(t: &Tenant, req: &Req) -> Reply {
 }
 
 /// Adds or removes a direct role assignment (test helper).
+/// Removes every member of a group (by name), as a broken sync or a mistaken bulk edit would.
+/// False if the group is unknown.
+pub fn empty_group(s: &mut Store, group: &str) -> bool {
+    match s.tenant.groups.iter_mut().find(|g| g.name == group) {
+        Some(g) => {
+            g.members.clear();
+            true
+        }
+        None => false,
+    }
+}
+
 pub fn edit_role_user(s: &mut Store, role: &str, email: &str, add: bool) -> bool {
     let t = &mut s.tenant;
     let Some(ui) = t
