@@ -501,6 +501,12 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
     if interval < std::time::Duration::from_secs(1) {
         bail!("--interval {:?} is too short: passes read the whole estate; use at least 1s", args.interval);
     }
+    if interval > MAX_INTERVAL {
+        bail!(
+            "--interval {:?} is too long: the loop passes at least once a week (use at most 7d); for rarer passes, schedule `runwarden apply --auto-approve` as a job",
+            args.interval
+        );
+    }
     let listen: std::net::SocketAddr = args
         .listen
         .parse()
@@ -543,6 +549,10 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// The longest `run --interval`: a week (the readiness window is three intervals, and a loop
+/// that passes less often is a scheduled job in disguise).
+const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// SIGTERM/SIGINT cancel `shutdown` (the loop finishes the write in flight and stops); SIGHUP
 /// forces a pass.
