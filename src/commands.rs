@@ -63,16 +63,19 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     );
     let trips = check_guards(&plan, &desired.settings, None);
     if let Some(out) = &args.out {
-        std::fs::write(out, plan.to_json())
+        std::fs::File::create(out)
+            .and_then(|file| plan.write_json(file))
             .with_context(|| format!("writing the saved plan to {}", out.display()))?;
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut text = match args.format {
         PlanFormat::Text => render_text(&plan, color),
         PlanFormat::Markdown => render_markdown(&plan),
-        PlanFormat::Json => plan.to_json(),
+        PlanFormat::Json => String::new(),
     };
-    if args.format != PlanFormat::Json && !trips.is_empty() {
+    if args.format == PlanFormat::Json {
+        plan.write_json(std::io::stdout().lock()).context("writing the plan to stdout")?;
+    } else if !trips.is_empty() {
         text.push_str(&guard_note(&trips, args.format == PlanFormat::Markdown));
     }
     print!("{text}");

@@ -987,19 +987,33 @@ fn service_iam_changes<'a>(json: &'a mut Value, service: &str) -> &'a mut Vec<Va
         .unwrap_or_else(|| panic!("{service} has IAM changes in the demo plan"))
 }
 
+/// Takes `member` out of the (grouped) change entry that lists it on the service's IAM policy
+/// and returns that change for it alone, to be edited and pushed back.
+fn take_member(json: &mut Value, service: &str, member: &str) -> Value {
+    let changes = service_iam_changes(json, service);
+    let at = changes
+        .iter()
+        .position(|c| c["members"].as_array().unwrap().iter().any(|m| m == member))
+        .unwrap_or_else(|| panic!("{member} is in the plan of {service}"));
+    let members = changes[at]["members"].as_array_mut().unwrap();
+    members.retain(|m| m != member);
+    let mut single = changes[at].clone();
+    single["members"] = serde_json::json!([member]);
+    if changes[at]["members"].as_array().unwrap().is_empty() {
+        changes.remove(at);
+    }
+    single
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_plan_edited_to_remove_a_foreign_member_is_refused_naming_the_removal() {
     edited_saved_plan_is_refused(
         |json| {
-            let mut edited = 0;
-            for change in service_iam_changes(json, BILLING_API) {
-                if change["member"] == "user:contractor@partner.example" {
-                    assert_eq!(change["action"], "keep", "foreign members are kept by the demo settings");
-                    change["action"] = "remove".into();
-                    edited += 1;
-                }
-            }
-            edited
+            let mut change = take_member(json, BILLING_API, "user:contractor@partner.example");
+            assert_eq!(change["action"], "keep", "foreign members are kept by the demo settings");
+            change["action"] = "remove".into();
+            service_iam_changes(json, BILLING_API).push(change);
+            1
         },
         &[BILLING_API, "remove user:contractor@partner.example roles/run.invoker (foreign)", "which the current policies do not produce"],
     )
@@ -1011,7 +1025,7 @@ async fn a_saved_plan_edited_to_remove_an_unmanaged_roles_binding_is_refused() {
     edited_saved_plan_is_refused(
         |json| {
             service_iam_changes(json, BILLING_API).push(serde_json::json!({
-                "action": "remove", "role": "roles/run.developer", "member": "group:billing-devs@acme.com", "reason": "unlisted"
+                "action": "remove", "role": "roles/run.developer", "members": ["group:billing-devs@acme.com"], "reason": "unlisted"
             }));
             1
         },
@@ -1025,7 +1039,7 @@ async fn a_saved_plan_edited_to_grant_an_attacker_is_refused_naming_the_grant() 
     edited_saved_plan_is_refused(
         |json| {
             service_iam_changes(json, BILLING_API).push(serde_json::json!({
-                "action": "add", "role": "roles/run.invoker", "member": "user:attacker@evil.example", "reason": "missing",
+                "action": "add", "role": "roles/run.invoker", "members": ["user:attacker@evil.example"], "reason": "missing",
                 "sources": ["policies/teams/billing.yaml:12"]
             }));
             // The file's own summary agrees with the edit: it must not matter.
@@ -1085,15 +1099,11 @@ async fn a_saved_plan_that_removes_a_keep_member_is_refused_even_with_allow_remo
     let json = edited_saved_plan_is_refused(
         |json| {
             // Turn the protected break-glass entry into a removal, as a hand-edited plan might.
-            let mut edited = 0;
-            for change in service_iam_changes(json, BILLING_API) {
-                if change["member"] == "user:break-glass@acme.com" {
-                    change["action"] = "remove".into();
-                    change["reason"] = "unlisted".into();
-                    edited += 1;
-                }
-            }
-            edited
+            let mut change = take_member(json, BILLING_API, "user:break-glass@acme.com");
+            change["action"] = "remove".into();
+            change["reason"] = "unlisted".into();
+            service_iam_changes(json, BILLING_API).push(change);
+            1
         },
         &["remove user:break-glass@acme.com roles/run.invoker (unlisted)"],
     )
@@ -1109,7 +1119,7 @@ async fn a_saved_plan_that_grants_a_role_outside_allowed_roles_is_refused() {
         |json| {
             let changes = service_iam_changes(json, BILLING_API);
             changes.push(serde_json::json!({
-                "action": "add", "role": "roles/run.admin", "member": "user:mallory@acme.com", "reason": "missing"
+                "action": "add", "role": "roles/run.admin", "members": ["user:mallory@acme.com"], "reason": "missing"
             }));
             1
         },
@@ -1165,7 +1175,11 @@ async fn an_unedited_saved_plan_from_the_binary_applies_with_the_engines_reasons
         .iter()
         .filter(|s| s["mode"] == "enforce")
         .map(|s| {
-            let changes = |r: &Value| r["changes"].as_array().map_or(0, |c| c.iter().filter(|c| c["action"] != "keep").count());
+            let changes = |r: &Value| {
+                r["changes"].as_array().map_or(0, |c| {
+                    c.iter().filter(|c| c["action"] != "keep").map(|c| c["members"].as_array().unwrap().len()).sum()
+                })
+            };
             changes(&s["iam"]) + changes(&s["iap"]) + s["settings"].as_array().map_or(0, Vec::len)
         })
         .sum();

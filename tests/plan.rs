@@ -1124,7 +1124,7 @@ fn every_change_names_the_policy_lines_behind_it() {
     let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
     let sources: Vec<(String, Reason, Vec<String>)> = plan.services[0]
         .member_changes()
-        .map(|c| (c.member.to_string(), c.reason, c.sources.clone()))
+        .map(|c| (c.member.to_string(), c.reason, c.sources.to_vec()))
         .collect();
     let f = "policies/teams/billing.yaml";
     assert_eq!(
@@ -1393,10 +1393,14 @@ fn a_saved_plan_of_another_format_version_is_refused() {
     let plan = plan::plan(&demo::desired(), &demo::live(), &PlanOptions::at(now()));
     let json = plan
         .to_json()
-        .replacen("\"formatVersion\": 1", "\"formatVersion\": 2", 1);
+        .replacen("\"formatVersion\": 2", "\"formatVersion\": 3", 1);
     let err = Plan::from_json(&json).unwrap_err().to_string();
-    assert!(err.contains("formatVersion 2"), "{err}");
-    assert!(Plan::from_json("{\"formatVersion\": 1}").is_err());
+    assert!(err.contains("formatVersion 3"), "{err}");
+    assert!(Plan::from_json("{\"formatVersion\": 2}").is_err());
+    // Version 1 (ungrouped changes, no policy digest) is refused the same way.
+    let v1 = plan.to_json().replacen("\"formatVersion\": 2", "\"formatVersion\": 1", 1);
+    let err = Plan::from_json(&v1).unwrap_err().to_string();
+    assert!(err.contains("formatVersion 1, this runwarden reads version 2"), "{err}");
 }
 
 #[test]

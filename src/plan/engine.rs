@@ -53,6 +53,7 @@
 //!   where every grant goes, so then nothing at all is planned for the service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::iam::{
@@ -789,8 +790,8 @@ impl<'a> Planner<'a> {
         let ctx = ServiceCtx {
             id,
             public,
-            ref_sources: &ref_sources,
-            public_sources: &public_sources,
+            ref_sources: Sources::from(ref_sources.as_slice()),
+            public_sources: Sources::from(public_sources.as_slice()),
         };
         let iam_plan = self.diff_resource(
             &ctx,
@@ -1049,12 +1050,13 @@ impl<'a> Planner<'a> {
                 .map(|f| f.role.as_str())
                 .collect();
             let pcond = cond.map(PlanCondition::from);
+            let role = super::model::governed_role(key.0);
             let change =
-                |action, member: &Member, reason, sources: Vec<String>, note: Option<String>| {
+                |action, member: &Member, reason, sources: Sources, note: Option<String>| {
                     MemberChange {
                         action,
-                        role: key.0.to_string(),
-                        condition: pcond.clone(),
+                        role: role.clone(),
+                        condition: pcond.clone().map(Box::new),
                         member: member.clone(),
                         reason,
                         origin: None,
@@ -1062,15 +1064,15 @@ impl<'a> Planner<'a> {
                         note,
                     }
                 };
+            // Members granted by the same lines (all members of one Auth0 role) share one list.
+            let mut shared: HashMap<&BTreeSet<&str>, Sources> = HashMap::new();
             for (m, srcs) in d {
                 if !l.contains(m) {
-                    changes.push(change(
-                        Action::Add,
-                        m,
-                        Reason::Missing,
-                        srcs.iter().map(|s| s.to_string()).collect(),
-                        None,
-                    ));
+                    let sources = shared
+                        .entry(srcs)
+                        .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
+                        .clone();
+                    changes.push(change(Action::Add, m, Reason::Missing, sources, None));
                     adds += 1;
                 }
             }
@@ -1085,12 +1087,12 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let (reason, remove, sources, mut note) = if m.kind() == MemberKind::Deleted {
-                    (Reason::Deleted, true, ctx.ref_sources.to_vec(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
+                    (Reason::Deleted, true, ctx.ref_sources.clone(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
                 } else if expired {
                     (
                         Reason::Expired,
                         true,
-                        ctx.ref_sources.to_vec(),
+                        ctx.ref_sources.clone(),
                         Some(format!(
                             "the time-boxed grant ended at {}",
                             &cond.map(|c| c.title.as_str()).unwrap_or("")
@@ -1098,15 +1100,15 @@ impl<'a> Planner<'a> {
                         )),
                     )
                 } else if m.is_public() && ctx.public == Some(false) {
-                    (Reason::Public, true, ctx.public_sources.to_vec(), None)
+                    (Reason::Public, true, ctx.public_sources.clone(), None)
                 } else if owned {
-                    (Reason::Unlisted, true, ctx.ref_sources.to_vec(), None)
+                    (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
                 } else {
                     let remove = self.settings.foreign_members == ForeignMembers::Remove;
-                    let sources = if remove {
-                        vec![loc(&self.settings.source)]
+                    let sources: Sources = if remove {
+                        Arc::from([loc(&self.settings.source)])
                     } else {
-                        vec![]
+                        Sources::default()
                     };
                     (Reason::Foreign, remove, sources, None)
                 };
@@ -1122,7 +1124,7 @@ impl<'a> Planner<'a> {
                             p.pattern
                         ));
                         reason = Reason::Protected;
-                        sources = vec![loc(&p.source)];
+                        sources = Arc::from([loc(&p.source)]);
                     } else if reason == Reason::Unlisted
                         && !unknown.is_empty()
                         && self.is_mapping_member(m)
@@ -1231,8 +1233,8 @@ enum Planned {
 struct ServiceCtx<'a> {
     id: &'a ServiceId,
     public: Option<bool>,
-    ref_sources: &'a [String],
-    public_sources: &'a [String],
+    ref_sources: Sources,
+    public_sources: Sources,
 }
 
 #[derive(Default)]

@@ -3,7 +3,7 @@
 //!
 //! * [`engine`]: `plan(&Desired, &LiveState, &PlanOptions) -> Plan`: no I/O, no clock reads,
 //!   cannot fail on live data (problems become findings).
-//! * [`model`]: the `Plan` value, which is also the saved-plan format (`formatVersion: 1`).
+//! * [`model`]: the `Plan` value, which is also the saved-plan format (`formatVersion: 2`).
 //! * [`guards`]: `check_guards(&Plan, &Settings, allow_removals) -> Vec<GuardTrip>`.
 //! * [`render`]: text (Terraform-like), Markdown (PR comment, capped), JSON.
 //! * [`simulate`]: `apply_to(&Plan, &LiveState) -> LiveState`, the plan applied in memory.

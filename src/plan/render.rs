@@ -167,7 +167,7 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
     let mut current: Option<(&str, Option<&str>)> = None;
     for c in &r.changes {
         let key = (
-            c.role.as_str(),
+            &*c.role,
             c.condition.as_ref().map(|c| c.title.as_str()),
         );
         if current != Some(key) {
