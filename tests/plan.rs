@@ -1650,3 +1650,64 @@ fn features_golden_text_and_markdown() {
     golden("features.plan.txt", &render_text(&plan, false));
     golden("features.plan.md", &render_markdown(&plan));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Saved plans: what of a saved plan may be applied (pure; the apply tests inject the edits
+// through the binary)
+
+#[test]
+fn an_unchanged_saved_plan_verifies_to_the_fresh_plan_of_its_services() {
+    let (d, live) = (demo::desired(), demo::live());
+    let fresh = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let mut saved = Plan::from_json(&fresh.to_json()).unwrap();
+    saved.services.retain(|s| s.id.ends_with("/billing-api"));
+    assert!(!saved.services.is_empty());
+    let verified = plan::verify_saved(&saved, &fresh, &live).unwrap();
+    assert!(verified.stale.is_empty(), "{:?}", verified.stale);
+    let ids: Vec<&str> = verified.plan.services.iter().map(|s| s.id.as_str()).collect();
+    let saved_ids: Vec<&str> = saved.services.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, saved_ids, "only the saved plan's services, from the fresh plan");
+}
+
+#[test]
+fn a_saved_service_whose_written_resource_moved_is_stale_and_an_edit_without_a_move_is_refused() {
+    let (d, mut live) = (demo::desired(), demo::live());
+    let fresh = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let saved = Plan::from_json(&fresh.to_json()).unwrap();
+    let target = saved
+        .services
+        .iter()
+        .find(|s| s.is_applicable() && s.iam.as_ref().is_some_and(|r| r.changes.iter().any(|c| c.action != Action::Keep)))
+        .unwrap()
+        .clone();
+
+    // Someone writes the service's IAM policy after the plan: stale, nothing else refused.
+    let svc = live.services.get_mut(&target.service_id()).unwrap();
+    svc.iam.as_mut().unwrap().etag = "moved".into();
+    let moved = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let verified = plan::verify_saved(&saved, &moved, &live).unwrap();
+    assert_eq!(verified.stale.len(), 1, "{:?}", verified.stale);
+    assert_eq!(verified.stale[0].0, target.id);
+    assert!(verified.stale[0].1.contains("→ moved"), "{}", verified.stale[0].1);
+    assert!(verified.plan.services.iter().all(|s| s.id != target.id));
+
+    // The file edited (a reason changed) while nothing moved: the whole apply is refused.
+    let live = demo::live();
+    let mut edited = saved.clone();
+    let sp = edited.services.iter_mut().find(|s| s.id == target.id).unwrap();
+    let change = sp.iam.as_mut().unwrap().changes.iter_mut().find(|c| c.action != Action::Keep).unwrap();
+    change.reason = Reason::Foreign;
+    let err = plan::verify_saved(&edited, &fresh, &live).unwrap_err();
+    assert!(err.differences.iter().any(|d| d.starts_with(&target.id) && d.contains("(foreign)")), "{err}");
+    assert!(err.to_string().contains("nothing was applied"), "{err}");
+
+    // A service listed twice, or an ungoverned update-mask path, is refused too.
+    let mut twice = saved.clone();
+    twice.services.push(twice.services[0].clone());
+    assert!(plan::verify_saved(&twice, &fresh, &live).unwrap_err().to_string().contains("listed twice"));
+    let mut masked = saved.clone();
+    let sp = masked.services.iter_mut().find(|s| !s.settings.is_empty()).unwrap();
+    sp.settings[0].update_mask_path = "template.containers".into();
+    let err = plan::verify_saved(&masked, &fresh, &live).unwrap_err().to_string();
+    assert!(err.contains("(updateMask `template.containers`), which is not a setting runwarden governs"), "{err}");
+}
