@@ -542,10 +542,13 @@ impl Plan {
         self.services.iter().any(ServicePlan::has_changes)
     }
 
-    /// Findings about governed services that could not be read (code `read-failed`): nothing
-    /// was planned for them, so a pass with any cannot claim the estate matches its policies.
+    /// Findings about governed services that could not be read (`read-failed`, or
+    /// `project-number-unknown`: the IAP resource cannot be named): nothing was planned for
+    /// them, so a pass with any cannot claim the estate matches its policies.
     pub fn unread(&self) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(|f| f.code == "read-failed")
+        self.findings
+            .iter()
+            .filter(|f| f.service.is_some() && matches!(f.code.as_str(), "read-failed" | "project-number-unknown"))
     }
 
     /// The plan as pretty-printed JSON (with a trailing newline): the `--format json` output and
