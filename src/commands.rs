@@ -144,7 +144,10 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         spawn_interrupt_watcher(shutdown.clone(), "apply", "finishing the writes in flight, starting no new one");
         let conn = tokio::select! {
             conn = Connection::open(global, &desired.settings) => conn?,
-            _ = shutdown.cancelled() => return Ok(ExitCode::from(EXIT_ERROR)),
+            _ = shutdown.cancelled() => {
+                eprintln!("runwarden apply: nothing was applied");
+                return Ok(ExitCode::from(EXIT_ERROR));
+            }
         };
         let audit = AuditContext { actor: conn.actor.clone(), ..audit };
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
