@@ -302,6 +302,7 @@ fn a_group_that_came_back_empty_is_recorded_on_every_binding_that_loses_mapped_m
           iam - run.invoker user:grace@acme.com unlisted
           iam - run.invoker user:margaret@acme.com unlisted
           iam ! loses run.invoker by empty group billing-admin/billing-team
+        ! warning empty-group
         ",
     );
     let in_sync = world()
@@ -316,6 +317,7 @@ fn a_group_that_came_back_empty_is_recorded_on_every_binding_that_loses_mapped_m
         "
         acme-prod/europe-west1/api
           iam = run.invoker user:contractor@partner.example foreign
+        ! warning empty-group
         ",
     );
 }

@@ -517,6 +517,15 @@ impl<'a> Planner<'a> {
                     sources.clone(),
                 ));
             }
+            for group in &res.empty_groups {
+                self.findings.insert(finding(
+                    None,
+                    "empty-group",
+                    Severity::Warning,
+                    format!("Auth0 group `{group}`, assigned to role `{role}`, has no members; it grants nothing, and removals its members may have held are refused by the directory guard"),
+                    sources.clone(),
+                ));
+            }
         }
         out
     }
