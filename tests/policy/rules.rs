@@ -446,6 +446,50 @@ fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
     );
 }
 
+#[test]
+fn thousands_of_separators_load_in_linear_time_and_positions_stay_exact() {
+    // 9,000 empty documents (36 KB) before a broken policy: the loader used to pad each
+    // document with the lines before it (quadratic: 10,000 separators took 38 s).
+    let broken = policy("a", "billing-api", "sideways");
+    let file = "---\n".repeat(9_000) + "---\n" + &broken;
+    let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("many.yaml", &file)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    // `ingress:` is on line 11 of the policy, which starts on the file's line 9,002.
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("many.yaml:9012:14: error: unknown value `sideways`"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn a_file_of_more_documents_than_the_limit_is_refused_at_the_first_one_over() {
+    // 100,000 separators (400 KB) grew past 2.7 GB before.
+    let file = "---\n".repeat(100_000) + &policy("a", "billing-api", "internal");
+    let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("many.yaml", &file)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(
+        got,
+        ["many.yaml:10001:1: error: the file holds more than 10000 YAML documents, the limit for a policy file\n  = hint: split the policies into several files, and remove empty `---` documents"]
+    );
+}
+
+#[test]
+fn a_policy_file_over_the_size_limit_is_refused_without_being_parsed() {
+    let dir = policy_dir(&[("settings.yaml", &shared_settings())]);
+    // Valid YAML throughout (one long comment), so only the size can be the error.
+    let mut big = policy("a", "billing-api", "internal");
+    big.push('#');
+    big.push_str(&"x".repeat(16 * 1024 * 1024));
+    big.push('\n');
+    fs::write(dir.path().join("big.yaml"), big).unwrap();
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(
+        got,
+        ["big.yaml: error: the file is larger than 16 MiB, the limit for a policy file\n  = hint: split the policies into several files"]
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn a_symlink_loop_ends_the_walk() {
