@@ -99,7 +99,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
     };
     let saved = match &args.plan {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = crate::files::read_to_string_capped(path, crate::plan::model::MAX_SAVED_PLAN_BYTES)
                 .with_context(|| format!("reading the saved plan {}", path.display()))?;
             Some(Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?)
         }

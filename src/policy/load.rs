@@ -134,24 +134,24 @@ pub(super) fn parse_file(
     diagnostics: &mut Vec<Diagnostic>,
     broken_settings: &mut usize,
 ) -> Vec<Parsed> {
-    let bytes = match read_capped(path, MAX_POLICY_FILE_BYTES) {
+    let bytes = match crate::files::read_capped(path, MAX_POLICY_FILE_BYTES) {
         Ok(bytes) => bytes,
-        Err(ReadError::TooLarge) => {
+        Err(err) if err.kind() == std::io::ErrorKind::FileTooLarge => {
             diagnostics.push(
                 Diagnostic::error(
                     path,
                     0,
                     0,
                     format!(
-                        "the file is larger than {} MiB, the limit for a policy file",
-                        MAX_POLICY_FILE_BYTES / (1024 * 1024)
+                        "the file is larger than {}, the limit for a policy file",
+                        crate::files::size(MAX_POLICY_FILE_BYTES)
                     ),
                 )
                 .with_hint("split the policies into several files"),
             );
             return Vec::new();
         }
-        Err(ReadError::Io(err)) => {
+        Err(err) => {
             diagnostics.push(Diagnostic::error(
                 path,
                 0,
@@ -201,26 +201,6 @@ pub(super) fn parse_file(
             )
         })
         .collect()
-}
-
-enum ReadError {
-    TooLarge,
-    Io(std::io::Error),
-}
-
-/// Reads at most `limit` bytes of a file; a longer file is `TooLarge`, found without reading
-/// more than one byte past the limit (the size in the metadata may lie, e.g. for a FIFO).
-fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
-    use std::io::Read;
-    let file = fs::File::open(path).map_err(ReadError::Io)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > limit {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(bytes)
 }
 
 /// The 1-based line and column just after `text`.
