@@ -335,7 +335,7 @@ fn convert_settings(
             );
         }
         let sa = &m.value.service_account;
-        let service_account = match Member::parse(&sa.value) {
+        let service_account = match Member::parse_written(&sa.value) {
             Ok(member) if member.kind() == MemberKind::ServiceAccount => Some(member),
             Ok(_) => {
                 r.error(
@@ -594,7 +594,7 @@ fn member_patterns(r: &mut Reporter<'_>, items: &[Spanned<String>]) -> Vec<Membe
         // A pattern is a member with `*` wildcards: with each `*` standing for one letter it
         // must be a valid member, which catches typos in the fixed parts.
         let sample = item.value.replace('*', "x");
-        match Member::parse(&sample) {
+        match Member::parse_written(&sample) {
             Ok(_) => patterns.push(MemberPattern { pattern: item.value.clone(), source: r.source(r.pos(item)) }),
             Err(err) => r.error(
                 r.pos(item),
@@ -978,7 +978,7 @@ fn convert_invoker(
             }
             Principal::Auth0Role(role.to_string())
         }
-        "member" => match Member::parse(&value.value) {
+        "member" => match Member::parse_written(&value.value) {
             Ok(m) if m.kind() == MemberKind::Deleted => {
                 r.error(r.pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
                 return None;
@@ -993,7 +993,12 @@ fn convert_invoker(
             }
             Ok(m) => Principal::Member(m),
             Err(err) => {
-                r.error(r.pos(value), err.to_string(), "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://...");
+                let hint = if value.value.is_ascii() {
+                    "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://..."
+                } else {
+                    "retype the member: a look-alike or invisible character was likely pasted in (an internationalized domain is written in its xn-- form)"
+                };
+                r.error(r.pos(value), err.to_string(), hint);
                 return None;
             }
         },
@@ -1239,13 +1244,7 @@ fn is_label_value(s: &str) -> bool {
 }
 
 fn is_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.contains('.')
-        && !s.starts_with('.')
-        && !s.ends_with('.')
-        && !s.contains("..")
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    crate::iam::check_written_domain(s).is_ok()
 }
 
 fn is_env_name(s: &str) -> bool {

@@ -96,6 +96,48 @@ const CASES: &[Case] = &[
         "invalid-member.yaml:12:15: error: invalid IAM member \"user:ada\": expected an e-mail address",
         "user:EMAIL",
     ),
+    // Members as Google accepts them (the IAM `Binding.members` forms); look-alike and
+    // invisible characters are named with their code point and never shown raw.
+    (
+        "policy/member-wildcard.yaml",
+        "member-wildcard.yaml:12:15: error: invalid IAM member \"user:*@acme.com\": `*` is not a wildcard in IAM",
+        "write members as user:EMAIL",
+    ),
+    (
+        "policy/member-double-dot-domain.yaml",
+        "member-double-dot-domain.yaml:12:15: error: invalid IAM member \"group:billing@acme..com\": the e-mail address has an invalid domain: `acme..com` has an empty label",
+        "",
+    ),
+    (
+        "policy/member-quote.yaml",
+        "member-quote.yaml:12:15: error: invalid IAM member \"user:\\\"ada\\\"@acme.com\": the e-mail address contains `\"`",
+        "",
+    ),
+    (
+        "policy/member-script.yaml",
+        "member-script.yaml:12:15: error: invalid IAM member \"user:<script>alert(1)</script>@acme.com\": the e-mail address contains `<`",
+        "",
+    ),
+    (
+        "policy/member-percent-encoded.yaml",
+        "member-percent-encoded.yaml:12:15: error: invalid IAM member \"user:ada%40acme.com@evil.example\": the address is percent-encoded",
+        "",
+    ),
+    (
+        "policy/member-cyrillic.yaml",
+        "member-cyrillic.yaml:12:15: error: invalid IAM member \"user:ada@\u{430}cme.com\": contains the character '\u{430}' (U+0430); IAM members are plain ASCII",
+        "look-alike or invisible character",
+    ),
+    (
+        "policy/member-zero-width.yaml",
+        "member-zero-width.yaml:12:15: error: invalid IAM member \"user:ada\\u{200b}@acme.com\": contains the invisible or control character \\u{200b} (U+200B)",
+        "look-alike or invisible character",
+    ),
+    (
+        "policy/member-rtl-override.yaml",
+        "member-rtl-override.yaml:12:15: error: invalid IAM member \"user:ada@acme.com\\u{202e}moc.live\": contains the invisible or control character \\u{202e} (U+202E)",
+        "look-alike or invisible character",
+    ),
     (
         "policy/deleted-member.yaml",
         "deleted-member.yaml:11:15: error: `deleted:user:bob@acme.com?uid=123456789012345678` is a deleted principal and cannot be granted",
