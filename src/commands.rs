@@ -72,12 +72,12 @@ fn guard_note(trips: &[GuardTrip], markdown: bool) -> String {
     if markdown {
         out.push_str("\n> [!CAUTION]\n> `runwarden apply` would refuse this plan:\n");
         for t in trips {
-            out.push_str(&format!("> * {t}\n"));
+            out.push_str(&format!("> * {}\n", crate::text::md_message(&t.to_string())));
         }
     } else {
         out.push_str("\nApply would refuse this plan:\n");
         for t in trips {
-            out.push_str(&format!("  - {t}\n"));
+            out.push_str(&format!("  - {}\n", crate::text::visible(&t.to_string())));
         }
     }
     out
@@ -148,7 +148,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         let trips = check_guards(&plan, &desired.settings, args.allow_removals);
         if !trips.is_empty() {
             for t in &trips {
-                eprintln!("error: {t}");
+                eprintln!("error: {}", crate::text::visible(&t.to_string()));
                 tracing::error!(guard = t.guard.as_str(), "{t}");
             }
             eprintln!("nothing was applied");
@@ -496,7 +496,7 @@ pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -
         let expectation = Expectation { issuer: issuer_jwks.0, jwks: issuer_jwks.1, service: audiences, now: crate::time::command_now() };
         Ok::<_, anyhow::Error>(check_token(&token, &expectation, Some(&desired)))
     })?;
-    print!("{}", render_report(&report));
+    print!("{}", crate::text::visible_lines(&render_report(&report)));
     Ok(if report.accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
 }
 
@@ -605,10 +605,11 @@ pub fn cmd_audit(global: &GlobalArgs, args: &crate::cli::AuditArgs) -> anyhow::R
                     crate::audit::hygiene::Severity::Warning => "warning",
                     crate::audit::hygiene::Severity::Info => "info",
                 };
-                println!("{severity} [{}] {}", f.code, f.message);
-                println!("  fix: {}", f.fix);
+                let v = crate::text::visible;
+                println!("{severity} [{}] {}", f.code, v(&f.message));
+                println!("  fix: {}", v(&f.fix));
                 for s in &f.sources {
-                    println!("  at: {s}");
+                    println!("  at: {}", v(s));
                 }
             }
             println!("Audit: {} finding(s).", findings.len());

@@ -1387,6 +1387,99 @@ fn markdown_stays_under_the_comment_limit_and_says_what_it_left_out() {
     assert_eq!(md.matches("</details>").count(), shown);
 }
 
+/// A plan whose every user-controlled string is hostile: an Auth0 role name that opens a code
+/// span and an HTML comment and carries a newline, members with `<!--`, backticks and a
+/// right-to-left override, a condition title closing `</details>`, a `|` for table cells.
+fn hostile_plan() -> Plan {
+    const EVIL_ROLE: &str = "ops`<!--|<details>\n### pwned";
+    const SVC: &str = "acme-prod/europe-west1/api|x";
+    let d = desired(
+        settings(),
+        vec![
+            policy("hostile").service(API).role(EVIL_ROLE).role("billing-oncall"),
+            policy("later").service(SVC).role("billing-oncall"),
+            policy("zz-last").service(SVC).role("nobody-left"),
+        ],
+    );
+    let live = world()
+        .svc(API, &[])
+        .svc(SVC, &[])
+        .bind(API, RUN_INVOKER, &["user:x`<!--@acme.com", "user:ada\u{202e}moc.live@acme.com"])
+        .bind_if(API, "roles/viewer", "</details><!--", "true", &["user:y|z@acme.com"])
+        .role(EVIL_ROLE, &[])
+        .role("billing-oncall", &[("auth0|ken", "ken@acme.com", true)])
+        .role("nobody-left", &[])
+        .build();
+    plan::plan(&d, &live, &PlanOptions::at(now()))
+}
+
+/// The Markdown with fenced code blocks (where everything is literal) left out.
+fn outside_code_blocks(md: &str) -> String {
+    let mut fenced = false;
+    let mut out = String::new();
+    for line in md.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!fenced, "every fenced block is closed");
+    out
+}
+
+#[test]
+fn hostile_names_cannot_hide_or_reshape_the_markdown_comment() {
+    let plan = hostile_plan();
+    assert!(plan.findings.len() >= 2, "{:#?}", plan.findings);
+    let md = render_markdown(&plan);
+    let outside = outside_code_blocks(&md);
+    // Structure: one details block per service, opened and closed; no raw comment or heading.
+    assert_eq!(md.matches("<details>").count(), plan.services.len(), "{md}");
+    assert_eq!(md.matches("</details>").count(), plan.services.len(), "{md}");
+    // `<` outside code is always escaped (`\<`), so it opens neither a comment nor a tag.
+    assert!(
+        outside.match_indices('<').all(|(i, _)| outside[..i].ends_with('\\')
+            || ["<details>", "<summary>", "<code>", "</"].iter().any(|t| outside[i..].starts_with(t))),
+        "{outside}"
+    );
+    assert!(outside.match_indices("<!--").all(|(i, _)| outside[..i].ends_with('\\')), "{outside}");
+    assert!(!outside.lines().any(|l| l.starts_with("### pwned")), "{outside}");
+    assert!(!md.contains('\u{202e}'), "{md}");
+    // Every table row still has its six cells (unescaped pipes only delimit cells).
+    for row in outside.lines().filter(|l| l.starts_with("| `")) {
+        let delimiters = row.match_indices('|').filter(|(i, _)| !row[..*i].ends_with('\\')).count();
+        assert_eq!(delimiters, 7, "{row}");
+    }
+    // Every finding is its own list item, in order, the last one included.
+    let items: Vec<&str> = outside.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(items.len(), plan.findings.len(), "{outside}");
+    for (item, finding) in items.iter().zip(&plan.findings) {
+        assert!(item.contains(&format!("`{}`", finding.code)), "{item}");
+    }
+    assert!(
+        items.iter().any(|i| i.contains("policy zz-last names Auth0 role `nobody-left`")),
+        "the finding after the hostile one is intact: {items:#?}"
+    );
+}
+
+#[test]
+fn hostile_names_cannot_reorder_or_split_the_text_plan() {
+    let plan = hostile_plan();
+    let text = render_text(&plan, false);
+    for hidden in ['\u{202e}', '\u{1b}'] {
+        assert!(!text.contains(hidden), "{text}");
+    }
+    assert!(text.contains("user:ada\\u{202e}moc.live@acme.com"), "{text}");
+    // The newline in the role name is shown as `\u{a}`: one line per finding.
+    let findings = text.lines().filter(|l| l.starts_with("  warning [") || l.starts_with("  error [") || l.starts_with("  info [")).count();
+    assert_eq!(findings, plan.findings.len(), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("### pwned")), "{text}");
+}
+
 #[test]
 fn markdown_of_a_small_plan_is_complete() {
     let plan = plan::plan(&demo::desired(), &demo::live(), &PlanOptions::at(now()));

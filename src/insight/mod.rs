@@ -203,7 +203,9 @@ pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Ex
     };
     match args.format {
         PlanFormat::Json => print!("{}", x.to_json()),
-        PlanFormat::Text | PlanFormat::Markdown => print!("{}", explain::render_text(&x)),
+        PlanFormat::Text | PlanFormat::Markdown => {
+            print!("{}", crate::text::visible_lines(&explain::render_text(&x)))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

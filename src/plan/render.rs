@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use crate::text::{html_text, md_code, md_message, visible};
+
 use super::model::{
     Action, Finding, MemberChange, Plan, PlanMode, Reason, ResourcePlan, ServicePlan,
     SettingChange, Severity,
@@ -98,8 +100,8 @@ fn symbol(a: Action) -> &'static str {
     }
 }
 
-/// The lines of one service's body (without colour), shared by text and Markdown. Each line is
-/// (symbol, text) so the caller can colour by symbol.
+/// The lines of one service's body (without colour, hidden characters made visible), shared by
+/// text and Markdown. Each line is (symbol, text) so the caller can colour by symbol.
 fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
     // Members and settings are aligned separately, so one long value does not push the other
     // column far to the right.
@@ -141,7 +143,11 @@ fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
             ));
         }
     }
-    out
+    // Every value on these lines (members, roles, condition titles, sources, notes) may come
+    // from a policy file, Auth0 or a live policy: one line stays one line, read in order.
+    out.into_iter()
+        .map(|(sym, line)| (sym, visible(&line).into_owned()))
+        .collect()
 }
 
 fn setting_text(c: &SettingChange) -> String {
@@ -192,15 +198,21 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
 
 fn service_header(s: &ServicePlan) -> String {
     let sym = if s.has_changes() { "~" } else { " " };
-    format!(
+    let line = format!(
         "{sym} {}  [{}; policies: {}]",
         s.id,
         mode_note(s.mode),
         s.policies.join(", ")
-    )
+    );
+    visible(&line).into_owned()
 }
 
+/// A finding on one line, with hidden characters made visible.
 fn finding_line(f: &Finding) -> String {
+    visible(&finding_text(f)).into_owned()
+}
+
+fn finding_text(f: &Finding) -> String {
     let mut line = format!("{} [{}]", f.severity.as_str(), f.code);
     if let Some(s) = &f.service {
         let _ = write!(line, " {s}:");
@@ -330,8 +342,8 @@ pub fn render_markdown(plan: &Plan) -> String {
         );
         for s in &plan.services {
             let row = format!(
-                "| `{}` | {} | {} | {} | {} | {} |\n",
-                s.id,
+                "| {} | {} | {} | {} | {} | {} |\n",
+                md_code(&s.id.to_string(), true),
                 s.mode.as_str(),
                 s.count(Action::Add),
                 s.count(Action::Remove),
@@ -344,9 +356,11 @@ pub fn render_markdown(plan: &Plan) -> String {
         }
         try_push(&mut out, "\n", &mut full);
         for s in &plan.services {
+            // Inside the fence only a line starting with ``` could end the block early, and
+            // every line starts with the diff column: user text cannot break out.
             let mut block = format!(
                 "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n```diff\n",
-                s.id,
+                html_text(&s.id.to_string()),
                 s.mode.as_str(),
                 s.count(Action::Add),
                 s.count(Action::Remove),
@@ -380,18 +394,22 @@ pub fn render_markdown(plan: &Plan) -> String {
                 Severity::Warning => "⚠️",
                 Severity::Info => "ℹ️",
             };
-            let mut line = format!("- {icon} **{}** `{}`", f.severity.as_str(), f.code);
+            let mut line = format!(
+                "- {icon} **{}** {}",
+                f.severity.as_str(),
+                md_code(&f.code, false)
+            );
             if let Some(s) = &f.service {
-                let _ = write!(line, " `{s}`");
+                let _ = write!(line, " {}", md_code(s, false));
             }
-            let _ = write!(line, ": {}", f.message.replace('\n', " "));
+            let _ = write!(line, ": {}", md_message(&f.message));
             if !f.sources.is_empty() {
                 let _ = write!(
                     line,
                     " ({})",
                     f.sources
                         .iter()
-                        .map(|s| format!("`{s}`"))
+                        .map(|s| md_code(s, false))
                         .collect::<Vec<_>>()
                         .join(", ")
                 );

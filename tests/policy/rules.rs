@@ -447,6 +447,19 @@ fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
 }
 
 #[test]
+fn a_bidi_override_in_a_value_is_shown_escaped_in_the_diagnostic() {
+    let file = policy("a", "billing-api", "all\u{202e}lanretni");
+    let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("a.yaml", &file)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(!got[0].contains('\u{202e}'), "{got:#?}");
+    assert!(
+        got[0].starts_with("a.yaml:11:14: error: unknown value `all\\u{202e}lanretni`"),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn thousands_of_separators_load_in_linear_time_and_positions_stay_exact() {
     // 9,000 empty documents (36 KB) before a broken policy: the loader used to pad each
     // document with the lines before it (quadratic: 10,000 separators took 38 s).
