@@ -494,7 +494,12 @@ fn convert_settings(
                 audits.max_signing_key_age = d;
             }
         }
-        audits.require_coverage = a.value.require_coverage.unwrap_or(false);
+        audits.require_coverage = a
+            .value
+            .require_coverage
+            .as_ref()
+            .and_then(|b| boolean(r, b))
+            .unwrap_or(false);
     }
 
     let settings = Settings {
@@ -682,14 +687,18 @@ fn convert_policy(
             exposure.ingress = Some(ingress);
             facts.ingress = Some((ingress, r.pos(i)));
         }
-        if let Some(p) = &e.value.public {
-            exposure.public = Some(p.value);
-            facts.public = Some((p.value, r.pos(p)));
+        if let Some(p) = &e.value.public
+            && let Some(value) = boolean(r, p)
+        {
+            exposure.public = Some(value);
+            facts.public = Some((value, r.pos(p)));
         }
-        if let Some(i) = &e.value.iap {
-            exposure.iap = Some(i.value);
-            facts.iap = Some((i.value, r.pos(i)));
-            if i.value && exposure.public == Some(true) {
+        if let Some(i) = &e.value.iap
+            && let Some(value) = boolean(r, i)
+        {
+            exposure.iap = Some(value);
+            facts.iap = Some((value, r.pos(i)));
+            if value && exposure.public == Some(true) {
                 r.error(
                     r.pos(i),
                     "`public: true` and `iap: true` contradict each other",
@@ -701,6 +710,8 @@ fn convert_policy(
             let audiences = unique_list(r, &list.value, "audience", |r, a| {
                 if a.value.trim().is_empty() || a.value.trim() != a.value {
                     r.error(r.pos(a), "an audience is empty or has surrounding spaces", "write the audience exactly as callers put it in `aud`, e.g. https://billing.acme.com");
+                } else if let Err(problem) = check_audience(&a.value) {
+                    r.error(r.pos(a), format!("audience {:?} {problem}", a.value), "Cloud Run custom audiences are full URLs, e.g. https://billing.acme.com");
                 }
             });
             let mut sorted = audiences.clone();
@@ -968,6 +979,14 @@ fn convert_invoker(
                 );
                 return None;
             }
+            if let Err(problem) = check_role_name(role) {
+                r.error(
+                    r.pos(value),
+                    format!("the Auth0 role name {problem}"),
+                    "write the role's name as it appears in Auth0",
+                );
+                return None;
+            }
             if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
                 r.error(
                     r.pos(value),
@@ -1062,6 +1081,69 @@ fn convert_invoker(
         expires,
         source: r.source(r.pos(item)),
     })
+}
+
+/// The longest Auth0 role name a policy may name. The Management API's OpenAPI
+/// (reference/auth0/management-api-v2.openapi.yaml, `roleCreate.name`) states no limit, so this
+/// is runwarden's own bound: far above any real role name, and low enough that a role name
+/// cannot flood a plan, a log line or a pull-request comment (a 20 MB name was accepted).
+pub const MAX_ROLE_NAME: usize = 256;
+/// The longest custom audience. Cloud Run states no limit (run.v2.json `customAudiences`); IAM
+/// caps OIDC audiences at 256 characters (iam.v1.json, `OIDC.allowedAudiences`), the closest
+/// limit Google documents for an audience.
+pub const MAX_AUDIENCE: usize = 256;
+
+/// Why `role` cannot be an Auth0 role name in a policy: too long, or holding a control or
+/// invisible character (which would hide in reviews and reshape outputs).
+pub fn check_role_name(role: &str) -> Result<(), String> {
+    if role.chars().count() > MAX_ROLE_NAME {
+        return Err(format!(
+            "is {} characters long; the limit is {MAX_ROLE_NAME}",
+            role.chars().count()
+        ));
+    }
+    if let Some(c) = role.chars().find(|c| crate::text::is_hidden(*c)) {
+        return Err(format!("contains {}", crate::iam::describe_char(c)));
+    }
+    Ok(())
+}
+
+/// Why `aud` cannot be a Cloud Run custom audience. The Admin API asks for "each custom audience
+/// as the full URL in a string" (run.v2.json, `GoogleCloudRunV2Service.customAudiences`): an
+/// absolute `https://` or `http://` URL with a host, in ASCII, without spaces or controls.
+pub fn check_audience(aud: &str) -> Result<(), String> {
+    if aud.len() > MAX_AUDIENCE {
+        return Err(format!("is {} characters long; the limit is {MAX_AUDIENCE}", aud.len()));
+    }
+    if let Some(c) = aud.chars().find(|c| !c.is_ascii() || c.is_ascii_control() || *c == ' ') {
+        return Err(format!("contains {}", crate::iam::describe_char(c)));
+    }
+    let rest = aud
+        .strip_prefix("https://")
+        .or_else(|| aud.strip_prefix("http://"))
+        .ok_or_else(|| "is not a full URL (https://HOST/...)".to_string())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host.split(':').next().unwrap_or("");
+    if host.is_empty() {
+        return Err("has no host".to_string());
+    }
+    Ok(())
+}
+
+/// The boolean, or an error at the value when it is text (a quoted `"false"`, or `yes`).
+fn boolean(r: &mut Reporter<'_>, b: &Spanned<wire::Bool>) -> Option<bool> {
+    match &b.value {
+        wire::Bool::Value(v) => Some(*v),
+        wire::Bool::Text(found) => {
+            r.error(
+                r.pos(b),
+                format!("expected a boolean, found {found}"),
+                "write true or false without quotes (a quoted \"false\" is a string; yes/no/on/off are not booleans here)",
+            );
+            None
+        }
+    }
 }
 
 fn check_name(r: &mut Reporter<'_>, name: &Spanned<String>, kind: &str) -> String {

@@ -50,6 +50,17 @@ const CASES: &[Case] = &[
         "yes-is-not-a-boolean.yaml:11:13: error: expected a boolean",
         "write true or false",
     ),
+    // A quoted "false" is a string: it used to be read as the boolean.
+    (
+        "policy/quoted-false-is-not-a-boolean.yaml",
+        "quoted-false-is-not-a-boolean.yaml:11:13: error: expected a boolean, found string \"false\"",
+        "without quotes",
+    ),
+    (
+        "alone/quoted-true-is-not-a-boolean.yaml",
+        "quoted-true-is-not-a-boolean.yaml:14:22: error: expected a boolean, found string \"true\"",
+        "without quotes",
+    ),
     (
         "policy/services-not-a-list.yaml",
         "services-not-a-list.yaml:6:13: error: expected a list here",
@@ -137,6 +148,23 @@ const CASES: &[Case] = &[
         "policy/member-rtl-override.yaml",
         "member-rtl-override.yaml:12:15: error: invalid IAM member \"user:ada@acme.com\\u{202e}moc.live\": contains the invisible or control character \\u{202e} (U+202E)",
         "look-alike or invisible character",
+    ),
+    // Auth0 states no limit on role names (roleCreate.name); a 20 MB name was accepted.
+    (
+        "policy/role-name-too-long.yaml",
+        "role-name-too-long.yaml:12:18: error: the Auth0 role name is 300 characters long; the limit is 256",
+        "as it appears in Auth0",
+    ),
+    (
+        "policy/role-name-with-control-character.yaml",
+        "role-name-with-control-character.yaml:12:18: error: the Auth0 role name contains the invisible or control character \\u{a} (U+000A)",
+        "",
+    ),
+    // Cloud Run custom audiences are full URLs (run.v2.json customAudiences).
+    (
+        "policy/audience-not-a-url.yaml",
+        "audience-not-a-url.yaml:11:43: error: audience \"billing\" is not a full URL (https://HOST/...)",
+        "https://billing.acme.com",
     ),
     (
         "policy/deleted-member.yaml",
