@@ -121,8 +121,10 @@ pub(super) fn check(
     // would send the reader looking for a file that exists.
     if settings_docs.is_empty() && broken_settings == 0 {
         errors += 1;
+        // A single policy file passed as the directory is where the Settings should go.
+        let at = if dir.is_file() { 1 } else { 0 };
         out.push(
-            Diagnostic::error(dir, 0, 0, "no Settings document found").with_hint(
+            Diagnostic::error(dir, at, at, "no Settings document found").with_hint(
                 "add a file with `kind: Settings` (auth0, principals, scope, ...) to the policy directory",
             ),
         );

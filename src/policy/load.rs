@@ -136,12 +136,13 @@ pub(super) fn parse_file(
 ) -> Vec<Parsed> {
     let bytes = match crate::files::read_capped(path, MAX_POLICY_FILE_BYTES) {
         Ok(bytes) => bytes,
+        // File-level errors point at 1:1, so editors and CI annotations open the file.
         Err(err) if err.kind() == std::io::ErrorKind::FileTooLarge => {
             diagnostics.push(
                 Diagnostic::error(
                     path,
-                    0,
-                    0,
+                    1,
+                    1,
                     format!(
                         "the file is larger than {}, the limit for a policy file",
                         crate::files::size(MAX_POLICY_FILE_BYTES)
@@ -152,12 +153,10 @@ pub(super) fn parse_file(
             return Vec::new();
         }
         Err(err) => {
-            diagnostics.push(Diagnostic::error(
-                path,
-                0,
-                0,
-                format!("cannot read the file: {err}"),
-            ));
+            diagnostics.push(
+                Diagnostic::error(path, 1, 1, format!("cannot read the file: {err}"))
+                    .with_hint("check the file's permissions, or move it out of the policy directory"),
+            );
             return Vec::new();
         }
     };

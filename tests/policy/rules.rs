@@ -417,6 +417,35 @@ fn directory_rules() {
 }
 
 #[test]
+fn file_level_errors_point_at_the_file_so_editors_and_ci_can_open_it() {
+    // A single policy file passed as the directory: the Settings are missing from it.
+    let dir = policy_dir(&[("a.yaml", &policy("a", "billing-api", "internal"))]);
+    let file = dir.path().join("a.yaml");
+    let errors = load_at(&file, now()).unwrap_err();
+    assert_eq!(errors.errors.len(), 1, "{errors}");
+    assert_eq!(
+        errors.errors[0].to_string().lines().next().unwrap(),
+        format!("{}:1:1: error: no Settings document found", file.display())
+    );
+    // An unreadable file (a link to /proc/self/mem: a regular file whose first page fails to
+    // read with EIO, even for root, who ignores permissions).
+    #[cfg(target_os = "linux")]
+    {
+        let dir = policy_dir(&[("settings.yaml", &shared_settings())]);
+        std::os::unix::fs::symlink("/proc/self/mem", dir.path().join("mem.yaml")).unwrap();
+        let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("mem.yaml:1:1: error: cannot read the file"), "{got:?}");
+    }
+    // A directory has no line to point at: its path alone.
+    let errors = load_at(dir.path(), now()).unwrap_err();
+    assert_eq!(
+        errors.errors[0].to_string().lines().next().unwrap(),
+        format!("{}: error: no Settings document found", dir.path().display())
+    );
+}
+
+#[test]
 fn a_missing_directory_is_one_error_naming_it() {
     let missing = root().join("tests/fixtures/policies/does-not-exist");
     let errors = load_at(&missing, now()).unwrap_err();
@@ -499,7 +528,7 @@ fn a_policy_file_over_the_size_limit_is_refused_without_being_parsed() {
     let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
     assert_eq!(
         got,
-        ["big.yaml: error: the file is larger than 16 MiB, the limit for a policy file\n  = hint: split the policies into several files"]
+        ["big.yaml:1:1: error: the file is larger than 16 MiB, the limit for a policy file\n  = hint: split the policies into several files"]
     );
 }
 
