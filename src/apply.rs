@@ -832,7 +832,6 @@ pub fn revision(given: Option<&str>, policies: &std::path::Path) -> String {
 mod tests {
     use super::*;
 
-
     #[test]
     fn an_audit_line_shows_a_bidi_override_in_a_member_as_an_escape() {
         let event = AuditEvent {
