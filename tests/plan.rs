@@ -1404,7 +1404,7 @@ fn hostile_plan() -> Plan {
     let live = world()
         .svc(API, &[])
         .svc(SVC, &[])
-        .bind(API, RUN_INVOKER, &["user:x`<!--@acme.com", "user:ada\u{202e}moc.live@acme.com"])
+        .bind(API, RUN_INVOKER, &["user:x`<!--@acme.com", "user:ada\u{202e}moc.live@acme.com", "user:````@acme.com"])
         .bind_if(API, "roles/viewer", "</details><!--", "true", &["user:y|z@acme.com"])
         .role(EVIL_ROLE, &[])
         .role("billing-oncall", &[("auth0|ken", "ken@acme.com", true)])
@@ -1413,21 +1413,24 @@ fn hostile_plan() -> Plan {
     plan::plan(&d, &live, &PlanOptions::at(now()))
 }
 
-/// The Markdown with fenced code blocks (where everything is literal) left out.
+/// The Markdown with fenced code blocks (where everything is literal) left out, read as
+/// CommonMark does: a block opened by N backticks ends at a line of at least N backticks only.
 fn outside_code_blocks(md: &str) -> String {
-    let mut fenced = false;
+    let mut fence: Option<usize> = None;
     let mut out = String::new();
     for line in md.lines() {
-        if line.starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if !fenced {
-            out.push_str(line);
-            out.push('\n');
+        let ticks = line.len() - line.trim_start_matches('`').len();
+        match fence {
+            None if ticks >= 3 => fence = Some(ticks),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            Some(n) if ticks >= n && line.trim_start_matches('`').trim().is_empty() => fence = None,
+            Some(_) => {}
         }
     }
-    assert!(!fenced, "every fenced block is closed");
+    assert!(fence.is_none(), "every fenced block is closed");
     out
 }
 
@@ -1449,6 +1452,8 @@ fn hostile_names_cannot_hide_or_reshape_the_markdown_comment() {
     assert!(outside.match_indices("<!--").all(|(i, _)| outside[..i].ends_with('\\')), "{outside}");
     assert!(!outside.lines().any(|l| l.starts_with("### pwned")), "{outside}");
     assert!(!md.contains('\u{202e}'), "{md}");
+    // A member holding four backticks gets a five-backtick fence, so it cannot close the block.
+    assert!(md.contains("`````diff\n") && md.contains("user:````@acme.com"), "{md}");
     // Every table row still has its six cells (unescaped pipes only delimit cells).
     for row in outside.lines().filter(|l| l.starts_with("| `")) {
         let delimiters = row.match_indices('|').filter(|(i, _)| !row[..*i].ends_with('\\')).count();

@@ -150,6 +150,15 @@ fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+fn longest_backtick_run(text: &str) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
 fn setting_text(c: &SettingChange) -> String {
     format!("{}: {} -> {}", c.field, c.before, c.after)
 }
@@ -356,16 +365,7 @@ pub fn render_markdown(plan: &Plan) -> String {
         }
         try_push(&mut out, "\n", &mut full);
         for s in &plan.services {
-            // Inside the fence only a line starting with ``` could end the block early, and
-            // every line starts with the diff column: user text cannot break out.
-            let mut block = format!(
-                "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n```diff\n",
-                html_text(&s.id.to_string()),
-                s.mode.as_str(),
-                s.count(Action::Add),
-                s.count(Action::Remove),
-                s.settings.len()
-            );
+            let mut body = String::new();
             for (sym, line) in service_lines(s) {
                 // In a diff block the first column decides the colour.
                 // The symbol moves to the first column so GitHub colours the line.
@@ -374,9 +374,20 @@ pub fn render_markdown(plan: &Plan) -> String {
                     "!" => format!("-{line}"),
                     _ => format!(" {line}"),
                 };
-                let _ = writeln!(block, "{line}");
+                let _ = writeln!(body, "{line}");
             }
-            block.push_str("```\n\n</details>\n\n");
+            // Only a line of at least as many backticks as the opening fence ends the block, and
+            // `service_lines` keeps one line per line: a fence longer than any backtick run in
+            // the body cannot be closed by a name inside it.
+            let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
+            let block = format!(
+                "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n",
+                html_text(&s.id.to_string()),
+                s.mode.as_str(),
+                s.count(Action::Add),
+                s.count(Action::Remove),
+                s.settings.len()
+            );
             if !try_push(&mut out, &block, &mut full) {
                 details_left += 1;
             }
