@@ -15,7 +15,7 @@ use crate::apply::{AuditContext, AuditSink, ApplyConfig, ApplyReport, Applier, P
 use crate::cli::{ApplyArgs, DemoArgs, EXIT_CHANGES, EXIT_ERROR, EXIT_GUARD, GlobalArgs, PlanArgs, PlanFormat};
 use crate::logging::LogFormat;
 use crate::pass::{Connection, load_policies, read, runtime};
-use crate::plan::{GuardTrip, Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
+use crate::plan::{Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
 use crate::progress::Progress;
 
 /// `runwarden plan`.
@@ -54,7 +54,7 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
         PlanFormat::Json => plan.to_json(),
     };
     if args.format != PlanFormat::Json && !trips.is_empty() {
-        text.push_str(&guard_note(&trips, args.format == PlanFormat::Markdown));
+        text.push_str(&crate::plan::render_guard_note(&trips, args.format == PlanFormat::Markdown));
     }
     print!("{text}");
     let _ = std::io::stdout().flush();
@@ -66,22 +66,6 @@ fn exit_for_plan(plan: &Plan) -> ExitCode {
     if plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS }
 }
 
-/// What the guards would say at apply time, appended to a plan for its reviewers.
-fn guard_note(trips: &[GuardTrip], markdown: bool) -> String {
-    let mut out = String::new();
-    if markdown {
-        out.push_str("\n> [!CAUTION]\n> `runwarden apply` would refuse this plan:\n");
-        for t in trips {
-            out.push_str(&format!("> * {}\n", crate::text::md_message(&t.to_string())));
-        }
-    } else {
-        out.push_str("\nApply would refuse this plan:\n");
-        for t in trips {
-            out.push_str(&format!("  - {}\n", crate::text::visible(&t.to_string())));
-        }
-    }
-    out
-}
 
 /// `runwarden apply`.
 pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCode> {

@@ -1252,6 +1252,30 @@ fn the_directory_guard_refuses_to_empty_a_binding_because_a_role_came_back_empty
 }
 
 #[test]
+fn the_guard_note_escapes_a_hostile_role_name_in_markdown_and_text() {
+    const EVIL: &str = "ops`<!--\u{202e}|x";
+    let mut s = settings();
+    s.guards.max_removal_ratio = 1.0;
+    let d = desired(s.clone(), vec![billing().role(EVIL)]);
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com"])
+        .role(EVIL, &[])
+        .build();
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let trips = check_guards(&plan, &s, None);
+    assert_eq!(trips.len(), 1, "{trips:?}");
+    let md = plan::render_guard_note(&trips, true);
+    assert!(md.starts_with("\n> [!CAUTION]\n"), "{md}");
+    assert_eq!(md.lines().filter(|l| l.starts_with("> * ")).count(), 1, "{md}");
+    assert!(!md.contains('\u{202e}') && !md.contains(" <!--"), "{md}");
+    assert!(md.contains("\\<!--"), "the comment opener is escaped: {md}");
+    let text = plan::render_guard_note(&trips, false);
+    assert!(text.contains("ops`<!--\\u{202e}|x"), "{text}");
+    assert!(!text.contains('\u{202e}'), "{text}");
+}
+
+#[test]
 fn the_keep_and_allowed_roles_guards_double_check_the_plan_and_cannot_be_overridden() {
     let s = settings();
     let d = desired(settings(), vec![billing().member("user:ada@acme.com")]);

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use crate::text::{html_text, md_code, md_message, visible};
 
+use super::guards::GuardTrip;
 use super::model::{
     Action, Finding, MemberChange, Plan, PlanMode, Reason, ResourcePlan, ServicePlan,
     SettingChange, Severity,
@@ -439,6 +440,24 @@ pub fn render_markdown(plan: &Plan) -> String {
             plural(details_left),
             plural(findings_left)
         );
+    }
+    out
+}
+
+/// What the guards would say at apply time, appended to a text or Markdown plan for its
+/// reviewers. Trip messages quote role names and members, so they are escaped like the plan.
+pub fn render_guard_note(trips: &[GuardTrip], markdown: bool) -> String {
+    let mut out = String::new();
+    if markdown {
+        out.push_str("\n> [!CAUTION]\n> `runwarden apply` would refuse this plan:\n");
+        for t in trips {
+            let _ = writeln!(out, "> * {}", md_message(&t.to_string()));
+        }
+    } else {
+        out.push_str("\nApply would refuse this plan:\n");
+        for t in trips {
+            let _ = writeln!(out, "  - {}", visible(&t.to_string()));
+        }
     }
     out
 }
