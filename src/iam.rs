@@ -305,8 +305,9 @@ pub fn check_written_domain(value: &str) -> Result<(), String> {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
         {
+            let what = if c.is_ascii_graphic() { format!("`{c}`") } else { describe_char(c) };
             return Err(format!(
-                "`{value}` contains `{c}`; a domain has letters, digits, hyphens and dots only"
+                "`{value}` contains {what}; a domain has ASCII letters, digits, hyphens and dots only (an internationalized domain is written in its xn-- form)"
             ));
         }
         if label.starts_with('-') || label.ends_with('-') {

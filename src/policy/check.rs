@@ -282,10 +282,10 @@ fn convert_settings(
             match &p.email_domains {
                 Some(domains) if !domains.value.is_empty() => {
                     for d in &domains.value {
-                        if !is_domain(&d.value) {
+                        if let Err(problem) = crate::iam::check_written_domain(&d.value) {
                             r.error(
                                 r.pos(d),
-                                format!("`{}` is not an e-mail domain", d.value),
+                                format!("`{}` is not an e-mail domain: {problem}", d.value),
                                 "write the part after `@`, e.g. acme.com",
                             );
                         }

@@ -326,6 +326,11 @@ const CASES: &[Case] = &[
         "",
     ),
     (
+        "alone/email-domain-look-alike.yaml",
+        "email-domain-look-alike.yaml:10:47: error: `\u{430}cme.com` is not an e-mail domain: `\u{430}cme.com` contains the character '\u{430}' (U+0430)",
+        "acme.com",
+    ),
+    (
         "alone/bad-owned-pattern.yaml",
         "bad-owned-pattern.yaml:15:7: error: invalid member pattern `svc:*@acme-prod.iam.gserviceaccount.com`",
         "`*` wildcards",
