@@ -601,8 +601,21 @@ fn member_patterns(r: &mut Reporter<'_>, items: &[Spanned<String>]) -> Vec<Membe
         // A pattern is a member with `*` wildcards: with each `*` standing for one letter it
         // must be a valid member, which catches typos in the fixed parts.
         let sample = item.value.replace('*', "x");
-        match Member::parse_written(&sample) {
-            Ok(_) => patterns.push(MemberPattern { pattern: item.value.clone(), source: r.source(r.pos(item)) }),
+        let checked = match Member::parse_written(&sample) {
+            // A federated pattern may end anywhere in the path
+            // (`principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*`):
+            // only the structural check and plain ASCII apply to it.
+            Err(_)
+                if sample.starts_with("principal")
+                    && sample.bytes().all(|b| b.is_ascii_graphic())
+                    && Member::parse(&sample).is_ok() =>
+            {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        };
+        match checked {
+            Ok(()) => patterns.push(MemberPattern { pattern: item.value.clone(), source: r.source(r.pos(item)) }),
             Err(err) => r.error(
                 r.pos(item),
                 format!("invalid member pattern `{}`: {}", item.value, err.reason),

@@ -301,6 +301,11 @@ fn parse_document(
         match serde_saphyr::from_str_with_options(text, options()) {
             Ok(header) => header,
             Err(err) => {
+                // A Settings document broken beyond reading its header (bad syntax, a
+                // duplicate key) still counts as one, so no "no Settings found" follows.
+                if text.lines().any(|l| l.trim_end() == "kind: Settings") {
+                    *broken_settings += 1;
+                }
                 diagnostics.push(yaml_error(path, line_offset, &err));
                 return None;
             }

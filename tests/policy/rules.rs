@@ -489,6 +489,25 @@ fn a_bidi_override_in_a_value_is_shown_escaped_in_the_diagnostic() {
 }
 
 #[test]
+fn owned_and_keep_patterns_may_cut_a_federated_path_but_not_an_email() {
+    let with = |patterns: &str| {
+        shared_settings().replacen("  keep:\n", &format!("  keep:\n    - {patterns}\n"), 1)
+    };
+    let ok = with("'principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*'");
+    let dir = policy_dir(&[("settings.yaml", &ok)]);
+    load_at(dir.path(), now()).unwrap_or_else(|e| panic!("{e}"));
+    // A Settings document that does not parse at all is one error, not also "no Settings".
+    let twice = shared_settings().replacen("  keep:\n", "  keep: []\n  keep:\n", 1);
+    let dir = policy_dir(&[("settings.yaml", &twice)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert!(got.len() == 1 && got[0].contains("duplicate key `keep`"), "{got:?}");
+    let bad = with("'user:*@acme..com'");
+    let dir = policy_dir(&[("settings.yaml", &bad)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert!(got.len() == 1 && got[0].contains("invalid member pattern `user:*@acme..com`"), "{got:?}");
+}
+
+#[test]
 fn thousands_of_separators_load_in_linear_time_and_positions_stay_exact() {
     // 9,000 empty documents (36 KB) before a broken policy: the loader used to pad each
     // document with the lines before it (quadratic: 10,000 separators took 38 s).
