@@ -673,7 +673,6 @@ mod tests {
         assert_eq!(got.expect("no file change trigger within a second"), Some(Trigger::FileChange));
     }
 
-
     #[test]
     fn the_content_revision_does_not_read_a_huge_policy_file_whole() {
         let dir = tempfile::tempdir().unwrap();
