@@ -111,6 +111,7 @@ fn world_files_with_huge_durations_or_counts_are_refused_with_the_limit_not_a_pa
         "generate: {seed: 1, projects: 4294967295, regions: [r], servicesPerRegion: 4294967295}\n",
         "above the limit of 100000 generated services",
     );
+    check("generate: {seed: 1, projects: 4294967295}\n", "projects is 4294967295, above the limit");
     check("generate: {seed: 1, users: 4294967295}\n", "users is 4294967295, above the limit");
     check("generate: {seed: 1, roles: 4294967295}\n", "roles is 4294967295, above the limit");
     check(

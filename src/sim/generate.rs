@@ -30,6 +30,8 @@ use super::world::{GenerateSpec, IngressValue};
 /// service costs about 1 KiB of simulator memory, so this bounds a world file's estate to about
 /// 100 MiB instead of whatever `4294967295` multiplied out to.
 pub const MAX_GENERATED_SERVICES: u64 = 100_000;
+/// The most generated projects (each also holds a unique 12-digit number).
+pub const MAX_GENERATED_PROJECTS: u32 = 10_000;
 /// The most generated Auth0 users (`user-000001` ... numbers have six digits).
 pub const MAX_GENERATED_USERS: u32 = 999_999;
 /// The most generated Auth0 roles.
@@ -45,6 +47,12 @@ fn check_sizes(g: &GenerateSpec) -> Result<(), String> {
     if services > MAX_GENERATED_SERVICES as u128 {
         return Err(format!(
             "projects × regions × servicesPerRegion is {services}, above the limit of {MAX_GENERATED_SERVICES} generated services"
+        ));
+    }
+    if g.projects > MAX_GENERATED_PROJECTS {
+        return Err(format!(
+            "projects is {}, above the limit of {MAX_GENERATED_PROJECTS}",
+            g.projects
         ));
     }
     if g.users > MAX_GENERATED_USERS {
