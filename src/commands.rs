@@ -15,7 +15,7 @@ use crate::apply::{AuditContext, AuditSink, ApplyConfig, ApplyReport, Applier, P
 use crate::cli::{ApplyArgs, DemoArgs, EXIT_CHANGES, EXIT_ERROR, EXIT_GUARD, GlobalArgs, PlanArgs, PlanFormat};
 use crate::logging::LogFormat;
 use crate::pass::{Connection, load_policies, read, runtime};
-use crate::plan::{GuardTrip, Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
+use crate::plan::{Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
 use crate::progress::Progress;
 
 /// `runwarden plan`.
@@ -54,7 +54,7 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
         PlanFormat::Json => plan.to_json(),
     };
     if args.format != PlanFormat::Json && !trips.is_empty() {
-        text.push_str(&guard_note(&trips, args.format == PlanFormat::Markdown));
+        text.push_str(&crate::plan::render_guard_note(&trips, args.format == PlanFormat::Markdown));
     }
     print!("{text}");
     let _ = std::io::stdout().flush();
@@ -66,22 +66,6 @@ fn exit_for_plan(plan: &Plan) -> ExitCode {
     if plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS }
 }
 
-/// What the guards would say at apply time, appended to a plan for its reviewers.
-fn guard_note(trips: &[GuardTrip], markdown: bool) -> String {
-    let mut out = String::new();
-    if markdown {
-        out.push_str("\n> [!CAUTION]\n> `runwarden apply` would refuse this plan:\n");
-        for t in trips {
-            out.push_str(&format!("> * {t}\n"));
-        }
-    } else {
-        out.push_str("\nApply would refuse this plan:\n");
-        for t in trips {
-            out.push_str(&format!("  - {t}\n"));
-        }
-    }
-    out
-}
 
 /// `runwarden apply`.
 pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -99,7 +83,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
     };
     let saved = match &args.plan {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = crate::files::read_to_string_capped(path, crate::plan::model::MAX_SAVED_PLAN_BYTES)
                 .with_context(|| format!("reading the saved plan {}", path.display()))?;
             Some(Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?)
         }
@@ -148,7 +132,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         let trips = check_guards(&plan, &desired.settings, args.allow_removals);
         if !trips.is_empty() {
             for t in &trips {
-                eprintln!("error: {t}");
+                eprintln!("error: {}", crate::text::visible(&t.to_string()));
                 tracing::error!(guard = t.guard.as_str(), "{t}");
             }
             eprintln!("nothing was applied");
@@ -496,7 +480,7 @@ pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -
         let expectation = Expectation { issuer: issuer_jwks.0, jwks: issuer_jwks.1, service: audiences, now: crate::time::command_now() };
         Ok::<_, anyhow::Error>(check_token(&token, &expectation, Some(&desired)))
     })?;
-    print!("{}", render_report(&report));
+    print!("{}", crate::text::visible_lines(&render_report(&report)));
     Ok(if report.accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
 }
 
@@ -605,10 +589,11 @@ pub fn cmd_audit(global: &GlobalArgs, args: &crate::cli::AuditArgs) -> anyhow::R
                     crate::audit::hygiene::Severity::Warning => "warning",
                     crate::audit::hygiene::Severity::Info => "info",
                 };
-                println!("{severity} [{}] {}", f.code, f.message);
-                println!("  fix: {}", f.fix);
+                let v = crate::text::visible;
+                println!("{severity} [{}] {}", f.code, v(&f.message));
+                println!("  fix: {}", v(&f.fix));
                 for s in &f.sources {
-                    println!("  at: {s}");
+                    println!("  at: {}", v(s));
                 }
             }
             println!("Audit: {} finding(s).", findings.len());

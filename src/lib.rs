@@ -24,6 +24,8 @@
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 //! * [`endpoints`]: base URLs of every API (production, or one override; http only on loopback).
+//! * [`files`]: reading outside files (policies, worlds, saved plans) with a size limit.
+//! * [`text`]: untrusted strings made visible (`\u{202e}`) and escaped for Markdown and HTML.
 //! * [`time`]: RFC 3339 and calendar conversions (the one place dates are handled).
 //! * [`retry`]: the one place calls are retried (backoff, jitter, server waits) and paced.
 
@@ -32,6 +34,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod endpoints;
+pub mod files;
 pub mod google;
 pub mod iam;
 pub mod identity;
@@ -45,5 +48,6 @@ pub mod pass;
 pub mod progress;
 pub mod reconcile;
 pub mod retry;
+pub mod text;
 pub mod time;
 pub mod sim;

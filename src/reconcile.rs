@@ -264,7 +264,11 @@ pub fn content_revision(dir: &Path) -> String {
     let mut hasher = DefaultHasher::new();
     for file in &files {
         file.hash(&mut hasher);
-        std::fs::read(file).unwrap_or_default().hash(&mut hasher);
+        // Capped like the loader: a huge file must not be read whole just to hash it (the
+        // load that follows reports it).
+        crate::files::read_capped(file, crate::policy::MAX_POLICY_FILE_BYTES)
+            .unwrap_or_default()
+            .hash(&mut hasher);
     }
     format!("sha:{:016x}", hasher.finish())
 }
@@ -667,5 +671,18 @@ mod tests {
         std::fs::write(dir.path().join("policy.yaml"), "v2").unwrap();
         let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
         assert_eq!(got.expect("no file change trigger within a second"), Some(Trigger::FileChange));
+    }
+
+    #[test]
+    fn the_content_revision_does_not_read_a_huge_policy_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "x: 1\n").unwrap();
+        let before = content_revision(dir.path());
+        // Sparse: 64 GiB that reading whole would try to allocate.
+        let huge = std::fs::File::create(dir.path().join("huge.yaml")).unwrap();
+        huge.set_len(64 << 30).unwrap();
+        let after = content_revision(dir.path());
+        assert!(after.starts_with("sha:"), "{after}");
+        assert_ne!(before, after, "the new file's path still changes the revision");
     }
 }
