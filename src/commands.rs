@@ -21,7 +21,8 @@ use crate::progress::Progress;
 /// `runwarden plan`.
 pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let now = crate::time::command_now();
-    let Ok(desired) = load_policies(&args.policies.policies, now) else {
+    let source = crate::published::resolve(&args.policies.policies).map_err(anyhow::Error::msg)?;
+    let Ok(desired) = load_policies(&source.dir, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let base = match &args.base_policies {
@@ -94,7 +95,8 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         .map_err(|e| anyhow::anyhow!("CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT: {e}"))?,
     };
     let now = crate::time::command_now();
-    let Ok(desired) = load_policies(&args.policies.policies, now) else {
+    let source = crate::published::resolve(&args.policies.policies).map_err(anyhow::Error::msg)?;
+    let Ok(desired) = load_policies(&source.dir, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let saved = match &args.plan {
@@ -108,7 +110,8 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
     let json = global.log_format == LogFormat::Json;
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let audit = AuditContext {
-        revision: crate::apply::revision(args.revision.as_deref(), &args.policies.policies),
+        // --revision, else the published commit, else the CI environment, else git.
+        revision: crate::apply::revision(args.revision.as_deref().or(source.commit.as_deref()), &source.dir),
         actor: String::new(),
     };
     let config = ApplyConfig { allow_removals: args.allow_removals, ..ApplyConfig::default() };
@@ -149,14 +152,18 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         if !trips.is_empty() {
             for t in &trips {
                 eprintln!("error: {t}");
-                tracing::error!(guard = t.guard.as_str(), "{t}");
+                tracing::error!(event = "guard-trip", guard = t.guard.as_str(), "{t}");
             }
             eprintln!("nothing was applied");
             crate::metrics::global().inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
             return Ok(ExitCode::from(EXIT_GUARD));
         }
         if !plan.services.iter().any(|s| s.is_applicable() && s.has_changes()) {
-            if !json {
+            if json {
+                // The summary entry is what a log-based "last success" metric counts
+                // (deploy/monitoring/): a converged estate must not look like a stalled job.
+                sink.summary(&ApplyReport::default(), &audit);
+            } else {
                 println!("Nothing to apply.");
             }
             return Ok(ExitCode::SUCCESS);
@@ -399,7 +406,8 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         .with_context(|| format!("--listen {:?} is not an address such as 127.0.0.1:8080", args.listen))?;
     // The connection is made from the policies as they are at start; a policy change that
     // moves the Auth0 tenant or client takes a restart (the loop says so).
-    let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
+    let source = crate::published::resolve(&args.policies.policies).map_err(anyhow::Error::msg)?;
+    let Ok(desired) = load_policies(&source.dir, crate::time::command_now()) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     runtime()?.block_on(async {
@@ -414,7 +422,14 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
-        eprintln!("runwarden run: every {}, watching {}; status on http://{}/status", args.interval, args.policies.policies.display(), listener.local_addr()?);
+        // A published bucket (a Cloud Storage mount) delivers no file events: the loop re-reads
+        // its CURRENT file on every tick instead.
+        let watching = if source.published {
+            format!("re-reading {} every tick", args.policies.policies.join(crate::published::CURRENT).display())
+        } else {
+            format!("watching {}", args.policies.policies.display())
+        };
+        eprintln!("runwarden run: every {}, {watching}; status on http://{}/status", args.interval, listener.local_addr()?);
         let shutdown = CancellationToken::new();
         let server_stop = shutdown.clone();
         let app = router(status.clone());
@@ -424,8 +439,13 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
                 .await
         });
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let _watcher = watch(&config.policies, config.debounce, tx.clone())
-            .with_context(|| format!("watching {}", config.policies.display()))?;
+        let _watcher = match source.published {
+            true => None,
+            false => Some(
+                watch(&config.policies, config.debounce, tx.clone())
+                    .with_context(|| format!("watching {}", config.policies.display()))?,
+            ),
+        };
         spawn_signal_handlers(shutdown.clone(), tx);
         let grace = config.shutdown_grace;
         run_loop(config, pass, status, rx, shutdown.clone()).await;
