@@ -139,9 +139,15 @@ pub struct PlanArgs {
     /// Also save the plan as JSON (with the etags it was computed from) for `apply PLAN.json`.
     #[arg(long, value_name = "PLAN.json")]
     pub out: Option<PathBuf>,
-    /// The pull request's base policies: changes they would make too are marked drift.
+    /// The pull request's base policies: changes they would make too are marked drift. When
+    /// they do not load, the plan says so and compares with the live state alone.
     #[arg(long, value_name = "DIR")]
     pub base_policies: Option<PathBuf>,
+    /// Connect with the Auth0 tenant and client (domain, clientId, clientSecretEnv) of the
+    /// Settings in DIR (the base branch), never those of --policies: a pull request must not
+    /// decide where a credential is sent. Only DIR's Settings document has to load.
+    #[arg(long, value_name = "DIR")]
+    pub settings_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -25,18 +25,44 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     let Ok(desired) = load_policies(&source.dir, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
+    let mut notes = Vec::new();
+    // A base branch that does not load (the first pull request, or one that fixes a broken
+    // main) still gets a plan: against the live state alone, and the plan says so.
     let base = match &args.base_policies {
-        Some(dir) => match load_policies(dir, now) {
-            Ok(base) => Some(base),
-            Err(e) => bail!("the base policies (--base-policies) do not load: {e}"),
+        Some(dir) => match crate::policy::load_lenient(dir, now) {
+            Ok(base) => Some(base.desired),
+            Err(errors) => {
+                eprintln!("warning: the base policies {} do not load ({} error(s)); planning against the live state alone", dir.display(), errors.errors.len());
+                notes.push(base_not_loaded(dir, &errors));
+                None
+            }
         },
         None => None,
     };
+    let connect_with = match &args.settings_from {
+        Some(dir) => {
+            let trusted = crate::policy::load_settings(dir, now).map_err(|errors| {
+                anyhow::anyhow!(
+                    "--settings-from {}: no Settings document that loads ({}); the connection (Auth0 tenant, client and secret variable) must come from the base branch, never from the pull request: fix or add the Settings on the base branch first (an administrator can plan this pull request by hand)",
+                    dir.display(),
+                    errors.errors.first().map(|e| e.to_string()).unwrap_or_default().trim_end()
+                )
+            })?;
+            if trusted.auth0 != desired.settings.auth0 {
+                notes.push(connection_from_base(&desired.settings.auth0, &trusted.auth0));
+            }
+            let mut settings = desired.settings.clone();
+            settings.auth0 = trusted.auth0;
+            settings
+        }
+        None => desired.settings.clone(),
+    };
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let plan = runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
+        let conn = Connection::open(global, &connect_with).await?;
         let live = read(&desired, &conn, &progress).await?;
         let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
+        plan.findings.extend(notes);
         // Auth0 hygiene is part of every plan (two more Management API reads); with the
         // workforce-pool mapping members were not read, so the audit reads them itself.
         let directory = live.directory.members_resolved.then_some(&live.directory);
@@ -60,6 +86,40 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     print!("{text}");
     let _ = std::io::stdout().flush();
     Ok(exit_for_plan(&plan))
+}
+
+/// The finding a plan carries when `--base-policies` did not load.
+fn base_not_loaded(dir: &Path, errors: &crate::policy::PolicyErrors) -> crate::plan::Finding {
+    let first = errors.errors.first().map(|e| e.to_string()).unwrap_or_default();
+    crate::plan::Finding {
+        service: None,
+        code: "base-policies-not-loaded".into(),
+        severity: crate::plan::Severity::Warning,
+        message: format!(
+            "the base policies {} do not load ({} error(s), first: {}); this plan compares the policies with the live state alone, so no change is marked [declared] or [drift]",
+            dir.display(),
+            errors.errors.len(),
+            first.lines().next().unwrap_or("").trim()
+        ),
+        sources: vec![],
+    }
+}
+
+/// The finding a plan carries when the pull request changes the Auth0 connection that
+/// `--settings-from` took from the base branch.
+fn connection_from_base(proposed: &crate::policy::model::Auth0Settings, trusted: &crate::policy::model::Auth0Settings) -> crate::plan::Finding {
+    let show = |a: &crate::policy::model::Auth0Settings| format!("domain {}, clientId {}, clientSecretEnv {}", a.domain, a.client_id, a.client_secret_env);
+    crate::plan::Finding {
+        service: None,
+        code: "connection-from-base".into(),
+        severity: crate::plan::Severity::Warning,
+        message: format!(
+            "this change moves the Auth0 connection to {} (from {}); the plan connected with the base branch's, and the new connection is used only after the merge",
+            show(proposed),
+            show(trusted)
+        ),
+        sources: vec![],
+    }
 }
 
 /// 2 when the plan has changes, else 0.

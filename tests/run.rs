@@ -417,3 +417,180 @@ fn the_run_command_serves_status_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Shared by the binary tests below: a child process killed when the test ends, and its output
+/// lines as they arrive.
+mod child {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Child;
+    use std::sync::mpsc::{Receiver, channel};
+
+    pub struct Running(pub Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Every line of `from`, read on a thread (so the child never blocks on a full pipe).
+    pub fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    }
+}
+
+/// Publishes a copy of the example policies as revision `name` the way the merge workflow does
+/// (the tree with its REVISION file first, then CURRENT), with `edit` applied to the copy.
+fn publish(bucket: &Path, name: &str, edit: impl FnOnce(&Path)) {
+    let dir = bucket.join("revisions").join(name);
+    copy_dir(&root().join("policies"), &dir);
+    edit(&dir);
+    std::fs::write(dir.join("REVISION"), format!("{name}\n")).unwrap();
+    std::fs::write(bucket.join("CURRENT"), format!("{name}\n")).unwrap();
+}
+
+/// The binary with no CI variables, so the revision can only come from the published files.
+fn runwarden() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"));
+    command.current_dir(root()).env("RUST_LOG", "warn");
+    for var in ["GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_SOURCEVERSION", "COMMIT_SHA"] {
+        command.env_remove(var);
+    }
+    command
+}
+
+#[test]
+fn the_job_applies_the_published_revision_and_records_its_commit_in_every_audit_event() {
+    let bucket = tempfile::tempdir().unwrap();
+    publish(bucket.path(), "1111aaa", |_| {});
+    let out = runwarden()
+        .args(["--sim", "deploy/local/world.yaml", "--log-format", "json", "apply", "--auto-approve", "--policies"])
+        .arg(bucket.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let events: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let changes = events.iter().filter(|e| e["event"] == "change-applied").count();
+    assert!(changes > 0, "the demo world has drift to correct: {stdout}");
+    for e in &events {
+        assert_eq!(e["revision"], "1111aaa", "{e}");
+    }
+    assert_eq!(events.last().unwrap()["event"], "apply-summary");
+
+    // A CURRENT naming a revision that was never uploaded is refused, saying what to do.
+    std::fs::write(bucket.path().join("CURRENT"), "2222bbb").unwrap();
+    let out = runwarden()
+        .args(["--sim", "deploy/local/world.yaml", "apply", "--auto-approve", "--policies"])
+        .arg(bucket.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("names revision 2222bbb") && stderr.contains("re-run"), "{stderr}");
+}
+
+#[test]
+fn a_converged_job_still_logs_its_summary_for_the_last_success_metric() {
+    let bucket = tempfile::tempdir().unwrap();
+    publish(bucket.path(), "3333ccc", |_| {});
+    // Settings alone govern nothing, so there is nothing to apply (each --sim process starts
+    // from the drifted demo world, so "already converged" is made this way).
+    let dir = bucket.path().join("revisions/3333ccc/teams");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = runwarden()
+        .args(["--sim", "deploy/local/world.yaml", "--log-format", "json", "apply", "--auto-approve", "--policies"])
+        .arg(bucket.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a summary line")).unwrap();
+    assert_eq!(summary["event"], "apply-summary");
+    assert_eq!(summary["servicesFailed"], 0);
+    assert_eq!(summary["revision"], "3333ccc");
+}
+
+#[test]
+fn the_loop_applies_a_newly_published_revision_without_a_restart_and_exports_metrics_from_the_first_scrape() {
+    use std::process::Stdio;
+    let bucket = tempfile::tempdir().unwrap();
+    publish(bucket.path(), "1111aaa", |_| {});
+    let mut process = runwarden()
+        .args(["--sim", "deploy/local/world.yaml", "--log-format", "json", "run", "--interval", "1s", "--listen", "127.0.0.1:0", "--policies"])
+        .arg(bucket.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child::lines(process.stdout.take().unwrap());
+    let stderr = child::lines(process.stderr.take().unwrap());
+    let _running = child::Running(process);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let base = loop {
+        let line = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the loop announces its status address");
+        if let Some(at) = line.find("status on ") {
+            assert!(line.contains("re-reading") && line.contains("CURRENT"), "no file watch on a bucket: {line}");
+            break line[at + "status on ".len()..].trim().trim_end_matches("/status").to_string();
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let get = |path: &str| rt.block_on(async { reqwest::get(format!("{base}{path}")).await.unwrap().text().await.unwrap() });
+    let metrics = get("/metrics");
+    for series in [
+        "runwarden_guard_trips_total 0",
+        "runwarden_passes_total{outcome=\"permanent\"} 0",
+        "runwarden_changes_applied_total{kind=\"setting\"}",
+        "runwarden_last_success_timestamp_seconds ",
+        "runwarden_stalled 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from the first scrape:\n{metrics}");
+    }
+    let applied = |revision: &str| {
+        let start = Instant::now();
+        loop {
+            let status: serde_json::Value = serde_json::from_str(&get("/status")).unwrap();
+            if status["lastAppliedRevision"] == revision {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{revision} never applied: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    applied("1111aaa");
+    let last_success: f64 = get("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("runwarden_last_success_timestamp_seconds "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - last_success).abs() < 60.0, "last success {last_success}, now {now}");
+
+    // The merge of a new commit: a new invoker, published while the loop runs.
+    publish(bucket.path(), "2222bbb", |dir| {
+        let file = dir.join("teams/billing.yaml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let line = "    - member: serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com\n";
+        assert!(text.contains(line));
+        std::fs::write(&file, text.replace(line, &format!("{line}    - member: serviceAccount:newjob@acme-prod.iam.gserviceaccount.com\n"))).unwrap();
+    });
+    applied("2222bbb");
+    let start = Instant::now();
+    loop {
+        let line = stdout.recv_timeout(Duration::from_secs(30)).expect("an audit event for the new invoker");
+        if line.contains("newjob@acme-prod") {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(event["revision"], "2222bbb", "{event}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+}
