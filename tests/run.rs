@@ -594,3 +594,101 @@ fn the_loop_applies_a_newly_published_revision_without_a_restart_and_exports_met
         assert!(start.elapsed() < Duration::from_secs(30));
     }
 }
+
+/// Pull-request planning as deploy/github/runwarden.yml runs it.
+mod pull_requests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_base_branch_whose_policies_do_not_load_still_gets_a_plan_against_live_state_alone_that_says_so() {
+        let base = tempfile::tempdir().unwrap();
+        copy_dir(&root().join("policies"), base.path());
+        std::fs::write(base.path().join("teams/broken.yaml"), "apiVersion: runwarden.dev/v1\nkind: AccessPolicy\nspec: [\n").unwrap();
+        let missing = base.path().join("no-such-dir");
+        for base_dir in [base.path(), missing.as_path()] {
+            let out = runwarden()
+                .args(["--sim", "deploy/local/world.yaml", "plan", "--format", "markdown", "--policies", "policies", "--base-policies"])
+                .arg(base_dir)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(2), "a plan with changes: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+            assert!(stdout.contains("base-policies-not-loaded") && stdout.contains("live state alone"), "{stdout}");
+            assert!(stdout.contains("billing-api"), "the plan itself is there: {stdout}");
+        }
+    }
+
+    /// A running `runwarden sim` (the connection is then made from the Settings, as in
+    /// production: --sim would hand the client its credentials itself).
+    fn sim() -> (child::Running, BTreeMap<String, String>) {
+        let mut process = runwarden()
+            .args(["sim", "--world", "deploy/local/world.yaml", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = child::lines(process.stdout.take().unwrap());
+        let running = child::Running(process);
+        let mut exports = BTreeMap::new();
+        while exports.len() < 4 {
+            let line = lines.recv_timeout(Duration::from_secs(30)).expect("the export lines");
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                exports.insert(k.to_string(), v.to_string());
+            }
+        }
+        (running, exports)
+    }
+
+    #[test]
+    fn a_pull_request_that_moves_the_auth0_connection_is_planned_with_the_base_branchs_connection() {
+        let (_sim, exports) = sim();
+        let base = tempfile::tempdir().unwrap();
+        copy_dir(&root().join("policies"), base.path());
+        // The base's access policies may be broken: only its Settings are trusted and read.
+        std::fs::write(base.path().join("teams/broken.yaml"), "kind: AccessPolicy\nspec: [\n").unwrap();
+        let pr = tempfile::tempdir().unwrap();
+        copy_dir(&root().join("policies"), pr.path());
+        let settings = pr.path().join("settings.yaml");
+        let text = std::fs::read_to_string(&settings).unwrap()
+            .replace("domain: acme.eu.auth0.com", "domain: attacker.example")
+            .replace("clientId: rw-demo-client", "clientId: attacker-client")
+            .replace("clientSecretEnv: AUTH0_CLIENT_SECRET", "clientSecretEnv: PR_CHOSEN_SECRET");
+        std::fs::write(&settings, text).unwrap();
+        let plan = |extra: &[&Path]| {
+            let mut command = runwarden();
+            command.envs(&exports).env("PR_CHOSEN_SECRET", "a-secret-the-pull-request-picked").args(["plan", "--policies"]).arg(pr.path());
+            if let Some(dir) = extra.first() {
+                command.arg("--settings-from").arg(dir);
+            }
+            command.output().unwrap()
+        };
+        let tokens = |endpoint: &str| -> Vec<u64> {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let log: serde_json::Value = rt.block_on(async { reqwest::get(format!("{endpoint}/sim/requests")).await.unwrap().json().await.unwrap() });
+            let _ = rt.block_on(reqwest::Client::new().delete(format!("{endpoint}/sim/requests")).send());
+            log.as_array().unwrap().iter().filter(|r| r["path"] == "/oauth/token").map(|r| r["status"].as_u64().unwrap()).collect()
+        };
+        let endpoint = exports["RUNWARDEN_ENDPOINT"].clone();
+
+        // The fault: with the pull request's own Settings, its client and its secret are sent.
+        let out = plan(&[]);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(tokens(&endpoint).iter().any(|s| *s != 200), "the pull request's client was presented and refused");
+
+        let out = plan(&[base.path()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("connection-from-base") && stdout.contains("attacker.example"), "the plan says so: {stdout}");
+        let statuses = tokens(&endpoint);
+        assert!(!statuses.is_empty() && statuses.iter().all(|s| *s == 200), "only the base branch's client was presented: {statuses:?}");
+
+        // No usable Settings on the base branch: refused, never a fallback to the pull request's.
+        let empty = tempfile::tempdir().unwrap();
+        let out = plan(&[empty.path()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("--settings-from") && stderr.contains("base branch"), "{stderr}");
+        assert!(tokens(&endpoint).is_empty(), "nothing was sent");
+    }
+}
