@@ -488,13 +488,20 @@ fn the_job_applies_the_published_revision_and_records_its_commit_in_every_audit_
     // A CURRENT naming a revision that was never uploaded is refused, saying what to do.
     std::fs::write(bucket.path().join("CURRENT"), "2222bbb").unwrap();
     let out = runwarden()
-        .args(["--sim", "deploy/local/world.yaml", "apply", "--auto-approve", "--policies"])
+        .args(["--sim", "deploy/local/world.yaml", "--log-format", "json", "apply", "--auto-approve", "--policies"])
         .arg(bucket.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("names revision 2222bbb") && stderr.contains("re-run"), "{stderr}");
+    // ...and logs the event the failed-pass log metric counts.
+    let failed = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "pass-failed")
+        .unwrap_or_else(|| panic!("no pass-failed entry: {stderr}"));
+    assert_eq!(failed["severity"], "ERROR");
 }
 
 #[test]
