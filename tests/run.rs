@@ -699,3 +699,284 @@ mod pull_requests {
         assert!(tokens(&endpoint).is_empty(), "nothing was sent");
     }
 }
+
+/// deploy/cloudrun/setup.sh against a recording stub `gcloud` first on PATH: every call is
+/// checked against this machine's real gcloud (the command exists, each flag is in its
+/// `--help`), and the script is run twice — from nothing, then with everything in place — to
+/// show it deploys and can be re-run.
+mod setup_script {
+    use super::root;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    const STUB: &str = r#"#!/usr/bin/env bash
+# Records each call (arguments separated by US), answers like gcloud would for a project where
+# nothing exists yet (STUB_EXISTING=0) or everything does (STUB_EXISTING=1).
+{ printf 'gcloud'; for a in "$@"; do printf '\x1f%s' "$a"; done; printf '\n'; } >> "$STUB_DIR/calls"
+for a in "$@"; do
+  v="${a#--*=}"
+  case "$v" in *.yaml) [ -f "$v" ] && cp "$v" "$STUB_DIR/$(basename "$v")" ;; esac
+done
+case " $* " in
+  *" projects describe "*) echo 123456789012; exit 0 ;;
+  *" versions add "*) cat > "$STUB_DIR/stdin"; exit 0 ;;
+  *" describe "*) if [ "$STUB_EXISTING" = 1 ]; then echo "name: existing"; exit 0; fi
+                  echo "ERROR: (gcloud) NOT_FOUND: not found" >&2; exit 1 ;;
+  *" list "*) if [ "$STUB_EXISTING" = 1 ]; then echo "projects/p/things/1"; fi; exit 0 ;;
+esac
+exit 0
+"#;
+
+    const SECRET: &str = "s3cr3t-value-never-in-argv";
+
+    struct Run {
+        status: std::process::ExitStatus,
+        stderr: String,
+        calls: Vec<Vec<String>>,
+        dir: tempfile::TempDir,
+    }
+
+    fn run_setup(existing: bool, env: &[(&str, &str)]) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let stub = bin.join("gcloud");
+        std::fs::write(&stub, STUB).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+        let mut command = Command::new("bash");
+        command
+            .arg(root().join("deploy/cloudrun/setup.sh"))
+            .current_dir(dir.path()) // the script finds its files itself, from any directory
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", dir.path())
+            .env("STUB_DIR", dir.path())
+            .env("STUB_EXISTING", if existing { "1" } else { "0" });
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        let calls = std::fs::read_to_string(dir.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split('\u{1f}').skip(1).map(str::to_string).collect())
+            .collect();
+        Run { status: out.status, stderr: String::from_utf8_lossy(&out.stderr).into_owned(), calls, dir }
+    }
+
+    const PARAMS: &[(&str, &str)] = &[
+        ("CONTROL_PROJECT", "acme-runwarden"),
+        ("REGION", "europe-west1"),
+        ("GOVERNED_PROJECTS", "acme-prod acme-staging"),
+        ("GITHUB_REPOSITORY", "acme/access-policies"),
+        ("RUNTIME_SERVICE_ACCOUNTS", "billing@acme-prod.iam.gserviceaccount.com"),
+        ("NOTIFICATION_CHANNELS", "projects/acme-runwarden/notificationChannels/42"),
+    ];
+
+    /// The real gcloud: its static command tree (to tell the command path from positional
+    /// arguments) and, per command path, the flags its `--help` lists.
+    struct Gcloud {
+        tree: serde_json::Value,
+        config: tempfile::TempDir,
+    }
+
+    impl Gcloud {
+        fn new() -> Gcloud {
+            let config = tempfile::tempdir().unwrap();
+            let out = Command::new("gcloud")
+                .args(["info", "--format=value(installation.sdk_root)"])
+                .env("CLOUDSDK_CONFIG", config.path())
+                .output()
+                .expect("gcloud must be installed: the deploy test checks setup.sh against it");
+            let sdk = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            let text = std::fs::read_to_string(sdk.join("data/cli/gcloud_completions.py"))
+                .unwrap_or_else(|e| panic!("gcloud's command tree in {}: {e}", sdk.display()));
+            let tree = serde_json::from_str(&text[text.find('{').unwrap()..]).expect("the command tree is JSON");
+            Gcloud { tree, config }
+        }
+
+        /// The longest run of leading arguments that names a gcloud command.
+        fn command_path(&self, args: &[String]) -> Vec<String> {
+            let mut node = &self.tree;
+            let mut path = Vec::new();
+            for a in args {
+                match node["commands"].get(a.as_str()) {
+                    Some(next) => {
+                        node = next;
+                        path.push(a.clone());
+                    }
+                    None => break,
+                }
+            }
+            assert!(
+                node["commands"].as_object().is_some_and(|c| c.is_empty()) && !path.is_empty(),
+                "`gcloud {}` is not a gcloud command (it resolves to the group `{}`)",
+                args.join(" "),
+                path.join(" ")
+            );
+            path
+        }
+
+        /// `gcloud PATH --help`: checks its NAME line and returns every flag it lists.
+        fn help_flags(&self, path: &[String]) -> BTreeSet<String> {
+            let out = Command::new("gcloud")
+                .args(path)
+                .arg("--help")
+                .env("CLOUDSDK_CONFIG", self.config.path())
+                .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+                .output()
+                .unwrap();
+            let raw = String::from_utf8_lossy(&out.stdout);
+            let mut text = String::new();
+            let mut chars = raw.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    text.push(c);
+                }
+            }
+            assert!(out.status.success() && text.contains(&format!("gcloud {} - ", path.join(" "))), "gcloud {} --help:\n{text}", path.join(" "));
+            let mut flags = BTreeSet::new();
+            for (i, _) in text.match_indices("--") {
+                let rest = &text[i + 2..];
+                let (negatable, rest) = match rest.strip_prefix("[no-]") {
+                    Some(r) => (true, r),
+                    None => (false, rest),
+                };
+                let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+                if !name.is_empty() {
+                    if negatable {
+                        flags.insert(format!("no-{name}"));
+                    }
+                    flags.insert(name);
+                }
+            }
+            flags
+        }
+    }
+
+    /// Checks every call against gcloud: one `--help` per distinct command path (of both runs
+    /// together), three at a time (each costs a Python start-up).
+    fn check_calls(gcloud: &Gcloud, calls: &[Vec<String>]) {
+        let paths: BTreeMap<Vec<String>, ()> = calls.iter().map(|c| (gcloud.command_path(c), ())).collect();
+        let paths: Vec<Vec<String>> = paths.into_keys().collect();
+        let mut helps: BTreeMap<Vec<String>, BTreeSet<String>> = BTreeMap::new();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = paths
+                .chunks(paths.len().div_ceil(3).max(1))
+                .map(|chunk| s.spawn(move || chunk.iter().map(|p| (p.clone(), gcloud.help_flags(p))).collect::<Vec<_>>()))
+                .collect();
+            for h in handles {
+                helps.extend(h.join().unwrap());
+            }
+        });
+        for call in calls {
+            let path = gcloud.command_path(call);
+            let flags = &helps[&path];
+            for arg in call.iter().filter(|a| a.starts_with("--")) {
+                let name = arg[2..].split('=').next().unwrap();
+                assert!(flags.contains(name), "`gcloud {}`: --{name} is not in `gcloud {} --help`", call.join(" "), path.join(" "));
+            }
+        }
+    }
+
+    fn paths(run: &Run, gcloud: &Gcloud) -> Vec<String> {
+        run.calls.iter().map(|c| gcloud.command_path(c).join(" ")).collect()
+    }
+
+    fn yaml(path: &Path) -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!text.contains("${"), "a parameter was left in {}:\n{text}", path.display());
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
+    }
+
+    #[test]
+    fn setup_deploys_from_nothing_and_a_second_run_changes_nothing_it_should_not_with_every_call_checked_against_gcloud_help() {
+        let gcloud = Gcloud::new();
+        let mut env = PARAMS.to_vec();
+        env.push(("AUTH0_CLIENT_SECRET", SECRET));
+        let first = run_setup(false, &env);
+        assert!(first.status.success(), "{}", first.stderr);
+        let done = paths(&first, &gcloud);
+        for expected in [
+            "services enable",
+            "artifacts repositories create",
+            "builds submit",
+            "iam service-accounts create",
+            "iam roles create",
+            "projects add-iam-policy-binding",
+            "iam service-accounts add-iam-policy-binding",
+            "secrets create",
+            "secrets versions add",
+            "secrets add-iam-policy-binding",
+            "storage buckets create",
+            "storage buckets add-iam-policy-binding",
+            "iam workload-identity-pools create",
+            "iam workload-identity-pools providers create-oidc",
+            "run jobs replace",
+            "run jobs add-iam-policy-binding",
+            "scheduler jobs create http",
+            "logging metrics create",
+            "alpha monitoring policies create",
+        ] {
+            assert!(done.iter().any(|p| p == expected), "the first run never called `gcloud {expected}`: {done:#?}");
+        }
+        let all: Vec<String> = first.calls.iter().map(|c| c.join(" ")).collect();
+        let has = |needle: &str| all.iter().any(|c| c.contains(needle));
+        assert!(has("--role=roles/iam.serviceAccountUser") && has("billing@acme-prod.iam.gserviceaccount.com"), "actAs on the runtime accounts");
+        assert!(has("--role=roles/iam.workloadIdentityUser"), "GitHub may impersonate");
+        assert!(has("attribute.repository/acme/access-policies") && has("attribute.ref/refs/heads/main"));
+        assert!(has("assertion.repository == 'acme/access-policies'"), "only this repository's tokens are accepted");
+        assert!(has("run.googleapis.com") && has("secretmanager.googleapis.com") && has("sts.googleapis.com"));
+        assert_eq!(all.iter().filter(|c| c.starts_with("iam service-accounts create")).count(), 4);
+        assert_eq!(all.iter().filter(|c| c.starts_with("iam roles create")).count(), 4, "two roles in two projects");
+        // The secret goes on stdin, never into an argument (which other users can see).
+        assert!(!all.iter().any(|c| c.contains(SECRET)), "the secret was an argument");
+        assert_eq!(std::fs::read_to_string(first.dir.path().join("stdin")).unwrap(), SECRET);
+        // The job file gcloud received has every parameter filled in, and mounts the bucket.
+        let job = yaml(&first.dir.path().join("job.yaml"));
+        let spec = &job["spec"]["template"]["spec"]["template"]["spec"];
+        assert_eq!(spec["serviceAccountName"], "runwarden-applier@acme-runwarden.iam.gserviceaccount.com");
+        assert_eq!(spec["containers"][0]["image"], "europe-west1-docker.pkg.dev/acme-runwarden/runwarden/runwarden:v0.1.0");
+        assert_eq!(spec["volumes"][0]["csi"]["volumeAttributes"]["bucketName"], "acme-runwarden-runwarden-policies");
+
+        // Again, with everything in place (and no secret at hand): nothing is created twice.
+        let mut env = PARAMS.to_vec();
+        env.push(("RUNWARDEN_MODE", "service"));
+        let second = run_setup(true, &env);
+        assert!(second.status.success(), "{}", second.stderr);
+        let both: Vec<Vec<String>> = first.calls.iter().chain(&second.calls).cloned().collect();
+        check_calls(&gcloud, &both);
+        let again = paths(&second, &gcloud);
+        for p in &again {
+            assert!(!p.ends_with("create") && !p.ends_with("create http") && !p.ends_with("create-oidc") && p != "secrets versions add" && p != "builds submit",
+                "the second run called `gcloud {p}`");
+        }
+        for expected in ["iam roles update", "iam workload-identity-pools providers update-oidc", "logging metrics update", "alpha monitoring policies update", "run services replace"] {
+            assert!(again.iter().any(|p| p == expected), "the second run never called `gcloud {expected}`: {again:#?}");
+        }
+        let service = yaml(&second.dir.path().join("service.yaml"));
+        assert_eq!(service["spec"]["template"]["spec"]["volumes"][0]["csi"]["driver"], "gcsfuse.run.googleapis.com");
+    }
+
+    #[test]
+    fn setup_refuses_before_any_call_when_a_parameter_is_missing() {
+        let env: Vec<_> = PARAMS.iter().copied().filter(|(k, _)| *k != "GITHUB_REPOSITORY").collect();
+        let run = run_setup(false, &env);
+        assert!(!run.status.success());
+        assert!(run.stderr.contains("GITHUB_REPOSITORY"), "{}", run.stderr);
+        assert!(run.calls.is_empty(), "{:?}", run.calls);
+        // A first run without the secret at hand says which variable to set.
+        let run = run_setup(false, PARAMS);
+        assert!(!run.status.success());
+        assert!(run.stderr.contains("AUTH0_CLIENT_SECRET"), "{}", run.stderr);
+    }
+}
