@@ -219,6 +219,98 @@ mod deploy {
     }
 
     #[test]
+    fn the_job_and_the_service_read_policies_from_the_bucket_mount_and_the_image_bakes_none_in() {
+        for (file, spec) in [
+            ("deploy/cloudrun/job.yaml", "/spec/template/spec/template/spec"),
+            ("deploy/cloudrun/service.yaml", "/spec/template/spec"),
+        ] {
+            let doc = yaml(file);
+            let spec = doc.pointer(spec).unwrap();
+            let volume = &spec["volumes"][0];
+            assert_eq!(volume["csi"]["driver"], "gcsfuse.run.googleapis.com", "{file}");
+            assert_eq!(volume["csi"]["readOnly"], true, "{file}");
+            assert_eq!(volume["csi"]["volumeAttributes"]["mountOptions"], "implicit-dirs", "{file}: revisions/<commit>/ are implicit directories");
+            let mount = &spec["containers"][0]["volumeMounts"][0];
+            assert_eq!(mount["name"], volume["name"], "{file}");
+            assert_eq!(mount["mountPath"], "/policies", "{file}");
+            let args = strings(&spec["containers"][0]["args"]);
+            assert!(args.windows(2).any(|w| w == ["--policies", "/policies"]), "{file}: {args:?}");
+        }
+        let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+        assert!(!dockerfile.lines().any(|l| l.trim_start().starts_with("COPY policies")), "policies are published, never baked in");
+        let ignore = std::fs::read_to_string(root().join(".dockerignore")).expect("a .dockerignore keeps target/ out of the build context");
+        for entry in ["target/", ".git/", "policies/"] {
+            assert!(ignore.lines().any(|l| l.trim() == entry), ".dockerignore lacks {entry}");
+        }
+        for copied in dockerfile.lines().filter_map(|l| l.strip_prefix("COPY ")).filter(|l| !l.starts_with("--from")) {
+            for source in copied.split_whitespace().rev().skip(1) {
+                assert!(!ignore.lines().any(|l| l.trim().trim_end_matches('/') == source.trim_end_matches('/')), "the Dockerfile copies {source}, which .dockerignore leaves out");
+            }
+        }
+    }
+
+    #[test]
+    fn the_pull_request_flow_comments_once_per_commit_and_applies_only_the_reviewed_plan_then_publishes() {
+        let text = std::fs::read_to_string(root().join("deploy/github/runwarden.yml")).unwrap();
+        let wf = yaml("deploy/github/runwarden.yml");
+        let steps = |job: &str| wf["jobs"][job]["steps"].as_array().unwrap().clone();
+        let step = |job: &str, name: &str| steps(job).into_iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{job}: no step {name:?}"));
+        // Plan: Settings (where credentials go) from the base branch; base policies for drift.
+        let plan = step("plan", "Plan")["run"].as_str().unwrap().to_string();
+        assert!(plan.contains("--settings-from base/policies") && plan.contains("--base-policies base/policies"), "{plan}");
+        assert!(plan.contains("--out plan.json"));
+        // One comment, found by its marker, updated in place, naming the commit, also on failure.
+        let comment = step("plan", "Post or update the plan comment");
+        assert_eq!(comment["if"], "always()", "validation and plan failures replace the old plan too");
+        let script = comment["with"]["script"].as_str().unwrap();
+        for needle in ["<!-- runwarden-plan -->", "updateComment", "pr.head.sha", "Validation failed", "Plan failed"] {
+            assert!(script.contains(needle), "the comment script lacks {needle}");
+        }
+        // Merge: the reviewed plan (the artifact of the merged head's run) and nothing else.
+        let apply = step("apply", "Apply the reviewed plan")["run"].as_str().unwrap().to_string();
+        assert!(apply.contains("reviewed/plan.json") && apply.contains("plan-meta.json"), "{apply}");
+        assert!(steps("apply").iter().any(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/download-artifact")) && s["with"]["run-id"].is_string()));
+        let post = step("apply", "Post the result to the pull request");
+        assert!(post["if"].as_str().unwrap().contains("always()"), "the result is posted whatever it is");
+        let publish = step("apply", "Publish the merged policies to the job's bucket");
+        assert_eq!(publish["if"], "steps.apply.outputs.code == '0'", "only what was applied is published");
+        // The released binary, never a build from source.
+        assert!(!text.contains("cargo "), "no run builds runwarden");
+        assert!(text.contains("sha256sum --check"), "the downloaded binary is checked");
+        let release = yaml("deploy/github/release.yml");
+        let release_text = std::fs::read_to_string(root().join("deploy/github/release.yml")).unwrap();
+        assert!(release["on"]["push"]["tags"].is_array());
+        assert_eq!(release_text.matches("cargo build --release").count(), 1, "built once");
+        assert!(release_text.contains("runwarden-x86_64-unknown-linux-gnu.tar.gz.sha256"));
+        assert!(text.contains("runwarden-x86_64-unknown-linux-gnu.tar.gz"), "the workflow downloads what the release publishes");
+    }
+
+    #[test]
+    fn the_monitoring_files_are_log_metrics_and_alert_policies_over_runwardens_events() {
+        for name in ["runwarden-failed-passes", "runwarden-guard-trips", "runwarden-successful-passes"] {
+            let metric = yaml(&format!("deploy/monitoring/metrics/{name}.yaml"));
+            // LogMetric fields (reference/google/logging.v2.json).
+            for key in metric.as_object().unwrap().keys() {
+                assert!(["description", "filter", "metricDescriptor", "labelExtractors", "valueExtractor"].contains(&key.as_str()), "{name}: {key}");
+            }
+            let filter = metric["filter"].as_str().unwrap();
+            assert!(filter.contains("labels.app=\"runwarden\"") && filter.contains("jsonPayload.event="), "{name}: {filter}");
+            assert_eq!(metric["metricDescriptor"]["metricKind"], "DELTA");
+        }
+        let policies = ["runwarden-failed-passes", "runwarden-guard-trips", "runwarden-stale-success"];
+        for name in policies {
+            let policy = yaml(&format!("deploy/monitoring/policies/{name}.yaml"));
+            assert!(policy["displayName"].as_str().unwrap().starts_with("runwarden: "));
+            let condition = &policy["conditions"][0];
+            let filter = condition["conditionThreshold"]["filter"].as_str().or(condition["conditionAbsent"]["filter"].as_str()).unwrap();
+            let metric = filter.split("logging.googleapis.com/user/").nth(1).unwrap().trim_end_matches('"');
+            assert!(root().join(format!("deploy/monitoring/metrics/{metric}.yaml")).exists(), "{name} watches {metric}, which is not shipped");
+        }
+        let stale = yaml("deploy/monitoring/policies/runwarden-stale-success.yaml");
+        assert!(stale["conditions"][0]["conditionAbsent"].is_object(), "staleness is the absence of successes");
+    }
+
+    #[test]
     fn the_setup_script_is_valid_bash() {
         let status = std::process::Command::new("bash")
             .arg("-n")
@@ -721,6 +813,7 @@ done
 case " $* " in
   *" projects describe "*) echo 123456789012; exit 0 ;;
   *" versions add "*) cat > "$STUB_DIR/stdin"; exit 0 ;;
+  *" cp - "*) cat > /dev/null; exit 0 ;;
   *" describe "*) if [ "$STUB_EXISTING" = 1 ]; then echo "name: existing"; exit 0; fi
                   echo "ERROR: (gcloud) NOT_FOUND: not found" >&2; exit 1 ;;
   *" list "*) if [ "$STUB_EXISTING" = 1 ]; then echo "projects/p/things/1"; fi; exit 0 ;;
@@ -738,7 +831,13 @@ exit 0
     }
 
     fn run_setup(existing: bool, env: &[(&str, &str)]) -> Run {
+        run_script(&[root().join("deploy/cloudrun/setup.sh").to_str().unwrap()], existing, env, |_| {})
+    }
+
+    /// `bash ARGS` in a fresh directory (prepared by `prepare`) with the stub first on PATH.
+    fn run_script(args: &[&str], existing: bool, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Run {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let stub = bin.join("gcloud");
@@ -748,8 +847,8 @@ exit 0
         let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
         let mut command = Command::new("bash");
         command
-            .arg(root().join("deploy/cloudrun/setup.sh"))
-            .current_dir(dir.path()) // the script finds its files itself, from any directory
+            .args(args)
+            .current_dir(dir.path()) // setup.sh finds its files itself, from any directory
             .env_clear()
             .env("PATH", path)
             .env("HOME", dir.path())
@@ -953,7 +1052,20 @@ exit 0
         env.push(("RUNWARDEN_MODE", "service"));
         let second = run_setup(true, &env);
         assert!(second.status.success(), "{}", second.stderr);
-        let both: Vec<Vec<String>> = first.calls.iter().chain(&second.calls).cloned().collect();
+        // Publishing (publish.sh, and the same step inlined in the merge workflow) is checked
+        // with the same --help pass, and both issue exactly the same commands.
+        let policies = |dir: &Path| super::copy_dir(&root().join("policies"), &dir.join("policies"));
+        let env = [("POLICY_BUCKET", "acme-runwarden-runwarden-policies"), ("GITHUB_SHA", "0123abc")];
+        let script = root().join("deploy/cloudrun/publish.sh");
+        let by_script = run_script(&[script.to_str().unwrap(), "acme-runwarden-runwarden-policies", "policies", "0123abc"], false, &env, policies);
+        assert!(by_script.status.success(), "{}", by_script.stderr);
+        let workflow = workflow_step("apply", "Publish the merged policies to the job's bucket");
+        let by_workflow = run_script(&["-euo", "pipefail", "-c", &workflow], false, &env, policies);
+        assert!(by_workflow.status.success(), "{}", by_workflow.stderr);
+        assert_eq!(by_script.calls, by_workflow.calls, "the workflow publishes as publish.sh does");
+        let order: Vec<String> = by_script.calls.iter().map(|c| c.last().unwrap().clone()).collect();
+        assert!(order.last().unwrap().ends_with("/CURRENT") && by_script.calls.len() == 3, "CURRENT is written last: {order:?}");
+        let both: Vec<Vec<String>> = first.calls.iter().chain(&second.calls).chain(&by_script.calls).cloned().collect();
         check_calls(&gcloud, &both);
         let again = paths(&second, &gcloud);
         for p in &again {
@@ -965,6 +1077,15 @@ exit 0
         }
         let service = yaml(&second.dir.path().join("service.yaml"));
         assert_eq!(service["spec"]["template"]["spec"]["volumes"][0]["csi"]["driver"], "gcsfuse.run.googleapis.com");
+    }
+
+    /// The `run:` script of one step of deploy/github/runwarden.yml.
+    pub fn workflow_step(job: &str, name: &str) -> String {
+        let text = std::fs::read_to_string(root().join("deploy/github/runwarden.yml")).unwrap();
+        let wf: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let steps = wf["jobs"][job]["steps"].as_array().unwrap();
+        let step = steps.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name:?} in job {job}"));
+        step["run"].as_str().unwrap().to_string()
     }
 
     #[test]
