@@ -257,7 +257,7 @@ mod deploy {
         let step = |job: &str, name: &str| steps(job).into_iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{job}: no step {name:?}"));
         // Plan: Settings (where credentials go) from the base branch; base policies for drift.
         let plan = step("plan", "Plan")["run"].as_str().unwrap().to_string();
-        assert!(plan.contains("--settings-from base/policies") && plan.contains("--base-policies base/policies"), "{plan}");
+        assert!(plan.contains("settings_from=base/policies") && plan.contains("--settings-from \"$settings_from\"") && plan.contains("--base-policies base/policies"), "{plan}");
         assert!(plan.contains("--out plan.json"));
         // One comment, found by its marker, updated in place, naming the commit, also on failure.
         let comment = step("plan", "Post or update the plan comment");
@@ -283,6 +283,28 @@ mod deploy {
         assert_eq!(release_text.matches("cargo build --release").count(), 1, "built once");
         assert!(release_text.contains("runwarden-x86_64-unknown-linux-gnu.tar.gz.sha256"));
         assert!(text.contains("runwarden-x86_64-unknown-linux-gnu.tar.gz"), "the workflow downloads what the release publishes");
+    }
+
+    #[test]
+    fn the_first_pull_request_connects_with_the_repository_variables_and_never_with_its_own_settings() {
+        // The document the Plan step writes when the base branch has no Settings yet.
+        let plan = super::setup_script::workflow_step("plan", "Plan");
+        let body: String = plan
+            .split("<<SETTINGS\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\nSETTINGS\n").next())
+            .expect("a SETTINGS here-document")
+            .replace("${AUTH0_DOMAIN}", "tenant.eu.auth0.com")
+            .replace("${AUTH0_CLIENT_ID}", "trusted-client");
+        assert!(!body.contains('$'), "{body}");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("settings.yaml"), &body).unwrap();
+        let settings = runwarden::policy::load_settings(dir.path(), std::time::SystemTime::now())
+            .unwrap_or_else(|e| panic!("the generated Settings do not load: {e}\n{body}"));
+        assert_eq!(settings.auth0.domain, "tenant.eu.auth0.com");
+        assert_eq!(settings.auth0.client_id, "trusted-client");
+        assert_eq!(settings.auth0.client_secret_env, "AUTH0_CLIENT_SECRET");
+        assert!(plan.contains("grep -rqsE '^kind: *Settings' base/policies"), "the fallback is taken only without base Settings");
     }
 
     #[test]
