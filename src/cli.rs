@@ -145,9 +145,11 @@ pub struct PlanArgs {
     pub base_policies: Option<PathBuf>,
     /// Connect with the Auth0 tenant and client (domain, clientId, clientSecretEnv) of the
     /// Settings in DIR (the base branch), never those of --policies: a pull request must not
-    /// decide where a credential is sent. Only DIR's Settings document has to load.
+    /// decide where a credential is sent. Only DIR's Settings document has to load. Repeatable:
+    /// the first DIR whose Settings load is used (e.g. the base branch, then a fallback that an
+    /// administrator controls).
     #[arg(long, value_name = "DIR")]
-    pub settings_from: Option<PathBuf>,
+    pub settings_from: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -39,24 +39,14 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
         },
         None => None,
     };
-    let connect_with = match &args.settings_from {
-        Some(dir) => {
-            let trusted = crate::policy::load_settings(dir, now).map_err(|errors| {
-                anyhow::anyhow!(
-                    "--settings-from {}: no Settings document that loads ({}); the connection (Auth0 tenant, client and secret variable) must come from the base branch, never from the pull request: fix or add the Settings on the base branch first (an administrator can plan this pull request by hand)",
-                    dir.display(),
-                    errors.errors.first().map(|e| e.to_string()).unwrap_or_default().trim_end()
-                )
-            })?;
-            if trusted.auth0 != desired.settings.auth0 {
-                notes.push(connection_from_base(&desired.settings.auth0, &trusted.auth0));
-            }
-            let mut settings = desired.settings.clone();
-            settings.auth0 = trusted.auth0;
-            settings
+    let mut connect_with = desired.settings.clone();
+    if !args.settings_from.is_empty() {
+        let trusted = trusted_settings(&args.settings_from, now)?;
+        if trusted.auth0 != desired.settings.auth0 {
+            notes.push(connection_from_base(&desired.settings.auth0, &trusted.auth0));
         }
-        None => desired.settings.clone(),
-    };
+        connect_with.auth0 = trusted.auth0;
+    }
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let plan = runtime()?.block_on(async {
         let conn = Connection::open(global, &connect_with).await?;
@@ -86,6 +76,24 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     print!("{text}");
     let _ = std::io::stdout().flush();
     Ok(exit_for_plan(&plan))
+}
+
+/// The Settings of the first `--settings-from` directory whose Settings document loads.
+fn trusted_settings(dirs: &[std::path::PathBuf], now: std::time::SystemTime) -> anyhow::Result<crate::policy::model::Settings> {
+    let mut problems = Vec::new();
+    for dir in dirs {
+        match crate::policy::load_settings(dir, now) {
+            Ok(settings) => return Ok(settings),
+            Err(errors) => {
+                let first = errors.errors.first().map(|e| e.to_string()).unwrap_or_default();
+                problems.push(format!("{}: {}", dir.display(), first.lines().next().unwrap_or("").trim()));
+            }
+        }
+    }
+    bail!(
+        "--settings-from: no Settings document that loads ({}); the connection (Auth0 tenant, client and secret variable) must come from the base branch or another source the pull request cannot edit, never from the pull request: fix or add the Settings on the base branch first",
+        problems.join("; ")
+    )
 }
 
 /// The finding a plan carries when `--base-policies` did not load.

@@ -257,7 +257,7 @@ mod deploy {
         let step = |job: &str, name: &str| steps(job).into_iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{job}: no step {name:?}"));
         // Plan: Settings (where credentials go) from the base branch; base policies for drift.
         let plan = step("plan", "Plan")["run"].as_str().unwrap().to_string();
-        assert!(plan.contains("settings_from=base/policies") && plan.contains("--settings-from \"$settings_from\"") && plan.contains("--base-policies base/policies"), "{plan}");
+        assert!(plan.contains("--settings-from base/policies --settings-from \"$trusted\"") && plan.contains("--base-policies base/policies"), "{plan}");
         assert!(plan.contains("--out plan.json"));
         // One comment, found by its marker, updated in place, naming the commit, also on failure.
         let comment = step("plan", "Post or update the plan comment");
@@ -287,7 +287,8 @@ mod deploy {
 
     #[test]
     fn the_first_pull_request_connects_with_the_repository_variables_and_never_with_its_own_settings() {
-        // The document the Plan step writes when the base branch has no Settings yet.
+        // The document the Plan step writes from the repository variables: the second
+        // --settings-from, used when the base branch's Settings do not load.
         let plan = super::setup_script::workflow_step("plan", "Plan");
         let body: String = plan
             .split("<<SETTINGS\n")
@@ -304,7 +305,6 @@ mod deploy {
         assert_eq!(settings.auth0.domain, "tenant.eu.auth0.com");
         assert_eq!(settings.auth0.client_id, "trusted-client");
         assert_eq!(settings.auth0.client_secret_env, "AUTH0_CLIENT_SECRET");
-        assert!(plan.contains("grep -rqsE '^kind: *Settings' base/policies"), "the fallback is taken only without base Settings");
     }
 
     #[test]
@@ -779,7 +779,7 @@ mod pull_requests {
         let plan = |extra: &[&Path]| {
             let mut command = runwarden();
             command.envs(&exports).env("PR_CHOSEN_SECRET", "a-secret-the-pull-request-picked").args(["plan", "--policies"]).arg(pr.path());
-            if let Some(dir) = extra.first() {
+            for dir in extra {
                 command.arg("--settings-from").arg(dir);
             }
             command.output().unwrap()
@@ -804,8 +804,13 @@ mod pull_requests {
         let statuses = tokens(&endpoint);
         assert!(!statuses.is_empty() && statuses.iter().all(|s| *s == 200), "only the base branch's client was presented: {statuses:?}");
 
-        // No usable Settings on the base branch: refused, never a fallback to the pull request's.
+        // Several sources: the first whose Settings load (here the second: the first has none).
         let empty = tempfile::tempdir().unwrap();
+        let out = plan(&[empty.path(), base.path()]);
+        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(tokens(&endpoint).iter().all(|s| *s == 200));
+
+        // No usable Settings anywhere: refused, never a fallback to the pull request's.
         let out = plan(&[empty.path()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
