@@ -261,7 +261,7 @@ mod deploy {
         assert!(plan.contains("--out plan.json"));
         // One comment, found by its marker, updated in place, naming the commit, also on failure.
         let comment = step("plan", "Post or update the plan comment");
-        assert_eq!(comment["if"], "always()", "validation and plan failures replace the old plan too");
+        assert_eq!(comment["if"], "${{ !cancelled() }}", "validation and plan failures replace the old plan too");
         let script = comment["with"]["script"].as_str().unwrap();
         for needle in ["<!-- runwarden-plan -->", "updateComment", "pr.head.sha", "Validation failed", "Plan failed"] {
             assert!(script.contains(needle), "the comment script lacks {needle}");
