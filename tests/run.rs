@@ -332,6 +332,52 @@ mod deploy {
         assert!(stale["conditions"][0]["conditionAbsent"].is_object(), "staleness is the absence of successes");
     }
 
+    /// The README's Deploying walkthrough and the scripts say the same thing: every parameter it
+    /// passes to setup.sh is one setup.sh reads, publish.sh gets its three arguments, and every
+    /// repository variable it names is one the workflow uses (and the reverse).
+    #[test]
+    fn the_readme_walkthrough_matches_the_scripts_and_the_workflow() {
+        let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+        let section = &readme[readme.find("## Deploying").unwrap()..readme.find("## Performance").unwrap()];
+        let setup = std::fs::read_to_string(root().join("deploy/cloudrun/setup.sh")).unwrap();
+        let workflow = std::fs::read_to_string(root().join("deploy/github/runwarden.yml")).unwrap();
+        // The setup.sh invocation, joined across its continuation lines.
+        let invocation = section
+            .split("```sh")
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("deploy/cloudrun/setup.sh"))
+            .expect("the walkthrough runs setup.sh")
+            .replace("\\\n", " ");
+        let params: Vec<&str> = invocation.split_whitespace().filter_map(|w| w.split_once('=').map(|(k, _)| k)).collect();
+        assert!(params.len() >= 5, "{invocation}");
+        for p in params {
+            assert!(setup.contains(&format!("#   {p} ")) || setup.contains(&format!("{p}:?")), "the README passes {p}, which setup.sh does not read");
+        }
+        for required in ["CONTROL_PROJECT", "REGION", "GOVERNED_PROJECTS", "GITHUB_REPOSITORY"] {
+            assert!(invocation.contains(&format!("{required}=")), "the README's setup.sh call lacks {required}");
+        }
+        let publish = section
+            .split("```sh")
+            .filter_map(|block| block.split("```").next())
+            .find(|block| block.contains("deploy/cloudrun/publish.sh"))
+            .expect("the walkthrough publishes the first revision")
+            .replace("\\\n", " ");
+        let args: Vec<&str> = publish.split_whitespace().skip_while(|w| !w.ends_with("publish.sh")).skip(1).collect();
+        assert!(args.len() >= 3 && args[0] == "acme-runwarden-runwarden-policies", "BUCKET DIR COMMIT: {args:?}");
+        // Repository variables: the README names exactly those the workflow reads.
+        let used: std::collections::BTreeSet<&str> = workflow
+            .match_indices("vars.")
+            .map(|(i, _)| workflow[i + 5..].split(|c: char| !c.is_ascii_alphanumeric() && c != '_').next().unwrap())
+            .collect();
+        for var in &used {
+            assert!(section.contains(&format!("`{var}`")), "the README does not tell to set {var}");
+        }
+        let printed: Vec<&str> = setup.split("<<DONE").nth(1).unwrap().lines().filter_map(|l| l.trim().split_once('=').map(|(k, _)| k)).collect();
+        for var in printed {
+            assert!(used.contains(var), "setup.sh prints {var}, which the workflow does not read");
+        }
+    }
+
     #[test]
     fn the_setup_script_is_valid_bash() {
         let status = std::process::Command::new("bash")

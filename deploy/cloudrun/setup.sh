@@ -119,13 +119,18 @@ if ! exists gcloud storage buckets describe "gs://$POLICY_BUCKET" "${cp[@]}"; th
   gcloud storage buckets create "gs://$POLICY_BUCKET" "${cp[@]}" --location="$REGION" --uniform-bucket-level-access
 fi
 # The job and service read it (a Cloud Storage FUSE mount needs storage.objects.list, in
-# roles/storage.objectViewer); only the merge workflow's publisher writes it.
+# roles/storage.objectViewer: https://cloud.google.com/storage/docs/gcsfuse-mount); only the
+# merge workflow's publisher writes it.
 gcloud storage buckets add-iam-policy-binding "gs://$POLICY_BUCKET" --member="serviceAccount:$applier" \
   --role=roles/storage.objectViewer >/dev/null
 gcloud storage buckets add-iam-policy-binding "gs://$POLICY_BUCKET" --member="serviceAccount:$publisher" \
   --role=roles/storage.objectAdmin >/dev/null
 
 step "GitHub Workload Identity Federation for $GITHUB_REPOSITORY"
+# Pool, OIDC provider for https://token.actions.githubusercontent.com, an attribute condition on
+# the repository (GitHub's issuer is shared by every repository), and roles/iam.workloadIdentityUser
+# for principalSet://…/attribute.NAME/VALUE members, as in
+# https://cloud.google.com/iam/docs/workload-identity-federation-with-deployment-pipelines
 number="$(gcloud projects describe "$CONTROL_PROJECT" --format='value(projectNumber)')"
 pool="projects/${number}/locations/global/workloadIdentityPools/github"
 if ! exists gcloud iam workload-identity-pools describe github "${cp[@]}" --location=global; then
