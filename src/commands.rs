@@ -507,12 +507,10 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
                 .await
         });
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let _watcher = match source.published {
-            true => None,
-            false => Some(
-                watch(&config.policies, config.debounce, tx.clone())
-                    .with_context(|| format!("watching {}", config.policies.display()))?,
-            ),
+        let _watcher = if source.published {
+            None
+        } else {
+            Some(watch(&config.policies, config.debounce, tx.clone()).with_context(|| format!("watching {}", config.policies.display()))?)
         };
         spawn_signal_handlers(shutdown.clone(), tx);
         let grace = config.shutdown_grace;

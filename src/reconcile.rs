@@ -9,6 +9,10 @@
 //! policies (so hand-made drift keeps being corrected). Then it runs one pass. Like kube-rs's
 //! reconciler, the pass is never told why it runs: every pass checks everything.
 //!
+//! The directory may be a published bucket ([`crate::published`]): every wake-up, the interval
+//! tick included, re-reads its `CURRENT`, so a newly published commit is loaded without file
+//! events (a Cloud Storage mount sends none) and reported as the revision.
+//!
 //! # Error policy
 //! * A transient failure (API unavailable, quota, a partial failure) requeues with exponential
 //!   backoff, capped at the interval.
@@ -495,9 +499,11 @@ fn declare_metrics() {
         m.inc("runwarden_changes_applied_total", APPLIED_HELP, vec![("kind", kind.into())], 0.0);
     }
     m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], 0.0);
-    m.set("runwarden_stalled", STALLED_HELP, vec![], 0.0);
-    if m.get("runwarden_last_success_timestamp_seconds", &[]).is_none() {
-        m.set("runwarden_last_success_timestamp_seconds", LAST_SUCCESS_HELP, vec![], 0.0);
+    // Gauges: declared, never reset (a second call must not hide a stalled loop).
+    for (name, help) in [("runwarden_stalled", STALLED_HELP), ("runwarden_last_success_timestamp_seconds", LAST_SUCCESS_HELP)] {
+        if m.get(name, &[]).is_none() {
+            m.set(name, help, vec![], 0.0);
+        }
     }
 }
 
