@@ -9,6 +9,7 @@
 //! * [`cli`]: command-line definitions and dispatch only.
 //! * [`commands`]: `plan`, `apply`, `run` and `demo`, wired from the parts below.
 //! * [`pass`]: where calls go (real APIs, `--endpoint`, embedded `--sim`), policy load, live read.
+//! * [`published`]: policies published at a commit (`CURRENT`, `REVISION`): which files, which commit.
 //! * [`iam`]: members, roles, conditions, bindings and policies as plain values.
 //! * [`policy`]: policy files → validated desired model, with file:line:col errors; JSON Schemas.
 //! * [`google`]: Cloud Run Admin v2, IAP and Resource Manager clients (wire types stay inside).
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod pass;
+pub mod published;
 pub mod progress;
 pub mod reconcile;
 pub mod retry;
