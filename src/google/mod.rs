@@ -107,6 +107,28 @@ pub enum GoogleError {
         path: String,
         reason: String,
     },
+    /// A `getIamPolicy` answer without an etag: a failed read, never an empty policy.
+    #[error(
+        "{api} {method} {path}: the IAM policy answer has no etag, so it cannot be changed \
+         safely (a write without the etag would overwrite every binding, whoever made it); \
+         nothing is planned or written for this resource: check that nothing between runwarden \
+         and Google drops fields (a proxy, a mock), then run again"
+    )]
+    NoEtag {
+        api: Api,
+        method: Method,
+        path: String,
+    },
+    /// A `setIamPolicy` that would carry no etag; refused before anything is sent.
+    #[error(
+        "{api} {method} {path}: refusing to send setIamPolicy without the etag the change was \
+         computed from (it would overwrite every binding unconditionally); nothing was written"
+    )]
+    WriteWithoutEtag {
+        api: Api,
+        method: Method,
+        path: String,
+    },
 }
 
 /// What to do about an error class, said once in the message.
@@ -136,7 +158,9 @@ impl GoogleError {
             GoogleError::Token { path, .. }
             | GoogleError::Transport { path, .. }
             | GoogleError::Api { path, .. }
-            | GoogleError::Decode { path, .. } => path,
+            | GoogleError::Decode { path, .. }
+            | GoogleError::NoEtag { path, .. }
+            | GoogleError::WriteWithoutEtag { path, .. } => path,
         }
     }
 
@@ -156,7 +180,9 @@ impl Classified for GoogleError {
             // because the usual cause is a blip on the metadata server or the token endpoint.
             GoogleError::Token { .. } => ErrorClass::Transient,
             GoogleError::Transport { class, .. } | GoogleError::Api { class, .. } => *class,
-            GoogleError::Decode { .. } => ErrorClass::Fatal,
+            GoogleError::Decode { .. }
+            | GoogleError::NoEtag { .. }
+            | GoogleError::WriteWithoutEtag { .. } => ErrorClass::Fatal,
         }
     }
 
@@ -375,11 +401,10 @@ impl GoogleClient {
         let mut url = self.service_url(id, Some(":getIamPolicy"));
         url.query_pairs_mut()
             .append_pair("options.requestedPolicyVersion", "3");
-        let p: wire::IamPolicy = self
+        let answer: serde_json::Value = self
             .send(Api::CloudRun, Method::GET, url.clone(), None)
             .await?;
-        wire::policy(p)
-            .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
+        wire::read_policy(answer).map_err(|e| self.policy_error(Api::CloudRun, Method::GET, &url, e))
     }
 
     /// The IAP resource's IAM policy at version 3 (IAP `getIamPolicy`, a POST).
@@ -398,10 +423,10 @@ impl GoogleClient {
             ],
         );
         let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
-        let p: wire::IamPolicy = self
+        let answer: serde_json::Value = self
             .send(Api::Iap, Method::POST, url.clone(), Some(body))
             .await?;
-        wire::policy(p).map_err(|reason| self.decode_error(Api::Iap, Method::POST, &url, reason))
+        wire::read_policy(answer).map_err(|e| self.policy_error(Api::Iap, Method::POST, &url, e))
     }
 
     /// The project's number (Resource Manager `projects.get`).
@@ -472,6 +497,17 @@ impl GoogleClient {
             }
             Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
             Api::ResourceManager => PacerRef::Borrowed(&self.inner.crm_pacer),
+        }
+    }
+
+    fn policy_error(&self, api: Api, method: Method, url: &Url, e: wire::PolicyAnswer) -> GoogleError {
+        match e {
+            wire::PolicyAnswer::NoEtag => GoogleError::NoEtag {
+                api,
+                method,
+                path: url.path().to_string(),
+            },
+            wire::PolicyAnswer::Invalid(reason) => self.decode_error(api, method, url, reason),
         }
     }
 

@@ -38,6 +38,7 @@ impl GoogleClient {
     pub async fn set_iam_policy(&self, id: &ServiceId, policy: &Policy) -> Result<Policy, GoogleError> {
         let last = format!("{}:setIamPolicy", id.name);
         let url = self.url(Api::CloudRun, &["v2", "projects", &id.project, "locations", &id.region, "services", &last]);
+        refuse_without_etag(Api::CloudRun, &url, policy)?;
         let body = json!({ "policy": policy_json(policy) });
         let p: wire::IamPolicy = self.send_write(Api::CloudRun, Method::POST, url.clone(), Some(body)).await?;
         wire::policy(p).map_err(|reason| GoogleError::Decode { api: Api::CloudRun, method: Method::POST, path: url.path().into(), reason })
@@ -49,6 +50,7 @@ impl GoogleClient {
         let region = format!("cloud_run-{}", id.region);
         let last = format!("{}:setIamPolicy", id.name);
         let url = self.url(Api::Iap, &["v1", "projects", &number, "iap_web", &region, "services", &last]);
+        refuse_without_etag(Api::Iap, &url, policy)?;
         let body = json!({ "policy": policy_json(policy) });
         let p: wire::IamPolicy = self.send_write(Api::Iap, Method::POST, url.clone(), Some(body)).await?;
         wire::policy(p).map_err(|reason| GoogleError::Decode { api: Api::Iap, method: Method::POST, path: url.path().into(), reason })
@@ -83,6 +85,15 @@ impl GoogleClient {
         let op: Value = self.send(Api::CloudRun, Method::POST, url, Some(body)).await?;
         Ok(operation(&op))
     }
+}
+
+/// Defence in depth: the reads never yield a policy without an etag, and a `setIamPolicy`
+/// without one would overwrite the whole policy blindly, so it is never sent.
+fn refuse_without_etag(api: Api, url: &reqwest::Url, policy: &Policy) -> Result<(), GoogleError> {
+    if policy.etag.is_empty() {
+        return Err(GoogleError::WriteWithoutEtag { api, method: Method::POST, path: url.path().into() });
+    }
+    Ok(())
 }
 
 /// A domain policy in the wire shape (`version` and `bindings` omitted when empty, as Google
@@ -163,6 +174,25 @@ mod tests {
         assert_eq!(v["bindings"][1]["condition"]["title"], "t");
         assert!(v["bindings"][0].get("condition").is_none());
         assert_eq!(policy_json(&Policy::default()), json!({}));
+    }
+
+    #[tokio::test]
+    async fn a_set_iam_policy_without_an_etag_is_never_sent() {
+        // Port 9 on loopback: if the request were sent, the error would be a transport error.
+        let base = crate::endpoints::parse_base_url("http://127.0.0.1:9/").unwrap();
+        let client = GoogleClient::new(
+            reqwest::Client::new(),
+            std::sync::Arc::new(super::super::StaticToken("t".into())),
+            crate::endpoints::Endpoints::single(base),
+            super::super::GoogleConfig::default(),
+        );
+        let id = ServiceId::new("p", "r", "s");
+        let blind = Policy { version: 3, etag: String::new(), bindings: vec![] };
+        let err = client.set_iam_policy(&id, &blind).await.unwrap_err();
+        assert!(matches!(err, GoogleError::WriteWithoutEtag { api: Api::CloudRun, .. }), "{err}");
+        let err = client.set_iap_iam_policy(&id, 42, &blind).await.unwrap_err();
+        assert!(matches!(err, GoogleError::WriteWithoutEtag { api: Api::Iap, .. }), "{err}");
+        assert!(err.to_string().contains("nothing was written"), "{err}");
     }
 
     #[test]

@@ -353,8 +353,10 @@ async fn forward(p: &Proxy, method: Method, uri: &Uri, headers: HeaderMap, body:
     );
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
     let mut request = p.http.request(method, target).body(body.to_vec());
+    // The Host header is kept: the simulator checks a Google token request's audience against
+    // the address it was asked on, which is the proxy's.
     for (name, value) in headers.iter() {
-        if name != "host" && name != "content-length" {
+        if name != "content-length" {
             request = request.header(name.as_str(), value.as_bytes());
         }
     }

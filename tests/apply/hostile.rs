@@ -1,0 +1,165 @@
+//! Hostile server answers, injected through the fault proxy (`tests/common/hostile.rs`) between
+//! the real binary and the simulator: what runwarden does when Google or Auth0 answer something
+//! broken or malicious.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::hostile::{Hostile, Rule};
+use crate::support::*;
+use runwarden::sim::{RunningSim, World};
+use serde_json::json;
+
+/// The simulator on a runtime of its own, the hostile proxy in front of it, and the credentials
+/// the binary needs to reach both through `--endpoint`.
+pub struct Endpoint {
+    pub sim: RunningSim,
+    pub proxy: Hostile,
+    key: PathBuf,
+    secret: String,
+    _dir: tempfile::TempDir,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Endpoint {
+    pub fn demo() -> Endpoint {
+        Endpoint::start(demo_world())
+    }
+
+    pub fn start(world: World) -> Endpoint {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (sim, proxy) = rt.block_on(async {
+            let sim = runwarden::sim::spawn(world).await.expect("the simulator starts");
+            sim.handle.set_operation_delay(Duration::from_millis(20));
+            let proxy = Hostile::start(&sim.base_url).await;
+            (sim, proxy)
+        });
+        let dir = tempfile::tempdir().unwrap();
+        // The key file's token_uri is the proxy too: Google token requests can be faulted.
+        let key = dir.path().join("key.json");
+        std::fs::write(&key, sim.handle.key_file_json(&proxy.base_url)).unwrap();
+        let secret = sim.auth0_client().1;
+        Endpoint {
+            sim,
+            proxy,
+            key,
+            secret,
+            _dir: dir,
+            _rt: rt,
+        }
+    }
+
+    /// The binary's arguments and environment to go through the proxy.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"));
+        cmd.arg("--endpoint")
+            .arg(&self.proxy.base_url)
+            .args(args)
+            .current_dir(repo())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &self.key)
+            .env("AUTH0_CLIENT_SECRET", &self.secret)
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Runs `runwarden --endpoint PROXY ARGS` to the end.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("the runwarden binary runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// IAM writes that reached the simulator for `resource` (a Cloud Run or IAP resource name).
+    pub fn writes_to(&self, resource: &str) -> usize {
+        self.sim
+            .handle
+            .history()
+            .iter()
+            .filter(|w| w.resource == resource)
+            .count()
+    }
+
+    /// `setIamPolicy` requests the simulator received whose path contains `fragment`.
+    pub fn set_requests(&self, fragment: &str) -> usize {
+        self.sim
+            .handle
+            .request_log()
+            .iter()
+            .filter(|r| r.path.contains(fragment) && r.path.ends_with(":setIamPolicy"))
+            .count()
+    }
+}
+
+const BILLING: &str = "projects/acme-prod/locations/europe-west1/services/billing-api";
+const CONSOLE_IAP: &str = "iap_web/cloud_run-europe-west1/services/admin-console";
+
+/// The services of the demo world that apply changes besides the faulted ones converge, and a
+/// second plan (no faults) has only the faulted resource (and observe-mode drift) left.
+fn assert_rest_converged(env: &Endpoint, faulted: &str) {
+    for other in [
+        "projects/acme-prod/locations/europe-west1/services/billing-worker",
+        "projects/acme-prod/locations/us-central1/services/billing-reports",
+    ] {
+        assert_eq!(env.writes_to(other), 1, "{other} was written once");
+    }
+    env.proxy.clear();
+    let again = env.run(&["plan"]);
+    assert_eq!(again.code, 2, "{}", again.all());
+    assert!(again.stdout.contains(faulted), "{}", again.stdout);
+    assert!(!again.stdout.contains("billing-worker"), "{}", again.stdout);
+}
+
+#[test]
+fn an_iam_policy_answer_without_an_etag_is_a_failed_read_and_nothing_is_written() {
+    let leaver = "user:leaver@acme.com";
+    for (case, answer, says) in [
+        ("{}", json!({}), "has no etag"),
+        ("[]", json!([]), "an IAM policy is a JSON object, the answer is an array"),
+        (
+            "bindings, no etag",
+            json!({"version": 1, "bindings": [{"role": "roles/run.invoker", "members": [leaver]}]}),
+            "has no etag",
+        ),
+        ("empty etag", json!({"etag": "", "bindings": []}), "has no etag"),
+    ] {
+        let env = Endpoint::demo();
+        let before = env.sim.handle.policy(BILLING).unwrap();
+        env.proxy.add(
+            Rule::path_contains(&format!("/v2/{BILLING}:getIamPolicy"))
+                .method("GET")
+                .json(200, answer),
+        );
+        let plan = env.run(&["plan"]);
+        assert!(
+            plan.all().contains(says) && plan.all().contains("acme-prod/europe-west1/billing-api"),
+            "{case}: the plan names the unreadable resource and why\n{}",
+            plan.all()
+        );
+        let apply = env.run(&["apply", "--auto-approve"]);
+        assert!(apply.all().contains(says), "{case}: {}", apply.all());
+        assert_eq!(env.writes_to(BILLING), 0, "{case}: billing-api was written");
+        assert_eq!(env.set_requests("billing-api"), 0, "{case}: a setIamPolicy was sent");
+        assert_eq!(env.sim.handle.policy(BILLING).unwrap(), before, "{case}");
+        assert_rest_converged(&env, "billing-api");
+    }
+}
+
+#[test]
+fn an_iap_policy_answer_without_an_etag_is_a_failed_read_and_nothing_is_written() {
+    let env = Endpoint::demo();
+    env.proxy.add(
+        Rule::path_contains(&format!("/{CONSOLE_IAP}:getIamPolicy"))
+            .method("POST")
+            .json(200, json!({"bindings": [{"role": "roles/iap.httpsResourceAccessor", "members": ["user:ada@acme.com"]}]})),
+    );
+    let apply = env.run(&["apply", "--auto-approve"]);
+    assert!(apply.all().contains("has no etag"), "{}", apply.all());
+    assert!(apply.all().contains("admin-console"), "{}", apply.all());
+    assert_eq!(env.set_requests("admin-console"), 0, "nothing written to admin-console");
+    assert_rest_converged(&env, "admin-console");
+}
