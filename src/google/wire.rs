@@ -117,9 +117,11 @@ impl ErrorStatus {
             if !ty.ends_with("google.rpc.RetryInfo") {
                 return None;
             }
+            // A `google.protobuf.Duration` in JSON: decimal seconds with an `s` suffix. Any
+            // number parses ("1e20s"); the wait is clamped, never trusted to fit.
             let text = d.get("retryDelay")?.as_str()?;
             let secs: f64 = text.strip_suffix('s')?.parse().ok()?;
-            (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+            crate::retry::wait_from_secs_f64(secs)
         })
     }
 
@@ -379,5 +381,21 @@ mod tests {
             ["RATE_LIMIT_EXCEEDED"]
         );
         assert_eq!(e.error.status, "RESOURCE_EXHAUSTED");
+    }
+
+    #[test]
+    fn an_absurd_retry_delay_is_clamped_not_a_panic() {
+        let body = |delay: &str| -> ErrorBody {
+            parse(&format!(
+                r#"{{"error":{{"status":"RESOURCE_EXHAUSTED","details":[
+                    {{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}"#
+            ))
+        };
+        let ceiling = Some(crate::retry::WAIT_CEILING);
+        assert_eq!(body("1e20s").error.retry_delay(), ceiling);
+        assert_eq!(body("18446744073709551616s").error.retry_delay(), ceiling);
+        assert_eq!(body("infs").error.retry_delay(), ceiling);
+        assert_eq!(body("NaNs").error.retry_delay(), None);
+        assert_eq!(body("-3s").error.retry_delay(), None);
     }
 }

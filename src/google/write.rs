@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Api, GoogleClient, GoogleError, wire};
+use super::{Api, GoogleClient, GoogleError, body_limits, wire};
 use crate::iam::Policy;
 use crate::live::ServiceId;
 
@@ -40,7 +40,7 @@ impl GoogleClient {
         let url = self.url(Api::CloudRun, &["v2", "projects", &id.project, "locations", &id.region, "services", &last]);
         refuse_without_etag(Api::CloudRun, &url, policy)?;
         let body = json!({ "policy": policy_json(policy) });
-        let p: wire::IamPolicy = self.send_write(Api::CloudRun, Method::POST, url.clone(), Some(body)).await?;
+        let p: wire::IamPolicy = self.send_write(Api::CloudRun, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY).await?;
         wire::policy(p).map_err(|reason| GoogleError::Decode { api: Api::CloudRun, method: Method::POST, path: url.path().into(), reason })
     }
 
@@ -52,7 +52,7 @@ impl GoogleClient {
         let url = self.url(Api::Iap, &["v1", "projects", &number, "iap_web", &region, "services", &last]);
         refuse_without_etag(Api::Iap, &url, policy)?;
         let body = json!({ "policy": policy_json(policy) });
-        let p: wire::IamPolicy = self.send_write(Api::Iap, Method::POST, url.clone(), Some(body)).await?;
+        let p: wire::IamPolicy = self.send_write(Api::Iap, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY).await?;
         wire::policy(p).map_err(|reason| GoogleError::Decode { api: Api::Iap, method: Method::POST, path: url.path().into(), reason })
     }
 
@@ -68,7 +68,7 @@ impl GoogleClient {
         if !update.etag.is_empty() {
             body.insert("etag".into(), Value::String(update.etag.clone()));
         }
-        let op: Value = self.send_write(Api::CloudRun, Method::PATCH, url, Some(Value::Object(body))).await?;
+        let op: Value = self.send_write(Api::CloudRun, Method::PATCH, url, Some(Value::Object(body)), body_limits::SERVICE).await?;
         Ok(operation(&op))
     }
 
@@ -82,7 +82,7 @@ impl GoogleClient {
         segments.push(&last);
         let url = self.url(Api::CloudRun, &segments);
         let body = json!({ "timeout": format!("{}s", timeout.as_secs().max(1)) });
-        let op: Value = self.send(Api::CloudRun, Method::POST, url, Some(body)).await?;
+        let op: Value = self.send(Api::CloudRun, Method::POST, url, Some(body), body_limits::SERVICE).await?;
         Ok(operation(&op))
     }
 }

@@ -54,11 +54,12 @@ pub struct Clients {
 }
 
 /// Limits and timeouts for [`Clients`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Connect and request timeouts of the shared HTTP client.
     pub timeouts: HttpTimeouts,
-    /// Concurrency, request rates and page size of the Google clients.
+    /// Concurrency, request rates and page size of the Google clients. Its `max_pause` and
+    /// `shutdown` apply to the Auth0 client too.
     pub google: GoogleConfig,
     /// Auth0 requests in flight at once.
     pub auth0_concurrency: usize,
@@ -157,6 +158,8 @@ impl Clients {
         auth0_config.concurrency = config.auth0_concurrency;
         auth0_config.rate = config.auth0_rate;
         auth0_config.page_size = config.auth0_page_size.clamp(1, 100);
+        auth0_config.max_pause = config.google.max_pause;
+        auth0_config.shutdown = config.google.shutdown.clone();
         let auth0 = Auth0Client::new(http, auth0_config);
         Ok(Clients { google, auth0 })
     }

@@ -3,7 +3,7 @@
 //! broken or malicious.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::hostile::{Hostile, Rule};
 use crate::support::*;

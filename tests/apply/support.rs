@@ -61,6 +61,7 @@ pub fn quick_retries() -> RetryPolicy {
         min_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(80),
         max_server_wait: Duration::from_secs(5),
+        ..RetryPolicy::default()
     }
 }
 
