@@ -218,9 +218,14 @@ impl Default for HttpTimeouts {
 
 /// The one `reqwest::Client` every API client shares (one connection pool, one TLS setup).
 /// A timed-out request is a transient error, retried by `retry`.
+///
+/// Redirects are never followed: no Google or Auth0 API call runwarden makes answers with one,
+/// and following a `307` re-sends the request body, which for `POST /oauth/token` is the Auth0
+/// client secret, to wherever `Location` points. A `3xx` answer fails the call instead.
 pub fn http_client(timeouts: HttpTimeouts) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .user_agent(concat!("runwarden/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)
         .pool_max_idle_per_host(64)

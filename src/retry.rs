@@ -239,6 +239,65 @@ pub async fn sleep_until_unless_cancelled(deadline: Instant, shutdown: &Cancella
     }
 }
 
+/// Paces the polls of something that finishes later (a long-running operation): the first poll
+/// at once, each next one at least `interval` after the previous one started (the interval
+/// grows by half each time, up to `max_interval`), none after `total` has passed or shutdown.
+/// A server that answers "not done" at once is therefore asked a bounded number of times.
+#[derive(Debug)]
+pub struct Poll {
+    deadline: Instant,
+    interval: Duration,
+    max_interval: Duration,
+    last: Option<Instant>,
+    shutdown: CancellationToken,
+}
+
+/// Why [`Poll::ready`] said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollEnd {
+    /// `total` has passed.
+    TimedOut,
+    /// Shutdown was requested.
+    ShuttingDown,
+}
+
+impl Poll {
+    /// Polls for at most `total`, from 1 s apart up to 10 s apart.
+    pub fn new(total: Duration, shutdown: &CancellationToken) -> Poll {
+        Poll {
+            deadline: Instant::now() + total.min(WAIT_CEILING),
+            interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(10),
+            last: None,
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    /// Time left until the deadline.
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Waits until the next poll may start.
+    pub async fn ready(&mut self) -> Result<(), PollEnd> {
+        if let Some(last) = self.last {
+            let next = (last + self.interval).min(self.deadline);
+            self.interval = (self.interval * 3 / 2).min(self.max_interval);
+            if !sleep_until_unless_cancelled(next, &self.shutdown).await {
+                return Err(PollEnd::ShuttingDown);
+            }
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(PollEnd::ShuttingDown);
+        }
+        if Instant::now() >= self.deadline {
+            return Err(PollEnd::TimedOut);
+        }
+        self.last = Some(Instant::now());
+        Ok(())
+    }
+}
+
 /// A random duration in `[0, up_to)`.
 fn jitter(up_to: Duration) -> Duration {
     let nanos = up_to.as_nanos().min(u64::MAX as u128) as u64;
@@ -391,8 +450,10 @@ impl FromStr for Rate {
 /// waiting callers are served in order and never hold the lock while sleeping.
 ///
 /// # Guarantees
-/// * A pause is at most `max_pause` long, whatever the server asked for (one `Retry-After:
-///   100000` must not stall every call for a day; the call that received it fails instead).
+/// * A pause is at most `max_pause` long: a longer server-requested wait is not honoured at
+///   all (one `Retry-After: 100000` must not stall every call for a day, nor for `max_pause`
+///   either; the call that received it fails, see `RetryPolicy::max_server_wait`, and the
+///   other calls find out for themselves).
 /// * Once `shutdown` is cancelled every wait ends at once with [`ShuttingDown`], and no caller
 ///   is let through any more.
 #[derive(Debug)]
@@ -474,18 +535,18 @@ impl Pacer {
         Ok(())
     }
 
-    /// Holds every caller back for `wait` from now, at most `max_pause` (extends, never
-    /// shortens, a pause).
+    /// Holds every caller back for `wait` from now (extends, never shortens, a pause); a wait
+    /// longer than `max_pause` is not honoured.
     pub fn pause_for(&self, wait: Duration) {
         if wait > self.max_pause {
             tracing::warn!(
                 api = self.name,
                 asked_s = wait.as_secs(),
-                pause_s = self.max_pause.as_secs(),
-                "the server asked every caller to wait longer than runwarden pauses; pausing for the maximum"
+                max_pause_s = self.max_pause.as_secs(),
+                "the server asks every caller to wait longer than runwarden pauses; not pausing"
             );
+            return;
         }
-        let wait = wait.min(self.max_pause);
         let until = Instant::now() + wait;
         let mut state = self.state.lock().expect("pacer lock poisoned");
         if state.paused_until.is_none_or(|p| p < until) {
@@ -499,8 +560,8 @@ impl Pacer {
     }
 
     /// Takes a response's rate-limit budget into account: when at most `reserve` requests are
-    /// left in the current window, pauses until the window resets (at most `max_pause`), so
-    /// the requests still in flight do not run into 429s.
+    /// left in the current window, pauses until the window resets (unless that is more than
+    /// `max_pause` away), so the requests still in flight do not run into 429s.
     pub fn observe_budget(&self, remaining: u64, reset_in: Duration, reserve: u64) {
         if remaining <= reserve {
             self.pause_for(reset_in);
@@ -737,15 +798,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_pacer_pause_is_capped_whatever_the_server_asks() {
+    async fn a_pacer_does_not_pause_for_longer_than_its_maximum_whatever_the_server_asks() {
         let pacer = Pacer::with_limits("t", None, Duration::from_secs(30), CancellationToken::new());
         pacer.pause_for(Duration::MAX);
         pacer.observe_budget(0, Duration::MAX, 2);
+        pacer.pause_for(Duration::from_secs(31));
         let t0 = Instant::now();
         pacer.acquire().await.unwrap();
-        assert_eq!(t0.elapsed(), Duration::from_secs(30));
+        assert_eq!(t0.elapsed(), Duration::ZERO, "a day-long pause stalls nobody");
+        pacer.pause_for(Duration::from_secs(30));
+        pacer.acquire().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(30), "a pause within the maximum is honoured");
         let default = Pacer::new("t", None);
         default.pause_for(Duration::from_secs(100_000));
+        default.pause_for(DEFAULT_MAX_SERVER_WAIT);
         let t1 = Instant::now();
         default.acquire().await.unwrap();
         assert_eq!(t1.elapsed(), DEFAULT_MAX_SERVER_WAIT);
@@ -786,5 +852,23 @@ mod tests {
         assert_eq!(result.unwrap_err().0, ErrorClass::Quota);
         assert_eq!(attempts.load(Ordering::SeqCst), 1, "no attempt after shutdown");
         assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_are_spaced_and_bounded_even_when_each_answers_at_once() {
+        let mut poll = Poll::new(Duration::from_secs(60), &CancellationToken::new());
+        let t0 = Instant::now();
+        let mut polls = 0;
+        while poll.ready().await.is_ok() {
+            polls += 1; // the server answers "not done" at once
+        }
+        // 0, 1, 2.5, 4.75, 8.1, 13.2, 20.8, 30.8, 40.8, 50.8 s, then the deadline.
+        assert_eq!(polls, 10);
+        assert_eq!(t0.elapsed(), Duration::from_secs(60));
+        let stop = CancellationToken::new();
+        let mut poll = Poll::new(Duration::from_secs(60), &stop);
+        poll.ready().await.unwrap();
+        stop.cancel();
+        assert_eq!(poll.ready().await, Err(PollEnd::ShuttingDown));
     }
 }

@@ -192,9 +192,9 @@ impl GoogleError {
 impl Classified for GoogleError {
     fn class(&self) -> ErrorClass {
         match self {
-            // gcp_auth already retried the token endpoint; one more round is still worth it
-            // because the usual cause is a blip on the metadata server or the token endpoint.
-            GoogleError::Token { .. } => ErrorClass::Transient,
+            // gcp_auth already tried the token endpoint 5 times; more rounds, one per call and
+            // retry, only hammer a failing endpoint. The pass fails; the next pass asks again.
+            GoogleError::Token { .. } => ErrorClass::Fatal,
             GoogleError::Transport { class, .. } | GoogleError::Api { class, .. } => *class,
             // A body that broke off is a transport failure; one too large will not shrink.
             GoogleError::Body { source: crate::endpoints::BodyError::Transport(_), .. } => {
@@ -280,7 +280,7 @@ pub struct GoogleConfig {
     /// `pageSize` for `services.list` (`None` = the API's default).
     pub list_page_size: Option<u32>,
     /// The longest pause a server's 429 imposes on every caller of one API (a longer wait is
-    /// cut to this; the call that received it fails, see `RetryPolicy::max_server_wait`).
+    /// not honoured; the call that received it fails, see `RetryPolicy::max_server_wait`).
     pub max_pause: Duration,
     /// Cancelled at shutdown: every wait for a pacer slot or a request slot ends, and the call
     /// fails as not sent.
@@ -692,8 +692,11 @@ impl GoogleClient {
                 }
                 Err(_) => {
                     let text = String::from_utf8_lossy(&bytes);
-                    let text: String = text.chars().take(300).collect();
-                    (String::new(), text.trim().to_string(), vec![], None)
+                    let mut text: String = text.chars().take(300).collect::<String>().trim().to_string();
+                    if let Some(to) = status.is_redirection().then(|| headers.get("location")).flatten() {
+                        text = format!("a redirect to {:?}, which runwarden does not follow", String::from_utf8_lossy(to.as_bytes()));
+                    }
+                    (String::new(), text, vec![], None)
                 }
             };
         let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();

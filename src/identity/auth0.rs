@@ -657,7 +657,14 @@ fn api_error(
     bytes: &[u8],
 ) -> Auth0Error {
     let body: wire::ErrorBody = serde_json::from_slice(bytes).unwrap_or_default();
-    let message = body.message.or(body.error_description).unwrap_or_else(|| {
+    let redirect = (300..400).contains(&code).then(|| headers.get("location")).flatten();
+    let message = body.message.or(body.error_description);
+    let message = message.or_else(|| {
+        redirect.map(|to| {
+            format!("a redirect to {:?}, which runwarden does not follow", String::from_utf8_lossy(to.as_bytes()))
+        })
+    });
+    let message = message.unwrap_or_else(|| {
         String::from_utf8_lossy(bytes)
             .chars()
             .take(300)

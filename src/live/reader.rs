@@ -621,6 +621,7 @@ async fn read_region(
     let mut ready = Vec::new();
     let mut reads = tokio::task::JoinSet::new();
     let mut page_token: Option<String> = None;
+    let mut seen_tokens = std::collections::HashSet::new();
     let mut governed = 0;
     loop {
         let what = format!("services.list {project}/{region}");
@@ -661,7 +662,9 @@ async fn read_region(
             reads.spawn(read_service(shared.clone(), service, read_iap));
         }
         match page.next_page_token {
-            Some(next) if Some(&next) == page_token.as_ref() => {
+            // A token already followed (at once, or after a cycle of any length) would be
+            // followed forever.
+            Some(next) if !seen_tokens.insert(next.clone()) => {
                 return Err(ReadError::List {
                     project,
                     region,
@@ -669,7 +672,12 @@ async fn read_region(
                         api: crate::google::Api::CloudRun,
                         method: reqwest::Method::GET,
                         path: "services.list".into(),
-                        reason: format!("the page token {next:?} was returned twice"),
+                        reason: format!(
+                            "the page token {next:?} was returned twice (after {} pages): the \
+                             listing cycles and cannot be read to its end; nothing is planned \
+                             from it, the next pass lists again",
+                            seen_tokens.len()
+                        ),
                     },
                 });
             }

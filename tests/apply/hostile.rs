@@ -3,7 +3,7 @@
 //! broken or malicious.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::hostile::{Hostile, Rule};
 use crate::support::*;
@@ -162,4 +162,153 @@ fn an_iap_policy_answer_without_an_etag_is_a_failed_read_and_nothing_is_written(
     assert!(apply.all().contains("admin-console"), "{}", apply.all());
     assert_eq!(env.set_requests("admin-console"), 0, "nothing written to admin-console");
     assert_rest_converged(&env, "admin-console");
+}
+
+/// Google's quota error, as Cloud Run answers it, with `details`.
+fn resource_exhausted(details: serde_json::Value) -> serde_json::Value {
+    json!({"error": {"code": 429, "message": "Quota exceeded for quota metric 'Read requests'",
+        "status": "RESOURCE_EXHAUSTED", "details": details}})
+}
+
+/// Runs `args` and asserts the process ended by itself, not by a panic.
+fn assert_no_panic(case: &str, run: &Run) {
+    assert_ne!(run.code, 101, "{case}: the process panicked\n{}", run.all());
+    assert!(!run.stderr.contains("panicked"), "{case}: {}", run.stderr);
+}
+
+#[test]
+fn absurd_server_waits_never_panic_and_fail_only_the_call_that_got_them() {
+    const HUGE: &str = "18446744073709551615";
+    let billing = format!("/v2/{BILLING}:getIamPolicy");
+    let cases: Vec<(&str, Rule)> = vec![
+        (
+            "Retry-After: u64::MAX on a 429",
+            Rule::path_contains(&billing)
+                .json(429, resource_exhausted(json!([])))
+                .header("retry-after", HUGE),
+        ),
+        (
+            "Retry-After beyond u64 on a 429",
+            Rule::path_contains(&billing)
+                .json(429, resource_exhausted(json!([])))
+                .header("retry-after", "99999999999999999999999999999"),
+        ),
+        (
+            "RetryInfo retryDelay 1e20s",
+            Rule::path_contains(&billing).json(
+                429,
+                resource_exhausted(json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1e20s"}])),
+            ),
+        ),
+    ];
+    for (case, rule) in cases {
+        let env = Endpoint::demo();
+        env.proxy.add(rule);
+        let run = env.run(&["apply", "--auto-approve"]);
+        assert_no_panic(case, &run);
+        assert!(run.all().contains("429"), "{case}: {}", run.all());
+        assert_eq!(env.writes_to(BILLING), 0, "{case}");
+        assert_eq!(
+            env.proxy.hits(&billing),
+            1,
+            "{case}: a wait longer than runwarden waits is not waited for, and not retried at once"
+        );
+        assert_rest_converged(&env, "billing-api");
+    }
+}
+
+#[test]
+fn an_absurd_auth0_rate_limit_reset_never_panics_even_on_a_success() {
+    const HUGE: &str = "18446744073709551615";
+    // On a 200 (the budget header every answer carries), and with the budget exhausted.
+    for remaining in ["100", "0"] {
+        let env = Endpoint::demo();
+        env.proxy.add(
+            Rule::path_prefix("/api/v2/roles")
+                .method("GET")
+                .header("x-ratelimit-limit", "50")
+                .header("x-ratelimit-remaining", remaining)
+                .header("x-ratelimit-reset", HUGE),
+        );
+        let run = env.run(&["apply", "--auto-approve"]);
+        assert_no_panic(remaining, &run);
+        assert_eq!(run.code, 0, "remaining {remaining}: converges\n{}", run.all());
+        assert_eq!(env.writes_to(BILLING), 1, "remaining {remaining}");
+    }
+    // On a 429: the wait is too long to honour, so the directory read fails at once.
+    let env = Endpoint::demo();
+    env.proxy.add(
+        Rule::path_prefix("/api/v2/roles")
+            .method("GET")
+            .json(429, json!({"statusCode": 429, "error": "Too Many Requests", "message": "Global limit has been reached", "errorCode": "too_many_requests"}))
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", HUGE),
+    );
+    let started = Instant::now();
+    let run = env.run(&["apply", "--auto-approve"]);
+    assert_no_panic("429", &run);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.all().contains("Global limit has been reached"), "{}", run.all());
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+    assert_eq!(env.sim.handle.history().len(), 0, "nothing written without the directory");
+}
+
+/// Starts `runwarden ARGS` through the proxy, waits until `ready` holds, sends `signal` and
+/// returns how long the process took to exit and its stderr.
+fn interrupt(env: &Endpoint, args: &[&str], signal: &str, ready: impl Fn() -> bool) -> (Duration, String) {
+    use std::io::Read;
+    let mut child = env
+        .command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never got to the wait");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Well into the wait.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    let signalled = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if signalled.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?}: still running 20 s after {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = signalled.elapsed();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (took, stderr)
+}
+
+#[test]
+fn a_signal_during_a_long_server_requested_wait_stops_the_process_promptly() {
+    let list = "/v2/projects/acme-prod/locations/europe-west1/services?";
+    // 100 s: below max_server_wait (120 s), so it is honoured, by the retry and the pacer.
+    let throttled = || {
+        Rule::path_prefix(list)
+            .method("GET")
+            .json(429, resource_exhausted(json!([])))
+            .header("retry-after", "100")
+    };
+    for (args, signal) in [
+        (&["run", "--interval", "1h", "--listen", "127.0.0.1:0"][..], "-TERM"),
+        (&["apply", "--auto-approve"][..], "-INT"),
+    ] {
+        let env = Endpoint::demo();
+        env.proxy.add(throttled());
+        let (took, stderr) = interrupt(&env, args, signal, || env.proxy.hits(list) >= 1);
+        assert!(took < Duration::from_secs(5), "{args:?}: {took:?} after {signal}\n{stderr}");
+        assert_eq!(env.proxy.hits(list), 1, "{args:?}: no attempt after the signal");
+    }
 }

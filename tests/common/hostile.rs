@@ -64,8 +64,8 @@ pub enum Answer {
     },
     /// Wait, then forward to the upstream.
     DelayThenForward(Duration),
-    /// Forward unchanged (a rule given no answer).
-    Forward,
+    /// Forward, adding these headers to the upstream's answer (none: unchanged).
+    Forward { headers: Vec<(String, String)> },
 }
 
 /// One fault: which requests, what answer, how many times.
@@ -83,7 +83,7 @@ impl Rule {
         Rule {
             method: None,
             matcher,
-            answer: Answer::Forward,
+            answer: Answer::Forward { headers: vec![] },
             times: None,
         }
     }
@@ -120,9 +120,9 @@ impl Rule {
         self.respond(status, body.to_string())
             .header("content-type", "application/json")
     }
-    /// Adds a header to a canned answer.
+    /// Adds a header to a canned answer, or to the forwarded answer of a rule given no answer.
     pub fn header(mut self, name: &str, value: &str) -> Rule {
-        if let Answer::Canned { headers, .. } = &mut self.answer {
+        if let Answer::Canned { headers, .. } | Answer::Forward { headers } = &mut self.answer {
             headers.push((name.into(), value.into()));
         }
         self
@@ -151,7 +151,7 @@ pub struct Seen {
     pub method: String,
     /// The path with its query string.
     pub path: String,
-    /// Whether a rule answered it (else it was forwarded unchanged).
+    /// Whether a rule matched it (else it was forwarded unchanged).
     pub faulted: bool,
 }
 
@@ -276,7 +276,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let answer = pick(&p, &method, &uri);
-    let faulted = !matches!(answer, None | Some(Answer::DelayThenForward(_)));
+    let faulted = answer.is_some();
     p.log.lock().unwrap().push(Seen {
         method: method.to_string(),
         path: uri
@@ -311,7 +311,17 @@ async fn handle(
             tokio::time::sleep(delay).await;
             forward(&p, method, &uri, headers, body).await
         }
-        Some(Answer::Forward) | None => forward(&p, method, &uri, headers, body).await,
+        Some(Answer::Forward { headers: extra }) => {
+            let mut response = forward(&p, method, &uri, headers, body).await;
+            for (k, v) in extra {
+                response.headers_mut().insert(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(&v).unwrap(),
+                );
+            }
+            response
+        }
+        None => forward(&p, method, &uri, headers, body).await,
     }
 }
 
