@@ -5,6 +5,8 @@
 mod oracle;
 #[path = "common/hostile.rs"]
 mod hostile;
+#[path = "read/hostile.rs"]
+mod hostile_answers;
 #[path = "read/support.rs"]
 mod support;
 
