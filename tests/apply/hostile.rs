@@ -312,3 +312,29 @@ fn a_signal_during_a_long_server_requested_wait_stops_the_process_promptly() {
         assert_eq!(env.proxy.hits(list), 1, "{args:?}: no attempt after the signal");
     }
 }
+
+#[tokio::test]
+async fn an_operation_that_answers_not_done_at_once_is_polled_spaced_and_bounded() {
+    let mut env = Env::demo().await;
+    let proxy = Hostile::start(&env.sim.base_url).await;
+    env.through(&proxy.base_url);
+    proxy.add(
+        Rule::path_contains(":wait")
+            .method("POST")
+            .json(200, json!({"name": "projects/acme-prod/locations/europe-west1/operations/op-1", "done": false})),
+    );
+    let config = runwarden::apply::ApplyConfig {
+        operation_timeout: Duration::from_secs(5),
+        ..crate::support::config()
+    };
+    let started = Instant::now();
+    let (_, report) = env.pass(&config).await;
+    let polls = proxy.hits(":wait");
+    // Two services are patched (payments-api, admin-console), each polled at 0, 1, 2.5 and
+    // 4.75 s until the 5 s deadline (with no spacing: thousands of calls).
+    assert!((4..=10).contains(&polls), "{polls} operations.wait calls in 5 s");
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    let failed: Vec<String> = failures(&report).iter().map(|f| format!("{f:?}")).collect();
+    let timed_out = failed.iter().filter(|f| f.contains("did not finish within 5s")).count();
+    assert_eq!(timed_out, 2, "{failed:?}");
+}
