@@ -533,7 +533,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: r
     if !status.is_success() {
         bail!("GET {url}: HTTP {status}");
     }
-    response.json().await.with_context(|| format!("GET {url}: unexpected answer"))
+    // A discovery document or a key set is a few KiB.
+    let body = crate::endpoints::read_body(response, 1 << 20).await.with_context(|| format!("GET {url}"))?;
+    serde_json::from_slice(&body).with_context(|| format!("GET {url}: unexpected answer"))
 }
 
 /// Reads what the hygiene audit needs from the tenant: the roles the policies name (with

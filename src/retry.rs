@@ -7,12 +7,17 @@
 //!   is retryable: quota (429), transient (500/502/503/504, timeouts, connection errors), and
 //!   one retry after an authentication failure (a token that expired in flight). When the server
 //!   says how long to wait (`Retry-After`, Google's `RetryInfo`, Auth0's `x-ratelimit-reset`),
-//!   the client waits at least that long. Not found, permission denied, conflict (409) and
-//!   fatal errors are returned at once: retrying them cannot help, and a conflict belongs to the
-//!   caller (apply re-reads and re-plans).
+//!   the client waits at least that long — unless that is longer than `max_server_wait`: then
+//!   the call fails instead of stalling the pass. Not found, permission denied, conflict (409)
+//!   and fatal errors are returned at once: retrying them cannot help, and a conflict belongs
+//!   to the caller (apply re-reads and re-plans).
 //! * [`Pacer`] spaces requests to one API so a pass stays inside the documented request quota
 //!   instead of discovering it through 429s, and pauses every caller of that API when one of
-//!   them is told to slow down.
+//!   them is told to slow down (never longer than `max_pause`).
+//! * [`Poll`] spaces and bounds the polls of a long-running operation.
+//!
+//! Whatever a server sends, a wait is read as at most [`WAIT_CEILING`] (no overflow, no panic),
+//! and every wait here ends at once when the shutdown token it was given is cancelled.
 //!
 //! Invariant: nothing else in runwarden sleeps and tries again.
 

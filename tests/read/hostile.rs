@@ -178,3 +178,15 @@ async fn a_day_long_retry_after_fails_that_call_and_stalls_nobody() {
     }
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn an_absurd_token_lifetime_is_not_a_panic() {
+    let h = through_proxy().await;
+    h.proxy.add(
+        Rule::path_exact("/oauth/token")
+            .json(200, json!({"access_token": "forged", "token_type": "Bearer", "expires_in": u64::MAX})),
+    );
+    // The forged token is refused by the Management API; the read fails, the process lives.
+    let err = h.read().await.unwrap_err();
+    assert!(err.contains("401"), "{err}");
+}
