@@ -5,6 +5,12 @@
 //! print-access-token`), and gcp_auth caches and refreshes the token. The simulator passes a
 //! provider built from the key file it wrote, whose `token_uri` points at the simulator, so the
 //! same code path runs in tests. Nothing here builds or signs a token by hand.
+//!
+//! gcp_auth has its own HTTP client (hyper): it follows no redirect (a `3xx` is a failed token
+//! request, so a signed assertion is never re-sent elsewhere), tries a failing token endpoint 5
+//! times over about a second, and reads the token answer without a size limit (the endpoint is
+//! the key file's `token_uri` or the metadata server, both trusted). After such a failure
+//! [`GcpAuth`] holds it for 30 s, so concurrent calls do not each ask again.
 
 use std::future::Future;
 use std::path::Path;

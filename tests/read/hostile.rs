@@ -138,6 +138,18 @@ async fn redirects_are_never_followed_so_the_client_secret_never_leaves() {
         assert!(err.contains("307") && err.contains("redirect") && err.contains(&elsewhere), "{rule_path}: {err}");
         assert!(thief.requests().is_empty(), "{rule_path}: followed to {:?}", thief.requests());
     }
+    // Google's token endpoint is asked by gcp_auth's own HTTP client (hyper), which follows no
+    // redirect either: the signed assertion stays where it was sent.
+    let h = through_proxy().await;
+    let thief = Hostile::start(&h.setup.sim.base_url).await;
+    h.proxy.add(
+        Rule::path_exact("/token")
+            .respond(307, "")
+            .header("location", &format!("{}/token", thief.base_url)),
+    );
+    let err = h.read().await.unwrap_err();
+    assert!(err.contains("token"), "{err}");
+    assert!(thief.requests().is_empty(), "followed to {:?}", thief.requests());
 }
 
 #[tokio::test]
