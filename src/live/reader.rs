@@ -610,6 +610,11 @@ impl Shared {
     }
 }
 
+/// The most `services.list` pages one (project, region) may take: Cloud Run allows at most
+/// 1,000 services per region and project, which is 10 pages at the API's smallest default page
+/// size of 100. A listing that goes on with fresh page tokens is not followed forever.
+const MAX_LIST_PAGES: usize = 100;
+
 /// Lists one (project, region) to its last page, starting the IAM reads of governed services
 /// as their pages arrive; returns every listed service, governed ones with their policies.
 async fn read_region(
@@ -677,6 +682,22 @@ async fn read_region(
                              listing cycles and cannot be read to its end; nothing is planned \
                              from it, the next pass lists again",
                             seen_tokens.len()
+                        ),
+                    },
+                });
+            }
+            Some(_) if seen_tokens.len() >= MAX_LIST_PAGES => {
+                return Err(ReadError::List {
+                    project,
+                    region,
+                    source: GoogleError::Decode {
+                        api: crate::google::Api::CloudRun,
+                        method: reqwest::Method::GET,
+                        path: "services.list".into(),
+                        reason: format!(
+                            "the listing did not end after {MAX_LIST_PAGES} pages (a region holds \
+                             at most 1,000 services); nothing is planned from it, the next pass \
+                             lists again"
                         ),
                     },
                 });

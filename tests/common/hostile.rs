@@ -46,7 +46,7 @@ impl Match {
 }
 
 /// What a matching rule does.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Answer {
     /// This status, these headers and this body.
     Canned {
@@ -66,6 +66,21 @@ pub enum Answer {
     DelayThenForward(Duration),
     /// Forward, adding these headers to the upstream's answer (none: unchanged).
     Forward { headers: Vec<(String, String)> },
+    /// A JSON answer made from the number of the matching request (0, 1, 2, ...), e.g. a page
+    /// whose next-page token never repeats.
+    Counted(Arc<dyn Fn(usize) -> (u16, serde_json::Value) + Send + Sync>),
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Canned { status, .. } => write!(f, "Canned({status})"),
+            Answer::Stream { status, total, .. } => write!(f, "Stream({status}, {total} bytes)"),
+            Answer::DelayThenForward(d) => write!(f, "DelayThenForward({d:?})"),
+            Answer::Forward { headers } => write!(f, "Forward({headers:?})"),
+            Answer::Counted(_) => f.write_str("Counted"),
+        }
+    }
 }
 
 /// One fault: which requests, what answer, how many times.
@@ -136,6 +151,11 @@ impl Rule {
             total,
             declare_length,
         };
+        self
+    }
+    /// Answers with `make(n)` for the rule's `n`-th matching request (from 0).
+    pub fn counted(mut self, make: impl Fn(usize) -> (u16, serde_json::Value) + Send + Sync + 'static) -> Rule {
+        self.answer = Answer::Counted(Arc::new(make));
         self
     }
     /// Waits `delay`, then forwards.
@@ -258,12 +278,21 @@ fn pick(p: &Proxy, method: &Method, uri: &Uri) -> Option<Answer> {
         if !rule.matcher.matches(uri.path(), path_and_query) {
             continue;
         }
-        if let Some(times) = rule.times {
-            if r.used.fetch_add(1, Ordering::SeqCst) >= times {
-                continue;
-            }
+        let n = r.used.fetch_add(1, Ordering::SeqCst);
+        if rule.times.is_some_and(|times| n >= times) {
+            continue;
         }
-        return Some(rule.answer.clone());
+        return Some(match &rule.answer {
+            Answer::Counted(make) => {
+                let (status, body) = make(n);
+                Answer::Canned {
+                    status,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: body.to_string().into_bytes(),
+                }
+            }
+            other => other.clone(),
+        });
     }
     None
 }
@@ -321,6 +350,7 @@ async fn handle(
             }
             response
         }
+        Some(Answer::Counted(_)) => unreachable!("turned into a canned answer by pick"),
         None => forward(&p, method, &uri, headers, body).await,
     }
 }
