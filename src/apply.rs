@@ -128,8 +128,10 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// One line for a person: `+ user:ada@acme.com roles/run.invoker on p/r/s (missing)`.
+    /// Members, roles and conditions come from Auth0 and live policies: a control or
+    /// bidirectional character in them is shown as its escape (`\u{202e}`), never obeyed.
     pub fn text(&self) -> String {
-        match self.change.as_str() {
+        let line = match self.change.as_str() {
             "setting" => format!(
                 "~ {} {} → {} on {} ({})",
                 self.field.as_deref().unwrap_or("?"),
@@ -147,7 +149,8 @@ impl AuditEvent {
                 self.service,
                 self.reason
             ),
-        }
+        };
+        crate::text::visible(&line).into_owned()
     }
 
     /// The Cloud Logging structured entry of this event.
@@ -841,6 +844,31 @@ pub fn revision(given: Option<&str>, policies: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_audit_line_shows_a_bidi_override_in_a_member_as_an_escape() {
+        let event = AuditEvent {
+            service: "p/r/s".into(),
+            resource: "projects/p/locations/r/services/s".into(),
+            change: "add".into(),
+            role: Some("roles/run.invoker".into()),
+            condition: None,
+            member: Some("user:ada\u{202e}moc.live@acme.com".into()),
+            field: None,
+            before: Value::Null,
+            after: Value::Null,
+            reason: "missing".into(),
+            sources: vec![],
+            etag_before: "a".into(),
+            etag_after: "b".into(),
+            revision: String::new(),
+            actor: String::new(),
+        };
+        assert_eq!(
+            event.text(),
+            "+ user:ada\\u{202e}moc.live@acme.com roles/run.invoker on p/r/s (missing)"
+        );
+    }
 
     #[test]
     fn iap_resource_names_carry_the_project_number() {

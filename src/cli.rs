@@ -139,9 +139,17 @@ pub struct PlanArgs {
     /// Also save the plan as JSON (with the etags it was computed from) for `apply PLAN.json`.
     #[arg(long, value_name = "PLAN.json")]
     pub out: Option<PathBuf>,
-    /// The pull request's base policies: changes they would make too are marked drift.
+    /// The pull request's base policies: changes they would make too are marked drift. When
+    /// they do not load, the plan says so and compares with the live state alone.
     #[arg(long, value_name = "DIR")]
     pub base_policies: Option<PathBuf>,
+    /// Connect with the Auth0 tenant and client (domain, clientId, clientSecretEnv) of the
+    /// Settings in DIR (the base branch), never those of --policies: a pull request must not
+    /// decide where a credential is sent. Only DIR's Settings document has to load. Repeatable:
+    /// the first DIR whose Settings load is used (e.g. the base branch, then a fallback that an
+    /// administrator controls).
+    #[arg(long, value_name = "DIR")]
+    pub settings_from: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -263,13 +271,32 @@ pub fn main() -> ExitCode {
     // The demo narrates on stdout; its routine log lines would only interleave with it.
     let level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
     logging::init(cli.global.log_format, level);
-    match run(cli) {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {}", error_chain(&err));
-            ExitCode::from(EXIT_ERROR)
-        }
+    // A scheduled `apply` that fails says so in one structured entry, whatever failed (policies
+    // that do not load, a read, a service): what the log-based metric of failed passes counts
+    // (deploy/monitoring/). The loop logs the same event for its own passes.
+    let failed_event = cli.global.log_format == LogFormat::Json && matches!(cli.command, Command::Apply(_));
+    let (code, error) = match run(cli) {
+        Ok(code) => (code, None),
+        Err(err) => (ExitCode::from(EXIT_ERROR), Some(error_chain(&err))),
+    };
+    if let Some(error) = &error {
+        eprintln!("error: {error}");
     }
+    if failed_event && code == ExitCode::from(EXIT_ERROR) {
+        let message = match &error {
+            Some(e) => format!("runwarden apply failed: {e}"),
+            None => "runwarden apply failed; the entries above say why".to_string(),
+        };
+        let entry = serde_json::json!({
+            "severity": "ERROR",
+            "message": message,
+            "time": logging::rfc3339(std::time::SystemTime::now()),
+            "event": "pass-failed",
+            "logging.googleapis.com/labels": {"app": "runwarden"},
+        });
+        eprintln!("{entry}");
+    }
+    code
 }
 
 /// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose text the

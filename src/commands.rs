@@ -15,27 +15,44 @@ use crate::apply::{AuditContext, AuditSink, ApplyConfig, ApplyReport, Applier, P
 use crate::cli::{ApplyArgs, DemoArgs, EXIT_CHANGES, EXIT_ERROR, EXIT_GUARD, GlobalArgs, PlanArgs, PlanFormat};
 use crate::logging::LogFormat;
 use crate::pass::{Connection, load_policies, read, runtime};
-use crate::plan::{GuardTrip, Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
+use crate::plan::{Plan, PlanOptions, check_guards, plan, render_markdown, render_text};
 use crate::progress::Progress;
 
 /// `runwarden plan`.
 pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let now = crate::time::command_now();
-    let Ok(desired) = load_policies(&args.policies.policies, now) else {
+    let source = crate::published::resolve(&args.policies.policies).map_err(anyhow::Error::msg)?;
+    let Ok(desired) = load_policies(&source.dir, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
+    let mut notes = Vec::new();
+    // A base branch that does not load (the first pull request, or one that fixes a broken
+    // main) still gets a plan: against the live state alone, and the plan says so.
     let base = match &args.base_policies {
-        Some(dir) => match load_policies(dir, now) {
-            Ok(base) => Some(base),
-            Err(e) => bail!("the base policies (--base-policies) do not load: {e}"),
+        Some(dir) => match crate::policy::load_lenient(dir, now) {
+            Ok(base) => Some(base.desired),
+            Err(errors) => {
+                eprintln!("warning: the base policies {} do not load ({} error(s)); planning against the live state alone", dir.display(), errors.errors.len());
+                notes.push(base_not_loaded(dir, &errors));
+                None
+            }
         },
         None => None,
     };
+    let mut connect_with = desired.settings.clone();
+    if !args.settings_from.is_empty() {
+        let trusted = trusted_settings(&args.settings_from, now)?;
+        if trusted.auth0 != desired.settings.auth0 {
+            notes.push(connection_from_base(&desired.settings.auth0, &trusted.auth0));
+        }
+        connect_with.auth0 = trusted.auth0;
+    }
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let plan = runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
+        let conn = Connection::open(global, &connect_with).await?;
         let live = read(&desired, &conn, &progress).await?;
         let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
+        plan.findings.extend(notes);
         // Auth0 hygiene is part of every plan (two more Management API reads); with the
         // workforce-pool mapping members were not read, so the audit reads them itself.
         let directory = live.directory.members_resolved.then_some(&live.directory);
@@ -54,11 +71,63 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
         PlanFormat::Json => plan.to_json(),
     };
     if args.format != PlanFormat::Json && !trips.is_empty() {
-        text.push_str(&guard_note(&trips, args.format == PlanFormat::Markdown));
+        text.push_str(&crate::plan::render_guard_note(&trips, args.format == PlanFormat::Markdown));
     }
     print!("{text}");
     let _ = std::io::stdout().flush();
     Ok(exit_for_plan(&plan))
+}
+
+/// The Settings of the first `--settings-from` directory whose Settings document loads.
+fn trusted_settings(dirs: &[std::path::PathBuf], now: std::time::SystemTime) -> anyhow::Result<crate::policy::model::Settings> {
+    let mut problems = Vec::new();
+    for dir in dirs {
+        match crate::policy::load_settings(dir, now) {
+            Ok(settings) => return Ok(settings),
+            Err(errors) => {
+                let first = errors.errors.first().map(|e| e.to_string()).unwrap_or_default();
+                problems.push(format!("{}: {}", dir.display(), first.lines().next().unwrap_or("").trim()));
+            }
+        }
+    }
+    bail!(
+        "--settings-from: no Settings document that loads ({}); the connection (Auth0 tenant, client and secret variable) must come from the base branch or another source the pull request cannot edit, never from the pull request: fix or add the Settings on the base branch first",
+        problems.join("; ")
+    )
+}
+
+/// The finding a plan carries when `--base-policies` did not load.
+fn base_not_loaded(dir: &Path, errors: &crate::policy::PolicyErrors) -> crate::plan::Finding {
+    let first = errors.errors.first().map(|e| e.to_string()).unwrap_or_default();
+    crate::plan::Finding {
+        service: None,
+        code: "base-policies-not-loaded".into(),
+        severity: crate::plan::Severity::Warning,
+        message: format!(
+            "the base policies {} do not load ({} error(s), first: {}); this plan compares the policies with the live state alone, so no change is marked [declared] or [drift]",
+            dir.display(),
+            errors.errors.len(),
+            first.lines().next().unwrap_or("").trim()
+        ),
+        sources: vec![],
+    }
+}
+
+/// The finding a plan carries when the pull request changes the Auth0 connection that
+/// `--settings-from` took from the base branch.
+fn connection_from_base(proposed: &crate::policy::model::Auth0Settings, trusted: &crate::policy::model::Auth0Settings) -> crate::plan::Finding {
+    let show = |a: &crate::policy::model::Auth0Settings| format!("domain {}, clientId {}, clientSecretEnv {}", a.domain, a.client_id, a.client_secret_env);
+    crate::plan::Finding {
+        service: None,
+        code: "connection-from-base".into(),
+        severity: crate::plan::Severity::Warning,
+        message: format!(
+            "this change moves the Auth0 connection to {} (from {}); the plan connected with the base branch's, and the new connection is used only after the merge",
+            show(proposed),
+            show(trusted)
+        ),
+        sources: vec![],
+    }
 }
 
 /// 2 when the plan has changes, else 0.
@@ -66,22 +135,6 @@ fn exit_for_plan(plan: &Plan) -> ExitCode {
     if plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS }
 }
 
-/// What the guards would say at apply time, appended to a plan for its reviewers.
-fn guard_note(trips: &[GuardTrip], markdown: bool) -> String {
-    let mut out = String::new();
-    if markdown {
-        out.push_str("\n> [!CAUTION]\n> `runwarden apply` would refuse this plan:\n");
-        for t in trips {
-            out.push_str(&format!("> * {t}\n"));
-        }
-    } else {
-        out.push_str("\nApply would refuse this plan:\n");
-        for t in trips {
-            out.push_str(&format!("  - {t}\n"));
-        }
-    }
-    out
-}
 
 /// `runwarden apply`.
 pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -94,12 +147,13 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         .map_err(|e| anyhow::anyhow!("CLOUD_RUN_TASK_INDEX/CLOUD_RUN_TASK_COUNT: {e}"))?,
     };
     let now = crate::time::command_now();
-    let Ok(desired) = load_policies(&args.policies.policies, now) else {
+    let source = crate::published::resolve(&args.policies.policies).map_err(anyhow::Error::msg)?;
+    let Ok(desired) = load_policies(&source.dir, now) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let saved = match &args.plan {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = crate::files::read_to_string_capped(path, crate::plan::model::MAX_SAVED_PLAN_BYTES)
                 .with_context(|| format!("reading the saved plan {}", path.display()))?;
             Some(Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?)
         }
@@ -108,7 +162,8 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
     let json = global.log_format == LogFormat::Json;
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let audit = AuditContext {
-        revision: crate::apply::revision(args.revision.as_deref(), &args.policies.policies),
+        // --revision, else the published commit, else the CI environment, else git.
+        revision: crate::apply::revision(args.revision.as_deref().or(source.commit.as_deref()), &source.dir),
         actor: String::new(),
     };
     let config = ApplyConfig { allow_removals: args.allow_removals, ..ApplyConfig::default() };
@@ -149,15 +204,19 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         let trips = check_guards(&plan, &desired.settings, args.allow_removals);
         if !trips.is_empty() {
             for t in &trips {
-                eprintln!("error: {t}");
-                tracing::error!(guard = t.guard.as_str(), "{t}");
+                eprintln!("error: {}", crate::text::visible(&t.to_string()));
+                tracing::error!(event = "guard-trip", guard = t.guard.as_str(), "{t}");
             }
             eprintln!("nothing was applied");
             crate::metrics::global().inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
             return Ok(ExitCode::from(EXIT_GUARD));
         }
         if !plan.services.iter().any(|s| s.is_applicable() && s.has_changes()) {
-            if !json {
+            if json {
+                // The summary entry is what a log-based "last success" metric counts
+                // (deploy/monitoring/): a converged estate must not look like a stalled job.
+                sink.summary(&ApplyReport::default(), &audit);
+            } else {
                 println!("Nothing to apply.");
             }
             return Ok(ExitCode::SUCCESS);
@@ -408,7 +467,8 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         .with_context(|| format!("--listen {:?} is not an address such as 127.0.0.1:8080", args.listen))?;
     // The connection is made from the policies as they are at start; a policy change that
     // moves the Auth0 tenant or client takes a restart (the loop says so).
-    let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
+    let source = crate::published::resolve(&args.policies.policies).map_err(anyhow::Error::msg)?;
+    let Ok(desired) = load_policies(&source.dir, crate::time::command_now()) else {
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     runtime()?.block_on(async {
@@ -425,7 +485,14 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listening on {listen}"))?;
-        eprintln!("runwarden run: every {}, watching {}; status on http://{}/status", args.interval, args.policies.policies.display(), listener.local_addr()?);
+        // A published bucket (a Cloud Storage mount) delivers no file events: the loop re-reads
+        // its CURRENT file on every tick instead.
+        let watching = if source.published {
+            format!("re-reading {} every tick", args.policies.policies.join(crate::published::CURRENT).display())
+        } else {
+            format!("watching {}", args.policies.policies.display())
+        };
+        eprintln!("runwarden run: every {}, {watching}; status on http://{}/status", args.interval, listener.local_addr()?);
         let server_stop = shutdown.clone();
         let app = router(status.clone());
         let server = tokio::spawn(async move {
@@ -434,8 +501,11 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
                 .await
         });
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let _watcher = watch(&config.policies, config.debounce, tx.clone())
-            .with_context(|| format!("watching {}", config.policies.display()))?;
+        let _watcher = if source.published {
+            None
+        } else {
+            Some(watch(&config.policies, config.debounce, tx.clone()).with_context(|| format!("watching {}", config.policies.display()))?)
+        };
         spawn_signal_handlers(shutdown.clone(), tx);
         let grace = config.shutdown_grace;
         run_loop(config, pass, status, rx, shutdown.clone()).await;
@@ -506,7 +576,7 @@ pub fn cmd_check_token(global: &GlobalArgs, args: &crate::cli::CheckTokenArgs) -
         let expectation = Expectation { issuer: issuer_jwks.0, jwks: issuer_jwks.1, service: audiences, now: crate::time::command_now() };
         Ok::<_, anyhow::Error>(check_token(&token, &expectation, Some(&desired)))
     })?;
-    print!("{}", render_report(&report));
+    print!("{}", crate::text::visible_lines(&render_report(&report)));
     Ok(if report.accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
 }
 
@@ -617,10 +687,11 @@ pub fn cmd_audit(global: &GlobalArgs, args: &crate::cli::AuditArgs) -> anyhow::R
                     crate::audit::hygiene::Severity::Warning => "warning",
                     crate::audit::hygiene::Severity::Info => "info",
                 };
-                println!("{severity} [{}] {}", f.code, f.message);
-                println!("  fix: {}", f.fix);
+                let v = crate::text::visible;
+                println!("{severity} [{}] {}", f.code, v(&f.message));
+                println!("  fix: {}", v(&f.fix));
                 for s in &f.sources {
-                    println!("  at: {s}");
+                    println!("  at: {}", v(s));
                 }
             }
             println!("Audit: {} finding(s).", findings.len());

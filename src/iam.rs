@@ -43,18 +43,19 @@ pub struct Member {
     kind: MemberKind,
 }
 
-/// Why a member string is not a valid IAM member.
+/// Why a member string is not a valid IAM member. The text is shown with Rust's debug escapes,
+/// so an invisible or bidirectional control character appears as `\u{202e}`, never raw.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid IAM member {text:?}: {reason}")]
 pub struct MemberError {
     pub text: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 impl Member {
     /// Parses and validates a member string.
     pub fn parse(text: &str) -> Result<Member, MemberError> {
-        let err = |reason| MemberError { text: text.to_string(), reason };
+        let err = |reason: &str| MemberError { text: text.to_string(), reason: reason.to_string() };
         if text.trim() != text || text.is_empty() {
             return Err(err("members must not be empty or carry surrounding spaces"));
         }
@@ -114,6 +115,65 @@ impl Member {
         Ok(Member { text: text.to_string(), kind })
     }
 
+    /// Parses a member written by a person (a policy file), with the syntax Google accepts for
+    /// each form (the `Binding.members` description in the IAM v1 discovery document,
+    /// /work/shared/reference/google/iam.v1.json) instead of [`Member::parse`]'s structural check.
+    ///
+    /// [`Member::parse`] stays lenient on purpose: it reads what Google answers, and a member
+    /// runwarden would refuse to write must still never make a live policy unreadable.
+    ///
+    /// Any non-ASCII or control character is an error naming the character and its code point,
+    /// never a warning: Google account and group addresses are ASCII (Workspace user names
+    /// allow letters, digits, `-`, `_`, `'` and `.`; https://support.google.com/a/answer/9193374),
+    /// and an internationalized domain can always be written in its ASCII `xn--` form, which is
+    /// what DNS and IAM use. So refusing costs no legitimate member, while a warning would let a
+    /// Cyrillic look-alike (`аcme.com`) or an invisible U+200B through a review that skims it.
+    pub fn parse_written(text: &str) -> Result<Member, MemberError> {
+        let err = |reason: String| MemberError { text: text.to_string(), reason };
+        if let Some(c) = text.chars().find(|c| !c.is_ascii() || c.is_ascii_control()) {
+            return Err(err(format!(
+                "contains {}; IAM members are plain ASCII",
+                describe_char(c)
+            )));
+        }
+        // The e-mail and domain forms are checked before the structural parse, so that the
+        // message says what exactly Google would not accept.
+        match text.split_once(':') {
+            Some(("user" | "serviceAccount" | "group", email)) => {
+                check_written_email(email).map_err(err)?
+            }
+            Some(("domain", domain)) => check_written_domain(domain).map_err(err)?,
+            _ => {}
+        }
+        let member = Member::parse(text)?;
+        let checked = match member.kind {
+            MemberKind::User
+            | MemberKind::ServiceAccount
+            | MemberKind::Group
+            | MemberKind::Domain => Ok(()),
+            MemberKind::Principal => {
+                check_written_federated(&text["principal://".len()..], false)
+            }
+            MemberKind::PrincipalSet => {
+                check_written_federated(&text["principalSet://".len()..], true)
+            }
+            MemberKind::AllUsers | MemberKind::AllAuthenticatedUsers => Ok(()),
+            MemberKind::Deleted => {
+                // `deleted:KIND:EMAIL?uid=DIGITS`: checked so that the policy check can say
+                // that a deleted member cannot be granted, rather than that it is malformed.
+                let rest = &text["deleted:".len()..];
+                let (inner, uid) = rest.split_once("?uid=").unwrap_or((rest, ""));
+                if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit()) {
+                    Err("a deleted member is `deleted:KIND:EMAIL?uid=NUMBER`".to_string())
+                } else {
+                    Member::parse_written(inner).map(|_| ()).map_err(|e| e.reason)
+                }
+            }
+        };
+        checked.map_err(err)?;
+        Ok(member)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -166,6 +226,146 @@ fn check_uri(rest: &str) -> Result<(), &'static str> {
     } else {
         Err("federated principals look like principalSet://iam.googleapis.com/locations/global/workforcePools/POOL/group/GROUP")
     }
+}
+
+/// A character as a reader can identify it: `'а' (U+0430)`, or for an invisible or control
+/// character only its escape, `\u{200b} (U+200B, invisible)`.
+pub fn describe_char(c: char) -> String {
+    let escaped: String = c.escape_debug().collect();
+    if escaped == c.to_string() && !c.is_whitespace() {
+        format!("the character '{c}' (U+{:04X})", c as u32)
+    } else {
+        format!(
+            "the invisible or control character {} (U+{:04X})",
+            c.escape_unicode(),
+            c as u32
+        )
+    }
+}
+
+/// The longest local part of an e-mail address (RFC 5321 §4.5.3.1.1).
+const MAX_LOCAL_PART: usize = 64;
+/// The longest domain name (RFC 1035 §2.3.4, without the trailing dot).
+const MAX_DOMAIN: usize = 253;
+
+/// An e-mail address as Google accounts, groups and service accounts have them: a local part of
+/// letters, digits and `.`, `_`, `-`, `+` (sub-addressing) and `'` (Workspace allows it in user
+/// names), dot-separated without empty parts (RFC 5322 dot-atom), and a DNS domain.
+fn check_written_email(value: &str) -> Result<(), String> {
+    let (local, domain) = value
+        .rsplit_once('@')
+        .ok_or_else(|| "expected an e-mail address after the type prefix".to_string())?;
+    if local.contains('*') || domain.contains('*') {
+        return Err(
+            "`*` is not a wildcard in IAM: a member names one principal (list each one, or use group: or domain:)"
+                .to_string(),
+        );
+    }
+    if local.contains('%') || domain.contains('%') {
+        return Err("the address is percent-encoded; write it as plain text (`%40` is `@`)".to_string());
+    }
+    if let Some(c) = local
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '\'')))
+    {
+        return Err(format!(
+            "the e-mail address contains `{c}`, which Google does not accept before the `@` (letters, digits and . _ - + ' only)"
+        ));
+    }
+    if local.len() > MAX_LOCAL_PART {
+        return Err(format!(
+            "the part before the `@` is longer than {MAX_LOCAL_PART} characters"
+        ));
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err("the part before the `@` has an empty dot-separated part".to_string());
+    }
+    check_written_domain(domain).map_err(|e| format!("the e-mail address has an invalid domain: {e}"))
+}
+
+/// A DNS name as IAM and DNS accept it: at least two dot-separated labels of 1 to 63 letters,
+/// digits and hyphens, not starting or ending with a hyphen, a top-level label that is not all
+/// digits, 253 characters at most (RFC 1035 §2.3.1 and §2.3.4, RFC 3696 §2).
+pub fn check_written_domain(value: &str) -> Result<(), String> {
+    if value.len() > MAX_DOMAIN {
+        return Err(format!("the domain is longer than {MAX_DOMAIN} characters"));
+    }
+    let labels: Vec<&str> = value.split('.').collect();
+    if labels.len() < 2 {
+        return Err("expected a DNS domain such as example.com".to_string());
+    }
+    for label in &labels {
+        if label.is_empty() {
+            return Err(format!("`{value}` has an empty label (`..`, or a leading or trailing dot)"));
+        }
+        if label.len() > 63 {
+            return Err(format!("the label `{label}` is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            let what = if c.is_ascii_graphic() { format!("`{c}`") } else { describe_char(c) };
+            return Err(format!(
+                "`{value}` contains {what}; a domain has ASCII letters, digits, hyphens and dots only (an internationalized domain is written in its xn-- form)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("the label `{label}` starts or ends with a hyphen"));
+        }
+    }
+    if labels.last().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(format!("`{value}` ends in a numeric label; IAM domains are names, not IP addresses"));
+    }
+    Ok(())
+}
+
+/// The workforce and workload identity forms the IAM documentation lists (after `principal://`
+/// or `principalSet://`):
+/// `iam.googleapis.com/locations/global/workforcePools/POOL/...` and
+/// `iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/...`, then
+/// `subject/VALUE` for a principal, and `group/ID`, `attribute.NAME/VALUE` or `*` for a set.
+fn check_written_federated(rest: &str, set: bool) -> Result<(), String> {
+    let shape = if set {
+        "principalSet://iam.googleapis.com/locations/global/workforcePools/POOL/group/GROUP (or attribute.NAME/VALUE, or *)"
+    } else {
+        "principal://iam.googleapis.com/locations/global/workforcePools/POOL/subject/SUBJECT"
+    };
+    let bad = || format!("expected {shape}");
+    let path = rest.strip_prefix("iam.googleapis.com/").ok_or_else(bad)?;
+    let path = match path.strip_prefix("projects/") {
+        Some(after) => {
+            let (number, after) = after.split_once('/').ok_or_else(bad)?;
+            if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("`{number}` is not a project number; {}", bad()));
+            }
+            after.strip_prefix("locations/global/workloadIdentityPools/").ok_or_else(bad)?
+        }
+        None => path.strip_prefix("locations/global/workforcePools/").ok_or_else(bad)?,
+    };
+    let (pool, tail) = path.split_once('/').ok_or_else(bad)?;
+    let pool_ok = (4..=63).contains(&pool.len())
+        && pool.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !pool.starts_with('-')
+        && !pool.ends_with('-');
+    if !pool_ok {
+        return Err(format!("`{pool}` is not a pool id (lowercase letters, digits and hyphens)"));
+    }
+    let value = match (set, tail.split_once('/')) {
+        (false, Some(("subject", value))) => value,
+        (true, Some(("group", value))) => value,
+        (true, Some((attribute, value))) if attribute.len() > "attribute.".len()
+            && attribute.starts_with("attribute.") => value,
+        (true, None) if tail == "*" => return Ok(()),
+        _ => return Err(bad()),
+    };
+    if value.is_empty() {
+        return Err(bad());
+    }
+    if let Some(c) = value.chars().find(|c| c.is_ascii_whitespace() || matches!(c, '"' | '<' | '>' | '\\' | '`' | '*')) {
+        return Err(format!("the identifier contains `{c}`"));
+    }
+    Ok(())
 }
 
 impl FromStr for Member {
@@ -267,6 +467,83 @@ mod tests {
             "allusers",
         ] {
             assert!(Member::parse(text).is_err(), "{text:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn written_members_accept_every_form_the_iam_documentation_lists() {
+        for text in [
+            "user:ada@acme.com",
+            "user:ada.lovelace+runwarden@acme.com",
+            "user:o'brien@acme.co.uk",
+            "group:billing-admins@acme.com",
+            "serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com",
+            "serviceAccount:123456789012-compute@developer.gserviceaccount.com",
+            "domain:acme.com",
+            "domain:xn--mnchen-3ya.de",
+            "allUsers",
+            "allAuthenticatedUsers",
+            "principal://iam.googleapis.com/locations/global/workforcePools/acme-pool/subject/ada@acme.com",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/group/billing",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/attribute.team/billing",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*",
+            "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gh-pool/subject/repo:acme/app",
+            "principalSet://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gh-pool/group/ci",
+            "deleted:user:bob@acme.com?uid=123456789012345678",
+        ] {
+            Member::parse_written(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+    }
+
+    #[test]
+    fn written_members_refuse_what_google_would_not_accept_or_a_reader_cannot_see() {
+        for (text, reason) in [
+            ("user:*@acme.com", "`*` is not a wildcard"),
+            ("group:admins@*.acme.com", "`*` is not a wildcard"),
+            ("user:ada@acme..com", "empty label"),
+            ("domain:acme..com", "empty label"),
+            ("domain:.acme.com", "empty label"),
+            ("domain:-acme.com", "starts or ends with a hyphen"),
+            ("domain:acme.123", "numeric label"),
+            ("user:\"ada\"@acme.com", "contains `\"`"),
+            ("user:<script>alert(1)</script>@acme.com", "contains `<`"),
+            ("user:ada%40acme.com@evil.example", "percent-encoded"),
+            ("user:.ada@acme.com", "empty dot-separated part"),
+            ("user:ada@acme_corp.com", "contains `_`"),
+            // Cyrillic а (U+0430) looks like a Latin a.
+            ("user:ada@\u{430}cme.com", "the character 'а' (U+0430)"),
+            ("user:ada\u{200b}@acme.com", "\\u{200b} (U+200B"),
+            ("user:ada@acme.com\u{202e}", "\\u{202e} (U+202E"),
+            ("user:ada@acme.com\u{7}", "(U+0007"),
+            ("principalSet://iam.googleapis.com/locations/global/workforcePools/p/group/g", "pool id"),
+            ("principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/role/g", "expected principalSet://"),
+            ("principal://iam.googleapis.com/locations/global/workforcePools/acme-pool/group/g", "expected principal://"),
+            ("principal://iam.googleapis.com/projects/acme/locations/global/workloadIdentityPools/gh-pool/subject/x", "not a project number"),
+            ("deleted:user:bob@acme.com", "deleted:KIND:EMAIL?uid=NUMBER"),
+        ] {
+            let err = Member::parse_written(text).expect_err(text);
+            assert!(err.to_string().contains(reason), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_member_error_never_shows_an_invisible_character_raw() {
+        let err = Member::parse_written("user:ada@acme.com\u{202e}moc.live").unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains('\u{202e}'), "{text}");
+        assert!(text.contains("\\u{202e}"), "{text}");
+    }
+
+    #[test]
+    fn members_read_from_google_stay_readable_even_when_runwarden_would_not_write_them() {
+        // Lenient on purpose: a live policy with such a member must never become unreadable.
+        for text in [
+            "user:\"quoted\"@acme.com",
+            "user:*@acme.com",
+            "user:ada@acme-corp.com",
+            "principal://iam.googleapis.com/locations/global/workforcePools/p/subject/s",
+        ] {
+            assert!(Member::parse(text).is_ok(), "{text:?}");
         }
     }
 }

@@ -9,6 +9,7 @@
 //! * [`cli`]: command-line definitions and dispatch only.
 //! * [`commands`]: `plan`, `apply`, `run` and `demo`, wired from the parts below.
 //! * [`pass`]: where calls go (real APIs, `--endpoint`, embedded `--sim`), policy load, live read.
+//! * [`published`]: policies published at a commit (`CURRENT`, `REVISION`): which files, which commit.
 //! * [`iam`]: members, roles, conditions, bindings and policies as plain values.
 //! * [`policy`]: policy files → validated desired model, with file:line:col errors; JSON Schemas.
 //! * [`google`]: Cloud Run Admin v2, IAP and Resource Manager clients (wire types stay inside).
@@ -24,6 +25,8 @@
 //! * [`logging`]: tracing setup (text or Cloud Logging JSON).
 //! * [`metrics`]: counters and gauges in the Prometheus text format.
 //! * [`endpoints`]: base URLs of every API (production, or one override; http only on loopback).
+//! * [`files`]: reading outside files (policies, worlds, saved plans) with a size limit.
+//! * [`text`]: untrusted strings made visible (`\u{202e}`) and escaped for Markdown and HTML.
 //! * [`time`]: RFC 3339 and calendar conversions (the one place dates are handled).
 //! * [`retry`]: the one place calls are retried (backoff, jitter, server waits) and paced.
 
@@ -32,6 +35,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod endpoints;
+pub mod files;
 pub mod google;
 pub mod iam;
 pub mod identity;
@@ -42,8 +46,10 @@ pub mod metrics;
 pub mod plan;
 pub mod policy;
 pub mod pass;
+pub mod published;
 pub mod progress;
 pub mod reconcile;
 pub mod retry;
+pub mod text;
 pub mod time;
 pub mod sim;

@@ -9,6 +9,10 @@
 //! policies (so hand-made drift keeps being corrected). Then it runs one pass. Like kube-rs's
 //! reconciler, the pass is never told why it runs: every pass checks everything.
 //!
+//! The directory may be a published bucket ([`crate::published`]): every wake-up, the interval
+//! tick included, re-reads its `CURRENT`, so a newly published commit is loaded without file
+//! events (a Cloud Storage mount sends none) and reported as the revision.
+//!
 //! # Error policy
 //! * A transient failure (API unavailable, quota, a partial failure) requeues with exponential
 //!   backoff, capped at the interval.
@@ -161,7 +165,8 @@ pub struct Condition {
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub conditions: Vec<Condition>,
-    /// Revision (content hash) of the policies the last successful pass used.
+    /// Revision of the policies the last successful pass used: the published commit (see
+    /// [`crate::published`]), else a content hash.
     pub last_applied_revision: Option<String>,
     /// Revision of the policies last seen in the directory, good or bad.
     pub last_attempted_revision: Option<String>,
@@ -227,6 +232,7 @@ impl Shared {
 
 /// The HTTP endpoints of the loop.
 pub fn router(shared: Shared) -> Router {
+    declare_metrics();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -255,6 +261,31 @@ async fn metrics_text() -> Response {
         .into_response()
 }
 
+/// What one look at the policy directory found.
+struct Observed {
+    /// The directory to load, or why it cannot be told (a bad `CURRENT`).
+    dir: Result<PathBuf, String>,
+    /// Identifies the content: a new key is loaded (or judged) once.
+    key: String,
+    /// What status and audit events report: the published commit when there is one, else the
+    /// content hash.
+    revision: String,
+}
+
+/// Resolves the published revision (re-reading `CURRENT` and `REVISION`; see
+/// [`crate::published`]) and hashes the files it selects. The hash stays part of the key, so a
+/// directory whose files change under an unchanged `REVISION` is still reloaded.
+fn observe(root: &Path) -> Observed {
+    match crate::published::resolve(root) {
+        Ok(source) => {
+            let hash = content_revision(&source.dir);
+            let revision = source.commit.unwrap_or_else(|| hash.clone());
+            Observed { key: format!("{revision} {hash}"), revision, dir: Ok(source.dir) }
+        }
+        Err(e) => Observed { key: format!("unresolved: {e}"), revision: "unresolved".into(), dir: Err(e) },
+    }
+}
+
 /// A content hash of every policy file (path and bytes, in path order): the revision the status
 /// reports, and how the loop tells new content from content it already judged.
 pub fn content_revision(dir: &Path) -> String {
@@ -264,7 +295,11 @@ pub fn content_revision(dir: &Path) -> String {
     let mut hasher = DefaultHasher::new();
     for file in &files {
         file.hash(&mut hasher);
-        std::fs::read(file).unwrap_or_default().hash(&mut hasher);
+        // Capped like the loader: a huge file must not be read whole just to hash it (the
+        // load that follows reports it).
+        crate::files::read_capped(file, crate::policy::MAX_POLICY_FILE_BYTES)
+            .unwrap_or_default()
+            .hash(&mut hasher);
     }
     format!("sha:{:016x}", hasher.finish())
 }
@@ -325,17 +360,19 @@ pub async fn run_loop<P: Pass>(
     mut triggers: mpsc::Receiver<Trigger>,
     shutdown: CancellationToken,
 ) {
-    let mut good: Option<(Arc<P::Desired>, String)> = None;
+    // The last policies that loaded: (model, content key, reported revision).
+    let mut good: Option<(Arc<P::Desired>, String, String)> = None;
     let mut judged_bad: Option<String> = None;
     let mut failures_in_a_row: u32 = 0;
     let mut parked = false; // a permanent failure waits for a change
     let mut trigger = Trigger::Start;
+    declare_metrics();
     loop {
         // 1. Policies: reload when the content is new.
-        let revision = content_revision(&config.policies);
+        let Observed { dir, key, revision } = observe(&config.policies);
         shared.update(|s| s.last_attempted_revision = Some(revision.clone()));
-        let is_good = good.as_ref().is_some_and(|(_, r)| *r == revision);
-        let is_known_bad = judged_bad.as_deref() == Some(revision.as_str());
+        let is_good = good.as_ref().is_some_and(|(_, k, _)| *k == key);
+        let is_known_bad = judged_bad.as_deref() == Some(key.as_str());
         if is_good {
             // Back to the content already loaded (e.g. a bad commit reverted): not stalled.
             if judged_bad.take().is_some() {
@@ -343,9 +380,9 @@ pub async fn run_loop<P: Pass>(
                 shared.update(|s| s.set_condition("Stalled", false, "PoliciesLoaded", String::new()));
             }
         } else if !is_known_bad {
-            match pass.load(&config.policies) {
+            match dir.and_then(|dir| pass.load(&dir)) {
                 Ok(desired) => {
-                    good = Some((Arc::new(desired), revision.clone()));
+                    good = Some((Arc::new(desired), key.clone(), revision.clone()));
                     judged_bad = None;
                     parked = false;
                     shared.update(|s| {
@@ -354,20 +391,21 @@ pub async fn run_loop<P: Pass>(
                 }
                 Err(errors) => {
                     tracing::error!(revision = %revision, "policy revision does not load; keeping the last good policies\n{errors}");
-                    judged_bad = Some(revision.clone());
+                    judged_bad = Some(key.clone());
                     shared.update(|s| {
                         s.set_condition("Stalled", true, "InvalidPolicies", errors.clone())
                     });
                 }
             }
         }
+        metrics::global().set("runwarden_stalled", STALLED_HELP, vec![], if judged_bad.is_some() { 1.0 } else { 0.0 });
         if trigger == Trigger::FileChange || trigger == Trigger::Signal {
             parked = false;
         }
 
         // 2. One pass against the last good policies.
         let mut next_wait = jittered(config.interval, config.jitter);
-        if let (Some((desired, good_revision)), false) = (&good, parked) {
+        if let (Some((desired, _, good_revision)), false) = (&good, parked) {
             let started = Instant::now();
             tracing::info!(trigger = trigger.as_str(), revision = %good_revision, "pass started");
             let result = pass.run(desired.clone(), good_revision.clone(), shutdown.clone()).await;
@@ -383,7 +421,7 @@ pub async fn run_loop<P: Pass>(
                     failures_in_a_row += 1;
                     next_wait = backoff(&config, failures_in_a_row);
                     let message = report.failures.join("; ");
-                    tracing::warn!(failed = report.failures.len(), retry_in = ?next_wait, "pass finished with failures");
+                    tracing::warn!(event = "pass-failed", failed = report.failures.len(), retry_in = ?next_wait, "pass finished with failures");
                     shared.update(|s| {
                         record_pass(s, &report);
                         s.set_condition("Ready", false, "PartialFailure", message);
@@ -396,7 +434,7 @@ pub async fn run_loop<P: Pass>(
                     } else {
                         parked = true;
                     }
-                    tracing::error!(reason = %failure.reason, transient = failure.transient, "pass failed: {}", failure.message);
+                    tracing::error!(event = "pass-failed", reason = %failure.reason, transient = failure.transient, "pass failed: {}", failure.message);
                     shared.update(|s| {
                         s.passes += 1;
                         s.last_pass_time = Some(rfc3339(SystemTime::now()));
@@ -448,6 +486,31 @@ fn record_pass(s: &mut Status, report: &PassReport) {
     s.services = report.services.clone();
 }
 
+const STALLED_HELP: &str = "1 while the newest policy revision does not load (the loop keeps the last good one).";
+const LAST_SUCCESS_HELP: &str = "Unix time of the last successful pass (0: none since start).";
+const PASSES_HELP: &str = "Reconcile passes by outcome.";
+const APPLIED_HELP: &str = "Applied changes by kind.";
+const GUARD_TRIPS_HELP: &str = "Applies refused by a guard.";
+
+/// Every series an alert may watch exists from the first scrape, at zero: an absent counter
+/// cannot be told from a scrape that failed, and `rate()` over it never fires.
+fn declare_metrics() {
+    let m = metrics::global();
+    for outcome in ["ok", "partial", "transient", "permanent"] {
+        m.inc("runwarden_passes_total", PASSES_HELP, vec![("outcome", outcome.into())], 0.0);
+    }
+    for kind in ["add", "remove", "setting"] {
+        m.inc("runwarden_changes_applied_total", APPLIED_HELP, vec![("kind", kind.into())], 0.0);
+    }
+    m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], 0.0);
+    // Gauges: declared, never reset (a second call must not hide a stalled loop).
+    for (name, help) in [("runwarden_stalled", STALLED_HELP), ("runwarden_last_success_timestamp_seconds", LAST_SUCCESS_HELP)] {
+        if m.get(name, &[]).is_none() {
+            m.set(name, help, vec![], 0.0);
+        }
+    }
+}
+
 fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
     let m = metrics::global();
     let outcome = match result {
@@ -456,18 +519,22 @@ fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
         Err(f) if f.transient => "transient",
         Err(_) => "permanent",
     };
-    m.inc("runwarden_passes_total", "Reconcile passes by outcome.", vec![("outcome", outcome.into())], 1.0);
+    m.inc("runwarden_passes_total", PASSES_HELP, vec![("outcome", outcome.into())], 1.0);
+    if outcome == "ok" {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        m.set("runwarden_last_success_timestamp_seconds", LAST_SUCCESS_HELP, vec![], now.as_secs_f64().floor());
+    }
     m.set("runwarden_last_pass_seconds", "Duration of the last pass in seconds.", vec![], seconds);
     m.inc("runwarden_pass_seconds_total", "Total time spent in passes, in seconds.", vec![], seconds);
     if let Ok(report) = result {
         for (kind, n) in &report.applied {
-            m.inc("runwarden_changes_applied_total", "Applied changes by kind.", vec![("kind", kind.clone())], *n as f64);
+            m.inc("runwarden_changes_applied_total", APPLIED_HELP, vec![("kind", kind.clone())], *n as f64);
         }
         m.set("runwarden_drift", "Changes planned but not applied in the last pass.", vec![], report.drift as f64);
     }
     if let Err(f) = result {
         if f.reason == "GuardTripped" {
-            m.inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
+            m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], 1.0);
         }
     }
 }
@@ -504,12 +571,14 @@ mod tests {
     struct Scripted {
         outcomes: Mutex<Vec<Result<PassReport, PassFailure>>>,
         runs: Mutex<Vec<String>>,
+        /// The revision each run was given (what its audit events record).
+        revisions: Mutex<Vec<String>>,
         loads: AtomicUsize,
     }
 
     impl Scripted {
         fn new(outcomes: Vec<Result<PassReport, PassFailure>>) -> Arc<Scripted> {
-            Arc::new(Scripted { outcomes: Mutex::new(outcomes), runs: Mutex::new(vec![]), loads: AtomicUsize::new(0) })
+            Arc::new(Scripted { outcomes: Mutex::new(outcomes), runs: Mutex::new(vec![]), revisions: Mutex::new(vec![]), loads: AtomicUsize::new(0) })
         }
     }
 
@@ -520,8 +589,9 @@ mod tests {
             let text = std::fs::read_to_string(dir.join("policy.yaml")).map_err(|e| e.to_string())?;
             if text.contains("bad") { Err(format!("policy.yaml:1:1: error: {text}")) } else { Ok(text) }
         }
-        async fn run(&self, desired: Arc<String>, _rev: String, _s: CancellationToken) -> Result<PassReport, PassFailure> {
+        async fn run(&self, desired: Arc<String>, revision: String, _s: CancellationToken) -> Result<PassReport, PassFailure> {
             self.runs.lock().unwrap().push((*desired).clone());
+            self.revisions.lock().unwrap().push(revision);
             let mut outcomes = self.outcomes.lock().unwrap();
             if outcomes.is_empty() { Ok(PassReport::default()) } else { outcomes.remove(0) }
         }
@@ -575,6 +645,54 @@ mod tests {
         assert_eq!(status.condition("Stalled").unwrap().status, "False");
         assert_eq!(pass.runs.lock().unwrap().last().unwrap(), "good-v3");
         assert_eq!(status.last_attempted_revision, status.last_applied_revision);
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("likely deadlocked").unwrap();
+    }
+
+    /// Publishes `text` as revision `name` the way the merge workflow does: the tree first,
+    /// then `CURRENT`.
+    fn publish(root: &Path, name: &str, text: &str) {
+        let dir = root.join("revisions").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.yaml"), text).unwrap();
+        std::fs::write(dir.join("REVISION"), format!("{name}\n")).unwrap();
+        std::fs::write(root.join("CURRENT"), name).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newly_published_revision_is_applied_at_the_next_tick_without_a_file_event_or_restart() {
+        let root = tempfile::tempdir().unwrap();
+        publish(root.path(), "c0ffee1", "good-1");
+        let mut config = LoopConfig::new(root.path().to_path_buf(), Duration::from_secs(60));
+        config.jitter = 0.0;
+        let pass = Scripted::new(vec![]);
+        let shared = shared(&config);
+        let (_tx, rx) = mpsc::channel(8); // no file events: a Cloud Storage mount sends none
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(config, pass.clone(), shared.clone(), rx, stop.clone()));
+        settle().await;
+        assert_eq!(*pass.runs.lock().unwrap(), vec!["good-1"]);
+        assert_eq!(*pass.revisions.lock().unwrap(), vec!["c0ffee1"], "the pass records the commit");
+        assert_eq!(shared.status().last_applied_revision.as_deref(), Some("c0ffee1"));
+
+        publish(root.path(), "beef002", "good-2");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        settle().await;
+        assert_eq!(pass.runs.lock().unwrap().last().unwrap(), "good-2");
+        assert_eq!(pass.revisions.lock().unwrap().last().unwrap(), "beef002");
+        assert_eq!(shared.status().last_applied_revision.as_deref(), Some("beef002"));
+
+        // CURRENT naming a revision whose tree is missing: Stalled, the last good one is kept.
+        std::fs::write(root.path().join("CURRENT"), "dead003").unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        settle().await;
+        let status = shared.status();
+        let stalled = status.condition("Stalled").unwrap();
+        assert_eq!(stalled.status, "True");
+        assert!(stalled.message.contains("dead003"), "{}", stalled.message);
+        assert_eq!(pass.revisions.lock().unwrap().last().unwrap(), "beef002", "drift is still corrected with the last good revision");
+        assert_eq!(status.last_applied_revision.as_deref(), Some("beef002"));
 
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("likely deadlocked").unwrap();
@@ -667,5 +785,18 @@ mod tests {
         std::fs::write(dir.path().join("policy.yaml"), "v2").unwrap();
         let got = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
         assert_eq!(got.expect("no file change trigger within a second"), Some(Trigger::FileChange));
+    }
+
+    #[test]
+    fn the_content_revision_does_not_read_a_huge_policy_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "x: 1\n").unwrap();
+        let before = content_revision(dir.path());
+        // Sparse: 64 GiB that reading whole would try to allocate.
+        let huge = std::fs::File::create(dir.path().join("huge.yaml")).unwrap();
+        huge.set_len(64 << 30).unwrap();
+        let after = content_revision(dir.path());
+        assert!(after.starts_with("sha:"), "{after}");
+        assert_ne!(before, after, "the new file's path still changes the revision");
     }
 }

@@ -1341,6 +1341,25 @@ fn apply_without_auto_approve_and_no_terminal_refuses_and_writes_nothing() {
     assert!(!run.stdout.contains("Apply complete"), "{}", run.stdout);
 }
 
+#[test]
+fn a_saved_plan_over_the_size_limit_is_refused_unread_and_nothing_is_written() {
+    // A sparse file one byte over 1 GiB: refused from its size, without reading or allocating.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge-plan.json");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(runwarden::plan::MAX_SAVED_PLAN_BYTES + 1).unwrap();
+    let plan = path.to_string_lossy().into_owned();
+    let run = runwarden(&["--sim", "deploy/local/world.yaml", "apply", "--auto-approve", &plan]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("reading the saved plan")
+            && run.stderr.contains("larger than 1024 MiB"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("change-applied"), "{}", run.stdout);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reliability (DESIGN §9)
 

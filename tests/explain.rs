@@ -832,6 +832,78 @@ fn the_import_command_writes_a_file_under_out_and_refuses_to_overwrite_it_withou
     );
 }
 
+#[cfg(unix)]
+#[test]
+fn import_refuses_to_write_through_a_symlink_even_with_force() {
+    let out = tempfile::tempdir().unwrap();
+    let victim = out.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let link = out.path().join("acme-prod-europe-west1.yaml");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    // A dangling link too: `exists()` says false for it, and writing would create its target.
+    let dangling_target = out.path().join("created-through-link.txt");
+    let dangling = out.path().join("acme-prod-us-central1.yaml");
+    std::os::unix::fs::symlink(&dangling_target, &dangling).unwrap();
+    for (region, link) in [("europe-west1", &link), ("us-central1", &dangling)] {
+        let d = out.path().to_str().unwrap();
+        let (code, _, err) = runwarden(&[
+            "--sim", "deploy/local/world.yaml", "import", "--project", "acme-prod",
+            "--region", region, "--out", d, "--force",
+        ]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("is a symbolic link") && err.contains(&link.display().to_string()), "{err}");
+        assert!(std::fs::symlink_metadata(link).unwrap().file_type().is_symlink());
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!dangling_target.exists());
+}
+
+#[test]
+fn import_leaves_out_what_a_policy_may_not_say_and_its_comments_cannot_inject_yaml() {
+    // Live state a policy file may not repeat: a member with quotes, an audience that is not a
+    // URL, and a condition title whose line breaks would end the `# Note:` comment.
+    let hostile = "services:
+  - project: acme-prod
+    region: europe-west1
+    name: hostile
+    customAudiences: [billing, https://ok.acme.com]
+    iam:
+      bindings:
+        - role: roles/run.invoker
+          members: ['user:\"q\"@acme.com', user:ada@acme.com]
+        - role: roles/run.invoker
+          members: [user:bob@acme.com]
+          condition: {title: \"x\\nspec: {}\\u2028kind: Settings\", expression: \"true\"}
+";
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml"))
+        .unwrap()
+        .replacen("services:\n", hostile, 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let world_path = tmp.path().join("world.yaml");
+    std::fs::write(&world_path, world).unwrap();
+    let out = tmp.path().join("out");
+    let (code, _, err) = runwarden(&[
+        "--sim", world_path.to_str().unwrap(), "import", "--project", "acme-prod",
+        "--region", "europe-west1", "--out", out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(out.join("acme-prod-europe-west1.yaml")).unwrap();
+    assert!(text.contains("member \"user:\\\"q\\\"@acme.com\" is not imported"), "{text}");
+    assert!(text.contains("custom audience \"billing\" is not imported"), "{text}");
+    assert!(text.contains("`x\\u{a}spec: {}\\u{2028}kind: Settings`"), "{text}");
+    // The file loads next to the Settings it was made with, with only what is valid in it.
+    let dir = tempfile::tempdir().unwrap();
+    copy_into(&root().join("policies/settings.yaml"), dir.path());
+    std::fs::write(dir.path().join("imported.yaml"), &text).unwrap();
+    let desired = runwarden::policy::load_at(dir.path(), SystemTime::now())
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let p = desired.policies.iter().find(|p| p.name == "hostile-europe-west1").unwrap();
+    assert_eq!(p.exposure.audiences.as_deref(), Some(&["https://ok.acme.com".to_string()][..]));
+    let members: Vec<String> = p.invokers.iter().map(|i| format!("{:?}", i.principal)).collect();
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert!(members[0].contains("user:ada@acme.com"), "{members:?}");
+}
+
 #[test]
 fn imported_yaml_quotes_what_needs_quoting_and_reads_back_exactly() {
     use runwarden::insight::import::{Imported, ImportedPolicy};
@@ -852,7 +924,7 @@ fn imported_yaml_quotes_what_needs_quoting_and_reads_back_exactly() {
     invokers.push((
         ImportedInvoker::Member(
             Member::parse(
-                "principalSet://iam.googleapis.com/locations/global/workforcePools/p/group/g",
+                "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/group/g",
             )
             .unwrap(),
         ),
@@ -872,7 +944,8 @@ fn imported_yaml_quotes_what_needs_quoting_and_reads_back_exactly() {
             ingress: Some("internal"),
             public: false,
             iap: false,
-            audiences: vec!["https://odd.acme.com/a b".into(), "yes".into()],
+            // Valid audiences (full URLs) that still need quoting in YAML.
+            audiences: vec!["https://odd.acme.com/a#b".into(), "https://odd.acme.com/x,y".into()],
             invokers,
             notes: vec!["a note: with a colon # and a hash".into()],
         }],
@@ -907,7 +980,7 @@ fn imported_yaml_quotes_what_needs_quoting_and_reads_back_exactly() {
     assert_eq!(last.expires, parse_rfc3339("2031-05-06T07:08:09Z"));
     assert_eq!(
         p.exposure.audiences.as_deref(),
-        Some(&["https://odd.acme.com/a b".to_string(), "yes".to_string()][..])
+        Some(&["https://odd.acme.com/a#b".to_string(), "https://odd.acme.com/x,y".to_string()][..])
     );
     assert_eq!(p.mode, runwarden::policy::model::Mode::Observe);
 }

@@ -1252,6 +1252,30 @@ fn the_directory_guard_refuses_to_empty_a_binding_because_a_role_came_back_empty
 }
 
 #[test]
+fn the_guard_note_escapes_a_hostile_role_name_in_markdown_and_text() {
+    const EVIL: &str = "ops`<!--\u{202e}|x";
+    let mut s = settings();
+    s.guards.max_removal_ratio = 1.0;
+    let d = desired(s.clone(), vec![billing().role(EVIL)]);
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com"])
+        .role(EVIL, &[])
+        .build();
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let trips = check_guards(&plan, &s, None);
+    assert_eq!(trips.len(), 1, "{trips:?}");
+    let md = plan::render_guard_note(&trips, true);
+    assert!(md.starts_with("\n> [!CAUTION]\n"), "{md}");
+    assert_eq!(md.lines().filter(|l| l.starts_with("> * ")).count(), 1, "{md}");
+    assert!(!md.contains('\u{202e}') && !md.contains(" <!--"), "{md}");
+    assert!(md.contains("\\<!--"), "the comment opener is escaped: {md}");
+    let text = plan::render_guard_note(&trips, false);
+    assert!(text.contains("ops`<!--\\u{202e}|x"), "{text}");
+    assert!(!text.contains('\u{202e}'), "{text}");
+}
+
+#[test]
 fn the_keep_and_allowed_roles_guards_double_check_the_plan_and_cannot_be_overridden() {
     let s = settings();
     let d = desired(settings(), vec![billing().member("user:ada@acme.com")]);
@@ -1385,6 +1409,104 @@ fn markdown_stays_under_the_comment_limit_and_says_what_it_left_out() {
     );
     // Every details block that was started was also closed.
     assert_eq!(md.matches("</details>").count(), shown);
+}
+
+/// A plan whose every user-controlled string is hostile: an Auth0 role name that opens a code
+/// span and an HTML comment and carries a newline, members with `<!--`, backticks and a
+/// right-to-left override, a condition title closing `</details>`, a `|` for table cells.
+fn hostile_plan() -> Plan {
+    const EVIL_ROLE: &str = "ops`<!--|<details>\n### pwned";
+    const SVC: &str = "acme-prod/europe-west1/api|x";
+    let d = desired(
+        settings(),
+        vec![
+            policy("hostile").service(API).role(EVIL_ROLE).role("billing-oncall"),
+            policy("later").service(SVC).role("billing-oncall"),
+            policy("zz-last").service(SVC).role("nobody-left"),
+        ],
+    );
+    let live = world()
+        .svc(API, &[])
+        .svc(SVC, &[])
+        .bind(API, RUN_INVOKER, &["user:x`<!--@acme.com", "user:ada\u{202e}moc.live@acme.com", "user:````@acme.com"])
+        .bind_if(API, "roles/viewer", "</details><!--", "true", &["user:y|z@acme.com"])
+        .role(EVIL_ROLE, &[])
+        .role("billing-oncall", &[("auth0|ken", "ken@acme.com", true)])
+        .role("nobody-left", &[])
+        .build();
+    plan::plan(&d, &live, &PlanOptions::at(now()))
+}
+
+/// The Markdown with fenced code blocks (where everything is literal) left out, read as
+/// CommonMark does: a block opened by N backticks ends at a line of at least N backticks only.
+fn outside_code_blocks(md: &str) -> String {
+    let mut fence: Option<usize> = None;
+    let mut out = String::new();
+    for line in md.lines() {
+        let ticks = line.len() - line.trim_start_matches('`').len();
+        match fence {
+            None if ticks >= 3 => fence = Some(ticks),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            Some(n) if ticks >= n && line.trim_start_matches('`').trim().is_empty() => fence = None,
+            Some(_) => {}
+        }
+    }
+    assert!(fence.is_none(), "every fenced block is closed");
+    out
+}
+
+#[test]
+fn hostile_names_cannot_hide_or_reshape_the_markdown_comment() {
+    let plan = hostile_plan();
+    assert!(plan.findings.len() >= 2, "{:#?}", plan.findings);
+    let md = render_markdown(&plan);
+    let outside = outside_code_blocks(&md);
+    // Structure: one details block per service, opened and closed; no raw comment or heading.
+    assert_eq!(md.matches("<details>").count(), plan.services.len(), "{md}");
+    assert_eq!(md.matches("</details>").count(), plan.services.len(), "{md}");
+    // `<` outside code is always escaped (`\<`), so it opens neither a comment nor a tag.
+    assert!(
+        outside.match_indices('<').all(|(i, _)| outside[..i].ends_with('\\')
+            || ["<details>", "<summary>", "<code>", "</"].iter().any(|t| outside[i..].starts_with(t))),
+        "{outside}"
+    );
+    assert!(outside.match_indices("<!--").all(|(i, _)| outside[..i].ends_with('\\')), "{outside}");
+    assert!(!outside.lines().any(|l| l.starts_with("### pwned")), "{outside}");
+    assert!(!md.contains('\u{202e}'), "{md}");
+    // A member holding four backticks gets a five-backtick fence, so it cannot close the block.
+    assert!(md.contains("`````diff\n") && md.contains("user:````@acme.com"), "{md}");
+    // Every table row still has its six cells (unescaped pipes only delimit cells).
+    for row in outside.lines().filter(|l| l.starts_with("| `")) {
+        let delimiters = row.match_indices('|').filter(|(i, _)| !row[..*i].ends_with('\\')).count();
+        assert_eq!(delimiters, 7, "{row}");
+    }
+    // Every finding is its own list item, in order, the last one included.
+    let items: Vec<&str> = outside.lines().filter(|l| l.starts_with("- ")).collect();
+    assert_eq!(items.len(), plan.findings.len(), "{outside}");
+    for (item, finding) in items.iter().zip(&plan.findings) {
+        assert!(item.contains(&format!("`{}`", finding.code)), "{item}");
+    }
+    assert!(
+        items.iter().any(|i| i.contains("policy zz-last names Auth0 role `nobody-left`")),
+        "the finding after the hostile one is intact: {items:#?}"
+    );
+}
+
+#[test]
+fn hostile_names_cannot_reorder_or_split_the_text_plan() {
+    let plan = hostile_plan();
+    let text = render_text(&plan, false);
+    for hidden in ['\u{202e}', '\u{1b}'] {
+        assert!(!text.contains(hidden), "{text}");
+    }
+    assert!(text.contains("user:ada\\u{202e}moc.live@acme.com"), "{text}");
+    // The newline in the role name is shown as `\u{a}`: one line per finding.
+    let findings = text.lines().filter(|l| l.starts_with("  warning [") || l.starts_with("  error [") || l.starts_with("  info [")).count();
+    assert_eq!(findings, plan.findings.len(), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("### pwned")), "{text}");
 }
 
 #[test]

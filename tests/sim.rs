@@ -90,6 +90,57 @@ fn world_files_report_what_is_wrong_and_where() {
 }
 
 #[test]
+fn world_files_with_huge_durations_or_counts_are_refused_with_the_limit_not_a_panic() {
+    let check = |yaml: &str, expected: &str| {
+        let err = World::from_yaml(yaml, std::path::Path::new("w.yaml"))
+            .expect_err(yaml)
+            .to_string();
+        assert!(
+            err.contains("w.yaml") && err.contains(expected),
+            "error for {yaml:?} should name the file and {expected:?}: {err}"
+        );
+    };
+    // 10^20 seconds overflowed `Duration` (a panic); a year is the limit.
+    let huge = "100000000000000000000s";
+    check(&format!("faults: {{latency: {huge}}}\n"), "longer than the limit of 365d");
+    check(&format!("simulator: {{operationDelay: {huge}}}\n"), "simulator.operationDelay");
+    check("simulator: {accessTokenLifetime: 366d}\n", "longer than the limit of 365d");
+    check("simulator: {managementTokenLifetime: 1000000000h}\n", "managementTokenLifetime");
+    // Counts that multiplied out to billions of services or users were allocated as asked.
+    check(
+        "generate: {seed: 1, projects: 4294967295, regions: [r], servicesPerRegion: 4294967295}\n",
+        "above the limit of 100000 generated services",
+    );
+    check("generate: {seed: 1, projects: 4294967295}\n", "projects is 4294967295, above the limit");
+    check("generate: {seed: 1, users: 4294967295}\n", "users is 4294967295, above the limit");
+    check("generate: {seed: 1, roles: 4294967295}\n", "roles is 4294967295, above the limit");
+    check(
+        "generate: {seed: 1, users: 100000, roles: 10000, usersPerRole: 100000}\n",
+        "roles × usersPerRole is 1000000000",
+    );
+    // At the limits, a world still loads.
+    World::from_yaml(
+        "simulator: {accessTokenLifetime: 365d}\ngenerate: {seed: 1, users: 10, roles: 2, usersPerRole: 10}\n",
+        std::path::Path::new("w.yaml"),
+    )
+    .expect("durations and counts within the limits load");
+}
+
+#[test]
+fn a_world_file_over_the_size_limit_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(runwarden::sim::MAX_WORLD_FILE_BYTES + 1).unwrap();
+    let err = World::from_file(&path).unwrap_err();
+    let text = format!("{:#}", anyhow::Error::new(err));
+    assert!(
+        text.contains("huge.yaml") && text.contains("larger than 64 MiB"),
+        "{text}"
+    );
+}
+
+#[test]
 fn demo_world_matches_the_demo_estate() {
     let world = World::from_file(&demo_world_path()).expect("demo world loads");
     let ids: Vec<String> = world

@@ -215,6 +215,11 @@ fn import_service(
         }
         let mut covered: BTreeSet<&Member> = BTreeSet::new();
         for (role, set) in roles {
+            // A role a policy may not name (too long, control characters) is imported as
+            // its members instead.
+            if crate::policy::check_role_name(role).is_err() {
+                continue;
+            }
             if set.iter().all(|m| members.contains(m)) {
                 invokers.insert((expires.clone(), ImportedInvoker::Auth0Role(role.clone())));
                 covered.extend(set.iter());
@@ -223,7 +228,19 @@ fn import_service(
         for m in members.into_iter().filter(|m| !covered.contains(m)) {
             let inv = match settings.machines.iter().find(|x| &x.service_account == m) {
                 Some(machine) => ImportedInvoker::Machine(machine.name.clone()),
-                None => ImportedInvoker::Member(m.clone()),
+                None => match Member::parse_written(m.as_str()) {
+                    Ok(_) => ImportedInvoker::Member(m.clone()),
+                    // Google holds it, but a policy file may not name it: writing it would
+                    // make the imported file fail to load.
+                    Err(e) => {
+                        notes.push(format!(
+                            "member {:?} is not imported: {}",
+                            m.as_str(),
+                            e.reason
+                        ));
+                        continue;
+                    }
+                },
             };
             invokers.insert((expires.clone(), inv));
         }
@@ -248,6 +265,21 @@ fn import_service(
     {
         return Err("nobody may invoke it today, and a policy must name invokers (or say `public: true` or `ingress: none`)".into());
     }
+    let audiences: Vec<String> = svc
+        .settings
+        .custom_audiences
+        .iter()
+        .filter(|a| match crate::policy::check_audience(a) {
+            Ok(()) => true,
+            Err(problem) => {
+                notes.push(format!("custom audience {a:?} is not imported: it {problem}"));
+                false
+            }
+        })
+        .cloned()
+        .collect();
+    notes.sort();
+    notes.dedup();
     let name = {
         let long = format!("{}-{}", svc.id.name, svc.id.region);
         if long.len() <= 63 {
@@ -263,10 +295,17 @@ fn import_service(
         ingress: svc.settings.ingress.map(|i| i.policy_value()),
         public,
         iap,
-        audiences: svc.settings.custom_audiences.clone(),
+        audiences,
         invokers: invokers.into_iter().map(|(e, i)| (i, e)).collect(),
         notes,
     })
+}
+
+/// Text for a `#` comment line: a line break in a condition title or a service answer would end
+/// the comment and put the rest into the policy document, so every control character (and the
+/// YAML 1.1 breaks U+0085, U+2028, U+2029) is written as its escape.
+fn comment(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::visible(text)
 }
 
 /// A YAML scalar: plain when that is unambiguous, else double-quoted (JSON escapes are valid
@@ -314,7 +353,7 @@ pub fn render_yaml(imported: &Imported, generated_at: SystemTime, from: &str) ->
     if !imported.skipped.is_empty() {
         out.push_str("#\n# Services not imported:\n");
         for (id, why) in &imported.skipped {
-            out.push_str(&format!("#   {id}: {why}\n"));
+            out.push_str(&format!("#   {}\n", comment(&format!("{id}: {why}"))));
         }
     }
     if imported.policies.is_empty() {
@@ -322,13 +361,13 @@ pub fn render_yaml(imported: &Imported, generated_at: SystemTime, from: &str) ->
     }
     for p in &imported.policies {
         out.push_str("---\n");
-        out.push_str(&format!("# {}", p.service));
+        let mut head = p.service.to_string();
         if let Some(u) = &p.uri {
-            out.push_str(&format!(" ({u})"));
+            head.push_str(&format!(" ({u})"));
         }
-        out.push('\n');
+        out.push_str(&format!("# {}\n", comment(&head)));
         for n in &p.notes {
-            out.push_str(&format!("# Note: {n}\n"));
+            out.push_str(&format!("# Note: {}\n", comment(n)));
         }
         out.push_str("apiVersion: runwarden.dev/v1\nkind: AccessPolicy\nmetadata:\n");
         out.push_str(&format!("  name: {}\n", scalar(&p.name)));

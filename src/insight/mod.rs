@@ -43,6 +43,10 @@ pub enum InsightError {
     BadName { name: String },
     #[error("{path} already exists; pass --force to overwrite it, or choose another --out")]
     Exists { path: PathBuf },
+    #[error(
+        "{path} is a symbolic link; runwarden does not write through links, even with --force: remove it or choose another --out"
+    )]
+    Symlink { path: PathBuf },
     #[error("writing {path} failed: {source}")]
     Write {
         path: PathBuf,
@@ -203,7 +207,9 @@ pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Ex
     };
     match args.format {
         PlanFormat::Json => print!("{}", x.to_json()),
-        PlanFormat::Text | PlanFormat::Markdown => print!("{}", explain::render_text(&x)),
+        PlanFormat::Text | PlanFormat::Markdown => {
+            print!("{}", crate::text::visible_lines(&explain::render_text(&x)))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -254,20 +260,39 @@ pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Exit
 }
 
 /// Writes `name` (a bare file name, never a path) under `dir`, refusing to overwrite unless
-/// `force`.
+/// `force`, and refusing a symbolic link at that path even with `force` (it could point at any
+/// file the user can write).
+///
+/// The text goes to a temporary file in `dir` that is then renamed over the path: a rename
+/// replaces whatever entry is there (a link put there after the check included) instead of
+/// writing through it, and a reader never sees half a file.
 pub fn write_new(dir: &Path, name: &str, text: &str, force: bool) -> Result<PathBuf, InsightError> {
+    use std::io::Write as _;
     check_file_name(name)?;
     let path = dir.join(name);
-    if path.exists() && !force {
-        return Err(InsightError::Exists { path });
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(InsightError::Symlink { path }),
+        Ok(_) if !force => return Err(InsightError::Exists { path }),
+        _ => {}
     }
-    std::fs::create_dir_all(dir).map_err(|source| InsightError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    std::fs::write(&path, text).map_err(|source| InsightError::Write {
-        path: path.clone(),
-        source,
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InsightError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".runwarden-import-")
+        .tempfile_in(dir)
+        .map_err(write_err(dir))?;
+    tmp.write_all(text.as_bytes()).map_err(write_err(tmp.path()))?;
+    let persisted = if force {
+        tmp.persist(&path)
+    } else {
+        tmp.persist_noclobber(&path)
+    };
+    persisted.map_err(|e| match e.error.kind() {
+        std::io::ErrorKind::AlreadyExists => InsightError::Exists { path: path.clone() },
+        _ => InsightError::Write { path: path.clone(), source: e.error },
     })?;
     Ok(path)
 }

@@ -21,6 +21,6 @@ pub use engine::{
 };
 pub use guards::{GuardKind, GuardTrip, check_guards};
 pub use model::*;
-pub use render::{MARKDOWN_LIMIT, render_json, render_markdown, render_text};
+pub use render::{MARKDOWN_LIMIT, render_guard_note, render_json, render_markdown, render_text};
 pub use simulate::{apply_changes, apply_to};
 pub use time::{format_rfc3339, parse_rfc3339};

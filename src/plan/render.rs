@@ -6,6 +6,9 @@
 
 use std::fmt::Write as _;
 
+use crate::text::{html_text, md_code, md_message, visible};
+
+use super::guards::GuardTrip;
 use super::model::{
     Action, Finding, MemberChange, Plan, PlanMode, Reason, ResourcePlan, ServicePlan,
     SettingChange, Severity,
@@ -98,8 +101,8 @@ fn symbol(a: Action) -> &'static str {
     }
 }
 
-/// The lines of one service's body (without colour), shared by text and Markdown. Each line is
-/// (symbol, text) so the caller can colour by symbol.
+/// The lines of one service's body (without colour, hidden characters made visible), shared by
+/// text and Markdown. Each line is (symbol, text) so the caller can colour by symbol.
 fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
     // Members and settings are aligned separately, so one long value does not push the other
     // column far to the right.
@@ -141,7 +144,20 @@ fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
             ));
         }
     }
-    out
+    // Every value on these lines (members, roles, condition titles, sources, notes) may come
+    // from a policy file, Auth0 or a live policy: one line stays one line, read in order.
+    out.into_iter()
+        .map(|(sym, line)| (sym, visible(&line).into_owned()))
+        .collect()
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    let (mut longest, mut run) = (0, 0);
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
 }
 
 fn setting_text(c: &SettingChange) -> String {
@@ -192,15 +208,21 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
 
 fn service_header(s: &ServicePlan) -> String {
     let sym = if s.has_changes() { "~" } else { " " };
-    format!(
+    let line = format!(
         "{sym} {}  [{}; policies: {}]",
         s.id,
         mode_note(s.mode),
         s.policies.join(", ")
-    )
+    );
+    visible(&line).into_owned()
 }
 
+/// A finding on one line, with hidden characters made visible.
 fn finding_line(f: &Finding) -> String {
+    visible(&finding_text(f)).into_owned()
+}
+
+fn finding_text(f: &Finding) -> String {
     let mut line = format!("{} [{}]", f.severity.as_str(), f.code);
     if let Some(s) = &f.service {
         let _ = write!(line, " {s}:");
@@ -330,8 +352,8 @@ pub fn render_markdown(plan: &Plan) -> String {
         );
         for s in &plan.services {
             let row = format!(
-                "| `{}` | {} | {} | {} | {} | {} |\n",
-                s.id,
+                "| {} | {} | {} | {} | {} | {} |\n",
+                md_code(&s.id.to_string(), true),
                 s.mode.as_str(),
                 s.count(Action::Add),
                 s.count(Action::Remove),
@@ -344,14 +366,7 @@ pub fn render_markdown(plan: &Plan) -> String {
         }
         try_push(&mut out, "\n", &mut full);
         for s in &plan.services {
-            let mut block = format!(
-                "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n```diff\n",
-                s.id,
-                s.mode.as_str(),
-                s.count(Action::Add),
-                s.count(Action::Remove),
-                s.settings.len()
-            );
+            let mut body = String::new();
             for (sym, line) in service_lines(s) {
                 // In a diff block the first column decides the colour.
                 // The symbol moves to the first column so GitHub colours the line.
@@ -360,9 +375,20 @@ pub fn render_markdown(plan: &Plan) -> String {
                     "!" => format!("-{line}"),
                     _ => format!(" {line}"),
                 };
-                let _ = writeln!(block, "{line}");
+                let _ = writeln!(body, "{line}");
             }
-            block.push_str("```\n\n</details>\n\n");
+            // Only a line of at least as many backticks as the opening fence ends the block, and
+            // `service_lines` keeps one line per line: a fence longer than any backtick run in
+            // the body cannot be closed by a name inside it.
+            let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
+            let block = format!(
+                "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n",
+                html_text(&s.id.to_string()),
+                s.mode.as_str(),
+                s.count(Action::Add),
+                s.count(Action::Remove),
+                s.settings.len()
+            );
             if !try_push(&mut out, &block, &mut full) {
                 details_left += 1;
             }
@@ -380,18 +406,22 @@ pub fn render_markdown(plan: &Plan) -> String {
                 Severity::Warning => "⚠️",
                 Severity::Info => "ℹ️",
             };
-            let mut line = format!("- {icon} **{}** `{}`", f.severity.as_str(), f.code);
+            let mut line = format!(
+                "- {icon} **{}** {}",
+                f.severity.as_str(),
+                md_code(&f.code, false)
+            );
             if let Some(s) = &f.service {
-                let _ = write!(line, " `{s}`");
+                let _ = write!(line, " {}", md_code(s, false));
             }
-            let _ = write!(line, ": {}", f.message.replace('\n', " "));
+            let _ = write!(line, ": {}", md_message(&f.message));
             if !f.sources.is_empty() {
                 let _ = write!(
                     line,
                     " ({})",
                     f.sources
                         .iter()
-                        .map(|s| format!("`{s}`"))
+                        .map(|s| md_code(s, false))
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
@@ -410,6 +440,24 @@ pub fn render_markdown(plan: &Plan) -> String {
             plural(details_left),
             plural(findings_left)
         );
+    }
+    out
+}
+
+/// What the guards would say at apply time, appended to a text or Markdown plan for its
+/// reviewers. Trip messages quote role names and members, so they are escaped like the plan.
+pub fn render_guard_note(trips: &[GuardTrip], markdown: bool) -> String {
+    let mut out = String::new();
+    if markdown {
+        out.push_str("\n> [!CAUTION]\n> `runwarden apply` would refuse this plan:\n");
+        for t in trips {
+            let _ = writeln!(out, "> * {}", md_message(&t.to_string()));
+        }
+    } else {
+        out.push_str("\nApply would refuse this plan:\n");
+        for t in trips {
+            let _ = writeln!(out, "  - {}", visible(&t.to_string()));
+        }
     }
     out
 }

@@ -41,19 +41,22 @@ pub(super) struct Checked {
     pub desired: Option<Desired>,
 }
 
-/// Positions of a spanned value, as (line, column).
-fn pos<T>(s: &Spanned<T>) -> (usize, usize) {
-    (s.referenced.line() as usize, s.referenced.column() as usize)
-}
-
-/// Reports diagnostics against one file.
+/// Reports diagnostics against one document of one file.
 struct Reporter<'a> {
     file: &'a Path,
+    /// How many lines of the file precede the document: the parser numbers the document's own
+    /// lines from 1 (see `load::split_documents`), so positions are shifted by this.
+    line_offset: usize,
     out: &'a mut Vec<Diagnostic>,
     errors: &'a mut usize,
 }
 
 impl Reporter<'_> {
+    /// The position of a spanned value in the file, as (line, column).
+    fn pos<T>(&self, s: &Spanned<T>) -> (usize, usize) {
+        super::load::file_position(&s.referenced, self.line_offset)
+    }
+
     fn error(&mut self, at: (usize, usize), message: impl Into<String>, hint: impl Into<String>) {
         *self.errors += 1;
         self.out
@@ -89,22 +92,23 @@ pub(super) fn check(
     let mut policy_docs = Vec::new();
     for p in parsed {
         match p.doc {
-            Document::Settings(d) => settings_docs.push((p.file, d)),
-            Document::AccessPolicy(d) => policy_docs.push((p.file, d)),
+            Document::Settings(d) => settings_docs.push((p.file, p.line_offset, d)),
+            Document::AccessPolicy(d) => policy_docs.push((p.file, p.line_offset, d)),
         }
     }
 
     let mut settings: Option<(Settings, SettingsFacts)> = None;
-    for (file, doc) in &settings_docs {
+    for (file, line_offset, doc) in &settings_docs {
         let mut r = Reporter {
             file,
+            line_offset: *line_offset,
             out,
             errors: &mut errors,
         };
         match &settings {
             None => settings = Some(convert_settings(&mut r, doc)),
             Some((first, _)) => r.error(
-                pos(&doc.metadata.name),
+                r.pos(&doc.metadata.name),
                 format!(
                     "a second Settings document (`{}`); the first is `{}` at {}",
                     doc.metadata.name.value, first.name, first.source
@@ -117,8 +121,10 @@ pub(super) fn check(
     // would send the reader looking for a file that exists.
     if settings_docs.is_empty() && broken_settings == 0 {
         errors += 1;
+        // A single policy file passed as the directory is where the Settings should go.
+        let at = if dir.is_file() { 1 } else { 0 };
         out.push(
-            Diagnostic::error(dir, 0, 0, "no Settings document found").with_hint(
+            Diagnostic::error(dir, at, at, "no Settings document found").with_hint(
                 "add a file with `kind: Settings` (auth0, principals, scope, ...) to the policy directory",
             ),
         );
@@ -126,9 +132,10 @@ pub(super) fn check(
 
     let mut policies: Vec<(AccessPolicy, PolicyFacts)> = Vec::new();
     let mut names: HashMap<String, Source> = HashMap::new();
-    for (file, doc) in &policy_docs {
+    for (file, line_offset, doc) in &policy_docs {
         let mut r = Reporter {
             file,
+            line_offset: *line_offset,
             out,
             errors: &mut errors,
         };
@@ -193,20 +200,20 @@ fn convert_settings(
     let domain = a.domain.value.clone();
     if domain.contains("://") || domain.contains('/') {
         r.error(
-            pos(&a.domain),
+            r.pos(&a.domain),
             format!("auth0.domain `{domain}` is not a bare domain"),
             "write the tenant domain only, without scheme or path, e.g. acme.eu.auth0.com",
         );
     } else if !is_domain(&domain) {
         r.error(
-            pos(&a.domain),
+            r.pos(&a.domain),
             format!("auth0.domain `{domain}` is not a DNS domain"),
             "write the tenant domain, e.g. acme.eu.auth0.com",
         );
     }
     if a.client_id.value.is_empty() || a.client_id.value.contains(char::is_whitespace) {
         r.error(
-            pos(&a.client_id),
+            r.pos(&a.client_id),
             "auth0.clientId is empty or contains spaces",
             "copy the client id of the Management API application from the Auth0 dashboard",
         );
@@ -215,13 +222,13 @@ fn convert_settings(
     // output ends up in CI logs.
     if !is_env_name(&a.client_secret_env.value) {
         r.error(
-            pos(&a.client_secret_env),
+            r.pos(&a.client_secret_env),
             "auth0.clientSecretEnv is not an environment variable name (its value is not shown, in case it is the secret itself)",
             "name the variable that holds the secret (letters, digits, `_`), e.g. AUTH0_CLIENT_SECRET; if you pasted the secret here, rotate it in Auth0",
         );
     } else if looks_like_a_secret(&a.client_secret_env.value) {
         r.error(
-            pos(&a.client_secret_env),
+            r.pos(&a.client_secret_env),
             "auth0.clientSecretEnv looks like a secret, not the name of an environment variable (its value is not shown)",
             "write the variable's name, e.g. AUTH0_CLIENT_SECRET; if this was the secret, rotate it in Auth0",
         );
@@ -233,7 +240,7 @@ fn convert_settings(
         wire::Mapping::WorkforcePool => {
             if let Some(domains) = &p.email_domains {
                 r.error(
-                    pos(domains),
+                    r.pos(domains),
                     "`emailDomains` belongs to `mapping: users`, not `mapping: workforcePool`",
                     "remove emailDomains, or switch to `mapping: users`",
                 );
@@ -242,7 +249,7 @@ fn convert_settings(
                 Some(pool) => {
                     if !is_pool_id(&pool.value) {
                         r.error(
-                            pos(pool),
+                            r.pos(pool),
                             format!("`{}` is not a workforce pool id", pool.value),
                             "a pool id has 6 to 63 lowercase letters, digits and hyphens, starts with a letter and does not end with a hyphen",
                         );
@@ -253,7 +260,7 @@ fn convert_settings(
                 }
                 None => {
                     r.error(
-                        pos(&p.mapping),
+                        r.pos(&p.mapping),
                         "`mapping: workforcePool` needs `workforcePool: POOL_ID`",
                         "add the id of the workforce pool whose provider maps Auth0 roles to google.groups",
                     );
@@ -266,7 +273,7 @@ fn convert_settings(
         wire::Mapping::Users => {
             if let Some(pool) = &p.workforce_pool {
                 r.error(
-                    pos(pool),
+                    r.pos(pool),
                     "`workforcePool` belongs to `mapping: workforcePool`, not `mapping: users`",
                     "remove workforcePool, or switch to `mapping: workforcePool`",
                 );
@@ -275,10 +282,10 @@ fn convert_settings(
             match &p.email_domains {
                 Some(domains) if !domains.value.is_empty() => {
                     for d in &domains.value {
-                        if !is_domain(&d.value) {
+                        if let Err(problem) = crate::iam::check_written_domain(&d.value) {
                             r.error(
-                                pos(d),
-                                format!("`{}` is not an e-mail domain", d.value),
+                                r.pos(d),
+                                format!("`{}` is not an e-mail domain: {problem}", d.value),
                                 "write the part after `@`, e.g. acme.com",
                             );
                         }
@@ -286,12 +293,12 @@ fn convert_settings(
                     }
                 }
                 Some(domains) => r.error(
-                    pos(domains),
+                    r.pos(domains),
                     "`emailDomains` is empty",
                     "list the domains whose verified e-mails may be granted, e.g. [acme.com]",
                 ),
                 None => r.error(
-                    pos(&p.mapping),
+                    r.pos(&p.mapping),
                     "`mapping: users` needs `emailDomains`",
                     "list the domains whose verified e-mails may be granted, e.g. emailDomains: [acme.com]",
                 ),
@@ -306,14 +313,14 @@ fn convert_settings(
         let name = &m.value.name;
         if !is_dns_label(&name.value, 63) {
             r.error(
-                pos(name),
+                r.pos(name),
                 format!("machine name `{}` is not valid", name.value),
                 "use lowercase letters, digits and hyphens, e.g. ledger-sync",
             );
         }
         if let Some(first) = machines.iter().find(|x| x.name == name.value) {
             r.error(
-                pos(name),
+                r.pos(name),
                 format!(
                     "duplicate machine `{}`; it is first defined at {}",
                     name.value, first.source
@@ -324,17 +331,17 @@ fn convert_settings(
         let id = &m.value.auth0_client_id;
         if id.value.is_empty() || id.value.contains(char::is_whitespace) {
             r.error(
-                pos(id),
+                r.pos(id),
                 "auth0ClientId is empty or contains spaces",
                 "copy the client id of the Auth0 M2M application",
             );
         }
         let sa = &m.value.service_account;
-        let service_account = match Member::parse(&sa.value) {
+        let service_account = match Member::parse_written(&sa.value) {
             Ok(member) if member.kind() == MemberKind::ServiceAccount => Some(member),
             Ok(_) => {
                 r.error(
-                    pos(sa),
+                    r.pos(sa),
                     format!("`{}` is not a service account", sa.value),
                     "write serviceAccount:NAME@PROJECT.iam.gserviceaccount.com",
                 );
@@ -342,7 +349,7 @@ fn convert_settings(
             }
             Err(err) => {
                 r.error(
-                    pos(sa),
+                    r.pos(sa),
                     err.to_string(),
                     "write serviceAccount:NAME@PROJECT.iam.gserviceaccount.com",
                 );
@@ -354,17 +361,17 @@ fn convert_settings(
                 name: name.value.clone(),
                 auth0_client_id: id.value.clone(),
                 service_account,
-                source: r.source(pos(m)),
+                source: r.source(r.pos(m)),
             });
         }
     }
 
     // scope
-    let scope_at = r.source(pos(&spec.scope));
+    let scope_at = r.source(r.pos(&spec.scope));
     let s = &spec.scope.value;
     if s.projects.value.is_empty() {
         r.error(
-            pos(&s.projects),
+            r.pos(&s.projects),
             "scope.projects is empty",
             "list the Google Cloud projects whose Cloud Run services runwarden governs",
         );
@@ -372,7 +379,7 @@ fn convert_settings(
     let projects = unique_list(r, &s.projects.value, "project", |r, p| {
         if !is_project_id(&p.value) {
             r.error(
-                pos(p),
+                r.pos(p),
                 format!("`{}` is not a Google Cloud project id", p.value),
                 "a project id has 6 to 30 lowercase letters, digits and hyphens and starts with a letter",
             );
@@ -381,7 +388,7 @@ fn convert_settings(
     let regions = unique_list(r, &s.regions, "region", |r, g| {
         if !is_region(&g.value) {
             r.error(
-                pos(g),
+                r.pos(g),
                 format!("`{}` is not a Cloud Run region", g.value),
                 "write a region such as europe-west1",
             );
@@ -400,17 +407,17 @@ fn convert_settings(
             let roles = unique_list(r, &list.value, "role", |r, role| {
                 if !is_role(&role.value) {
                     r.error(
-                        pos(role),
+                        r.pos(role),
                         format!("`{}` is not an IAM role", role.value),
                         "write roles as roles/NAME, projects/P/roles/NAME or organizations/O/roles/NAME",
                     );
                 }
             });
-            (roles, r.source(pos(list)))
+            (roles, r.source(r.pos(list)))
         }
         None => (
             vec![RUN_INVOKER.to_string(), IAP_ACCESSOR.to_string()],
-            r.source(pos(&doc.metadata.name)),
+            r.source(r.pos(&doc.metadata.name)),
         ),
     };
 
@@ -422,7 +429,7 @@ fn convert_settings(
         if let Some(n) = &g.value.max_removals {
             if n.value < 0 {
                 r.error(
-                    pos(n),
+                    r.pos(n),
                     format!(
                         "guards.maxRemovals is {}, but it cannot be negative",
                         n.value
@@ -431,7 +438,7 @@ fn convert_settings(
                 );
             } else if n.value > ABSURD_MAX_REMOVALS {
                 r.error(
-                    pos(n),
+                    r.pos(n),
                     format!("guards.maxRemovals {} is absurdly large (more than {ABSURD_MAX_REMOVALS}): the guard would never trip", n.value),
                     "keep the guard small; allow a large one-off cleanup with `runwarden apply --allow-removals N`",
                 );
@@ -453,7 +460,7 @@ fn convert_settings(
                     "write a share greater than 0 and at most 1, e.g. 0.5 for half".to_string()
                 };
                 r.error(
-                    pos(ratio),
+                    r.pos(ratio),
                     format!("guards.maxRemovalRatio {v} is outside (0, 1]"),
                     hint,
                 );
@@ -489,11 +496,16 @@ fn convert_settings(
                 audits.max_signing_key_age = d;
             }
         }
-        audits.require_coverage = a.value.require_coverage.unwrap_or(false);
+        audits.require_coverage = a
+            .value
+            .require_coverage
+            .as_ref()
+            .and_then(|b| boolean(r, b))
+            .unwrap_or(false);
     }
 
     let settings = Settings {
-        source: r.source(pos(&doc.metadata.name)),
+        source: r.source(r.pos(&doc.metadata.name)),
         name,
         auth0: Auth0Settings {
             domain,
@@ -529,7 +541,7 @@ fn check_duration(
     match parse_duration(&d.value) {
         Ok(v) if v.is_zero() => {
             r.error(
-                pos(d),
+                r.pos(d),
                 format!("{field} is zero"),
                 "write a positive duration such as 1h or 90d",
             );
@@ -537,7 +549,7 @@ fn check_duration(
         }
         Ok(v) if v > limit => {
             r.error(
-                pos(d),
+                r.pos(d),
                 format!("{field} `{}` is absurdly long", d.value),
                 why,
             );
@@ -546,7 +558,7 @@ fn check_duration(
         Ok(v) => Some(v),
         Err(err) => {
             r.error(
-                pos(d),
+                r.pos(d),
                 format!("{field}: {err}"),
                 "durations are numbers with units s, m, h, d or w, e.g. 1h, 90d, 1h30m",
             );
@@ -568,7 +580,7 @@ fn unique_list(
         check(r, item);
         if let Some(first) = seen.get(item.value.as_str()) {
             r.error(
-                pos(item),
+                r.pos(item),
                 format!(
                     "{what} `{}` is listed twice (first at line {})",
                     item.value, first.0
@@ -576,7 +588,7 @@ fn unique_list(
                 "remove the duplicate",
             );
         } else {
-            seen.insert(&item.value, pos(item));
+            seen.insert(&item.value, r.pos(item));
             values.push(item.value.clone());
         }
     }
@@ -589,10 +601,23 @@ fn member_patterns(r: &mut Reporter<'_>, items: &[Spanned<String>]) -> Vec<Membe
         // A pattern is a member with `*` wildcards: with each `*` standing for one letter it
         // must be a valid member, which catches typos in the fixed parts.
         let sample = item.value.replace('*', "x");
-        match Member::parse(&sample) {
-            Ok(_) => patterns.push(MemberPattern { pattern: item.value.clone(), source: r.source(pos(item)) }),
+        let checked = match Member::parse_written(&sample) {
+            // A federated pattern may end anywhere in the path
+            // (`principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*`):
+            // only the structural check and plain ASCII apply to it.
+            Err(_)
+                if sample.starts_with("principal")
+                    && sample.bytes().all(|b| b.is_ascii_graphic())
+                    && Member::parse(&sample).is_ok() =>
+            {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        };
+        match checked {
+            Ok(()) => patterns.push(MemberPattern { pattern: item.value.clone(), source: r.source(r.pos(item)) }),
             Err(err) => r.error(
-                pos(item),
+                r.pos(item),
                 format!("invalid member pattern `{}`: {}", item.value, err.reason),
                 "a pattern is an IAM member with `*` wildcards, e.g. serviceAccount:*@acme-prod.iam.gserviceaccount.com",
             ),
@@ -616,7 +641,7 @@ fn convert_policy(
     clock: Clock,
 ) -> (AccessPolicy, PolicyFacts) {
     let name = check_name(r, &doc.metadata.name, "AccessPolicy");
-    let source = r.source(pos(&doc.metadata.name));
+    let source = r.source(r.pos(&doc.metadata.name));
     let spec = &doc.spec;
     let mode = match spec.mode {
         None | Some(wire::Mode::Enforce) => Mode::Enforce,
@@ -629,7 +654,7 @@ fn convert_policy(
     let mut services: Vec<ServiceRef> = Vec::new();
     if spec.services.value.is_empty() {
         r.error(
-            pos(&spec.services),
+            r.pos(&spec.services),
             "`services` is empty",
             "list the services this policy governs: {project, region, name} or {project, region, selector}",
         );
@@ -642,7 +667,7 @@ fn convert_policy(
                     && s.target == service.target
             }) {
                 r.error(
-                    pos(item),
+                    r.pos(item),
                     format!(
                         "this service is listed twice in policy `{name}` (first at {})",
                         first.source
@@ -664,7 +689,7 @@ fn convert_policy(
         audiences: None,
     };
     if let Some(e) = &spec.exposure {
-        exposure.source = Some(r.source(pos(e)));
+        exposure.source = Some(r.source(r.pos(e)));
         if let Some(i) = &e.value.ingress {
             let ingress = match i.value {
                 wire::Ingress::All => Ingress::All,
@@ -675,18 +700,22 @@ fn convert_policy(
                 wire::Ingress::None => Ingress::None,
             };
             exposure.ingress = Some(ingress);
-            facts.ingress = Some((ingress, pos(i)));
+            facts.ingress = Some((ingress, r.pos(i)));
         }
-        if let Some(p) = &e.value.public {
-            exposure.public = Some(p.value);
-            facts.public = Some((p.value, pos(p)));
+        if let Some(p) = &e.value.public
+            && let Some(value) = boolean(r, p)
+        {
+            exposure.public = Some(value);
+            facts.public = Some((value, r.pos(p)));
         }
-        if let Some(i) = &e.value.iap {
-            exposure.iap = Some(i.value);
-            facts.iap = Some((i.value, pos(i)));
-            if i.value && exposure.public == Some(true) {
+        if let Some(i) = &e.value.iap
+            && let Some(value) = boolean(r, i)
+        {
+            exposure.iap = Some(value);
+            facts.iap = Some((value, r.pos(i)));
+            if value && exposure.public == Some(true) {
                 r.error(
-                    pos(i),
+                    r.pos(i),
                     "`public: true` and `iap: true` contradict each other",
                     "IAP makes every caller sign in; a public service lets anyone in: keep one of them",
                 );
@@ -695,12 +724,14 @@ fn convert_policy(
         if let Some(list) = &e.value.audiences {
             let audiences = unique_list(r, &list.value, "audience", |r, a| {
                 if a.value.trim().is_empty() || a.value.trim() != a.value {
-                    r.error(pos(a), "an audience is empty or has surrounding spaces", "write the audience exactly as callers put it in `aud`, e.g. https://billing.acme.com");
+                    r.error(r.pos(a), "an audience is empty or has surrounding spaces", "write the audience exactly as callers put it in `aud`, e.g. https://billing.acme.com");
+                } else if let Err(problem) = check_audience(&a.value) {
+                    r.error(r.pos(a), format!("audience {:?} {problem}", a.value), "Cloud Run custom audiences are full URLs, e.g. https://billing.acme.com");
                 }
             });
             let mut sorted = audiences.clone();
             sorted.sort();
-            facts.audiences = Some((sorted, pos(list)));
+            facts.audiences = Some((sorted, r.pos(list)));
             exposure.audiences = Some(audiences);
         }
     }
@@ -714,7 +745,7 @@ fn convert_policy(
             if let Some(invoker) = convert_invoker(r, item, settings.map(|(s, _)| s), clock) {
                 if let Some(first) = invokers.iter().find(|i| i.principal == invoker.principal) {
                     r.error(
-                        pos(item),
+                        r.pos(item),
                         format!(
                             "this invoker is listed twice in policy `{name}` (first at {})",
                             first.source
@@ -732,8 +763,8 @@ fn convert_policy(
         let at = spec
             .invokers
             .as_ref()
-            .map(pos)
-            .unwrap_or(pos(&doc.metadata.name));
+            .map(|s| r.pos(s))
+            .unwrap_or(r.pos(&doc.metadata.name));
         r.error(
             at,
             format!("policy `{name}` names no invokers"),
@@ -762,9 +793,9 @@ fn convert_policy(
                 let at = spec
                     .invokers
                     .as_ref()
-                    .map(pos)
-                    .or(spec.exposure.as_ref().map(pos))
-                    .unwrap_or(pos(&doc.metadata.name));
+                    .map(|s| r.pos(s))
+                    .or(spec.exposure.as_ref().map(|s| r.pos(s)))
+                    .unwrap_or(r.pos(&doc.metadata.name));
                 r.error(
                     at,
                     format!("policy `{name}` grants {role} for {why}, but Settings allowedRoles does not allow it"),
@@ -782,7 +813,7 @@ fn convert_policy(
                 .find_map(|i| i.value.auth0_role.as_ref())
             {
                 r.warning(
-                    pos(role),
+                    r.pos(role),
                     format!("policy `{name}` grants Auth0 roles through the workforce pool without `iap: true`; workforce identities cannot mint the ID tokens Cloud Run's invoker check requires, so this grants nothing usable"),
                     "set `exposure.iap: true` so people sign in through IAP",
                 );
@@ -811,12 +842,12 @@ fn convert_service(
     let project = &s.project;
     if !is_project_id(&project.value) {
         ok = false;
-        r.error(pos(project), format!("`{}` is not a Google Cloud project id", project.value), "a project id has 6 to 30 lowercase letters, digits and hyphens and starts with a letter");
+        r.error(r.pos(project), format!("`{}` is not a Google Cloud project id", project.value), "a project id has 6 to 30 lowercase letters, digits and hyphens and starts with a letter");
     } else if let Some((scope, at)) = scope {
         if !scope.projects.contains(&project.value) {
             ok = false;
             r.error(
-                pos(project),
+                r.pos(project),
                 format!(
                     "project `{}` is not in the Settings scope ({})",
                     project.value,
@@ -840,13 +871,13 @@ fn convert_service(
         true
     };
     let region = if s.region.value == "*" {
-        ok &= needs_regions(r, pos(&s.region), "`region: \"*\"`");
+        ok &= needs_regions(r, r.pos(&s.region), "`region: \"*\"`");
         RegionRef::Any
     } else {
         if !is_region(&s.region.value) {
             ok = false;
             r.error(
-                pos(&s.region),
+                r.pos(&s.region),
                 format!("`{}` is not a Cloud Run region", s.region.value),
                 "write a region such as europe-west1, or \"*\" for every region in scope",
             );
@@ -854,7 +885,7 @@ fn convert_service(
             if !scope.regions.is_empty() && !scope.regions.contains(&s.region.value) {
                 ok = false;
                 r.error(
-                    pos(&s.region),
+                    r.pos(&s.region),
                     format!(
                         "region `{}` is not in the Settings scope ({})",
                         s.region.value,
@@ -869,7 +900,7 @@ fn convert_service(
     let target = match (&s.name, &s.selector) {
         (Some(_), Some(sel)) => {
             r.error(
-                pos(sel),
+                r.pos(sel),
                 "a service has either `name` or `selector`, not both",
                 "keep `name` for one service, or `selector` for every service with those labels",
             );
@@ -877,7 +908,7 @@ fn convert_service(
         }
         (None, None) => {
             r.error(
-                pos(item),
+                r.pos(item),
                 "a service needs `name` or `selector`",
                 "add `name: SERVICE` or `selector: {label: value}`",
             );
@@ -886,7 +917,7 @@ fn convert_service(
         (Some(n), None) => {
             if !is_service_name(&n.value) {
                 ok = false;
-                r.error(pos(n), format!("`{}` is not a Cloud Run service name", n.value), "service names have up to 49 lowercase letters, digits and hyphens, start with a letter and do not end with a hyphen");
+                r.error(r.pos(n), format!("`{}` is not a Cloud Run service name", n.value), "service names have up to 49 lowercase letters, digits and hyphens, start with a letter and do not end with a hyphen");
             }
             ServiceTarget::Named(n.value.clone())
         }
@@ -894,7 +925,7 @@ fn convert_service(
             if sel.value.is_empty() {
                 ok = false;
                 r.error(
-                    pos(sel),
+                    r.pos(sel),
                     "an empty selector would match every service",
                     "give at least one label, e.g. {team: billing}",
                 );
@@ -902,12 +933,12 @@ fn convert_service(
             for (k, v) in &sel.value {
                 if !is_label_key(k) || !is_label_value(v) {
                     ok = false;
-                    r.error(pos(sel), format!("`{k}: {v}` is not a valid Cloud Run label"), "label keys start with a lowercase letter; keys and values have up to 63 lowercase letters, digits, `_` and `-`");
+                    r.error(r.pos(sel), format!("`{k}: {v}` is not a valid Cloud Run label"), "label keys start with a lowercase letter; keys and values have up to 63 lowercase letters, digits, `_` and `-`");
                 }
             }
             // With `region: "*"` the missing regions are already reported, once per service.
             if region != RegionRef::Any {
-                ok &= needs_regions(r, pos(sel), "a selector");
+                ok &= needs_regions(r, r.pos(sel), "a selector");
             }
             ServiceTarget::Selector(sel.value.clone())
         }
@@ -916,7 +947,7 @@ fn convert_service(
         project: project.value.clone(),
         region,
         target,
-        source: r.source(pos(item)),
+        source: r.source(r.pos(item)),
     })
 }
 
@@ -939,14 +970,14 @@ fn convert_invoker(
         [one] => *one,
         [] => {
             r.error(
-                pos(item),
+                r.pos(item),
                 "an invoker needs one of `auth0Role`, `member` or `machine`",
                 "e.g. `- auth0Role: billing-admin`",
             );
             return None;
         }
         [(first, _), (second, v), ..] => {
-            r.error(pos(v), format!("an invoker names exactly one principal, but this one has `{first}` and `{second}`"), "split it into one list entry per principal");
+            r.error(r.pos(v), format!("an invoker names exactly one principal, but this one has `{first}` and `{second}`"), "split it into one list entry per principal");
             return None;
         }
     };
@@ -957,15 +988,23 @@ fn convert_invoker(
                 .is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
             if role.trim().is_empty() {
                 r.error(
-                    pos(value),
+                    r.pos(value),
                     "the Auth0 role name is empty",
+                    "write the role's name as it appears in Auth0",
+                );
+                return None;
+            }
+            if let Err(problem) = check_role_name(role) {
+                r.error(
+                    r.pos(value),
+                    format!("the Auth0 role name {problem}"),
                     "write the role's name as it appears in Auth0",
                 );
                 return None;
             }
             if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
                 r.error(
-                    pos(value),
+                    r.pos(value),
                     format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"),
                     "rename the role in Auth0, or use `mapping: users`",
                 );
@@ -973,14 +1012,14 @@ fn convert_invoker(
             }
             Principal::Auth0Role(role.to_string())
         }
-        "member" => match Member::parse(&value.value) {
+        "member" => match Member::parse_written(&value.value) {
             Ok(m) if m.kind() == MemberKind::Deleted => {
-                r.error(pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
+                r.error(r.pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
                 return None;
             }
             Ok(m) if m.is_public() => {
                 r.error(
-                    pos(value),
+                    r.pos(value),
                     format!("`{}` cannot be an invoker member", value.value),
                     "to make a service public, set `exposure.public: true`",
                 );
@@ -988,7 +1027,12 @@ fn convert_invoker(
             }
             Ok(m) => Principal::Member(m),
             Err(err) => {
-                r.error(pos(value), err.to_string(), "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://...");
+                let hint = if value.value.is_ascii() {
+                    "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://..."
+                } else {
+                    "retype the member: a look-alike or invisible character was likely pasted in (an internationalized domain is written in its xn-- form)"
+                };
+                r.error(r.pos(value), err.to_string(), hint);
                 return None;
             }
         },
@@ -1005,7 +1049,7 @@ fn convert_invoker(
                         format!("known machines: {}", known.join(", "))
                     };
                     r.error(
-                        pos(value),
+                        r.pos(value),
                         format!("unknown machine `{}`", value.value),
                         hint,
                     );
@@ -1020,7 +1064,7 @@ fn convert_invoker(
         Some(e) => match parse_rfc3339(&e.value) {
             Ok(t) if t <= clock.now && clock.expired_is_error => {
                 r.error(
-                    pos(e),
+                    r.pos(e),
                     format!("this grant expired at {}", e.value),
                     "remove the invoker, or move `expires` into the future",
                 );
@@ -1030,7 +1074,7 @@ fn convert_invoker(
                 // Outside `validate` a grant that ran out is not a broken repository: the
                 // plan removes what it granted (reason `expired`) and says to delete the line.
                 r.warning(
-                    pos(e),
+                    r.pos(e),
                     format!("this grant expired at {}; it grants nothing any more", e.value),
                     "delete the invoker (the plan removes what it granted)",
                 );
@@ -1039,7 +1083,7 @@ fn convert_invoker(
             Ok(t) => Some(t),
             Err(err) => {
                 r.error(
-                    pos(e),
+                    r.pos(e),
                     err,
                     "expires is an RFC 3339 time with a zone, e.g. 2027-01-31T00:00:00Z",
                 );
@@ -1050,14 +1094,77 @@ fn convert_invoker(
     Some(Invoker {
         principal,
         expires,
-        source: r.source(pos(item)),
+        source: r.source(r.pos(item)),
     })
+}
+
+/// The longest Auth0 role name a policy may name. The Management API's OpenAPI
+/// (reference/auth0/management-api-v2.openapi.yaml, `roleCreate.name`) states no limit, so this
+/// is runwarden's own bound: far above any real role name, and low enough that a role name
+/// cannot flood a plan, a log line or a pull-request comment (a 20 MB name was accepted).
+pub const MAX_ROLE_NAME: usize = 256;
+/// The longest custom audience. Cloud Run states no limit (run.v2.json `customAudiences`); IAM
+/// caps OIDC audiences at 256 characters (iam.v1.json, `OIDC.allowedAudiences`), the closest
+/// limit Google documents for an audience.
+pub const MAX_AUDIENCE: usize = 256;
+
+/// Why `role` cannot be an Auth0 role name in a policy: too long, or holding a control or
+/// invisible character (which would hide in reviews and reshape outputs).
+pub fn check_role_name(role: &str) -> Result<(), String> {
+    if role.chars().count() > MAX_ROLE_NAME {
+        return Err(format!(
+            "is {} characters long; the limit is {MAX_ROLE_NAME}",
+            role.chars().count()
+        ));
+    }
+    if let Some(c) = role.chars().find(|c| crate::text::is_hidden(*c)) {
+        return Err(format!("contains {}", crate::iam::describe_char(c)));
+    }
+    Ok(())
+}
+
+/// Why `aud` cannot be a Cloud Run custom audience. The Admin API asks for "each custom audience
+/// as the full URL in a string" (run.v2.json, `GoogleCloudRunV2Service.customAudiences`): an
+/// absolute `https://` or `http://` URL with a host, in ASCII, without spaces or controls.
+pub fn check_audience(aud: &str) -> Result<(), String> {
+    if aud.len() > MAX_AUDIENCE {
+        return Err(format!("is {} characters long; the limit is {MAX_AUDIENCE}", aud.len()));
+    }
+    if let Some(c) = aud.chars().find(|c| !c.is_ascii() || c.is_ascii_control() || *c == ' ') {
+        return Err(format!("contains {}", crate::iam::describe_char(c)));
+    }
+    let rest = aud
+        .strip_prefix("https://")
+        .or_else(|| aud.strip_prefix("http://"))
+        .ok_or_else(|| "is not a full URL (https://HOST/...)".to_string())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = host.split(':').next().unwrap_or("");
+    if host.is_empty() {
+        return Err("has no host".to_string());
+    }
+    Ok(())
+}
+
+/// The boolean, or an error at the value when it is text (a quoted `"false"`, or `yes`).
+fn boolean(r: &mut Reporter<'_>, b: &Spanned<wire::Bool>) -> Option<bool> {
+    match &b.value {
+        wire::Bool::Value(v) => Some(*v),
+        wire::Bool::Text(found) => {
+            r.error(
+                r.pos(b),
+                format!("expected a boolean, found {found}"),
+                "write true or false without quotes (a quoted \"false\" is a string; yes/no/on/off are not booleans here)",
+            );
+            None
+        }
+    }
 }
 
 fn check_name(r: &mut Reporter<'_>, name: &Spanned<String>, kind: &str) -> String {
     if !is_dns_label(&name.value, 63) {
         r.error(
-            pos(name),
+            r.pos(name),
             format!("{kind} name `{}` is not valid", name.value),
             "names have up to 63 lowercase letters, digits and hyphens, and start and end with a letter or digit",
         );
@@ -1234,13 +1341,7 @@ fn is_label_value(s: &str) -> bool {
 }
 
 fn is_domain(s: &str) -> bool {
-    !s.is_empty()
-        && s.contains('.')
-        && !s.starts_with('.')
-        && !s.ends_with('.')
-        && !s.contains("..")
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    crate::iam::check_written_domain(s).is_ok()
 }
 
 fn is_env_name(s: &str) -> bool {

@@ -84,9 +84,12 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}: {label}: {}", self.location(), self.message)?;
+        // File names, values and hints may hold anything the files do: a control or
+        // bidirectional character is shown as its escape, never obeyed by the terminal.
+        let v = crate::text::visible;
+        write!(f, "{}: {label}: {}", v(&self.location()), v(&self.message))?;
         if let Some(hint) = &self.hint {
-            write!(f, "\n  = hint: {hint}")?;
+            write!(f, "\n  = hint: {}", v(hint))?;
         }
         Ok(())
     }

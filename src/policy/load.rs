@@ -19,6 +19,8 @@ use super::wire::{self, API_VERSION};
 /// A document that has the right shape, with the file it came from.
 pub(super) struct Parsed {
     pub file: PathBuf,
+    /// How many lines of the file precede the document (add it to the parser's line numbers).
+    pub line_offset: usize,
     pub doc: Document,
 }
 
@@ -113,22 +115,48 @@ fn walk(
     }
 }
 
+/// The largest policy file runwarden reads. `import` writes one file per (project, region) with
+/// one document per service, and Cloud Run allows at most 1,000 services per region and project
+/// (https://cloud.google.com/run/quotas); a few KiB per service gives a few MiB, so 16 MiB is
+/// generous for a real file and still bounds the memory a hostile one can claim.
+pub const MAX_POLICY_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// The most YAML documents one policy file may hold (empty ones included): ten times the
+/// 1,000 services of the largest region `import` can write.
+pub const MAX_DOCUMENTS_PER_FILE: usize = 10_000;
+
 /// Reads one file and parses every document in it. `broken_settings` counts the documents
 /// that declare `kind: Settings` but do not parse.
+///
+/// The work is linear in the size of the file: each document is handed to the parser on its
+/// own (twice: header, then the typed document), never padded to its position in the file.
 pub(super) fn parse_file(
     path: &Path,
     diagnostics: &mut Vec<Diagnostic>,
     broken_settings: &mut usize,
 ) -> Vec<Parsed> {
-    let bytes = match fs::read(path) {
+    let bytes = match crate::files::read_capped(path, MAX_POLICY_FILE_BYTES) {
         Ok(bytes) => bytes,
+        // File-level errors point at 1:1, so editors and CI annotations open the file.
+        Err(err) if err.kind() == std::io::ErrorKind::FileTooLarge => {
+            diagnostics.push(
+                Diagnostic::error(
+                    path,
+                    1,
+                    1,
+                    format!(
+                        "the file is larger than {}, the limit for a policy file",
+                        crate::files::size(MAX_POLICY_FILE_BYTES)
+                    ),
+                )
+                .with_hint("split the policies into several files"),
+            );
+            return Vec::new();
+        }
         Err(err) => {
-            diagnostics.push(Diagnostic::error(
-                path,
-                0,
-                0,
-                format!("cannot read the file: {err}"),
-            ));
+            diagnostics.push(
+                Diagnostic::error(path, 1, 1, format!("cannot read the file: {err}"))
+                    .with_hint("check the file's permissions, or move it out of the policy directory"),
+            );
             return Vec::new();
         }
     };
@@ -145,9 +173,32 @@ pub(super) fn parse_file(
             return Vec::new();
         }
     };
-    split_documents(&text)
+    let documents = split_documents(&text);
+    if let Some(over) = documents.get(MAX_DOCUMENTS_PER_FILE) {
+        diagnostics.push(
+            Diagnostic::error(
+                path,
+                over.line_offset + 1,
+                1,
+                format!(
+                    "the file holds more than {MAX_DOCUMENTS_PER_FILE} YAML documents, the limit for a policy file"
+                ),
+            )
+            .with_hint("split the policies into several files, and remove empty `---` documents"),
+        );
+        return Vec::new();
+    }
+    documents
         .into_iter()
-        .filter_map(|doc| parse_document(path, &doc, diagnostics, broken_settings))
+        .filter_map(|doc| {
+            parse_document(
+                path,
+                &text[doc.bytes],
+                doc.line_offset,
+                diagnostics,
+                broken_settings,
+            )
+        })
         .collect()
 }
 
@@ -158,29 +209,52 @@ fn end_position(text: &str) -> (usize, usize) {
     (line, column)
 }
 
-/// Splits a YAML stream into its documents. Each document is returned as the whole text with
-/// every line outside it blanked, so the parser's line and column numbers are the file's own.
+/// A parser location inside a document that starts after `line_offset` lines of its file, as
+/// the file's (line, column); (0, 0) when the parser did not know.
+pub(super) fn file_position(location: &serde_saphyr::Location, line_offset: usize) -> (usize, usize) {
+    match (location.line() as usize, location.column() as usize) {
+        (0, _) => (0, 0),
+        (line, column) => (line + line_offset, column),
+    }
+}
+
+/// One document of a file: its bytes, and how many lines of the file come before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DocumentText {
+    line_offset: usize,
+    bytes: std::ops::Range<usize>,
+}
+
+/// Splits a YAML stream into its documents, as byte ranges of the text with the number of
+/// lines before each (documents start at a line, so a parser position inside a document maps
+/// to the file by adding that number to the line; the column is unchanged).
 ///
 /// A document starts at a `---` line (a marker at the start of a line always starts a document
 /// in YAML, even inside a block scalar, so splitting on lines is exact) and ends after a `...`
 /// line. Directives (`%YAML 1.2`) and comments before a document's `---` belong to it.
-fn split_documents(text: &str) -> Vec<String> {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut starts = vec![0];
+///
+/// The ranges cover the text exactly once, in order: the parser reads each byte of the file
+/// once per pass, however many documents there are.
+fn split_documents(text: &str) -> Vec<DocumentText> {
+    // (line index, byte offset) of every document start.
+    let mut starts = vec![(0usize, 0usize)];
     // Whether the current document has anything but directives, comments and blank lines, or
     // already its own `---`: then a `---` starts the next one.
     let mut started = false;
-    for (i, raw) in lines.iter().enumerate() {
+    let mut offset = 0;
+    let mut lines = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
         let line = raw.trim_end_matches(['\n', '\r']);
         let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+        let next = offset + raw.len();
         if line == "---" || line.starts_with("--- ") || line.starts_with("---\t") {
             if started && i > 0 {
-                starts.push(i);
+                starts.push((i, offset));
             }
             started = true;
         } else if line == "..." || line.starts_with("... ") {
-            if i + 1 < lines.len() {
-                starts.push(i + 1);
+            if next < text.len() {
+                starts.push((i + 1, next));
             }
             started = false;
         } else {
@@ -189,16 +263,18 @@ fn split_documents(text: &str) -> Vec<String> {
                 started = true;
             }
         }
+        offset = next;
+        lines = i + 1;
     }
+    debug_assert!(lines == 0 || offset == text.len());
     starts.dedup();
     let mut documents = Vec::with_capacity(starts.len());
-    for (k, &start) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).copied().unwrap_or(lines.len());
-        let mut doc = "\n".repeat(start);
-        for line in &lines[start..end] {
-            doc.push_str(line);
-        }
-        documents.push(doc);
+    for (k, &(line_offset, start)) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(text.len(), |&(_, end)| end);
+        documents.push(DocumentText {
+            line_offset,
+            bytes: start..end,
+        });
     }
     documents
 }
@@ -217,6 +293,7 @@ fn options() -> serde_saphyr::Options {
 fn parse_document(
     path: &Path,
     text: &str,
+    line_offset: usize,
     diagnostics: &mut Vec<Diagnostic>,
     broken_settings: &mut usize,
 ) -> Option<Parsed> {
@@ -224,13 +301,18 @@ fn parse_document(
         match serde_saphyr::from_str_with_options(text, options()) {
             Ok(header) => header,
             Err(err) => {
-                diagnostics.push(yaml_error(path, &err));
+                // A Settings document broken beyond reading its header (bad syntax, a
+                // duplicate key) still counts as one, so no "no Settings found" follows.
+                if text.lines().any(|l| l.trim_end() == "kind: Settings") {
+                    *broken_settings += 1;
+                }
+                diagnostics.push(yaml_error(path, line_offset, &err));
                 return None;
             }
         };
     // A document holding only comments (or nothing, after a trailing `---`) is not an error.
     let header = header?;
-    let at = |loc: &serde_saphyr::Location| (loc.line() as usize, loc.column() as usize);
+    let at = |loc: &serde_saphyr::Location| file_position(loc, line_offset);
     let (line, column) = at(&header.referenced);
     let Some(api_version) = &header.value.api_version else {
         diagnostics.push(
@@ -279,13 +361,14 @@ fn parse_document(
     match doc {
         Ok(doc) => Some(Parsed {
             file: path.to_path_buf(),
+            line_offset,
             doc,
         }),
         Err(err) => {
             if kind.value == "Settings" {
                 *broken_settings += 1;
             }
-            diagnostics.push(yaml_error(path, &err));
+            diagnostics.push(yaml_error(path, line_offset, &err));
             None
         }
     }
@@ -293,11 +376,16 @@ fn parse_document(
 
 /// Turns a serde-saphyr error into a diagnostic, rephrasing the common cases for people who
 /// write policies rather than parsers.
-fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
+fn yaml_error(path: &Path, line_offset: usize, err: &serde_saphyr::Error) -> Diagnostic {
     use serde_saphyr::Error as E;
-    let (line, column) = err
+    // The parser's own numbering (within the document) appears in its message text.
+    let (raw_line, raw_column) = err
         .location()
         .map(|l| (l.line() as usize, l.column() as usize))
+        .unwrap_or((0, 0));
+    let (line, column) = err
+        .location()
+        .map(|l| file_position(&l, line_offset))
         .unwrap_or((0, 0));
     let error = |message: String| Diagnostic::error(path, line, column, message);
     match err.without_snippet() {
@@ -331,7 +419,7 @@ fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
         } => error(format!("expected {expected}, found {unexpected}")),
         other => {
             let text = other.to_string();
-            let suffix = format!(" at line {line}, column {column}");
+            let suffix = format!(" at line {raw_line}, column {raw_column}");
             let text = text.strip_suffix(&suffix).unwrap_or(&text);
             let message = match text {
                 "expected mapping start" => {
@@ -355,45 +443,61 @@ fn yaml_error(path: &Path, err: &serde_saphyr::Error) -> Diagnostic {
 mod tests {
     use super::*;
 
+    /// The documents as the text the parser sees, each prefixed with as many newlines as lines
+    /// precede it (what the file's line numbers mean), for readable expectations.
+    fn split(text: &str) -> Vec<String> {
+        split_documents(text)
+            .into_iter()
+            .map(|d| format!("{}{}", "\n".repeat(d.line_offset), &text[d.bytes]))
+            .collect()
+    }
+
     #[test]
     fn documents_keep_their_file_line_numbers() {
-        let docs = split_documents("a: 1\n---\nb: 2\n--- # x\nc: 3\n");
+        let docs = split("a: 1\n---\nb: 2\n--- # x\nc: 3\n");
         assert_eq!(docs, ["a: 1\n", "\n---\nb: 2\n", "\n\n\n--- # x\nc: 3\n"]);
     }
 
     #[test]
     fn a_leading_marker_does_not_make_an_empty_first_document() {
-        assert_eq!(split_documents("---\na: 1\n"), ["---\na: 1\n"]);
+        assert_eq!(split("---\na: 1\n"), ["---\na: 1\n"]);
     }
 
     #[test]
     fn directives_and_comments_belong_to_the_document_after_them() {
         assert_eq!(
-            split_documents("%YAML 1.2\n# c\n---\na: 1\n"),
+            split("%YAML 1.2\n# c\n---\na: 1\n"),
             ["%YAML 1.2\n# c\n---\na: 1\n"]
         );
-        assert_eq!(
-            split_documents("---\n---\na: 1\n"),
-            ["---\n", "\n---\na: 1\n"]
-        );
+        assert_eq!(split("---\n---\na: 1\n"), ["---\n", "\n---\na: 1\n"]);
     }
 
     #[test]
     fn an_end_marker_ends_the_document() {
+        assert_eq!(split("a: 1\n...\nb: 2\n"), ["a: 1\n...\n", "\n\nb: 2\n"]);
         assert_eq!(
-            split_documents("a: 1\n...\nb: 2\n"),
-            ["a: 1\n...\n", "\n\nb: 2\n"]
-        );
-        assert_eq!(
-            split_documents("a: 1\n...\n---\nb: 2\n"),
+            split("a: 1\n...\n---\nb: 2\n"),
             ["a: 1\n...\n", "\n\n---\nb: 2\n"]
         );
-        assert_eq!(split_documents("a: 1\n...\n"), ["a: 1\n...\n"]);
+        assert_eq!(split("a: 1\n...\n"), ["a: 1\n...\n"]);
     }
 
     #[test]
     fn markers_must_start_the_line_and_stand_alone() {
-        assert_eq!(split_documents("a: |\n  ---\nb: ---x\n----\n").len(), 1);
+        assert_eq!(split("a: |\n  ---\nb: ---x\n----\n").len(), 1);
+    }
+
+    #[test]
+    fn splitting_hands_each_byte_to_the_parser_once_however_many_documents() {
+        // 100,000 separators: before, every document was padded with the newlines before it,
+        // so the parser read ~5 * 10^9 bytes; now it reads the file's 400,000 once per pass.
+        let text = "---\n".repeat(100_000) + "a: 1\n";
+        let docs = split_documents(&text);
+        assert_eq!(docs.len(), 100_000);
+        let handed: usize = docs.iter().map(|d| d.bytes.len()).sum();
+        assert_eq!(handed, text.len());
+        assert_eq!(docs.last().unwrap().line_offset, 99_999);
+        assert!(docs.windows(2).all(|w| w[0].bytes.end == w[1].bytes.start));
     }
 
     #[test]

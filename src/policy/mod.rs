@@ -28,6 +28,8 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 
+pub use check::{MAX_AUDIENCE, MAX_ROLE_NAME, check_audience, check_role_name};
+pub use load::{MAX_DOCUMENTS_PER_FILE, MAX_POLICY_FILE_BYTES};
 pub use diag::{Diagnostic, PolicyError, PolicyErrors, PolicyWarning, Severity};
 pub use model::Desired;
 pub use schema::{ACCESS_POLICY_SCHEMA, SETTINGS_SCHEMA, policy_schemas};
@@ -66,6 +68,38 @@ pub fn load_with_warnings(dir: &Path, now: SystemTime) -> Result<Loaded, PolicyE
 /// `validate` (what pull requests run) keeps it an error.
 pub fn load_lenient(dir: &Path, now: SystemTime) -> Result<Loaded, PolicyErrors> {
     load_checked(dir, check::Clock { now, expired_is_error: false })
+}
+
+/// Only the Settings document under `dir`: AccessPolicy documents, and files that hold no
+/// Settings, are ignored (their errors too). `plan --settings-from` trusts the base branch's
+/// connection this way even when the base's access policies do not load.
+pub fn load_settings(dir: &Path, now: SystemTime) -> Result<model::Settings, PolicyErrors> {
+    let mut diagnostics = Vec::new();
+    let files = load::policy_files(dir, &mut diagnostics);
+    if files.is_empty() && !diagnostics.is_empty() {
+        return Err(PolicyErrors { errors: diagnostics, warnings: Vec::new(), files: 0 });
+    }
+    let mut parsed = Vec::new();
+    let mut broken_settings = 0;
+    for file in &files {
+        let mut file_diagnostics = Vec::new();
+        let before = broken_settings;
+        let docs = load::parse_file(file, &mut file_diagnostics, &mut broken_settings);
+        if broken_settings > before {
+            diagnostics.extend(file_diagnostics);
+        }
+        parsed.extend(docs.into_iter().filter(|p| matches!(p.doc, load::Document::Settings(_))));
+    }
+    let loader_errors = diagnostics.len();
+    let clock = check::Clock { now, expired_is_error: false };
+    let checked = check::check(dir, parsed, broken_settings, clock, loader_errors, &mut diagnostics);
+    let (mut errors, warnings): (Vec<_>, Vec<_>) =
+        diagnostics.into_iter().partition(|d| d.severity == Severity::Error);
+    diag::sort(&mut errors);
+    match checked.desired {
+        Some(desired) if errors.is_empty() => Ok(desired.settings),
+        _ => Err(PolicyErrors { errors, warnings, files: files.len() }),
+    }
 }
 
 fn load_checked(dir: &Path, clock: check::Clock) -> Result<Loaded, PolicyErrors> {

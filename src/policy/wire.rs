@@ -12,6 +12,55 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+/// A YAML boolean as written: `Value` for an unquoted `true`/`false`, `Text` for anything
+/// else that is a scalar. serde-saphyr hands the text of a quoted `"false"` to a `bool` target
+/// as if it were the boolean; read through `deserialize_any`, where a quoted scalar is always a
+/// string, the two are told apart, and `check` reports the text at its own position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bool {
+    Value(bool),
+    Text(String),
+}
+
+// Serialize only so that the schema generator can state the field's `default` (null), as it
+// does for every other optional field.
+impl serde::Serialize for Bool {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Bool::Value(v) => s.serialize_bool(*v),
+            Bool::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bool {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Bool;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a boolean")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Bool, E> {
+                Ok(Bool::Value(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bool, E> {
+                Ok(Bool::Text(format!("string {v:?}")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Bool, E> {
+                Ok(Bool::Text(format!("number {v}")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Bool, E> {
+                Ok(Bool::Text(format!("number {v}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Bool, E> {
+                Ok(Bool::Text(format!("number {v}")))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// The only `apiVersion` this version of runwarden reads.
 pub const API_VERSION: &str = "runwarden.dev/v1";
 
@@ -228,7 +277,8 @@ pub struct Audits {
     pub max_signing_key_age: Option<Spanned<String>>,
     /// Every service in scope must be governed by some policy. Default: false.
     #[serde(default)]
-    pub require_coverage: Option<bool>,
+    #[schemars(with = "Option<bool>")]
+    pub require_coverage: Option<Spanned<Bool>>,
 }
 
 /// Which services this policy governs, how they are exposed, and who may invoke them.
@@ -294,11 +344,11 @@ pub struct Exposure {
     /// `allAuthenticatedUsers`.
     #[serde(default)]
     #[schemars(with = "Option<bool>")]
-    pub public: Option<Spanned<bool>>,
+    pub public: Option<Spanned<Bool>>,
     /// Whether Identity-Aware Proxy fronts the service; invokers then become IAP accessors.
     #[serde(default)]
     #[schemars(with = "Option<bool>")]
-    pub iap: Option<Spanned<bool>>,
+    pub iap: Option<Spanned<Bool>>,
     /// Cloud Run custom audiences accepted in ID tokens.
     #[serde(default)]
     #[schemars(with = "Option<Vec<String>>")]

@@ -141,7 +141,10 @@ fn check_probability(p: f64) -> Result<(), String> {
     }
 }
 
-/// Parses `20ms`, `1.5s`, `5m`, `1h`, `90d`, `500us`.
+/// The longest duration a world file may state.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// Parses `20ms`, `1.5s`, `5m`, `1h`, `90d`, `500us` (at most [`MAX_DURATION`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -162,6 +165,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("{text:?} is not a valid duration"));
+    }
+    // Larger values would overflow `Duration` (a panic) or the clock arithmetic that adds them;
+    // no simulated latency, delay or token lifetime needs more than a year.
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(format!("{text:?} is longer than the limit of 365d"));
     }
     Ok(Duration::from_secs_f64(seconds))
 }

@@ -26,9 +26,60 @@ use super::state::{
 };
 use super::world::{GenerateSpec, IngressValue};
 
+/// The largest generated estate: ten times the 10,000 services of the biggest benchmark. Each
+/// service costs about 1 KiB of simulator memory, so this bounds a world file's estate to about
+/// 100 MiB instead of whatever `4294967295` multiplied out to.
+pub const MAX_GENERATED_SERVICES: u64 = 100_000;
+/// The most generated projects (each also holds a unique 12-digit number).
+pub const MAX_GENERATED_PROJECTS: u32 = 10_000;
+/// The most generated Auth0 users (`user-000001` ... numbers have six digits).
+pub const MAX_GENERATED_USERS: u32 = 999_999;
+/// The most generated Auth0 roles.
+pub const MAX_GENERATED_ROLES: u32 = 10_000;
+/// The most generated role memberships (roles × usersPerRole).
+pub const MAX_GENERATED_MEMBERSHIPS: u64 = 10_000_000;
+
+/// Refuses a `generate` section whose estate would not fit in memory, before building any of it.
+fn check_sizes(g: &GenerateSpec) -> Result<(), String> {
+    // In u128, the product of three u32 values cannot overflow.
+    let services =
+        g.projects as u128 * g.regions.len() as u128 * g.services_per_region as u128;
+    if services > MAX_GENERATED_SERVICES as u128 {
+        return Err(format!(
+            "projects × regions × servicesPerRegion is {services}, above the limit of {MAX_GENERATED_SERVICES} generated services"
+        ));
+    }
+    if g.projects > MAX_GENERATED_PROJECTS {
+        return Err(format!(
+            "projects is {}, above the limit of {MAX_GENERATED_PROJECTS}",
+            g.projects
+        ));
+    }
+    if g.users > MAX_GENERATED_USERS {
+        return Err(format!(
+            "users is {}, above the limit of {MAX_GENERATED_USERS}",
+            g.users
+        ));
+    }
+    if g.roles > MAX_GENERATED_ROLES {
+        return Err(format!(
+            "roles is {}, above the limit of {MAX_GENERATED_ROLES}",
+            g.roles
+        ));
+    }
+    let memberships = g.roles as u64 * g.users_per_role as u64;
+    if memberships > MAX_GENERATED_MEMBERSHIPS {
+        return Err(format!(
+            "roles × usersPerRole is {memberships}, above the limit of {MAX_GENERATED_MEMBERSHIPS} generated role memberships"
+        ));
+    }
+    Ok(())
+}
+
 /// Adds the generated estate to `store`.
 pub fn generate(store: &mut Store, g: &GenerateSpec, now: &str) -> Result<(), SimError> {
     let bad = |m: &str| SimError::World(format!("generate: {m}"));
+    check_sizes(g).map_err(|m| bad(&m))?;
     if !(0.0..=1.0).contains(&g.public_fraction) {
         return Err(bad("publicFraction must be between 0 and 1"));
     }

@@ -66,6 +66,10 @@ pub enum SimError {
     Mint(String),
 }
 
+/// The largest world file the simulator reads: big estates come from the `generate` section,
+/// so a hand-written world of a few thousand services fits many times over.
+pub const MAX_WORLD_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl World {
     /// Parses a world file; `file` is only used in error messages.
     pub fn from_yaml(text: &str, file: &Path) -> Result<World, SimError> {
@@ -88,7 +92,7 @@ impl World {
 
     /// Reads and parses a world file.
     pub fn from_file(path: &Path) -> Result<World, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SimError::ReadWorld {
+        let text = crate::files::read_to_string_capped(path, MAX_WORLD_FILE_BYTES).map_err(|source| SimError::ReadWorld {
             path: path.to_path_buf(),
             source,
         })?;

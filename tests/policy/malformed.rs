@@ -50,6 +50,17 @@ const CASES: &[Case] = &[
         "yes-is-not-a-boolean.yaml:11:13: error: expected a boolean",
         "write true or false",
     ),
+    // A quoted "false" is a string: it used to be read as the boolean.
+    (
+        "policy/quoted-false-is-not-a-boolean.yaml",
+        "quoted-false-is-not-a-boolean.yaml:11:13: error: expected a boolean, found string \"false\"",
+        "without quotes",
+    ),
+    (
+        "alone/quoted-true-is-not-a-boolean.yaml",
+        "quoted-true-is-not-a-boolean.yaml:14:22: error: expected a boolean, found string \"true\"",
+        "without quotes",
+    ),
     (
         "policy/services-not-a-list.yaml",
         "services-not-a-list.yaml:6:13: error: expected a list here",
@@ -95,6 +106,65 @@ const CASES: &[Case] = &[
         "policy/invalid-member.yaml",
         "invalid-member.yaml:12:15: error: invalid IAM member \"user:ada\": expected an e-mail address",
         "user:EMAIL",
+    ),
+    // Members as Google accepts them (the IAM `Binding.members` forms); look-alike and
+    // invisible characters are named with their code point and never shown raw.
+    (
+        "policy/member-wildcard.yaml",
+        "member-wildcard.yaml:12:15: error: invalid IAM member \"user:*@acme.com\": `*` is not a wildcard in IAM",
+        "write members as user:EMAIL",
+    ),
+    (
+        "policy/member-double-dot-domain.yaml",
+        "member-double-dot-domain.yaml:12:15: error: invalid IAM member \"group:billing@acme..com\": the e-mail address has an invalid domain: `acme..com` has an empty label",
+        "",
+    ),
+    (
+        "policy/member-quote.yaml",
+        "member-quote.yaml:12:15: error: invalid IAM member \"user:\\\"ada\\\"@acme.com\": the e-mail address contains `\"`",
+        "",
+    ),
+    (
+        "policy/member-script.yaml",
+        "member-script.yaml:12:15: error: invalid IAM member \"user:<script>alert(1)</script>@acme.com\": the e-mail address contains `<`",
+        "",
+    ),
+    (
+        "policy/member-percent-encoded.yaml",
+        "member-percent-encoded.yaml:12:15: error: invalid IAM member \"user:ada%40acme.com@evil.example\": the address is percent-encoded",
+        "",
+    ),
+    (
+        "policy/member-cyrillic.yaml",
+        "member-cyrillic.yaml:12:15: error: invalid IAM member \"user:ada@\u{430}cme.com\": contains the character '\u{430}' (U+0430); IAM members are plain ASCII",
+        "look-alike or invisible character",
+    ),
+    (
+        "policy/member-zero-width.yaml",
+        "member-zero-width.yaml:12:15: error: invalid IAM member \"user:ada\\u{200b}@acme.com\": contains the invisible or control character \\u{200b} (U+200B)",
+        "look-alike or invisible character",
+    ),
+    (
+        "policy/member-rtl-override.yaml",
+        "member-rtl-override.yaml:12:15: error: invalid IAM member \"user:ada@acme.com\\u{202e}moc.live\": contains the invisible or control character \\u{202e} (U+202E)",
+        "look-alike or invisible character",
+    ),
+    // Auth0 states no limit on role names (roleCreate.name); a 20 MB name was accepted.
+    (
+        "policy/role-name-too-long.yaml",
+        "role-name-too-long.yaml:12:18: error: the Auth0 role name is 300 characters long; the limit is 256",
+        "as it appears in Auth0",
+    ),
+    (
+        "policy/role-name-with-control-character.yaml",
+        "role-name-with-control-character.yaml:12:18: error: the Auth0 role name contains the invisible or control character \\u{a} (U+000A)",
+        "",
+    ),
+    // Cloud Run custom audiences are full URLs (run.v2.json customAudiences).
+    (
+        "policy/audience-not-a-url.yaml",
+        "audience-not-a-url.yaml:11:43: error: audience \"billing\" is not a full URL (https://HOST/...)",
+        "https://billing.acme.com",
     ),
     (
         "policy/deleted-member.yaml",
@@ -254,6 +324,11 @@ const CASES: &[Case] = &[
         "alone/duration-unknown-unit.yaml",
         "duration-unknown-unit.yaml:15:23: error: audits.maxSigningKeyAge: `1y` has an unknown unit `y`",
         "",
+    ),
+    (
+        "alone/email-domain-look-alike.yaml",
+        "email-domain-look-alike.yaml:10:47: error: `\u{430}cme.com` is not an e-mail domain: `\u{430}cme.com` contains the character '\u{430}' (U+0430)",
+        "acme.com",
     ),
     (
         "alone/bad-owned-pattern.yaml",

@@ -417,6 +417,35 @@ fn directory_rules() {
 }
 
 #[test]
+fn file_level_errors_point_at_the_file_so_editors_and_ci_can_open_it() {
+    // A single policy file passed as the directory: the Settings are missing from it.
+    let dir = policy_dir(&[("a.yaml", &policy("a", "billing-api", "internal"))]);
+    let file = dir.path().join("a.yaml");
+    let errors = load_at(&file, now()).unwrap_err();
+    assert_eq!(errors.errors.len(), 1, "{errors}");
+    assert_eq!(
+        errors.errors[0].to_string().lines().next().unwrap(),
+        format!("{}:1:1: error: no Settings document found", file.display())
+    );
+    // An unreadable file (a link to /proc/self/mem: a regular file whose first page fails to
+    // read with EIO, even for root, who ignores permissions).
+    #[cfg(target_os = "linux")]
+    {
+        let dir = policy_dir(&[("settings.yaml", &shared_settings())]);
+        std::os::unix::fs::symlink("/proc/self/mem", dir.path().join("mem.yaml")).unwrap();
+        let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("mem.yaml:1:1: error: cannot read the file"), "{got:?}");
+    }
+    // A directory has no line to point at: its path alone.
+    let errors = load_at(dir.path(), now()).unwrap_err();
+    assert_eq!(
+        errors.errors[0].to_string().lines().next().unwrap(),
+        format!("{}: error: no Settings document found", dir.path().display())
+    );
+}
+
+#[test]
 fn a_missing_directory_is_one_error_naming_it() {
     let missing = root().join("tests/fixtures/policies/does-not-exist");
     let errors = load_at(&missing, now()).unwrap_err();
@@ -443,6 +472,82 @@ fn a_file_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
         [
             "latin1.yaml:2:10: error: the file is not valid UTF-8\n  = hint: save policy files as UTF-8"
         ]
+    );
+}
+
+#[test]
+fn a_bidi_override_in_a_value_is_shown_escaped_in_the_diagnostic() {
+    let file = policy("a", "billing-api", "all\u{202e}lanretni");
+    let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("a.yaml", &file)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(!got[0].contains('\u{202e}'), "{got:#?}");
+    assert!(
+        got[0].starts_with("a.yaml:11:14: error: unknown value `all\\u{202e}lanretni`"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn owned_and_keep_patterns_may_cut_a_federated_path_but_not_an_email() {
+    let with = |patterns: &str| {
+        shared_settings().replacen("  keep:\n", &format!("  keep:\n    - {patterns}\n"), 1)
+    };
+    let ok = with("'principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*'");
+    let dir = policy_dir(&[("settings.yaml", &ok)]);
+    load_at(dir.path(), now()).unwrap_or_else(|e| panic!("{e}"));
+    // A Settings document that does not parse at all is one error, not also "no Settings".
+    let twice = shared_settings().replacen("  keep:\n", "  keep: []\n  keep:\n", 1);
+    let dir = policy_dir(&[("settings.yaml", &twice)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert!(got.len() == 1 && got[0].contains("duplicate key `keep`"), "{got:?}");
+    let bad = with("'user:*@acme..com'");
+    let dir = policy_dir(&[("settings.yaml", &bad)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert!(got.len() == 1 && got[0].contains("invalid member pattern `user:*@acme..com`"), "{got:?}");
+}
+
+#[test]
+fn thousands_of_separators_load_in_linear_time_and_positions_stay_exact() {
+    // 9,000 empty documents (36 KB) before a broken policy: the loader used to pad each
+    // document with the lines before it (quadratic: 10,000 separators took 38 s).
+    let broken = policy("a", "billing-api", "sideways");
+    let file = "---\n".repeat(9_000) + "---\n" + &broken;
+    let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("many.yaml", &file)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    // `ingress:` is on line 11 of the policy, which starts on the file's line 9,002.
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("many.yaml:9012:14: error: unknown value `sideways`"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn a_file_of_more_documents_than_the_limit_is_refused_at_the_first_one_over() {
+    // 100,000 separators (400 KB) grew past 2.7 GB before.
+    let file = "---\n".repeat(100_000) + &policy("a", "billing-api", "internal");
+    let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("many.yaml", &file)]);
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(
+        got,
+        ["many.yaml:10001:1: error: the file holds more than 10000 YAML documents, the limit for a policy file\n  = hint: split the policies into several files, and remove empty `---` documents"]
+    );
+}
+
+#[test]
+fn a_policy_file_over_the_size_limit_is_refused_without_being_parsed() {
+    let dir = policy_dir(&[("settings.yaml", &shared_settings())]);
+    // Valid YAML throughout (one long comment), so only the size can be the error.
+    let mut big = policy("a", "billing-api", "internal");
+    big.push('#');
+    big.push_str(&"x".repeat(16 * 1024 * 1024));
+    big.push('\n');
+    fs::write(dir.path().join("big.yaml"), big).unwrap();
+    let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+    assert_eq!(
+        got,
+        ["big.yaml:1:1: error: the file is larger than 16 MiB, the limit for a policy file\n  = hint: split the policies into several files"]
     );
 }
 
