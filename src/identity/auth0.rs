@@ -107,10 +107,12 @@ pub const BODY_LIMIT: usize = 4 << 20;
 /// API is 30 days); a larger value, up to `u64::MAX`, is read as this.
 const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 
-/// After the token endpoint failed, every call fails at once with that failure for this long
-/// instead of asking again: concurrent calls and their retries must not hammer a failing
-/// endpoint (one pass asks it once; the loop's next pass asks again).
+/// After the token endpoint failed [`TOKEN_TRIES`] times in a row, every call fails at once
+/// with that failure for this long instead of asking again: concurrent calls and their retries
+/// must not hammer a failing endpoint (a pass asks it a few times; the loop's next pass asks
+/// again). A single failure is retried as usual.
 const TOKEN_FAILURE_HOLD: Duration = Duration::from_secs(30);
+const TOKEN_TRIES: u32 = 3;
 
 impl Auth0Config {
     /// A configuration with the default limits (4 in flight, 15 requests/s, pages of 100).
@@ -261,6 +263,8 @@ struct Inner {
 #[derive(Default)]
 struct TokenState {
     cached: Option<CachedToken>,
+    /// Failures of the token endpoint in a row.
+    failures: u32,
     /// The last failure of the token endpoint: when, and what it said.
     failed: Option<(Instant, String)>,
 }
@@ -543,8 +547,9 @@ impl Auth0Client {
     }
 
     /// A valid Management API token: the cached one, or a new one from `/oauth/token`. Callers
-    /// queue on the lock, so concurrent calls fetch one token, not one each; after a failure,
-    /// calls fail at once for [`TOKEN_FAILURE_HOLD`] instead of asking again.
+    /// queue on the lock, so concurrent calls fetch one token, not one each; after
+    /// [`TOKEN_TRIES`] failures in a row, calls fail at once for [`TOKEN_FAILURE_HOLD`] instead
+    /// of asking again.
     async fn token(&self) -> Result<Secret, Auth0Error> {
         let mut state = self.inner.token.lock().await;
         if let Some(t) = state.cached.as_ref() {
@@ -552,7 +557,7 @@ impl Auth0Client {
                 return Ok(t.value.clone());
             }
         }
-        if let Some((at, message)) = &state.failed {
+        if let Some((at, message)) = state.failed.as_ref().filter(|_| state.failures >= TOKEN_TRIES) {
             if at.elapsed() < TOKEN_FAILURE_HOLD {
                 return Err(Auth0Error::TokenUnavailable {
                     message: message.clone(),
@@ -570,11 +575,17 @@ impl Auth0Client {
                     refresh_at: Instant::now() + (lifetime - margin),
                 });
                 state.failed = None;
+                state.failures = 0;
                 Ok(value)
             }
             Err(e) => {
-                if !matches!(e, Auth0Error::MissingSecret { .. } | Auth0Error::ShuttingDown { .. }) {
+                // A 429 says when to come back (the retry honours it); it is not a failing
+                // endpoint. A missing secret or shutdown never reached it.
+                let counts = e.class() != ErrorClass::Quota
+                    && !matches!(e, Auth0Error::MissingSecret { .. } | Auth0Error::ShuttingDown { .. });
+                if counts {
                     state.failed = Some((Instant::now(), e.to_string()));
+                    state.failures += 1;
                 }
                 Err(e)
             }
