@@ -172,9 +172,6 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         bail!("refusing to apply without confirmation: stdin is not a terminal; review the plan with `runwarden plan`, then run `runwarden apply --auto-approve`");
     }
     runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
-        let audit = AuditContext { actor: conn.actor.clone(), ..audit };
-        let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         let shutdown = CancellationToken::new();
         let on_signal = shutdown.clone();
         tokio::spawn(async move {
@@ -182,6 +179,10 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
             eprintln!("runwarden apply: interrupted; finishing the writes in flight, starting no new one");
             on_signal.cancel();
         });
+        // Every wait (pacer, server-requested pause, retry backoff) ends on shutdown.
+        let conn = Connection::open_with(global, &desired.settings, &client_config(&shutdown)).await?;
+        let audit = AuditContext { actor: conn.actor.clone(), ..audit };
+        let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         if let Some(shard) = shard {
             tracing::info!(index = shard.index, count = shard.count, "applying one shard of the estate");
         }
@@ -242,6 +243,13 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         sink.summary(&report, &audit);
         Ok(exit_for_apply(&report))
     })
+}
+
+/// The clients' limits, with every wait ended by `shutdown`.
+fn client_config(shutdown: &CancellationToken) -> crate::live::ClientConfig {
+    let mut config = crate::live::ClientConfig::default();
+    config.google.shutdown = shutdown.clone();
+    config
 }
 
 /// 0 when every service converged, 1 otherwise.
@@ -389,7 +397,8 @@ impl crate::reconcile::Pass for LivePass {
     ) -> Result<crate::reconcile::PassReport, crate::reconcile::PassFailure> {
         use crate::reconcile::{PassFailure, PassReport, ServiceStatus};
         let now = crate::time::command_now();
-        let live = crate::live::read_live(&desired, &self.conn.clients, &crate::live::ReadConfig::default())
+        let read = crate::live::ReadConfig { retry: crate::retry::RetryPolicy::default().until(&shutdown), ..Default::default() };
+        let live = crate::live::read_live(&desired, &self.conn.clients, &read)
             .await
             .map_err(|e| PassFailure { transient: true, reason: "ReadFailed".into(), message: e.to_string() })?;
         let plan = plan(&desired, &live, &PlanOptions::at(now));
@@ -463,7 +472,9 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
+        let shutdown = CancellationToken::new();
+        // Every wait (pacer, server-requested pause, retry backoff) ends on shutdown.
+        let conn = Connection::open_with(global, &desired.settings, &client_config(&shutdown)).await?;
         if let Some(sim) = conn.sim() {
             eprintln!("runwarden run: embedded simulator on {} (inject drift there, e.g. with gcloud or {}/sim/faults)", sim.base_url, sim.base_url);
         }
@@ -482,7 +493,6 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
             format!("watching {}", args.policies.policies.display())
         };
         eprintln!("runwarden run: every {}, {watching}; status on http://{}/status", args.interval, listener.local_addr()?);
-        let shutdown = CancellationToken::new();
         let server_stop = shutdown.clone();
         let app = router(status.clone());
         let server = tokio::spawn(async move {
@@ -593,7 +603,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: r
     if !status.is_success() {
         bail!("GET {url}: HTTP {status}");
     }
-    response.json().await.with_context(|| format!("GET {url}: unexpected answer"))
+    // A discovery document or a key set is a few KiB.
+    let body = crate::endpoints::read_body(response, 1 << 20).await.with_context(|| format!("GET {url}"))?;
+    serde_json::from_slice(&body).with_context(|| format!("GET {url}: unexpected answer"))
 }
 
 /// Reads what the hygiene audit needs from the tenant: the roles the policies name (with

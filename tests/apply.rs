@@ -6,6 +6,10 @@
 //! inside the simulator between steps; a few tests run the real binary for exit codes and output.
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
+#[path = "apply/hostile.rs"]
+mod hostile_answers;
 #[path = "apply/support.rs"]
 mod support;
 
