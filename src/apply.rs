@@ -49,7 +49,7 @@ use crate::plan::{
 };
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
-use crate::retry::{Classified, ErrorClass, RetryPolicy, retry};
+use crate::retry::{Classified, ErrorClass, Poll, PollEnd, RetryPolicy, retry};
 
 /// Limits of one apply.
 #[derive(Debug, Clone)]
@@ -325,6 +325,14 @@ pub struct Applier<'a> {
     pub progress: &'a Progress,
 }
 
+impl Applier<'_> {
+    /// The retry policy of every call: the configured one, its waits ended by shutdown (no
+    /// write is retried after shutdown; the write in flight still finishes).
+    fn retries(&self) -> RetryPolicy {
+        self.config.retry.clone().until(&self.shutdown)
+    }
+}
+
 /// What the services of one apply share: the plan as currently approved (conflict re-plans
 /// replace their service in it and the guards are re-checked on the whole), and the re-planner,
 /// prepared on the first conflict and reused by every later one.
@@ -487,7 +495,7 @@ async fn check_saved_etags(id: &ServiceId, planned: &ServicePlan, a: &Applier<'_
         }
     }
     if !planned.settings.is_empty() {
-        let fresh = retry(&a.config.retry, "services.get", || a.google.get_service(id))
+        let fresh = retry(&a.retries(), "services.get", || a.google.get_service(id))
             .await
             .map_err(|e| Failure::from_google("re-reading the service", &e))?;
         if fresh.etag != planned.etag {
@@ -507,13 +515,13 @@ fn iap_project_number(resource: &str) -> Option<u64> {
 
 async fn read_policy(a: &Applier<'_>, id: &ServiceId, which: Which, resource: &str) -> Result<Policy, Failure> {
     match which {
-        Which::Service => retry(&a.config.retry, "getIamPolicy", || a.google.get_iam_policy(id))
+        Which::Service => retry(&a.retries(), "getIamPolicy", || a.google.get_iam_policy(id))
             .await
             .map_err(|e| Failure::from_google("reading the IAM policy", &e)),
         Which::Iap => {
             let number = iap_project_number(resource)
                 .ok_or_else(|| Failure::Call(format!("{resource} is not an IAP resource name"), false))?;
-            retry(&a.config.retry, "iap getIamPolicy", || a.google.get_iap_iam_policy(id, number))
+            retry(&a.retries(), "iap getIamPolicy", || a.google.get_iap_iam_policy(id, number))
                 .await
                 .map_err(|e| Failure::from_google("reading the IAP policy", &e))
         }
@@ -571,10 +579,10 @@ async fn write_policy<'s>(
             ));
         }
         let written = match which {
-            Which::Service => retry(&a.config.retry, "setIamPolicy", || a.google.set_iam_policy(id, &after)).await,
+            Which::Service => retry(&a.retries(), "setIamPolicy", || a.google.set_iam_policy(id, &after)).await,
             Which::Iap => {
                 let number = iap_project_number(&plan.resource).unwrap_or_default();
-                retry(&a.config.retry, "iap setIamPolicy", || a.google.set_iap_iam_policy(id, number, &after)).await
+                retry(&a.retries(), "iap setIamPolicy", || a.google.set_iap_iam_policy(id, number, &after)).await
             }
         };
         match written {
@@ -693,7 +701,7 @@ async fn patch_settings<'s>(
             fields: settings.iter().map(|c| (c.update_mask_path.clone(), c.after.clone())).collect(),
             etag: etag.clone(),
         };
-        match retry(&a.config.retry, "services.patch", || a.google.patch_service(id, &update)).await {
+        match retry(&a.retries(), "services.patch", || a.google.patch_service(id, &update)).await {
             Ok(op) => {
                 let op = wait_done(a, op).await?;
                 if let Some(error) = op.error {
@@ -720,7 +728,7 @@ async fn patch_settings<'s>(
                 if conflicts > a.config.max_conflicts {
                     return Err(Failure::Call(format!("the service {id} kept changing under runwarden; the next pass re-plans it"), true));
                 }
-                let mut fresh = retry(&a.config.retry, "services.get", || a.google.get_service(id))
+                let mut fresh = retry(&a.retries(), "services.get", || a.google.get_service(id))
                     .await
                     .map_err(|e| Failure::from_google("re-reading the service", &e))?;
                 if let Some(snapshot) = live.services.get(id) {
@@ -741,20 +749,25 @@ async fn patch_settings<'s>(
     }
 }
 
-/// Waits (bounded) until a `services.patch` operation is done.
+/// Waits (bounded) until a `services.patch` operation is done: `operations.wait` calls spaced
+/// by `retry::Poll` (an answer of "not done" at once is not re-asked at once), for at most
+/// `operation_timeout`, and none after shutdown.
 async fn wait_done(a: &Applier<'_>, mut op: crate::google::Operation) -> Result<crate::google::Operation, Failure> {
-    let deadline = Instant::now() + a.config.operation_timeout;
+    let mut poll = Poll::new(a.config.operation_timeout, &a.shutdown);
     while !op.done {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if let Err(end) = poll.ready().await {
+            let why = match end {
+                PollEnd::TimedOut => format!("did not finish within {}s", a.config.operation_timeout.as_secs()),
+                PollEnd::ShuttingDown => "was not waited for: runwarden is shutting down".into(),
+            };
             return Err(Failure::Call(
-                format!("the operation {} did not finish within {}s; the change may still complete; the next pass checks", op.name, a.config.operation_timeout.as_secs()),
+                format!("the operation {} {why}; the change may still complete; the next pass checks", op.name),
                 true,
             ));
         }
         let name = op.name.clone();
-        let step = left.min(Duration::from_secs(30));
-        op = retry(&a.config.retry, "operations.wait", || a.google.wait_operation(&name, step))
+        let step = poll.left().min(Duration::from_secs(30));
+        op = retry(&a.retries(), "operations.wait", || a.google.wait_operation(&name, step))
             .await
             .map_err(|e| Failure::from_google("waiting for the operation", &e))?;
     }

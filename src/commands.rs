@@ -196,8 +196,10 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         spawn_interrupt_watcher(shutdown.clone(), "apply", "finishing the writes in flight, starting no new one");
+        // Every wait (pacer, server-requested pause, retry backoff) ends on shutdown.
+        let clients = client_config(&shutdown);
         let conn = tokio::select! {
-            conn = Connection::open(global, &desired.settings) => conn?,
+            conn = Connection::open_with(global, &desired.settings, &clients) => conn?,
             _ = shutdown.cancelled() => {
                 eprintln!("runwarden apply: nothing was applied");
                 return Ok(ExitCode::from(EXIT_ERROR));
@@ -360,6 +362,13 @@ fn spawn_interrupt_watcher(shutdown: CancellationToken, command: &'static str, c
     });
 }
 
+/// The clients' limits, with every wait ended by `shutdown`.
+fn client_config(shutdown: &CancellationToken) -> crate::live::ClientConfig {
+    let mut config = crate::live::ClientConfig::default();
+    config.google.shutdown = shutdown.clone();
+    config
+}
+
 /// 0 when every service converged, 1 otherwise.
 fn exit_for_apply(report: &ApplyReport) -> ExitCode {
     if report.failures().next().is_none() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) }
@@ -505,7 +514,8 @@ impl crate::reconcile::Pass for LivePass {
     ) -> Result<crate::reconcile::PassReport, crate::reconcile::PassFailure> {
         use crate::reconcile::{PassFailure, PassReport, ServiceStatus};
         let now = crate::time::command_now();
-        let live = crate::live::read_live(&desired, &self.conn.clients, &crate::live::ReadConfig::default())
+        let read = crate::live::ReadConfig { retry: crate::retry::RetryPolicy::default().until(&shutdown), ..Default::default() };
+        let live = crate::live::read_live(&desired, &self.conn.clients, &read)
             .await
             .map_err(|e| PassFailure { transient: true, reason: "ReadFailed".into(), message: e.to_string() })?;
         let plan = plan(&desired, &live, &PlanOptions::at(now));
@@ -592,7 +602,9 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
+        let shutdown = CancellationToken::new();
+        // Every wait (pacer, server-requested pause, retry backoff) ends on shutdown.
+        let conn = Connection::open_with(global, &desired.settings, &client_config(&shutdown)).await?;
         if let Some(sim) = conn.sim() {
             eprintln!("runwarden run: embedded simulator on {} (inject drift there, e.g. with gcloud or {}/sim/faults)", sim.base_url, sim.base_url);
         }
@@ -611,7 +623,6 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
             format!("watching {}", args.policies.policies.display())
         };
         eprintln!("runwarden run: every {}, {watching}; status on http://{}/status", args.interval, listener.local_addr()?);
-        let shutdown = CancellationToken::new();
         let server_stop = shutdown.clone();
         let app = router(status.clone());
         let server = tokio::spawn(async move {
@@ -726,7 +737,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: r
     if !status.is_success() {
         bail!("GET {url}: HTTP {status}");
     }
-    response.json().await.with_context(|| format!("GET {url}: unexpected answer"))
+    // A discovery document or a key set is a few KiB.
+    let body = crate::endpoints::read_body(response, 1 << 20).await.with_context(|| format!("GET {url}"))?;
+    serde_json::from_slice(&body).with_context(|| format!("GET {url}: unexpected answer"))
 }
 
 /// Reads what the hygiene audit needs from the tenant: the roles the policies name (with

@@ -218,14 +218,50 @@ impl Default for HttpTimeouts {
 
 /// The one `reqwest::Client` every API client shares (one connection pool, one TLS setup).
 /// A timed-out request is a transient error, retried by `retry`.
+///
+/// Redirects are never followed: no Google or Auth0 API call runwarden makes answers with one,
+/// and following a `307` re-sends the request body, which for `POST /oauth/token` is the Auth0
+/// client secret, to wherever `Location` points. A `3xx` answer fails the call instead.
 pub fn http_client(timeouts: HttpTimeouts) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .user_agent(concat!("runwarden/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeouts.connect)
         .timeout(timeouts.request)
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .build()
+}
+
+/// Why an answer's body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(
+        "the answer is larger than {limit} bytes{declared}, more than this call can legitimately \
+         return; it was not read (is something other than the API answering?)",
+        declared = .declared.map(|n| format!(" (Content-Length {n})")).unwrap_or_default()
+    )]
+    TooLarge { limit: usize, declared: Option<u64> },
+    #[error("the answer's body broke off: {0}")]
+    Transport(#[source] reqwest::Error),
+}
+
+/// Reads an answer's body, at most `limit` bytes: refused at once when `Content-Length`
+/// announces more, and read chunk by chunk otherwise, so an endless or huge body costs at most
+/// `limit` bytes of memory.
+pub async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = response.content_length();
+    if let Some(len) = declared.filter(|&len| len > limit as u64) {
+        return Err(BodyError::TooLarge { limit, declared: Some(len) });
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit, declared: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub struct Connection {
     pub auth0_base: reqwest::Url,
     /// The identity changes are made as (audit events): the credential's e-mail when known.
     pub actor: String,
+    /// Ends every wait of these clients and of the reads made through this connection.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// The embedded simulator of `--sim` (and its key file), alive as long as the connection.
     embedded: Option<Embedded>,
 }
@@ -36,15 +38,21 @@ impl Connection {
     /// Connects as the global options say: `--sim WORLD` starts an embedded simulator seeded
     /// from the world file; otherwise the real APIs, or every call to `--endpoint`.
     pub async fn open(global: &GlobalArgs, settings: &Settings) -> anyhow::Result<Connection> {
+        Connection::open_with(global, settings, &ClientConfig::default()).await
+    }
+
+    /// [`Connection::open`] with explicit client limits (e.g. a shutdown token in
+    /// `config.google.shutdown` that ends every pacer wait).
+    pub async fn open_with(global: &GlobalArgs, settings: &Settings, config: &ClientConfig) -> anyhow::Result<Connection> {
         match &global.sim {
-            Some(world) => Connection::embedded(world, settings).await,
+            Some(world) => Connection::embedded_with(world, settings, config).await,
             None => {
-                let clients = Clients::connect(settings, global.endpoint.as_deref(), &ClientConfig::default())
+                let clients = Clients::connect(settings, global.endpoint.as_deref(), config)
                     .await
                     .context("connecting to Google and Auth0")?;
                 let auth0_base = crate::endpoints::Endpoints::from_override(global.endpoint.as_deref())?
                     .auth0_base(&settings.auth0.domain)?;
-                Ok(Connection { clients, auth0_base, actor: ambient_actor(), embedded: None })
+                Ok(Connection { clients, auth0_base, actor: ambient_actor(), shutdown: config.google.shutdown.clone(), embedded: None })
             }
         }
     }
@@ -69,7 +77,7 @@ impl Connection {
             .context("connecting to the embedded simulator")?;
         let actor = format!("serviceAccount:{}", sim.handle.service_account());
         let auth0_base = crate::endpoints::parse_base_url(&sim.base_url)?;
-        Ok(Connection { clients, auth0_base, actor, embedded: Some(Embedded { sim, _dir: dir }) })
+        Ok(Connection { clients, auth0_base, actor, shutdown: config.google.shutdown.clone(), embedded: Some(Embedded { sim, _dir: dir }) })
     }
 
     /// The embedded simulator, when there is one.
@@ -136,7 +144,7 @@ pub async fn read_shard(
             }
         })),
         shard,
-        ..ReadConfig::default()
+        retry: crate::retry::RetryPolicy::default().until(&conn.shutdown),
     };
     let live = read_live(desired, &conn.clients, &config).await;
     progress.finish();

@@ -8,6 +8,10 @@
 mod common;
 #[path = "read/proxy.rs"]
 mod proxy;
+#[path = "common/hostile.rs"]
+mod hostile;
+#[path = "apply/hostile.rs"]
+mod hostile_answers;
 #[path = "apply/support.rs"]
 mod support;
 

@@ -3,8 +3,10 @@
 
 #[path = "read/oracle.rs"]
 mod oracle;
-#[path = "read/proxy.rs"]
-mod proxy;
+#[path = "common/hostile.rs"]
+mod hostile;
+#[path = "read/hostile.rs"]
+mod hostile_answers;
 #[path = "read/support.rs"]
 mod support;
 
@@ -703,7 +705,15 @@ async fn a_permission_error_on_one_service_is_reported_and_the_rest_are_read() {
     let (governed, _) = generated_governed(&setup);
     let denied = governed.iter().next().unwrap().clone();
     let denied_path = format!("/v2/{}:getIamPolicy", denied.resource_name());
-    let proxy = proxy::deny(&setup.sim.base_url, &denied_path).await;
+    let proxy = hostile::Hostile::start(&setup.sim.base_url).await;
+    proxy.add(hostile::Rule::path_exact(&denied_path).json(
+        403,
+        serde_json::json!({"error": {
+            "code": 403,
+            "message": format!("Permission 'run.services.getIamPolicy' denied on resource '{denied_path}'"),
+            "status": "PERMISSION_DENIED",
+        }}),
+    ));
     let clients = Clients::for_simulator(
         &desired.settings,
         &proxy.base_url,
@@ -733,7 +743,7 @@ async fn a_permission_error_on_one_service_is_reported_and_the_rest_are_read() {
         );
     }
     // A 403 is not retried (it will not change), and it is not read as "gone".
-    assert_eq!(proxy.denied_hits(), 1);
+    assert_eq!(proxy.hits(&denied_path), 1);
 }
 
 #[tokio::test]

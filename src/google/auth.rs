@@ -5,6 +5,12 @@
 //! print-access-token`), and gcp_auth caches and refreshes the token. The simulator passes a
 //! provider built from the key file it wrote, whose `token_uri` points at the simulator, so the
 //! same code path runs in tests. Nothing here builds or signs a token by hand.
+//!
+//! gcp_auth has its own HTTP client (hyper): it follows no redirect (a `3xx` is a failed token
+//! request, so a signed assertion is never re-sent elsewhere), tries a failing token endpoint 5
+//! times over about a second, and reads the token answer without a size limit (the endpoint is
+//! the key file's `token_uri` or the metadata server, both trusted). After such a failure
+//! [`GcpAuth`] holds it for 30 s, so concurrent calls do not each ask again.
 
 use std::future::Future;
 use std::path::Path;
@@ -45,7 +51,22 @@ pub enum TokenError {
     },
     #[error("the Google token endpoint did not issue a token: {0}")]
     Fetch(#[source] gcp_auth::Error),
+    #[error(
+        "no Google access token: the token endpoint failed {ago_s}s ago ({message}); runwarden \
+         asks again after {hold_s}s, not once per call"
+    )]
+    Held {
+        message: String,
+        ago_s: u64,
+        hold_s: u64,
+    },
 }
+
+/// After gcp_auth failed to get a token (it tries 5 times itself, over about a second), every
+/// call fails at once with that failure for this long instead of asking again: concurrent
+/// calls must not each hammer a failing token endpoint (one pass asks it once; the loop's next
+/// pass asks again).
+const TOKEN_FAILURE_HOLD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// gcp_auth's provider chain, or one explicit key file.
 ///
@@ -58,8 +79,9 @@ pub struct GcpAuth {
     provider: tokio::sync::RwLock<Arc<dyn gcp_auth::TokenProvider>>,
     /// One caller at a time asks gcp_auth: its providers do not re-check the cache after
     /// taking their write lock, so thousands of concurrent first calls would each fetch a
-    /// token. Serialised, the first fetches and the rest find it cached.
-    single_flight: tokio::sync::Mutex<()>,
+    /// token. Serialised, the first fetches and the rest find it cached. Holds the last
+    /// failure: when, and what it said.
+    single_flight: tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>,
 }
 
 /// How to build the provider again.
@@ -89,7 +111,7 @@ impl GcpAuth {
         GcpAuth {
             origin,
             provider: tokio::sync::RwLock::new(provider),
-            single_flight: tokio::sync::Mutex::new(()),
+            single_flight: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -131,13 +153,28 @@ impl GcpAuth {
 impl TokenSource for GcpAuth {
     fn token(&self) -> BoxFuture<'_, Result<String, TokenError>> {
         Box::pin(async move {
-            let _turn = self.single_flight.lock().await;
+            let mut failed = self.single_flight.lock().await;
+            if let Some((at, message)) = failed.as_ref() {
+                if at.elapsed() < TOKEN_FAILURE_HOLD {
+                    return Err(TokenError::Held {
+                        message: message.clone(),
+                        ago_s: at.elapsed().as_secs(),
+                        hold_s: TOKEN_FAILURE_HOLD.as_secs(),
+                    });
+                }
+            }
             let provider = self.provider.read().await.clone();
-            let token = provider
-                .token(&[CLOUD_PLATFORM_SCOPE])
-                .await
-                .map_err(TokenError::Fetch)?;
-            Ok(token.as_str().to_string())
+            match provider.token(&[CLOUD_PLATFORM_SCOPE]).await {
+                Ok(token) => {
+                    *failed = None;
+                    Ok(token.as_str().to_string())
+                }
+                Err(e) => {
+                    let e = TokenError::Fetch(e);
+                    *failed = Some((tokio::time::Instant::now(), e.to_string()));
+                    Err(e)
+                }
+            }
         })
     }
 

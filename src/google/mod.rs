@@ -107,6 +107,42 @@ pub enum GoogleError {
         path: String,
         reason: String,
     },
+    #[error("{api} {method} {path}: {source}")]
+    Body {
+        api: Api,
+        method: Method,
+        path: String,
+        #[source]
+        source: crate::endpoints::BodyError,
+    },
+    #[error("{api} {method} {path}: not sent: runwarden is shutting down")]
+    ShuttingDown {
+        api: Api,
+        method: Method,
+        path: String,
+    },
+    /// A `getIamPolicy` answer without an etag: a failed read, never an empty policy.
+    #[error(
+        "{api} {method} {path}: the IAM policy answer has no etag, so it cannot be changed \
+         safely (a write without the etag would overwrite every binding, whoever made it); \
+         nothing is planned or written for this resource: check that nothing between runwarden \
+         and Google drops fields (a proxy, a mock), then run again"
+    )]
+    NoEtag {
+        api: Api,
+        method: Method,
+        path: String,
+    },
+    /// A `setIamPolicy` that would carry no etag; refused before anything is sent.
+    #[error(
+        "{api} {method} {path}: refusing to send setIamPolicy without the etag the change was \
+         computed from (it would overwrite every binding unconditionally); nothing was written"
+    )]
+    WriteWithoutEtag {
+        api: Api,
+        method: Method,
+        path: String,
+    },
 }
 
 /// What to do about an error class, said once in the message.
@@ -136,7 +172,11 @@ impl GoogleError {
             GoogleError::Token { path, .. }
             | GoogleError::Transport { path, .. }
             | GoogleError::Api { path, .. }
-            | GoogleError::Decode { path, .. } => path,
+            | GoogleError::Decode { path, .. }
+            | GoogleError::NoEtag { path, .. }
+            | GoogleError::WriteWithoutEtag { path, .. }
+            | GoogleError::Body { path, .. }
+            | GoogleError::ShuttingDown { path, .. } => path,
         }
     }
 
@@ -152,11 +192,19 @@ impl GoogleError {
 impl Classified for GoogleError {
     fn class(&self) -> ErrorClass {
         match self {
-            // gcp_auth already retried the token endpoint; one more round is still worth it
-            // because the usual cause is a blip on the metadata server or the token endpoint.
-            GoogleError::Token { .. } => ErrorClass::Transient,
+            // gcp_auth already tried the token endpoint 5 times; more rounds, one per call and
+            // retry, only hammer a failing endpoint. The pass fails; the next pass asks again.
+            GoogleError::Token { .. } => ErrorClass::Fatal,
             GoogleError::Transport { class, .. } | GoogleError::Api { class, .. } => *class,
-            GoogleError::Decode { .. } => ErrorClass::Fatal,
+            // A body that broke off is a transport failure; one too large will not shrink.
+            GoogleError::Body { source: crate::endpoints::BodyError::Transport(_), .. } => {
+                ErrorClass::Transient
+            }
+            GoogleError::Decode { .. }
+            | GoogleError::NoEtag { .. }
+            | GoogleError::WriteWithoutEtag { .. }
+            | GoogleError::Body { .. }
+            | GoogleError::ShuttingDown { .. } => ErrorClass::Fatal,
         }
     }
 
@@ -192,8 +240,25 @@ fn classify(code: u16, status: &str, reasons: &[&str]) -> ErrorClass {
     }
 }
 
+/// The largest answer runwarden reads from each kind of call; a larger one fails the call
+/// (not retried) instead of being buffered. Each is far above what the API can legitimately
+/// return, and far below what would hurt.
+pub mod body_limits {
+    /// An IAM policy holds at most 1,500 principals (Google's documented limit) of at most a
+    /// few hundred bytes each, plus conditions: well under 1 MiB.
+    pub const IAM_POLICY: usize = 2 << 20;
+    /// One service (`services.get`), a `services.patch` operation or an `operations.wait`
+    /// answer: a service resource with its revision template is tens of KiB.
+    pub const SERVICE: usize = 4 << 20;
+    /// One `services.list` page: runwarden asks for at most 500 services a page (Google's
+    /// maximum `pageSize` is 1000); at 64 KiB a service that is 32 MiB.
+    pub const SERVICE_PAGE: usize = 64 << 20;
+    /// A Resource Manager project.
+    pub const PROJECT: usize = 1 << 20;
+}
+
 /// Limits of a [`GoogleClient`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct GoogleConfig {
     /// Requests in flight at once, across all Google APIs.
     pub concurrency: usize,
@@ -214,6 +279,12 @@ pub struct GoogleConfig {
     pub resource_manager_rate: Option<Rate>,
     /// `pageSize` for `services.list` (`None` = the API's default).
     pub list_page_size: Option<u32>,
+    /// The longest pause a server's 429 imposes on every caller of one API (a longer wait is
+    /// not honoured; the call that received it fails, see `RetryPolicy::max_server_wait`).
+    pub max_pause: Duration,
+    /// Cancelled at shutdown: every wait for a pacer slot or a request slot ends, and the call
+    /// fails as not sent.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Default for GoogleConfig {
@@ -226,6 +297,8 @@ impl Default for GoogleConfig {
             iap_rate: Some(Rate::per_minute(900)),
             resource_manager_rate: Some(Rate::per_minute(600)),
             list_page_size: Some(500),
+            max_pause: retry::DEFAULT_MAX_SERVER_WAIT,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -253,6 +326,10 @@ impl std::ops::Deref for PacerRef<'_> {
             PacerRef::Shared(p) => p,
         }
     }
+}
+
+fn pacer(name: &'static str, rate: Option<Rate>, config: &GoogleConfig) -> Pacer {
+    Pacer::with_limits(name, rate, config.max_pause, config.shutdown.clone())
 }
 
 /// The Google API client (cheap to clone: everything is shared).
@@ -298,9 +375,9 @@ impl GoogleClient {
                 tokens,
                 permits: Semaphore::new(config.concurrency.max(1)),
                 run_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
-                write_pacer: Pacer::new("google-writes", config.write_rate),
-                iap_pacer: Pacer::new("iap", config.iap_rate),
-                crm_pacer: Pacer::new("resource-manager", config.resource_manager_rate),
+                write_pacer: pacer("google-writes", config.write_rate, &config),
+                iap_pacer: pacer("iap", config.iap_rate, &config),
+                crm_pacer: pacer("resource-manager", config.resource_manager_rate, &config),
                 endpoints,
                 config,
             }),
@@ -333,7 +410,7 @@ impl GoogleClient {
             }
         }
         let page: wire::ListServicesResponse = self
-            .send(Api::CloudRun, Method::GET, url.clone(), None)
+            .send(Api::CloudRun, Method::GET, url.clone(), None, body_limits::SERVICE_PAGE)
             .await?;
         if !page.unreachable.is_empty() {
             // Only global ("-") listings report unreachable regions; runwarden never asks for
@@ -364,7 +441,7 @@ impl GoogleClient {
     pub async fn get_service(&self, id: &ServiceId) -> Result<LiveService, GoogleError> {
         let url = self.service_url(id, None);
         let s: wire::Service = self
-            .send(Api::CloudRun, Method::GET, url.clone(), None)
+            .send(Api::CloudRun, Method::GET, url.clone(), None, body_limits::SERVICE)
             .await?;
         wire::service(&id.project, &id.region, s)
             .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
@@ -375,11 +452,10 @@ impl GoogleClient {
         let mut url = self.service_url(id, Some(":getIamPolicy"));
         url.query_pairs_mut()
             .append_pair("options.requestedPolicyVersion", "3");
-        let p: wire::IamPolicy = self
-            .send(Api::CloudRun, Method::GET, url.clone(), None)
+        let answer: serde_json::Value = self
+            .send(Api::CloudRun, Method::GET, url.clone(), None, body_limits::IAM_POLICY)
             .await?;
-        wire::policy(p)
-            .map_err(|reason| self.decode_error(Api::CloudRun, Method::GET, &url, reason))
+        wire::read_policy(answer).map_err(|e| self.policy_error(Api::CloudRun, Method::GET, &url, e))
     }
 
     /// The IAP resource's IAM policy at version 3 (IAP `getIamPolicy`, a POST).
@@ -398,17 +474,17 @@ impl GoogleClient {
             ],
         );
         let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
-        let p: wire::IamPolicy = self
-            .send(Api::Iap, Method::POST, url.clone(), Some(body))
+        let answer: serde_json::Value = self
+            .send(Api::Iap, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY)
             .await?;
-        wire::policy(p).map_err(|reason| self.decode_error(Api::Iap, Method::POST, &url, reason))
+        wire::read_policy(answer).map_err(|e| self.policy_error(Api::Iap, Method::POST, &url, e))
     }
 
     /// The project's number (Resource Manager `projects.get`).
     pub async fn get_project_number(&self, project: &str) -> Result<u64, GoogleError> {
         let url = self.url(Api::ResourceManager, &["v3", "projects", project]);
         let p: wire::Project = self
-            .send(Api::ResourceManager, Method::GET, url.clone(), None)
+            .send(Api::ResourceManager, Method::GET, url.clone(), None, body_limits::PROJECT)
             .await?;
         wire::project_number(&p)
             .map_err(|reason| self.decode_error(Api::ResourceManager, Method::GET, &url, reason))
@@ -462,16 +538,25 @@ impl GoogleClient {
                 let pacer = pacers
                     .entry(region)
                     .or_insert_with(|| {
-                        Arc::new(Pacer::new(
-                            "cloud-run",
-                            self.inner.config.cloud_run_read_rate,
-                        ))
+                        let config = &self.inner.config;
+                        Arc::new(pacer("cloud-run", config.cloud_run_read_rate, config))
                     })
                     .clone();
                 PacerRef::Shared(pacer)
             }
             Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
             Api::ResourceManager => PacerRef::Borrowed(&self.inner.crm_pacer),
+        }
+    }
+
+    fn policy_error(&self, api: Api, method: Method, url: &Url, e: wire::PolicyAnswer) -> GoogleError {
+        match e {
+            wire::PolicyAnswer::NoEtag => GoogleError::NoEtag {
+                api,
+                method,
+                path: url.path().to_string(),
+            },
+            wire::PolicyAnswer::Invalid(reason) => self.decode_error(api, method, url, reason),
         }
     }
 
@@ -486,16 +571,18 @@ impl GoogleClient {
 
     /// Sends one request and decodes a JSON answer, or classifies the failure. Exactly one
     /// attempt: the token is fetched first (outside the concurrency bound, since gcp_auth may
-    /// go to the network), then the request waits for a slot in flight and for its API's
-    /// pacer. A 429 with a server-requested wait pauses that API's pacer for every caller.
+    /// go to the network), then the request waits for its API's pacer and for a slot in
+    /// flight. A 429 with a server-requested wait pauses that API's pacer for every caller. An
+    /// answer larger than `limit` bytes fails the call (see [`body_limits`]).
     pub async fn send<T: DeserializeOwned>(
         &self,
         api: Api,
         method: Method,
         url: Url,
         body: Option<serde_json::Value>,
+        limit: usize,
     ) -> Result<T, GoogleError> {
-        self.send_paced(api, false, method, url, body).await
+        self.send_paced(api, false, method, url, body, limit).await
     }
 
     /// [`GoogleClient::send`] for a write: paced by the write quota instead of the read quota.
@@ -505,13 +592,31 @@ impl GoogleClient {
         method: Method,
         url: Url,
         body: Option<serde_json::Value>,
+        limit: usize,
     ) -> Result<T, GoogleError> {
-        self.send_paced(api, true, method, url, body).await
+        self.send_paced(api, true, method, url, body, limit).await
     }
 
     /// The pacer of a call: the write pacer for writes, else the API's (per region) read pacer.
     fn pacer_for(&self, api: Api, write: bool, path: &str) -> PacerRef<'_> {
         if write { PacerRef::Borrowed(&self.inner.write_pacer) } else { self.pacer(api, path) }
+    }
+
+    /// Waits for the call's pacer slot, then for a slot in flight. In this order: a caller
+    /// waiting for its region's (or API's) next slot holds no slot in flight, so requests to
+    /// other regions and APIs are not blocked behind it (head-of-line blocking would cut the
+    /// rate of a per-region pacer to that of one region).
+    async fn admit(
+        &self,
+        api: Api,
+        write: bool,
+        path: &str,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, retry::ShuttingDown> {
+        self.pacer_for(api, write, path).acquire().await?;
+        tokio::select! {
+            permit = self.inner.permits.acquire() => Ok(permit.expect("semaphore never closed")),
+            _ = self.inner.config.shutdown.cancelled() => Err(retry::ShuttingDown),
+        }
     }
 
     async fn send_paced<T: DeserializeOwned>(
@@ -521,6 +626,7 @@ impl GoogleClient {
         method: Method,
         url: Url,
         body: Option<serde_json::Value>,
+        limit: usize,
     ) -> Result<T, GoogleError> {
         let path = url.path().to_string();
         let token = self
@@ -542,13 +648,9 @@ impl GoogleClient {
             source,
         };
         let (status, headers, bytes) = {
-            let _permit = self
-                .inner
-                .permits
-                .acquire()
-                .await
-                .expect("semaphore never closed");
-            self.pacer_for(api, write, &path).acquire().await;
+            let _permit = self.admit(api, write, &path).await.map_err(|_| {
+                GoogleError::ShuttingDown { api, method: method.clone(), path: path.clone() }
+            })?;
             let started = StdInstant::now();
             let mut request = self
                 .inner
@@ -565,7 +667,9 @@ impl GoogleClient {
             let status = response.status();
             crate::metrics::record_api_call(api.label(), status.as_u16());
             let headers = response.headers().clone();
-            let bytes = response.bytes().await.map_err(transport)?;
+            let bytes = crate::endpoints::read_body(response, limit).await.map_err(|source| {
+                GoogleError::Body { api, method: method.clone(), path: path.clone(), source }
+            })?;
             tracing::debug!(api = %api, method = %method, path = %path, status = status.as_u16(),
                 elapsed_ms = started.elapsed().as_millis() as u64, "google call");
             (status, headers, bytes)
@@ -588,8 +692,11 @@ impl GoogleClient {
                 }
                 Err(_) => {
                     let text = String::from_utf8_lossy(&bytes);
-                    let text: String = text.chars().take(300).collect();
-                    (String::new(), text.trim().to_string(), vec![], None)
+                    let mut text: String = text.chars().take(300).collect::<String>().trim().to_string();
+                    if let Some(to) = status.is_redirection().then(|| headers.get("location")).flatten() {
+                        text = format!("a redirect to {:?}, which runwarden does not follow", String::from_utf8_lossy(to.as_bytes()));
+                    }
+                    (String::new(), text, vec![], None)
                 }
             };
         let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
@@ -709,7 +816,7 @@ mod tests {
             let c = client(per_region);
             let t0 = tokio::time::Instant::now();
             for path in paths {
-                c.pacer(Api::CloudRun, path).acquire().await;
+                c.pacer(Api::CloudRun, path).acquire().await.unwrap();
             }
             assert_eq!(
                 t0.elapsed(),
@@ -717,5 +824,78 @@ mod tests {
                 "per region: {per_region}"
             );
         }
+    }
+
+    /// Region A's callers waiting for A's next slot must not hold the slots in flight that
+    /// region B's callers could use now: with two regions at 1/s each and two slots in flight,
+    /// four calls per region are all admitted within 3 s (at 0, 1, 2 and 3 s in each region),
+    /// not 7 s (one region after the other).
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_waiting_for_its_regions_pacer_does_not_block_other_regions() {
+        let config = GoogleConfig {
+            concurrency: 2,
+            cloud_run_read_rate: Some(Rate::per_second(1)),
+            cloud_run_rate_per_region: true,
+            ..GoogleConfig::default()
+        };
+        let client = GoogleClient::new(
+            reqwest::Client::new(),
+            Arc::new(StaticToken("t".into())),
+            Endpoints::production(),
+            config,
+        );
+        let t0 = tokio::time::Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        // Region A's calls are queued first, as when its listing arrives first.
+        for region in ["region-a", "region-b"] {
+            for _ in 0..4 {
+                let client = client.clone();
+                let path = format!("/v2/projects/p/locations/{region}/services/s:getIamPolicy");
+                calls.spawn(async move {
+                    let _permit = client.admit(Api::CloudRun, false, &path).await.unwrap();
+                    // The request itself takes a moment.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    t0.elapsed()
+                });
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut last = Duration::ZERO;
+        while let Some(done) = calls.join_next().await {
+            last = last.max(done.unwrap());
+        }
+        assert!(last < Duration::from_millis(3100), "the last call finished after {last:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_wait_for_a_pacer_slot_and_the_call_is_not_sent() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let config = GoogleConfig {
+            cloud_run_read_rate: Some(Rate::per_minute(1)),
+            shutdown: stop.clone(),
+            ..GoogleConfig::default()
+        };
+        let client = GoogleClient::new(
+            reqwest::Client::new(),
+            Arc::new(StaticToken("t".into())),
+            Endpoints::production(),
+            config,
+        );
+        let path = "/v2/projects/p/locations/r/services";
+        drop(client.admit(Api::CloudRun, false, path).await.unwrap());
+        let canceller = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            canceller.cancel();
+        });
+        let t0 = tokio::time::Instant::now();
+        // The next slot is a minute away; shutdown after 1 s ends the wait.
+        let err = client
+            .list_services_page("p", "r", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, GoogleError::ShuttingDown { .. }), "{err}");
+        assert_eq!(err.class(), ErrorClass::Fatal);
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
     }
 }

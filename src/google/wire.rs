@@ -44,15 +44,26 @@ pub(super) struct ListServicesResponse {
 }
 
 /// `GoogleIamV1Policy` (Cloud Run) and `Policy` (IAP): the same shape. An empty policy is just
-/// `{"etag": "ACAB"}`.
+/// `{"etag": "ACAB"}`: Google always returns an etag (the discovery documents describe `etag`
+/// as what `setIamPolicy` must send back for read-modify-write), so an answer without one is
+/// not a policy runwarden can change safely (see [`read_policy`]).
 #[derive(Debug, Deserialize)]
 pub(super) struct IamPolicy {
     #[serde(default)]
     pub version: u32,
     #[serde(default)]
-    pub etag: String,
+    pub etag: Option<String>,
     #[serde(default)]
     pub bindings: Vec<IamBinding>,
+}
+
+/// Why a `getIamPolicy` answer is not a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PolicyAnswer {
+    /// The answer has no `etag` (or an empty one): `{}`, `[]`, a policy with bindings only.
+    NoEtag,
+    /// Anything else odd (not a JSON object, an unparseable member).
+    Invalid(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,9 +117,11 @@ impl ErrorStatus {
             if !ty.ends_with("google.rpc.RetryInfo") {
                 return None;
             }
+            // A `google.protobuf.Duration` in JSON: decimal seconds with an `s` suffix. Any
+            // number parses ("1e20s"); the wait is clamped, never trusted to fit.
             let text = d.get("retryDelay")?.as_str()?;
             let secs: f64 = text.strip_suffix('s')?.parse().ok()?;
-            (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+            crate::retry::wait_from_secs_f64(secs)
         })
     }
 
@@ -151,8 +164,41 @@ pub(super) fn service(project: &str, region: &str, s: Service) -> Result<LiveSer
     })
 }
 
+/// Converts a `getIamPolicy` answer. Only a JSON object with a non-empty `etag` is a policy:
+/// serde would otherwise read `[]` or `{}` as an empty policy, and a `setIamPolicy` without
+/// the etag is an unconditional overwrite of every binding. reference/google/run.v2.json and
+/// iap.v1.json, `etag`: "An `etag` is returned in the response to `getIamPolicy`, and systems
+/// are expected to put that etag in the request to `setIamPolicy`".
+pub(super) fn read_policy(answer: serde_json::Value) -> Result<Policy, PolicyAnswer> {
+    if !answer.is_object() {
+        return Err(PolicyAnswer::Invalid(format!(
+            "an IAM policy is a JSON object, the answer is {}",
+            json_kind(&answer)
+        )));
+    }
+    let p: IamPolicy = serde_json::from_value(answer)
+        .map_err(|e| PolicyAnswer::Invalid(format!("invalid IAM policy: {e}")))?;
+    if p.etag.as_deref().is_none_or(str::is_empty) {
+        return Err(PolicyAnswer::NoEtag);
+    }
+    policy(p).map_err(PolicyAnswer::Invalid)
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Converts an IAM policy. A member that runwarden cannot parse makes the whole policy
-/// unreadable: writing back a policy with that member dropped would silently revoke it.
+/// unreadable: writing back a policy with that member dropped would silently revoke it. The
+/// etag may be missing only in a `setIamPolicy` answer (the write has landed by then; the etag
+/// only names the new revision in audit events).
 pub(super) fn policy(p: IamPolicy) -> Result<Policy, String> {
     let mut bindings = Vec::with_capacity(p.bindings.len());
     for b in p.bindings {
@@ -174,7 +220,7 @@ pub(super) fn policy(p: IamPolicy) -> Result<Policy, String> {
     }
     Ok(Policy {
         version: p.version,
-        etag: p.etag,
+        etag: p.etag.unwrap_or_default(),
         bindings,
     })
 }
@@ -256,7 +302,7 @@ mod tests {
 
     #[test]
     fn an_empty_policy_reads_as_version_0_with_only_an_etag() {
-        let p = policy(parse(r#"{"etag":"ACAB"}"#)).unwrap();
+        let p = read_policy(parse(r#"{"etag":"ACAB"}"#)).unwrap();
         assert_eq!(
             p,
             Policy {
@@ -285,6 +331,24 @@ mod tests {
         assert_eq!(cond.title, "runwarden-expires-2027-01-31");
         assert_eq!(cond.description, None);
         assert_eq!(p.member_count(), 3);
+    }
+
+    #[test]
+    fn a_policy_answer_without_an_etag_is_not_a_policy() {
+        for answer in [
+            "{}",
+            r#"{"etag":""}"#,
+            r#"{"etag":null,"version":3}"#,
+            r#"{"version":3,"bindings":[{"role":"roles/run.invoker","members":["user:ada@acme.com"]}]}"#,
+        ] {
+            assert_eq!(read_policy(parse(answer)), Err(PolicyAnswer::NoEtag), "{answer}");
+        }
+        for (answer, says) in [("[]", "an array"), ("null", "null"), (r#""x""#, "a string")] {
+            match read_policy(parse(answer)) {
+                Err(PolicyAnswer::Invalid(reason)) => assert!(reason.contains(says), "{reason}"),
+                other => panic!("{answer}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -317,5 +381,21 @@ mod tests {
             ["RATE_LIMIT_EXCEEDED"]
         );
         assert_eq!(e.error.status, "RESOURCE_EXHAUSTED");
+    }
+
+    #[test]
+    fn an_absurd_retry_delay_is_clamped_not_a_panic() {
+        let body = |delay: &str| -> ErrorBody {
+            parse(&format!(
+                r#"{{"error":{{"status":"RESOURCE_EXHAUSTED","details":[
+                    {{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}"#
+            ))
+        };
+        let ceiling = Some(crate::retry::WAIT_CEILING);
+        assert_eq!(body("1e20s").error.retry_delay(), ceiling);
+        assert_eq!(body("18446744073709551616s").error.retry_delay(), ceiling);
+        assert_eq!(body("infs").error.retry_delay(), ceiling);
+        assert_eq!(body("NaNs").error.retry_delay(), None);
+        assert_eq!(body("-3s").error.retry_delay(), None);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{Api, GoogleClient, GoogleError, wire};
+use super::{Api, GoogleClient, GoogleError, body_limits, wire};
 use crate::iam::Policy;
 use crate::live::ServiceId;
 
@@ -38,8 +38,9 @@ impl GoogleClient {
     pub async fn set_iam_policy(&self, id: &ServiceId, policy: &Policy) -> Result<Policy, GoogleError> {
         let last = format!("{}:setIamPolicy", id.name);
         let url = self.url(Api::CloudRun, &["v2", "projects", &id.project, "locations", &id.region, "services", &last]);
+        refuse_without_etag(Api::CloudRun, &url, policy)?;
         let body = json!({ "policy": policy_json(policy) });
-        let p: wire::IamPolicy = self.send_write(Api::CloudRun, Method::POST, url.clone(), Some(body)).await?;
+        let p: wire::IamPolicy = self.send_write(Api::CloudRun, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY).await?;
         wire::policy(p).map_err(|reason| GoogleError::Decode { api: Api::CloudRun, method: Method::POST, path: url.path().into(), reason })
     }
 
@@ -49,8 +50,9 @@ impl GoogleClient {
         let region = format!("cloud_run-{}", id.region);
         let last = format!("{}:setIamPolicy", id.name);
         let url = self.url(Api::Iap, &["v1", "projects", &number, "iap_web", &region, "services", &last]);
+        refuse_without_etag(Api::Iap, &url, policy)?;
         let body = json!({ "policy": policy_json(policy) });
-        let p: wire::IamPolicy = self.send_write(Api::Iap, Method::POST, url.clone(), Some(body)).await?;
+        let p: wire::IamPolicy = self.send_write(Api::Iap, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY).await?;
         wire::policy(p).map_err(|reason| GoogleError::Decode { api: Api::Iap, method: Method::POST, path: url.path().into(), reason })
     }
 
@@ -66,7 +68,7 @@ impl GoogleClient {
         if !update.etag.is_empty() {
             body.insert("etag".into(), Value::String(update.etag.clone()));
         }
-        let op: Value = self.send_write(Api::CloudRun, Method::PATCH, url, Some(Value::Object(body))).await?;
+        let op: Value = self.send_write(Api::CloudRun, Method::PATCH, url, Some(Value::Object(body)), body_limits::SERVICE).await?;
         Ok(operation(&op))
     }
 
@@ -80,9 +82,18 @@ impl GoogleClient {
         segments.push(&last);
         let url = self.url(Api::CloudRun, &segments);
         let body = json!({ "timeout": format!("{}s", timeout.as_secs().max(1)) });
-        let op: Value = self.send(Api::CloudRun, Method::POST, url, Some(body)).await?;
+        let op: Value = self.send(Api::CloudRun, Method::POST, url, Some(body), body_limits::SERVICE).await?;
         Ok(operation(&op))
     }
+}
+
+/// Defence in depth: the reads never yield a policy without an etag, and a `setIamPolicy`
+/// without one would overwrite the whole policy blindly, so it is never sent.
+fn refuse_without_etag(api: Api, url: &reqwest::Url, policy: &Policy) -> Result<(), GoogleError> {
+    if policy.etag.is_empty() {
+        return Err(GoogleError::WriteWithoutEtag { api, method: Method::POST, path: url.path().into() });
+    }
+    Ok(())
 }
 
 /// A domain policy in the wire shape (`version` and `bindings` omitted when empty, as Google
@@ -163,6 +174,25 @@ mod tests {
         assert_eq!(v["bindings"][1]["condition"]["title"], "t");
         assert!(v["bindings"][0].get("condition").is_none());
         assert_eq!(policy_json(&Policy::default()), json!({}));
+    }
+
+    #[tokio::test]
+    async fn a_set_iam_policy_without_an_etag_is_never_sent() {
+        // Port 9 on loopback: if the request were sent, the error would be a transport error.
+        let base = crate::endpoints::parse_base_url("http://127.0.0.1:9/").unwrap();
+        let client = GoogleClient::new(
+            reqwest::Client::new(),
+            std::sync::Arc::new(super::super::StaticToken("t".into())),
+            crate::endpoints::Endpoints::single(base),
+            super::super::GoogleConfig::default(),
+        );
+        let id = ServiceId::new("p", "r", "s");
+        let blind = Policy { version: 3, etag: String::new(), bindings: vec![] };
+        let err = client.set_iam_policy(&id, &blind).await.unwrap_err();
+        assert!(matches!(err, GoogleError::WriteWithoutEtag { api: Api::CloudRun, .. }), "{err}");
+        let err = client.set_iap_iam_policy(&id, 42, &blind).await.unwrap_err();
+        assert!(matches!(err, GoogleError::WriteWithoutEtag { api: Api::Iap, .. }), "{err}");
+        assert!(err.to_string().contains("nothing was written"), "{err}");
     }
 
     #[test]

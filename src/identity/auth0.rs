@@ -18,6 +18,7 @@ use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, GroupRef, MemberRef, RoleRef, UserRef};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
@@ -90,7 +91,28 @@ pub struct Auth0Config {
     pub rate: Option<Rate>,
     /// Items per page (`take` / `per_page`, at most 100).
     pub page_size: u32,
+    /// The longest pause a 429 or an exhausted rate-limit bucket imposes on every call.
+    pub max_pause: Duration,
+    /// Cancelled at shutdown: waits for the pacer or a slot in flight end, and the call fails
+    /// as not sent.
+    pub shutdown: CancellationToken,
 }
+
+/// The largest Auth0 answer read (a larger one fails the call, not retried): a page holds at
+/// most 100 items (roles, users with three fields, groups), a token answer one JWT; both are
+/// far below this.
+pub const BODY_LIMIT: usize = 4 << 20;
+
+/// A token answer's `expires_in` is trusted up to this (Auth0's maximum token lifetime for an
+/// API is 30 days); a larger value, up to `u64::MAX`, is read as this.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+
+/// After the token endpoint failed [`TOKEN_TRIES`] times in a row, every call fails at once
+/// with that failure for this long instead of asking again: concurrent calls and their retries
+/// must not hammer a failing endpoint (a pass asks it a few times; the loop's next pass asks
+/// again). A single failure is retried as usual.
+const TOKEN_FAILURE_HOLD: Duration = Duration::from_secs(30);
+const TOKEN_TRIES: u32 = 3;
 
 impl Auth0Config {
     /// A configuration with the default limits (4 in flight, 15 requests/s, pages of 100).
@@ -103,6 +125,8 @@ impl Auth0Config {
             concurrency: 4,
             rate: Some(Rate::per_second(15)),
             page_size: 100,
+            max_pause: retry::DEFAULT_MAX_SERVER_WAIT,
+            shutdown: CancellationToken::new(),
         }
     }
 }
@@ -155,6 +179,24 @@ pub enum Auth0Error {
         path: String,
         reason: String,
     },
+    #[error("Auth0 {method} {path}: {source}")]
+    Body {
+        method: Method,
+        path: String,
+        #[source]
+        source: crate::endpoints::BodyError,
+    },
+    #[error("Auth0 {method} {path}: not sent: runwarden is shutting down")]
+    ShuttingDown { method: Method, path: String },
+    #[error(
+        "no Auth0 Management API token: the token endpoint failed {ago_s}s ago ({message}); \
+         runwarden asks again after {hold_s}s, not once per call"
+    )]
+    TokenUnavailable {
+        message: String,
+        ago_s: u64,
+        hold_s: u64,
+    },
 }
 
 fn hint(class: ErrorClass) -> &'static str {
@@ -171,7 +213,13 @@ impl Classified for Auth0Error {
         match self {
             Auth0Error::MissingSecret { .. } | Auth0Error::TokenRefused { .. } => ErrorClass::Fatal,
             Auth0Error::Transport { class, .. } | Auth0Error::Api { class, .. } => *class,
-            Auth0Error::Decode { .. } => ErrorClass::Fatal,
+            Auth0Error::Body { source: crate::endpoints::BodyError::Transport(_), .. } => {
+                ErrorClass::Transient
+            }
+            Auth0Error::Decode { .. }
+            | Auth0Error::Body { .. }
+            | Auth0Error::ShuttingDown { .. }
+            | Auth0Error::TokenUnavailable { .. } => ErrorClass::Fatal,
         }
     }
 
@@ -207,9 +255,18 @@ pub struct Auth0Client {
 struct Inner {
     http: reqwest::Client,
     config: Auth0Config,
-    token: Mutex<Option<CachedToken>>,
+    token: Mutex<TokenState>,
     permits: Semaphore,
     pacer: Pacer,
+}
+
+#[derive(Default)]
+struct TokenState {
+    cached: Option<CachedToken>,
+    /// Failures of the token endpoint in a row.
+    failures: u32,
+    /// The last failure of the token endpoint: when, and what it said.
+    failed: Option<(Instant, String)>,
 }
 
 struct CachedToken {
@@ -233,9 +290,9 @@ impl Auth0Client {
             inner: Arc::new(Inner {
                 http,
                 permits: Semaphore::new(config.concurrency.max(1)),
-                pacer: Pacer::new("auth0", config.rate),
+                pacer: Pacer::with_limits("auth0", config.rate, config.max_pause, config.shutdown.clone()),
                 config,
-                token: Mutex::new(None),
+                token: Mutex::new(TokenState::default()),
             }),
         }
     }
@@ -443,13 +500,13 @@ impl Auth0Client {
             class: ErrorClass::from_transport(&source),
             source,
         };
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
-        self.inner.pacer.acquire().await;
+        // The pacer first, then a slot in flight: a caller waiting for its turn holds no slot.
+        let shutting_down = || Auth0Error::ShuttingDown { method: method.clone(), path: path.clone() };
+        self.inner.pacer.acquire().await.map_err(|_| shutting_down())?;
+        let _permit = tokio::select! {
+            permit = self.inner.permits.acquire() => permit.expect("semaphore never closed"),
+            _ = self.inner.config.shutdown.cancelled() => return Err(shutting_down()),
+        };
         let started = std::time::Instant::now();
         let mut request = self.inner.http.request(method.clone(), url);
         if let Some(token) = bearer {
@@ -465,7 +522,9 @@ impl Auth0Client {
         let status = response.status();
         crate::metrics::record_api_call("auth0", status.as_u16());
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport)?.to_vec();
+        let bytes = crate::endpoints::read_body(response, BODY_LIMIT)
+            .await
+            .map_err(|source| Auth0Error::Body { method: method.clone(), path: path.clone(), source })?;
         tracing::debug!(method = %method, path = %path, status = status.as_u16(),
             elapsed_ms = started.elapsed().as_millis() as u64, "auth0 call");
         let now = SystemTime::now();
@@ -473,11 +532,10 @@ impl Auth0Client {
             if let Some(wait) = retry::server_wait(&headers, now) {
                 self.inner.pacer.pause_for(wait);
             }
-        } else if let (Some(remaining), Some(reset)) = (
+        } else if let (Some(remaining), Some(reset_in)) = (
             retry::header_u64(&headers, "x-ratelimit-remaining"),
-            retry::rate_limit_reset(&headers),
+            retry::rate_limit_reset_in(&headers, now),
         ) {
-            let reset_in = reset.duration_since(now).unwrap_or(Duration::ZERO);
             // Requests already in flight may spend the rest of the budget.
             self.inner.pacer.observe_budget(
                 remaining,
@@ -489,14 +547,54 @@ impl Auth0Client {
     }
 
     /// A valid Management API token: the cached one, or a new one from `/oauth/token`. Callers
-    /// queue on the lock, so concurrent calls fetch one token, not one each.
+    /// queue on the lock, so concurrent calls fetch one token, not one each; after
+    /// [`TOKEN_TRIES`] failures in a row, calls fail at once for [`TOKEN_FAILURE_HOLD`] instead
+    /// of asking again.
     async fn token(&self) -> Result<Secret, Auth0Error> {
-        let mut cached = self.inner.token.lock().await;
-        if let Some(t) = cached.as_ref() {
+        let mut state = self.inner.token.lock().await;
+        if let Some(t) = state.cached.as_ref() {
             if Instant::now() < t.refresh_at {
                 return Ok(t.value.clone());
             }
         }
+        if let Some((at, message)) = state.failed.as_ref().filter(|_| state.failures >= TOKEN_TRIES) {
+            if at.elapsed() < TOKEN_FAILURE_HOLD {
+                return Err(Auth0Error::TokenUnavailable {
+                    message: message.clone(),
+                    ago_s: at.elapsed().as_secs(),
+                    hold_s: TOKEN_FAILURE_HOLD.as_secs(),
+                });
+            }
+        }
+        match self.fetch_token().await {
+            Ok((value, lifetime)) => {
+                // Refresh a minute early, or halfway through a short-lived token.
+                let margin = Duration::from_secs(60).min(lifetime / 2);
+                state.cached = Some(CachedToken {
+                    value: value.clone(),
+                    refresh_at: Instant::now() + (lifetime - margin),
+                });
+                state.failed = None;
+                state.failures = 0;
+                Ok(value)
+            }
+            Err(e) => {
+                // A 429 says when to come back (the retry honours it); it is not a failing
+                // endpoint. A missing secret or shutdown never reached it.
+                let counts = e.class() != ErrorClass::Quota
+                    && !matches!(e, Auth0Error::MissingSecret { .. } | Auth0Error::ShuttingDown { .. });
+                if counts {
+                    state.failed = Some((Instant::now(), e.to_string()));
+                    state.failures += 1;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One `POST /oauth/token`: the token and how long it lives (at most
+    /// [`MAX_TOKEN_LIFETIME`], whatever `expires_in` says).
+    async fn fetch_token(&self) -> Result<(Secret, Duration), Auth0Error> {
         let config = &self.inner.config;
         let secret = config
             .secret
@@ -543,27 +641,20 @@ impl Auth0Client {
                 path: url.path().to_string(),
                 reason: format!("not a token answer: {e}"),
             })?;
-        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(86_400));
-        // Refresh a minute early, or halfway through a short-lived token.
-        let margin = Duration::from_secs(60).min(lifetime / 2);
-        let value = Secret(t.access_token);
-        *cached = Some(CachedToken {
-            value: value.clone(),
-            refresh_at: Instant::now() + lifetime - margin,
-        });
+        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(86_400)).min(MAX_TOKEN_LIFETIME);
         tracing::debug!(
             lifetime_s = lifetime.as_secs(),
             "fetched an Auth0 Management API token"
         );
-        Ok(value)
+        Ok((Secret(t.access_token), lifetime))
     }
 
     /// Drops the cached token if it is still `used` (a 401 answered it), so the next call
     /// fetches a fresh one.
     async fn forget_token(&self, used: &Secret) {
-        let mut cached = self.inner.token.lock().await;
-        if cached.as_ref().is_some_and(|t| &t.value == used) {
-            *cached = None;
+        let mut state = self.inner.token.lock().await;
+        if state.cached.as_ref().is_some_and(|t| &t.value == used) {
+            state.cached = None;
         }
     }
 }
@@ -577,7 +668,14 @@ fn api_error(
     bytes: &[u8],
 ) -> Auth0Error {
     let body: wire::ErrorBody = serde_json::from_slice(bytes).unwrap_or_default();
-    let message = body.message.or(body.error_description).unwrap_or_else(|| {
+    let redirect = (300..400).contains(&code).then(|| headers.get("location")).flatten();
+    let message = body.message.or(body.error_description);
+    let message = message.or_else(|| {
+        redirect.map(|to| {
+            format!("a redirect to {:?}, which runwarden does not follow", String::from_utf8_lossy(to.as_bytes()))
+        })
+    });
+    let message = message.unwrap_or_else(|| {
         String::from_utf8_lossy(bytes)
             .chars()
             .take(300)

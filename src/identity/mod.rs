@@ -56,7 +56,11 @@ pub enum IdentityError {
     },
     #[error("checking which Auth0 users have verified e-mail addresses failed: {0}")]
     Verification(#[source] Auth0Error),
-    #[error("Auth0 listing {what} did not advance: checkpoint {from:?} was returned twice")]
+    #[error(
+        "Auth0 listing {what} does not end: checkpoint {from:?} was returned before (or the \
+         listing passed 10,000 pages), so it cannot be read to its end; the directory read \
+         fails (the next pass reads again)"
+    )]
     Stuck { what: String, from: String },
     #[error("an Auth0 directory task failed: {0}")]
     Task(String),
@@ -421,6 +425,10 @@ impl DrainError {
     }
 }
 
+/// The most checkpoint pages one listing may take: a million members at 100 a page. A listing
+/// that goes on with fresh checkpoints is not followed forever.
+const MAX_CHECKPOINT_PAGES: usize = 10_000;
+
 /// Follows a checkpoint listing to its end (`next` absent); returns the items and the number
 /// of pages read. Each page is retried on its own.
 async fn drain<T, F, Fut>(
@@ -436,6 +444,9 @@ where
     let mut items = Vec::new();
     let mut from: Option<String> = None;
     let mut pages = 0;
+    // Every checkpoint seen: a server that answers a checkpoint already followed (at once or
+    // after a cycle of any length) would otherwise be followed forever.
+    let mut seen = std::collections::HashSet::new();
     let label = format!("{what} of {of}");
     loop {
         let page = retry(policy, &label, || fetch(from.clone()))
@@ -445,7 +456,7 @@ where
         items.extend(page.items);
         match page.next {
             None => return Ok((items, pages)),
-            Some(next) if from.as_deref() == Some(next.as_str()) => {
+            Some(next) if !seen.insert(next.clone()) || seen.len() > MAX_CHECKPOINT_PAGES => {
                 return Err(DrainError::Stuck {
                     what: label,
                     from: next,

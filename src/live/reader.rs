@@ -54,11 +54,12 @@ pub struct Clients {
 }
 
 /// Limits and timeouts for [`Clients`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Connect and request timeouts of the shared HTTP client.
     pub timeouts: HttpTimeouts,
-    /// Concurrency, request rates and page size of the Google clients.
+    /// Concurrency, request rates and page size of the Google clients. Its `max_pause` and
+    /// `shutdown` apply to the Auth0 client too.
     pub google: GoogleConfig,
     /// Auth0 requests in flight at once.
     pub auth0_concurrency: usize,
@@ -157,6 +158,8 @@ impl Clients {
         auth0_config.concurrency = config.auth0_concurrency;
         auth0_config.rate = config.auth0_rate;
         auth0_config.page_size = config.auth0_page_size.clamp(1, 100);
+        auth0_config.max_pause = config.google.max_pause;
+        auth0_config.shutdown = config.google.shutdown.clone();
         let auth0 = Auth0Client::new(http, auth0_config);
         Ok(Clients { google, auth0 })
     }
@@ -607,6 +610,11 @@ impl Shared {
     }
 }
 
+/// The most `services.list` pages one (project, region) may take: Cloud Run allows at most
+/// 1,000 services per region and project, which is 10 pages at the API's smallest default page
+/// size of 100. A listing that goes on with fresh page tokens is not followed forever.
+const MAX_LIST_PAGES: usize = 100;
+
 /// Lists one (project, region) to its last page, starting the IAM reads of governed services
 /// as their pages arrive; returns every listed service, governed ones with their policies.
 async fn read_region(
@@ -618,6 +626,7 @@ async fn read_region(
     let mut ready = Vec::new();
     let mut reads = tokio::task::JoinSet::new();
     let mut page_token: Option<String> = None;
+    let mut seen_tokens = std::collections::HashSet::new();
     let mut governed = 0;
     loop {
         let what = format!("services.list {project}/{region}");
@@ -658,7 +667,9 @@ async fn read_region(
             reads.spawn(read_service(shared.clone(), service, read_iap));
         }
         match page.next_page_token {
-            Some(next) if Some(&next) == page_token.as_ref() => {
+            // A token already followed (at once, or after a cycle of any length) would be
+            // followed forever.
+            Some(next) if !seen_tokens.insert(next.clone()) => {
                 return Err(ReadError::List {
                     project,
                     region,
@@ -666,7 +677,28 @@ async fn read_region(
                         api: crate::google::Api::CloudRun,
                         method: reqwest::Method::GET,
                         path: "services.list".into(),
-                        reason: format!("the page token {next:?} was returned twice"),
+                        reason: format!(
+                            "the page token {next:?} was returned twice (after {} pages): the \
+                             listing cycles and cannot be read to its end; nothing is planned \
+                             from it, the next pass lists again",
+                            seen_tokens.len()
+                        ),
+                    },
+                });
+            }
+            Some(_) if seen_tokens.len() >= MAX_LIST_PAGES => {
+                return Err(ReadError::List {
+                    project,
+                    region,
+                    source: GoogleError::Decode {
+                        api: crate::google::Api::CloudRun,
+                        method: reqwest::Method::GET,
+                        path: "services.list".into(),
+                        reason: format!(
+                            "the listing did not end after {MAX_LIST_PAGES} pages (a region holds \
+                             at most 1,000 services); nothing is planned from it, the next pass \
+                             lists again"
+                        ),
                     },
                 });
             }

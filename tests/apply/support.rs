@@ -61,6 +61,7 @@ pub fn quick_retries() -> RetryPolicy {
         min_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(80),
         max_server_wait: Duration::from_secs(5),
+        ..RetryPolicy::default()
     }
 }
 
@@ -476,4 +477,20 @@ pub fn write_world(dir: &Path, text: &str) -> String {
 pub fn id(s: &str) -> ServiceId {
     let parts: Vec<&str> = s.split('/').collect();
     ServiceId::new(parts[0], parts[1], parts[2])
+}
+
+impl Env {
+    /// The same simulator, with the clients going through `base_url` (a fault proxy in front
+    /// of it) from now on.
+    pub fn through(&mut self, base_url: &str) {
+        let key = self.sim.write_credentials(self._dir.path()).unwrap();
+        self.clients = Clients::for_simulator(
+            &self.desired.settings,
+            base_url,
+            &key,
+            self.sim.auth0_client(),
+            &unpaced(),
+        )
+        .unwrap();
+    }
 }

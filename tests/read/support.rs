@@ -218,6 +218,7 @@ pub fn quick_retries() -> ReadConfig {
             min_delay: Duration::from_millis(5),
             max_delay: Duration::from_millis(200),
             max_server_wait: Duration::from_secs(10),
+            ..RetryPolicy::default()
         },
         progress: None,
         shard: None,
