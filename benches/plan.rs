@@ -64,7 +64,6 @@ fn not_converged(now: SystemTime) {
     let start = Instant::now();
     let plan = plan::plan(&desired, &live, &PlanOptions::at(now));
     let planned = start.elapsed();
-    println!("  after planning: resident {:.1} MiB above the estate, peak {:.1} MiB above", mib(proc_status_bytes("VmRSS:").saturating_sub(baseline)), mib(proc_status_bytes("VmHWM:").saturating_sub(baseline)));
     let dir = tempfile::tempdir().expect("a temporary directory");
     let path = dir.path().join("plan.json");
     plan.write_json(std::fs::File::create(&path).expect("the saved plan is created")).expect("the saved plan is written");
@@ -72,6 +71,11 @@ fn not_converged(now: SystemTime) {
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let read_back = runwarden::plan::Plan::from_json(&std::fs::read_to_string(&path).unwrap()).expect("the saved plan reads back");
     assert_eq!(read_back, plan, "the saved plan round-trips");
+    // What `apply PLAN.json` does with it: compare it with a fresh plan of the same state.
+    let start = Instant::now();
+    let verified = runwarden::plan::verify_saved(&read_back, &plan, &live).expect("an unedited plan verifies");
+    assert!(verified.stale.is_empty() && verified.plan.services.len() == plan.services.len());
+    let verifying = start.elapsed();
     println!(
         "plan + save (not converged)               {} services  {} adds  wall {:>8.3} s",
         live.services.len(),
@@ -96,6 +100,7 @@ fn not_converged(now: SystemTime) {
         mib(SAVED_PLAN_BUDGET),
         bytes as f64 / SAVED_PLAN_BUDGET as f64
     );
+    println!("  verifying it against a fresh plan (apply PLAN.json): wall {:.3} s", verifying.as_secs_f64());
 }
 
 fn src(file: &str, line: usize) -> Source {

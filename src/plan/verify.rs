@@ -220,6 +220,11 @@ fn differ(saved: &ServicePlan, fresh: Option<&ServicePlan>) -> Vec<String> {
                 out.push(format!("the saved plan's emptied bindings of the {what} differ from the policies'"));
             }
         }
+        // Both sides are in the canonical order (the engine sorts, and so does reading a saved
+        // plan), so equal lists compare pairwise; only a difference pays for the full diff.
+        if s_changes.len() == f_changes.len() && s_changes.iter().zip(f_changes).all(|(a, b)| same_change(a, b)) {
+            continue;
+        }
         let (only_saved, only_fresh) = multiset_diff(s_changes, f_changes, |c| MemberChange { origin: None, ..c.clone() });
         for c in only_saved {
             out.push(format!("the saved plan has `{}` on the {what}, which the current policies do not produce", describe(c)));
@@ -236,6 +241,17 @@ fn differ(saved: &ServicePlan, fresh: Option<&ServicePlan>) -> Vec<String> {
         out.push(format!("the current policies set `{}` to {}, which the saved plan does not", c.field, c.after));
     }
     out
+}
+
+/// Whether two changes are the same but for `origin` (which only `--base-policies` sets).
+fn same_change(a: &MemberChange, b: &MemberChange) -> bool {
+    a.action == b.action
+        && a.role == b.role
+        && a.condition == b.condition
+        && a.member == b.member
+        && a.reason == b.reason
+        && a.sources == b.sources
+        && a.note == b.note
 }
 
 /// The items of `a` not in `b` and of `b` not in `a`, counting repeats, after `normal`.
