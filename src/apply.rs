@@ -19,7 +19,9 @@
 //! service** from the fresh state (so a concurrent writer's bindings are judged by the same rules
 //! as everything else: kept when foreign), re-checks the guards on the plan with the re-planned
 //! service, and tries again, a bounded number of times. A saved plan is never re-planned: a
-//! service whose live etag moved since the plan was made is refused (make a fresh plan).
+//! service whose live etag moved since the plan was made is refused (make a fresh plan). What
+//! apply receives of a saved plan is the engine's fresh plan of its services, after
+//! `crate::plan::verify` found it equal to the file: nothing in the file steers a write.
 //!
 //! # Guarantees
 //! * At most one `setIamPolicy` per IAM resource and one `services.patch` per service per pass,
@@ -82,7 +84,9 @@ impl Default for ApplyConfig {
 pub enum PlanSource<'a> {
     /// Computed in this pass from `desired` and `live` at `now`: conflicts re-plan the service.
     Fresh { desired: &'a Desired, live: &'a LiveState, now: SystemTime },
-    /// A saved plan (`apply PLAN.json`): applied exactly, refused per service where the etag moved.
+    /// A saved plan (`apply PLAN.json`), already checked against a fresh plan of the current
+    /// policies (`crate::plan::verify`): applied as approved, never re-planned, and refused per
+    /// service where an etag moved before the write (or a write meets a 409).
     Saved,
 }
 

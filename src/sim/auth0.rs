@@ -670,9 +670,8 @@ fn users_search(t: &Tenant, req: &Req) -> Reply {
     }
 }
 
-/// Adds or removes a direct role assignment (test helper).
-/// Removes every member of a group (by name), as a broken sync or a mistaken bulk edit would.
-/// False if the group is unknown.
+/// Removes every member of a group (by name), as a broken sync or a mistaken bulk edit would
+/// (test helper). False if the group is unknown.
 pub fn empty_group(s: &mut Store, group: &str) -> bool {
     match s.tenant.groups.iter_mut().find(|g| g.name == group) {
         Some(g) => {
@@ -683,6 +682,7 @@ pub fn empty_group(s: &mut Store, group: &str) -> bool {
     }
 }
 
+/// Adds or removes a direct role assignment (test helper).
 pub fn edit_role_user(s: &mut Store, role: &str, email: &str, add: bool) -> bool {
     let t = &mut s.tenant;
     let Some(ui) = t
