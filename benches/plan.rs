@@ -76,6 +76,20 @@ fn not_converged(now: SystemTime) {
     let verified = runwarden::plan::verify_saved(&read_back, &plan, &live).expect("an unedited plan verifies");
     assert!(verified.stale.is_empty() && verified.plan.services.len() == plan.services.len());
     let verifying = start.elapsed();
+    // The text plan (what `runwarden plan` prints), written as rendered: counted, not kept.
+    struct Count(u64);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len() as u64;
+            Ok(())
+        }
+    }
+    drop(read_back);
+    let before_text = proc_status_bytes("VmRSS:");
+    let text_reset = reset_peak();
+    let mut text = Count(0);
+    runwarden::plan::write_text(&plan, false, &mut text).expect("the text plan renders");
+    let text_peak = proc_status_bytes("VmHWM:").saturating_sub(before_text);
     println!(
         "plan + save (not converged)               {} services  {} adds  wall {:>8.3} s",
         live.services.len(),
@@ -101,6 +115,9 @@ fn not_converged(now: SystemTime) {
         bytes as f64 / SAVED_PLAN_BUDGET as f64
     );
     println!("  verifying it against a fresh plan (apply PLAN.json): wall {:.3} s", verifying.as_secs_f64());
+    if text_reset {
+        println!("  text plan {:.1} MiB, streamed: peak {:.1} MiB above the plan", mib(text.0), mib(text_peak));
+    }
 }
 
 fn src(file: &str, line: usize) -> Source {

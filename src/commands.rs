@@ -85,7 +85,11 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut text = match args.format {
-        PlanFormat::Text => render_text(&plan, color),
+        PlanFormat::Text => {
+            // Written as rendered: a plan of millions of changes is never held as text too.
+            write_text_to_stdout(&plan, color).context("writing the plan to stdout")?;
+            String::new()
+        }
         PlanFormat::Markdown => render_markdown(&plan),
         PlanFormat::Json => String::new(),
     };
@@ -238,7 +242,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         };
         let from_saved = args.plan.is_some();
         if !json {
-            print!("{}", render_text(&plan, std::io::stdout().is_terminal()));
+            write_text_to_stdout(&plan, std::io::stdout().is_terminal()).context("writing the plan to stdout")?;
         }
         let trips = check_guards(&plan, &desired.settings, args.allow_removals);
         if !trips.is_empty() {
@@ -367,6 +371,28 @@ fn client_config(shutdown: &CancellationToken) -> crate::live::ClientConfig {
     let mut config = crate::live::ClientConfig::default();
     config.google.shutdown = shutdown.clone();
     config
+}
+
+/// Writes a text plan to stdout as it is rendered.
+fn write_text_to_stdout(plan: &Plan, color: bool) -> std::io::Result<()> {
+    /// `fmt::Write` onto a buffered `io::Write`, keeping the first I/O error.
+    struct Out<W: Write> {
+        inner: std::io::BufWriter<W>,
+        error: Option<std::io::Error>,
+    }
+    impl<W: Write> std::fmt::Write for Out<W> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.inner.write_all(s.as_bytes()).map_err(|e| {
+                self.error = Some(e);
+                std::fmt::Error
+            })
+        }
+    }
+    let mut out = Out { inner: std::io::BufWriter::new(std::io::stdout().lock()), error: None };
+    if crate::plan::write_text(plan, color, &mut out).is_err() {
+        return Err(out.error.take().unwrap_or_else(|| std::io::Error::other("rendering the plan failed")));
+    }
+    out.inner.flush()
 }
 
 /// 0 when every service converged, 1 otherwise.

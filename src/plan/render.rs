@@ -263,21 +263,28 @@ fn finding_text(f: &Finding) -> String {
 
 /// Terraform-like text. `color` adds ANSI colours (only when writing to a terminal).
 pub fn render_text(plan: &Plan, color: bool) -> String {
-    let p = Paint { on: color };
     let mut out = String::new();
-    let _ = writeln!(out, "runwarden plan at {}", plan.planned_at);
+    let _ = write_text(plan, color, &mut out);
+    out
+}
+
+/// [`render_text`], written as it is rendered (a plan of millions of changes is never held as
+/// text as a whole).
+pub fn write_text<W: std::fmt::Write>(plan: &Plan, color: bool, out: &mut W) -> std::fmt::Result {
+    let p = Paint { on: color };
+    writeln!(out, "runwarden plan at {}", plan.planned_at)?;
     if plan.compared_with_base {
-        out.push_str("Compared with the base policies: [declared] = this change's own edits, [drift] = the base would make it too.\n");
+        out.write_str("Compared with the base policies: [declared] = this change's own edits, [drift] = the base would make it too.\n")?;
     }
-    out.push('\n');
+    out.write_char('\n')?;
     for s in &plan.services {
         let head = service_header(s);
-        out.push_str(&if s.has_changes() {
+        out.write_str(&if s.has_changes() {
             p.wrap("1;33", &head)
         } else {
             p.wrap("1", &head)
-        });
-        out.push('\n');
+        })?;
+        out.write_char('\n')?;
         for (sym, line) in service_lines(s) {
             let painted = match sym {
                 "+" => p.wrap("32", &line),
@@ -286,12 +293,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 "!" => p.wrap("1;31", &line),
                 _ => line,
             };
-            let _ = writeln!(out, "    {painted}");
+            writeln!(out, "    {painted}")?;
         }
-        out.push('\n');
+        out.write_char('\n')?;
     }
     if !plan.findings.is_empty() {
-        let _ = writeln!(out, "Findings ({}):", plan.findings.len());
+        writeln!(out, "Findings ({}):", plan.findings.len())?;
         for f in &plan.findings {
             let line = finding_line(f);
             let painted = match f.severity {
@@ -299,24 +306,24 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 Severity::Warning => p.wrap("33", &line),
                 Severity::Info => line,
             };
-            let _ = writeln!(out, "  {painted}");
+            writeln!(out, "  {painted}")?;
         }
-        out.push('\n');
+        out.write_char('\n')?;
     }
     if plan.summary.services_not_applied > 0 {
         let n = plan.summary.services_not_applied;
-        let _ = writeln!(
+        writeln!(
             out,
             "{n} of the {} services to change {} in warn or observe mode: {} changes are shown, never applied.",
             plan.summary.services_to_change,
             if n == 1 { "is" } else { "are" },
             if n == 1 { "its" } else { "their" }
-        );
+        )?;
     }
     let line = summary_line(plan);
-    out.push_str(&p.wrap("1", &line));
-    out.push('\n');
-    out
+    out.write_str(&p.wrap("1", &line))?;
+    out.write_char('\n')?;
+    Ok(())
 }
 
 /// Markdown for a pull-request comment: a one-line summary, a warning when access is removed, a
