@@ -8,6 +8,7 @@ import typing
 
 import httpx
 from auth0.authentication import GetToken
+from auth0.authentication.exceptions import Auth0Error
 from auth0.management import Auth0
 from auth0.management.core.api_error import ApiError
 from auth0.management.types import (
@@ -93,6 +94,20 @@ class Auth0Contract(Contract):
         self.assertEqual(set(self.token_response) - {"scope"}, {"access_token", "expires_in", "token_type"})
         self.assertEqual(self.token_response["token_type"], "Bearer")
         self.assertIsInstance(self.token_response["expires_in"], int)
+
+    def test_wrong_client_secret_is_an_oauth_error_the_sdk_reads(self):
+        # The Authentication API's error body is {error, error_description}: auth0-python reads
+        # `error` as the code and `error_description` as the message (authentication/rest.py).
+        with self.assertRaises(Auth0Error) as caught:
+            GetToken(self.sim.hostport, self.sim.env["AUTH0_CLIENT_ID"], "wrong-secret",
+                     protocol="http").client_credentials(audience=AUDIENCE)
+        e = caught.exception
+        self.assertEqual((e.status_code, e.error_code), (401, "access_denied"))
+        self.assertTrue(e.message)
+        r = self.http.post(f"{self.sim.endpoint}/oauth/token",
+                           json={"grant_type": "client_credentials", "client_id": "x", "client_secret": "y",
+                                 "audience": AUDIENCE})
+        self.expect("auth0.oauth.error", sorted(set(r.json()) - {"error", "error_description"}))
 
     # ---------------------------------------------------------------- roles
 
@@ -207,6 +222,12 @@ class Auth0Contract(Contract):
         # reads x-ratelimit-reset; Auth0's "Rate limit policy" documents all three).
         for h in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"):
             self.assertRegex(r.headers.get(h, ""), r"^\d+$", h)
+
+    def test_per_page_over_100_is_a_400_in_auth0s_error_shape(self):
+        with self.assertRaises(ApiError) as caught:
+            list(self.mgmt.roles.list(per_page=101))
+        self.assertEqual(caught.exception.status_code, 400)
+        self.expect("auth0.error.400", error_problems(400, caught.exception.body))
 
     def test_missing_token_is_a_401_in_auth0s_error_shape(self):
         r = self.http.get(f"{self.sim.endpoint}/api/v2/roles")

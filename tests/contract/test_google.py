@@ -168,6 +168,24 @@ class GoogleContract(Contract):
                          "cloudresourcemanager.v3", "projects", "get")
         self.assertEqual(p["name"], f"projects/{NUMBER}")
 
+    def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
+        state = self.sim.admin("GET", "/sim/state")
+        numbers = {p["projectId"]: p["projectNumber"] for p in state["projects"]}
+        self.assertGreater(len(state["services"]), 3)
+        for svc in state["services"]:
+            name = svc["name"]
+            _, project, _, region, _, short = name.split("/")
+            self.checked("google.run.services.get", self.services().get(name=name),
+                         "run.v2", "projects", "locations", "services", "get")
+            for version in (1, 3):
+                self.checked("google.run.services.getIamPolicy",
+                             self.services().getIamPolicy(resource=name, options_requestedPolicyVersion=version),
+                             "run.v2", "projects", "locations", "services", "getIamPolicy")
+            resource = f"projects/{numbers[project]}/iap_web/cloud_run-{region}/services/{short}"
+            self.checked("google.iap.getIamPolicy",
+                         self.iap.v1().getIamPolicy(resource=resource, body={"options": {"requestedPolicyVersion": 3}}),
+                         "iap.v1", "v1", "getIamPolicy")
+
     # ---------------------------------------------------------------- writes
 
     def test_run_set_iam_policy_round_trips_and_matches_the_policy_schema(self):
@@ -219,6 +237,27 @@ class GoogleContract(Contract):
                                  {"$ref": "GoogleCloudRunV2Service"}, self.docs["run.v2"]))
         self.assertEqual(self.services().get(name=SERVICE).execute()["labels"]["contract"], "yes")
 
+    def test_a_failed_patch_operation_carries_a_google_rpc_status(self):
+        ops = self.runapi.projects().locations().operations()
+        svc = self.services().get(name=SERVICE).execute()
+        self.sim.faults({"operationFailureRate": 1.0})
+        try:
+            op = self.services().patch(name=SERVICE, updateMask="labels",
+                                       body={"labels": dict(svc.get("labels", {}), failing="yes")}).execute()
+            done = op
+            for _ in range(20):
+                done = self.checked("google.run.operations.wait.failed",
+                                    ops.wait(name=op["name"], body={"timeout": "5s"}),
+                                    "run.v2", "projects", "locations", "operations", "wait")
+                if done.get("done"):
+                    break
+        finally:
+            self.sim.faults({})
+        self.assertTrue(done.get("done"), "the operation never finished")
+        self.assertIn("error", done)
+        self.assertNotIn("response", done)
+        self.assertIn(done["error"].get("code"), range(1, 17), "a google.rpc.Code number")
+
     # ---------------------------------------------------------------- errors
 
     def test_unknown_service_is_a_404_in_googles_error_shape(self):
@@ -231,6 +270,11 @@ class GoogleContract(Contract):
         self.assertEqual(e.status_code, 403)
         self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
         self.assertEqual(e.error_details[0]["reason"], "IAM_PERMISSION_DENIED")
+
+    def test_missing_credentials_are_a_401_unauthenticated_in_googles_error_shape(self):
+        resp, content = httplib2.Http(timeout=10).request(f"{self.sim.endpoint}/v2/{SERVICE}")
+        self.assertEqual(resp.status, 401)
+        self.expect("google.error.401", error_problems(401, json.loads(content), "UNAUTHENTICATED"))
 
     def test_quota_exceeded_is_a_429_resource_exhausted_with_error_info(self):
         self.sim.faults({"rateLimits": {"cloudRunRead": "1/min"}})
