@@ -85,7 +85,14 @@ fn contract_python() -> Result<PathBuf, String> {
     run(
         "installing the contract tests' SDKs (pip install -r tests/contract/requirements.txt; needs the package registry)",
         Command::new(building.join("bin").join("python"))
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                "-r",
+            ])
             .arg(manifest_dir().join("tests/contract/requirements.txt")),
     )?;
     match std::fs::rename(&building, &venv) {
@@ -94,7 +101,12 @@ fn contract_python() -> Result<PathBuf, String> {
         Err(_) if python.exists() => {
             let _ = std::fs::remove_dir_all(&building);
         }
-        Err(e) => return Err(format!("could not move {} into place: {e}", building.display())),
+        Err(e) => {
+            return Err(format!(
+                "could not move {} into place: {e}",
+                building.display()
+            ));
+        }
     }
     Ok(python)
 }

@@ -24,5 +24,5 @@ class Contract(unittest.TestCase):
                 f"unexpected pass: contract check {check!r}{where} is listed in known_gaps.py "
                 f"(issue {issue}) but the simulator now matches; remove the entry",
             )
-        else:
-            self.assertFalse(problems, f"contract check {check!r}{where} failed:\n  " + "\n  ".join(problems))
+        elif problems:
+            self.fail(f"contract check {check!r}{where} failed:\n  " + "\n  ".join(problems))
