@@ -4,6 +4,7 @@ definition). Every call goes through the SDK, which parses the answer into its m
 JSON is then compared key by key with the same models, unknown keys included."""
 
 import json
+import os
 import typing
 
 import httpx
@@ -23,11 +24,16 @@ from auth0.management.types import (
     SigningKeys,
 )
 
+import yaml
+from auth0.management.types.oauth_scope import OauthScope
+
 from contract import Contract
+from test_google import REFERENCE
 from shapes import check_model
 
 DOMAIN = "acme.eu.auth0.com"  # deploy/local/world.yaml
 AUDIENCE = f"https://{DOMAIN}/api/v2/"
+AUTH0_OPENAPI = os.path.join(os.path.dirname(REFERENCE), "auth0", "management-api-v2.openapi.yaml")
 
 # The error body: auth0-python's error models (types/not_found_error_body.py,
 # too_many_requests_error_body.py: message, statusCode, error) plus `errorCode`, which the SDK's
@@ -108,6 +114,21 @@ class Auth0Contract(Contract):
                            json={"grant_type": "client_credentials", "client_id": "x", "client_secret": "y",
                                  "audience": AUDIENCE})
         self.expect("auth0.oauth.error", sorted(set(r.json()) - {"error", "error_description"}))
+
+    def test_granted_scopes_are_auth0_scopes_and_cover_each_documented_endpoint(self):
+        granted = set(self.token_response["scope"].split())
+        known = set(typing.get_args(typing.get_args(OauthScope)[0]))  # Union[Literal[...], Any]
+        self.expect("auth0.token.scopes.known", sorted(f"{s}: not in auth0-python's OauthScope" for s in granted - known))
+        with open(AUTH0_OPENAPI) as f:
+            paths = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["paths"]
+        problems = []
+        # The reads runwarden makes that the reference documents (the group endpoints it predates).
+        for path in ("/roles", "/roles/{id}", "/roles/{id}/users", "/users", "/users/{id}",
+                     "/resource-servers", "/keys/signing"):
+            needed = [s for req in paths[path]["get"]["security"] for s in req.get("oAuth2ClientCredentials", [])]
+            if needed and not granted & set(needed):
+                problems.append(f"GET {path} needs one of {needed}; the token grants {sorted(granted)}")
+        self.expect("auth0.token.scopes.endpoints", problems)
 
     # ---------------------------------------------------------------- roles
 

@@ -219,6 +219,8 @@ class GoogleContract(Contract):
                           self.services().patch(name=SERVICE, updateMask="labels",
                                                 body={"labels": labels, "etag": svc["etag"]}),
                           "run.v2", "projects", "locations", "services", "patch")
+        # Cloud Run v2 documents services.patch's operation metadata as a Service.
+        self.assertEqual(op["metadata"]["@type"], "type.googleapis.com/google.cloud.run.v2.Service")
         self.expect("google.run.operation.metadata",
                     check_schema({k: v for k, v in op.get("metadata", {}).items() if k != "@type"},
                                  {"$ref": "GoogleCloudRunV2Service"}, self.docs["run.v2"]))

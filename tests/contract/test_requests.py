@@ -15,11 +15,11 @@ from urllib.parse import parse_qsl
 import yaml
 
 import sim as simmod
+from test_auth0 import AUTH0_OPENAPI
 from test_google import REFERENCE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-AUTH0_OPENAPI = os.path.join(os.path.dirname(REFERENCE), "auth0", "management-api-v2.openapi.yaml")
 
 # Endpoints the reference OpenAPI document predates, as auth0-python 6.8 calls them:
 # auth0/management/roles/groups/raw_client.py (GET roles/{id}/groups: from, take) and
