@@ -10,6 +10,7 @@ import typing
 import httpx
 from auth0.authentication import GetToken
 from auth0.authentication.exceptions import Auth0Error
+from auth0.authentication.token_verifier import AsymmetricSignatureVerifier
 from auth0.management import Auth0
 from auth0.management.core.api_error import ApiError
 from auth0.management.types import (
@@ -129,6 +130,23 @@ class Auth0Contract(Contract):
             if needed and not granted & set(needed):
                 problems.append(f"GET {path} needs one of {needed}; the token grants {sorted(granted)}")
         self.expect("auth0.token.scopes.endpoints", problems)
+
+    def test_jwks_verifies_the_tenants_tokens_with_the_sdks_verifier(self):
+        # OIDC discovery names the JWKS; auth0-python's AsymmetricSignatureVerifier fetches it,
+        # parses each key (JwksFetcher) and checks the RS256 signature of a tenant-signed token.
+        discovery = self.http.get(f"{self.sim.endpoint}/.well-known/openid-configuration").json()
+        self.assertEqual(discovery["issuer"], f"https://{DOMAIN}/")
+        jwks_path = "/" + discovery["jwks_uri"].split("://", 1)[1].split("/", 1)[1]
+        payload = AsymmetricSignatureVerifier(f"{self.sim.endpoint}{jwks_path}").verify_signature(
+            self.token_response["access_token"])
+        self.assertEqual(payload["iss"], f"https://{DOMAIN}/")
+        self.assertEqual(payload["aud"], AUDIENCE)
+        # JWK members: RFC 7517 section 4 and RFC 7518 section 6.3.1 (RSA).
+        jwk_members = {"kty", "use", "key_ops", "alg", "kid", "x5u", "x5c", "x5t", "x5t#S256", "n", "e"}
+        jwks = self.http.get(f"{self.sim.endpoint}{jwks_path}").json()
+        self.assertEqual(set(jwks), {"keys"})
+        self.expect("auth0.jwks.members", [f"$.keys[{i}].{k}: not a JWK member"
+                                           for i, key in enumerate(jwks["keys"]) for k in key if k not in jwk_members])
 
     # ---------------------------------------------------------------- roles
 
