@@ -72,6 +72,8 @@ fn contract_python() -> Result<PathBuf, String> {
     if python.exists() {
         return Ok(python);
     }
+    // A virtualenv whose interpreter is gone (python3 was upgraded or removed) is rebuilt.
+    let _ = std::fs::remove_dir_all(&venv);
     let building = target_dir().join(format!(
         "contract-venv-{}.building-{}",
         requirements_key(),
