@@ -15,6 +15,7 @@ from auth0.management import Auth0
 from auth0.management.core.api_error import ApiError
 from auth0.management.types import (
     GetGroupMembersResponseContent,
+    GroupMember,
     GetRoleResponseContent,
     GetUserResponseContent,
     ListResourceServerOffsetPaginatedResponseContent,
@@ -195,7 +196,7 @@ class Auth0Contract(Contract):
             self.expect("auth0.groups.members.page",
                         check_model({**body, "members": []}, GetGroupMembersResponseContent), str(url))
             self.expect("auth0.groups.members.item",
-                        check_model(body, GetGroupMembersResponseContent), str(url))
+                        check_model(body.get("members"), typing.List[GroupMember], "$.members"), str(url))
 
     # ---------------------------------------------------------------- users
 

@@ -239,6 +239,21 @@ class GoogleContract(Contract):
                                  {"$ref": "GoogleCloudRunV2Service"}, self.docs["run.v2"]))
         self.assertEqual(self.services().get(name=SERVICE).execute()["labels"]["contract"], "yes")
 
+    def test_every_documented_ingress_is_accepted_and_an_undocumented_one_is_a_400(self):
+        ops = self.runapi.projects().locations().operations()
+        name = f"projects/{PROJECT}/locations/us-central1/services/status-page"
+        enum = self.docs["run.v2"]["schemas"]["GoogleCloudRunV2Service"]["properties"]["ingress"]["enum"]
+        for value in enum:
+            op = self.services().patch(name=name, updateMask="ingress", body={"ingress": value}).execute()
+            ops.wait(name=op["name"], body={"timeout": "5s"}).execute()
+            got = self.services().get(name=name).execute().get("ingress", "INGRESS_TRAFFIC_UNSPECIFIED")
+            # UNSPECIFIED on write means the default, all traffic.
+            self.assertEqual(got, "INGRESS_TRAFFIC_ALL" if value == "INGRESS_TRAFFIC_UNSPECIFIED" else value)
+        e, body = self.failing(self.services().patch(name=name, updateMask="ingress",
+                                                     body={"ingress": "INGRESS_TRAFFIC_PRIVATE"}))
+        self.assertEqual(e.status_code, 400)
+        self.expect("google.error.400", error_problems(400, body, "INVALID_ARGUMENT"))
+
     def test_a_failed_patch_operation_carries_a_google_rpc_status(self):
         ops = self.runapi.projects().locations().operations()
         svc = self.services().get(name=SERVICE).execute()
