@@ -8,8 +8,8 @@
 //! `tests/contract/requirements.txt`, so a changed pin gets a fresh one), runs the suite, and
 //! fails with its output if any check fails.
 //!
-//! Needs `python3` with `venv` and pip's registry on the first run (about half a minute; pip's
-//! cache makes a rebuild quick); later runs reuse the virtualenv and take about a second.
+//! Needs `python3` with `venv` and pip's registry on the first run (about 15 s to install, even
+//! with no pip cache); later runs reuse the virtualenv and the suite takes under 10 s.
 //! `RUNWARDEN_CONTRACT_PYTHON=/path/to/python` uses an interpreter that already has the SDKs.
 
 use std::path::{Path, PathBuf};
