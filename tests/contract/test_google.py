@@ -1,0 +1,310 @@
+"""The simulator's Google APIs, driven by google-api-python-client built from the discovery
+documents in shared/reference/google/ (build_from_document: no network), and every response
+checked against the method's response schema in the same document, recursively: each field must
+be a property of its schema, with the schema's type, format and enum. Errors are checked against
+Google's error model (google.rpc.Status in JSON: AIP-193, "Errors")."""
+
+import json
+import os
+
+import google_auth_httplib2
+import httplib2
+from google.oauth2 import service_account
+from googleapiclient.discovery import build_from_document
+from googleapiclient.errors import HttpError
+
+from contract import Contract
+from shapes import check_schema
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+REFERENCE = os.environ.get(
+    "RUNWARDEN_GOOGLE_REFERENCE",
+    os.path.join(os.path.dirname(ROOT), "shared", "reference", "google"),
+)
+
+PROJECT, NUMBER, REGION = "acme-prod", "123456789012", "europe-west1"  # deploy/local/world.yaml
+SERVICE = f"projects/{PROJECT}/locations/{REGION}/services/billing-api"
+
+
+def discovery(name):
+    """A discovery document from shared/reference/google (beside the repository, as in CI)."""
+    path = os.path.join(REFERENCE, name)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: set RUNWARDEN_GOOGLE_REFERENCE to the folder "
+                                "holding the discovery documents")
+    with open(path) as f:
+        return json.load(f)
+
+
+# google.rpc.Code names (googleapis/google/rpc/code.proto), the `status` of an error body.
+RPC_CODES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+             "ALREADY_EXISTS", "PERMISSION_DENIED", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED",
+             "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+             "UNAVAILABLE", "DATA_LOSS"]
+# The JSON error body of Google APIs (AIP-193): {"error": {code, message, status, details[]}},
+# each detail an Any with "@type" (google.rpc.ErrorInfo, RetryInfo, ...). Written in the
+# discovery documents' schema language so the same checker applies.
+ERROR_DOC = {"schemas": {
+    "Error": {"id": "Error", "type": "object", "properties": {
+        "error": {"$ref": "Status"}}},
+    "Status": {"id": "Status", "type": "object", "properties": {
+        "code": {"type": "integer", "format": "int32"},
+        "message": {"type": "string"},
+        "status": {"type": "string", "enum": RPC_CODES},
+        "details": {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "any"}}},
+    }},
+}}
+
+
+def error_problems(status, body, rpc_status):
+    problems = check_schema(body, {"$ref": "Error"}, ERROR_DOC)
+    err = body.get("error", {}) if isinstance(body, dict) else {}
+    if err.get("code") != status:
+        problems.append(f"$.error.code: {err.get('code')!r} is not the HTTP status {status}")
+    if err.get("status") != rpc_status:
+        problems.append(f"$.error.status: {err.get('status')!r}, expected {rpc_status}")
+    for i, d in enumerate(err.get("details", [])):
+        if not str(d.get("@type", "")).startswith("type.googleapis.com/"):
+            problems.append(f"$.error.details[{i}]: no type.googleapis.com/ @type")
+    return problems
+
+
+class Recording(httplib2.Http):
+    """httplib2 that keeps every exchange: (method, uri, status, body bytes)."""
+
+    def __init__(self):
+        super().__init__(timeout=20)
+        self.log = []
+
+    def request(self, uri, method="GET", body=None, headers=None, *args, **kwargs):
+        resp, content = super().request(uri, method, body, headers, *args, **kwargs)
+        self.log.append((method, uri, resp.status, content, resp))
+        return resp, content
+
+
+def method_schema(doc, *path):
+    """The response schema of a method, e.g. ("projects", "locations", "services", "get")."""
+    node = doc
+    for p in path[:-1]:
+        node = node["resources"][p]
+    return node["methods"][path[-1]]["response"]
+
+
+class GoogleContract(Contract):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        creds = service_account.Credentials.from_service_account_file(
+            cls.sim.env["GOOGLE_APPLICATION_CREDENTIALS"],
+            scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        cls.recording = Recording()
+        http = google_auth_httplib2.AuthorizedHttp(creds, http=cls.recording)
+        opts = {"api_endpoint": cls.sim.endpoint + "/"}
+        cls.docs = {n: discovery(f"{n}.json") for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3")}
+        cls.runapi = build_from_document(cls.docs["run.v2"], http=http, client_options=opts)
+        cls.iap = build_from_document(cls.docs["iap.v1"], http=http, client_options=opts)
+        cls.crm = build_from_document(cls.docs["cloudresourcemanager.v3"], http=http, client_options=opts)
+
+    def setUp(self):
+        self.recording.log.clear()
+
+    def checked(self, check, request, doc, *method):
+        """Executes `request` and checks the raw JSON answer against the method's response schema."""
+        result = request.execute()
+        method_, uri, status, content, _ = self.recording.log[-1]
+        self.assertEqual(status, 200, uri)
+        body = json.loads(content)
+        self.expect(check, check_schema(body, method_schema(self.docs[doc], *method), self.docs[doc]),
+                    f"{method_} {uri}")
+        return result
+
+    def services(self):
+        return self.runapi.projects().locations().services()
+
+    def failing(self, request):
+        with self.assertRaises(HttpError) as caught:
+            request.execute()
+        e = caught.exception
+        return e, json.loads(e.content)
+
+    # ---------------------------------------------------------------- reads
+
+    def test_services_list_pages_with_page_token_and_matches_list_services_response(self):
+        names, token, pages = [], None, 0
+        while True:
+            page = self.checked("google.run.services.list",
+                                self.services().list(parent=f"projects/{PROJECT}/locations/{REGION}",
+                                                     pageSize=1, pageToken=token),
+                                "run.v2", "projects", "locations", "services", "list")
+            pages += 1
+            names += [s["name"] for s in page.get("services", [])]
+            token = page.get("nextPageToken")
+            if not token:
+                break
+            self.assertLess(pages, 100, "paging does not end")
+        self.assertGreater(pages, 1, "pageSize=1 must page")
+        self.assertEqual(len(names), len(set(names)), "paging repeated a service")
+        self.assertIn(SERVICE, names)
+
+    def test_services_get_matches_the_service_schema(self):
+        svc = self.checked("google.run.services.get", self.services().get(name=SERVICE),
+                           "run.v2", "projects", "locations", "services", "get")
+        self.assertEqual(svc["name"], SERVICE)
+
+    def test_run_get_iam_policy_matches_the_policy_schema(self):
+        self.checked("google.run.services.getIamPolicy",
+                     self.services().getIamPolicy(resource=SERVICE, options_requestedPolicyVersion=3),
+                     "run.v2", "projects", "locations", "services", "getIamPolicy")
+
+    def test_iap_get_iam_policy_matches_the_policy_schema(self):
+        resource = f"projects/{NUMBER}/iap_web/cloud_run-{REGION}/services/billing-api"
+        self.checked("google.iap.getIamPolicy",
+                     self.iap.v1().getIamPolicy(resource=resource, body={"options": {"requestedPolicyVersion": 3}}),
+                     "iap.v1", "v1", "getIamPolicy")
+
+    def test_resource_manager_projects_get_matches_the_project_schema(self):
+        p = self.checked("google.crm.projects.get", self.crm.projects().get(name=f"projects/{PROJECT}"),
+                         "cloudresourcemanager.v3", "projects", "get")
+        self.assertEqual(p["name"], f"projects/{NUMBER}")
+
+    def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
+        state = self.sim.admin("GET", "/sim/state")
+        numbers = {p["projectId"]: p["projectNumber"] for p in state["projects"]}
+        self.assertGreater(len(state["services"]), 3)
+        for svc in state["services"]:
+            name = svc["name"]
+            _, project, _, region, _, short = name.split("/")
+            self.checked("google.run.services.get", self.services().get(name=name),
+                         "run.v2", "projects", "locations", "services", "get")
+            for version in (1, 3):
+                self.checked("google.run.services.getIamPolicy",
+                             self.services().getIamPolicy(resource=name, options_requestedPolicyVersion=version),
+                             "run.v2", "projects", "locations", "services", "getIamPolicy")
+            resource = f"projects/{numbers[project]}/iap_web/cloud_run-{region}/services/{short}"
+            self.checked("google.iap.getIamPolicy",
+                         self.iap.v1().getIamPolicy(resource=resource, body={"options": {"requestedPolicyVersion": 3}}),
+                         "iap.v1", "v1", "getIamPolicy")
+
+    # ---------------------------------------------------------------- writes
+
+    def test_run_set_iam_policy_round_trips_and_matches_the_policy_schema(self):
+        name = f"projects/{PROJECT}/locations/{REGION}/services/payments-api"
+        policy = self.services().getIamPolicy(resource=name).execute()
+        out = self.checked("google.run.services.setIamPolicy",
+                           self.services().setIamPolicy(resource=name, body={"policy": policy}),
+                           "run.v2", "projects", "locations", "services", "setIamPolicy")
+        self.assertNotEqual(out["etag"], None)
+
+    def test_iap_set_iam_policy_matches_the_policy_schema(self):
+        resource = f"projects/{NUMBER}/iap_web/cloud_run-{REGION}/services/billing-api"
+        policy = self.iap.v1().getIamPolicy(resource=resource, body={}).execute()
+        self.checked("google.iap.setIamPolicy",
+                     self.iap.v1().setIamPolicy(resource=resource, body={"policy": policy}),
+                     "iap.v1", "v1", "setIamPolicy")
+
+    def test_stale_etag_is_a_409_aborted_in_googles_error_shape(self):
+        name = f"projects/{PROJECT}/locations/{REGION}/services/payments-api"
+        policy = self.services().getIamPolicy(resource=name).execute()
+        self.services().setIamPolicy(resource=name, body={"policy": policy}).execute()  # moves the etag
+        e, body = self.failing(self.services().setIamPolicy(resource=name, body={"policy": policy}))
+        self.assertEqual(e.status_code, 409)
+        self.expect("google.error.409", error_problems(409, body, "ABORTED"))
+
+    def test_patch_returns_an_operation_that_get_and_wait_finish(self):
+        ops = self.runapi.projects().locations().operations()
+        svc = self.services().get(name=SERVICE).execute()
+        labels = dict(svc.get("labels", {}), contract="yes")
+        op = self.checked("google.run.services.patch",
+                          self.services().patch(name=SERVICE, updateMask="labels",
+                                                body={"labels": labels, "etag": svc["etag"]}),
+                          "run.v2", "projects", "locations", "services", "patch")
+        # Cloud Run v2 documents services.patch's operation metadata as a Service.
+        self.assertEqual(op["metadata"]["@type"], "type.googleapis.com/google.cloud.run.v2.Service")
+        self.expect("google.run.operation.metadata",
+                    check_schema({k: v for k, v in op.get("metadata", {}).items() if k != "@type"},
+                                 {"$ref": "GoogleCloudRunV2Service"}, self.docs["run.v2"]))
+        self.checked("google.run.operations.get", ops.get(name=op["name"]),
+                     "run.v2", "projects", "locations", "operations", "get")
+        done = op
+        for _ in range(20):
+            done = self.checked("google.run.operations.wait", ops.wait(name=op["name"], body={"timeout": "5s"}),
+                                "run.v2", "projects", "locations", "operations", "wait")
+            if done.get("done"):
+                break
+        self.assertTrue(done.get("done"), "the operation never finished")
+        self.assertIn("response", done)
+        self.expect("google.run.operation.response",
+                    check_schema({k: v for k, v in done["response"].items() if k != "@type"},
+                                 {"$ref": "GoogleCloudRunV2Service"}, self.docs["run.v2"]))
+        self.assertEqual(self.services().get(name=SERVICE).execute()["labels"]["contract"], "yes")
+
+    def test_every_documented_ingress_is_accepted_and_an_undocumented_one_is_a_400(self):
+        ops = self.runapi.projects().locations().operations()
+        name = f"projects/{PROJECT}/locations/us-central1/services/status-page"
+        enum = self.docs["run.v2"]["schemas"]["GoogleCloudRunV2Service"]["properties"]["ingress"]["enum"]
+        for value in enum:
+            op = self.services().patch(name=name, updateMask="ingress", body={"ingress": value}).execute()
+            ops.wait(name=op["name"], body={"timeout": "5s"}).execute()
+            got = self.services().get(name=name).execute().get("ingress", "INGRESS_TRAFFIC_UNSPECIFIED")
+            # UNSPECIFIED on write means the default, all traffic.
+            self.assertEqual(got, "INGRESS_TRAFFIC_ALL" if value == "INGRESS_TRAFFIC_UNSPECIFIED" else value)
+        e, body = self.failing(self.services().patch(name=name, updateMask="ingress",
+                                                     body={"ingress": "INGRESS_TRAFFIC_PRIVATE"}))
+        self.assertEqual(e.status_code, 400)
+        self.expect("google.error.400", error_problems(400, body, "INVALID_ARGUMENT"))
+
+    def test_a_failed_patch_operation_carries_a_google_rpc_status(self):
+        ops = self.runapi.projects().locations().operations()
+        svc = self.services().get(name=SERVICE).execute()
+        self.sim.faults({"operationFailureRate": 1.0})
+        try:
+            op = self.services().patch(name=SERVICE, updateMask="labels",
+                                       body={"labels": dict(svc.get("labels", {}), failing="yes")}).execute()
+            done = op
+            for _ in range(20):
+                done = self.checked("google.run.operations.wait.failed",
+                                    ops.wait(name=op["name"], body={"timeout": "5s"}),
+                                    "run.v2", "projects", "locations", "operations", "wait")
+                if done.get("done"):
+                    break
+        finally:
+            self.sim.faults({})
+        self.assertTrue(done.get("done"), "the operation never finished")
+        self.assertIn("error", done)
+        self.assertNotIn("response", done)
+        self.assertIn(done["error"].get("code"), range(1, 17), "a google.rpc.Code number")
+
+    # ---------------------------------------------------------------- errors
+
+    def test_unknown_service_is_a_404_in_googles_error_shape(self):
+        e, body = self.failing(self.services().get(name=f"projects/{PROJECT}/locations/{REGION}/services/nope"))
+        self.assertEqual(e.status_code, 404)
+        self.expect("google.error.404", error_problems(404, body, "NOT_FOUND"))
+
+    def test_unknown_project_is_a_403_in_googles_error_shape(self):
+        e, body = self.failing(self.crm.projects().get(name="projects/not-a-project"))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+        self.assertEqual(e.error_details[0]["reason"], "IAM_PERMISSION_DENIED")
+
+    def test_missing_credentials_are_a_401_unauthenticated_in_googles_error_shape(self):
+        resp, content = httplib2.Http(timeout=10).request(f"{self.sim.endpoint}/v2/{SERVICE}")
+        self.assertEqual(resp.status, 401)
+        self.expect("google.error.401", error_problems(401, json.loads(content), "UNAUTHENTICATED"))
+
+    def test_quota_exceeded_is_a_429_resource_exhausted_with_error_info(self):
+        self.sim.faults({"rateLimits": {"cloudRunRead": "1/min"}})
+        try:
+            status, body = None, None
+            for _ in range(3):
+                try:
+                    self.services().get(name=SERVICE).execute()
+                except HttpError as e:
+                    status, body = e.status_code, json.loads(e.content)
+                    break
+        finally:
+            self.sim.faults({})
+        self.assertEqual(status, 429)
+        self.expect("google.error.429", error_problems(429, body, "RESOURCE_EXHAUSTED"))
+        self.assertEqual(body["error"]["details"][0]["reason"], "RATE_LIMIT_EXCEEDED")
