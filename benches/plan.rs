@@ -5,6 +5,11 @@
 //! mapping), with drift on every tenth service, then times three plans: the drifted world, the
 //! world after applying that plan, and the drifted world against base policies. Prints the wall
 //! time of each and its ratio to a 1 s budget. Not a timed test: it never fails on speed.
+//!
+//! Then an estate that is not converged at all (every service lacks all 250 members of its
+//! role: 2.5 M additions): prints the peak resident memory of planning it and writing the saved
+//! plan (above the estate's own, measured with Linux's VmHWM after resetting it) and the saved
+//! plan's size, each as a ratio to its budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -22,6 +27,98 @@ const PER_TEAM: usize = 20;
 const ROLES: usize = 200;
 const USERS_PER_ROLE: usize = 25;
 const BUDGET: Duration = Duration::from_secs(1);
+/// Members per role in the non-converged estate: 10,000 services × 250 = 2.5 M additions.
+const ADOPTING_USERS_PER_ROLE: usize = 250;
+/// Peak memory above the estate itself for planning 2.5 M additions and saving the plan.
+const MEMORY_BUDGET: u64 = 512 * 1024 * 1024;
+/// The saved plan of 2.5 M additions.
+const SAVED_PLAN_BUDGET: u64 = 256 * 1024 * 1024;
+
+/// A line of /proc/self/status in bytes (`VmRSS`, `VmHWM`); 0 where unavailable.
+fn proc_status_bytes(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+/// Resets the peak (VmHWM) to the current resident set; false where Linux does not allow it.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Plans the non-converged estate and saves the plan, printing peak memory and plan size.
+fn not_converged(now: SystemTime) {
+    let (desired, live) = estate_with(ADOPTING_USERS_PER_ROLE, true);
+    let baseline = proc_status_bytes("VmRSS:");
+    let reset = reset_peak();
+    let start = Instant::now();
+    let plan = plan::plan(&desired, &live, &PlanOptions::at(now));
+    let planned = start.elapsed();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("plan.json");
+    plan.write_json(std::fs::File::create(&path).expect("the saved plan is created")).expect("the saved plan is written");
+    let peak = proc_status_bytes("VmHWM:");
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let read_back = runwarden::plan::Plan::from_json(&std::fs::read_to_string(&path).unwrap()).expect("the saved plan reads back");
+    assert_eq!(read_back, plan, "the saved plan round-trips");
+    // What `apply PLAN.json` does with it: compare it with a fresh plan of the same state.
+    let start = Instant::now();
+    let verified = runwarden::plan::verify_saved(&read_back, &plan, &live).expect("an unedited plan verifies");
+    assert!(verified.stale.is_empty() && verified.plan.services.len() == plan.services.len());
+    let verifying = start.elapsed();
+    // The text plan (what `runwarden plan` prints), written as rendered: counted, not kept.
+    struct Count(u64);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len() as u64;
+            Ok(())
+        }
+    }
+    drop(read_back);
+    let before_text = proc_status_bytes("VmRSS:");
+    let text_reset = reset_peak();
+    let mut text = Count(0);
+    runwarden::plan::write_text(&plan, false, &mut text).expect("the text plan renders");
+    let text_peak = proc_status_bytes("VmHWM:").saturating_sub(before_text);
+    println!(
+        "plan + save (not converged)               {} services  {} adds  wall {:>8.3} s",
+        live.services.len(),
+        plan.summary.members_to_add,
+        planned.as_secs_f64()
+    );
+    let above = peak.saturating_sub(baseline);
+    if reset {
+        println!(
+            "  peak memory above the estate {:>8.1} MiB  ratio to {:.0} MiB budget {:.3}",
+            mib(above),
+            mib(MEMORY_BUDGET),
+            above as f64 / MEMORY_BUDGET as f64
+        );
+    } else {
+        println!("  peak memory: not measurable here (no /proc/self/clear_refs)");
+    }
+    println!(
+        "  saved plan {:>8.1} MiB ({} bytes)  ratio to {:.0} MiB budget {:.3}",
+        mib(bytes),
+        bytes,
+        mib(SAVED_PLAN_BUDGET),
+        bytes as f64 / SAVED_PLAN_BUDGET as f64
+    );
+    println!("  verifying it against a fresh plan (apply PLAN.json): wall {:.3} s", verifying.as_secs_f64());
+    if text_reset {
+        println!("  text plan {:.1} MiB, streamed: peak {:.1} MiB above the plan", mib(text.0), mib(text_peak));
+    }
+}
 
 fn src(file: &str, line: usize) -> Source {
     Source {
@@ -72,12 +169,18 @@ fn settings() -> Settings {
 }
 
 fn estate() -> (Desired, LiveState) {
+    estate_with(USERS_PER_ROLE, false)
+}
+
+/// The estate with `users_per_role` users per role; with `adopting`, no service has any of its
+/// role's members yet (an estate runwarden has just been pointed at: every grant is an add).
+fn estate_with(users_per_role: usize, adopting: bool) -> (Desired, LiveState) {
     let mut live = LiveState::default();
     let mut roles = BTreeMap::new();
     for r in 0..ROLES {
-        let members = (0..USERS_PER_ROLE)
+        let members = (0..users_per_role)
             .map(|u| {
-                let n = r * USERS_PER_ROLE + u;
+                let n = r * users_per_role + u;
                 User {
                     user_id: format!("auth0|{n:06}"),
                     email: Some(format!("user-{n:06}@gen.example")),
@@ -94,6 +197,7 @@ fn estate() -> (Desired, LiveState) {
                 id: format!("rol_{r}"),
                 name,
                 members,
+                empty_groups: vec![],
             },
         );
     }
@@ -112,20 +216,21 @@ fn estate() -> (Desired, LiveState) {
                 let id = ServiceId::new(project, region, &format!("svc-{i:05}"));
                 let role = team % ROLES;
                 // Live starts with the team's role members, plus drift on every tenth service.
-                let mut members: BTreeSet<Member> = (0..USERS_PER_ROLE)
+                let mut members: BTreeSet<Member> = (0..users_per_role)
+                    .filter(|_| !adopting)
                     .map(|u| {
                         member(&format!(
                             "user:user-{:06}@gen.example",
-                            role * USERS_PER_ROLE + u
+                            role * users_per_role + u
                         ))
                     })
                     .collect();
-                if n % 10 == 0 {
+                if n % 10 == 0 && !adopting {
                     members.insert(member("allUsers"));
                     members.insert(member("user:leaver@gen.example"));
                     members.remove(&member(&format!(
                         "user:user-{:06}@gen.example",
-                        role * USERS_PER_ROLE
+                        role * users_per_role
                     )));
                 }
                 members.insert(member("user:contractor@partner.example"));
@@ -206,9 +311,13 @@ fn timed<T>(label: &str, services: usize, f: impl FnOnce() -> T) -> T {
 }
 
 fn main() {
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    // First, while the process is small: the non-converged estate's memory.
+    if std::env::var_os("RUNWARDEN_BENCH_SKIP_ADOPTING").is_none() {
+        not_converged(now);
+    }
     let (desired, live) = estate();
     let services = live.services.len();
-    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let _ = SystemTime::now; // the clock is passed in, never read by the plan
     let drifted = timed("plan (drifted estate)", services, || {
         plan::plan(&desired, &live, &PlanOptions::at(now))

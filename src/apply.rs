@@ -19,7 +19,9 @@
 //! service** from the fresh state (so a concurrent writer's bindings are judged by the same rules
 //! as everything else: kept when foreign), re-checks the guards on the plan with the re-planned
 //! service, and tries again, a bounded number of times. A saved plan is never re-planned: a
-//! service whose live etag moved since the plan was made is refused (make a fresh plan).
+//! service whose live etag moved since the plan was made is refused (make a fresh plan). What
+//! apply receives of a saved plan is the engine's fresh plan of its services, after
+//! `crate::plan::verify` found it equal to the file: nothing in the file steers a write.
 //!
 //! # Guarantees
 //! * At most one `setIamPolicy` per IAM resource and one `services.patch` per service per pass,
@@ -45,7 +47,7 @@ use crate::iam::{MAX_POLICY_MEMBERS, Policy};
 use crate::live::{LiveService, LiveState, ServiceId};
 use crate::plan::{
     Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
-    Replanner, check_guards,
+    Replanner, check_guards, is_governed_setting,
 };
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
@@ -82,7 +84,9 @@ impl Default for ApplyConfig {
 pub enum PlanSource<'a> {
     /// Computed in this pass from `desired` and `live` at `now`: conflicts re-plan the service.
     Fresh { desired: &'a Desired, live: &'a LiveState, now: SystemTime },
-    /// A saved plan (`apply PLAN.json`): applied exactly, refused per service where the etag moved.
+    /// A saved plan (`apply PLAN.json`), already checked against a fresh plan of the current
+    /// policies (`crate::plan::verify`): applied as approved, never re-planned, and refused per
+    /// service where an etag moved before the write (or a write meets a 409).
     Saved,
 }
 
@@ -687,6 +691,13 @@ async fn patch_settings<'s>(
         if settings.is_empty() {
             return Ok(());
         }
+        // Only the governed fields, each under its own update-mask path, are ever patched.
+        if let Some(c) = settings.iter().find(|c| !is_governed_setting(c)) {
+            return Err(Failure::Call(
+                format!("refusing to patch `{}` (updateMask `{}`) of {id}: runwarden only changes {}; nothing was written for the settings", c.field, c.update_mask_path, crate::plan::GOVERNED_SETTINGS.join(", ")),
+                false,
+            ));
+        }
         if a.shutdown.is_cancelled() {
             return Err(Failure::Shutdown);
         }
@@ -780,14 +791,14 @@ fn member_event(
         service: id.to_string(),
         resource: resource.to_string(),
         change: if add { "add" } else { "remove" }.into(),
-        role: Some(change.role.clone()),
+        role: Some(change.role.to_string()),
         condition: change.condition.as_ref().map(|c| c.title.clone()),
         member: Some(change.member.to_string()),
         field: None,
         before: if add { "absent" } else { "present" }.into(),
         after: if add { "present" } else { "absent" }.into(),
         reason: change.reason.as_str().into(),
-        sources: change.sources.clone(),
+        sources: change.sources.to_vec(),
         etag_before: etag_before.into(),
         etag_after: etag_after.into(),
         revision: audit.revision.clone(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{AuditContext, AuditSink, ApplyConfig, ApplyReport, Applier, PlanSource, apply};
+use crate::apply::{AuditContext, AuditSink, ApplyConfig, ApplyReport, Applier, PlanSource, ServiceOutcome, apply};
 use crate::cli::{ApplyArgs, DemoArgs, EXIT_CHANGES, EXIT_ERROR, EXIT_GUARD, GlobalArgs, PlanArgs, PlanFormat};
 use crate::logging::LogFormat;
 use crate::pass::{Connection, load_policies, read, runtime};
@@ -49,32 +49,62 @@ pub fn cmd_plan(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCode
     }
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let plan = runtime()?.block_on(async {
-        let conn = Connection::open(global, &connect_with).await?;
-        let live = read(&desired, &conn, &progress).await?;
-        let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
-        plan.findings.extend(notes);
-        // Auth0 hygiene is part of every plan (two more Management API reads); with the
-        // workforce-pool mapping members were not read, so the audit reads them itself.
-        let directory = live.directory.members_resolved.then_some(&live.directory);
-        add_hygiene_to_plan(&mut plan, hygiene_findings(&desired, &conn, directory).await);
-        Ok::<_, anyhow::Error>(plan)
+        // SIGINT/SIGTERM end a plan cleanly: nothing is written by a plan, so it just stops.
+        let interrupted = CancellationToken::new();
+        spawn_interrupt_watcher(interrupted.clone(), "plan", "no plan was made");
+        let work = async {
+            let conn = Connection::open(global, &connect_with).await?;
+            let live = read(&desired, &conn, &progress).await?;
+            let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
+            plan.findings.extend(notes);
+            // Auth0 hygiene is part of every plan (two more Management API reads); with the
+            // workforce-pool mapping members were not read, so the audit reads them itself.
+            let directory = live.directory.members_resolved.then_some(&live.directory);
+            add_hygiene_to_plan(&mut plan, hygiene_findings(&desired, &conn, directory).await);
+            Ok::<_, anyhow::Error>(Some(plan))
+        };
+        tokio::select! {
+            plan = work => plan,
+            _ = interrupted.cancelled() => {
+                progress.finish();
+                Ok(None)
+            }
+        }
     })?;
+    let Some(mut plan) = plan else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    plan.policy_digest = Some(
+        crate::policy::digest(&source.dir).with_context(|| format!("reading the policies under {}", source.dir.display()))?,
+    );
     let trips = check_guards(&plan, &desired.settings, None);
     if let Some(out) = &args.out {
-        std::fs::write(out, plan.to_json())
+        std::fs::File::create(out)
+            .and_then(|file| plan.write_json(file))
             .with_context(|| format!("writing the saved plan to {}", out.display()))?;
     }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut text = match args.format {
-        PlanFormat::Text => render_text(&plan, color),
+        PlanFormat::Text => {
+            // Written as rendered: a plan of millions of changes is never held as text too.
+            write_text_to_stdout(&plan, color).context("writing the plan to stdout")?;
+            String::new()
+        }
         PlanFormat::Markdown => render_markdown(&plan),
-        PlanFormat::Json => plan.to_json(),
+        PlanFormat::Json => String::new(),
     };
-    if args.format != PlanFormat::Json && !trips.is_empty() {
+    if args.format == PlanFormat::Json {
+        plan.write_json(std::io::stdout().lock()).context("writing the plan to stdout")?;
+    } else if !trips.is_empty() {
         text.push_str(&crate::plan::render_guard_note(&trips, args.format == PlanFormat::Markdown));
     }
     print!("{text}");
     let _ = std::io::stdout().flush();
+    let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
+    if !unread.is_empty() {
+        report_unread(&unread);
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
     Ok(exit_for_plan(&plan))
 }
 
@@ -152,11 +182,7 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let saved = match &args.plan {
-        Some(path) => {
-            let text = crate::files::read_to_string_capped(path, crate::plan::model::MAX_SAVED_PLAN_BYTES)
-                .with_context(|| format!("reading the saved plan {}", path.display()))?;
-            Some(Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?)
-        }
+        Some(path) => Some(read_saved_plan(path, &source.dir)?),
         None => None,
     };
     let json = global.log_format == LogFormat::Json;
@@ -173,33 +199,50 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
     }
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("runwarden apply: interrupted; finishing the writes in flight, starting no new one");
-            on_signal.cancel();
-        });
+        spawn_interrupt_watcher(shutdown.clone(), "apply", "finishing the writes in flight, starting no new one");
         // Every wait (pacer, server-requested pause, retry backoff) ends on shutdown.
-        let conn = Connection::open_with(global, &desired.settings, &client_config(&shutdown)).await?;
+        let clients = client_config(&shutdown);
+        let conn = tokio::select! {
+            conn = Connection::open_with(global, &desired.settings, &clients) => conn?,
+            _ = shutdown.cancelled() => {
+                eprintln!("runwarden apply: nothing was applied");
+                return Ok(ExitCode::from(EXIT_ERROR));
+            }
+        };
         let audit = AuditContext { actor: conn.actor.clone(), ..audit };
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         if let Some(shard) = shard {
             tracing::info!(index = shard.index, count = shard.count, "applying one shard of the estate");
         }
-        let (plan, live) = match saved {
-            Some(mut plan) => {
-                if let Some(shard) = shard {
-                    plan.services.retain(|s| shard.contains(&s.service_id()));
-                }
-                (plan, None)
-            }
-            None => {
-                let live = crate::pass::read_shard(&desired, &conn, &progress, shard).await?;
-                (plan(&desired, &live, &PlanOptions::at(now)), Some(live))
+        // A saved plan is re-derived too: its services are re-planned from the live state and
+        // the current policies, and only what the policies produce is applied (plan::verify).
+        let read = crate::pass::read_shard(&desired, &conn, &progress, shard);
+        let live = tokio::select! {
+            live = read => live?,
+            _ = shutdown.cancelled() => {
+                eprintln!("runwarden apply: nothing was applied");
+                return Ok(ExitCode::from(EXIT_ERROR));
             }
         };
+        let fresh = plan(&desired, &live, &PlanOptions::at(now));
+        let (plan, stale) = match saved {
+            Some(mut saved) => {
+                if let Some(shard) = shard {
+                    saved.services.retain(|s| shard.contains(&s.service_id()));
+                }
+                match crate::plan::verify_saved(&saved, &fresh, &live) {
+                    Ok(verified) => (verified.plan, verified.stale),
+                    Err(mismatch) => {
+                        eprintln!("error: {mismatch}");
+                        return Ok(ExitCode::from(EXIT_ERROR));
+                    }
+                }
+            }
+            None => (fresh, Vec::new()),
+        };
+        let from_saved = args.plan.is_some();
         if !json {
-            print!("{}", render_text(&plan, std::io::stdout().is_terminal()));
+            write_text_to_stdout(&plan, std::io::stdout().is_terminal()).context("writing the plan to stdout")?;
         }
         let trips = check_guards(&plan, &desired.settings, args.allow_removals);
         if !trips.is_empty() {
@@ -211,7 +254,21 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
             crate::metrics::global().inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
             return Ok(ExitCode::from(EXIT_GUARD));
         }
-        if !plan.services.iter().any(|s| s.is_applicable() && s.has_changes()) {
+        // Services that could not be read, or that moved since the saved plan was made, are
+        // failures of this apply (nothing was planned or written for them): the summary lists
+        // them and the exit code is 1.
+        let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
+        let mut unwritten: Vec<ServiceOutcome> = stale
+            .into_iter()
+            .map(|(service, message)| ServiceOutcome::Stale { service, message })
+            .collect();
+        unwritten.extend(unread.iter().map(|f| ServiceOutcome::Failed {
+            service: f.service.clone().unwrap_or_default(),
+            message: f.message.clone(),
+            transient: true,
+        }));
+        let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_changes());
+        if !applicable && unwritten.is_empty() {
             if json {
                 // The summary entry is what a log-based "last success" metric counts
                 // (deploy/monitoring/): a converged estate must not look like a stalled job.
@@ -221,14 +278,12 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
             }
             return Ok(ExitCode::SUCCESS);
         }
-        if interactive && !confirm()? {
+        if applicable && interactive && !confirm()? {
             println!("Apply cancelled; nothing was changed.");
             return Ok(ExitCode::SUCCESS);
         }
-        let source = match &live {
-            Some(live) => PlanSource::Fresh { desired: &desired, live, now },
-            None => PlanSource::Saved,
-        };
+        // A saved plan is never re-planned on a conflict: what was reviewed is applied or refused.
+        let source = if from_saved { PlanSource::Saved } else { PlanSource::Fresh { desired: &desired, live: &live, now } };
         let applier = Applier {
             google: &conn.clients.google,
             settings: &desired.settings,
@@ -239,10 +294,76 @@ pub fn cmd_apply(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitCo
             shutdown,
             progress: &progress,
         };
-        let report = apply(&plan, &applier).await;
+        let mut report = if applicable { apply(&plan, &applier).await } else { ApplyReport::default() };
+        report.outcomes.extend(unwritten);
+        report.outcomes.sort_by(|a, b| a.service().cmp(b.service()));
         sink.summary(&report, &audit);
+        report_unread(&unread);
         Ok(exit_for_apply(&report))
     })
+}
+
+/// Reads a saved plan and checks it was made from the policies under `policies` as they are now.
+fn read_saved_plan(path: &Path, policies: &Path) -> anyhow::Result<Plan> {
+    let text = crate::files::read_to_string_capped(path, crate::plan::model::MAX_SAVED_PLAN_BYTES)
+        .with_context(|| format!("reading the saved plan {}", path.display()))?;
+    let saved = Plan::from_json(&text).with_context(|| format!("reading the saved plan {}", path.display()))?;
+    let digest = crate::policy::digest(policies).with_context(|| format!("reading the policies under {}", policies.display()))?;
+    match &saved.policy_digest {
+        None => bail!(
+            "the saved plan {} does not record the policies it was made from, so it cannot be checked against them; make it again with `runwarden plan --out PLAN.json`",
+            path.display()
+        ),
+        Some(d) if *d != digest => bail!(
+            "the policies under {} changed since the saved plan {} was made (policy digest {} → {}); nothing was applied; make a fresh plan with `runwarden plan --out PLAN.json`, review it, and apply that",
+            policies.display(),
+            path.display(),
+            short(d),
+            short(&digest)
+        ),
+        Some(_) => Ok(saved),
+    }
+}
+
+/// The first 12 characters of a digest, for messages.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
+/// Names, on stderr, every governed service the pass could not read (nothing was planned or
+/// written for them, so the pass cannot claim convergence).
+fn report_unread(unread: &[&crate::plan::Finding]) {
+    if unread.is_empty() {
+        return;
+    }
+    eprintln!("error: {} governed service(s) could not be read, so nothing was planned or changed for them:", unread.len());
+    for f in unread {
+        eprintln!("  {}: {}", f.service.as_deref().unwrap_or("?"), f.message);
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (what Cloud Run sends a job it stops) cancel `shutdown`: the
+/// command finishes what is in flight, starts nothing new, and reports. The handlers are
+/// installed before this returns (inside the runtime), so a signal that comes at once is caught.
+fn spawn_interrupt_watcher(shutdown: CancellationToken, command: &'static str, consequence: &'static str) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    tokio::spawn(async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!("could not install the SIGTERM/SIGINT handlers ({e}); only Ctrl-C interrupts");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        eprintln!("runwarden {command}: interrupted; {consequence}");
+        shutdown.cancel();
+    });
 }
 
 /// The clients' limits, with every wait ended by `shutdown`.
@@ -250,6 +371,28 @@ fn client_config(shutdown: &CancellationToken) -> crate::live::ClientConfig {
     let mut config = crate::live::ClientConfig::default();
     config.google.shutdown = shutdown.clone();
     config
+}
+
+/// Writes a text plan to stdout as it is rendered.
+fn write_text_to_stdout(plan: &Plan, color: bool) -> std::io::Result<()> {
+    /// `fmt::Write` onto a buffered `io::Write`, keeping the first I/O error.
+    struct Out<W: Write> {
+        inner: std::io::BufWriter<W>,
+        error: Option<std::io::Error>,
+    }
+    impl<W: Write> std::fmt::Write for Out<W> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.inner.write_all(s.as_bytes()).map_err(|e| {
+                self.error = Some(e);
+                std::fmt::Error
+            })
+        }
+    }
+    let mut out = Out { inner: std::io::BufWriter::new(std::io::stdout().lock()), error: None };
+    if crate::plan::write_text(plan, color, &mut out).is_err() {
+        return Err(out.error.take().unwrap_or_else(|| std::io::Error::other("rendering the plan failed")));
+    }
+    out.inner.flush()
 }
 
 /// 0 when every service converged, 1 otherwise.
@@ -440,6 +583,13 @@ impl crate::reconcile::Pass for LivePass {
             };
             out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
         }
+        // A governed service that could not be read was not compared at all: the pass failed
+        // for it (Ready is False, and the service is listed as Failed with the reason).
+        for f in plan.unread() {
+            let service = f.service.clone().unwrap_or_default();
+            out.failures.push(format!("{service}: {}", f.message));
+            out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.message.clone()) });
+        }
         for outcome in report.failures() {
             let message = match outcome {
                 crate::apply::ServiceOutcome::Failed { message, .. } | crate::apply::ServiceOutcome::Stale { message, .. } => message.clone(),
@@ -460,6 +610,12 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         .map_err(|e| anyhow::anyhow!("--interval {:?}: {e}; use e.g. 30s, 5m or 1h", args.interval))?;
     if interval < std::time::Duration::from_secs(1) {
         bail!("--interval {:?} is too short: passes read the whole estate; use at least 1s", args.interval);
+    }
+    if interval > MAX_INTERVAL {
+        bail!(
+            "--interval {:?} is too long: the loop passes at least once a week (use at most 7d); for rarer passes, schedule `runwarden apply --auto-approve` as a job",
+            args.interval
+        );
     }
     let listen: std::net::SocketAddr = args
         .listen
@@ -515,6 +671,10 @@ pub fn cmd_run(global: &GlobalArgs, args: &crate::cli::RunArgs) -> anyhow::Resul
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// The longest `run --interval`: a week (the readiness window is three intervals, and a loop
+/// that passes less often is a scheduled job in disguise).
+const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// SIGTERM/SIGINT cancel `shutdown` (the loop finishes the write in flight and stops); SIGHUP
 /// forces a pass.

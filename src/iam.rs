@@ -36,10 +36,11 @@ pub enum MemberKind {
 
 /// A well-formed IAM member string, such as `user:ada@acme.com`.
 ///
-/// Ordering is by the string, so sets of members render deterministically.
+/// Ordering is by the string, so sets of members render deterministically. The text is shared:
+/// a clone (one per plan change, per binding, per grant) copies a pointer, not the string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Member {
-    text: String,
+    text: std::sync::Arc<str>,
     kind: MemberKind,
 }
 
@@ -112,7 +113,7 @@ impl Member {
                 }
             }
         };
-        Ok(Member { text: text.to_string(), kind })
+        Ok(Member { text: text.into(), kind })
     }
 
     /// Parses a member written by a person (a policy file), with the syntax Google accepts for

@@ -130,6 +130,10 @@ pub struct Role {
     /// Members: direct assignments and members of groups assigned to the role, deduplicated by
     /// user id, sorted by user id.
     pub members: Vec<User>,
+    /// Groups assigned to the role whose member listing came back empty, by name, sorted. The
+    /// plan records the bindings that lose members while such a group feeds them, and the
+    /// directory guard refuses those removals (an emptied group looks exactly like leavers).
+    pub empty_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -140,7 +140,7 @@ impl LoopConfig {
             interval,
             jitter: 0.1,
             backoff_min: Duration::from_secs(2).min(interval),
-            ready_window: interval * 3,
+            ready_window: interval.saturating_mul(3),
             shutdown_grace: Duration::from_secs(30),
             debounce: Duration::from_millis(250),
         }
@@ -550,7 +550,8 @@ fn backoff(config: &LoopConfig, failures: u32) -> Duration {
 fn jittered(base: Duration, fraction: f64) -> Duration {
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let unit = f64::from(nanos % 1_000_000) / 1_000_000.0;
-    base.mul_f64(1.0 + fraction.max(0.0) * unit)
+    // Saturating: a huge base (the caller bounds it, but this never panics) stays huge.
+    Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + fraction.max(0.0) * unit)).unwrap_or(Duration::MAX)
 }
 
 /// A fresh shared status for a loop with this configuration.

@@ -6,6 +6,8 @@
 //! inside the simulator between steps; a few tests run the real binary for exit codes and output.
 
 mod common;
+#[path = "read/proxy.rs"]
+mod proxy;
 #[path = "common/hostile.rs"]
 mod hostile;
 #[path = "apply/hostile.rs"]
@@ -27,6 +29,7 @@ const BILLING_API: &str = "acme-prod/europe-west1/billing-api";
 const BILLING_WORKER: &str = "acme-prod/europe-west1/billing-worker";
 const PAYMENTS_API: &str = "acme-prod/europe-west1/payments-api";
 const ADMIN_CONSOLE: &str = "acme-prod/europe-west1/admin-console";
+const BILLING_REPORTS: &str = "acme-prod/us-central1/billing-reports";
 
 fn faults(yaml: &str) -> FaultsSpec {
     serde_saphyr::from_str(yaml).expect("a faults section")
@@ -935,88 +938,257 @@ fn a_settings_file_that_disallows_the_iap_role_is_rejected_by_the_loader_before_
     assert!(!run.stdout.contains("change-applied"), "{}", run.stdout);
 }
 
-/// A demo plan, edited as JSON by `edit` (which returns how many changes it edited), then
-/// refused by the binary's `apply PLAN.json` with the given guard.
-async fn edited_saved_plan_is_refused(edit: impl Fn(&mut Value) -> usize, guard: GuardKind) {
-    let env = Env::demo().await;
-    let live = env.read().await;
-    let plan = env.plan(&live);
-    let mut json: Value = serde_json::from_str(&plan.to_json()).unwrap();
-    assert!(edit(&mut json) > 0, "the edit found something to edit");
-    let edited_plan = Plan::from_json(&json.to_string()).unwrap();
-    let trips = check_guards(&edited_plan, &env.desired.settings, Some(100));
-    assert!(trips.iter().any(|t| t.guard == guard), "{trips:?}");
-    assert!(
-        trips
-            .iter()
-            .filter(|t| t.guard == guard)
-            .all(|t| t.override_hint.is_none()),
-        "no override for {guard:?}"
-    );
-
+/// `runwarden plan --out` against the test's simulator: the saved plan, as JSON, and the
+/// directory it is in.
+async fn saved_plan(env: &Env) -> (Value, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.json");
-    std::fs::write(&path, json.to_string()).unwrap();
-    let path = path.to_string_lossy().into_owned();
-    let run = runwarden(&[
-        "--sim",
-        "deploy/local/world.yaml",
-        "--log-format",
-        "json",
-        "apply",
-        &path,
-        "--auto-approve",
-        "--allow-removals",
-        "100",
-    ]);
-    assert_refused_before_any_write(&run, guard.as_str());
+    let run = env.runwarden(&["plan", "--out", path.to_str().unwrap()]).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(json["policyDigest"].as_str().is_some_and(|d| d.len() == 64), "the plan records its policies: {json}");
+    (json, dir)
 }
 
-fn service_iam_changes<'a>(json: &'a mut Value, service: &str) -> &'a mut Vec<Value> {
+/// A real saved plan of the demo world, edited as JSON by `edit` (which returns how many things
+/// it edited), is refused whole by `apply PLAN.json --auto-approve --allow-removals 100`: exit 1,
+/// every message in `names` on stderr, and the simulator sees no write at all.
+async fn edited_saved_plan_is_refused(edit: impl Fn(&mut Value) -> usize, names: &[&str]) -> Value {
+    let env = Env::demo().await;
+    let (mut json, dir) = saved_plan(&env).await;
+    assert!(edit(&mut json) > 0, "the edit found something to edit");
+    let path = dir.path().join("edited.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    env.handle().clear_log();
+    let run = env
+        .runwarden(&["--log-format", "json", "apply", path.to_str().unwrap(), "--auto-approve", "--allow-removals", "100"])
+        .await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    for name in names {
+        assert!(run.stderr.contains(name), "the refusal names {name:?}: {}", run.stderr);
+    }
+    assert!(run.stderr.contains("nothing was applied"), "{}", run.stderr);
+    assert!(!run.stdout.contains("change-applied"), "an audit event means a write: {}", run.stdout);
+    assert_eq!(env.write_requests(), 0, "no setIamPolicy or services.patch reached the simulator");
+    assert_eq!(env.client_writes(), 0, "{:?}", env.handle().history());
+    json
+}
+
+fn service_json<'a>(json: &'a mut Value, service: &str) -> &'a mut Value {
     json["services"]
         .as_array_mut()
         .unwrap()
         .iter_mut()
         .find(|s| s["id"] == service)
-        .and_then(|s| s.get_mut("iam"))
+        .unwrap_or_else(|| panic!("{service} is in the demo plan"))
+}
+
+fn service_iam_changes<'a>(json: &'a mut Value, service: &str) -> &'a mut Vec<Value> {
+    service_json(json, service)
+        .get_mut("iam")
         .and_then(|r| r.get_mut("changes"))
         .and_then(Value::as_array_mut)
         .unwrap_or_else(|| panic!("{service} has IAM changes in the demo plan"))
 }
 
+/// Takes `member` out of the (grouped) change entry that lists it on the service's IAM policy
+/// and returns that change for it alone, to be edited and pushed back.
+fn take_member(json: &mut Value, service: &str, member: &str) -> Value {
+    let changes = service_iam_changes(json, service);
+    let at = changes
+        .iter()
+        .position(|c| c["members"].as_array().unwrap().iter().any(|m| m == member))
+        .unwrap_or_else(|| panic!("{member} is in the plan of {service}"));
+    let members = changes[at]["members"].as_array_mut().unwrap();
+    members.retain(|m| m != member);
+    let mut single = changes[at].clone();
+    single["members"] = serde_json::json!([member]);
+    if changes[at]["members"].as_array().unwrap().is_empty() {
+        changes.remove(at);
+    }
+    single
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saved_plan_that_removes_a_keep_member_is_refused_even_with_allow_removals() {
+async fn a_saved_plan_edited_to_remove_a_foreign_member_is_refused_naming_the_removal() {
     edited_saved_plan_is_refused(
         |json| {
-            // Turn the protected break-glass entry into a removal, as a hand-edited plan might.
-            let mut edited = 0;
-            for change in service_iam_changes(json, BILLING_API) {
-                if change["member"] == "user:break-glass@acme.com" {
-                    change["action"] = "remove".into();
-                    change["reason"] = "unlisted".into();
-                    edited += 1;
-                }
-            }
-            edited
+            let mut change = take_member(json, BILLING_API, "user:contractor@partner.example");
+            assert_eq!(change["action"], "keep", "foreign members are kept by the demo settings");
+            change["action"] = "remove".into();
+            service_iam_changes(json, BILLING_API).push(change);
+            1
         },
-        GuardKind::KeepMemberRemoved,
+        &[BILLING_API, "remove user:contractor@partner.example roles/run.invoker (foreign)", "which the current policies do not produce"],
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saved_plan_that_grants_a_role_outside_allowed_roles_is_refused() {
+async fn a_saved_plan_edited_to_remove_an_unmanaged_roles_binding_is_refused() {
     edited_saved_plan_is_refused(
         |json| {
-            let changes = service_iam_changes(json, BILLING_API);
-            changes.push(serde_json::json!({
-                "action": "add", "role": "roles/run.admin", "member": "user:mallory@acme.com", "reason": "missing"
+            service_iam_changes(json, BILLING_API).push(serde_json::json!({
+                "action": "remove", "role": "roles/run.developer", "members": ["group:billing-devs@acme.com"], "reason": "unlisted"
             }));
             1
         },
-        GuardKind::RoleNotAllowed,
+        &["remove group:billing-devs@acme.com roles/run.developer (unlisted)"],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_edited_to_grant_an_attacker_is_refused_naming_the_grant() {
+    edited_saved_plan_is_refused(
+        |json| {
+            service_iam_changes(json, BILLING_API).push(serde_json::json!({
+                "action": "add", "role": "roles/run.invoker", "members": ["user:attacker@evil.example"], "reason": "missing",
+                "sources": ["policies/teams/billing.yaml:12"]
+            }));
+            // The file's own summary agrees with the edit: it must not matter.
+            json["summary"]["membersToAdd"] = (json["summary"]["membersToAdd"].as_u64().unwrap() + 1).into();
+            1
+        },
+        &["add user:attacker@evil.example roles/run.invoker (missing)"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_edited_to_enforce_an_observe_mode_service_is_refused() {
+    edited_saved_plan_is_refused(
+        |json| {
+            let staging = service_json(json, "acme-staging/europe-west1/billing-api");
+            assert_eq!(staging["mode"], "observe");
+            staging["mode"] = "enforce".into();
+            1
+        },
+        &["acme-staging/europe-west1/billing-api", "the saved plan says mode enforce, the policies say observe"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_that_patches_an_ungoverned_update_mask_path_is_refused() {
+    edited_saved_plan_is_refused(
+        |json| {
+            let settings = service_json(json, ADMIN_CONSOLE)["settings"].as_array_mut().unwrap();
+            settings[0]["updateMaskPath"] = "invokerIamDisabled".into();
+            settings[0]["after"] = true.into();
+            1
+        },
+        &[ADMIN_CONSOLE, "(updateMask `invokerIamDisabled`), which is not a setting runwarden governs"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_that_disables_the_invoker_check_is_refused() {
+    edited_saved_plan_is_refused(
+        |json| {
+            service_json(json, BILLING_API)["settings"] = serde_json::json!([{
+                "field": "invokerIamDisabled", "updateMaskPath": "invokerIamDisabled",
+                "before": false, "after": true, "reason": "setting"
+            }]);
+            1
+        },
+        &["the saved plan sets `invokerIamDisabled` (updateMask `invokerIamDisabled`) to true, which the current policies do not"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_that_removes_a_keep_member_is_refused_even_with_allow_removals() {
+    let json = edited_saved_plan_is_refused(
+        |json| {
+            // Turn the protected break-glass entry into a removal, as a hand-edited plan might.
+            let mut change = take_member(json, BILLING_API, "user:break-glass@acme.com");
+            change["action"] = "remove".into();
+            change["reason"] = "unlisted".into();
+            service_iam_changes(json, BILLING_API).push(change);
+            1
+        },
+        &["remove user:break-glass@acme.com roles/run.invoker (unlisted)"],
+    )
+    .await;
+    // The guards would refuse the file as written too, with no override.
+    let trips = check_guards(&Plan::from_json(&json.to_string()).unwrap(), &demo_desired().settings, Some(100));
+    assert!(trips.iter().any(|t| t.guard == GuardKind::KeepMemberRemoved && t.override_hint.is_none()), "{trips:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_that_grants_a_role_outside_allowed_roles_is_refused() {
+    let json = edited_saved_plan_is_refused(
+        |json| {
+            let changes = service_iam_changes(json, BILLING_API);
+            changes.push(serde_json::json!({
+                "action": "add", "role": "roles/run.admin", "members": ["user:mallory@acme.com"], "reason": "missing"
+            }));
+            1
+        },
+        &["add user:mallory@acme.com roles/run.admin (missing)"],
+    )
+    .await;
+    let trips = check_guards(&Plan::from_json(&json.to_string()).unwrap(), &demo_desired().settings, Some(100));
+    assert!(trips.iter().any(|t| t.guard == GuardKind::RoleNotAllowed && t.override_hint.is_none()), "{trips:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_made_from_other_policies_is_refused_before_anything_is_read() {
+    let env = Env::demo().await;
+    let policies = tempfile::tempdir().unwrap();
+    common::copy_dir(&repo().join("policies"), policies.path());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.json");
+    let (plan_path, policy_dir) = (path.to_str().unwrap(), policies.path().to_str().unwrap());
+    let run = env.runwarden(&["plan", "--policies", policy_dir, "--out", plan_path]).await;
+    assert_eq!(run.code, 2, "{}", run.all());
+    // The policies change after the plan was made (a comment is enough: the plan was reviewed
+    // against other files).
+    let billing = policies.path().join("teams/billing.yaml");
+    let text = std::fs::read_to_string(&billing).unwrap();
+    std::fs::write(&billing, format!("{text}\n# edited after planning\n")).unwrap();
+    env.handle().clear_log();
+    let run = env.runwarden(&["apply", plan_path, "--policies", policy_dir, "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("changed since the saved plan") && run.stderr.contains("policy digest"), "{}", run.stderr);
+    assert!(env.handle().request_log().is_empty(), "refused before any call: {:?}", env.handle().request_log());
+
+    // A plan that records no policies at all (an older or hand-made file) is refused too.
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("policyDigest");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let run = env.runwarden(&["apply", plan_path, "--policies", policy_dir, "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("does not record the policies"), "{}", run.stderr);
+    assert_eq!(env.write_requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unedited_saved_plan_from_the_binary_applies_with_the_engines_reasons() {
+    let env = Env::demo().await;
+    let (json, dir) = saved_plan(&env).await;
+    let path = dir.path().join("plan.json");
+    let run = env.runwarden(&["--log-format", "json", "apply", path.to_str().unwrap(), "--auto-approve"]).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    let applied = run.stdout.lines().filter(|l| l.contains("\"change-applied\"")).count();
+    let planned: usize = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["mode"] == "enforce")
+        .map(|s| {
+            let changes = |r: &Value| {
+                r["changes"].as_array().map_or(0, |c| {
+                    c.iter().filter(|c| c["action"] != "keep").map(|c| c["members"].as_array().unwrap().len()).sum()
+                })
+            };
+            changes(&s["iam"]) + changes(&s["iap"]) + s["settings"].as_array().map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(applied, planned, "{}", run.stdout);
+    assert_eq!(env.left_to_apply().await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1049,6 +1221,43 @@ async fn a_role_that_comes_back_empty_never_empties_a_binding() {
     );
     // An operator who means it passes the override.
     assert!(check_guards(&plan, &env.desired.settings, Some(10)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_emptied_between_two_passes_trips_the_directory_guard_and_nobody_loses_access() {
+    let env = Env::demo().await;
+    // Pass 1 converges: margaret holds billing-admin through group billing-team only.
+    let (_, first) = env.pass(&config()).await;
+    assert!(failures(&first).is_empty(), "{}", first.summary_line());
+    assert_eq!(env.left_to_apply().await, Vec::<String>::new());
+    let holders = |env: &Env| -> Vec<String> {
+        [BILLING_API, BILLING_WORKER, BILLING_REPORTS]
+            .iter()
+            .filter(|s| bindings(&env.handle().iam_policy(&id(s)).unwrap()).values().any(|m| m.contains("user:margaret@acme.com")))
+            .map(|s| s.to_string())
+            .collect()
+    };
+    assert_eq!(holders(&env), [BILLING_API, BILLING_WORKER, BILLING_REPORTS], "margaret holds access on the billing services");
+
+    // Between the passes the group comes back empty (a broken directory sync).
+    assert!(env.handle().empty_group("billing-team"));
+    env.handle().clear_log();
+    let run = env.runwarden(&["--log-format", "json", "apply", "--auto-approve"]).await;
+    assert_refused_before_any_write(&run, "emptyDirectory");
+    for service in [BILLING_API, BILLING_WORKER, BILLING_REPORTS] {
+        assert!(
+            run.stderr.contains(&format!("on {service} would lose 1 member of the principal mapping while Auth0 group `billing-team` (of role `billing-admin`) came back empty")),
+            "names {service}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(env.write_requests(), 0);
+    assert_eq!(holders(&env), [BILLING_API, BILLING_WORKER, BILLING_REPORTS], "nobody lost access");
+
+    // An operator who has checked the directory passes the override.
+    let run = env.runwarden(&["apply", "--auto-approve", "--allow-removals", "3"]).await;
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(holders(&env), Vec::<String>::new());
 }
 
 #[test]
@@ -1525,4 +1734,231 @@ async fn a_generated_world_with_faults_and_a_concurrent_writer_converges_within_
         "only public access was removed: {removed:?}"
     );
     assert_nothing_lost(&history, &removed, |r| env.handle().policy(r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_whose_service_moved_since_is_refused_for_that_service_and_applied_elsewhere() {
+    let env = Env::demo().await;
+    let (_, dir) = saved_plan(&env).await;
+    let worker = id(BILLING_WORKER);
+    let mut edited = env.handle().iam_policy(&worker).unwrap();
+    edited.bindings.push(Binding {
+        role: RUN_INVOKER.into(),
+        members: [Member::parse("user:console-edit@acme.com").unwrap()].into(),
+        condition: None,
+    });
+    env.handle().set_iam_policy_direct(&worker, edited).unwrap();
+    let after_edit = env.handle().iam_policy(&worker).unwrap();
+    let path = dir.path().join("plan.json");
+    let run = env.runwarden(&["apply", path.to_str().unwrap(), "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout.contains(&format!("{BILLING_WORKER}: the IAM policy of")) && run.stdout.contains("changed since the plan was made"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(env.handle().iam_policy(&worker).unwrap(), after_edit, "nothing was written to the moved service");
+    assert_eq!(env.left_to_apply().await, vec![BILLING_WORKER.to_string()], "every other service was applied");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals
+
+/// Sends `signal` (`-TERM`, `-INT`) to a child process.
+fn signal(child: &std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+}
+
+/// Reads a child's stdout and stderr lines on threads, forwarding them as (is_stdout, line).
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<(bool, String)> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((true, line));
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx2.send((false, line));
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_apply_finishes_the_writes_in_flight_reports_them_and_exits_1() {
+    // Twelve more billing services that need every grant: more services than apply writes at
+    // once (8), so some have not started when the signal comes.
+    let extra: String = (0..12)
+        .map(|i| format!("  - {{project: acme-prod, region: europe-west1, name: extra-{i:02}, labels: {{team: billing}}, ingress: INGRESS_TRAFFIC_ALL}}\n"))
+        .collect();
+    let world = std::fs::read_to_string(demo_world_path()).unwrap().replacen("\nservices:\n", &format!("\nservices:\n{extra}"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let world = runwarden::sim::World::from_file(std::path::Path::new(&write_world(dir.path(), &world))).unwrap();
+    assert_eq!(world.services.len(), 20, "the extra services are in the world");
+    let env = Env::start(world, demo_desired()).await;
+    // Slow calls (and the binary's own write pacing) keep the apply going for seconds.
+    env.handle().set_faults_spec(&faults("latency: 100ms")).unwrap();
+    let mut child = env.spawn_runwarden(&["--log-format", "json", "apply", "--auto-approve"]);
+    let lines = lines_of(&mut child);
+    let (stdout, stderr, status) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        // The first audit event means a write landed: now Cloud Run stops the job.
+        loop {
+            let (is_out, line) = lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("a first write is reported");
+            let first_write = is_out && line.contains("\"change-applied\"");
+            if is_out { stdout.push(line) } else { stderr.push(line) }
+            if first_write {
+                break;
+            }
+        }
+        signal(&child, "-TERM");
+        for (is_out, line) in lines.iter() {
+            if is_out { stdout.push(line) } else { stderr.push(line) }
+        }
+        (stdout, stderr, child.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    let all = format!("{}\n{}", stdout.join("\n"), stderr.join("\n"));
+    assert_eq!(status.code(), Some(1), "exit 1, not killed by the signal (143): {status:?}\n{all}");
+    assert!(stderr.iter().any(|l| l.contains("interrupted")), "{all}");
+    let summary: Value = stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "apply-summary")
+        .unwrap_or_else(|| panic!("a summary is printed: {all}"));
+    assert!(summary["message"].as_str().unwrap().contains("the next pass will converge it"), "{summary}");
+    // Every IAM write that landed has its audit events, and nothing else does.
+    let audited: BTreeSet<String> = stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "change-applied" && v["change"] != "setting")
+        .map(|v| v["resource"].as_str().unwrap().to_string())
+        .collect();
+    let written: BTreeSet<String> =
+        env.handle().history().iter().filter(|w| w.writer == Writer::Client).map(|w| w.resource.clone()).collect();
+    assert!(!written.is_empty());
+    assert_eq!(audited, written, "{all}");
+    let patched = env.handle().request_log().iter().filter(|r| r.method == "PATCH").count();
+    let audited_patches: BTreeSet<String> = stdout
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "change-applied" && v["change"] == "setting")
+        .map(|v| v["service"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(audited_patches.len(), patched, "{all}");
+    assert!(!env.left_to_apply().await.is_empty(), "the signal stopped the apply before it converged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_end_a_plan_cleanly_with_exit_1_and_no_partial_plan() {
+    let env = Env::demo().await;
+    env.handle().set_faults_spec(&faults("latency: 300ms")).unwrap();
+    for sig in ["-TERM", "-INT"] {
+        let mut child = env.spawn_runwarden(&["plan"]);
+        let lines = lines_of(&mut child);
+        let (stdout, stderr, status) = tokio::task::spawn_blocking(move || {
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            // Interrupt while the live state is being read (the first calls take 300 ms each).
+            loop {
+                let (is_out, line) = lines.recv_timeout(std::time::Duration::from_secs(30)).expect("the plan starts reading");
+                let reading = !is_out && line.contains("reading the live state");
+                if is_out { stdout.push(line) } else { stderr.push(line) }
+                if reading {
+                    break;
+                }
+            }
+            signal(&child, sig);
+            for (is_out, line) in lines.iter() {
+                if is_out { stdout.push(line) } else { stderr.push(line) }
+            }
+            (stdout, stderr, child.wait().unwrap())
+        })
+        .await
+        .unwrap();
+        let all = format!("{}\n{}", stdout.join("\n"), stderr.join("\n"));
+        assert_eq!(status.code(), Some(1), "{sig}: exit 1, not killed by the signal: {status:?}\n{all}");
+        assert!(stderr.iter().any(|l| l.contains("runwarden plan: interrupted; no plan was made")), "{sig}: {all}");
+        assert!(!stdout.iter().any(|l| l.contains("No changes") || l.starts_with("Plan:")), "{sig}: no partial plan is printed: {all}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unreadable is not "no changes"
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_could_read_no_iam_policy_fails_and_names_every_unread_service() {
+    let env = Env::demo().await;
+    let proxy = proxy::deny(&env.sim.base_url, "*:getIamPolicy").await;
+    let run = env.runwarden_via(&proxy.base_url, &["plan"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(!run.stdout.contains("No changes"), "{}", run.stdout);
+    assert!(run.stdout.contains("Incomplete plan: 7 governed services could not be read"), "{}", run.stdout);
+    assert!(run.stderr.contains("7 governed service(s) could not be read"), "{}", run.stderr);
+    for service in [BILLING_API, BILLING_WORKER, PAYMENTS_API, ADMIN_CONSOLE, "acme-staging/europe-west1/billing-api"] {
+        assert!(run.stderr.contains(&format!("  {service}: reading {service} failed")), "names {service}: {}", run.stderr);
+    }
+    assert!(run.stderr.contains("PERMISSION_DENIED"), "says why: {}", run.stderr);
+    assert!(proxy.denied_hits() >= 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_with_one_unreadable_service_applies_the_rest_and_exits_1_naming_it() {
+    let env = Env::demo().await;
+    let billing = id(BILLING_API);
+    let denied = format!("/v2/{}:getIamPolicy", billing.resource_name());
+    let proxy = proxy::deny(&env.sim.base_url, &denied).await;
+    let before = env.handle().iam_policy(&billing).unwrap();
+    let run = env.runwarden_via(&proxy.base_url, &["apply", "--auto-approve"]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("1 governed service(s) could not be read"), "{}", run.stderr);
+    assert!(run.stderr.contains(&format!("  {BILLING_API}: reading {BILLING_API} failed")), "{}", run.stderr);
+    assert!(run.stdout.contains("Apply incomplete: 4 service(s) changed"), "the readable services were applied: {}", run.stdout);
+    assert!(run.stdout.contains(&format!("  {BILLING_API}: reading {BILLING_API} failed")), "the summary names it: {}", run.stdout);
+    // The leaver on the unreadable service could not be removed, and the exit code says so.
+    assert_eq!(env.handle().iam_policy(&billing).unwrap(), before);
+    assert!(bindings(&before).values().any(|m| m.contains("user:leaver@acme.com")));
+    assert_eq!(env.left_to_apply().await, vec![BILLING_API.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loops_status_shows_a_service_it_could_not_read_as_failed_and_is_not_ready() {
+    let env = Env::demo().await;
+    let billing = id(BILLING_API);
+    let denied = format!("/v2/{}:getIamPolicy", billing.resource_name());
+    let proxy = proxy::deny(&env.sim.base_url, &denied).await;
+    let mut child = env.spawn_runwarden_via(&proxy.base_url, &["run", "--interval", "1h", "--listen", "127.0.0.1:0"]);
+    let lines = lines_of(&mut child);
+    let status_url = tokio::task::spawn_blocking(move || loop {
+        let (_, line) = lines.recv_timeout(std::time::Duration::from_secs(30)).expect("the loop announces its status address");
+        if let Some(at) = line.find("status on ") {
+            break line[at + "status on ".len()..].trim().to_string();
+        }
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let status: Value = reqwest::get(&status_url).await.unwrap().json().await.unwrap();
+        if status["passes"].as_u64().unwrap_or(0) >= 1 {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pass within 30 s: {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    signal(&child, "-TERM");
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["status"], "False", "{status}");
+    assert!(ready["message"].as_str().unwrap().contains(BILLING_API), "{status}");
+    let service = &status["services"][BILLING_API];
+    assert_eq!(service["state"], "Failed", "{status}");
+    assert!(service["message"].as_str().unwrap().contains("PERMISSION_DENIED"), "{status}");
 }

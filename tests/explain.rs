@@ -1054,6 +1054,7 @@ fn with_a_workforce_pool_a_pool_group_of_an_existing_role_is_imported_as_that_ro
                     id: "r1".into(),
                     name: "billing-admin".into(),
                     members: vec![],
+                    empty_groups: vec![],
                 },
             )]),
             members_resolved: false,

@@ -272,6 +272,56 @@ fn an_empty_role_is_a_finding_and_the_plan_records_the_mapped_members_it_would_w
     );
 }
 
+#[test]
+fn a_group_that_came_back_empty_is_recorded_on_every_binding_that_loses_mapped_members() {
+    // billing-admin: ada directly, and group billing-team (grace, margaret) read empty. Judging
+    // by the binding, grace and margaret held access: the plan records the loss (the guard
+    // refuses it); the contractor is foreign and a binding that loses nothing is not recorded.
+    let d = desired(settings(), vec![billing().role("billing-admin")]);
+    let live = world()
+        .svc(API, &[])
+        .bind(
+            API,
+            RUN_INVOKER,
+            &[
+                "user:ada@acme.com",
+                "user:grace@acme.com",
+                "user:margaret@acme.com",
+                "user:contractor@partner.example",
+            ],
+        )
+        .role("billing-admin", &[("auth0|ada", "ada@acme.com", true)])
+        .empty_group("billing-admin", "billing-team")
+        .build();
+    check(
+        &d,
+        &live,
+        "
+        acme-prod/europe-west1/api
+          iam = run.invoker user:contractor@partner.example foreign
+          iam - run.invoker user:grace@acme.com unlisted
+          iam - run.invoker user:margaret@acme.com unlisted
+          iam ! loses run.invoker by empty group billing-admin/billing-team
+        ! warning empty-group
+        ",
+    );
+    let in_sync = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:contractor@partner.example"])
+        .role("billing-admin", &[("auth0|ada", "ada@acme.com", true)])
+        .empty_group("billing-admin", "billing-team")
+        .build();
+    check(
+        &d,
+        &in_sync,
+        "
+        acme-prod/europe-west1/api
+          iam = run.invoker user:contractor@partner.example foreign
+        ! warning empty-group
+        ",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Ownership
 
@@ -1076,7 +1126,7 @@ fn every_change_names_the_policy_lines_behind_it() {
     let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
     let sources: Vec<(String, Reason, Vec<String>)> = plan.services[0]
         .member_changes()
-        .map(|c| (c.member.to_string(), c.reason, c.sources.clone()))
+        .map(|c| (c.member.to_string(), c.reason, c.sources.to_vec()))
         .collect();
     let f = "policies/teams/billing.yaml";
     assert_eq!(
@@ -1252,6 +1302,34 @@ fn the_directory_guard_refuses_to_empty_a_binding_because_a_role_came_back_empty
 }
 
 #[test]
+fn the_directory_guard_refuses_removals_from_a_binding_while_a_group_of_its_role_came_back_empty() {
+    let mut s = settings();
+    s.guards.max_removal_ratio = 1.0;
+    let d = desired(s.clone(), vec![billing().role("billing-admin")]);
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:grace@acme.com"])
+        .role("billing-admin", &[("auth0|ada", "ada@acme.com", true)])
+        .empty_group("billing-admin", "billing-team")
+        .build();
+    let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let t = trips(&plan, &s, None);
+    assert_eq!(t.iter().map(|t| t.0).collect::<Vec<_>>(), [GuardKind::EmptyDirectory], "{t:?}");
+    assert!(
+        t[0].1.contains(&format!(
+            "roles/run.invoker on {API} would lose 1 member of the principal mapping while Auth0 group `billing-team` (of role `billing-admin`) came back empty"
+        )),
+        "{}",
+        t[0].1
+    );
+    assert!(trips(&plan, &s, Some(1)).is_empty(), "--allow-removals overrides it, like the role guard");
+    // The same leaver without an empty group is an ordinary removal.
+    let mut no_group = live.clone();
+    no_group.directory.roles.get_mut("billing-admin").unwrap().empty_groups.clear();
+    assert!(trips(&plan::plan(&d, &no_group, &PlanOptions::at(now())), &s, None).is_empty());
+}
+
+#[test]
 fn the_guard_note_escapes_a_hostile_role_name_in_markdown_and_text() {
     const EVIL: &str = "ops`<!--\u{202e}|x";
     let mut s = settings();
@@ -1341,10 +1419,14 @@ fn a_saved_plan_of_another_format_version_is_refused() {
     let plan = plan::plan(&demo::desired(), &demo::live(), &PlanOptions::at(now()));
     let json = plan
         .to_json()
-        .replacen("\"formatVersion\": 1", "\"formatVersion\": 2", 1);
+        .replacen("\"formatVersion\": 2", "\"formatVersion\": 3", 1);
     let err = Plan::from_json(&json).unwrap_err().to_string();
-    assert!(err.contains("formatVersion 2"), "{err}");
-    assert!(Plan::from_json("{\"formatVersion\": 1}").is_err());
+    assert!(err.contains("formatVersion 3"), "{err}");
+    assert!(Plan::from_json("{\"formatVersion\": 2}").is_err());
+    // Version 1 (ungrouped changes, no policy digest) is refused the same way.
+    let v1 = plan.to_json().replacen("\"formatVersion\": 2", "\"formatVersion\": 1", 1);
+    let err = Plan::from_json(&v1).unwrap_err().to_string();
+    assert!(err.contains("formatVersion 1, this runwarden reads version 2"), "{err}");
 }
 
 #[test]
@@ -1691,4 +1773,65 @@ fn features_golden_text_and_markdown() {
     );
     golden("features.plan.txt", &render_text(&plan, false));
     golden("features.plan.md", &render_markdown(&plan));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Saved plans: what of a saved plan may be applied (pure; the apply tests inject the edits
+// through the binary)
+
+#[test]
+fn an_unchanged_saved_plan_verifies_to_the_fresh_plan_of_its_services() {
+    let (d, live) = (demo::desired(), demo::live());
+    let fresh = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let mut saved = Plan::from_json(&fresh.to_json()).unwrap();
+    saved.services.retain(|s| s.id.ends_with("/billing-api"));
+    assert!(!saved.services.is_empty());
+    let verified = plan::verify_saved(&saved, &fresh, &live).unwrap();
+    assert!(verified.stale.is_empty(), "{:?}", verified.stale);
+    let ids: Vec<&str> = verified.plan.services.iter().map(|s| s.id.as_str()).collect();
+    let saved_ids: Vec<&str> = saved.services.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, saved_ids, "only the saved plan's services, from the fresh plan");
+}
+
+#[test]
+fn a_saved_service_whose_written_resource_moved_is_stale_and_an_edit_without_a_move_is_refused() {
+    let (d, mut live) = (demo::desired(), demo::live());
+    let fresh = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let saved = Plan::from_json(&fresh.to_json()).unwrap();
+    let target = saved
+        .services
+        .iter()
+        .find(|s| s.is_applicable() && s.iam.as_ref().is_some_and(|r| r.changes.iter().any(|c| c.action != Action::Keep)))
+        .unwrap()
+        .clone();
+
+    // Someone writes the service's IAM policy after the plan: stale, nothing else refused.
+    let svc = live.services.get_mut(&target.service_id()).unwrap();
+    svc.iam.as_mut().unwrap().etag = "moved".into();
+    let moved = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let verified = plan::verify_saved(&saved, &moved, &live).unwrap();
+    assert_eq!(verified.stale.len(), 1, "{:?}", verified.stale);
+    assert_eq!(verified.stale[0].0, target.id);
+    assert!(verified.stale[0].1.contains("→ moved"), "{}", verified.stale[0].1);
+    assert!(verified.plan.services.iter().all(|s| s.id != target.id));
+
+    // The file edited (a reason changed) while nothing moved: the whole apply is refused.
+    let live = demo::live();
+    let mut edited = saved.clone();
+    let sp = edited.services.iter_mut().find(|s| s.id == target.id).unwrap();
+    let change = sp.iam.as_mut().unwrap().changes.iter_mut().find(|c| c.action != Action::Keep).unwrap();
+    change.reason = Reason::Foreign;
+    let err = plan::verify_saved(&edited, &fresh, &live).unwrap_err();
+    assert!(err.differences.iter().any(|d| d.starts_with(&target.id) && d.contains("(foreign)")), "{err}");
+    assert!(err.to_string().contains("nothing was applied"), "{err}");
+
+    // A service listed twice, or an ungoverned update-mask path, is refused too.
+    let mut twice = saved.clone();
+    twice.services.push(twice.services[0].clone());
+    assert!(plan::verify_saved(&twice, &fresh, &live).unwrap_err().to_string().contains("listed twice"));
+    let mut masked = saved.clone();
+    let sp = masked.services.iter_mut().find(|s| !s.settings.is_empty()).unwrap();
+    sp.settings[0].update_mask_path = "template.containers".into();
+    let err = plan::verify_saved(&masked, &fresh, &live).unwrap_err().to_string();
+    assert!(err.contains("(updateMask `template.containers`), which is not a setting runwarden governs"), "{err}");
 }

@@ -578,6 +578,30 @@ fn the_run_command_serves_status_and_stops_cleanly_on_sigterm() {
     }
 }
 
+/// `run --interval` with absurd values is refused with a clear error (exit 1), never a panic.
+#[test]
+fn an_absurd_interval_is_refused_with_a_clear_error_not_a_panic() {
+    use std::process::Command;
+    for (interval, says) in [
+        ("30000000000000w", "is too long"),
+        ("18446744073709551615s", "is too long"),
+        ("8d", "is too long"),
+        ("99999999999999999999s", "the number is too large"),
+        ("0s", "is too short"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+            .current_dir(root())
+            .args(["--sim", "deploy/local/world.yaml", "run", "--interval", interval, "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{interval}: {stderr}");
+        assert!(stderr.contains(&format!("--interval \"{interval}\"")) && stderr.contains(says), "{interval}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{interval}: {stderr}");
+    }
+}
+
 /// Shared by the binary tests below: a child process killed when the test ends, and its output
 /// lines as they arrive.
 mod child {

@@ -238,7 +238,7 @@ mod tests {
                         via_groups: vec![],
                         direct: true,
                     };
-                    d.roles.insert(r.clone(), Role { id: format!("rol_{r}"), name: r.clone(), members: vec![user] });
+                    d.roles.insert(r.clone(), Role { id: format!("rol_{r}"), name: r.clone(), members: vec![user], empty_groups: vec![] });
                 }
             }
         }

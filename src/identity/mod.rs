@@ -123,6 +123,7 @@ pub async fn read_directory(
                         id: r.id,
                         name: r.name,
                         members: vec![],
+                        empty_groups: vec![],
                     },
                 )
             })
@@ -236,6 +237,13 @@ pub async fn read_directory(
                 }
             }
         }
+        let mut empty_groups: Vec<String> = assigned
+            .iter()
+            .filter(|g| group_members.get(&g.id).is_none_or(Vec::is_empty))
+            .map(|g| g.name.clone())
+            .collect();
+        empty_groups.sort();
+        empty_groups.dedup();
         let mut members: Vec<User> = members.into_values().collect();
         for u in &mut members {
             u.via_groups.sort();
@@ -249,6 +257,7 @@ pub async fn read_directory(
                 id: role.id,
                 name: role.name,
                 members,
+                empty_groups,
             },
         );
     }

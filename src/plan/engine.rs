@@ -53,6 +53,7 @@
 //!   where every grant goes, so then nothing at all is planned for the service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::iam::{
@@ -150,6 +151,8 @@ struct Feed {
     role: String,
     condition: Option<Condition>,
     status: FeedStatus,
+    /// Groups assigned to the role that came back empty.
+    empty_groups: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -171,6 +174,8 @@ struct ResolvedPolicy<'a> {
 struct RoleResolution {
     members: Vec<Member>,
     status: FeedStatus,
+    /// Groups assigned to the role that came back empty (`users` mapping only).
+    empty_groups: Vec<String>,
     /// Why each skipped member was skipped (reported once per role, with the lines naming it).
     skipped: Vec<String>,
 }
@@ -288,6 +293,7 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
         format_version: FORMAT_VERSION,
         planned_at: format_rfc3339(now),
         compared_with_base: false,
+        policy_digest: None,
         services,
         findings,
         summary,
@@ -309,6 +315,7 @@ impl<'a> Planner<'a> {
                 members: vec![],
                 status: FeedStatus::Unknown,
                 skipped: vec![],
+                empty_groups: vec![],
             },
             (PrincipalMapping::WorkforcePool { pool }, Some(_)) => {
                 let text = format!("{}group/{role}", PrincipalMapping::pool_prefix(pool));
@@ -317,6 +324,7 @@ impl<'a> Planner<'a> {
                         members: vec![m],
                         status: FeedStatus::Resolved,
                         skipped: vec![],
+                        empty_groups: vec![],
                     },
                     Err(e) => {
                         self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
@@ -325,6 +333,7 @@ impl<'a> Planner<'a> {
                             members: vec![],
                             status: FeedStatus::Unknown,
                             skipped: vec![],
+                            empty_groups: vec![],
                         }
                     }
                 }
@@ -333,6 +342,7 @@ impl<'a> Planner<'a> {
                 members: vec![],
                 status: FeedStatus::Unknown,
                 skipped: vec![],
+                empty_groups: vec![],
             },
             (PrincipalMapping::Users { email_domains }, Some(r)) => {
                 let mut members = Vec::new();
@@ -380,6 +390,7 @@ impl<'a> Planner<'a> {
                     members,
                     status,
                     skipped,
+                    empty_groups: r.empty_groups.clone(),
                 }
             }
         };
@@ -467,6 +478,7 @@ impl<'a> Planner<'a> {
                             role: role.clone(),
                             condition,
                             status,
+                            empty_groups: cache[role].empty_groups.clone(),
                         });
                     }
                 }
@@ -502,6 +514,15 @@ impl<'a> Planner<'a> {
                     "skipped-member",
                     Severity::Warning,
                     message.clone(),
+                    sources.clone(),
+                ));
+            }
+            for group in &res.empty_groups {
+                self.findings.insert(finding(
+                    None,
+                    "empty-group",
+                    Severity::Warning,
+                    format!("Auth0 group `{group}`, assigned to role `{role}`, has no members; it grants nothing, and removals its members may have held are refused by the directory guard"),
                     sources.clone(),
                 ));
             }
@@ -778,8 +799,8 @@ impl<'a> Planner<'a> {
         let ctx = ServiceCtx {
             id,
             public,
-            ref_sources: &ref_sources,
-            public_sources: &public_sources,
+            ref_sources: Sources::from(ref_sources.as_slice()),
+            public_sources: Sources::from(public_sources.as_slice()),
         };
         let iam_plan = self.diff_resource(
             &ctx,
@@ -1016,6 +1037,7 @@ impl<'a> Planner<'a> {
         let empty_l = BTreeSet::new();
         let mut changes = Vec::new();
         let mut emptied = Vec::new();
+        let mut emptied_groups = Vec::new();
         let (mut adds, mut removes) = (0usize, 0usize);
         for key in keys {
             let d = desired.get(&key).unwrap_or(&empty_d);
@@ -1037,12 +1059,13 @@ impl<'a> Planner<'a> {
                 .map(|f| f.role.as_str())
                 .collect();
             let pcond = cond.map(PlanCondition::from);
+            let role = super::model::governed_role(key.0);
             let change =
-                |action, member: &Member, reason, sources: Vec<String>, note: Option<String>| {
+                |action, member: &Member, reason, sources: Sources, note: Option<String>| {
                     MemberChange {
                         action,
-                        role: key.0.to_string(),
-                        condition: pcond.clone(),
+                        role: role.clone(),
+                        condition: pcond.clone().map(Box::new),
                         member: member.clone(),
                         reason,
                         origin: None,
@@ -1050,19 +1073,20 @@ impl<'a> Planner<'a> {
                         note,
                     }
                 };
+            // Members granted by the same lines (all members of one Auth0 role) share one list.
+            let mut shared: HashMap<&BTreeSet<&str>, Sources> = HashMap::new();
             for (m, srcs) in d {
                 if !l.contains(m) {
-                    changes.push(change(
-                        Action::Add,
-                        m,
-                        Reason::Missing,
-                        srcs.iter().map(|s| s.to_string()).collect(),
-                        None,
-                    ));
+                    let sources = shared
+                        .entry(srcs)
+                        .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
+                        .clone();
+                    changes.push(change(Action::Add, m, Reason::Missing, sources, None));
                     adds += 1;
                 }
             }
             let mut removed_here: HashSet<&Member> = HashSet::new();
+            let mut unlisted_mapping = 0usize;
             for m in l {
                 let owned = managed || self.is_owned(m);
                 if owned {
@@ -1072,12 +1096,12 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let (reason, remove, sources, mut note) = if m.kind() == MemberKind::Deleted {
-                    (Reason::Deleted, true, ctx.ref_sources.to_vec(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
+                    (Reason::Deleted, true, ctx.ref_sources.clone(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
                 } else if expired {
                     (
                         Reason::Expired,
                         true,
-                        ctx.ref_sources.to_vec(),
+                        ctx.ref_sources.clone(),
                         Some(format!(
                             "the time-boxed grant ended at {}",
                             &cond.map(|c| c.title.as_str()).unwrap_or("")
@@ -1085,15 +1109,15 @@ impl<'a> Planner<'a> {
                         )),
                     )
                 } else if m.is_public() && ctx.public == Some(false) {
-                    (Reason::Public, true, ctx.public_sources.to_vec(), None)
+                    (Reason::Public, true, ctx.public_sources.clone(), None)
                 } else if owned {
-                    (Reason::Unlisted, true, ctx.ref_sources.to_vec(), None)
+                    (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
                 } else {
                     let remove = self.settings.foreign_members == ForeignMembers::Remove;
-                    let sources = if remove {
-                        vec![loc(&self.settings.source)]
+                    let sources: Sources = if remove {
+                        Arc::from([loc(&self.settings.source)])
                     } else {
-                        vec![]
+                        Sources::default()
                     };
                     (Reason::Foreign, remove, sources, None)
                 };
@@ -1109,7 +1133,7 @@ impl<'a> Planner<'a> {
                             p.pattern
                         ));
                         reason = Reason::Protected;
-                        sources = vec![loc(&p.source)];
+                        sources = Arc::from([loc(&p.source)]);
                     } else if reason == Reason::Unlisted
                         && !unknown.is_empty()
                         && self.is_mapping_member(m)
@@ -1129,6 +1153,9 @@ impl<'a> Planner<'a> {
                 if action == Action::Remove {
                     removed_here.insert(*m);
                     removes += 1;
+                    if reason == Reason::Unlisted && self.is_mapping_member(m) {
+                        unlisted_mapping += 1;
+                    }
                 }
                 changes.push(change(action, m, reason, sources, note));
             }
@@ -1151,6 +1178,30 @@ impl<'a> Planner<'a> {
                     members_before: mapping_before,
                     empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
                 });
+            } else if unlisted_mapping > 0 {
+                // The same question for a group: a group assigned to a feeding role came back
+                // empty while the binding, as read, still holds mapping members the plan would
+                // now remove. Those could be the group's members (a directory read gone wrong
+                // looks exactly like leavers), so the directory guard asks first.
+                let mut groups: Vec<EmptyGroup> = key_feeds
+                    .iter()
+                    .flat_map(|f| {
+                        f.empty_groups.iter().map(|g| EmptyGroup {
+                            auth0_role: f.role.clone(),
+                            group: g.clone(),
+                        })
+                    })
+                    .collect();
+                groups.sort();
+                groups.dedup();
+                if !groups.is_empty() {
+                    emptied_groups.push(EmptiedGroup {
+                        role: key.0.to_string(),
+                        condition: pcond.clone(),
+                        members_removed: unlisted_mapping,
+                        groups,
+                    });
+                }
             }
         }
         let after = (live.member_count() + adds).saturating_sub(removes);
@@ -1170,6 +1221,7 @@ impl<'a> Planner<'a> {
             etag: live.etag.clone(),
             policy_version: 3,
             emptied_bindings: emptied,
+            emptied_groups,
             changes,
         })
     }
@@ -1190,8 +1242,8 @@ enum Planned {
 struct ServiceCtx<'a> {
     id: &'a ServiceId,
     public: Option<bool>,
-    ref_sources: &'a [String],
-    public_sources: &'a [String],
+    ref_sources: Sources,
+    public_sources: Sources,
 }
 
 #[derive(Default)]

@@ -24,7 +24,8 @@ pub enum GuardKind {
     /// More removals than `guards.maxRemovalRatio` × owned members.
     MaxRemovalRatio,
     /// A governed binding would lose every member of the principal mapping because an Auth0 role
-    /// came back empty.
+    /// came back empty, or would lose members of it while an Auth0 group of a feeding role came
+    /// back empty.
     EmptyDirectory,
     /// A member matching `Settings.keep` would be removed.
     KeepMemberRemoved,
@@ -145,6 +146,29 @@ pub fn check_guards(
                                 e.members_before,
                                 if e.members_before == 1 { "" } else { "s" },
                                 e.empty_roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+                            ),
+                            override_hint: hint.clone(),
+                        });
+                    }
+                    for e in &r.emptied_groups {
+                        let cond = e
+                            .condition
+                            .as_ref()
+                            .map(|c| format!(" (condition {})", c.title))
+                            .unwrap_or_default();
+                        trips.push(GuardTrip {
+                            guard: GuardKind::EmptyDirectory,
+                            message: format!(
+                                "{} on {}{cond} would lose {} member{} of the principal mapping while Auth0 group {} came back empty; check the group in Auth0",
+                                e.role,
+                                s.id,
+                                e.members_removed,
+                                if e.members_removed == 1 { "" } else { "s" },
+                                e.groups
+                                    .iter()
+                                    .map(|g| format!("`{}` (of role `{}`)", g.group, g.auth0_role))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                             override_hint: hint.clone(),
                         });

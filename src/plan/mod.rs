@@ -3,16 +3,18 @@
 //!
 //! * [`engine`]: `plan(&Desired, &LiveState, &PlanOptions) -> Plan`: no I/O, no clock reads,
 //!   cannot fail on live data (problems become findings).
-//! * [`model`]: the `Plan` value, which is also the saved-plan format (`formatVersion: 1`).
+//! * [`model`]: the `Plan` value, which is also the saved-plan format (`formatVersion: 2`).
 //! * [`guards`]: `check_guards(&Plan, &Settings, allow_removals) -> Vec<GuardTrip>`.
 //! * [`render`]: text (Terraform-like), Markdown (PR comment, capped), JSON.
 //! * [`simulate`]: `apply_to(&Plan, &LiveState) -> LiveState`, the plan applied in memory.
+//! * [`verify`]: `verify_saved(&saved, &fresh, &LiveState)`: what of a saved plan may be applied.
 
 pub mod engine;
 pub mod guards;
 pub mod model;
 pub mod render;
 pub mod simulate;
+pub mod verify;
 mod time;
 
 pub use engine::{
@@ -21,6 +23,7 @@ pub use engine::{
 };
 pub use guards::{GuardKind, GuardTrip, check_guards};
 pub use model::*;
-pub use render::{MARKDOWN_LIMIT, render_guard_note, render_json, render_markdown, render_text};
+pub use render::{write_text, MARKDOWN_LIMIT, render_guard_note, render_json, render_markdown, render_text};
 pub use simulate::{apply_changes, apply_to};
+pub use verify::{GOVERNED_SETTINGS, PlanMismatch, VerifiedPlan, is_governed_setting, verify_saved};
 pub use time::{format_rfc3339, parse_rfc3339};

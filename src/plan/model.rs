@@ -1,6 +1,6 @@
 //! The `Plan` value: what a pass would change, why, and what it was computed from.
 //!
-//! A plan is also the saved-plan format read by `apply PLAN.json` (`formatVersion: 1`), so every
+//! A plan is also the saved-plan format read by `apply PLAN.json` (`formatVersion: 2`), so every
 //! type here is serde-serializable and described by a JSON Schema (`schemas/plan.schema.json`,
 //! generated from these types by [`json_schema`]). Changes are member-level and self-contained:
 //! apply re-reads each IAM resource and applies them onto the fresh policy (read-modify-write), so
@@ -10,6 +10,10 @@
 //! member, findings by service, code and message) so that plans can be diffed, tested and
 //! reviewed.
 
+use std::borrow::Cow;
+use std::io::Write as _;
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -17,12 +21,14 @@ use crate::iam::Member;
 use crate::live::ServiceId;
 use crate::policy::model::Mode;
 
-/// The saved-plan format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The saved-plan format version this build writes and reads. Version 2 records the policy
+/// digest and writes member changes grouped (see [`ResourcePlan::changes`]).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The largest saved plan `apply PLAN.json` reads. The largest plan measured, a 10,000-service
-/// estate not yet converged (2.5 million additions), was 646 MB; a bigger file is not a plan
-/// runwarden wrote, and reading it whole would only exhaust memory.
+/// estate not yet converged (2.5 million additions), was 646 MB in format 1 and is 118 MiB in
+/// format 2 (`benches/plan.rs`); a bigger file is not a plan runwarden wrote, and reading it
+/// whole would only exhaust memory.
 pub const MAX_SAVED_PLAN_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Errors reading a saved plan.
@@ -64,6 +70,10 @@ pub struct Plan {
     /// Whether base policies were given (`--base-policies`): then every add/remove/setting change
     /// carries an `origin`.
     pub compared_with_base: bool,
+    /// SHA-256 (hex) of the policy files the plan was made from (paths and bytes, see
+    /// `policy::digest`). `apply PLAN.json` refuses a plan whose policies have changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_digest: Option<String>,
     /// Governed services with at least one change or kept member, sorted by id.
     pub services: Vec<ServicePlan>,
     /// Problems that are not changes, sorted.
@@ -147,8 +157,133 @@ pub struct ResourcePlan {
     /// feeding them resolved to no members (the directory guard refuses these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emptied_bindings: Vec<EmptiedBinding>,
-    /// Sorted by role, condition, member.
+    /// Governed bindings that lose members of the principal mapping while an Auth0 group
+    /// assigned to a role feeding them came back empty (the directory guard refuses these too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emptied_groups: Vec<EmptiedGroup>,
+    /// Sorted by role, condition, member. In the file, changes that differ only in their
+    /// member are one entry listing the `members` (a role's members added to a service share
+    /// everything else), so a large plan does not repeat the same role, reason and sources for
+    /// every member.
+    #[serde(with = "grouped")]
+    #[schemars(with = "Vec<ChangeGroup>")]
     pub changes: Vec<MemberChange>,
+}
+
+/// Changes that differ only in their member, as a saved plan writes them.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ChangeGroup {
+    action: Action,
+    role: String,
+    /// The binding's condition; absent for the unconditional binding.
+    #[serde(default)]
+    condition: Option<PlanCondition>,
+    /// The members the change applies to (at least one).
+    #[schemars(with = "Vec<String>")]
+    members: Vec<Member>,
+    reason: Reason,
+    #[serde(default)]
+    origin: Option<Origin>,
+    /// Where the grant (or the rule that removes it) was written, as `file:line`.
+    #[serde(default)]
+    sources: Vec<String>,
+    /// A human explanation where the reason alone is not enough.
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// The role as a change holds it: the two governed roles are static strings (not one copy per
+/// change).
+pub(crate) fn governed_role(role: &str) -> Cow<'static, str> {
+    match role {
+        crate::iam::RUN_INVOKER => Cow::Borrowed(crate::iam::RUN_INVOKER),
+        crate::iam::IAP_ACCESSOR => Cow::Borrowed(crate::iam::IAP_ACCESSOR),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// `ResourcePlan::changes` on the wire: grouped by everything but the member (groups in the
+/// order of their first change, members in order); read back into one change per member, in
+/// the canonical order.
+mod grouped {
+    use std::collections::HashMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Action, ChangeGroup, Member, MemberChange, Origin, PlanCondition, Reason, Sources, governed_role};
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct GroupOut<'a> {
+        action: Action,
+        role: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        condition: Option<&'a PlanCondition>,
+        members: Vec<&'a Member>,
+        reason: Reason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        origin: Option<Origin>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        sources: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<&'a str>,
+    }
+
+    type Key<'a> = (Action, &'a str, Option<&'a PlanCondition>, Reason, Option<Origin>, &'a [String], Option<&'a str>);
+
+    pub fn serialize<S: Serializer>(changes: &[MemberChange], s: S) -> Result<S::Ok, S::Error> {
+        let mut index: HashMap<Key<'_>, usize> = HashMap::new();
+        let mut groups: Vec<GroupOut<'_>> = Vec::new();
+        for c in changes {
+            let key: Key<'_> = (c.action, &c.role, c.condition.as_deref(), c.reason, c.origin, &c.sources, c.note.as_deref());
+            match index.get(&key) {
+                Some(&i) => groups[i].members.push(&c.member),
+                None => {
+                    index.insert(key, groups.len());
+                    groups.push(GroupOut {
+                        action: c.action,
+                        role: &c.role,
+                        condition: c.condition.as_deref(),
+                        members: vec![&c.member],
+                        reason: c.reason,
+                        origin: c.origin,
+                        sources: &c.sources,
+                        note: c.note.as_deref(),
+                    });
+                }
+            }
+        }
+        groups.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MemberChange>, D::Error> {
+        let groups = Vec::<ChangeGroup>::deserialize(d)?;
+        let mut out = Vec::with_capacity(groups.iter().map(|g| g.members.len()).sum());
+        for g in groups {
+            if g.members.is_empty() {
+                return Err(D::Error::custom(format!("a {:?} change of {} lists no members", g.action, g.role)));
+            }
+            let role = governed_role(&g.role);
+            let condition = g.condition.map(Box::new);
+            let sources: Sources = g.sources.into();
+            for member in g.members {
+                out.push(MemberChange {
+                    action: g.action,
+                    role: role.clone(),
+                    condition: condition.clone(),
+                    member,
+                    reason: g.reason,
+                    origin: g.origin,
+                    sources: sources.clone(),
+                    note: g.note.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.role, &a.condition, &a.member).cmp(&(&b.role, &b.condition, &b.member)));
+        Ok(out)
+    }
 }
 
 /// A governed binding that would lose every member of the principal mapping while an Auth0 role
@@ -163,6 +298,29 @@ pub struct EmptiedBinding {
     pub members_before: usize,
     /// The Auth0 roles that came back empty.
     pub empty_roles: Vec<String>,
+}
+
+/// A governed binding that would lose members of the principal mapping (as `unlisted`) while an
+/// Auth0 group of a role feeding it came back empty: judging by the live binding, people held
+/// access that an emptied group may have been giving them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmptiedGroup {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<PlanCondition>,
+    /// Members of the principal mapping the plan removes from the binding.
+    pub members_removed: usize,
+    /// The empty groups, each with the Auth0 role it is assigned to.
+    pub groups: Vec<EmptyGroup>,
+}
+
+/// An Auth0 group that came back empty, and the role it is assigned to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmptyGroup {
+    pub auth0_role: String,
+    pub group: String,
 }
 
 /// An IAM condition, as written to the policy.
@@ -270,25 +428,38 @@ impl Origin {
 }
 
 /// One member-level IAM change.
+///
+/// A large plan holds millions of these, so what is the same for many changes is shared rather
+/// than copied: the governed role is a static string, the condition is boxed (most bindings
+/// have none), and the source list is one reference-counted slice per distinct list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemberChange {
     pub action: Action,
-    pub role: String,
+    #[schemars(with = "String")]
+    pub role: Cow<'static, str>,
     /// The binding's condition; absent for the unconditional binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub condition: Option<PlanCondition>,
+    pub condition: Option<Box<PlanCondition>>,
     #[schemars(with = "String")]
     pub member: Member,
     pub reason: Reason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     /// Where the grant (or the rule that removes it) was written, as `file:line`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sources: Vec<String>,
+    #[serde(default, skip_serializing_if = "no_sources")]
+    #[schemars(with = "Vec<String>")]
+    pub sources: Sources,
     /// A human explanation where the reason alone is not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// Policy locations (`file:line`), shared between the changes that have the same ones.
+pub type Sources = Arc<[String]>;
+
+fn no_sources(s: &Sources) -> bool {
+    s.is_empty()
 }
 
 /// One settings change, applied with `services.patch` and `updateMask`.
@@ -377,12 +548,30 @@ impl Plan {
         self.services.iter().any(ServicePlan::has_changes)
     }
 
+    /// Findings about governed services that could not be read (`read-failed`, or
+    /// `project-number-unknown`: the IAP resource cannot be named): nothing was planned for
+    /// them, so a pass with any cannot claim the estate matches its policies.
+    pub fn unread(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.service.is_some() && matches!(f.code.as_str(), "read-failed" | "project-number-unknown"))
+    }
+
     /// The plan as pretty-printed JSON (with a trailing newline): the `--format json` output and
     /// the saved-plan file.
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("a plan is plain data");
         s.push('\n');
         s
+    }
+
+    /// Writes the plan as [`Plan::to_json`] does, streaming: a plan of millions of changes is
+    /// never held in memory a second time as text.
+    pub fn write_json(&self, out: impl std::io::Write) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+        serde_json::to_writer_pretty(&mut out, self).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 
     /// Reads a saved plan, checking its format version.

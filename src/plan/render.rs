@@ -34,6 +34,21 @@ pub fn summary_line(plan: &Plan) -> String {
         s.findings,
         if s.findings == 1 { "" } else { "s" }
     );
+    let unread = plan.unread().count();
+    if unread > 0 {
+        // Unreadable is never "no changes": what could not be read was not compared at all.
+        let planned = if plan.has_changes() {
+            format!("{} service{} to change", s.services_to_change, plural(s.services_to_change))
+        } else {
+            "no changes".to_string()
+        };
+        return format!(
+            "Incomplete plan: {unread} governed service{} could not be read, so nothing is planned for {}; {planned} on the {} that could; {tail}",
+            plural(unread),
+            if unread == 1 { "it" } else { "them" },
+            s.governed_services,
+        );
+    }
     if plan.has_changes() {
         format!(
             "Plan: {} service{} to change, {} member{} to add, {} to remove, {} setting{} to change; {tail}",
@@ -168,7 +183,7 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
     let mut current: Option<(&str, Option<&str>)> = None;
     for c in &r.changes {
         let key = (
-            c.role.as_str(),
+            &*c.role,
             c.condition.as_ref().map(|c| c.title.as_str()),
         );
         if current != Some(key) {
@@ -191,6 +206,18 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
             line.push_str(n);
         }
         out.push((symbol(c.action), line.trim_end().to_string()));
+    }
+    for e in &r.emptied_groups {
+        out.push((
+            "!",
+            format!(
+                "  ! {} would lose {} member{} of the principal mapping while Auth0 group {} came back empty (the directory guard refuses this)",
+                e.role,
+                e.members_removed,
+                plural(e.members_removed),
+                e.groups.iter().map(|g| format!("{} (role {})", g.group, g.auth0_role)).collect::<Vec<_>>().join(", ")
+            ),
+        ));
     }
     for e in &r.emptied_bindings {
         out.push((
@@ -236,21 +263,28 @@ fn finding_text(f: &Finding) -> String {
 
 /// Terraform-like text. `color` adds ANSI colours (only when writing to a terminal).
 pub fn render_text(plan: &Plan, color: bool) -> String {
-    let p = Paint { on: color };
     let mut out = String::new();
-    let _ = writeln!(out, "runwarden plan at {}", plan.planned_at);
+    let _ = write_text(plan, color, &mut out);
+    out
+}
+
+/// [`render_text`], written as it is rendered (a plan of millions of changes is never held as
+/// text as a whole).
+pub fn write_text<W: std::fmt::Write>(plan: &Plan, color: bool, out: &mut W) -> std::fmt::Result {
+    let p = Paint { on: color };
+    writeln!(out, "runwarden plan at {}", plan.planned_at)?;
     if plan.compared_with_base {
-        out.push_str("Compared with the base policies: [declared] = this change's own edits, [drift] = the base would make it too.\n");
+        out.write_str("Compared with the base policies: [declared] = this change's own edits, [drift] = the base would make it too.\n")?;
     }
-    out.push('\n');
+    out.write_char('\n')?;
     for s in &plan.services {
         let head = service_header(s);
-        out.push_str(&if s.has_changes() {
+        out.write_str(&if s.has_changes() {
             p.wrap("1;33", &head)
         } else {
             p.wrap("1", &head)
-        });
-        out.push('\n');
+        })?;
+        out.write_char('\n')?;
         for (sym, line) in service_lines(s) {
             let painted = match sym {
                 "+" => p.wrap("32", &line),
@@ -259,12 +293,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 "!" => p.wrap("1;31", &line),
                 _ => line,
             };
-            let _ = writeln!(out, "    {painted}");
+            writeln!(out, "    {painted}")?;
         }
-        out.push('\n');
+        out.write_char('\n')?;
     }
     if !plan.findings.is_empty() {
-        let _ = writeln!(out, "Findings ({}):", plan.findings.len());
+        writeln!(out, "Findings ({}):", plan.findings.len())?;
         for f in &plan.findings {
             let line = finding_line(f);
             let painted = match f.severity {
@@ -272,24 +306,24 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
                 Severity::Warning => p.wrap("33", &line),
                 Severity::Info => line,
             };
-            let _ = writeln!(out, "  {painted}");
+            writeln!(out, "  {painted}")?;
         }
-        out.push('\n');
+        out.write_char('\n')?;
     }
     if plan.summary.services_not_applied > 0 {
         let n = plan.summary.services_not_applied;
-        let _ = writeln!(
+        writeln!(
             out,
             "{n} of the {} services to change {} in warn or observe mode: {} changes are shown, never applied.",
             plan.summary.services_to_change,
             if n == 1 { "is" } else { "are" },
             if n == 1 { "its" } else { "their" }
-        );
+        )?;
     }
     let line = summary_line(plan);
-    out.push_str(&p.wrap("1", &line));
-    out.push('\n');
-    out
+    out.write_str(&p.wrap("1", &line))?;
+    out.write_char('\n')?;
+    Ok(())
 }
 
 /// Markdown for a pull-request comment: a one-line summary, a warning when access is removed, a

@@ -49,7 +49,7 @@ fn apply_resource(r: &ResourcePlan, policy: &mut Policy) {
 pub fn apply_changes(changes: &[MemberChange], policy: &mut Policy) -> bool {
     let mut touched = false;
     for c in changes {
-        let cond: Option<Condition> = c.condition.as_ref().map(Condition::from);
+        let cond: Option<Condition> = c.condition.as_deref().map(Condition::from);
         match c.action {
             Action::Keep => {}
             Action::Add => {
@@ -63,7 +63,7 @@ pub fn apply_changes(changes: &[MemberChange], policy: &mut Policy) -> bool {
                         b.members.insert(c.member.clone());
                     }
                     None => policy.bindings.push(Binding {
-                        role: c.role.clone(),
+                        role: c.role.to_string(),
                         members: [c.member.clone()].into_iter().collect(),
                         condition: cond,
                     }),

@@ -160,6 +160,29 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// The SHA-256 (hex) of the policy files under `dir`, as the loader finds them: for each file,
+/// sorted, its path relative to `dir` and its bytes, each length-prefixed (so moving bytes between
+/// files or renaming one changes the digest). A saved plan records it, and `apply PLAN.json`
+/// refuses the plan when the policies it was made from have changed since.
+pub fn digest(dir: &Path) -> std::io::Result<String> {
+    use aws_lc_rs::digest::{Context, SHA256};
+    let mut diagnostics = Vec::new();
+    let files = load::policy_files(dir, &mut diagnostics);
+    if let Some(d) = diagnostics.first() {
+        return Err(std::io::Error::other(d.to_string()));
+    }
+    let mut ctx = Context::new(&SHA256);
+    for file in &files {
+        let relative = file.strip_prefix(dir).unwrap_or(file).to_string_lossy().into_owned();
+        let bytes = fs::read(file).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
+        for part in [relative.as_bytes(), bytes.as_slice()] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+    }
+    Ok(ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// `runwarden validate`: prints every error and warning to stderr, then a one-line summary;
 /// exits 0 when the policies are valid, 1 otherwise.
 pub fn cmd_validate(_global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<ExitCode> {

@@ -670,6 +670,18 @@ fn users_search(t: &Tenant, req: &Req) -> Reply {
     }
 }
 
+/// Removes every member of a group (by name), as a broken sync or a mistaken bulk edit would
+/// (test helper). False if the group is unknown.
+pub fn empty_group(s: &mut Store, group: &str) -> bool {
+    match s.tenant.groups.iter_mut().find(|g| g.name == group) {
+        Some(g) => {
+            g.members.clear();
+            true
+        }
+        None => false,
+    }
+}
+
 /// Adds or removes a direct role assignment (test helper).
 pub fn edit_role_user(s: &mut Store, role: &str, email: &str, add: bool) -> bool {
     let t = &mut s.tenant;

@@ -468,6 +468,11 @@ impl SimHandle {
         auth0::edit_role_user(&mut self.store(), role, email, false)
     }
 
+    /// Removes every member of an Auth0 group (by name). False if the group is unknown.
+    pub fn empty_group(&self, group: &str) -> bool {
+        auth0::empty_group(&mut self.store(), group)
+    }
+
     /// Mints an RS256 token signed by a tenant key (for token-check tests).
     pub fn mint_token(&self, req: &TokenRequest) -> Result<String, SimError> {
         auth0::mint(&self.0, &self.store().tenant, req)

@@ -222,6 +222,60 @@ impl Env {
         applicable_changes(&self.plan(&live))
     }
 
+    /// Runs the real binary against this test's simulator (`--endpoint`, the simulator's key
+    /// file and Management API secret), so that several commands see one world and the test can
+    /// look inside it between them. Runs off the async workers (the simulator lives on them).
+    pub async fn runwarden(&self, args: &[&str]) -> Run {
+        self.runwarden_via(&self.sim.base_url, args).await
+    }
+
+    /// [`Env::runwarden`] with every API call sent to `endpoint` (a proxy in front of the
+    /// simulator); tokens still come from the simulator.
+    pub async fn runwarden_via(&self, endpoint: &str, args: &[&str]) -> Run {
+        let key = self.sim.write_credentials(self._dir.path()).expect("the key file is written");
+        let (_, secret) = self.sim.auth0_client();
+        let mut full = vec!["--endpoint".to_string(), endpoint.to_string()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        let key = key.to_string_lossy().into_owned();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = full.iter().map(String::as_str).collect();
+            runwarden_env(&args, &[("GOOGLE_APPLICATION_CREDENTIALS", &key), ("AUTH0_CLIENT_SECRET", &secret)])
+        })
+        .await
+        .expect("the binary ran")
+    }
+
+    /// The real binary against this test's simulator, as [`Env::runwarden`], started with piped
+    /// stdout and stderr and left running (tests that signal it).
+    pub fn spawn_runwarden(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_runwarden_via(&self.sim.base_url, args)
+    }
+
+    /// [`Env::spawn_runwarden`] with every API call sent to `endpoint`.
+    pub fn spawn_runwarden_via(&self, endpoint: &str, args: &[&str]) -> std::process::Child {
+        let key = self.sim.write_credentials(self._dir.path()).expect("the key file is written");
+        let (_, secret) = self.sim.auth0_client();
+        Command::new(env!("CARGO_BIN_EXE_runwarden"))
+            .arg("--endpoint")
+            .arg(endpoint)
+            .args(args)
+            .current_dir(repo())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env("GOOGLE_APPLICATION_CREDENTIALS", key)
+            .env("AUTH0_CLIENT_SECRET", secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the runwarden binary starts")
+    }
+
+    /// IAM writes by runwarden (not by the console or a concurrent writer) in the history.
+    pub fn client_writes(&self) -> usize {
+        self.handle().history().iter().filter(|w| w.writer == Writer::Client).count()
+    }
+
     /// `setIamPolicy` and `services.patch` requests served so far.
     pub fn write_requests(&self) -> usize {
         self.handle()

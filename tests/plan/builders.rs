@@ -339,8 +339,16 @@ impl W {
                 id: format!("rol_{name}"),
                 name: name.into(),
                 members: users,
+                empty_groups: vec![],
             },
         );
+        self
+    }
+    /// Records that `group`, assigned to the (already added) role `role`, came back empty.
+    pub fn empty_group(mut self, role: &str, group: &str) -> W {
+        let r = self.0.directory.roles.get_mut(role).expect("add the role first");
+        r.empty_groups.push(group.into());
+        r.empty_groups.sort();
         self
     }
     pub fn build(self) -> LiveState {
@@ -388,6 +396,14 @@ pub fn compact(plan: &Plan) -> String {
                     "  {kind} ! emptied {} by {}\n",
                     e.role.trim_start_matches("roles/"),
                     e.empty_roles.join(",")
+                ));
+            }
+            for e in &r.emptied_groups {
+                let groups: Vec<String> = e.groups.iter().map(|g| format!("{}/{}", g.auth0_role, g.group)).collect();
+                out.push_str(&format!(
+                    "  {kind} ! loses {} by empty group {}\n",
+                    e.role.trim_start_matches("roles/"),
+                    groups.join(",")
                 ));
             }
         }

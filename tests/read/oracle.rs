@@ -131,6 +131,7 @@ pub async fn directory(
     for name in roles {
         let Some(id) = ids.get(*name) else { continue };
         let mut members: BTreeMap<String, User> = BTreeMap::new();
+        let mut empty_groups = Vec::new();
         if resolve {
             for u in offset_all(base, &token, &format!("/api/v2/roles/{id}/users"), "users").await {
                 let user = entry(&mut members, &u);
@@ -146,14 +147,17 @@ pub async fn directory(
             {
                 let gid = g["id"].as_str().unwrap();
                 let gname = g["name"].as_str().unwrap().to_string();
-                for u in offset_all(
+                let group_members = offset_all(
                     base,
                     &token,
                     &format!("/api/v2/groups/{gid}/members"),
                     "members",
                 )
-                .await
-                {
+                .await;
+                if group_members.is_empty() {
+                    empty_groups.push(gname.clone());
+                }
+                for u in group_members {
                     let user = entry(&mut members, &u);
                     user.via_groups.push(gname.clone());
                     user.via_groups.sort();
@@ -178,6 +182,11 @@ pub async fn directory(
                 id: id.clone(),
                 name: name.to_string(),
                 members: members.into_values().collect(),
+                empty_groups: {
+                    empty_groups.sort();
+                    empty_groups.dedup();
+                    empty_groups
+                },
             },
         );
     }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 struct Proxy {
     upstream: String,
+    /// The denied path; with a leading `*`, every path ending with the rest.
     denied: String,
     hits: AtomicUsize,
     http: reqwest::Client,
@@ -30,7 +31,8 @@ impl Denying {
     }
 }
 
-/// Starts a proxy to `upstream` that answers `denied_path` with 403 PERMISSION_DENIED.
+/// Starts a proxy to `upstream` that answers `denied_path` with 403 PERMISSION_DENIED
+/// (`*:getIamPolicy`: every path ending with `:getIamPolicy`).
 pub async fn deny(upstream: &str, denied_path: &str) -> Denying {
     let state = Arc::new(Proxy {
         upstream: upstream.trim_end_matches('/').to_string(),
@@ -54,7 +56,11 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if uri.path() == p.denied {
+    let denied = match p.denied.strip_prefix('*') {
+        Some(suffix) => uri.path().ends_with(suffix),
+        None => uri.path() == p.denied,
+    };
+    if denied {
         p.hits.fetch_add(1, Ordering::SeqCst);
         let body = serde_json::json!({"error": {
             "code": 403,
