@@ -182,12 +182,12 @@ pub fn check_token(token: &str, expect: &Expectation, desired: Option<&Desired>)
         }
     }
     if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
-        if exp + LEEWAY.as_secs() < now {
+        if exp.saturating_add(LEEWAY.as_secs()) < now {
             report.problems.push(Problem::Expired { expired_at: exp, now });
         }
     }
     if let Some(nbf) = claims.get("nbf").and_then(Value::as_u64) {
-        if nbf > now + LEEWAY.as_secs() {
+        if nbf > now.saturating_add(LEEWAY.as_secs()) {
             report.problems.push(Problem::NotYetValid { not_before: nbf, now });
         }
     }
@@ -294,8 +294,13 @@ fn list(items: &[String]) -> String {
     if items.is_empty() { "(none)".into() } else { items.join(", ") }
 }
 
+/// A JWT time claim as RFC 3339; a claim beyond what the clock can represent (the token is
+/// user input) is shown as its number instead of overflowing.
 fn rfc3339_secs(secs: u64) -> String {
-    crate::time::format_rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(secs), crate::time::Fraction::Seconds)
+    match SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs)) {
+        Some(t) if secs < 253_402_300_800 => crate::time::format_rfc3339(t, crate::time::Fraction::Seconds),
+        _ => format!("{secs} (seconds since 1970, beyond the year 9999)"),
+    }
 }
 
 fn human(secs: u64) -> String {
@@ -415,6 +420,8 @@ mod tests {
             ("expired beyond the skew", |c| { c["exp"] = json!(NOW - 61); None }, &["expired"]),
             ("expired within the skew is accepted", |c| { c["exp"] = json!(NOW - 30); None }, &[]),
             ("not yet valid", |c| { c["nbf"] = json!(NOW + 600); None }, &["not-yet-valid"]),
+            ("an exp beyond any clock is not an overflow", |c| { c["exp"] = json!(u64::MAX); None }, &[]),
+            ("an nbf beyond any clock is explained, not an overflow", |c| { c["nbf"] = json!(u64::MAX); None }, &["not-yet-valid"]),
             ("issuer without trailing slash", |c| { c["iss"] = json!("https://acme.eu.auth0.com"); None }, &["wrong-issuer"]),
             ("another tenant", |c| { c["iss"] = json!("https://evil.auth0.com/"); None }, &["wrong-issuer"]),
             ("rotated-out key", |_| Some("rotated"), &["unknown-key"]),

@@ -142,6 +142,7 @@ fn an_iam_policy_answer_without_an_etag_is_a_failed_read_and_nothing_is_written(
         );
         let apply = env.run(&["apply", "--auto-approve"]);
         assert!(apply.all().contains(says), "{case}: {}", apply.all());
+        assert_eq!(apply.code, 1, "{case}: an unreadable service fails the apply\n{}", apply.all());
         assert_eq!(env.writes_to(BILLING), 0, "{case}: billing-api was written");
         assert_eq!(env.set_requests("billing-api"), 0, "{case}: a setIamPolicy was sent");
         assert_eq!(env.sim.handle.policy(BILLING).unwrap(), before, "{case}");
@@ -160,6 +161,7 @@ fn an_iap_policy_answer_without_an_etag_is_a_failed_read_and_nothing_is_written(
     let apply = env.run(&["apply", "--auto-approve"]);
     assert!(apply.all().contains("has no etag"), "{}", apply.all());
     assert!(apply.all().contains("admin-console"), "{}", apply.all());
+    assert_eq!(apply.code, 1, "an unreadable IAP policy fails the apply\n{}", apply.all());
     assert_eq!(env.set_requests("admin-console"), 0, "nothing written to admin-console");
     assert_rest_converged(&env, "admin-console");
 }
