@@ -18,10 +18,11 @@ use serde::Serialize;
 use crate::iam::{Binding, Condition, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
 use crate::live::{Directory, LiveService, LiveState, ServiceId};
 use crate::plan::engine::{
-    GovernedGrants, GrantBasis, MANAGED_CONDITION_PREFIX, desired_grants, iap_service_agent,
-    is_managed_condition,
+    GovernedGrants, GrantBasis, desired_grants, iap_service_agent, is_managed_condition,
+    managed_expiry, ownership,
 };
-use crate::plan::{format_rfc3339, parse_rfc3339};
+use crate::plan::format_rfc3339;
+use crate::plan::rules::{Ownership, domain_allowed};
 use crate::policy::model::{Desired, Mode, Principal, PrincipalMapping, glob_match};
 
 /// What to explain.
@@ -274,7 +275,13 @@ pub fn explain(
                 (sp.id, pending)
             })
             .collect();
-    let ctx = Ctx::new(desired, live, &wanted, settings);
+    let ctx = Ctx::new(
+        desired,
+        live,
+        &wanted,
+        ownership(desired, live, now),
+        settings,
+    );
     let mut services = Vec::new();
     let mut q = BTreeMap::new();
     match query {
@@ -311,8 +318,8 @@ struct Ctx<'a> {
     desired: &'a Desired,
     live: &'a LiveState,
     wanted: &'a BTreeMap<ServiceId, GovernedGrants>,
-    /// Every member any policy grants anywhere (owned, as in the plan).
-    policy_members: BTreeSet<&'a Member>,
+    /// Which members runwarden owns, exactly as the plan judges it.
+    ownership: Ownership<'a>,
     /// Per service (`P/R/N`), the settings changes of the plan.
     settings: BTreeMap<String, Vec<PendingSetting>>,
 }
@@ -322,47 +329,16 @@ impl<'a> Ctx<'a> {
         desired: &'a Desired,
         live: &'a LiveState,
         wanted: &'a BTreeMap<ServiceId, GovernedGrants>,
+        ownership: Ownership<'a>,
         settings: BTreeMap<String, Vec<PendingSetting>>,
     ) -> Ctx<'a> {
-        let policy_members = wanted
-            .values()
-            .flat_map(|g| &g.grants)
-            .map(|g| &g.member)
-            .collect();
         Ctx {
             desired,
             live,
             wanted,
-            policy_members,
+            ownership,
             settings,
         }
-    }
-
-    fn is_mapping_member(&self, m: &Member) -> bool {
-        match &self.desired.settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => {
-                m.as_str().starts_with(&PrincipalMapping::pool_prefix(pool))
-            }
-            PrincipalMapping::Users { email_domains } => {
-                m.kind() == MemberKind::User
-                    && m.email()
-                        .and_then(|e| e.rsplit_once('@'))
-                        .is_some_and(|(_, d)| {
-                            email_domains.iter().any(|a| a.eq_ignore_ascii_case(d))
-                        })
-            }
-        }
-    }
-
-    fn is_owned(&self, m: &Member) -> bool {
-        self.policy_members.contains(m)
-            || self.is_mapping_member(m)
-            || self
-                .desired
-                .settings
-                .owned
-                .iter()
-                .any(|p| p.matches(m.as_str()))
     }
 
     /// How a user holds an Auth0 role (`direct`, `group NAME`), for the `users` mapping.
@@ -589,7 +565,7 @@ impl<'a> Ctx<'a> {
                 }
             } else if m.is_public() && gov.is_some_and(|g| g.public != Some(true)) {
                 Reason::PublicNotAllowed
-            } else if managed || self.is_owned(m) {
+            } else if managed || self.ownership.is_owned(m) {
                 Reason::Unlisted
             } else {
                 Reason::Foreign {
@@ -659,20 +635,10 @@ fn contains(m: &Member, q: &Member) -> bool {
         MemberKind::Domain => {
             let domain = m.as_str().split_once(':').map(|(_, d)| d).unwrap_or("");
             matches!(q.kind(), MemberKind::User | MemberKind::Group)
-                && q.email()
-                    .and_then(|e| e.rsplit_once('@'))
-                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                && q.email().is_some_and(|e| domain_allowed(e, &[domain]))
         }
         _ => false,
     }
-}
-
-/// The expiry of a runwarden-generated condition.
-fn managed_expiry(c: &Condition) -> Option<SystemTime> {
-    if !is_managed_condition(c) {
-        return None;
-    }
-    parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..])
 }
 
 fn mode_str(m: Mode) -> &'static str {

@@ -15,9 +15,10 @@ use std::time::SystemTime;
 
 use crate::iam::{Binding, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
 use crate::live::{Directory, LiveService, LiveState, ServiceId};
-use crate::plan::engine::{MANAGED_CONDITION_PREFIX, iap_service_agent, is_managed_condition};
-use crate::plan::{format_rfc3339, parse_rfc3339};
-use crate::policy::model::{PrincipalMapping, Settings};
+use crate::plan::engine::{iap_service_agent, is_managed_condition, managed_expiry};
+use crate::plan::format_rfc3339;
+use crate::plan::rules::map_role;
+use crate::policy::model::Settings;
 
 /// One invoker line to write.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,28 +85,11 @@ pub fn import(
 /// Auth0 role → the IAM members it maps to (as the plan engine maps them; non-empty only).
 fn role_sets(settings: &Settings, dir: &Directory) -> BTreeMap<String, BTreeSet<Member>> {
     let mut out = BTreeMap::new();
-    for (name, role) in &dir.roles {
-        let set: BTreeSet<Member> = match &settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => Member::parse(&format!(
-                "{}group/{name}",
-                PrincipalMapping::pool_prefix(pool)
-            ))
+    for name in dir.roles.keys() {
+        let set: BTreeSet<Member> = map_role(&settings.principals, dir, name)
+            .members
             .into_iter()
-            .collect(),
-            PrincipalMapping::Users { .. } if !dir.members_resolved => BTreeSet::new(),
-            PrincipalMapping::Users { email_domains } => role
-                .members
-                .iter()
-                .filter(|u| u.email_verified)
-                .filter_map(|u| u.email.as_deref())
-                .filter(|e| {
-                    e.rsplit_once('@').is_some_and(|(_, d)| {
-                        email_domains.iter().any(|a| a.eq_ignore_ascii_case(d))
-                    })
-                })
-                .filter_map(|e| Member::parse(&format!("user:{}", e.to_ascii_lowercase())).ok())
-                .collect(),
-        };
+            .collect();
         if !set.is_empty() {
             out.insert(name.clone(), set);
         }
@@ -178,22 +162,20 @@ fn import_service(
     for b in source {
         let expires = match &b.condition {
             None => None,
-            Some(c) if is_managed_condition(c) => {
-                match parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]) {
-                    Some(t) if t > now => Some(format_rfc3339(t)),
-                    Some(_) => {
-                        notes.push(format!("the time-boxed grant `{}` has expired and is not imported (a plan removes it)", c.title));
-                        continue;
-                    }
-                    None => {
-                        notes.push(format!(
-                            "conditional binding `{}` is not imported (unreadable expiry)",
-                            c.title
-                        ));
-                        continue;
-                    }
+            Some(c) if is_managed_condition(c) => match managed_expiry(c) {
+                Some(t) if t > now => Some(format_rfc3339(t)),
+                Some(_) => {
+                    notes.push(format!("the time-boxed grant `{}` has expired and is not imported (a plan removes it)", c.title));
+                    continue;
                 }
-            }
+                None => {
+                    notes.push(format!(
+                        "conditional binding `{}` is not imported (unreadable expiry)",
+                        c.title
+                    ));
+                    continue;
+                }
+            },
             Some(c) => {
                 notes.push(format!("conditional binding `{}` of {} is not imported (runwarden never touches conditions it did not generate)", c.title, b.role));
                 continue;
@@ -272,7 +254,9 @@ fn import_service(
         .filter(|a| match crate::policy::check_audience(a) {
             Ok(()) => true,
             Err(problem) => {
-                notes.push(format!("custom audience {a:?} is not imported: it {problem}"));
+                notes.push(format!(
+                    "custom audience {a:?} is not imported: it {problem}"
+                ));
                 false
             }
         })

@@ -66,11 +66,13 @@ use crate::policy::model::{
 };
 
 use super::model::*;
-use super::time::{format_rfc3339, parse_rfc3339};
-
-/// The title prefix of the conditions runwarden generates for time-boxed grants. Conditional
-/// bindings whose title starts with it are owned by runwarden; all others are never touched.
-pub const MANAGED_CONDITION_PREFIX: &str = "runwarden-expires-";
+use super::rules::{
+    FeedStatus, Ownership, RoleMapping, is_mapping_member, managed_expiry_text, map_role,
+};
+pub use super::rules::{
+    MANAGED_CONDITION_PREFIX, expiry_condition, is_managed_condition, managed_expiry,
+};
+use super::time::format_rfc3339;
 
 /// What a plan is computed with besides desired and live state.
 #[derive(Debug, Clone, Copy)]
@@ -87,22 +89,6 @@ impl PlanOptions<'_> {
     pub fn at(now: SystemTime) -> PlanOptions<'static> {
         PlanOptions { now, base: None }
     }
-}
-
-/// The IAM condition runwarden generates for a grant that expires at `expires`. The title and
-/// expression depend only on the instant (whole seconds), so re-plans are no-ops.
-pub fn expiry_condition(expires: SystemTime) -> Condition {
-    let ts = format_rfc3339(expires);
-    Condition {
-        title: format!("{MANAGED_CONDITION_PREFIX}{ts}"),
-        description: None,
-        expression: format!("request.time < timestamp(\"{ts}\")"),
-    }
-}
-
-/// Whether runwarden generated this condition (and therefore owns the binding).
-pub fn is_managed_condition(c: &Condition) -> bool {
-    c.title.starts_with(MANAGED_CONDITION_PREFIX)
 }
 
 /// The IAP service agent of a project.
@@ -155,29 +141,10 @@ struct Feed {
     empty_groups: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FeedStatus {
-    Resolved,
-    /// The role exists but has no (usable) members.
-    Empty,
-    /// The role does not exist, or members could not be resolved: fail safe.
-    Unknown,
-}
-
 struct ResolvedPolicy<'a> {
     policy: &'a AccessPolicy,
     grants: Vec<Grant>,
     feeds: Vec<Feed>,
-}
-
-/// How one Auth0 role resolved (cached per pass).
-struct RoleResolution {
-    members: Vec<Member>,
-    status: FeedStatus,
-    /// Groups assigned to the role that came back empty (`users` mapping only).
-    empty_groups: Vec<String>,
-    /// Why each skipped member was skipped (reported once per role, with the lines naming it).
-    skipped: Vec<String>,
 }
 
 struct Planner<'a> {
@@ -185,8 +152,8 @@ struct Planner<'a> {
     live: &'a LiveState,
     now: SystemTime,
     findings: BTreeSet<Finding>,
-    /// Every member any policy produces (for any service): owned.
-    policy_members: HashSet<Member>,
+    /// Which members runwarden owns (set once every policy is resolved).
+    ownership: Ownership<'a>,
     /// Owned member entries counted by `diff_resource` for the service being planned.
     owned_scratch: usize,
     /// Owned member entries in the governed bindings of `enforce` services (the base of
@@ -221,16 +188,17 @@ fn prepare<'a>(
         live,
         now,
         findings: BTreeSet::new(),
-        policy_members: HashSet::new(),
+        ownership: Ownership::new(&desired.settings, HashSet::new()),
         owned_scratch: 0,
         owned_applicable: 0,
     };
     let resolved = p.resolve_policies(&desired.policies);
-    for rp in &resolved {
-        for g in &rp.grants {
-            p.policy_members.insert(g.member.clone());
-        }
-    }
+    let policy_members = resolved
+        .iter()
+        .flat_map(|rp| &rp.grants)
+        .map(|g| g.member.clone())
+        .collect();
+    p.ownership = Ownership::new(&desired.settings, policy_members);
     (p, resolved)
 }
 
@@ -301,106 +269,24 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
 }
 
 impl<'a> Planner<'a> {
-    fn resolve_role(
-        &mut self,
-        role: &str,
-        cache: &mut HashMap<String, RoleResolution>,
-    ) -> FeedStatus {
+    /// How `role` resolves under the principal mapping (cached per pass; an invalid role name
+    /// is reported once).
+    fn resolve_role(&mut self, role: &str, cache: &mut HashMap<String, RoleMapping>) -> FeedStatus {
         if let Some(r) = cache.get(role) {
             return r.status;
         }
-        let dir = &self.live.directory;
-        let res = match (&self.settings.principals, dir.roles.get(role)) {
-            (_, None) => RoleResolution {
-                members: vec![],
-                status: FeedStatus::Unknown,
-                skipped: vec![],
-                empty_groups: vec![],
-            },
-            (PrincipalMapping::WorkforcePool { pool }, Some(_)) => {
-                let text = format!("{}group/{role}", PrincipalMapping::pool_prefix(pool));
-                match Member::parse(&text) {
-                    Ok(m) => RoleResolution {
-                        members: vec![m],
-                        status: FeedStatus::Resolved,
-                        skipped: vec![],
-                        empty_groups: vec![],
-                    },
-                    Err(e) => {
-                        self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
-                            format!("Auth0 role `{role}` cannot be named as a workforce pool group ({e}); it grants nothing"), vec![]));
-                        RoleResolution {
-                            members: vec![],
-                            status: FeedStatus::Unknown,
-                            skipped: vec![],
-                            empty_groups: vec![],
-                        }
-                    }
-                }
-            }
-            (PrincipalMapping::Users { .. }, Some(_)) if !dir.members_resolved => RoleResolution {
-                members: vec![],
-                status: FeedStatus::Unknown,
-                skipped: vec![],
-                empty_groups: vec![],
-            },
-            (PrincipalMapping::Users { email_domains }, Some(r)) => {
-                let mut members = Vec::new();
-                let mut skipped = Vec::new();
-                for u in &r.members {
-                    let why = match &u.email {
-                        None => Some("has no e-mail address".to_string()),
-                        Some(_) if !u.email_verified => Some("e-mail is not verified".to_string()),
-                        Some(e) if !domain_allowed(e, email_domains) => Some(format!(
-                            "e-mail is outside the allowed domains ({})",
-                            email_domains.join(", ")
-                        )),
-                        Some(_) => None,
-                    };
-                    let email = u.email.as_deref().unwrap_or("");
-                    match why {
-                        Some(why) => {
-                            skipped.push(format!(
-                                "Auth0 user {} ({}) in role `{role}` is skipped: {why}",
-                                u.user_id,
-                                if email.is_empty() { "no e-mail" } else { email }
-                            ));
-                        }
-                        None => {
-                            match Member::parse(&format!("user:{}", email.to_ascii_lowercase())) {
-                                Ok(m) => members.push(m),
-                                Err(e) => {
-                                    skipped.push(format!(
-                                        "Auth0 user {} in role `{role}` is skipped: {e}",
-                                        u.user_id
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                }
-                members.sort();
-                members.dedup();
-                let status = if members.is_empty() {
-                    FeedStatus::Empty
-                } else {
-                    FeedStatus::Resolved
-                };
-                RoleResolution {
-                    members,
-                    status,
-                    skipped,
-                    empty_groups: r.empty_groups.clone(),
-                }
-            }
-        };
+        let res = map_role(&self.settings.principals, &self.live.directory, role);
+        if let Some(e) = &res.invalid_name {
+            self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
+                format!("Auth0 role `{role}` cannot be named as a workforce pool group ({e}); it grants nothing"), vec![]));
+        }
         let status = res.status;
         cache.insert(role.to_string(), res);
         status
     }
 
     fn resolve_policies<'p>(&mut self, policies: &'p [AccessPolicy]) -> Vec<ResolvedPolicy<'p>> {
-        let mut cache: HashMap<String, RoleResolution> = HashMap::new();
+        let mut cache: HashMap<String, RoleMapping> = HashMap::new();
         if matches!(self.settings.principals, PrincipalMapping::Users { .. })
             && !self.live.directory.members_resolved
             && policies.iter().any(|p| {
@@ -626,24 +512,6 @@ impl<'a> Planner<'a> {
             }
         }
         governed
-    }
-
-    fn is_mapping_member(&self, m: &Member) -> bool {
-        match &self.settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => {
-                m.as_str().starts_with(&PrincipalMapping::pool_prefix(pool))
-            }
-            PrincipalMapping::Users { email_domains } => {
-                m.kind() == MemberKind::User
-                    && m.email().is_some_and(|e| domain_allowed(e, email_domains))
-            }
-        }
-    }
-
-    fn is_owned(&self, m: &Member) -> bool {
-        self.policy_members.contains(m)
-            || self.is_mapping_member(m)
-            || self.settings.owned.iter().any(|p| p.matches(m.as_str()))
     }
 
     /// Plans one governed service.
@@ -1044,9 +912,7 @@ impl<'a> Planner<'a> {
             let l = live_map.get(&key).unwrap_or(&empty_l);
             let cond = key.1;
             let managed = cond.is_some();
-            let expired = cond
-                .and_then(|c| parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]))
-                .is_some_and(|t| t <= self.now);
+            let expired = cond.and_then(managed_expiry).is_some_and(|t| t <= self.now);
             let key_feeds = feeds.get(&key).map(Vec::as_slice).unwrap_or(&[]);
             let unknown: BTreeSet<&str> = key_feeds
                 .iter()
@@ -1088,7 +954,7 @@ impl<'a> Planner<'a> {
             let mut removed_here: HashSet<&Member> = HashSet::new();
             let mut unlisted_mapping = 0usize;
             for m in l {
-                let owned = managed || self.is_owned(m);
+                let owned = managed || self.ownership.is_owned(m);
                 if owned {
                     self.owned_scratch += 1;
                 }
@@ -1104,8 +970,7 @@ impl<'a> Planner<'a> {
                         ctx.ref_sources.clone(),
                         Some(format!(
                             "the time-boxed grant ended at {}",
-                            &cond.map(|c| c.title.as_str()).unwrap_or("")
-                                [MANAGED_CONDITION_PREFIX.len()..]
+                            cond.and_then(managed_expiry_text).unwrap_or("")
                         )),
                     )
                 } else if m.is_public() && ctx.public == Some(false) {
@@ -1136,7 +1001,7 @@ impl<'a> Planner<'a> {
                         sources = Arc::from([loc(&p.source)]);
                     } else if reason == Reason::Unlisted
                         && !unknown.is_empty()
-                        && self.is_mapping_member(m)
+                        && is_mapping_member(&self.settings.principals, m)
                     {
                         action = Action::Keep;
                         note = Some(format!(
@@ -1153,7 +1018,8 @@ impl<'a> Planner<'a> {
                 if action == Action::Remove {
                     removed_here.insert(*m);
                     removes += 1;
-                    if reason == Reason::Unlisted && self.is_mapping_member(m) {
+                    if reason == Reason::Unlisted && is_mapping_member(&self.settings.principals, m)
+                    {
                         unlisted_mapping += 1;
                     }
                 }
@@ -1162,14 +1028,19 @@ impl<'a> Planner<'a> {
             // The directory guard's question: does this binding lose every member of the
             // principal mapping (the people an Auth0 role stands for) while a role feeding it came
             // back empty? Foreign or protected members that stay do not make that loss smaller.
-            let mapping_before = l.iter().filter(|m| self.is_mapping_member(m)).count();
+            let mapping_before = l
+                .iter()
+                .filter(|m| is_mapping_member(&self.settings.principals, m))
+                .count();
             let mapping_kept = l
                 .iter()
-                .filter(|m| self.is_mapping_member(m) && !removed_here.contains(**m))
+                .filter(|m| {
+                    is_mapping_member(&self.settings.principals, m) && !removed_here.contains(**m)
+                })
                 .count();
             let mapping_added = d
                 .keys()
-                .filter(|m| !l.contains(**m) && self.is_mapping_member(m))
+                .filter(|m| !l.contains(**m) && is_mapping_member(&self.settings.principals, m))
                 .count();
             if mapping_before > 0 && mapping_kept + mapping_added == 0 && !empty_roles.is_empty() {
                 emptied.push(EmptiedBinding {
@@ -1254,12 +1125,6 @@ struct MergedExposure {
     audiences: Option<(BTreeSet<String>, Vec<String>)>,
     conflict: bool,
     iap_conflict: bool,
-}
-
-fn domain_allowed(email: &str, domains: &[String]) -> bool {
-    email
-        .rsplit_once('@')
-        .is_some_and(|(_, d)| domains.iter().any(|a| a.eq_ignore_ascii_case(d)))
 }
 
 /// Marks each add/remove/setting change `drift` when the base plan has the same change, else
@@ -1349,7 +1214,11 @@ impl<'a> Replanner<'a> {
     pub fn new(desired: &'a Desired, live: &'a LiveState, now: SystemTime) -> Replanner<'a> {
         let (mut planner, resolved) = prepare(desired, live, now);
         let governed = planner.match_services(&desired.policies);
-        Replanner { planner: std::sync::Mutex::new(planner), resolved, governed }
+        Replanner {
+            planner: std::sync::Mutex::new(planner),
+            resolved,
+            governed,
+        }
     }
 
     /// The plan of `fresh` (a newer read of a service in the snapshot), as [`replan_service`].
@@ -1406,6 +1275,12 @@ pub struct GovernedGrants {
     pub grants: Vec<DesiredGrant>,
 }
 
+/// Which members runwarden owns under `desired`, exactly as [`plan`] judges it (every member
+/// any policy produces, mapping members, `Settings.owned`). Pure.
+pub fn ownership<'a>(desired: &'a Desired, live: &'a LiveState, now: SystemTime) -> Ownership<'a> {
+    prepare(desired, live, now).0.ownership
+}
+
 /// Per governed live service, the members the policies want and why — the member resolution
 /// of [`plan`] (principal mapping, machines, `public`, IAP routing), without the diff. Pure;
 /// services whose state could not be read are listed too (what *would* be wanted).
@@ -1457,7 +1332,9 @@ pub fn desired_grants(
                     role: RUN_INVOKER,
                     condition: None,
                     member: Member::parse("allUsers").expect("allUsers is a member"),
-                    basis: GrantBasis::Public { sources: sources_of(&exp.public) },
+                    basis: GrantBasis::Public {
+                        sources: sources_of(&exp.public),
+                    },
                 });
             }
             if let (true, Some(n)) = (iap, live.project_numbers.get(&id.project)) {
@@ -1465,17 +1342,30 @@ pub fn desired_grants(
                     role: RUN_INVOKER,
                     condition: None,
                     member: iap_service_agent(*n),
-                    basis: GrantBasis::IapServiceAgent { sources: sources_of(&exp.iap) },
+                    basis: GrantBasis::IapServiceAgent {
+                        sources: sources_of(&exp.iap),
+                    },
                 });
             }
         }
         let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
         policies.sort();
         policies.dedup();
-        let mode = pols.iter().map(|p| p.policy.mode).max().unwrap_or(Mode::Enforce);
+        let mode = pols
+            .iter()
+            .map(|p| p.policy.mode)
+            .max()
+            .unwrap_or(Mode::Enforce);
         out.insert(
             id.clone(),
-            GovernedGrants { policies, mode, iap, public, iap_conflict: exp.iap_conflict, grants },
+            GovernedGrants {
+                policies,
+                mode,
+                iap,
+                public,
+                iap_conflict: exp.iap_conflict,
+                grants,
+            },
         );
     }
     out
