@@ -201,3 +201,41 @@ impl<'a> Ownership<'a> {
             || self.settings.owned.iter().any(|p| p.matches(m.as_str()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(title: &str) -> Condition {
+        Condition {
+            title: title.into(),
+            description: None,
+            expression: "true".into(),
+        }
+    }
+
+    #[test]
+    fn the_domain_test_takes_the_part_after_the_last_at_and_ignores_case() {
+        let domains = ["acme.com".to_string()];
+        assert!(domain_allowed("ada@ACME.com", &domains));
+        assert!(!domain_allowed("ada@acme.com@evil.example", &domains));
+        assert!(!domain_allowed("ada@sub.acme.com", &domains));
+        assert!(!domain_allowed("no-at-sign", &domains));
+    }
+
+    #[test]
+    fn an_expiry_is_read_back_only_from_a_title_runwarden_generated() {
+        let t = parse_rfc3339("2027-01-31T00:00:00Z").unwrap();
+        assert_eq!(managed_expiry(&expiry_condition(t)), Some(t));
+        // A foreign title, a bare or short prefix, and garbage after it: no expiry, no panic.
+        for title in [
+            "",
+            "runwarden",
+            "other-2027-01-31T00:00:00Z",
+            MANAGED_CONDITION_PREFIX,
+            "runwarden-expires-soon",
+        ] {
+            assert_eq!(managed_expiry(&cond(title)), None, "{title:?}");
+        }
+    }
+}
