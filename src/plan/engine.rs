@@ -514,6 +514,52 @@ impl<'a> Planner<'a> {
         governed
     }
 
+    /// The policies governing one service and how they merge: where [`Self::plan_service`]
+    /// and [`desired_grants`] both start.
+    fn governing<'r, 'p>(
+        govs: &[(usize, &ServiceRef)],
+        resolved: &'r [ResolvedPolicy<'p>],
+    ) -> Governing<'r, 'p> {
+        let mut policy_idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
+        policy_idx.sort_unstable();
+        policy_idx.dedup();
+        let pols: Vec<&ResolvedPolicy> = policy_idx.iter().map(|i| &resolved[*i]).collect();
+        let mut ref_sources: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
+        ref_sources.sort();
+        ref_sources.dedup();
+        let mode = pols
+            .iter()
+            .map(|p| p.policy.mode)
+            .max()
+            .unwrap_or(Mode::Enforce);
+        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
+        policies.sort();
+        policies.dedup();
+        Governing {
+            pols,
+            ref_sources,
+            mode,
+            policies,
+        }
+    }
+
+    /// The merged exposure of the governing policies (conflicts become findings).
+    fn exposure(&mut self, id: &ServiceId, g: &Governing<'_, '_>) -> Exposed {
+        let exp = self.merge_exposure(id, &g.pols);
+        let sources = |f: &Option<(bool, Vec<String>)>| -> Vec<String> {
+            f.as_ref()
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| g.ref_sources.clone())
+        };
+        Exposed {
+            iap: exp.iap.as_ref().is_some_and(|(v, _)| *v),
+            public: exp.public.as_ref().map(|(v, _)| *v),
+            public_sources: sources(&exp.public),
+            iap_sources: sources(&exp.iap),
+            merged: exp,
+        }
+    }
+
     /// Plans one governed service.
     fn plan_service(
         &mut self,
@@ -522,96 +568,178 @@ impl<'a> Planner<'a> {
         resolved: &[ResolvedPolicy<'_>],
     ) -> Planned {
         let id = &svc.id;
-        let mut policy_idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
-        policy_idx.sort_unstable();
-        policy_idx.dedup();
-        let pols: Vec<&ResolvedPolicy> = policy_idx.iter().map(|i| &resolved[*i]).collect();
-        let ref_sources: Vec<String> = {
-            let mut v: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
-            v.sort();
-            v.dedup();
-            v
+        let g = Self::governing(govs, resolved);
+        let Some(iam) = self.readable_iam(svc, &g.ref_sources) else {
+            return Planned::Skipped;
         };
-        if let Some(err) = &svc.read_error {
-            self.findings.insert(finding(
-                Some(id),
-                "read-failed",
-                Severity::Error,
-                format!("reading {id} failed ({err}); nothing is planned for it in this pass"),
-                ref_sources,
-            ));
+        let x = self.exposure(id, &g);
+        if x.merged.iap_conflict {
             return Planned::Skipped;
         }
-        let Some(iam) = &svc.iam else {
+        let all_users = Member::parse("allUsers").expect("allUsers is a member");
+        let mut iap_agent = None;
+        let mut d = self.desired_maps(id, &g, &x);
+        if x.public == Some(true) {
+            d.run
+                .entry((RUN_INVOKER, None))
+                .or_default()
+                .entry(&all_users)
+                .or_default()
+                .extend(x.public_sources.iter().map(String::as_str));
+        }
+        // With IAP, grants move from the service to the IAP resource. Planning the service half
+        // without the IAP half would revoke invoker access without granting the accessor role,
+        // so without the project number or the IAP policy nothing is planned for the service.
+        let mut iap_target = None;
+        if x.iap {
+            let Some((resource, policy, agent)) = self.iap_target(svc, &g.ref_sources) else {
+                return Planned::Skipped;
+            };
+            iap_target = Some((resource, policy));
+            iap_agent = Some(agent);
+        }
+        if let Some(agent) = &iap_agent {
+            d.run
+                .entry((RUN_INVOKER, None))
+                .or_default()
+                .entry(agent)
+                .or_default()
+                .extend(x.iap_sources.iter().map(String::as_str));
+        }
+
+        self.owned_scratch = 0;
+        let ctx = ServiceCtx {
+            id,
+            public: x.public,
+            ref_sources: Sources::from(g.ref_sources.as_slice()),
+            public_sources: Sources::from(x.public_sources.as_slice()),
+        };
+        let iam_plan = self.diff_resource(
+            &ctx,
+            id.resource_name(),
+            iam,
+            RUN_INVOKER,
+            &d.run,
+            &d.run_feeds,
+        );
+        let iap_plan = iap_target.and_then(|(resource, policy)| {
+            self.diff_resource(&ctx, resource, policy, IAP_ACCESSOR, &d.iap, &d.iap_feeds)
+        });
+        if g.mode == Mode::Enforce {
+            self.owned_applicable += self.owned_scratch;
+        }
+        let settings = if x.merged.conflict {
+            Vec::new()
+        } else {
+            self.settings_changes(svc, &x.merged, &g.ref_sources)
+        };
+        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
+            return Planned::InSync;
+        }
+        Planned::Entries(ServicePlan {
+            id: id.to_string(),
+            project: id.project.clone(),
+            region: id.region.clone(),
+            name: id.name.clone(),
+            mode: g.mode.into(),
+            policies: g.policies,
+            etag: svc.etag.clone(),
+            iam: iam_plan,
+            iap: iap_plan,
+            settings,
+        })
+    }
+
+    /// The service's IAM policy, or `None` (with a `read-failed` finding) when it was not read.
+    fn readable_iam<'s>(
+        &mut self,
+        svc: &'s LiveService,
+        ref_sources: &[String],
+    ) -> Option<&'s Policy> {
+        let id = &svc.id;
+        let message = match (&svc.read_error, &svc.iam) {
+            (None, Some(iam)) => return Some(iam),
+            (Some(err), _) => {
+                format!("reading {id} failed ({err}); nothing is planned for it in this pass")
+            }
+            (None, None) => format!(
+                "the IAM policy of {id} was not read; nothing is planned for it in this pass"
+            ),
+        };
+        self.findings.insert(finding(
+            Some(id),
+            "read-failed",
+            Severity::Error,
+            message,
+            ref_sources.to_vec(),
+        ));
+        None
+    }
+
+    /// The IAP resource of an IAP-fronted service, its policy and the project's IAP service
+    /// agent, or `None` (with a finding)
+    /// when the project number or the IAP policy is missing.
+    fn iap_target<'s>(
+        &mut self,
+        svc: &'s LiveService,
+        ref_sources: &[String],
+    ) -> Option<(String, &'s Policy, Member)> {
+        let id = &svc.id;
+        let Some(n) = self.live.project_numbers.get(&id.project).copied() else {
+            self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
+                format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
+                ref_sources.to_vec()));
+            return None;
+        };
+        let Some(policy) = &svc.iap_iam else {
             self.findings.insert(finding(
                 Some(id),
                 "read-failed",
                 Severity::Error,
                 format!(
-                    "the IAM policy of {id} was not read; nothing is planned for it in this pass"
+                    "the IAP policy of {id} was not read; nothing is planned for it in this pass"
                 ),
-                ref_sources,
+                ref_sources.to_vec(),
             ));
-            return Planned::Skipped;
+            return None;
         };
-        let mode = pols
-            .iter()
-            .map(|p| p.policy.mode)
-            .max()
-            .unwrap_or(Mode::Enforce);
+        Some((id.iap_resource_name(n), policy, iap_service_agent(n)))
+    }
 
-        // Merge exposure field by field.
-        let exp = self.merge_exposure(id, &pols);
-        if exp.iap_conflict {
-            return Planned::Skipped;
-        }
-        let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
-        let public = exp.public.as_ref().map(|(v, _)| *v);
-        let exposure_src = |f: &Option<(bool, Vec<String>)>| -> Vec<String> {
-            f.as_ref()
-                .map(|(_, s)| s.clone())
-                .unwrap_or_else(|| ref_sources.clone())
-        };
-        let public_sources = exposure_src(&exp.public);
-        let iap_sources = exposure_src(&exp.iap);
-
-        let number = self.live.project_numbers.get(&id.project).copied();
-        let all_users = Member::parse("allUsers").expect("allUsers is a member");
-        let agent = number.map(iap_service_agent);
-
-        // Desired members per resource and binding key. Everything is borrowed from the resolved
-        // policies: a large estate plans without copying member strings per service.
-        let mut run_desired: DesiredMap<'_> = BTreeMap::new();
-        let mut iap_desired: DesiredMap<'_> = BTreeMap::new();
-        let mut run_feeds: FeedMap<'_> = BTreeMap::new();
-        let mut iap_feeds: FeedMap<'_> = BTreeMap::new();
+    /// The members the policies grant on the service, per resource and binding, and the Auth0
+    /// roles feeding each binding. Borrowed from the resolved policies: a large estate plans
+    /// without copying member strings per service.
+    fn desired_maps<'r>(
+        &mut self,
+        id: &ServiceId,
+        g: &Governing<'r, '_>,
+        x: &Exposed,
+    ) -> DesiredMaps<'r> {
+        let mut d = DesiredMaps::default();
+        let role = if x.iap { IAP_ACCESSOR } else { RUN_INVOKER };
         let mut has_role_feed = false;
-        for rp in &pols {
-            for g in &rp.grants {
-                if g.member.is_public() && public != Some(true) {
+        for rp in &g.pols {
+            for gr in &rp.grants {
+                if !grant_allowed(&gr.member, x.public) {
                     self.findings.insert(finding(Some(id), "public-member-not-allowed", Severity::Error,
-                        format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, g.member),
-                        vec![g.loc.clone()]));
+                        format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, gr.member),
+                        vec![gr.loc.clone()]));
                     continue;
                 }
-                let (target, role) = if iap {
-                    (&mut iap_desired, IAP_ACCESSOR)
-                } else {
-                    (&mut run_desired, RUN_INVOKER)
-                };
+                let target = if x.iap { &mut d.iap } else { &mut d.run };
                 target
-                    .entry((role, g.condition.as_ref()))
+                    .entry((role, gr.condition.as_ref()))
                     .or_default()
-                    .entry(&g.member)
+                    .entry(&gr.member)
                     .or_default()
-                    .insert(g.loc.as_str());
+                    .insert(gr.loc.as_str());
             }
             for f in &rp.feeds {
                 has_role_feed = true;
-                let (target, role) = if iap {
-                    (&mut iap_feeds, IAP_ACCESSOR)
+                let target = if x.iap {
+                    &mut d.iap_feeds
                 } else {
-                    (&mut run_feeds, RUN_INVOKER)
+                    &mut d.run_feeds
                 };
                 target
                     .entry((role, f.condition.as_ref()))
@@ -619,103 +747,16 @@ impl<'a> Planner<'a> {
                     .push(f);
             }
         }
-        if public == Some(true) {
-            run_desired
-                .entry((RUN_INVOKER, None))
-                .or_default()
-                .entry(&all_users)
-                .or_default()
-                .extend(public_sources.iter().map(String::as_str));
-        }
-        if has_role_feed
-            && !iap
-            && matches!(
-                self.settings.principals,
-                PrincipalMapping::WorkforcePool { .. }
-            )
-        {
+        let workforce = matches!(
+            self.settings.principals,
+            PrincipalMapping::WorkforcePool { .. }
+        );
+        if has_role_feed && !x.iap && workforce {
             self.findings.insert(finding(Some(id), "workforce-without-iap", Severity::Warning,
                 format!("{id} grants Auth0 roles through the workforce pool without IAP: workforce identities cannot mint the ID tokens Cloud Run's invoker check needs, so these grants are unusable; set `iap: true`"),
-                ref_sources.clone()));
+                g.ref_sources.clone()));
         }
-        // With IAP, grants move from the service to the IAP resource. Planning the service half
-        // without the IAP half would revoke invoker access without granting the accessor role,
-        // so without the project number or the IAP policy nothing is planned for the service.
-        let mut iap_target = None;
-        if iap {
-            let (Some(n), Some(agent)) = (number, agent.as_ref()) else {
-                self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
-                    format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
-                    ref_sources.clone()));
-                return Planned::Skipped;
-            };
-            let Some(policy) = &svc.iap_iam else {
-                self.findings.insert(finding(Some(id), "read-failed", Severity::Error,
-                    format!("the IAP policy of {id} was not read; nothing is planned for it in this pass"), ref_sources.clone()));
-                return Planned::Skipped;
-            };
-            run_desired
-                .entry((RUN_INVOKER, None))
-                .or_default()
-                .entry(agent)
-                .or_default()
-                .extend(iap_sources.iter().map(String::as_str));
-            iap_target = Some((id.iap_resource_name(n), policy));
-        }
-
-        self.owned_scratch = 0;
-        let ctx = ServiceCtx {
-            id,
-            public,
-            ref_sources: Sources::from(ref_sources.as_slice()),
-            public_sources: Sources::from(public_sources.as_slice()),
-        };
-        let iam_plan = self.diff_resource(
-            &ctx,
-            id.resource_name(),
-            iam,
-            RUN_INVOKER,
-            &run_desired,
-            &run_feeds,
-        );
-        let iap_plan = match iap_target {
-            Some((resource, policy)) => self.diff_resource(
-                &ctx,
-                resource,
-                policy,
-                IAP_ACCESSOR,
-                &iap_desired,
-                &iap_feeds,
-            ),
-            None => None,
-        };
-
-        if mode == Mode::Enforce {
-            self.owned_applicable += self.owned_scratch;
-        }
-        let settings = if exp.conflict {
-            Vec::new()
-        } else {
-            self.settings_changes(svc, &exp, &ref_sources)
-        };
-        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
-            return Planned::InSync;
-        }
-        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
-        policies.sort();
-        policies.dedup();
-        Planned::Entries(ServicePlan {
-            id: id.to_string(),
-            project: id.project.clone(),
-            region: id.region.clone(),
-            name: id.name.clone(),
-            mode: mode.into(),
-            policies,
-            etag: svc.etag.clone(),
-            iam: iam_plan,
-            iap: iap_plan,
-            settings,
-        })
+        d
     }
 
     fn merge_exposure(&mut self, id: &ServiceId, pols: &[&ResolvedPolicy<'_>]) -> MergedExposure {
@@ -1117,6 +1158,41 @@ struct ServiceCtx<'a> {
     public_sources: Sources,
 }
 
+/// The policies governing one service.
+struct Governing<'r, 'p> {
+    pols: Vec<&'r ResolvedPolicy<'p>>,
+    /// `file:line` of the service references that matched, sorted.
+    ref_sources: Vec<String>,
+    /// The most cautious mode of the governing policies.
+    mode: Mode,
+    /// Names of the governing policies, sorted.
+    policies: Vec<String>,
+}
+
+/// The merged exposure of one service, with the lines that decide `public` and `iap`.
+struct Exposed {
+    merged: MergedExposure,
+    iap: bool,
+    public: Option<bool>,
+    public_sources: Vec<String>,
+    iap_sources: Vec<String>,
+}
+
+/// What the policies grant on one service, per resource.
+#[derive(Default)]
+struct DesiredMaps<'k> {
+    run: DesiredMap<'k>,
+    iap: DesiredMap<'k>,
+    run_feeds: FeedMap<'k>,
+    iap_feeds: FeedMap<'k>,
+}
+
+/// Whether a policy's grant of `member` may stand: `allUsers`/`allAuthenticatedUsers` only
+/// where the service is `public: true`.
+fn grant_allowed(member: &Member, public: Option<bool>) -> bool {
+    !member.is_public() || public == Some(true)
+}
+
 #[derive(Default)]
 struct MergedExposure {
     ingress: Option<(Ingress, Vec<String>)>,
@@ -1293,77 +1369,57 @@ pub fn desired_grants(
     let governed = p.match_services(&desired.policies);
     let mut out = BTreeMap::new();
     for (id, govs) in &governed {
-        let mut idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
-        idx.sort_unstable();
-        idx.dedup();
-        let pols: Vec<&ResolvedPolicy> = idx.iter().map(|i| &resolved[*i]).collect();
-        let mut ref_sources: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
-        ref_sources.sort();
-        ref_sources.dedup();
-        let exp = p.merge_exposure(id, &pols);
-        let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
-        let public = exp.public.as_ref().map(|(v, _)| *v);
-        let sources_of = |f: &Option<(bool, Vec<String>)>| {
-            f.as_ref()
-                .map(|(_, s)| s.clone())
-                .unwrap_or_else(|| ref_sources.clone())
-        };
+        let g = Planner::governing(govs, &resolved);
+        let x = p.exposure(id, &g);
         let mut grants = Vec::new();
-        if !exp.iap_conflict {
-            let role = if iap { IAP_ACCESSOR } else { RUN_INVOKER };
-            for rp in &pols {
-                for g in &rp.grants {
-                    if g.member.is_public() && public != Some(true) {
-                        continue;
-                    }
+        if !x.merged.iap_conflict {
+            let role = if x.iap { IAP_ACCESSOR } else { RUN_INVOKER };
+            for rp in &g.pols {
+                for gr in rp
+                    .grants
+                    .iter()
+                    .filter(|gr| grant_allowed(&gr.member, x.public))
+                {
                     grants.push(DesiredGrant {
                         role,
-                        condition: g.condition.clone(),
-                        member: g.member.clone(),
+                        condition: gr.condition.clone(),
+                        member: gr.member.clone(),
                         basis: GrantBasis::Invoker {
                             policy: rp.policy.name.clone(),
-                            invoker: rp.policy.invokers[g.invoker].clone(),
+                            invoker: rp.policy.invokers[gr.invoker].clone(),
                         },
                     });
                 }
             }
-            if public == Some(true) {
+            if x.public == Some(true) {
                 grants.push(DesiredGrant {
                     role: RUN_INVOKER,
                     condition: None,
                     member: Member::parse("allUsers").expect("allUsers is a member"),
                     basis: GrantBasis::Public {
-                        sources: sources_of(&exp.public),
+                        sources: x.public_sources.clone(),
                     },
                 });
             }
-            if let (true, Some(n)) = (iap, live.project_numbers.get(&id.project)) {
+            if let (true, Some(n)) = (x.iap, live.project_numbers.get(&id.project)) {
                 grants.push(DesiredGrant {
                     role: RUN_INVOKER,
                     condition: None,
                     member: iap_service_agent(*n),
                     basis: GrantBasis::IapServiceAgent {
-                        sources: sources_of(&exp.iap),
+                        sources: x.iap_sources.clone(),
                     },
                 });
             }
         }
-        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
-        policies.sort();
-        policies.dedup();
-        let mode = pols
-            .iter()
-            .map(|p| p.policy.mode)
-            .max()
-            .unwrap_or(Mode::Enforce);
         out.insert(
             id.clone(),
             GovernedGrants {
-                policies,
-                mode,
-                iap,
-                public,
-                iap_conflict: exp.iap_conflict,
+                policies: g.policies,
+                mode: g.mode,
+                iap: x.iap,
+                public: x.public,
+                iap_conflict: x.merged.iap_conflict,
                 grants,
             },
         );
