@@ -195,8 +195,50 @@ fn convert_settings(
     let name = check_name(r, &doc.metadata.name, "Settings");
     let spec = &doc.spec;
 
-    // auth0
     let a = &spec.auth0;
+    let domain = check_auth0(r, a);
+    let principals = convert_principals(r, &spec.principals.value);
+    let machines = convert_machines(r, &spec.machines);
+    let (scope, scope_at) = convert_scope(r, &spec.scope);
+    let foreign_members = match spec.foreign_members {
+        None | Some(wire::ForeignMembers::Keep) => ForeignMembers::Keep,
+        Some(wire::ForeignMembers::Remove) => ForeignMembers::Remove,
+    };
+    let owned = member_patterns(r, &spec.owned);
+    let keep = member_patterns(r, &spec.keep);
+
+    let (allowed_roles, allowed_roles_at) = convert_allowed_roles(r, doc);
+    let guards = convert_guards(r, &spec.guards);
+    let audits = convert_audits(r, &spec.audits);
+    let settings = Settings {
+        source: r.source(r.pos(&doc.metadata.name)),
+        name,
+        auth0: Auth0Settings {
+            domain,
+            client_id: a.client_id.value.clone(),
+            client_secret_env: a.client_secret_env.value.clone(),
+        },
+        principals,
+        machines,
+        scope,
+        foreign_members,
+        owned,
+        keep,
+        allowed_roles,
+        guards,
+        audits,
+    };
+    (
+        settings,
+        SettingsFacts {
+            allowed_roles_at,
+            scope_at,
+        },
+    )
+}
+
+/// Checks the `auth0` block; returns the tenant domain.
+fn check_auth0(r: &mut Reporter<'_>, a: &wire::Auth0) -> String {
     let domain = a.domain.value.clone();
     if domain.contains("://") || domain.contains('/') {
         r.error(
@@ -234,9 +276,12 @@ fn convert_settings(
         );
     }
 
-    // principals
-    let p = &spec.principals.value;
-    let principals = match p.mapping.value {
+    domain
+}
+
+/// Converts `principals` (the mapping of Auth0 roles to IAM members).
+fn convert_principals(r: &mut Reporter<'_>, p: &wire::Principals) -> PrincipalMapping {
+    match p.mapping.value {
         wire::Mapping::WorkforcePool => {
             if let Some(domains) = &p.email_domains {
                 r.error(
@@ -305,11 +350,13 @@ fn convert_settings(
             }
             PrincipalMapping::Users { email_domains }
         }
-    };
+    }
+}
 
-    // machines
+/// Converts `machines` (Auth0 M2M applications and their service accounts).
+fn convert_machines(r: &mut Reporter<'_>, list: &[Spanned<wire::Machine>]) -> Vec<MachineIdentity> {
     let mut machines: Vec<MachineIdentity> = Vec::new();
-    for m in &spec.machines {
+    for m in list {
         let name = &m.value.name;
         if !is_dns_label(&name.value, 63) {
             r.error(
@@ -366,9 +413,13 @@ fn convert_settings(
         }
     }
 
-    // scope
-    let scope_at = r.source(r.pos(&spec.scope));
-    let s = &spec.scope.value;
+    machines
+}
+
+/// Converts `scope`; returns it with where it was written.
+fn convert_scope(r: &mut Reporter<'_>, scope: &Spanned<wire::Scope>) -> (Scope, Source) {
+    let scope_at = r.source(r.pos(scope));
+    let s = &scope.value;
     if s.projects.value.is_empty() {
         r.error(
             r.pos(&s.projects),
@@ -395,14 +446,16 @@ fn convert_settings(
         }
     });
 
-    let foreign_members = match spec.foreign_members {
-        None | Some(wire::ForeignMembers::Keep) => ForeignMembers::Keep,
-        Some(wire::ForeignMembers::Remove) => ForeignMembers::Remove,
-    };
-    let owned = member_patterns(r, &spec.owned);
-    let keep = member_patterns(r, &spec.keep);
+    (Scope { projects, regions }, scope_at)
+}
 
-    let (allowed_roles, allowed_roles_at) = match &spec.allowed_roles {
+/// Converts `allowedRoles` (default: the invoker and IAP accessor roles); returns them with
+/// where they were written (the document's name when defaulted).
+fn convert_allowed_roles(
+    r: &mut Reporter<'_>,
+    doc: &wire::SettingsDocument,
+) -> (Vec<String>, Source) {
+    match &doc.spec.allowed_roles {
         Some(list) => {
             let roles = unique_list(r, &list.value, "role", |r, role| {
                 if !is_role(&role.value) {
@@ -419,13 +472,16 @@ fn convert_settings(
             vec![RUN_INVOKER.to_string(), IAP_ACCESSOR.to_string()],
             r.source(r.pos(&doc.metadata.name)),
         ),
-    };
+    }
+}
 
+/// Converts `guards` (defaults where absent or invalid).
+fn convert_guards(r: &mut Reporter<'_>, spec_guards: &Option<Spanned<wire::Guards>>) -> Guards {
     let mut guards = Guards {
         max_removals: DEFAULT_MAX_REMOVALS,
         max_removal_ratio: DEFAULT_MAX_REMOVAL_RATIO,
     };
-    if let Some(g) = &spec.guards {
+    if let Some(g) = spec_guards {
         if let Some(n) = &g.value.max_removals {
             if n.value < 0 {
                 r.error(
@@ -468,12 +524,17 @@ fn convert_settings(
         }
     }
 
+    guards
+}
+
+/// Converts `audits` (defaults where absent or invalid).
+fn convert_audits(r: &mut Reporter<'_>, spec_audits: &Option<Spanned<wire::Audits>>) -> Audits {
     let mut audits = Audits {
         max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         max_signing_key_age: DEFAULT_MAX_SIGNING_KEY_AGE,
         require_coverage: false,
     };
-    if let Some(a) = &spec.audits {
+    if let Some(a) = spec_audits {
         if let Some(d) = &a.value.max_token_lifetime {
             if let Some(d) = check_duration(
                 r,
@@ -504,31 +565,7 @@ fn convert_settings(
             .unwrap_or(false);
     }
 
-    let settings = Settings {
-        source: r.source(r.pos(&doc.metadata.name)),
-        name,
-        auth0: Auth0Settings {
-            domain,
-            client_id: a.client_id.value.clone(),
-            client_secret_env: a.client_secret_env.value.clone(),
-        },
-        principals,
-        machines,
-        scope: Scope { projects, regions },
-        foreign_members,
-        owned,
-        keep,
-        allowed_roles,
-        guards,
-        audits,
-    };
-    (
-        settings,
-        SettingsFacts {
-            allowed_roles_at,
-            scope_at,
-        },
-    )
+    audits
 }
 
 fn check_duration(
@@ -726,7 +763,11 @@ fn convert_policy(
                 if a.value.trim().is_empty() || a.value.trim() != a.value {
                     r.error(r.pos(a), "an audience is empty or has surrounding spaces", "write the audience exactly as callers put it in `aud`, e.g. https://billing.acme.com");
                 } else if let Err(problem) = check_audience(&a.value) {
-                    r.error(r.pos(a), format!("audience {:?} {problem}", a.value), "Cloud Run custom audiences are full URLs, e.g. https://billing.acme.com");
+                    r.error(
+                        r.pos(a),
+                        format!("audience {:?} {problem}", a.value),
+                        "Cloud Run custom audiences are full URLs, e.g. https://billing.acme.com",
+                    );
                 }
             });
             let mut sorted = audiences.clone();
@@ -1075,7 +1116,10 @@ fn convert_invoker(
                 // plan removes what it granted (reason `expired`) and says to delete the line.
                 r.warning(
                     r.pos(e),
-                    format!("this grant expired at {}; it grants nothing any more", e.value),
+                    format!(
+                        "this grant expired at {}; it grants nothing any more",
+                        e.value
+                    ),
                     "delete the invoker (the plan removes what it granted)",
                 );
                 Some(t)
@@ -1128,9 +1172,15 @@ pub fn check_role_name(role: &str) -> Result<(), String> {
 /// absolute `https://` or `http://` URL with a host, in ASCII, without spaces or controls.
 pub fn check_audience(aud: &str) -> Result<(), String> {
     if aud.len() > MAX_AUDIENCE {
-        return Err(format!("is {} characters long; the limit is {MAX_AUDIENCE}", aud.len()));
+        return Err(format!(
+            "is {} characters long; the limit is {MAX_AUDIENCE}",
+            aud.len()
+        ));
     }
-    if let Some(c) = aud.chars().find(|c| !c.is_ascii() || c.is_ascii_control() || *c == ' ') {
+    if let Some(c) = aud
+        .chars()
+        .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == ' ')
+    {
         return Err(format!("contains {}", crate::iam::describe_char(c)));
     }
     let rest = aud
