@@ -913,6 +913,8 @@ impl<'a> Planner<'a> {
         out
     }
 
+    /// Diffs the governed bindings of `role` on one resource (the service, or its IAP
+    /// resource) against what the policies want.
     #[allow(clippy::too_many_arguments)]
     fn diff_resource<'x>(
         &mut self,
@@ -923,220 +925,286 @@ impl<'a> Planner<'a> {
         desired: &DesiredMap<'x>,
         feeds: &FeedMap<'x>,
     ) -> Option<ResourcePlan> {
-        // Live governed bindings: the unconditional one and those runwarden generated.
-        let mut live_map: BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> = BTreeMap::new();
-        for b in &live.bindings {
-            if b.role != role {
-                continue;
-            }
-            if let Some(c) = &b.condition {
-                if !is_managed_condition(c) {
-                    continue;
-                }
-            }
-            live_map
-                .entry((b.role.as_str(), b.condition.as_ref()))
-                .or_default()
-                .extend(b.members.iter());
-        }
+        let live_map = live_governed(live, role);
         let mut keys: BTreeSet<BindingKey<'x>> = desired.keys().copied().collect();
         keys.extend(live_map.keys().copied());
-
         let empty_d = BTreeMap::new();
         let empty_l = BTreeSet::new();
-        let mut changes = Vec::new();
-        let mut emptied = Vec::new();
-        let mut emptied_groups = Vec::new();
-        let (mut adds, mut removes) = (0usize, 0usize);
+        let mut out = ResourceDiff::default();
         for key in keys {
-            let d = desired.get(&key).unwrap_or(&empty_d);
-            let l = live_map.get(&key).unwrap_or(&empty_l);
-            let cond = key.1;
-            let managed = cond.is_some();
-            let expired = cond.and_then(managed_expiry).is_some_and(|t| t <= self.now);
-            let key_feeds = feeds.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            let unknown: BTreeSet<&str> = key_feeds
-                .iter()
-                .filter(|f| f.status == FeedStatus::Unknown)
-                .map(|f| f.role.as_str())
-                .collect();
-            let empty_roles: BTreeSet<&str> = key_feeds
-                .iter()
-                .filter(|f| f.status == FeedStatus::Empty)
-                .map(|f| f.role.as_str())
-                .collect();
-            let pcond = cond.map(PlanCondition::from);
-            let role = super::model::governed_role(key.0);
-            let change =
-                |action, member: &Member, reason, sources: Sources, note: Option<String>| {
-                    MemberChange {
-                        action,
-                        role: role.clone(),
-                        condition: pcond.clone().map(Box::new),
-                        member: member.clone(),
-                        reason,
-                        origin: None,
-                        sources,
-                        note,
-                    }
-                };
-            // Members granted by the same lines (all members of one Auth0 role) share one list.
-            let mut shared: HashMap<&BTreeSet<&str>, Sources> = HashMap::new();
-            for (m, srcs) in d {
-                if !l.contains(m) {
-                    let sources = shared
-                        .entry(srcs)
-                        .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
-                        .clone();
-                    changes.push(change(Action::Add, m, Reason::Missing, sources, None));
-                    adds += 1;
-                }
-            }
-            let mut removed_here: HashSet<&Member> = HashSet::new();
-            let mut unlisted_mapping = 0usize;
-            for m in l {
-                let owned = managed || self.ownership.is_owned(m);
-                if owned {
-                    self.owned_scratch += 1;
-                }
-                if d.contains_key(*m) {
-                    continue;
-                }
-                let (reason, remove, sources, mut note) = if m.kind() == MemberKind::Deleted {
-                    (Reason::Deleted, true, ctx.ref_sources.clone(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
-                } else if expired {
-                    (
-                        Reason::Expired,
-                        true,
-                        ctx.ref_sources.clone(),
-                        Some(format!(
-                            "the time-boxed grant ended at {}",
-                            cond.and_then(managed_expiry_text).unwrap_or("")
-                        )),
-                    )
-                } else if m.is_public() && ctx.public == Some(false) {
-                    (Reason::Public, true, ctx.public_sources.clone(), None)
-                } else if owned {
-                    (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
-                } else {
-                    let remove = self.settings.foreign_members == ForeignMembers::Remove;
-                    let sources: Sources = if remove {
-                        Arc::from([loc(&self.settings.source)])
-                    } else {
-                        Sources::default()
-                    };
-                    (Reason::Foreign, remove, sources, None)
-                };
-                let mut action = if remove { Action::Remove } else { Action::Keep };
-                let mut reason = reason;
-                let mut sources = sources;
-                if remove {
-                    if let Some(p) = self.settings.keep.iter().find(|p| p.matches(m.as_str())) {
-                        action = Action::Keep;
-                        note = Some(format!(
-                            "would be removed ({}), but matches keep pattern `{}`",
-                            reason.as_str(),
-                            p.pattern
-                        ));
-                        reason = Reason::Protected;
-                        sources = Arc::from([loc(&p.source)]);
-                    } else if reason == Reason::Unlisted
-                        && !unknown.is_empty()
-                        && is_mapping_member(&self.settings.principals, m)
-                    {
-                        action = Action::Keep;
-                        note = Some(format!(
-                            "not removed: Auth0 role {} could not be resolved (fail safe)",
-                            unknown
-                                .iter()
-                                .map(|r| format!("`{r}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                        reason = Reason::Protected;
-                    }
-                }
-                if action == Action::Remove {
-                    removed_here.insert(*m);
-                    removes += 1;
-                    if reason == Reason::Unlisted && is_mapping_member(&self.settings.principals, m)
-                    {
-                        unlisted_mapping += 1;
-                    }
-                }
-                changes.push(change(action, m, reason, sources, note));
-            }
-            // The directory guard's question: does this binding lose every member of the
-            // principal mapping (the people an Auth0 role stands for) while a role feeding it came
-            // back empty? Foreign or protected members that stay do not make that loss smaller.
-            let mapping_before = l
-                .iter()
-                .filter(|m| is_mapping_member(&self.settings.principals, m))
-                .count();
-            let mapping_kept = l
-                .iter()
-                .filter(|m| {
-                    is_mapping_member(&self.settings.principals, m) && !removed_here.contains(**m)
-                })
-                .count();
-            let mapping_added = d
-                .keys()
-                .filter(|m| !l.contains(**m) && is_mapping_member(&self.settings.principals, m))
-                .count();
-            if mapping_before > 0 && mapping_kept + mapping_added == 0 && !empty_roles.is_empty() {
-                emptied.push(EmptiedBinding {
-                    role: key.0.to_string(),
-                    condition: pcond.clone(),
-                    members_before: mapping_before,
-                    empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
-                });
-            } else if unlisted_mapping > 0 {
-                // The same question for a group: a group assigned to a feeding role came back
-                // empty while the binding, as read, still holds mapping members the plan would
-                // now remove. Those could be the group's members (a directory read gone wrong
-                // looks exactly like leavers), so the directory guard asks first.
-                let mut groups: Vec<EmptyGroup> = key_feeds
-                    .iter()
-                    .flat_map(|f| {
-                        f.empty_groups.iter().map(|g| EmptyGroup {
-                            auth0_role: f.role.clone(),
-                            group: g.clone(),
-                        })
-                    })
-                    .collect();
-                groups.sort();
-                groups.dedup();
-                if !groups.is_empty() {
-                    emptied_groups.push(EmptiedGroup {
-                        role: key.0.to_string(),
-                        condition: pcond.clone(),
-                        members_removed: unlisted_mapping,
-                        groups,
-                    });
-                }
-            }
+            let view = BindingView {
+                key,
+                condition: key.1.map(PlanCondition::from),
+                desired: desired.get(&key).unwrap_or(&empty_d),
+                live: live_map.get(&key).unwrap_or(&empty_l),
+                feeds: feeds.get(&key).map(Vec::as_slice).unwrap_or(&[]),
+            };
+            self.diff_binding(ctx, &view, &mut out);
         }
-        let after = (live.member_count() + adds).saturating_sub(removes);
+        let after = (live.member_count() + out.adds).saturating_sub(out.removes);
         if after > MAX_POLICY_MEMBERS {
             self.findings.insert(finding(Some(ctx.id), "policy-too-large", Severity::Error,
                 format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail, so grant a group or use the workforce pool mapping"),
                 ctx.ref_sources.to_vec()));
         }
-        if changes.is_empty() && emptied.is_empty() {
+        if out.changes.is_empty() && out.emptied.is_empty() {
             return None;
         }
-        changes.sort_by(|a, b| {
+        out.changes.sort_by(|a, b| {
             (&a.role, &a.condition, &a.member).cmp(&(&b.role, &b.condition, &b.member))
         });
         Some(ResourcePlan {
             resource,
             etag: live.etag.clone(),
             policy_version: 3,
-            emptied_bindings: emptied,
-            emptied_groups,
-            changes,
+            emptied_bindings: out.emptied,
+            emptied_groups: out.emptied_groups,
+            changes: out.changes,
         })
     }
+
+    /// Diffs one binding: adds what is missing, decides for every live member nobody grants
+    /// ([`Self::live_member_outcome`]), and records what the directory guard must ask about.
+    fn diff_binding(
+        &mut self,
+        ctx: &ServiceCtx<'_>,
+        b: &BindingView<'_, '_>,
+        out: &mut ResourceDiff,
+    ) {
+        let role = super::model::governed_role(b.key.0);
+        let change = |action, member: &Member, reason, sources: Sources, note: Option<String>| {
+            MemberChange {
+                action,
+                role: role.clone(),
+                condition: b.condition.clone().map(Box::new),
+                member: member.clone(),
+                reason,
+                origin: None,
+                sources,
+                note,
+            }
+        };
+        // Members granted by the same lines (all members of one Auth0 role) share one list.
+        let mut shared: HashMap<&BTreeSet<&str>, Sources> = HashMap::new();
+        for (m, srcs) in b.desired {
+            if !b.live.contains(m) {
+                let sources = shared
+                    .entry(srcs)
+                    .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
+                    .clone();
+                out.changes
+                    .push(change(Action::Add, m, Reason::Missing, sources, None));
+                out.adds += 1;
+            }
+        }
+        let unknown = b.roles_with(FeedStatus::Unknown);
+        let mut removed_here: HashSet<&Member> = HashSet::new();
+        let mut unlisted_mapping = 0usize;
+        for m in b.live {
+            let owned = b.key.1.is_some() || self.ownership.is_owned(m);
+            if owned {
+                self.owned_scratch += 1;
+            }
+            if b.desired.contains_key(*m) {
+                continue;
+            }
+            let (action, reason, sources, note) =
+                self.live_member_outcome(ctx, b.key.1, m, owned, &unknown);
+            if action == Action::Remove {
+                removed_here.insert(*m);
+                out.removes += 1;
+                if reason == Reason::Unlisted && is_mapping_member(&self.settings.principals, m) {
+                    unlisted_mapping += 1;
+                }
+            }
+            out.changes.push(change(action, m, reason, sources, note));
+        }
+        if let Some(e) = self.emptied_binding(b, &removed_here) {
+            out.emptied.push(e);
+        } else if unlisted_mapping > 0 {
+            out.emptied_groups
+                .extend(emptied_group(b, unlisted_mapping));
+        }
+    }
+
+    /// What happens to live member `m` of a governed binding (under `cond`) that no policy
+    /// grants: removed (deleted, expired, public, unlisted, or foreign with `foreignMembers:
+    /// remove`) or kept (foreign), and a removal turned into a `protected` keep by a `keep`
+    /// pattern or an unresolved Auth0 role feeding the binding (fail safe).
+    fn live_member_outcome(
+        &self,
+        ctx: &ServiceCtx<'_>,
+        cond: Option<&Condition>,
+        m: &Member,
+        owned: bool,
+        unknown: &BTreeSet<&str>,
+    ) -> (Action, Reason, Sources, Option<String>) {
+        let expired = cond.and_then(managed_expiry).is_some_and(|t| t <= self.now);
+        let (reason, remove, sources, note) = if m.kind() == MemberKind::Deleted {
+            (Reason::Deleted, true, ctx.ref_sources.clone(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
+        } else if expired {
+            (
+                Reason::Expired,
+                true,
+                ctx.ref_sources.clone(),
+                Some(format!(
+                    "the time-boxed grant ended at {}",
+                    cond.and_then(managed_expiry_text).unwrap_or("")
+                )),
+            )
+        } else if m.is_public() && ctx.public == Some(false) {
+            (Reason::Public, true, ctx.public_sources.clone(), None)
+        } else if owned {
+            (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
+        } else {
+            let remove = self.settings.foreign_members == ForeignMembers::Remove;
+            let sources: Sources = if remove {
+                Arc::from([loc(&self.settings.source)])
+            } else {
+                Sources::default()
+            };
+            (Reason::Foreign, remove, sources, None)
+        };
+        if !remove {
+            return (Action::Keep, reason, sources, note);
+        }
+        if let Some(p) = self.settings.keep.iter().find(|p| p.matches(m.as_str())) {
+            let note = format!(
+                "would be removed ({}), but matches keep pattern `{}`",
+                reason.as_str(),
+                p.pattern
+            );
+            return (
+                Action::Keep,
+                Reason::Protected,
+                Arc::from([loc(&p.source)]),
+                Some(note),
+            );
+        }
+        if reason == Reason::Unlisted
+            && !unknown.is_empty()
+            && is_mapping_member(&self.settings.principals, m)
+        {
+            let note = format!(
+                "not removed: Auth0 role {} could not be resolved (fail safe)",
+                unknown
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return (Action::Keep, Reason::Protected, sources, Some(note));
+        }
+        (Action::Remove, reason, sources, note)
+    }
+
+    /// The directory guard's question: does this binding lose every member of the principal
+    /// mapping (the people an Auth0 role stands for) while a role feeding it came back empty?
+    /// Foreign or protected members that stay do not make that loss smaller.
+    fn emptied_binding(
+        &self,
+        b: &BindingView<'_, '_>,
+        removed_here: &HashSet<&Member>,
+    ) -> Option<EmptiedBinding> {
+        let mapping = |m: &Member| is_mapping_member(&self.settings.principals, m);
+        let mapping_before = b.live.iter().filter(|m| mapping(m)).count();
+        let mapping_kept = b
+            .live
+            .iter()
+            .filter(|m| mapping(m) && !removed_here.contains(**m))
+            .count();
+        let mapping_added = b
+            .desired
+            .keys()
+            .filter(|m| !b.live.contains(**m) && mapping(m))
+            .count();
+        let empty_roles = b.roles_with(FeedStatus::Empty);
+        (mapping_before > 0 && mapping_kept + mapping_added == 0 && !empty_roles.is_empty()).then(
+            || EmptiedBinding {
+                role: b.key.0.to_string(),
+                condition: b.condition.clone(),
+                members_before: mapping_before,
+                empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    }
+}
+
+/// The live governed bindings of `role`: the unconditional one and those runwarden generated.
+fn live_governed<'x>(
+    live: &'x Policy,
+    role: &str,
+) -> BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> {
+    let mut out: BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> = BTreeMap::new();
+    for b in &live.bindings {
+        if b.role != role
+            || b.condition
+                .as_ref()
+                .is_some_and(|c| !is_managed_condition(c))
+        {
+            continue;
+        }
+        out.entry((b.role.as_str(), b.condition.as_ref()))
+            .or_default()
+            .extend(b.members.iter());
+    }
+    out
+}
+
+/// The same question as [`Planner::emptied_binding`] for a group: a group assigned to a feeding
+/// role came back empty while the binding, as read, still holds mapping members the plan would
+/// now remove. Those could be the group's members (a directory read gone wrong looks exactly
+/// like leavers), so the directory guard asks first.
+fn emptied_group(b: &BindingView<'_, '_>, unlisted_mapping: usize) -> Option<EmptiedGroup> {
+    let mut groups: Vec<EmptyGroup> = b
+        .feeds
+        .iter()
+        .flat_map(|f| {
+            f.empty_groups.iter().map(|g| EmptyGroup {
+                auth0_role: f.role.clone(),
+                group: g.clone(),
+            })
+        })
+        .collect();
+    groups.sort();
+    groups.dedup();
+    (!groups.is_empty()).then(|| EmptiedGroup {
+        role: b.key.0.to_string(),
+        condition: b.condition.clone(),
+        members_removed: unlisted_mapping,
+        groups,
+    })
+}
+
+/// One governed binding of a resource: what the policies want and what live holds.
+struct BindingView<'b, 'x> {
+    key: BindingKey<'x>,
+    condition: Option<PlanCondition>,
+    desired: &'b BTreeMap<&'x Member, BTreeSet<&'x str>>,
+    live: &'b BTreeSet<&'x Member>,
+    /// The Auth0 roles feeding the binding.
+    feeds: &'b [&'x Feed],
+}
+
+impl BindingView<'_, '_> {
+    /// The feeding Auth0 roles that resolved with `status`.
+    fn roles_with(&self, status: FeedStatus) -> BTreeSet<&str> {
+        self.feeds
+            .iter()
+            .filter(|f| f.status == status)
+            .map(|f| f.role.as_str())
+            .collect()
+    }
+}
+
+/// What diffing the bindings of one resource produced.
+#[derive(Default)]
+struct ResourceDiff {
+    changes: Vec<MemberChange>,
+    emptied: Vec<EmptiedBinding>,
+    emptied_groups: Vec<EmptiedGroup>,
+    adds: usize,
+    removes: usize,
 }
 
 /// The outcome of planning one governed service. (Returned once per service and moved
