@@ -110,120 +110,25 @@ fn import_service(
     let Some(iam) = &svc.iam else {
         return Err("its IAM policy was not read".into());
     };
-    let iap = svc.settings.iap_enabled;
     let agent = live
         .project_numbers
         .get(&svc.id.project)
         .map(|n| iap_service_agent(*n));
     let mut notes = Vec::new();
-    let run_bindings: Vec<&Binding> = iam
-        .bindings
-        .iter()
-        .filter(|b| b.role == RUN_INVOKER)
-        .collect();
     let public = svc.settings.invoker_iam_disabled
-        || run_bindings
-            .iter()
-            .any(|b| b.condition.is_none() && b.members.iter().any(Member::is_public));
-    let source: Vec<&Binding> = if iap {
-        let Some(p) = &svc.iap_iam else {
-            return Err("IAP is on but the IAP policy was not read".into());
-        };
-        let stray: Vec<String> = run_bindings
-            .iter()
-            .filter(|b| b.condition.is_none())
-            .flat_map(|b| &b.members)
-            .filter(|m| Some(*m) != agent.as_ref() && !m.is_public())
-            .map(|m| m.to_string())
-            .collect();
-        if !stray.is_empty() {
-            notes.push(format!("IAP is on, so invokers are IAP accessors; direct roles/run.invoker grants are not imported: {}", stray.join(", ")));
-        }
-        p.bindings
-            .iter()
-            .filter(|b| b.role == IAP_ACCESSOR)
-            .collect()
-    } else {
-        let n = svc
-            .iap_iam
-            .iter()
-            .flat_map(|p| &p.bindings)
-            .filter(|b| b.role == IAP_ACCESSOR)
-            .map(|b| b.members.len())
-            .sum::<usize>();
-        if n > 0 {
-            notes.push(format!(
-                "IAP is off: {n} IAP accessor grant(s) have no effect and are not imported"
-            ));
-        }
-        run_bindings.clone()
-    };
+        || iam.bindings.iter().any(|b| {
+            b.role == RUN_INVOKER
+                && b.condition.is_none()
+                && b.members.iter().any(Member::is_public)
+        });
+    let source = source_bindings(svc, iam, agent.as_ref(), &mut notes)?;
     let mut invokers: BTreeSet<(Option<String>, ImportedInvoker)> = BTreeSet::new();
     for b in source {
-        let expires = match &b.condition {
-            None => None,
-            Some(c) if is_managed_condition(c) => match managed_expiry(c) {
-                Some(t) if t > now => Some(format_rfc3339(t)),
-                Some(_) => {
-                    notes.push(format!("the time-boxed grant `{}` has expired and is not imported (a plan removes it)", c.title));
-                    continue;
-                }
-                None => {
-                    notes.push(format!(
-                        "conditional binding `{}` is not imported (unreadable expiry)",
-                        c.title
-                    ));
-                    continue;
-                }
-            },
-            Some(c) => {
-                notes.push(format!("conditional binding `{}` of {} is not imported (runwarden never touches conditions it did not generate)", c.title, b.role));
-                continue;
-            }
+        let Some(expires) = binding_expiry(b, now, &mut notes) else {
+            continue;
         };
-        let mut members: BTreeSet<&Member> = BTreeSet::new();
-        for m in &b.members {
-            if m.kind() == MemberKind::Deleted {
-                notes.push(format!(
-                    "deleted principal {m} is not imported (a plan removes it)"
-                ));
-            } else if Some(m) == agent.as_ref() {
-                notes.push("the IAP service agent is not imported (`iap: true` grants it)".into());
-            } else if m.kind() == MemberKind::AllUsers && b.condition.is_none() {
-                // `public: true` grants it.
-            } else {
-                members.insert(m);
-            }
-        }
-        let mut covered: BTreeSet<&Member> = BTreeSet::new();
-        for (role, set) in roles {
-            // A role a policy may not name (too long, control characters) is imported as
-            // its members instead.
-            if crate::policy::check_role_name(role).is_err() {
-                continue;
-            }
-            if set.iter().all(|m| members.contains(m)) {
-                invokers.insert((expires.clone(), ImportedInvoker::Auth0Role(role.clone())));
-                covered.extend(set.iter());
-            }
-        }
-        for m in members.into_iter().filter(|m| !covered.contains(m)) {
-            let inv = match settings.machines.iter().find(|x| &x.service_account == m) {
-                Some(machine) => ImportedInvoker::Machine(machine.name.clone()),
-                None => match Member::parse_written(m.as_str()) {
-                    Ok(_) => ImportedInvoker::Member(m.clone()),
-                    // Google holds it, but a policy file may not name it: writing it would
-                    // make the imported file fail to load.
-                    Err(e) => {
-                        notes.push(format!(
-                            "member {:?} is not imported: {}",
-                            m.as_str(),
-                            e.reason
-                        ));
-                        continue;
-                    }
-                },
-            };
+        let members = importable_members(b, agent.as_ref(), &mut notes);
+        for inv in invokers_for(settings, roles, members, &mut notes) {
             invokers.insert((expires.clone(), inv));
         }
     }
@@ -239,16 +144,166 @@ fn import_service(
             other_roles.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    notes.sort();
-    notes.dedup();
     if invokers.is_empty()
         && !public
         && svc.settings.ingress != Some(crate::policy::model::Ingress::None)
     {
         return Err("nobody may invoke it today, and a policy must name invokers (or say `public: true` or `ingress: none`)".into());
     }
-    let audiences: Vec<String> = svc
-        .settings
+    let audiences = importable_audiences(svc, &mut notes);
+    notes.sort();
+    notes.dedup();
+    Ok(ImportedPolicy {
+        name: policy_name(&svc.id),
+        service: svc.id.clone(),
+        uri: svc.uri.clone(),
+        ingress: svc.settings.ingress.map(|i| i.policy_value()),
+        public,
+        iap: svc.settings.iap_enabled,
+        audiences,
+        invokers: invokers.into_iter().map(|(e, i)| (i, e)).collect(),
+        notes,
+    })
+}
+
+/// The bindings requests take: the IAP accessor bindings when IAP is on, else the
+/// `roles/run.invoker` ones (what the other path holds becomes a note).
+fn source_bindings<'s>(
+    svc: &'s LiveService,
+    iam: &'s crate::iam::Policy,
+    agent: Option<&Member>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<&'s Binding>, String> {
+    let run_bindings = iam.bindings.iter().filter(|b| b.role == RUN_INVOKER);
+    if !svc.settings.iap_enabled {
+        let n = svc
+            .iap_iam
+            .iter()
+            .flat_map(|p| &p.bindings)
+            .filter(|b| b.role == IAP_ACCESSOR)
+            .map(|b| b.members.len())
+            .sum::<usize>();
+        if n > 0 {
+            notes.push(format!(
+                "IAP is off: {n} IAP accessor grant(s) have no effect and are not imported"
+            ));
+        }
+        return Ok(run_bindings.collect());
+    }
+    let Some(p) = &svc.iap_iam else {
+        return Err("IAP is on but the IAP policy was not read".into());
+    };
+    let stray: Vec<String> = run_bindings
+        .filter(|b| b.condition.is_none())
+        .flat_map(|b| &b.members)
+        .filter(|m| Some(*m) != agent && !m.is_public())
+        .map(|m| m.to_string())
+        .collect();
+    if !stray.is_empty() {
+        notes.push(format!("IAP is on, so invokers are IAP accessors; direct roles/run.invoker grants are not imported: {}", stray.join(", ")));
+    }
+    Ok(p.bindings
+        .iter()
+        .filter(|b| b.role == IAP_ACCESSOR)
+        .collect())
+}
+
+/// The `expires` of a binding's invokers (`Some(None)`: unconditional), or `None` when the
+/// binding is not imported (expired, unreadable, or a condition runwarden did not generate).
+fn binding_expiry(b: &Binding, now: SystemTime, notes: &mut Vec<String>) -> Option<Option<String>> {
+    let Some(c) = &b.condition else {
+        return Some(None);
+    };
+    if !is_managed_condition(c) {
+        notes.push(format!("conditional binding `{}` of {} is not imported (runwarden never touches conditions it did not generate)", c.title, b.role));
+        return None;
+    }
+    match managed_expiry(c) {
+        Some(t) if t > now => Some(Some(format_rfc3339(t))),
+        Some(_) => {
+            notes.push(format!(
+                "the time-boxed grant `{}` has expired and is not imported (a plan removes it)",
+                c.title
+            ));
+            None
+        }
+        None => {
+            notes.push(format!(
+                "conditional binding `{}` is not imported (unreadable expiry)",
+                c.title
+            ));
+            None
+        }
+    }
+}
+
+/// The members of a binding a policy would grant: not deleted principals, not the IAP service
+/// agent (`iap: true` grants it), not an unconditional `allUsers` (`public: true` grants it).
+fn importable_members<'b>(
+    b: &'b Binding,
+    agent: Option<&Member>,
+    notes: &mut Vec<String>,
+) -> BTreeSet<&'b Member> {
+    let mut members = BTreeSet::new();
+    for m in &b.members {
+        if m.kind() == MemberKind::Deleted {
+            notes.push(format!(
+                "deleted principal {m} is not imported (a plan removes it)"
+            ));
+        } else if Some(m) == agent {
+            notes.push("the IAP service agent is not imported (`iap: true` grants it)".into());
+        } else if m.kind() == MemberKind::AllUsers && b.condition.is_none() {
+            // `public: true` grants it.
+        } else {
+            members.insert(m);
+        }
+    }
+    members
+}
+
+/// The invoker lines granting `members`: every Auth0 role whose mapped members are all among
+/// them, then machines and explicit members for the rest.
+fn invokers_for(
+    settings: &Settings,
+    roles: &BTreeMap<String, BTreeSet<Member>>,
+    members: BTreeSet<&Member>,
+    notes: &mut Vec<String>,
+) -> Vec<ImportedInvoker> {
+    let mut out = Vec::new();
+    let mut covered: BTreeSet<&Member> = BTreeSet::new();
+    for (role, set) in roles {
+        // A role a policy may not name (too long, control characters) is imported as its
+        // members instead.
+        if crate::policy::check_role_name(role).is_err() {
+            continue;
+        }
+        if set.iter().all(|m| members.contains(m)) {
+            out.push(ImportedInvoker::Auth0Role(role.clone()));
+            covered.extend(set.iter());
+        }
+    }
+    for m in members.into_iter().filter(|m| !covered.contains(m)) {
+        if let Some(machine) = settings.machines.iter().find(|x| &x.service_account == m) {
+            out.push(ImportedInvoker::Machine(machine.name.clone()));
+            continue;
+        }
+        match Member::parse_written(m.as_str()) {
+            Ok(_) => out.push(ImportedInvoker::Member(m.clone())),
+            // Google holds it, but a policy file may not name it: writing it would make the
+            // imported file fail to load.
+            Err(e) => notes.push(format!(
+                "member {:?} is not imported: {}",
+                m.as_str(),
+                e.reason
+            )),
+        }
+    }
+    out
+}
+
+/// The custom audiences a policy may name (the others become notes).
+fn importable_audiences(svc: &LiveService, notes: &mut Vec<String>) -> Vec<String> {
+    svc.settings
         .custom_audiences
         .iter()
         .filter(|a| match crate::policy::check_audience(a) {
@@ -261,28 +316,17 @@ fn import_service(
             }
         })
         .cloned()
-        .collect();
-    notes.sort();
-    notes.dedup();
-    let name = {
-        let long = format!("{}-{}", svc.id.name, svc.id.region);
-        if long.len() <= 63 {
-            long
-        } else {
-            svc.id.name.clone()
-        }
-    };
-    Ok(ImportedPolicy {
-        name,
-        service: svc.id.clone(),
-        uri: svc.uri.clone(),
-        ingress: svc.settings.ingress.map(|i| i.policy_value()),
-        public,
-        iap,
-        audiences,
-        invokers: invokers.into_iter().map(|(e, i)| (i, e)).collect(),
-        notes,
-    })
+        .collect()
+}
+
+/// `NAME-REGION` when that fits a policy name (63 characters), else `NAME`.
+fn policy_name(id: &ServiceId) -> String {
+    let long = format!("{}-{}", id.name, id.region);
+    if long.len() <= 63 {
+        long
+    } else {
+        id.name.clone()
+    }
 }
 
 /// Text for a `#` comment line: a line break in a condition title or a service answer would end
