@@ -1,6 +1,7 @@
 //! `import`: policies that reproduce today's live access of one project and region, so that
 //! the first plan after adoption is empty. A pure function of the Settings and a live snapshot
-//! ([`import`]) and a hand-written YAML rendering ([`render_yaml`]) that the loader reads back.
+//! ([`import`]) and its YAML rendering ([`render_yaml`]: comments by hand, each document
+//! serialized by serde-saphyr) that the loader reads back.
 //!
 //! Per service, the governed bindings of the path requests take (`roles/run.invoker` on the
 //! service, or `roles/iap.httpsResourceAccessor` on the IAP resource when IAP is on) become
@@ -12,6 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
+
+use serde::Serialize;
 
 use crate::iam::{Binding, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
 use crate::live::{Directory, LiveService, LiveState, ServiceId};
@@ -336,26 +339,6 @@ fn comment(text: &str) -> std::borrow::Cow<'_, str> {
     crate::text::visible(text)
 }
 
-/// A YAML scalar: plain when that is unambiguous, else double-quoted (JSON escapes are valid
-/// YAML escapes).
-fn scalar(s: &str) -> String {
-    let reserved = [
-        "true", "false", "yes", "no", "on", "off", "null", "~", "y", "n",
-    ];
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@/:+".contains(c))
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && !s.ends_with(':')
-        && !s.contains(": ")
-        && !reserved.contains(&s.to_ascii_lowercase().as_str());
-    if plain {
-        s.to_string()
-    } else {
-        serde_json::to_string(s).expect("a string serializes")
-    }
-}
-
 /// The policy file for `imported`: a header comment (when and from what it was generated),
 /// then one AccessPolicy document per service.
 pub fn render_yaml(imported: &Imported, generated_at: SystemTime, from: &str) -> String {
@@ -397,44 +380,122 @@ pub fn render_yaml(imported: &Imported, generated_at: SystemTime, from: &str) ->
         for n in &p.notes {
             out.push_str(&format!("# Note: {}\n", comment(n)));
         }
-        out.push_str("apiVersion: runwarden.dev/v1\nkind: AccessPolicy\nmetadata:\n");
-        out.push_str(&format!("  name: {}\n", scalar(&p.name)));
-        out.push_str("spec:\n  mode: observe\n  services:\n");
-        out.push_str(&format!(
-            "    - project: {}\n      region: {}\n      name: {}\n",
-            scalar(&p.service.project),
-            scalar(&p.service.region),
-            scalar(&p.service.name)
-        ));
-        out.push_str("  exposure:\n");
-        if let Some(i) = p.ingress {
-            out.push_str(&format!("    ingress: {i}\n"));
-        }
-        out.push_str(&format!("    public: {}\n    iap: {}\n", p.public, p.iap));
-        if !p.audiences.is_empty() {
-            out.push_str("    audiences:\n");
-            for a in &p.audiences {
-                out.push_str(&format!("      - {}\n", scalar(a)));
-            }
-        }
-        if p.invokers.is_empty() {
-            out.push_str("  invokers: []\n");
-        } else {
-            out.push_str("  invokers:\n");
-        }
-        for (inv, expires) in &p.invokers {
-            let line = match inv {
-                ImportedInvoker::Auth0Role(r) => format!("auth0Role: {}", scalar(r)),
-                ImportedInvoker::Machine(m) => format!("machine: {}", scalar(m)),
-                ImportedInvoker::Member(m) => format!("member: {}", scalar(m.as_str())),
-            };
-            out.push_str(&format!("    - {line}\n"));
-            if let Some(t) = expires {
-                out.push_str(&format!("      expires: {}\n", scalar(t)));
-            }
+        match serde_saphyr::to_string_with_options(&PolicyDoc::of(p), yaml_options()) {
+            Ok(yaml) => out.push_str(&yaml),
+            // Not expected (the document holds only strings and booleans); said, not hidden.
+            Err(e) => out.push_str(&format!(
+                "# This policy could not be written as YAML ({}); it is left out.\n",
+                comment(&e.to_string())
+            )),
         }
     }
     out
+}
+
+/// List items indented under their key, and no folded block scalars (a long principal stays on
+/// one line, where a reviewer can read and grep it).
+fn yaml_options() -> serde_saphyr::SerializerOptions {
+    let mut o = serde_saphyr::SerializerOptions::default();
+    o.compact_list_indent = false;
+    o.prefer_block_scalars = false;
+    o
+}
+
+/// An AccessPolicy document as `import` writes it (serialized by serde-saphyr, which quotes
+/// whatever YAML would otherwise read differently).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyDoc<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: MetadataDoc<'a>,
+    spec: SpecDoc<'a>,
+}
+
+#[derive(Serialize)]
+struct MetadataDoc<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct SpecDoc<'a> {
+    mode: &'static str,
+    services: [ServiceDoc<'a>; 1],
+    exposure: ExposureDoc<'a>,
+    invokers: Vec<InvokerDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServiceDoc<'a> {
+    project: &'a str,
+    region: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct ExposureDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingress: Option<&'a str>,
+    public: bool,
+    iap: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    audiences: &'a [String],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvokerDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth0_role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    machine: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<&'a str>,
+}
+
+impl<'a> PolicyDoc<'a> {
+    fn of(p: &'a ImportedPolicy) -> PolicyDoc<'a> {
+        let invokers = p
+            .invokers
+            .iter()
+            .map(|(inv, expires)| {
+                let mut doc = InvokerDoc {
+                    auth0_role: None,
+                    machine: None,
+                    member: None,
+                    expires: expires.as_deref(),
+                };
+                match inv {
+                    ImportedInvoker::Auth0Role(r) => doc.auth0_role = Some(r),
+                    ImportedInvoker::Machine(m) => doc.machine = Some(m),
+                    ImportedInvoker::Member(m) => doc.member = Some(m.as_str()),
+                }
+                doc
+            })
+            .collect();
+        PolicyDoc {
+            api_version: "runwarden.dev/v1",
+            kind: "AccessPolicy",
+            metadata: MetadataDoc { name: &p.name },
+            spec: SpecDoc {
+                mode: "observe",
+                services: [ServiceDoc {
+                    project: &p.service.project,
+                    region: &p.service.region,
+                    name: &p.service.name,
+                }],
+                exposure: ExposureDoc {
+                    ingress: p.ingress,
+                    public: p.public,
+                    iap: p.iap,
+                    audiences: &p.audiences,
+                },
+                invokers,
+            },
+        }
+    }
 }
 
 /// The file name for (project, region).
