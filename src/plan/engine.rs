@@ -285,6 +285,7 @@ impl<'a> Planner<'a> {
         status
     }
 
+    /// Every policy resolved to the members it grants and the Auth0 roles feeding it.
     fn resolve_policies<'p>(&mut self, policies: &'p [AccessPolicy]) -> Vec<ResolvedPolicy<'p>> {
         let mut cache: HashMap<String, RoleMapping> = HashMap::new();
         if matches!(self.settings.principals, PrincipalMapping::Users { .. })
@@ -300,82 +301,93 @@ impl<'a> Planner<'a> {
         }
         let mut out = Vec::new();
         for policy in policies {
-            let mut grants = Vec::new();
-            let mut feeds = Vec::new();
+            let mut rp = ResolvedPolicy {
+                policy,
+                grants: Vec::new(),
+                feeds: Vec::new(),
+            };
             for (invoker, inv) in policy.invokers.iter().enumerate() {
-                let condition = match inv.expires {
-                    Some(t) if t <= self.now => {
-                        self.findings.insert(finding(None, "expired-grant", Severity::Info,
-                            format!("policy {}: the grant at {} expired at {}; it grants nothing any more, delete the line", policy.name, loc(&inv.source), format_rfc3339(t)),
-                            vec![loc(&inv.source)]));
-                        continue;
-                    }
-                    Some(t) => Some(expiry_condition(t)),
-                    None => None,
-                };
-                match &inv.principal {
-                    Principal::Member(m) => grants.push(Grant {
-                        member: m.clone(),
-                        condition,
-                        loc: loc(&inv.source),
-                        invoker,
-                    }),
-                    Principal::Machine(name) => {
-                        match self.settings.machines.iter().find(|m| &m.name == name) {
-                            Some(machine) => grants.push(Grant {
-                                member: machine.service_account.clone(),
-                                condition,
-                                loc: loc(&inv.source),
-                                invoker,
-                            }),
-                            None => {
-                                self.findings.insert(finding(None, "unknown-machine", Severity::Error,
-                                format!("policy {} names machine `{name}`, which Settings.machines does not define; it grants nothing", policy.name),
-                                vec![loc(&inv.source)]));
-                            }
-                        }
-                    }
-                    Principal::Auth0Role(role) => {
-                        let status = self.resolve_role(role, &mut cache);
-                        match status {
-                            FeedStatus::Unknown if self.live.directory.roles.contains_key(role) => {
-                            }
-                            FeedStatus::Unknown => {
-                                self.findings.insert(finding(None, "unknown-role", Severity::Error,
-                                    format!("policy {} names Auth0 role `{role}`, which does not exist in the tenant; it grants nothing, and no member is removed on its account", policy.name),
-                                    vec![loc(&inv.source)]));
-                            }
-                            FeedStatus::Empty => {
-                                self.findings.insert(finding(None, "empty-role", Severity::Warning,
-                                    format!("policy {} names Auth0 role `{role}`, which has no usable members; it grants nothing", policy.name),
-                                    vec![loc(&inv.source)]));
-                            }
-                            FeedStatus::Resolved => {}
-                        }
-                        for m in &cache[role].members {
-                            grants.push(Grant {
-                                member: m.clone(),
-                                condition: condition.clone(),
-                                loc: loc(&inv.source),
-                                invoker,
-                            });
-                        }
-                        feeds.push(Feed {
-                            role: role.clone(),
-                            condition,
-                            status,
-                            empty_groups: cache[role].empty_groups.clone(),
-                        });
+                self.resolve_invoker(&mut rp, invoker, inv, &mut cache);
+            }
+            out.push(rp);
+        }
+        self.report_role_members(policies, &cache);
+        out
+    }
+
+    /// Resolves one invoker line into grants (and, for an Auth0 role, a feed).
+    fn resolve_invoker(
+        &mut self,
+        rp: &mut ResolvedPolicy<'_>,
+        invoker: usize,
+        inv: &crate::policy::model::Invoker,
+        cache: &mut HashMap<String, RoleMapping>,
+    ) {
+        let policy = rp.policy;
+        let condition = match inv.expires {
+            Some(t) if t <= self.now => {
+                self.findings.insert(finding(None, "expired-grant", Severity::Info,
+                    format!("policy {}: the grant at {} expired at {}; it grants nothing any more, delete the line", policy.name, loc(&inv.source), format_rfc3339(t)),
+                    vec![loc(&inv.source)]));
+                return;
+            }
+            Some(t) => Some(expiry_condition(t)),
+            None => None,
+        };
+        let grant = |member: &Member, condition: Option<Condition>| Grant {
+            member: member.clone(),
+            condition,
+            loc: loc(&inv.source),
+            invoker,
+        };
+        match &inv.principal {
+            Principal::Member(m) => rp.grants.push(grant(m, condition)),
+            Principal::Machine(name) => {
+                match self.settings.machines.iter().find(|m| &m.name == name) {
+                    Some(machine) => rp.grants.push(grant(&machine.service_account, condition)),
+                    None => {
+                        self.findings.insert(finding(None, "unknown-machine", Severity::Error,
+                        format!("policy {} names machine `{name}`, which Settings.machines does not define; it grants nothing", policy.name),
+                        vec![loc(&inv.source)]));
                     }
                 }
             }
-            out.push(ResolvedPolicy {
-                policy,
-                grants,
-                feeds,
-            });
+            Principal::Auth0Role(role) => {
+                let status = self.resolve_role(role, cache);
+                match status {
+                    FeedStatus::Unknown if self.live.directory.roles.contains_key(role) => {}
+                    FeedStatus::Unknown => {
+                        self.findings.insert(finding(None, "unknown-role", Severity::Error,
+                            format!("policy {} names Auth0 role `{role}`, which does not exist in the tenant; it grants nothing, and no member is removed on its account", policy.name),
+                            vec![loc(&inv.source)]));
+                    }
+                    FeedStatus::Empty => {
+                        self.findings.insert(finding(None, "empty-role", Severity::Warning,
+                            format!("policy {} names Auth0 role `{role}`, which has no usable members; it grants nothing", policy.name),
+                            vec![loc(&inv.source)]));
+                    }
+                    FeedStatus::Resolved => {}
+                }
+                for m in &cache[role].members {
+                    rp.grants.push(grant(m, condition.clone()));
+                }
+                rp.feeds.push(Feed {
+                    role: role.clone(),
+                    condition,
+                    status,
+                    empty_groups: cache[role].empty_groups.clone(),
+                });
+            }
         }
-        // Skipped members are reported once per role, pointing at every line that names it.
+    }
+
+    /// Skipped members and empty groups, reported once per role, pointing at every line that
+    /// names it.
+    fn report_role_members(
+        &mut self,
+        policies: &[AccessPolicy],
+        cache: &HashMap<String, RoleMapping>,
+    ) {
         let mut role_lines: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for policy in policies {
             for inv in &policy.invokers {
@@ -387,7 +399,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        for (role, res) in &cache {
+        for (role, res) in cache {
             let sources: Vec<String> = role_lines
                 .get(role.as_str())
                 .into_iter()
@@ -413,7 +425,6 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        out
     }
 
     /// Governed services → (policy index, the reference that matched), sorted by service id.
