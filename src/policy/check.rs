@@ -687,16 +687,57 @@ fn convert_policy(
     };
     let scope = settings.map(|(s, f)| (&s.scope, &f.scope_at));
 
-    // services
-    let mut services: Vec<ServiceRef> = Vec::new();
-    if spec.services.value.is_empty() {
+    let services = convert_services(r, &spec.services, &name, scope);
+    let (exposure, facts) = convert_exposure(r, &spec.exposure);
+    let public = exposure.public == Some(true);
+    let iap = exposure.iap == Some(true);
+
+    let invokers = convert_invokers(r, &spec.invokers, &name, settings.map(|(s, _)| s), clock);
+    let listed_invokers = spec.invokers.as_ref().is_some_and(|l| !l.value.is_empty());
+    if !listed_invokers && !public && exposure.ingress != Some(Ingress::None) {
+        let at = spec
+            .invokers
+            .as_ref()
+            .map(|s| r.pos(s))
+            .unwrap_or(r.pos(&doc.metadata.name));
         r.error(
-            r.pos(&spec.services),
+            at,
+            format!("policy `{name}` names no invokers"),
+            "list who may invoke the services under `invokers:`; a public service says `public: true`, and `ingress: none` closes a service to everyone",
+        );
+    }
+
+    if let Some(settings) = settings {
+        check_granted_roles(r, doc, &name, settings, listed_invokers, public, iap);
+    }
+
+    let policy = AccessPolicy {
+        name,
+        source,
+        mode,
+        services,
+        exposure,
+        invokers,
+    };
+    (policy, facts)
+}
+
+/// Converts `services`, each listed once.
+fn convert_services(
+    r: &mut Reporter<'_>,
+    list: &Spanned<Vec<Spanned<wire::ServiceRef>>>,
+    name: &str,
+    scope: Option<(&Scope, &Source)>,
+) -> Vec<ServiceRef> {
+    let mut services: Vec<ServiceRef> = Vec::new();
+    if list.value.is_empty() {
+        r.error(
+            r.pos(list),
             "`services` is empty",
             "list the services this policy governs: {project, region, name} or {project, region, selector}",
         );
     }
-    for item in &spec.services.value {
+    for item in &list.value {
         if let Some(service) = convert_service(r, item, scope) {
             if let Some(first) = services.iter().find(|s| {
                 s.project == service.project
@@ -717,7 +758,14 @@ fn convert_policy(
         }
     }
 
-    // exposure
+    services
+}
+
+/// Converts `exposure`, with the facts exposure conflicts are judged on.
+fn convert_exposure(
+    r: &mut Reporter<'_>,
+    spec_exposure: &Option<Spanned<wire::Exposure>>,
+) -> (Exposure, PolicyFacts) {
     let mut exposure = Exposure::default();
     let mut facts = PolicyFacts {
         ingress: None,
@@ -725,7 +773,7 @@ fn convert_policy(
         iap: None,
         audiences: None,
     };
-    if let Some(e) = &spec.exposure {
+    if let Some(e) = spec_exposure {
         exposure.source = Some(r.source(r.pos(e)));
         if let Some(i) = &e.value.ingress {
             let ingress = match i.value {
@@ -776,14 +824,21 @@ fn convert_policy(
             exposure.audiences = Some(audiences);
         }
     }
-    let public = exposure.public == Some(true);
-    let iap = exposure.iap == Some(true);
+    (exposure, facts)
+}
 
-    // invokers
+/// Converts `invokers`, each principal listed once.
+fn convert_invokers(
+    r: &mut Reporter<'_>,
+    spec_invokers: &Option<Spanned<Vec<Spanned<wire::Invoker>>>>,
+    name: &str,
+    settings: Option<&Settings>,
+    clock: Clock,
+) -> Vec<Invoker> {
     let mut invokers: Vec<Invoker> = Vec::new();
-    if let Some(list) = &spec.invokers {
+    if let Some(list) = spec_invokers {
         for item in &list.value {
-            if let Some(invoker) = convert_invoker(r, item, settings.map(|(s, _)| s), clock) {
+            if let Some(invoker) = convert_invoker(r, item, settings, clock) {
                 if let Some(first) = invokers.iter().find(|i| i.principal == invoker.principal) {
                     r.error(
                         r.pos(item),
@@ -799,78 +854,66 @@ fn convert_policy(
             }
         }
     }
-    let listed_invokers = spec.invokers.as_ref().is_some_and(|l| !l.value.is_empty());
-    if !listed_invokers && !public && exposure.ingress != Some(Ingress::None) {
-        let at = spec
-            .invokers
-            .as_ref()
-            .map(|s| r.pos(s))
-            .unwrap_or(r.pos(&doc.metadata.name));
-        r.error(
-            at,
-            format!("policy `{name}` names no invokers"),
-            "list who may invoke the services under `invokers:`; a public service says `public: true`, and `ingress: none` closes a service to everyone",
-        );
-    }
+    invokers
+}
 
-    // Roles this policy makes runwarden grant, each with why.
-    if let Some((settings, facts_s)) = settings {
-        let mut needed: Vec<(&str, &str)> = Vec::new();
-        if listed_invokers && !iap {
-            needed.push((RUN_INVOKER, "its invokers"));
+/// The roles this policy makes runwarden grant, each with why, must be in `allowedRoles`; and
+/// Auth0 roles through the workforce pool need IAP.
+fn check_granted_roles(
+    r: &mut Reporter<'_>,
+    doc: &wire::AccessPolicyDocument,
+    name: &str,
+    (settings, facts_s): &(Settings, SettingsFacts),
+    listed_invokers: bool,
+    public: bool,
+    iap: bool,
+) {
+    let spec = &doc.spec;
+    let mut needed: Vec<(&str, &str)> = Vec::new();
+    if listed_invokers && !iap {
+        needed.push((RUN_INVOKER, "its invokers"));
+    }
+    if public {
+        needed.push((RUN_INVOKER, "`public: true` (allUsers)"));
+    }
+    if iap {
+        needed.push((RUN_INVOKER, "`iap: true` (the IAP service agent)"));
+        if listed_invokers {
+            needed.push((IAP_ACCESSOR, "its invokers behind `iap: true`"));
         }
-        if public {
-            needed.push((RUN_INVOKER, "`public: true` (allUsers)"));
-        }
-        if iap {
-            needed.push((RUN_INVOKER, "`iap: true` (the IAP service agent)"));
-            if listed_invokers {
-                needed.push((IAP_ACCESSOR, "its invokers behind `iap: true`"));
-            }
-        }
-        let mut reported = BTreeSet::new();
-        for (role, why) in needed {
-            if !settings.allowed_roles.iter().any(|a| a == role) && reported.insert(role) {
-                let at = spec
-                    .invokers
-                    .as_ref()
-                    .map(|s| r.pos(s))
-                    .or(spec.exposure.as_ref().map(|s| r.pos(s)))
-                    .unwrap_or(r.pos(&doc.metadata.name));
-                r.error(
-                    at,
-                    format!("policy `{name}` grants {role} for {why}, but Settings allowedRoles does not allow it"),
-                    format!("add {role} to allowedRoles at {}", facts_s.allowed_roles_at),
-                );
-            }
-        }
-        // DESIGN §2, "a trap to catch": workforce identities cannot mint the Google-signed ID
-        // tokens Cloud Run's invoker check wants, so without IAP the grant is unusable.
-        if matches!(settings.principals, PrincipalMapping::WorkforcePool { .. }) && !iap {
-            if let Some(role) = spec
+    }
+    let mut reported = BTreeSet::new();
+    for (role, why) in needed {
+        if !settings.allowed_roles.iter().any(|a| a == role) && reported.insert(role) {
+            let at = spec
                 .invokers
-                .iter()
-                .flat_map(|l| &l.value)
-                .find_map(|i| i.value.auth0_role.as_ref())
-            {
-                r.warning(
-                    r.pos(role),
-                    format!("policy `{name}` grants Auth0 roles through the workforce pool without `iap: true`; workforce identities cannot mint the ID tokens Cloud Run's invoker check requires, so this grants nothing usable"),
-                    "set `exposure.iap: true` so people sign in through IAP",
-                );
-            }
+                .as_ref()
+                .map(|s| r.pos(s))
+                .or(spec.exposure.as_ref().map(|s| r.pos(s)))
+                .unwrap_or(r.pos(&doc.metadata.name));
+            r.error(
+                at,
+                format!("policy `{name}` grants {role} for {why}, but Settings allowedRoles does not allow it"),
+                format!("add {role} to allowedRoles at {}", facts_s.allowed_roles_at),
+            );
         }
     }
-
-    let policy = AccessPolicy {
-        name,
-        source,
-        mode,
-        services,
-        exposure,
-        invokers,
-    };
-    (policy, facts)
+    // DESIGN §2, "a trap to catch": workforce identities cannot mint the Google-signed ID
+    // tokens Cloud Run's invoker check wants, so without IAP the grant is unusable.
+    if matches!(settings.principals, PrincipalMapping::WorkforcePool { .. }) && !iap {
+        if let Some(role) = spec
+            .invokers
+            .iter()
+            .flat_map(|l| &l.value)
+            .find_map(|i| i.value.auth0_role.as_ref())
+        {
+            r.warning(
+                r.pos(role),
+                format!("policy `{name}` grants Auth0 roles through the workforce pool without `iap: true`; workforce identities cannot mint the ID tokens Cloud Run's invoker check requires, so this grants nothing usable"),
+                "set `exposure.iap: true` so people sign in through IAP",
+            );
+        }
+    }
 }
 
 fn convert_service(
