@@ -1066,85 +1066,120 @@ fn convert_invoker(
         }
     };
     let principal = match form {
-        "auth0Role" => {
-            let role = value.value.as_str();
-            let pool = settings
-                .is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
-            if role.trim().is_empty() {
-                r.error(
-                    r.pos(value),
-                    "the Auth0 role name is empty",
-                    "write the role's name as it appears in Auth0",
-                );
-                return None;
-            }
-            if let Err(problem) = check_role_name(role) {
-                r.error(
-                    r.pos(value),
-                    format!("the Auth0 role name {problem}"),
-                    "write the role's name as it appears in Auth0",
-                );
-                return None;
-            }
-            if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
-                r.error(
-                    r.pos(value),
-                    format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"),
-                    "rename the role in Auth0, or use `mapping: users`",
-                );
-                return None;
-            }
-            Principal::Auth0Role(role.to_string())
-        }
-        "member" => match Member::parse_written(&value.value) {
-            Ok(m) if m.kind() == MemberKind::Deleted => {
-                r.error(r.pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
-                return None;
-            }
-            Ok(m) if m.is_public() => {
-                r.error(
-                    r.pos(value),
-                    format!("`{}` cannot be an invoker member", value.value),
-                    "to make a service public, set `exposure.public: true`",
-                );
-                return None;
-            }
-            Ok(m) => Principal::Member(m),
-            Err(err) => {
-                let hint = if value.value.is_ascii() {
-                    "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://..."
-                } else {
-                    "retype the member: a look-alike or invisible character was likely pasted in (an internationalized domain is written in its xn-- form)"
-                };
-                r.error(r.pos(value), err.to_string(), hint);
-                return None;
-            }
-        },
-        _ => {
-            if let Some(s) = settings {
-                if !s.machines.iter().any(|m| m.name == value.value) {
-                    let known: Vec<&str> = s.machines.iter().map(|m| m.name.as_str()).collect();
-                    let hint = if known.is_empty() {
-                        format!(
-                            "Settings `{}` defines no machines: add one under `machines:` at {}",
-                            s.name, s.source
-                        )
-                    } else {
-                        format!("known machines: {}", known.join(", "))
-                    };
-                    r.error(
-                        r.pos(value),
-                        format!("unknown machine `{}`", value.value),
-                        hint,
-                    );
-                    return None;
-                }
-            }
-            Principal::Machine(value.value.clone())
-        }
+        "auth0Role" => auth0_role_principal(r, value, settings)?,
+        "member" => member_principal(r, value)?,
+        _ => machine_principal(r, value, settings)?,
     };
-    let expires = match &i.expires {
-        None => None,
+    let expires = invoker_expiry(r, &i.expires, clock)?;
+    Some(Invoker {
+        principal,
+        expires,
+        source: r.source(r.pos(item)),
+    })
+}
+
+/// `auth0Role: NAME`: a name a policy may write (and, with the workforce pool, one a pool
+/// group can carry).
+fn auth0_role_principal(
+    r: &mut Reporter<'_>,
+    value: &Spanned<String>,
+    settings: Option<&Settings>,
+) -> Option<Principal> {
+    let role = value.value.as_str();
+    let pool =
+        settings.is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
+    if role.trim().is_empty() {
+        r.error(
+            r.pos(value),
+            "the Auth0 role name is empty",
+            "write the role's name as it appears in Auth0",
+        );
+        return None;
+    }
+    if let Err(problem) = check_role_name(role) {
+        r.error(
+            r.pos(value),
+            format!("the Auth0 role name {problem}"),
+            "write the role's name as it appears in Auth0",
+        );
+        return None;
+    }
+    if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
+        r.error(
+            r.pos(value),
+            format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"),
+            "rename the role in Auth0, or use `mapping: users`",
+        );
+        return None;
+    }
+    Some(Principal::Auth0Role(role.to_string()))
+}
+
+/// `member: PRINCIPAL`: a principal that can be granted (not deleted, not public).
+fn member_principal(r: &mut Reporter<'_>, value: &Spanned<String>) -> Option<Principal> {
+    match Member::parse_written(&value.value) {
+        Ok(m) if m.kind() == MemberKind::Deleted => {
+            r.error(r.pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
+            None
+        }
+        Ok(m) if m.is_public() => {
+            r.error(
+                r.pos(value),
+                format!("`{}` cannot be an invoker member", value.value),
+                "to make a service public, set `exposure.public: true`",
+            );
+            None
+        }
+        Ok(m) => Some(Principal::Member(m)),
+        Err(err) => {
+            let hint = if value.value.is_ascii() {
+                "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://..."
+            } else {
+                "retype the member: a look-alike or invisible character was likely pasted in (an internationalized domain is written in its xn-- form)"
+            };
+            r.error(r.pos(value), err.to_string(), hint);
+            None
+        }
+    }
+}
+
+/// `machine: NAME`: a machine Settings defines.
+fn machine_principal(
+    r: &mut Reporter<'_>,
+    value: &Spanned<String>,
+    settings: Option<&Settings>,
+) -> Option<Principal> {
+    if let Some(s) = settings {
+        if !s.machines.iter().any(|m| m.name == value.value) {
+            let known: Vec<&str> = s.machines.iter().map(|m| m.name.as_str()).collect();
+            let hint = if known.is_empty() {
+                format!(
+                    "Settings `{}` defines no machines: add one under `machines:` at {}",
+                    s.name, s.source
+                )
+            } else {
+                format!("known machines: {}", known.join(", "))
+            };
+            r.error(
+                r.pos(value),
+                format!("unknown machine `{}`", value.value),
+                hint,
+            );
+            return None;
+        }
+    }
+    Some(Principal::Machine(value.value.clone()))
+}
+
+/// `expires`: `Some(None)` without one, `None` when it is unreadable (or, in `validate`,
+/// passed).
+fn invoker_expiry(
+    r: &mut Reporter<'_>,
+    expires: &Option<Spanned<String>>,
+    clock: Clock,
+) -> Option<Option<SystemTime>> {
+    match expires {
+        None => Some(None),
         Some(e) => match parse_rfc3339(&e.value) {
             Ok(t) if t <= clock.now && clock.expired_is_error => {
                 r.error(
@@ -1152,7 +1187,7 @@ fn convert_invoker(
                     format!("this grant expired at {}", e.value),
                     "remove the invoker, or move `expires` into the future",
                 );
-                return None;
+                None
             }
             Ok(t) if t <= clock.now => {
                 // Outside `validate` a grant that ran out is not a broken repository: the
@@ -1165,24 +1200,19 @@ fn convert_invoker(
                     ),
                     "delete the invoker (the plan removes what it granted)",
                 );
-                Some(t)
+                Some(Some(t))
             }
-            Ok(t) => Some(t),
+            Ok(t) => Some(Some(t)),
             Err(err) => {
                 r.error(
                     r.pos(e),
                     err,
                     "expires is an RFC 3339 time with a zone, e.g. 2027-01-31T00:00:00Z",
                 );
-                return None;
+                None
             }
         },
-    };
-    Some(Invoker {
-        principal,
-        expires,
-        source: r.source(r.pos(item)),
-    })
+    }
 }
 
 /// The longest Auth0 role name a policy may name. The Management API's OpenAPI
