@@ -397,25 +397,12 @@ impl<'a> Ctx<'a> {
         now: SystemTime,
         member: Option<&Member>,
     ) -> ServiceAccess {
-        let s = &svc.settings;
-        let iam_public = svc.iam.iter().flat_map(|p| &p.bindings).any(|b| {
-            b.role == RUN_INVOKER
-                && b.condition.is_none()
-                && b.members.iter().any(Member::is_public)
-        });
-        let exposure = ExposureView {
-            ingress: s.ingress.map(|i| i.policy_value().to_string()),
-            invoker_iam_disabled: s.invoker_iam_disabled,
-            public: s.invoker_iam_disabled || iam_public,
-            iap: s.iap_enabled,
-            custom_audiences: s.custom_audiences.clone(),
-        };
         let gov = self.wanted.get(&svc.id);
         let mut out = ServiceAccess {
             service: svc.id.to_string(),
             resource: svc.id.resource_name(),
             uri: svc.uri.clone(),
-            exposure,
+            exposure: exposure_view(svc),
             governed_by: gov.map(|g| g.policies.clone()).unwrap_or_default(),
             mode: gov.map(|g| mode_str(g.mode).to_string()),
             read_error: svc.read_error.clone(),
@@ -429,13 +416,39 @@ impl<'a> Ctx<'a> {
         if svc.read_error.is_some() {
             return out;
         }
+        let seen = self.live_entries(svc, gov, member, now, &mut out.access);
+        if let Some(g) = gov {
+            out.access
+                .extend(self.pending_entries(svc, g, member, &seen));
+        }
+        out.access.sort_by(|a, b| {
+            (a.path, a.state, &a.member, &a.role, &a.condition).cmp(&(
+                b.path,
+                b.state,
+                &b.member,
+                &b.role,
+                &b.condition,
+            ))
+        });
+        out
+    }
+
+    /// The live grants on both resources (of `member`, or of a member containing it, when
+    /// given), appended to `access`; returns their keys.
+    fn live_entries(
+        &self,
+        svc: &LiveService,
+        gov: Option<&GovernedGrants>,
+        member: Option<&Member>,
+        now: SystemTime,
+        access: &mut Vec<AccessEntry>,
+    ) -> BTreeSet<(AccessPath, Option<Condition>, Member)> {
         let agent = self
             .live
             .project_numbers
             .get(&svc.id.project)
             .map(|n| iap_service_agent(*n));
-        // Live grants on both resources.
-        let mut seen: BTreeSet<(AccessPath, Option<Condition>, Member)> = BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for (path, role, policy) in [
             (AccessPath::Invoker, RUN_INVOKER, &svc.iam),
             (AccessPath::Iap, IAP_ACCESSOR, &svc.iap_iam),
@@ -455,64 +468,62 @@ impl<'a> Ctx<'a> {
                     seen.insert((path, b.condition.clone(), m.clone()));
                     let mut entry = self.live_entry(svc, gov, path, b, m, agent.as_ref(), now);
                     entry.as_member_of = via;
-                    out.access.push(entry);
+                    access.push(entry);
                 }
             }
         }
-        // Pending grants.
-        if let Some(g) = gov {
-            let mut pending: BTreeMap<(AccessPath, Option<Condition>, Member), AccessEntry> =
-                BTreeMap::new();
-            for dg in &g.grants {
-                if member.is_some_and(|q| q != &dg.member) {
-                    continue;
-                }
-                let path = if dg.role == IAP_ACCESSOR {
-                    AccessPath::Iap
-                } else {
-                    AccessPath::Invoker
-                };
-                let read = match path {
-                    AccessPath::Invoker => svc.iam.is_some(),
-                    AccessPath::Iap => svc.iap_iam.is_some(),
-                };
-                let key = (path, dg.condition.clone(), dg.member.clone());
-                if !read || seen.contains(&key) {
-                    continue;
-                }
-                let reason = self.basis_reason(&dg.basis, &dg.member);
-                let e = pending.entry(key).or_insert_with(|| AccessEntry {
-                    member: dg.member.clone(),
-                    as_member_of: None,
-                    path,
-                    state: GrantState::Pending,
-                    role: dg.role.to_string(),
-                    condition: dg.condition.clone(),
-                    expires: dg
-                        .condition
-                        .as_ref()
-                        .and_then(managed_expiry)
-                        .map(format_rfc3339),
-                    effective: false,
-                    reasons: vec![],
-                    note: Some("not in the live policy: a plan would add it".into()),
-                });
-                if !e.reasons.contains(&reason) {
-                    e.reasons.push(reason);
-                }
+        seen
+    }
+
+    /// Grants the policies want that live lacks (on a policy that was read).
+    fn pending_entries(
+        &self,
+        svc: &LiveService,
+        g: &GovernedGrants,
+        member: Option<&Member>,
+        seen: &BTreeSet<(AccessPath, Option<Condition>, Member)>,
+    ) -> Vec<AccessEntry> {
+        let mut pending: BTreeMap<(AccessPath, Option<Condition>, Member), AccessEntry> =
+            BTreeMap::new();
+        for dg in &g.grants {
+            if member.is_some_and(|q| q != &dg.member) {
+                continue;
             }
-            out.access.extend(pending.into_values());
+            let path = if dg.role == IAP_ACCESSOR {
+                AccessPath::Iap
+            } else {
+                AccessPath::Invoker
+            };
+            let read = match path {
+                AccessPath::Invoker => svc.iam.is_some(),
+                AccessPath::Iap => svc.iap_iam.is_some(),
+            };
+            let key = (path, dg.condition.clone(), dg.member.clone());
+            if !read || seen.contains(&key) {
+                continue;
+            }
+            let reason = self.basis_reason(&dg.basis, &dg.member);
+            let e = pending.entry(key).or_insert_with(|| AccessEntry {
+                member: dg.member.clone(),
+                as_member_of: None,
+                path,
+                state: GrantState::Pending,
+                role: dg.role.to_string(),
+                condition: dg.condition.clone(),
+                expires: dg
+                    .condition
+                    .as_ref()
+                    .and_then(managed_expiry)
+                    .map(format_rfc3339),
+                effective: false,
+                reasons: vec![],
+                note: Some("not in the live policy: a plan would add it".into()),
+            });
+            if !e.reasons.contains(&reason) {
+                e.reasons.push(reason);
+            }
         }
-        out.access.sort_by(|a, b| {
-            (a.path, a.state, &a.member, &a.role, &a.condition).cmp(&(
-                b.path,
-                b.state,
-                &b.member,
-                &b.role,
-                &b.condition,
-            ))
-        });
-        out
+        pending.into_values().collect()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -544,67 +555,20 @@ impl<'a> Ctx<'a> {
             }
         }
         if reasons.is_empty() {
-            let keep = self
-                .desired
-                .settings
-                .keep
-                .iter()
-                .find(|p| glob_match(&p.pattern, m.as_str()));
-            let reason = if b.condition.is_some() && !managed {
-                Reason::UnmanagedCondition
-            } else if gov.is_none() {
-                Reason::Ungoverned
-            } else if m.kind() == MemberKind::Deleted {
-                Reason::Deleted
-            } else if expired {
-                Reason::Expired
-            } else if let Some(p) = keep {
-                Reason::Keep {
-                    pattern: p.pattern.clone(),
-                    source: p.source.to_string(),
-                }
-            } else if m.is_public() && gov.is_some_and(|g| g.public != Some(true)) {
-                Reason::PublicNotAllowed
-            } else if managed || self.ownership.is_owned(m) {
-                Reason::Unlisted
-            } else {
-                Reason::Foreign {
-                    removed_by_plan: self.desired.settings.foreign_members
-                        == crate::policy::model::ForeignMembers::Remove,
-                }
-            };
-            match &reason {
-                Reason::Unlisted => notes.push("a plan would remove it".to_string()),
-                Reason::PublicNotAllowed => notes.push("a plan would remove it".to_string()),
-                Reason::Deleted => notes.push(
-                    "a deleted principal: grants nothing; a plan would remove it".to_string(),
-                ),
-                Reason::Expired => {
-                    notes.push("the time-boxed grant has ended: a plan would remove it".to_string())
-                }
-                _ => {}
+            let reason = self.unwanted_reason(gov, b, m, managed, expired);
+            if let Some(note) = removal_note(&reason) {
+                notes.push(note.to_string());
             }
             reasons.push(reason);
         }
-        let iap_on = svc.settings.iap_enabled;
         let is_agent = agent == Some(m);
-        let mut effective = !expired && m.kind() != MemberKind::Deleted;
+        let effective = !expired
+            && m.kind() != MemberKind::Deleted
+            && !(path == AccessPath::Iap && !svc.settings.iap_enabled);
         if b.condition.is_some() && !managed {
             notes.push("conditional: access depends on the condition".to_string());
         }
-        match path {
-            AccessPath::Iap if !iap_on => {
-                effective = false;
-                notes.push(
-                    "IAP is off: this accessor grant has no effect until IAP is turned on"
-                        .to_string(),
-                );
-            }
-            AccessPath::Invoker if iap_on && !is_agent => {
-                notes.push("IAP is on: requests pass IAP first, so this grant alone does not let them through".to_string());
-            }
-            _ => {}
-        }
+        notes.extend(path_note(path, svc.settings.iap_enabled, is_agent).map(str::to_string));
         if is_agent {
             notes.push("the IAP service agent: forwards requests that passed IAP".to_string());
         }
@@ -624,6 +588,84 @@ impl<'a> Ctx<'a> {
                 Some(notes.join("; "))
             },
         }
+    }
+
+    /// Why live member `m` of binding `b` is there when no policy grants it.
+    fn unwanted_reason(
+        &self,
+        gov: Option<&GovernedGrants>,
+        b: &Binding,
+        m: &Member,
+        managed: bool,
+        expired: bool,
+    ) -> Reason {
+        let keep = self
+            .desired
+            .settings
+            .keep
+            .iter()
+            .find(|p| glob_match(&p.pattern, m.as_str()));
+        if b.condition.is_some() && !managed {
+            Reason::UnmanagedCondition
+        } else if gov.is_none() {
+            Reason::Ungoverned
+        } else if m.kind() == MemberKind::Deleted {
+            Reason::Deleted
+        } else if expired {
+            Reason::Expired
+        } else if let Some(p) = keep {
+            Reason::Keep {
+                pattern: p.pattern.clone(),
+                source: p.source.to_string(),
+            }
+        } else if m.is_public() && gov.is_some_and(|g| g.public != Some(true)) {
+            Reason::PublicNotAllowed
+        } else if managed || self.ownership.is_owned(m) {
+            Reason::Unlisted
+        } else {
+            Reason::Foreign {
+                removed_by_plan: self.desired.settings.foreign_members
+                    == crate::policy::model::ForeignMembers::Remove,
+            }
+        }
+    }
+}
+
+/// What a plan does about a member that is there for `reason`, when it removes it.
+fn removal_note(reason: &Reason) -> Option<&'static str> {
+    match reason {
+        Reason::Unlisted | Reason::PublicNotAllowed => Some("a plan would remove it"),
+        Reason::Deleted => Some("a deleted principal: grants nothing; a plan would remove it"),
+        Reason::Expired => Some("the time-boxed grant has ended: a plan would remove it"),
+        _ => None,
+    }
+}
+
+/// What IAP means for a grant on `path`.
+fn path_note(path: AccessPath, iap_on: bool, is_agent: bool) -> Option<&'static str> {
+    match path {
+        AccessPath::Iap if !iap_on => {
+            Some("IAP is off: this accessor grant has no effect until IAP is turned on")
+        }
+        AccessPath::Invoker if iap_on && !is_agent => Some(
+            "IAP is on: requests pass IAP first, so this grant alone does not let them through",
+        ),
+        _ => None,
+    }
+}
+
+/// What live says about a service's exposure.
+fn exposure_view(svc: &LiveService) -> ExposureView {
+    let s = &svc.settings;
+    let iam_public = svc.iam.iter().flat_map(|p| &p.bindings).any(|b| {
+        b.role == RUN_INVOKER && b.condition.is_none() && b.members.iter().any(Member::is_public)
+    });
+    ExposureView {
+        ingress: s.ingress.map(|i| i.policy_value().to_string()),
+        invoker_iam_disabled: s.invoker_iam_disabled,
+        public: s.invoker_iam_disabled || iam_public,
+        iap: s.iap_enabled,
+        custom_audiences: s.custom_audiences.clone(),
     }
 }
 
