@@ -1303,7 +1303,46 @@ fn check_exposure_conflicts(
     out: &mut Vec<Diagnostic>,
     errors: &mut usize,
 ) {
-    // (project, region, service) → policies naming it, in file order.
+    let mut reported = BTreeSet::new();
+    for ((project, region, name), indices) in &named_services(policies, settings) {
+        for (n, &b) in indices.iter().enumerate() {
+            for &a in &indices[..n] {
+                let (pa, fa) = &policies[a];
+                let (pb, fb) = &policies[b];
+                for c in exposure_clashes(fa, fb) {
+                    if !reported.insert((a, b, c.field)) {
+                        continue;
+                    }
+                    *errors += 1;
+                    let first = Source {
+                        file: pa.source.file.clone(),
+                        line: c.at_a.0,
+                        column: c.at_a.1,
+                    };
+                    out.push(
+                        Diagnostic::error(
+                            &pb.source.file,
+                            c.at_b.0,
+                            c.at_b.1,
+                            format!(
+                                "conflicting exposure for service {project}/{region}/{name}: policy `{}` sets `{}` here, but policy `{}` sets `{}` at {first}",
+                                pb.name, c.b, pa.name, c.a
+                            ),
+                        )
+                        .with_hint(format!("policies that govern the same service must agree on its exposure: set `{}` in one of them only, or make them equal", c.field)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// (project, region, service) → the policies naming it, in file order (`region: "*"` = every
+/// region in scope; selectors are judged against live, by the plan).
+fn named_services(
+    policies: &[(AccessPolicy, PolicyFacts)],
+    settings: Option<&Settings>,
+) -> BTreeMap<(String, String, String), Vec<usize>> {
     let mut by_service: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
     for (index, (policy, _)) in policies.iter().enumerate() {
         for s in &policy.services {
@@ -1326,98 +1365,78 @@ fn check_exposure_conflicts(
             }
         }
     }
-    let mut reported = BTreeSet::new();
-    for ((project, region, name), indices) in &by_service {
-        for (n, &b) in indices.iter().enumerate() {
-            for &a in &indices[..n] {
-                let (pa, fa) = &policies[a];
-                let (pb, fb) = &policies[b];
-                let mut clash = |field: &str,
-                                 va: String,
-                                 at_a: (usize, usize),
-                                 vb: String,
-                                 at_b: (usize, usize)| {
-                    if !reported.insert((a, b, field.to_string())) {
-                        return;
-                    }
-                    *errors += 1;
-                    let first = Source {
-                        file: pa.source.file.clone(),
-                        line: at_a.0,
-                        column: at_a.1,
-                    };
-                    out.push(
-                        Diagnostic::error(
-                            &pb.source.file,
-                            at_b.0,
-                            at_b.1,
-                            format!(
-                                "conflicting exposure for service {project}/{region}/{name}: policy `{}` sets `{vb}` here, but policy `{}` sets `{va}` at {first}",
-                                pb.name, pa.name
-                            ),
-                        )
-                        .with_hint(format!("policies that govern the same service must agree on its exposure: set `{field}` in one of them only, or make them equal")),
-                    );
-                };
-                if let (Some((x, at_a)), Some((y, at_b))) = (fa.ingress, fb.ingress) {
-                    if x != y {
-                        clash(
-                            "ingress",
-                            format!("ingress: {}", x.policy_value()),
-                            at_a,
-                            format!("ingress: {}", y.policy_value()),
-                            at_b,
-                        );
-                    }
-                }
-                if let (Some((x, at_a)), Some((y, at_b))) = (fa.public, fb.public) {
-                    if x != y {
-                        clash(
-                            "public",
-                            format!("public: {x}"),
-                            at_a,
-                            format!("public: {y}"),
-                            at_b,
-                        );
-                    }
-                }
-                if let (Some((x, at_a)), Some((y, at_b))) = (fa.iap, fb.iap) {
-                    if x != y {
-                        clash("iap", format!("iap: {x}"), at_a, format!("iap: {y}"), at_b);
-                    }
-                }
-                if let (Some((x, at_a)), Some((y, at_b))) = (&fa.audiences, &fb.audiences) {
-                    if x != y {
-                        clash(
-                            "audiences",
-                            format!("audiences: [{}]", x.join(", ")),
-                            *at_a,
-                            format!("audiences: [{}]", y.join(", ")),
-                            *at_b,
-                        );
-                    }
-                }
-                if let (Some((true, at_a)), Some((true, at_b))) = (fa.public, fb.iap) {
-                    clash(
-                        "public/iap",
-                        "public: true".into(),
-                        at_a,
-                        "iap: true".into(),
-                        at_b,
-                    );
-                }
-                if let (Some((true, at_a)), Some((true, at_b))) = (fa.iap, fb.public) {
-                    clash(
-                        "public/iap",
-                        "iap: true".into(),
-                        at_a,
-                        "public: true".into(),
-                        at_b,
-                    );
-                }
-            }
-        }
+    by_service
+}
+
+/// One exposure field two policies disagree on: what each says, and where.
+struct Clash {
+    field: &'static str,
+    a: String,
+    at_a: (usize, usize),
+    b: String,
+    at_b: (usize, usize),
+}
+
+/// Every exposure field policy `a` (first) and policy `b` both set differently, and
+/// `public: true` against `iap: true` either way round.
+fn exposure_clashes(fa: &PolicyFacts, fb: &PolicyFacts) -> Vec<Clash> {
+    let mut out = Vec::new();
+    let mut clash = |field, a, at_a, b, at_b| {
+        out.push(Clash {
+            field,
+            a,
+            at_a,
+            b,
+            at_b,
+        })
+    };
+    if let (Some((x, at_a)), Some((y, at_b))) = (fa.ingress, fb.ingress)
+        && x != y
+    {
+        let v = |i: Ingress| format!("ingress: {}", i.policy_value());
+        clash("ingress", v(x), at_a, v(y), at_b);
     }
+    if let (Some((x, at_a)), Some((y, at_b))) = (fa.public, fb.public)
+        && x != y
+    {
+        clash(
+            "public",
+            format!("public: {x}"),
+            at_a,
+            format!("public: {y}"),
+            at_b,
+        );
+    }
+    if let (Some((x, at_a)), Some((y, at_b))) = (fa.iap, fb.iap)
+        && x != y
+    {
+        clash("iap", format!("iap: {x}"), at_a, format!("iap: {y}"), at_b);
+    }
+    if let (Some((x, at_a)), Some((y, at_b))) = (&fa.audiences, &fb.audiences)
+        && x != y
+    {
+        let v = |l: &[String]| format!("audiences: [{}]", l.join(", "));
+        clash("audiences", v(x), *at_a, v(y), *at_b);
+    }
+    if let (Some((true, at_a)), Some((true, at_b))) = (fa.public, fb.iap) {
+        clash(
+            "public/iap",
+            "public: true".into(),
+            at_a,
+            "iap: true".into(),
+            at_b,
+        );
+    }
+    if let (Some((true, at_a)), Some((true, at_b))) = (fa.iap, fb.public) {
+        clash(
+            "public/iap",
+            "iap: true".into(),
+            at_a,
+            "public: true".into(),
+            at_b,
+        );
+    }
+    out
 }
 
 fn is_dns_label(s: &str, max: usize) -> bool {
