@@ -922,8 +922,25 @@ fn convert_service(
     scope: Option<(&Scope, &Source)>,
 ) -> Option<ServiceRef> {
     let s = &item.value;
-    let mut ok = true;
     let project = &s.project;
+    let mut ok = check_service_project(r, project, scope);
+    let region = service_region(r, &s.region, scope, &mut ok);
+    let target = service_target(r, item, &region, scope, &mut ok)?;
+    ok.then(|| ServiceRef {
+        project: project.value.clone(),
+        region,
+        target,
+        source: r.source(r.pos(item)),
+    })
+}
+
+/// A service's `project`: a project id in the Settings scope.
+fn check_service_project(
+    r: &mut Reporter<'_>,
+    project: &Spanned<String>,
+    scope: Option<(&Scope, &Source)>,
+) -> bool {
+    let mut ok = true;
     if !is_project_id(&project.value) {
         ok = false;
         r.error(r.pos(project), format!("`{}` is not a Google Cloud project id", project.value), "a project id has 6 to 30 lowercase letters, digits and hyphens and starts with a letter");
@@ -941,46 +958,74 @@ fn convert_service(
             );
         }
     }
-    let needs_regions = |r: &mut Reporter<'_>, at, what: &str| {
-        if let Some((scope, scope_at)) = scope {
-            if scope.regions.is_empty() {
-                r.error(
-                    at,
-                    format!("{what} needs regions in the Settings scope, which lists none"),
-                    format!("add `regions:` to the scope at {scope_at}, or name the region"),
-                );
-                return false;
-            }
+    ok
+}
+
+/// `what` (a `region: "*"` or a selector) needs regions in the Settings scope.
+fn needs_regions(
+    r: &mut Reporter<'_>,
+    scope: Option<(&Scope, &Source)>,
+    at: (usize, usize),
+    what: &str,
+) -> bool {
+    if let Some((scope, scope_at)) = scope {
+        if scope.regions.is_empty() {
+            r.error(
+                at,
+                format!("{what} needs regions in the Settings scope, which lists none"),
+                format!("add `regions:` to the scope at {scope_at}, or name the region"),
+            );
+            return false;
         }
-        true
-    };
-    let region = if s.region.value == "*" {
-        ok &= needs_regions(r, r.pos(&s.region), "`region: \"*\"`");
+    }
+    true
+}
+
+/// A service's `region`: a Cloud Run region in the Settings scope, or `"*"`.
+fn service_region(
+    r: &mut Reporter<'_>,
+    region: &Spanned<String>,
+    scope: Option<(&Scope, &Source)>,
+    ok: &mut bool,
+) -> RegionRef {
+    if region.value == "*" {
+        *ok &= needs_regions(r, scope, r.pos(region), "`region: \"*\"`");
         RegionRef::Any
     } else {
-        if !is_region(&s.region.value) {
-            ok = false;
+        if !is_region(&region.value) {
+            *ok = false;
             r.error(
-                r.pos(&s.region),
-                format!("`{}` is not a Cloud Run region", s.region.value),
+                r.pos(region),
+                format!("`{}` is not a Cloud Run region", region.value),
                 "write a region such as europe-west1, or \"*\" for every region in scope",
             );
         } else if let Some((scope, at)) = scope {
-            if !scope.regions.is_empty() && !scope.regions.contains(&s.region.value) {
-                ok = false;
+            if !scope.regions.is_empty() && !scope.regions.contains(&region.value) {
+                *ok = false;
                 r.error(
-                    r.pos(&s.region),
+                    r.pos(region),
                     format!(
                         "region `{}` is not in the Settings scope ({})",
-                        s.region.value,
+                        region.value,
                         scope.regions.join(", ")
                     ),
                     format!("add it to scope.regions at {at}, or fix the name"),
                 );
             }
         }
-        RegionRef::Named(s.region.value.clone())
-    };
+        RegionRef::Named(region.value.clone())
+    }
+}
+
+/// A service's `name` or `selector` (exactly one); `None` when neither or both are given.
+fn service_target(
+    r: &mut Reporter<'_>,
+    item: &Spanned<wire::ServiceRef>,
+    region: &RegionRef,
+    scope: Option<(&Scope, &Source)>,
+    ok: &mut bool,
+) -> Option<ServiceTarget> {
+    let s = &item.value;
     let target = match (&s.name, &s.selector) {
         (Some(_), Some(sel)) => {
             r.error(
@@ -1000,14 +1045,14 @@ fn convert_service(
         }
         (Some(n), None) => {
             if !is_service_name(&n.value) {
-                ok = false;
+                *ok = false;
                 r.error(r.pos(n), format!("`{}` is not a Cloud Run service name", n.value), "service names have up to 49 lowercase letters, digits and hyphens, start with a letter and do not end with a hyphen");
             }
             ServiceTarget::Named(n.value.clone())
         }
         (None, Some(sel)) => {
             if sel.value.is_empty() {
-                ok = false;
+                *ok = false;
                 r.error(
                     r.pos(sel),
                     "an empty selector would match every service",
@@ -1016,23 +1061,18 @@ fn convert_service(
             }
             for (k, v) in &sel.value {
                 if !is_label_key(k) || !is_label_value(v) {
-                    ok = false;
+                    *ok = false;
                     r.error(r.pos(sel), format!("`{k}: {v}` is not a valid Cloud Run label"), "label keys start with a lowercase letter; keys and values have up to 63 lowercase letters, digits, `_` and `-`");
                 }
             }
             // With `region: "*"` the missing regions are already reported, once per service.
-            if region != RegionRef::Any {
-                ok &= needs_regions(r, r.pos(sel), "a selector");
+            if *region != RegionRef::Any {
+                *ok &= needs_regions(r, scope, r.pos(sel), "a selector");
             }
             ServiceTarget::Selector(sel.value.clone())
         }
     };
-    ok.then(|| ServiceRef {
-        project: project.value.clone(),
-        region,
-        target,
-        source: r.source(r.pos(item)),
-    })
+    Some(target)
 }
 
 fn convert_invoker(
