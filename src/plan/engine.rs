@@ -495,30 +495,7 @@ impl<'a> Planner<'a> {
                     }
                 }
                 if matched == 0 {
-                    let what = match &sref.target {
-                        ServiceTarget::Named(n) => format!("service `{n}`"),
-                        ServiceTarget::Selector(sel) => format!(
-                            "selector {{{}}}",
-                            sel.iter()
-                                .map(|(k, v)| format!("{k}: {v}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    };
-                    let region = match &sref.region {
-                        RegionRef::Named(r) => r.clone(),
-                        RegionRef::Any => "*".into(),
-                    };
-                    self.findings.insert(finding(
-                        None,
-                        "unmatched-service",
-                        Severity::Warning,
-                        format!(
-                            "policy {}: {what} in {}/{region} matches no live service",
-                            policy.name, sref.project
-                        ),
-                        vec![loc(&sref.source)],
-                    ));
+                    self.findings.insert(unmatched(policy, sref));
                 }
             }
         }
@@ -1139,6 +1116,34 @@ impl<'a> Planner<'a> {
             },
         )
     }
+}
+
+/// The finding for a service reference of `policy` that matches no live service.
+fn unmatched(policy: &AccessPolicy, sref: &ServiceRef) -> Finding {
+    let what = match &sref.target {
+        ServiceTarget::Named(n) => format!("service `{n}`"),
+        ServiceTarget::Selector(sel) => format!(
+            "selector {{{}}}",
+            sel.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let region = match &sref.region {
+        RegionRef::Named(r) => r.clone(),
+        RegionRef::Any => "*".into(),
+    };
+    finding(
+        None,
+        "unmatched-service",
+        Severity::Warning,
+        format!(
+            "policy {}: {what} in {}/{region} matches no live service",
+            policy.name, sref.project
+        ),
+        vec![loc(&sref.source)],
+    )
 }
 
 /// The live governed bindings of `role`: the unconditional one and those runwarden generated.
