@@ -23,7 +23,7 @@ use crate::plan::engine::{
 };
 use crate::plan::format_rfc3339;
 use crate::plan::rules::{Ownership, domain_allowed};
-use crate::policy::model::{Desired, Mode, Principal, PrincipalMapping, glob_match};
+use crate::policy::model::{Desired, Mode, Principal, PrincipalMapping};
 
 /// What to explain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -604,7 +604,7 @@ impl<'a> Ctx<'a> {
             .settings
             .keep
             .iter()
-            .find(|p| glob_match(&p.pattern, m.as_str()));
+            .find(|p| p.matches(m.as_str()));
         if b.condition.is_some() && !managed {
             Reason::UnmanagedCondition
         } else if gov.is_none() {
@@ -762,104 +762,117 @@ fn exposure_text(x: &ExposureView) -> String {
 /// The text rendering: per service its exposure, then one aligned line per grant.
 pub fn render_text(x: &Explanation) -> String {
     let mut out = String::new();
-    let member_query = x.query.get("member");
-    if let Some(m) = member_query {
-        let n = x
-            .services
-            .iter()
-            .filter(|s| {
-                s.access
-                    .iter()
-                    .any(|a| a.state == GrantState::Live && a.effective)
-            })
-            .count();
-        out.push_str(&format!("{m} can invoke {n} service(s) today"));
-        let pending = x
-            .services
-            .iter()
-            .filter(|s| s.access.iter().any(|a| a.state == GrantState::Pending))
-            .count();
-        if pending > 0 {
-            out.push_str(&format!("; the policies grant it {pending} more (pending)"));
-        }
-        out.push_str(".\n");
-        if x.services.is_empty() {
-            out.push_str("No grant names it, in live or in the policies.\n");
-        }
+    if let Some(m) = x.query.get("member") {
+        out.push_str(&member_summary(x, m));
     }
     for s in &x.services {
         out.push('\n');
-        let governed = if s.governed_by.is_empty() {
-            "governed by no policy".to_string()
-        } else {
-            format!(
-                "governed by {} (mode {})",
-                s.governed_by.join(", "),
-                s.mode.as_deref().unwrap_or("?")
-            )
-        };
-        out.push_str(&format!("{}  {governed}\n", s.service));
-        if let Some(u) = &s.uri {
-            out.push_str(&format!("  uri       {u}\n"));
-        }
-        out.push_str(&format!("  exposure  {}\n", exposure_text(&s.exposure)));
-        for p in &s.pending_settings {
-            out.push_str(&format!(
-                "  pending   {} {} -> {} ({}): a plan would change it\n",
-                p.field,
-                p.live,
-                p.wanted,
-                p.sources.join(", ")
-            ));
-        }
-        if let Some(e) = &s.read_error {
-            out.push_str(&format!("  access    unknown: the read failed ({e})\n"));
-            continue;
-        }
-        if s.access.is_empty() {
-            out.push_str("  access    nobody holds an invoker or IAP accessor grant\n");
-            continue;
-        }
-        let rows: Vec<[String; 4]> = s
-            .access
-            .iter()
-            .map(|a| {
-                let state = match (a.state, a.effective) {
-                    (GrantState::Pending, _) => "pending",
-                    (GrantState::Live, true) => "live",
-                    (GrantState::Live, false) => "inactive",
-                };
-                let member = match &a.as_member_of {
-                    Some(q) => format!("{} (includes {q})", a.member),
-                    None => a.member.to_string(),
-                };
-                let mut why_text = a.reasons.iter().map(why).collect::<Vec<_>>().join("; ");
-                if let Some(n) = &a.note {
-                    why_text.push_str(&format!(" — {n}"));
-                }
-                [
-                    format!("{} {}", state, a.path.as_str()),
-                    member,
-                    binding_text(a),
-                    why_text,
-                ]
-            })
-            .collect();
-        let w: Vec<usize> = (0..3)
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        for r in rows {
-            out.push_str(&format!(
-                "  {:w0$}  {:w1$}  {:w2$}  {}\n",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2]
-            ));
-        }
+        out.push_str(&service_text(s));
     }
     out
+}
+
+/// The first line of a member query: how many services it can invoke today, and how many more
+/// the policies grant it.
+fn member_summary(x: &Explanation, m: &str) -> String {
+    let mut out = String::new();
+    let n = x
+        .services
+        .iter()
+        .filter(|s| {
+            s.access
+                .iter()
+                .any(|a| a.state == GrantState::Live && a.effective)
+        })
+        .count();
+    out.push_str(&format!("{m} can invoke {n} service(s) today"));
+    let pending = x
+        .services
+        .iter()
+        .filter(|s| s.access.iter().any(|a| a.state == GrantState::Pending))
+        .count();
+    if pending > 0 {
+        out.push_str(&format!("; the policies grant it {pending} more (pending)"));
+    }
+    out.push_str(".\n");
+    if x.services.is_empty() {
+        out.push_str("No grant names it, in live or in the policies.\n");
+    }
+    out
+}
+
+/// One service: its head lines and an aligned table of its grants.
+fn service_text(s: &ServiceAccess) -> String {
+    let mut out = String::new();
+    let governed = if s.governed_by.is_empty() {
+        "governed by no policy".to_string()
+    } else {
+        format!(
+            "governed by {} (mode {})",
+            s.governed_by.join(", "),
+            s.mode.as_deref().unwrap_or("?")
+        )
+    };
+    out.push_str(&format!("{}  {governed}\n", s.service));
+    if let Some(u) = &s.uri {
+        out.push_str(&format!("  uri       {u}\n"));
+    }
+    out.push_str(&format!("  exposure  {}\n", exposure_text(&s.exposure)));
+    for p in &s.pending_settings {
+        out.push_str(&format!(
+            "  pending   {} {} -> {} ({}): a plan would change it\n",
+            p.field,
+            p.live,
+            p.wanted,
+            p.sources.join(", ")
+        ));
+    }
+    if let Some(e) = &s.read_error {
+        out.push_str(&format!("  access    unknown: the read failed ({e})\n"));
+        return out;
+    }
+    if s.access.is_empty() {
+        out.push_str("  access    nobody holds an invoker or IAP accessor grant\n");
+        return out;
+    }
+    let rows: Vec<[String; 4]> = s.access.iter().map(access_row).collect();
+    let w: Vec<usize> = (0..3)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        out.push_str(&format!(
+            "  {:w0$}  {:w1$}  {:w2$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2]
+        ));
+    }
+    out
+}
+
+/// One grant as (state and path, member, binding, why).
+fn access_row(a: &AccessEntry) -> [String; 4] {
+    let state = match (a.state, a.effective) {
+        (GrantState::Pending, _) => "pending",
+        (GrantState::Live, true) => "live",
+        (GrantState::Live, false) => "inactive",
+    };
+    let member = match &a.as_member_of {
+        Some(q) => format!("{} (includes {q})", a.member),
+        None => a.member.to_string(),
+    };
+    let mut why_text = a.reasons.iter().map(why).collect::<Vec<_>>().join("; ");
+    if let Some(n) = &a.note {
+        why_text.push_str(&format!(" — {n}"));
+    }
+    [
+        format!("{} {}", state, a.path.as_str()),
+        member,
+        binding_text(a),
+        why_text,
+    ]
 }
