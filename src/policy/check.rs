@@ -7,7 +7,7 @@
 //! its absence is itself an error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde_saphyr::Spanned;
@@ -97,26 +97,7 @@ pub(super) fn check(
         }
     }
 
-    let mut settings: Option<(Settings, SettingsFacts)> = None;
-    for (file, line_offset, doc) in &settings_docs {
-        let mut r = Reporter {
-            file,
-            line_offset: *line_offset,
-            out,
-            errors: &mut errors,
-        };
-        match &settings {
-            None => settings = Some(convert_settings(&mut r, doc)),
-            Some((first, _)) => r.error(
-                r.pos(&doc.metadata.name),
-                format!(
-                    "a second Settings document (`{}`); the first is `{}` at {}",
-                    doc.metadata.name.value, first.name, first.source
-                ),
-                "a policy directory has exactly one Settings document: merge them",
-            ),
-        }
-    }
+    let settings = convert_settings_docs(&settings_docs, out, &mut errors);
     // A Settings document that failed to parse is already reported; saying "none found" too
     // would send the reader looking for a file that exists.
     if settings_docs.is_empty() && broken_settings == 0 {
@@ -130,30 +111,7 @@ pub(super) fn check(
         );
     }
 
-    let mut policies: Vec<(AccessPolicy, PolicyFacts)> = Vec::new();
-    let mut names: HashMap<String, Source> = HashMap::new();
-    for (file, line_offset, doc) in &policy_docs {
-        let mut r = Reporter {
-            file,
-            line_offset: *line_offset,
-            out,
-            errors: &mut errors,
-        };
-        let (policy, facts) = convert_policy(&mut r, doc, settings.as_ref(), clock);
-        if let Some(first) = names.get(&policy.name) {
-            r.error(
-                (policy.source.line, policy.source.column),
-                format!(
-                    "duplicate AccessPolicy name `{}`; it is first used at {first}",
-                    policy.name
-                ),
-                "metadata.name must be unique among AccessPolicy documents: rename one",
-            );
-        } else {
-            names.insert(policy.name.clone(), policy.source.clone());
-        }
-        policies.push((policy, facts));
-    }
+    let policies = convert_policy_docs(&policy_docs, settings.as_ref(), clock, out, &mut errors);
 
     check_exposure_conflicts(
         &policies,
@@ -171,6 +129,71 @@ pub(super) fn check(
         _ => None,
     };
     Checked { desired }
+}
+
+/// The first Settings document converted; any further one is an error.
+fn convert_settings_docs(
+    docs: &[(PathBuf, usize, Box<wire::SettingsDocument>)],
+    out: &mut Vec<Diagnostic>,
+    errors: &mut usize,
+) -> Option<(Settings, SettingsFacts)> {
+    let mut settings: Option<(Settings, SettingsFacts)> = None;
+    for (file, line_offset, doc) in docs {
+        let mut r = Reporter {
+            file,
+            line_offset: *line_offset,
+            out,
+            errors,
+        };
+        match &settings {
+            None => settings = Some(convert_settings(&mut r, doc)),
+            Some((first, _)) => r.error(
+                r.pos(&doc.metadata.name),
+                format!(
+                    "a second Settings document (`{}`); the first is `{}` at {}",
+                    doc.metadata.name.value, first.name, first.source
+                ),
+                "a policy directory has exactly one Settings document: merge them",
+            ),
+        }
+    }
+    settings
+}
+
+/// Every AccessPolicy document converted, names unique.
+fn convert_policy_docs(
+    docs: &[(PathBuf, usize, Box<wire::AccessPolicyDocument>)],
+    settings: Option<&(Settings, SettingsFacts)>,
+    clock: Clock,
+    out: &mut Vec<Diagnostic>,
+    errors: &mut usize,
+) -> Vec<(AccessPolicy, PolicyFacts)> {
+    let mut policies: Vec<(AccessPolicy, PolicyFacts)> = Vec::new();
+    let mut names: HashMap<String, Source> = HashMap::new();
+    for (file, line_offset, doc) in docs {
+        let mut r = Reporter {
+            file,
+            line_offset: *line_offset,
+            out,
+            errors,
+        };
+        let (policy, facts) = convert_policy(&mut r, doc, settings, clock);
+        if let Some(first) = names.get(&policy.name) {
+            r.error(
+                (policy.source.line, policy.source.column),
+                format!(
+                    "duplicate AccessPolicy name `{}`; it is first used at {first}",
+                    policy.name
+                ),
+                "metadata.name must be unique among AccessPolicy documents: rename one",
+            );
+        } else {
+            names.insert(policy.name.clone(), policy.source.clone());
+        }
+        policies.push((policy, facts));
+    }
+
+    policies
 }
 
 /// The clock a load judges `expires` against, and whether a grant that ran out is an error
