@@ -773,7 +773,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: r
 async fn hygiene_findings(
     desired: &crate::policy::model::Desired,
     conn: &Connection,
-    directory: Option<&crate::live::Directory>,
+    directory: Option<&crate::model::Directory>,
 ) -> anyhow::Result<Vec<crate::audit::hygiene::HygieneFinding>> {
     use crate::audit::hygiene::{Tenant, audit};
     use crate::retry::{RetryPolicy, retry};

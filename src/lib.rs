@@ -43,6 +43,7 @@ pub mod insight;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod pass;

@@ -11,7 +11,8 @@ use std::time::SystemTime;
 use anyhow::{Context, anyhow};
 
 use crate::cli::GlobalArgs;
-use crate::live::{ClientConfig, Clients, LiveState, ReadConfig, ReadProgress, read_live};
+use crate::live::{ClientConfig, Clients, ReadConfig, ReadProgress, read_live};
+use crate::model::LiveState;
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
 use crate::sim::{RunningSim, World};

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::{EXIT_ERROR, ExplainArgs, GlobalArgs, ImportArgs, PlanFormat};
-use crate::live::LiveState;
+use crate::model::LiveState;
 use crate::pass::{Connection, load_policies, runtime};
 use crate::policy::model::{
     AccessPolicy, Desired, Exposure, Invoker, Mode, Principal, RegionRef, ServiceRef,

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::OnceCell;
 
-use super::{LiveService, LiveState, ServiceId};
+use crate::model::{LiveService, LiveState, ServiceId};
 use crate::endpoints::{EndpointError, Endpoints, HttpTimeouts};
 use crate::google::{GcpAuth, GoogleClient, GoogleConfig, GoogleError, TokenError, TokenSource};
 use crate::identity::{

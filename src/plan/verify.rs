@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::live::{LiveService, LiveState};
+use crate::model::{LiveService, LiveState};
 
 use super::model::{Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, Summary};
 

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::{GlobalArgs, SimArgs};
 use crate::iam::Policy;
-use crate::live::ServiceId;
+use crate::model::ServiceId;
 
 pub use faults::Faults;
 pub use state::ServicePatch;
