@@ -33,7 +33,7 @@
 pub mod apply;
 pub mod audit;
 pub mod cli;
-pub mod commands;
+pub mod cmd;
 pub mod endpoints;
 pub mod files;
 pub mod google;
@@ -53,4 +53,5 @@ pub mod reconcile;
 pub mod retry;
 pub mod text;
 pub mod time;
+#[cfg(feature = "sim")]
 pub mod sim;

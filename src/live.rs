@@ -8,7 +8,7 @@ mod reader;
 
 pub use reader::{
     ClientConfig, Clients, ClientsError, Governance, ProgressFn, ReadConfig, ReadError,
-    ReadProgress, ReadStats, Shard, clients_for_sim, directory_request, list_targets, read_live,
+    ReadProgress, ReadStats, Shard, directory_request, list_targets, read_live,
     read_live_with_stats,
 };
 

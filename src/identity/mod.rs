@@ -15,6 +15,7 @@
 //! what Auth0 says, as `crate::model::Directory`.
 
 pub mod auth0;
+pub mod oidc;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
