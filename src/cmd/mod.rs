@@ -14,6 +14,8 @@ mod demo;
 pub mod embedded;
 mod explain;
 mod import;
+#[cfg(test)]
+mod layering;
 mod plan;
 mod run;
 mod schema;
