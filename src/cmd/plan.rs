@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,8 @@ use super::connect;
 use super::shared::{report_unread, spawn_interrupt_watcher, write_text_to_stdout};
 use crate::cli::{EXIT_CHANGES, EXIT_ERROR, GlobalArgs, PlanArgs, PlanFormat};
 use crate::pass::{load_policies, read, runtime};
-use crate::plan::{Plan, PlanOptions, check_guards, plan, render_markdown};
+use crate::plan::{Finding, GuardTrip, Plan, PlanOptions, check_guards, plan, render_markdown};
+use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
 
 /// `runwarden plan`.
@@ -25,27 +27,8 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
         return Ok(ExitCode::from(EXIT_ERROR));
     };
     let mut notes = Vec::new();
-    // A base branch that does not load (the first pull request, or one that fixes a broken
-    // main) still gets a plan: against the live state alone, and the plan says so.
-    let base = match &args.base_policies {
-        Some(dir) => match crate::policy::load_lenient(dir, now) {
-            Ok(base) => Some(base.desired),
-            Err(errors) => {
-                eprintln!("warning: the base policies {} do not load ({} error(s)); planning against the live state alone", dir.display(), errors.errors.len());
-                notes.push(base_not_loaded(dir, &errors));
-                None
-            }
-        },
-        None => None,
-    };
-    let mut connect_with = desired.settings.clone();
-    if !args.settings_from.is_empty() {
-        let trusted = trusted_settings(&args.settings_from, now)?;
-        if trusted.auth0 != desired.settings.auth0 {
-            notes.push(connection_from_base(&desired.settings.auth0, &trusted.auth0));
-        }
-        connect_with.auth0 = trusted.auth0;
-    }
+    let base = base_policies(args, now, &mut notes);
+    let connect_with = connection_settings(args, &desired.settings, now, &mut notes)?;
     let progress = Arc::new(Progress::for_terminal(global.log_format));
     let plan = runtime()?.block_on(async {
         // SIGINT/SIGTERM end a plan cleanly: nothing is written by a plan, so it just stops.
@@ -82,29 +65,64 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
             .and_then(|file| plan.write_json(file))
             .with_context(|| format!("writing the saved plan to {}", out.display()))?;
     }
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let mut text = match args.format {
-        PlanFormat::Text => {
-            // Written as rendered: a plan of millions of changes is never held as text too.
-            write_text_to_stdout(&plan, color).context("writing the plan to stdout")?;
-            String::new()
-        }
-        PlanFormat::Markdown => render_markdown(&plan),
-        PlanFormat::Json => String::new(),
-    };
-    if args.format == PlanFormat::Json {
-        plan.write_json(std::io::stdout().lock()).context("writing the plan to stdout")?;
-    } else if !trips.is_empty() {
-        text.push_str(&crate::plan::render_guard_note(&trips, args.format == PlanFormat::Markdown));
-    }
-    print!("{text}");
-    let _ = std::io::stdout().flush();
+    print_plan(&plan, &trips, args.format)?;
     let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
     if !unread.is_empty() {
         report_unread(&unread);
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     Ok(exit_for_plan(&plan))
+}
+
+/// The `--base-policies`, when given and they load; when they do not, a note for the plan.
+fn base_policies(args: &PlanArgs, now: SystemTime, notes: &mut Vec<Finding>) -> Option<Desired> {
+    // A base branch that does not load (the first pull request, or one that fixes a broken
+    // main) still gets a plan: against the live state alone, and the plan says so.
+    let dir = args.base_policies.as_ref()?;
+    match crate::policy::load_lenient(dir, now) {
+        Ok(base) => Some(base.desired),
+        Err(errors) => {
+            eprintln!("warning: the base policies {} do not load ({} error(s)); planning against the live state alone", dir.display(), errors.errors.len());
+            notes.push(base_not_loaded(dir, &errors));
+            None
+        }
+    }
+}
+
+/// The Settings to connect with: the policies', with the Auth0 connection of `--settings-from`
+/// when given (and a note when the pull request moves it).
+fn connection_settings(args: &PlanArgs, settings: &Settings, now: SystemTime, notes: &mut Vec<Finding>) -> anyhow::Result<Settings> {
+    let mut connect_with = settings.clone();
+    if !args.settings_from.is_empty() {
+        let trusted = trusted_settings(&args.settings_from, now)?;
+        if trusted.auth0 != settings.auth0 {
+            notes.push(connection_from_base(&settings.auth0, &trusted.auth0));
+        }
+        connect_with.auth0 = trusted.auth0;
+    }
+    Ok(connect_with)
+}
+
+/// Prints the plan in `format` on stdout, with the note of the guards it would trip.
+fn print_plan(plan: &Plan, trips: &[GuardTrip], format: PlanFormat) -> anyhow::Result<()> {
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut text = match format {
+        PlanFormat::Text => {
+            // Written as rendered: a plan of millions of changes is never held as text too.
+            write_text_to_stdout(plan, color).context("writing the plan to stdout")?;
+            String::new()
+        }
+        PlanFormat::Markdown => render_markdown(plan),
+        PlanFormat::Json => String::new(),
+    };
+    if format == PlanFormat::Json {
+        plan.write_json(std::io::stdout().lock()).context("writing the plan to stdout")?;
+    } else if !trips.is_empty() {
+        text.push_str(&crate::plan::render_guard_note(trips, format == PlanFormat::Markdown));
+    }
+    print!("{text}");
+    let _ = std::io::stdout().flush();
+    Ok(())
 }
 
 /// The Settings of the first `--settings-from` directory whose Settings document loads.
