@@ -344,3 +344,31 @@ where
         None => err.exit(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_validated_while_parsing_and_commands_receive_them_typed() {
+        let cli = parse_from(["runwarden", "run", "--interval", "90s", "--listen", "127.0.0.1:0"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!("run") };
+        assert_eq!(run.interval, Interval { text: "90s".into(), duration: Duration::from_secs(90) });
+        assert_eq!(run.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        let cli = parse_from(["runwarden", "apply", "--shard", "1/4"]).unwrap();
+        let Command::Apply(apply) = cli.command else { panic!("apply") };
+        assert_eq!(apply.shard, Some(Shard { index: 1, count: 4 }));
+    }
+
+    #[test]
+    fn a_refused_value_is_returned_with_its_own_message_and_whether_a_json_apply_asked() {
+        let refused = parse_from(["runwarden", "--log-format", "json", "apply", "--shard", "4/4"]).unwrap_err();
+        assert!(refused.error.0.starts_with("--shard \"4/4\""), "{}", refused.error);
+        assert!(refused.apply_json, "the failed apply is logged as an event");
+        let refused = parse_from(["runwarden", "run", "--interval", "0s"]).unwrap_err();
+        assert!(refused.error.0.contains("is too short"), "{}", refused.error);
+        assert!(!refused.apply_json);
+        let refused = parse_from(["runwarden", "sim", "--listen", "nowhere"]).unwrap_err();
+        assert_eq!(refused.error.0, "--listen \"nowhere\" is not an address such as 127.0.0.1:8787: invalid socket address syntax");
+    }
+}
