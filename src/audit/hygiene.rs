@@ -9,10 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::model::Directory;
+use crate::model::{Directory, ResourceServer, SigningKey};
 use crate::policy::model::{Desired, Principal};
-
-pub use crate::model::{ResourceServer, SigningKey};
 
 /// What the audit looks at.
 #[derive(Debug, Clone)]
