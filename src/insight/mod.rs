@@ -6,8 +6,9 @@
 //! * [`import`]: `import(&Settings, &LiveState, project, region, now) -> Imported`, pure, and the
 //!   YAML rendering the policy loader reads back.
 //!
-//! The functions here do the I/O: load, connect, read (with a wider read than a plan's, see
-//! [`read_scope`]), write files.
+//! Here: [`read_scope`], the desired model to read with (wider than a plan's read; the reads
+//! themselves are `crate::pass::read_for_explain` and `read_for_import`), and [`write_new`],
+//! how `import` writes its file. The commands are `cmd/explain.rs` and `cmd/import.rs`.
 
 pub mod explain;
 pub mod import;
