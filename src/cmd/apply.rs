@@ -72,13 +72,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         let unwritten = unwritten(stale, &unread);
         let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_changes());
         if !applicable && unwritten.is_empty() {
-            if json {
-                // The summary entry is what a log-based "last success" metric counts
-                // (deploy/monitoring/): a converged estate must not look like a stalled job.
-                sink.summary(&ApplyReport::default(), &audit);
-            } else {
-                println!("Nothing to apply.");
-            }
+            nothing_to_apply(json, &sink, &audit);
             return Ok(ExitCode::SUCCESS);
         }
         if applicable && interactive && !confirm()? {
@@ -104,6 +98,17 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         report_unread(&unread);
         Ok(exit_for_apply(&report))
     })
+}
+
+/// Says that nothing is to be applied: on stdout, or with JSON logs as an empty summary entry.
+fn nothing_to_apply(json: bool, sink: &AuditSink, audit: &AuditContext) {
+    if json {
+        // The summary entry is what a log-based "last success" metric counts
+        // (deploy/monitoring/): a converged estate must not look like a stalled job.
+        sink.summary(&ApplyReport::default(), audit);
+    } else {
+        println!("Nothing to apply.");
+    }
 }
 
 /// `--shard`, else the shard Cloud Run gives a job's task (`CLOUD_RUN_TASK_INDEX`/`COUNT`).
