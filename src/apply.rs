@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::google::{GoogleClient, GoogleError, ServiceUpdate};
 use crate::iam::{MAX_POLICY_MEMBERS, Policy};
-use crate::live::{LiveService, LiveState, ServiceId};
+use crate::model::{LiveService, LiveState, ServiceId};
 use crate::plan::{
     Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
     Replanner, check_guards, is_governed_setting,

@@ -5,7 +5,7 @@
 //! [`GoogleClient::send`], which makes exactly one attempt and classifies a failure into a
 //! [`GoogleError`] with an [`ErrorClass`]; retrying is the caller's business (`crate::retry`).
 //!
-//! Wire types are private (`wire`); callers get `crate::live::LiveService`, `crate::iam::Policy`
+//! Wire types are private (`wire`); callers get `crate::model::LiveService`, `crate::iam::Policy`
 //! and project numbers. The read methods are here; the write methods apply needs
 //! (`setIamPolicy`, `services.patch`, `operations.get`) fit the same `send`.
 //!
@@ -33,7 +33,7 @@ pub use write::{Operation, ServiceUpdate};
 
 use crate::endpoints::Endpoints;
 use crate::iam::Policy;
-use crate::live::{LiveService, ServiceId};
+use crate::model::{LiveService, ServiceId};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 
 /// Which Google API a call goes to (each has its own quota and pacer).

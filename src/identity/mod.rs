@@ -12,9 +12,10 @@
 //!   1,000 results) are the role members looked up one by one.
 //!
 //! The mapping of roles to IAM members (DESIGN §2) is the plan's job; this module only reports
-//! what Auth0 says, as `crate::live::Directory`.
+//! what Auth0 says, as `crate::model::Directory`.
 
 pub mod auth0;
+pub mod oidc;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -25,7 +26,7 @@ pub use auth0::{
 };
 pub use wire::{GroupRef, MemberRef, RoleRef, UserRef};
 
-use crate::live::{Directory, Role, User};
+use crate::model::{Directory, Role, User};
 use crate::retry::{RetryPolicy, retry};
 
 /// Auth0 stops any offset listing or search at this many results.

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::OnceCell;
 
-use super::{LiveService, LiveState, ServiceId};
+use crate::model::{LiveService, LiveState, ServiceId};
 use crate::endpoints::{EndpointError, Endpoints, HttpTimeouts};
 use crate::google::{GcpAuth, GoogleClient, GoogleConfig, GoogleError, TokenError, TokenSource};
 use crate::identity::{
@@ -90,29 +90,6 @@ pub enum ClientsError {
     Credentials(#[from] TokenError),
     #[error("building the HTTP client failed: {0}")]
     Http(#[source] reqwest::Error),
-    #[error("writing the simulator's service-account key file failed: {0}")]
-    SimCredentials(#[source] crate::sim::SimError),
-}
-
-/// `--sim` / `demo` wiring: clients for an embedded simulator. Writes the simulator's
-/// service-account key file into `dir` (keep the directory alive as long as the clients) and
-/// uses the Management API client the simulator issued.
-pub fn clients_for_sim(
-    running: &crate::sim::RunningSim,
-    settings: &Settings,
-    dir: &Path,
-    config: &ClientConfig,
-) -> Result<Clients, ClientsError> {
-    let key_file = running
-        .write_credentials(dir)
-        .map_err(ClientsError::SimCredentials)?;
-    Clients::for_simulator(
-        settings,
-        &running.base_url,
-        &key_file,
-        running.auth0_client(),
-        config,
-    )
 }
 
 impl Clients {
