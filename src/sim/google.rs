@@ -513,92 +513,10 @@ fn patch(st: &SimState, req: &Req, given: &str, region: &str, name: &str) -> Rep
         Ok(Value::Object(m)) => Value::Object(m),
         _ => return invalid("Invalid JSON payload: the body must be a Service object."),
     };
-    // Which fields to change: the update mask, or (without one) the managed fields present.
-    let fields: Vec<&str> = match req.q("updateMask") {
-        Some(mask) => {
-            let mut fields = Vec::new();
-            for path in mask.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                match PATCHABLE
-                    .iter()
-                    .find(|(camel, snake)| path == *camel || path == *snake)
-                {
-                    Some((camel, _)) => fields.push(*camel),
-                    None => {
-                        return invalid(&format!(
-                            "Invalid update mask path \"{path}\": the simulator supports {}.",
-                            PATCHABLE
-                                .iter()
-                                .map(|(c, _)| *c)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                    }
-                }
-            }
-            fields
-        }
-        None => PATCHABLE
-            .iter()
-            .map(|(c, _)| *c)
-            .filter(|c| body.get(*c).is_some())
-            .collect(),
+    let change = match patch_fields(req, &body).and_then(|fields| parse_patch(&fields, &body)) {
+        Ok(change) => change,
+        Err(reply) => return reply,
     };
-    let mut change = ServicePatch::default();
-    for f in &fields {
-        let v = &body[*f];
-        match *f {
-            "ingress" => {
-                let text = v.as_str().unwrap_or("INGRESS_TRAFFIC_UNSPECIFIED");
-                match IngressValue::parse(text) {
-                    // Unspecified on write means the default, all traffic.
-                    Some(IngressValue::IngressTrafficUnspecified) => {
-                        change.ingress = Some(IngressValue::IngressTrafficAll)
-                    }
-                    Some(i) => change.ingress = Some(i),
-                    None => {
-                        return invalid(&format!(
-                            "Invalid value at 'service.ingress' (type.googleapis.com/google.cloud.run.v2.IngressTraffic), \"{text}\""
-                        ));
-                    }
-                }
-            }
-            "invokerIamDisabled" => {
-                change.invoker_iam_disabled = Some(v.as_bool().unwrap_or(false))
-            }
-            "iapEnabled" => change.iap_enabled = Some(v.as_bool().unwrap_or(false)),
-            "customAudiences" => match v {
-                Value::Null => change.custom_audiences = Some(vec![]),
-                Value::Array(a) if a.iter().all(Value::is_string) => {
-                    change.custom_audiences = Some(
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect(),
-                    )
-                }
-                _ => {
-                    return invalid(
-                        "Invalid value at 'service.custom_audiences': expected a list of strings.",
-                    );
-                }
-            },
-            "labels" => match v {
-                Value::Null => change.labels = Some(Default::default()),
-                Value::Object(m) if m.values().all(Value::is_string) => {
-                    change.labels = Some(
-                        m.iter()
-                            .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
-                            .collect(),
-                    )
-                }
-                _ => {
-                    return invalid(
-                        "Invalid value at 'service.labels': expected a map of strings.",
-                    );
-                }
-            },
-            _ => {}
-        }
-    }
     let fail_p = lock(&st.faults).faults.operation_failure_rate;
     let fails = fail_p > 0.0 && lock(&st.rng).next_f64() < fail_p;
     let validate_only = req.q("validateOnly") == Some("true");
@@ -658,6 +576,101 @@ fn patch(st: &SimState, req: &Req, given: &str, region: &str, name: &str) -> Rep
         200,
         &json!({"name": op_name, "metadata": with_type(metadata)}),
     )
+}
+
+/// Which fields a patch changes: the update mask, or (without one) the managed fields present.
+fn patch_fields(req: &Req, body: &Value) -> Result<Vec<&'static str>, Reply> {
+    let fields = match req.q("updateMask") {
+        Some(mask) => {
+            let mut fields = Vec::new();
+            for path in mask.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match PATCHABLE
+                    .iter()
+                    .find(|(camel, snake)| path == *camel || path == *snake)
+                {
+                    Some((camel, _)) => fields.push(*camel),
+                    None => {
+                        return Err(invalid(&format!(
+                            "Invalid update mask path \"{path}\": the simulator supports {}.",
+                            PATCHABLE
+                                .iter()
+                                .map(|(c, _)| *c)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                }
+            }
+            fields
+        }
+        None => PATCHABLE
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| body.get(*c).is_some())
+            .collect(),
+    };
+    Ok(fields)
+}
+
+/// The change a patch asks for, each field checked like Cloud Run checks it.
+fn parse_patch(fields: &[&str], body: &Value) -> Result<ServicePatch, Reply> {
+    let mut change = ServicePatch::default();
+    for f in fields {
+        let v = &body[*f];
+        match *f {
+            "ingress" => {
+                let text = v.as_str().unwrap_or("INGRESS_TRAFFIC_UNSPECIFIED");
+                match IngressValue::parse(text) {
+                    // Unspecified on write means the default, all traffic.
+                    Some(IngressValue::IngressTrafficUnspecified) => {
+                        change.ingress = Some(IngressValue::IngressTrafficAll)
+                    }
+                    Some(i) => change.ingress = Some(i),
+                    None => {
+                        return Err(invalid(&format!(
+                            "Invalid value at 'service.ingress' (type.googleapis.com/google.cloud.run.v2.IngressTraffic), \"{text}\""
+                        )));
+                    }
+                }
+            }
+            "invokerIamDisabled" => {
+                change.invoker_iam_disabled = Some(v.as_bool().unwrap_or(false))
+            }
+            "iapEnabled" => change.iap_enabled = Some(v.as_bool().unwrap_or(false)),
+            "customAudiences" => match v {
+                Value::Null => change.custom_audiences = Some(vec![]),
+                Value::Array(a) if a.iter().all(Value::is_string) => {
+                    change.custom_audiences = Some(
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect(),
+                    )
+                }
+                _ => {
+                    return Err(invalid(
+                        "Invalid value at 'service.custom_audiences': expected a list of strings.",
+                    ));
+                }
+            },
+            "labels" => match v {
+                Value::Null => change.labels = Some(Default::default()),
+                Value::Object(m) if m.values().all(Value::is_string) => {
+                    change.labels = Some(
+                        m.iter()
+                            .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
+                            .collect(),
+                    )
+                }
+                _ => {
+                    return Err(invalid(
+                        "Invalid value at 'service.labels': expected a map of strings.",
+                    ));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(change)
 }
 
 fn with_type(mut service: Value) -> Value {
