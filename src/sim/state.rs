@@ -559,77 +559,9 @@ fn short_id(mut h: u64) -> String {
 }
 
 fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimError> {
-    let bad = |m: String| SimError::World(m);
-    let mut by_email: HashMap<String, u32> = HashMap::new();
-    for u in &a.users {
-        let user_id = u.user_id.clone().unwrap_or_else(|| user_id_for(&u.email));
-        if t.user_by_id.contains_key(&user_id) || by_email.contains_key(&u.email.to_lowercase()) {
-            return Err(bad(format!("auth0.users: {} is listed twice", u.email)));
-        }
-        let index = t.users.len() as u32;
-        t.user_by_id.insert(user_id.clone(), index);
-        by_email.insert(u.email.to_lowercase(), index);
-        t.users.push(UserRec {
-            user_id,
-            email: u.email.clone(),
-            email_verified: u.email_verified,
-            name: u.name.clone().unwrap_or_else(|| u.email.clone()),
-        });
-    }
-    let find = |email: &str, what: &str| {
-        by_email.get(&email.to_lowercase()).copied().ok_or_else(|| {
-            SimError::World(format!(
-                "{what}: user {email:?} is not listed under auth0.users"
-            ))
-        })
-    };
-    let mut group_index: HashMap<String, u32> = HashMap::new();
-    for g in &a.groups {
-        let mut members = Vec::new();
-        for e in &g.members {
-            members.push(find(e, &format!("auth0.groups.{}", g.name))?);
-        }
-        members.sort_by(|x, y| {
-            t.users[*x as usize]
-                .user_id
-                .cmp(&t.users[*y as usize].user_id)
-        });
-        members.dedup();
-        group_index.insert(g.name.clone(), t.groups.len() as u32);
-        t.groups.push(GroupRec {
-            id: g.id.clone().unwrap_or_else(|| group_id_for(&g.name)),
-            name: g.name.clone(),
-            members,
-        });
-    }
-    for r in &a.roles {
-        let mut users = Vec::new();
-        for e in &r.users {
-            users.push(find(e, &format!("auth0.roles.{}", r.name))?);
-        }
-        users.sort_by(|x, y| {
-            t.users[*x as usize]
-                .user_id
-                .cmp(&t.users[*y as usize].user_id)
-        });
-        users.dedup();
-        let mut groups = Vec::new();
-        for g in &r.groups {
-            groups.push(*group_index.get(g).ok_or_else(|| {
-                bad(format!(
-                    "auth0.roles.{}: group {g:?} is not listed under auth0.groups",
-                    r.name
-                ))
-            })?);
-        }
-        t.roles.push(RoleRec {
-            id: r.id.clone().unwrap_or_else(|| role_id_for(&r.name)),
-            name: r.name.clone(),
-            description: r.description.clone().unwrap_or_default(),
-            users,
-            groups,
-        });
-    }
+    let by_email = fill_users(t, a)?;
+    let group_index = fill_groups(t, a, &by_email)?;
+    fill_roles(t, a, &by_email, &group_index)?;
     for rs in &a.resource_servers {
         t.resource_servers.push(ResourceServer {
             id: rs
@@ -643,35 +575,123 @@ fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimErr
             signing_alg: rs.signing_alg.clone(),
         });
     }
-    if !a.signing_keys.is_empty() {
-        if a.signing_keys.len() > super::keys::AUTH0_KEY_COUNT {
-            return Err(bad(format!(
-                "auth0.signingKeys: at most {} keys (the simulator embeds that many test keys)",
-                super::keys::AUTH0_KEY_COUNT
-            )));
+    fill_signing_keys(t, a)
+}
+
+/// The tenant's users; returns their indexes by lower-case e-mail.
+fn fill_users(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<HashMap<String, u32>, SimError> {
+    let mut by_email: HashMap<String, u32> = HashMap::new();
+    for u in &a.users {
+        let user_id = u.user_id.clone().unwrap_or_else(|| user_id_for(&u.email));
+        if t.user_by_id.contains_key(&user_id) || by_email.contains_key(&u.email.to_lowercase()) {
+            return Err(SimError::World(format!("auth0.users: {} is listed twice", u.email)));
         }
-        if a.signing_keys
-            .iter()
-            .filter(|k| k.status == KeyStatus::Current)
-            .count()
-            != 1
-        {
-            return Err(bad(
-                "auth0.signingKeys: exactly one key must be `current`".into()
-            ));
-        }
-        t.signing_keys = a
-            .signing_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| SigningKey {
-                kid: k.kid.clone(),
-                status: k.status,
-                created_at: k.created_at.clone(),
-                key: i,
-            })
-            .collect();
+        let index = t.users.len() as u32;
+        t.user_by_id.insert(user_id.clone(), index);
+        by_email.insert(u.email.to_lowercase(), index);
+        t.users.push(UserRec {
+            user_id,
+            email: u.email.clone(),
+            email_verified: u.email_verified,
+            name: u.name.clone().unwrap_or_else(|| u.email.clone()),
+        });
     }
+    Ok(by_email)
+}
+
+/// The indexes of the users `emails` name, sorted by user id, each once.
+fn user_indexes(t: &Tenant, by_email: &HashMap<String, u32>, emails: &[String], what: &str) -> Result<Vec<u32>, SimError> {
+    let mut users = Vec::new();
+    for email in emails {
+        users.push(by_email.get(&email.to_lowercase()).copied().ok_or_else(|| {
+            SimError::World(format!(
+                "{what}: user {email:?} is not listed under auth0.users"
+            ))
+        })?);
+    }
+    users.sort_by(|x, y| {
+        t.users[*x as usize]
+            .user_id
+            .cmp(&t.users[*y as usize].user_id)
+    });
+    users.dedup();
+    Ok(users)
+}
+
+/// The tenant's groups; returns their indexes by name.
+fn fill_groups(t: &mut Tenant, a: &super::world::Auth0Spec, by_email: &HashMap<String, u32>) -> Result<HashMap<String, u32>, SimError> {
+    let mut group_index: HashMap<String, u32> = HashMap::new();
+    for g in &a.groups {
+        let members = user_indexes(t, by_email, &g.members, &format!("auth0.groups.{}", g.name))?;
+        group_index.insert(g.name.clone(), t.groups.len() as u32);
+        t.groups.push(GroupRec {
+            id: g.id.clone().unwrap_or_else(|| group_id_for(&g.name)),
+            name: g.name.clone(),
+            members,
+        });
+    }
+    Ok(group_index)
+}
+
+fn fill_roles(
+    t: &mut Tenant,
+    a: &super::world::Auth0Spec,
+    by_email: &HashMap<String, u32>,
+    group_index: &HashMap<String, u32>,
+) -> Result<(), SimError> {
+    for r in &a.roles {
+        let users = user_indexes(t, by_email, &r.users, &format!("auth0.roles.{}", r.name))?;
+        let mut groups = Vec::new();
+        for g in &r.groups {
+            groups.push(*group_index.get(g).ok_or_else(|| {
+                SimError::World(format!(
+                    "auth0.roles.{}: group {g:?} is not listed under auth0.groups",
+                    r.name
+                ))
+            })?);
+        }
+        t.roles.push(RoleRec {
+            id: r.id.clone().unwrap_or_else(|| role_id_for(&r.name)),
+            name: r.name.clone(),
+            description: r.description.clone().unwrap_or_default(),
+            users,
+            groups,
+        });
+    }
+    Ok(())
+}
+
+fn fill_signing_keys(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimError> {
+    if a.signing_keys.is_empty() {
+        return Ok(());
+    }
+    if a.signing_keys.len() > super::keys::AUTH0_KEY_COUNT {
+        return Err(SimError::World(format!(
+            "auth0.signingKeys: at most {} keys (the simulator embeds that many test keys)",
+            super::keys::AUTH0_KEY_COUNT
+        )));
+    }
+    if a.signing_keys
+        .iter()
+        .filter(|k| k.status == KeyStatus::Current)
+        .count()
+        != 1
+    {
+        return Err(SimError::World(
+            "auth0.signingKeys: exactly one key must be `current`".into()
+        ));
+    }
+    t.signing_keys = a
+        .signing_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| SigningKey {
+            kid: k.kid.clone(),
+            status: k.status,
+            created_at: k.created_at.clone(),
+            key: i,
+        })
+        .collect();
     Ok(())
 }
 
