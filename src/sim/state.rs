@@ -249,34 +249,7 @@ impl Store {
 
     /// Builds the store from a world file (and its `generate` section).
     pub fn from_world(world: &World, secret_seed: u64) -> Result<Store, SimError> {
-        let bad = |m: String| SimError::World(m);
-        let sim = world.simulator.clone().unwrap_or_default();
-        let dur = |v: &Option<String>, default: Duration, what: &str| match v {
-            Some(t) => {
-                super::faults::parse_duration(t).map_err(|e| bad(format!("simulator.{what}: {e}")))
-            }
-            None => Ok(default),
-        };
-        let config = Config {
-            operation_delay: dur(
-                &sim.operation_delay,
-                Duration::from_millis(200),
-                "operationDelay",
-            )?,
-            access_token_lifetime: dur(
-                &sim.access_token_lifetime,
-                Duration::from_secs(3600),
-                "accessTokenLifetime",
-            )?,
-            management_token_lifetime: dur(
-                &sim.management_token_lifetime,
-                Duration::from_secs(86400),
-                "managementTokenLifetime",
-            )?,
-            service_account: sim
-                .service_account
-                .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
-        };
+        let config = config_of(world)?;
         let now = rfc3339(SystemTime::now());
         let mut store = Store {
             projects: BTreeMap::new(),
@@ -296,49 +269,7 @@ impl Store {
             })?;
         }
         for s in &world.services {
-            let where_ = format!("service {}/{}/{}", s.project, s.region, s.name);
-            let Some(project) = store.projects.get(&s.project) else {
-                return Err(bad(format!(
-                    "{where_}: project {:?} is not listed under projects",
-                    s.project
-                )));
-            };
-            let number = project.number;
-            let mut iam =
-                policy_from_spec(s.iam.as_ref()).map_err(|e| bad(format!("{where_}: iam: {e}")))?;
-            let mut iap = policy_from_spec(s.iap_iam.as_ref())
-                .map_err(|e| bad(format!("{where_}: iapIam: {e}")))?;
-            // Only a never-written, empty policy reads as `ACAB`; a seeded one has a real etag.
-            for p in [&mut iam, &mut iap] {
-                if !p.bindings.is_empty() {
-                    p.etag = store.next_etag();
-                }
-            }
-            let key = (s.project.clone(), s.region.clone(), s.name.clone());
-            if store.services.contains_key(&key) {
-                return Err(bad(format!("{where_} is listed twice")));
-            }
-            let etag = store.next_service_etag();
-            let svc = Service {
-                uid: uid_for(&key),
-                generation: 1,
-                labels: s.labels.clone(),
-                ingress: s.ingress,
-                invoker_iam_disabled: s.invoker_iam_disabled,
-                custom_audiences: s.custom_audiences.clone(),
-                iap_enabled: s.iap_enabled,
-                uri: s
-                    .uri
-                    .clone()
-                    .unwrap_or_else(|| default_uri(&s.name, number, &s.region)),
-                create_time: now.clone(),
-                update_time: now.clone(),
-                etag,
-                reconciling: false,
-                iam: IamResource::new(iam),
-                iap: IamResource::new(iap),
-            };
-            store.services.insert(key, svc);
+            store.add_service(s, &now)?;
         }
         if let Some(a) = &world.auth0 {
             fill_tenant(&mut store.tenant, a)?;
@@ -347,6 +278,54 @@ impl Store {
             super::generate::generate(&mut store, g, &now)?;
         }
         Ok(store)
+    }
+
+    /// Adds a service of the world file, its policies seeded.
+    fn add_service(&mut self, s: &super::world::ServiceSpec, now: &str) -> Result<(), SimError> {
+        let where_ = format!("service {}/{}/{}", s.project, s.region, s.name);
+        let Some(project) = self.projects.get(&s.project) else {
+            return Err(SimError::World(format!(
+                "{where_}: project {:?} is not listed under projects",
+                s.project
+            )));
+        };
+        let number = project.number;
+        let mut iam =
+            policy_from_spec(s.iam.as_ref()).map_err(|e| SimError::World(format!("{where_}: iam: {e}")))?;
+        let mut iap = policy_from_spec(s.iap_iam.as_ref())
+            .map_err(|e| SimError::World(format!("{where_}: iapIam: {e}")))?;
+        // Only a never-written, empty policy reads as `ACAB`; a seeded one has a real etag.
+        for p in [&mut iam, &mut iap] {
+            if !p.bindings.is_empty() {
+                p.etag = self.next_etag();
+            }
+        }
+        let key = (s.project.clone(), s.region.clone(), s.name.clone());
+        if self.services.contains_key(&key) {
+            return Err(SimError::World(format!("{where_} is listed twice")));
+        }
+        let etag = self.next_service_etag();
+        let svc = Service {
+            uid: uid_for(&key),
+            generation: 1,
+            labels: s.labels.clone(),
+            ingress: s.ingress,
+            invoker_iam_disabled: s.invoker_iam_disabled,
+            custom_audiences: s.custom_audiences.clone(),
+            iap_enabled: s.iap_enabled,
+            uri: s
+                .uri
+                .clone()
+                .unwrap_or_else(|| default_uri(&s.name, number, &s.region)),
+            create_time: now.to_string(),
+            update_time: now.to_string(),
+            etag,
+            reconciling: false,
+            iam: IamResource::new(iam),
+            iap: IamResource::new(iap),
+        };
+        self.services.insert(key, svc);
+        Ok(())
     }
 
     pub fn add_project(&mut self, p: Project) -> Result<(), SimError> {
@@ -556,6 +535,38 @@ fn short_id(mut h: u64) -> String {
         h = (h / 62) ^ h.rotate_left(17);
     }
     out
+}
+
+/// The simulator's timings and identity, from the world file's `simulator` section.
+fn config_of(world: &World) -> Result<Config, SimError> {
+    let bad = |m: String| SimError::World(m);
+    let sim = world.simulator.clone().unwrap_or_default();
+    let dur = |v: &Option<String>, default: Duration, what: &str| match v {
+        Some(t) => {
+            super::faults::parse_duration(t).map_err(|e| bad(format!("simulator.{what}: {e}")))
+        }
+        None => Ok(default),
+    };
+    Ok(Config {
+        operation_delay: dur(
+            &sim.operation_delay,
+            Duration::from_millis(200),
+            "operationDelay",
+        )?,
+        access_token_lifetime: dur(
+            &sim.access_token_lifetime,
+            Duration::from_secs(3600),
+            "accessTokenLifetime",
+        )?,
+        management_token_lifetime: dur(
+            &sim.management_token_lifetime,
+            Duration::from_secs(86400),
+            "managementTokenLifetime",
+        )?,
+        service_account: sim
+            .service_account
+            .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
+    })
 }
 
 fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimError> {
