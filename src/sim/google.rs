@@ -1080,7 +1080,9 @@ fn parse_set_iam(req: &Req) -> Result<SetIam, Reply> {
     let body: SetRequest = serde_json::from_slice(&req.body)
         .map_err(|e| invalid(&format!("Invalid JSON payload received: {e}")))?;
     let Some(policy) = body.policy else {
-        return Err(invalid("Request contains an invalid argument: policy is required."));
+        return Err(invalid(
+            "Request contains an invalid argument: policy is required.",
+        ));
     };
     let mask: Vec<String> = match &body.update_mask {
         Some(m) => m
@@ -1132,7 +1134,9 @@ fn parse_binding(b: &WireBinding) -> Result<ParsedBinding, Reply> {
         ));
     };
     if !valid_role(role) {
-        return Err(invalid(&format!("Role {role} is not supported for this resource.")));
+        return Err(invalid(&format!(
+            "Role {role} is not supported for this resource."
+        )));
     }
     let mut members = BTreeSet::new();
     for m in &b.members {

@@ -290,8 +290,8 @@ impl Store {
             )));
         };
         let number = project.number;
-        let mut iam =
-            policy_from_spec(s.iam.as_ref()).map_err(|e| SimError::World(format!("{where_}: iam: {e}")))?;
+        let mut iam = policy_from_spec(s.iam.as_ref())
+            .map_err(|e| SimError::World(format!("{where_}: iam: {e}")))?;
         let mut iap = policy_from_spec(s.iap_iam.as_ref())
             .map_err(|e| SimError::World(format!("{where_}: iapIam: {e}")))?;
         // Only a never-written, empty policy reads as `ACAB`; a seeded one has a real etag.
@@ -590,12 +590,18 @@ fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimErr
 }
 
 /// The tenant's users; returns their indexes by lower-case e-mail.
-fn fill_users(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<HashMap<String, u32>, SimError> {
+fn fill_users(
+    t: &mut Tenant,
+    a: &super::world::Auth0Spec,
+) -> Result<HashMap<String, u32>, SimError> {
     let mut by_email: HashMap<String, u32> = HashMap::new();
     for u in &a.users {
         let user_id = u.user_id.clone().unwrap_or_else(|| user_id_for(&u.email));
         if t.user_by_id.contains_key(&user_id) || by_email.contains_key(&u.email.to_lowercase()) {
-            return Err(SimError::World(format!("auth0.users: {} is listed twice", u.email)));
+            return Err(SimError::World(format!(
+                "auth0.users: {} is listed twice",
+                u.email
+            )));
         }
         let index = t.users.len() as u32;
         t.user_by_id.insert(user_id.clone(), index);
@@ -611,14 +617,24 @@ fn fill_users(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<HashMap<Str
 }
 
 /// The indexes of the users `emails` name, sorted by user id, each once.
-fn user_indexes(t: &Tenant, by_email: &HashMap<String, u32>, emails: &[String], what: &str) -> Result<Vec<u32>, SimError> {
+fn user_indexes(
+    t: &Tenant,
+    by_email: &HashMap<String, u32>,
+    emails: &[String],
+    what: &str,
+) -> Result<Vec<u32>, SimError> {
     let mut users = Vec::new();
     for email in emails {
-        users.push(by_email.get(&email.to_lowercase()).copied().ok_or_else(|| {
-            SimError::World(format!(
-                "{what}: user {email:?} is not listed under auth0.users"
-            ))
-        })?);
+        users.push(
+            by_email
+                .get(&email.to_lowercase())
+                .copied()
+                .ok_or_else(|| {
+                    SimError::World(format!(
+                        "{what}: user {email:?} is not listed under auth0.users"
+                    ))
+                })?,
+        );
     }
     users.sort_by(|x, y| {
         t.users[*x as usize]
@@ -630,7 +646,11 @@ fn user_indexes(t: &Tenant, by_email: &HashMap<String, u32>, emails: &[String], 
 }
 
 /// The tenant's groups; returns their indexes by name.
-fn fill_groups(t: &mut Tenant, a: &super::world::Auth0Spec, by_email: &HashMap<String, u32>) -> Result<HashMap<String, u32>, SimError> {
+fn fill_groups(
+    t: &mut Tenant,
+    a: &super::world::Auth0Spec,
+    by_email: &HashMap<String, u32>,
+) -> Result<HashMap<String, u32>, SimError> {
     let mut group_index: HashMap<String, u32> = HashMap::new();
     for g in &a.groups {
         let members = user_indexes(t, by_email, &g.members, &format!("auth0.groups.{}", g.name))?;
@@ -689,7 +709,7 @@ fn fill_signing_keys(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), 
         != 1
     {
         return Err(SimError::World(
-            "auth0.signingKeys: exactly one key must be `current`".into()
+            "auth0.signingKeys: exactly one key must be `current`".into(),
         ));
     }
     t.signing_keys = a
