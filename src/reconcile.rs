@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logging::rfc3339;
 use crate::metrics;
+use crate::retry::{jittered, requeue_backoff};
 
 /// Why the loop woke up. Only for logs and metrics: passes never depend on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,12 +497,8 @@ impl Requeue {
     }
 
     fn next_backoff(&mut self) -> Duration {
-        use backon::BackoffBuilder;
-        let interval = self.interval;
-        let min = self.backoff_min.min(interval);
-        let delays = self.backoff.get_or_insert_with(|| {
-            backon::ExponentialBuilder::default().with_min_delay(min).with_max_delay(interval).without_max_times().build()
-        });
+        let (min, interval) = (self.backoff_min.min(self.interval), self.interval);
+        let delays = self.backoff.get_or_insert_with(|| requeue_backoff(min, interval));
         jittered(delays.next().unwrap_or(interval).min(interval), self.jitter)
     }
 }
@@ -682,14 +679,6 @@ fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
             m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], 1.0);
         }
     }
-}
-
-/// `base` plus up to `fraction` of it at random.
-fn jittered(base: Duration, fraction: f64) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    let unit = f64::from(nanos % 1_000_000) / 1_000_000.0;
-    // Saturating: a huge base (the caller bounds it, but this never panics) stays huge.
-    Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + fraction.max(0.0) * unit)).unwrap_or(Duration::MAX)
 }
 
 /// A fresh shared status for a loop with this configuration.
