@@ -239,12 +239,12 @@ impl crate::reconcile::Pass for LivePass {
         let read = crate::live::ReadConfig { retry: crate::retry::RetryPolicy::default().until(&shutdown), ..Default::default() };
         let live = crate::live::read_live(&desired, &self.conn.clients, &read)
             .await
-            .map_err(|e| PassFailure { transient: true, reason: "ReadFailed".into(), message: e.to_string() })?;
+            .map_err(|e| PassFailure::ReadFailed(e.to_string()))?;
         let plan = plan(&desired, &live, &PlanOptions::at(now));
         let trips = check_guards(&plan, &desired.settings, self.config.allow_removals);
         if !trips.is_empty() {
             let message = trips.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("; ");
-            return Err(PassFailure { transient: false, reason: "GuardTripped".into(), message });
+            return Err(PassFailure::GuardTripped(message));
         }
         let audit = AuditContext { revision, actor: self.actor.clone() };
         let applier = Applier {
