@@ -10,7 +10,7 @@ mod common;
 
 use common::copy_dir;
 use runwarden::apply::{ApplyConfig, AuditSink};
-use runwarden::commands::LivePass;
+use runwarden::pass::LivePass;
 use runwarden::iam::Member;
 use runwarden::live::ServiceId;
 use runwarden::pass::Connection;

@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::iam::{Binding, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
-use crate::live::{Directory, LiveService, LiveState, ServiceId};
+use crate::model::{Directory, LiveService, LiveState, ServiceId};
 use crate::plan::engine::{iap_service_agent, is_managed_condition, managed_expiry};
 use crate::plan::format_rfc3339;
 use crate::plan::rules::map_role;

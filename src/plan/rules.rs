@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use crate::iam::{Condition, Member, MemberKind};
-use crate::live::{Directory, User};
+use crate::model::{Directory, User};
 use crate::policy::model::{PrincipalMapping, Settings};
 
 use super::time::{format_rfc3339, parse_rfc3339};
