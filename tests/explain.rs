@@ -1090,3 +1090,39 @@ fn with_a_workforce_pool_a_pool_group_of_an_existing_role_is_imported_as_that_ro
             .any(|i| matches!(i, ImportedInvoker::Member(m) if m.as_str().contains("gcp-sa-iap")))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_judges_ownership_exactly_as_the_plan_even_for_a_member_granted_only_on_an_absent_service()
+ {
+    use runwarden::policy::model::{Invoker, Principal, ServiceTarget};
+    let (mut desired, conn) = demo().await;
+    let live = read_explain(&desired, &conn).await;
+    // Injected: a policy granting the contractor (foreign on billing-api) on a service that
+    // does not exist live. The plan owns every member any policy produces, anywhere.
+    let mut elsewhere = desired.policies[0].clone();
+    elsewhere.name = "elsewhere".into();
+    elsewhere.services.truncate(1);
+    elsewhere.services[0].target = ServiceTarget::Named("no-such-service".into());
+    let source = elsewhere.source.clone();
+    elsewhere.invokers = vec![Invoker {
+        principal: Principal::Member(Member::parse("user:contractor@partner.example").unwrap()),
+        expires: None,
+        source,
+    }];
+    desired.policies.push(elsewhere);
+
+    let p = plan(&desired, &live, &PlanOptions::at(SystemTime::now()));
+    let billing = p.services.iter().find(|s| s.id == BILLING_API).unwrap();
+    let removal = billing
+        .iam
+        .iter()
+        .flat_map(|r| &r.changes)
+        .find(|c| c.member.as_str() == "user:contractor@partner.example")
+        .expect("the plan removes the contractor");
+    assert_eq!(removal.reason, runwarden::plan::Reason::Unlisted);
+
+    let x = explain_service(&desired, &live, BILLING_API);
+    let e = entries(&x, "user:contractor@partner.example");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(matches!(e[0].reasons[..], [Reason::Unlisted]), "{:?}", e[0].reasons);
+}

@@ -45,9 +45,16 @@ pub struct HygieneFinding {
 /// Every hygiene finding for this tenant and these policies, sorted (errors first).
 pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<HygieneFinding> {
     let mut out = Vec::new();
-    let audits = &desired.settings.audits;
+    audit_audiences(desired, tenant, &mut out);
+    audit_signing_keys(desired, tenant, now, &mut out);
+    audit_roles(desired, tenant, &mut out);
+    out.sort();
+    out
+}
 
-    // Audiences named in policies must be Auth0 APIs with sane lifetimes and RBAC.
+/// Audiences named in policies must be Auth0 APIs with sane lifetimes and RBAC.
+fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<HygieneFinding>) {
+    let audits = &desired.settings.audits;
     let mut audiences: Vec<(String, Vec<String>)> = Vec::new();
     for policy in &desired.policies {
         for aud in policy.exposure.audiences.iter().flatten() {
@@ -91,8 +98,16 @@ pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<Hyg
             });
         }
     }
+}
 
-    // Signing keys: the current key is young enough, and a next key is staged for rotation.
+/// Signing keys: the current key is young enough, and a next key is staged for rotation.
+fn audit_signing_keys(
+    desired: &Desired,
+    tenant: &Tenant<'_>,
+    now: SystemTime,
+    out: &mut Vec<HygieneFinding>,
+) {
+    let audits = &desired.settings.audits;
     let current = tenant.signing_keys.iter().find(|k| k.current && !k.revoked);
     match current {
         None => out.push(HygieneFinding {
@@ -128,8 +143,10 @@ pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<Hyg
             sources: vec![],
         });
     }
+}
 
-    // Roles named in policies exist and have members.
+/// Roles named in policies exist and have members.
+fn audit_roles(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<HygieneFinding>) {
     let mut seen = BTreeSet::new();
     for policy in &desired.policies {
         for invoker in &policy.invokers {
@@ -156,8 +173,6 @@ pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<Hyg
             }
         }
     }
-    out.sort();
-    out
 }
 
 #[cfg(test)]

@@ -18,11 +18,12 @@ use serde::Serialize;
 use crate::iam::{Binding, Condition, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
 use crate::model::{Directory, LiveService, LiveState, ServiceId};
 use crate::plan::engine::{
-    GovernedGrants, GrantBasis, MANAGED_CONDITION_PREFIX, desired_grants, iap_service_agent,
-    is_managed_condition,
+    GovernedGrants, GrantBasis, desired_grants, iap_service_agent, is_managed_condition,
+    managed_expiry, ownership,
 };
-use crate::plan::{format_rfc3339, parse_rfc3339};
-use crate::policy::model::{Desired, Mode, Principal, PrincipalMapping, glob_match};
+use crate::plan::format_rfc3339;
+use crate::plan::rules::{Ownership, domain_allowed};
+use crate::policy::model::{Desired, Mode, Principal, PrincipalMapping};
 
 /// What to explain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +275,13 @@ pub fn explain(
                 (sp.id, pending)
             })
             .collect();
-    let ctx = Ctx::new(desired, live, &wanted, settings);
+    let ctx = Ctx::new(
+        desired,
+        live,
+        &wanted,
+        ownership(desired, live, now),
+        settings,
+    );
     let mut services = Vec::new();
     let mut q = BTreeMap::new();
     match query {
@@ -311,8 +318,8 @@ struct Ctx<'a> {
     desired: &'a Desired,
     live: &'a LiveState,
     wanted: &'a BTreeMap<ServiceId, GovernedGrants>,
-    /// Every member any policy grants anywhere (owned, as in the plan).
-    policy_members: BTreeSet<&'a Member>,
+    /// Which members runwarden owns, exactly as the plan judges it.
+    ownership: Ownership<'a>,
     /// Per service (`P/R/N`), the settings changes of the plan.
     settings: BTreeMap<String, Vec<PendingSetting>>,
 }
@@ -322,47 +329,16 @@ impl<'a> Ctx<'a> {
         desired: &'a Desired,
         live: &'a LiveState,
         wanted: &'a BTreeMap<ServiceId, GovernedGrants>,
+        ownership: Ownership<'a>,
         settings: BTreeMap<String, Vec<PendingSetting>>,
     ) -> Ctx<'a> {
-        let policy_members = wanted
-            .values()
-            .flat_map(|g| &g.grants)
-            .map(|g| &g.member)
-            .collect();
         Ctx {
             desired,
             live,
             wanted,
-            policy_members,
+            ownership,
             settings,
         }
-    }
-
-    fn is_mapping_member(&self, m: &Member) -> bool {
-        match &self.desired.settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => {
-                m.as_str().starts_with(&PrincipalMapping::pool_prefix(pool))
-            }
-            PrincipalMapping::Users { email_domains } => {
-                m.kind() == MemberKind::User
-                    && m.email()
-                        .and_then(|e| e.rsplit_once('@'))
-                        .is_some_and(|(_, d)| {
-                            email_domains.iter().any(|a| a.eq_ignore_ascii_case(d))
-                        })
-            }
-        }
-    }
-
-    fn is_owned(&self, m: &Member) -> bool {
-        self.policy_members.contains(m)
-            || self.is_mapping_member(m)
-            || self
-                .desired
-                .settings
-                .owned
-                .iter()
-                .any(|p| p.matches(m.as_str()))
     }
 
     /// How a user holds an Auth0 role (`direct`, `group NAME`), for the `users` mapping.
@@ -421,25 +397,12 @@ impl<'a> Ctx<'a> {
         now: SystemTime,
         member: Option<&Member>,
     ) -> ServiceAccess {
-        let s = &svc.settings;
-        let iam_public = svc.iam.iter().flat_map(|p| &p.bindings).any(|b| {
-            b.role == RUN_INVOKER
-                && b.condition.is_none()
-                && b.members.iter().any(Member::is_public)
-        });
-        let exposure = ExposureView {
-            ingress: s.ingress.map(|i| i.policy_value().to_string()),
-            invoker_iam_disabled: s.invoker_iam_disabled,
-            public: s.invoker_iam_disabled || iam_public,
-            iap: s.iap_enabled,
-            custom_audiences: s.custom_audiences.clone(),
-        };
         let gov = self.wanted.get(&svc.id);
         let mut out = ServiceAccess {
             service: svc.id.to_string(),
             resource: svc.id.resource_name(),
             uri: svc.uri.clone(),
-            exposure,
+            exposure: exposure_view(svc),
             governed_by: gov.map(|g| g.policies.clone()).unwrap_or_default(),
             mode: gov.map(|g| mode_str(g.mode).to_string()),
             read_error: svc.read_error.clone(),
@@ -453,13 +416,39 @@ impl<'a> Ctx<'a> {
         if svc.read_error.is_some() {
             return out;
         }
+        let seen = self.live_entries(svc, gov, member, now, &mut out.access);
+        if let Some(g) = gov {
+            out.access
+                .extend(self.pending_entries(svc, g, member, &seen));
+        }
+        out.access.sort_by(|a, b| {
+            (a.path, a.state, &a.member, &a.role, &a.condition).cmp(&(
+                b.path,
+                b.state,
+                &b.member,
+                &b.role,
+                &b.condition,
+            ))
+        });
+        out
+    }
+
+    /// The live grants on both resources (of `member`, or of a member containing it, when
+    /// given), appended to `access`; returns their keys.
+    fn live_entries(
+        &self,
+        svc: &LiveService,
+        gov: Option<&GovernedGrants>,
+        member: Option<&Member>,
+        now: SystemTime,
+        access: &mut Vec<AccessEntry>,
+    ) -> BTreeSet<(AccessPath, Option<Condition>, Member)> {
         let agent = self
             .live
             .project_numbers
             .get(&svc.id.project)
             .map(|n| iap_service_agent(*n));
-        // Live grants on both resources.
-        let mut seen: BTreeSet<(AccessPath, Option<Condition>, Member)> = BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for (path, role, policy) in [
             (AccessPath::Invoker, RUN_INVOKER, &svc.iam),
             (AccessPath::Iap, IAP_ACCESSOR, &svc.iap_iam),
@@ -479,64 +468,62 @@ impl<'a> Ctx<'a> {
                     seen.insert((path, b.condition.clone(), m.clone()));
                     let mut entry = self.live_entry(svc, gov, path, b, m, agent.as_ref(), now);
                     entry.as_member_of = via;
-                    out.access.push(entry);
+                    access.push(entry);
                 }
             }
         }
-        // Pending grants.
-        if let Some(g) = gov {
-            let mut pending: BTreeMap<(AccessPath, Option<Condition>, Member), AccessEntry> =
-                BTreeMap::new();
-            for dg in &g.grants {
-                if member.is_some_and(|q| q != &dg.member) {
-                    continue;
-                }
-                let path = if dg.role == IAP_ACCESSOR {
-                    AccessPath::Iap
-                } else {
-                    AccessPath::Invoker
-                };
-                let read = match path {
-                    AccessPath::Invoker => svc.iam.is_some(),
-                    AccessPath::Iap => svc.iap_iam.is_some(),
-                };
-                let key = (path, dg.condition.clone(), dg.member.clone());
-                if !read || seen.contains(&key) {
-                    continue;
-                }
-                let reason = self.basis_reason(&dg.basis, &dg.member);
-                let e = pending.entry(key).or_insert_with(|| AccessEntry {
-                    member: dg.member.clone(),
-                    as_member_of: None,
-                    path,
-                    state: GrantState::Pending,
-                    role: dg.role.to_string(),
-                    condition: dg.condition.clone(),
-                    expires: dg
-                        .condition
-                        .as_ref()
-                        .and_then(managed_expiry)
-                        .map(format_rfc3339),
-                    effective: false,
-                    reasons: vec![],
-                    note: Some("not in the live policy: a plan would add it".into()),
-                });
-                if !e.reasons.contains(&reason) {
-                    e.reasons.push(reason);
-                }
+        seen
+    }
+
+    /// Grants the policies want that live lacks (on a policy that was read).
+    fn pending_entries(
+        &self,
+        svc: &LiveService,
+        g: &GovernedGrants,
+        member: Option<&Member>,
+        seen: &BTreeSet<(AccessPath, Option<Condition>, Member)>,
+    ) -> Vec<AccessEntry> {
+        let mut pending: BTreeMap<(AccessPath, Option<Condition>, Member), AccessEntry> =
+            BTreeMap::new();
+        for dg in &g.grants {
+            if member.is_some_and(|q| q != &dg.member) {
+                continue;
             }
-            out.access.extend(pending.into_values());
+            let path = if dg.role == IAP_ACCESSOR {
+                AccessPath::Iap
+            } else {
+                AccessPath::Invoker
+            };
+            let read = match path {
+                AccessPath::Invoker => svc.iam.is_some(),
+                AccessPath::Iap => svc.iap_iam.is_some(),
+            };
+            let key = (path, dg.condition.clone(), dg.member.clone());
+            if !read || seen.contains(&key) {
+                continue;
+            }
+            let reason = self.basis_reason(&dg.basis, &dg.member);
+            let e = pending.entry(key).or_insert_with(|| AccessEntry {
+                member: dg.member.clone(),
+                as_member_of: None,
+                path,
+                state: GrantState::Pending,
+                role: dg.role.to_string(),
+                condition: dg.condition.clone(),
+                expires: dg
+                    .condition
+                    .as_ref()
+                    .and_then(managed_expiry)
+                    .map(format_rfc3339),
+                effective: false,
+                reasons: vec![],
+                note: Some("not in the live policy: a plan would add it".into()),
+            });
+            if !e.reasons.contains(&reason) {
+                e.reasons.push(reason);
+            }
         }
-        out.access.sort_by(|a, b| {
-            (a.path, a.state, &a.member, &a.role, &a.condition).cmp(&(
-                b.path,
-                b.state,
-                &b.member,
-                &b.role,
-                &b.condition,
-            ))
-        });
-        out
+        pending.into_values().collect()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -568,67 +555,20 @@ impl<'a> Ctx<'a> {
             }
         }
         if reasons.is_empty() {
-            let keep = self
-                .desired
-                .settings
-                .keep
-                .iter()
-                .find(|p| glob_match(&p.pattern, m.as_str()));
-            let reason = if b.condition.is_some() && !managed {
-                Reason::UnmanagedCondition
-            } else if gov.is_none() {
-                Reason::Ungoverned
-            } else if m.kind() == MemberKind::Deleted {
-                Reason::Deleted
-            } else if expired {
-                Reason::Expired
-            } else if let Some(p) = keep {
-                Reason::Keep {
-                    pattern: p.pattern.clone(),
-                    source: p.source.to_string(),
-                }
-            } else if m.is_public() && gov.is_some_and(|g| g.public != Some(true)) {
-                Reason::PublicNotAllowed
-            } else if managed || self.is_owned(m) {
-                Reason::Unlisted
-            } else {
-                Reason::Foreign {
-                    removed_by_plan: self.desired.settings.foreign_members
-                        == crate::policy::model::ForeignMembers::Remove,
-                }
-            };
-            match &reason {
-                Reason::Unlisted => notes.push("a plan would remove it".to_string()),
-                Reason::PublicNotAllowed => notes.push("a plan would remove it".to_string()),
-                Reason::Deleted => notes.push(
-                    "a deleted principal: grants nothing; a plan would remove it".to_string(),
-                ),
-                Reason::Expired => {
-                    notes.push("the time-boxed grant has ended: a plan would remove it".to_string())
-                }
-                _ => {}
+            let reason = self.unwanted_reason(gov, b, m, managed, expired);
+            if let Some(note) = removal_note(&reason) {
+                notes.push(note.to_string());
             }
             reasons.push(reason);
         }
-        let iap_on = svc.settings.iap_enabled;
         let is_agent = agent == Some(m);
-        let mut effective = !expired && m.kind() != MemberKind::Deleted;
+        let effective = !expired
+            && m.kind() != MemberKind::Deleted
+            && !(path == AccessPath::Iap && !svc.settings.iap_enabled);
         if b.condition.is_some() && !managed {
             notes.push("conditional: access depends on the condition".to_string());
         }
-        match path {
-            AccessPath::Iap if !iap_on => {
-                effective = false;
-                notes.push(
-                    "IAP is off: this accessor grant has no effect until IAP is turned on"
-                        .to_string(),
-                );
-            }
-            AccessPath::Invoker if iap_on && !is_agent => {
-                notes.push("IAP is on: requests pass IAP first, so this grant alone does not let them through".to_string());
-            }
-            _ => {}
-        }
+        notes.extend(path_note(path, svc.settings.iap_enabled, is_agent).map(str::to_string));
         if is_agent {
             notes.push("the IAP service agent: forwards requests that passed IAP".to_string());
         }
@@ -649,6 +589,84 @@ impl<'a> Ctx<'a> {
             },
         }
     }
+
+    /// Why live member `m` of binding `b` is there when no policy grants it.
+    fn unwanted_reason(
+        &self,
+        gov: Option<&GovernedGrants>,
+        b: &Binding,
+        m: &Member,
+        managed: bool,
+        expired: bool,
+    ) -> Reason {
+        let keep = self
+            .desired
+            .settings
+            .keep
+            .iter()
+            .find(|p| p.matches(m.as_str()));
+        if b.condition.is_some() && !managed {
+            Reason::UnmanagedCondition
+        } else if gov.is_none() {
+            Reason::Ungoverned
+        } else if m.kind() == MemberKind::Deleted {
+            Reason::Deleted
+        } else if expired {
+            Reason::Expired
+        } else if let Some(p) = keep {
+            Reason::Keep {
+                pattern: p.pattern.clone(),
+                source: p.source.to_string(),
+            }
+        } else if m.is_public() && gov.is_some_and(|g| g.public != Some(true)) {
+            Reason::PublicNotAllowed
+        } else if managed || self.ownership.is_owned(m) {
+            Reason::Unlisted
+        } else {
+            Reason::Foreign {
+                removed_by_plan: self.desired.settings.foreign_members
+                    == crate::policy::model::ForeignMembers::Remove,
+            }
+        }
+    }
+}
+
+/// What a plan does about a member that is there for `reason`, when it removes it.
+fn removal_note(reason: &Reason) -> Option<&'static str> {
+    match reason {
+        Reason::Unlisted | Reason::PublicNotAllowed => Some("a plan would remove it"),
+        Reason::Deleted => Some("a deleted principal: grants nothing; a plan would remove it"),
+        Reason::Expired => Some("the time-boxed grant has ended: a plan would remove it"),
+        _ => None,
+    }
+}
+
+/// What IAP means for a grant on `path`.
+fn path_note(path: AccessPath, iap_on: bool, is_agent: bool) -> Option<&'static str> {
+    match path {
+        AccessPath::Iap if !iap_on => {
+            Some("IAP is off: this accessor grant has no effect until IAP is turned on")
+        }
+        AccessPath::Invoker if iap_on && !is_agent => Some(
+            "IAP is on: requests pass IAP first, so this grant alone does not let them through",
+        ),
+        _ => None,
+    }
+}
+
+/// What live says about a service's exposure.
+fn exposure_view(svc: &LiveService) -> ExposureView {
+    let s = &svc.settings;
+    let iam_public = svc.iam.iter().flat_map(|p| &p.bindings).any(|b| {
+        b.role == RUN_INVOKER && b.condition.is_none() && b.members.iter().any(Member::is_public)
+    });
+    ExposureView {
+        ingress: s.ingress.map(|i| i.policy_value().to_string()),
+        invoker_iam_disabled: s.invoker_iam_disabled,
+        public: s.invoker_iam_disabled || iam_public,
+        iap: s.iap_enabled,
+        custom_audiences: s.custom_audiences.clone(),
+    }
 }
 
 /// Whether live member `m` (a different member than `q`) includes `q`.
@@ -659,20 +677,10 @@ fn contains(m: &Member, q: &Member) -> bool {
         MemberKind::Domain => {
             let domain = m.as_str().split_once(':').map(|(_, d)| d).unwrap_or("");
             matches!(q.kind(), MemberKind::User | MemberKind::Group)
-                && q.email()
-                    .and_then(|e| e.rsplit_once('@'))
-                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+                && q.email().is_some_and(|e| domain_allowed(e, &[domain]))
         }
         _ => false,
     }
-}
-
-/// The expiry of a runwarden-generated condition.
-fn managed_expiry(c: &Condition) -> Option<SystemTime> {
-    if !is_managed_condition(c) {
-        return None;
-    }
-    parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..])
 }
 
 fn mode_str(m: Mode) -> &'static str {
@@ -754,104 +762,117 @@ fn exposure_text(x: &ExposureView) -> String {
 /// The text rendering: per service its exposure, then one aligned line per grant.
 pub fn render_text(x: &Explanation) -> String {
     let mut out = String::new();
-    let member_query = x.query.get("member");
-    if let Some(m) = member_query {
-        let n = x
-            .services
-            .iter()
-            .filter(|s| {
-                s.access
-                    .iter()
-                    .any(|a| a.state == GrantState::Live && a.effective)
-            })
-            .count();
-        out.push_str(&format!("{m} can invoke {n} service(s) today"));
-        let pending = x
-            .services
-            .iter()
-            .filter(|s| s.access.iter().any(|a| a.state == GrantState::Pending))
-            .count();
-        if pending > 0 {
-            out.push_str(&format!("; the policies grant it {pending} more (pending)"));
-        }
-        out.push_str(".\n");
-        if x.services.is_empty() {
-            out.push_str("No grant names it, in live or in the policies.\n");
-        }
+    if let Some(m) = x.query.get("member") {
+        out.push_str(&member_summary(x, m));
     }
     for s in &x.services {
         out.push('\n');
-        let governed = if s.governed_by.is_empty() {
-            "governed by no policy".to_string()
-        } else {
-            format!(
-                "governed by {} (mode {})",
-                s.governed_by.join(", "),
-                s.mode.as_deref().unwrap_or("?")
-            )
-        };
-        out.push_str(&format!("{}  {governed}\n", s.service));
-        if let Some(u) = &s.uri {
-            out.push_str(&format!("  uri       {u}\n"));
-        }
-        out.push_str(&format!("  exposure  {}\n", exposure_text(&s.exposure)));
-        for p in &s.pending_settings {
-            out.push_str(&format!(
-                "  pending   {} {} -> {} ({}): a plan would change it\n",
-                p.field,
-                p.live,
-                p.wanted,
-                p.sources.join(", ")
-            ));
-        }
-        if let Some(e) = &s.read_error {
-            out.push_str(&format!("  access    unknown: the read failed ({e})\n"));
-            continue;
-        }
-        if s.access.is_empty() {
-            out.push_str("  access    nobody holds an invoker or IAP accessor grant\n");
-            continue;
-        }
-        let rows: Vec<[String; 4]> = s
-            .access
-            .iter()
-            .map(|a| {
-                let state = match (a.state, a.effective) {
-                    (GrantState::Pending, _) => "pending",
-                    (GrantState::Live, true) => "live",
-                    (GrantState::Live, false) => "inactive",
-                };
-                let member = match &a.as_member_of {
-                    Some(q) => format!("{} (includes {q})", a.member),
-                    None => a.member.to_string(),
-                };
-                let mut why_text = a.reasons.iter().map(why).collect::<Vec<_>>().join("; ");
-                if let Some(n) = &a.note {
-                    why_text.push_str(&format!(" — {n}"));
-                }
-                [
-                    format!("{} {}", state, a.path.as_str()),
-                    member,
-                    binding_text(a),
-                    why_text,
-                ]
-            })
-            .collect();
-        let w: Vec<usize> = (0..3)
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-            .collect();
-        for r in rows {
-            out.push_str(&format!(
-                "  {:w0$}  {:w1$}  {:w2$}  {}\n",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2]
-            ));
-        }
+        out.push_str(&service_text(s));
     }
     out
+}
+
+/// The first line of a member query: how many services it can invoke today, and how many more
+/// the policies grant it.
+fn member_summary(x: &Explanation, m: &str) -> String {
+    let mut out = String::new();
+    let n = x
+        .services
+        .iter()
+        .filter(|s| {
+            s.access
+                .iter()
+                .any(|a| a.state == GrantState::Live && a.effective)
+        })
+        .count();
+    out.push_str(&format!("{m} can invoke {n} service(s) today"));
+    let pending = x
+        .services
+        .iter()
+        .filter(|s| s.access.iter().any(|a| a.state == GrantState::Pending))
+        .count();
+    if pending > 0 {
+        out.push_str(&format!("; the policies grant it {pending} more (pending)"));
+    }
+    out.push_str(".\n");
+    if x.services.is_empty() {
+        out.push_str("No grant names it, in live or in the policies.\n");
+    }
+    out
+}
+
+/// One service: its head lines and an aligned table of its grants.
+fn service_text(s: &ServiceAccess) -> String {
+    let mut out = String::new();
+    let governed = if s.governed_by.is_empty() {
+        "governed by no policy".to_string()
+    } else {
+        format!(
+            "governed by {} (mode {})",
+            s.governed_by.join(", "),
+            s.mode.as_deref().unwrap_or("?")
+        )
+    };
+    out.push_str(&format!("{}  {governed}\n", s.service));
+    if let Some(u) = &s.uri {
+        out.push_str(&format!("  uri       {u}\n"));
+    }
+    out.push_str(&format!("  exposure  {}\n", exposure_text(&s.exposure)));
+    for p in &s.pending_settings {
+        out.push_str(&format!(
+            "  pending   {} {} -> {} ({}): a plan would change it\n",
+            p.field,
+            p.live,
+            p.wanted,
+            p.sources.join(", ")
+        ));
+    }
+    if let Some(e) = &s.read_error {
+        out.push_str(&format!("  access    unknown: the read failed ({e})\n"));
+        return out;
+    }
+    if s.access.is_empty() {
+        out.push_str("  access    nobody holds an invoker or IAP accessor grant\n");
+        return out;
+    }
+    let rows: Vec<[String; 4]> = s.access.iter().map(access_row).collect();
+    let w: Vec<usize> = (0..3)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        out.push_str(&format!(
+            "  {:w0$}  {:w1$}  {:w2$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2]
+        ));
+    }
+    out
+}
+
+/// One grant as (state and path, member, binding, why).
+fn access_row(a: &AccessEntry) -> [String; 4] {
+    let state = match (a.state, a.effective) {
+        (GrantState::Pending, _) => "pending",
+        (GrantState::Live, true) => "live",
+        (GrantState::Live, false) => "inactive",
+    };
+    let member = match &a.as_member_of {
+        Some(q) => format!("{} (includes {q})", a.member),
+        None => a.member.to_string(),
+    };
+    let mut why_text = a.reasons.iter().map(why).collect::<Vec<_>>().join("; ");
+    if let Some(n) = &a.note {
+        why_text.push_str(&format!(" — {n}"));
+    }
+    [
+        format!("{} {}", state, a.path.as_str()),
+        member,
+        binding_text(a),
+        why_text,
+    ]
 }

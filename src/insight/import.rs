@@ -1,6 +1,7 @@
 //! `import`: policies that reproduce today's live access of one project and region, so that
 //! the first plan after adoption is empty. A pure function of the Settings and a live snapshot
-//! ([`import`]) and a hand-written YAML rendering ([`render_yaml`]) that the loader reads back.
+//! ([`import`]) and its YAML rendering ([`render_yaml`]: comments by hand, each document
+//! serialized by serde-saphyr) that the loader reads back.
 //!
 //! Per service, the governed bindings of the path requests take (`roles/run.invoker` on the
 //! service, or `roles/iap.httpsResourceAccessor` on the IAP resource when IAP is on) become
@@ -13,11 +14,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
+use serde::Serialize;
+
 use crate::iam::{Binding, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
 use crate::model::{Directory, LiveService, LiveState, ServiceId};
-use crate::plan::engine::{MANAGED_CONDITION_PREFIX, iap_service_agent, is_managed_condition};
-use crate::plan::{format_rfc3339, parse_rfc3339};
-use crate::policy::model::{PrincipalMapping, Settings};
+use crate::plan::engine::{iap_service_agent, is_managed_condition, managed_expiry};
+use crate::plan::format_rfc3339;
+use crate::plan::rules::map_role;
+use crate::policy::model::Settings;
 
 /// One invoker line to write.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,28 +88,11 @@ pub fn import(
 /// Auth0 role → the IAM members it maps to (as the plan engine maps them; non-empty only).
 fn role_sets(settings: &Settings, dir: &Directory) -> BTreeMap<String, BTreeSet<Member>> {
     let mut out = BTreeMap::new();
-    for (name, role) in &dir.roles {
-        let set: BTreeSet<Member> = match &settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => Member::parse(&format!(
-                "{}group/{name}",
-                PrincipalMapping::pool_prefix(pool)
-            ))
+    for name in dir.roles.keys() {
+        let set: BTreeSet<Member> = map_role(&settings.principals, dir, name)
+            .members
             .into_iter()
-            .collect(),
-            PrincipalMapping::Users { .. } if !dir.members_resolved => BTreeSet::new(),
-            PrincipalMapping::Users { email_domains } => role
-                .members
-                .iter()
-                .filter(|u| u.email_verified)
-                .filter_map(|u| u.email.as_deref())
-                .filter(|e| {
-                    e.rsplit_once('@').is_some_and(|(_, d)| {
-                        email_domains.iter().any(|a| a.eq_ignore_ascii_case(d))
-                    })
-                })
-                .filter_map(|e| Member::parse(&format!("user:{}", e.to_ascii_lowercase())).ok())
-                .collect(),
-        };
+            .collect();
         if !set.is_empty() {
             out.insert(name.clone(), set);
         }
@@ -126,122 +113,25 @@ fn import_service(
     let Some(iam) = &svc.iam else {
         return Err("its IAM policy was not read".into());
     };
-    let iap = svc.settings.iap_enabled;
     let agent = live
         .project_numbers
         .get(&svc.id.project)
         .map(|n| iap_service_agent(*n));
     let mut notes = Vec::new();
-    let run_bindings: Vec<&Binding> = iam
-        .bindings
-        .iter()
-        .filter(|b| b.role == RUN_INVOKER)
-        .collect();
     let public = svc.settings.invoker_iam_disabled
-        || run_bindings
-            .iter()
-            .any(|b| b.condition.is_none() && b.members.iter().any(Member::is_public));
-    let source: Vec<&Binding> = if iap {
-        let Some(p) = &svc.iap_iam else {
-            return Err("IAP is on but the IAP policy was not read".into());
-        };
-        let stray: Vec<String> = run_bindings
-            .iter()
-            .filter(|b| b.condition.is_none())
-            .flat_map(|b| &b.members)
-            .filter(|m| Some(*m) != agent.as_ref() && !m.is_public())
-            .map(|m| m.to_string())
-            .collect();
-        if !stray.is_empty() {
-            notes.push(format!("IAP is on, so invokers are IAP accessors; direct roles/run.invoker grants are not imported: {}", stray.join(", ")));
-        }
-        p.bindings
-            .iter()
-            .filter(|b| b.role == IAP_ACCESSOR)
-            .collect()
-    } else {
-        let n = svc
-            .iap_iam
-            .iter()
-            .flat_map(|p| &p.bindings)
-            .filter(|b| b.role == IAP_ACCESSOR)
-            .map(|b| b.members.len())
-            .sum::<usize>();
-        if n > 0 {
-            notes.push(format!(
-                "IAP is off: {n} IAP accessor grant(s) have no effect and are not imported"
-            ));
-        }
-        run_bindings.clone()
-    };
+        || iam.bindings.iter().any(|b| {
+            b.role == RUN_INVOKER
+                && b.condition.is_none()
+                && b.members.iter().any(Member::is_public)
+        });
+    let source = source_bindings(svc, iam, agent.as_ref(), &mut notes)?;
     let mut invokers: BTreeSet<(Option<String>, ImportedInvoker)> = BTreeSet::new();
     for b in source {
-        let expires = match &b.condition {
-            None => None,
-            Some(c) if is_managed_condition(c) => {
-                match parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]) {
-                    Some(t) if t > now => Some(format_rfc3339(t)),
-                    Some(_) => {
-                        notes.push(format!("the time-boxed grant `{}` has expired and is not imported (a plan removes it)", c.title));
-                        continue;
-                    }
-                    None => {
-                        notes.push(format!(
-                            "conditional binding `{}` is not imported (unreadable expiry)",
-                            c.title
-                        ));
-                        continue;
-                    }
-                }
-            }
-            Some(c) => {
-                notes.push(format!("conditional binding `{}` of {} is not imported (runwarden never touches conditions it did not generate)", c.title, b.role));
-                continue;
-            }
+        let Some(expires) = binding_expiry(b, now, &mut notes) else {
+            continue;
         };
-        let mut members: BTreeSet<&Member> = BTreeSet::new();
-        for m in &b.members {
-            if m.kind() == MemberKind::Deleted {
-                notes.push(format!(
-                    "deleted principal {m} is not imported (a plan removes it)"
-                ));
-            } else if Some(m) == agent.as_ref() {
-                notes.push("the IAP service agent is not imported (`iap: true` grants it)".into());
-            } else if m.kind() == MemberKind::AllUsers && b.condition.is_none() {
-                // `public: true` grants it.
-            } else {
-                members.insert(m);
-            }
-        }
-        let mut covered: BTreeSet<&Member> = BTreeSet::new();
-        for (role, set) in roles {
-            // A role a policy may not name (too long, control characters) is imported as
-            // its members instead.
-            if crate::policy::check_role_name(role).is_err() {
-                continue;
-            }
-            if set.iter().all(|m| members.contains(m)) {
-                invokers.insert((expires.clone(), ImportedInvoker::Auth0Role(role.clone())));
-                covered.extend(set.iter());
-            }
-        }
-        for m in members.into_iter().filter(|m| !covered.contains(m)) {
-            let inv = match settings.machines.iter().find(|x| &x.service_account == m) {
-                Some(machine) => ImportedInvoker::Machine(machine.name.clone()),
-                None => match Member::parse_written(m.as_str()) {
-                    Ok(_) => ImportedInvoker::Member(m.clone()),
-                    // Google holds it, but a policy file may not name it: writing it would
-                    // make the imported file fail to load.
-                    Err(e) => {
-                        notes.push(format!(
-                            "member {:?} is not imported: {}",
-                            m.as_str(),
-                            e.reason
-                        ));
-                        continue;
-                    }
-                },
-            };
+        let members = importable_members(b, agent.as_ref(), &mut notes);
+        for inv in invokers_for(settings, roles, members, &mut notes) {
             invokers.insert((expires.clone(), inv));
         }
     }
@@ -257,48 +147,189 @@ fn import_service(
             other_roles.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    notes.sort();
-    notes.dedup();
     if invokers.is_empty()
         && !public
         && svc.settings.ingress != Some(crate::policy::model::Ingress::None)
     {
         return Err("nobody may invoke it today, and a policy must name invokers (or say `public: true` or `ingress: none`)".into());
     }
-    let audiences: Vec<String> = svc
-        .settings
+    let audiences = importable_audiences(svc, &mut notes);
+    notes.sort();
+    notes.dedup();
+    Ok(ImportedPolicy {
+        name: policy_name(&svc.id),
+        service: svc.id.clone(),
+        uri: svc.uri.clone(),
+        ingress: svc.settings.ingress.map(|i| i.policy_value()),
+        public,
+        iap: svc.settings.iap_enabled,
+        audiences,
+        invokers: invokers.into_iter().map(|(e, i)| (i, e)).collect(),
+        notes,
+    })
+}
+
+/// The bindings requests take: the IAP accessor bindings when IAP is on, else the
+/// `roles/run.invoker` ones (what the other path holds becomes a note).
+fn source_bindings<'s>(
+    svc: &'s LiveService,
+    iam: &'s crate::iam::Policy,
+    agent: Option<&Member>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<&'s Binding>, String> {
+    let run_bindings = iam.bindings.iter().filter(|b| b.role == RUN_INVOKER);
+    if !svc.settings.iap_enabled {
+        let n = svc
+            .iap_iam
+            .iter()
+            .flat_map(|p| &p.bindings)
+            .filter(|b| b.role == IAP_ACCESSOR)
+            .map(|b| b.members.len())
+            .sum::<usize>();
+        if n > 0 {
+            notes.push(format!(
+                "IAP is off: {n} IAP accessor grant(s) have no effect and are not imported"
+            ));
+        }
+        return Ok(run_bindings.collect());
+    }
+    let Some(p) = &svc.iap_iam else {
+        return Err("IAP is on but the IAP policy was not read".into());
+    };
+    let stray: Vec<String> = run_bindings
+        .filter(|b| b.condition.is_none())
+        .flat_map(|b| &b.members)
+        .filter(|m| Some(*m) != agent && !m.is_public())
+        .map(|m| m.to_string())
+        .collect();
+    if !stray.is_empty() {
+        notes.push(format!("IAP is on, so invokers are IAP accessors; direct roles/run.invoker grants are not imported: {}", stray.join(", ")));
+    }
+    Ok(p.bindings
+        .iter()
+        .filter(|b| b.role == IAP_ACCESSOR)
+        .collect())
+}
+
+/// The `expires` of a binding's invokers (`Some(None)`: unconditional), or `None` when the
+/// binding is not imported (expired, unreadable, or a condition runwarden did not generate).
+fn binding_expiry(b: &Binding, now: SystemTime, notes: &mut Vec<String>) -> Option<Option<String>> {
+    let Some(c) = &b.condition else {
+        return Some(None);
+    };
+    if !is_managed_condition(c) {
+        notes.push(format!("conditional binding `{}` of {} is not imported (runwarden never touches conditions it did not generate)", c.title, b.role));
+        return None;
+    }
+    match managed_expiry(c) {
+        Some(t) if t > now => Some(Some(format_rfc3339(t))),
+        Some(_) => {
+            notes.push(format!(
+                "the time-boxed grant `{}` has expired and is not imported (a plan removes it)",
+                c.title
+            ));
+            None
+        }
+        None => {
+            notes.push(format!(
+                "conditional binding `{}` is not imported (unreadable expiry)",
+                c.title
+            ));
+            None
+        }
+    }
+}
+
+/// The members of a binding a policy would grant: not deleted principals, not the IAP service
+/// agent (`iap: true` grants it), not an unconditional `allUsers` (`public: true` grants it).
+fn importable_members<'b>(
+    b: &'b Binding,
+    agent: Option<&Member>,
+    notes: &mut Vec<String>,
+) -> BTreeSet<&'b Member> {
+    let mut members = BTreeSet::new();
+    for m in &b.members {
+        if m.kind() == MemberKind::Deleted {
+            notes.push(format!(
+                "deleted principal {m} is not imported (a plan removes it)"
+            ));
+        } else if Some(m) == agent {
+            notes.push("the IAP service agent is not imported (`iap: true` grants it)".into());
+        } else if m.kind() == MemberKind::AllUsers && b.condition.is_none() {
+            // `public: true` grants it.
+        } else {
+            members.insert(m);
+        }
+    }
+    members
+}
+
+/// The invoker lines granting `members`: every Auth0 role whose mapped members are all among
+/// them, then machines and explicit members for the rest.
+fn invokers_for(
+    settings: &Settings,
+    roles: &BTreeMap<String, BTreeSet<Member>>,
+    members: BTreeSet<&Member>,
+    notes: &mut Vec<String>,
+) -> Vec<ImportedInvoker> {
+    let mut out = Vec::new();
+    let mut covered: BTreeSet<&Member> = BTreeSet::new();
+    for (role, set) in roles {
+        // A role a policy may not name (too long, control characters) is imported as its
+        // members instead.
+        if crate::policy::check_role_name(role).is_err() {
+            continue;
+        }
+        if set.iter().all(|m| members.contains(m)) {
+            out.push(ImportedInvoker::Auth0Role(role.clone()));
+            covered.extend(set.iter());
+        }
+    }
+    for m in members.into_iter().filter(|m| !covered.contains(m)) {
+        if let Some(machine) = settings.machines.iter().find(|x| &x.service_account == m) {
+            out.push(ImportedInvoker::Machine(machine.name.clone()));
+            continue;
+        }
+        match Member::parse_written(m.as_str()) {
+            Ok(_) => out.push(ImportedInvoker::Member(m.clone())),
+            // Google holds it, but a policy file may not name it: writing it would make the
+            // imported file fail to load.
+            Err(e) => notes.push(format!(
+                "member {:?} is not imported: {}",
+                m.as_str(),
+                e.reason
+            )),
+        }
+    }
+    out
+}
+
+/// The custom audiences a policy may name (the others become notes).
+fn importable_audiences(svc: &LiveService, notes: &mut Vec<String>) -> Vec<String> {
+    svc.settings
         .custom_audiences
         .iter()
         .filter(|a| match crate::policy::check_audience(a) {
             Ok(()) => true,
             Err(problem) => {
-                notes.push(format!("custom audience {a:?} is not imported: it {problem}"));
+                notes.push(format!(
+                    "custom audience {a:?} is not imported: it {problem}"
+                ));
                 false
             }
         })
         .cloned()
-        .collect();
-    notes.sort();
-    notes.dedup();
-    let name = {
-        let long = format!("{}-{}", svc.id.name, svc.id.region);
-        if long.len() <= 63 {
-            long
-        } else {
-            svc.id.name.clone()
-        }
-    };
-    Ok(ImportedPolicy {
-        name,
-        service: svc.id.clone(),
-        uri: svc.uri.clone(),
-        ingress: svc.settings.ingress.map(|i| i.policy_value()),
-        public,
-        iap,
-        audiences,
-        invokers: invokers.into_iter().map(|(e, i)| (i, e)).collect(),
-        notes,
-    })
+        .collect()
+}
+
+/// `NAME-REGION` when that fits a policy name (63 characters), else `NAME`.
+fn policy_name(id: &ServiceId) -> String {
+    let long = format!("{}-{}", id.name, id.region);
+    if long.len() <= 63 {
+        long
+    } else {
+        id.name.clone()
+    }
 }
 
 /// Text for a `#` comment line: a line break in a condition title or a service answer would end
@@ -306,26 +337,6 @@ fn import_service(
 /// YAML 1.1 breaks U+0085, U+2028, U+2029) is written as its escape.
 fn comment(text: &str) -> std::borrow::Cow<'_, str> {
     crate::text::visible(text)
-}
-
-/// A YAML scalar: plain when that is unambiguous, else double-quoted (JSON escapes are valid
-/// YAML escapes).
-fn scalar(s: &str) -> String {
-    let reserved = [
-        "true", "false", "yes", "no", "on", "off", "null", "~", "y", "n",
-    ];
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@/:+".contains(c))
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && !s.ends_with(':')
-        && !s.contains(": ")
-        && !reserved.contains(&s.to_ascii_lowercase().as_str());
-    if plain {
-        s.to_string()
-    } else {
-        serde_json::to_string(s).expect("a string serializes")
-    }
 }
 
 /// The policy file for `imported`: a header comment (when and from what it was generated),
@@ -369,44 +380,122 @@ pub fn render_yaml(imported: &Imported, generated_at: SystemTime, from: &str) ->
         for n in &p.notes {
             out.push_str(&format!("# Note: {}\n", comment(n)));
         }
-        out.push_str("apiVersion: runwarden.dev/v1\nkind: AccessPolicy\nmetadata:\n");
-        out.push_str(&format!("  name: {}\n", scalar(&p.name)));
-        out.push_str("spec:\n  mode: observe\n  services:\n");
-        out.push_str(&format!(
-            "    - project: {}\n      region: {}\n      name: {}\n",
-            scalar(&p.service.project),
-            scalar(&p.service.region),
-            scalar(&p.service.name)
-        ));
-        out.push_str("  exposure:\n");
-        if let Some(i) = p.ingress {
-            out.push_str(&format!("    ingress: {i}\n"));
-        }
-        out.push_str(&format!("    public: {}\n    iap: {}\n", p.public, p.iap));
-        if !p.audiences.is_empty() {
-            out.push_str("    audiences:\n");
-            for a in &p.audiences {
-                out.push_str(&format!("      - {}\n", scalar(a)));
-            }
-        }
-        if p.invokers.is_empty() {
-            out.push_str("  invokers: []\n");
-        } else {
-            out.push_str("  invokers:\n");
-        }
-        for (inv, expires) in &p.invokers {
-            let line = match inv {
-                ImportedInvoker::Auth0Role(r) => format!("auth0Role: {}", scalar(r)),
-                ImportedInvoker::Machine(m) => format!("machine: {}", scalar(m)),
-                ImportedInvoker::Member(m) => format!("member: {}", scalar(m.as_str())),
-            };
-            out.push_str(&format!("    - {line}\n"));
-            if let Some(t) = expires {
-                out.push_str(&format!("      expires: {}\n", scalar(t)));
-            }
+        match serde_saphyr::to_string_with_options(&PolicyDoc::of(p), yaml_options()) {
+            Ok(yaml) => out.push_str(&yaml),
+            // Not expected (the document holds only strings and booleans); said, not hidden.
+            Err(e) => out.push_str(&format!(
+                "# This policy could not be written as YAML ({}); it is left out.\n",
+                comment(&e.to_string())
+            )),
         }
     }
     out
+}
+
+/// List items indented under their key, and no folded block scalars (a long principal stays on
+/// one line, where a reviewer can read and grep it).
+fn yaml_options() -> serde_saphyr::SerializerOptions {
+    let mut o = serde_saphyr::SerializerOptions::default();
+    o.compact_list_indent = false;
+    o.prefer_block_scalars = false;
+    o
+}
+
+/// An AccessPolicy document as `import` writes it (serialized by serde-saphyr, which quotes
+/// whatever YAML would otherwise read differently).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyDoc<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: MetadataDoc<'a>,
+    spec: SpecDoc<'a>,
+}
+
+#[derive(Serialize)]
+struct MetadataDoc<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct SpecDoc<'a> {
+    mode: &'static str,
+    services: [ServiceDoc<'a>; 1],
+    exposure: ExposureDoc<'a>,
+    invokers: Vec<InvokerDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServiceDoc<'a> {
+    project: &'a str,
+    region: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct ExposureDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingress: Option<&'a str>,
+    public: bool,
+    iap: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    audiences: &'a [String],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvokerDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth0_role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    machine: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<&'a str>,
+}
+
+impl<'a> PolicyDoc<'a> {
+    fn of(p: &'a ImportedPolicy) -> PolicyDoc<'a> {
+        let invokers = p
+            .invokers
+            .iter()
+            .map(|(inv, expires)| {
+                let mut doc = InvokerDoc {
+                    auth0_role: None,
+                    machine: None,
+                    member: None,
+                    expires: expires.as_deref(),
+                };
+                match inv {
+                    ImportedInvoker::Auth0Role(r) => doc.auth0_role = Some(r),
+                    ImportedInvoker::Machine(m) => doc.machine = Some(m),
+                    ImportedInvoker::Member(m) => doc.member = Some(m.as_str()),
+                }
+                doc
+            })
+            .collect();
+        PolicyDoc {
+            api_version: "runwarden.dev/v1",
+            kind: "AccessPolicy",
+            metadata: MetadataDoc { name: &p.name },
+            spec: SpecDoc {
+                mode: "observe",
+                services: [ServiceDoc {
+                    project: &p.service.project,
+                    region: &p.service.region,
+                    name: &p.service.name,
+                }],
+                exposure: ExposureDoc {
+                    ingress: p.ingress,
+                    public: p.public,
+                    iap: p.iap,
+                    audiences: &p.audiences,
+                },
+                invokers,
+            },
+        }
+    }
 }
 
 /// The file name for (project, region).

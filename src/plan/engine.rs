@@ -66,11 +66,13 @@ use crate::policy::model::{
 };
 
 use super::model::*;
-use super::time::{format_rfc3339, parse_rfc3339};
-
-/// The title prefix of the conditions runwarden generates for time-boxed grants. Conditional
-/// bindings whose title starts with it are owned by runwarden; all others are never touched.
-pub const MANAGED_CONDITION_PREFIX: &str = "runwarden-expires-";
+use super::rules::{
+    FeedStatus, Ownership, RoleMapping, is_mapping_member, managed_expiry_text, map_role,
+};
+pub use super::rules::{
+    MANAGED_CONDITION_PREFIX, expiry_condition, is_managed_condition, managed_expiry,
+};
+use super::time::format_rfc3339;
 
 /// What a plan is computed with besides desired and live state.
 #[derive(Debug, Clone, Copy)]
@@ -87,22 +89,6 @@ impl PlanOptions<'_> {
     pub fn at(now: SystemTime) -> PlanOptions<'static> {
         PlanOptions { now, base: None }
     }
-}
-
-/// The IAM condition runwarden generates for a grant that expires at `expires`. The title and
-/// expression depend only on the instant (whole seconds), so re-plans are no-ops.
-pub fn expiry_condition(expires: SystemTime) -> Condition {
-    let ts = format_rfc3339(expires);
-    Condition {
-        title: format!("{MANAGED_CONDITION_PREFIX}{ts}"),
-        description: None,
-        expression: format!("request.time < timestamp(\"{ts}\")"),
-    }
-}
-
-/// Whether runwarden generated this condition (and therefore owns the binding).
-pub fn is_managed_condition(c: &Condition) -> bool {
-    c.title.starts_with(MANAGED_CONDITION_PREFIX)
 }
 
 /// The IAP service agent of a project.
@@ -155,29 +141,10 @@ struct Feed {
     empty_groups: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FeedStatus {
-    Resolved,
-    /// The role exists but has no (usable) members.
-    Empty,
-    /// The role does not exist, or members could not be resolved: fail safe.
-    Unknown,
-}
-
 struct ResolvedPolicy<'a> {
     policy: &'a AccessPolicy,
     grants: Vec<Grant>,
     feeds: Vec<Feed>,
-}
-
-/// How one Auth0 role resolved (cached per pass).
-struct RoleResolution {
-    members: Vec<Member>,
-    status: FeedStatus,
-    /// Groups assigned to the role that came back empty (`users` mapping only).
-    empty_groups: Vec<String>,
-    /// Why each skipped member was skipped (reported once per role, with the lines naming it).
-    skipped: Vec<String>,
 }
 
 struct Planner<'a> {
@@ -185,8 +152,8 @@ struct Planner<'a> {
     live: &'a LiveState,
     now: SystemTime,
     findings: BTreeSet<Finding>,
-    /// Every member any policy produces (for any service): owned.
-    policy_members: HashSet<Member>,
+    /// Which members runwarden owns (set once every policy is resolved).
+    ownership: Ownership<'a>,
     /// Owned member entries counted by `diff_resource` for the service being planned.
     owned_scratch: usize,
     /// Owned member entries in the governed bindings of `enforce` services (the base of
@@ -221,16 +188,17 @@ fn prepare<'a>(
         live,
         now,
         findings: BTreeSet::new(),
-        policy_members: HashSet::new(),
+        ownership: Ownership::new(&desired.settings, HashSet::new()),
         owned_scratch: 0,
         owned_applicable: 0,
     };
     let resolved = p.resolve_policies(&desired.policies);
-    for rp in &resolved {
-        for g in &rp.grants {
-            p.policy_members.insert(g.member.clone());
-        }
-    }
+    let policy_members = resolved
+        .iter()
+        .flat_map(|rp| &rp.grants)
+        .map(|g| g.member.clone())
+        .collect();
+    p.ownership = Ownership::new(&desired.settings, policy_members);
     (p, resolved)
 }
 
@@ -301,106 +269,25 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
 }
 
 impl<'a> Planner<'a> {
-    fn resolve_role(
-        &mut self,
-        role: &str,
-        cache: &mut HashMap<String, RoleResolution>,
-    ) -> FeedStatus {
+    /// How `role` resolves under the principal mapping (cached per pass; an invalid role name
+    /// is reported once).
+    fn resolve_role(&mut self, role: &str, cache: &mut HashMap<String, RoleMapping>) -> FeedStatus {
         if let Some(r) = cache.get(role) {
             return r.status;
         }
-        let dir = &self.live.directory;
-        let res = match (&self.settings.principals, dir.roles.get(role)) {
-            (_, None) => RoleResolution {
-                members: vec![],
-                status: FeedStatus::Unknown,
-                skipped: vec![],
-                empty_groups: vec![],
-            },
-            (PrincipalMapping::WorkforcePool { pool }, Some(_)) => {
-                let text = format!("{}group/{role}", PrincipalMapping::pool_prefix(pool));
-                match Member::parse(&text) {
-                    Ok(m) => RoleResolution {
-                        members: vec![m],
-                        status: FeedStatus::Resolved,
-                        skipped: vec![],
-                        empty_groups: vec![],
-                    },
-                    Err(e) => {
-                        self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
-                            format!("Auth0 role `{role}` cannot be named as a workforce pool group ({e}); it grants nothing"), vec![]));
-                        RoleResolution {
-                            members: vec![],
-                            status: FeedStatus::Unknown,
-                            skipped: vec![],
-                            empty_groups: vec![],
-                        }
-                    }
-                }
-            }
-            (PrincipalMapping::Users { .. }, Some(_)) if !dir.members_resolved => RoleResolution {
-                members: vec![],
-                status: FeedStatus::Unknown,
-                skipped: vec![],
-                empty_groups: vec![],
-            },
-            (PrincipalMapping::Users { email_domains }, Some(r)) => {
-                let mut members = Vec::new();
-                let mut skipped = Vec::new();
-                for u in &r.members {
-                    let why = match &u.email {
-                        None => Some("has no e-mail address".to_string()),
-                        Some(_) if !u.email_verified => Some("e-mail is not verified".to_string()),
-                        Some(e) if !domain_allowed(e, email_domains) => Some(format!(
-                            "e-mail is outside the allowed domains ({})",
-                            email_domains.join(", ")
-                        )),
-                        Some(_) => None,
-                    };
-                    let email = u.email.as_deref().unwrap_or("");
-                    match why {
-                        Some(why) => {
-                            skipped.push(format!(
-                                "Auth0 user {} ({}) in role `{role}` is skipped: {why}",
-                                u.user_id,
-                                if email.is_empty() { "no e-mail" } else { email }
-                            ));
-                        }
-                        None => {
-                            match Member::parse(&format!("user:{}", email.to_ascii_lowercase())) {
-                                Ok(m) => members.push(m),
-                                Err(e) => {
-                                    skipped.push(format!(
-                                        "Auth0 user {} in role `{role}` is skipped: {e}",
-                                        u.user_id
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                }
-                members.sort();
-                members.dedup();
-                let status = if members.is_empty() {
-                    FeedStatus::Empty
-                } else {
-                    FeedStatus::Resolved
-                };
-                RoleResolution {
-                    members,
-                    status,
-                    skipped,
-                    empty_groups: r.empty_groups.clone(),
-                }
-            }
-        };
+        let res = map_role(&self.settings.principals, &self.live.directory, role);
+        if let Some(e) = &res.invalid_name {
+            self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
+                format!("Auth0 role `{role}` cannot be named as a workforce pool group ({e}); it grants nothing"), vec![]));
+        }
         let status = res.status;
         cache.insert(role.to_string(), res);
         status
     }
 
+    /// Every policy resolved to the members it grants and the Auth0 roles feeding it.
     fn resolve_policies<'p>(&mut self, policies: &'p [AccessPolicy]) -> Vec<ResolvedPolicy<'p>> {
-        let mut cache: HashMap<String, RoleResolution> = HashMap::new();
+        let mut cache: HashMap<String, RoleMapping> = HashMap::new();
         if matches!(self.settings.principals, PrincipalMapping::Users { .. })
             && !self.live.directory.members_resolved
             && policies.iter().any(|p| {
@@ -414,82 +301,93 @@ impl<'a> Planner<'a> {
         }
         let mut out = Vec::new();
         for policy in policies {
-            let mut grants = Vec::new();
-            let mut feeds = Vec::new();
+            let mut rp = ResolvedPolicy {
+                policy,
+                grants: Vec::new(),
+                feeds: Vec::new(),
+            };
             for (invoker, inv) in policy.invokers.iter().enumerate() {
-                let condition = match inv.expires {
-                    Some(t) if t <= self.now => {
-                        self.findings.insert(finding(None, "expired-grant", Severity::Info,
-                            format!("policy {}: the grant at {} expired at {}; it grants nothing any more, delete the line", policy.name, loc(&inv.source), format_rfc3339(t)),
-                            vec![loc(&inv.source)]));
-                        continue;
-                    }
-                    Some(t) => Some(expiry_condition(t)),
-                    None => None,
-                };
-                match &inv.principal {
-                    Principal::Member(m) => grants.push(Grant {
-                        member: m.clone(),
-                        condition,
-                        loc: loc(&inv.source),
-                        invoker,
-                    }),
-                    Principal::Machine(name) => {
-                        match self.settings.machines.iter().find(|m| &m.name == name) {
-                            Some(machine) => grants.push(Grant {
-                                member: machine.service_account.clone(),
-                                condition,
-                                loc: loc(&inv.source),
-                                invoker,
-                            }),
-                            None => {
-                                self.findings.insert(finding(None, "unknown-machine", Severity::Error,
-                                format!("policy {} names machine `{name}`, which Settings.machines does not define; it grants nothing", policy.name),
-                                vec![loc(&inv.source)]));
-                            }
-                        }
-                    }
-                    Principal::Auth0Role(role) => {
-                        let status = self.resolve_role(role, &mut cache);
-                        match status {
-                            FeedStatus::Unknown if self.live.directory.roles.contains_key(role) => {
-                            }
-                            FeedStatus::Unknown => {
-                                self.findings.insert(finding(None, "unknown-role", Severity::Error,
-                                    format!("policy {} names Auth0 role `{role}`, which does not exist in the tenant; it grants nothing, and no member is removed on its account", policy.name),
-                                    vec![loc(&inv.source)]));
-                            }
-                            FeedStatus::Empty => {
-                                self.findings.insert(finding(None, "empty-role", Severity::Warning,
-                                    format!("policy {} names Auth0 role `{role}`, which has no usable members; it grants nothing", policy.name),
-                                    vec![loc(&inv.source)]));
-                            }
-                            FeedStatus::Resolved => {}
-                        }
-                        for m in &cache[role].members {
-                            grants.push(Grant {
-                                member: m.clone(),
-                                condition: condition.clone(),
-                                loc: loc(&inv.source),
-                                invoker,
-                            });
-                        }
-                        feeds.push(Feed {
-                            role: role.clone(),
-                            condition,
-                            status,
-                            empty_groups: cache[role].empty_groups.clone(),
-                        });
+                self.resolve_invoker(&mut rp, invoker, inv, &mut cache);
+            }
+            out.push(rp);
+        }
+        self.report_role_members(policies, &cache);
+        out
+    }
+
+    /// Resolves one invoker line into grants (and, for an Auth0 role, a feed).
+    fn resolve_invoker(
+        &mut self,
+        rp: &mut ResolvedPolicy<'_>,
+        invoker: usize,
+        inv: &crate::policy::model::Invoker,
+        cache: &mut HashMap<String, RoleMapping>,
+    ) {
+        let policy = rp.policy;
+        let condition = match inv.expires {
+            Some(t) if t <= self.now => {
+                self.findings.insert(finding(None, "expired-grant", Severity::Info,
+                    format!("policy {}: the grant at {} expired at {}; it grants nothing any more, delete the line", policy.name, loc(&inv.source), format_rfc3339(t)),
+                    vec![loc(&inv.source)]));
+                return;
+            }
+            Some(t) => Some(expiry_condition(t)),
+            None => None,
+        };
+        let grant = |member: &Member, condition: Option<Condition>| Grant {
+            member: member.clone(),
+            condition,
+            loc: loc(&inv.source),
+            invoker,
+        };
+        match &inv.principal {
+            Principal::Member(m) => rp.grants.push(grant(m, condition)),
+            Principal::Machine(name) => {
+                match self.settings.machines.iter().find(|m| &m.name == name) {
+                    Some(machine) => rp.grants.push(grant(&machine.service_account, condition)),
+                    None => {
+                        self.findings.insert(finding(None, "unknown-machine", Severity::Error,
+                        format!("policy {} names machine `{name}`, which Settings.machines does not define; it grants nothing", policy.name),
+                        vec![loc(&inv.source)]));
                     }
                 }
             }
-            out.push(ResolvedPolicy {
-                policy,
-                grants,
-                feeds,
-            });
+            Principal::Auth0Role(role) => {
+                let status = self.resolve_role(role, cache);
+                match status {
+                    FeedStatus::Unknown if self.live.directory.roles.contains_key(role) => {}
+                    FeedStatus::Unknown => {
+                        self.findings.insert(finding(None, "unknown-role", Severity::Error,
+                            format!("policy {} names Auth0 role `{role}`, which does not exist in the tenant; it grants nothing, and no member is removed on its account", policy.name),
+                            vec![loc(&inv.source)]));
+                    }
+                    FeedStatus::Empty => {
+                        self.findings.insert(finding(None, "empty-role", Severity::Warning,
+                            format!("policy {} names Auth0 role `{role}`, which has no usable members; it grants nothing", policy.name),
+                            vec![loc(&inv.source)]));
+                    }
+                    FeedStatus::Resolved => {}
+                }
+                for m in &cache[role].members {
+                    rp.grants.push(grant(m, condition.clone()));
+                }
+                rp.feeds.push(Feed {
+                    role: role.clone(),
+                    condition,
+                    status,
+                    empty_groups: cache[role].empty_groups.clone(),
+                });
+            }
         }
-        // Skipped members are reported once per role, pointing at every line that names it.
+    }
+
+    /// Skipped members and empty groups, reported once per role, pointing at every line that
+    /// names it.
+    fn report_role_members(
+        &mut self,
+        policies: &[AccessPolicy],
+        cache: &HashMap<String, RoleMapping>,
+    ) {
         let mut role_lines: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for policy in policies {
             for inv in &policy.invokers {
@@ -501,7 +399,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        for (role, res) in &cache {
+        for (role, res) in cache {
             let sources: Vec<String> = role_lines
                 .get(role.as_str())
                 .into_iter()
@@ -527,7 +425,6 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        out
     }
 
     /// Governed services → (policy index, the reference that matched), sorted by service id.
@@ -598,52 +495,57 @@ impl<'a> Planner<'a> {
                     }
                 }
                 if matched == 0 {
-                    let what = match &sref.target {
-                        ServiceTarget::Named(n) => format!("service `{n}`"),
-                        ServiceTarget::Selector(sel) => format!(
-                            "selector {{{}}}",
-                            sel.iter()
-                                .map(|(k, v)| format!("{k}: {v}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    };
-                    let region = match &sref.region {
-                        RegionRef::Named(r) => r.clone(),
-                        RegionRef::Any => "*".into(),
-                    };
-                    self.findings.insert(finding(
-                        None,
-                        "unmatched-service",
-                        Severity::Warning,
-                        format!(
-                            "policy {}: {what} in {}/{region} matches no live service",
-                            policy.name, sref.project
-                        ),
-                        vec![loc(&sref.source)],
-                    ));
+                    self.findings.insert(unmatched(policy, sref));
                 }
             }
         }
         governed
     }
 
-    fn is_mapping_member(&self, m: &Member) -> bool {
-        match &self.settings.principals {
-            PrincipalMapping::WorkforcePool { pool } => {
-                m.as_str().starts_with(&PrincipalMapping::pool_prefix(pool))
-            }
-            PrincipalMapping::Users { email_domains } => {
-                m.kind() == MemberKind::User
-                    && m.email().is_some_and(|e| domain_allowed(e, email_domains))
-            }
+    /// The policies governing one service and how they merge: where [`Self::plan_service`]
+    /// and [`desired_grants`] both start.
+    fn governing<'r, 'p>(
+        govs: &[(usize, &ServiceRef)],
+        resolved: &'r [ResolvedPolicy<'p>],
+    ) -> Governing<'r, 'p> {
+        let mut policy_idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
+        policy_idx.sort_unstable();
+        policy_idx.dedup();
+        let pols: Vec<&ResolvedPolicy> = policy_idx.iter().map(|i| &resolved[*i]).collect();
+        let mut ref_sources: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
+        ref_sources.sort();
+        ref_sources.dedup();
+        let mode = pols
+            .iter()
+            .map(|p| p.policy.mode)
+            .max()
+            .unwrap_or(Mode::Enforce);
+        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
+        policies.sort();
+        policies.dedup();
+        Governing {
+            pols,
+            ref_sources,
+            mode,
+            policies,
         }
     }
 
-    fn is_owned(&self, m: &Member) -> bool {
-        self.policy_members.contains(m)
-            || self.is_mapping_member(m)
-            || self.settings.owned.iter().any(|p| p.matches(m.as_str()))
+    /// The merged exposure of the governing policies (conflicts become findings).
+    fn exposure(&mut self, id: &ServiceId, g: &Governing<'_, '_>) -> Exposed {
+        let exp = self.merge_exposure(id, &g.pols);
+        let sources = |f: &Option<(bool, Vec<String>)>| -> Vec<String> {
+            f.as_ref()
+                .map(|(_, s)| s.clone())
+                .unwrap_or_else(|| g.ref_sources.clone())
+        };
+        Exposed {
+            iap: exp.iap.as_ref().is_some_and(|(v, _)| *v),
+            public: exp.public.as_ref().map(|(v, _)| *v),
+            public_sources: sources(&exp.public),
+            iap_sources: sources(&exp.iap),
+            merged: exp,
+        }
     }
 
     /// Plans one governed service.
@@ -654,96 +556,178 @@ impl<'a> Planner<'a> {
         resolved: &[ResolvedPolicy<'_>],
     ) -> Planned {
         let id = &svc.id;
-        let mut policy_idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
-        policy_idx.sort_unstable();
-        policy_idx.dedup();
-        let pols: Vec<&ResolvedPolicy> = policy_idx.iter().map(|i| &resolved[*i]).collect();
-        let ref_sources: Vec<String> = {
-            let mut v: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
-            v.sort();
-            v.dedup();
-            v
+        let g = Self::governing(govs, resolved);
+        let Some(iam) = self.readable_iam(svc, &g.ref_sources) else {
+            return Planned::Skipped;
         };
-        if let Some(err) = &svc.read_error {
-            self.findings.insert(finding(
-                Some(id),
-                "read-failed",
-                Severity::Error,
-                format!("reading {id} failed ({err}); nothing is planned for it in this pass"),
-                ref_sources,
-            ));
+        let x = self.exposure(id, &g);
+        if x.merged.iap_conflict {
             return Planned::Skipped;
         }
-        let Some(iam) = &svc.iam else {
+        let all_users = Member::parse("allUsers").expect("allUsers is a member");
+        let mut iap_agent = None;
+        let mut d = self.desired_maps(id, &g, &x);
+        if x.public == Some(true) {
+            d.run
+                .entry((RUN_INVOKER, None))
+                .or_default()
+                .entry(&all_users)
+                .or_default()
+                .extend(x.public_sources.iter().map(String::as_str));
+        }
+        // With IAP, grants move from the service to the IAP resource. Planning the service half
+        // without the IAP half would revoke invoker access without granting the accessor role,
+        // so without the project number or the IAP policy nothing is planned for the service.
+        let mut iap_target = None;
+        if x.iap {
+            let Some((resource, policy, agent)) = self.iap_target(svc, &g.ref_sources) else {
+                return Planned::Skipped;
+            };
+            iap_target = Some((resource, policy));
+            iap_agent = Some(agent);
+        }
+        if let Some(agent) = &iap_agent {
+            d.run
+                .entry((RUN_INVOKER, None))
+                .or_default()
+                .entry(agent)
+                .or_default()
+                .extend(x.iap_sources.iter().map(String::as_str));
+        }
+
+        self.owned_scratch = 0;
+        let ctx = ServiceCtx {
+            id,
+            public: x.public,
+            ref_sources: Sources::from(g.ref_sources.as_slice()),
+            public_sources: Sources::from(x.public_sources.as_slice()),
+        };
+        let iam_plan = self.diff_resource(
+            &ctx,
+            id.resource_name(),
+            iam,
+            RUN_INVOKER,
+            &d.run,
+            &d.run_feeds,
+        );
+        let iap_plan = iap_target.and_then(|(resource, policy)| {
+            self.diff_resource(&ctx, resource, policy, IAP_ACCESSOR, &d.iap, &d.iap_feeds)
+        });
+        if g.mode == Mode::Enforce {
+            self.owned_applicable += self.owned_scratch;
+        }
+        let settings = if x.merged.conflict {
+            Vec::new()
+        } else {
+            self.settings_changes(svc, &x.merged, &g.ref_sources)
+        };
+        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
+            return Planned::InSync;
+        }
+        Planned::Entries(ServicePlan {
+            id: id.to_string(),
+            project: id.project.clone(),
+            region: id.region.clone(),
+            name: id.name.clone(),
+            mode: g.mode.into(),
+            policies: g.policies,
+            etag: svc.etag.clone(),
+            iam: iam_plan,
+            iap: iap_plan,
+            settings,
+        })
+    }
+
+    /// The service's IAM policy, or `None` (with a `read-failed` finding) when it was not read.
+    fn readable_iam<'s>(
+        &mut self,
+        svc: &'s LiveService,
+        ref_sources: &[String],
+    ) -> Option<&'s Policy> {
+        let id = &svc.id;
+        let message = match (&svc.read_error, &svc.iam) {
+            (None, Some(iam)) => return Some(iam),
+            (Some(err), _) => {
+                format!("reading {id} failed ({err}); nothing is planned for it in this pass")
+            }
+            (None, None) => format!(
+                "the IAM policy of {id} was not read; nothing is planned for it in this pass"
+            ),
+        };
+        self.findings.insert(finding(
+            Some(id),
+            "read-failed",
+            Severity::Error,
+            message,
+            ref_sources.to_vec(),
+        ));
+        None
+    }
+
+    /// The IAP resource of an IAP-fronted service, its policy and the project's IAP service
+    /// agent, or `None` (with a finding)
+    /// when the project number or the IAP policy is missing.
+    fn iap_target<'s>(
+        &mut self,
+        svc: &'s LiveService,
+        ref_sources: &[String],
+    ) -> Option<(String, &'s Policy, Member)> {
+        let id = &svc.id;
+        let Some(n) = self.live.project_numbers.get(&id.project).copied() else {
+            self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
+                format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
+                ref_sources.to_vec()));
+            return None;
+        };
+        let Some(policy) = &svc.iap_iam else {
             self.findings.insert(finding(
                 Some(id),
                 "read-failed",
                 Severity::Error,
                 format!(
-                    "the IAM policy of {id} was not read; nothing is planned for it in this pass"
+                    "the IAP policy of {id} was not read; nothing is planned for it in this pass"
                 ),
-                ref_sources,
+                ref_sources.to_vec(),
             ));
-            return Planned::Skipped;
+            return None;
         };
-        let mode = pols
-            .iter()
-            .map(|p| p.policy.mode)
-            .max()
-            .unwrap_or(Mode::Enforce);
+        Some((id.iap_resource_name(n), policy, iap_service_agent(n)))
+    }
 
-        // Merge exposure field by field.
-        let exp = self.merge_exposure(id, &pols);
-        if exp.iap_conflict {
-            return Planned::Skipped;
-        }
-        let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
-        let public = exp.public.as_ref().map(|(v, _)| *v);
-        let exposure_src = |f: &Option<(bool, Vec<String>)>| -> Vec<String> {
-            f.as_ref()
-                .map(|(_, s)| s.clone())
-                .unwrap_or_else(|| ref_sources.clone())
-        };
-        let public_sources = exposure_src(&exp.public);
-        let iap_sources = exposure_src(&exp.iap);
-
-        let number = self.live.project_numbers.get(&id.project).copied();
-        let all_users = Member::parse("allUsers").expect("allUsers is a member");
-        let agent = number.map(iap_service_agent);
-
-        // Desired members per resource and binding key. Everything is borrowed from the resolved
-        // policies: a large estate plans without copying member strings per service.
-        let mut run_desired: DesiredMap<'_> = BTreeMap::new();
-        let mut iap_desired: DesiredMap<'_> = BTreeMap::new();
-        let mut run_feeds: FeedMap<'_> = BTreeMap::new();
-        let mut iap_feeds: FeedMap<'_> = BTreeMap::new();
+    /// The members the policies grant on the service, per resource and binding, and the Auth0
+    /// roles feeding each binding. Borrowed from the resolved policies: a large estate plans
+    /// without copying member strings per service.
+    fn desired_maps<'r>(
+        &mut self,
+        id: &ServiceId,
+        g: &Governing<'r, '_>,
+        x: &Exposed,
+    ) -> DesiredMaps<'r> {
+        let mut d = DesiredMaps::default();
+        let role = if x.iap { IAP_ACCESSOR } else { RUN_INVOKER };
         let mut has_role_feed = false;
-        for rp in &pols {
-            for g in &rp.grants {
-                if g.member.is_public() && public != Some(true) {
+        for rp in &g.pols {
+            for gr in &rp.grants {
+                if !grant_allowed(&gr.member, x.public) {
                     self.findings.insert(finding(Some(id), "public-member-not-allowed", Severity::Error,
-                        format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, g.member),
-                        vec![g.loc.clone()]));
+                        format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, gr.member),
+                        vec![gr.loc.clone()]));
                     continue;
                 }
-                let (target, role) = if iap {
-                    (&mut iap_desired, IAP_ACCESSOR)
-                } else {
-                    (&mut run_desired, RUN_INVOKER)
-                };
+                let target = if x.iap { &mut d.iap } else { &mut d.run };
                 target
-                    .entry((role, g.condition.as_ref()))
+                    .entry((role, gr.condition.as_ref()))
                     .or_default()
-                    .entry(&g.member)
+                    .entry(&gr.member)
                     .or_default()
-                    .insert(g.loc.as_str());
+                    .insert(gr.loc.as_str());
             }
             for f in &rp.feeds {
                 has_role_feed = true;
-                let (target, role) = if iap {
-                    (&mut iap_feeds, IAP_ACCESSOR)
+                let target = if x.iap {
+                    &mut d.iap_feeds
                 } else {
-                    (&mut run_feeds, RUN_INVOKER)
+                    &mut d.run_feeds
                 };
                 target
                     .entry((role, f.condition.as_ref()))
@@ -751,103 +735,16 @@ impl<'a> Planner<'a> {
                     .push(f);
             }
         }
-        if public == Some(true) {
-            run_desired
-                .entry((RUN_INVOKER, None))
-                .or_default()
-                .entry(&all_users)
-                .or_default()
-                .extend(public_sources.iter().map(String::as_str));
-        }
-        if has_role_feed
-            && !iap
-            && matches!(
-                self.settings.principals,
-                PrincipalMapping::WorkforcePool { .. }
-            )
-        {
+        let workforce = matches!(
+            self.settings.principals,
+            PrincipalMapping::WorkforcePool { .. }
+        );
+        if has_role_feed && !x.iap && workforce {
             self.findings.insert(finding(Some(id), "workforce-without-iap", Severity::Warning,
                 format!("{id} grants Auth0 roles through the workforce pool without IAP: workforce identities cannot mint the ID tokens Cloud Run's invoker check needs, so these grants are unusable; set `iap: true`"),
-                ref_sources.clone()));
+                g.ref_sources.clone()));
         }
-        // With IAP, grants move from the service to the IAP resource. Planning the service half
-        // without the IAP half would revoke invoker access without granting the accessor role,
-        // so without the project number or the IAP policy nothing is planned for the service.
-        let mut iap_target = None;
-        if iap {
-            let (Some(n), Some(agent)) = (number, agent.as_ref()) else {
-                self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
-                    format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
-                    ref_sources.clone()));
-                return Planned::Skipped;
-            };
-            let Some(policy) = &svc.iap_iam else {
-                self.findings.insert(finding(Some(id), "read-failed", Severity::Error,
-                    format!("the IAP policy of {id} was not read; nothing is planned for it in this pass"), ref_sources.clone()));
-                return Planned::Skipped;
-            };
-            run_desired
-                .entry((RUN_INVOKER, None))
-                .or_default()
-                .entry(agent)
-                .or_default()
-                .extend(iap_sources.iter().map(String::as_str));
-            iap_target = Some((id.iap_resource_name(n), policy));
-        }
-
-        self.owned_scratch = 0;
-        let ctx = ServiceCtx {
-            id,
-            public,
-            ref_sources: Sources::from(ref_sources.as_slice()),
-            public_sources: Sources::from(public_sources.as_slice()),
-        };
-        let iam_plan = self.diff_resource(
-            &ctx,
-            id.resource_name(),
-            iam,
-            RUN_INVOKER,
-            &run_desired,
-            &run_feeds,
-        );
-        let iap_plan = match iap_target {
-            Some((resource, policy)) => self.diff_resource(
-                &ctx,
-                resource,
-                policy,
-                IAP_ACCESSOR,
-                &iap_desired,
-                &iap_feeds,
-            ),
-            None => None,
-        };
-
-        if mode == Mode::Enforce {
-            self.owned_applicable += self.owned_scratch;
-        }
-        let settings = if exp.conflict {
-            Vec::new()
-        } else {
-            self.settings_changes(svc, &exp, &ref_sources)
-        };
-        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
-            return Planned::InSync;
-        }
-        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
-        policies.sort();
-        policies.dedup();
-        Planned::Entries(ServicePlan {
-            id: id.to_string(),
-            project: id.project.clone(),
-            region: id.region.clone(),
-            name: id.name.clone(),
-            mode: mode.into(),
-            policies,
-            etag: svc.etag.clone(),
-            iam: iam_plan,
-            iap: iap_plan,
-            settings,
-        })
+        d
     }
 
     fn merge_exposure(&mut self, id: &ServiceId, pols: &[&ResolvedPolicy<'_>]) -> MergedExposure {
@@ -1004,6 +901,8 @@ impl<'a> Planner<'a> {
         out
     }
 
+    /// Diffs the governed bindings of `role` on one resource (the service, or its IAP
+    /// resource) against what the policies want.
     #[allow(clippy::too_many_arguments)]
     fn diff_resource<'x>(
         &mut self,
@@ -1014,217 +913,314 @@ impl<'a> Planner<'a> {
         desired: &DesiredMap<'x>,
         feeds: &FeedMap<'x>,
     ) -> Option<ResourcePlan> {
-        // Live governed bindings: the unconditional one and those runwarden generated.
-        let mut live_map: BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> = BTreeMap::new();
-        for b in &live.bindings {
-            if b.role != role {
-                continue;
-            }
-            if let Some(c) = &b.condition {
-                if !is_managed_condition(c) {
-                    continue;
-                }
-            }
-            live_map
-                .entry((b.role.as_str(), b.condition.as_ref()))
-                .or_default()
-                .extend(b.members.iter());
-        }
+        let live_map = live_governed(live, role);
         let mut keys: BTreeSet<BindingKey<'x>> = desired.keys().copied().collect();
         keys.extend(live_map.keys().copied());
-
         let empty_d = BTreeMap::new();
         let empty_l = BTreeSet::new();
-        let mut changes = Vec::new();
-        let mut emptied = Vec::new();
-        let mut emptied_groups = Vec::new();
-        let (mut adds, mut removes) = (0usize, 0usize);
+        let mut out = ResourceDiff::default();
         for key in keys {
-            let d = desired.get(&key).unwrap_or(&empty_d);
-            let l = live_map.get(&key).unwrap_or(&empty_l);
-            let cond = key.1;
-            let managed = cond.is_some();
-            let expired = cond
-                .and_then(|c| parse_rfc3339(&c.title[MANAGED_CONDITION_PREFIX.len()..]))
-                .is_some_and(|t| t <= self.now);
-            let key_feeds = feeds.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-            let unknown: BTreeSet<&str> = key_feeds
-                .iter()
-                .filter(|f| f.status == FeedStatus::Unknown)
-                .map(|f| f.role.as_str())
-                .collect();
-            let empty_roles: BTreeSet<&str> = key_feeds
-                .iter()
-                .filter(|f| f.status == FeedStatus::Empty)
-                .map(|f| f.role.as_str())
-                .collect();
-            let pcond = cond.map(PlanCondition::from);
-            let role = super::model::governed_role(key.0);
-            let change =
-                |action, member: &Member, reason, sources: Sources, note: Option<String>| {
-                    MemberChange {
-                        action,
-                        role: role.clone(),
-                        condition: pcond.clone().map(Box::new),
-                        member: member.clone(),
-                        reason,
-                        origin: None,
-                        sources,
-                        note,
-                    }
-                };
-            // Members granted by the same lines (all members of one Auth0 role) share one list.
-            let mut shared: HashMap<&BTreeSet<&str>, Sources> = HashMap::new();
-            for (m, srcs) in d {
-                if !l.contains(m) {
-                    let sources = shared
-                        .entry(srcs)
-                        .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
-                        .clone();
-                    changes.push(change(Action::Add, m, Reason::Missing, sources, None));
-                    adds += 1;
-                }
-            }
-            let mut removed_here: HashSet<&Member> = HashSet::new();
-            let mut unlisted_mapping = 0usize;
-            for m in l {
-                let owned = managed || self.is_owned(m);
-                if owned {
-                    self.owned_scratch += 1;
-                }
-                if d.contains_key(*m) {
-                    continue;
-                }
-                let (reason, remove, sources, mut note) = if m.kind() == MemberKind::Deleted {
-                    (Reason::Deleted, true, ctx.ref_sources.clone(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
-                } else if expired {
-                    (
-                        Reason::Expired,
-                        true,
-                        ctx.ref_sources.clone(),
-                        Some(format!(
-                            "the time-boxed grant ended at {}",
-                            &cond.map(|c| c.title.as_str()).unwrap_or("")
-                                [MANAGED_CONDITION_PREFIX.len()..]
-                        )),
-                    )
-                } else if m.is_public() && ctx.public == Some(false) {
-                    (Reason::Public, true, ctx.public_sources.clone(), None)
-                } else if owned {
-                    (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
-                } else {
-                    let remove = self.settings.foreign_members == ForeignMembers::Remove;
-                    let sources: Sources = if remove {
-                        Arc::from([loc(&self.settings.source)])
-                    } else {
-                        Sources::default()
-                    };
-                    (Reason::Foreign, remove, sources, None)
-                };
-                let mut action = if remove { Action::Remove } else { Action::Keep };
-                let mut reason = reason;
-                let mut sources = sources;
-                if remove {
-                    if let Some(p) = self.settings.keep.iter().find(|p| p.matches(m.as_str())) {
-                        action = Action::Keep;
-                        note = Some(format!(
-                            "would be removed ({}), but matches keep pattern `{}`",
-                            reason.as_str(),
-                            p.pattern
-                        ));
-                        reason = Reason::Protected;
-                        sources = Arc::from([loc(&p.source)]);
-                    } else if reason == Reason::Unlisted
-                        && !unknown.is_empty()
-                        && self.is_mapping_member(m)
-                    {
-                        action = Action::Keep;
-                        note = Some(format!(
-                            "not removed: Auth0 role {} could not be resolved (fail safe)",
-                            unknown
-                                .iter()
-                                .map(|r| format!("`{r}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                        reason = Reason::Protected;
-                    }
-                }
-                if action == Action::Remove {
-                    removed_here.insert(*m);
-                    removes += 1;
-                    if reason == Reason::Unlisted && self.is_mapping_member(m) {
-                        unlisted_mapping += 1;
-                    }
-                }
-                changes.push(change(action, m, reason, sources, note));
-            }
-            // The directory guard's question: does this binding lose every member of the
-            // principal mapping (the people an Auth0 role stands for) while a role feeding it came
-            // back empty? Foreign or protected members that stay do not make that loss smaller.
-            let mapping_before = l.iter().filter(|m| self.is_mapping_member(m)).count();
-            let mapping_kept = l
-                .iter()
-                .filter(|m| self.is_mapping_member(m) && !removed_here.contains(**m))
-                .count();
-            let mapping_added = d
-                .keys()
-                .filter(|m| !l.contains(**m) && self.is_mapping_member(m))
-                .count();
-            if mapping_before > 0 && mapping_kept + mapping_added == 0 && !empty_roles.is_empty() {
-                emptied.push(EmptiedBinding {
-                    role: key.0.to_string(),
-                    condition: pcond.clone(),
-                    members_before: mapping_before,
-                    empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
-                });
-            } else if unlisted_mapping > 0 {
-                // The same question for a group: a group assigned to a feeding role came back
-                // empty while the binding, as read, still holds mapping members the plan would
-                // now remove. Those could be the group's members (a directory read gone wrong
-                // looks exactly like leavers), so the directory guard asks first.
-                let mut groups: Vec<EmptyGroup> = key_feeds
-                    .iter()
-                    .flat_map(|f| {
-                        f.empty_groups.iter().map(|g| EmptyGroup {
-                            auth0_role: f.role.clone(),
-                            group: g.clone(),
-                        })
-                    })
-                    .collect();
-                groups.sort();
-                groups.dedup();
-                if !groups.is_empty() {
-                    emptied_groups.push(EmptiedGroup {
-                        role: key.0.to_string(),
-                        condition: pcond.clone(),
-                        members_removed: unlisted_mapping,
-                        groups,
-                    });
-                }
-            }
+            let view = BindingView {
+                key,
+                condition: key.1.map(PlanCondition::from),
+                desired: desired.get(&key).unwrap_or(&empty_d),
+                live: live_map.get(&key).unwrap_or(&empty_l),
+                feeds: feeds.get(&key).map(Vec::as_slice).unwrap_or(&[]),
+            };
+            self.diff_binding(ctx, &view, &mut out);
         }
-        let after = (live.member_count() + adds).saturating_sub(removes);
+        let after = (live.member_count() + out.adds).saturating_sub(out.removes);
         if after > MAX_POLICY_MEMBERS {
             self.findings.insert(finding(Some(ctx.id), "policy-too-large", Severity::Error,
                 format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail, so grant a group or use the workforce pool mapping"),
                 ctx.ref_sources.to_vec()));
         }
-        if changes.is_empty() && emptied.is_empty() {
+        if out.changes.is_empty() && out.emptied.is_empty() {
             return None;
         }
-        changes.sort_by(|a, b| {
+        out.changes.sort_by(|a, b| {
             (&a.role, &a.condition, &a.member).cmp(&(&b.role, &b.condition, &b.member))
         });
         Some(ResourcePlan {
             resource,
             etag: live.etag.clone(),
             policy_version: 3,
-            emptied_bindings: emptied,
-            emptied_groups,
-            changes,
+            emptied_bindings: out.emptied,
+            emptied_groups: out.emptied_groups,
+            changes: out.changes,
         })
     }
+
+    /// Diffs one binding: adds what is missing, decides for every live member nobody grants
+    /// ([`Self::live_member_outcome`]), and records what the directory guard must ask about.
+    fn diff_binding(
+        &mut self,
+        ctx: &ServiceCtx<'_>,
+        b: &BindingView<'_, '_>,
+        out: &mut ResourceDiff,
+    ) {
+        let role = super::model::governed_role(b.key.0);
+        let change = |action, member: &Member, reason, sources: Sources, note: Option<String>| {
+            MemberChange {
+                action,
+                role: role.clone(),
+                condition: b.condition.clone().map(Box::new),
+                member: member.clone(),
+                reason,
+                origin: None,
+                sources,
+                note,
+            }
+        };
+        // Members granted by the same lines (all members of one Auth0 role) share one list.
+        let mut shared: HashMap<&BTreeSet<&str>, Sources> = HashMap::new();
+        for (m, srcs) in b.desired {
+            if !b.live.contains(m) {
+                let sources = shared
+                    .entry(srcs)
+                    .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
+                    .clone();
+                out.changes
+                    .push(change(Action::Add, m, Reason::Missing, sources, None));
+                out.adds += 1;
+            }
+        }
+        let unknown = b.roles_with(FeedStatus::Unknown);
+        let mut removed_here: HashSet<&Member> = HashSet::new();
+        let mut unlisted_mapping = 0usize;
+        for m in b.live {
+            let owned = b.key.1.is_some() || self.ownership.is_owned(m);
+            if owned {
+                self.owned_scratch += 1;
+            }
+            if b.desired.contains_key(*m) {
+                continue;
+            }
+            let (action, reason, sources, note) =
+                self.live_member_outcome(ctx, b.key.1, m, owned, &unknown);
+            if action == Action::Remove {
+                removed_here.insert(*m);
+                out.removes += 1;
+                if reason == Reason::Unlisted && is_mapping_member(&self.settings.principals, m) {
+                    unlisted_mapping += 1;
+                }
+            }
+            out.changes.push(change(action, m, reason, sources, note));
+        }
+        if let Some(e) = self.emptied_binding(b, &removed_here) {
+            out.emptied.push(e);
+        } else if unlisted_mapping > 0 {
+            out.emptied_groups
+                .extend(emptied_group(b, unlisted_mapping));
+        }
+    }
+
+    /// What happens to live member `m` of a governed binding (under `cond`) that no policy
+    /// grants: removed (deleted, expired, public, unlisted, or foreign with `foreignMembers:
+    /// remove`) or kept (foreign), and a removal turned into a `protected` keep by a `keep`
+    /// pattern or an unresolved Auth0 role feeding the binding (fail safe).
+    fn live_member_outcome(
+        &self,
+        ctx: &ServiceCtx<'_>,
+        cond: Option<&Condition>,
+        m: &Member,
+        owned: bool,
+        unknown: &BTreeSet<&str>,
+    ) -> (Action, Reason, Sources, Option<String>) {
+        let expired = cond.and_then(managed_expiry).is_some_and(|t| t <= self.now);
+        let (reason, remove, sources, note) = if m.kind() == MemberKind::Deleted {
+            (Reason::Deleted, true, ctx.ref_sources.clone(), Some("the principal was deleted; the binding grants nothing and would silently apply to nobody".to_string()))
+        } else if expired {
+            (
+                Reason::Expired,
+                true,
+                ctx.ref_sources.clone(),
+                Some(format!(
+                    "the time-boxed grant ended at {}",
+                    cond.and_then(managed_expiry_text).unwrap_or("")
+                )),
+            )
+        } else if m.is_public() && ctx.public == Some(false) {
+            (Reason::Public, true, ctx.public_sources.clone(), None)
+        } else if owned {
+            (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
+        } else {
+            let remove = self.settings.foreign_members == ForeignMembers::Remove;
+            let sources: Sources = if remove {
+                Arc::from([loc(&self.settings.source)])
+            } else {
+                Sources::default()
+            };
+            (Reason::Foreign, remove, sources, None)
+        };
+        if !remove {
+            return (Action::Keep, reason, sources, note);
+        }
+        if let Some(p) = self.settings.keep.iter().find(|p| p.matches(m.as_str())) {
+            let note = format!(
+                "would be removed ({}), but matches keep pattern `{}`",
+                reason.as_str(),
+                p.pattern
+            );
+            return (
+                Action::Keep,
+                Reason::Protected,
+                Arc::from([loc(&p.source)]),
+                Some(note),
+            );
+        }
+        if reason == Reason::Unlisted
+            && !unknown.is_empty()
+            && is_mapping_member(&self.settings.principals, m)
+        {
+            let note = format!(
+                "not removed: Auth0 role {} could not be resolved (fail safe)",
+                unknown
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return (Action::Keep, Reason::Protected, sources, Some(note));
+        }
+        (Action::Remove, reason, sources, note)
+    }
+
+    /// The directory guard's question: does this binding lose every member of the principal
+    /// mapping (the people an Auth0 role stands for) while a role feeding it came back empty?
+    /// Foreign or protected members that stay do not make that loss smaller.
+    fn emptied_binding(
+        &self,
+        b: &BindingView<'_, '_>,
+        removed_here: &HashSet<&Member>,
+    ) -> Option<EmptiedBinding> {
+        let mapping = |m: &Member| is_mapping_member(&self.settings.principals, m);
+        let mapping_before = b.live.iter().filter(|m| mapping(m)).count();
+        let mapping_kept = b
+            .live
+            .iter()
+            .filter(|m| mapping(m) && !removed_here.contains(**m))
+            .count();
+        let mapping_added = b
+            .desired
+            .keys()
+            .filter(|m| !b.live.contains(**m) && mapping(m))
+            .count();
+        let empty_roles = b.roles_with(FeedStatus::Empty);
+        (mapping_before > 0 && mapping_kept + mapping_added == 0 && !empty_roles.is_empty()).then(
+            || EmptiedBinding {
+                role: b.key.0.to_string(),
+                condition: b.condition.clone(),
+                members_before: mapping_before,
+                empty_roles: empty_roles.iter().map(|s| s.to_string()).collect(),
+            },
+        )
+    }
+}
+
+/// The finding for a service reference of `policy` that matches no live service.
+fn unmatched(policy: &AccessPolicy, sref: &ServiceRef) -> Finding {
+    let what = match &sref.target {
+        ServiceTarget::Named(n) => format!("service `{n}`"),
+        ServiceTarget::Selector(sel) => format!(
+            "selector {{{}}}",
+            sel.iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let region = match &sref.region {
+        RegionRef::Named(r) => r.clone(),
+        RegionRef::Any => "*".into(),
+    };
+    finding(
+        None,
+        "unmatched-service",
+        Severity::Warning,
+        format!(
+            "policy {}: {what} in {}/{region} matches no live service",
+            policy.name, sref.project
+        ),
+        vec![loc(&sref.source)],
+    )
+}
+
+/// The live governed bindings of `role`: the unconditional one and those runwarden generated.
+fn live_governed<'x>(
+    live: &'x Policy,
+    role: &str,
+) -> BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> {
+    let mut out: BTreeMap<BindingKey<'x>, BTreeSet<&'x Member>> = BTreeMap::new();
+    for b in &live.bindings {
+        if b.role != role
+            || b.condition
+                .as_ref()
+                .is_some_and(|c| !is_managed_condition(c))
+        {
+            continue;
+        }
+        out.entry((b.role.as_str(), b.condition.as_ref()))
+            .or_default()
+            .extend(b.members.iter());
+    }
+    out
+}
+
+/// The same question as [`Planner::emptied_binding`] for a group: a group assigned to a feeding
+/// role came back empty while the binding, as read, still holds mapping members the plan would
+/// now remove. Those could be the group's members (a directory read gone wrong looks exactly
+/// like leavers), so the directory guard asks first.
+fn emptied_group(b: &BindingView<'_, '_>, unlisted_mapping: usize) -> Option<EmptiedGroup> {
+    let mut groups: Vec<EmptyGroup> = b
+        .feeds
+        .iter()
+        .flat_map(|f| {
+            f.empty_groups.iter().map(|g| EmptyGroup {
+                auth0_role: f.role.clone(),
+                group: g.clone(),
+            })
+        })
+        .collect();
+    groups.sort();
+    groups.dedup();
+    (!groups.is_empty()).then(|| EmptiedGroup {
+        role: b.key.0.to_string(),
+        condition: b.condition.clone(),
+        members_removed: unlisted_mapping,
+        groups,
+    })
+}
+
+/// One governed binding of a resource: what the policies want and what live holds.
+struct BindingView<'b, 'x> {
+    key: BindingKey<'x>,
+    condition: Option<PlanCondition>,
+    desired: &'b BTreeMap<&'x Member, BTreeSet<&'x str>>,
+    live: &'b BTreeSet<&'x Member>,
+    /// The Auth0 roles feeding the binding.
+    feeds: &'b [&'x Feed],
+}
+
+impl BindingView<'_, '_> {
+    /// The feeding Auth0 roles that resolved with `status`.
+    fn roles_with(&self, status: FeedStatus) -> BTreeSet<&str> {
+        self.feeds
+            .iter()
+            .filter(|f| f.status == status)
+            .map(|f| f.role.as_str())
+            .collect()
+    }
+}
+
+/// What diffing the bindings of one resource produced.
+#[derive(Default)]
+struct ResourceDiff {
+    changes: Vec<MemberChange>,
+    emptied: Vec<EmptiedBinding>,
+    emptied_groups: Vec<EmptiedGroup>,
+    adds: usize,
+    removes: usize,
 }
 
 /// The outcome of planning one governed service. (Returned once per service and moved
@@ -1246,6 +1242,41 @@ struct ServiceCtx<'a> {
     public_sources: Sources,
 }
 
+/// The policies governing one service.
+struct Governing<'r, 'p> {
+    pols: Vec<&'r ResolvedPolicy<'p>>,
+    /// `file:line` of the service references that matched, sorted.
+    ref_sources: Vec<String>,
+    /// The most cautious mode of the governing policies.
+    mode: Mode,
+    /// Names of the governing policies, sorted.
+    policies: Vec<String>,
+}
+
+/// The merged exposure of one service, with the lines that decide `public` and `iap`.
+struct Exposed {
+    merged: MergedExposure,
+    iap: bool,
+    public: Option<bool>,
+    public_sources: Vec<String>,
+    iap_sources: Vec<String>,
+}
+
+/// What the policies grant on one service, per resource.
+#[derive(Default)]
+struct DesiredMaps<'k> {
+    run: DesiredMap<'k>,
+    iap: DesiredMap<'k>,
+    run_feeds: FeedMap<'k>,
+    iap_feeds: FeedMap<'k>,
+}
+
+/// Whether a policy's grant of `member` may stand: `allUsers`/`allAuthenticatedUsers` only
+/// where the service is `public: true`.
+fn grant_allowed(member: &Member, public: Option<bool>) -> bool {
+    !member.is_public() || public == Some(true)
+}
+
 #[derive(Default)]
 struct MergedExposure {
     ingress: Option<(Ingress, Vec<String>)>,
@@ -1254,12 +1285,6 @@ struct MergedExposure {
     audiences: Option<(BTreeSet<String>, Vec<String>)>,
     conflict: bool,
     iap_conflict: bool,
-}
-
-fn domain_allowed(email: &str, domains: &[String]) -> bool {
-    email
-        .rsplit_once('@')
-        .is_some_and(|(_, d)| domains.iter().any(|a| a.eq_ignore_ascii_case(d)))
 }
 
 /// Marks each add/remove/setting change `drift` when the base plan has the same change, else
@@ -1349,7 +1374,11 @@ impl<'a> Replanner<'a> {
     pub fn new(desired: &'a Desired, live: &'a LiveState, now: SystemTime) -> Replanner<'a> {
         let (mut planner, resolved) = prepare(desired, live, now);
         let governed = planner.match_services(&desired.policies);
-        Replanner { planner: std::sync::Mutex::new(planner), resolved, governed }
+        Replanner {
+            planner: std::sync::Mutex::new(planner),
+            resolved,
+            governed,
+        }
     }
 
     /// The plan of `fresh` (a newer read of a service in the snapshot), as [`replan_service`].
@@ -1406,6 +1435,12 @@ pub struct GovernedGrants {
     pub grants: Vec<DesiredGrant>,
 }
 
+/// Which members runwarden owns under `desired`, exactly as [`plan`] judges it (every member
+/// any policy produces, mapping members, `Settings.owned`). Pure.
+pub fn ownership<'a>(desired: &'a Desired, live: &'a LiveState, now: SystemTime) -> Ownership<'a> {
+    prepare(desired, live, now).0.ownership
+}
+
 /// Per governed live service, the members the policies want and why — the member resolution
 /// of [`plan`] (principal mapping, machines, `public`, IAP routing), without the diff. Pure;
 /// services whose state could not be read are listed too (what *would* be wanted).
@@ -1418,64 +1453,59 @@ pub fn desired_grants(
     let governed = p.match_services(&desired.policies);
     let mut out = BTreeMap::new();
     for (id, govs) in &governed {
-        let mut idx: Vec<usize> = govs.iter().map(|(i, _)| *i).collect();
-        idx.sort_unstable();
-        idx.dedup();
-        let pols: Vec<&ResolvedPolicy> = idx.iter().map(|i| &resolved[*i]).collect();
-        let mut ref_sources: Vec<String> = govs.iter().map(|(_, r)| loc(&r.source)).collect();
-        ref_sources.sort();
-        ref_sources.dedup();
-        let exp = p.merge_exposure(id, &pols);
-        let iap = exp.iap.as_ref().is_some_and(|(v, _)| *v);
-        let public = exp.public.as_ref().map(|(v, _)| *v);
-        let sources_of = |f: &Option<(bool, Vec<String>)>| {
-            f.as_ref()
-                .map(|(_, s)| s.clone())
-                .unwrap_or_else(|| ref_sources.clone())
-        };
+        let g = Planner::governing(govs, &resolved);
+        let x = p.exposure(id, &g);
         let mut grants = Vec::new();
-        if !exp.iap_conflict {
-            let role = if iap { IAP_ACCESSOR } else { RUN_INVOKER };
-            for rp in &pols {
-                for g in &rp.grants {
-                    if g.member.is_public() && public != Some(true) {
-                        continue;
-                    }
+        if !x.merged.iap_conflict {
+            let role = if x.iap { IAP_ACCESSOR } else { RUN_INVOKER };
+            for rp in &g.pols {
+                for gr in rp
+                    .grants
+                    .iter()
+                    .filter(|gr| grant_allowed(&gr.member, x.public))
+                {
                     grants.push(DesiredGrant {
                         role,
-                        condition: g.condition.clone(),
-                        member: g.member.clone(),
+                        condition: gr.condition.clone(),
+                        member: gr.member.clone(),
                         basis: GrantBasis::Invoker {
                             policy: rp.policy.name.clone(),
-                            invoker: rp.policy.invokers[g.invoker].clone(),
+                            invoker: rp.policy.invokers[gr.invoker].clone(),
                         },
                     });
                 }
             }
-            if public == Some(true) {
+            if x.public == Some(true) {
                 grants.push(DesiredGrant {
                     role: RUN_INVOKER,
                     condition: None,
                     member: Member::parse("allUsers").expect("allUsers is a member"),
-                    basis: GrantBasis::Public { sources: sources_of(&exp.public) },
+                    basis: GrantBasis::Public {
+                        sources: x.public_sources.clone(),
+                    },
                 });
             }
-            if let (true, Some(n)) = (iap, live.project_numbers.get(&id.project)) {
+            if let (true, Some(n)) = (x.iap, live.project_numbers.get(&id.project)) {
                 grants.push(DesiredGrant {
                     role: RUN_INVOKER,
                     condition: None,
                     member: iap_service_agent(*n),
-                    basis: GrantBasis::IapServiceAgent { sources: sources_of(&exp.iap) },
+                    basis: GrantBasis::IapServiceAgent {
+                        sources: x.iap_sources.clone(),
+                    },
                 });
             }
         }
-        let mut policies: Vec<String> = pols.iter().map(|p| p.policy.name.clone()).collect();
-        policies.sort();
-        policies.dedup();
-        let mode = pols.iter().map(|p| p.policy.mode).max().unwrap_or(Mode::Enforce);
         out.insert(
             id.clone(),
-            GovernedGrants { policies, mode, iap, public, iap_conflict: exp.iap_conflict, grants },
+            GovernedGrants {
+                policies: g.policies,
+                mode: g.mode,
+                iap: x.iap,
+                public: x.public,
+                iap_conflict: x.merged.iap_conflict,
+                grants,
+            },
         );
     }
     out

@@ -14,7 +14,7 @@ use std::fmt;
 
 use crate::policy::model::Settings;
 
-use super::model::{Action, Plan, Reason};
+use super::model::{Action, Plan, Reason, ResourcePlan, ServicePlan};
 
 /// Which guard tripped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,138 +75,158 @@ pub fn check_guards(
 ) -> Vec<GuardTrip> {
     let applied = || plan.services.iter().filter(|s| s.is_applicable());
     let removals: usize = applied().map(|s| s.count(Action::Remove)).sum();
-    let owned = plan.summary.owned_members;
     let hint = Some(format!(
         "if these {removals} removals are intended, re-run with --allow-removals {removals}"
     ));
     let mut trips = Vec::new();
-
-    match allow_removals {
-        Some(n) => {
-            if removals > n {
-                trips.push(GuardTrip {
-                    guard: GuardKind::MaxRemovals,
-                    message: format!(
-                        "the plan removes {removals} members, more than --allow-removals {n}"
-                    ),
-                    override_hint: hint.clone(),
-                });
-            }
-        }
-        None => {
-            let g = &settings.guards;
-            if removals > g.max_removals {
-                trips.push(GuardTrip {
-                    guard: GuardKind::MaxRemovals,
-                    message: format!(
-                        "the plan removes {removals} members, more than maxRemovals {}",
-                        g.max_removals
-                    ),
-                    override_hint: hint.clone(),
-                });
-            }
-            // The ratio is about losing owned access by accident (a directory read gone
-            // wrong, a policy deleted): it counts removals of owned members against the owned
-            // members as read. Removing `allUsers` where a policy says `public: false`, or
-            // foreign members with `foreignMembers: remove`, are declared decisions that
-            // `maxRemovals` still bounds.
-            let owned_removals: usize = applied()
-                .flat_map(|s| s.member_changes())
-                .filter(|c| {
-                    c.action == Action::Remove
-                        && matches!(c.reason, Reason::Unlisted | Reason::Expired | Reason::Deleted)
-                })
-                .count();
-            let limit = g.max_removal_ratio * owned as f64;
-            if owned_removals > 0 && owned_removals as f64 > limit {
-                trips.push(GuardTrip {
-                    guard: GuardKind::MaxRemovalRatio,
-                    message: format!(
-                        "the plan removes {owned_removals} of {owned} owned members ({:.1}%), more than maxRemovalRatio {} ({limit:.1} members)",
-                        100.0 * owned_removals as f64 / owned.max(1) as f64,
-                        g.max_removal_ratio
-                    ),
-                    override_hint: hint.clone(),
-                });
-            }
-            for s in applied() {
-                for r in s.iam.iter().chain(s.iap.iter()) {
-                    for e in &r.emptied_bindings {
-                        let cond = e
-                            .condition
-                            .as_ref()
-                            .map(|c| format!(" (condition {})", c.title))
-                            .unwrap_or_default();
-                        trips.push(GuardTrip {
-                            guard: GuardKind::EmptyDirectory,
-                            message: format!(
-                                "{} on {}{cond} would lose all {} member{} of the principal mapping because Auth0 role {} came back empty",
-                                e.role,
-                                s.id,
-                                e.members_before,
-                                if e.members_before == 1 { "" } else { "s" },
-                                e.empty_roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
-                            ),
-                            override_hint: hint.clone(),
-                        });
-                    }
-                    for e in &r.emptied_groups {
-                        let cond = e
-                            .condition
-                            .as_ref()
-                            .map(|c| format!(" (condition {})", c.title))
-                            .unwrap_or_default();
-                        trips.push(GuardTrip {
-                            guard: GuardKind::EmptyDirectory,
-                            message: format!(
-                                "{} on {}{cond} would lose {} member{} of the principal mapping while Auth0 group {} came back empty; check the group in Auth0",
-                                e.role,
-                                s.id,
-                                e.members_removed,
-                                if e.members_removed == 1 { "" } else { "s" },
-                                e.groups
-                                    .iter()
-                                    .map(|g| format!("`{}` (of role `{}`)", g.group, g.auth0_role))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                            override_hint: hint.clone(),
-                        });
-                    }
-                }
+    let (limit, what) = match allow_removals {
+        Some(n) => (n, format!("--allow-removals {n}")),
+        None => (
+            settings.guards.max_removals,
+            format!("maxRemovals {}", settings.guards.max_removals),
+        ),
+    };
+    if removals > limit {
+        trips.push(GuardTrip {
+            guard: GuardKind::MaxRemovals,
+            message: format!("the plan removes {removals} members, more than {what}"),
+            override_hint: hint.clone(),
+        });
+    }
+    // `--allow-removals` overrides the ratio and directory guards too.
+    if allow_removals.is_none() {
+        trips.extend(removal_ratio_trip(plan, settings, &hint));
+        for s in applied() {
+            for r in s.iam.iter().chain(s.iap.iter()) {
+                directory_trips(s, r, &hint, &mut trips);
             }
         }
     }
-
     for s in applied() {
-        for c in s.member_changes() {
-            if c.action == Action::Remove {
-                if let Some(p) = settings.keep.iter().find(|p| p.matches(c.member.as_str())) {
-                    trips.push(GuardTrip {
-                        guard: GuardKind::KeepMemberRemoved,
-                        message: format!(
-                            "the plan removes {} from {} on {}, but it matches keep pattern `{}`",
-                            c.member, c.role, s.id, p.pattern
-                        ),
-                        override_hint: None,
-                    });
-                }
-            }
-            if c.action == Action::Add && !settings.allowed_roles.iter().any(|r| r == &c.role) {
+        change_trips(s, settings, &mut trips);
+    }
+    trips.sort_by(|a, b| (a.guard, &a.message).cmp(&(b.guard, &b.message)));
+    trips
+}
+
+/// `maxRemovalRatio`: owned members removed against the owned members as read.
+fn removal_ratio_trip(
+    plan: &Plan,
+    settings: &Settings,
+    hint: &Option<String>,
+) -> Option<GuardTrip> {
+    let applied = || plan.services.iter().filter(|s| s.is_applicable());
+    let owned = plan.summary.owned_members;
+    let g = &settings.guards;
+    // The ratio is about losing owned access by accident (a directory read gone
+    // wrong, a policy deleted): it counts removals of owned members against the owned
+    // members as read. Removing `allUsers` where a policy says `public: false`, or
+    // foreign members with `foreignMembers: remove`, are declared decisions that
+    // `maxRemovals` still bounds.
+    let owned_removals: usize = applied()
+        .flat_map(|s| s.member_changes())
+        .filter(|c| {
+            c.action == Action::Remove
+                && matches!(
+                    c.reason,
+                    Reason::Unlisted | Reason::Expired | Reason::Deleted
+                )
+        })
+        .count();
+    let limit = g.max_removal_ratio * owned as f64;
+    if owned_removals > 0 && owned_removals as f64 > limit {
+        return Some(GuardTrip {
+            guard: GuardKind::MaxRemovalRatio,
+            message: format!(
+                "the plan removes {owned_removals} of {owned} owned members ({:.1}%), more than maxRemovalRatio {} ({limit:.1} members)",
+                100.0 * owned_removals as f64 / owned.max(1) as f64,
+                g.max_removal_ratio
+            ),
+            override_hint: hint.clone(),
+        });
+    }
+    None
+}
+
+/// The directory guard: bindings that lose the principal mapping's members while a feeding
+/// Auth0 role or group came back empty.
+fn directory_trips(
+    s: &ServicePlan,
+    r: &ResourcePlan,
+    hint: &Option<String>,
+    trips: &mut Vec<GuardTrip>,
+) {
+    for e in &r.emptied_bindings {
+        let cond = e
+            .condition
+            .as_ref()
+            .map(|c| format!(" (condition {})", c.title))
+            .unwrap_or_default();
+        trips.push(GuardTrip {
+            guard: GuardKind::EmptyDirectory,
+            message: format!(
+                "{} on {}{cond} would lose all {} member{} of the principal mapping because Auth0 role {} came back empty",
+                e.role,
+                s.id,
+                e.members_before,
+                if e.members_before == 1 { "" } else { "s" },
+                e.empty_roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            ),
+            override_hint: hint.clone(),
+        });
+    }
+    for e in &r.emptied_groups {
+        let cond = e
+            .condition
+            .as_ref()
+            .map(|c| format!(" (condition {})", c.title))
+            .unwrap_or_default();
+        trips.push(GuardTrip {
+            guard: GuardKind::EmptyDirectory,
+            message: format!(
+                "{} on {}{cond} would lose {} member{} of the principal mapping while Auth0 group {} came back empty; check the group in Auth0",
+                e.role,
+                s.id,
+                e.members_removed,
+                if e.members_removed == 1 { "" } else { "s" },
+                e.groups
+                    .iter()
+                    .map(|g| format!("`{}` (of role `{}`)", g.group, g.auth0_role))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            override_hint: hint.clone(),
+        });
+    }
+}
+
+/// Per member change: removals of `keep` members, grants of roles outside `allowedRoles`.
+fn change_trips(s: &ServicePlan, settings: &Settings, trips: &mut Vec<GuardTrip>) {
+    for c in s.member_changes() {
+        if c.action == Action::Remove {
+            if let Some(p) = settings.keep.iter().find(|p| p.matches(c.member.as_str())) {
                 trips.push(GuardTrip {
-                    guard: GuardKind::RoleNotAllowed,
+                    guard: GuardKind::KeepMemberRemoved,
                     message: format!(
-                        "the plan grants {} to {} on {}, a role outside allowedRoles ({})",
-                        c.role,
-                        c.member,
-                        s.id,
-                        settings.allowed_roles.join(", ")
+                        "the plan removes {} from {} on {}, but it matches keep pattern `{}`",
+                        c.member, c.role, s.id, p.pattern
                     ),
                     override_hint: None,
                 });
             }
         }
+        if c.action == Action::Add && !settings.allowed_roles.iter().any(|r| r == &c.role) {
+            trips.push(GuardTrip {
+                guard: GuardKind::RoleNotAllowed,
+                message: format!(
+                    "the plan grants {} to {} on {}, a role outside allowedRoles ({})",
+                    c.role,
+                    c.member,
+                    s.id,
+                    settings.allowed_roles.join(", ")
+                ),
+                override_hint: None,
+            });
+        }
     }
-    trips.sort_by(|a, b| (a.guard, &a.message).cmp(&(b.guard, &b.message)));
-    trips
 }

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod guards;
 pub mod model;
 pub mod render;
+pub mod rules;
 pub mod simulate;
 pub mod verify;
 mod time;

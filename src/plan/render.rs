@@ -38,7 +38,11 @@ pub fn summary_line(plan: &Plan) -> String {
     if unread > 0 {
         // Unreadable is never "no changes": what could not be read was not compared at all.
         let planned = if plan.has_changes() {
-            format!("{} service{} to change", s.services_to_change, plural(s.services_to_change))
+            format!(
+                "{} service{} to change",
+                s.services_to_change,
+                plural(s.services_to_change)
+            )
         } else {
             "no changes".to_string()
         };
@@ -182,10 +186,7 @@ fn setting_text(c: &SettingChange) -> String {
 fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, String)>) {
     let mut current: Option<(&str, Option<&str>)> = None;
     for c in &r.changes {
-        let key = (
-            &*c.role,
-            c.condition.as_ref().map(|c| c.title.as_str()),
-        );
+        let key = (&*c.role, c.condition.as_ref().map(|c| c.title.as_str()));
         if current != Some(key) {
             current = Some(key);
             let head = match &c.condition {
@@ -330,7 +331,74 @@ pub fn write_text<W: std::fmt::Write>(plan: &Plan, color: bool, out: &mut W) -> 
 /// table per service, collapsible details and the findings; strictly shorter than
 /// [`MARKDOWN_LIMIT`] characters, cut with a visible marker that counts what was left out.
 pub fn render_markdown(plan: &Plan) -> String {
-    let budget = MARKDOWN_LIMIT - MARKDOWN_RESERVE;
+    let mut out = markdown_header(plan);
+    let mut budget = Budget {
+        limit: MARKDOWN_LIMIT - MARKDOWN_RESERVE,
+        full: false,
+    };
+    let (mut rows_left, mut details_left, mut findings_left) = (0usize, 0usize, 0usize);
+    if !plan.services.is_empty() {
+        budget.push(
+            &mut out,
+            "| Service | Mode | Add | Remove | Settings | Foreign kept |\n| --- | --- | ---: | ---: | ---: | ---: |\n",
+        );
+        for s in &plan.services {
+            if !budget.push(&mut out, &md_table_row(s)) {
+                rows_left += 1;
+            }
+        }
+        budget.push(&mut out, "\n");
+        for s in &plan.services {
+            if !budget.push(&mut out, &md_details(s)) {
+                details_left += 1;
+            }
+        }
+    }
+    if !plan.findings.is_empty() {
+        budget.push(
+            &mut out,
+            &format!("### Findings ({})\n\n", plan.findings.len()),
+        );
+        for f in &plan.findings {
+            if !budget.push(&mut out, &md_finding(f)) {
+                findings_left += 1;
+            }
+        }
+    }
+    if budget.full {
+        let _ = write!(
+            out,
+            "\n---\n\n**✂️ Plan truncated** to stay under GitHub's {MARKDOWN_LIMIT}-character comment limit: left out {rows_left} table row{}, {details_left} service detail{} and {findings_left} finding{}. The full plan is in `runwarden plan --format json`.\n",
+            plural(rows_left),
+            plural(details_left),
+            plural(findings_left)
+        );
+    }
+    out
+}
+
+/// What is left of the Markdown length budget. Once a piece does not fit, nothing more is
+/// added (so the comment never shows a later piece without an earlier one).
+struct Budget {
+    limit: usize,
+    full: bool,
+}
+
+impl Budget {
+    /// Appends `piece` if it fits; whether it was appended.
+    fn push(&mut self, out: &mut String, piece: &str) -> bool {
+        if !self.full && out.len() + piece.len() <= self.limit {
+            out.push_str(piece);
+            true
+        } else {
+            self.full = true;
+            false
+        }
+    }
+}
+
+/// The summary line, the removal warning and the notes on origins and modes.
+fn markdown_header(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "**runwarden plan** — {}", summary_line(plan));
     out.push('\n');
@@ -366,116 +434,78 @@ pub fn render_markdown(plan: &Plan) -> String {
         );
     }
 
-    let (mut rows_left, mut details_left, mut findings_left) = (0usize, 0usize, 0usize);
-    let mut full = false;
-    let try_push = |out: &mut String, piece: &str, full: &mut bool| -> bool {
-        if !*full && out.len() + piece.len() <= budget {
-            out.push_str(piece);
-            true
-        } else {
-            *full = true;
-            false
-        }
-    };
-
-    if !plan.services.is_empty() {
-        try_push(
-            &mut out,
-            "| Service | Mode | Add | Remove | Settings | Foreign kept |\n| --- | --- | ---: | ---: | ---: | ---: |\n",
-            &mut full,
-        );
-        for s in &plan.services {
-            let row = format!(
-                "| {} | {} | {} | {} | {} | {} |\n",
-                md_code(&s.id.to_string(), true),
-                s.mode.as_str(),
-                s.count(Action::Add),
-                s.count(Action::Remove),
-                s.settings.len(),
-                s.foreign_kept()
-            );
-            if !try_push(&mut out, &row, &mut full) {
-                rows_left += 1;
-            }
-        }
-        try_push(&mut out, "\n", &mut full);
-        for s in &plan.services {
-            let mut body = String::new();
-            for (sym, line) in service_lines(s) {
-                // In a diff block the first column decides the colour.
-                // The symbol moves to the first column so GitHub colours the line.
-                let line = match sym {
-                    "+" | "-" => format!("{sym}{}", line.replacen(&format!("{sym} "), "  ", 1)),
-                    "!" => format!("-{line}"),
-                    _ => format!(" {line}"),
-                };
-                let _ = writeln!(body, "{line}");
-            }
-            // Only a line of at least as many backticks as the opening fence ends the block, and
-            // `service_lines` keeps one line per line: a fence longer than any backtick run in
-            // the body cannot be closed by a name inside it.
-            let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
-            let block = format!(
-                "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n",
-                html_text(&s.id.to_string()),
-                s.mode.as_str(),
-                s.count(Action::Add),
-                s.count(Action::Remove),
-                s.settings.len()
-            );
-            if !try_push(&mut out, &block, &mut full) {
-                details_left += 1;
-            }
-        }
-    }
-    if !plan.findings.is_empty() {
-        try_push(
-            &mut out,
-            &format!("### Findings ({})\n\n", plan.findings.len()),
-            &mut full,
-        );
-        for f in &plan.findings {
-            let icon = match f.severity {
-                Severity::Error => "🛑",
-                Severity::Warning => "⚠️",
-                Severity::Info => "ℹ️",
-            };
-            let mut line = format!(
-                "- {icon} **{}** {}",
-                f.severity.as_str(),
-                md_code(&f.code, false)
-            );
-            if let Some(s) = &f.service {
-                let _ = write!(line, " {}", md_code(s, false));
-            }
-            let _ = write!(line, ": {}", md_message(&f.message));
-            if !f.sources.is_empty() {
-                let _ = write!(
-                    line,
-                    " ({})",
-                    f.sources
-                        .iter()
-                        .map(|s| md_code(s, false))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            line.push('\n');
-            if !try_push(&mut out, &line, &mut full) {
-                findings_left += 1;
-            }
-        }
-    }
-    if full {
-        let _ = write!(
-            out,
-            "\n---\n\n**✂️ Plan truncated** to stay under GitHub's {MARKDOWN_LIMIT}-character comment limit: left out {rows_left} table row{}, {details_left} service detail{} and {findings_left} finding{}. The full plan is in `runwarden plan --format json`.\n",
-            plural(rows_left),
-            plural(details_left),
-            plural(findings_left)
-        );
-    }
     out
+}
+
+/// A service's row in the summary table.
+fn md_table_row(s: &ServicePlan) -> String {
+    format!(
+        "| {} | {} | {} | {} | {} | {} |\n",
+        md_code(&s.id.to_string(), true),
+        s.mode.as_str(),
+        s.count(Action::Add),
+        s.count(Action::Remove),
+        s.settings.len(),
+        s.foreign_kept()
+    )
+}
+
+/// A service's collapsible details: its plan lines as a diff block.
+fn md_details(s: &ServicePlan) -> String {
+    let mut body = String::new();
+    for (sym, line) in service_lines(s) {
+        // In a diff block the first column decides the colour.
+        // The symbol moves to the first column so GitHub colours the line.
+        let line = match sym {
+            "+" | "-" => format!("{sym}{}", line.replacen(&format!("{sym} "), "  ", 1)),
+            "!" => format!("-{line}"),
+            _ => format!(" {line}"),
+        };
+        let _ = writeln!(body, "{line}");
+    }
+    // Only a line of at least as many backticks as the opening fence ends the block, and
+    // `service_lines` keeps one line per line: a fence longer than any backtick run in
+    // the body cannot be closed by a name inside it.
+    let fence = "`".repeat(longest_backtick_run(&body).max(2) + 1);
+    format!(
+        "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n",
+        html_text(&s.id.to_string()),
+        s.mode.as_str(),
+        s.count(Action::Add),
+        s.count(Action::Remove),
+        s.settings.len()
+    )
+}
+
+/// One finding as a list item.
+fn md_finding(f: &Finding) -> String {
+    let icon = match f.severity {
+        Severity::Error => "🛑",
+        Severity::Warning => "⚠️",
+        Severity::Info => "ℹ️",
+    };
+    let mut line = format!(
+        "- {icon} **{}** {}",
+        f.severity.as_str(),
+        md_code(&f.code, false)
+    );
+    if let Some(s) = &f.service {
+        let _ = write!(line, " {}", md_code(s, false));
+    }
+    let _ = write!(line, ": {}", md_message(&f.message));
+    if !f.sources.is_empty() {
+        let _ = write!(
+            line,
+            " ({})",
+            f.sources
+                .iter()
+                .map(|s| md_code(s, false))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    line.push('\n');
+    line
 }
 
 /// What the guards would say at apply time, appended to a text or Markdown plan for its

@@ -7,7 +7,7 @@
 //! its absence is itself an error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use serde_saphyr::Spanned;
@@ -97,26 +97,7 @@ pub(super) fn check(
         }
     }
 
-    let mut settings: Option<(Settings, SettingsFacts)> = None;
-    for (file, line_offset, doc) in &settings_docs {
-        let mut r = Reporter {
-            file,
-            line_offset: *line_offset,
-            out,
-            errors: &mut errors,
-        };
-        match &settings {
-            None => settings = Some(convert_settings(&mut r, doc)),
-            Some((first, _)) => r.error(
-                r.pos(&doc.metadata.name),
-                format!(
-                    "a second Settings document (`{}`); the first is `{}` at {}",
-                    doc.metadata.name.value, first.name, first.source
-                ),
-                "a policy directory has exactly one Settings document: merge them",
-            ),
-        }
-    }
+    let settings = convert_settings_docs(&settings_docs, out, &mut errors);
     // A Settings document that failed to parse is already reported; saying "none found" too
     // would send the reader looking for a file that exists.
     if settings_docs.is_empty() && broken_settings == 0 {
@@ -130,30 +111,7 @@ pub(super) fn check(
         );
     }
 
-    let mut policies: Vec<(AccessPolicy, PolicyFacts)> = Vec::new();
-    let mut names: HashMap<String, Source> = HashMap::new();
-    for (file, line_offset, doc) in &policy_docs {
-        let mut r = Reporter {
-            file,
-            line_offset: *line_offset,
-            out,
-            errors: &mut errors,
-        };
-        let (policy, facts) = convert_policy(&mut r, doc, settings.as_ref(), clock);
-        if let Some(first) = names.get(&policy.name) {
-            r.error(
-                (policy.source.line, policy.source.column),
-                format!(
-                    "duplicate AccessPolicy name `{}`; it is first used at {first}",
-                    policy.name
-                ),
-                "metadata.name must be unique among AccessPolicy documents: rename one",
-            );
-        } else {
-            names.insert(policy.name.clone(), policy.source.clone());
-        }
-        policies.push((policy, facts));
-    }
+    let policies = convert_policy_docs(&policy_docs, settings.as_ref(), clock, out, &mut errors);
 
     check_exposure_conflicts(
         &policies,
@@ -171,6 +129,71 @@ pub(super) fn check(
         _ => None,
     };
     Checked { desired }
+}
+
+/// The first Settings document converted; any further one is an error.
+fn convert_settings_docs(
+    docs: &[(PathBuf, usize, Box<wire::SettingsDocument>)],
+    out: &mut Vec<Diagnostic>,
+    errors: &mut usize,
+) -> Option<(Settings, SettingsFacts)> {
+    let mut settings: Option<(Settings, SettingsFacts)> = None;
+    for (file, line_offset, doc) in docs {
+        let mut r = Reporter {
+            file,
+            line_offset: *line_offset,
+            out,
+            errors,
+        };
+        match &settings {
+            None => settings = Some(convert_settings(&mut r, doc)),
+            Some((first, _)) => r.error(
+                r.pos(&doc.metadata.name),
+                format!(
+                    "a second Settings document (`{}`); the first is `{}` at {}",
+                    doc.metadata.name.value, first.name, first.source
+                ),
+                "a policy directory has exactly one Settings document: merge them",
+            ),
+        }
+    }
+    settings
+}
+
+/// Every AccessPolicy document converted, names unique.
+fn convert_policy_docs(
+    docs: &[(PathBuf, usize, Box<wire::AccessPolicyDocument>)],
+    settings: Option<&(Settings, SettingsFacts)>,
+    clock: Clock,
+    out: &mut Vec<Diagnostic>,
+    errors: &mut usize,
+) -> Vec<(AccessPolicy, PolicyFacts)> {
+    let mut policies: Vec<(AccessPolicy, PolicyFacts)> = Vec::new();
+    let mut names: HashMap<String, Source> = HashMap::new();
+    for (file, line_offset, doc) in docs {
+        let mut r = Reporter {
+            file,
+            line_offset: *line_offset,
+            out,
+            errors,
+        };
+        let (policy, facts) = convert_policy(&mut r, doc, settings, clock);
+        if let Some(first) = names.get(&policy.name) {
+            r.error(
+                (policy.source.line, policy.source.column),
+                format!(
+                    "duplicate AccessPolicy name `{}`; it is first used at {first}",
+                    policy.name
+                ),
+                "metadata.name must be unique among AccessPolicy documents: rename one",
+            );
+        } else {
+            names.insert(policy.name.clone(), policy.source.clone());
+        }
+        policies.push((policy, facts));
+    }
+
+    policies
 }
 
 /// The clock a load judges `expires` against, and whether a grant that ran out is an error
@@ -195,8 +218,50 @@ fn convert_settings(
     let name = check_name(r, &doc.metadata.name, "Settings");
     let spec = &doc.spec;
 
-    // auth0
     let a = &spec.auth0;
+    let domain = check_auth0(r, a);
+    let principals = convert_principals(r, &spec.principals.value);
+    let machines = convert_machines(r, &spec.machines);
+    let (scope, scope_at) = convert_scope(r, &spec.scope);
+    let foreign_members = match spec.foreign_members {
+        None | Some(wire::ForeignMembers::Keep) => ForeignMembers::Keep,
+        Some(wire::ForeignMembers::Remove) => ForeignMembers::Remove,
+    };
+    let owned = member_patterns(r, &spec.owned);
+    let keep = member_patterns(r, &spec.keep);
+
+    let (allowed_roles, allowed_roles_at) = convert_allowed_roles(r, doc);
+    let guards = convert_guards(r, &spec.guards);
+    let audits = convert_audits(r, &spec.audits);
+    let settings = Settings {
+        source: r.source(r.pos(&doc.metadata.name)),
+        name,
+        auth0: Auth0Settings {
+            domain,
+            client_id: a.client_id.value.clone(),
+            client_secret_env: a.client_secret_env.value.clone(),
+        },
+        principals,
+        machines,
+        scope,
+        foreign_members,
+        owned,
+        keep,
+        allowed_roles,
+        guards,
+        audits,
+    };
+    (
+        settings,
+        SettingsFacts {
+            allowed_roles_at,
+            scope_at,
+        },
+    )
+}
+
+/// Checks the `auth0` block; returns the tenant domain.
+fn check_auth0(r: &mut Reporter<'_>, a: &wire::Auth0) -> String {
     let domain = a.domain.value.clone();
     if domain.contains("://") || domain.contains('/') {
         r.error(
@@ -234,9 +299,12 @@ fn convert_settings(
         );
     }
 
-    // principals
-    let p = &spec.principals.value;
-    let principals = match p.mapping.value {
+    domain
+}
+
+/// Converts `principals` (the mapping of Auth0 roles to IAM members).
+fn convert_principals(r: &mut Reporter<'_>, p: &wire::Principals) -> PrincipalMapping {
+    match p.mapping.value {
         wire::Mapping::WorkforcePool => {
             if let Some(domains) = &p.email_domains {
                 r.error(
@@ -305,11 +373,13 @@ fn convert_settings(
             }
             PrincipalMapping::Users { email_domains }
         }
-    };
+    }
+}
 
-    // machines
+/// Converts `machines` (Auth0 M2M applications and their service accounts).
+fn convert_machines(r: &mut Reporter<'_>, list: &[Spanned<wire::Machine>]) -> Vec<MachineIdentity> {
     let mut machines: Vec<MachineIdentity> = Vec::new();
-    for m in &spec.machines {
+    for m in list {
         let name = &m.value.name;
         if !is_dns_label(&name.value, 63) {
             r.error(
@@ -366,9 +436,13 @@ fn convert_settings(
         }
     }
 
-    // scope
-    let scope_at = r.source(r.pos(&spec.scope));
-    let s = &spec.scope.value;
+    machines
+}
+
+/// Converts `scope`; returns it with where it was written.
+fn convert_scope(r: &mut Reporter<'_>, scope: &Spanned<wire::Scope>) -> (Scope, Source) {
+    let scope_at = r.source(r.pos(scope));
+    let s = &scope.value;
     if s.projects.value.is_empty() {
         r.error(
             r.pos(&s.projects),
@@ -395,14 +469,16 @@ fn convert_settings(
         }
     });
 
-    let foreign_members = match spec.foreign_members {
-        None | Some(wire::ForeignMembers::Keep) => ForeignMembers::Keep,
-        Some(wire::ForeignMembers::Remove) => ForeignMembers::Remove,
-    };
-    let owned = member_patterns(r, &spec.owned);
-    let keep = member_patterns(r, &spec.keep);
+    (Scope { projects, regions }, scope_at)
+}
 
-    let (allowed_roles, allowed_roles_at) = match &spec.allowed_roles {
+/// Converts `allowedRoles` (default: the invoker and IAP accessor roles); returns them with
+/// where they were written (the document's name when defaulted).
+fn convert_allowed_roles(
+    r: &mut Reporter<'_>,
+    doc: &wire::SettingsDocument,
+) -> (Vec<String>, Source) {
+    match &doc.spec.allowed_roles {
         Some(list) => {
             let roles = unique_list(r, &list.value, "role", |r, role| {
                 if !is_role(&role.value) {
@@ -419,13 +495,16 @@ fn convert_settings(
             vec![RUN_INVOKER.to_string(), IAP_ACCESSOR.to_string()],
             r.source(r.pos(&doc.metadata.name)),
         ),
-    };
+    }
+}
 
+/// Converts `guards` (defaults where absent or invalid).
+fn convert_guards(r: &mut Reporter<'_>, spec_guards: &Option<Spanned<wire::Guards>>) -> Guards {
     let mut guards = Guards {
         max_removals: DEFAULT_MAX_REMOVALS,
         max_removal_ratio: DEFAULT_MAX_REMOVAL_RATIO,
     };
-    if let Some(g) = &spec.guards {
+    if let Some(g) = spec_guards {
         if let Some(n) = &g.value.max_removals {
             if n.value < 0 {
                 r.error(
@@ -468,12 +547,17 @@ fn convert_settings(
         }
     }
 
+    guards
+}
+
+/// Converts `audits` (defaults where absent or invalid).
+fn convert_audits(r: &mut Reporter<'_>, spec_audits: &Option<Spanned<wire::Audits>>) -> Audits {
     let mut audits = Audits {
         max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
         max_signing_key_age: DEFAULT_MAX_SIGNING_KEY_AGE,
         require_coverage: false,
     };
-    if let Some(a) = &spec.audits {
+    if let Some(a) = spec_audits {
         if let Some(d) = &a.value.max_token_lifetime {
             if let Some(d) = check_duration(
                 r,
@@ -504,31 +588,7 @@ fn convert_settings(
             .unwrap_or(false);
     }
 
-    let settings = Settings {
-        source: r.source(r.pos(&doc.metadata.name)),
-        name,
-        auth0: Auth0Settings {
-            domain,
-            client_id: a.client_id.value.clone(),
-            client_secret_env: a.client_secret_env.value.clone(),
-        },
-        principals,
-        machines,
-        scope: Scope { projects, regions },
-        foreign_members,
-        owned,
-        keep,
-        allowed_roles,
-        guards,
-        audits,
-    };
-    (
-        settings,
-        SettingsFacts {
-            allowed_roles_at,
-            scope_at,
-        },
-    )
+    audits
 }
 
 fn check_duration(
@@ -650,16 +710,57 @@ fn convert_policy(
     };
     let scope = settings.map(|(s, f)| (&s.scope, &f.scope_at));
 
-    // services
-    let mut services: Vec<ServiceRef> = Vec::new();
-    if spec.services.value.is_empty() {
+    let services = convert_services(r, &spec.services, &name, scope);
+    let (exposure, facts) = convert_exposure(r, &spec.exposure);
+    let public = exposure.public == Some(true);
+    let iap = exposure.iap == Some(true);
+
+    let invokers = convert_invokers(r, &spec.invokers, &name, settings.map(|(s, _)| s), clock);
+    let listed_invokers = spec.invokers.as_ref().is_some_and(|l| !l.value.is_empty());
+    if !listed_invokers && !public && exposure.ingress != Some(Ingress::None) {
+        let at = spec
+            .invokers
+            .as_ref()
+            .map(|s| r.pos(s))
+            .unwrap_or(r.pos(&doc.metadata.name));
         r.error(
-            r.pos(&spec.services),
+            at,
+            format!("policy `{name}` names no invokers"),
+            "list who may invoke the services under `invokers:`; a public service says `public: true`, and `ingress: none` closes a service to everyone",
+        );
+    }
+
+    if let Some(settings) = settings {
+        check_granted_roles(r, doc, &name, settings, listed_invokers, public, iap);
+    }
+
+    let policy = AccessPolicy {
+        name,
+        source,
+        mode,
+        services,
+        exposure,
+        invokers,
+    };
+    (policy, facts)
+}
+
+/// Converts `services`, each listed once.
+fn convert_services(
+    r: &mut Reporter<'_>,
+    list: &Spanned<Vec<Spanned<wire::ServiceRef>>>,
+    name: &str,
+    scope: Option<(&Scope, &Source)>,
+) -> Vec<ServiceRef> {
+    let mut services: Vec<ServiceRef> = Vec::new();
+    if list.value.is_empty() {
+        r.error(
+            r.pos(list),
             "`services` is empty",
             "list the services this policy governs: {project, region, name} or {project, region, selector}",
         );
     }
-    for item in &spec.services.value {
+    for item in &list.value {
         if let Some(service) = convert_service(r, item, scope) {
             if let Some(first) = services.iter().find(|s| {
                 s.project == service.project
@@ -680,7 +781,14 @@ fn convert_policy(
         }
     }
 
-    // exposure
+    services
+}
+
+/// Converts `exposure`, with the facts exposure conflicts are judged on.
+fn convert_exposure(
+    r: &mut Reporter<'_>,
+    spec_exposure: &Option<Spanned<wire::Exposure>>,
+) -> (Exposure, PolicyFacts) {
     let mut exposure = Exposure::default();
     let mut facts = PolicyFacts {
         ingress: None,
@@ -688,7 +796,7 @@ fn convert_policy(
         iap: None,
         audiences: None,
     };
-    if let Some(e) = &spec.exposure {
+    if let Some(e) = spec_exposure {
         exposure.source = Some(r.source(r.pos(e)));
         if let Some(i) = &e.value.ingress {
             let ingress = match i.value {
@@ -726,7 +834,11 @@ fn convert_policy(
                 if a.value.trim().is_empty() || a.value.trim() != a.value {
                     r.error(r.pos(a), "an audience is empty or has surrounding spaces", "write the audience exactly as callers put it in `aud`, e.g. https://billing.acme.com");
                 } else if let Err(problem) = check_audience(&a.value) {
-                    r.error(r.pos(a), format!("audience {:?} {problem}", a.value), "Cloud Run custom audiences are full URLs, e.g. https://billing.acme.com");
+                    r.error(
+                        r.pos(a),
+                        format!("audience {:?} {problem}", a.value),
+                        "Cloud Run custom audiences are full URLs, e.g. https://billing.acme.com",
+                    );
                 }
             });
             let mut sorted = audiences.clone();
@@ -735,14 +847,21 @@ fn convert_policy(
             exposure.audiences = Some(audiences);
         }
     }
-    let public = exposure.public == Some(true);
-    let iap = exposure.iap == Some(true);
+    (exposure, facts)
+}
 
-    // invokers
+/// Converts `invokers`, each principal listed once.
+fn convert_invokers(
+    r: &mut Reporter<'_>,
+    spec_invokers: &Option<Spanned<Vec<Spanned<wire::Invoker>>>>,
+    name: &str,
+    settings: Option<&Settings>,
+    clock: Clock,
+) -> Vec<Invoker> {
     let mut invokers: Vec<Invoker> = Vec::new();
-    if let Some(list) = &spec.invokers {
+    if let Some(list) = spec_invokers {
         for item in &list.value {
-            if let Some(invoker) = convert_invoker(r, item, settings.map(|(s, _)| s), clock) {
+            if let Some(invoker) = convert_invoker(r, item, settings, clock) {
                 if let Some(first) = invokers.iter().find(|i| i.principal == invoker.principal) {
                     r.error(
                         r.pos(item),
@@ -758,78 +877,66 @@ fn convert_policy(
             }
         }
     }
-    let listed_invokers = spec.invokers.as_ref().is_some_and(|l| !l.value.is_empty());
-    if !listed_invokers && !public && exposure.ingress != Some(Ingress::None) {
-        let at = spec
-            .invokers
-            .as_ref()
-            .map(|s| r.pos(s))
-            .unwrap_or(r.pos(&doc.metadata.name));
-        r.error(
-            at,
-            format!("policy `{name}` names no invokers"),
-            "list who may invoke the services under `invokers:`; a public service says `public: true`, and `ingress: none` closes a service to everyone",
-        );
-    }
+    invokers
+}
 
-    // Roles this policy makes runwarden grant, each with why.
-    if let Some((settings, facts_s)) = settings {
-        let mut needed: Vec<(&str, &str)> = Vec::new();
-        if listed_invokers && !iap {
-            needed.push((RUN_INVOKER, "its invokers"));
+/// The roles this policy makes runwarden grant, each with why, must be in `allowedRoles`; and
+/// Auth0 roles through the workforce pool need IAP.
+fn check_granted_roles(
+    r: &mut Reporter<'_>,
+    doc: &wire::AccessPolicyDocument,
+    name: &str,
+    (settings, facts_s): &(Settings, SettingsFacts),
+    listed_invokers: bool,
+    public: bool,
+    iap: bool,
+) {
+    let spec = &doc.spec;
+    let mut needed: Vec<(&str, &str)> = Vec::new();
+    if listed_invokers && !iap {
+        needed.push((RUN_INVOKER, "its invokers"));
+    }
+    if public {
+        needed.push((RUN_INVOKER, "`public: true` (allUsers)"));
+    }
+    if iap {
+        needed.push((RUN_INVOKER, "`iap: true` (the IAP service agent)"));
+        if listed_invokers {
+            needed.push((IAP_ACCESSOR, "its invokers behind `iap: true`"));
         }
-        if public {
-            needed.push((RUN_INVOKER, "`public: true` (allUsers)"));
-        }
-        if iap {
-            needed.push((RUN_INVOKER, "`iap: true` (the IAP service agent)"));
-            if listed_invokers {
-                needed.push((IAP_ACCESSOR, "its invokers behind `iap: true`"));
-            }
-        }
-        let mut reported = BTreeSet::new();
-        for (role, why) in needed {
-            if !settings.allowed_roles.iter().any(|a| a == role) && reported.insert(role) {
-                let at = spec
-                    .invokers
-                    .as_ref()
-                    .map(|s| r.pos(s))
-                    .or(spec.exposure.as_ref().map(|s| r.pos(s)))
-                    .unwrap_or(r.pos(&doc.metadata.name));
-                r.error(
-                    at,
-                    format!("policy `{name}` grants {role} for {why}, but Settings allowedRoles does not allow it"),
-                    format!("add {role} to allowedRoles at {}", facts_s.allowed_roles_at),
-                );
-            }
-        }
-        // DESIGN §2, "a trap to catch": workforce identities cannot mint the Google-signed ID
-        // tokens Cloud Run's invoker check wants, so without IAP the grant is unusable.
-        if matches!(settings.principals, PrincipalMapping::WorkforcePool { .. }) && !iap {
-            if let Some(role) = spec
+    }
+    let mut reported = BTreeSet::new();
+    for (role, why) in needed {
+        if !settings.allowed_roles.iter().any(|a| a == role) && reported.insert(role) {
+            let at = spec
                 .invokers
-                .iter()
-                .flat_map(|l| &l.value)
-                .find_map(|i| i.value.auth0_role.as_ref())
-            {
-                r.warning(
-                    r.pos(role),
-                    format!("policy `{name}` grants Auth0 roles through the workforce pool without `iap: true`; workforce identities cannot mint the ID tokens Cloud Run's invoker check requires, so this grants nothing usable"),
-                    "set `exposure.iap: true` so people sign in through IAP",
-                );
-            }
+                .as_ref()
+                .map(|s| r.pos(s))
+                .or(spec.exposure.as_ref().map(|s| r.pos(s)))
+                .unwrap_or(r.pos(&doc.metadata.name));
+            r.error(
+                at,
+                format!("policy `{name}` grants {role} for {why}, but Settings allowedRoles does not allow it"),
+                format!("add {role} to allowedRoles at {}", facts_s.allowed_roles_at),
+            );
         }
     }
-
-    let policy = AccessPolicy {
-        name,
-        source,
-        mode,
-        services,
-        exposure,
-        invokers,
-    };
-    (policy, facts)
+    // DESIGN §2, "a trap to catch": workforce identities cannot mint the Google-signed ID
+    // tokens Cloud Run's invoker check wants, so without IAP the grant is unusable.
+    if matches!(settings.principals, PrincipalMapping::WorkforcePool { .. }) && !iap {
+        if let Some(role) = spec
+            .invokers
+            .iter()
+            .flat_map(|l| &l.value)
+            .find_map(|i| i.value.auth0_role.as_ref())
+        {
+            r.warning(
+                r.pos(role),
+                format!("policy `{name}` grants Auth0 roles through the workforce pool without `iap: true`; workforce identities cannot mint the ID tokens Cloud Run's invoker check requires, so this grants nothing usable"),
+                "set `exposure.iap: true` so people sign in through IAP",
+            );
+        }
+    }
 }
 
 fn convert_service(
@@ -838,8 +945,25 @@ fn convert_service(
     scope: Option<(&Scope, &Source)>,
 ) -> Option<ServiceRef> {
     let s = &item.value;
-    let mut ok = true;
     let project = &s.project;
+    let mut ok = check_service_project(r, project, scope);
+    let region = service_region(r, &s.region, scope, &mut ok);
+    let target = service_target(r, item, &region, scope, &mut ok)?;
+    ok.then(|| ServiceRef {
+        project: project.value.clone(),
+        region,
+        target,
+        source: r.source(r.pos(item)),
+    })
+}
+
+/// A service's `project`: a project id in the Settings scope.
+fn check_service_project(
+    r: &mut Reporter<'_>,
+    project: &Spanned<String>,
+    scope: Option<(&Scope, &Source)>,
+) -> bool {
+    let mut ok = true;
     if !is_project_id(&project.value) {
         ok = false;
         r.error(r.pos(project), format!("`{}` is not a Google Cloud project id", project.value), "a project id has 6 to 30 lowercase letters, digits and hyphens and starts with a letter");
@@ -857,46 +981,74 @@ fn convert_service(
             );
         }
     }
-    let needs_regions = |r: &mut Reporter<'_>, at, what: &str| {
-        if let Some((scope, scope_at)) = scope {
-            if scope.regions.is_empty() {
-                r.error(
-                    at,
-                    format!("{what} needs regions in the Settings scope, which lists none"),
-                    format!("add `regions:` to the scope at {scope_at}, or name the region"),
-                );
-                return false;
-            }
+    ok
+}
+
+/// `what` (a `region: "*"` or a selector) needs regions in the Settings scope.
+fn needs_regions(
+    r: &mut Reporter<'_>,
+    scope: Option<(&Scope, &Source)>,
+    at: (usize, usize),
+    what: &str,
+) -> bool {
+    if let Some((scope, scope_at)) = scope {
+        if scope.regions.is_empty() {
+            r.error(
+                at,
+                format!("{what} needs regions in the Settings scope, which lists none"),
+                format!("add `regions:` to the scope at {scope_at}, or name the region"),
+            );
+            return false;
         }
-        true
-    };
-    let region = if s.region.value == "*" {
-        ok &= needs_regions(r, r.pos(&s.region), "`region: \"*\"`");
+    }
+    true
+}
+
+/// A service's `region`: a Cloud Run region in the Settings scope, or `"*"`.
+fn service_region(
+    r: &mut Reporter<'_>,
+    region: &Spanned<String>,
+    scope: Option<(&Scope, &Source)>,
+    ok: &mut bool,
+) -> RegionRef {
+    if region.value == "*" {
+        *ok &= needs_regions(r, scope, r.pos(region), "`region: \"*\"`");
         RegionRef::Any
     } else {
-        if !is_region(&s.region.value) {
-            ok = false;
+        if !is_region(&region.value) {
+            *ok = false;
             r.error(
-                r.pos(&s.region),
-                format!("`{}` is not a Cloud Run region", s.region.value),
+                r.pos(region),
+                format!("`{}` is not a Cloud Run region", region.value),
                 "write a region such as europe-west1, or \"*\" for every region in scope",
             );
         } else if let Some((scope, at)) = scope {
-            if !scope.regions.is_empty() && !scope.regions.contains(&s.region.value) {
-                ok = false;
+            if !scope.regions.is_empty() && !scope.regions.contains(&region.value) {
+                *ok = false;
                 r.error(
-                    r.pos(&s.region),
+                    r.pos(region),
                     format!(
                         "region `{}` is not in the Settings scope ({})",
-                        s.region.value,
+                        region.value,
                         scope.regions.join(", ")
                     ),
                     format!("add it to scope.regions at {at}, or fix the name"),
                 );
             }
         }
-        RegionRef::Named(s.region.value.clone())
-    };
+        RegionRef::Named(region.value.clone())
+    }
+}
+
+/// A service's `name` or `selector` (exactly one); `None` when neither or both are given.
+fn service_target(
+    r: &mut Reporter<'_>,
+    item: &Spanned<wire::ServiceRef>,
+    region: &RegionRef,
+    scope: Option<(&Scope, &Source)>,
+    ok: &mut bool,
+) -> Option<ServiceTarget> {
+    let s = &item.value;
     let target = match (&s.name, &s.selector) {
         (Some(_), Some(sel)) => {
             r.error(
@@ -916,14 +1068,14 @@ fn convert_service(
         }
         (Some(n), None) => {
             if !is_service_name(&n.value) {
-                ok = false;
+                *ok = false;
                 r.error(r.pos(n), format!("`{}` is not a Cloud Run service name", n.value), "service names have up to 49 lowercase letters, digits and hyphens, start with a letter and do not end with a hyphen");
             }
             ServiceTarget::Named(n.value.clone())
         }
         (None, Some(sel)) => {
             if sel.value.is_empty() {
-                ok = false;
+                *ok = false;
                 r.error(
                     r.pos(sel),
                     "an empty selector would match every service",
@@ -932,23 +1084,18 @@ fn convert_service(
             }
             for (k, v) in &sel.value {
                 if !is_label_key(k) || !is_label_value(v) {
-                    ok = false;
+                    *ok = false;
                     r.error(r.pos(sel), format!("`{k}: {v}` is not a valid Cloud Run label"), "label keys start with a lowercase letter; keys and values have up to 63 lowercase letters, digits, `_` and `-`");
                 }
             }
             // With `region: "*"` the missing regions are already reported, once per service.
-            if region != RegionRef::Any {
-                ok &= needs_regions(r, r.pos(sel), "a selector");
+            if *region != RegionRef::Any {
+                *ok &= needs_regions(r, scope, r.pos(sel), "a selector");
             }
             ServiceTarget::Selector(sel.value.clone())
         }
     };
-    ok.then(|| ServiceRef {
-        project: project.value.clone(),
-        region,
-        target,
-        source: r.source(r.pos(item)),
-    })
+    Some(target)
 }
 
 fn convert_invoker(
@@ -982,85 +1129,120 @@ fn convert_invoker(
         }
     };
     let principal = match form {
-        "auth0Role" => {
-            let role = value.value.as_str();
-            let pool = settings
-                .is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
-            if role.trim().is_empty() {
-                r.error(
-                    r.pos(value),
-                    "the Auth0 role name is empty",
-                    "write the role's name as it appears in Auth0",
-                );
-                return None;
-            }
-            if let Err(problem) = check_role_name(role) {
-                r.error(
-                    r.pos(value),
-                    format!("the Auth0 role name {problem}"),
-                    "write the role's name as it appears in Auth0",
-                );
-                return None;
-            }
-            if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
-                r.error(
-                    r.pos(value),
-                    format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"),
-                    "rename the role in Auth0, or use `mapping: users`",
-                );
-                return None;
-            }
-            Principal::Auth0Role(role.to_string())
-        }
-        "member" => match Member::parse_written(&value.value) {
-            Ok(m) if m.kind() == MemberKind::Deleted => {
-                r.error(r.pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
-                return None;
-            }
-            Ok(m) if m.is_public() => {
-                r.error(
-                    r.pos(value),
-                    format!("`{}` cannot be an invoker member", value.value),
-                    "to make a service public, set `exposure.public: true`",
-                );
-                return None;
-            }
-            Ok(m) => Principal::Member(m),
-            Err(err) => {
-                let hint = if value.value.is_ascii() {
-                    "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://..."
-                } else {
-                    "retype the member: a look-alike or invisible character was likely pasted in (an internationalized domain is written in its xn-- form)"
-                };
-                r.error(r.pos(value), err.to_string(), hint);
-                return None;
-            }
-        },
-        _ => {
-            if let Some(s) = settings {
-                if !s.machines.iter().any(|m| m.name == value.value) {
-                    let known: Vec<&str> = s.machines.iter().map(|m| m.name.as_str()).collect();
-                    let hint = if known.is_empty() {
-                        format!(
-                            "Settings `{}` defines no machines: add one under `machines:` at {}",
-                            s.name, s.source
-                        )
-                    } else {
-                        format!("known machines: {}", known.join(", "))
-                    };
-                    r.error(
-                        r.pos(value),
-                        format!("unknown machine `{}`", value.value),
-                        hint,
-                    );
-                    return None;
-                }
-            }
-            Principal::Machine(value.value.clone())
-        }
+        "auth0Role" => auth0_role_principal(r, value, settings)?,
+        "member" => member_principal(r, value)?,
+        _ => machine_principal(r, value, settings)?,
     };
-    let expires = match &i.expires {
-        None => None,
+    let expires = invoker_expiry(r, &i.expires, clock)?;
+    Some(Invoker {
+        principal,
+        expires,
+        source: r.source(r.pos(item)),
+    })
+}
+
+/// `auth0Role: NAME`: a name a policy may write (and, with the workforce pool, one a pool
+/// group can carry).
+fn auth0_role_principal(
+    r: &mut Reporter<'_>,
+    value: &Spanned<String>,
+    settings: Option<&Settings>,
+) -> Option<Principal> {
+    let role = value.value.as_str();
+    let pool =
+        settings.is_some_and(|s| matches!(s.principals, PrincipalMapping::WorkforcePool { .. }));
+    if role.trim().is_empty() {
+        r.error(
+            r.pos(value),
+            "the Auth0 role name is empty",
+            "write the role's name as it appears in Auth0",
+        );
+        return None;
+    }
+    if let Err(problem) = check_role_name(role) {
+        r.error(
+            r.pos(value),
+            format!("the Auth0 role name {problem}"),
+            "write the role's name as it appears in Auth0",
+        );
+        return None;
+    }
+    if pool && (role.contains(char::is_whitespace) || role.contains('/')) {
+        r.error(
+            r.pos(value),
+            format!("Auth0 role `{role}` cannot be a workforce pool group (spaces or `/`)"),
+            "rename the role in Auth0, or use `mapping: users`",
+        );
+        return None;
+    }
+    Some(Principal::Auth0Role(role.to_string()))
+}
+
+/// `member: PRINCIPAL`: a principal that can be granted (not deleted, not public).
+fn member_principal(r: &mut Reporter<'_>, value: &Spanned<String>) -> Option<Principal> {
+    match Member::parse_written(&value.value) {
+        Ok(m) if m.kind() == MemberKind::Deleted => {
+            r.error(r.pos(value), format!("`{}` is a deleted principal and cannot be granted", value.value), "remove this invoker; runwarden removes deleted members from owned bindings by itself");
+            None
+        }
+        Ok(m) if m.is_public() => {
+            r.error(
+                r.pos(value),
+                format!("`{}` cannot be an invoker member", value.value),
+                "to make a service public, set `exposure.public: true`",
+            );
+            None
+        }
+        Ok(m) => Some(Principal::Member(m)),
+        Err(err) => {
+            let hint = if value.value.is_ascii() {
+                "write members as user:EMAIL, serviceAccount:EMAIL, group:EMAIL, domain:DOMAIN, principal://... or principalSet://..."
+            } else {
+                "retype the member: a look-alike or invisible character was likely pasted in (an internationalized domain is written in its xn-- form)"
+            };
+            r.error(r.pos(value), err.to_string(), hint);
+            None
+        }
+    }
+}
+
+/// `machine: NAME`: a machine Settings defines.
+fn machine_principal(
+    r: &mut Reporter<'_>,
+    value: &Spanned<String>,
+    settings: Option<&Settings>,
+) -> Option<Principal> {
+    if let Some(s) = settings {
+        if !s.machines.iter().any(|m| m.name == value.value) {
+            let known: Vec<&str> = s.machines.iter().map(|m| m.name.as_str()).collect();
+            let hint = if known.is_empty() {
+                format!(
+                    "Settings `{}` defines no machines: add one under `machines:` at {}",
+                    s.name, s.source
+                )
+            } else {
+                format!("known machines: {}", known.join(", "))
+            };
+            r.error(
+                r.pos(value),
+                format!("unknown machine `{}`", value.value),
+                hint,
+            );
+            return None;
+        }
+    }
+    Some(Principal::Machine(value.value.clone()))
+}
+
+/// `expires`: `Some(None)` without one, `None` when it is unreadable (or, in `validate`,
+/// passed).
+fn invoker_expiry(
+    r: &mut Reporter<'_>,
+    expires: &Option<Spanned<String>>,
+    clock: Clock,
+) -> Option<Option<SystemTime>> {
+    match expires {
+        None => Some(None),
         Some(e) => match parse_rfc3339(&e.value) {
             Ok(t) if t <= clock.now && clock.expired_is_error => {
                 r.error(
@@ -1068,34 +1250,32 @@ fn convert_invoker(
                     format!("this grant expired at {}", e.value),
                     "remove the invoker, or move `expires` into the future",
                 );
-                return None;
+                None
             }
             Ok(t) if t <= clock.now => {
                 // Outside `validate` a grant that ran out is not a broken repository: the
                 // plan removes what it granted (reason `expired`) and says to delete the line.
                 r.warning(
                     r.pos(e),
-                    format!("this grant expired at {}; it grants nothing any more", e.value),
+                    format!(
+                        "this grant expired at {}; it grants nothing any more",
+                        e.value
+                    ),
                     "delete the invoker (the plan removes what it granted)",
                 );
-                Some(t)
+                Some(Some(t))
             }
-            Ok(t) => Some(t),
+            Ok(t) => Some(Some(t)),
             Err(err) => {
                 r.error(
                     r.pos(e),
                     err,
                     "expires is an RFC 3339 time with a zone, e.g. 2027-01-31T00:00:00Z",
                 );
-                return None;
+                None
             }
         },
-    };
-    Some(Invoker {
-        principal,
-        expires,
-        source: r.source(r.pos(item)),
-    })
+    }
 }
 
 /// The longest Auth0 role name a policy may name. The Management API's OpenAPI
@@ -1128,9 +1308,15 @@ pub fn check_role_name(role: &str) -> Result<(), String> {
 /// absolute `https://` or `http://` URL with a host, in ASCII, without spaces or controls.
 pub fn check_audience(aud: &str) -> Result<(), String> {
     if aud.len() > MAX_AUDIENCE {
-        return Err(format!("is {} characters long; the limit is {MAX_AUDIENCE}", aud.len()));
+        return Err(format!(
+            "is {} characters long; the limit is {MAX_AUDIENCE}",
+            aud.len()
+        ));
     }
-    if let Some(c) = aud.chars().find(|c| !c.is_ascii() || c.is_ascii_control() || *c == ' ') {
+    if let Some(c) = aud
+        .chars()
+        .find(|c| !c.is_ascii() || c.is_ascii_control() || *c == ' ')
+    {
         return Err(format!("contains {}", crate::iam::describe_char(c)));
     }
     let rest = aud
@@ -1180,7 +1366,46 @@ fn check_exposure_conflicts(
     out: &mut Vec<Diagnostic>,
     errors: &mut usize,
 ) {
-    // (project, region, service) → policies naming it, in file order.
+    let mut reported = BTreeSet::new();
+    for ((project, region, name), indices) in &named_services(policies, settings) {
+        for (n, &b) in indices.iter().enumerate() {
+            for &a in &indices[..n] {
+                let (pa, fa) = &policies[a];
+                let (pb, fb) = &policies[b];
+                for c in exposure_clashes(fa, fb) {
+                    if !reported.insert((a, b, c.field)) {
+                        continue;
+                    }
+                    *errors += 1;
+                    let first = Source {
+                        file: pa.source.file.clone(),
+                        line: c.at_a.0,
+                        column: c.at_a.1,
+                    };
+                    out.push(
+                        Diagnostic::error(
+                            &pb.source.file,
+                            c.at_b.0,
+                            c.at_b.1,
+                            format!(
+                                "conflicting exposure for service {project}/{region}/{name}: policy `{}` sets `{}` here, but policy `{}` sets `{}` at {first}",
+                                pb.name, c.b, pa.name, c.a
+                            ),
+                        )
+                        .with_hint(format!("policies that govern the same service must agree on its exposure: set `{}` in one of them only, or make them equal", c.field)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// (project, region, service) → the policies naming it, in file order (`region: "*"` = every
+/// region in scope; selectors are judged against live, by the plan).
+fn named_services(
+    policies: &[(AccessPolicy, PolicyFacts)],
+    settings: Option<&Settings>,
+) -> BTreeMap<(String, String, String), Vec<usize>> {
     let mut by_service: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
     for (index, (policy, _)) in policies.iter().enumerate() {
         for s in &policy.services {
@@ -1203,98 +1428,78 @@ fn check_exposure_conflicts(
             }
         }
     }
-    let mut reported = BTreeSet::new();
-    for ((project, region, name), indices) in &by_service {
-        for (n, &b) in indices.iter().enumerate() {
-            for &a in &indices[..n] {
-                let (pa, fa) = &policies[a];
-                let (pb, fb) = &policies[b];
-                let mut clash = |field: &str,
-                                 va: String,
-                                 at_a: (usize, usize),
-                                 vb: String,
-                                 at_b: (usize, usize)| {
-                    if !reported.insert((a, b, field.to_string())) {
-                        return;
-                    }
-                    *errors += 1;
-                    let first = Source {
-                        file: pa.source.file.clone(),
-                        line: at_a.0,
-                        column: at_a.1,
-                    };
-                    out.push(
-                        Diagnostic::error(
-                            &pb.source.file,
-                            at_b.0,
-                            at_b.1,
-                            format!(
-                                "conflicting exposure for service {project}/{region}/{name}: policy `{}` sets `{vb}` here, but policy `{}` sets `{va}` at {first}",
-                                pb.name, pa.name
-                            ),
-                        )
-                        .with_hint(format!("policies that govern the same service must agree on its exposure: set `{field}` in one of them only, or make them equal")),
-                    );
-                };
-                if let (Some((x, at_a)), Some((y, at_b))) = (fa.ingress, fb.ingress) {
-                    if x != y {
-                        clash(
-                            "ingress",
-                            format!("ingress: {}", x.policy_value()),
-                            at_a,
-                            format!("ingress: {}", y.policy_value()),
-                            at_b,
-                        );
-                    }
-                }
-                if let (Some((x, at_a)), Some((y, at_b))) = (fa.public, fb.public) {
-                    if x != y {
-                        clash(
-                            "public",
-                            format!("public: {x}"),
-                            at_a,
-                            format!("public: {y}"),
-                            at_b,
-                        );
-                    }
-                }
-                if let (Some((x, at_a)), Some((y, at_b))) = (fa.iap, fb.iap) {
-                    if x != y {
-                        clash("iap", format!("iap: {x}"), at_a, format!("iap: {y}"), at_b);
-                    }
-                }
-                if let (Some((x, at_a)), Some((y, at_b))) = (&fa.audiences, &fb.audiences) {
-                    if x != y {
-                        clash(
-                            "audiences",
-                            format!("audiences: [{}]", x.join(", ")),
-                            *at_a,
-                            format!("audiences: [{}]", y.join(", ")),
-                            *at_b,
-                        );
-                    }
-                }
-                if let (Some((true, at_a)), Some((true, at_b))) = (fa.public, fb.iap) {
-                    clash(
-                        "public/iap",
-                        "public: true".into(),
-                        at_a,
-                        "iap: true".into(),
-                        at_b,
-                    );
-                }
-                if let (Some((true, at_a)), Some((true, at_b))) = (fa.iap, fb.public) {
-                    clash(
-                        "public/iap",
-                        "iap: true".into(),
-                        at_a,
-                        "public: true".into(),
-                        at_b,
-                    );
-                }
-            }
-        }
+    by_service
+}
+
+/// One exposure field two policies disagree on: what each says, and where.
+struct Clash {
+    field: &'static str,
+    a: String,
+    at_a: (usize, usize),
+    b: String,
+    at_b: (usize, usize),
+}
+
+/// Every exposure field policy `a` (first) and policy `b` both set differently, and
+/// `public: true` against `iap: true` either way round.
+fn exposure_clashes(fa: &PolicyFacts, fb: &PolicyFacts) -> Vec<Clash> {
+    let mut out = Vec::new();
+    let mut clash = |field, a, at_a, b, at_b| {
+        out.push(Clash {
+            field,
+            a,
+            at_a,
+            b,
+            at_b,
+        })
+    };
+    if let (Some((x, at_a)), Some((y, at_b))) = (fa.ingress, fb.ingress)
+        && x != y
+    {
+        let v = |i: Ingress| format!("ingress: {}", i.policy_value());
+        clash("ingress", v(x), at_a, v(y), at_b);
     }
+    if let (Some((x, at_a)), Some((y, at_b))) = (fa.public, fb.public)
+        && x != y
+    {
+        clash(
+            "public",
+            format!("public: {x}"),
+            at_a,
+            format!("public: {y}"),
+            at_b,
+        );
+    }
+    if let (Some((x, at_a)), Some((y, at_b))) = (fa.iap, fb.iap)
+        && x != y
+    {
+        clash("iap", format!("iap: {x}"), at_a, format!("iap: {y}"), at_b);
+    }
+    if let (Some((x, at_a)), Some((y, at_b))) = (&fa.audiences, &fb.audiences)
+        && x != y
+    {
+        let v = |l: &[String]| format!("audiences: [{}]", l.join(", "));
+        clash("audiences", v(x), *at_a, v(y), *at_b);
+    }
+    if let (Some((true, at_a)), Some((true, at_b))) = (fa.public, fb.iap) {
+        clash(
+            "public/iap",
+            "public: true".into(),
+            at_a,
+            "iap: true".into(),
+            at_b,
+        );
+    }
+    if let (Some((true, at_a)), Some((true, at_b))) = (fa.iap, fb.public) {
+        clash(
+            "public/iap",
+            "iap: true".into(),
+            at_a,
+            "public: true".into(),
+            at_b,
+        );
+    }
+    out
 }
 
 fn is_dns_label(s: &str, max: usize) -> bool {
