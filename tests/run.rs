@@ -2,13 +2,11 @@
 //! injected between passes, keeps the last good policies on a bad commit, serves status and
 //! metrics, and shuts down cleanly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-mod common;
-
-use common::copy_dir;
+use crate::common::{copy_dir, root};
 use runwarden::apply::{ApplyConfig, AuditSink};
 use runwarden::commands::LivePass;
 use runwarden::iam::Member;
@@ -17,9 +15,6 @@ use runwarden::pass::Connection;
 use runwarden::reconcile::{LoopConfig, Trigger, router, run_loop, shared};
 use tokio_util::sync::CancellationToken;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A copy of the example policies the test may edit.
 fn policies_copy() -> tempfile::TempDir {
@@ -642,8 +637,8 @@ fn publish(bucket: &Path, name: &str, edit: impl FnOnce(&Path)) {
 
 /// The binary with no CI variables, so the revision can only come from the published files.
 fn runwarden() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"));
-    command.current_dir(root()).env("RUST_LOG", "warn");
+    let mut command = crate::common::bin();
+    command.env("RUST_LOG", "warn");
     for var in ["GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_SOURCEVERSION", "COMMIT_SHA"] {
         command.env_remove(var);
     }

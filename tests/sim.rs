@@ -1,7 +1,6 @@
 //! Integration tests of the simulator: every API against a spawned simulator over loopback,
 //! through reqwest (and gcp_auth for the token flow), checked against the reference documents.
 
-#[path = "sim/support.rs"]
 mod support;
 
 use std::collections::BTreeSet;
@@ -48,7 +47,7 @@ fn world_schema_file_is_fresh() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == text,
-        "{} is stale: run `UPDATE_SCHEMAS=1 cargo test --test sim world_schema` and commit it",
+        "{} is stale: run `UPDATE_SCHEMAS=1 cargo test --test integration sim::world_schema` and commit it",
         path.display()
     );
     assert!(

@@ -2,7 +2,7 @@
 //! wired to it (no pacing, quick retries), one pass's steps (read, plan, apply), the binary, and
 //! the checks that read the simulator's IAM history.
 
-#![allow(dead_code)]
+
 
 use crate::common::copy_dir;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,9 +26,7 @@ use runwarden::sim::{IamWrite, RunningSim, World, Writer};
 use tokio_util::sync::CancellationToken;
 
 /// The repository root (where `policies/` and `deploy/local/world.yaml` live).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::common::root as repo;
 
 pub fn demo_world_path() -> PathBuf {
     repo().join("deploy/local/world.yaml")

@@ -1,6 +1,54 @@
-//! Helpers shared by several test binaries (each includes this with `mod common;`).
+//! Helpers shared by every feature module of the integration-test binary: the repository root,
+//! the real binary, golden files, directory copies, and the loopback proxies that inject faults.
 
-use std::path::Path;
+pub mod hostile;
+pub mod proxy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root (where `policies/`, `deploy/` and `tests/golden/` live).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real `runwarden` binary, to be run from the repository root.
+pub fn bin() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runwarden"));
+    command.current_dir(root());
+    command
+}
+
+/// Runs the binary with `args` from the repository root (`RUST_LOG=warn`); returns
+/// (exit code, stdout, stderr).
+pub fn runwarden(args: &[&str]) -> (i32, String, String) {
+    let out = bin().args(args).env("RUST_LOG", "warn").output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Compares `actual` with the golden file `path`; `RUNWARDEN_BLESS=1` rewrites it first.
+/// `stale` is what the failure says after the path (how to refresh the file).
+pub fn assert_golden(path: &Path, actual: &str, stale: &str) {
+    if std::env::var_os("RUNWARDEN_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with RUNWARDEN_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert!(
+        actual == expected,
+        "{} is stale; {stale}\n--- actual ---\n{actual}",
+        path.display()
+    );
+}
 
 /// Copies the directory `from` into `to`, recursively (e.g. the example policies into a temp
 /// dir a test may edit).

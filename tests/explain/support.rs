@@ -9,9 +9,7 @@ use runwarden::live::{LiveState, ServiceId};
 use runwarden::pass::Connection;
 use runwarden::policy::model::Desired;
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::common::root;
 
 pub fn demo_world() -> PathBuf {
     root().join("deploy/local/world.yaml")

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::hostile::{Hostile, Rule};
-use crate::support::*;
+use crate::common::hostile::{Hostile, Rule};
+use super::support::*;
 use runwarden::sim::{RunningSim, World};
 use serde_json::json;
 
@@ -327,7 +327,7 @@ async fn an_operation_that_answers_not_done_at_once_is_polled_spaced_and_bounded
     );
     let config = runwarden::apply::ApplyConfig {
         operation_timeout: Duration::from_secs(5),
-        ..crate::support::config()
+        ..super::support::config()
     };
     let started = Instant::now();
     let (_, report) = env.pass(&config).await;
