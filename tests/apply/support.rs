@@ -2,8 +2,6 @@
 //! wired to it (no pacing, quick retries), one pass's steps (read, plan, apply), the binary, and
 //! the checks that read the simulator's IAM history.
 
-
-
 use crate::common::copy_dir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

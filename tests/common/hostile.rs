@@ -16,8 +16,6 @@
 //! assert_eq!(proxy.hits("billing-api:getIamPolicy"), 1);
 //! ```
 
-
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

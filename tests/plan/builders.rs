@@ -1,8 +1,6 @@
 //! Small builders for desired and live states, and the compact plan rendering the rule cases
 //! compare against. Kept terse so each case reads like the rule it specifies.
 
-
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
