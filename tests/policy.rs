@@ -6,3 +6,4 @@ mod cli;
 mod malformed;
 mod rules;
 mod support;
+mod walk;
