@@ -256,7 +256,7 @@ async fn status_json(State(shared): State<Shared>) -> Response {
 
 async fn metrics_text() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::global().render(),
     )
         .into_response()
