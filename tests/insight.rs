@@ -2,7 +2,7 @@
 //! against the tenant's discovery document and JWKS, and explains every refusal.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use runwarden::sim::{SimHandle, TokenRequest, World};
 use serde_json::json;
@@ -15,7 +15,7 @@ fn tenant() -> SimHandle {
 
 /// Runs `runwarden check-token --sim demo-world ARGS` with `token` on stdin.
 fn check(token: &str, args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+    let mut child = crate::common::bin()
         .current_dir(root())
         .args(["--sim", "deploy/local/world.yaml", "check-token"])
         .args(args)

@@ -521,7 +521,7 @@ spec:
 fn the_run_command_serves_status_and_stops_cleanly_on_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+    let mut child = crate::common::bin()
         .current_dir(root())
         .args(["--sim", "deploy/local/world.yaml", "run", "--interval", "2s", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
@@ -576,7 +576,6 @@ fn the_run_command_serves_status_and_stops_cleanly_on_sigterm() {
 /// `run --interval` with absurd values is refused with a clear error (exit 1), never a panic.
 #[test]
 fn an_absurd_interval_is_refused_with_a_clear_error_not_a_panic() {
-    use std::process::Command;
     for (interval, says) in [
         ("30000000000000w", "is too long"),
         ("18446744073709551615s", "is too long"),
@@ -584,7 +583,7 @@ fn an_absurd_interval_is_refused_with_a_clear_error_not_a_panic() {
         ("99999999999999999999s", "the number is too large"),
         ("0s", "is too short"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        let out = crate::common::bin()
             .current_dir(root())
             .args(["--sim", "deploy/local/world.yaml", "run", "--interval", interval, "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")

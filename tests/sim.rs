@@ -1708,7 +1708,7 @@ async fn unknown_paths_are_404_in_the_right_shape() {
 
 #[test]
 fn runwarden_sim_refuses_non_loopback_addresses() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"))
+    let out = crate::common::bin()
         .args(["sim", "--world"])
         .arg(demo_world_path())
         .args(["--listen", "0.0.0.0:0"])

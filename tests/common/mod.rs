@@ -30,6 +30,46 @@ pub fn runwarden(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The demo world's file (`deploy/local/world.yaml`).
+pub fn demo_world_path() -> PathBuf {
+    root().join("deploy/local/world.yaml")
+}
+
+/// The demo world, parsed.
+pub fn demo_world() -> runwarden::sim::World {
+    runwarden::sim::World::from_file(&demo_world_path()).expect("the demo world loads")
+}
+
+/// The example policies (`policies/`), loaded at the current time.
+pub fn example_policies() -> runwarden::policy::model::Desired {
+    let dir = root().join("policies");
+    runwarden::policy::load_at(&dir, std::time::SystemTime::now())
+        .unwrap_or_else(|e| panic!("the policies under {} load: {e}", dir.display()))
+}
+
+/// Output of one run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Compares `actual` with the golden file `path`; `RUNWARDEN_BLESS=1` rewrites it first.
 /// `stale` is what the failure says after the path (how to refresh the file).
 pub fn assert_golden(path: &Path, actual: &str, stale: &str) {
