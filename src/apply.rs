@@ -39,12 +39,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::google::{GoogleClient, GoogleError, ServiceUpdate};
 use crate::iam::{MAX_POLICY_MEMBERS, Policy};
-use crate::live::{LiveService, LiveState, ServiceId};
+use crate::model::{LiveService, LiveState, ServiceId};
 use crate::plan::{
     Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
     Replanner, check_guards, is_governed_setting,
@@ -345,12 +344,32 @@ struct Shared<'s> {
     replanner: std::sync::OnceLock<Replanner<'s>>,
 }
 
-/// A failure of one service's part.
+/// A failure of one service's part; each variant maps to one [`ServiceOutcome`].
+#[derive(Debug)]
 enum Failure {
+    /// The saved plan no longer matches the live resource.
     Stale(String),
-    Call(String, bool),
+    /// A call failed in a way the next pass may get past (quota, unavailable, conflicts).
+    Transient(String),
+    /// A call failed in a way that needs a person (permission, invalid request, limits).
+    Permanent(String),
+    /// A conflict re-plan tripped a guard.
     Guard(String),
+    /// Shutdown began before the write.
     Shutdown,
+}
+
+impl Failure {
+    fn into_outcome(self, service: String) -> ServiceOutcome {
+        match self {
+            Failure::Stale(message) => ServiceOutcome::Stale { service, message },
+            Failure::Transient(message) => ServiceOutcome::Failed { service, message, transient: true },
+            Failure::Permanent(message) | Failure::Guard(message) => {
+                ServiceOutcome::Failed { service, message, transient: false }
+            }
+            Failure::Shutdown => ServiceOutcome::Skipped { service },
+        }
+    }
 }
 
 impl Failure {
@@ -363,8 +382,11 @@ impl Failure {
             ErrorClass::Unauthenticated => "check runwarden's Google credentials",
             ErrorClass::Fatal => "the request was refused as invalid; report this with the message",
         };
-        let transient = matches!(err.class(), ErrorClass::Quota | ErrorClass::Transient | ErrorClass::Conflict);
-        Failure::Call(format!("{what} failed: {err}; {todo}"), transient)
+        let message = format!("{what} failed: {err}; {todo}");
+        match err.class() {
+            ErrorClass::Quota | ErrorClass::Transient | ErrorClass::Conflict => Failure::Transient(message),
+            _ => Failure::Permanent(message),
+        }
     }
 }
 
@@ -382,30 +404,9 @@ pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
     // The plan as currently approved: conflict re-plans replace their service in it and the
     // guards are re-checked on the whole.
     let shared = Shared { approved: Mutex::new(plan.clone()), replanner: std::sync::OnceLock::new() };
-    let permits = Semaphore::new(applier.config.concurrency.max(1));
-    let results = futures_join_all(applicable.iter().map(|sp| {
-        let (permits, shared) = (&permits, &shared);
-        async move {
-            let _permit = permits.acquire().await.expect("never closed");
-            let started = Instant::now();
-            let mut events = Vec::new();
-            let result = apply_service(sp, applier, shared, &mut events).await;
-            applier.progress.inc();
-            let service = sp.id.clone();
-            let outcome = match result {
-                Ok(()) if events.is_empty() => ServiceOutcome::AlreadyConverged { service },
-                Ok(()) => ServiceOutcome::Applied { service, changes: events.len() },
-                Err(Failure::Stale(message)) => ServiceOutcome::Stale { service, message },
-                Err(Failure::Call(message, transient)) => ServiceOutcome::Failed { service, message, transient },
-                Err(Failure::Guard(message)) => ServiceOutcome::Failed { service, message, transient: false },
-                Err(Failure::Shutdown) => ServiceOutcome::Skipped { service },
-            };
-            tracing::info!(service = %sp.id, outcome = ?outcome_name(&outcome), changes = events.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64, "service applied");
-            (outcome, events)
-        }
-    }))
-    .await;
+    // Collected first: a stream holding the closure would not be provably `Send` (rustc#102211).
+    let services: Vec<_> = applicable.into_iter().map(|sp| apply_one(sp, applier, &shared)).collect();
+    let results = run_bounded(services, applier.config.concurrency).await;
     applier.progress.finish();
     let mut report = ApplyReport { not_applied, ..ApplyReport::default() };
     for (outcome, events) in results {
@@ -413,6 +414,23 @@ pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
         report.events.extend(events);
     }
     report
+}
+
+/// Applies one service's part and reports its outcome with the events it applied.
+async fn apply_one<'s>(sp: &ServicePlan, applier: &Applier<'s>, shared: &Shared<'s>) -> (ServiceOutcome, Vec<AuditEvent>) {
+    let started = Instant::now();
+    let mut events = Vec::new();
+    let result = apply_service(sp, applier, shared, &mut events).await;
+    applier.progress.inc();
+    let service = sp.id.clone();
+    let outcome = match result {
+        Ok(()) if events.is_empty() => ServiceOutcome::AlreadyConverged { service },
+        Ok(()) => ServiceOutcome::Applied { service, changes: events.len() },
+        Err(failure) => failure.into_outcome(service),
+    };
+    tracing::info!(service = %sp.id, outcome = ?outcome_name(&outcome), changes = events.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64, "service applied");
+    (outcome, events)
 }
 
 fn outcome_name(o: &ServiceOutcome) -> &'static str {
@@ -425,23 +443,11 @@ fn outcome_name(o: &ServiceOutcome) -> &'static str {
     }
 }
 
-/// Runs futures concurrently (the semaphore bounds the work), keeping their order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let futures: Vec<_> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> = futures.into_iter().enumerate().collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|(i, fut)| match fut.as_mut().poll(cx) {
-            std::task::Poll::Ready(out) => {
-                outputs[*i] = Some(out);
-                false
-            }
-            std::task::Poll::Pending => true,
-        });
-        if pending.is_empty() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
+/// Runs `futures` at most `limit` at a time, keeping their order. futures' `buffered` polls
+/// only the futures that were woken, where a hand-written join re-polled all on every wake-up.
+async fn run_bounded<F: std::future::Future>(futures: Vec<F>, limit: usize) -> Vec<F::Output> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(futures).buffered(limit.max(1)).collect().await
 }
 
 /// Which IAM resource of a service.
@@ -524,7 +530,7 @@ async fn read_policy(a: &Applier<'_>, id: &ServiceId, which: Which, resource: &s
             .map_err(|e| Failure::from_google("reading the IAM policy", &e)),
         Which::Iap => {
             let number = iap_project_number(resource)
-                .ok_or_else(|| Failure::Call(format!("{resource} is not an IAP resource name"), false))?;
+                .ok_or_else(|| Failure::Permanent(format!("{resource} is not an IAP resource name")))?;
             retry(&a.retries(), "iap getIamPolicy", || a.google.get_iap_iam_policy(id, number))
                 .await
                 .map_err(|e| Failure::from_google("reading the IAP policy", &e))
@@ -542,9 +548,58 @@ async fn write_policy<'s>(
     events: &mut Vec<AuditEvent>,
 ) -> Result<(), Failure> {
     let mut plan = planned.clone();
-    // The policy the changes apply to: the snapshot they were computed from, or (saved plan) a
-    // fresh read that must still carry the planned etag.
-    let mut policy = match a.source {
+    let mut policy = starting_policy(a, id, which, &plan).await?;
+    let mut conflicts = ConflictBudget::new(a.config.max_conflicts);
+    loop {
+        if a.shutdown.is_cancelled() {
+            return Err(Failure::Shutdown);
+        }
+        let Some(after) = edited_policy(&plan, &policy)? else { return Ok(()) };
+        match set_policy(a, id, which, &plan.resource, &after).await {
+            Ok(written) => {
+                for change in plan.changes.iter().filter(|c| c.action != Action::Keep) {
+                    let event = member_event(id, &plan.resource, change, &policy.etag, &written.etag, a.audit);
+                    a.sink.emit(&event);
+                    events.push(event);
+                }
+                return Ok(());
+            }
+            Err(err) if err.class() == ErrorClass::Conflict => {}
+            Err(err) => return Err(Failure::from_google("writing the IAM policy", &err)),
+        }
+        let inputs = on_conflict(
+            a,
+            &mut conflicts,
+            || format!("the IAM policy of {} changed while applying the saved plan (409 ABORTED); run `runwarden plan --out PLAN.json` again", plan.resource),
+            |n| format!("the IAM policy of {} kept changing under runwarden ({n} conflicts); the next pass re-plans it", plan.resource),
+        )?;
+        tracing::warn!(service = %id, resource = %plan.resource, conflicts = conflicts.seen, "409 ABORTED: re-reading and re-planning the service");
+        let fresh_policy = read_policy(a, id, which, &plan.resource).await?;
+        let Some(snapshot) = inputs.live.services.get(id) else {
+            return Err(Failure::Permanent(format!("{id} is not in the pass's snapshot")));
+        };
+        let mut fresh: LiveService = snapshot.clone();
+        // The other resource keeps what this apply already made of it.
+        match which {
+            Which::Service => fresh.iam = Some(fresh_policy.clone()),
+            Which::Iap => fresh.iap_iam = Some(fresh_policy.clone()),
+        }
+        let Some(replanned) = replan(a, shared, inputs, &fresh)? else { return Ok(()) };
+        let next = match which {
+            Which::Service => replanned.iam.clone(),
+            Which::Iap => replanned.iap.clone(),
+        };
+        *current = replanned;
+        let Some(next) = next else { return Ok(()) };
+        plan = next;
+        policy = fresh_policy;
+    }
+}
+
+/// The policy the changes apply to: the snapshot they were computed from, or (saved plan) a
+/// fresh read that must still carry the planned etag.
+async fn starting_policy(a: &Applier<'_>, id: &ServiceId, which: Which, plan: &ResourcePlan) -> Result<Policy, Failure> {
+    match a.source {
         PlanSource::Fresh { live, .. } => {
             let svc = live.services.get(id);
             let snapshot = match which {
@@ -552,8 +607,8 @@ async fn write_policy<'s>(
                 Which::Iap => svc.and_then(|s| s.iap_iam.clone()),
             };
             match snapshot {
-                Some(p) if p.etag == plan.etag => p,
-                _ => read_policy(a, id, which, &plan.resource).await?,
+                Some(p) if p.etag == plan.etag => Ok(p),
+                _ => read_policy(a, id, which, &plan.resource).await,
             }
         }
         PlanSource::Saved => {
@@ -564,82 +619,111 @@ async fn write_policy<'s>(
                     plan.resource, plan.etag, fresh.etag
                 )));
             }
-            fresh
-        }
-    };
-    let mut conflicts = 0;
-    loop {
-        if a.shutdown.is_cancelled() {
-            return Err(Failure::Shutdown);
-        }
-        let mut after = policy.clone();
-        if !apply_changes(&plan.changes, &mut after) || after == policy_with_version(&policy, after.version) {
-            return Ok(());
-        }
-        if after.member_count() > MAX_POLICY_MEMBERS {
-            return Err(Failure::Call(
-                format!("the IAM policy of {} would hold {} members, above Google's limit of {MAX_POLICY_MEMBERS}; grant a group or a workforce pool group instead of individual members", plan.resource, after.member_count()),
-                false,
-            ));
-        }
-        let written = match which {
-            Which::Service => retry(&a.retries(), "setIamPolicy", || a.google.set_iam_policy(id, &after)).await,
-            Which::Iap => {
-                let number = iap_project_number(&plan.resource).unwrap_or_default();
-                retry(&a.retries(), "iap setIamPolicy", || a.google.set_iap_iam_policy(id, number, &after)).await
-            }
-        };
-        match written {
-            Ok(written) => {
-                for change in plan.changes.iter().filter(|c| c.action != Action::Keep) {
-                    let event = member_event(id, &plan.resource, change, &policy.etag, &written.etag, a.audit);
-                    a.sink.emit(&event);
-                    events.push(event);
-                }
-                return Ok(());
-            }
-            Err(err) if err.class() == ErrorClass::Conflict => {
-                conflicts += 1;
-                let PlanSource::Fresh { desired, live, now } = a.source else {
-                    return Err(Failure::Stale(format!(
-                        "the IAM policy of {} changed while applying the saved plan (409 ABORTED); run `runwarden plan --out PLAN.json` again",
-                        plan.resource
-                    )));
-                };
-                if conflicts > a.config.max_conflicts {
-                    return Err(Failure::Call(
-                        format!("the IAM policy of {} kept changing under runwarden ({} conflicts); the next pass re-plans it", plan.resource, conflicts - 1),
-                        true,
-                    ));
-                }
-                tracing::warn!(service = %id, resource = %plan.resource, conflicts, "409 ABORTED: re-reading and re-planning the service");
-                let fresh_policy = read_policy(a, id, which, &plan.resource).await?;
-                let Some(snapshot) = live.services.get(id) else {
-                    return Err(Failure::Call(format!("{id} is not in the pass's snapshot"), false));
-                };
-                let mut fresh: LiveService = LiveService { ..snapshot.clone() };
-                // The other resource keeps what this apply already made of it.
-                match which {
-                    Which::Service => fresh.iam = Some(fresh_policy.clone()),
-                    Which::Iap => fresh.iap_iam = Some(fresh_policy.clone()),
-                }
-                let replanned = shared.replanner.get_or_init(|| Replanner::new(desired, live, now)).replan(&fresh);
-                let Some(replanned) = replanned.filter(|s| s.is_applicable()) else {
-                    return Ok(()); // no longer governed or enforced: nothing to write
-                };
-                recheck_guards(a, &shared.approved, &replanned)?;
-                let next = match which {
-                    Which::Service => replanned.iam.clone(),
-                    Which::Iap => replanned.iap.clone(),
-                };
-                *current = replanned;
-                let Some(next) = next else { return Ok(()) };
-                plan = next;
-                policy = fresh_policy;
-            }
-            Err(err) => return Err(Failure::from_google("writing the IAM policy", &err)),
+            Ok(fresh)
         }
     }
+}
+
+/// `policy` with the plan's member changes made: `None` when that changes nothing worth a
+/// write; an error when the result would exceed Google's member limit.
+fn edited_policy(plan: &ResourcePlan, policy: &Policy) -> Result<Option<Policy>, Failure> {
+    let mut after = policy.clone();
+    if !apply_changes(&plan.changes, &mut after) || after == policy_with_version(policy, after.version) {
+        return Ok(None);
+    }
+    if after.member_count() > MAX_POLICY_MEMBERS {
+        return Err(Failure::Permanent(format!(
+            "the IAM policy of {} would hold {} members, above Google's limit of {MAX_POLICY_MEMBERS}; grant a group or a workforce pool group instead of individual members",
+            plan.resource,
+            after.member_count()
+        )));
+    }
+    Ok(Some(after))
+}
+
+async fn set_policy(a: &Applier<'_>, id: &ServiceId, which: Which, resource: &str, after: &Policy) -> Result<Policy, GoogleError> {
+    match which {
+        Which::Service => retry(&a.retries(), "setIamPolicy", || a.google.set_iam_policy(id, after)).await,
+        Which::Iap => {
+            let number = iap_project_number(resource).unwrap_or_default();
+            retry(&a.retries(), "iap setIamPolicy", || a.google.set_iap_iam_policy(id, number, after)).await
+        }
+    }
+}
+
+/// What a fresh plan was computed from: a conflict re-plans the service with the same inputs.
+#[derive(Clone, Copy)]
+struct PlanInputs<'s> {
+    desired: &'s Desired,
+    live: &'s LiveState,
+    now: SystemTime,
+}
+
+/// The `409 ABORTED` answers one resource met in this apply, and what the next one means.
+#[derive(Debug, Clone, Copy)]
+struct ConflictBudget {
+    seen: u32,
+    max: u32,
+}
+
+/// What to do after a `409 ABORTED`.
+#[derive(Debug, PartialEq, Eq)]
+enum OnConflict {
+    /// Re-read the resource and re-plan the service.
+    Replan,
+    /// A saved plan is never re-planned: the service is stale.
+    Stale,
+    /// The resource kept changing: give up on it for this pass after this many conflicts.
+    Exhausted(u32),
+}
+
+impl ConflictBudget {
+    fn new(max: u32) -> ConflictBudget {
+        ConflictBudget { seen: 0, max }
+    }
+
+    fn on_conflict(&mut self, saved_plan: bool) -> OnConflict {
+        self.seen += 1;
+        if saved_plan {
+            OnConflict::Stale
+        } else if self.seen > self.max {
+            OnConflict::Exhausted(self.seen - 1)
+        } else {
+            OnConflict::Replan
+        }
+    }
+}
+
+/// The one answer to a `409 ABORTED`, for IAM policies and settings alike (see
+/// [`ConflictBudget`]): the inputs to re-plan with, or the failure.
+fn on_conflict<'s>(
+    a: &Applier<'s>,
+    budget: &mut ConflictBudget,
+    stale: impl FnOnce() -> String,
+    exhausted: impl FnOnce(u32) -> String,
+) -> Result<PlanInputs<'s>, Failure> {
+    let saved = matches!(a.source, PlanSource::Saved);
+    match (budget.on_conflict(saved), a.source) {
+        (OnConflict::Replan, PlanSource::Fresh { desired, live, now }) => Ok(PlanInputs { desired, live, now }),
+        (OnConflict::Exhausted(n), _) => Err(Failure::Transient(exhausted(n))),
+        (OnConflict::Stale | OnConflict::Replan, _) => Err(Failure::Stale(stale())),
+    }
+}
+
+/// Re-plans the service from `fresh` and re-checks the guards on the whole plan with it: `None`
+/// when the service is no longer governed or enforced (nothing left to write).
+fn replan<'s>(
+    a: &Applier<'s>,
+    shared: &Shared<'s>,
+    inputs: PlanInputs<'s>,
+    fresh: &LiveService,
+) -> Result<Option<ServicePlan>, Failure> {
+    let replanner = shared.replanner.get_or_init(|| Replanner::new(inputs.desired, inputs.live, inputs.now));
+    let Some(replanned) = replanner.replan(fresh).filter(|s| s.is_applicable()) else {
+        return Ok(None);
+    };
+    recheck_guards(a, &shared.approved, &replanned)?;
+    Ok(Some(replanned))
 }
 
 /// `policy` as it would compare after an edit that changed only the version: an edit that only
@@ -686,17 +770,19 @@ async fn patch_settings<'s>(
 ) -> Result<(), Failure> {
     let mut settings: Vec<SettingChange> = current.settings.clone();
     let mut etag = current.etag.clone();
-    let mut conflicts = 0;
+    let mut conflicts = ConflictBudget::new(a.config.max_conflicts);
     loop {
         if settings.is_empty() {
             return Ok(());
         }
         // Only the governed fields, each under its own update-mask path, are ever patched.
         if let Some(c) = settings.iter().find(|c| !is_governed_setting(c)) {
-            return Err(Failure::Call(
-                format!("refusing to patch `{}` (updateMask `{}`) of {id}: runwarden only changes {}; nothing was written for the settings", c.field, c.update_mask_path, crate::plan::GOVERNED_SETTINGS.join(", ")),
-                false,
-            ));
+            return Err(Failure::Permanent(format!(
+                "refusing to patch `{}` (updateMask `{}`) of {id}: runwarden only changes {}; nothing was written for the settings",
+                c.field,
+                c.update_mask_path,
+                crate::plan::GOVERNED_SETTINGS.join(", ")
+            )));
         }
         if a.shutdown.is_cancelled() {
             return Err(Failure::Shutdown);
@@ -706,51 +792,54 @@ async fn patch_settings<'s>(
             etag: etag.clone(),
         };
         match retry(&a.retries(), "services.patch", || a.google.patch_service(id, &update)).await {
-            Ok(op) => {
-                let op = wait_done(a, op).await?;
-                if let Some(error) = op.error {
-                    return Err(Failure::Call(
-                        format!("changing the settings of {id} ({}) failed: the operation {} reported: {error}; the settings are unchanged; check the service's latest revision, then let the next pass retry",
-                            settings.iter().map(|c| c.field.as_str()).collect::<Vec<_>>().join(", "), op.name),
-                        true,
-                    ));
-                }
-                for change in &settings {
-                    let event = setting_event(id, change, &etag, a.audit);
-                    a.sink.emit(&event);
-                    events.push(event);
-                }
-                return Ok(());
-            }
-            Err(err) if err.class() == ErrorClass::Conflict => {
-                conflicts += 1;
-                let PlanSource::Fresh { desired, live, now } = a.source else {
-                    return Err(Failure::Stale(format!(
-                        "the service {id} changed since the plan was made (409 ABORTED on services.patch); run `runwarden plan --out PLAN.json` again"
-                    )));
-                };
-                if conflicts > a.config.max_conflicts {
-                    return Err(Failure::Call(format!("the service {id} kept changing under runwarden; the next pass re-plans it"), true));
-                }
-                let mut fresh = retry(&a.retries(), "services.get", || a.google.get_service(id))
-                    .await
-                    .map_err(|e| Failure::from_google("re-reading the service", &e))?;
-                if let Some(snapshot) = live.services.get(id) {
-                    fresh.iam = snapshot.iam.clone();
-                    fresh.iap_iam = snapshot.iap_iam.clone();
-                }
-                let replanner = shared.replanner.get_or_init(|| Replanner::new(desired, live, now));
-                let Some(replanned) = replanner.replan(&fresh).filter(|s| s.is_applicable()) else {
-                    return Ok(());
-                };
-                recheck_guards(a, &shared.approved, &replanned)?;
-                settings = replanned.settings.clone();
-                etag = fresh.etag.clone();
-                *current = replanned;
-            }
+            Ok(op) => return finish_patch(id, a, op, &settings, &etag, events).await,
+            Err(err) if err.class() == ErrorClass::Conflict => {}
             Err(err) => return Err(Failure::from_google("changing the service's settings", &err)),
         }
+        let inputs = on_conflict(
+            a,
+            &mut conflicts,
+            || format!("the service {id} changed since the plan was made (409 ABORTED on services.patch); run `runwarden plan --out PLAN.json` again"),
+            |_| format!("the service {id} kept changing under runwarden; the next pass re-plans it"),
+        )?;
+        let mut fresh = retry(&a.retries(), "services.get", || a.google.get_service(id))
+            .await
+            .map_err(|e| Failure::from_google("re-reading the service", &e))?;
+        if let Some(snapshot) = inputs.live.services.get(id) {
+            fresh.iam = snapshot.iam.clone();
+            fresh.iap_iam = snapshot.iap_iam.clone();
+        }
+        let Some(replanned) = replan(a, shared, inputs, &fresh)? else { return Ok(()) };
+        settings = replanned.settings.clone();
+        etag = fresh.etag.clone();
+        *current = replanned;
     }
+}
+
+/// Waits for the patch's operation and records one event per changed setting.
+async fn finish_patch(
+    id: &ServiceId,
+    a: &Applier<'_>,
+    op: crate::google::Operation,
+    settings: &[SettingChange],
+    etag: &str,
+    events: &mut Vec<AuditEvent>,
+) -> Result<(), Failure> {
+    let op = wait_done(a, op).await?;
+    if let Some(error) = op.error {
+        let fields: Vec<&str> = settings.iter().map(|c| c.field.as_str()).collect();
+        return Err(Failure::Transient(format!(
+            "changing the settings of {id} ({}) failed: the operation {} reported: {error}; the settings are unchanged; check the service's latest revision, then let the next pass retry",
+            fields.join(", "),
+            op.name
+        )));
+    }
+    for change in settings {
+        let event = setting_event(id, change, etag, a.audit);
+        a.sink.emit(&event);
+        events.push(event);
+    }
+    Ok(())
 }
 
 /// Waits (bounded) until a `services.patch` operation is done: `operations.wait` calls spaced
@@ -764,10 +853,10 @@ async fn wait_done(a: &Applier<'_>, mut op: crate::google::Operation) -> Result<
                 PollEnd::TimedOut => format!("did not finish within {}s", a.config.operation_timeout.as_secs()),
                 PollEnd::ShuttingDown => "was not waited for: runwarden is shutting down".into(),
             };
-            return Err(Failure::Call(
-                format!("the operation {} {why}; the change may still complete; the next pass checks", op.name),
-                true,
-            ));
+            return Err(Failure::Transient(format!(
+                "the operation {} {why}; the change may still complete; the next pass checks",
+                op.name
+            )));
         }
         let name = op.name.clone();
         let step = poll.left().min(Duration::from_secs(30));
@@ -888,15 +977,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn join_all_keeps_order_and_runs_concurrently() {
+    async fn services_run_concurrently_within_the_bound_and_keep_their_order() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let started = std::time::Instant::now();
-        let out = futures_join_all((0..5u64).map(|i| async move {
-            tokio::time::sleep(Duration::from_millis(50 - i * 10)).await;
-            i
-        }))
+        let out = run_bounded(
+            (0..6u64).map(|i| {
+                let (running, most) = (&running, &most);
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(60 - i * 10)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    i
+                }
+            })
+            .collect(),
+            3,
+        )
         .await;
-        assert_eq!(out, vec![0, 1, 2, 3, 4]);
-        assert!(started.elapsed() < Duration::from_millis(200), "ran one after another");
+        assert_eq!(out, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(most.load(Ordering::SeqCst), 3, "the bound is reached and never exceeded");
+        assert!(started.elapsed() < Duration::from_millis(250), "ran one after another");
+    }
+
+    #[test]
+    fn a_conflict_replans_a_fresh_plan_until_max_conflicts_then_gives_up() {
+        let mut budget = ConflictBudget::new(2);
+        assert_eq!(budget.on_conflict(false), OnConflict::Replan);
+        assert_eq!(budget.on_conflict(false), OnConflict::Replan);
+        assert_eq!(budget.on_conflict(false), OnConflict::Exhausted(2));
+    }
+
+    #[test]
+    fn a_conflict_on_a_saved_plan_is_stale_at_once() {
+        assert_eq!(ConflictBudget::new(5).on_conflict(true), OnConflict::Stale);
+    }
+
+    #[test]
+    fn no_conflicts_allowed_gives_up_at_the_first() {
+        assert_eq!(ConflictBudget::new(0).on_conflict(false), OnConflict::Exhausted(0));
     }
 
     #[test]

@@ -1,15 +1,18 @@
-//! Command-line definitions and dispatch, nothing else: each command's work lives in the module
-//! that owns it, behind a `cmd_*` function that returns the process exit code.
+//! Command-line definitions and parsing, nothing else: clap parses and validates every value
+//! (durations, shards, listen addresses), so the commands (`crate::cmd`, one file each) receive
+//! values that are already checked. This module imports no command.
 //!
 //! Exit codes follow Terraform: `0` success and no changes, `1` error, `2` the plan has changes,
 //! `3` a guard refused the apply.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use crate::logging::{self, LogFormat};
+use crate::live::Shard;
+use crate::logging::LogFormat;
 
 /// Exit code: an error (bad input, failed calls, a service not converged).
 pub const EXIT_ERROR: u8 = 1;
@@ -17,20 +20,6 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_CHANGES: u8 = 2;
 /// Exit code: a guard refused the apply.
 pub const EXIT_GUARD: u8 = 3;
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[test]
-    fn an_error_chain_is_printed_once_even_when_messages_quote_their_source() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("no credentials: {0}")]
-        struct Outer(#[source] std::io::Error);
-        let err = anyhow::Error::new(Outer(std::io::Error::other("no method found"))).context("connecting");
-        assert_eq!(error_chain(&err), "connecting: no credentials: no method found");
-    }
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -166,8 +155,8 @@ pub struct ApplyArgs {
     #[arg(long, value_name = "N")]
     pub allow_removals: Option<usize>,
     /// Only this shard of the services: I/N, 0-based (defaults from CLOUD_RUN_TASK_INDEX/COUNT).
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<String>,
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
     /// Git revision recorded in audit events (defaults from the CI environment).
     #[arg(long, value_name = "REV")]
     pub revision: Option<String>,
@@ -178,11 +167,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policies: PoliciesArg,
     /// Time between passes (a pass also runs when the policy files change).
-    #[arg(long, default_value = "5m")]
-    pub interval: String,
+    #[arg(long, default_value = "5m", value_parser = parse_interval)]
+    pub interval: Interval,
     /// Address of the health, status and metrics endpoint.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_run_listen)]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -246,8 +235,8 @@ pub struct SimArgs {
     #[arg(long, default_value = "deploy/local/world.yaml", value_name = "FILE")]
     pub world: PathBuf,
     /// Address to serve on (loopback; port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR", value_parser = parse_sim_listen)]
+    pub listen: SocketAddr,
     /// Print every request the simulator serves (method, path, status, latency) to stderr.
     #[arg(long)]
     pub log_requests: bool,
@@ -265,71 +254,121 @@ pub struct DemoArgs {
     pub world: PathBuf,
 }
 
-/// Entry point of the binary: parse, set up logging, dispatch, print an error once.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // The demo narrates on stdout; its routine log lines would only interleave with it.
-    let level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
-    logging::init(cli.global.log_format, level);
-    // A scheduled `apply` that fails says so in one structured entry, whatever failed (policies
-    // that do not load, a read, a service): what the log-based metric of failed passes counts
-    // (deploy/monitoring/). The loop logs the same event for its own passes.
-    let failed_event = cli.global.log_format == LogFormat::Json && matches!(cli.command, Command::Apply(_));
-    let (code, error) = match run(cli) {
-        Ok(code) => (code, None),
-        Err(err) => (ExitCode::from(EXIT_ERROR), Some(error_chain(&err))),
+/// `run --interval`: the duration, and the text it was given as (messages quote it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval {
+    pub text: String,
+    pub duration: Duration,
+}
+
+/// The longest `run --interval`: a week (the readiness window is three intervals, and a loop
+/// that passes less often is a scheduled job in disguise).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(7 * 86_400);
+
+/// A value one of runwarden's own parsers refused; the message names the option and the fix.
+/// Such a command line is bad input like any other (exit 1, `error: ...`), not a usage error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+fn parse_interval(text: &str) -> Result<Interval, InvalidValue> {
+    let duration = crate::policy::parse_duration(text)
+        .map_err(|e| InvalidValue(format!("--interval {text:?}: {e}; use e.g. 30s, 5m or 1h")))?;
+    if duration < Duration::from_secs(1) {
+        return Err(InvalidValue(format!(
+            "--interval {text:?} is too short: passes read the whole estate; use at least 1s"
+        )));
+    }
+    if duration > MAX_INTERVAL {
+        return Err(InvalidValue(format!(
+            "--interval {text:?} is too long: the loop passes at least once a week (use at most 7d); for rarer passes, schedule `runwarden apply --auto-approve` as a job"
+        )));
+    }
+    Ok(Interval { text: text.to_string(), duration })
+}
+
+fn parse_shard(text: &str) -> Result<Shard, InvalidValue> {
+    Shard::parse(text).map_err(|e| InvalidValue(format!("--shard {e}")))
+}
+
+fn parse_listen(text: &str, example: &str) -> Result<SocketAddr, InvalidValue> {
+    text.parse()
+        .map_err(|e| InvalidValue(format!("--listen {text:?} is not an address such as {example}: {e}")))
+}
+
+fn parse_run_listen(text: &str) -> Result<SocketAddr, InvalidValue> {
+    parse_listen(text, "127.0.0.1:8080")
+}
+
+fn parse_sim_listen(text: &str) -> Result<SocketAddr, InvalidValue> {
+    parse_listen(text, "127.0.0.1:8787")
+}
+
+/// A command line whose value one of runwarden's parsers refused.
+#[derive(Debug)]
+pub struct Refused {
+    /// What was wrong and how to fix it.
+    pub error: InvalidValue,
+    /// The command line asked for `apply` with JSON logs (its failure is logged as an event).
+    pub apply_json: bool,
+}
+
+/// Parses the process's arguments. Help, version and usage errors are clap's (printed, and the
+/// process exits as clap does); a value refused by runwarden's own parsers is returned, so
+/// that it fails like any other bad input (exit 1).
+pub fn parse() -> Result<Cli, Refused> {
+    parse_from(std::env::args_os())
+}
+
+/// [`parse`] over explicit arguments (the first is the program name).
+pub fn parse_from<I, T>(args: I) -> Result<Cli, Refused>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let err = match Cli::try_parse_from(&args) {
+        Ok(cli) => return Ok(cli),
+        Err(err) => err,
     };
-    if let Some(error) = &error {
-        eprintln!("error: {error}");
+    let own = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<InvalidValue>());
+    match own {
+        Some(invalid) => {
+            // What was asked for, as far as the rest of the line parses.
+            let lenient = Cli::command().ignore_errors(true).try_get_matches_from(&args).ok();
+            let apply_json = lenient.is_some_and(|m| {
+                m.subcommand_name() == Some("apply") && m.get_one::<LogFormat>("log_format") == Some(&LogFormat::Json)
+            });
+            Err(Refused { error: invalid.clone(), apply_json })
+        }
+        None => err.exit(),
     }
-    if failed_event && code == ExitCode::from(EXIT_ERROR) {
-        let message = match &error {
-            Some(e) => format!("runwarden apply failed: {e}"),
-            None => "runwarden apply failed; the entries above say why".to_string(),
-        };
-        let entry = serde_json::json!({
-            "severity": "ERROR",
-            "message": message,
-            "time": logging::rfc3339(std::time::SystemTime::now()),
-            "event": "pass-failed",
-            "logging.googleapis.com/labels": {"app": "runwarden"},
-        });
-        eprintln!("{entry}");
-    }
-    code
 }
 
-/// An error and its causes on one line, `outer: cause: root`, leaving out a cause whose text the
-/// line already holds (many errors quote their source in their own message).
-pub fn error_chain(err: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Dispatches one parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let g = &cli.global;
-    match &cli.command {
-        Command::Validate(a) => crate::policy::cmd_validate(g, a),
-        Command::Schema(a) => crate::policy::cmd_schema(g, a),
-        Command::Sim(a) => crate::sim::cmd_sim(g, a),
-        Command::Plan(a) => crate::commands::cmd_plan(g, a),
-        Command::Apply(a) => crate::commands::cmd_apply(g, a),
-        Command::Run(a) => crate::commands::cmd_run(g, a),
-        Command::Explain(a) => crate::insight::cmd_explain(g, a),
-        Command::Import(a) => crate::insight::cmd_import(g, a),
-        Command::CheckToken(a) => crate::commands::cmd_check_token(g, a),
-        Command::Audit(a) => crate::commands::cmd_audit(g, a),
-        Command::Demo(a) => crate::commands::cmd_demo(g, a),
+    #[test]
+    fn values_are_validated_while_parsing_and_commands_receive_them_typed() {
+        let cli = parse_from(["runwarden", "run", "--interval", "90s", "--listen", "127.0.0.1:0"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!("run") };
+        assert_eq!(run.interval, Interval { text: "90s".into(), duration: Duration::from_secs(90) });
+        assert_eq!(run.listen, "127.0.0.1:0".parse::<SocketAddr>().unwrap());
+        let cli = parse_from(["runwarden", "apply", "--shard", "1/4"]).unwrap();
+        let Command::Apply(apply) = cli.command else { panic!("apply") };
+        assert_eq!(apply.shard, Some(Shard { index: 1, count: 4 }));
+    }
+
+    #[test]
+    fn a_refused_value_is_returned_with_its_own_message_and_whether_a_json_apply_asked() {
+        let refused = parse_from(["runwarden", "--log-format", "json", "apply", "--shard", "4/4"]).unwrap_err();
+        assert!(refused.error.0.starts_with("--shard \"4/4\""), "{}", refused.error);
+        assert!(refused.apply_json, "the failed apply is logged as an event");
+        let refused = parse_from(["runwarden", "run", "--interval", "0s"]).unwrap_err();
+        assert!(refused.error.0.contains("is too short"), "{}", refused.error);
+        assert!(!refused.apply_json);
+        let refused = parse_from(["runwarden", "sim", "--listen", "nowhere"]).unwrap_err();
+        assert_eq!(refused.error.0, "--listen \"nowhere\" is not an address such as 127.0.0.1:8787: invalid socket address syntax");
     }
 }

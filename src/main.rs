@@ -1,7 +1,10 @@
-//! The `runwarden` binary: parse arguments, set up logging, run, print an error once.
+//! The `runwarden` binary: parse the command line, run the command.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    runwarden::cli::main()
+    match runwarden::cli::parse() {
+        Ok(cli) => runwarden::cmd::run(cli),
+        Err(refused) => runwarden::cmd::refused(refused),
+    }
 }

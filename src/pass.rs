@@ -1,20 +1,31 @@
-//! One pass as the commands run it: connect to the world (the real APIs, one `--endpoint`, or
-//! an embedded simulator for `--sim`), load the policies, read the live state.
+//! One pass as the commands run it: connect to the world (the real APIs, or every call to one
+//! `--endpoint`), load the policies, read the live state; and [`LivePass`], the pass the
+//! reconcile loop drives.
 //!
-//! This is the only place that decides *where* calls go; everything below it receives clients
-//! and base URLs already built, and the clock is read here once per pass and passed down.
+//! This is the only place below the command layer that decides *where* calls go; everything
+//! below it receives clients and base URLs already built, and the clock is read here once per
+//! pass and passed down. The embedded simulator of `--sim` and `demo` is wired in the command
+//! layer (`cmd::embedded`), which hands a [`Connection`] its clients and keeps the simulator
+//! alive through [`Connection::with_attachment`]: nothing here names the simulator.
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, anyhow};
 
-use crate::cli::GlobalArgs;
-use crate::live::{ClientConfig, Clients, LiveState, ReadConfig, ReadProgress, read_live};
+use crate::apply::{ApplyConfig, AuditContext, AuditSink, Applier, PlanSource, apply};
+use crate::live::{ClientConfig, Clients, ReadConfig, ReadProgress, read_live};
+use crate::model::LiveState;
+use crate::plan::{PlanOptions, check_guards, plan};
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
-use crate::sim::{RunningSim, World};
+use tokio_util::sync::CancellationToken;
+
+/// Whatever must live as long as a connection's clients (the embedded simulator and its key
+/// file); opaque here.
+type Attachment = Box<dyn Any + Send + Sync>;
 
 /// The clients of one command, and what keeps them working.
 pub struct Connection {
@@ -24,65 +35,35 @@ pub struct Connection {
     /// The identity changes are made as (audit events): the credential's e-mail when known.
     pub actor: String,
     /// Ends every wait of these clients and of the reads made through this connection.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// The embedded simulator of `--sim` (and its key file), alive as long as the connection.
-    embedded: Option<Embedded>,
-}
-
-struct Embedded {
-    sim: RunningSim,
-    _dir: tempfile::TempDir,
+    pub shutdown: CancellationToken,
+    /// Kept alive as long as the connection (see [`Connection::with_attachment`]).
+    attachment: Option<Attachment>,
 }
 
 impl Connection {
-    /// Connects as the global options say: `--sim WORLD` starts an embedded simulator seeded
-    /// from the world file; otherwise the real APIs, or every call to `--endpoint`.
-    pub async fn open(global: &GlobalArgs, settings: &Settings) -> anyhow::Result<Connection> {
-        Connection::open_with(global, settings, &ClientConfig::default()).await
+    /// Connects to the real APIs, or sends every call to `endpoint` (`--endpoint`).
+    pub async fn connect(endpoint: Option<&str>, settings: &Settings, config: &ClientConfig) -> anyhow::Result<Connection> {
+        let clients = Clients::connect(settings, endpoint, config)
+            .await
+            .context("connecting to Google and Auth0")?;
+        let auth0_base = crate::endpoints::Endpoints::from_override(endpoint)?.auth0_base(&settings.auth0.domain)?;
+        Ok(Connection::from_clients(clients, auth0_base, ambient_actor(), config.google.shutdown.clone()))
     }
 
-    /// [`Connection::open`] with explicit client limits (e.g. a shutdown token in
-    /// `config.google.shutdown` that ends every pacer wait).
-    pub async fn open_with(global: &GlobalArgs, settings: &Settings, config: &ClientConfig) -> anyhow::Result<Connection> {
-        match &global.sim {
-            Some(world) => Connection::embedded_with(world, settings, config).await,
-            None => {
-                let clients = Clients::connect(settings, global.endpoint.as_deref(), config)
-                    .await
-                    .context("connecting to Google and Auth0")?;
-                let auth0_base = crate::endpoints::Endpoints::from_override(global.endpoint.as_deref())?
-                    .auth0_base(&settings.auth0.domain)?;
-                Ok(Connection { clients, auth0_base, actor: ambient_actor(), shutdown: config.google.shutdown.clone(), embedded: None })
-            }
-        }
+    /// A connection over clients built elsewhere.
+    pub fn from_clients(clients: Clients, auth0_base: reqwest::Url, actor: String, shutdown: CancellationToken) -> Connection {
+        Connection { clients, auth0_base, actor, shutdown, attachment: None }
     }
 
-    /// Starts a simulator seeded from `world` on a loopback port and connects to it through
-    /// the real client code (key file, token endpoint, Management API token).
-    pub async fn embedded(world: &Path, settings: &Settings) -> anyhow::Result<Connection> {
-        Connection::embedded_with(world, settings, &ClientConfig::default()).await
+    /// Keeps `value` alive as long as the connection (e.g. the server its clients talk to).
+    pub fn with_attachment<T: Any + Send + Sync>(mut self, value: T) -> Connection {
+        self.attachment = Some(Box::new(value));
+        self
     }
 
-    /// [`Connection::embedded`] with explicit client limits (tests relax the write pacing that
-    /// protects a real project's quota).
-    pub async fn embedded_with(world: &Path, settings: &Settings, config: &ClientConfig) -> anyhow::Result<Connection> {
-        let world = World::from_file(world)?;
-        let sim = crate::sim::spawn(world).await?;
-        let dir = tempfile::Builder::new()
-            .prefix("runwarden-sim-")
-            .tempdir()
-            .context("creating a directory for the simulator's key file")?;
-        let key = sim.write_credentials(dir.path())?;
-        let clients = Clients::for_simulator(settings, &sim.base_url, &key, sim.auth0_client(), config)
-            .context("connecting to the embedded simulator")?;
-        let actor = format!("serviceAccount:{}", sim.handle.service_account());
-        let auth0_base = crate::endpoints::parse_base_url(&sim.base_url)?;
-        Ok(Connection { clients, auth0_base, actor, shutdown: config.google.shutdown.clone(), embedded: Some(Embedded { sim, _dir: dir }) })
-    }
-
-    /// The embedded simulator, when there is one.
-    pub fn sim(&self) -> Option<&RunningSim> {
-        self.embedded.as_ref().map(|e| &e.sim)
+    /// The value given to [`Connection::with_attachment`], when it is a `T`.
+    pub fn attachment<T: Any>(&self) -> Option<&T> {
+        self.attachment.as_ref().and_then(|a| a.downcast_ref::<T>())
     }
 }
 
@@ -154,4 +135,165 @@ pub async fn read_shard(
 /// A multi-threaded runtime for one command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+/// Reads what `explain` needs: every service of the Settings' scope and of the policies (plus
+/// `extra` (project, region) pairs), governed or not, with its IAM and IAP policies, and the
+/// members of every Auth0 role the policies name.
+pub async fn read_for_explain(
+    desired: &Desired,
+    conn: &Connection,
+    extra: &[(String, String)],
+    progress: &Arc<Progress>,
+) -> anyhow::Result<LiveState> {
+    let mut targets: Vec<(String, String)> =
+        crate::live::list_targets(desired).into_iter().collect();
+    targets.extend(extra.iter().cloned());
+    read(&crate::insight::read_scope(desired, &targets, &[]), conn, progress).await
+}
+
+/// Reads what `import` needs: every service of (`project`, `region`) with its IAM and IAP
+/// policies, and the members of every Auth0 role of the tenant (to map bindings back to roles).
+pub async fn read_for_import(
+    settings: &crate::policy::model::Settings,
+    conn: &Connection,
+    project: &str,
+    region: &str,
+    progress: &Arc<Progress>,
+) -> anyhow::Result<LiveState> {
+    let settings_only = Desired {
+        settings: settings.clone(),
+        policies: vec![],
+    };
+    let roles = all_role_names(conn).await?;
+    let target = [(project.to_string(), region.to_string())];
+    read(&crate::insight::read_scope(&settings_only, &target, &roles), conn, progress).await
+}
+
+/// Every Auth0 role name of the tenant.
+async fn all_role_names(conn: &Connection) -> Result<Vec<String>, crate::insight::InsightError> {
+    let mut names = Vec::new();
+    let policy = crate::retry::RetryPolicy::default();
+    for page in 0u32..1000 {
+        let answer = crate::retry::retry(&policy, "list roles", || {
+            conn.clients.auth0.roles_page(page)
+        })
+        .await
+        .map_err(|source| crate::insight::InsightError::ListRoles {
+            page,
+            source: Box::new(source),
+        })?;
+        let n = answer.items.len() as u64;
+        names.extend(answer.items.into_iter().map(|r| r.name));
+        let more = match answer.total {
+            Some(total) => (names.len() as u64) < total && n > 0,
+            None => n > 0 && n == conn.clients.auth0.config().page_size as u64,
+        };
+        if !more {
+            break;
+        }
+    }
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The pass the loop drives: read → plan → guard → apply, against one connection that lives as
+/// long as the loop (so `--sim` keeps one simulated world, and tokens stay cached).
+pub struct LivePass {
+    conn: Connection,
+    config: ApplyConfig,
+    sink: AuditSink,
+    progress: Progress,
+    actor: String,
+}
+
+impl LivePass {
+    /// A pass over `conn`, writing audit events to `sink`.
+    pub fn new(conn: Connection, config: ApplyConfig, sink: AuditSink) -> LivePass {
+        let actor = conn.actor.clone();
+        LivePass { conn, config, sink, progress: Progress::hidden(), actor }
+    }
+
+    /// The connection (tests reach the embedded simulator through it).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl crate::reconcile::Pass for LivePass {
+    type Desired = crate::policy::model::Desired;
+
+    fn load(&self, dir: &Path) -> Result<Self::Desired, String> {
+        crate::policy::load_lenient(dir, crate::time::command_now()).map(|l| l.desired).map_err(|e| e.to_string())
+    }
+
+    async fn run(
+        &self,
+        desired: Arc<Self::Desired>,
+        revision: String,
+        shutdown: CancellationToken,
+    ) -> Result<crate::reconcile::PassReport, crate::reconcile::PassFailure> {
+        use crate::reconcile::{PassFailure, PassReport, ServiceStatus};
+        let now = crate::time::command_now();
+        let read = crate::live::ReadConfig { retry: crate::retry::RetryPolicy::default().until(&shutdown), ..Default::default() };
+        let live = crate::live::read_live(&desired, &self.conn.clients, &read)
+            .await
+            .map_err(|e| PassFailure::ReadFailed(e.to_string()))?;
+        let plan = plan(&desired, &live, &PlanOptions::at(now));
+        let trips = check_guards(&plan, &desired.settings, self.config.allow_removals);
+        if !trips.is_empty() {
+            let message = trips.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("; ");
+            return Err(PassFailure::GuardTripped(message));
+        }
+        let audit = AuditContext { revision, actor: self.actor.clone() };
+        let applier = Applier {
+            google: &self.conn.clients.google,
+            settings: &desired.settings,
+            config: &self.config,
+            source: PlanSource::Fresh { desired: &desired, live: &live, now },
+            audit: &audit,
+            sink: &self.sink,
+            shutdown,
+            progress: &self.progress,
+        };
+        let report = apply(&plan, &applier).await;
+        self.sink.summary(&report, &audit);
+        let mut out = PassReport { applied: report.applied_by_kind(), drift: report.not_applied as u64, ..PassReport::default() };
+        // Every governed service (the reader reads IAM for those only) starts in sync; the plan
+        // and the apply report say otherwise where they must.
+        for svc in live.services.values().filter(|s| s.iam.is_some() || s.read_error.is_some()) {
+            let (state, message) = match &svc.read_error {
+                Some(e) => ("Failed", Some(format!("read failed: {e}"))),
+                None => ("InSync", None),
+            };
+            out.services.insert(svc.id.to_string(), ServiceStatus { state: state.into(), message });
+        }
+        for sp in &plan.services {
+            let state = if !sp.has_changes() {
+                "InSync"
+            } else if sp.is_applicable() {
+                "Changed"
+            } else {
+                "Drifted"
+            };
+            out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
+        }
+        // A governed service that could not be read was not compared at all: the pass failed
+        // for it (Ready is False, and the service is listed as Failed with the reason).
+        for f in plan.unread() {
+            let service = f.service.clone().unwrap_or_default();
+            out.failures.push(format!("{service}: {}", f.message));
+            out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.message.clone()) });
+        }
+        for outcome in report.failures() {
+            let message = match outcome {
+                crate::apply::ServiceOutcome::Failed { message, .. } | crate::apply::ServiceOutcome::Stale { message, .. } => message.clone(),
+                _ => "not written: shutting down".into(),
+            };
+            out.failures.push(format!("{}: {message}", outcome.service()));
+            out.services.insert(outcome.service().to_string(), ServiceStatus { state: "Failed".into(), message: Some(message) });
+        }
+        Ok(out)
+    }
 }

@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::logging::rfc3339;
 use crate::metrics;
 use crate::policy::{is_policy_file, list_policy_files};
+use crate::retry::{jittered, requeue_backoff};
 
 /// Why the loop woke up. Only for logs and metrics: passes never depend on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,14 +93,38 @@ pub struct ServiceStatus {
     pub message: Option<String>,
 }
 
-/// A pass that did not complete.
+/// A pass that did not complete. Transient failures requeue with backoff; permanent ones wait
+/// for a change.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PassFailure {
-    /// Transient failures requeue with backoff; permanent ones wait for a change.
-    pub transient: bool,
-    /// Short machine-readable reason (`GuardTripped`, `Unavailable`, ...).
-    pub reason: String,
-    pub message: String,
+pub enum PassFailure {
+    /// The live state could not be read (API unavailable, quota, ...): transient.
+    ReadFailed(String),
+    /// A guard refused the plan: permanent until the policies change.
+    GuardTripped(String),
+}
+
+impl PassFailure {
+    /// Retrying on a timer may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PassFailure::ReadFailed(_) => true,
+            PassFailure::GuardTripped(_) => false,
+        }
+    }
+
+    /// The short machine-readable reason of the `Ready` condition.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PassFailure::ReadFailed(_) => "ReadFailed",
+            PassFailure::GuardTripped(_) => "GuardTripped",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            PassFailure::ReadFailed(m) | PassFailure::GuardTripped(m) => m,
+        }
+    }
 }
 
 /// What the loop drives. `Desired` is the loaded policy model.
@@ -331,6 +356,133 @@ pub fn watch(
     Ok(debouncer)
 }
 
+/// The last policies that loaded, and the newest content that did not.
+struct Policies<D> {
+    /// (model, content key, reported revision).
+    good: Option<(Arc<D>, String, String)>,
+    judged_bad: Option<String>,
+}
+
+/// What one look at the policy directory changed.
+enum PolicyEvent {
+    /// Nothing new: the content was judged before and is still judged the same way.
+    Unchanged,
+    /// New content loaded, or the loop is back to the content already loaded (a bad commit
+    /// reverted): not stalled any more.
+    Loaded,
+    /// New content that does not load: stalled, the last good policies stay.
+    Invalid(String),
+}
+
+impl<D> Policies<D> {
+    fn observe(&mut self, key: &str, revision: &str, load: impl FnOnce() -> Result<D, String>) -> PolicyEvent {
+        if self.good.as_ref().is_some_and(|(_, k, _)| k == key) {
+            return match self.judged_bad.take() {
+                Some(_) => PolicyEvent::Loaded,
+                None => PolicyEvent::Unchanged,
+            };
+        }
+        if self.judged_bad.as_deref() == Some(key) {
+            return PolicyEvent::Unchanged;
+        }
+        match load() {
+            Ok(desired) => {
+                self.good = Some((Arc::new(desired), key.to_string(), revision.to_string()));
+                self.judged_bad = None;
+                PolicyEvent::Loaded
+            }
+            Err(errors) => {
+                self.judged_bad = Some(key.to_string());
+                PolicyEvent::Invalid(errors)
+            }
+        }
+    }
+}
+
+/// When the loop runs its next pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Next {
+    /// After the (jittered) interval.
+    Interval(Duration),
+    /// After a backoff, since the last pass failed.
+    Retry(Duration),
+    /// Only on a policy change or SIGHUP: a timer would only repeat the same refusal. The
+    /// duration is the interval, used only once no outside trigger can arrive any more.
+    Parked(Duration),
+}
+
+impl Next {
+    fn wait(self) -> Duration {
+        match self {
+            Next::Interval(d) | Next::Retry(d) | Next::Parked(d) => d,
+        }
+    }
+}
+
+/// The loop's error policy, as a pure state machine: a pass result in, when to run next out.
+/// Consecutive failures back off exponentially from `backoff_min` (backon), capped at the
+/// interval, with the configured jitter; a permanent failure parks the loop until
+/// [`Requeue::unpark`].
+struct Requeue {
+    interval: Duration,
+    jitter: f64,
+    backoff_min: Duration,
+    /// The backoff of the current run of failures; `None` after a success.
+    backoff: Option<backon::ExponentialBackoff>,
+    parked: bool,
+}
+
+impl Requeue {
+    fn new(config: &LoopConfig) -> Requeue {
+        Requeue { interval: config.interval, jitter: config.jitter, backoff_min: config.backoff_min, backoff: None, parked: false }
+    }
+
+    /// A policy change or a signal: the next pass runs whatever the last one said.
+    fn unpark(&mut self) {
+        self.parked = false;
+    }
+
+    /// Whether a pass may run now.
+    fn may_run(&self) -> bool {
+        !self.parked
+    }
+
+    /// When to wake up without a pass having run (no good policies yet, or parked).
+    fn idle(&self) -> Next {
+        let interval = jittered(self.interval, self.jitter);
+        if self.parked {
+            Next::Parked(interval)
+        } else if self.backoff.is_some() {
+            Next::Retry(interval)
+        } else {
+            Next::Interval(interval)
+        }
+    }
+
+    fn on_result(&mut self, result: &Result<PassReport, PassFailure>) -> Next {
+        match result {
+            Ok(report) if report.failures.is_empty() => {
+                self.backoff = None;
+                Next::Interval(jittered(self.interval, self.jitter))
+            }
+            Ok(_) => Next::Retry(self.next_backoff()),
+            Err(failure) if failure.is_transient() => Next::Retry(self.next_backoff()),
+            Err(_) => {
+                // Counts as a failure in a row: the wake-up after unparking is a retry.
+                self.next_backoff();
+                self.parked = true;
+                Next::Parked(jittered(self.interval, self.jitter))
+            }
+        }
+    }
+
+    fn next_backoff(&mut self) -> Duration {
+        let (min, interval) = (self.backoff_min.min(self.interval), self.interval);
+        let delays = self.backoff.get_or_insert_with(|| requeue_backoff(min, interval));
+        jittered(delays.next().unwrap_or(interval).min(interval), self.jitter)
+    }
+}
+
 /// Runs the loop until `shutdown` is cancelled. `triggers` carries file changes and signals
 /// from outside (see [`watch`]); the loop adds its own interval and retry wake-ups.
 pub async fn run_loop<P: Pass>(
@@ -340,109 +492,99 @@ pub async fn run_loop<P: Pass>(
     mut triggers: mpsc::Receiver<Trigger>,
     shutdown: CancellationToken,
 ) {
-    // The last policies that loaded: (model, content key, reported revision).
-    let mut good: Option<(Arc<P::Desired>, String, String)> = None;
-    let mut judged_bad: Option<String> = None;
-    let mut failures_in_a_row: u32 = 0;
-    let mut parked = false; // a permanent failure waits for a change
+    let mut policies: Policies<P::Desired> = Policies { good: None, judged_bad: None };
+    let mut requeue = Requeue::new(&config);
     let mut trigger = Trigger::Start;
     declare_metrics();
     loop {
         // 1. Policies: reload when the content is new.
         let Observed { dir, key, revision } = observe(&config.policies);
         shared.update(|s| s.last_attempted_revision = Some(revision.clone()));
-        let is_good = good.as_ref().is_some_and(|(_, k, _)| *k == key);
-        let is_known_bad = judged_bad.as_deref() == Some(key.as_str());
-        if is_good {
-            // Back to the content already loaded (e.g. a bad commit reverted): not stalled.
-            if judged_bad.take().is_some() {
-                parked = false;
+        match policies.observe(&key, &revision, || dir.and_then(|dir| pass.load(&dir))) {
+            PolicyEvent::Unchanged => {}
+            PolicyEvent::Loaded => {
+                requeue.unpark();
                 shared.update(|s| s.set_condition("Stalled", false, "PoliciesLoaded", String::new()));
             }
-        } else if !is_known_bad {
-            match dir.and_then(|dir| pass.load(&dir)) {
-                Ok(desired) => {
-                    good = Some((Arc::new(desired), key.clone(), revision.clone()));
-                    judged_bad = None;
-                    parked = false;
-                    shared.update(|s| {
-                        s.set_condition("Stalled", false, "PoliciesLoaded", String::new())
-                    });
-                }
-                Err(errors) => {
-                    tracing::error!(revision = %revision, "policy revision does not load; keeping the last good policies\n{errors}");
-                    judged_bad = Some(key.clone());
-                    shared.update(|s| {
-                        s.set_condition("Stalled", true, "InvalidPolicies", errors.clone())
-                    });
-                }
+            PolicyEvent::Invalid(errors) => {
+                tracing::error!(revision = %revision, "policy revision does not load; keeping the last good policies\n{errors}");
+                shared.update(|s| s.set_condition("Stalled", true, "InvalidPolicies", errors));
             }
         }
-        metrics::global().set("runwarden_stalled", STALLED_HELP, vec![], if judged_bad.is_some() { 1.0 } else { 0.0 });
+        let stalled = if policies.judged_bad.is_some() { 1.0 } else { 0.0 };
+        metrics::global().set("runwarden_stalled", STALLED_HELP, vec![], stalled);
         if trigger == Trigger::FileChange || trigger == Trigger::Signal {
-            parked = false;
+            requeue.unpark();
         }
 
         // 2. One pass against the last good policies.
-        let mut next_wait = jittered(config.interval, config.jitter);
-        if let (Some((desired, _, good_revision)), false) = (&good, parked) {
-            let started = Instant::now();
-            tracing::info!(trigger = trigger.as_str(), revision = %good_revision, "pass started");
-            let result = pass.run(desired.clone(), good_revision.clone(), shutdown.clone()).await;
-            let seconds = started.elapsed().as_secs_f64();
-            record_pass_metrics(&result, seconds);
-            match result {
-                Ok(report) if report.failures.is_empty() => {
-                    failures_in_a_row = 0;
-                    shared.update(|s| record_success(s, &report, good_revision));
-                    tracing::info!(seconds, drift = report.drift, "pass finished");
-                }
-                Ok(report) => {
-                    failures_in_a_row += 1;
-                    next_wait = backoff(&config, failures_in_a_row);
-                    let message = report.failures.join("; ");
-                    tracing::warn!(event = "pass-failed", failed = report.failures.len(), retry_in = ?next_wait, "pass finished with failures");
-                    shared.update(|s| {
-                        record_pass(s, &report);
-                        s.set_condition("Ready", false, "PartialFailure", message);
-                    });
-                }
-                Err(failure) => {
-                    failures_in_a_row += 1;
-                    if failure.transient {
-                        next_wait = backoff(&config, failures_in_a_row);
-                    } else {
-                        parked = true;
-                    }
-                    tracing::error!(event = "pass-failed", reason = %failure.reason, transient = failure.transient, "pass failed: {}", failure.message);
-                    shared.update(|s| {
-                        s.passes += 1;
-                        s.last_pass_time = Some(rfc3339(SystemTime::now()));
-                        s.set_condition("Ready", false, &failure.reason, failure.message.clone());
-                    });
-                }
+        let next = match &policies.good {
+            Some((desired, _, good_revision)) if requeue.may_run() => {
+                let started = Instant::now();
+                tracing::info!(trigger = trigger.as_str(), revision = %good_revision, "pass started");
+                let result = pass.run(desired.clone(), good_revision.clone(), shutdown.clone()).await;
+                let seconds = started.elapsed().as_secs_f64();
+                record_pass_metrics(&result, seconds);
+                let next = requeue.on_result(&result);
+                report_pass(&shared, &result, good_revision, seconds, next);
+                next
             }
-        }
+            _ => requeue.idle(),
+        };
 
         // 3. Wait for the next trigger.
-        let parked_now = parked;
-        trigger = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            t = triggers.recv() => match t {
-                Some(t) => t,
-                None => { // no more outside triggers: run on the timer alone
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(next_wait) => Trigger::Interval,
-                    }
-                }
-            },
-            _ = tokio::time::sleep(next_wait), if !parked_now => {
-                if failures_in_a_row > 0 { Trigger::Retry } else { Trigger::Interval }
-            }
-        };
+        let Some(t) = next_trigger(&mut triggers, next, &shutdown).await else { break };
+        trigger = t;
     }
     tracing::info!("reconcile loop stopped");
+}
+
+/// Logs a pass's result and records it in the status.
+fn report_pass(shared: &Shared, result: &Result<PassReport, PassFailure>, revision: &str, seconds: f64, next: Next) {
+    match result {
+        Ok(report) if report.failures.is_empty() => {
+            shared.update(|s| record_success(s, report, revision));
+            tracing::info!(seconds, drift = report.drift, "pass finished");
+        }
+        Ok(report) => {
+            let message = report.failures.join("; ");
+            tracing::warn!(event = "pass-failed", failed = report.failures.len(), retry_in = ?next.wait(), "pass finished with failures");
+            shared.update(|s| {
+                record_pass(s, report);
+                s.set_condition("Ready", false, "PartialFailure", message);
+            });
+        }
+        Err(failure) => {
+            tracing::error!(event = "pass-failed", reason = %failure.reason(), transient = failure.is_transient(), "pass failed: {}", failure.message());
+            shared.update(|s| {
+                s.passes += 1;
+                s.last_pass_time = Some(rfc3339(SystemTime::now()));
+                s.set_condition("Ready", false, failure.reason(), failure.message().to_string());
+            });
+        }
+    }
+}
+
+/// Waits for an outside trigger or the timer `next` asks for; `None` on shutdown.
+async fn next_trigger(triggers: &mut mpsc::Receiver<Trigger>, next: Next, shutdown: &CancellationToken) -> Option<Trigger> {
+    let timer = match next {
+        Next::Retry(_) => Trigger::Retry,
+        Next::Interval(_) | Next::Parked(_) => Trigger::Interval,
+    };
+    let parked = matches!(next, Next::Parked(_));
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        t = triggers.recv() => match t {
+            Some(t) => Some(t),
+            None => { // no more outside triggers: run on the timer alone
+                tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    _ = tokio::time::sleep(next.wait()) => Some(Trigger::Interval),
+                }
+            }
+        },
+        _ = tokio::time::sleep(next.wait()), if !parked => Some(timer),
+    }
 }
 
 fn record_success(s: &mut Status, report: &PassReport, revision: &str) {
@@ -496,7 +638,7 @@ fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
     let outcome = match result {
         Ok(r) if r.failures.is_empty() => "ok",
         Ok(_) => "partial",
-        Err(f) if f.transient => "transient",
+        Err(f) if f.is_transient() => "transient",
         Err(_) => "permanent",
     };
     m.inc("runwarden_passes_total", PASSES_HELP, vec![("outcome", outcome.into())], 1.0);
@@ -512,26 +654,11 @@ fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
         }
         m.set("runwarden_drift", "Changes planned but not applied in the last pass.", vec![], report.drift as f64);
     }
-    if let Err(f) = result {
-        if f.reason == "GuardTripped" {
+    if let Err(PassFailure::GuardTripped(_)) = result {
+        {
             m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], 1.0);
         }
     }
-}
-
-/// Exponential backoff from `backoff_min`, doubling per consecutive failure, capped at the
-/// interval, with up to 10% jitter.
-fn backoff(config: &LoopConfig, failures: u32) -> Duration {
-    let exp = config.backoff_min.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    jittered(exp.min(config.interval), 0.1)
-}
-
-/// `base` plus up to `fraction` of it at random.
-fn jittered(base: Duration, fraction: f64) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    let unit = f64::from(nanos % 1_000_000) / 1_000_000.0;
-    // Saturating: a huge base (the caller bounds it, but this never panics) stays huge.
-    Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + fraction.max(0.0) * unit)).unwrap_or(Duration::MAX)
 }
 
 /// A fresh shared status for a loop with this configuration.
@@ -679,11 +806,88 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("likely deadlocked").unwrap();
     }
 
+    fn requeue(interval_s: u64, backoff_min_s: u64) -> Requeue {
+        let mut config = LoopConfig::new(PathBuf::from("unused"), Duration::from_secs(interval_s));
+        config.jitter = 0.0;
+        config.backoff_min = Duration::from_secs(backoff_min_s);
+        Requeue::new(&config)
+    }
+
+    fn partial() -> Result<PassReport, PassFailure> {
+        Ok(PassReport { failures: vec!["p/r/s: 503".into()], ..PassReport::default() })
+    }
+
+    #[test]
+    fn consecutive_failures_back_off_exponentially_capped_at_the_interval() {
+        let mut r = requeue(60, 2);
+        let (transient, partial) = (Err(PassFailure::ReadFailed("503".into())), partial());
+        let waits: Vec<Next> = (0..7).map(|i| r.on_result(if i % 2 == 0 { &transient } else { &partial })).collect();
+        let secs = |s| Next::Retry(Duration::from_secs(s));
+        assert_eq!(waits, vec![secs(2), secs(4), secs(8), secs(16), secs(32), secs(60), secs(60)]);
+    }
+
+    #[test]
+    fn a_success_resets_the_backoff_and_waits_the_interval() {
+        let mut r = requeue(60, 2);
+        r.on_result(&partial());
+        r.on_result(&partial());
+        assert_eq!(r.on_result(&Ok(PassReport::default())), Next::Interval(Duration::from_secs(60)));
+        assert_eq!(r.idle(), Next::Interval(Duration::from_secs(60)));
+        assert_eq!(r.on_result(&partial()), Next::Retry(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_permanent_failure_parks_until_unparked_and_the_wake_up_is_a_retry() {
+        let mut r = requeue(60, 2);
+        let next = r.on_result(&Err(PassFailure::GuardTripped("too many removals".into())));
+        assert_eq!(next, Next::Parked(Duration::from_secs(60)));
+        assert!(!r.may_run());
+        assert_eq!(r.idle(), Next::Parked(Duration::from_secs(60)));
+        r.unpark();
+        assert!(r.may_run());
+        assert_eq!(r.idle(), Next::Retry(Duration::from_secs(60)));
+        // The parked failure counted: the next transient one backs off further.
+        assert_eq!(r.on_result(&Err(PassFailure::ReadFailed("503".into()))), Next::Retry(Duration::from_secs(4)));
+    }
+
+    #[test]
+    fn a_backoff_minimum_above_the_interval_is_capped_at_the_interval() {
+        let mut r = requeue(10, 30);
+        assert_eq!(r.on_result(&partial()), Next::Retry(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_configured_jitter_lengthens_a_backoff_by_at_most_that_fraction() {
+        let mut config = LoopConfig::new(PathBuf::from("unused"), Duration::from_secs(100));
+        config.jitter = 0.5;
+        let mut r = Requeue::new(&config);
+        let wait = r.on_result(&partial()).wait();
+        assert!(wait >= Duration::from_secs(2) && wait <= Duration::from_secs(3), "{wait:?}");
+    }
+
+    #[test]
+    fn a_reverted_bad_commit_reloads_nothing_and_ends_the_stall() {
+        let mut p: Policies<String> = Policies { good: None, judged_bad: None };
+        assert!(matches!(p.observe("a", "rev-a", || Ok("A".into())), PolicyEvent::Loaded));
+        assert!(matches!(p.observe("b", "rev-b", || Err("bad".into())), PolicyEvent::Invalid(e) if e == "bad"));
+        assert!(matches!(p.observe("b", "rev-b", || panic!("a bad revision is judged once")), PolicyEvent::Unchanged));
+        assert!(matches!(p.observe("a", "rev-a", || panic!("the good revision is kept, not reloaded")), PolicyEvent::Loaded));
+        assert!(matches!(p.observe("a", "rev-a", || panic!("not reloaded")), PolicyEvent::Unchanged));
+        assert_eq!(p.good.as_ref().map(|(d, _, r)| (d.as_str(), r.as_str())), Some(("A", "rev-a")));
+    }
+
+    #[test]
+    fn only_a_guard_trip_is_permanent() {
+        assert!(PassFailure::ReadFailed("503".into()).is_transient());
+        assert!(!PassFailure::GuardTripped("x".into()).is_transient());
+        assert_eq!(PassFailure::GuardTripped("x".into()).reason(), "GuardTripped");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn transient_failures_requeue_with_backoff_and_permanent_ones_wait_for_a_change() {
         let (_dir, config) = setup("good");
-        let transient = PassFailure { transient: true, reason: "Unavailable".into(), message: "503".into() };
-        let permanent = PassFailure { transient: false, reason: "GuardTripped".into(), message: "too many removals".into() };
+        let transient = PassFailure::ReadFailed("503".into());
+        let permanent = PassFailure::GuardTripped("too many removals".into());
         let pass = Scripted::new(vec![Err(transient.clone()), Err(transient), Err(permanent)]);
         let shared = shared(&config);
         let (tx, rx) = mpsc::channel(8);

@@ -304,6 +304,20 @@ impl Poll {
 }
 
 /// A random duration in `[0, up_to)`.
+/// `base` plus up to `fraction` of it at random (the loop's interval and requeue waits).
+pub fn jittered(base: Duration, fraction: f64) -> Duration {
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let unit = f64::from(nanos % 1_000_000) / 1_000_000.0;
+    // Saturating: a huge base (the caller bounds it, but this never panics) stays huge.
+    Duration::try_from_secs_f64(base.as_secs_f64() * (1.0 + fraction.max(0.0) * unit)).unwrap_or(Duration::MAX)
+}
+
+/// The waits of a run of failed passes (`reconcile`'s requeue): from `min`, doubling per
+/// failure, capped at `max`, never ending; jitter is added by the caller ([`jittered`]).
+pub fn requeue_backoff(min: Duration, max: Duration) -> backon::ExponentialBackoff {
+    ExponentialBuilder::default().with_min_delay(min).with_max_delay(max).without_max_times().build()
+}
+
 fn jitter(up_to: Duration) -> Duration {
     let nanos = up_to.as_nanos().min(u64::MAX as u128) as u64;
     if nanos == 0 {

@@ -414,7 +414,7 @@ async fn import_and_plan(
     let now = SystemTime::now();
     let base = runwarden::policy::load_at(settings_yaml.parent().unwrap(), now).unwrap();
     let live =
-        runwarden::insight::read_for_import(&base.settings, conn, project, region, &hidden())
+        runwarden::pass::read_for_import(&base.settings, conn, project, region, &hidden())
             .await
             .unwrap();
     let imported = import(&base.settings, &live, project, region, now);
@@ -453,7 +453,7 @@ async fn import_and_plan(
 async fn importing_the_demo_world_reproduces_live_access_so_the_first_plan_is_empty() {
     let (desired, conn) = demo().await;
     let now = SystemTime::now();
-    let live = runwarden::insight::read_for_import(
+    let live = runwarden::pass::read_for_import(
         &desired.settings,
         &conn,
         "acme-prod",
@@ -557,7 +557,7 @@ async fn importing_a_generated_world_with_roles_expiries_iap_and_strays_plans_no
 
     // Give some services access worth importing: a whole role plus strays, a time-boxed role
     // grant, a machine, an IAP-fronted service, a deleted member and an unmanaged condition.
-    let live = runwarden::insight::read_for_import(
+    let live = runwarden::pass::read_for_import(
         &settings,
         &conn,
         "gen-project-1",

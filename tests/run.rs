@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::common::{copy_dir, root};
 use runwarden::apply::{ApplyConfig, AuditSink};
-use runwarden::commands::LivePass;
+use runwarden::pass::LivePass;
 use runwarden::iam::Member;
 use runwarden::live::ServiceId;
 use runwarden::pass::Connection;

@@ -5,7 +5,7 @@
 //! [`GoogleClient::send`], which makes exactly one attempt and classifies a failure into a
 //! [`GoogleError`] with an [`ErrorClass`]; retrying is the caller's business (`crate::retry`).
 //!
-//! Wire types are private (`wire`); callers get `crate::live::LiveService`, `crate::iam::Policy`
+//! Wire types are private (`wire`); callers get `crate::model::LiveService`, `crate::iam::Policy`
 //! and project numbers. The read methods are here; the write methods apply needs
 //! (`setIamPolicy`, `services.patch`, `operations.get`) fit the same `send`.
 //!
@@ -33,7 +33,7 @@ pub use write::{Operation, ServiceUpdate};
 
 use crate::endpoints::Endpoints;
 use crate::iam::Policy;
-use crate::live::{LiveService, ServiceId};
+use crate::model::{LiveService, ServiceId};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 
 /// Which Google API a call goes to (each has its own quota and pacer).
@@ -361,6 +361,31 @@ impl fmt::Debug for GoogleClient {
     }
 }
 
+/// What an error answer says: Google's status, its message, the `ErrorInfo` reasons and a
+/// `RetryInfo` delay; for a body that is not Google's error JSON, its first 300 characters (or
+/// where a redirect points).
+fn error_parts(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    bytes: &[u8],
+) -> (String, String, Vec<String>, Option<Duration>) {
+    match serde_json::from_slice::<wire::ErrorBody>(bytes) {
+        Ok(body) => {
+            let reasons: Vec<String> = body.error.reasons().map(String::from).collect();
+            let wait = body.error.retry_delay();
+            (body.error.status, body.error.message, reasons, wait)
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(bytes);
+            let mut text: String = text.chars().take(300).collect::<String>().trim().to_string();
+            if let Some(to) = status.is_redirection().then(|| headers.get("location")).flatten() {
+                text = format!("a redirect to {:?}, which runwarden does not follow", String::from_utf8_lossy(to.as_bytes()));
+            }
+            (String::new(), text, vec![], None)
+        }
+    }
+}
+
 impl GoogleClient {
     /// A client on the shared HTTP client; no call is made until the first request.
     pub fn new(
@@ -683,22 +708,7 @@ impl GoogleClient {
             });
         }
         let code = status.as_u16();
-        let (gstatus, message, reasons, detail_wait) =
-            match serde_json::from_slice::<wire::ErrorBody>(&bytes) {
-                Ok(body) => {
-                    let reasons: Vec<String> = body.error.reasons().map(String::from).collect();
-                    let wait = body.error.retry_delay();
-                    (body.error.status, body.error.message, reasons, wait)
-                }
-                Err(_) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let mut text: String = text.chars().take(300).collect::<String>().trim().to_string();
-                    if let Some(to) = status.is_redirection().then(|| headers.get("location")).flatten() {
-                        text = format!("a redirect to {:?}, which runwarden does not follow", String::from_utf8_lossy(to.as_bytes()));
-                    }
-                    (String::new(), text, vec![], None)
-                }
-            };
+        let (gstatus, message, reasons, detail_wait) = error_parts(status, &headers, &bytes);
         let reasons: Vec<&str> = reasons.iter().map(String::as_str).collect();
         let class = classify(code, &gstatus, &reasons);
         if class == ErrorClass::Unauthenticated {

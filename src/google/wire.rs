@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::iam::{Binding, Condition, Member, Policy};
-use crate::live::{LiveService, ServiceId, ServiceSettings};
+use crate::model::{LiveService, ServiceId, ServiceSettings};
 use crate::policy::model::Ingress;
 
 /// `GoogleCloudRunV2Service`, the fields runwarden reads.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Api, GoogleClient, GoogleError, body_limits, wire};
 use crate::iam::Policy;
-use crate::live::ServiceId;
+use crate::model::ServiceId;
 
 /// The governed fields of a `services.patch`, each with its update-mask path.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -742,7 +742,7 @@ mod tenant_wire {
 impl Auth0Client {
     /// Every API (resource server) of the tenant, paging to the end; Auth0's own system API is
     /// left out.
-    pub async fn resource_servers(&self) -> Result<Vec<crate::audit::hygiene::ResourceServer>, Auth0Error> {
+    pub async fn resource_servers(&self) -> Result<Vec<crate::model::ResourceServer>, Auth0Error> {
         let size = self.inner.config.page_size;
         let mut out = Vec::new();
         for page in 0u32.. {
@@ -755,7 +755,7 @@ impl Auth0Client {
                 tenant_wire::ResourceServers::Array(items) => (items, None),
             };
             let got = items.len();
-            out.extend(items.into_iter().filter(|r| !r.is_system).map(|r| crate::audit::hygiene::ResourceServer {
+            out.extend(items.into_iter().filter(|r| !r.is_system).map(|r| crate::model::ResourceServer {
                 permissions_in_token: r.token_dialect.as_deref().is_some_and(|d| d.ends_with("_authz")),
                 identifier: r.identifier,
                 name: r.name,
@@ -772,11 +772,11 @@ impl Auth0Client {
     }
 
     /// The tenant's signing keys (`GET /api/v2/keys/signing`).
-    pub async fn signing_keys(&self) -> Result<Vec<crate::audit::hygiene::SigningKey>, Auth0Error> {
+    pub async fn signing_keys(&self) -> Result<Vec<crate::model::SigningKey>, Auth0Error> {
         let keys: Vec<tenant_wire::SigningKey> = self.get(&["keys", "signing"], &[]).await?;
         Ok(keys
             .into_iter()
-            .map(|k| crate::audit::hygiene::SigningKey {
+            .map(|k| crate::model::SigningKey {
                 since: k.current_since.as_deref().and_then(|t| crate::policy::parse_rfc3339(t).ok()),
                 kid: k.kid,
                 current: k.current,

@@ -12,9 +12,10 @@
 //!   1,000 results) are the role members looked up one by one.
 //!
 //! The mapping of roles to IAM members (DESIGN §2) is the plan's job; this module only reports
-//! what Auth0 says, as `crate::live::Directory`.
+//! what Auth0 says, as `crate::model::Directory`.
 
 pub mod auth0;
+pub mod oidc;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -25,7 +26,7 @@ pub use auth0::{
 };
 pub use wire::{GroupRef, MemberRef, RoleRef, UserRef};
 
-use crate::live::{Directory, Role, User};
+use crate::model::{Directory, Role, User};
 use crate::retry::{RetryPolicy, retry};
 
 /// Auth0 stops any offset listing or search at this many results.
@@ -137,8 +138,54 @@ pub async fn read_directory(
         ));
     }
 
-    // Direct members and assigned groups of every named role, concurrently (the client bounds
-    // the calls in flight and paces them).
+    let per_role = role_assignments(client, &found, policy, &mut stats).await?;
+    let group_members = members_of_groups(client, &per_role, policy, &mut stats).await?;
+    // Assemble each role's members: direct assignments and group members, by user id.
+    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
+    let mut everyone: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (role, direct, assigned) in per_role {
+        let role = assemble_role(role, direct, &assigned, &group_members);
+        for u in &role.members {
+            everyone
+                .entry(u.user_id.clone())
+                .or_insert_with(|| u.email.clone());
+        }
+        roles.insert(role.name.clone(), role);
+    }
+
+    // E-mail verification, after the member listings, so a user added meanwhile is covered.
+    let unverified = unverified_users(client, &everyone, policy, &mut stats).await?;
+    for role in roles.values_mut() {
+        for u in &mut role.members {
+            u.email_verified = u.email.is_some() && !unverified.contains(&u.user_id);
+        }
+    }
+    tracing::info!(
+        roles = roles.len(),
+        users = everyone.len(),
+        unverified = unverified.len(),
+        "resolved Auth0 role members"
+    );
+    Ok((
+        Directory {
+            roles,
+            members_resolved: true,
+        },
+        stats,
+    ))
+}
+
+/// A role with its direct members and its assigned groups.
+type RoleAssignments = (RoleRef, Vec<MemberRef>, Vec<GroupRef>);
+
+/// Direct members and assigned groups of every named role, concurrently (the client bounds the
+/// calls in flight and paces them).
+async fn role_assignments(
+    client: &Auth0Client,
+    found: &BTreeMap<String, RoleRef>,
+    policy: &RetryPolicy,
+    stats: &mut DirectoryStats,
+) -> Result<Vec<RoleAssignments>, IdentityError> {
     let mut tasks = tokio::task::JoinSet::new();
     for role in found.values().cloned() {
         let client = client.clone();
@@ -176,10 +223,18 @@ pub async fn read_directory(
         stats.role_group_pages += groups.1;
         per_role.push((role, users.0, groups.0));
     }
+    Ok(per_role)
+}
 
-    // Members of each distinct group, once.
+/// Members of each distinct group assigned to any role, each group listed once.
+async fn members_of_groups(
+    client: &Auth0Client,
+    per_role: &[RoleAssignments],
+    policy: &RetryPolicy,
+    stats: &mut DirectoryStats,
+) -> Result<HashMap<String, Vec<MemberRef>>, IdentityError> {
     let mut groups: BTreeMap<String, GroupRef> = BTreeMap::new();
-    for (_, _, gs) in &per_role {
+    for (_, _, gs) in per_role {
         for g in gs {
             groups.entry(g.id.clone()).or_insert_with(|| g.clone());
         }
@@ -209,79 +264,57 @@ pub async fn read_directory(
         stats.group_member_pages += pages;
         group_members.insert(id, members);
     }
+    Ok(group_members)
+}
 
-    // Assemble each role's members: direct assignments and group members, by user id.
-    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
-    let mut everyone: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for (role, direct, assigned) in per_role {
-        let mut members: BTreeMap<String, User> = BTreeMap::new();
-        for m in direct {
+/// One role's members: direct assignments and group members, by user id (e-mail verification
+/// is filled in later); groups without members are listed as empty.
+fn assemble_role(
+    role: RoleRef,
+    direct: Vec<MemberRef>,
+    assigned: &[GroupRef],
+    group_members: &HashMap<String, Vec<MemberRef>>,
+) -> Role {
+    let mut members: BTreeMap<String, User> = BTreeMap::new();
+    for m in direct {
+        let user = members
+            .entry(m.user_id.clone())
+            .or_insert_with(|| blank_user(&m));
+        user.direct = true;
+        if user.email.is_none() {
+            user.email = m.email;
+        }
+    }
+    for g in assigned {
+        for m in group_members.get(&g.id).map(Vec::as_slice).unwrap_or(&[]) {
             let user = members
                 .entry(m.user_id.clone())
-                .or_insert_with(|| blank_user(&m));
-            user.direct = true;
+                .or_insert_with(|| blank_user(m));
+            if !user.via_groups.contains(&g.name) {
+                user.via_groups.push(g.name.clone());
+            }
             if user.email.is_none() {
-                user.email = m.email;
+                user.email = m.email.clone();
             }
         }
-        for g in &assigned {
-            for m in group_members.get(&g.id).map(Vec::as_slice).unwrap_or(&[]) {
-                let user = members
-                    .entry(m.user_id.clone())
-                    .or_insert_with(|| blank_user(m));
-                if !user.via_groups.contains(&g.name) {
-                    user.via_groups.push(g.name.clone());
-                }
-                if user.email.is_none() {
-                    user.email = m.email.clone();
-                }
-            }
-        }
-        let mut empty_groups: Vec<String> = assigned
-            .iter()
-            .filter(|g| group_members.get(&g.id).is_none_or(Vec::is_empty))
-            .map(|g| g.name.clone())
-            .collect();
-        empty_groups.sort();
-        empty_groups.dedup();
-        let mut members: Vec<User> = members.into_values().collect();
-        for u in &mut members {
-            u.via_groups.sort();
-            everyone
-                .entry(u.user_id.clone())
-                .or_insert_with(|| u.email.clone());
-        }
-        roles.insert(
-            role.name.clone(),
-            Role {
-                id: role.id,
-                name: role.name,
-                members,
-                empty_groups,
-            },
-        );
     }
-
-    // E-mail verification, after the member listings, so a user added meanwhile is covered.
-    let unverified = unverified_users(client, &everyone, policy, &mut stats).await?;
-    for role in roles.values_mut() {
-        for u in &mut role.members {
-            u.email_verified = u.email.is_some() && !unverified.contains(&u.user_id);
-        }
+    let mut empty_groups: Vec<String> = assigned
+        .iter()
+        .filter(|g| group_members.get(&g.id).is_none_or(Vec::is_empty))
+        .map(|g| g.name.clone())
+        .collect();
+    empty_groups.sort();
+    empty_groups.dedup();
+    let mut members: Vec<User> = members.into_values().collect();
+    for u in &mut members {
+        u.via_groups.sort();
     }
-    tracing::info!(
-        roles = roles.len(),
-        users = everyone.len(),
-        unverified = unverified.len(),
-        "resolved Auth0 role members"
-    );
-    Ok((
-        Directory {
-            roles,
-            members_resolved: true,
-        },
-        stats,
-    ))
+    Role {
+        id: role.id,
+        name: role.name,
+        members,
+        empty_groups,
+    }
 }
 
 fn blank_user(m: &MemberRef) -> User {

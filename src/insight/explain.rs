@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::iam::{Binding, Condition, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
-use crate::live::{Directory, LiveService, LiveState, ServiceId};
+use crate::model::{Directory, LiveService, LiveState, ServiceId};
 use crate::plan::engine::{
     GovernedGrants, GrantBasis, MANAGED_CONDITION_PREFIX, desired_grants, iap_service_agent,
     is_managed_condition,

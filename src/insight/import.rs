@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use crate::iam::{Binding, IAP_ACCESSOR, Member, MemberKind, RUN_INVOKER};
-use crate::live::{Directory, LiveService, LiveState, ServiceId};
+use crate::model::{Directory, LiveService, LiveState, ServiceId};
 use crate::plan::engine::{MANAGED_CONDITION_PREFIX, iap_service_agent, is_managed_condition};
 use crate::plan::{format_rfc3339, parse_rfc3339};
 use crate::policy::model::{PrincipalMapping, Settings};

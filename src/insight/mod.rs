@@ -6,24 +6,19 @@
 //! * [`import`]: `import(&Settings, &LiveState, project, region, now) -> Imported`, pure, and the
 //!   YAML rendering the policy loader reads back.
 //!
-//! The functions here do the I/O: load, connect, read (with a wider read than a plan's, see
-//! [`read_scope`]), write files.
+//! Here: [`read_scope`], the desired model to read with (wider than a plan's read; the reads
+//! themselves are `crate::pass::read_for_explain` and `read_for_import`), and [`write_new`],
+//! how `import` writes its file. The commands are `cmd/explain.rs` and `cmd/import.rs`.
 
 pub mod explain;
 pub mod import;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::sync::Arc;
 
-use crate::cli::{EXIT_ERROR, ExplainArgs, GlobalArgs, ImportArgs, PlanFormat};
-use crate::live::LiveState;
-use crate::pass::{Connection, load_policies, runtime};
 use crate::policy::model::{
     AccessPolicy, Desired, Exposure, Invoker, Mode, Principal, RegionRef, ServiceRef,
     ServiceTarget, Source,
 };
-use crate::progress::Progress;
 
 pub use explain::{Explanation, Query, QueryError};
 pub use import::Imported;
@@ -101,164 +96,6 @@ pub fn read_scope(
     probe
 }
 
-/// Reads what `explain` needs: every service of the Settings' scope and of the policies (plus
-/// `extra` (project, region) pairs), governed or not, with its IAM and IAP policies, and the
-/// members of every Auth0 role the policies name.
-pub async fn read_for_explain(
-    desired: &Desired,
-    conn: &Connection,
-    extra: &[(String, String)],
-    progress: &Arc<Progress>,
-) -> anyhow::Result<LiveState> {
-    let mut targets: Vec<(String, String)> =
-        crate::live::list_targets(desired).into_iter().collect();
-    targets.extend(extra.iter().cloned());
-    crate::pass::read(&read_scope(desired, &targets, &[]), conn, progress).await
-}
-
-/// Reads what `import` needs: every service of (`project`, `region`) with its IAM and IAP
-/// policies, and the members of every Auth0 role of the tenant (to map bindings back to roles).
-pub async fn read_for_import(
-    settings: &crate::policy::model::Settings,
-    conn: &Connection,
-    project: &str,
-    region: &str,
-    progress: &Arc<Progress>,
-) -> anyhow::Result<LiveState> {
-    let settings_only = Desired {
-        settings: settings.clone(),
-        policies: vec![],
-    };
-    let roles = all_role_names(conn).await?;
-    let target = [(project.to_string(), region.to_string())];
-    crate::pass::read(&read_scope(&settings_only, &target, &roles), conn, progress).await
-}
-
-/// Every Auth0 role name of the tenant.
-async fn all_role_names(conn: &Connection) -> Result<Vec<String>, InsightError> {
-    let mut names = Vec::new();
-    let policy = crate::retry::RetryPolicy::default();
-    for page in 0u32..1000 {
-        let answer = crate::retry::retry(&policy, "list roles", || {
-            conn.clients.auth0.roles_page(page)
-        })
-        .await
-        .map_err(|source| InsightError::ListRoles {
-            page,
-            source: Box::new(source),
-        })?;
-        let n = answer.items.len() as u64;
-        names.extend(answer.items.into_iter().map(|r| r.name));
-        let more = match answer.total {
-            Some(total) => (names.len() as u64) < total && n > 0,
-            None => n > 0 && n == conn.clients.auth0.config().page_size as u64,
-        };
-        if !more {
-            break;
-        }
-    }
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
-
-/// `runwarden explain`.
-pub fn cmd_explain(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    let now = crate::time::command_now();
-    let Ok(desired) = load_policies(&args.policies.policies, now) else {
-        return Ok(ExitCode::from(EXIT_ERROR));
-    };
-    let service = match &args.target.service {
-        Some(s) => match explain::parse_service(s) {
-            Ok(id) => Some(id),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(EXIT_ERROR));
-            }
-        },
-        None => None,
-    };
-    let extra: Vec<(String, String)> = service
-        .iter()
-        .map(|id| (id.project.clone(), id.region.clone()))
-        .collect();
-    let progress = Arc::new(Progress::for_terminal(global.log_format));
-    let live = runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
-        read_for_explain(&desired, &conn, &extra, &progress).await
-    })?;
-    let query = match (service, &args.target.member) {
-        (Some(id), _) => Query::Service(id),
-        (None, Some(m)) => match explain::parse_member(m, &live.directory) {
-            Ok(m) => Query::Member(m),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(EXIT_ERROR));
-            }
-        },
-        (None, None) => anyhow::bail!("name a --member or a --service to explain"),
-    };
-    let x = match explain::explain(&desired, &live, &query, now) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(EXIT_ERROR));
-        }
-    };
-    match args.format {
-        PlanFormat::Json => print!("{}", x.to_json()),
-        PlanFormat::Text | PlanFormat::Markdown => {
-            print!("{}", crate::text::visible_lines(&explain::render_text(&x)))
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `runwarden import`.
-pub fn cmd_import(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let now = crate::time::command_now();
-    let Ok(desired) = load_policies(&args.policies.policies, now) else {
-        return Ok(ExitCode::from(EXIT_ERROR));
-    };
-    // The file name is made of these; check them before anything is read.
-    let name = import::file_name(&args.project, &args.region);
-    if let Err(e) = check_file_name(&name) {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(EXIT_ERROR));
-    }
-    // Only the Settings matter: the import reproduces live, not the existing policies.
-    let progress = Arc::new(Progress::for_terminal(global.log_format));
-    let live = runtime()?.block_on(async {
-        let conn = Connection::open(global, &desired.settings).await?;
-        read_for_import(
-            &desired.settings,
-            &conn,
-            &args.project,
-            &args.region,
-            &progress,
-        )
-        .await
-    })?;
-    let imported = import::import(&desired.settings, &live, &args.project, &args.region, now);
-    let from = match (&global.sim, &global.endpoint) {
-        (Some(w), _) => format!("the simulated world {}", w.display()),
-        (None, Some(e)) => format!("the APIs at {e}"),
-        (None, None) => "the live Cloud Run, IAP and Auth0 APIs".to_string(),
-    };
-    let text = import::render_yaml(&imported, now, &from);
-    let path = write_new(&args.out, &name, &text, args.force)?;
-    println!(
-        "Wrote {} policy(ies) to {} ({} service(s) not imported; see the file's header).",
-        imported.policies.len(),
-        path.display(),
-        imported.skipped.len()
-    );
-    println!(
-        "Next: copy it next to your Settings and run `runwarden plan`: it should show no change for these services."
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Writes `name` (a bare file name, never a path) under `dir`, refusing to overwrite unless
 /// `force`, and refusing a symbolic link at that path even with `force` (it could point at any
 /// file the user can write).
@@ -299,7 +136,7 @@ pub fn write_new(dir: &Path, name: &str, text: &str, force: bool) -> Result<Path
 
 /// A plain file name (letters, digits, `-`, `_`, `.`; not starting with a dot): nothing that
 /// could point outside `--out`.
-fn check_file_name(name: &str) -> Result<(), InsightError> {
+pub fn check_file_name(name: &str) -> Result<(), InsightError> {
     let safe = !name.is_empty()
         && name
             .chars()

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::OnceCell;
 
-use super::{LiveService, LiveState, ServiceId};
+use crate::model::{LiveService, LiveState, ServiceId};
 use crate::endpoints::{EndpointError, Endpoints, HttpTimeouts};
 use crate::google::{GcpAuth, GoogleClient, GoogleConfig, GoogleError, TokenError, TokenSource};
 use crate::identity::{
@@ -90,29 +90,6 @@ pub enum ClientsError {
     Credentials(#[from] TokenError),
     #[error("building the HTTP client failed: {0}")]
     Http(#[source] reqwest::Error),
-    #[error("writing the simulator's service-account key file failed: {0}")]
-    SimCredentials(#[source] crate::sim::SimError),
-}
-
-/// `--sim` / `demo` wiring: clients for an embedded simulator. Writes the simulator's
-/// service-account key file into `dir` (keep the directory alive as long as the clients) and
-/// uses the Management API client the simulator issued.
-pub fn clients_for_sim(
-    running: &crate::sim::RunningSim,
-    settings: &Settings,
-    dir: &Path,
-    config: &ClientConfig,
-) -> Result<Clients, ClientsError> {
-    let key_file = running
-        .write_credentials(dir)
-        .map_err(ClientsError::SimCredentials)?;
-    Clients::for_simulator(
-        settings,
-        &running.base_url,
-        &key_file,
-        running.auth0_client(),
-        config,
-    )
 }
 
 impl Clients {
@@ -352,32 +329,7 @@ pub async fn read_live_with_stats(
         shard: config.shard,
     });
 
-    let google = async {
-        let mut number_tasks = tokio::task::JoinSet::new();
-        for project in &projects {
-            let (shared, project) = (shared.clone(), project.clone());
-            number_tasks.spawn(async move {
-                // The result is kept in the cell; failures are reported per service.
-                let _ = shared.project_number(&project).await;
-            });
-        }
-        let mut list_tasks = tokio::task::JoinSet::new();
-        for (project, region) in targets.iter().cloned() {
-            let (shared, governance) = (shared.clone(), governance.clone());
-            list_tasks.spawn(read_region(shared, governance, project, region));
-        }
-        let mut services = BTreeMap::new();
-        while let Some(joined) = list_tasks.join_next().await {
-            let listed = joined.map_err(|e| ReadError::Task(e.to_string()))??;
-            for s in listed {
-                services.insert(s.id.clone(), s);
-            }
-        }
-        while let Some(joined) = number_tasks.join_next().await {
-            joined.map_err(|e| ReadError::Task(e.to_string()))?;
-        }
-        Ok::<_, ReadError>(services)
-    };
+    let google = read_services(&shared, &governance, &projects, &targets);
 
     let directory = async {
         let request = directory_request(desired);
@@ -402,17 +354,7 @@ pub async fn read_live_with_stats(
             _ => None,
         })
         .collect();
-    let c = &shared.counters;
-    let stats = ReadStats {
-        listings: targets.len(),
-        list_pages: c.list_pages.load(Ordering::Relaxed),
-        services: services.len(),
-        governed: c.governed.load(Ordering::Relaxed),
-        iam_reads: c.iam_reads.load(Ordering::Relaxed),
-        iap_reads: c.iap_reads.load(Ordering::Relaxed),
-        project_reads: c.project_reads.load(Ordering::Relaxed),
-        directory: directory_stats,
-    };
+    let stats = shared.stats(targets.len(), services.len(), directory_stats);
     tracing::info!(
         services = stats.services,
         governed = stats.governed,
@@ -429,6 +371,40 @@ pub async fn read_live_with_stats(
         },
         stats,
     ))
+}
+
+/// Every service of every listing, with the project numbers read alongside (each kept in its
+/// project's cell; a failure is reported per service that needs it).
+async fn read_services(
+    shared: &Arc<Shared>,
+    governance: &Arc<Governance>,
+    projects: &BTreeSet<String>,
+    targets: &BTreeSet<(String, String)>,
+) -> Result<BTreeMap<ServiceId, LiveService>, ReadError> {
+    let mut number_tasks = tokio::task::JoinSet::new();
+    for project in projects {
+        let (shared, project) = (shared.clone(), project.clone());
+        number_tasks.spawn(async move {
+            // The result is kept in the cell; failures are reported per service.
+            let _ = shared.project_number(&project).await;
+        });
+    }
+    let mut list_tasks = tokio::task::JoinSet::new();
+    for (project, region) in targets.iter().cloned() {
+        let (shared, governance) = (shared.clone(), governance.clone());
+        list_tasks.spawn(read_region(shared, governance, project, region));
+    }
+    let mut services = BTreeMap::new();
+    while let Some(joined) = list_tasks.join_next().await {
+        let listed = joined.map_err(|e| ReadError::Task(e.to_string()))??;
+        for s in listed {
+            services.insert(s.id.clone(), s);
+        }
+    }
+    while let Some(joined) = number_tasks.join_next().await {
+        joined.map_err(|e| ReadError::Task(e.to_string()))?;
+    }
+    Ok(services)
 }
 
 /// What the Auth0 read must cover: every role an invoker names; members only for `users`.
@@ -576,6 +552,21 @@ struct Shared {
 }
 
 impl Shared {
+    /// The read's counters, once every call is done.
+    fn stats(&self, listings: usize, services: usize, directory: DirectoryStats) -> ReadStats {
+        let c = &self.counters;
+        ReadStats {
+            listings,
+            list_pages: c.list_pages.load(Ordering::Relaxed),
+            services,
+            governed: c.governed.load(Ordering::Relaxed),
+            iam_reads: c.iam_reads.load(Ordering::Relaxed),
+            iap_reads: c.iap_reads.load(Ordering::Relaxed),
+            project_reads: c.project_reads.load(Ordering::Relaxed),
+            directory,
+        }
+    }
+
     /// The project's number, read once per pass; the error text when it cannot be read.
     async fn project_number(&self, project: &str) -> Result<u64, String> {
         let Some(cell) = self.numbers.get(project) else {
@@ -666,10 +657,10 @@ async fn read_region(
             let read_iap = wants_iap || service.settings.iap_enabled;
             reads.spawn(read_service(shared.clone(), service, read_iap));
         }
-        match page.next_page_token {
-            // A token already followed (at once, or after a cycle of any length) would be
-            // followed forever.
-            Some(next) if !seen_tokens.insert(next.clone()) => {
+        match follow_token(&mut seen_tokens, page.next_page_token) {
+            Ok(Some(next)) => page_token = Some(next),
+            Ok(None) => break,
+            Err(reason) => {
                 return Err(ReadError::List {
                     project,
                     region,
@@ -677,33 +668,10 @@ async fn read_region(
                         api: crate::google::Api::CloudRun,
                         method: reqwest::Method::GET,
                         path: "services.list".into(),
-                        reason: format!(
-                            "the page token {next:?} was returned twice (after {} pages): the \
-                             listing cycles and cannot be read to its end; nothing is planned \
-                             from it, the next pass lists again",
-                            seen_tokens.len()
-                        ),
+                        reason,
                     },
                 });
             }
-            Some(_) if seen_tokens.len() >= MAX_LIST_PAGES => {
-                return Err(ReadError::List {
-                    project,
-                    region,
-                    source: GoogleError::Decode {
-                        api: crate::google::Api::CloudRun,
-                        method: reqwest::Method::GET,
-                        path: "services.list".into(),
-                        reason: format!(
-                            "the listing did not end after {MAX_LIST_PAGES} pages (a region holds \
-                             at most 1,000 services); nothing is planned from it, the next pass \
-                             lists again"
-                        ),
-                    },
-                });
-            }
-            Some(next) => page_token = Some(next),
-            None => break,
         }
     }
     let listed = ready.len() + reads.len();
@@ -724,6 +692,33 @@ async fn read_region(
         governed,
     });
     Ok(ready)
+}
+
+/// Where a listing goes after a page: the next page token, the end (`None`), or why the
+/// listing cannot be read to its end.
+fn follow_token(
+    seen_tokens: &mut std::collections::HashSet<String>,
+    next: Option<String>,
+) -> Result<Option<String>, String> {
+    let Some(next) = next else { return Ok(None) };
+    // A token already followed (at once, or after a cycle of any length) would be followed
+    // forever.
+    if !seen_tokens.insert(next.clone()) {
+        return Err(format!(
+            "the page token {next:?} was returned twice (after {} pages): the \
+             listing cycles and cannot be read to its end; nothing is planned \
+             from it, the next pass lists again",
+            seen_tokens.len()
+        ));
+    }
+    if seen_tokens.len() >= MAX_LIST_PAGES {
+        return Err(format!(
+            "the listing did not end after {MAX_LIST_PAGES} pages (a region holds \
+             at most 1,000 services); nothing is planned from it, the next pass \
+             lists again"
+        ));
+    }
+    Ok(Some(next))
 }
 
 /// Reads a governed service's IAM policy (and its IAP resource's, when wanted) concurrently.

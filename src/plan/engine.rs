@@ -59,7 +59,7 @@ use std::time::SystemTime;
 use crate::iam::{
     Condition, IAP_ACCESSOR, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
 };
-use crate::live::{LiveService, LiveState, ServiceId};
+use crate::model::{LiveService, LiveState, ServiceId};
 use crate::policy::model::{
     AccessPolicy, Desired, ForeignMembers, Ingress, Mode, Principal, PrincipalMapping, RegionRef,
     ServiceRef, ServiceTarget, Settings, Source,

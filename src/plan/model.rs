@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::iam::Member;
-use crate::live::ServiceId;
+use crate::model::ServiceId;
 use crate::policy::model::Mode;
 
 /// The saved-plan format version this build writes and reads. Version 2 records the policy

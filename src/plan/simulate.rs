@@ -6,7 +6,7 @@
 //! policies at version 3, like apply, and gives every written resource a new etag.
 
 use crate::iam::{Binding, Condition, Policy};
-use crate::live::LiveState;
+use crate::model::LiveState;
 use crate::policy::model::Ingress;
 
 use super::model::{Action, MemberChange, Plan, ResourcePlan, SettingChange};
@@ -88,7 +88,7 @@ pub fn apply_changes(changes: &[MemberChange], policy: &mut Policy) -> bool {
     touched
 }
 
-fn apply_setting(c: &SettingChange, s: &mut crate::live::ServiceSettings) {
+fn apply_setting(c: &SettingChange, s: &mut crate::model::ServiceSettings) {
     match c.field.as_str() {
         "ingress" => {
             if let Some(v) = c.after.as_str() {

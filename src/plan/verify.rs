@@ -15,11 +15,11 @@
 //! * they differ although nothing the plan recorded has moved: the plan was edited (or the clock
 //!   or directory moved it): the whole apply is refused, naming each difference.
 //!
-//! Pure: no I/O. [`verify_saved`] is called by `cmd_apply` with the plan it just computed.
+//! Pure: no I/O. [`verify_saved`] is called by `runwarden apply` (`cmd/apply.rs`) with the plan it just computed.
 
 use std::collections::BTreeMap;
 
-use crate::live::{LiveService, LiveState};
+use crate::model::{LiveService, LiveState};
 
 use super::model::{Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, Summary};
 

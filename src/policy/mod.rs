@@ -1,5 +1,5 @@
 //! Policy files → the validated desired model, with `file:line:col` diagnostics; the JSON
-//! Schemas of the policy kinds; and the `validate` and `schema` commands.
+//! Schemas of the policy kinds.
 //!
 //! Expected flow: [`load`] walks the directory (every `*.yaml`/`*.yml`, recursively, sorted),
 //! splits each file into its `---` documents, deserializes each into private wire types
@@ -21,12 +21,9 @@ mod time;
 mod wire;
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::SystemTime;
 
-use anyhow::Context;
 
 pub use check::{MAX_AUDIENCE, MAX_ROLE_NAME, check_audience, check_role_name};
 pub use load::{MAX_DOCUMENTS_PER_FILE, MAX_POLICY_FILE_BYTES, is_policy_file, list_policy_files};
@@ -35,7 +32,6 @@ pub use model::Desired;
 pub use schema::{ACCESS_POLICY_SCHEMA, SETTINGS_SCHEMA, policy_schemas};
 pub use time::{parse_duration, parse_rfc3339};
 
-use crate::cli::{EXIT_ERROR, GlobalArgs, SchemaArgs, ValidateArgs};
 
 /// A successful load: the desired model and what is worth a warning.
 #[derive(Debug, Clone)]
@@ -156,7 +152,7 @@ fn load_checked(dir: &Path, clock: check::Clock) -> Result<Loaded, PolicyErrors>
     }
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -181,93 +177,4 @@ pub fn digest(dir: &Path) -> std::io::Result<String> {
         }
     }
     Ok(ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// `runwarden validate`: prints every error and warning to stderr, then a one-line summary;
-/// exits 0 when the policies are valid, 1 otherwise.
-pub fn cmd_validate(_global: &GlobalArgs, args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    let dir = args.dir();
-    let mut stderr = std::io::stderr().lock();
-    match load_with_warnings(dir, crate::time::command_now()) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                writeln!(stderr, "{w}")?;
-            }
-            let warnings = match loaded.warnings.len() {
-                0 => String::new(),
-                n => format!(" ({})", plural(n, "warning", "warnings")),
-            };
-            writeln!(
-                stderr,
-                "{}, {}: ok{warnings}",
-                plural(loaded.files, "file", "files"),
-                plural(loaded.desired.policies.len(), "policy", "policies"),
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(failed) => {
-            let mut all: Vec<&Diagnostic> = failed.errors.iter().chain(&failed.warnings).collect();
-            all.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-            for d in all {
-                writeln!(stderr, "{d}")?;
-            }
-            let warnings = match failed.warnings.len() {
-                0 => String::new(),
-                n => format!(", {}", plural(n, "warning", "warnings")),
-            };
-            writeln!(
-                stderr,
-                "{}: {}{warnings}",
-                plural(failed.files, "file", "files"),
-                plural(failed.errors.len(), "error", "errors"),
-            )?;
-            Ok(ExitCode::from(EXIT_ERROR))
-        }
-    }
-}
-
-/// Every schema `runwarden schema` writes. The simulator's world schema joins the policy ones
-/// here when it exists.
-/// Every schema `runwarden schema` writes: the policy kinds, the saved-plan format and the
-/// simulator's world file.
-fn all_schemas() -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> =
-        policy_schemas().into_iter().map(|(name, text)| (name.to_string(), text)).collect();
-    all.push(("plan.schema.json".to_string(), crate::plan::json_schema()));
-    all.push(crate::sim::world_schema());
-    all
-}
-
-/// `runwarden schema`: writes the JSON Schemas to `--out`, or with `--check` exits 1 when the
-/// files there differ from what would be written.
-pub fn cmd_schema(_global: &GlobalArgs, args: &SchemaArgs) -> anyhow::Result<ExitCode> {
-    let out = &args.out;
-    if args.check {
-        let mut stale = 0;
-        for (name, contents) in all_schemas() {
-            let path = out.join(name);
-            let current = fs::read(&path).ok();
-            if current.as_deref() != Some(contents.as_bytes()) {
-                stale += 1;
-                eprintln!("{}: stale or missing", path.display());
-            }
-        }
-        if stale > 0 {
-            eprintln!(
-                "run `runwarden schema --out {}` and commit the result",
-                out.display()
-            );
-            return Ok(ExitCode::from(EXIT_ERROR));
-        }
-        eprintln!("{}: schemas are up to date", out.display());
-        return Ok(ExitCode::SUCCESS);
-    }
-    fs::create_dir_all(out)
-        .with_context(|| format!("creating the schema directory {}", out.display()))?;
-    for (name, contents) in all_schemas() {
-        let path = out.join(name);
-        fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
-    }
-    Ok(ExitCode::SUCCESS)
 }

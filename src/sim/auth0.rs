@@ -427,29 +427,7 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
     let t = &s.tenant;
     let paging = |checkpoint| paging(req, checkpoint);
     match segs.as_slice() {
-        ["roles"] => {
-            let p = match paging(false) {
-                Ok(p) => p,
-                Err(r) => return r,
-            };
-            let filter = req.q("name_filter").map(str::to_lowercase);
-            let items = t
-                .roles
-                .iter()
-                .filter(|r| {
-                    filter
-                        .as_ref()
-                        .is_none_or(|f| r.name.to_lowercase().contains(f.as_str()))
-                })
-                .map(|r| {
-                    (
-                        r.id.clone(),
-                        json!({"id": r.id, "name": r.name, "description": r.description}),
-                    )
-                })
-                .collect();
-            page_of(items, &p, "roles", None)
-        }
+        ["roles"] => list_roles(t, req),
         ["roles", id] => match role(t, &segment(id)) {
             Some(r) => Reply::json(
                 200,
@@ -512,74 +490,105 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
             None => Reply::auth0(404, "The user does not exist.", Some("inexistent_user")),
         },
         ["users"] => users_search(t, req),
-        ["resource-servers"] => {
-            let p = match paging(false) {
-                Ok(p) => p,
-                Err(r) => return r,
-            };
-            let mut items = vec![(
-                String::new(),
-                json!({
-                    "id": format!("{:024x}", super::state::fnv(&t.domain) as u128),
-                    "name": "Auth0 Management API",
-                    "identifier": t.audience(),
-                    "is_system": true,
-                    "signing_alg": "RS256",
-                    "token_lifetime": 86400,
-                    "token_lifetime_for_web": 7200,
-                    "allow_offline_access": false,
-                    "skip_consent_for_verifiable_first_party_clients": false,
-                    "scopes": [],
-                }),
-            )];
-            items.extend(t.resource_servers.iter().map(|rs| (rs.id.clone(), json!({
-                "id": rs.id,
-                "name": rs.name,
-                "identifier": rs.identifier,
-                "is_system": false,
-                "signing_alg": rs.signing_alg,
-                "token_lifetime": rs.token_lifetime,
-                "token_lifetime_for_web": rs.token_lifetime.min(7200),
-                "enforce_policies": rs.enforce_policies,
-                "token_dialect": if rs.enforce_policies { "access_token_authz" } else { "access_token" },
-                "allow_offline_access": false,
-                "skip_consent_for_verifiable_first_party_clients": true,
-                "scopes": [],
-            }))));
-            page_of(items, &p, "resource_servers", None)
-        }
-        ["keys", "signing"] => {
-            let keys: Vec<Value> = t
-                .signing_keys
-                .iter()
-                .map(|k| {
-                    let pair = &st.keys.auth0[k.key];
-                    let mut v = json!({
-                        "kid": k.kid,
-                        "cert": pair.cert_pem.replace('\n', "\r\n"),
-                        "fingerprint": pair.fingerprint,
-                        "thumbprint": pair.fingerprint.replace(':', ""),
-                        "current": k.status == KeyStatus::Current,
-                        "next": k.status == KeyStatus::Next,
-                        "previous": k.status == KeyStatus::Previous,
-                        "revoked": k.status == KeyStatus::Revoked,
-                    });
-                    if k.status != KeyStatus::Next {
-                        v["current_since"] = k.created_at.clone().into();
-                    }
-                    if matches!(k.status, KeyStatus::Previous | KeyStatus::Revoked) {
-                        v["current_until"] = k.created_at.clone().into();
-                    }
-                    if k.status == KeyStatus::Revoked {
-                        v["revoked_at"] = k.created_at.clone().into();
-                    }
-                    v
-                })
-                .collect();
-            Reply::json(200, &Value::Array(keys))
-        }
+        ["resource-servers"] => resource_servers(t, req),
+        ["keys", "signing"] => signing_keys(st, t),
         _ => Reply::auth0(404, "Not Found", None),
     }
+}
+
+/// `GET /api/v2/roles`, with `name_filter`.
+fn list_roles(t: &Tenant, req: &Req) -> Reply {
+    let p = match paging(req, false) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let filter = req.q("name_filter").map(str::to_lowercase);
+    let items = t
+        .roles
+        .iter()
+        .filter(|r| {
+            filter
+                .as_ref()
+                .is_none_or(|f| r.name.to_lowercase().contains(f.as_str()))
+        })
+        .map(|r| {
+            (
+                r.id.clone(),
+                json!({"id": r.id, "name": r.name, "description": r.description}),
+            )
+        })
+        .collect();
+    page_of(items, &p, "roles", None)
+}
+
+/// `GET /api/v2/resource-servers`: the Management API itself, then the tenant's APIs.
+fn resource_servers(t: &Tenant, req: &Req) -> Reply {
+    let p = match paging(req, false) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let mut items = vec![(
+        String::new(),
+        json!({
+            "id": format!("{:024x}", super::state::fnv(&t.domain) as u128),
+            "name": "Auth0 Management API",
+            "identifier": t.audience(),
+            "is_system": true,
+            "signing_alg": "RS256",
+            "token_lifetime": 86400,
+            "token_lifetime_for_web": 7200,
+            "allow_offline_access": false,
+            "skip_consent_for_verifiable_first_party_clients": false,
+            "scopes": [],
+        }),
+    )];
+    items.extend(t.resource_servers.iter().map(|rs| (rs.id.clone(), json!({
+        "id": rs.id,
+        "name": rs.name,
+        "identifier": rs.identifier,
+        "is_system": false,
+        "signing_alg": rs.signing_alg,
+        "token_lifetime": rs.token_lifetime,
+        "token_lifetime_for_web": rs.token_lifetime.min(7200),
+        "enforce_policies": rs.enforce_policies,
+        "token_dialect": if rs.enforce_policies { "access_token_authz" } else { "access_token" },
+        "allow_offline_access": false,
+        "skip_consent_for_verifiable_first_party_clients": true,
+        "scopes": [],
+    }))));
+    page_of(items, &p, "resource_servers", None)
+}
+
+/// `GET /api/v2/keys/signing`.
+fn signing_keys(st: &SimState, t: &Tenant) -> Reply {
+    let keys: Vec<Value> = t
+        .signing_keys
+        .iter()
+        .map(|k| {
+            let pair = &st.keys.auth0[k.key];
+            let mut v = json!({
+                "kid": k.kid,
+                "cert": pair.cert_pem.replace('\n', "\r\n"),
+                "fingerprint": pair.fingerprint,
+                "thumbprint": pair.fingerprint.replace(':', ""),
+                "current": k.status == KeyStatus::Current,
+                "next": k.status == KeyStatus::Next,
+                "previous": k.status == KeyStatus::Previous,
+                "revoked": k.status == KeyStatus::Revoked,
+            });
+            if k.status != KeyStatus::Next {
+                v["current_since"] = k.created_at.clone().into();
+            }
+            if matches!(k.status, KeyStatus::Previous | KeyStatus::Revoked) {
+                v["current_until"] = k.created_at.clone().into();
+            }
+            if k.status == KeyStatus::Revoked {
+                v["revoked_at"] = k.created_at.clone().into();
+            }
+            v
+        })
+        .collect();
+    Reply::json(200, &Value::Array(keys))
 }
 
 fn role<'a>(t: &'a Tenant, id: &str) -> Option<&'a super::state::RoleRec> {

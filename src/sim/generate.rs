@@ -42,8 +42,7 @@ pub const MAX_GENERATED_MEMBERSHIPS: u64 = 10_000_000;
 /// Refuses a `generate` section whose estate would not fit in memory, before building any of it.
 fn check_sizes(g: &GenerateSpec) -> Result<(), String> {
     // In u128, the product of three u32 values cannot overflow.
-    let services =
-        g.projects as u128 * g.regions.len() as u128 * g.services_per_region as u128;
+    let services = g.projects as u128 * g.regions.len() as u128 * g.services_per_region as u128;
     if services > MAX_GENERATED_SERVICES as u128 {
         return Err(format!(
             "projects × regions × servicesPerRegion is {services}, above the limit of {MAX_GENERATED_SERVICES} generated services"
@@ -78,8 +77,17 @@ fn check_sizes(g: &GenerateSpec) -> Result<(), String> {
 
 /// Adds the generated estate to `store`.
 pub fn generate(store: &mut Store, g: &GenerateSpec, now: &str) -> Result<(), SimError> {
-    let bad = |m: &str| SimError::World(format!("generate: {m}"));
-    check_sizes(g).map_err(|m| bad(&m))?;
+    check_spec(g).map_err(|m| SimError::World(format!("generate: {m}")))?;
+    let mut rng = SplitMix(g.seed);
+    generate_services(store, g, &mut rng, now)?;
+    generate_tenant(store, g, &mut rng);
+    Ok(())
+}
+
+/// Refuses a spec that cannot be generated (sizes, fractions, missing regions).
+fn check_spec(g: &GenerateSpec) -> Result<(), String> {
+    let bad = |m: &str| m.to_string();
+    check_sizes(g)?;
     if !(0.0..=1.0).contains(&g.public_fraction) {
         return Err(bad("publicFraction must be between 0 and 1"));
     }
@@ -94,7 +102,16 @@ pub fn generate(store: &mut Store, g: &GenerateSpec, now: &str) -> Result<(), Si
     if g.roles > 0 && g.users_per_role > g.users {
         return Err(bad("usersPerRole cannot exceed users"));
     }
-    let mut rng = SplitMix(g.seed);
+    Ok(())
+}
+
+/// Projects with random numbers, and in every region their services, some public.
+fn generate_services(
+    store: &mut Store,
+    g: &GenerateSpec,
+    rng: &mut SplitMix,
+    now: &str,
+) -> Result<(), SimError> {
     let mut used_numbers = BTreeSet::new();
     let public = Member::parse("allUsers").expect("allUsers is a member");
     let mut ordinal: u64 = 0;
@@ -133,36 +150,53 @@ pub fn generate(store: &mut Store, g: &GenerateSpec, now: &str) -> Result<(), Si
                 }
                 let key = (id.clone(), region.clone(), name.clone());
                 let etag = store.next_service_etag();
-                let svc = Service {
-                    uid: uid_for(&key),
-                    generation: 1,
-                    labels: [("team".to_string(), team)].into_iter().collect(),
-                    ingress: IngressValue::IngressTrafficAll,
-                    invoker_iam_disabled: false,
-                    custom_audiences: Vec::new(),
-                    iap_enabled: false,
-                    uri: default_uri(&name, number, region),
-                    create_time: now.to_string(),
-                    update_time: now.to_string(),
-                    etag,
-                    reconciling: false,
-                    iam: IamResource {
-                        policy: iam,
-                        armed: false,
-                    },
-                    iap: IamResource {
-                        policy: Policy {
-                            version: 0,
-                            etag: EMPTY_ETAG.into(),
-                            bindings: vec![],
-                        },
-                        armed: false,
-                    },
-                };
+                let svc = generated_service(&key, team, number, iam, etag, now);
                 store.services.insert(key, svc);
             }
         }
     }
+    Ok(())
+}
+
+fn generated_service(
+    key: &(String, String, String),
+    team: String,
+    number: u64,
+    iam: Policy,
+    etag: String,
+    now: &str,
+) -> Service {
+    let (_, region, name) = key;
+    Service {
+        uid: uid_for(key),
+        generation: 1,
+        labels: [("team".to_string(), team)].into_iter().collect(),
+        ingress: IngressValue::IngressTrafficAll,
+        invoker_iam_disabled: false,
+        custom_audiences: Vec::new(),
+        iap_enabled: false,
+        uri: default_uri(name, number, region),
+        create_time: now.to_string(),
+        update_time: now.to_string(),
+        etag,
+        reconciling: false,
+        iam: IamResource {
+            policy: iam,
+            armed: false,
+        },
+        iap: IamResource {
+            policy: Policy {
+                version: 0,
+                etag: EMPTY_ETAG.into(),
+                bindings: vec![],
+            },
+            armed: false,
+        },
+    }
+}
+
+/// Users, and roles over consecutive users, a quarter of each role's users through a group.
+fn generate_tenant(store: &mut Store, g: &GenerateSpec, rng: &mut SplitMix) {
     let first_user = store.tenant.users.len() as u32;
     for u in 1..=g.users {
         let tag = rng.next_u64();
@@ -201,5 +235,4 @@ pub fn generate(store: &mut Store, g: &GenerateSpec, now: &str) -> Result<(), Si
             groups,
         });
     }
-    Ok(())
 }

@@ -513,92 +513,10 @@ fn patch(st: &SimState, req: &Req, given: &str, region: &str, name: &str) -> Rep
         Ok(Value::Object(m)) => Value::Object(m),
         _ => return invalid("Invalid JSON payload: the body must be a Service object."),
     };
-    // Which fields to change: the update mask, or (without one) the managed fields present.
-    let fields: Vec<&str> = match req.q("updateMask") {
-        Some(mask) => {
-            let mut fields = Vec::new();
-            for path in mask.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                match PATCHABLE
-                    .iter()
-                    .find(|(camel, snake)| path == *camel || path == *snake)
-                {
-                    Some((camel, _)) => fields.push(*camel),
-                    None => {
-                        return invalid(&format!(
-                            "Invalid update mask path \"{path}\": the simulator supports {}.",
-                            PATCHABLE
-                                .iter()
-                                .map(|(c, _)| *c)
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ));
-                    }
-                }
-            }
-            fields
-        }
-        None => PATCHABLE
-            .iter()
-            .map(|(c, _)| *c)
-            .filter(|c| body.get(*c).is_some())
-            .collect(),
+    let change = match patch_fields(req, &body).and_then(|fields| parse_patch(&fields, &body)) {
+        Ok(change) => change,
+        Err(reply) => return reply,
     };
-    let mut change = ServicePatch::default();
-    for f in &fields {
-        let v = &body[*f];
-        match *f {
-            "ingress" => {
-                let text = v.as_str().unwrap_or("INGRESS_TRAFFIC_UNSPECIFIED");
-                match IngressValue::parse(text) {
-                    // Unspecified on write means the default, all traffic.
-                    Some(IngressValue::IngressTrafficUnspecified) => {
-                        change.ingress = Some(IngressValue::IngressTrafficAll)
-                    }
-                    Some(i) => change.ingress = Some(i),
-                    None => {
-                        return invalid(&format!(
-                            "Invalid value at 'service.ingress' (type.googleapis.com/google.cloud.run.v2.IngressTraffic), \"{text}\""
-                        ));
-                    }
-                }
-            }
-            "invokerIamDisabled" => {
-                change.invoker_iam_disabled = Some(v.as_bool().unwrap_or(false))
-            }
-            "iapEnabled" => change.iap_enabled = Some(v.as_bool().unwrap_or(false)),
-            "customAudiences" => match v {
-                Value::Null => change.custom_audiences = Some(vec![]),
-                Value::Array(a) if a.iter().all(Value::is_string) => {
-                    change.custom_audiences = Some(
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(String::from))
-                            .collect(),
-                    )
-                }
-                _ => {
-                    return invalid(
-                        "Invalid value at 'service.custom_audiences': expected a list of strings.",
-                    );
-                }
-            },
-            "labels" => match v {
-                Value::Null => change.labels = Some(Default::default()),
-                Value::Object(m) if m.values().all(Value::is_string) => {
-                    change.labels = Some(
-                        m.iter()
-                            .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
-                            .collect(),
-                    )
-                }
-                _ => {
-                    return invalid(
-                        "Invalid value at 'service.labels': expected a map of strings.",
-                    );
-                }
-            },
-            _ => {}
-        }
-    }
     let fail_p = lock(&st.faults).faults.operation_failure_rate;
     let fails = fail_p > 0.0 && lock(&st.rng).next_f64() < fail_p;
     let validate_only = req.q("validateOnly") == Some("true");
@@ -658,6 +576,101 @@ fn patch(st: &SimState, req: &Req, given: &str, region: &str, name: &str) -> Rep
         200,
         &json!({"name": op_name, "metadata": with_type(metadata)}),
     )
+}
+
+/// Which fields a patch changes: the update mask, or (without one) the managed fields present.
+fn patch_fields(req: &Req, body: &Value) -> Result<Vec<&'static str>, Reply> {
+    let fields = match req.q("updateMask") {
+        Some(mask) => {
+            let mut fields = Vec::new();
+            for path in mask.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match PATCHABLE
+                    .iter()
+                    .find(|(camel, snake)| path == *camel || path == *snake)
+                {
+                    Some((camel, _)) => fields.push(*camel),
+                    None => {
+                        return Err(invalid(&format!(
+                            "Invalid update mask path \"{path}\": the simulator supports {}.",
+                            PATCHABLE
+                                .iter()
+                                .map(|(c, _)| *c)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                }
+            }
+            fields
+        }
+        None => PATCHABLE
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| body.get(*c).is_some())
+            .collect(),
+    };
+    Ok(fields)
+}
+
+/// The change a patch asks for, each field checked like Cloud Run checks it.
+fn parse_patch(fields: &[&str], body: &Value) -> Result<ServicePatch, Reply> {
+    let mut change = ServicePatch::default();
+    for f in fields {
+        let v = &body[*f];
+        match *f {
+            "ingress" => {
+                let text = v.as_str().unwrap_or("INGRESS_TRAFFIC_UNSPECIFIED");
+                match IngressValue::parse(text) {
+                    // Unspecified on write means the default, all traffic.
+                    Some(IngressValue::IngressTrafficUnspecified) => {
+                        change.ingress = Some(IngressValue::IngressTrafficAll)
+                    }
+                    Some(i) => change.ingress = Some(i),
+                    None => {
+                        return Err(invalid(&format!(
+                            "Invalid value at 'service.ingress' (type.googleapis.com/google.cloud.run.v2.IngressTraffic), \"{text}\""
+                        )));
+                    }
+                }
+            }
+            "invokerIamDisabled" => {
+                change.invoker_iam_disabled = Some(v.as_bool().unwrap_or(false))
+            }
+            "iapEnabled" => change.iap_enabled = Some(v.as_bool().unwrap_or(false)),
+            "customAudiences" => match v {
+                Value::Null => change.custom_audiences = Some(vec![]),
+                Value::Array(a) if a.iter().all(Value::is_string) => {
+                    change.custom_audiences = Some(
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect(),
+                    )
+                }
+                _ => {
+                    return Err(invalid(
+                        "Invalid value at 'service.custom_audiences': expected a list of strings.",
+                    ));
+                }
+            },
+            "labels" => match v {
+                Value::Null => change.labels = Some(Default::default()),
+                Value::Object(m) if m.values().all(Value::is_string) => {
+                    change.labels = Some(
+                        m.iter()
+                            .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
+                            .collect(),
+                    )
+                }
+                _ => {
+                    return Err(invalid(
+                        "Invalid value at 'service.labels': expected a map of strings.",
+                    ));
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(change)
 }
 
 fn with_type(mut service: Value) -> Value {
@@ -995,85 +1008,23 @@ fn valid_role(role: &str) -> bool {
         && !role.contains("_withcond_")
 }
 
+/// A parsed binding: role, members, condition.
+type ParsedBinding = (String, BTreeSet<Member>, Option<Condition>);
+
+/// A `setIamPolicy` request that passed every check that needs no stored state.
+struct SetIam {
+    version: i64,
+    bindings: Vec<ParsedBinding>,
+    update_bindings: bool,
+    check_etag: bool,
+    sent_etag: Option<String>,
+}
+
 fn set_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {
-    let body: SetRequest = match serde_json::from_slice(&req.body) {
-        Ok(b) => b,
-        Err(e) => return invalid(&format!("Invalid JSON payload received: {e}")),
+    let set = match parse_set_iam(req) {
+        Ok(set) => set,
+        Err(reply) => return reply,
     };
-    let Some(policy) = body.policy else {
-        return invalid("Request contains an invalid argument: policy is required.");
-    };
-    let mask: Vec<String> = match &body.update_mask {
-        Some(m) => m
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect(),
-        None => vec!["bindings".into(), "etag".into()],
-    };
-    for path in &mask {
-        if !matches!(
-            path.as_str(),
-            "bindings" | "etag" | "version" | "auditConfigs" | "audit_configs"
-        ) {
-            return invalid(&format!(
-                "Invalid field mask path \"{path}\": only bindings, etag, version and auditConfigs may be set."
-            ));
-        }
-    }
-    let version = policy.version.unwrap_or(0);
-    if !matches!(version, 0 | 1 | 3) {
-        return invalid(&format!(
-            "Invalid policy version {version}: valid values are 0, 1 and 3."
-        ));
-    }
-    // Parse and validate every binding before touching the state.
-    let mut parsed: Vec<(String, BTreeSet<Member>, Option<Condition>)> = Vec::new();
-    for b in &policy.bindings {
-        let Some(role) = b.role.as_deref().filter(|r| !r.is_empty()) else {
-            return invalid("Request contains an invalid argument: every binding needs a role.");
-        };
-        if !valid_role(role) {
-            return invalid(&format!("Role {role} is not supported for this resource."));
-        }
-        let mut members = BTreeSet::new();
-        for m in &b.members {
-            match Member::parse(m) {
-                Ok(member) => {
-                    members.insert(member);
-                }
-                Err(e) => {
-                    return invalid(&format!(
-                        "Invalid principal {m:?} in binding for {role}: {}.",
-                        e.reason
-                    ));
-                }
-            }
-        }
-        let condition = match &b.condition {
-            None => None,
-            Some(c) => {
-                if c.expression.trim().is_empty() || c.title.trim().is_empty() {
-                    return invalid("A condition needs a title and an expression.");
-                }
-                Some(Condition {
-                    title: c.title.clone(),
-                    description: c.description.clone(),
-                    expression: c.expression.clone(),
-                })
-            }
-        };
-        parsed.push((role.to_string(), members, condition));
-    }
-    let conditional = parsed.iter().any(|(_, _, c)| c.is_some());
-    if conditional && version != 3 {
-        return invalid(
-            "Policy version 3 is required to set a policy with conditional role bindings; set policy.version to 3.",
-        );
-    }
-    let update_bindings = mask.iter().any(|p| p == "bindings");
-    let check_etag = mask.iter().any(|p| p == "etag");
-    let sent_etag = policy.etag.clone().filter(|e| !e.is_empty());
     let mut s = lock(&st.store);
     let mut strike_etag = s.next_etag();
     let new_etag = s.next_etag();
@@ -1082,81 +1033,9 @@ fn set_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {
         // The concurrent writer strikes between the caller's read and this write.
         if r.armed {
             r.armed = false;
-            let before = stored_view(&r.policy);
-            let role = if matches!(res, Resource::Iap { .. }) {
-                IAP_ACCESSOR
-            } else {
-                RUN_INVOKER
-            };
-            let member = Member::parse(&format!(
-                "user:concurrent-{}@foreign.example",
-                &strike_etag[3..]
-                    .replace(['+', '/', '='], "x")
-                    .to_lowercase()
-            ))
-            .expect("the concurrent writer's member is well formed");
-            merge_binding(
-                &mut r.policy.bindings,
-                role.to_string(),
-                BTreeSet::from([member]),
-                None,
-            );
-            r.policy.etag = std::mem::take(&mut strike_etag);
-            writes.push(IamWrite {
-                resource: res.name(),
-                before,
-                after: stored_view(&r.policy),
-                etag: r.policy.etag.clone(),
-                writer: Writer::ConcurrentWriter,
-            });
+            writes.push(concurrent_write(r, res, std::mem::take(&mut strike_etag)));
         }
-        if check_etag {
-            if let Some(e) = &sent_etag {
-                if *e != r.policy.etag {
-                    return Err(Reply::google(
-                        409,
-                        "ABORTED",
-                        "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff. The request's ETag does not match the persisted policy ETag.",
-                    ));
-                }
-            }
-        }
-        let stored_conditional = r.policy.bindings.iter().any(|b| b.condition.is_some());
-        if stored_conditional && version < 3 && sent_etag.is_some() && update_bindings {
-            return Err(invalid(
-                "The policy has conditional role bindings: read and write it with policy version 3.",
-            ));
-        }
-        let existing: BTreeSet<&Member> = r
-            .policy
-            .bindings
-            .iter()
-            .flat_map(|b| b.members.iter())
-            .collect();
-        for (role, members, _) in &parsed {
-            if let Some(m) = members
-                .iter()
-                .find(|m| m.kind() == MemberKind::Deleted && !existing.contains(m))
-            {
-                return Err(invalid(&format!(
-                    "Principal {m} in binding for {role} is a deleted principal and cannot be added."
-                )));
-            }
-        }
-        let mut bindings: Vec<Binding> = Vec::new();
-        if update_bindings {
-            for (role, members, condition) in parsed {
-                merge_binding(&mut bindings, role, members, condition);
-            }
-        } else {
-            bindings = r.policy.bindings.clone();
-        }
-        let count: usize = bindings.iter().map(|b| b.members.len()).sum();
-        if count > MAX_POLICY_MEMBERS {
-            return Err(invalid(&format!(
-                "The number of members in the policy ({count}) is larger than the maximum allowed size {MAX_POLICY_MEMBERS}."
-            )));
-        }
+        let bindings = checked_bindings(r, set)?;
         let before = stored_view(&r.policy);
         r.policy = Policy {
             version: 1,
@@ -1193,6 +1072,176 @@ fn set_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {
         Ok((Err(reply), _)) => reply,
         Err(reply) => reply,
     }
+}
+
+/// Parses and validates the request before touching the state: the update mask, the version,
+/// every binding.
+fn parse_set_iam(req: &Req) -> Result<SetIam, Reply> {
+    let body: SetRequest = serde_json::from_slice(&req.body)
+        .map_err(|e| invalid(&format!("Invalid JSON payload received: {e}")))?;
+    let Some(policy) = body.policy else {
+        return Err(invalid(
+            "Request contains an invalid argument: policy is required.",
+        ));
+    };
+    let mask: Vec<String> = match &body.update_mask {
+        Some(m) => m
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        None => vec!["bindings".into(), "etag".into()],
+    };
+    for path in &mask {
+        if !matches!(
+            path.as_str(),
+            "bindings" | "etag" | "version" | "auditConfigs" | "audit_configs"
+        ) {
+            return Err(invalid(&format!(
+                "Invalid field mask path \"{path}\": only bindings, etag, version and auditConfigs may be set."
+            )));
+        }
+    }
+    let version = policy.version.unwrap_or(0);
+    if !matches!(version, 0 | 1 | 3) {
+        return Err(invalid(&format!(
+            "Invalid policy version {version}: valid values are 0, 1 and 3."
+        )));
+    }
+    let bindings = policy
+        .bindings
+        .iter()
+        .map(parse_binding)
+        .collect::<Result<Vec<_>, Reply>>()?;
+    if bindings.iter().any(|(_, _, c)| c.is_some()) && version != 3 {
+        return Err(invalid(
+            "Policy version 3 is required to set a policy with conditional role bindings; set policy.version to 3.",
+        ));
+    }
+    Ok(SetIam {
+        version,
+        bindings,
+        update_bindings: mask.iter().any(|p| p == "bindings"),
+        check_etag: mask.iter().any(|p| p == "etag"),
+        sent_etag: policy.etag.clone().filter(|e| !e.is_empty()),
+    })
+}
+
+fn parse_binding(b: &WireBinding) -> Result<ParsedBinding, Reply> {
+    let Some(role) = b.role.as_deref().filter(|r| !r.is_empty()) else {
+        return Err(invalid(
+            "Request contains an invalid argument: every binding needs a role.",
+        ));
+    };
+    if !valid_role(role) {
+        return Err(invalid(&format!(
+            "Role {role} is not supported for this resource."
+        )));
+    }
+    let mut members = BTreeSet::new();
+    for m in &b.members {
+        let member = Member::parse(m).map_err(|e| {
+            invalid(&format!(
+                "Invalid principal {m:?} in binding for {role}: {}.",
+                e.reason
+            ))
+        })?;
+        members.insert(member);
+    }
+    let condition = match &b.condition {
+        None => None,
+        Some(c) => {
+            if c.expression.trim().is_empty() || c.title.trim().is_empty() {
+                return Err(invalid("A condition needs a title and an expression."));
+            }
+            Some(Condition {
+                title: c.title.clone(),
+                description: c.description.clone(),
+                expression: c.expression.clone(),
+            })
+        }
+    };
+    Ok((role.to_string(), members, condition))
+}
+
+/// The armed concurrent writer's edit: a foreign member added under a new etag.
+fn concurrent_write(r: &mut IamResource, res: Resource<'_>, etag: String) -> IamWrite {
+    let before = stored_view(&r.policy);
+    let role = if matches!(res, Resource::Iap { .. }) {
+        IAP_ACCESSOR
+    } else {
+        RUN_INVOKER
+    };
+    let member = Member::parse(&format!(
+        "user:concurrent-{}@foreign.example",
+        &etag[3..].replace(['+', '/', '='], "x").to_lowercase()
+    ))
+    .expect("the concurrent writer's member is well formed");
+    merge_binding(
+        &mut r.policy.bindings,
+        role.to_string(),
+        BTreeSet::from([member]),
+        None,
+    );
+    r.policy.etag = etag;
+    IamWrite {
+        resource: res.name(),
+        before,
+        after: stored_view(&r.policy),
+        etag: r.policy.etag.clone(),
+        writer: Writer::ConcurrentWriter,
+    }
+}
+
+/// The bindings the write stores, after the checks that need the stored policy: the etag, the
+/// version of a conditional policy, deleted principals, the member limit.
+fn checked_bindings(r: &IamResource, set: SetIam) -> Result<Vec<Binding>, Reply> {
+    if let Some(e) = set.sent_etag.as_ref().filter(|_| set.check_etag) {
+        if *e != r.policy.etag {
+            return Err(Reply::google(
+                409,
+                "ABORTED",
+                "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff. The request's ETag does not match the persisted policy ETag.",
+            ));
+        }
+    }
+    let stored_conditional = r.policy.bindings.iter().any(|b| b.condition.is_some());
+    if stored_conditional && set.version < 3 && set.sent_etag.is_some() && set.update_bindings {
+        return Err(invalid(
+            "The policy has conditional role bindings: read and write it with policy version 3.",
+        ));
+    }
+    let existing: BTreeSet<&Member> = r
+        .policy
+        .bindings
+        .iter()
+        .flat_map(|b| b.members.iter())
+        .collect();
+    for (role, members, _) in &set.bindings {
+        if let Some(m) = members
+            .iter()
+            .find(|m| m.kind() == MemberKind::Deleted && !existing.contains(m))
+        {
+            return Err(invalid(&format!(
+                "Principal {m} in binding for {role} is a deleted principal and cannot be added."
+            )));
+        }
+    }
+    let mut bindings: Vec<Binding> = Vec::new();
+    if set.update_bindings {
+        for (role, members, condition) in set.bindings {
+            merge_binding(&mut bindings, role, members, condition);
+        }
+    } else {
+        bindings = r.policy.bindings.clone();
+    }
+    let count: usize = bindings.iter().map(|b| b.members.len()).sum();
+    if count > MAX_POLICY_MEMBERS {
+        return Err(invalid(&format!(
+            "The number of members in the policy ({count}) is larger than the maximum allowed size {MAX_POLICY_MEMBERS}."
+        )));
+    }
+    Ok(bindings)
 }
 
 fn test_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {

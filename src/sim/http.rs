@@ -359,38 +359,7 @@ fn inject(
     } else {
         None
     };
-    let too_many = |wait: Duration, headers: Option<RateHeaders>| {
-        let mut reply = if auth0_shape {
-            let mut r = Reply::auth0(
-                429,
-                "Global limit has been reached",
-                Some("too_many_requests"),
-            );
-            r.headers.extend(headers.unwrap_or_default());
-            r
-        } else {
-            let api = class.map(|c| c.key()).unwrap_or("api");
-            Reply::json(
-                429,
-                &serde_json::json!({"error": {
-                    "code": 429,
-                    "message": format!("Quota exceeded for quota metric '{api}' and limit '{api} per minute' of the simulated service."),
-                    "status": "RESOURCE_EXHAUSTED",
-                    "details": [{
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": "RATE_LIMIT_EXCEEDED",
-                        "domain": "googleapis.com",
-                        "metadata": {"quota_metric": api}
-                    }]
-                }}),
-            )
-        };
-        reply.headers.push((
-            "retry-after",
-            format!("{}", wait.as_secs_f64().ceil().max(1.0) as u64),
-        ));
-        reply
-    };
+    let too_many = |wait, headers| too_many(class, auth0_shape, wait, headers);
     if let Some(wait) = limited {
         return Err(too_many(wait, headers));
     }
@@ -427,6 +396,46 @@ fn inject(
         }
     }
     Ok(headers)
+}
+
+/// A `429`: Auth0's shape (with its rate-limit headers) or Google's `RESOURCE_EXHAUSTED`, with
+/// a `Retry-After` of `wait` (at least one second).
+fn too_many(
+    class: Option<ApiClass>,
+    auth0_shape: bool,
+    wait: Duration,
+    headers: Option<RateHeaders>,
+) -> Reply {
+    let mut reply = if auth0_shape {
+        let mut r = Reply::auth0(
+            429,
+            "Global limit has been reached",
+            Some("too_many_requests"),
+        );
+        r.headers.extend(headers.unwrap_or_default());
+        r
+    } else {
+        let api = class.map(|c| c.key()).unwrap_or("api");
+        Reply::json(
+            429,
+            &serde_json::json!({"error": {
+                "code": 429,
+                "message": format!("Quota exceeded for quota metric '{api}' and limit '{api} per minute' of the simulated service."),
+                "status": "RESOURCE_EXHAUSTED",
+                "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "RATE_LIMIT_EXCEEDED",
+                    "domain": "googleapis.com",
+                    "metadata": {"quota_metric": api}
+                }]
+            }}),
+        )
+    };
+    reply.headers.push((
+        "retry-after",
+        format!("{}", wait.as_secs_f64().ceil().max(1.0) as u64),
+    ));
+    reply
 }
 
 /// `/sim/...`: request log, faults, state dump, IAM history.

@@ -249,34 +249,7 @@ impl Store {
 
     /// Builds the store from a world file (and its `generate` section).
     pub fn from_world(world: &World, secret_seed: u64) -> Result<Store, SimError> {
-        let bad = |m: String| SimError::World(m);
-        let sim = world.simulator.clone().unwrap_or_default();
-        let dur = |v: &Option<String>, default: Duration, what: &str| match v {
-            Some(t) => {
-                super::faults::parse_duration(t).map_err(|e| bad(format!("simulator.{what}: {e}")))
-            }
-            None => Ok(default),
-        };
-        let config = Config {
-            operation_delay: dur(
-                &sim.operation_delay,
-                Duration::from_millis(200),
-                "operationDelay",
-            )?,
-            access_token_lifetime: dur(
-                &sim.access_token_lifetime,
-                Duration::from_secs(3600),
-                "accessTokenLifetime",
-            )?,
-            management_token_lifetime: dur(
-                &sim.management_token_lifetime,
-                Duration::from_secs(86400),
-                "managementTokenLifetime",
-            )?,
-            service_account: sim
-                .service_account
-                .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
-        };
+        let config = config_of(world)?;
         let now = rfc3339(SystemTime::now());
         let mut store = Store {
             projects: BTreeMap::new(),
@@ -296,49 +269,7 @@ impl Store {
             })?;
         }
         for s in &world.services {
-            let where_ = format!("service {}/{}/{}", s.project, s.region, s.name);
-            let Some(project) = store.projects.get(&s.project) else {
-                return Err(bad(format!(
-                    "{where_}: project {:?} is not listed under projects",
-                    s.project
-                )));
-            };
-            let number = project.number;
-            let mut iam =
-                policy_from_spec(s.iam.as_ref()).map_err(|e| bad(format!("{where_}: iam: {e}")))?;
-            let mut iap = policy_from_spec(s.iap_iam.as_ref())
-                .map_err(|e| bad(format!("{where_}: iapIam: {e}")))?;
-            // Only a never-written, empty policy reads as `ACAB`; a seeded one has a real etag.
-            for p in [&mut iam, &mut iap] {
-                if !p.bindings.is_empty() {
-                    p.etag = store.next_etag();
-                }
-            }
-            let key = (s.project.clone(), s.region.clone(), s.name.clone());
-            if store.services.contains_key(&key) {
-                return Err(bad(format!("{where_} is listed twice")));
-            }
-            let etag = store.next_service_etag();
-            let svc = Service {
-                uid: uid_for(&key),
-                generation: 1,
-                labels: s.labels.clone(),
-                ingress: s.ingress,
-                invoker_iam_disabled: s.invoker_iam_disabled,
-                custom_audiences: s.custom_audiences.clone(),
-                iap_enabled: s.iap_enabled,
-                uri: s
-                    .uri
-                    .clone()
-                    .unwrap_or_else(|| default_uri(&s.name, number, &s.region)),
-                create_time: now.clone(),
-                update_time: now.clone(),
-                etag,
-                reconciling: false,
-                iam: IamResource::new(iam),
-                iap: IamResource::new(iap),
-            };
-            store.services.insert(key, svc);
+            store.add_service(s, &now)?;
         }
         if let Some(a) = &world.auth0 {
             fill_tenant(&mut store.tenant, a)?;
@@ -347,6 +278,54 @@ impl Store {
             super::generate::generate(&mut store, g, &now)?;
         }
         Ok(store)
+    }
+
+    /// Adds a service of the world file, its policies seeded.
+    fn add_service(&mut self, s: &super::world::ServiceSpec, now: &str) -> Result<(), SimError> {
+        let where_ = format!("service {}/{}/{}", s.project, s.region, s.name);
+        let Some(project) = self.projects.get(&s.project) else {
+            return Err(SimError::World(format!(
+                "{where_}: project {:?} is not listed under projects",
+                s.project
+            )));
+        };
+        let number = project.number;
+        let mut iam = policy_from_spec(s.iam.as_ref())
+            .map_err(|e| SimError::World(format!("{where_}: iam: {e}")))?;
+        let mut iap = policy_from_spec(s.iap_iam.as_ref())
+            .map_err(|e| SimError::World(format!("{where_}: iapIam: {e}")))?;
+        // Only a never-written, empty policy reads as `ACAB`; a seeded one has a real etag.
+        for p in [&mut iam, &mut iap] {
+            if !p.bindings.is_empty() {
+                p.etag = self.next_etag();
+            }
+        }
+        let key = (s.project.clone(), s.region.clone(), s.name.clone());
+        if self.services.contains_key(&key) {
+            return Err(SimError::World(format!("{where_} is listed twice")));
+        }
+        let etag = self.next_service_etag();
+        let svc = Service {
+            uid: uid_for(&key),
+            generation: 1,
+            labels: s.labels.clone(),
+            ingress: s.ingress,
+            invoker_iam_disabled: s.invoker_iam_disabled,
+            custom_audiences: s.custom_audiences.clone(),
+            iap_enabled: s.iap_enabled,
+            uri: s
+                .uri
+                .clone()
+                .unwrap_or_else(|| default_uri(&s.name, number, &s.region)),
+            create_time: now.to_string(),
+            update_time: now.to_string(),
+            etag,
+            reconciling: false,
+            iam: IamResource::new(iam),
+            iap: IamResource::new(iap),
+        };
+        self.services.insert(key, svc);
+        Ok(())
     }
 
     pub fn add_project(&mut self, p: Project) -> Result<(), SimError> {
@@ -558,78 +537,42 @@ fn short_id(mut h: u64) -> String {
     out
 }
 
-fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimError> {
+/// The simulator's timings and identity, from the world file's `simulator` section.
+fn config_of(world: &World) -> Result<Config, SimError> {
     let bad = |m: String| SimError::World(m);
-    let mut by_email: HashMap<String, u32> = HashMap::new();
-    for u in &a.users {
-        let user_id = u.user_id.clone().unwrap_or_else(|| user_id_for(&u.email));
-        if t.user_by_id.contains_key(&user_id) || by_email.contains_key(&u.email.to_lowercase()) {
-            return Err(bad(format!("auth0.users: {} is listed twice", u.email)));
+    let sim = world.simulator.clone().unwrap_or_default();
+    let dur = |v: &Option<String>, default: Duration, what: &str| match v {
+        Some(t) => {
+            super::faults::parse_duration(t).map_err(|e| bad(format!("simulator.{what}: {e}")))
         }
-        let index = t.users.len() as u32;
-        t.user_by_id.insert(user_id.clone(), index);
-        by_email.insert(u.email.to_lowercase(), index);
-        t.users.push(UserRec {
-            user_id,
-            email: u.email.clone(),
-            email_verified: u.email_verified,
-            name: u.name.clone().unwrap_or_else(|| u.email.clone()),
-        });
-    }
-    let find = |email: &str, what: &str| {
-        by_email.get(&email.to_lowercase()).copied().ok_or_else(|| {
-            SimError::World(format!(
-                "{what}: user {email:?} is not listed under auth0.users"
-            ))
-        })
+        None => Ok(default),
     };
-    let mut group_index: HashMap<String, u32> = HashMap::new();
-    for g in &a.groups {
-        let mut members = Vec::new();
-        for e in &g.members {
-            members.push(find(e, &format!("auth0.groups.{}", g.name))?);
-        }
-        members.sort_by(|x, y| {
-            t.users[*x as usize]
-                .user_id
-                .cmp(&t.users[*y as usize].user_id)
-        });
-        members.dedup();
-        group_index.insert(g.name.clone(), t.groups.len() as u32);
-        t.groups.push(GroupRec {
-            id: g.id.clone().unwrap_or_else(|| group_id_for(&g.name)),
-            name: g.name.clone(),
-            members,
-        });
-    }
-    for r in &a.roles {
-        let mut users = Vec::new();
-        for e in &r.users {
-            users.push(find(e, &format!("auth0.roles.{}", r.name))?);
-        }
-        users.sort_by(|x, y| {
-            t.users[*x as usize]
-                .user_id
-                .cmp(&t.users[*y as usize].user_id)
-        });
-        users.dedup();
-        let mut groups = Vec::new();
-        for g in &r.groups {
-            groups.push(*group_index.get(g).ok_or_else(|| {
-                bad(format!(
-                    "auth0.roles.{}: group {g:?} is not listed under auth0.groups",
-                    r.name
-                ))
-            })?);
-        }
-        t.roles.push(RoleRec {
-            id: r.id.clone().unwrap_or_else(|| role_id_for(&r.name)),
-            name: r.name.clone(),
-            description: r.description.clone().unwrap_or_default(),
-            users,
-            groups,
-        });
-    }
+    Ok(Config {
+        operation_delay: dur(
+            &sim.operation_delay,
+            Duration::from_millis(200),
+            "operationDelay",
+        )?,
+        access_token_lifetime: dur(
+            &sim.access_token_lifetime,
+            Duration::from_secs(3600),
+            "accessTokenLifetime",
+        )?,
+        management_token_lifetime: dur(
+            &sim.management_token_lifetime,
+            Duration::from_secs(86400),
+            "managementTokenLifetime",
+        )?,
+        service_account: sim
+            .service_account
+            .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
+    })
+}
+
+fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimError> {
+    let by_email = fill_users(t, a)?;
+    let group_index = fill_groups(t, a, &by_email)?;
+    fill_roles(t, a, &by_email, &group_index)?;
     for rs in &a.resource_servers {
         t.resource_servers.push(ResourceServer {
             id: rs
@@ -643,35 +586,143 @@ fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimErr
             signing_alg: rs.signing_alg.clone(),
         });
     }
-    if !a.signing_keys.is_empty() {
-        if a.signing_keys.len() > super::keys::AUTH0_KEY_COUNT {
-            return Err(bad(format!(
-                "auth0.signingKeys: at most {} keys (the simulator embeds that many test keys)",
-                super::keys::AUTH0_KEY_COUNT
+    fill_signing_keys(t, a)
+}
+
+/// The tenant's users; returns their indexes by lower-case e-mail.
+fn fill_users(
+    t: &mut Tenant,
+    a: &super::world::Auth0Spec,
+) -> Result<HashMap<String, u32>, SimError> {
+    let mut by_email: HashMap<String, u32> = HashMap::new();
+    for u in &a.users {
+        let user_id = u.user_id.clone().unwrap_or_else(|| user_id_for(&u.email));
+        if t.user_by_id.contains_key(&user_id) || by_email.contains_key(&u.email.to_lowercase()) {
+            return Err(SimError::World(format!(
+                "auth0.users: {} is listed twice",
+                u.email
             )));
         }
-        if a.signing_keys
-            .iter()
-            .filter(|k| k.status == KeyStatus::Current)
-            .count()
-            != 1
-        {
-            return Err(bad(
-                "auth0.signingKeys: exactly one key must be `current`".into()
-            ));
-        }
-        t.signing_keys = a
-            .signing_keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| SigningKey {
-                kid: k.kid.clone(),
-                status: k.status,
-                created_at: k.created_at.clone(),
-                key: i,
-            })
-            .collect();
+        let index = t.users.len() as u32;
+        t.user_by_id.insert(user_id.clone(), index);
+        by_email.insert(u.email.to_lowercase(), index);
+        t.users.push(UserRec {
+            user_id,
+            email: u.email.clone(),
+            email_verified: u.email_verified,
+            name: u.name.clone().unwrap_or_else(|| u.email.clone()),
+        });
     }
+    Ok(by_email)
+}
+
+/// The indexes of the users `emails` name, sorted by user id, each once.
+fn user_indexes(
+    t: &Tenant,
+    by_email: &HashMap<String, u32>,
+    emails: &[String],
+    what: &str,
+) -> Result<Vec<u32>, SimError> {
+    let mut users = Vec::new();
+    for email in emails {
+        users.push(
+            by_email
+                .get(&email.to_lowercase())
+                .copied()
+                .ok_or_else(|| {
+                    SimError::World(format!(
+                        "{what}: user {email:?} is not listed under auth0.users"
+                    ))
+                })?,
+        );
+    }
+    users.sort_by(|x, y| {
+        t.users[*x as usize]
+            .user_id
+            .cmp(&t.users[*y as usize].user_id)
+    });
+    users.dedup();
+    Ok(users)
+}
+
+/// The tenant's groups; returns their indexes by name.
+fn fill_groups(
+    t: &mut Tenant,
+    a: &super::world::Auth0Spec,
+    by_email: &HashMap<String, u32>,
+) -> Result<HashMap<String, u32>, SimError> {
+    let mut group_index: HashMap<String, u32> = HashMap::new();
+    for g in &a.groups {
+        let members = user_indexes(t, by_email, &g.members, &format!("auth0.groups.{}", g.name))?;
+        group_index.insert(g.name.clone(), t.groups.len() as u32);
+        t.groups.push(GroupRec {
+            id: g.id.clone().unwrap_or_else(|| group_id_for(&g.name)),
+            name: g.name.clone(),
+            members,
+        });
+    }
+    Ok(group_index)
+}
+
+fn fill_roles(
+    t: &mut Tenant,
+    a: &super::world::Auth0Spec,
+    by_email: &HashMap<String, u32>,
+    group_index: &HashMap<String, u32>,
+) -> Result<(), SimError> {
+    for r in &a.roles {
+        let users = user_indexes(t, by_email, &r.users, &format!("auth0.roles.{}", r.name))?;
+        let mut groups = Vec::new();
+        for g in &r.groups {
+            groups.push(*group_index.get(g).ok_or_else(|| {
+                SimError::World(format!(
+                    "auth0.roles.{}: group {g:?} is not listed under auth0.groups",
+                    r.name
+                ))
+            })?);
+        }
+        t.roles.push(RoleRec {
+            id: r.id.clone().unwrap_or_else(|| role_id_for(&r.name)),
+            name: r.name.clone(),
+            description: r.description.clone().unwrap_or_default(),
+            users,
+            groups,
+        });
+    }
+    Ok(())
+}
+
+fn fill_signing_keys(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimError> {
+    if a.signing_keys.is_empty() {
+        return Ok(());
+    }
+    if a.signing_keys.len() > super::keys::AUTH0_KEY_COUNT {
+        return Err(SimError::World(format!(
+            "auth0.signingKeys: at most {} keys (the simulator embeds that many test keys)",
+            super::keys::AUTH0_KEY_COUNT
+        )));
+    }
+    if a.signing_keys
+        .iter()
+        .filter(|k| k.status == KeyStatus::Current)
+        .count()
+        != 1
+    {
+        return Err(SimError::World(
+            "auth0.signingKeys: exactly one key must be `current`".into(),
+        ));
+    }
+    t.signing_keys = a
+        .signing_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| SigningKey {
+            kid: k.kid.clone(),
+            status: k.status,
+            created_at: k.created_at.clone(),
+            key: i,
+        })
+        .collect();
     Ok(())
 }
 

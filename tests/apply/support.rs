@@ -13,9 +13,8 @@ use runwarden::apply::{
 };
 use runwarden::google::GoogleConfig;
 use runwarden::iam::Policy;
-use runwarden::live::{
-    ClientConfig, Clients, LiveState, ReadConfig, ServiceId, clients_for_sim, read_live,
-};
+use runwarden::cmd::embedded::clients_for_sim;
+use runwarden::live::{ClientConfig, Clients, LiveState, ReadConfig, ServiceId, read_live};
 use runwarden::plan::{Plan, PlanOptions, plan};
 use runwarden::policy::model::Desired;
 use runwarden::progress::Progress;

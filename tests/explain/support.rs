@@ -24,7 +24,7 @@ pub async fn demo() -> (Desired, Connection) {
 }
 
 pub async fn read_explain(desired: &Desired, conn: &Connection) -> LiveState {
-    runwarden::insight::read_for_explain(desired, conn, &[], &hidden())
+    runwarden::pass::read_for_explain(desired, conn, &[], &hidden())
         .await
         .unwrap()
 }

@@ -233,7 +233,7 @@ pub async fn start(world: World, settings: &Settings, config: &ClientConfig) -> 
         .await
         .expect("simulator starts");
     let dir = tempfile::tempdir().unwrap();
-    let clients = runwarden::live::clients_for_sim(&sim, settings, dir.path(), config)
+    let clients = runwarden::cmd::embedded::clients_for_sim(&sim, settings, dir.path(), config)
         .expect("clients for the simulator");
     Setup { sim, clients, dir }
 }

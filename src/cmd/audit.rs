@@ -1,0 +1,100 @@
+//! `runwarden audit`, and the hygiene read every plan includes.
+
+use std::process::ExitCode;
+
+use super::connect;
+use crate::cli::{AuditArgs, EXIT_CHANGES, EXIT_ERROR, GlobalArgs, PlanFormat};
+use crate::pass::{Connection, load_policies, runtime};
+use crate::plan::Plan;
+
+/// Reads what the hygiene audit needs from the tenant: the roles the policies name (with
+/// members), the APIs and the signing keys; then audits.
+pub(super) async fn hygiene_findings(
+    desired: &crate::policy::model::Desired,
+    conn: &Connection,
+    directory: Option<&crate::model::Directory>,
+) -> anyhow::Result<Vec<crate::audit::hygiene::HygieneFinding>> {
+    use crate::audit::hygiene::{Tenant, audit};
+    use crate::retry::{RetryPolicy, retry};
+    let policy = RetryPolicy::default();
+    let auth0 = &conn.clients.auth0;
+    let read;
+    let directory = match directory {
+        Some(d) => d,
+        None => {
+            let mut request = crate::live::directory_request(desired);
+            // Hygiene reports empty roles, so it needs members whatever the mapping.
+            request.resolve_members = true;
+            read = crate::identity::read_directory(auth0, &request, &policy).await?.0;
+            &read
+        }
+    };
+    let apis = retry(&policy, "resource-servers", || auth0.resource_servers()).await?;
+    let keys = retry(&policy, "keys/signing", || auth0.signing_keys()).await?;
+    let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory };
+    Ok(audit(desired, &tenant, crate::time::command_now()))
+}
+
+/// Hygiene findings as plan findings (they appear in every plan).
+pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::audit::hygiene::HygieneFinding>, anyhow::Error>) {
+    use crate::audit::hygiene::Severity as H;
+    use crate::plan::{Finding, Severity};
+    let extra: Vec<Finding> = match findings {
+        Ok(findings) => findings
+            .into_iter()
+            .map(|f| Finding {
+                service: None,
+                code: format!("auth0-{}", f.code),
+                severity: match f.severity {
+                    H::Error => Severity::Error,
+                    H::Warning => Severity::Warning,
+                    H::Info => Severity::Info,
+                },
+                message: format!("{}; fix: {}", f.message, f.fix),
+                sources: f.sources,
+            })
+            .collect(),
+        Err(e) => vec![Finding {
+            service: None,
+            code: "auth0-audit-skipped".into(),
+            severity: Severity::Warning,
+            message: format!("the Auth0 hygiene audit could not read the tenant ({e:#}); grant the Management API client read:resource_servers and read:signing_keys"),
+            sources: vec![],
+        }],
+    };
+    plan.findings.extend(extra);
+    plan.findings.sort();
+    plan.findings.dedup();
+    plan.summary.findings = plan.findings.len();
+}
+
+/// `runwarden audit`: Auth0 hygiene findings alone. Exit 0 when there are none, 2 when there are.
+pub(super) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitCode> {
+    let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    };
+    let findings = runtime()?.block_on(async {
+        let conn = connect::open(global, &desired.settings).await?;
+        hygiene_findings(&desired, &conn, None).await
+    })?;
+    match args.format {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+        _ => {
+            for f in &findings {
+                let severity = match f.severity {
+                    crate::audit::hygiene::Severity::Error => "error",
+                    crate::audit::hygiene::Severity::Warning => "warning",
+                    crate::audit::hygiene::Severity::Info => "info",
+                };
+                let v = crate::text::visible;
+                println!("{severity} [{}] {}", f.code, v(&f.message));
+                println!("  fix: {}", v(&f.fix));
+                for s in &f.sources {
+                    println!("  at: {}", v(s));
+                }
+            }
+            println!("Audit: {} finding(s).", findings.len());
+        }
+    }
+    Ok(if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHANGES) })
+}

@@ -1,0 +1,12 @@
+//! Shared vocabulary: plain values that several layers exchange (a service's id and live
+//! settings, the snapshot of a pass, the Auth0 directory and tenant settings). No I/O and no
+//! import of the I/O layers: `live/`, `google/` and `identity/` build these values, `plan/`,
+//! `insight/` and `audit/` read them.
+
+mod directory;
+mod service;
+mod tenant;
+
+pub use directory::{Directory, Role, User};
+pub use service::{LiveService, LiveState, ServiceId, ServiceSettings};
+pub use tenant::{ResourceServer, SigningKey};
