@@ -14,6 +14,8 @@
 //! parameters), wall time, the lower bound `max(calls × latency / concurrency, calls / quota)`
 //! and the ratio of the two (target ≤ 1.25).
 
+// The read tests' set-up (simulator plus clients); the bench uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/read/support.rs"]
 mod support;
 

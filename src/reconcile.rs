@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logging::rfc3339;
 use crate::metrics;
+use crate::policy::{is_policy_file, list_policy_files};
 use crate::retry::{jittered, requeue_backoff};
 
 /// Why the loop woke up. Only for logs and metrics: passes never depend on it.
@@ -280,7 +281,7 @@ async fn status_json(State(shared): State<Shared>) -> Response {
 
 async fn metrics_text() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::global().render(),
     )
         .into_response()
@@ -314,9 +315,8 @@ fn observe(root: &Path) -> Observed {
 /// A content hash of every policy file (path and bytes, in path order): the revision the status
 /// reports, and how the loop tells new content from content it already judged.
 pub fn content_revision(dir: &Path) -> String {
-    let mut files = Vec::new();
-    collect_policy_files(dir, &mut files);
-    files.sort();
+    // The loader's own walk: the revision changes exactly when the files a load reads do.
+    let files = list_policy_files(dir);
     let mut hasher = DefaultHasher::new();
     for file in &files {
         file.hash(&mut hasher);
@@ -327,26 +327,6 @@ pub fn content_revision(dir: &Path) -> String {
             .hash(&mut hasher);
     }
     format!("sha:{:016x}", hasher.finish())
-}
-
-fn collect_policy_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => collect_policy_files(&path, out),
-            Ok(t) if t.is_file() && is_policy_file(&path) => out.push(path),
-            _ => {}
-        }
-    }
-}
-
-/// `*.yaml` / `*.yml`, not an editor's temporary or backup file.
-pub fn is_policy_file(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let hidden_or_temp = name.starts_with('.') || name.starts_with('#') || name.ends_with('~');
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    !hidden_or_temp && (ext == "yaml" || ext == "yml")
 }
 
 /// Watches the policy directory and sends a `FileChange` trigger per debounced batch of relevant

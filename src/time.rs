@@ -1,9 +1,13 @@
-//! Time as runwarden reads and writes it: RFC 3339 in UTC, over `SystemTime`, with the
-//! proleptic Gregorian calendar done by hand (Howard Hinnant's public-domain algorithms) rather
-//! than a date-time dependency. The one place dates are converted: policy files, IAM condition
+//! Time as runwarden reads and writes it: RFC 3339 in UTC, over `SystemTime`. The calendar
+//! (which dates exist, days since the epoch, offsets) is the `time` crate's; what is written by
+//! hand here is only the syntax check of [`parse_rfc3339`], so that a policy author learns which
+//! part of a timestamp is wrong. The one place dates are converted: policy files, IAM condition
 //! titles, logs, audit events and the simulator all use it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::macros::format_description;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 
 /// The clock of a command: now, or `RUNWARDEN_NOW` (RFC 3339) to run as of another instant —
 /// to see which grants will have expired by a date, or to make outputs reproducible in tests.
@@ -30,18 +34,27 @@ pub enum Fraction {
 }
 
 /// Formats `t` in UTC. Times before 1970 are clamped to the epoch (nothing runwarden writes
-/// needs them).
+/// needs them), times after 9999 to its last second (nothing runwarden reads can name them).
 pub fn format_rfc3339(t: SystemTime, fraction: Fraction) -> String {
     let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    let clock = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
-    match fraction {
-        Fraction::Seconds => format!("{clock}Z"),
-        Fraction::Millis => format!("{clock}.{:03}Z", since.subsec_millis()),
-        Fraction::Micros => format!("{clock}.{:06}Z", since.subsec_micros()),
-    }
+    let utc = i64::try_from(since.as_secs())
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .map(|t| t.replace_nanosecond(since.subsec_nanos()).unwrap_or(t))
+        .unwrap_or_else(|| PrimitiveDateTime::MAX.assume_utc());
+    let written = match fraction {
+        Fraction::Seconds => utc.format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        )),
+        Fraction::Millis => utc.format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        )),
+        Fraction::Micros => utc.format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        )),
+    };
+    // Formatting a valid date with a fixed description into a String cannot fail.
+    written.unwrap_or_default()
 }
 
 /// Parses an RFC 3339 timestamp (`2027-01-31T00:00:00Z`, `2027-01-31T09:30:00+01:00`,
@@ -74,9 +87,13 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
     if !matches!(b[10], b'T' | b't') {
         return Err(bad("date and time must be joined by `T`"));
     }
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| Month::try_from(m).ok());
+    let date = month.and_then(|m| Date::from_calendar_date(year as i32, m, day as u8).ok());
+    let Some(date) = date else {
         return Err(bad("no such date"));
-    }
+    };
     if hour > 23 || minute > 59 || second > 60 {
         return Err(bad("no such time of day"));
     }
@@ -91,34 +108,40 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
         nanos = kept.parse::<u32>().expect("ASCII digits parse") * 10u32.pow(9 - kept.len() as u32);
         rest = &fraction[len..];
     }
-    let offset_seconds: i64 = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let ob = rest.as_bytes();
-            if ob.len() != 6 || !rest.is_ascii() || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
-                return Err(bad("the zone must be `Z` or `+HH:MM`/`-HH:MM`"));
-            }
-            let (oh, om) = (digits_of(&rest[1..3]), digits_of(&rest[4..6]));
-            let (Some(oh), Some(om)) = (oh, om) else {
-                return Err(bad("the zone must be `Z` or `+HH:MM`/`-HH:MM`"));
-            };
-            if oh > 23 || om > 59 {
-                return Err(bad("no such zone offset"));
-            }
-            let sign = if ob[0] == b'-' { -1 } else { 1 };
-            sign * (oh * 3600 + om * 60)
-        }
+    let offset = match rest {
+        "Z" | "z" => UtcOffset::UTC,
+        _ => zone_offset(rest).map_err(bad)?,
     };
     // A leap second (`:60`) is folded into the next second, as IAM's CEL timestamps do.
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
-        - offset_seconds;
-    let time = if seconds >= 0 {
-        UNIX_EPOCH + Duration::new(seconds as u64, nanos)
+    let time = Time::from_hms_nano(hour as u8, minute as u8, second.min(59) as u8, nanos)
+        .map_err(|_| bad("no such time of day"))?;
+    let leap = Duration::from_secs(u64::from(second == 60));
+    let at = PrimitiveDateTime::new(date, time).assume_offset(offset);
+    let since_epoch = at - OffsetDateTime::UNIX_EPOCH;
+    let instant = if since_epoch.is_negative() {
+        UNIX_EPOCH - since_epoch.unsigned_abs()
     } else {
-        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
-            + Duration::from_nanos(nanos.into())
+        UNIX_EPOCH + since_epoch.unsigned_abs()
     };
-    Ok(time)
+    Ok(instant + leap)
+}
+
+/// `+HH:MM` / `-HH:MM` (hours to 23), the only numeric zones RFC 3339 allows; the error says
+/// what is wrong with it.
+fn zone_offset(rest: &str) -> Result<UtcOffset, &'static str> {
+    const SHAPE: &str = "the zone must be `Z` or `+HH:MM`/`-HH:MM`";
+    let ob = rest.as_bytes();
+    if ob.len() != 6 || !rest.is_ascii() || !matches!(ob[0], b'+' | b'-') || ob[3] != b':' {
+        return Err(SHAPE);
+    }
+    let (Some(oh), Some(om)) = (digits_of(&rest[1..3]), digits_of(&rest[4..6])) else {
+        return Err(SHAPE);
+    };
+    if oh > 23 || om > 59 {
+        return Err("no such zone offset");
+    }
+    let sign = if ob[0] == b'-' { -1 } else { 1 };
+    UtcOffset::from_hms(sign * oh as i8, sign * om as i8, 0).map_err(|_| "no such zone offset")
 }
 
 fn digits_of(text: &str) -> Option<i64> {
@@ -128,42 +151,28 @@ fn digits_of(text: &str) -> Option<i64> {
         .flatten()
 }
 
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+/// The Julian day number of 1970-01-01.
+const EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+/// Days since 1970-01-01 → (year, month, day). Days outside the years ±9999 are clamped to them.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let julian = (days + EPOCH_JULIAN_DAY).clamp(
+        Date::MIN.to_julian_day().into(),
+        Date::MAX.to_julian_day().into(),
+    );
+    let date = Date::from_julian_day(julian as i32).unwrap_or(Date::MIN);
+    (
+        date.year().into(),
+        i64::from(u8::from(date.month())),
+        date.day().into(),
+    )
 }
 
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(year) => 29,
-        _ => 28,
-    }
-}
-
-/// Days since 1970-01-01 → (year, month, day).
-pub fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// (year, month, day) → days since 1970-01-01.
-pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// (year, month, day) → days since 1970-01-01, or `None` for a date that does not exist.
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
+    let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?);
+    Some(i64::from(date.ok()?.to_julian_day()) - EPOCH_JULIAN_DAY)
 }
 
 #[cfg(test)]
@@ -172,18 +181,52 @@ mod tests {
 
     #[test]
     fn formats_known_instants_at_each_precision() {
-        let at = |secs: u64, micros: u64| UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
-        assert_eq!(format_rfc3339(at(0, 0), Fraction::Seconds), "1970-01-01T00:00:00Z");
-        assert_eq!(format_rfc3339(at(951_782_400, 5_000), Fraction::Millis), "2000-02-29T00:00:00.005Z");
-        assert_eq!(format_rfc3339(at(1_801_353_600, 7), Fraction::Micros), "2027-01-31T00:00:00.000007Z");
-        assert_eq!(format_rfc3339(at(4_107_542_399, 0), Fraction::Seconds), "2100-02-28T23:59:59Z");
+        let at = |secs: u64, micros: u64| {
+            UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)
+        };
+        assert_eq!(
+            format_rfc3339(at(0, 0), Fraction::Seconds),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            format_rfc3339(at(951_782_400, 5_000), Fraction::Millis),
+            "2000-02-29T00:00:00.005Z"
+        );
+        assert_eq!(
+            format_rfc3339(at(1_801_353_600, 7), Fraction::Micros),
+            "2027-01-31T00:00:00.000007Z"
+        );
+        assert_eq!(
+            format_rfc3339(at(4_107_542_399, 0), Fraction::Seconds),
+            "2100-02-28T23:59:59Z"
+        );
     }
 
     #[test]
     fn civil_conversions_round_trip_across_four_centuries() {
         for days in (-146_097..146_097 * 2).step_by(97) {
             let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+            assert_eq!(days_from_civil(y, m, d), Some(days));
         }
+    }
+
+    #[test]
+    fn a_leap_second_folds_into_the_next_and_absurd_offsets_and_years_are_handled() {
+        assert_eq!(
+            parse_rfc3339("2016-12-31T23:59:60Z"),
+            parse_rfc3339("2017-01-01T00:00:00Z")
+        );
+        let err = parse_rfc3339("2027-01-31T00:00:00+24:00").unwrap_err();
+        assert!(err.contains("no such zone offset"), "{err}");
+        let before_epoch = parse_rfc3339("1969-12-31T23:59:59.5Z").unwrap();
+        assert_eq!(
+            UNIX_EPOCH.duration_since(before_epoch).unwrap(),
+            Duration::from_millis(500)
+        );
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(
+            format_rfc3339(far, Fraction::Seconds),
+            "9999-12-31T23:59:59Z"
+        );
     }
 }

@@ -5,14 +5,7 @@
 //! The library is driven directly (read → plan → apply, as `cmd_apply` does) so a test can look
 //! inside the simulator between steps; a few tests run the real binary for exit codes and output.
 
-mod common;
-#[path = "read/proxy.rs"]
-mod proxy;
-#[path = "common/hostile.rs"]
-mod hostile;
-#[path = "apply/hostile.rs"]
 mod hostile_answers;
-#[path = "apply/support.rs"]
 mod support;
 
 use std::collections::BTreeSet;
@@ -22,6 +15,8 @@ use runwarden::iam::{Binding, Member, RUN_INVOKER};
 use runwarden::plan::{Action, GuardKind, Plan, apply_to, check_guards};
 use runwarden::sim::{FaultsSpec, Writer};
 use serde_json::Value;
+
+use crate::common::{self, proxy};
 
 use support::*;
 

@@ -17,9 +17,7 @@ use std::process::{Command, Output};
 
 const REQUIREMENTS: &str = include_str!("contract/requirements.txt");
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::root as manifest_dir;
 
 /// The cargo target directory: the binary is `TARGET/PROFILE/runwarden`.
 fn target_dir() -> PathBuf {

@@ -2,15 +2,14 @@
 //! and imported policies that reproduce live access (the first plan after adoption is empty),
 //! on the demo world and on a generated one.
 
-mod explain {
-    pub mod support;
-}
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use explain::support::*;
+use support::*;
+
+use crate::common::runwarden;
 use runwarden::iam::{Binding, Member, Policy, RUN_INVOKER};
 use runwarden::insight::explain::{
     AccessPath, GrantState, Query, QueryError, Reason, explain, parse_member,
@@ -720,20 +719,6 @@ async fn importing_a_generated_world_with_roles_expiries_iap_and_strays_plans_no
     assert!(text.contains("conditional binding `hand-made`"), "{text}");
     assert!(!text.contains("member: deleted:"), "{text}");
     assert!(text.contains("iap: true"), "{text}");
-}
-
-fn runwarden(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
-        .current_dir(root())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
 }
 
 #[test]

@@ -2,25 +2,20 @@
 //! against the tenant's discovery document and JWKS, and explains every refusal.
 
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use runwarden::sim::{SimHandle, TokenRequest, World};
 use serde_json::json;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::{assert_golden, bin, root, runwarden};
 
-/// The demo world's simulator (its tenant signing keys are the fixed simulator test keys, so a
-/// token minted here verifies against the JWKS of any simulator of the same world).
 fn tenant() -> SimHandle {
     SimHandle::new(&World::from_file(&root().join("deploy/local/world.yaml")).unwrap()).unwrap()
 }
 
 /// Runs `runwarden check-token --sim demo-world ARGS` with `token` on stdin.
 fn check(token: &str, args: &[&str]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+    let mut child = crate::common::bin()
         .current_dir(root())
         .args(["--sim", "deploy/local/world.yaml", "check-token"])
         .args(args)
@@ -86,17 +81,6 @@ fn garbage_on_stdin_is_malformed_and_empty_stdin_is_a_usage_error() {
     assert!(text.contains("no token on stdin"), "{text}");
 }
 
-/// Runs the binary with `args` from the repository root; returns (exit code, stdout, stderr).
-fn runwarden(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
-        .current_dir(root())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
 #[test]
 fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "audit"]);
@@ -134,8 +118,7 @@ fn an_old_signing_key_and_hygiene_findings_show_up_in_every_plan() {
 #[test]
 fn plan_outputs_on_the_demo_world_match_the_golden_files() {
     for (format, file) in [("text", "demo-world.plan.txt"), ("markdown", "demo-world.plan.md"), ("json", "demo-world.plan.json")] {
-        let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
-            .current_dir(root())
+        let out = bin()
             .args(["--sim", "deploy/local/world.yaml", "plan", "--format", format])
             .env("RUNWARDEN_NOW", "2026-12-01T00:00:00Z")
             .env("RUST_LOG", "warn")
@@ -144,12 +127,6 @@ fn plan_outputs_on_the_demo_world_match_the_golden_files() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{format}: {}", String::from_utf8_lossy(&out.stderr));
         let actual = String::from_utf8(out.stdout).unwrap();
-        let path = root().join("tests/golden").join(file);
-        if std::env::var_os("RUNWARDEN_BLESS").is_some() {
-            std::fs::write(&path, &actual).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; run with RUNWARDEN_BLESS=1 to create it", path.display()));
-        assert!(actual == expected, "{} is stale; review and re-run with RUNWARDEN_BLESS=1\n--- actual ---\n{actual}", path.display());
+        assert_golden(&root().join("tests/golden").join(file), &actual, "review and re-run with RUNWARDEN_BLESS=1");
     }
 }

@@ -3,16 +3,14 @@
 //! Every rule is a case through one helper, `check(desired, live, expected)`, where `expected` is
 //! the compact rendering of `tests/plan/builders.rs::compact` (one line per change, `=` for a
 //! kept member, `!` for findings). Golden files for the three formats on the demo estate live in
-//! `tests/golden/` (`RUNWARDEN_BLESS=1 cargo test --test plan` rewrites them).
+//! `tests/golden/` (`RUNWARDEN_BLESS=1 cargo test --test integration plan::` rewrites them).
 
-#[path = "plan/builders.rs"]
 mod builders;
-#[path = "plan/demo.rs"]
 mod demo;
-#[path = "plan/props.rs"]
 mod props;
 
 use builders::*;
+use crate::common::{assert_golden, root};
 use runwarden::iam::{IAP_ACCESSOR, RUN_INVOKER};
 use runwarden::live::LiveState;
 use runwarden::plan::{
@@ -1603,25 +1601,8 @@ fn markdown_of_a_small_plan_is_complete() {
 // Golden outputs on the demo estate, and the schema
 
 fn golden(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("RUNWARDEN_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with RUNWARDEN_BLESS=1 to create it",
-            path.display()
-        )
-    });
-    assert!(
-        expected == actual,
-        "{} is stale; review the difference and re-run with RUNWARDEN_BLESS=1\n--- actual ---\n{actual}",
-        path.display()
-    );
+    let path = root().join("tests/golden").join(name);
+    assert_golden(&path, actual, "review the difference and re-run with RUNWARDEN_BLESS=1");
 }
 
 #[test]
@@ -1658,17 +1639,7 @@ fn the_plan_schema_file_is_fresh() {
 }
 
 fn golden_at(rel: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    if std::env::var_os("RUNWARDEN_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == actual,
-        "{rel} is stale: re-run with RUNWARDEN_BLESS=1 (or `runwarden schema`)"
-    );
+    assert_golden(&root().join(rel), actual, "re-run with RUNWARDEN_BLESS=1 (or `runwarden schema`)");
 }
 
 #[test]

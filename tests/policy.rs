@@ -2,9 +2,8 @@
 //! diagnostic with its exact position, the example repository, the JSON Schemas, and the
 //! `validate` and `schema` commands of the real binary.
 
-mod policy {
-    pub mod cli;
-    pub mod malformed;
-    pub mod rules;
-    pub mod support;
-}
+mod cli;
+mod malformed;
+mod rules;
+mod support;
+mod walk;

@@ -1,13 +1,8 @@
 //! The read side of a pass against the simulator: the real Google and Auth0 clients and the
 //! reader, over loopback HTTP.
 
-#[path = "read/oracle.rs"]
-mod oracle;
-#[path = "common/hostile.rs"]
-mod hostile;
-#[path = "read/hostile.rs"]
 mod hostile_answers;
-#[path = "read/support.rs"]
+mod oracle;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +19,8 @@ use runwarden::live::{
 use runwarden::policy::model::Desired;
 
 use support::*;
+
+use crate::common::hostile;
 
 /// A small generated estate: 2 projects × 2 regions × 30 services, teams of 10, 400 users,
 /// 4 roles of 150 members (a quarter through a group each).

@@ -2,13 +2,11 @@
 //! injected between passes, keeps the last good policies on a bad commit, serves status and
 //! metrics, and shuts down cleanly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-mod common;
-
-use common::copy_dir;
+use crate::common::{copy_dir, root};
 use runwarden::apply::{ApplyConfig, AuditSink};
 use runwarden::pass::LivePass;
 use runwarden::iam::Member;
@@ -17,9 +15,6 @@ use runwarden::pass::Connection;
 use runwarden::reconcile::{LoopConfig, Trigger, router, run_loop, shared};
 use tokio_util::sync::CancellationToken;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A copy of the example policies the test may edit.
 fn policies_copy() -> tempfile::TempDir {
@@ -526,7 +521,7 @@ spec:
 fn the_run_command_serves_status_and_stops_cleanly_on_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+    let mut child = crate::common::bin()
         .current_dir(root())
         .args(["--sim", "deploy/local/world.yaml", "run", "--interval", "2s", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
@@ -581,7 +576,6 @@ fn the_run_command_serves_status_and_stops_cleanly_on_sigterm() {
 /// `run --interval` with absurd values is refused with a clear error (exit 1), never a panic.
 #[test]
 fn an_absurd_interval_is_refused_with_a_clear_error_not_a_panic() {
-    use std::process::Command;
     for (interval, says) in [
         ("30000000000000w", "is too long"),
         ("18446744073709551615s", "is too long"),
@@ -589,7 +583,7 @@ fn an_absurd_interval_is_refused_with_a_clear_error_not_a_panic() {
         ("99999999999999999999s", "the number is too large"),
         ("0s", "is too short"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        let out = crate::common::bin()
             .current_dir(root())
             .args(["--sim", "deploy/local/world.yaml", "run", "--interval", interval, "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
@@ -642,8 +636,8 @@ fn publish(bucket: &Path, name: &str, edit: impl FnOnce(&Path)) {
 
 /// The binary with no CI variables, so the revision can only come from the published files.
 fn runwarden() -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"));
-    command.current_dir(root()).env("RUST_LOG", "warn");
+    let mut command = crate::common::bin();
+    command.env("RUST_LOG", "warn");
     for var in ["GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT", "BUILD_SOURCEVERSION", "COMMIT_SHA"] {
         command.env_remove(var);
     }

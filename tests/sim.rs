@@ -1,7 +1,6 @@
 //! Integration tests of the simulator: every API against a spawned simulator over loopback,
 //! through reqwest (and gcp_auth for the token flow), checked against the reference documents.
 
-#[path = "sim/support.rs"]
 mod support;
 
 use std::collections::BTreeSet;
@@ -48,7 +47,7 @@ fn world_schema_file_is_fresh() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == text,
-        "{} is stale: run `UPDATE_SCHEMAS=1 cargo test --test sim world_schema` and commit it",
+        "{} is stale: run `UPDATE_SCHEMAS=1 cargo test --test integration sim::world_schema` and commit it",
         path.display()
     );
     assert!(
@@ -1709,7 +1708,7 @@ async fn unknown_paths_are_404_in_the_right_shape() {
 
 #[test]
 fn runwarden_sim_refuses_non_loopback_addresses() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"))
+    let out = crate::common::bin()
         .args(["sim", "--world"])
         .arg(demo_world_path())
         .args(["--listen", "0.0.0.0:0"])

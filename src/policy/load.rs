@@ -29,16 +29,17 @@ pub(super) enum Document {
     AccessPolicy(Box<wire::AccessPolicyDocument>),
 }
 
-/// Every `*.yaml` / `*.yml` file under `dir` (or `dir` itself when it is a file), sorted by path.
+/// Every policy file under `dir` (or `dir` itself when it is a file), sorted by path: what the
+/// loader reads and what the loop's revision hashes (one walk, so they cannot disagree).
 ///
 /// Hidden entries (names starting with `.`, such as `.git` or `.github`) are skipped: they hold
 /// other tools' YAML. Symbolic links are followed, each directory at most once, so a link loop
-/// ends the walk instead of looping.
+/// ends the walk instead of looping. Files must pass [`is_policy_file`].
 pub(super) fn policy_files(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
     let mut files = Vec::new();
     match fs::metadata(dir) {
         Ok(meta) if meta.is_file() => files.push(dir.to_path_buf()),
-        Ok(_) => walk(dir, &mut HashSet::new(), &mut files, diagnostics),
+        Ok(_) => walk(dir, &mut files, diagnostics),
         Err(err) => diagnostics.push(
             Diagnostic::error(
                 dir,
@@ -53,65 +54,74 @@ pub(super) fn policy_files(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vec
     files
 }
 
-fn walk(
-    dir: &Path,
-    visited: &mut HashSet<PathBuf>,
-    files: &mut Vec<PathBuf>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    // Canonical paths identify a directory however it was reached, which is what breaks loops.
-    let canonical = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    if !visited.insert(canonical) {
+/// The policy files under `dir` as [`policy_files`] finds them, without the diagnostics: what
+/// the loop hashes into its revision.
+pub fn list_policy_files(dir: &Path) -> Vec<PathBuf> {
+    policy_files(dir, &mut Vec::new())
+}
+
+/// `*.yaml` / `*.yml` (any case), not hidden and not an editor's temporary or backup file
+/// (`.a.yaml.swp`, `.#a.yaml`, `#a.yaml#`, `a.yaml~`).
+pub fn is_policy_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let hidden_or_temp = name.starts_with('.') || name.starts_with('#') || name.ends_with('~');
+    let yaml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+    !hidden_or_temp && yaml
+}
+
+fn is_hidden(entry: &walkdir::DirEntry) -> bool {
+    entry.depth() > 0 && entry.file_name().to_string_lossy().starts_with('.')
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, diagnostics: &mut Vec<Diagnostic>) {
+    // Canonical paths identify a directory however it was reached: each is walked once, which
+    // also ends link loops before walkdir reports them.
+    let mut visited = HashSet::new();
+    let walker = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|entry| {
+            if is_hidden(entry) {
+                return false;
+            }
+            if !entry.file_type().is_dir() {
+                return true;
+            }
+            let canonical = fs::canonicalize(entry.path()).unwrap_or_else(|_| entry.path().into());
+            visited.insert(canonical)
+        });
+    for entry in walker {
+        match entry {
+            Ok(entry) if entry.file_type().is_file() && is_policy_file(entry.path()) => {
+                files.push(entry.into_path())
+            }
+            Ok(_) => {}
+            Err(err) => walk_error(err, diagnostics),
+        }
+    }
+}
+
+/// A directory that cannot be listed is an error; a dangling link or an unreadable entry
+/// matters only if it looks like a policy file; a link loop just ends (see [`walk`]).
+fn walk_error(err: walkdir::Error, diagnostics: &mut Vec<Diagnostic>) {
+    let Some(path) = err.path().map(Path::to_path_buf) else {
+        return;
+    };
+    if err.loop_ancestor().is_some() {
         return;
     }
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) => {
-            diagnostics.push(Diagnostic::error(
-                dir,
-                0,
-                0,
-                format!("cannot list the directory: {err}"),
-            ));
-            return;
-        }
-    };
-    let mut paths = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(entry) => paths.push(entry.path()),
-            Err(err) => diagnostics.push(Diagnostic::error(
-                dir,
-                0,
-                0,
-                format!("cannot list the directory: {err}"),
-            )),
-        }
-    }
-    paths.sort();
-    for path in paths {
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        if hidden {
-            continue;
-        }
-        let is_yaml = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-        match fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => walk(&path, visited, files, diagnostics),
-            Ok(meta) if meta.is_file() && is_yaml => files.push(path),
-            Ok(_) => {}
-            // A dangling link or an unreadable entry matters only if it looks like a policy file.
-            Err(err) if is_yaml => diagnostics.push(Diagnostic::error(
-                &path,
-                0,
-                0,
-                format!("cannot read the file: {err}"),
-            )),
-            Err(_) => {}
-        }
+    let message = err
+        .io_error()
+        .map_or_else(|| err.to_string(), ToString::to_string);
+    if fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+        let text = format!("cannot list the directory: {message}");
+        diagnostics.push(Diagnostic::error(&path, 0, 0, text));
+    } else if is_policy_file(&path) {
+        let text = format!("cannot read the file: {message}");
+        diagnostics.push(Diagnostic::error(&path, 0, 0, text));
     }
 }
 

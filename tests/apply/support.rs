@@ -2,12 +2,10 @@
 //! wired to it (no pacing, quick retries), one pass's steps (read, plan, apply), the binary, and
 //! the checks that read the simulator's IAM history.
 
-#![allow(dead_code)]
-
 use crate::common::copy_dir;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use runwarden::apply::{
@@ -25,17 +23,9 @@ use runwarden::sim::{IamWrite, RunningSim, World, Writer};
 use tokio_util::sync::CancellationToken;
 
 /// The repository root (where `policies/` and `deploy/local/world.yaml` live).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::common::root as repo;
 
-pub fn demo_world_path() -> PathBuf {
-    repo().join("deploy/local/world.yaml")
-}
-
-pub fn demo_world() -> World {
-    World::from_file(&demo_world_path()).expect("the demo world loads")
-}
+pub use crate::common::{demo_world, demo_world_path};
 
 /// The demo world with `extra` YAML appended (e.g. a `faults` section).
 pub fn demo_world_with(extra: &str) -> String {
@@ -49,9 +39,7 @@ pub fn load(dir: &Path) -> Desired {
         .unwrap_or_else(|e| panic!("the policies under {} load: {e}", dir.display()))
 }
 
-pub fn demo_desired() -> Desired {
-    load(&repo().join("policies"))
-}
+pub use crate::common::example_policies as demo_desired;
 
 /// Retries quick enough for tests; the server's `Retry-After` still wins.
 pub fn quick_retries() -> RetryPolicy {
@@ -254,7 +242,7 @@ impl Env {
     pub fn spawn_runwarden_via(&self, endpoint: &str, args: &[&str]) -> std::process::Child {
         let key = self.sim.write_credentials(self._dir.path()).expect("the key file is written");
         let (_, secret) = self.sim.auth0_client();
-        Command::new(env!("CARGO_BIN_EXE_runwarden"))
+        crate::common::bin()
             .arg("--endpoint")
             .arg(endpoint)
             .args(args)
@@ -408,18 +396,7 @@ pub fn assert_nothing_lost(
     );
 }
 
-/// Output of one run of the binary.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
+pub use crate::common::Run;
 
 /// Runs `runwarden ARGS` in the repository root with stdin closed (not a terminal).
 pub fn runwarden(args: &[&str]) -> Run {
@@ -428,7 +405,7 @@ pub fn runwarden(args: &[&str]) -> Run {
 
 /// [`runwarden`] with extra environment variables.
 pub fn runwarden_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwarden"));
+    let mut cmd = crate::common::bin();
     cmd.args(args)
         .current_dir(repo())
         .env("NO_COLOR", "1")
@@ -445,12 +422,7 @@ pub fn runwarden_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
-    let out: Output = cmd.output().expect("the runwarden binary runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(cmd.output().expect("the runwarden binary runs"))
 }
 
 /// A copy of `policies/` in a temporary directory, with `settings.yaml` edited by `edit`.

@@ -16,11 +16,8 @@
 //! assert_eq!(proxy.hits("billing-api:getIamPolicy"), 1);
 //! ```
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -62,8 +59,6 @@ pub enum Answer {
         total: u64,
         declare_length: bool,
     },
-    /// Wait, then forward to the upstream.
-    DelayThenForward(Duration),
     /// Forward, adding these headers to the upstream's answer (none: unchanged).
     Forward { headers: Vec<(String, String)> },
     /// A JSON answer made from the number of the matching request (0, 1, 2, ...), e.g. a page
@@ -76,7 +71,6 @@ impl std::fmt::Debug for Answer {
         match self {
             Answer::Canned { status, .. } => write!(f, "Canned({status})"),
             Answer::Stream { status, total, .. } => write!(f, "Stream({status}, {total} bytes)"),
-            Answer::DelayThenForward(d) => write!(f, "DelayThenForward({d:?})"),
             Answer::Forward { headers } => write!(f, "Forward({headers:?})"),
             Answer::Counted(_) => f.write_str("Counted"),
         }
@@ -158,11 +152,6 @@ impl Rule {
         self.answer = Answer::Counted(Arc::new(make));
         self
     }
-    /// Waits `delay`, then forwards.
-    pub fn delay(mut self, delay: Duration) -> Rule {
-        self.answer = Answer::DelayThenForward(delay);
-        self
-    }
 }
 
 /// One request the proxy saw.
@@ -216,21 +205,6 @@ impl Hostile {
         Hostile { base_url, state }
     }
 
-    /// [`Hostile::start`] on a runtime of its own, for tests that drive the real binary from
-    /// synchronous code. The runtime is leaked with the proxy (tests are short-lived).
-    pub fn start_blocking(upstream: &str) -> Hostile {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let upstream = upstream.to_string();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                tx.send(Hostile::start(&upstream).await).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        rx.recv().unwrap()
-    }
-
     /// Adds a rule (after the ones already there: the first match wins).
     pub fn add(&self, rule: Rule) -> &Hostile {
         self.state.rules.lock().unwrap().push(Arc::new(Rules {
@@ -255,14 +229,6 @@ impl Hostile {
         self.requests()
             .iter()
             .filter(|s| s.path.contains(fragment))
-            .count()
-    }
-
-    /// Requests with `method` whose path (with query) contains `fragment`.
-    pub fn hits_of(&self, method: &str, fragment: &str) -> usize {
-        self.requests()
-            .iter()
-            .filter(|s| s.method == method && s.path.contains(fragment))
             .count()
     }
 }
@@ -336,10 +302,6 @@ async fn handle(
             total,
             declare_length,
         }) => stream(status, fill, total, declare_length),
-        Some(Answer::DelayThenForward(delay)) => {
-            tokio::time::sleep(delay).await;
-            forward(&p, method, &uri, headers, body).await
-        }
         Some(Answer::Forward { headers: extra }) => {
             let mut response = forward(&p, method, &uri, headers, body).await;
             for (k, v) in extra {

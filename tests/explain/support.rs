@@ -1,7 +1,7 @@
 //! Shared set-up of the explain/import tests: the demo world on an embedded simulator, reads,
 //! and a look-up of access entries.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use runwarden::insight::explain::{AccessEntry, Explanation, Query, explain};
@@ -9,19 +9,10 @@ use runwarden::live::{LiveState, ServiceId};
 use runwarden::pass::Connection;
 use runwarden::policy::model::Desired;
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::common::root;
 
-pub fn demo_world() -> PathBuf {
-    root().join("deploy/local/world.yaml")
-}
-
-/// The example policies, loaded.
-pub fn demo_policies() -> Desired {
-    runwarden::policy::load_at(&root().join("policies"), SystemTime::now())
-        .expect("the example policies load")
-}
+pub use crate::common::demo_world_path as demo_world;
+pub use crate::common::example_policies as demo_policies;
 
 /// The demo world on an embedded simulator.
 pub async fn demo() -> (Desired, Connection) {

@@ -1,11 +1,9 @@
 //! Small builders for desired and live states, and the compact plan rendering the rule cases
 //! compare against. Kept terse so each case reads like the rule it specifies.
 
-#![allow(dead_code)]
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use runwarden::iam::{Binding, Condition, Member, Policy};
 use runwarden::live::{LiveService, LiveState, Role, ServiceId, ServiceSettings, User};
@@ -456,15 +454,4 @@ pub fn dedent(text: &str) -> String {
         s.push('\n');
     }
     s
-}
-
-pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-pub fn epoch_plus(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
 }

@@ -4,8 +4,6 @@
 //! contractor on billing-api, payments-api ingress `all`, admin-console IAP off and its IAP
 //! service-agent binding missing, and an ungoverned sandbox in staging.
 
-#![allow(dead_code)]
-
 use runwarden::iam::{IAP_ACCESSOR, RUN_INVOKER};
 use runwarden::live::LiveState;
 use runwarden::policy::model::{Desired, Ingress, Mode};

@@ -2,12 +2,12 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use super::support::{fixture, policy_dir, root, shared_settings};
 
 fn runwarden(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_runwarden"))
+    crate::common::bin()
         .args(args)
         .current_dir(cwd)
         .env_remove("RUNWARDEN_ENDPOINT")

@@ -6,10 +6,7 @@ use std::time::SystemTime;
 
 use runwarden::policy::{PolicyErrors, parse_rfc3339};
 
-/// The repository root.
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::common::root;
 
 /// `tests/fixtures/policies/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {

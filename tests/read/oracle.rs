@@ -2,8 +2,6 @@
 //! simulator's own state (no HTTP), the Auth0 directory through offset paging and per-user
 //! look-ups (the reader uses checkpoint paging and a bulk search).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use runwarden::live::{Directory, LiveService, Role, ServiceId, ServiceSettings, User};

@@ -1,8 +1,6 @@
 //! Builders for desired models and a simulator with clients wired to it, shared by the read
 //! tests (and mirrored by the benchmark).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

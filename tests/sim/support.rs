@@ -28,9 +28,7 @@ impl Resp {
     }
 }
 
-pub fn demo_world_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/world.yaml")
-}
+pub use crate::common::demo_world_path;
 
 pub fn world(yaml: &str) -> World {
     World::from_yaml(yaml, Path::new("test.yaml")).expect("test world parses")

@@ -1,8 +1,6 @@
 //! A loopback proxy in front of the simulator that denies one path with Google's 403, for the
 //! test of a permission error on one service (the simulator has no per-resource denial).
 
-#![allow(dead_code)]
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

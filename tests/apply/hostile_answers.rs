@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::hostile::{Hostile, Rule};
-use crate::support::*;
+use crate::common::hostile::{Hostile, Rule};
+use super::support::*;
 use runwarden::sim::{RunningSim, World};
 use serde_json::json;
 
@@ -51,7 +51,7 @@ impl Endpoint {
 
     /// The binary's arguments and environment to go through the proxy.
     pub fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_runwarden"));
+        let mut cmd = crate::common::bin();
         cmd.arg("--endpoint")
             .arg(&self.proxy.base_url)
             .args(args)
@@ -66,12 +66,7 @@ impl Endpoint {
 
     /// Runs `runwarden --endpoint PROXY ARGS` to the end.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().expect("the runwarden binary runs");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(self.command(args).output().expect("the runwarden binary runs"))
     }
 
     /// IAM writes that reached the simulator for `resource` (a Cloud Run or IAP resource name).
@@ -327,7 +322,7 @@ async fn an_operation_that_answers_not_done_at_once_is_polled_spaced_and_bounded
     );
     let config = runwarden::apply::ApplyConfig {
         operation_timeout: Duration::from_secs(5),
-        ..crate::support::config()
+        ..super::support::config()
     };
     let started = Instant::now();
     let (_, report) = env.pass(&config).await;

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::hostile::{Hostile, Rule};
-use crate::support::*;
-use crate::{GENERATED, generated_desired, generated_governed};
+use crate::common::hostile::{Hostile, Rule};
+use super::support::*;
+use super::{GENERATED, generated_desired, generated_governed};
 use runwarden::endpoints::Endpoints;
 use runwarden::google::GcpAuth;
 use runwarden::identity::{Secret, SecretSource};
