@@ -6,13 +6,13 @@
 //! use. A counter named `x_total` is registered as `x` (OpenMetrics names the family without the
 //! suffix in `# HELP`/`# TYPE`; the samples keep `x_total`).
 //!
-//! [`global`] stays for the process: the HTTP clients record every call without a handle being
-//! threaded through their constructors (their call sites belong to the client modules). Tests
-//! that assert exact values build their own [`Metrics`].
+//! There is no process-wide registry: a command that exposes metrics (`run`) makes one
+//! [`Metrics`] and passes it, as an `Arc`, to the clients (`GoogleConfig::metrics`, shared with
+//! the Auth0 client) and to the loop (`LoopConfig::metrics`); tests build their own and read it.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -40,12 +40,6 @@ struct Inner {
     registry: Registry,
     counters: BTreeMap<&'static str, Counters>,
     gauges: BTreeMap<&'static str, Gauges>,
-}
-
-/// The process-wide registry.
-pub fn global() -> &'static Metrics {
-    static GLOBAL: OnceLock<Metrics> = OnceLock::new();
-    GLOBAL.get_or_init(Metrics::default)
 }
 
 impl Metrics {
@@ -116,14 +110,16 @@ fn sorted(mut labels: Labels) -> Labels {
     labels
 }
 
-/// Records one API call: `runwarden_api_calls_total{api, status}`.
-pub fn record_api_call(api: &'static str, status: u16) {
-    global().inc(
-        "runwarden_api_calls_total",
-        "API calls by API and HTTP status (0 = no response).",
-        vec![("api", api.to_string()), ("status", status.to_string())],
-        1.0,
-    );
+impl Metrics {
+    /// Records one API call: `runwarden_api_calls_total{api, status}`.
+    pub fn record_api_call(&self, api: &'static str, status: u16) {
+        self.inc(
+            "runwarden_api_calls_total",
+            "API calls by API and HTTP status (0 = no response).",
+            vec![("api", api.to_string()), ("status", status.to_string())],
+            1.0,
+        );
+    }
 }
 
 #[cfg(test)]

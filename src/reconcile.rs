@@ -45,7 +45,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::logging::rfc3339;
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 use crate::policy::{is_policy_file, list_policy_files};
 use crate::retry::{jittered, requeue_backoff};
 
@@ -157,6 +157,9 @@ pub struct LoopConfig {
     pub shutdown_grace: Duration,
     /// Debounce window for file changes.
     pub debounce: Duration,
+    /// The registry `/metrics` exposes and the loop records into; give the same one to the
+    /// clients (`GoogleConfig::metrics`) so their API calls are counted there too.
+    pub metrics: Arc<Metrics>,
 }
 
 impl LoopConfig {
@@ -169,6 +172,7 @@ impl LoopConfig {
             ready_window: interval.saturating_mul(3),
             shutdown_grace: Duration::from_secs(30),
             debounce: Duration::from_millis(250),
+            metrics: Arc::default(),
         }
     }
 }
@@ -238,6 +242,7 @@ impl Status {
 pub struct Shared {
     status: Arc<RwLock<Status>>,
     ready_window: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -258,7 +263,7 @@ impl Shared {
 
 /// The HTTP endpoints of the loop.
 pub fn router(shared: Shared) -> Router {
-    declare_metrics();
+    declare_metrics(&shared.metrics);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -279,10 +284,10 @@ async fn status_json(State(shared): State<Shared>) -> Response {
     axum::Json(shared.status()).into_response()
 }
 
-async fn metrics_text() -> Response {
+async fn metrics_text(State(shared): State<Shared>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::global().render(),
+        shared.metrics.render(),
     )
         .into_response()
 }
@@ -495,7 +500,7 @@ pub async fn run_loop<P: Pass>(
     let mut policies: Policies<P::Desired> = Policies { good: None, judged_bad: None };
     let mut requeue = Requeue::new(&config);
     let mut trigger = Trigger::Start;
-    declare_metrics();
+    declare_metrics(&shared.metrics);
     loop {
         // 1. Policies: reload when the content is new.
         let Observed { dir, key, revision } = observe(&config.policies);
@@ -512,7 +517,7 @@ pub async fn run_loop<P: Pass>(
             }
         }
         let stalled = if policies.judged_bad.is_some() { 1.0 } else { 0.0 };
-        metrics::global().set("runwarden_stalled", STALLED_HELP, vec![], stalled);
+        shared.metrics.set("runwarden_stalled", STALLED_HELP, vec![], stalled);
         if trigger == Trigger::FileChange || trigger == Trigger::Signal {
             requeue.unpark();
         }
@@ -524,7 +529,7 @@ pub async fn run_loop<P: Pass>(
                 tracing::info!(trigger = trigger.as_str(), revision = %good_revision, "pass started");
                 let result = pass.run(desired.clone(), good_revision.clone(), shutdown.clone()).await;
                 let seconds = started.elapsed().as_secs_f64();
-                record_pass_metrics(&result, seconds);
+                record_pass_metrics(&shared.metrics, &result, seconds);
                 let next = requeue.on_result(&result);
                 report_pass(&shared, &result, good_revision, seconds, next);
                 next
@@ -616,8 +621,7 @@ const GUARD_TRIPS_HELP: &str = "Applies refused by a guard.";
 
 /// Every series an alert may watch exists from the first scrape, at zero: an absent counter
 /// cannot be told from a scrape that failed, and `rate()` over it never fires.
-fn declare_metrics() {
-    let m = metrics::global();
+fn declare_metrics(m: &Metrics) {
     for outcome in ["ok", "partial", "transient", "permanent"] {
         m.inc("runwarden_passes_total", PASSES_HELP, vec![("outcome", outcome.into())], 0.0);
     }
@@ -633,8 +637,7 @@ fn declare_metrics() {
     }
 }
 
-fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
-    let m = metrics::global();
+fn record_pass_metrics(m: &Metrics, result: &Result<PassReport, PassFailure>, seconds: f64) {
     let outcome = match result {
         Ok(r) if r.failures.is_empty() => "ok",
         Ok(_) => "partial",
@@ -665,7 +668,7 @@ fn record_pass_metrics(result: &Result<PassReport, PassFailure>, seconds: f64) {
 pub fn shared(config: &LoopConfig) -> Shared {
     let mut status = Status::default();
     status.set_condition("Ready", false, "Starting", "no pass has run yet".into());
-    Shared { status: Arc::new(RwLock::new(status)), ready_window: config.ready_window }
+    Shared { status: Arc::new(RwLock::new(status)), ready_window: config.ready_window, metrics: config.metrics.clone() }
 }
 
 #[cfg(test)]
@@ -935,7 +938,7 @@ mod tests {
         report.drift = 2;
         report.services.insert("p/r/s".into(), ServiceStatus { state: "Drifted".into(), message: None });
         shared.update(|s| record_success(s, &report, "sha:1"));
-        record_pass_metrics(&Ok(report), 0.5);
+        record_pass_metrics(&shared.metrics, &Ok(report), 0.5);
         assert_eq!(get("/readyz").await.0, 200);
         let (code, body) = get("/status").await;
         assert_eq!(code, 200);
@@ -945,10 +948,11 @@ mod tests {
         let drifted = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Drifted").unwrap();
         assert_eq!(drifted["status"], "True");
         let (_, metrics) = get("/metrics").await;
-        assert!(metrics.contains("runwarden_passes_total{outcome=\"ok\"}"), "{metrics}");
-        // The registry is process-wide and other tests run passes in parallel, so only what
-        // can only grow is asserted exactly; the drift gauge must be present.
-        assert!(metrics.contains("# TYPE runwarden_drift gauge\nrunwarden_drift "), "{metrics}");
+        // The loop's own registry (passed in, not process-wide): exact values.
+        assert!(metrics.contains("runwarden_passes_total{outcome=\"ok\"} 1.0\n"), "{metrics}");
+        assert!(metrics.contains("runwarden_passes_total{outcome=\"transient\"} 0.0\n"), "{metrics}");
+        assert!(metrics.contains("# TYPE runwarden_drift gauge\nrunwarden_drift 2.0\n"), "{metrics}");
+        assert_eq!(config.metrics.get("runwarden_drift", &[]), Some(2.0), "the registry given is the one exposed");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod hostile_answers;
 mod oracle;
-mod support;
+pub(crate) mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -36,7 +36,11 @@ async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> 
 async fn the_loop_corrects_injected_drift_keeps_last_good_policies_and_reports_status() {
     let policies = policies_copy();
     let desired = runwarden::policy::load_at(policies.path(), SystemTime::now()).unwrap();
-    let conn = Connection::embedded(&root().join("deploy/local/world.yaml"), &desired.settings)
+    // One registry for the clients and the loop, as `runwarden run` wires it.
+    let metrics = Arc::new(runwarden::metrics::Metrics::default());
+    let mut clients = runwarden::live::ClientConfig::default();
+    clients.google.metrics = metrics.clone();
+    let conn = Connection::embedded_with(&root().join("deploy/local/world.yaml"), &desired.settings, &clients)
         .await
         .unwrap();
     let sim = conn.sim().unwrap().handle.clone();
@@ -45,6 +49,7 @@ async fn the_loop_corrects_injected_drift_keeps_last_good_policies_and_reports_s
 
     let mut config = LoopConfig::new(policies.path().to_path_buf(), Duration::from_secs(1));
     config.backoff_min = Duration::from_millis(200);
+    config.metrics = metrics.clone();
     let status = shared(&config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -116,6 +121,7 @@ async fn the_loop_corrects_injected_drift_keeps_last_good_policies_and_reports_s
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("runwarden_changes_applied_total{kind=\"remove\"}"), "{metrics}");
     assert!(metrics.contains("runwarden_api_calls_total{api=\"cloudrun\",status=\"200\"}"), "{metrics}");
+    assert!(metrics.contains("runwarden_api_calls_total{api=\"auth0\",status=\"200\"}"), "the Auth0 client counts in the same registry: {metrics}");
     assert_eq!(reqwest::get(format!("http://{addr}/readyz")).await.unwrap().status(), 200);
 
     // Shutdown: the loop returns promptly.

@@ -174,7 +174,8 @@ fn plan_to_apply(
     }
 }
 
-/// Whether a guard refuses the plan (each trip is printed, logged and counted).
+/// Whether a guard refuses the plan (each trip is printed, and logged as a `guard-trip` event
+/// for the log-based metric: a one-shot job exposes no `/metrics`).
 fn refused_by_guards(plan: &Plan, settings: &Settings, allow_removals: Option<usize>) -> bool {
     let trips = check_guards(plan, settings, allow_removals);
     if trips.is_empty() {
@@ -185,7 +186,6 @@ fn refused_by_guards(plan: &Plan, settings: &Settings, allow_removals: Option<us
         tracing::error!(event = "guard-trip", guard = t.guard.as_str(), "{t}");
     }
     eprintln!("nothing was applied");
-    crate::metrics::global().inc("runwarden_guard_trips_total", "Applies refused by a guard.", vec![], 1.0);
     true
 }
 

@@ -26,15 +26,19 @@ pub(super) fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<ExitCod
     };
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
-        // Every wait (pacer, server-requested pause, retry backoff) ends on shutdown.
-        let conn = connect::open_with(global, &desired.settings, &client_config(&shutdown)).await?;
+        // Every wait (pacer, server-requested pause, retry backoff) ends on shutdown; the
+        // clients count their calls in the registry `/metrics` exposes.
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let mut clients = client_config(&shutdown);
+        clients.google.metrics = metrics.clone();
+        let conn = connect::open_with(global, &desired.settings, &clients).await?;
         #[cfg(feature = "sim")]
         if let Some(sim) = conn.sim() {
             eprintln!("runwarden run: embedded simulator on {} (inject drift there, e.g. with gcloud or {}/sim/faults)", sim.base_url, sim.base_url);
         }
         let sink = AuditSink::new(global.log_format == LogFormat::Json, Box::new(std::io::stdout()));
         let pass = Arc::new(LivePass::new(conn, ApplyConfig::default(), sink));
-        let config = LoopConfig::new(args.policies.policies.clone(), interval);
+        let config = LoopConfig { metrics, ..LoopConfig::new(args.policies.policies.clone(), interval) };
         let status = shared(&config);
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -285,6 +285,8 @@ pub struct GoogleConfig {
     /// Cancelled at shutdown: every wait for a pacer slot or a request slot ends, and the call
     /// fails as not sent.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Where every call is counted (`runwarden_api_calls_total`); the Auth0 client shares it.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Default for GoogleConfig {
@@ -299,6 +301,7 @@ impl Default for GoogleConfig {
             list_page_size: Some(500),
             max_pause: retry::DEFAULT_MAX_SERVER_WAIT,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            metrics: std::sync::Arc::default(),
         }
     }
 }
@@ -686,11 +689,11 @@ impl GoogleClient {
                 request = request.json(&body);
             }
             let response = request.send().await.map_err(|e| {
-                crate::metrics::record_api_call(api.label(), 0);
+                self.inner.config.metrics.record_api_call(api.label(), 0);
                 transport(e)
             })?;
             let status = response.status();
-            crate::metrics::record_api_call(api.label(), status.as_u16());
+            self.inner.config.metrics.record_api_call(api.label(), status.as_u16());
             let headers = response.headers().clone();
             let bytes = crate::endpoints::read_body(response, limit).await.map_err(|source| {
                 GoogleError::Body { api, method: method.clone(), path: path.clone(), source }

@@ -96,6 +96,8 @@ pub struct Auth0Config {
     /// Cancelled at shutdown: waits for the pacer or a slot in flight end, and the call fails
     /// as not sent.
     pub shutdown: CancellationToken,
+    /// Where every call is counted (`runwarden_api_calls_total{api="auth0"}`).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The largest Auth0 answer read (a larger one fails the call, not retried): a page holds at
@@ -127,6 +129,7 @@ impl Auth0Config {
             page_size: 100,
             max_pause: retry::DEFAULT_MAX_SERVER_WAIT,
             shutdown: CancellationToken::new(),
+            metrics: std::sync::Arc::default(),
         }
     }
 }
@@ -516,11 +519,11 @@ impl Auth0Client {
             request = request.json(&body);
         }
         let response = request.send().await.map_err(|e| {
-            crate::metrics::record_api_call("auth0", 0);
+            self.inner.config.metrics.record_api_call("auth0", 0);
             transport(e)
         })?;
         let status = response.status();
-        crate::metrics::record_api_call("auth0", status.as_u16());
+        self.inner.config.metrics.record_api_call("auth0", status.as_u16());
         let headers = response.headers().clone();
         let bytes = crate::endpoints::read_body(response, BODY_LIMIT)
             .await

@@ -137,6 +137,7 @@ impl Clients {
         auth0_config.page_size = config.auth0_page_size.clamp(1, 100);
         auth0_config.max_pause = config.google.max_pause;
         auth0_config.shutdown = config.google.shutdown.clone();
+        auth0_config.metrics = config.google.metrics.clone();
         let auth0 = Auth0Client::new(http, auth0_config);
         Ok(Clients { google, auth0 })
     }

@@ -127,13 +127,24 @@ pub fn verify_saved(saved: &Plan, fresh: &Plan, live: &LiveState) -> Result<Veri
         }
         return Err(PlanMismatch { differences });
     }
+    let plan = Plan {
+        summary: summarize(&services, fresh),
+        services,
+        policy_digest: saved.policy_digest.clone(),
+        ..fresh.clone_without_services()
+    };
+    Ok(VerifiedPlan { plan, stale })
+}
+
+/// The summary of the verified services (the fresh plan's values, restricted to them).
+fn summarize(services: &[ServicePlan], fresh: &Plan) -> Summary {
     let mut summary = Summary {
         governed_services: fresh.summary.governed_services,
         owned_members: fresh.summary.owned_members,
         findings: fresh.findings.len(),
         ..Summary::default()
     };
-    for s in &services {
+    for s in services {
         if s.has_changes() {
             summary.services_to_change += 1;
             if !s.is_applicable() {
@@ -145,13 +156,7 @@ pub fn verify_saved(saved: &Plan, fresh: &Plan, live: &LiveState) -> Result<Veri
         summary.settings_to_change += s.settings.len();
         summary.foreign_kept += s.foreign_kept();
     }
-    let plan = Plan {
-        services,
-        summary,
-        policy_digest: saved.policy_digest.clone(),
-        ..fresh.clone_without_services()
-    };
-    Ok(VerifiedPlan { plan, stale })
+    summary
 }
 
 impl Plan {

@@ -13,7 +13,6 @@ use runwarden::apply::{
 };
 use runwarden::google::GoogleConfig;
 use runwarden::iam::Policy;
-use runwarden::cmd::embedded::clients_for_sim;
 use runwarden::live::{ClientConfig, Clients, LiveState, ReadConfig, ServiceId, read_live};
 use runwarden::plan::{Plan, PlanOptions, plan};
 use runwarden::policy::model::Desired;
@@ -85,12 +84,9 @@ pub struct Env {
 
 impl Env {
     pub async fn start(world: World, desired: Desired) -> Env {
-        let sim = runwarden::sim::spawn(world)
-            .await
-            .expect("the simulator starts");
+        let crate::read::support::Setup { sim, clients, dir } =
+            crate::read::support::start(world, &desired.settings, &unpaced()).await;
         sim.handle.set_operation_delay(Duration::from_millis(20));
-        let dir = tempfile::tempdir().unwrap();
-        let clients = clients_for_sim(&sim, &desired.settings, dir.path(), &unpaced()).unwrap();
         Env {
             sim,
             clients,

@@ -227,7 +227,9 @@ pub fn world(yaml: &str) -> World {
     World::from_yaml(yaml, std::path::Path::new("test-world.yaml")).expect("test world parses")
 }
 
-/// Starts a simulator for `world` and clients for `settings` against it.
+/// Starts a simulator for `world` and clients for `settings` against it, through the
+/// production client code (key file, token endpoint, Management API token): the one start-up of
+/// the read and apply tests and the read benchmark.
 pub async fn start(world: World, settings: &Settings, config: &ClientConfig) -> Setup {
     let sim = runwarden::sim::spawn(world)
         .await
