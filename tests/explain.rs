@@ -791,7 +791,7 @@ fn the_import_command_writes_a_file_under_out_and_refuses_to_overwrite_it_withou
     ];
     let (code, stdout, err) = runwarden(&args);
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.contains("Wrote 4 policy(ies)"), "{stdout}");
+    assert!(stdout.contains("Wrote 4 policies"), "{stdout}");
     let files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())

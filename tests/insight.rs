@@ -88,7 +88,7 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     assert!(out.contains("error [rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
     assert!(out.contains("warning [token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
     assert!(out.contains("at: policies/teams/payments.yaml:"), "{out}");
-    assert!(out.trim_end().ends_with("Audit: 2 finding(s)."), "{out}");
+    assert!(out.trim_end().ends_with("Audit: 2 findings."), "{out}");
 
     let (_, json, _) = runwarden(&["--sim", "deploy/local/world.yaml", "audit", "--format", "json"]);
     let findings: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -43,10 +43,10 @@ pub(super) fn run(global: &GlobalArgs, args: &ImportArgs) -> anyhow::Result<Exit
     let text = import::render_yaml(&imported, now, &from);
     let path = write_new(&args.out, &name, &text, args.force)?;
     println!(
-        "Wrote {} policy(ies) to {} ({} service(s) not imported; see the file's header).",
-        imported.policies.len(),
+        "Wrote {} to {} ({} not imported; see the file's header).",
+        crate::text::count_irregular(imported.policies.len(), "policy", "policies"),
         path.display(),
-        imported.skipped.len()
+        crate::text::count(imported.skipped.len(), "service")
     );
     println!(
         "Next: copy it next to your Settings and run `runwarden plan`: it should show no change for these services."
