@@ -425,7 +425,7 @@ fn parse_all<T: serde::de::DeserializeOwned>(
             text = next;
             continue;
         }
-        if let Some(next) = replace_variant(&text, &err) {
+        if let Some(next) = replace_variant(&text, &err).or_else(|| listify(&text, &err)) {
             errors.push(diagnostic);
             text = next;
             continue;
@@ -477,6 +477,28 @@ fn replace_variant(text: &str, err: &serde_saphyr::Error) -> Option<String> {
     let start = line.char_indices().nth((location.column() as usize).saturating_sub(1))?.0;
     let at = start + line.get(start..)?.find(variant.as_str())?;
     let fixed = format!("{}{allowed}{}", &line[..at], &line[at + variant.len()..]);
+    lines[index] = &fixed;
+    Some(lines.join("\n"))
+}
+
+/// For a mapping written where a list belongs (`services:` followed by `project: ...` lines,
+/// the `- ` forgotten): the text with the mapping made the list's one item, by writing `- `
+/// over the two spaces before its first key, so no column moves.
+fn listify(text: &str, err: &serde_saphyr::Error) -> Option<String> {
+    if !err.without_snippet().to_string().starts_with("expected sequence start") {
+        return None;
+    }
+    let location = err.location()?;
+    let index = (location.line() as usize).checked_sub(1)?;
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let line = *lines.get(index)?;
+    let start = indent(line);
+    let column = (location.column() as usize).checked_sub(1)?;
+    let is_key = !line[start..].starts_with('-') && line[start..].contains(':') && column == start;
+    if start < 2 || !is_key || &line[start - 2..start] != "  " {
+        return None;
+    }
+    let fixed = format!("{}- {}", &line[..start - 2], &line[start..]);
     lines[index] = &fixed;
     Some(lines.join("\n"))
 }
