@@ -22,8 +22,8 @@ pub enum Bool {
     Text(String),
 }
 
-// Serialize only so that the schema generator can state the field's `default` (null), as it
-// does for every other optional field.
+// Serialize only so that the schema generator can handle the field's `default` like every
+// other optional field's (`schema::render` drops the `null` it would state).
 impl serde::Serialize for Bool {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -144,6 +144,7 @@ pub struct SettingsSpec {
     /// What to do with members no policy produces and runwarden does not own: `keep` lists them
     /// in the plan as `foreign (kept)`, `remove` removes them. Default: `keep`.
     #[serde(default)]
+    #[schemars(extend("default" = "keep"))]
     pub foreign_members: Option<ForeignMembers>,
     /// Member patterns (`*` matches any run of characters) that runwarden owns besides the
     /// mapping's own principals, e.g. `serviceAccount:*@acme-prod.iam.gserviceaccount.com`.
@@ -159,7 +160,7 @@ pub struct SettingsSpec {
     /// `roles/iap.httpsResourceAccessor` (and the IAP service agent `roles/run.invoker`).
     /// Default: both.
     #[serde(default)]
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(with = "Option<Vec<String>>", extend("default" = ["roles/run.invoker", "roles/iap.httpsResourceAccessor"]))]
     pub allowed_roles: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     #[schemars(with = "Option<Guards>")]
@@ -254,12 +255,12 @@ pub enum ForeignMembers {
 pub struct Guards {
     /// At most this many member removals per apply. Default: 25.
     #[serde(default)]
-    #[schemars(with = "Option<u64>")]
+    #[schemars(with = "Option<u64>", extend("default" = 25))]
     pub max_removals: Option<Spanned<i64>>,
     /// At most this share (greater than 0, at most 1) of owned members removed per apply.
     /// Default: 0.5.
     #[serde(default)]
-    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0, "maximum" = 1))]
+    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0, "maximum" = 1, "default" = 0.5))]
     pub max_removal_ratio: Option<Spanned<f64>>,
 }
 
@@ -269,15 +270,15 @@ pub struct Guards {
 pub struct Audits {
     /// Longest acceptable access-token lifetime of an Auth0 API, e.g. `1h`. Default: `24h`.
     #[serde(default)]
-    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$"))]
+    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$", "default" = "24h"))]
     pub max_token_lifetime: Option<Spanned<String>>,
     /// Oldest acceptable Auth0 signing key, e.g. `90d`. Default: `365d`.
     #[serde(default)]
-    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$"))]
+    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$", "default" = "365d"))]
     pub max_signing_key_age: Option<Spanned<String>>,
     /// Every service in scope must be governed by some policy. Default: false.
     #[serde(default)]
-    #[schemars(with = "Option<bool>")]
+    #[schemars(with = "Option<bool>", extend("default" = false))]
     pub require_coverage: Option<Spanned<Bool>>,
 }
 
@@ -288,6 +289,7 @@ pub struct AccessPolicySpec {
     /// `enforce` applies, `warn` plans and reports but never applies, `observe` only reports
     /// drift. Default: `enforce`.
     #[serde(default)]
+    #[schemars(extend("default" = "enforce"))]
     pub mode: Option<Mode>,
     /// The services: each by name, or by label selector within a region (`"*"`: every region
     /// in scope).

@@ -589,6 +589,20 @@ fn schemas_are_draft07_and_reject_unknown_fields() {
             schema["$schema"], "http://json-schema.org/draft-07/schema#",
             "{name}"
         );
+        if name == "policy.schema.json" {
+            // Either kind: each branch is a kind's own schema (unknown fields rejected there).
+            assert_eq!(
+                schema["anyOf"],
+                serde_json::json!([
+                    {"$ref": "#/definitions/SettingsDocument"},
+                    {"$ref": "#/definitions/AccessPolicyDocument"}
+                ]),
+            );
+            for kind in ["SettingsDocument", "AccessPolicyDocument"] {
+                assert_eq!(schema["definitions"][kind]["additionalProperties"], false, "{kind}");
+            }
+            continue;
+        }
         assert_eq!(schema["additionalProperties"], false, "{name}");
         assert!(contents.ends_with("}\n"), "{name}");
     }
@@ -603,6 +617,32 @@ fn schemas_are_draft07_and_reject_unknown_fields() {
             "none"
         ])
     );
+}
+
+/// Every `default` a schema states is what a left-out field means to the loader (no `null`,
+/// which an editor would offer as the default of a field that has a real one).
+#[test]
+fn schema_defaults_are_the_loaders_defaults_never_null() {
+    for (name, contents) in policy_schemas() {
+        assert!(!contents.contains("\"default\": null"), "{name} states a null default");
+    }
+    let settings: serde_json::Value = serde_json::from_str(&policy_schemas()[0].1).unwrap();
+    let defs = &settings["definitions"];
+    let minimal = "apiVersion: runwarden.dev/v1\nkind: Settings\nmetadata: {name: acme}\nspec:\n  auth0: {domain: acme.eu.auth0.com, clientId: c, clientSecretEnv: S}\n  principals: {mapping: users, emailDomains: [acme.com]}\n  scope: {projects: [acme-prod]}\n";
+    let dir = policy_dir(&[("settings.yaml", minimal)]);
+    let loaded = load_at(dir.path(), now()).unwrap().settings;
+    assert_eq!(defs["Guards"]["properties"]["maxRemovals"]["default"], loaded.guards.max_removals);
+    assert_eq!(defs["Guards"]["properties"]["maxRemovalRatio"]["default"], loaded.guards.max_removal_ratio);
+    assert_eq!(defs["Audits"]["properties"]["maxTokenLifetime"]["default"], "24h");
+    assert_eq!(loaded.audits.max_token_lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(defs["Audits"]["properties"]["maxSigningKeyAge"]["default"], "365d");
+    assert_eq!(loaded.audits.max_signing_key_age, Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(defs["Audits"]["properties"]["requireCoverage"]["default"], loaded.audits.require_coverage);
+    assert_eq!(defs["SettingsSpec"]["properties"]["allowedRoles"]["default"], serde_json::json!(loaded.allowed_roles));
+    assert_eq!(defs["SettingsSpec"]["properties"]["foreignMembers"]["default"], "keep");
+    assert_eq!(loaded.foreign_members, runwarden::policy::model::ForeignMembers::Keep);
+    let policy: serde_json::Value = serde_json::from_str(&policy_schemas()[1].1).unwrap();
+    assert_eq!(policy["definitions"]["AccessPolicySpec"]["properties"]["mode"]["default"], "enforce");
 }
 
 #[test]
