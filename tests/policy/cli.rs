@@ -115,7 +115,7 @@ fn schema_reproduces_the_committed_files_byte_for_byte() {
         &root(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    for name in ["settings.schema.json", "accesspolicy.schema.json"] {
+    for name in ["settings.schema.json", "accesspolicy.schema.json", "policy.schema.json", "policy-reference.md"] {
         let written = fs::read(out_dir.path().join(name)).unwrap();
         let committed = fs::read(root().join("schemas").join(name)).unwrap();
         assert!(written == committed, "{name} differs from schemas/{name}");
@@ -138,6 +138,10 @@ fn schema_check_fails_on_stale_files_and_says_how_to_fix_them() {
     assert!(
         text.contains("./accesspolicy.schema.json: stale or missing"),
         "{text}"
+    );
+    assert!(
+        text.contains("./policy-reference.md: stale or missing"),
+        "the field reference is checked like the schemas: {text}"
     );
     assert!(text.contains("run `runwarden schema --out .`"), "{text}");
     // --check writes nothing.

@@ -645,6 +645,35 @@ fn schema_defaults_are_the_loaders_defaults_never_null() {
     assert_eq!(policy["definitions"]["AccessPolicySpec"]["properties"]["mode"]["default"], "enforce");
 }
 
+/// The field reference (schemas/policy-reference.md) has a row for every field of both kinds,
+/// with its type, default and example, taken from the schemas themselves: a field added to the
+/// wire types shows up in it, and the committed file is fresh.
+#[test]
+fn the_field_reference_lists_every_field_with_its_type_default_and_example() {
+    let reference = runwarden::policy::field_reference();
+    let committed = fs::read_to_string(root().join("schemas/policy-reference.md")).unwrap_or_default();
+    assert!(committed == reference, "schemas/policy-reference.md is stale: run `cargo run -- schema --out schemas`");
+    for row in [
+        "| `spec.guards.maxRemovals` | integer |  | `25` | `10` |",
+        "| `spec.guards.maxRemovalRatio` | number |  | `0.5` | `0.2` |",
+        "| `spec.principals.mapping` | one of `workforcePool`, `users` | yes |  | `users` |",
+        "| `spec.mode` | one of `enforce`, `warn`, `observe` |  | `enforce` | `observe` |",
+        "| `spec.invokers[].expires` | string |  |  | `2027-01-31T00:00:00Z` |",
+        "| `spec.services[].selector` | mapping of string to string |  |  | `{team: billing}` |",
+    ] {
+        assert!(reference.contains(row), "no row {row}\n{reference}");
+    }
+    // Every property of every definition of both schemas has a row.
+    for (name, text) in &policy_schemas()[..2] {
+        let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        for def in schema["definitions"].as_object().unwrap().values() {
+            for field in def["properties"].as_object().into_iter().flatten().map(|(k, _)| k) {
+                assert!(reference.contains(&format!("{field}` |")), "{name}: no row for {field}");
+            }
+        }
+    }
+}
+
 #[test]
 fn example_files_point_at_their_schema_with_a_correct_relative_path() {
     let mut files = vec![];
