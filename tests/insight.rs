@@ -130,3 +130,53 @@ fn plan_outputs_on_the_demo_world_match_the_golden_files() {
         assert_golden(&root().join("tests/golden").join(file), &actual, "review and re-run with RUNWARDEN_BLESS=1");
     }
 }
+
+/// A user's token the way the tenant issues one, from a running `runwarden sim`: `POST
+/// /sim/token` (loopback only) with a user and an API. margaret holds `billing-admin` through
+/// the `billing-team` group; her token for the billing API is accepted by `check-token` and
+/// matched to the billing policy; an audience that is not one of the tenant's APIs is refused
+/// as Auth0 refuses it, and an unknown user is a 400 that says what to give.
+#[test]
+fn the_simulator_mints_a_users_token_that_check_token_accepts() {
+    use std::io::{BufRead, BufReader};
+    let mut sim = bin()
+        .current_dir(root())
+        .args(["sim", "--world", "deploy/local/world.yaml", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kept open while the simulator runs: it prints more lines after its address.
+    let mut stdout = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let endpoint = stdout
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("export RUNWARDEN_ENDPOINT=").map(str::to_string))
+        .expect("the simulator prints its address");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let post = |body: serde_json::Value| {
+        rt.block_on(async {
+            let r = reqwest::Client::new().post(format!("{endpoint}/sim/token")).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    let (status, answer) = post(json!({"user": "margaret@acme.com", "audience": "https://billing.acme.com"}));
+    let (wrong_api, refused) = post(json!({"user": "margaret@acme.com", "audience": "https://nope.acme.com"}));
+    let (unknown_user, unknown) = post(json!({"user": "nobody@acme.com", "audience": "https://billing.acme.com"}));
+    let _ = std::process::Command::new("kill").args(["-TERM", &sim.id().to_string()]).status();
+    let _ = sim.wait();
+    drop(stdout);
+
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["roles"], json!(["billing-admin"]), "{answer}");
+    assert_eq!(answer["expires_in"], 3600, "the API's token lifetime: {answer}");
+    let token = answer["access_token"].as_str().unwrap();
+    let (code, text) = check(token, &["--service", BILLING_API]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("verdict: accepted"), "{text}");
+    assert!(text.contains("billing via role billing-admin"), "{text}");
+    assert_eq!(wrong_api, 403, "{refused}");
+    assert!(refused["error_description"].as_str().unwrap().contains("Service not found: https://nope.acme.com"), "{refused}");
+    assert_eq!(unknown_user, 400, "{unknown}");
+    assert!(unknown["error_description"].as_str().unwrap().contains("no user \"nobody@acme.com\""), "{unknown}");
+}
