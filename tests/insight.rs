@@ -131,6 +131,34 @@ fn plan_outputs_on_the_demo_world_match_the_golden_files() {
     }
 }
 
+/// Each plan change points at the line of the exposure field that causes it, not at the first
+/// line of the `exposure:` block: `iap: true` for the IAP agent's grant and `iapEnabled`,
+/// `public: false` for removing `allUsers`, `audiences:` for `customAudiences` (the demo
+/// policies put each on its own line, after `ingress:`).
+#[test]
+fn plan_changes_point_at_the_exposure_field_that_causes_them() {
+    let out = bin()
+        .args(["--sim", "deploy/local/world.yaml", "plan", "--format", "json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line_of = |file: &str, text: &str| {
+        let content = std::fs::read_to_string(root().join(file)).unwrap();
+        let n = content.lines().position(|l| l.trim() == text).unwrap_or_else(|| panic!("{file} has {text:?}"));
+        format!("{file}:{}", n + 1)
+    };
+    let service = |name: &str| plan["services"].as_array().unwrap().iter().find(|s| s["id"].as_str().is_some_and(|s| s.ends_with(name))).unwrap_or_else(|| panic!("{name} planned: {plan}")).clone();
+    let console = service("/admin-console");
+    let setting = |s: &serde_json::Value, field: &str| s["settings"].as_array().unwrap().iter().find(|c| c["field"] == field).unwrap()["sources"].clone();
+    assert_eq!(setting(&console, "iapEnabled"), json!([line_of("policies/teams/platform.yaml", "iap: true")]));
+    let worker = service("/billing-worker");
+    let removal = worker["iam"]["changes"].as_array().unwrap().iter().find(|c| c["members"] == json!(["allUsers"])).unwrap();
+    assert_eq!(removal["sources"], json!([line_of("policies/teams/billing.yaml", "public: false")]));
+    let payments = service("/payments-api");
+    assert_eq!(setting(&payments, "customAudiences"), json!([line_of("policies/teams/payments.yaml", "audiences: [https://payments.acme.com]")]));
+}
+
 /// A user's token the way the tenant issues one, from a running `runwarden sim`: `POST
 /// /sim/token` (loopback only) with a user and an API. margaret holds `billing-admin` through
 /// the `billing-team` group; her token for the billing API is accepted by `check-token` and
