@@ -1586,6 +1586,38 @@ fn declining_the_confirmation_cancels_the_apply_with_exit_code_1() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
 }
 
+/// On a terminal (`script` gives the binary one), the progress line is erased before every
+/// change and log line, so none of them starts in the middle of it; the terminal gets colour,
+/// and none with `NO_COLOR=1`.
+#[test]
+fn on_a_terminal_the_progress_line_never_runs_into_change_lines_and_no_color_turns_colour_off() {
+    let run = |no_color: bool| {
+        let command = format!("{} --sim deploy/local/world.yaml apply --auto-approve", env!("CARGO_BIN_EXE_runwarden"));
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &command, "/dev/null"]).current_dir(repo()).env_remove("CI").env("RUST_LOG", "info");
+        if no_color { cmd.env("NO_COLOR", "1") } else { cmd.env_remove("NO_COLOR") };
+        let out = cmd.stdin(std::process::Stdio::null()).output().expect("`script` (util-linux) runs");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen = run(false);
+    let drawn: Vec<usize> = screen.match_indices("applying  ").map(|(i, _)| i).collect();
+    assert!(!drawn.is_empty(), "a progress line is drawn on a terminal: {screen:?}");
+    for at in drawn {
+        let after = &screen[at..];
+        let end = after.find("%)").expect("the progress line ends with its percentage") + 2;
+        let next = &after[end..];
+        assert!(
+            next.is_empty() || next.starts_with("\r\x1b[2K"),
+            "text runs into the progress line: {:?}",
+            &after[..(end + 60).min(after.len())]
+        );
+    }
+    assert!(screen.contains("\x1b[32m INFO"), "log levels are coloured on a terminal: {screen:?}");
+    let plain = run(true);
+    assert!(!plain.contains("\x1b[3"), "NO_COLOR=1 turns colour off: {plain:?}");
+}
+
 #[test]
 fn a_saved_plan_over_the_size_limit_is_refused_unread_and_nothing_is_written() {
     // A sparse file one byte over 1 GiB: refused from its size, without reading or allocating.
