@@ -277,7 +277,7 @@ fn estate_with(users_per_role: usize, adopting: bool) -> (Desired, LiveState) {
                             target: ServiceTarget::Selector([("team".to_string(), format!("team-{team:03}"))].into_iter().collect()),
                             source: src(&file, 6),
                         }],
-                        exposure: Exposure { ingress: Some(Ingress::Internal), public: Some(false), iap: None, audiences: None, source: Some(src(&file, 10)) },
+                        exposure: Exposure { ingress: Some(Ingress::Internal), public: Some(false), iap: None, audiences: None, source: Some(src(&file, 10)), field_sources: Default::default() },
                         invokers: vec![
                             Invoker { principal: Principal::Auth0Role(format!("role-{role:03}")), expires: None, source: src(&file, 15) },
                             Invoker { principal: Principal::Member(member(&format!("serviceAccount:team-{team:03}@{project}.iam.gserviceaccount.com"))), expires: None, source: src(&file, 16) },

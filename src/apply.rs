@@ -189,9 +189,16 @@ impl AuditSink {
         AuditSink::new(false, Box::new(std::io::sink()))
     }
 
+    /// Whether this sink writes JSON log entries (else text lines).
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     pub fn emit(&self, event: &AuditEvent) {
         let line = if self.json { event.log_entry().to_string() } else { event.text() };
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // On a terminal the progress line shares the screen: a change line starts on its own.
+        crate::logging::clear_status_line();
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
@@ -200,6 +207,7 @@ impl AuditSink {
     pub fn summary(&self, report: &ApplyReport, audit: &AuditContext) {
         let text = report.summary_line();
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        crate::logging::clear_status_line();
         let line = if self.json {
             let severity = if report.failures().next().is_some() { "ERROR" } else { "NOTICE" };
             json!({
@@ -289,19 +297,20 @@ impl ApplyReport {
         let kinds = self.applied_by_kind();
         let n = |k: &str| kinds.get(k).copied().unwrap_or(0);
         let failed = self.failures().count();
+        let count = crate::text::count;
         let mut line = format!(
-            "Apply {}: {} service(s) changed ({} added, {} removed, {} setting(s))",
+            "Apply {}: {} changed ({} added, {} removed, {})",
             if failed == 0 { "complete" } else { "incomplete" },
-            self.applied_services(),
+            count(self.applied_services(), "service"),
             n("add"),
             n("remove"),
-            n("setting")
+            count(n("setting") as usize, "setting")
         );
         if self.not_applied > 0 {
-            line.push_str(&format!("; {} change(s) not applied (warn/observe mode)", self.not_applied));
+            line.push_str(&format!("; {} not applied (warn/observe mode)", count(self.not_applied, "change")));
         }
         if failed > 0 {
-            line.push_str(&format!("; {failed} service(s) failed:"));
+            line.push_str(&format!("; {} failed:", count(failed, "service")));
             for f in self.failures() {
                 let message = match f {
                     ServiceOutcome::Stale { message, .. } | ServiceOutcome::Failed { message, .. } => message.as_str(),
@@ -1030,8 +1039,8 @@ mod tests {
             not_applied: 1,
         };
         let line = report.summary_line();
-        assert!(line.starts_with("Apply incomplete: 1 service(s) changed"), "{line}");
+        assert!(line.starts_with("Apply incomplete: 1 service changed"), "{line}");
         assert!(line.contains("p/r/b: HTTP 403 PERMISSION_DENIED"), "{line}");
-        assert!(line.contains("1 change(s) not applied"), "{line}");
+        assert!(line.contains("1 change not applied"), "{line}");
     }
 }

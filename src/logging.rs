@@ -26,14 +26,55 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether to colour output to a stream: only a terminal gets ANSI colours, and never when
+/// `NO_COLOR` is set to a non-empty value (https://no-color.org). Files, pipes and CI logs get
+/// plain text.
+pub fn colour(stream_is_terminal: bool) -> bool {
+    colour_given(stream_is_terminal, std::env::var_os("NO_COLOR").as_deref())
+}
+
+fn colour_given(stream_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stream_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Whether a status line (the progress line) is drawn on stderr now; every log line and
+/// change line clears it first ([`clear_status_line`]) so that they never run into it.
+static STATUS_LINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records that a status line was drawn on stderr (true) or cleared (false).
+pub fn set_status_line(drawn: bool) {
+    STATUS_LINE.store(drawn, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Erases the status line, when one is drawn, so that the next line starts on a clean line
+/// (the progress line redraws itself below it at its next tick).
+pub fn clear_status_line() {
+    if STATUS_LINE.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K");
+        let _ = err.flush();
+    }
+}
+
+/// The log writer: stderr, after clearing the status line.
+fn log_writer() -> std::io::Stderr {
+    clear_status_line();
+    std::io::stderr()
+}
+
 /// Installs the global subscriber. `RUST_LOG` overrides `default_level` (e.g. `info`).
 pub fn init(format: LogFormat, default_level: &str) {
     // gcp_auth logs every internal retry as a warning; runwarden reports the outcome itself.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},gcp_auth=error")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(log_writer);
     let _ = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            let ansi = colour(std::io::stderr().is_terminal());
+            builder.with_target(false).with_ansi(ansi).try_init()
+        }
         LogFormat::Json => builder.event_format(CloudLogging::default()).try_init(),
     };
 }
@@ -161,6 +202,15 @@ pub fn rfc3339(time: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color_set() {
+        use std::ffi::OsStr;
+        assert!(colour_given(true, None));
+        assert!(!colour_given(false, None), "a file, pipe or CI log gets plain text");
+        assert!(!colour_given(true, Some(OsStr::new("1"))), "NO_COLOR=1 turns colour off");
+        assert!(colour_given(true, Some(OsStr::new(""))), "an empty NO_COLOR does not (no-color.org)");
+    }
     use super::*;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;

@@ -258,7 +258,14 @@ impl crate::reconcile::Pass for LivePass {
             progress: &self.progress,
         };
         let report = apply(&plan, &applier).await;
-        self.sink.summary(&report, &audit);
+        // An idle pass (nothing written, nothing failed) prints no "Apply complete: 0 services
+        // changed" line: the loop's "pass finished" log line carries the warn/observe drift.
+        // JSON logs keep their summary entry, which log-based "last success" metrics count
+        // (deploy/monitoring/).
+        let idle = report.outcomes.is_empty() && report.events.is_empty();
+        if !idle || self.sink.is_json() {
+            self.sink.summary(&report, &audit);
+        }
         let mut out = PassReport { applied: report.applied_by_kind(), drift: report.not_applied as u64, ..PassReport::default() };
         // Every governed service (the reader reads IAM for those only) starts in sync; the plan
         // and the apply report say otherwise where they must.

@@ -86,6 +86,7 @@ impl Progress {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
             let _ = err.flush();
+            crate::logging::set_status_line(false);
         }
     }
 
@@ -105,6 +106,7 @@ impl Progress {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
+        crate::logging::set_status_line(true);
     }
 
     /// The text of the line, e.g. `reading  12/40  (30%)`.

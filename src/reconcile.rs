@@ -528,7 +528,8 @@ pub async fn run_loop<P: Pass>(
                 let started = Instant::now();
                 tracing::info!(trigger = trigger.as_str(), revision = %good_revision, "pass started");
                 let result = pass.run(desired.clone(), good_revision.clone(), shutdown.clone()).await;
-                let seconds = started.elapsed().as_secs_f64();
+                // Milliseconds are precision enough for a log line (`3.595`, not `3.5951973600000002`).
+                let seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
                 record_pass_metrics(&shared.metrics, &result, seconds);
                 let next = requeue.on_result(&result);
                 report_pass(&shared, &result, good_revision, seconds, next);
@@ -600,7 +601,7 @@ fn record_success(s: &mut Status, report: &PassReport, revision: &str) {
     s.set_condition("Ready", true, "Reconciled", String::new());
     let drifted = report.drift > 0;
     let message = if drifted {
-        format!("{} change(s) planned but not applied (observe/warn mode)", report.drift)
+        format!("{} planned but not applied (observe/warn mode)", crate::text::count(report.drift as usize, "change"))
     } else {
         String::new()
     };

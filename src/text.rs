@@ -11,6 +11,18 @@
 
 use std::borrow::Cow;
 
+/// `n` with the noun in the right number: `count(1, "service")` is `1 service`,
+/// `count(3, "service")` is `3 services` (English plurals runwarden uses end in `s`, except the
+/// ones given with [`count_irregular`]).
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// `n` with `one` or `many`: `count_irregular(2, "policy", "policies")` is `2 policies`.
+pub fn count_irregular(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Whether `c` is invisible, a control, or changes the direction or joining of the text around
 /// it: the C0 and C1 controls, the line and paragraph separators, and the Unicode format
 /// characters (general category Cf) that render as nothing — bidirectional embeddings,

@@ -1545,6 +1545,79 @@ fn apply_without_auto_approve_and_no_terminal_refuses_and_writes_nothing() {
     assert!(!run.stdout.contains("Apply complete"), "{}", run.stdout);
 }
 
+/// Without a terminal, `apply PLAN.json` is refused with the command that applies that saved
+/// plan (`--auto-approve` alone would plan afresh and apply something else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_refused_without_a_terminal_names_the_command_that_applies_that_plan() {
+    let env = Env::demo().await;
+    let (_, dir) = saved_plan(&env).await;
+    let path = dir.path().join("plan.json");
+    let run = env.runwarden(&["apply", path.to_str().unwrap()]).await;
+    assert_eq!(run.code, 1, "{}", run.all());
+    let expected = format!("`runwarden apply --policies policies --auto-approve {}`", path.display());
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert_eq!(env.write_requests(), 0);
+}
+
+/// On a terminal (`script` gives the binary a pseudo-terminal), answering anything but `yes`
+/// cancels the apply: nothing is written and the exit code is 1, so a script does not go on
+/// as if the changes were made.
+#[test]
+fn declining_the_confirmation_cancels_the_apply_with_exit_code_1() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let command = format!("{} --sim deploy/local/world.yaml apply", env!("CARGO_BIN_EXE_runwarden"));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("`script` (util-linux) runs");
+    child.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Do you want to apply these changes?"), "{stdout}");
+    assert!(stdout.contains("Apply cancelled; nothing was changed."), "{stdout}");
+    assert!(!stdout.contains("Apply complete"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+}
+
+/// On a terminal (`script` gives the binary one), the progress line is erased before every
+/// change and log line, so none of them starts in the middle of it; the terminal gets colour,
+/// and none with `NO_COLOR=1`.
+#[test]
+fn on_a_terminal_the_progress_line_never_runs_into_change_lines_and_no_color_turns_colour_off() {
+    let run = |no_color: bool| {
+        let command = format!("{} --sim deploy/local/world.yaml apply --auto-approve", env!("CARGO_BIN_EXE_runwarden"));
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec", &command, "/dev/null"]).current_dir(repo()).env_remove("CI").env("RUST_LOG", "info");
+        if no_color { cmd.env("NO_COLOR", "1") } else { cmd.env_remove("NO_COLOR") };
+        let out = cmd.stdin(std::process::Stdio::null()).output().expect("`script` (util-linux) runs");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen = run(false);
+    let drawn: Vec<usize> = screen.match_indices("applying  ").map(|(i, _)| i).collect();
+    assert!(!drawn.is_empty(), "a progress line is drawn on a terminal: {screen:?}");
+    for at in drawn {
+        let after = &screen[at..];
+        let end = after.find("%)").expect("the progress line ends with its percentage") + 2;
+        let next = &after[end..];
+        assert!(
+            next.is_empty() || next.starts_with("\r\x1b[2K"),
+            "text runs into the progress line: {:?}",
+            &after[..(end + 60).min(after.len())]
+        );
+    }
+    assert!(screen.contains("\x1b[32m INFO"), "log levels are coloured on a terminal: {screen:?}");
+    let plain = run(true);
+    assert!(!plain.contains("\x1b[3"), "NO_COLOR=1 turns colour off: {plain:?}");
+}
+
 #[test]
 fn a_saved_plan_over_the_size_limit_is_refused_unread_and_nothing_is_written() {
     // A sparse file one byte over 1 GiB: refused from its size, without reading or allocating.
@@ -1896,7 +1969,7 @@ async fn a_plan_that_could_read_no_iam_policy_fails_and_names_every_unread_servi
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(!run.stdout.contains("No changes"), "{}", run.stdout);
     assert!(run.stdout.contains("Incomplete plan: 7 governed services could not be read"), "{}", run.stdout);
-    assert!(run.stderr.contains("7 governed service(s) could not be read"), "{}", run.stderr);
+    assert!(run.stderr.contains("7 governed services could not be read"), "{}", run.stderr);
     for service in [BILLING_API, BILLING_WORKER, PAYMENTS_API, ADMIN_CONSOLE, "acme-staging/europe-west1/billing-api"] {
         assert!(run.stderr.contains(&format!("  {service}: reading {service} failed")), "names {service}: {}", run.stderr);
     }
@@ -1913,9 +1986,9 @@ async fn an_apply_with_one_unreadable_service_applies_the_rest_and_exits_1_namin
     let before = env.handle().iam_policy(&billing).unwrap();
     let run = env.runwarden_via(&proxy.base_url, &["apply", "--auto-approve"]).await;
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.stderr.contains("1 governed service(s) could not be read"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 governed service could not be read"), "{}", run.stderr);
     assert!(run.stderr.contains(&format!("  {BILLING_API}: reading {BILLING_API} failed")), "{}", run.stderr);
-    assert!(run.stdout.contains("Apply incomplete: 4 service(s) changed"), "the readable services were applied: {}", run.stdout);
+    assert!(run.stdout.contains("Apply incomplete: 4 services changed"), "the readable services were applied: {}", run.stdout);
     assert!(run.stdout.contains(&format!("  {BILLING_API}: reading {BILLING_API} failed")), "the summary names it: {}", run.stdout);
     // The leaver on the unreadable service could not be removed, and the exit code says so.
     assert_eq!(env.handle().iam_policy(&billing).unwrap(), before);

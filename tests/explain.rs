@@ -791,7 +791,7 @@ fn the_import_command_writes_a_file_under_out_and_refuses_to_overwrite_it_withou
     ];
     let (code, stdout, err) = runwarden(&args);
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.contains("Wrote 4 policy(ies)"), "{stdout}");
+    assert!(stdout.contains("Wrote 4 policies"), "{stdout}");
     let files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -1110,4 +1110,45 @@ async fn explain_judges_ownership_exactly_as_the_plan_even_for_a_member_granted_
     let e = entries(&x, "user:contractor@partner.example");
     assert_eq!(e.len(), 1, "{e:#?}");
     assert!(matches!(e[0].reasons[..], [Reason::Unlisted]), "{:?}", e[0].reasons);
+}
+
+/// `import --out policies/imported` (as the README adopts an estate) writes a `$schema` line
+/// that resolves from where the file lands: to the repository's `schemas/`, two levels up.
+#[test]
+fn the_imported_file_points_at_the_repositorys_schema_from_wherever_it_is_written() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("schemas")).unwrap();
+    std::fs::copy(
+        crate::common::root().join("schemas/accesspolicy.schema.json"),
+        repo.path().join("schemas/accesspolicy.schema.json"),
+    )
+    .unwrap();
+    let out = repo.path().join("policies/imported");
+    let args = ["--sim", "deploy/local/world.yaml", "import", "--project", "acme-prod", "--region", "europe-west1", "--out"];
+    let (code, _, err) = runwarden(&[&args[..], &[out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{err}");
+    let file = out.join("acme-prod-europe-west1.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let target = text.lines().next().unwrap().strip_prefix("# yaml-language-server: $schema=").unwrap();
+    assert_eq!(target, "../../schemas/accesspolicy.schema.json");
+    assert!(out.join(target).is_file(), "{target} resolves from {}", out.display());
+}
+
+/// A project or region outside the Settings' scope is refused before anything is read or
+/// written (the reader looks only in the scope: the file would be empty, and its policies
+/// would not load).
+#[test]
+fn importing_outside_the_scope_is_an_error_that_writes_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let d = out.path().join("imported");
+    for (project, region, says) in [
+        ("acme-prod", "asia-east1", "region `asia-east1` is not in the scope of Settings `acme`"),
+        ("other-project", "europe-west1", "project `other-project` is not in the scope of Settings `acme`"),
+    ] {
+        let args = ["--sim", "deploy/local/world.yaml", "import", "--project", project, "--region", region, "--out", d.to_str().unwrap()];
+        let (code, _, err) = runwarden(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!d.exists(), "nothing is written");
+    }
 }

@@ -88,7 +88,7 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     assert!(out.contains("error [rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
     assert!(out.contains("warning [token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
     assert!(out.contains("at: policies/teams/payments.yaml:"), "{out}");
-    assert!(out.trim_end().ends_with("Audit: 2 finding(s)."), "{out}");
+    assert!(out.trim_end().ends_with("Audit: 2 findings."), "{out}");
 
     let (_, json, _) = runwarden(&["--sim", "deploy/local/world.yaml", "audit", "--format", "json"]);
     let findings: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -129,4 +129,82 @@ fn plan_outputs_on_the_demo_world_match_the_golden_files() {
         let actual = String::from_utf8(out.stdout).unwrap();
         assert_golden(&root().join("tests/golden").join(file), &actual, "review and re-run with RUNWARDEN_BLESS=1");
     }
+}
+
+/// Each plan change points at the line of the exposure field that causes it, not at the first
+/// line of the `exposure:` block: `iap: true` for the IAP agent's grant and `iapEnabled`,
+/// `public: false` for removing `allUsers`, `audiences:` for `customAudiences` (the demo
+/// policies put each on its own line, after `ingress:`).
+#[test]
+fn plan_changes_point_at_the_exposure_field_that_causes_them() {
+    let out = bin()
+        .args(["--sim", "deploy/local/world.yaml", "plan", "--format", "json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line_of = |file: &str, text: &str| {
+        let content = std::fs::read_to_string(root().join(file)).unwrap();
+        let n = content.lines().position(|l| l.trim() == text).unwrap_or_else(|| panic!("{file} has {text:?}"));
+        format!("{file}:{}", n + 1)
+    };
+    let service = |name: &str| plan["services"].as_array().unwrap().iter().find(|s| s["id"].as_str().is_some_and(|s| s.ends_with(name))).unwrap_or_else(|| panic!("{name} planned: {plan}")).clone();
+    let console = service("/admin-console");
+    let setting = |s: &serde_json::Value, field: &str| s["settings"].as_array().unwrap().iter().find(|c| c["field"] == field).unwrap()["sources"].clone();
+    assert_eq!(setting(&console, "iapEnabled"), json!([line_of("policies/teams/platform.yaml", "iap: true")]));
+    let worker = service("/billing-worker");
+    let removal = worker["iam"]["changes"].as_array().unwrap().iter().find(|c| c["members"] == json!(["allUsers"])).unwrap();
+    assert_eq!(removal["sources"], json!([line_of("policies/teams/billing.yaml", "public: false")]));
+    let payments = service("/payments-api");
+    assert_eq!(setting(&payments, "customAudiences"), json!([line_of("policies/teams/payments.yaml", "audiences: [https://payments.acme.com]")]));
+}
+
+/// A user's token the way the tenant issues one, from a running `runwarden sim`: `POST
+/// /sim/token` (loopback only) with a user and an API. margaret holds `billing-admin` through
+/// the `billing-team` group; her token for the billing API is accepted by `check-token` and
+/// matched to the billing policy; an audience that is not one of the tenant's APIs is refused
+/// as Auth0 refuses it, and an unknown user is a 400 that says what to give.
+#[test]
+fn the_simulator_mints_a_users_token_that_check_token_accepts() {
+    use std::io::{BufRead, BufReader};
+    let mut sim = bin()
+        .current_dir(root())
+        .args(["sim", "--world", "deploy/local/world.yaml", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kept open while the simulator runs: it prints more lines after its address.
+    let mut stdout = BufReader::new(sim.stdout.take().unwrap()).lines();
+    let endpoint = stdout
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("export RUNWARDEN_ENDPOINT=").map(str::to_string))
+        .expect("the simulator prints its address");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let post = |body: serde_json::Value| {
+        rt.block_on(async {
+            let r = reqwest::Client::new().post(format!("{endpoint}/sim/token")).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    let (status, answer) = post(json!({"user": "margaret@acme.com", "audience": "https://billing.acme.com"}));
+    let (wrong_api, refused) = post(json!({"user": "margaret@acme.com", "audience": "https://nope.acme.com"}));
+    let (unknown_user, unknown) = post(json!({"user": "nobody@acme.com", "audience": "https://billing.acme.com"}));
+    let _ = std::process::Command::new("kill").args(["-TERM", &sim.id().to_string()]).status();
+    let _ = sim.wait();
+    drop(stdout);
+
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["roles"], json!(["billing-admin"]), "{answer}");
+    assert_eq!(answer["expires_in"], 3600, "the API's token lifetime: {answer}");
+    let token = answer["access_token"].as_str().unwrap();
+    let (code, text) = check(token, &["--service", BILLING_API]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("verdict: accepted"), "{text}");
+    assert!(text.contains("billing via role billing-admin"), "{text}");
+    assert_eq!(wrong_api, 403, "{refused}");
+    assert!(refused["error_description"].as_str().unwrap().contains("Service not found: https://nope.acme.com"), "{refused}");
+    assert_eq!(unknown_user, 400, "{unknown}");
+    assert!(unknown["error_description"].as_str().unwrap().contains("no user \"nobody@acme.com\""), "{unknown}");
 }

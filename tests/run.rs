@@ -1198,3 +1198,50 @@ exit 0
         assert!(run.stderr.contains("AUTH0_CLIENT_SECRET"), "{}", run.stderr);
     }
 }
+
+/// The loop as a service runs it: logs to a pipe (no terminal), `NO_COLOR` unset. No ANSI
+/// escape reaches the logs; the first pass prints its changes and one summary, and the idle
+/// passes after it print no "Apply complete: 0 services changed" line; durations are rounded.
+#[test]
+fn the_loop_logs_to_a_pipe_without_colour_and_prints_no_summary_for_idle_passes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = crate::common::bin()
+        .current_dir(root())
+        .args(["--sim", "deploy/local/world.yaml", "run", "--interval", "1s", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("CI")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut logs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while logs.iter().filter(|l: &&String| l.contains("pass finished")).count() < 3 {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("three passes finish");
+        logs.push(line);
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let logs = logs.join("\n");
+    assert!(!logs.contains('\x1b'), "colour codes in logs written to a pipe:\n{logs:?}");
+    assert!(!stdout.contains('\x1b'), "colour codes in output written to a pipe:\n{stdout:?}");
+    let summaries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("Apply ")).collect();
+    assert_eq!(summaries.len(), 1, "one summary, for the pass that wrote:\n{stdout}");
+    assert!(summaries[0].starts_with("Apply complete: 5 services changed"), "{}", summaries[0]);
+    assert!(!stdout.contains("(s)"), "{stdout}");
+    for line in logs.lines().filter(|l| l.contains("pass finished")) {
+        let seconds = line.split("seconds=").nth(1).and_then(|s| s.split(' ').next()).expect("a duration");
+        assert!(seconds.len() <= "123.456".len(), "a sane duration: {line}");
+    }
+}

@@ -43,7 +43,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
     let config = ApplyConfig { allow_removals: args.allow_removals, ..ApplyConfig::default() };
     let interactive = !args.auto_approve;
     if interactive && !std::io::stdin().is_terminal() {
-        bail!("refusing to apply without confirmation: stdin is not a terminal; review the plan with `runwarden plan`, then run `runwarden apply --auto-approve`");
+        bail!("{}", refusal_without_terminal(args));
     }
     runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
@@ -60,7 +60,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         };
         let from_saved = args.plan.is_some();
         if !json {
-            write_text_to_stdout(&plan, std::io::stdout().is_terminal()).context("writing the plan to stdout")?;
+            write_text_to_stdout(&plan, crate::logging::colour(std::io::stdout().is_terminal())).context("writing the plan to stdout")?;
         }
         if refused_by_guards(&plan, &desired.settings, args.allow_removals) {
             return Ok(ExitCode::from(EXIT_GUARD));
@@ -76,8 +76,10 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
             return Ok(ExitCode::SUCCESS);
         }
         if applicable && interactive && !confirm()? {
+            // Like Terraform: a declined apply is not a success (a script must not go on as if
+            // the changes were made).
             println!("Apply cancelled; nothing was changed.");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(ExitCode::from(EXIT_ERROR));
         }
         // A saved plan is never re-planned on a conflict: what was reviewed is applied or refused.
         let source = if from_saved { PlanSource::Saved } else { PlanSource::Fresh { desired: &desired, live: &live, now } };
@@ -98,6 +100,22 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         report_unread(&unread);
         Ok(exit_for_apply(&report))
     })
+}
+
+/// Why `apply` does not ask without a terminal, and the command that applies what was meant:
+/// the saved plan itself (`--auto-approve` alone would plan afresh and apply that instead).
+fn refusal_without_terminal(args: &ApplyArgs) -> String {
+    let policies = args.policies.policies.display();
+    let next = match &args.plan {
+        Some(plan) => format!(
+            "to apply the saved plan as reviewed, run `runwarden apply --policies {policies} --auto-approve {}`",
+            plan.display()
+        ),
+        None => format!(
+            "review the plan with `runwarden plan --policies {policies} --out PLAN.json`, then apply exactly that with `runwarden apply --policies {policies} --auto-approve PLAN.json`"
+        ),
+    };
+    format!("refusing to apply without confirmation: stdin is not a terminal; {next}")
 }
 
 /// Says that nothing is to be applied: on stdout, or with JSON logs as an empty summary entry.

@@ -93,7 +93,7 @@ pub(super) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitC
                     println!("  at: {}", v(s));
                 }
             }
-            println!("Audit: {} finding(s).", findings.len());
+            println!("Audit: {}.", crate::text::count(findings.len(), "finding"));
         }
     }
     Ok(if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CHANGES) })

@@ -102,12 +102,12 @@ fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Writ
         if left == 0 && report.failures().next().is_none() {
             writeln!(out, "Converged: every enforced service matches its policies.")?;
             if reported > 0 {
-                writeln!(out, "{reported} service(s) in warn/observe mode still differ: reported on every pass, never applied.")?;
+                writeln!(out, "{} in warn/observe mode still {}: reported on every pass, never applied.", crate::text::count(reported, "service"), if reported == 1 { "differs" } else { "differ" })?;
             }
             writeln!(out, "\nTry it by hand: `runwarden sim` serves this world on loopback and prints the environment to point `runwarden plan` (or gcloud) at it.")?;
             Ok(ExitCode::SUCCESS)
         } else {
-            writeln!(out, "Not converged: {left} enforced service(s) still differ.")?;
+            writeln!(out, "Not converged: {} still {}.", crate::text::count(left, "enforced service"), if left == 1 { "differs" } else { "differ" })?;
             Ok(ExitCode::from(EXIT_ERROR))
         }
     })

@@ -105,7 +105,7 @@ fn connection_settings(args: &PlanArgs, settings: &Settings, now: SystemTime, no
 
 /// Prints the plan in `format` on stdout, with the note of the guards it would trip.
 fn print_plan(plan: &Plan, trips: &[GuardTrip], format: PlanFormat) -> anyhow::Result<()> {
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = crate::logging::colour(std::io::stdout().is_terminal());
     let mut text = match format {
         PlanFormat::Text => {
             // Written as rendered: a plan of millions of changes is never held as text too.

@@ -14,6 +14,7 @@ fn all_schemas() -> Vec<(String, String)> {
     let mut all: Vec<(String, String)> =
         policy_schemas().into_iter().map(|(name, text)| (name.to_string(), text)).collect();
     all.push(("plan.schema.json".to_string(), crate::plan::json_schema()));
+    all.push((crate::policy::FIELD_REFERENCE.to_string(), crate::policy::field_reference()));
     #[cfg(feature = "sim")]
     all.push(crate::sim::world_schema());
     all

@@ -12,7 +12,7 @@ pub(super) fn report_unread(unread: &[&crate::plan::Finding]) {
     if unread.is_empty() {
         return;
     }
-    eprintln!("error: {} governed service(s) could not be read, so nothing was planned or changed for them:", unread.len());
+    eprintln!("error: {} could not be read, so nothing was planned or changed for them:", crate::text::count(unread.len(), "governed service"));
     for f in unread {
         eprintln!("  {}: {}", f.service.as_deref().unwrap_or("?"), f.message);
     }

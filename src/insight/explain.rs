@@ -785,7 +785,7 @@ fn member_summary(x: &Explanation, m: &str) -> String {
                 .any(|a| a.state == GrantState::Live && a.effective)
         })
         .count();
-    out.push_str(&format!("{m} can invoke {n} service(s) today"));
+    out.push_str(&format!("{m} can invoke {} today", crate::text::count(n, "service")));
     let pending = x
         .services
         .iter()

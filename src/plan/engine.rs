@@ -770,18 +770,21 @@ impl<'a> Planner<'a> {
                 .as_ref()
                 .map(loc)
                 .unwrap_or_else(|| loc(&rp.policy.source));
+            // Each field's own line, so a plan change points at what causes it.
+            let at = |field: &Option<crate::policy::model::Source>| field.as_ref().map_or_else(|| src.clone(), loc);
+            let fields = &e.field_sources;
             if let Some(v) = e.ingress {
-                merge(&mut out.ingress, &v, src.clone(), &mut c_ing);
+                merge(&mut out.ingress, &v, at(&fields.ingress), &mut c_ing);
             }
             if let Some(v) = e.public {
-                merge(&mut out.public, &v, src.clone(), &mut c_pub);
+                merge(&mut out.public, &v, at(&fields.public), &mut c_pub);
             }
             if let Some(v) = e.iap {
-                merge(&mut out.iap, &v, src.clone(), &mut c_iap);
+                merge(&mut out.iap, &v, at(&fields.iap), &mut c_iap);
             }
             if let Some(v) = &e.audiences {
                 let set: BTreeSet<String> = v.iter().cloned().collect();
-                merge(&mut out.audiences, &set, src.clone(), &mut c_aud);
+                merge(&mut out.audiences, &set, at(&fields.audiences), &mut c_aud);
             }
         }
         for (flag, name) in [

@@ -313,13 +313,13 @@ pub fn write_text<W: std::fmt::Write>(plan: &Plan, color: bool, out: &mut W) -> 
     }
     if plan.summary.services_not_applied > 0 {
         let n = plan.summary.services_not_applied;
-        writeln!(
-            out,
-            "{n} of the {} services to change {} in warn or observe mode: {} changes are shown, never applied.",
-            plan.summary.services_to_change,
-            if n == 1 { "is" } else { "are" },
-            if n == 1 { "its" } else { "their" }
-        )?;
+        let of = match plan.summary.services_to_change {
+            1 => "The 1 service to change is".to_string(),
+            m if m == n => format!("All {m} services to change are"),
+            m => format!("{n} of the {m} services to change {}", if n == 1 { "is" } else { "are" }),
+        };
+        let their = if n == 1 { "its" } else { "their" };
+        writeln!(out, "{of} in warn or observe mode: {their} changes are shown, never applied.")?;
     }
     let line = summary_line(plan);
     out.write_str(&p.wrap("1", &line))?;

@@ -808,18 +808,21 @@ fn convert_exposure(
                 wire::Ingress::None => Ingress::None,
             };
             exposure.ingress = Some(ingress);
+            exposure.field_sources.ingress = Some(r.source(r.pos(i)));
             facts.ingress = Some((ingress, r.pos(i)));
         }
         if let Some(p) = &e.value.public
             && let Some(value) = boolean(r, p)
         {
             exposure.public = Some(value);
+            exposure.field_sources.public = Some(r.source(r.pos(p)));
             facts.public = Some((value, r.pos(p)));
         }
         if let Some(i) = &e.value.iap
             && let Some(value) = boolean(r, i)
         {
             exposure.iap = Some(value);
+            exposure.field_sources.iap = Some(r.source(r.pos(i)));
             facts.iap = Some((value, r.pos(i)));
             if value && exposure.public == Some(true) {
                 r.error(
@@ -844,6 +847,7 @@ fn convert_exposure(
             let mut sorted = audiences.clone();
             sorted.sort();
             facts.audiences = Some((sorted, r.pos(list)));
+            exposure.field_sources.audiences = Some(r.source(r.pos(list)));
             exposure.audiences = Some(audiences);
         }
     }

@@ -316,7 +316,7 @@ fn parse_document(
                 if text.lines().any(|l| l.trim_end() == "kind: Settings") {
                     *broken_settings += 1;
                 }
-                diagnostics.push(yaml_error(path, line_offset, &err));
+                diagnostics.push(yaml_error(path, line_offset, text, &err));
                 return None;
             }
         };
@@ -354,11 +354,15 @@ fn parse_document(
         );
         return None;
     };
-    let doc = match kind.value.as_str() {
-        "Settings" => serde_saphyr::from_str_with_options(text, options())
-            .map(|d| Document::Settings(Box::new(d))),
-        "AccessPolicy" => serde_saphyr::from_str_with_options(text, options())
-            .map(|d| Document::AccessPolicy(Box::new(d))),
+    let (doc, errors) = match kind.value.as_str() {
+        "Settings" => {
+            let (doc, errors) = parse_all(path, text, line_offset);
+            (doc.map(|d| Document::Settings(Box::new(d))), errors)
+        }
+        "AccessPolicy" => {
+            let (doc, errors) = parse_all(path, text, line_offset);
+            (doc.map(|d| Document::AccessPolicy(Box::new(d))), errors)
+        }
         other => {
             let (line, column) = at(&kind.referenced);
             diagnostics.push(
@@ -368,25 +372,325 @@ fn parse_document(
             return None;
         }
     };
-    match doc {
-        Ok(doc) => Some(Parsed {
-            file: path.to_path_buf(),
-            line_offset,
-            doc,
-        }),
-        Err(err) => {
-            if kind.value == "Settings" {
-                *broken_settings += 1;
+    if !errors.is_empty() && kind.value == "Settings" {
+        *broken_settings += 1;
+    }
+    diagnostics.extend(errors);
+    // A document that parsed once its broken entries were skipped still goes through the
+    // rules, so their errors come in the same run (the load fails on the shape errors anyway).
+    doc.map(|doc| Parsed {
+        file: path.to_path_buf(),
+        line_offset,
+        doc,
+    })
+}
+
+/// How many shape errors one document may report before the rest are left for the next run.
+const MAX_ERRORS_PER_DOCUMENT: usize = 50;
+
+/// Parses a typed document, reporting every shape error the parser can be led to, not just
+/// the first: serde stops at the first error, so after each one the offending entry (the key
+/// and everything under it) is blanked out of a copy of the text — or a misspelt key is
+/// corrected — and the document is parsed again, until it parses or an error cannot be
+/// skipped (a syntax error, a missing field). Blanking keeps every line in its place, so each
+/// later error keeps its own position. Returns the document as it finally parsed (with the
+/// broken entries left out), if it did, and the errors.
+fn parse_all<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    line_offset: usize,
+) -> (Option<T>, Vec<Diagnostic>) {
+    let mut text = text.to_string();
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    // Keys blanked so far: a "missing field" for one of them is our doing, not the author's.
+    let mut blanked: Vec<String> = Vec::new();
+    while errors.len() < MAX_ERRORS_PER_DOCUMENT {
+        let err = match serde_saphyr::from_str_with_options::<T>(&text, options()) {
+            Ok(doc) => return (Some(doc), errors),
+            Err(err) => err,
+        };
+        if let serde_saphyr::Error::SerdeMissingField { field, .. } = err.without_snippet() {
+            if blanked.iter().any(|k| k == field) {
+                break;
             }
-            diagnostics.push(yaml_error(path, line_offset, &err));
-            None
+        }
+        let diagnostic = yaml_error(path, line_offset, &text, &err);
+        let Some(location) = err.location().filter(|_| skippable(&err)) else {
+            errors.push(diagnostic);
+            break;
+        };
+        if let Some((next, meant)) = correct_typo(&text, &err) {
+            let allowed = diagnostic.hint.clone().unwrap_or_default();
+            errors.push(diagnostic.with_hint(format!("did you mean `{meant}`? ({allowed})")));
+            text = next;
+            continue;
+        }
+        if let Some(next) = replace_variant(&text, &err).or_else(|| listify(&text, &err)) {
+            errors.push(diagnostic);
+            text = next;
+            continue;
+        }
+        errors.push(diagnostic);
+        match blank_entry(&text, location.line() as usize, location.column() as usize, owner_is_parent(&err)) {
+            Some((next, keys)) if next != text => {
+                text = next;
+                blanked.extend(keys);
+            }
+            _ => break,
+        }
+    }
+    (None, errors)
+}
+
+/// For an unknown field that is a near miss of an allowed one (`clientID`, `ingres`): the
+/// text with the key corrected, so the value is still checked and no "missing field" follows,
+/// and the allowed name.
+fn correct_typo(text: &str, err: &serde_saphyr::Error) -> Option<(String, String)> {
+    let serde_saphyr::Error::SerdeUnknownField { field, expected, .. } = err.without_snippet() else {
+        return None;
+    };
+    let meant = expected.iter().find(|e| near_miss(field, e))?;
+    let location = err.location()?;
+    let index = (location.line() as usize).checked_sub(1)?;
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let line = *lines.get(index)?;
+    let start = entry_column(line);
+    let rest = line.get(start..)?.strip_prefix(field.as_str())?;
+    let fixed = format!("{}{meant}{rest}", &line[..start]);
+    lines[index] = &fixed;
+    Some((lines.join("\n"), meant.to_string()))
+}
+
+/// For an unknown value of an enumeration that is a near miss (`mapping: user`): the text with
+/// the allowed value in its place (so a required field is not then "missing" and the rest is
+/// still read).
+fn replace_variant(text: &str, err: &serde_saphyr::Error) -> Option<String> {
+    let serde_saphyr::Error::SerdeUnknownVariant { variant, expected, .. } = err.without_snippet() else {
+        return None;
+    };
+    // Only a near miss: another value would bring errors of its own that the author never wrote.
+    let allowed = expected.iter().find(|e| near_miss(variant, e))?;
+    let location = err.location()?;
+    let index = (location.line() as usize).checked_sub(1)?;
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let line = *lines.get(index)?;
+    let start = line.char_indices().nth((location.column() as usize).saturating_sub(1))?.0;
+    let at = start + line.get(start..)?.find(variant.as_str())?;
+    let fixed = format!("{}{allowed}{}", &line[..at], &line[at + variant.len()..]);
+    lines[index] = &fixed;
+    Some(lines.join("\n"))
+}
+
+/// For a mapping written where a list belongs (`services:` followed by `project: ...` lines,
+/// the `- ` forgotten): the text with the mapping made the list's one item, by writing `- `
+/// over the two spaces before its first key, so no column moves.
+fn listify(text: &str, err: &serde_saphyr::Error) -> Option<String> {
+    if !err.without_snippet().to_string().starts_with("expected sequence start") {
+        return None;
+    }
+    let location = err.location()?;
+    let index = (location.line() as usize).checked_sub(1)?;
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    let line = *lines.get(index)?;
+    let start = indent(line);
+    let column = (location.column() as usize).checked_sub(1)?;
+    let is_key = !line[start..].starts_with('-') && line[start..].contains(':') && column == start;
+    if start < 2 || !is_key || &line[start - 2..start] != "  " {
+        return None;
+    }
+    let fixed = format!("{}- {}", &line[..start - 2], &line[start..]);
+    lines[index] = &fixed;
+    Some(lines.join("\n"))
+}
+
+/// Whether `written` is likely a misspelling of `allowed`: the same ignoring case, or at most
+/// two edits apart (for names of four letters or more).
+fn near_miss(written: &str, allowed: &str) -> bool {
+    if written.eq_ignore_ascii_case(allowed) {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (written.chars().collect(), allowed.chars().collect());
+    if a.len().min(b.len()) < 4 {
+        return false;
+    }
+    // Levenshtein distance, one row at a time.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()] <= 2
+}
+
+/// Whether the parser can go on once the entry at the error is removed: errors about one
+/// key or one value, not about the syntax of the file or a field that is not there.
+fn skippable(err: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error as E;
+    match err.without_snippet() {
+        E::SerdeUnknownField { .. }
+        | E::DuplicateMappingKey { .. }
+        | E::SerdeUnknownVariant { .. }
+        | E::InvalidBooleanStrict { .. }
+        | E::SerdeInvalidType { .. }
+        | E::SerdeInvalidValue { .. } => true,
+        E::SerdeMissingField { .. } => false,
+        other => {
+            let text = other.to_string();
+            ["invalid i64", "invalid u64", "invalid f64", "invalid floating", "expected mapping start", "expected sequence start", "expected string scalar"]
+                .iter()
+                .any(|p| text.starts_with(p))
         }
     }
 }
 
+/// Whether the error is about a whole block value (a list where a mapping belongs), which
+/// starts on the line after its key: then the key that owns it is removed.
+fn owner_is_parent(err: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error as E;
+    match err.without_snippet() {
+        E::SerdeInvalidType { .. } => true,
+        other => {
+            let text = other.to_string();
+            text.starts_with("expected mapping start") || text.starts_with("expected sequence start")
+        }
+    }
+}
+
+/// Indentation of a line: leading spaces (tabs count as one column, as the parser counts).
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches([' ', '\t']).len()
+}
+
+/// Whether a line holds nothing but whitespace or a comment.
+fn is_blank(line: &str) -> bool {
+    let t = line.trim_start();
+    t.is_empty() || t.starts_with('#')
+}
+
+/// The column (0-based, in bytes) where the entry of a line starts: after the indentation and
+/// any `- ` of a list item.
+fn entry_column(line: &str) -> usize {
+    let mut at = indent(line);
+    while line[at..].starts_with("- ") || line[at..] == *"-" {
+        at += 1;
+        at += indent(&line[at..]);
+    }
+    at
+}
+
+/// `text` with the entry at the 1-based (`line`, `column`) blanked out: the key's line from
+/// where the entry starts, and every line indented deeper below it. With `parent`, a block
+/// value (the position is at its first line) is removed with the key that owns it. A key left
+/// with nothing under it goes too (it would read as null, an error the author never wrote).
+/// Returns the new text and the removed keys, or `None` when there is nothing to remove.
+fn blank_entry(text: &str, line: usize, column: usize, parent: bool) -> Option<(String, Vec<String>)> {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let mut at = line.checked_sub(1)?;
+    let current = lines.get(at)?;
+    // A value on its key's line (`key: value`): the position is after the colon.
+    let inline = current.get(..column.saturating_sub(1)).is_some_and(|before| before.contains(": "));
+    if parent && !inline {
+        at = parent_of(&lines, at)?;
+    }
+    let mut keys = Vec::new();
+    loop {
+        keys.push(blank_one(&mut lines, at));
+        // The parent, when nothing is left under it.
+        let Some(up) = parent_of(&lines, at) else { break };
+        let own = entry_column(&lines[up]);
+        let empty = (up + 1..lines.len())
+            .take_while(|&i| is_blank(&lines[i]) || indent(&lines[i]) > own || lines[i].trim_start().starts_with('-') && indent(&lines[i]) == own)
+            .all(|i| is_blank(&lines[i]));
+        if !empty || !lines[up].trim_end().ends_with(':') {
+            break;
+        }
+        at = up;
+    }
+    Some((lines.join("\n"), keys))
+}
+
+/// The key that owns line index `at`: the nearest line above whose entry starts left of the
+/// line's indentation (or at it, for a list item written flush with its key).
+fn parent_of(lines: &[String], at: usize) -> Option<usize> {
+    let line = lines.get(at)?;
+    let own = indent(line);
+    let item = line.trim_start().starts_with('-');
+    (0..at).rev().find(|&i| {
+        let column = entry_column(&lines[i]);
+        !is_blank(&lines[i]) && (column < own || item && column == own && !lines[i].trim_start().starts_with('-'))
+    })
+}
+
+/// Blanks the entry at line index `at` and the lines under it; returns its key.
+fn blank_one(lines: &mut [String], at: usize) -> String {
+    let start = entry_column(&lines[at]);
+    let key = lines[at][start..].split(':').next().unwrap_or("").trim().to_string();
+    let children_end = (at + 1..lines.len())
+        .find(|&i| !is_blank(&lines[i]) && indent(&lines[i]) <= start)
+        .unwrap_or(lines.len());
+    // A list item loses its `- ` too, unless other entries of the item follow (a lone `- `
+    // would be a null item).
+    let item = lines[at][..start].trim_end().ends_with('-');
+    let sibling = children_end < lines.len() && indent(&lines[children_end]) == start;
+    let keep = if item && sibling { start } else { indent(&lines[at]) };
+    let prefix = lines[at][..keep.min(start)].to_string();
+    lines[at] = if item && sibling { prefix } else { " ".repeat(keep) };
+    for l in lines.iter_mut().take(children_end).skip(at + 1) {
+        l.clear();
+    }
+    key
+}
+
+/// The 1-based (line, column) of a tab in the indentation of line `line` or the line after it
+/// (where a syntax error reported at `line` comes from a tab), if there is one.
+fn tab_in_indentation(source: &str, line: usize) -> Option<(usize, usize)> {
+    let first = line.checked_sub(1)?;
+    source.split('\n').enumerate().skip(first).take(2).find_map(|(i, text)| {
+        let indentation = &text[..text.len() - text.trim_start_matches([' ', '\t']).len()];
+        let column = indentation.find('\t')?;
+        Some((i + 1, column + 1))
+    })
+}
+
+/// The scalar written at the 1-based (`line`, `column`) of `text`, up to a comment.
+fn value_at(text: &str, line: usize, column: usize) -> &str {
+    let Some(line) = line.checked_sub(1).and_then(|l| text.split('\n').nth(l)) else {
+        return "";
+    };
+    let start = line.char_indices().nth(column.saturating_sub(1)).map_or(line.len(), |(i, _)| i);
+    let value = &line[start..];
+    value.split(" #").next().unwrap_or(value).trim()
+}
+
+/// What to write instead of a value that is not the number it should be: a percentage, a
+/// duration, a number in words.
+fn number_hint(message: &str, value: &str) -> Option<String> {
+    if !message.starts_with("expected a number") && !message.starts_with("expected an integer") {
+        return None;
+    }
+    let unquoted = value.trim_matches(['"', '\'']);
+    if let Some(percent) = unquoted.strip_suffix('%').and_then(|p| p.trim().parse::<f64>().ok()) {
+        let share = percent / 100.0;
+        return Some(format!("a share is written as a number between 0 and 1, not a percentage: `{share}` for `{unquoted}`"));
+    }
+    if unquoted.parse::<f64>().is_ok() {
+        return Some("remove the quotes: a quoted number is a string".to_string());
+    }
+    let duration = unquoted.trim_end_matches(|c: char| c.is_ascii_alphabetic() || c == ' ');
+    if !duration.is_empty() && duration.len() < unquoted.len() && duration.trim().parse::<u64>().is_ok() {
+        return Some("this is a count, not a duration: write a plain number".to_string());
+    }
+    Some("write the number in digits, e.g. `25` or `0.5`".to_string())
+}
+
 /// Turns a serde-saphyr error into a diagnostic, rephrasing the common cases for people who
 /// write policies rather than parsers.
-fn yaml_error(path: &Path, line_offset: usize, err: &serde_saphyr::Error) -> Diagnostic {
+fn yaml_error(path: &Path, line_offset: usize, source: &str, err: &serde_saphyr::Error) -> Diagnostic {
     use serde_saphyr::Error as E;
     // The parser's own numbering (within the document) appears in its message text.
     let (raw_line, raw_column) = err
@@ -418,8 +722,13 @@ fn yaml_error(path: &Path, line_offset: usize, err: &serde_saphyr::Error) -> Dia
         }
         E::SerdeUnknownVariant {
             variant, expected, ..
-        } => error(format!("unknown value `{variant}`"))
-            .with_hint(format!("expected one of: {}", expected.join(", "))),
+        } => {
+            let hint = match expected.iter().find(|e| near_miss(variant, e)) {
+                Some(meant) => format!("did you mean `{meant}`? (expected one of: {})", expected.join(", ")),
+                None => format!("expected one of: {}", expected.join(", ")),
+            };
+            error(format!("unknown value `{variant}`")).with_hint(hint)
+        }
         E::InvalidBooleanStrict { .. } => error("expected a boolean".to_string())
             .with_hint("write true or false (yes/no/on/off are not booleans here)"),
         E::SerdeInvalidType {
@@ -428,6 +737,13 @@ fn yaml_error(path: &Path, line_offset: usize, err: &serde_saphyr::Error) -> Dia
             ..
         } => error(format!("expected {expected}, found {unexpected}")),
         other => {
+            if let Some((tab_line, tab_column)) = tab_in_indentation(source, raw_line) {
+                // The scanner reports a tab where it gave up on the token before it, often
+                // the line above: point at the tab itself.
+                let (line, column) = (tab_line + line_offset, tab_column);
+                return Diagnostic::error(path, line, column, "a tab in the indentation")
+                    .with_hint("YAML indents with spaces only: replace the tab with spaces");
+            }
             let text = other.to_string();
             let suffix = format!(" at line {raw_line}, column {raw_column}");
             let text = text.strip_suffix(&suffix).unwrap_or(&text);
@@ -435,16 +751,25 @@ fn yaml_error(path: &Path, line_offset: usize, err: &serde_saphyr::Error) -> Dia
                 "expected mapping start" => {
                     "expected a mapping (`key: value` pairs) here".to_string()
                 }
-                "expected sequence start" => "expected a list here".to_string(),
+                "expected sequence start" => {
+                    return error("expected a list here".to_string())
+                        .with_hint("write each entry as a list item, starting with `- `");
+                }
                 "expected string scalar" => "expected a string here".to_string(),
                 "unexpected end of input" => "unexpected end of the document".to_string(),
                 t if t.starts_with("invalid i64") || t.starts_with("invalid u64") => {
                     "expected an integer".to_string()
                 }
-                t if t.starts_with("invalid f64") => "expected a number".to_string(),
+                t if t.starts_with("invalid f64") || t.starts_with("invalid floating") => {
+                    "expected a number".to_string()
+                }
                 t => format!("invalid YAML: {t}"),
             };
-            error(message)
+            let value = value_at(source, raw_line, raw_column);
+            match number_hint(&message, value) {
+                Some(hint) => error(format!("{message}, found `{value}`")).with_hint(hint),
+                None => error(message),
+            }
         }
     }
 }

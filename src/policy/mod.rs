@@ -29,7 +29,7 @@ pub use check::{MAX_AUDIENCE, MAX_ROLE_NAME, check_audience, check_role_name};
 pub use load::{MAX_DOCUMENTS_PER_FILE, MAX_POLICY_FILE_BYTES, is_policy_file, list_policy_files};
 pub use diag::{Diagnostic, PolicyError, PolicyErrors, PolicyWarning, Severity};
 pub use model::Desired;
-pub use schema::{ACCESS_POLICY_SCHEMA, SETTINGS_SCHEMA, policy_schemas};
+pub use schema::{ACCESS_POLICY_SCHEMA, FIELD_REFERENCE, POLICY_SCHEMA, SETTINGS_SCHEMA, field_reference, policy_schemas};
 pub use time::{parse_duration, parse_rfc3339};
 
 

@@ -258,8 +258,20 @@ pub struct Exposure {
     pub public: Option<bool>,
     pub iap: Option<bool>,
     pub audiences: Option<Vec<String>>,
-    /// Where the `exposure` block was written (for conflict errors and plan lines).
+    /// Where the `exposure` block was written (for conflict errors, and plan lines of a field
+    /// whose own position is not known).
     pub source: Option<Source>,
+    /// Where each field was written: a plan line points at the field that causes the change.
+    pub field_sources: ExposureSources,
+}
+
+/// Where each exposure field was written; `None` for a field not set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExposureSources {
+    pub ingress: Option<Source>,
+    pub public: Option<Source>,
+    pub iap: Option<Source>,
+    pub audiences: Option<Source>,
 }
 
 /// One entry of `invokers`.

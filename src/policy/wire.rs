@@ -22,8 +22,8 @@ pub enum Bool {
     Text(String),
 }
 
-// Serialize only so that the schema generator can state the field's `default` (null), as it
-// does for every other optional field.
+// Serialize only so that the schema generator can handle the field's `default` like every
+// other optional field's (`schema::render` drops the `null` it would state).
 impl serde::Serialize for Bool {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -123,7 +123,7 @@ pub struct AccessPolicyDocument {
 pub struct Metadata {
     /// Unique among documents of the same kind: lowercase letters, digits and hyphens, at most
     /// 63 characters (like a Kubernetes object name).
-    #[schemars(with = "String", extend("pattern" = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(with = "String", extend("examples" = ["billing"], "pattern" = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: Spanned<String>,
 }
 
@@ -144,22 +144,23 @@ pub struct SettingsSpec {
     /// What to do with members no policy produces and runwarden does not own: `keep` lists them
     /// in the plan as `foreign (kept)`, `remove` removes them. Default: `keep`.
     #[serde(default)]
+    #[schemars(extend("examples" = ["remove"], "default" = "keep"))]
     pub foreign_members: Option<ForeignMembers>,
     /// Member patterns (`*` matches any run of characters) that runwarden owns besides the
     /// mapping's own principals, e.g. `serviceAccount:*@acme-prod.iam.gserviceaccount.com`.
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Vec<String>", extend("examples" = [["serviceAccount:*@acme-prod.iam.gserviceaccount.com"]]))]
     pub owned: Vec<Spanned<String>>,
     /// Member patterns that are never removed, whatever the mode (Google service agents,
     /// break-glass accounts).
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Vec<String>", extend("examples" = [["user:break-glass@acme.com"]]))]
     pub keep: Vec<Spanned<String>>,
     /// Roles policies may grant. Invokers need `roles/run.invoker`; with `iap: true` they need
     /// `roles/iap.httpsResourceAccessor` (and the IAP service agent `roles/run.invoker`).
     /// Default: both.
     #[serde(default)]
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(with = "Option<Vec<String>>", extend("default" = ["roles/run.invoker", "roles/iap.httpsResourceAccessor"]))]
     pub allowed_roles: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     #[schemars(with = "Option<Guards>")]
@@ -174,14 +175,14 @@ pub struct SettingsSpec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Auth0 {
     /// Tenant domain without scheme, e.g. `acme.eu.auth0.com`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("examples" = ["acme.eu.auth0.com"]))]
     pub domain: Spanned<String>,
     /// Client id of the Management API (machine-to-machine) application.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("examples" = ["rw-demo-client"]))]
     pub client_id: Spanned<String>,
     /// Name of the environment variable that holds the client secret. The secret itself never
     /// appears in a file or a log.
-    #[schemars(with = "String", extend("pattern" = "^[A-Za-z_][A-Za-z0-9_]*$"))]
+    #[schemars(with = "String", extend("examples" = ["AUTH0_CLIENT_SECRET"], "pattern" = "^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub client_secret_env: Spanned<String>,
 }
 
@@ -189,17 +190,17 @@ pub struct Auth0 {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Principals {
-    #[schemars(with = "Mapping")]
+    #[schemars(with = "Mapping", extend("examples" = ["users"]))]
     pub mapping: Spanned<Mapping>,
     /// With `mapping: workforcePool`: the workforce pool id; role `R` becomes
     /// `principalSet://iam.googleapis.com/locations/global/workforcePools/POOL/group/R`.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("examples" = ["acme-staff"]))]
     pub workforce_pool: Option<Spanned<String>>,
     /// With `mapping: users`: role `R` becomes `user:EMAIL` for each member of the role with a
     /// verified e-mail in one of these domains.
     #[serde(default)]
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(with = "Option<Vec<String>>", extend("examples" = [["acme.com"]]))]
     pub email_domains: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
@@ -217,13 +218,13 @@ pub enum Mapping {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Machine {
     /// The name policies use: `invokers: [{machine: NAME}]`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("examples" = ["ledger-sync"]))]
     pub name: Spanned<String>,
     /// The Auth0 application's client id.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("examples" = ["LedgerSyncM2mClient01"]))]
     pub auth0_client_id: Spanned<String>,
     /// The Google service account, as an IAM member: `serviceAccount:NAME@PROJECT.iam.gserviceaccount.com`.
-    #[schemars(with = "String", extend("pattern" = "^serviceAccount:"))]
+    #[schemars(with = "String", extend("examples" = ["serviceAccount:ledger-sync@acme-prod.iam.gserviceaccount.com"], "pattern" = "^serviceAccount:"))]
     pub service_account: Spanned<String>,
 }
 
@@ -232,11 +233,11 @@ pub struct Machine {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Scope {
     /// Google Cloud project ids.
-    #[schemars(with = "Vec<String>", extend("minItems" = 1))]
+    #[schemars(with = "Vec<String>", extend("examples" = [["acme-prod", "acme-staging"]], "minItems" = 1))]
     pub projects: Spanned<Vec<Spanned<String>>>,
     /// Cloud Run regions. Selectors and `region: "*"` need at least one.
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Vec<String>", extend("examples" = [["europe-west1", "us-central1"]]))]
     pub regions: Vec<Spanned<String>>,
 }
 
@@ -254,12 +255,12 @@ pub enum ForeignMembers {
 pub struct Guards {
     /// At most this many member removals per apply. Default: 25.
     #[serde(default)]
-    #[schemars(with = "Option<u64>")]
+    #[schemars(with = "Option<u64>", extend("examples" = [10], "default" = 25))]
     pub max_removals: Option<Spanned<i64>>,
     /// At most this share (greater than 0, at most 1) of owned members removed per apply.
     /// Default: 0.5.
     #[serde(default)]
-    #[schemars(with = "Option<f64>", extend("exclusiveMinimum" = 0, "maximum" = 1))]
+    #[schemars(with = "Option<f64>", extend("examples" = [0.2], "exclusiveMinimum" = 0, "maximum" = 1, "default" = 0.5))]
     pub max_removal_ratio: Option<Spanned<f64>>,
 }
 
@@ -269,15 +270,15 @@ pub struct Guards {
 pub struct Audits {
     /// Longest acceptable access-token lifetime of an Auth0 API, e.g. `1h`. Default: `24h`.
     #[serde(default)]
-    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["1h"], "pattern" = "^([0-9]+[smhdw])+$", "default" = "24h"))]
     pub max_token_lifetime: Option<Spanned<String>>,
     /// Oldest acceptable Auth0 signing key, e.g. `90d`. Default: `365d`.
     #[serde(default)]
-    #[schemars(with = "Option<String>", extend("pattern" = "^([0-9]+[smhdw])+$"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["90d"], "pattern" = "^([0-9]+[smhdw])+$", "default" = "365d"))]
     pub max_signing_key_age: Option<Spanned<String>>,
     /// Every service in scope must be governed by some policy. Default: false.
     #[serde(default)]
-    #[schemars(with = "Option<bool>")]
+    #[schemars(with = "Option<bool>", extend("examples" = [true], "default" = false))]
     pub require_coverage: Option<Spanned<Bool>>,
 }
 
@@ -288,6 +289,7 @@ pub struct AccessPolicySpec {
     /// `enforce` applies, `warn` plans and reports but never applies, `observe` only reports
     /// drift. Default: `enforce`.
     #[serde(default)]
+    #[schemars(extend("examples" = ["observe"], "default" = "enforce"))]
     pub mode: Option<Mode>,
     /// The services: each by name, or by label selector within a region (`"*"`: every region
     /// in scope).
@@ -318,18 +320,18 @@ pub enum Mode {
 #[schemars(extend("oneOf" = [{"required": ["name"]}, {"required": ["selector"]}]))]
 pub struct ServiceRef {
     /// A project id listed in `Settings.spec.scope.projects`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("examples" = ["acme-prod"]))]
     pub project: Spanned<String>,
     /// A region listed in `Settings.spec.scope.regions`, or `"*"` for every one of them.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("examples" = ["europe-west1"]))]
     pub region: Spanned<String>,
     /// The Cloud Run service name.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("examples" = ["billing-api"]))]
     pub name: Option<Spanned<String>>,
     /// Every service whose labels contain all of these pairs.
     #[serde(default)]
-    #[schemars(with = "Option<BTreeMap<String, String>>", extend("minProperties" = 1))]
+    #[schemars(with = "Option<BTreeMap<String, String>>", extend("examples" = [{"team": "billing"}], "minProperties" = 1))]
     pub selector: Option<Spanned<BTreeMap<String, String>>>,
 }
 
@@ -338,20 +340,20 @@ pub struct ServiceRef {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Exposure {
     #[serde(default)]
-    #[schemars(with = "Option<Ingress>")]
+    #[schemars(with = "Option<Ingress>", extend("examples" = ["internal-and-cloud-load-balancing"]))]
     pub ingress: Option<Spanned<Ingress>>,
     /// Whether `allUsers` may invoke the service. `false` removes `allUsers` and
     /// `allAuthenticatedUsers`.
     #[serde(default)]
-    #[schemars(with = "Option<bool>")]
+    #[schemars(with = "Option<bool>", extend("examples" = [false]))]
     pub public: Option<Spanned<Bool>>,
     /// Whether Identity-Aware Proxy fronts the service; invokers then become IAP accessors.
     #[serde(default)]
-    #[schemars(with = "Option<bool>")]
+    #[schemars(with = "Option<bool>", extend("examples" = [true]))]
     pub iap: Option<Spanned<Bool>>,
     /// Cloud Run custom audiences accepted in ID tokens.
     #[serde(default)]
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(with = "Option<Vec<String>>", extend("examples" = [["https://billing.acme.com"]]))]
     pub audiences: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
@@ -372,19 +374,19 @@ pub enum Ingress {
 pub struct Invoker {
     /// An Auth0 role name, mapped to members through `Settings.spec.principals`.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("examples" = ["billing-admin"]))]
     pub auth0_role: Option<Spanned<String>>,
     /// A literal IAM member, e.g. `serviceAccount:NAME@PROJECT.iam.gserviceaccount.com`.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("examples" = ["serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com"]))]
     pub member: Option<Spanned<String>>,
     /// The name of a machine in `Settings.spec.machines`.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("examples" = ["ledger-sync"]))]
     pub machine: Option<Spanned<String>>,
     /// RFC 3339 time at which the grant ends, e.g. `2027-01-31T00:00:00Z`; rendered as an IAM
     /// condition on `request.time`.
     #[serde(default)]
-    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["2027-01-31T00:00:00Z"], "format" = "date-time"))]
     pub expires: Option<Spanned<String>>,
 }

@@ -454,6 +454,7 @@ fn admin(sim: &SimHandle, req: &Req) -> Reply {
             &serde_json::to_value(sim.history()).unwrap_or_default(),
         ),
         ("GET", "/sim/state") => Reply::json(200, &sim.state_dump()),
+        ("POST", "/sim/token") => super::user_token::user_token(sim, &req.body),
         ("GET", "/sim/faults") => Reply::json(200, &super::faults_to_json(&sim.faults())),
         ("POST", "/sim/faults") | ("PUT", "/sim/faults") => {
             let spec: super::FaultsSpec = match serde_json::from_slice(&req.body) {
@@ -474,7 +475,7 @@ fn admin(sim: &SimHandle, req: &Req) -> Reply {
         _ => Reply::google(
             404,
             "NOT_FOUND",
-            "admin endpoints: GET/DELETE /sim/requests, GET /sim/history, GET /sim/state, GET/POST /sim/faults",
+            "admin endpoints: GET/DELETE /sim/requests, GET /sim/history, GET /sim/state, GET/POST /sim/faults, POST /sim/token",
         ),
     }
 }

@@ -21,6 +21,7 @@ mod google;
 mod http;
 mod keys;
 mod state;
+mod user_token;
 pub mod world;
 
 use std::future::Future;

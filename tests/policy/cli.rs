@@ -115,7 +115,7 @@ fn schema_reproduces_the_committed_files_byte_for_byte() {
         &root(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    for name in ["settings.schema.json", "accesspolicy.schema.json"] {
+    for name in ["settings.schema.json", "accesspolicy.schema.json", "policy.schema.json", "policy-reference.md"] {
         let written = fs::read(out_dir.path().join(name)).unwrap();
         let committed = fs::read(root().join("schemas").join(name)).unwrap();
         assert!(written == committed, "{name} differs from schemas/{name}");
@@ -139,10 +139,62 @@ fn schema_check_fails_on_stale_files_and_says_how_to_fix_them() {
         text.contains("./accesspolicy.schema.json: stale or missing"),
         "{text}"
     );
+    assert!(
+        text.contains("./policy-reference.md: stale or missing"),
+        "the field reference is checked like the schemas: {text}"
+    );
     assert!(text.contains("run `runwarden schema --out .`"), "{text}");
     // --check writes nothing.
     assert_eq!(
         fs::read_to_string(dir.path().join("settings.schema.json")).unwrap(),
         "{}\n"
     );
+}
+
+/// A newcomer's repository (tests/fixtures/policies/newcomer) with one mistake on each
+/// commented line, across four files: shape errors (a misspelt key, a misspelt value, a
+/// number in words, a percentage, `yes`, a mapping where a list belongs, a tab) and rule
+/// errors (a duration, a timestamp, a member, a machine). `validate` reports every one in a
+/// single run (golden: tests/golden/newcomer.validate.txt), and once each is fixed as its
+/// comment says, the repository validates: nothing was left for a second round.
+#[test]
+fn a_repository_with_a_dozen_independent_mistakes_is_fixed_in_one_round_of_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::copy_dir(&fixture("newcomer"), dir.path());
+    let out = runwarden(&["validate", "."], dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let golden = root().join("tests/golden/newcomer.validate.txt");
+    crate::common::assert_golden(&golden, &stderr(&out), "review and re-run with RUNWARDEN_BLESS=1");
+
+    let fixes: &[(&str, &str, &str)] = &[
+        ("settings.yaml", "clientID: rw-client # clientId", "clientId: rw-client"),
+        ("settings.yaml", "mapping: user # users", "mapping: users"),
+        ("settings.yaml", "maxRemovals: ten # 10", "maxRemovals: 10"),
+        ("settings.yaml", "maxRemovalRatio: 20% # 0.2", "maxRemovalRatio: 0.2"),
+        ("settings.yaml", "maxTokenLifetime: 1 hour # 1h", "maxTokenLifetime: 1h"),
+        ("settings.yaml", "requireCoverage: yes # true", "requireCoverage: true"),
+        ("teams/billing.yaml", "mode: enforced # enforce", "mode: enforce"),
+        ("teams/billing.yaml", "public: no # false", "public: false"),
+        ("teams/billing.yaml", "auth0Rol: billing-admin # auth0Role", "auth0Role: billing-admin"),
+        ("teams/billing.yaml", "expires: end of january # 2027-01-31T00:00:00Z", "expires: 2027-01-31T00:00:00Z"),
+        ("teams/billing.yaml", "member: ada@acme.com # user:ada@acme.com", "member: user:ada@acme.com"),
+        (
+            "teams/payments.yaml",
+            "    project: acme-prod # a list item: - project\n    region: europe-west1 #   region\n    name: payments-api #   name",
+            "    - project: acme-prod\n      region: europe-west1\n      name: payments-api",
+        ),
+        ("teams/payments.yaml", "ingres: all # ingress", "ingress: all"),
+        ("teams/payments.yaml", "machine: ledger-sink # no machines declared", "auth0Role: payments"),
+        ("teams/web.yaml", "\t  name: web # spaces, not a tab", "      name: web"),
+    ];
+    let summary = stderr(&out).lines().last().unwrap_or_default().to_string();
+    assert_eq!(summary, format!("4 files: {} errors", fixes.len()), "one error per mistake");
+    for (file, wrong, right) in fixes {
+        let path = dir.path().join(file);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains(wrong), "{file} has {wrong:?}");
+        fs::write(&path, text.replacen(wrong, right, 1)).unwrap();
+    }
+    let again = runwarden(&["validate", "."], dir.path());
+    assert_eq!(again.status.code(), Some(0), "a second round found more:\n{}", stderr(&again));
 }

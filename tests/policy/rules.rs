@@ -589,6 +589,20 @@ fn schemas_are_draft07_and_reject_unknown_fields() {
             schema["$schema"], "http://json-schema.org/draft-07/schema#",
             "{name}"
         );
+        if name == "policy.schema.json" {
+            // Either kind: each branch is a kind's own schema (unknown fields rejected there).
+            assert_eq!(
+                schema["anyOf"],
+                serde_json::json!([
+                    {"$ref": "#/definitions/SettingsDocument"},
+                    {"$ref": "#/definitions/AccessPolicyDocument"}
+                ]),
+            );
+            for kind in ["SettingsDocument", "AccessPolicyDocument"] {
+                assert_eq!(schema["definitions"][kind]["additionalProperties"], false, "{kind}");
+            }
+            continue;
+        }
         assert_eq!(schema["additionalProperties"], false, "{name}");
         assert!(contents.ends_with("}\n"), "{name}");
     }
@@ -603,6 +617,61 @@ fn schemas_are_draft07_and_reject_unknown_fields() {
             "none"
         ])
     );
+}
+
+/// Every `default` a schema states is what a left-out field means to the loader (no `null`,
+/// which an editor would offer as the default of a field that has a real one).
+#[test]
+fn schema_defaults_are_the_loaders_defaults_never_null() {
+    for (name, contents) in policy_schemas() {
+        assert!(!contents.contains("\"default\": null"), "{name} states a null default");
+    }
+    let settings: serde_json::Value = serde_json::from_str(&policy_schemas()[0].1).unwrap();
+    let defs = &settings["definitions"];
+    let minimal = "apiVersion: runwarden.dev/v1\nkind: Settings\nmetadata: {name: acme}\nspec:\n  auth0: {domain: acme.eu.auth0.com, clientId: c, clientSecretEnv: S}\n  principals: {mapping: users, emailDomains: [acme.com]}\n  scope: {projects: [acme-prod]}\n";
+    let dir = policy_dir(&[("settings.yaml", minimal)]);
+    let loaded = load_at(dir.path(), now()).unwrap().settings;
+    assert_eq!(defs["Guards"]["properties"]["maxRemovals"]["default"], loaded.guards.max_removals);
+    assert_eq!(defs["Guards"]["properties"]["maxRemovalRatio"]["default"], loaded.guards.max_removal_ratio);
+    assert_eq!(defs["Audits"]["properties"]["maxTokenLifetime"]["default"], "24h");
+    assert_eq!(loaded.audits.max_token_lifetime, Duration::from_secs(24 * 3600));
+    assert_eq!(defs["Audits"]["properties"]["maxSigningKeyAge"]["default"], "365d");
+    assert_eq!(loaded.audits.max_signing_key_age, Duration::from_secs(365 * 24 * 3600));
+    assert_eq!(defs["Audits"]["properties"]["requireCoverage"]["default"], loaded.audits.require_coverage);
+    assert_eq!(defs["SettingsSpec"]["properties"]["allowedRoles"]["default"], serde_json::json!(loaded.allowed_roles));
+    assert_eq!(defs["SettingsSpec"]["properties"]["foreignMembers"]["default"], "keep");
+    assert_eq!(loaded.foreign_members, runwarden::policy::model::ForeignMembers::Keep);
+    let policy: serde_json::Value = serde_json::from_str(&policy_schemas()[1].1).unwrap();
+    assert_eq!(policy["definitions"]["AccessPolicySpec"]["properties"]["mode"]["default"], "enforce");
+}
+
+/// The field reference (schemas/policy-reference.md) has a row for every field of both kinds,
+/// with its type, default and example, taken from the schemas themselves: a field added to the
+/// wire types shows up in it, and the committed file is fresh.
+#[test]
+fn the_field_reference_lists_every_field_with_its_type_default_and_example() {
+    let reference = runwarden::policy::field_reference();
+    let committed = fs::read_to_string(root().join("schemas/policy-reference.md")).unwrap_or_default();
+    assert!(committed == reference, "schemas/policy-reference.md is stale: run `cargo run -- schema --out schemas`");
+    for row in [
+        "| `spec.guards.maxRemovals` | integer |  | `25` | `10` |",
+        "| `spec.guards.maxRemovalRatio` | number |  | `0.5` | `0.2` |",
+        "| `spec.principals.mapping` | one of `workforcePool`, `users` | yes |  | `users` |",
+        "| `spec.mode` | one of `enforce`, `warn`, `observe` |  | `enforce` | `observe` |",
+        "| `spec.invokers[].expires` | string |  |  | `2027-01-31T00:00:00Z` |",
+        "| `spec.services[].selector` | mapping of string to string |  |  | `{team: billing}` |",
+    ] {
+        assert!(reference.contains(row), "no row {row}\n{reference}");
+    }
+    // Every property of every definition of both schemas has a row.
+    for (name, text) in &policy_schemas()[..2] {
+        let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        for def in schema["definitions"].as_object().unwrap().values() {
+            for field in def["properties"].as_object().into_iter().flatten().map(|(k, _)| k) {
+                assert!(reference.contains(&format!("{field}` |")), "{name}: no row for {field}");
+            }
+        }
+    }
 }
 
 #[test]
