@@ -202,11 +202,12 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 pub(super) fn policy(p: IamPolicy) -> Result<Policy, String> {
     let mut bindings = Vec::with_capacity(p.bindings.len());
     for b in p.bindings {
-        let members = b
-            .members
-            .iter()
-            .map(|m| Member::parse(m).map_err(|e| format!("binding {}: {e}", b.role)))
-            .collect::<Result<BTreeSet<Member>, String>>()?;
+        // A member in a form runwarden does not know is kept opaque (a foreign member), never a
+        // reason to leave the whole policy unread; an empty one is not a member at all.
+        if b.members.iter().any(|m| m.is_empty()) {
+            return Err(format!("binding {}: an empty member", b.role));
+        }
+        let members: BTreeSet<Member> = b.members.iter().map(|m| Member::read(m)).collect();
         let condition = b.condition.map(|c| Condition {
             title: c.title,
             description: c.description.filter(|d| !d.is_empty()),

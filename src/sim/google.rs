@@ -37,7 +37,9 @@ pub fn api_class(method: &Method, path: &str) -> Option<ApiClass> {
         .next()
         .and_then(|last| last.split_once(':'))
         .map(|(_, v)| v);
-    if path.starts_with("/v3/") {
+    // Service Usage (`/v1beta1/`, the IAP agent's creation) counts with Resource Manager: both
+    // are per-project control-plane calls runwarden makes once per project.
+    if path.starts_with("/v3/") || path.starts_with("/v1beta1/") {
         return Some(ApiClass::ResourceManager);
     }
     let write = *method == Method::PATCH || verb == Some("setIamPolicy");
@@ -236,6 +238,9 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
     let m = req.method.as_str();
     match (p.segs.as_slice(), p.verb, m) {
         (["v3", "projects", id], None, "GET") => project_get(st, id),
+        (["v1beta1", "projects", pr, "services", api], Some("generateServiceIdentity"), "POST") => {
+            generate_service_identity(st, pr, api)
+        }
         (["v2", "projects", pr, "locations", r, "services"], None, "GET") => list(st, req, pr, r),
         (["v2", "projects", pr, "locations", r, "services", s], None, "GET") => get(st, pr, r, s),
         (["v2", "projects", pr, "locations", r, "services", s], None, "PATCH") => {
@@ -278,6 +283,45 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
         }
         _ => not_found(&req.path),
     }
+}
+
+/// Service Usage `services.generateServiceIdentity` (reference/google/serviceusage.v1beta1.json:
+/// `POST v1beta1/{+parent}:generateServiceIdentity`, answering an `Operation` whose `response`
+/// is a `ServiceIdentity`). Only `iap.googleapis.com` is modelled; the operation is done at once.
+fn generate_service_identity(st: &SimState, given: &str, api: &str) -> Reply {
+    let mut s = lock(&st.store);
+    let Some(project) = project_id(&s, given) else {
+        return permission_denied("serviceusage.services.use", &format!("projects/{given}"));
+    };
+    if api != "iap.googleapis.com" {
+        return invalid(&format!("The simulator only creates the service identity of iap.googleapis.com, not {api}."));
+    }
+    let p = s.projects.get_mut(&project).expect("resolved project");
+    p.iap_agent = true;
+    let number = p.number;
+    Reply::json(200, &json!({
+        "name": format!("operations/finished.DONE_OPERATION.sim-{number}"),
+        "done": true,
+        "response": {
+            "@type": "type.googleapis.com/google.api.serviceusage.v1beta1.ServiceIdentity",
+            "email": format!("service-{number}@gcp-sa-iap.iam.gserviceaccount.com"),
+            "uniqueId": format!("1{number:020}"),
+        }
+    }))
+}
+
+/// The first member of `set` that is the IAP service agent of a project in the world whose
+/// agent Google has not created yet: such a grant is refused as Google refuses a grant to any
+/// service account that does not exist (400 INVALID_ARGUMENT, "Service account ... does not
+/// exist."; gcloud's `_HandleIap` in command_lib/run/serverless_operations.py treats that 400
+/// as "IAP service agent not ready yet").
+fn missing_iap_agent(s: &Store, set: &SetIam) -> Option<String> {
+    set.bindings.iter().flat_map(|(_, members, _)| members.iter()).find_map(|m| {
+        let email = m.as_str().strip_prefix("serviceAccount:")?;
+        let number: u64 = email.strip_prefix("service-")?.strip_suffix("@gcp-sa-iap.iam.gserviceaccount.com")?.parse().ok()?;
+        let project = s.project_by_number.get(&number)?;
+        (!s.projects.get(project)?.iap_agent).then(|| email.to_string())
+    })
 }
 
 fn not_found(path: &str) -> Reply {
@@ -1026,6 +1070,9 @@ fn set_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {
         Err(reply) => return reply,
     };
     let mut s = lock(&st.store);
+    if let Some(agent) = missing_iap_agent(&s, &set) {
+        return invalid(&format!("Service account {agent} does not exist."));
+    }
     let mut strike_etag = s.next_etag();
     let new_etag = s.next_etag();
     let mut writes: Vec<IamWrite> = Vec::new();
