@@ -7,6 +7,7 @@
 
 mod hostile_answers;
 mod support;
+mod transitions;
 
 use std::collections::BTreeSet;
 
