@@ -2,12 +2,15 @@
 //!
 //! # Expected flow
 //! For every service whose part of the plan is applicable (mode `enforce`) and has changes,
-//! concurrently within a bound, in this order so that no window opens in which callers are
-//! locked out or let in by accident:
-//! 1. the IAP resource's policy (accessors exist before IAP is switched on),
-//! 2. the service's own IAM policy (invokers, the IAP service agent),
-//! 3. the service's settings: one `services.patch` with every changed field in its `updateMask`,
-//!    then waiting for the long-running operation.
+//! concurrently within a bound, **make-before-break** so that no window opens in which callers
+//! are locked out (see [`apply_service`]):
+//! 1. every grant: the IAP resource's policy, then the service's own IAM policy (invokers, the
+//!    IAP service agent, created first with Service Usage `generateServiceIdentity`),
+//! 2. the service's settings: one `services.patch` with every changed field in its `updateMask`,
+//!    then waiting for the long-running operation,
+//! 3. every revoke, IAP policy then service policy.
+//!
+//! Without a settings change, steps 1 and 3 are one atomic write per IAM resource.
 //!
 //! Each IAM write is a read-modify-write: the member-level changes of the plan are applied to the
 //! policy as it was read (the pass's snapshot, or for a saved plan a fresh read), and written
@@ -24,8 +27,9 @@
 //! `crate::plan::verify` found it equal to the file: nothing in the file steers a write.
 //!
 //! # Guarantees
-//! * At most one `setIamPolicy` per IAM resource and one `services.patch` per service per pass,
-//!   plus one more per conflict.
+//! * At most one `setIamPolicy` per IAM resource and one `services.patch` per service per pass
+//!   (two `setIamPolicy`, grants then revokes, when the settings change too), plus one more per
+//!   conflict.
 //! * Retries of 429/503/timeouts happen in `crate::retry` only.
 //! * One service failing does not stop the others; every failure is reported with the API's
 //!   message and what to do.

@@ -782,6 +782,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_403_on_each_write_names_the_permission_that_write_needs() {
+        let denied = |api, method: Method, path: &str| {
+            GoogleError::Api {
+                api,
+                method,
+                path: path.into(),
+                class: ErrorClass::PermissionDenied,
+                code: 403,
+                status: "PERMISSION_DENIED".into(),
+                message: "denied".into(),
+                retry_after: None,
+            }
+            .to_string()
+        };
+        let patch = denied(Api::CloudRun, Method::PATCH, "/v2/projects/p/locations/r/services/s");
+        for p in ["run.services.update", "iam.serviceAccounts.actAs", "run.services.create"] {
+            assert!(patch.contains(p), "{patch}");
+        }
+        let set = denied(Api::CloudRun, Method::POST, "/v2/projects/p/locations/r/services/s:setIamPolicy");
+        assert!(set.contains("run.services.setIamPolicy") && !set.contains("run.services.list"), "{set}");
+        let iap = denied(Api::Iap, Method::POST, "/v1/projects/1/iap_web/cloud_run-r/services/s:setIamPolicy");
+        assert!(iap.contains("iap.webServices.setIamPolicy"), "{iap}");
+        let agent = denied(Api::ServiceUsage, Method::POST, "/v1beta1/projects/1/services/iap.googleapis.com:generateServiceIdentity");
+        assert!(agent.contains("serviceusage.services.use"), "{agent}");
+        let read = denied(Api::CloudRun, Method::GET, "/v2/projects/p/locations/r/services/s:getIamPolicy");
+        assert!(read.contains("run.services.getIamPolicy"), "{read}");
+    }
+
+    #[test]
     fn classifies_google_error_answers() {
         for (code, status, reasons, class) in [
             (404, "NOT_FOUND", &[][..], ErrorClass::NotFound),
