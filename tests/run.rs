@@ -181,14 +181,14 @@ mod deploy {
         for p in &applier {
             // run.services.create is the one exception: Google requires it to turn the invoker
             // IAM check back on (invokerIamDisabled: true -> false; issue 14).
-            let create_needed = p == "run.services.create";
+            let create_needed = *p == "run.services.create";
             assert!(
                 !p.contains(".delete") && (!p.contains(".create") || create_needed) && !p.starts_with("iam.") && !p.starts_with("resourcemanager.projects.set"),
                 "the applier needs no {p}"
             );
         }
         for needed in ["run.services.setIamPolicy", "iap.webServices.setIamPolicy", "run.services.update", "run.services.create", "serviceusage.services.use"] {
-            assert!(applier.iter().any(|p| p == needed), "apply's writes need {needed}");
+            assert!(applier.iter().any(|p| *p == needed), "apply's writes need {needed}");
         }
     }
 
