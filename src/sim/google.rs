@@ -232,10 +232,46 @@ fn split(path: &str) -> Path<'_> {
     Path { segs, verb }
 }
 
+/// The permissions a Google call needs, as Google's reference pages name them (Cloud Run:
+/// https://cloud.google.com/run/docs/reference/iam/permissions; turning the invoker IAM check
+/// back on also needs `run.services.create`, https://cloud.google.com/run/docs/authenticating/public).
+/// `iam.serviceAccounts.actAs` on the runtime service account is not modelled (the simulator
+/// has no runtime service accounts).
+fn needed_permissions(req: &Req, p: &Path<'_>) -> Vec<&'static str> {
+    let m = req.method.as_str();
+    let iap = p.segs.contains(&"iap_web");
+    match (p.segs.first().copied(), p.verb, m) {
+        (Some("v3"), _, _) => vec!["resourcemanager.projects.get"],
+        (Some("v1beta1"), _, _) => vec!["serviceusage.services.use"],
+        (_, Some("setIamPolicy"), _) if iap => vec!["iap.webServices.setIamPolicy"],
+        (_, Some("setIamPolicy"), _) => vec!["run.services.setIamPolicy"],
+        (_, Some("getIamPolicy"), _) if iap => vec!["iap.webServices.getIamPolicy"],
+        (_, Some("getIamPolicy"), _) => vec!["run.services.getIamPolicy"],
+        (_, _, "PATCH") => {
+            let reenables_check = serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .is_some_and(|b| b.get("invokerIamDisabled") == Some(&Value::Bool(false)))
+                && req.raw_query.contains("invokerIamDisabled");
+            if reenables_check { vec!["run.services.update", "run.services.create"] } else { vec!["run.services.update"] }
+        }
+        _ if p.segs.contains(&"operations") => vec!["run.operations.get"],
+        (_, None, "GET") if p.segs.len() == 6 => vec!["run.services.list"],
+        (_, None, "GET") => vec!["run.services.get"],
+        _ => vec![],
+    }
+}
+
 /// Dispatches an authenticated Google API call.
 pub fn handle(st: &SimState, req: &Req) -> Reply {
     let p = split(&req.path);
     let m = req.method.as_str();
+    let lacking = {
+        let s = lock(&st.store);
+        needed_permissions(req, &p).into_iter().find(|n| s.config.missing_permissions.contains(*n))
+    };
+    if let Some(permission) = lacking {
+        return permission_denied(permission, p.segs[1..].join("/").as_str());
+    }
     match (p.segs.as_slice(), p.verb, m) {
         (["v3", "projects", id], None, "GET") => project_get(st, id),
         (["v1beta1", "projects", pr, "services", api], Some("generateServiceIdentity"), "POST") => {

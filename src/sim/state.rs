@@ -181,6 +181,8 @@ pub struct Config {
     pub access_token_lifetime: Duration,
     pub management_token_lifetime: Duration,
     pub service_account: String,
+    /// Permissions the credential lacks (`simulator.missingPermissions`).
+    pub missing_permissions: std::collections::BTreeSet<String>,
 }
 
 /// Everything the APIs read and write.
@@ -580,6 +582,7 @@ fn config_of(world: &World) -> Result<Config, SimError> {
         service_account: sim
             .service_account
             .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
+        missing_permissions: sim.missing_permissions.into_iter().collect(),
     })
 }
 

@@ -301,6 +301,11 @@ pub struct SimulatorSpec {
     /// (default `runwarden@sim-project.iam.gserviceaccount.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// Permissions the credential lacks, e.g. `[run.services.update]`: every Google call that
+    /// needs one answers `403 PERMISSION_DENIED` naming it, as Google does
+    /// (`ErrorInfo.metadata.permission`). Default: the credential has them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_permissions: Vec<String>,
 }
 
 /// A synthetic estate (DESIGN §7), reproducible from the seed.

@@ -220,3 +220,35 @@ async fn a_grant_to_an_iap_agent_google_has_not_created_is_refused_in_googles_sh
     assert!(op.done && op.error.is_none(), "{op:?}");
     env.clients.google.set_iam_policy(&sid, &policy).await.unwrap();
 }
+
+/// The failure message of a pass over a world whose credential lacks `permission`.
+async fn failure_without(permission: &str, service: &str, exposure: &str) -> (Vec<State>, String) {
+    let lacking = format!("simulator: {{missingPermissions: [{permission}]}}");
+    let (states, outcome) = transition(service, &lacking, exposure).await;
+    let ServiceOutcome::Failed { message, .. } = outcome else { panic!("{permission}: {outcome:?}") };
+    (states, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_write_refused_for_a_missing_permission_names_that_permission_and_locks_nobody_out() {
+    let iap_on = "{ingress: all, public: false, iap: true}";
+    for (permission, service, exposure) in [
+        ("run.services.setIamPolicy", DIRECT, iap_on),
+        ("iap.webServices.setIamPolicy", DIRECT, iap_on),
+        ("serviceusage.services.use", DIRECT, iap_on),
+        ("run.services.update", DIRECT, iap_on),
+        (
+            "run.services.create",
+            "{project: proj-one, region: europe-west1, name: console, invokerIamDisabled: true}",
+            "{ingress: all, public: false, iap: false}",
+        ),
+    ] {
+        let (states, message) = failure_without(permission, service, exposure).await;
+        assert!(message.contains(&format!("needs {permission}")) || message.contains(&format!("needs run.services.update on the service and iam.serviceAccounts.actAs on its runtime service account, plus {permission}")),
+            "{permission}: the hint names it: {message}");
+        assert!(message.contains(&format!("Permission '{permission}' denied")), "{permission}: Google's words: {message}");
+        assert!(message.contains("the service was left"), "{permission}: the state is reported: {message}");
+        assert!(!states.last().unwrap().iap_on, "{permission}: IAP stays off");
+        assert_nobody_locked_out(&states);
+    }
+}
