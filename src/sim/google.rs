@@ -812,6 +812,9 @@ fn operation_wait(st: &SimState, req: &Req, name: &str) -> Reply {
         .and_then(|t| super::faults::parse_duration(&t).ok())
         .unwrap_or(Duration::from_secs(60))
         .min(Duration::from_secs(600));
+    if lock(&st.faults).faults.early_wait {
+        return operation_reply(st, name);
+    }
     let s = lock(&st.store);
     match s.operations.get(name) {
         None => Reply::google(

@@ -362,6 +362,11 @@ pub struct FaultsSpec {
     /// Chance that a `services.patch` operation finishes with an error.
     #[serde(default)]
     pub operation_failure_rate: f64,
+    /// `operations.wait` answers at once, done or not, instead of waiting up to its timeout
+    /// (run.v2.json, `operations.wait`: "on a best-effort basis. It may return the latest state
+    /// before the specified timeout (including immediately)").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub early_wait: bool,
     /// 429 bursts: after every `every` API calls, the next `length` calls get 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bursts: Option<BurstSpec>,
