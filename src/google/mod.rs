@@ -261,7 +261,17 @@ impl Classified for GoogleError {
 
 /// Classifies a Google error answer: the canonical status first, the HTTP code when the body
 /// has none.
+///
+/// HTTP 412 (a stale etag or precondition, whatever canonical status the body carries) is a
+/// conflict, like 409 ABORTED: re-read, re-plan, write again. Google's Terraform provider does
+/// the same in its IAM read-modify-write loop (`IsConflictError`: `e.Code == 409 || e.Code ==
+/// 412`, hashicorp/terraform-provider-google, tpgresource/utils.go). A 400 FAILED_PRECONDITION
+/// is not an etag mismatch (Google answers a stale IAM etag with 409 ABORTED; a 400 precondition
+/// is about the resource's state) and stays fatal.
 fn classify(code: u16, status: &str, reasons: &[&str]) -> ErrorClass {
+    if code == 412 {
+        return ErrorClass::Conflict;
+    }
     let rate_limited = reasons
         .iter()
         .any(|r| matches!(*r, "RATE_LIMIT_EXCEEDED" | "rateLimitExceeded"));
@@ -833,6 +843,8 @@ mod tests {
             (401, "UNAUTHENTICATED", &[], ErrorClass::Unauthenticated),
             (400, "INVALID_ARGUMENT", &[], ErrorClass::Fatal),
             (400, "FAILED_PRECONDITION", &[], ErrorClass::Fatal),
+            (412, "FAILED_PRECONDITION", &[], ErrorClass::Conflict),
+            (412, "", &[], ErrorClass::Conflict),
         ] {
             assert_eq!(
                 classify(code, status, reasons),

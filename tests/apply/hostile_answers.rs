@@ -335,3 +335,20 @@ async fn an_operation_that_answers_not_done_at_once_is_polled_spaced_and_bounded
     let timed_out = failed.iter().filter(|f| f.contains("did not finish within 5s")).count();
     assert_eq!(timed_out, 2, "{failed:?}");
 }
+
+#[test]
+fn a_412_precondition_failed_on_a_write_is_a_conflict_re_read_and_re_planned_like_a_409() {
+    // Terraform's Google provider treats 412 like 409 in its IAM read-modify-write loop; so does
+    // runwarden (src/google/mod.rs, `classify`).
+    let env = Endpoint::demo();
+    let set = format!("/v2/{BILLING}:setIamPolicy");
+    env.proxy.add(Rule::path_contains(&set).times(1).json(
+        412,
+        json!({"error": {"code": 412, "message": "Precondition check failed.", "status": "FAILED_PRECONDITION"}}),
+    ));
+    let run = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(env.proxy.hits(&set), 2, "refused once, then written after a fresh read");
+    assert_eq!(env.writes_to(BILLING), 1, "{}", run.all());
+    assert!(run.all().contains("Apply complete"), "{}", run.all());
+}
