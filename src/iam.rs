@@ -16,6 +16,10 @@ pub const RUN_INVOKER: &str = "roles/run.invoker";
 pub const IAP_ACCESSOR: &str = "roles/iap.httpsResourceAccessor";
 /// Google's limit on the number of members (principals) in one IAM policy.
 pub const MAX_POLICY_MEMBERS: usize = 1500;
+/// Google's limit on the Google groups and domains among them ("Allow policy limits",
+/// https://cloud.google.com/iam/docs/allow-policies#limits: of the 1,500 principals, up to 250
+/// can be Google groups, Google Workspace or Cloud Identity domains).
+pub const MAX_POLICY_GROUPS_AND_DOMAINS: usize = 250;
 
 /// What kind of principal a member string names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -207,6 +211,11 @@ impl Member {
     }
 
     /// `allUsers` or `allAuthenticatedUsers`.
+    /// A Google group or a domain (Google's limit of 250 per policy counts these).
+    pub fn is_group_or_domain(&self) -> bool {
+        matches!(self.kind, MemberKind::Group | MemberKind::Domain)
+    }
+
     pub fn is_public(&self) -> bool {
         matches!(self.kind, MemberKind::AllUsers | MemberKind::AllAuthenticatedUsers)
     }
@@ -459,6 +468,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Member entries that are groups or domains (what Google's limit of 250 counts).
+    pub fn group_and_domain_count(&self) -> usize {
+        self.bindings.iter().flat_map(|b| b.members.iter()).filter(|m| m.is_group_or_domain()).count()
+    }
+
     /// Total number of member entries across bindings (what Google's 1,500 limit counts).
     pub fn member_count(&self) -> usize {
         self.bindings.iter().map(|b| b.members.len()).sum()
