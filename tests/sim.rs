@@ -1825,3 +1825,26 @@ faults:
     let last = handle.service(&ids[1999]).unwrap();
     assert_eq!(last.labels.get("team").map(String::as_str), Some("team-99"));
 }
+
+#[test]
+fn every_ingress_a_policy_can_write_including_none_is_in_run_v2s_ingress_enum() {
+    use runwarden::policy::model::Ingress;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/google/run.v2.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("notice: {} is absent; skipping the enum check", path.display());
+        return;
+    };
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let allowed: Vec<&str> = doc["schemas"]["GoogleCloudRunV2Service"]["properties"]["ingress"]["enum"]
+        .as_array()
+        .expect("ingress is an enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for ingress in [Ingress::All, Ingress::Internal, Ingress::InternalAndCloudLoadBalancing, Ingress::None] {
+        let value = ingress.api_value();
+        assert!(allowed.contains(&value), "{} → {value} is not in run.v2's enum {allowed:?}", ingress.policy_value());
+        assert_eq!(Ingress::from_api_value(value), Some(ingress), "{value} reads back");
+    }
+    assert_eq!(Ingress::None.api_value(), "INGRESS_TRAFFIC_NONE");
+}
