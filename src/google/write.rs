@@ -80,6 +80,7 @@ impl GoogleClient {
     pub async fn generate_iap_identity(&self, project_number: u64) -> Result<Operation, GoogleError> {
         let number = project_number.to_string();
         let url = self.url(Api::ServiceUsage, &["v1beta1", "projects", &number, "services", "iap.googleapis.com:generateServiceIdentity"]);
+        // The request message is empty: `{}` is its JSON form (proto3 JSON mapping).
         let op: Value = self.send_write(Api::ServiceUsage, Method::POST, url, Some(json!({})), body_limits::PROJECT).await?;
         Ok(operation(&op))
     }
