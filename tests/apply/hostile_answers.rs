@@ -352,3 +352,27 @@ fn a_412_precondition_failed_on_a_write_is_a_conflict_re_read_and_re_planned_lik
     assert_eq!(env.writes_to(BILLING), 1, "{}", run.all());
     assert!(run.all().contains("Apply complete"), "{}", run.all());
 }
+
+#[test]
+fn a_member_in_a_form_runwarden_does_not_know_is_kept_and_the_service_is_still_planned() {
+    // Issue 14: one member of an unknown form used to make the whole policy unreadable, and the
+    // service was silently skipped on every pass. It is now kept as an opaque foreign member.
+    let env = Endpoint::demo();
+    let live = env.sim.handle.policy(BILLING).unwrap();
+    let mut bindings: Vec<serde_json::Value> = live
+        .bindings
+        .iter()
+        .map(|b| json!({"role": b.role, "members": b.members.iter().map(|m| m.as_str()).collect::<Vec<_>>()}))
+        .collect();
+    bindings.push(json!({"role": "roles/run.invoker", "members": ["futureKind:robot-7@acme.com"]}));
+    env.proxy.add(
+        Rule::path_contains(&format!("/v2/{BILLING}:getIamPolicy"))
+            .method("GET")
+            .json(200, json!({"version": 1, "etag": live.etag, "bindings": bindings})),
+    );
+    let plan = env.run(&["plan"]);
+    let out = plan.all();
+    assert!(!out.contains("read-failed"), "{out}");
+    assert!(out.contains("futureKind:robot-7@acme.com") && out.contains("foreign (kept)"), "listed as a kept foreign member:\n{out}");
+    assert!(out.contains("user:leaver@acme.com"), "billing-api is planned as usual:\n{out}");
+}
