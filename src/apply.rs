@@ -620,7 +620,7 @@ struct Steps {
 impl Steps {
     fn state(&self) -> &'static str {
         match (self.granted, self.patched) {
-            (false, _) => "the service was left as it was before this step (nothing after it was written; access is unchanged except for grants written before the failure)",
+            (false, _) => "the service was left with its settings unchanged and nothing revoked (only grants written before the failure took effect; nobody lost access)",
             (true, false) => "the service was left with the new grants written but its settings and every revoke unchanged (nobody lost access)",
             (true, true) => "the service was left with the new grants and settings but the revokes not written (nobody lost access; some old access remains until the next pass)",
         }

@@ -376,3 +376,29 @@ fn a_member_in_a_form_runwarden_does_not_know_is_kept_and_the_service_is_still_p
     assert!(out.contains("futureKind:robot-7@acme.com") && out.contains("foreign (kept)"), "listed as a kept foreign member:\n{out}");
     assert!(out.contains("user:leaver@acme.com"), "billing-api is planned as usual:\n{out}");
 }
+
+#[test]
+fn an_iap_agent_that_has_not_propagated_yet_leaves_iap_off_and_the_next_pass_switches_it_on() {
+    // After generateServiceIdentity Google may still answer a grant to the new agent with 400
+    // "Service account ... does not exist" for a while (gcloud: "IAP service agent not ready
+    // yet"). The demo switches IAP on for admin-console in a project that never used IAP.
+    let env = Endpoint::demo();
+    let console = "projects/acme-prod/locations/europe-west1/services/admin-console";
+    let set = format!("/v2/{console}:setIamPolicy");
+    env.proxy.add(Rule::path_contains(&set).times(1).json(400, json!({"error": {
+        "code": 400,
+        "message": "Service account service-123456789012@gcp-sa-iap.iam.gserviceaccount.com does not exist.",
+        "status": "INVALID_ARGUMENT"}})));
+    let first = env.run(&["apply", "--auto-approve"]);
+    let out = first.all();
+    assert_eq!(first.code, 1, "{out}");
+    assert!(out.contains("has not propagated yet") && out.contains("IAP stays off until then"), "{out}");
+    assert!(out.contains("settings unchanged and nothing revoked"), "the state is reported: {out}");
+    assert_eq!(env.proxy.hits("iap.googleapis.com:generateServiceIdentity"), 1, "the agent was created first");
+    let id = runwarden::model::ServiceId::new("acme-prod", "europe-west1", "admin-console");
+    assert!(!env.sim.handle.service(&id).unwrap().iap_enabled, "IAP is not switched on without the agent");
+    assert!(!env.sim.handle.request_log().iter().any(|r| r.method == "PATCH" && r.path.ends_with("admin-console")));
+    let second = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert!(env.sim.handle.service(&id).unwrap().iap_enabled, "the next pass switches IAP on");
+}
