@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::google::{GoogleClient, GoogleError, ServiceUpdate};
-use crate::iam::{MAX_POLICY_MEMBERS, Policy};
+use crate::iam::{MAX_POLICY_GROUPS_AND_DOMAINS, MAX_POLICY_MEMBERS, Policy};
 use crate::model::{LiveService, LiveState, ServiceId};
 use crate::plan::{
     Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
@@ -791,7 +791,8 @@ async fn starting_policy(a: &Applier<'_>, id: &ServiceId, which: Which, plan: &R
 }
 
 /// `policy` with the plan's member changes made: `None` when that changes nothing worth a
-/// write; an error when the result would exceed Google's member limit.
+/// write; an error when the result would exceed Google's member limit or its limit on groups and
+/// domains (the plan reports both as findings first; this stops the write all the same).
 fn edited_policy(plan: &ResourcePlan, policy: &Policy) -> Result<Option<Policy>, Failure> {
     let mut after = policy.clone();
     if !apply_changes(&plan.changes, &mut after) || after == policy_with_version(policy, after.version) {
@@ -802,6 +803,13 @@ fn edited_policy(plan: &ResourcePlan, policy: &Policy) -> Result<Option<Policy>,
             "the IAM policy of {} would hold {} members, above Google's limit of {MAX_POLICY_MEMBERS}; grant a group or a workforce pool group instead of individual members",
             plan.resource,
             after.member_count()
+        )));
+    }
+    let groups = after.group_and_domain_count();
+    if groups > MAX_POLICY_GROUPS_AND_DOMAINS && groups > policy.group_and_domain_count() {
+        return Err(Failure::Permanent(format!(
+            "the IAM policy of {} would hold {groups} groups and domains, above Google's limit of {MAX_POLICY_GROUPS_AND_DOMAINS}; nothing was written; grant fewer, larger groups",
+            plan.resource
         )));
     }
     Ok(Some(after))

@@ -853,6 +853,22 @@ async fn policies_over_1500_members_are_refused() {
 }
 
 #[tokio::test]
+async fn policies_over_250_groups_and_domains_are_refused() {
+    let env = demo().await;
+    let members = |n: usize| {
+        let mut m: Vec<String> = (0..n - 1).map(|i| format!("group:g{i}@acme.com")).collect();
+        m.push("domain:partner.example".into());
+        m
+    };
+    let set = |n: usize| json!({"policy": {"bindings": [{"role": "roles/run.invoker", "members": members(n)}]}});
+    let path = format!("{BILLING_API}:setIamPolicy");
+    assert_eq!(env.gpost(&path, &set(250)).await.status, 200);
+    let r = env.gpost(&path, &set(251)).await;
+    assert_google_error(&r, 400, "INVALID_ARGUMENT");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("groups and domains"), "{}", r.body);
+}
+
+#[tokio::test]
 async fn malformed_members_and_roles_are_invalid_arguments() {
     let env = demo().await;
     let path = format!("{BILLING_API}:setIamPolicy");

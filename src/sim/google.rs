@@ -15,7 +15,7 @@ use axum::http::Method;
 use serde_json::{Map, Value, json};
 
 use crate::iam::{
-    Binding, Condition, IAP_ACCESSOR, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
+    Binding, Condition, IAP_ACCESSOR, MAX_POLICY_GROUPS_AND_DOMAINS, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
 };
 
 use super::faults::ApiClass;
@@ -1325,6 +1325,13 @@ fn checked_bindings(r: &IamResource, set: SetIam) -> Result<Vec<Binding>, Reply>
     if count > MAX_POLICY_MEMBERS {
         return Err(invalid(&format!(
             "The number of members in the policy ({count}) is larger than the maximum allowed size {MAX_POLICY_MEMBERS}."
+        )));
+    }
+    // Of the 1,500 principals, at most 250 may be groups or domains (IAM "Allow policy limits").
+    let groups = bindings.iter().flat_map(|b| b.members.iter()).filter(|m| m.is_group_or_domain()).count();
+    if groups > MAX_POLICY_GROUPS_AND_DOMAINS {
+        return Err(invalid(&format!(
+            "The number of groups and domains in the policy ({groups}) is larger than the maximum allowed {MAX_POLICY_GROUPS_AND_DOMAINS}."
         )));
     }
     Ok(bindings)

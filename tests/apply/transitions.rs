@@ -252,3 +252,24 @@ async fn each_write_refused_for_a_missing_permission_names_that_permission_and_l
         assert_nobody_locked_out(&states);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_would_take_a_policy_over_250_groups_is_never_sent() {
+    let groups: Vec<String> = (0..250).map(|i| format!("group:g{i:03}@partner.example")).collect();
+    let service = format!(
+        "{{project: proj-one, region: europe-west1, name: console, iam: {{bindings: [{{role: roles/run.invoker, members: [{}]}}]}}}}",
+        groups.join(", ")
+    );
+    let dir = policies("{ingress: all, public: false, iap: false}");
+    let file = dir.path().join("policies.yaml");
+    let text = std::fs::read_to_string(&file).unwrap() + "    - member: group:ops@small.example\n";
+    std::fs::write(&file, text).unwrap();
+    let env = Env::start(world(&service, ""), load(dir.path())).await;
+    let plan = env.plan(&env.read().await);
+    assert!(plan.findings.iter().any(|f| f.code == "policy-too-many-groups"), "{:?}", plan.findings);
+    let (_, report) = env.pass(&config()).await;
+    let failed = report.outcomes.iter().find(|o| o.service() == CONSOLE).expect("console");
+    let ServiceOutcome::Failed { message, .. } = failed else { panic!("{failed:?}") };
+    assert!(message.contains("251 groups and domains"), "{message}");
+    assert!(env.handle().history().iter().all(|w| w.writer != Writer::Client), "nothing was written");
+}
