@@ -2,12 +2,15 @@
 //!
 //! # Expected flow
 //! For every service whose part of the plan is applicable (mode `enforce`) and has changes,
-//! concurrently within a bound, in this order so that no window opens in which callers are
-//! locked out or let in by accident:
-//! 1. the IAP resource's policy (accessors exist before IAP is switched on),
-//! 2. the service's own IAM policy (invokers, the IAP service agent),
-//! 3. the service's settings: one `services.patch` with every changed field in its `updateMask`,
-//!    then waiting for the long-running operation.
+//! concurrently within a bound, **make-before-break** so that no window opens in which callers
+//! are locked out (see [`apply_service`]):
+//! 1. every grant: the IAP resource's policy, then the service's own IAM policy (invokers, the
+//!    IAP service agent, created first with Service Usage `generateServiceIdentity`),
+//! 2. the service's settings: one `services.patch` with every changed field in its `updateMask`,
+//!    then waiting for the long-running operation,
+//! 3. every revoke, IAP policy then service policy.
+//!
+//! Without a settings change, steps 1 and 3 are one atomic write per IAM resource.
 //!
 //! Each IAM write is a read-modify-write: the member-level changes of the plan are applied to the
 //! policy as it was read (the pass's snapshot, or for a saved plan a fresh read), and written
@@ -24,8 +27,9 @@
 //! `crate::plan::verify` found it equal to the file: nothing in the file steers a write.
 //!
 //! # Guarantees
-//! * At most one `setIamPolicy` per IAM resource and one `services.patch` per service per pass,
-//!   plus one more per conflict.
+//! * At most one `setIamPolicy` per IAM resource and one `services.patch` per service per pass
+//!   (two `setIamPolicy`, grants then revokes, when the settings change too), plus one more per
+//!   conflict.
 //! * Retries of 429/503/timeouts happen in `crate::retry` only.
 //! * One service failing does not stop the others; every failure is reported with the API's
 //!   message and what to do.
@@ -42,7 +46,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::google::{GoogleClient, GoogleError, ServiceUpdate};
-use crate::iam::{MAX_POLICY_MEMBERS, Policy};
+use crate::iam::{MAX_POLICY_GROUPS_AND_DOMAINS, MAX_POLICY_MEMBERS, Policy};
 use crate::model::{LiveService, LiveState, ServiceId};
 use crate::plan::{
     Action, MemberChange, Plan, ResourcePlan, ServicePlan, SettingChange, apply_changes,
@@ -466,6 +470,40 @@ enum Which {
     Service,
 }
 
+/// Which member changes of a resource plan one write carries (make-before-break, see
+/// [`apply_service`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Every change in one write (no settings change: one atomic write per resource).
+    All,
+    /// Only what grants, before the settings patch.
+    Grants,
+    /// Only what revokes, after the settings patch (a re-plan after a conflict here carries
+    /// everything it finds left to do).
+    Revokes,
+}
+
+impl Phase {
+    fn keeps(self, action: Action) -> bool {
+        match self {
+            Phase::All => true,
+            Phase::Grants => action != Action::Remove,
+            Phase::Revokes => action != Action::Add,
+        }
+    }
+
+    fn filter(self, plan: &ResourcePlan) -> ResourcePlan {
+        ResourcePlan { changes: plan.changes.iter().filter(|c| self.keeps(c.action)).cloned().collect(), ..plan.clone() }
+    }
+}
+
+/// One service, **make-before-break**: when its settings change, first every grant (IAP
+/// accessors, the IAP agent's invoker binding, new invokers), then the settings patch and its
+/// operation, then every revoke. Turning IAP on, accessors and the agent exist before the switch
+/// and direct invokers go only after it; turning IAP off, the direct invokers exist before the
+/// switch and the accessors and the agent go only after it. Without a settings change each IAM
+/// resource gets one write (atomic). A failed step stops the service's later steps, and the
+/// failure says what state the service was left in.
 async fn apply_service<'s>(
     planned: &ServicePlan,
     a: &Applier<'s>,
@@ -478,21 +516,135 @@ async fn apply_service<'s>(
     }
     // The service as this apply currently plans it; a conflict re-plan replaces it.
     let mut current = planned.clone();
-    for which in [Which::Iap, Which::Service] {
+    let mut known: [Option<Policy>; 2] = [None, None];
+    let mut steps = Steps::default();
+    if current.settings.is_empty() {
+        write_policies(&id, Phase::All, &mut current, &mut known, a, shared, events).await.map_err(|f| steps.left_in(f))?;
+        return Ok(());
+    }
+    write_policies(&id, Phase::Grants, &mut current, &mut known, a, shared, events).await.map_err(|f| steps.left_in(f))?;
+    steps.granted = true;
+    patch_settings(&id, &mut current, a, shared, events).await.map_err(|f| steps.left_in(f))?;
+    steps.patched = true;
+    write_policies(&id, Phase::Revokes, &mut current, &mut known, a, shared, events).await.map_err(|f| steps.left_in(f))
+}
+
+/// The IAP policy, then the service policy, each with the changes `phase` keeps.
+async fn write_policies<'s>(
+    id: &ServiceId,
+    phase: Phase,
+    current: &mut ServicePlan,
+    known: &mut [Option<Policy>; 2],
+    a: &Applier<'s>,
+    shared: &Shared<'s>,
+    events: &mut Vec<AuditEvent>,
+) -> Result<(), Failure> {
+    for (i, which) in [Which::Iap, Which::Service].into_iter().enumerate() {
         let resource = match which {
             Which::Iap => &current.iap,
             Which::Service => &current.iam,
         };
-        let Some(resource) = resource.clone() else { continue };
+        let Some(resource) = resource.as_ref().map(|r| phase.filter(r)) else { continue };
         if !resource.changes.iter().any(|c| c.action != Action::Keep) {
             continue;
         }
-        write_policy(&id, which, &resource, &mut current, a, shared, events).await?;
-    }
-    if !current.settings.is_empty() {
-        patch_settings(&id, &mut current, a, shared, events).await?;
+        if phase != Phase::Revokes && which == Which::Service {
+            ensure_iap_agent(id, &resource, a).await?;
+        }
+        write_policy(id, which, phase, &resource, current, &mut known[i], a, shared, events).await?;
     }
     Ok(())
+}
+
+/// The project number of `member` when it is a project's IAP service agent
+/// (`serviceAccount:service-NUMBER@gcp-sa-iap.iam.gserviceaccount.com`).
+fn iap_agent_number(member: &str) -> Option<u64> {
+    member
+        .strip_prefix("serviceAccount:service-")?
+        .strip_suffix("@gcp-sa-iap.iam.gserviceaccount.com")?
+        .parse()
+        .ok()
+}
+
+/// Before the IAP service agent is granted `roles/run.invoker`, makes sure it exists: Google
+/// creates it lazily, and a grant to it before then is a 400 ("Service account ... does not
+/// exist"). Service Usage `services.generateServiceIdentity` for `iap.googleapis.com` creates it
+/// (idempotent; reference/google/serviceusage.v1beta1.json), as Google's Terraform modules do
+/// with `google_project_service_identity` before granting the agent a role.
+async fn ensure_iap_agent(id: &ServiceId, resource: &ResourcePlan, a: &Applier<'_>) -> Result<(), Failure> {
+    let Some(number) = resource
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Add)
+        .find_map(|c| iap_agent_number(c.member.as_str()))
+    else {
+        return Ok(());
+    };
+    let what = format!("creating the IAP service agent of project {number} (for {id})");
+    let mut op = retry(&a.retries(), "generateServiceIdentity", || a.google.generate_iap_identity(number))
+        .await
+        .map_err(|e| Failure::from_google(&what, &e))?;
+    let mut poll = Poll::new(a.config.operation_timeout, &a.shutdown);
+    while !op.done {
+        if poll.ready().await.is_err() {
+            return Err(Failure::Transient(format!("{what}: the operation {} did not finish in time; the next pass retries", op.name)));
+        }
+        let name = op.name.clone();
+        op = retry(&a.retries(), "serviceusage operations.get", || a.google.get_service_usage_operation(&name))
+            .await
+            .map_err(|e| Failure::from_google(&what, &e))?;
+    }
+    match op.error {
+        Some(error) => Err(Failure::Transient(format!("{what} failed: {error}; the next pass retries"))),
+        None => Ok(()),
+    }
+}
+
+/// A 400 "Service account ... does not exist" on a write that grants the IAP service agent: the
+/// agent was just created and has not propagated yet. gcloud treats this 400 as "IAP service
+/// agent not ready yet" and asks to wait a few minutes (`_HandleIap` in
+/// googlecloudsdk/command_lib/run/serverless_operations.py), so it is transient here: the next
+/// pass grants it.
+fn agent_not_ready(plan: &ResourcePlan, err: &GoogleError) -> Option<Failure> {
+    let agent = plan
+        .changes
+        .iter()
+        .find(|c| c.action == Action::Add && iap_agent_number(c.member.as_str()).is_some())?;
+    let GoogleError::Api { code: 400, message, .. } = err else { return None };
+    message.contains("does not exist").then(|| {
+        Failure::Transient(format!(
+            "granting {} roles/run.invoker failed: {err}; the IAP service agent was just created and has not propagated yet; the next pass grants it (IAP stays off until then)",
+            agent.member
+        ))
+    })
+}
+
+/// Which steps of a make-before-break sequence completed, for the failure message.
+#[derive(Default)]
+struct Steps {
+    granted: bool,
+    patched: bool,
+}
+
+impl Steps {
+    fn state(&self) -> &'static str {
+        match (self.granted, self.patched) {
+            (false, _) => "the service was left with its settings unchanged and nothing revoked (only grants written before the failure took effect; nobody lost access)",
+            (true, false) => "the service was left with the new grants written but its settings and every revoke unchanged (nobody lost access)",
+            (true, true) => "the service was left with the new grants and settings but the revokes not written (nobody lost access; some old access remains until the next pass)",
+        }
+    }
+
+    fn left_in(&self, failure: Failure) -> Failure {
+        let state = self.state();
+        match failure {
+            Failure::Stale(m) => Failure::Stale(format!("{m}; {state}")),
+            Failure::Transient(m) => Failure::Transient(format!("{m}; {state}")),
+            Failure::Permanent(m) => Failure::Permanent(format!("{m}; {state}")),
+            Failure::Guard(m) => Failure::Guard(format!("{m}; {state}")),
+            Failure::Shutdown => Failure::Shutdown,
+        }
+    }
 }
 
 /// A saved plan is refused per service as a whole: before the first write, every resource the
@@ -547,23 +699,33 @@ async fn read_policy(a: &Applier<'_>, id: &ServiceId, which: Which, resource: &s
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_policy<'s>(
     id: &ServiceId,
     which: Which,
+    phase: Phase,
     planned: &ResourcePlan,
     current: &mut ServicePlan,
+    known: &mut Option<Policy>,
     a: &Applier<'s>,
     shared: &Shared<'s>,
     events: &mut Vec<AuditEvent>,
 ) -> Result<(), Failure> {
     let mut plan = planned.clone();
-    let mut policy = starting_policy(a, id, which, &plan).await?;
+    // After this service's grants were written, the revokes apply to the policy as written.
+    let mut policy = match known.take() {
+        Some(p) => p,
+        None => starting_policy(a, id, which, &plan).await?,
+    };
     let mut conflicts = ConflictBudget::new(a.config.max_conflicts);
     loop {
         if a.shutdown.is_cancelled() {
             return Err(Failure::Shutdown);
         }
-        let Some(after) = edited_policy(&plan, &policy)? else { return Ok(()) };
+        let Some(after) = edited_policy(&plan, &policy)? else {
+            *known = Some(policy);
+            return Ok(());
+        };
         match set_policy(a, id, which, &plan.resource, &after).await {
             Ok(written) => {
                 for change in plan.changes.iter().filter(|c| c.action != Action::Keep) {
@@ -571,10 +733,13 @@ async fn write_policy<'s>(
                     a.sink.emit(&event);
                     events.push(event);
                 }
+                *known = Some(written);
                 return Ok(());
             }
             Err(err) if err.class() == ErrorClass::Conflict => {}
-            Err(err) => return Err(Failure::from_google("writing the IAM policy", &err)),
+            Err(err) => {
+                return Err(agent_not_ready(&plan, &err).unwrap_or_else(|| Failure::from_google("writing the IAM policy", &err)));
+            }
         }
         let inputs = on_conflict(
             a,
@@ -600,7 +765,8 @@ async fn write_policy<'s>(
         };
         *current = replanned;
         let Some(next) = next else { return Ok(()) };
-        plan = next;
+        // Grants stay grants; after the patch, a re-plan carries everything left to do.
+        plan = if phase == Phase::Grants { Phase::Grants.filter(&next) } else { next };
         policy = fresh_policy;
     }
 }
@@ -634,7 +800,8 @@ async fn starting_policy(a: &Applier<'_>, id: &ServiceId, which: Which, plan: &R
 }
 
 /// `policy` with the plan's member changes made: `None` when that changes nothing worth a
-/// write; an error when the result would exceed Google's member limit.
+/// write; an error when the result would exceed Google's member limit or its limit on groups and
+/// domains (the plan reports both as findings first; this stops the write all the same).
 fn edited_policy(plan: &ResourcePlan, policy: &Policy) -> Result<Option<Policy>, Failure> {
     let mut after = policy.clone();
     if !apply_changes(&plan.changes, &mut after) || after == policy_with_version(policy, after.version) {
@@ -645,6 +812,13 @@ fn edited_policy(plan: &ResourcePlan, policy: &Policy) -> Result<Option<Policy>,
             "the IAM policy of {} would hold {} members, above Google's limit of {MAX_POLICY_MEMBERS}; grant a group or a workforce pool group instead of individual members",
             plan.resource,
             after.member_count()
+        )));
+    }
+    let groups = after.group_and_domain_count();
+    if groups > MAX_POLICY_GROUPS_AND_DOMAINS && groups > policy.group_and_domain_count() {
+        return Err(Failure::Permanent(format!(
+            "the IAM policy of {} would hold {groups} groups and domains, above Google's limit of {MAX_POLICY_GROUPS_AND_DOMAINS}; nothing was written; grant fewer, larger groups",
+            plan.resource
         )));
     }
     Ok(Some(after))

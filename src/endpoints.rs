@@ -7,7 +7,7 @@
 //! plain-text URL to anything but this machine is refused with an error that says so.
 //!
 //! Paths are not part of a base URL: each client appends the API's own path (`/v2/...` for Cloud
-//! Run, `/v1/...` for IAP, `/v3/...` for Resource Manager, `/oauth/token` and `/api/v2/...` for
+//! Run, `/v1/...` for IAP, `/v3/...` for Resource Manager, `/v1beta1/...` for Service Usage, `/oauth/token` and `/api/v2/...` for
 //! Auth0), so one simulator can serve every API on one address.
 
 use std::net::IpAddr;
@@ -20,6 +20,9 @@ pub const CLOUD_RUN: &str = "https://run.googleapis.com/";
 pub const IAP: &str = "https://iap.googleapis.com/";
 /// Production base URL of the Cloud Resource Manager API.
 pub const RESOURCE_MANAGER: &str = "https://cloudresourcemanager.googleapis.com/";
+/// Production base URL of the Service Usage API (reference/google/serviceusage.v1beta1.json,
+/// `rootUrl`): the IAP service agent is created there.
+pub const SERVICE_USAGE: &str = "https://serviceusage.googleapis.com/";
 
 /// Why a base URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +120,8 @@ pub struct Endpoints {
     pub iap: Url,
     /// Cloud Resource Manager API v3.
     pub resource_manager: Url,
+    /// Service Usage API v1beta1 (`services.generateServiceIdentity`).
+    pub service_usage: Url,
     /// Base URL of the Auth0 tenant's Management and Authentication APIs. `None` means "derive
     /// it from the Settings' domain" (`https://DOMAIN/`).
     pub auth0: Option<Url>,
@@ -129,6 +134,7 @@ impl Endpoints {
             cloud_run: Url::parse(CLOUD_RUN).expect("constant URL"),
             iap: Url::parse(IAP).expect("constant URL"),
             resource_manager: Url::parse(RESOURCE_MANAGER).expect("constant URL"),
+            service_usage: Url::parse(SERVICE_USAGE).expect("constant URL"),
             auth0: None,
         }
     }
@@ -139,6 +145,7 @@ impl Endpoints {
             cloud_run: base.clone(),
             iap: base.clone(),
             resource_manager: base.clone(),
+            service_usage: base.clone(),
             auth0: Some(base),
         }
     }
@@ -335,7 +342,7 @@ mod tests {
     #[test]
     fn an_override_sends_every_api_to_one_base_url() {
         let e = Endpoints::from_override(Some("http://127.0.0.1:9")).unwrap();
-        for url in [&e.cloud_run, &e.iap, &e.resource_manager] {
+        for url in [&e.cloud_run, &e.iap, &e.resource_manager, &e.service_usage] {
             assert_eq!(url.as_str(), "http://127.0.0.1:9/");
         }
         assert_eq!(

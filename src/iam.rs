@@ -16,6 +16,10 @@ pub const RUN_INVOKER: &str = "roles/run.invoker";
 pub const IAP_ACCESSOR: &str = "roles/iap.httpsResourceAccessor";
 /// Google's limit on the number of members (principals) in one IAM policy.
 pub const MAX_POLICY_MEMBERS: usize = 1500;
+/// Google's limit on the Google groups and domains among them ("Allow policy limits",
+/// https://cloud.google.com/iam/docs/allow-policies#limits: of the 1,500 principals, up to 250
+/// can be Google groups, Google Workspace or Cloud Identity domains).
+pub const MAX_POLICY_GROUPS_AND_DOMAINS: usize = 250;
 
 /// What kind of principal a member string names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,6 +36,10 @@ pub enum MemberKind {
     AllAuthenticatedUsers,
     /// `deleted:user:...?uid=...` and friends: a principal that no longer exists.
     Deleted,
+    /// A member Google answered in a form runwarden does not know (a form added to IAM after
+    /// this build, say): read by [`Member::read`] and kept untouched as a foreign member; never
+    /// a reason to stop reading a policy, never written by runwarden.
+    Opaque,
 }
 
 /// A well-formed IAM member string, such as `user:ada@acme.com`.
@@ -69,9 +77,14 @@ impl Member {
                     let inner = Member::parse(inner).map_err(|_| {
                         err("a deleted member is `deleted:KIND:EMAIL?uid=NUMBER`")
                     })?;
+                    // iam.v1.json, `Binding.members`: `deleted:user:`, `deleted:serviceAccount:`,
+                    // `deleted:group:` and `deleted:principal://...`.
                     if !matches!(
                         inner.kind,
-                        MemberKind::User | MemberKind::ServiceAccount | MemberKind::Group
+                        MemberKind::User
+                            | MemberKind::ServiceAccount
+                            | MemberKind::Group
+                            | MemberKind::Principal
                     ) {
                         return Err(err("only users, service accounts and groups can be deleted"));
                     }
@@ -89,7 +102,7 @@ impl Member {
                             MemberKind::User
                         }
                         "serviceAccount" => {
-                            check_email(value).map_err(err)?;
+                            check_email(value).or_else(|e| check_kubernetes_sa(value).map_err(|_| e)).map_err(err)?;
                             MemberKind::ServiceAccount
                         }
                         "group" => {
@@ -116,6 +129,14 @@ impl Member {
         Ok(Member { text: text.into(), kind })
     }
 
+    /// Reads a member as Google answered it in a policy: [`Member::parse`], or, for a form
+    /// runwarden does not know, an [`MemberKind::Opaque`] member kept as it is. A policy is never
+    /// unreadable because of one member (iam.v1.json lists the forms IAM may answer, and the
+    /// list grows).
+    pub fn read(text: &str) -> Member {
+        Member::parse(text).unwrap_or_else(|_| Member { text: text.into(), kind: MemberKind::Opaque })
+    }
+
     /// Parses a member written by a person (a policy file), with the syntax Google accepts for
     /// each form (the `Binding.members` description in the IAM v1 discovery document,
     /// /work/shared/reference/google/iam.v1.json) instead of [`Member::parse`]'s structural check.
@@ -140,6 +161,8 @@ impl Member {
         // The e-mail and domain forms are checked before the structural parse, so that the
         // message says what exactly Google would not accept.
         match text.split_once(':') {
+            // A Kubernetes service account is checked by the structural parse below.
+            Some(("serviceAccount", ksa)) if ksa.contains(".svc.id.goog[") => {}
             Some(("user" | "serviceAccount" | "group", email)) => {
                 check_written_email(email).map_err(err)?
             }
@@ -164,12 +187,16 @@ impl Member {
                 // that a deleted member cannot be granted, rather than that it is malformed.
                 let rest = &text["deleted:".len()..];
                 let (inner, uid) = rest.split_once("?uid=").unwrap_or((rest, ""));
-                if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit()) {
+                if let Some(federated) = rest.strip_prefix("principal://") {
+                    // `deleted:principal://...` carries no uid (iam.v1.json).
+                    check_written_federated(federated, false)
+                } else if uid.is_empty() || !uid.bytes().all(|b| b.is_ascii_digit()) {
                     Err("a deleted member is `deleted:KIND:EMAIL?uid=NUMBER`".to_string())
                 } else {
                     Member::parse_written(inner).map(|_| ()).map_err(|e| e.reason)
                 }
             }
+            MemberKind::Opaque => Err("unknown member form".to_string()),
         };
         checked.map_err(err)?;
         Ok(member)
@@ -184,6 +211,11 @@ impl Member {
     }
 
     /// `allUsers` or `allAuthenticatedUsers`.
+    /// A Google group or a domain (Google's limit of 250 per policy counts these).
+    pub fn is_group_or_domain(&self) -> bool {
+        matches!(self.kind, MemberKind::Group | MemberKind::Domain)
+    }
+
     pub fn is_public(&self) -> bool {
         matches!(self.kind, MemberKind::AllUsers | MemberKind::AllAuthenticatedUsers)
     }
@@ -207,6 +239,16 @@ fn check_email(value: &str) -> Result<(), &'static str> {
         return Err("expected an e-mail address after the type prefix");
     }
     check_domain(domain).map_err(|_| "the e-mail address has an invalid domain")
+}
+
+/// A Kubernetes service account under Workload Identity:
+/// `PROJECT.svc.id.goog[NAMESPACE/KSA]` (iam.v1.json, `Binding.members`).
+fn check_kubernetes_sa(value: &str) -> Result<(), &'static str> {
+    let bad = "a Kubernetes service account is serviceAccount:PROJECT.svc.id.goog[NAMESPACE/KSA]";
+    let (pool, rest) = value.split_once(".svc.id.goog[").ok_or(bad)?;
+    let (ns, ksa) = rest.strip_suffix(']').and_then(|r| r.split_once('/')).ok_or(bad)?;
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_'));
+    if ok(pool) && ok(ns) && ok(ksa) { Ok(()) } else { Err(bad) }
 }
 
 fn check_domain(value: &str) -> Result<(), &'static str> {
@@ -426,6 +468,11 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Member entries that are groups or domains (what Google's limit of 250 counts).
+    pub fn group_and_domain_count(&self) -> usize {
+        self.bindings.iter().flat_map(|b| b.members.iter()).filter(|m| m.is_group_or_domain()).count()
+    }
+
     /// Total number of member entries across bindings (what Google's 1,500 limit counts).
     pub fn member_count(&self) -> usize {
         self.bindings.iter().map(|b| b.members.len()).sum()
@@ -455,6 +502,10 @@ mod tests {
             ("allUsers", MemberKind::AllUsers),
             ("allAuthenticatedUsers", MemberKind::AllAuthenticatedUsers),
             ("deleted:user:bob@acme.com?uid=123456789012345678", MemberKind::Deleted),
+            ("serviceAccount:acme-prod.svc.id.goog[billing/invoicer]", MemberKind::ServiceAccount),
+            ("deleted:principal://iam.googleapis.com/locations/global/workforcePools/p/subject/s", MemberKind::Deleted),
+            ("deleted:group:admins@acme.com?uid=123456789012345678901", MemberKind::Deleted),
+            ("deleted:serviceAccount:a@p.iam.gserviceaccount.com?uid=1", MemberKind::Deleted),
         ] {
             assert_eq!(Member::parse(text).unwrap().kind(), kind, "{text}");
         }
@@ -491,6 +542,8 @@ mod tests {
             "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gh-pool/subject/repo:acme/app",
             "principalSet://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gh-pool/group/ci",
             "deleted:user:bob@acme.com?uid=123456789012345678",
+            "serviceAccount:acme-prod.svc.id.goog[billing/invoicer]",
+            "deleted:principal://iam.googleapis.com/locations/global/workforcePools/acme-pool/subject/ada@acme.com",
         ] {
             Member::parse_written(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         }
@@ -524,6 +577,29 @@ mod tests {
         ] {
             let err = Member::parse_written(text).expect_err(text);
             assert!(err.to_string().contains(reason), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_member_google_answers_in_an_unknown_form_is_read_as_opaque_never_refused() {
+        for text in ["futureKind:x@acme.com", "principalSet://example.com/x", "deleted:allUsers", "serviceAccount:p.svc.id.goog[]"] {
+            let m = Member::read(text);
+            assert_eq!(m.kind(), MemberKind::Opaque, "{text}");
+            assert_eq!(m.as_str(), text, "kept exactly as answered");
+            assert!(Member::parse_written(text).is_err(), "{text}: never accepted in a policy file");
+        }
+        assert_eq!(Member::read("user:ada@acme.com").kind(), MemberKind::User);
+    }
+
+    #[test]
+    fn malformed_federated_and_kubernetes_members_in_policy_files_are_still_errors() {
+        for text in [
+            "principalSet://iam.googleapis.com/locations/global/workforcePools//group/g",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/group/",
+            "serviceAccount:acme-prod.svc.id.goog[billing]",
+            "deleted:principal://iam.googleapis.com/locations/global/workforcePools//subject/s",
+        ] {
+            assert!(Member::parse_written(text).is_err(), "{text:?} should be rejected");
         }
     }
 

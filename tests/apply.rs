@@ -7,6 +7,7 @@
 
 mod hostile_answers;
 mod support;
+mod transitions;
 
 use std::collections::BTreeSet;
 
@@ -595,6 +596,25 @@ async fn a_write_quota_is_waited_out_and_the_pass_converges() {
 
 // ---------------------------------------------------------------------------------------------
 // Failed operations
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operations_wait_that_returns_before_the_operation_is_done_is_polled_spaced_and_bounded() {
+    // run.v2.json, operations.wait: "It may return the latest state before the specified timeout
+    // (including immediately)". Apply must keep asking, a bounded number of times.
+    let env = Env::demo().await;
+    env.handle().set_operation_delay(std::time::Duration::from_millis(2500));
+    env.handle().set_faults_spec(&faults("earlyWait: true")).unwrap();
+    let (_, report) = env.pass(&config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    let log = env.handle().request_log();
+    let patches = log.iter().filter(|r| r.method == "PATCH").count();
+    let waits = log.iter().filter(|r| r.path.ends_with(":wait")).count();
+    assert!(patches > 0, "the demo pass patches settings");
+    assert!(waits > patches, "the early answers were not done, so they were asked again: {waits} waits for {patches} patches");
+    // 2.5 s at intervals of 1 s, 1.5 s, 2.25 s ...: about 3 polls per operation, never a busy loop.
+    assert!(waits <= patches * 5, "{waits} waits for {patches} patches");
+    assert_eq!(env.left_to_apply().await, Vec::<String>::new());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_operation_fails_only_its_service_with_the_operations_message() {

@@ -965,6 +965,23 @@ fn a_service_whose_read_failed_is_reported_and_never_treated_as_empty() {
 }
 
 #[test]
+fn a_plan_that_would_exceed_250_groups_and_domains_in_a_policy_is_a_finding_not_a_400_at_write_time() {
+    // Google: of the 1,500 principals of an allow policy, at most 250 may be groups or domains.
+    let groups: Vec<String> = (0..249).map(|i| format!("group:team-{i:03}@partner.example")).collect();
+    let mut live_members: Vec<&str> = groups.iter().map(String::as_str).collect();
+    live_members.push("domain:partner.example");
+    let live = world().svc(API, &[]).bind(API, "roles/run.invoker", &live_members).build();
+    let at_limit = desired(settings(), vec![billing().role("ops")]);
+    let codes = |d| plan::plan(d, &live, &PlanOptions::at(now())).findings.iter().map(|f| f.code.clone()).collect::<Vec<_>>();
+    assert!(!codes(&at_limit).contains(&"policy-too-many-groups".to_string()), "250 is allowed");
+    let over = desired(settings(), vec![billing().member("group:one-more@acme.com")]);
+    let plan = plan::plan(&over, &live, &PlanOptions::at(now()));
+    let finding = plan.findings.iter().find(|f| f.code == "policy-too-many-groups").expect("a finding");
+    assert!(finding.message.contains("251 groups and domains"), "{}", finding.message);
+    assert!(finding.message.contains("limit of 250"), "{}", finding.message);
+}
+
+#[test]
 fn a_policy_that_would_exceed_1500_members_is_a_finding() {
     let roster: Vec<(String, String, bool)> = (0..1501)
         .map(|i| (format!("auth0|u{i:04}"), format!("u{i:04}@acme.com"), true))

@@ -185,10 +185,16 @@ mod deploy {
             assert!(applier.contains(p), "the applier reads what the planner reads: {p}");
         }
         for p in &applier {
+            // run.services.create is the one exception: Google requires it to turn the invoker
+            // IAM check back on (invokerIamDisabled: true -> false; issue 14).
+            let create_needed = *p == "run.services.create";
             assert!(
-                !p.contains(".delete") && !p.contains(".create") && !p.starts_with("iam.") && !p.starts_with("resourcemanager.projects.set"),
+                !p.contains(".delete") && (!p.contains(".create") || create_needed) && !p.starts_with("iam.") && !p.starts_with("resourcemanager.projects.set"),
                 "the applier needs no {p}"
             );
+        }
+        for needed in ["run.services.setIamPolicy", "iap.webServices.setIamPolicy", "run.services.update", "run.services.create", "serviceusage.services.use"] {
+            assert!(applier.iter().any(|p| *p == needed), "apply's writes need {needed}");
         }
     }
 

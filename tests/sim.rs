@@ -853,6 +853,22 @@ async fn policies_over_1500_members_are_refused() {
 }
 
 #[tokio::test]
+async fn policies_over_250_groups_and_domains_are_refused() {
+    let env = demo().await;
+    let members = |n: usize| {
+        let mut m: Vec<String> = (0..n - 1).map(|i| format!("group:g{i}@acme.com")).collect();
+        m.push("domain:partner.example".into());
+        m
+    };
+    let set = |n: usize| json!({"policy": {"bindings": [{"role": "roles/run.invoker", "members": members(n)}]}});
+    let path = format!("{BILLING_API}:setIamPolicy");
+    assert_eq!(env.gpost(&path, &set(250)).await.status, 200);
+    let r = env.gpost(&path, &set(251)).await;
+    assert_google_error(&r, 400, "INVALID_ARGUMENT");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("groups and domains"), "{}", r.body);
+}
+
+#[tokio::test]
 async fn malformed_members_and_roles_are_invalid_arguments() {
     let env = demo().await;
     let path = format!("{BILLING_API}:setIamPolicy");
@@ -1824,4 +1840,27 @@ faults:
     assert_eq!(handle.auth0_domain(), "gen.auth0.example");
     let last = handle.service(&ids[1999]).unwrap();
     assert_eq!(last.labels.get("team").map(String::as_str), Some("team-99"));
+}
+
+#[test]
+fn every_ingress_a_policy_can_write_including_none_is_in_run_v2s_ingress_enum() {
+    use runwarden::policy::model::Ingress;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/google/run.v2.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("notice: {} is absent; skipping the enum check", path.display());
+        return;
+    };
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let allowed: Vec<&str> = doc["schemas"]["GoogleCloudRunV2Service"]["properties"]["ingress"]["enum"]
+        .as_array()
+        .expect("ingress is an enum")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for ingress in [Ingress::All, Ingress::Internal, Ingress::InternalAndCloudLoadBalancing, Ingress::None] {
+        let value = ingress.api_value();
+        assert!(allowed.contains(&value), "{} → {value} is not in run.v2's enum {allowed:?}", ingress.policy_value());
+        assert_eq!(Ingress::from_api_value(value), Some(ingress), "{value} reads back");
+    }
+    assert_eq!(Ingress::None.api_value(), "INGRESS_TRAFFIC_NONE");
 }

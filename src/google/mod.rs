@@ -42,6 +42,7 @@ pub enum Api {
     CloudRun,
     Iap,
     ResourceManager,
+    ServiceUsage,
 }
 
 impl Api {
@@ -51,6 +52,7 @@ impl Api {
             Api::CloudRun => "cloudrun",
             Api::Iap => "iap",
             Api::ResourceManager => "resourcemanager",
+            Api::ServiceUsage => "serviceusage",
         }
     }
 }
@@ -61,6 +63,7 @@ impl fmt::Display for Api {
             Api::CloudRun => "Cloud Run Admin API",
             Api::Iap => "IAP API",
             Api::ResourceManager => "Resource Manager API",
+            Api::ServiceUsage => "Service Usage API",
         })
     }
 }
@@ -86,7 +89,7 @@ pub enum GoogleError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("{api} {method} {path}: HTTP {code} {status}: {message}{hint}", hint = hint(*.class, *.api))]
+    #[error("{api} {method} {path}: HTTP {code} {status}: {message}{hint}", hint = hint(*.class, *.api, .method, .path))]
     Api {
         api: Api,
         method: Method,
@@ -145,8 +148,14 @@ pub enum GoogleError {
     },
 }
 
-/// What to do about an error class, said once in the message.
-fn hint(class: ErrorClass, api: Api) -> &'static str {
+/// What to do about an error class, said once in the message. A 403 on a write names the
+/// permission that write needs (deploy/iam/ grants each of them, and says why).
+fn hint(class: ErrorClass, api: Api, method: &Method, path: &str) -> &'static str {
+    if class == ErrorClass::PermissionDenied {
+        if let Some(needed) = write_permission(api, method, path) {
+            return needed;
+        }
+    }
     match (class, api) {
         (ErrorClass::PermissionDenied, Api::CloudRun) => {
             " (runwarden's identity needs run.services.list, run.services.get and \
@@ -155,6 +164,10 @@ fn hint(class: ErrorClass, api: Api) -> &'static str {
         (ErrorClass::PermissionDenied, Api::Iap) => {
             " (runwarden's identity needs iap.webServices.getIamPolicy, e.g. roles/iap.admin)"
         }
+        (ErrorClass::PermissionDenied, Api::ServiceUsage) => {
+            " (runwarden's identity needs serviceusage.services.use to create the IAP service \
+             agent, e.g. roles/serviceusage.serviceUsageConsumer)"
+        }
         (ErrorClass::PermissionDenied, Api::ResourceManager) => {
             " (runwarden's identity needs resourcemanager.projects.get, e.g. roles/browser)"
         }
@@ -162,6 +175,36 @@ fn hint(class: ErrorClass, api: Api) -> &'static str {
             " (the access token was refused; check the credentials)"
         }
         _ => "",
+    }
+}
+
+/// The permission a write needs, as its 403 hint; `None` for a read.
+///
+/// * Cloud Run `services.setIamPolicy`: `run.services.setIamPolicy`.
+/// * IAP `setIamPolicy` on `iap_web/...`: `iap.webServices.setIamPolicy`.
+/// * Cloud Run `services.patch`: `run.services.update`, plus `iam.serviceAccounts.actAs` on the
+///   service's runtime service account (every update deploys a revision that runs as it), plus
+///   `run.services.create` when it turns the invoker IAM check back on
+///   (`invokerIamDisabled: false`; Google's "Allowing public access" page,
+///   https://cloud.google.com/run/docs/authenticating/public).
+/// * Service Usage `generateServiceIdentity`: `serviceusage.services.use`.
+fn write_permission(api: Api, method: &Method, path: &str) -> Option<&'static str> {
+    let set_iam = *method == Method::POST && path.ends_with(":setIamPolicy");
+    match api {
+        Api::CloudRun if set_iam => Some(
+            " (this write needs run.services.setIamPolicy on the service, e.g. \
+             roles/run.admin or runwarden's applier role in deploy/iam/)",
+        ),
+        Api::Iap if set_iam => Some(
+            " (this write needs iap.webServices.setIamPolicy on the service's IAP resource, \
+             e.g. roles/iap.admin or runwarden's applier role in deploy/iam/)",
+        ),
+        Api::CloudRun if *method == Method::PATCH => Some(
+            " (this write needs run.services.update on the service and iam.serviceAccounts.actAs \
+             on its runtime service account, plus run.services.create to turn the invoker IAM \
+             check back on; runwarden's applier role in deploy/iam/ has them)",
+        ),
+        _ => None,
     }
 }
 
@@ -218,7 +261,17 @@ impl Classified for GoogleError {
 
 /// Classifies a Google error answer: the canonical status first, the HTTP code when the body
 /// has none.
+///
+/// HTTP 412 (a stale etag or precondition, whatever canonical status the body carries) is a
+/// conflict, like 409 ABORTED: re-read, re-plan, write again. Google's Terraform provider does
+/// the same in its IAM read-modify-write loop (`IsConflictError`: `e.Code == 409 || e.Code ==
+/// 412`, hashicorp/terraform-provider-google, tpgresource/utils.go). A 400 FAILED_PRECONDITION
+/// is not an etag mismatch (Google answers a stale IAM etag with 409 ABORTED; a 400 precondition
+/// is about the resource's state) and stays fatal.
 fn classify(code: u16, status: &str, reasons: &[&str]) -> ErrorClass {
+    if code == 412 {
+        return ErrorClass::Conflict;
+    }
     let rate_limited = reasons
         .iter()
         .any(|r| matches!(*r, "RATE_LIMIT_EXCEEDED" | "rateLimitExceeded"));
@@ -542,6 +595,7 @@ impl GoogleClient {
             Api::CloudRun => &self.inner.endpoints.cloud_run,
             Api::Iap => &self.inner.endpoints.iap,
             Api::ResourceManager => &self.inner.endpoints.resource_manager,
+            Api::ServiceUsage => &self.inner.endpoints.service_usage,
         };
         crate::endpoints::join_segments(base, segments)
     }
@@ -573,7 +627,7 @@ impl GoogleClient {
                 PacerRef::Shared(pacer)
             }
             Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
-            Api::ResourceManager => PacerRef::Borrowed(&self.inner.crm_pacer),
+            Api::ResourceManager | Api::ServiceUsage => PacerRef::Borrowed(&self.inner.crm_pacer),
         }
     }
 
@@ -741,6 +795,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_403_on_each_write_names_the_permission_that_write_needs() {
+        let denied = |api, method: Method, path: &str| {
+            GoogleError::Api {
+                api,
+                method,
+                path: path.into(),
+                class: ErrorClass::PermissionDenied,
+                code: 403,
+                status: "PERMISSION_DENIED".into(),
+                message: "denied".into(),
+                retry_after: None,
+            }
+            .to_string()
+        };
+        let patch = denied(Api::CloudRun, Method::PATCH, "/v2/projects/p/locations/r/services/s");
+        for p in ["run.services.update", "iam.serviceAccounts.actAs", "run.services.create"] {
+            assert!(patch.contains(p), "{patch}");
+        }
+        let set = denied(Api::CloudRun, Method::POST, "/v2/projects/p/locations/r/services/s:setIamPolicy");
+        assert!(set.contains("run.services.setIamPolicy") && !set.contains("run.services.list"), "{set}");
+        let iap = denied(Api::Iap, Method::POST, "/v1/projects/1/iap_web/cloud_run-r/services/s:setIamPolicy");
+        assert!(iap.contains("iap.webServices.setIamPolicy"), "{iap}");
+        let agent = denied(Api::ServiceUsage, Method::POST, "/v1beta1/projects/1/services/iap.googleapis.com:generateServiceIdentity");
+        assert!(agent.contains("serviceusage.services.use"), "{agent}");
+        let read = denied(Api::CloudRun, Method::GET, "/v2/projects/p/locations/r/services/s:getIamPolicy");
+        assert!(read.contains("run.services.getIamPolicy"), "{read}");
+    }
+
+    #[test]
     fn classifies_google_error_answers() {
         for (code, status, reasons, class) in [
             (404, "NOT_FOUND", &[][..], ErrorClass::NotFound),
@@ -763,6 +846,8 @@ mod tests {
             (401, "UNAUTHENTICATED", &[], ErrorClass::Unauthenticated),
             (400, "INVALID_ARGUMENT", &[], ErrorClass::Fatal),
             (400, "FAILED_PRECONDITION", &[], ErrorClass::Fatal),
+            (412, "FAILED_PRECONDITION", &[], ErrorClass::Conflict),
+            (412, "", &[], ErrorClass::Conflict),
         ] {
             assert_eq!(
                 classify(code, status, reasons),

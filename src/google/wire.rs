@@ -202,11 +202,12 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 pub(super) fn policy(p: IamPolicy) -> Result<Policy, String> {
     let mut bindings = Vec::with_capacity(p.bindings.len());
     for b in p.bindings {
-        let members = b
-            .members
-            .iter()
-            .map(|m| Member::parse(m).map_err(|e| format!("binding {}: {e}", b.role)))
-            .collect::<Result<BTreeSet<Member>, String>>()?;
+        // A member in a form runwarden does not know is kept opaque (a foreign member), never a
+        // reason to leave the whole policy unread; an empty one is not a member at all.
+        if b.members.iter().any(|m| m.is_empty()) {
+            return Err(format!("binding {}: an empty member", b.role));
+        }
+        let members: BTreeSet<Member> = b.members.iter().map(|m| Member::read(m)).collect();
         let condition = b.condition.map(|c| Condition {
             title: c.title,
             description: c.description.filter(|d| !d.is_empty()),
@@ -352,12 +353,18 @@ mod tests {
     }
 
     #[test]
-    fn an_unparseable_member_makes_the_policy_unreadable() {
-        let err = policy(parse(
-            r#"{"etag":"x","bindings":[{"role":"roles/run.invoker","members":["projectOwner:acme"]}]}"#,
+    fn a_member_in_an_unknown_form_is_kept_opaque_and_the_policy_stays_readable() {
+        // Issue 14: one member runwarden does not know must never make the policy unreadable
+        // (the service would be skipped on every pass); it is kept, opaque, and written back.
+        let read = policy(parse(
+            r#"{"etag":"x","bindings":[{"role":"roles/run.invoker","members":["projectOwner:acme","serviceAccount:p.svc.id.goog[ns/ksa]","deleted:principal://iam.googleapis.com/locations/global/workforcePools/p/subject/s"]}]}"#,
         ))
-        .unwrap_err();
-        assert!(err.contains("projectOwner:acme"), "{err}");
+        .unwrap();
+        let kinds: Vec<_> = read.bindings[0].members.iter().map(|m| (m.as_str().to_string(), m.kind())).collect();
+        assert!(kinds.contains(&("projectOwner:acme".into(), crate::iam::MemberKind::Opaque)), "{kinds:?}");
+        assert!(kinds.contains(&("serviceAccount:p.svc.id.goog[ns/ksa]".into(), crate::iam::MemberKind::ServiceAccount)), "{kinds:?}");
+        let err = policy(parse(r#"{"etag":"x","bindings":[{"role":"roles/run.invoker","members":[""]}]}"#)).unwrap_err();
+        assert!(err.contains("empty member"), "{err}");
     }
 
     #[test]

@@ -72,6 +72,28 @@ impl GoogleClient {
         Ok(operation(&op))
     }
 
+    /// Service Usage `services.generateServiceIdentity` for `iap.googleapis.com`: creates the
+    /// project's IAP service agent if Google has not yet (it is created lazily otherwise), as
+    /// Google's Terraform does (`google_project_service_identity`) before granting it a role.
+    /// `POST v1beta1/projects/NUMBER/services/iap.googleapis.com:generateServiceIdentity`
+    /// (reference/google/serviceusage.v1beta1.json), answering an `Operation`.
+    pub async fn generate_iap_identity(&self, project_number: u64) -> Result<Operation, GoogleError> {
+        let number = project_number.to_string();
+        let url = self.url(Api::ServiceUsage, &["v1beta1", "projects", &number, "services", "iap.googleapis.com:generateServiceIdentity"]);
+        // The request message is empty: `{}` is its JSON form (proto3 JSON mapping).
+        let op: Value = self.send_write(Api::ServiceUsage, Method::POST, url, Some(json!({})), body_limits::PROJECT).await?;
+        Ok(operation(&op))
+    }
+
+    /// Service Usage `operations.get` (`GET v1beta1/{+name}`, name `operations/...`).
+    pub async fn get_service_usage_operation(&self, name: &str) -> Result<Operation, GoogleError> {
+        let mut segments: Vec<&str> = vec!["v1beta1"];
+        segments.extend(name.split('/'));
+        let url = self.url(Api::ServiceUsage, &segments);
+        let op: Value = self.send(Api::ServiceUsage, Method::GET, url, None, body_limits::PROJECT).await?;
+        Ok(operation(&op))
+    }
+
     /// One `operations.wait` call (it returns when the operation is done or `timeout` passed).
     pub async fn wait_operation(&self, name: &str, timeout: Duration) -> Result<Operation, GoogleError> {
         let mut segments: Vec<&str> = vec!["v2"];

@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::iam::{
-    Condition, IAP_ACCESSOR, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
+    Condition, IAP_ACCESSOR, MAX_POLICY_GROUPS_AND_DOMAINS, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
 };
 use crate::model::{LiveService, LiveState, ServiceId};
 use crate::policy::model::{
@@ -936,6 +936,13 @@ impl<'a> Planner<'a> {
         if after > MAX_POLICY_MEMBERS {
             self.findings.insert(finding(Some(ctx.id), "policy-too-large", Severity::Error,
                 format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail, so grant a group or use the workforce pool mapping"),
+                ctx.ref_sources.to_vec()));
+        }
+        let groups = |action| out.changes.iter().filter(|c| c.action == action && c.member.is_group_or_domain()).count();
+        let groups_after = (live.group_and_domain_count() + groups(Action::Add)).saturating_sub(groups(Action::Remove));
+        if groups(Action::Add) > 0 && groups_after > MAX_POLICY_GROUPS_AND_DOMAINS {
+            self.findings.insert(finding(Some(ctx.id), "policy-too-many-groups", Severity::Error,
+                format!("the IAM policy of {resource} would hold {groups_after} groups and domains after this plan, more than Google's limit of {MAX_POLICY_GROUPS_AND_DOMAINS}; setIamPolicy will fail, so grant fewer, larger groups"),
                 ctx.ref_sources.to_vec()));
         }
         if out.changes.is_empty() && out.emptied.is_empty() {

@@ -75,6 +75,8 @@ pub struct Faults {
     pub concurrent_writer: f64,
     /// Chance that a patch operation ends with an error.
     pub operation_failure_rate: f64,
+    /// `operations.wait` returns at once, before the operation is done.
+    pub early_wait: bool,
     /// (every, length): after every `every` calls, `length` calls get 429.
     pub bursts: Option<(u64, u64)>,
 }
@@ -128,6 +130,7 @@ impl Faults {
             rate_limits,
             concurrent_writer: spec.concurrent_writer,
             operation_failure_rate: spec.operation_failure_rate,
+            early_wait: spec.early_wait,
             bursts,
         })
     }

@@ -127,6 +127,7 @@ fn generate_services(
             id: id.clone(),
             number,
             display_name: id.clone(),
+            iap_agent: false,
         })?;
         for region in &g.regions {
             for s in 1..=g.services_per_region {

@@ -15,7 +15,7 @@ use axum::http::Method;
 use serde_json::{Map, Value, json};
 
 use crate::iam::{
-    Binding, Condition, IAP_ACCESSOR, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
+    Binding, Condition, IAP_ACCESSOR, MAX_POLICY_GROUPS_AND_DOMAINS, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
 };
 
 use super::faults::ApiClass;
@@ -37,7 +37,9 @@ pub fn api_class(method: &Method, path: &str) -> Option<ApiClass> {
         .next()
         .and_then(|last| last.split_once(':'))
         .map(|(_, v)| v);
-    if path.starts_with("/v3/") {
+    // Service Usage (`/v1beta1/`, the IAP agent's creation) counts with Resource Manager: both
+    // are per-project control-plane calls runwarden makes once per project.
+    if path.starts_with("/v3/") || path.starts_with("/v1beta1/") {
         return Some(ApiClass::ResourceManager);
     }
     let write = *method == Method::PATCH || verb == Some("setIamPolicy");
@@ -230,12 +232,51 @@ fn split(path: &str) -> Path<'_> {
     Path { segs, verb }
 }
 
+/// The permissions a Google call needs, as Google's reference pages name them (Cloud Run:
+/// https://cloud.google.com/run/docs/reference/iam/permissions; turning the invoker IAM check
+/// back on also needs `run.services.create`, https://cloud.google.com/run/docs/authenticating/public).
+/// `iam.serviceAccounts.actAs` on the runtime service account is not modelled (the simulator
+/// has no runtime service accounts).
+fn needed_permissions(req: &Req, p: &Path<'_>) -> Vec<&'static str> {
+    let m = req.method.as_str();
+    let iap = p.segs.contains(&"iap_web");
+    match (p.segs.first().copied(), p.verb, m) {
+        (Some("v3"), _, _) => vec!["resourcemanager.projects.get"],
+        (Some("v1beta1"), _, _) => vec!["serviceusage.services.use"],
+        (_, Some("setIamPolicy"), _) if iap => vec!["iap.webServices.setIamPolicy"],
+        (_, Some("setIamPolicy"), _) => vec!["run.services.setIamPolicy"],
+        (_, Some("getIamPolicy"), _) if iap => vec!["iap.webServices.getIamPolicy"],
+        (_, Some("getIamPolicy"), _) => vec!["run.services.getIamPolicy"],
+        (_, _, "PATCH") => {
+            let reenables_check = serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .is_some_and(|b| b.get("invokerIamDisabled") == Some(&Value::Bool(false)))
+                && req.raw_query.contains("invokerIamDisabled");
+            if reenables_check { vec!["run.services.update", "run.services.create"] } else { vec!["run.services.update"] }
+        }
+        _ if p.segs.contains(&"operations") => vec!["run.operations.get"],
+        (_, None, "GET") if p.segs.len() == 6 => vec!["run.services.list"],
+        (_, None, "GET") => vec!["run.services.get"],
+        _ => vec![],
+    }
+}
+
 /// Dispatches an authenticated Google API call.
 pub fn handle(st: &SimState, req: &Req) -> Reply {
     let p = split(&req.path);
     let m = req.method.as_str();
+    let lacking = {
+        let s = lock(&st.store);
+        needed_permissions(req, &p).into_iter().find(|n| s.config.missing_permissions.contains(*n))
+    };
+    if let Some(permission) = lacking {
+        return permission_denied(permission, p.segs[1..].join("/").as_str());
+    }
     match (p.segs.as_slice(), p.verb, m) {
         (["v3", "projects", id], None, "GET") => project_get(st, id),
+        (["v1beta1", "projects", pr, "services", api], Some("generateServiceIdentity"), "POST") => {
+            generate_service_identity(st, pr, api)
+        }
         (["v2", "projects", pr, "locations", r, "services"], None, "GET") => list(st, req, pr, r),
         (["v2", "projects", pr, "locations", r, "services", s], None, "GET") => get(st, pr, r, s),
         (["v2", "projects", pr, "locations", r, "services", s], None, "PATCH") => {
@@ -278,6 +319,45 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
         }
         _ => not_found(&req.path),
     }
+}
+
+/// Service Usage `services.generateServiceIdentity` (reference/google/serviceusage.v1beta1.json:
+/// `POST v1beta1/{+parent}:generateServiceIdentity`, answering an `Operation` whose `response`
+/// is a `ServiceIdentity`). Only `iap.googleapis.com` is modelled; the operation is done at once.
+fn generate_service_identity(st: &SimState, given: &str, api: &str) -> Reply {
+    let mut s = lock(&st.store);
+    let Some(project) = project_id(&s, given) else {
+        return permission_denied("serviceusage.services.use", &format!("projects/{given}"));
+    };
+    if api != "iap.googleapis.com" {
+        return invalid(&format!("The simulator only creates the service identity of iap.googleapis.com, not {api}."));
+    }
+    let p = s.projects.get_mut(&project).expect("resolved project");
+    p.iap_agent = true;
+    let number = p.number;
+    Reply::json(200, &json!({
+        "name": format!("operations/finished.DONE_OPERATION.sim-{number}"),
+        "done": true,
+        "response": {
+            "@type": "type.googleapis.com/google.api.serviceusage.v1beta1.ServiceIdentity",
+            "email": format!("service-{number}@gcp-sa-iap.iam.gserviceaccount.com"),
+            "uniqueId": format!("1{number:020}"),
+        }
+    }))
+}
+
+/// The first member of `set` that is the IAP service agent of a project in the world whose
+/// agent Google has not created yet: such a grant is refused as Google refuses a grant to any
+/// service account that does not exist (400 INVALID_ARGUMENT, "Service account ... does not
+/// exist."; gcloud's `_HandleIap` in command_lib/run/serverless_operations.py treats that 400
+/// as "IAP service agent not ready yet").
+fn missing_iap_agent(s: &Store, set: &SetIam) -> Option<String> {
+    set.bindings.iter().flat_map(|(_, members, _)| members.iter()).find_map(|m| {
+        let email = m.as_str().strip_prefix("serviceAccount:")?;
+        let number: u64 = email.strip_prefix("service-")?.strip_suffix("@gcp-sa-iap.iam.gserviceaccount.com")?.parse().ok()?;
+        let project = s.project_by_number.get(&number)?;
+        (!s.projects.get(project)?.iap_agent).then(|| email.to_string())
+    })
 }
 
 fn not_found(path: &str) -> Reply {
@@ -732,6 +812,9 @@ fn operation_wait(st: &SimState, req: &Req, name: &str) -> Reply {
         .and_then(|t| super::faults::parse_duration(&t).ok())
         .unwrap_or(Duration::from_secs(60))
         .min(Duration::from_secs(600));
+    if lock(&st.faults).faults.early_wait {
+        return operation_reply(st, name);
+    }
     let s = lock(&st.store);
     match s.operations.get(name) {
         None => Reply::google(
@@ -1026,6 +1109,9 @@ fn set_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {
         Err(reply) => return reply,
     };
     let mut s = lock(&st.store);
+    if let Some(agent) = missing_iap_agent(&s, &set) {
+        return invalid(&format!("Service account {agent} does not exist."));
+    }
     let mut strike_etag = s.next_etag();
     let new_etag = s.next_etag();
     let mut writes: Vec<IamWrite> = Vec::new();
@@ -1239,6 +1325,13 @@ fn checked_bindings(r: &IamResource, set: SetIam) -> Result<Vec<Binding>, Reply>
     if count > MAX_POLICY_MEMBERS {
         return Err(invalid(&format!(
             "The number of members in the policy ({count}) is larger than the maximum allowed size {MAX_POLICY_MEMBERS}."
+        )));
+    }
+    // Of the 1,500 principals, at most 250 may be groups or domains (IAM "Allow policy limits").
+    let groups = bindings.iter().flat_map(|b| b.members.iter()).filter(|m| m.is_group_or_domain()).count();
+    if groups > MAX_POLICY_GROUPS_AND_DOMAINS {
+        return Err(invalid(&format!(
+            "The number of groups and domains in the policy ({groups}) is larger than the maximum allowed {MAX_POLICY_GROUPS_AND_DOMAINS}."
         )));
     }
     Ok(bindings)

@@ -166,7 +166,11 @@ fn classify(req: &Req) -> Family {
         Family::Auth0Public
     } else if p.starts_with("/api/v2/") {
         Family::Auth0Management
-    } else if p.starts_with("/v1/") || p.starts_with("/v2/") || p.starts_with("/v3/") {
+    } else if p.starts_with("/v1/")
+        || p.starts_with("/v2/")
+        || p.starts_with("/v3/")
+        || p.starts_with("/v1beta1/")
+    {
         Family::Google(google::api_class(&req.method, p))
     } else {
         Family::Unknown

@@ -607,6 +607,7 @@ fn faults_to_json(f: &Faults) -> serde_json::Value {
         latency: (!f.latency.is_zero()).then(|| format!("{}us", f.latency.as_micros())),
         concurrent_writer: f.concurrent_writer,
         operation_failure_rate: f.operation_failure_rate,
+        early_wait: f.early_wait,
         bursts: f
             .bursts
             .map(|(every, length)| world::BurstSpec { every, length }),

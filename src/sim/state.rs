@@ -26,6 +26,12 @@ pub struct Project {
     pub id: String,
     pub number: u64,
     pub display_name: String,
+    /// Whether the IAP service agent (`service-NUMBER@gcp-sa-iap.iam.gserviceaccount.com`)
+    /// exists. Google creates it lazily: when IAP is first used in the project or on Service
+    /// Usage `services.generateServiceIdentity` for `iap.googleapis.com`
+    /// (reference/google/serviceusage.v1beta1.json). A world starts with it where a service
+    /// already has IAP on.
+    pub iap_agent: bool,
 }
 
 /// One IAM resource (a service's policy or its IAP resource's policy).
@@ -175,6 +181,8 @@ pub struct Config {
     pub access_token_lifetime: Duration,
     pub management_token_lifetime: Duration,
     pub service_account: String,
+    /// Permissions the credential lacks (`simulator.missingPermissions`).
+    pub missing_permissions: std::collections::BTreeSet<String>,
 }
 
 /// Everything the APIs read and write.
@@ -266,10 +274,18 @@ impl Store {
                 id: p.id.clone(),
                 number: p.number,
                 display_name: p.display_name.clone().unwrap_or_else(|| p.id.clone()),
+                iap_agent: false,
             })?;
         }
         for s in &world.services {
             store.add_service(s, &now)?;
+        }
+        let used_iap: Vec<String> =
+            store.services.iter().filter(|(_, s)| s.iap_enabled).map(|(k, _)| k.0.clone()).collect();
+        for project in used_iap {
+            if let Some(p) = store.projects.get_mut(&project) {
+                p.iap_agent = true;
+            }
         }
         if let Some(a) = &world.auth0 {
             fill_tenant(&mut store.tenant, a)?;
@@ -566,6 +582,7 @@ fn config_of(world: &World) -> Result<Config, SimError> {
         service_account: sim
             .service_account
             .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
+        missing_permissions: sim.missing_permissions.into_iter().collect(),
     })
 }
 

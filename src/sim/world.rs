@@ -301,6 +301,11 @@ pub struct SimulatorSpec {
     /// (default `runwarden@sim-project.iam.gserviceaccount.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
+    /// Permissions the credential lacks, e.g. `[run.services.update]`: every Google call that
+    /// needs one answers `403 PERMISSION_DENIED` naming it, as Google does
+    /// (`ErrorInfo.metadata.permission`). Default: the credential has them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_permissions: Vec<String>,
 }
 
 /// A synthetic estate (DESIGN §7), reproducible from the seed.
@@ -357,6 +362,11 @@ pub struct FaultsSpec {
     /// Chance that a `services.patch` operation finishes with an error.
     #[serde(default)]
     pub operation_failure_rate: f64,
+    /// `operations.wait` answers at once, done or not, instead of waiting up to its timeout
+    /// (run.v2.json, `operations.wait`: "on a best-effort basis. It may return the latest state
+    /// before the specified timeout (including immediately)").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub early_wait: bool,
     /// 429 bursts: after every `every` API calls, the next `length` calls get 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bursts: Option<BurstSpec>,

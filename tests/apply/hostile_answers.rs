@@ -335,3 +335,70 @@ async fn an_operation_that_answers_not_done_at_once_is_polled_spaced_and_bounded
     let timed_out = failed.iter().filter(|f| f.contains("did not finish within 5s")).count();
     assert_eq!(timed_out, 2, "{failed:?}");
 }
+
+#[test]
+fn a_412_precondition_failed_on_a_write_is_a_conflict_re_read_and_re_planned_like_a_409() {
+    // Terraform's Google provider treats 412 like 409 in its IAM read-modify-write loop; so does
+    // runwarden (src/google/mod.rs, `classify`).
+    let env = Endpoint::demo();
+    let set = format!("/v2/{BILLING}:setIamPolicy");
+    env.proxy.add(Rule::path_contains(&set).times(1).json(
+        412,
+        json!({"error": {"code": 412, "message": "Precondition check failed.", "status": "FAILED_PRECONDITION"}}),
+    ));
+    let run = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(env.proxy.hits(&set), 2, "refused once, then written after a fresh read");
+    assert_eq!(env.writes_to(BILLING), 1, "{}", run.all());
+    assert!(run.all().contains("Apply complete"), "{}", run.all());
+}
+
+#[test]
+fn a_member_in_a_form_runwarden_does_not_know_is_kept_and_the_service_is_still_planned() {
+    // Issue 14: one member of an unknown form used to make the whole policy unreadable, and the
+    // service was silently skipped on every pass. It is now kept as an opaque foreign member.
+    let env = Endpoint::demo();
+    let live = env.sim.handle.policy(BILLING).unwrap();
+    let mut bindings: Vec<serde_json::Value> = live
+        .bindings
+        .iter()
+        .map(|b| json!({"role": b.role, "members": b.members.iter().map(|m| m.as_str()).collect::<Vec<_>>()}))
+        .collect();
+    bindings.push(json!({"role": "roles/run.invoker", "members": ["futureKind:robot-7@acme.com"]}));
+    env.proxy.add(
+        Rule::path_contains(&format!("/v2/{BILLING}:getIamPolicy"))
+            .method("GET")
+            .json(200, json!({"version": 1, "etag": live.etag, "bindings": bindings})),
+    );
+    let plan = env.run(&["plan"]);
+    let out = plan.all();
+    assert!(!out.contains("read-failed"), "{out}");
+    assert!(out.contains("futureKind:robot-7@acme.com") && out.contains("foreign (kept)"), "listed as a kept foreign member:\n{out}");
+    assert!(out.contains("user:leaver@acme.com"), "billing-api is planned as usual:\n{out}");
+}
+
+#[test]
+fn an_iap_agent_that_has_not_propagated_yet_leaves_iap_off_and_the_next_pass_switches_it_on() {
+    // After generateServiceIdentity Google may still answer a grant to the new agent with 400
+    // "Service account ... does not exist" for a while (gcloud: "IAP service agent not ready
+    // yet"). The demo switches IAP on for admin-console in a project that never used IAP.
+    let env = Endpoint::demo();
+    let console = "projects/acme-prod/locations/europe-west1/services/admin-console";
+    let set = format!("/v2/{console}:setIamPolicy");
+    env.proxy.add(Rule::path_contains(&set).times(1).json(400, json!({"error": {
+        "code": 400,
+        "message": "Service account service-123456789012@gcp-sa-iap.iam.gserviceaccount.com does not exist.",
+        "status": "INVALID_ARGUMENT"}})));
+    let first = env.run(&["apply", "--auto-approve"]);
+    let out = first.all();
+    assert_eq!(first.code, 1, "{out}");
+    assert!(out.contains("has not propagated yet") && out.contains("IAP stays off until then"), "{out}");
+    assert!(out.contains("settings unchanged and nothing revoked"), "the state is reported: {out}");
+    assert_eq!(env.proxy.hits("iap.googleapis.com:generateServiceIdentity"), 1, "the agent was created first");
+    let id = runwarden::model::ServiceId::new("acme-prod", "europe-west1", "admin-console");
+    assert!(!env.sim.handle.service(&id).unwrap().iap_enabled, "IAP is not switched on without the agent");
+    assert!(!env.sim.handle.request_log().iter().any(|r| r.method == "PATCH" && r.path.ends_with("admin-console")));
+    let second = env.run(&["apply", "--auto-approve"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert!(env.sim.handle.service(&id).unwrap().iap_enabled, "the next pass switches IAP on");
+}

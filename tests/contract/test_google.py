@@ -101,10 +101,12 @@ class GoogleContract(Contract):
         cls.recording = Recording()
         http = google_auth_httplib2.AuthorizedHttp(creds, http=cls.recording)
         opts = {"api_endpoint": cls.sim.endpoint + "/"}
-        cls.docs = {n: discovery(f"{n}.json") for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3")}
+        cls.docs = {n: discovery(f"{n}.json")
+                    for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "serviceusage.v1beta1")}
         cls.runapi = build_from_document(cls.docs["run.v2"], http=http, client_options=opts)
         cls.iap = build_from_document(cls.docs["iap.v1"], http=http, client_options=opts)
         cls.crm = build_from_document(cls.docs["cloudresourcemanager.v3"], http=http, client_options=opts)
+        cls.serviceusage = build_from_document(cls.docs["serviceusage.v1beta1"], http=http, client_options=opts)
 
     def setUp(self):
         self.recording.log.clear()
@@ -274,6 +276,78 @@ class GoogleContract(Contract):
         self.assertIn("error", done)
         self.assertNotIn("response", done)
         self.assertIn(done["error"].get("code"), range(1, 17), "a google.rpc.Code number")
+
+    def test_members_of_every_documented_form_round_trip_through_set_iam_policy(self):
+        # iam.v1.json, Binding.members: every form a policy may hold (issue 14).
+        name = f"projects/{PROJECT}/locations/us-central1/services/status-page"
+        forms = [
+            "user:ada@acme.com",
+            "serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com",
+            "serviceAccount:acme-prod.svc.id.goog[billing/invoicer]",
+            "group:billing@acme.com",
+            "domain:acme.com",
+            "principal://iam.googleapis.com/locations/global/workforcePools/acme-pool/subject/ada@acme.com",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/group/billing",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/attribute.team/billing",
+            "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*",
+            "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gh/subject/repo:acme/app",
+            "principalSet://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gh/group/ci",
+            "allAuthenticatedUsers",
+        ]
+        policy = self.services().getIamPolicy(resource=name).execute()
+        policy["bindings"] = policy.get("bindings", []) + [{"role": "roles/run.developer", "members": forms}]
+        self.checked("google.run.services.setIamPolicy",
+                     self.services().setIamPolicy(resource=name, body={"policy": policy}),
+                     "run.v2", "projects", "locations", "services", "setIamPolicy")
+        read = self.checked("google.run.services.getIamPolicy", self.services().getIamPolicy(resource=name),
+                            "run.v2", "projects", "locations", "services", "getIamPolicy")
+        held = {m for b in read["bindings"] if b["role"] == "roles/run.developer" for m in b["members"]}
+        self.assertEqual(held, set(forms))
+
+    def test_the_iap_agent_is_lazy_a_grant_before_generate_service_identity_is_a_400(self):
+        # Google creates service-NUMBER@gcp-sa-iap.iam.gserviceaccount.com lazily; Service Usage
+        # services.generateServiceIdentity (serviceusage.v1beta1.json) creates it. acme-staging
+        # never used IAP in the demo world.
+        number, name = "210987654321", "projects/acme-staging/locations/europe-west1/services/sandbox"
+        agent = f"serviceAccount:service-{number}@gcp-sa-iap.iam.gserviceaccount.com"
+        policy = self.services().getIamPolicy(resource=name).execute()
+        policy["bindings"] = policy.get("bindings", []) + [{"role": "roles/run.invoker", "members": [agent]}]
+        e, body = self.failing(self.services().setIamPolicy(resource=name, body={"policy": policy}))
+        self.assertEqual(e.status_code, 400)
+        self.expect("google.error.400", error_problems(400, body, "INVALID_ARGUMENT"))
+        self.assertIn("does not exist", body["error"]["message"])
+        op = self.checked("google.serviceusage.generateServiceIdentity",
+                          self.serviceusage.services().generateServiceIdentity(
+                              parent=f"projects/{number}/services/iap.googleapis.com"),
+                          "serviceusage.v1beta1", "services", "generateServiceIdentity")
+        self.assertTrue(op.get("done"))
+        self.assertEqual(op["response"]["@type"],
+                         "type.googleapis.com/google.api.serviceusage.v1beta1.ServiceIdentity")
+        self.expect("google.serviceusage.serviceIdentity",
+                    check_schema({k: v for k, v in op["response"].items() if k != "@type"},
+                                 {"$ref": "ServiceIdentity"}, self.docs["serviceusage.v1beta1"]))
+        self.assertEqual("serviceAccount:" + op["response"]["email"], agent)
+        self.services().setIamPolicy(resource=name, body={"policy": policy}).execute()
+
+    def test_an_operations_wait_may_answer_before_the_operation_is_done(self):
+        # run.v2.json, operations.wait: "It may return the latest state before the specified
+        # timeout (including immediately)". The simulator's earlyWait fault does that.
+        ops = self.runapi.projects().locations().operations()
+        svc = self.services().get(name=SERVICE).execute()
+        self.sim.faults({"earlyWait": True})
+        try:
+            op = self.services().patch(name=SERVICE, updateMask="labels",
+                                       body={"labels": dict(svc.get("labels", {}), early="yes")}).execute()
+            early = self.checked("google.run.operations.wait", ops.wait(name=op["name"], body={"timeout": "30s"}),
+                                 "run.v2", "projects", "locations", "operations", "wait")
+        finally:
+            self.sim.faults({})
+        self.assertFalse(early.get("done", False), "answered at once, not done yet")
+        for _ in range(20):
+            done = ops.wait(name=op["name"], body={"timeout": "5s"}).execute()
+            if done.get("done"):
+                break
+        self.assertTrue(done.get("done"))
 
     # ---------------------------------------------------------------- errors
 

@@ -712,3 +712,27 @@ fn example_files_point_at_their_schema_with_a_correct_relative_path() {
         );
     }
 }
+
+#[test]
+fn federated_and_kubernetes_members_of_every_documented_form_load_and_malformed_ones_are_errors_at_their_position() {
+    // iam.v1.json, Binding.members. Line 14 col 15 is the value after `- member: `.
+    let with = |member: &str| policy("a", "billing-api", "all") + &format!("    - member: '{member}'\n");
+    for good in [
+        "serviceAccount:acme-prod.svc.id.goog[billing/invoicer]",
+        "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/group/billing",
+        "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/gh-pool/subject/repo:acme/app",
+    ] {
+        let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("a.yaml", &with(good))]);
+        load_at(dir.path(), now()).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in [
+        "principalSet://iam.googleapis.com/locations/global/workforcePools//group/billing",
+        "principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/group/",
+        "serviceAccount:acme-prod.svc.id.goog[billing]",
+    ] {
+        let dir = policy_dir(&[("settings.yaml", &shared_settings()), ("a.yaml", &with(bad))]);
+        let got = rendered(&load_at(dir.path(), now()).unwrap_err(), dir.path());
+        assert_eq!(got.len(), 1, "{bad}: {got:#?}");
+        assert!(got[0].starts_with("a.yaml:14:15: error:"), "{bad}: {got:#?}");
+    }
+}
