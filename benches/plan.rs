@@ -244,6 +244,7 @@ fn estate_with(users_per_role: usize, adopting: bool) -> (Desired, LiveState) {
                         labels: [("team".to_string(), format!("team-{team:03}"))]
                             .into_iter()
                             .collect(),
+                        annotations: Default::default(),
                         settings: ServiceSettings {
                             ingress: Some(Ingress::Internal),
                             invoker_iam_disabled: false,

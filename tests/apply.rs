@@ -6,6 +6,7 @@
 //! inside the simulator between steps; a few tests run the real binary for exit codes and output.
 
 mod hostile_answers;
+mod last_applied;
 mod support;
 
 use std::collections::BTreeSet;

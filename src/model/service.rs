@@ -79,6 +79,8 @@ pub struct LiveState {
 pub struct LiveService {
     pub id: ServiceId,
     pub labels: BTreeMap<String, String>,
+    /// Every annotation as read (carried over when apply writes the last-applied record).
+    pub annotations: BTreeMap<String, String>,
     pub settings: ServiceSettings,
     /// The service's own etag (used by `services.patch`).
     pub etag: String,

@@ -59,7 +59,7 @@ use std::time::SystemTime;
 use crate::iam::{
     Condition, IAP_ACCESSOR, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
 };
-use crate::model::{LiveService, LiveState, ServiceId};
+use crate::model::{LAST_APPLIED_ANNOTATION, LastApplied, LiveService, LiveState, ServiceId};
 use crate::policy::model::{
     AccessPolicy, Desired, ForeignMembers, Ingress, Mode, Principal, PrincipalMapping, RegionRef,
     ServiceRef, ServiceTarget, Settings, Source,
@@ -596,11 +596,13 @@ impl<'a> Planner<'a> {
         }
 
         self.owned_scratch = 0;
+        let record = self.live_record(svc, &g.ref_sources);
         let ctx = ServiceCtx {
             id,
             public: x.public,
             ref_sources: Sources::from(g.ref_sources.as_slice()),
             public_sources: Sources::from(x.public_sources.as_slice()),
+            record: record.as_ref(),
         };
         let iam_plan = self.diff_resource(
             &ctx,
@@ -624,6 +626,7 @@ impl<'a> Planner<'a> {
         if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
             return Planned::InSync;
         }
+        let record = self.next_record(svc, record.as_ref(), &d, iap_agent.as_ref());
         Planned::Entries(ServicePlan {
             id: id.to_string(),
             project: id.project.clone(),
@@ -635,7 +638,53 @@ impl<'a> Planner<'a> {
             iam: iam_plan,
             iap: iap_plan,
             settings,
+            record: Some(record),
         })
+    }
+
+    /// The service's last-applied record, or `None` when it has none or it does not read (then
+    /// a `last-applied-unreadable` finding, and every member it named is judged without it:
+    /// foreign unless owned otherwise, the safe side).
+    fn live_record(&mut self, svc: &LiveService, ref_sources: &[String]) -> Option<LastApplied> {
+        let text = svc.annotations.get(LAST_APPLIED_ANNOTATION)?;
+        match LastApplied::decode(text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.findings.insert(finding(Some(&svc.id), "last-applied-unreadable", Severity::Warning,
+                    format!("the annotation {LAST_APPLIED_ANNOTATION} of {} does not read ({e}); members it names are judged as if runwarden had not granted them (kept as foreign), and the next apply that changes the service writes a fresh record", svc.id),
+                    ref_sources.to_vec()));
+                None
+            }
+        }
+    }
+
+    /// The record apply writes with this service's changes: every member the policies grant
+    /// now in an unconditional binding, except members of the principal mapping (owned anyway)
+    /// and the IAP service agent; a member already recorded keeps the revision that granted it.
+    fn next_record(
+        &self,
+        svc: &LiveService,
+        old: Option<&LastApplied>,
+        d: &DesiredMaps<'_>,
+        iap_agent: Option<&Member>,
+    ) -> RecordWrite {
+        let mut record = LastApplied::default();
+        for (role, map) in [(RUN_INVOKER, &d.run), (IAP_ACCESSOR, &d.iap)] {
+            let Some(members) = map.get(&(role, None)) else { continue };
+            for m in members.keys() {
+                if Some(*m) == iap_agent || is_mapping_member(&self.settings.principals, m) {
+                    continue;
+                }
+                let rev = old
+                    .and_then(|r| r.granted(role, m.as_str()))
+                    .flatten()
+                    .map(str::to_string);
+                record.insert(role, m.as_str(), rev);
+            }
+        }
+        let mut others = svc.annotations.clone();
+        let current = others.remove(LAST_APPLIED_ANNOTATION);
+        RecordWrite { record, others, current }
     }
 
     /// The service's IAM policy, or `None` (with a `read-failed` finding) when it was not read.
@@ -989,7 +1038,12 @@ impl<'a> Planner<'a> {
         let mut removed_here: HashSet<&Member> = HashSet::new();
         let mut unlisted_mapping = 0usize;
         for m in b.live {
-            let owned = b.key.1.is_some() || self.ownership.is_owned(m);
+            // Only unconditional grants are recorded (generated conditions are owned anyway).
+            let recorded = match (b.key.1, ctx.record) {
+                (None, Some(r)) => r.granted(b.key.0, m.as_str()),
+                _ => None,
+            };
+            let owned = b.key.1.is_some() || recorded.is_some() || self.ownership.is_owned(m);
             if owned {
                 self.owned_scratch += 1;
             }
@@ -997,7 +1051,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let (action, reason, sources, note) =
-                self.live_member_outcome(ctx, b.key.1, m, owned, &unknown);
+                self.live_member_outcome(ctx, b.key.1, m, (owned, recorded), &unknown);
             if action == Action::Remove {
                 removed_here.insert(*m);
                 out.removes += 1;
@@ -1024,7 +1078,7 @@ impl<'a> Planner<'a> {
         ctx: &ServiceCtx<'_>,
         cond: Option<&Condition>,
         m: &Member,
-        owned: bool,
+        (owned, recorded): (bool, Option<Option<&str>>),
         unknown: &BTreeSet<&str>,
     ) -> (Action, Reason, Sources, Option<String>) {
         let expired = cond.and_then(managed_expiry).is_some_and(|t| t <= self.now);
@@ -1042,6 +1096,12 @@ impl<'a> Planner<'a> {
             )
         } else if m.is_public() && ctx.public == Some(false) {
             (Reason::Public, true, ctx.public_sources.clone(), None)
+        } else if let Some(rev) = recorded {
+            let note = match rev {
+                Some(rev) => format!("runwarden granted it at revision {rev}; no policy grants it now"),
+                None => "runwarden granted it; no policy grants it now".to_string(),
+            };
+            (Reason::Revoked, true, ctx.ref_sources.clone(), Some(note))
         } else if owned {
             (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
         } else {
@@ -1240,6 +1300,8 @@ struct ServiceCtx<'a> {
     public: Option<bool>,
     ref_sources: Sources,
     public_sources: Sources,
+    /// The service's last-applied record, when it has one that reads.
+    record: Option<&'a LastApplied>,
 }
 
 /// The policies governing one service.

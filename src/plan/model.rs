@@ -11,6 +11,7 @@
 //! reviewed.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -105,6 +106,21 @@ pub struct ServicePlan {
     /// Changes to the service's settings (one `services.patch` with all update-mask paths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings: Vec<SettingChange>,
+    /// The last-applied record apply writes with this plan (what the policies grant now, each
+    /// member with the revision that first granted it), and every other annotation as read.
+    /// Not part of the saved plan: apply always works from a fresh plan.
+    #[serde(skip)]
+    pub record: Option<RecordWrite>,
+}
+
+/// The service annotations apply writes along with a service's changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordWrite {
+    pub record: crate::model::LastApplied,
+    /// The service's annotations as read (all carried over; the record's key is replaced).
+    pub others: BTreeMap<String, String>,
+    /// The live record's value, to skip a write that changes nothing.
+    pub current: Option<String>,
 }
 
 /// Enforcement mode, as recorded in a plan.
@@ -379,6 +395,9 @@ pub enum Reason {
     Unlisted,
     /// A member runwarden does not own (kept, or removed with `foreignMembers: remove`).
     Foreign,
+    /// A member runwarden granted (its last-applied record on the service says so) that no
+    /// policy grants any more: the line that granted it was deleted.
+    Revoked,
     /// A time-boxed grant that ran out.
     Expired,
     /// Public access (`allUsers`, `allAuthenticatedUsers`) where the policy forbids it.
@@ -397,6 +416,7 @@ impl Reason {
             Reason::Missing => "missing",
             Reason::Unlisted => "unlisted",
             Reason::Foreign => "foreign",
+            Reason::Revoked => "revoked",
             Reason::Expired => "expired",
             Reason::Public => "public",
             Reason::Setting => "setting",

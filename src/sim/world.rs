@@ -58,6 +58,8 @@ pub struct ServiceSpec {
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
     /// Cloud Run Admin API v2 value, e.g. `INGRESS_TRAFFIC_ALL` (the default).
     #[serde(default = "default_ingress")]
     pub ingress: IngressValue,

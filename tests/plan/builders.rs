@@ -231,6 +231,7 @@ impl W {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                annotations: Default::default(),
                 settings: ServiceSettings {
                     ingress: Some(Ingress::All),
                     invoker_iam_disabled: false,
