@@ -83,7 +83,7 @@ pub struct Plan {
 }
 
 /// The plan for one governed service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePlan {
     /// `project/region/name`.
@@ -111,6 +111,16 @@ pub struct ServicePlan {
     /// Not part of the saved plan: apply always works from a fresh plan.
     #[serde(skip)]
     pub record: Option<RecordWrite>,
+}
+
+/// Equal when everything a saved plan holds is equal: the record is derived from the same
+/// inputs and not saved, so a plan read back from its JSON equals the plan it was written from.
+impl PartialEq for ServicePlan {
+    fn eq(&self, other: &ServicePlan) -> bool {
+        let ServicePlan { id, project, region, name, mode, policies, etag, iam, iap, settings, record: _ } = self;
+        (id, project, region, name, mode, policies, etag, iam, iap, settings)
+            == (&other.id, &other.project, &other.region, &other.name, &other.mode, &other.policies, &other.etag, &other.iam, &other.iap, &other.settings)
+    }
 }
 
 /// The service annotations apply writes along with a service's changes.
