@@ -159,6 +159,7 @@ fn settings() -> Settings {
         guards: Guards {
             max_removals: 100_000,
             max_removal_ratio: 1.0,
+            allow_once: Vec::new(),
         },
         audits: Audits {
             max_token_lifetime: Duration::from_secs(3600),

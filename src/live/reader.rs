@@ -817,6 +817,7 @@ mod tests {
                 guards: Guards {
                     max_removals: 1,
                     max_removal_ratio: 1.0,
+                    allow_once: Vec::new(),
                 },
                 audits: Audits {
                     max_token_lifetime: Duration::from_secs(1),

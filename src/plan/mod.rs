@@ -22,7 +22,7 @@ pub use engine::{
     MANAGED_CONDITION_PREFIX, PlanOptions, expiry_condition, iap_service_agent,
     is_managed_condition, plan, replan_service, Replanner,
 };
-pub use guards::{GuardKind, GuardTrip, check_guards};
+pub use guards::{GuardKind, GuardTrip, HeldUnit, check_guards, hold_tripped_units};
 pub use model::*;
 pub use render::{write_text, MARKDOWN_LIMIT, render_guard_note, render_json, render_markdown, render_text};
 pub use simulate::{apply_changes, apply_to};
