@@ -14,7 +14,7 @@ use crate::common::{assert_golden, root};
 use runwarden::iam::{IAP_ACCESSOR, RUN_INVOKER};
 use runwarden::live::LiveState;
 use runwarden::plan::{
-    self, Action, GuardKind, Plan, PlanOptions, Reason, check_guards, render_markdown, render_text,
+    self, Action, GuardKind, Origin, Plan, PlanMode, PlanOptions, Reason, check_guards, render_markdown, render_text,
 };
 use runwarden::policy::model::{Desired, ForeignMembers, Ingress, Mode, PrincipalMapping};
 
@@ -1109,6 +1109,29 @@ fn with_base_policies_changes_the_base_would_make_too_are_drift_and_the_rest_dec
           set ingress "INGRESS_TRAFFIC_ALL" -> "INGRESS_TRAFFIC_INTERNAL_ONLY" [drift]
         "#,
     );
+}
+
+#[test]
+fn switching_observe_to_enforce_declares_every_removal_it_unlocks_and_shows_the_mode_change() {
+    let base = desired(settings(), vec![billing().mode(Mode::Observe).member("user:ada@acme.com")]);
+    let head = desired(settings(), vec![billing().member("user:ada@acme.com")]);
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:leaver@acme.com"])
+        .build();
+    let opts = PlanOptions { now: now(), base: Some(&base) };
+    let p = plan::plan(&head, &live, &opts);
+    let svc = &p.services[0];
+    assert_eq!((svc.base_mode, svc.mode), (Some(PlanMode::Observe), PlanMode::Enforce));
+    let leaver = svc.member_changes().find(|c| c.member.as_str() == "user:leaver@acme.com").unwrap();
+    assert_eq!((leaver.action, leaver.origin), (Action::Remove, Some(Origin::Declared)));
+    let text = plan::render_text(&p, false);
+    assert!(text.contains("[mode observe → enforce (declared)"), "{text}");
+    assert!(plan::render_markdown(&p).contains("| observe → enforce |"), "the table shows it too");
+    // Without a mode change, the same removal is drift (the base branch would make it too).
+    let same = plan::plan(&head, &live, &PlanOptions { now: now(), base: Some(&head) });
+    let leaver = same.services[0].member_changes().find(|c| c.member.as_str() == "user:leaver@acme.com").unwrap();
+    assert_eq!((same.services[0].base_mode, leaver.origin), (None, Some(Origin::Drift)));
 }
 
 #[test]

@@ -633,6 +633,7 @@ impl<'a> Planner<'a> {
             region: id.region.clone(),
             name: id.name.clone(),
             mode: g.mode.into(),
+            base_mode: None,
             policies: g.policies,
             etag: svc.etag.clone(),
             iam: iam_plan,
@@ -1354,6 +1355,9 @@ struct MergedExposure {
 fn mark_origins(plan: &mut Plan, base: &Plan) {
     let mut member_keys = HashSet::new();
     let mut setting_keys = HashSet::new();
+    let (no_members, no_settings) = (HashSet::new(), HashSet::new());
+    let base_modes: HashMap<&str, PlanMode> =
+        base.services.iter().map(|s| (s.id.as_str(), s.mode)).collect();
     for s in &base.services {
         for (kind, r) in [("iam", &s.iam), ("iap", &s.iap)] {
             for c in r
@@ -1377,6 +1381,12 @@ fn mark_origins(plan: &mut Plan, base: &Plan) {
     }
     for s in &mut plan.services {
         let id = s.id.clone();
+        // A mode the pull request changes (observe → enforce) is its decision: what it unlocks
+        // is declared, even where the base branch lists the same changes as drift.
+        s.base_mode = base_modes.get(id.as_str()).copied().filter(|m| *m != s.mode);
+        let changed_mode = s.base_mode.is_some();
+        let member_keys = if changed_mode { &no_members } else { &member_keys };
+        let setting_keys = if changed_mode { &no_settings } else { &setting_keys };
         for (kind, r) in [("iam", &mut s.iam), ("iap", &mut s.iap)] {
             for c in r.iter_mut().flat_map(|r| r.changes.iter_mut()) {
                 if c.action == Action::Keep {

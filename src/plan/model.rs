@@ -93,6 +93,11 @@ pub struct ServicePlan {
     pub name: String,
     /// The effective enforcement mode (the most cautious of the governing policies).
     pub mode: PlanMode,
+    /// With `--base-policies`: the mode the base branch gives the service, when the pull
+    /// request changes it (e.g. `observe` → `enforce`). Every change of the service is then
+    /// `declared`: the pull request is what makes them happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_mode: Option<PlanMode>,
     /// Names of the policies that govern the service, sorted.
     pub policies: Vec<String>,
     /// The service's etag as read; `services.patch` must carry it.
@@ -117,9 +122,9 @@ pub struct ServicePlan {
 /// inputs and not saved, so a plan read back from its JSON equals the plan it was written from.
 impl PartialEq for ServicePlan {
     fn eq(&self, other: &ServicePlan) -> bool {
-        let ServicePlan { id, project, region, name, mode, policies, etag, iam, iap, settings, record: _ } = self;
-        (id, project, region, name, mode, policies, etag, iam, iap, settings)
-            == (&other.id, &other.project, &other.region, &other.name, &other.mode, &other.policies, &other.etag, &other.iam, &other.iap, &other.settings)
+        let ServicePlan { id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings, record: _ } = self;
+        (id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings)
+            == (&other.id, &other.project, &other.region, &other.name, &other.mode, &other.base_mode, &other.policies, &other.etag, &other.iam, &other.iap, &other.settings)
     }
 }
 

@@ -91,6 +91,14 @@ impl Paint {
     }
 }
 
+/// The mode column: `enforce`, or `observe → enforce` when the pull request changes it.
+fn md_mode(s: &ServicePlan) -> String {
+    match s.base_mode {
+        Some(before) => format!("{} → {}", before.as_str(), s.mode.as_str()),
+        None => s.mode.as_str().to_string(),
+    }
+}
+
 fn mode_note(mode: PlanMode) -> &'static str {
     match mode {
         PlanMode::Enforce => "enforce",
@@ -236,12 +244,11 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
 
 fn service_header(s: &ServicePlan) -> String {
     let sym = if s.has_changes() { "~" } else { " " };
-    let line = format!(
-        "{sym} {}  [{}; policies: {}]",
-        s.id,
-        mode_note(s.mode),
-        s.policies.join(", ")
-    );
+    let mode = match s.base_mode {
+        Some(before) => format!("mode {} → {} (declared): {}", before.as_str(), s.mode.as_str(), mode_note(s.mode)),
+        None => mode_note(s.mode).to_string(),
+    };
+    let line = format!("{sym} {}  [{mode}; policies: {}]", s.id, s.policies.join(", "));
     visible(&line).into_owned()
 }
 
@@ -442,7 +449,7 @@ fn md_table_row(s: &ServicePlan) -> String {
     format!(
         "| {} | {} | {} | {} | {} | {} |\n",
         md_code(&s.id.to_string(), true),
-        s.mode.as_str(),
+        md_mode(s),
         s.count(Action::Add),
         s.count(Action::Remove),
         s.settings.len(),
@@ -470,7 +477,7 @@ fn md_details(s: &ServicePlan) -> String {
     format!(
         "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n",
         html_text(&s.id.to_string()),
-        s.mode.as_str(),
+        md_mode(s),
         s.count(Action::Add),
         s.count(Action::Remove),
         s.settings.len()
