@@ -1135,6 +1135,47 @@ fn switching_observe_to_enforce_declares_every_removal_it_unlocks_and_shows_the_
 }
 
 #[test]
+fn the_comment_names_its_commit_and_puts_the_guard_refusal_then_widening_exposure_first() {
+    let mut st = settings();
+    st.guards.max_removals = 0;
+    let d = desired(
+        st,
+        vec![
+            billing().public(true).ingress(Ingress::All).member("user:bob@partner.example").member("user:ada@acme.com"),
+            policy("console").service(CONSOLE),
+        ],
+    );
+    let live = world()
+        .svc(API, &[])
+        .ingress(API, Some(Ingress::Internal))
+        .bind(API, RUN_INVOKER, &["user:leaver@acme.com"])
+        .svc(CONSOLE, &[])
+        .bind(CONSOLE, RUN_INVOKER, &["user:contractor@partner.example"])
+        .build();
+    let p = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let trips = check_guards(&p, &d.settings, None);
+    assert!(!trips.is_empty(), "removing leaver trips maxRemovals 0");
+    let md = plan::render_comment(&p, Some("3f2a9c1d"), &trips);
+    assert!(md.starts_with("**runwarden plan** at `3f2a9c1d` — "), "{md}");
+    let pos = |needle: &str| md.find(needle).unwrap_or_else(|| panic!("{needle:?} missing from:\n{md}"));
+    let (refused, widens, removes, table) =
+        (pos("would refuse this plan"), pos("This plan widens exposure"), pos("This plan removes access"), pos("| Service |"));
+    assert!(refused < widens && widens < removes && removes < table, "{md}");
+    for line in ["`allUsers` granted", "`user:bob@partner.example` granted", "ingress opened to all traffic"] {
+        assert!(md[widens..removes].contains(line), "{line:?} in the widening block:\n{md}");
+    }
+    assert!(!md[widens..removes].contains("ada@acme.com"), "a member in the mapping's domains is not a widening");
+    // The summary counts one service to change; the table has one row, the kept-only console
+    // service is named as such below it.
+    assert!(md.contains("Plan: 1 service to change"), "{md}");
+    let rows = md.lines().filter(|l| l.starts_with("| `")).count();
+    assert_eq!(rows, 1, "{md}");
+    assert!(md.contains("1 more service with nothing to change"), "{md}");
+    // Without a revision the header names none.
+    assert!(plan::render_markdown(&p).starts_with("**runwarden plan** — "));
+}
+
+#[test]
 fn every_change_names_the_policy_lines_behind_it() {
     let d = desired(
         settings(),

@@ -68,6 +68,7 @@ use crate::policy::model::{
 use super::model::*;
 use super::rules::{
     FeedStatus, Ownership, RoleMapping, is_mapping_member, managed_expiry_text, map_role,
+    outside_domains_note,
 };
 pub use super::rules::{
     MANAGED_CONDITION_PREFIX, expiry_condition, is_managed_condition, managed_expiry,
@@ -1030,8 +1031,9 @@ impl<'a> Planner<'a> {
                     .entry(srcs)
                     .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
                     .clone();
+                let note = outside_domains_note(&self.settings.principals, m);
                 out.changes
-                    .push(change(Action::Add, m, Reason::Missing, sources, None));
+                    .push(change(Action::Add, m, Reason::Missing, sources, note));
                 out.adds += 1;
             }
         }
