@@ -539,6 +539,25 @@ spec:
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_shard_another_shards_services_are_never_reported_as_matching_no_live_service() {
+        let desired = runwarden::policy::load_at(&root().join("policies"), SystemTime::now()).unwrap();
+        let conn = Connection::embedded(&root().join("deploy/local/world.yaml"), &desired.settings).await.unwrap();
+        let progress = Arc::new(Progress::hidden());
+        let now = SystemTime::now();
+        let unmatched = |p: &runwarden::plan::Plan| -> BTreeSet<String> {
+            p.findings.iter().filter(|f| f.code == "unmatched-service").map(|f| f.message.clone()).collect()
+        };
+        let full = runwarden::pass::read(&desired, &conn, &progress).await.unwrap();
+        let expected = unmatched(&plan(&desired, &full, &PlanOptions::at(now)));
+        for index in 0..4 {
+            let live = runwarden::pass::read_shard(&desired, &conn, &progress, Some(Shard { index, count: 4 })).await.unwrap();
+            assert!(live.services.len() < full.services.len(), "shard {index} is a part");
+            let got = unmatched(&plan(&desired, &live, &PlanOptions::at(now)));
+            assert_eq!(got, expected, "shard {index}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sharded_applies_partition_the_estate_exactly_and_together_converge_it() {
         let dir = tempfile::tempdir().unwrap();
         policies(dir.path());

@@ -72,6 +72,9 @@ pub struct LiveState {
     pub project_numbers: BTreeMap<String, u64>,
     /// The Auth0 directory, as far as policies need it.
     pub directory: Directory,
+    /// With `--shard`: the services listed that belong to other shards (id → labels), neither
+    /// kept nor read. A policy reference matching only these is not "unmatched".
+    pub other_shards: BTreeMap<ServiceId, BTreeMap<String, String>>,
 }
 
 /// One Cloud Run service's settings and, when governed, its IAM policies.

@@ -495,7 +495,8 @@ impl<'a> Planner<'a> {
                         }
                     }
                 }
-                if matched == 0 {
+                // In a shard, a reference to another shard's services is that shard's business.
+                if matched == 0 && !matches_other_shard(live, sref, &regions) {
                     self.findings.insert(unmatched(policy, sref));
                 }
             }
@@ -1179,6 +1180,18 @@ impl<'a> Planner<'a> {
             },
         )
     }
+}
+
+/// Whether `sref` matches a service of another shard (listed, not kept; see `LiveState`).
+fn matches_other_shard(live: &LiveState, sref: &ServiceRef, regions: &[&str]) -> bool {
+    live.other_shards.iter().any(|(id, labels)| {
+        id.project == sref.project
+            && regions.contains(&id.region.as_str())
+            && match &sref.target {
+                ServiceTarget::Named(n) => &id.name == n,
+                ServiceTarget::Selector(sel) => sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            }
+    })
 }
 
 /// The finding for a service reference of `policy` that matches no live service.
