@@ -253,8 +253,8 @@ fn service_header(s: &ServicePlan) -> String {
     visible(&line).into_owned()
 }
 
-/// A finding on one line, with hidden characters made visible.
-fn finding_line(f: &Finding) -> String {
+/// A finding on one line as every command prints it (`plan`, `apply`, `demo`, `audit`).
+pub fn finding_line(f: &Finding) -> String {
     visible(&finding_text(f)).into_owned()
 }
 
