@@ -1176,6 +1176,44 @@ fn the_comment_names_its_commit_and_puts_the_guard_refusal_then_widening_exposur
 }
 
 #[test]
+fn a_guard_holds_the_unit_that_trips_and_every_unit_when_only_together_they_trip() {
+    let mut st = settings();
+    st.guards.max_removals = 1;
+    st.guards.max_removal_ratio = 1.0;
+    let d = desired(st, vec![billing().member("user:ada@acme.com"), policy("console").service(CONSOLE).member("user:ada@acme.com")]);
+    let held = |live: &LiveState| -> Vec<(String, Vec<String>)> {
+        let p = plan::plan(&d, live, &PlanOptions::at(now()));
+        plan::hold_tripped_units(&p, &d.settings, None).into_iter().map(|u| (u.unit, u.services)).collect()
+    };
+    // billing removes two, console one: billing alone is held, console converges.
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:x@acme.com", "user:y@acme.com"])
+        .svc(CONSOLE, &[])
+        .bind(CONSOLE, RUN_INVOKER, &["user:ada@acme.com", "user:z@acme.com"])
+        .build();
+    assert_eq!(held(&live), [("billing".to_string(), vec![API.to_string()])]);
+    // One removal each: each unit passes alone, together they trip maxRemovals 1, so both wait.
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:x@acme.com"])
+        .svc(CONSOLE, &[])
+        .bind(CONSOLE, RUN_INVOKER, &["user:ada@acme.com", "user:z@acme.com"])
+        .build();
+    let units: Vec<String> = held(&live).into_iter().map(|(u, _)| u).collect();
+    assert_eq!(units, ["billing", "console"]);
+    // The allowance a trip names lets exactly those removals through.
+    let p = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let trip = check_guards(&p, &d.settings, None).remove(0).to_string();
+    let tokens: Vec<String> = trip.split('"').filter(|t| t.contains('@') && !t.contains(' ')).map(str::to_string).collect();
+    assert_eq!(tokens.len(), 2, "{trip}");
+    let mut allowed = d.clone();
+    allowed.settings.guards.allow_once = tokens;
+    assert!(check_guards(&p, &allowed.settings, None).is_empty());
+    assert!(plan::hold_tripped_units(&p, &allowed.settings, None).is_empty());
+}
+
+#[test]
 fn every_change_names_the_policy_lines_behind_it() {
     let d = desired(
         settings(),
