@@ -159,6 +159,7 @@ fn settings() -> Settings {
         guards: Guards {
             max_removals: 100_000,
             max_removal_ratio: 1.0,
+            allow_once: Vec::new(),
         },
         audits: Audits {
             max_token_lifetime: Duration::from_secs(3600),
@@ -244,6 +245,7 @@ fn estate_with(users_per_role: usize, adopting: bool) -> (Desired, LiveState) {
                         labels: [("team".to_string(), format!("team-{team:03}"))]
                             .into_iter()
                             .collect(),
+                        annotations: Default::default(),
                         settings: ServiceSettings {
                             ingress: Some(Ingress::Internal),
                             invoker_iam_disabled: false,

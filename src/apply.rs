@@ -520,6 +520,10 @@ async fn apply_service<'s>(
     let mut steps = Steps::default();
     if current.settings.is_empty() {
         write_policies(&id, Phase::All, &mut current, &mut known, a, shared, events).await.map_err(|f| steps.left_in(f))?;
+        // The last-applied record alone: a patch that is not waited for and fails nothing.
+        if current.record.is_some() {
+            patch_settings(&id, &mut current, a, shared, events).await?;
+        }
         return Ok(());
     }
     write_policies(&id, Phase::Grants, &mut current, &mut known, a, shared, events).await.map_err(|f| steps.left_in(f))?;
@@ -955,7 +959,8 @@ async fn patch_settings<'s>(
     let mut etag = current.etag.clone();
     let mut conflicts = ConflictBudget::new(a.config.max_conflicts);
     loop {
-        if settings.is_empty() {
+        let annotations = record_annotations(id, current, &a.audit.revision);
+        if settings.is_empty() && annotations.is_none() {
             return Ok(());
         }
         // Only the governed fields, each under its own update-mask path, are ever patched.
@@ -970,13 +975,26 @@ async fn patch_settings<'s>(
         if a.shutdown.is_cancelled() {
             return Err(Failure::Shutdown);
         }
-        let update = ServiceUpdate {
+        let mut update = ServiceUpdate {
             fields: settings.iter().map(|c| (c.update_mask_path.clone(), c.after.clone())).collect(),
             etag: etag.clone(),
         };
+        // The `annotations` mask path replaces the whole map (AIP-161: a map field in a field
+        // mask is replaced as a unit), so every annotation as read is sent back with the record.
+        if let Some(all) = &annotations {
+            update.fields.push(("annotations".into(), serde_json::json!(all)));
+        }
         match retry(&a.retries(), "services.patch", || a.google.patch_service(id, &update)).await {
+            // A record-only patch changes no setting: it is not waited for, and its failure
+            // fails nothing (the IAM changes are in; what it loses is the memory of members
+            // granted in this pass, said on stderr).
+            Ok(_) if settings.is_empty() => return Ok(()),
             Ok(op) => return finish_patch(id, a, op, &settings, &etag, events).await,
             Err(err) if err.class() == ErrorClass::Conflict => {}
+            Err(err) if settings.is_empty() => {
+                eprintln!("warning: the last-applied record of {id} was not written ({err}); members granted in this pass will be judged foreign once no policy grants them");
+                return Ok(());
+            }
             Err(err) => return Err(Failure::from_google("changing the service's settings", &err)),
         }
         let inputs = on_conflict(
@@ -996,6 +1014,34 @@ async fn patch_settings<'s>(
         settings = replanned.settings.clone();
         etag = fresh.etag.clone();
         *current = replanned;
+    }
+}
+
+/// The annotations to write with a service's changes: the plan's last-applied record stamped
+/// with this revision, when it differs from the one read and fits Cloud Run's limit (a record
+/// that does not fit is not written, with a warning: members granted since are not remembered).
+fn record_annotations(
+    id: &ServiceId,
+    plan: &ServicePlan,
+    revision: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let w = plan.record.as_ref()?;
+    if plan.mode != crate::plan::PlanMode::Enforce {
+        return None;
+    }
+    let text = w.record.encode(revision);
+    if w.current.as_deref() == Some(text.as_str()) || (w.current.is_none() && w.record.grants.is_empty()) {
+        return None;
+    }
+    match crate::model::annotations_with(&w.others, &text) {
+        Ok(all) => Some(all),
+        Err(size) => {
+            eprintln!(
+                "warning: the last-applied record of {id} is not written: the service's annotations would be {size} bytes, over Cloud Run's limit of {} (Kubernetes' annotation limit); members granted in this pass will be judged foreign once no policy grants them",
+                crate::model::ANNOTATIONS_LIMIT_BYTES
+            );
+            None
+        }
     }
 }
 

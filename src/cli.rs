@@ -139,6 +139,10 @@ pub struct PlanArgs {
     /// administrator controls).
     #[arg(long, value_name = "DIR")]
     pub settings_from: Vec<PathBuf>,
+    /// The commit the plan is made at, named at the top of the Markdown comment (the
+    /// pull-request workflow passes the head SHA); defaults to the published commit, if any.
+    #[arg(long, value_name = "REV")]
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

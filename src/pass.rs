@@ -18,7 +18,7 @@ use anyhow::{Context, anyhow};
 use crate::apply::{ApplyConfig, AuditContext, AuditSink, Applier, PlanSource, apply};
 use crate::live::{ClientConfig, Clients, ReadConfig, ReadProgress, read_live};
 use crate::model::LiveState;
-use crate::plan::{PlanOptions, check_guards, plan};
+use crate::plan::{PlanOptions, hold_tripped_units, plan};
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
 use tokio_util::sync::CancellationToken;
@@ -240,12 +240,42 @@ impl crate::reconcile::Pass for LivePass {
         let live = crate::live::read_live(&desired, &self.conn.clients, &read)
             .await
             .map_err(|e| PassFailure::ReadFailed(e.to_string()))?;
-        let plan = plan(&desired, &live, &PlanOptions::at(now));
-        let trips = check_guards(&plan, &desired.settings, self.config.allow_removals);
-        if !trips.is_empty() {
-            let message = trips.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("; ");
-            return Err(PassFailure::GuardTripped(message));
+        let mut plan = plan(&desired, &live, &PlanOptions::at(now));
+        // A trip holds its guard unit (the services of one set of policies); the rest converges.
+        let held = hold_tripped_units(&plan, &desired.settings, self.config.allow_removals);
+        let mut out = PassReport::default();
+        // Every governed service (the reader reads IAM for those only) starts in sync; the plan,
+        // the guards and the apply report say otherwise where they must.
+        for svc in live.services.values().filter(|s| s.iam.is_some() || s.read_error.is_some()) {
+            let (state, message) = match &svc.read_error {
+                Some(e) => ("Failed", Some(format!("read failed: {e}"))),
+                None => ("InSync", None),
+            };
+            out.services.insert(svc.id.to_string(), ServiceStatus { state: state.into(), message });
         }
+        for sp in &plan.services {
+            let state = if !sp.has_changes() {
+                "InSync"
+            } else if sp.is_applicable() {
+                "Changed"
+            } else {
+                "Drifted"
+            };
+            out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
+        }
+        let mut held_ids = std::collections::BTreeSet::new();
+        for unit in &held {
+            let message = unit.trips.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("; ");
+            for t in &unit.trips {
+                tracing::error!(event = "guard-trip", guard = t.guard.as_str(), unit = unit.unit.as_str(), "held {}: {t}", unit.unit);
+            }
+            for id in &unit.services {
+                held_ids.insert(id.clone());
+                out.services.insert(id.clone(), ServiceStatus { state: "Held".into(), message: Some(message.clone()) });
+            }
+            out.held.push(format!("{} ({} service{}): {message}", unit.unit, unit.services.len(), if unit.services.len() == 1 { "" } else { "s" }));
+        }
+        plan.services.retain(|s| !held_ids.contains(&s.id));
         let audit = AuditContext { revision, actor: self.actor.clone() };
         let applier = Applier {
             google: &self.conn.clients.google,
@@ -266,26 +296,8 @@ impl crate::reconcile::Pass for LivePass {
         if !idle || self.sink.is_json() {
             self.sink.summary(&report, &audit);
         }
-        let mut out = PassReport { applied: report.applied_by_kind(), drift: report.not_applied as u64, ..PassReport::default() };
-        // Every governed service (the reader reads IAM for those only) starts in sync; the plan
-        // and the apply report say otherwise where they must.
-        for svc in live.services.values().filter(|s| s.iam.is_some() || s.read_error.is_some()) {
-            let (state, message) = match &svc.read_error {
-                Some(e) => ("Failed", Some(format!("read failed: {e}"))),
-                None => ("InSync", None),
-            };
-            out.services.insert(svc.id.to_string(), ServiceStatus { state: state.into(), message });
-        }
-        for sp in &plan.services {
-            let state = if !sp.has_changes() {
-                "InSync"
-            } else if sp.is_applicable() {
-                "Changed"
-            } else {
-                "Drifted"
-            };
-            out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
-        }
+        out.applied = report.applied_by_kind();
+        out.drift = report.not_applied as u64;
         // A governed service that could not be read was not compared at all: the pass failed
         // for it (Ready is False, and the service is listed as Failed with the reason).
         for f in plan.unread() {

@@ -82,12 +82,17 @@ pub struct PassReport {
     pub services: BTreeMap<String, ServiceStatus>,
     /// Services whose part of the pass failed; the others still converged.
     pub failures: Vec<String>,
+    /// Guard units held back by a trip (one line each: unit, services, trips); the other
+    /// units converged. Reported on every pass until the policies change or an allowance
+    /// (`guards.allowOnce`) lets the removals through.
+    pub held: Vec<String>,
 }
 
 /// One service's state after a pass.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceStatus {
-    /// `InSync`, `Changed`, `Drifted` (changes not applied by mode), or `Failed`.
+    /// `InSync`, `Changed`, `Drifted` (changes not applied by mode), `Held` (a guard holds its
+    /// changes), or `Failed`.
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -606,6 +611,9 @@ fn record_success(s: &mut Status, report: &PassReport, revision: &str) {
         String::new()
     };
     s.set_condition("Drifted", drifted, if drifted { "ChangesNotApplied" } else { "InSync" }, message);
+    let held = !report.held.is_empty();
+    let reason = if held { "GuardTripped" } else { "NothingHeld" };
+    s.set_condition("Held", held, reason, report.held.join("\n"));
 }
 
 fn record_pass(s: &mut Status, report: &PassReport) {
@@ -618,7 +626,8 @@ const STALLED_HELP: &str = "1 while the newest policy revision does not load (th
 const LAST_SUCCESS_HELP: &str = "Unix time of the last successful pass (0: none since start).";
 const PASSES_HELP: &str = "Reconcile passes by outcome.";
 const APPLIED_HELP: &str = "Applied changes by kind.";
-const GUARD_TRIPS_HELP: &str = "Applies refused by a guard.";
+const GUARD_TRIPS_HELP: &str = "Applies refused by a guard (in the loop: guard units held, per pass).";
+const HELD_HELP: &str = "Services whose changes a guard held in the last pass.";
 
 /// Every series an alert may watch exists from the first scrape, at zero: an absent counter
 /// cannot be told from a scrape that failed, and `rate()` over it never fires.
@@ -631,7 +640,7 @@ fn declare_metrics(m: &Metrics) {
     }
     m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], 0.0);
     // Gauges: declared, never reset (a second call must not hide a stalled loop).
-    for (name, help) in [("runwarden_stalled", STALLED_HELP), ("runwarden_last_success_timestamp_seconds", LAST_SUCCESS_HELP)] {
+    for (name, help) in [("runwarden_stalled", STALLED_HELP), ("runwarden_last_success_timestamp_seconds", LAST_SUCCESS_HELP), ("runwarden_held_services", HELD_HELP)] {
         if m.get(name, &[]).is_none() {
             m.set(name, help, vec![], 0.0);
         }
@@ -657,6 +666,10 @@ fn record_pass_metrics(m: &Metrics, result: &Result<PassReport, PassFailure>, se
             m.inc("runwarden_changes_applied_total", APPLIED_HELP, vec![("kind", kind.clone())], *n as f64);
         }
         m.set("runwarden_drift", "Changes planned but not applied in the last pass.", vec![], report.drift as f64);
+        // Every pass that holds a unit counts a trip per unit, so the alert keeps firing.
+        m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], report.held.len() as f64);
+        let held = report.services.values().filter(|s| s.state == "Held").count();
+        m.set("runwarden_held_services", HELD_HELP, vec![], held as f64);
     }
     if let Err(PassFailure::GuardTripped(_)) = result {
         {

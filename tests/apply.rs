@@ -6,6 +6,7 @@
 //! inside the simulator between steps; a few tests run the real binary for exit codes and output.
 
 mod hostile_answers;
+mod last_applied;
 mod support;
 mod transitions;
 
@@ -920,6 +921,19 @@ fn max_removals_refuses_the_whole_apply_and_allow_removals_lets_it_through() {
 
     let too_few = apply_with_settings(set, &["--allow-removals", "1"]);
     assert_refused_before_any_write(&too_few, "maxRemovals");
+}
+
+#[test]
+fn a_plan_the_guards_would_refuse_says_so_before_anything_else() {
+    let policies = policies_with_settings(|t| t.replace("maxRemovals: 25", "maxRemovals: 0"));
+    let dir = policies.path().to_string_lossy().into_owned();
+    let text = runwarden(&["--sim", "deploy/local/world.yaml", "plan", "--policies", &dir]);
+    assert_eq!(text.code, 2, "{}", text.all());
+    assert!(text.stdout.starts_with("Apply would refuse this plan:"), "{}", text.stdout);
+    let md = runwarden(&["--sim", "deploy/local/world.yaml", "plan", "--policies", &dir, "--format", "markdown", "--revision", "3f2a9c1"]);
+    assert!(md.stdout.starts_with("**runwarden plan** at `3f2a9c1`"), "{}", md.stdout);
+    let caution = md.stdout.find("[!CAUTION]").expect("the guard note");
+    assert!(caution < md.stdout.find("| Service |").unwrap(), "{}", md.stdout);
 }
 
 #[test]

@@ -1014,6 +1014,7 @@ fn with_a_workforce_pool_a_pool_group_of_an_existing_role_is_imported_as_that_ro
             LiveService {
                 id: id.clone(),
                 labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
                 settings: ServiceSettings {
                     ingress: None,
                     invoker_iam_disabled: false,
@@ -1044,6 +1045,7 @@ fn with_a_workforce_pool_a_pool_group_of_an_existing_role_is_imported_as_that_ro
             )]),
             members_resolved: false,
         },
+        other_shards: BTreeMap::new(),
     };
     let imported = import(
         &settings,

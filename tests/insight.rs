@@ -85,15 +85,29 @@ fn garbage_on_stdin_is_malformed_and_empty_stdin_is_a_usage_error() {
 fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "audit"]);
     assert_eq!(code, 2, "findings exit 2\n{out}{err}");
-    assert!(out.contains("error [rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
-    assert!(out.contains("warning [token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
-    assert!(out.contains("at: policies/teams/payments.yaml:"), "{out}");
+    assert!(out.contains("error [auth0-rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
+    assert!(out.contains("warning [auth0-token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
+    assert!(out.contains("; fix: ") && out.contains("(policies/teams/payments.yaml:"), "{out}");
     assert!(out.trim_end().ends_with("Audit: 2 findings."), "{out}");
+    // One catalogue: every line audit prints is printed the same by plan, apply and demo.
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let (_, plan, _) = runwarden(&["--sim", "deploy/local/world.yaml", "plan"]);
+    let (_, apply, _) = runwarden(&["--sim", "deploy/local/world.yaml", "apply", "--auto-approve"]);
+    let (_, demo, _) = runwarden(&["demo"]);
+    for line in &lines {
+        for (command, text) in [("plan", &plan), ("apply", &apply), ("demo", &demo)] {
+            assert!(text.contains(line), "{command} prints {line:?}:\n{text}");
+        }
+    }
+    let count = |text: &str| text.lines().find(|l| l.starts_with("Findings (")).map(str::to_string);
+    assert_eq!(count(&plan), count(&apply), "plan and apply show the same findings");
+    assert_eq!(count(&plan), count(&demo), "plan and demo show the same findings");
 
     let (_, json, _) = runwarden(&["--sim", "deploy/local/world.yaml", "audit", "--format", "json"]);
     let findings: serde_json::Value = serde_json::from_str(&json).unwrap();
     let codes: Vec<&str> = findings.as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["rbac-not-enforced", "token-lifetime-too-long"]);
+    assert_eq!(codes, ["auth0-rbac-not-enforced", "auth0-token-lifetime-too-long"], "the codes every plan uses");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use crate::common::{assert_golden, root};
 use runwarden::iam::{IAP_ACCESSOR, RUN_INVOKER};
 use runwarden::live::LiveState;
 use runwarden::plan::{
-    self, Action, GuardKind, Plan, PlanOptions, Reason, check_guards, render_markdown, render_text,
+    self, Action, GuardKind, Origin, Plan, PlanMode, PlanOptions, Reason, check_guards, render_markdown, render_text,
 };
 use runwarden::policy::model::{Desired, ForeignMembers, Ingress, Mode, PrincipalMapping};
 
@@ -1126,6 +1126,108 @@ fn with_base_policies_changes_the_base_would_make_too_are_drift_and_the_rest_dec
           set ingress "INGRESS_TRAFFIC_ALL" -> "INGRESS_TRAFFIC_INTERNAL_ONLY" [drift]
         "#,
     );
+}
+
+#[test]
+fn switching_observe_to_enforce_declares_every_removal_it_unlocks_and_shows_the_mode_change() {
+    let base = desired(settings(), vec![billing().mode(Mode::Observe).member("user:ada@acme.com")]);
+    let head = desired(settings(), vec![billing().member("user:ada@acme.com")]);
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:leaver@acme.com"])
+        .build();
+    let opts = PlanOptions { now: now(), base: Some(&base) };
+    let p = plan::plan(&head, &live, &opts);
+    let svc = &p.services[0];
+    assert_eq!((svc.base_mode, svc.mode), (Some(PlanMode::Observe), PlanMode::Enforce));
+    let leaver = svc.member_changes().find(|c| c.member.as_str() == "user:leaver@acme.com").unwrap();
+    assert_eq!((leaver.action, leaver.origin), (Action::Remove, Some(Origin::Declared)));
+    let text = plan::render_text(&p, false);
+    assert!(text.contains("[mode observe → enforce (declared)"), "{text}");
+    assert!(plan::render_markdown(&p).contains("| observe → enforce |"), "the table shows it too");
+    // Without a mode change, the same removal is drift (the base branch would make it too).
+    let same = plan::plan(&head, &live, &PlanOptions { now: now(), base: Some(&head) });
+    let leaver = same.services[0].member_changes().find(|c| c.member.as_str() == "user:leaver@acme.com").unwrap();
+    assert_eq!((same.services[0].base_mode, leaver.origin), (None, Some(Origin::Drift)));
+}
+
+#[test]
+fn the_comment_names_its_commit_and_puts_the_guard_refusal_then_widening_exposure_first() {
+    let mut st = settings();
+    st.guards.max_removals = 0;
+    let d = desired(
+        st,
+        vec![
+            billing().public(true).ingress(Ingress::All).member("user:bob@partner.example").member("user:ada@acme.com"),
+            policy("console").service(CONSOLE),
+        ],
+    );
+    let live = world()
+        .svc(API, &[])
+        .ingress(API, Some(Ingress::Internal))
+        .bind(API, RUN_INVOKER, &["user:leaver@acme.com"])
+        .svc(CONSOLE, &[])
+        .bind(CONSOLE, RUN_INVOKER, &["user:contractor@partner.example"])
+        .build();
+    let p = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let trips = check_guards(&p, &d.settings, None);
+    assert!(!trips.is_empty(), "removing leaver trips maxRemovals 0");
+    let md = plan::render_comment(&p, Some("3f2a9c1d"), &trips);
+    assert!(md.starts_with("**runwarden plan** at `3f2a9c1d` — "), "{md}");
+    let pos = |needle: &str| md.find(needle).unwrap_or_else(|| panic!("{needle:?} missing from:\n{md}"));
+    let (refused, widens, removes, table) =
+        (pos("would refuse this plan"), pos("This plan widens exposure"), pos("This plan removes access"), pos("| Service |"));
+    assert!(refused < widens && widens < removes && removes < table, "{md}");
+    for line in ["`allUsers` granted", "`user:bob@partner.example` granted", "ingress opened to all traffic"] {
+        assert!(md[widens..removes].contains(line), "{line:?} in the widening block:\n{md}");
+    }
+    assert!(!md[widens..removes].contains("ada@acme.com"), "a member in the mapping's domains is not a widening");
+    // The summary counts one service to change; the table has one row, the kept-only console
+    // service is named as such below it.
+    assert!(md.contains("Plan: 1 service to change"), "{md}");
+    let rows = md.lines().filter(|l| l.starts_with("| `")).count();
+    assert_eq!(rows, 1, "{md}");
+    assert!(md.contains("1 more service with nothing to change"), "{md}");
+    // Without a revision the header names none.
+    assert!(plan::render_markdown(&p).starts_with("**runwarden plan** — "));
+}
+
+#[test]
+fn a_guard_holds_the_unit_that_trips_and_every_unit_when_only_together_they_trip() {
+    let mut st = settings();
+    st.guards.max_removals = 1;
+    st.guards.max_removal_ratio = 1.0;
+    let d = desired(st, vec![billing().member("user:ada@acme.com"), policy("console").service(CONSOLE).member("user:ada@acme.com")]);
+    let held = |live: &LiveState| -> Vec<(String, Vec<String>)> {
+        let p = plan::plan(&d, live, &PlanOptions::at(now()));
+        plan::hold_tripped_units(&p, &d.settings, None).into_iter().map(|u| (u.unit, u.services)).collect()
+    };
+    // billing removes two, console one: billing alone is held, console converges.
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:x@acme.com", "user:y@acme.com"])
+        .svc(CONSOLE, &[])
+        .bind(CONSOLE, RUN_INVOKER, &["user:ada@acme.com", "user:z@acme.com"])
+        .build();
+    assert_eq!(held(&live), [("billing".to_string(), vec![API.to_string()])]);
+    // One removal each: each unit passes alone, together they trip maxRemovals 1, so both wait.
+    let live = world()
+        .svc(API, &[])
+        .bind(API, RUN_INVOKER, &["user:ada@acme.com", "user:x@acme.com"])
+        .svc(CONSOLE, &[])
+        .bind(CONSOLE, RUN_INVOKER, &["user:ada@acme.com", "user:z@acme.com"])
+        .build();
+    let units: Vec<String> = held(&live).into_iter().map(|(u, _)| u).collect();
+    assert_eq!(units, ["billing", "console"]);
+    // The allowance a trip names lets exactly those removals through.
+    let p = plan::plan(&d, &live, &PlanOptions::at(now()));
+    let trip = check_guards(&p, &d.settings, None).remove(0).to_string();
+    let tokens: Vec<String> = trip.split('"').filter(|t| t.contains('@') && !t.contains(' ')).map(str::to_string).collect();
+    assert_eq!(tokens.len(), 2, "{trip}");
+    let mut allowed = d.clone();
+    allowed.settings.guards.allow_once = tokens;
+    assert!(check_guards(&p, &allowed.settings, None).is_empty());
+    assert!(plan::hold_tripped_units(&p, &allowed.settings, None).is_empty());
 }
 
 #[test]

@@ -32,7 +32,8 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct HygieneFinding {
     pub severity: Severity,
-    /// Stable kebab-case code.
+    /// Stable kebab-case code, the same in `audit` and in every plan (`auth0-…` for the
+    /// tenant's settings; `unknown-role` and `empty-role` are the plan's own codes).
     pub code: &'static str,
     /// What is wrong, with the evidence (names, numbers).
     pub message: String,
@@ -69,7 +70,7 @@ fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<Hygiene
         let Some(api) = tenant.resource_servers.iter().find(|r| &r.identifier == aud) else {
             out.push(HygieneFinding {
                 severity: Severity::Error,
-                code: "audience-not-an-api",
+                code: "auth0-audience-not-an-api",
                 message: format!("audience {aud} is named in a policy but no Auth0 API has this identifier, so no token can be issued for it"),
                 fix: format!("create an API in Auth0 (Applications > APIs) with identifier {aud}, or correct the audience in the policy"),
                 sources: sources.clone(),
@@ -79,7 +80,7 @@ fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<Hygiene
         if Duration::from_secs(api.token_lifetime) > audits.max_token_lifetime {
             out.push(HygieneFinding {
                 severity: Severity::Warning,
-                code: "token-lifetime-too-long",
+                code: "auth0-token-lifetime-too-long",
                 message: format!(
                     "API {:?} ({aud}) issues access tokens valid for {}s, above maxTokenLifetime {}s: a revoked person keeps access that long",
                     api.name, api.token_lifetime, audits.max_token_lifetime.as_secs()
@@ -91,7 +92,7 @@ fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<Hygiene
         if !api.enforce_policies {
             out.push(HygieneFinding {
                 severity: Severity::Error,
-                code: "rbac-not-enforced",
+                code: "auth0-rbac-not-enforced",
                 message: format!("API {:?} ({aud}) guards a Cloud Run service but does not enforce RBAC: any user of any application can get a token for it", api.name),
                 fix: "enable RBAC on the API (enforce_policies: true) and grant access through roles".into(),
                 sources: sources.clone(),
@@ -112,7 +113,7 @@ fn audit_signing_keys(
     match current {
         None => out.push(HygieneFinding {
             severity: Severity::Error,
-            code: "no-current-signing-key",
+            code: "auth0-no-current-signing-key",
             message: "the tenant lists no current, unrevoked signing key".into(),
             fix: "rotate the signing key (POST /api/v2/keys/signing/rotate)".into(),
             sources: vec![],
@@ -122,7 +123,7 @@ fn audit_signing_keys(
                 if age > audits.max_signing_key_age {
                     out.push(HygieneFinding {
                         severity: Severity::Warning,
-                        code: "signing-key-too-old",
+                        code: "auth0-signing-key-too-old",
                         message: format!(
                             "the current signing key {:?} is {} days old, above maxSigningKeyAge {} days",
                             key.kid, age.as_secs() / 86_400, audits.max_signing_key_age.as_secs() / 86_400
@@ -137,7 +138,7 @@ fn audit_signing_keys(
     if !tenant.signing_keys.iter().any(|k| k.next && !k.revoked) {
         out.push(HygieneFinding {
             severity: Severity::Info,
-            code: "no-next-signing-key",
+            code: "auth0-no-next-signing-key",
             message: "no next signing key is staged: verifiers cannot cache it before a rotation".into(),
             fix: "stage a next key so it appears in the JWKS before it signs anything".into(),
             sources: vec![],
@@ -259,14 +260,14 @@ mod tests {
         let findings = audit(&desired, &tenant, now());
         assert_eq!(
             codes(&findings),
-            ["rbac-not-enforced", "unknown-role", "empty-role", "signing-key-too-old", "token-lifetime-too-long", "no-next-signing-key"]
+            ["auth0-rbac-not-enforced", "unknown-role", "auth0-signing-key-too-old", "auth0-token-lifetime-too-long", "empty-role", "auth0-no-next-signing-key"]
         );
-        let lifetime = findings.iter().find(|f| f.code == "token-lifetime-too-long").unwrap();
+        let lifetime = findings.iter().find(|f| f.code == "auth0-token-lifetime-too-long").unwrap();
         assert!(lifetime.message.contains("86400s") && lifetime.message.contains("3600s"), "{}", lifetime.message);
         let unknown = findings.iter().find(|f| f.code == "unknown-role").unwrap();
         assert!(unknown.message.contains("payments-engineer"));
         assert!(unknown.sources[0].contains("payments.yaml"), "{:?}", unknown.sources);
-        let old = findings.iter().find(|f| f.code == "signing-key-too-old").unwrap();
+        let old = findings.iter().find(|f| f.code == "auth0-signing-key-too-old").unwrap();
         assert!(old.message.contains("400 days"), "{}", old.message);
     }
 
@@ -277,7 +278,7 @@ mod tests {
         let keys = [SigningKey { revoked: true, ..key("k1", true, true, 1) }];
         let tenant = Tenant { resource_servers: &[], signing_keys: &keys, directory: &dir };
         let findings = audit(&desired, &tenant, now());
-        assert_eq!(codes(&findings), ["audience-not-an-api", "audience-not-an-api", "no-current-signing-key", "no-next-signing-key"]);
+        assert_eq!(codes(&findings), ["auth0-audience-not-an-api", "auth0-audience-not-an-api", "auth0-no-current-signing-key", "auth0-no-next-signing-key"]);
         assert!(findings[0].fix.contains("https://billing.acme.com"));
         assert!(findings[1].fix.contains("https://payments.acme.com"));
     }

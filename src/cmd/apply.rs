@@ -54,7 +54,10 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         };
         let audit = AuditContext { actor: conn.actor.clone(), ..audit };
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
-        let fresh = plan(&desired, &live, &PlanOptions::at(now));
+        let mut fresh = plan(&desired, &live, &PlanOptions::at(now));
+        // The same findings as `plan` shows for this state (one catalogue, computed once).
+        let directory = live.directory.members_resolved.then_some(&live.directory);
+        super::audit::add_hygiene_to_plan(&mut fresh, super::audit::hygiene_findings(&desired, &conn, directory).await);
         let Some((plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
             return Ok(ExitCode::from(EXIT_ERROR));
         };

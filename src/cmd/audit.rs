@@ -35,24 +35,36 @@ pub(super) async fn hygiene_findings(
     Ok(audit(desired, &tenant, crate::time::command_now()))
 }
 
-/// Hygiene findings as plan findings (they appear in every plan).
-pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::audit::hygiene::HygieneFinding>, anyhow::Error>) {
+/// Hygiene findings as catalogue entries: the one `Finding` shape every command prints
+/// (code, severity, evidence and fix in the message, policy locations).
+fn as_findings(findings: Vec<crate::audit::hygiene::HygieneFinding>) -> Vec<crate::plan::Finding> {
     use crate::audit::hygiene::Severity as H;
     use crate::plan::{Finding, Severity};
+    findings
+        .into_iter()
+        .map(|f| Finding {
+            service: None,
+            code: f.code.to_string(),
+            severity: match f.severity {
+                H::Error => Severity::Error,
+                H::Warning => Severity::Warning,
+                H::Info => Severity::Info,
+            },
+            message: format!("{}; fix: {}", f.message, f.fix),
+            sources: f.sources,
+        })
+        .collect()
+}
+
+/// Hygiene findings added to a plan: every command that plans (`plan`, `apply`, `demo`) calls
+/// this once per pass, so they all show the same findings. A role the policies name that is
+/// unknown or empty is the plan's own finding (`unknown-role`, `empty-role`), not repeated.
+pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::audit::hygiene::HygieneFinding>, anyhow::Error>) {
+    use crate::plan::{Finding, Severity};
     let extra: Vec<Finding> = match findings {
-        Ok(findings) => findings
+        Ok(findings) => as_findings(findings)
             .into_iter()
-            .map(|f| Finding {
-                service: None,
-                code: format!("auth0-{}", f.code),
-                severity: match f.severity {
-                    H::Error => Severity::Error,
-                    H::Warning => Severity::Warning,
-                    H::Info => Severity::Info,
-                },
-                message: format!("{}; fix: {}", f.message, f.fix),
-                sources: f.sources,
-            })
+            .filter(|f| f.code != "unknown-role" && f.code != "empty-role")
             .collect(),
         Err(e) => vec![Finding {
             service: None,
@@ -68,7 +80,8 @@ pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::a
     plan.summary.findings = plan.findings.len();
 }
 
-/// `runwarden audit`: Auth0 hygiene findings alone. Exit 0 when there are none, 2 when there are.
+/// `runwarden audit`: Auth0 hygiene findings alone, printed exactly as plans print them. Exit 0
+/// when there are none, 2 when there are.
 pub(super) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitCode> {
     let Ok(desired) = load_policies(&args.policies.policies, crate::time::command_now()) else {
         return Ok(ExitCode::from(EXIT_ERROR));
@@ -77,21 +90,12 @@ pub(super) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitC
         let conn = connect::open(global, &desired.settings).await?;
         hygiene_findings(&desired, &conn, None).await
     })?;
+    let findings = as_findings(findings);
     match args.format {
         PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
         _ => {
             for f in &findings {
-                let severity = match f.severity {
-                    crate::audit::hygiene::Severity::Error => "error",
-                    crate::audit::hygiene::Severity::Warning => "warning",
-                    crate::audit::hygiene::Severity::Info => "info",
-                };
-                let v = crate::text::visible;
-                println!("{severity} [{}] {}", f.code, v(&f.message));
-                println!("  fix: {}", v(&f.fix));
-                for s in &f.sources {
-                    println!("  at: {}", v(s));
-                }
+                println!("  {}", crate::plan::render::finding_line(f));
             }
             println!("Audit: {}.", crate::text::count(findings.len(), "finding"));
         }

@@ -56,7 +56,10 @@ fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Writ
         writeln!(out, "runwarden demo: simulated Google Cloud Run and Auth0 on {} (world {}), policies from {}", sim.base_url, world.display(), policies.display())?;
         writeln!(out, "\n== 1. plan: what differs between the policies and the simulated estate\n")?;
         let live = read(&desired, &conn, &progress).await?;
-        let first = plan(&desired, &live, &PlanOptions::at(now));
+        let mut first = plan(&desired, &live, &PlanOptions::at(now));
+        // The same findings as `plan` and `apply` show (one catalogue).
+        let directory = live.directory.members_resolved.then_some(&live.directory);
+        super::audit::add_hygiene_to_plan(&mut first, super::audit::hygiene_findings(&desired, &conn, directory).await);
         write!(out, "{}", render_text(&first, false))?;
 
         writeln!(out, "\n== 2. apply: etag-guarded writes, one audit event per change\n")?;
@@ -90,7 +93,9 @@ fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Writ
 
         writeln!(out, "\n== 3. plan again: nothing left to apply\n")?;
         let live = read(&desired, &conn, &progress).await?;
-        let second = plan(&desired, &live, &PlanOptions::at(crate::time::command_now()));
+        let mut second = plan(&desired, &live, &PlanOptions::at(crate::time::command_now()));
+        let directory = live.directory.members_resolved.then_some(&live.directory);
+        super::audit::add_hygiene_to_plan(&mut second, super::audit::hygiene_findings(&desired, &conn, directory).await);
         write!(out, "{}", render_text(&second, false))?;
         let left: usize = second
             .services

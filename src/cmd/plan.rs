@@ -15,7 +15,7 @@ use super::connect;
 use super::shared::{report_unread, spawn_interrupt_watcher, write_text_to_stdout};
 use crate::cli::{EXIT_CHANGES, EXIT_ERROR, GlobalArgs, PlanArgs, PlanFormat};
 use crate::pass::{load_policies, read, runtime};
-use crate::plan::{Finding, GuardTrip, Plan, PlanOptions, check_guards, plan, render_markdown};
+use crate::plan::{Finding, GuardTrip, Plan, PlanOptions, check_guards, plan, render_comment};
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
 
@@ -65,7 +65,8 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
             .and_then(|file| plan.write_json(file))
             .with_context(|| format!("writing the saved plan to {}", out.display()))?;
     }
-    print_plan(&plan, &trips, args.format)?;
+    let revision = args.revision.as_deref().or(source.commit.as_deref());
+    print_plan(&plan, &trips, args.format, revision)?;
     let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
     if !unread.is_empty() {
         report_unread(&unread);
@@ -103,23 +104,25 @@ fn connection_settings(args: &PlanArgs, settings: &Settings, now: SystemTime, no
     Ok(connect_with)
 }
 
-/// Prints the plan in `format` on stdout, with the note of the guards it would trip.
-fn print_plan(plan: &Plan, trips: &[GuardTrip], format: PlanFormat) -> anyhow::Result<()> {
+/// Prints the plan in `format` on stdout, the note of the guards it would trip first.
+fn print_plan(plan: &Plan, trips: &[GuardTrip], format: PlanFormat, revision: Option<&str>) -> anyhow::Result<()> {
     let color = crate::logging::colour(std::io::stdout().is_terminal());
-    let mut text = match format {
+    let text = match format {
         PlanFormat::Text => {
+            if !trips.is_empty() {
+                let note = crate::plan::render_guard_note(trips, false);
+                println!("{}\n", note.trim());
+            }
             // Written as rendered: a plan of millions of changes is never held as text too.
             write_text_to_stdout(plan, color).context("writing the plan to stdout")?;
             String::new()
         }
-        PlanFormat::Markdown => render_markdown(plan),
-        PlanFormat::Json => String::new(),
+        PlanFormat::Markdown => render_comment(plan, revision, trips),
+        PlanFormat::Json => {
+            plan.write_json(std::io::stdout().lock()).context("writing the plan to stdout")?;
+            String::new()
+        }
     };
-    if format == PlanFormat::Json {
-        plan.write_json(std::io::stdout().lock()).context("writing the plan to stdout")?;
-    } else if !trips.is_empty() {
-        text.push_str(&crate::plan::render_guard_note(trips, format == PlanFormat::Markdown));
-    }
     print!("{text}");
     let _ = std::io::stdout().flush();
     Ok(())

@@ -17,6 +17,9 @@ pub(super) struct Service {
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// A string map (run.v2.json `GoogleCloudRunV2Service.annotations`).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub ingress: Option<String>,
     #[serde(default)]
@@ -150,6 +153,7 @@ pub(super) fn service(project: &str, region: &str, s: Service) -> Result<LiveSer
     Ok(LiveService {
         id: ServiceId::new(project, region, &name),
         labels: s.labels,
+        annotations: s.annotations,
         settings: ServiceSettings {
             ingress: s.ingress.as_deref().and_then(Ingress::from_api_value),
             invoker_iam_disabled: s.invoker_iam_disabled,

@@ -344,7 +344,7 @@ pub async fn read_live_with_stats(
     };
 
     let (services, directory) = tokio::join!(google, directory);
-    let services = services?;
+    let (services, other_shards) = services?;
     let (directory, directory_stats) = directory?;
 
     let project_numbers = shared
@@ -369,6 +369,7 @@ pub async fn read_live_with_stats(
             services,
             project_numbers,
             directory,
+            other_shards,
         },
         stats,
     ))
@@ -381,7 +382,7 @@ async fn read_services(
     governance: &Arc<Governance>,
     projects: &BTreeSet<String>,
     targets: &BTreeSet<(String, String)>,
-) -> Result<BTreeMap<ServiceId, LiveService>, ReadError> {
+) -> Result<(BTreeMap<ServiceId, LiveService>, BTreeMap<ServiceId, BTreeMap<String, String>>), ReadError> {
     let mut number_tasks = tokio::task::JoinSet::new();
     for project in projects {
         let (shared, project) = (shared.clone(), project.clone());
@@ -396,16 +397,18 @@ async fn read_services(
         list_tasks.spawn(read_region(shared, governance, project, region));
     }
     let mut services = BTreeMap::new();
+    let mut other_shards = BTreeMap::new();
     while let Some(joined) = list_tasks.join_next().await {
-        let listed = joined.map_err(|e| ReadError::Task(e.to_string()))??;
+        let (listed, elsewhere) = joined.map_err(|e| ReadError::Task(e.to_string()))??;
         for s in listed {
             services.insert(s.id.clone(), s);
         }
+        other_shards.extend(elsewhere);
     }
     while let Some(joined) = number_tasks.join_next().await {
         joined.map_err(|e| ReadError::Task(e.to_string()))?;
     }
-    Ok(services)
+    Ok((services, other_shards))
 }
 
 /// What the Auth0 read must cover: every role an invoker names; members only for `users`.
@@ -614,8 +617,9 @@ async fn read_region(
     governance: Arc<Governance>,
     project: String,
     region: String,
-) -> Result<Vec<LiveService>, ReadError> {
+) -> Result<(Vec<LiveService>, Vec<(ServiceId, BTreeMap<String, String>)>), ReadError> {
     let mut ready = Vec::new();
+    let mut elsewhere = Vec::new();
     let mut reads = tokio::task::JoinSet::new();
     let mut page_token: Option<String> = None;
     let mut seen_tokens = std::collections::HashSet::new();
@@ -641,7 +645,8 @@ async fn read_region(
         });
         for service in page.services {
             if shared.shard.is_some_and(|shard| !shard.contains(&service.id)) {
-                continue; // another shard's: not kept, not read
+                elsewhere.push((service.id, service.labels)); // another shard's: not read
+                continue;
             }
             let (is_governed, wants_iap) = governance.classify(&service.id, &service.labels);
             if !is_governed {
@@ -692,7 +697,7 @@ async fn read_region(
         services: listed,
         governed,
     });
-    Ok(ready)
+    Ok((ready, elsewhere))
 }
 
 /// Where a listing goes after a page: the next page token, the end (`None`), or why the
@@ -818,6 +823,7 @@ mod tests {
                 guards: Guards {
                     max_removals: 1,
                     max_removal_ratio: 1.0,
+                    allow_once: Vec::new(),
                 },
                 audits: Audits {
                     max_token_lifetime: Duration::from_secs(1),

@@ -4,9 +4,13 @@
 //! `insight/` and `audit/` read them.
 
 mod directory;
+mod last_applied;
 mod service;
 mod tenant;
 
 pub use directory::{Directory, Role, User};
+pub use last_applied::{
+    ANNOTATIONS_LIMIT_BYTES, LAST_APPLIED_ANNOTATION, LastApplied, annotations_with,
+};
 pub use service::{LiveService, LiveState, ServiceId, ServiceSettings};
 pub use tenant::{ResourceServer, SigningKey};

@@ -72,6 +72,9 @@ pub struct LiveState {
     pub project_numbers: BTreeMap<String, u64>,
     /// The Auth0 directory, as far as policies need it.
     pub directory: Directory,
+    /// With `--shard`: the services listed that belong to other shards (id → labels), neither
+    /// kept nor read. A policy reference matching only these is not "unmatched".
+    pub other_shards: BTreeMap<ServiceId, BTreeMap<String, String>>,
 }
 
 /// One Cloud Run service's settings and, when governed, its IAM policies.
@@ -79,6 +82,8 @@ pub struct LiveState {
 pub struct LiveService {
     pub id: ServiceId,
     pub labels: BTreeMap<String, String>,
+    /// Every annotation as read (carried over when apply writes the last-applied record).
+    pub annotations: BTreeMap<String, String>,
     pub settings: ServiceSettings,
     /// The service's own etag (used by `services.patch`).
     pub etag: String,

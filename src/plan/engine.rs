@@ -59,7 +59,7 @@ use std::time::SystemTime;
 use crate::iam::{
     Condition, IAP_ACCESSOR, MAX_POLICY_GROUPS_AND_DOMAINS, MAX_POLICY_MEMBERS, Member, MemberKind, Policy, RUN_INVOKER,
 };
-use crate::model::{LiveService, LiveState, ServiceId};
+use crate::model::{LAST_APPLIED_ANNOTATION, LastApplied, LiveService, LiveState, ServiceId};
 use crate::policy::model::{
     AccessPolicy, Desired, ForeignMembers, Ingress, Mode, Principal, PrincipalMapping, RegionRef,
     ServiceRef, ServiceTarget, Settings, Source,
@@ -68,6 +68,7 @@ use crate::policy::model::{
 use super::model::*;
 use super::rules::{
     FeedStatus, Ownership, RoleMapping, is_mapping_member, managed_expiry_text, map_role,
+    outside_domains_note,
 };
 pub use super::rules::{
     MANAGED_CONDITION_PREFIX, expiry_condition, is_managed_condition, managed_expiry,
@@ -494,7 +495,8 @@ impl<'a> Planner<'a> {
                         }
                     }
                 }
-                if matched == 0 {
+                // In a shard, a reference to another shard's services is that shard's business.
+                if matched == 0 && !matches_other_shard(live, sref, &regions) {
                     self.findings.insert(unmatched(policy, sref));
                 }
             }
@@ -596,11 +598,13 @@ impl<'a> Planner<'a> {
         }
 
         self.owned_scratch = 0;
+        let record = self.live_record(svc, &g.ref_sources);
         let ctx = ServiceCtx {
             id,
             public: x.public,
             ref_sources: Sources::from(g.ref_sources.as_slice()),
             public_sources: Sources::from(x.public_sources.as_slice()),
+            record: record.as_ref(),
         };
         let iam_plan = self.diff_resource(
             &ctx,
@@ -624,18 +628,66 @@ impl<'a> Planner<'a> {
         if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
             return Planned::InSync;
         }
+        let record = self.next_record(svc, record.as_ref(), &d, iap_agent.as_ref());
         Planned::Entries(ServicePlan {
             id: id.to_string(),
             project: id.project.clone(),
             region: id.region.clone(),
             name: id.name.clone(),
             mode: g.mode.into(),
+            base_mode: None,
             policies: g.policies,
             etag: svc.etag.clone(),
             iam: iam_plan,
             iap: iap_plan,
             settings,
+            record: Some(record),
         })
+    }
+
+    /// The service's last-applied record, or `None` when it has none or it does not read (then
+    /// a `last-applied-unreadable` finding, and every member it named is judged without it:
+    /// foreign unless owned otherwise, the safe side).
+    fn live_record(&mut self, svc: &LiveService, ref_sources: &[String]) -> Option<LastApplied> {
+        let text = svc.annotations.get(LAST_APPLIED_ANNOTATION)?;
+        match LastApplied::decode(text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.findings.insert(finding(Some(&svc.id), "last-applied-unreadable", Severity::Warning,
+                    format!("the annotation {LAST_APPLIED_ANNOTATION} of {} does not read ({e}); members it names are judged as if runwarden had not granted them (kept as foreign), and the next apply that changes the service writes a fresh record", svc.id),
+                    ref_sources.to_vec()));
+                None
+            }
+        }
+    }
+
+    /// The record apply writes with this service's changes: every member the policies grant
+    /// now in an unconditional binding, except members of the principal mapping (owned anyway)
+    /// and the IAP service agent; a member already recorded keeps the revision that granted it.
+    fn next_record(
+        &self,
+        svc: &LiveService,
+        old: Option<&LastApplied>,
+        d: &DesiredMaps<'_>,
+        iap_agent: Option<&Member>,
+    ) -> RecordWrite {
+        let mut record = LastApplied::default();
+        for (role, map) in [(RUN_INVOKER, &d.run), (IAP_ACCESSOR, &d.iap)] {
+            let Some(members) = map.get(&(role, None)) else { continue };
+            for m in members.keys() {
+                if Some(*m) == iap_agent || is_mapping_member(&self.settings.principals, m) {
+                    continue;
+                }
+                let rev = old
+                    .and_then(|r| r.granted(role, m.as_str()))
+                    .flatten()
+                    .map(str::to_string);
+                record.insert(role, m.as_str(), rev);
+            }
+        }
+        let mut others = svc.annotations.clone();
+        let current = others.remove(LAST_APPLIED_ANNOTATION);
+        RecordWrite { record, others, current }
     }
 
     /// The service's IAM policy, or `None` (with a `read-failed` finding) when it was not read.
@@ -990,8 +1042,9 @@ impl<'a> Planner<'a> {
                     .entry(srcs)
                     .or_insert_with(|| srcs.iter().map(|s| s.to_string()).collect())
                     .clone();
+                let note = outside_domains_note(&self.settings.principals, m);
                 out.changes
-                    .push(change(Action::Add, m, Reason::Missing, sources, None));
+                    .push(change(Action::Add, m, Reason::Missing, sources, note));
                 out.adds += 1;
             }
         }
@@ -999,7 +1052,12 @@ impl<'a> Planner<'a> {
         let mut removed_here: HashSet<&Member> = HashSet::new();
         let mut unlisted_mapping = 0usize;
         for m in b.live {
-            let owned = b.key.1.is_some() || self.ownership.is_owned(m);
+            // Only unconditional grants are recorded (generated conditions are owned anyway).
+            let recorded = match (b.key.1, ctx.record) {
+                (None, Some(r)) => r.granted(b.key.0, m.as_str()),
+                _ => None,
+            };
+            let owned = b.key.1.is_some() || recorded.is_some() || self.ownership.is_owned(m);
             if owned {
                 self.owned_scratch += 1;
             }
@@ -1007,7 +1065,7 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let (action, reason, sources, note) =
-                self.live_member_outcome(ctx, b.key.1, m, owned, &unknown);
+                self.live_member_outcome(ctx, b.key.1, m, (owned, recorded), &unknown);
             if action == Action::Remove {
                 removed_here.insert(*m);
                 out.removes += 1;
@@ -1034,7 +1092,7 @@ impl<'a> Planner<'a> {
         ctx: &ServiceCtx<'_>,
         cond: Option<&Condition>,
         m: &Member,
-        owned: bool,
+        (owned, recorded): (bool, Option<Option<&str>>),
         unknown: &BTreeSet<&str>,
     ) -> (Action, Reason, Sources, Option<String>) {
         let expired = cond.and_then(managed_expiry).is_some_and(|t| t <= self.now);
@@ -1052,6 +1110,12 @@ impl<'a> Planner<'a> {
             )
         } else if m.is_public() && ctx.public == Some(false) {
             (Reason::Public, true, ctx.public_sources.clone(), None)
+        } else if let Some(rev) = recorded {
+            let note = match rev {
+                Some(rev) => format!("runwarden granted it at revision {rev}; no policy grants it now"),
+                None => "runwarden granted it; no policy grants it now".to_string(),
+            };
+            (Reason::Revoked, true, ctx.ref_sources.clone(), Some(note))
         } else if owned {
             (Reason::Unlisted, true, ctx.ref_sources.clone(), None)
         } else {
@@ -1126,6 +1190,18 @@ impl<'a> Planner<'a> {
             },
         )
     }
+}
+
+/// Whether `sref` matches a service of another shard (listed, not kept; see `LiveState`).
+fn matches_other_shard(live: &LiveState, sref: &ServiceRef, regions: &[&str]) -> bool {
+    live.other_shards.iter().any(|(id, labels)| {
+        id.project == sref.project
+            && regions.contains(&id.region.as_str())
+            && match &sref.target {
+                ServiceTarget::Named(n) => &id.name == n,
+                ServiceTarget::Selector(sel) => sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
+            }
+    })
 }
 
 /// The finding for a service reference of `policy` that matches no live service.
@@ -1250,6 +1326,8 @@ struct ServiceCtx<'a> {
     public: Option<bool>,
     ref_sources: Sources,
     public_sources: Sources,
+    /// The service's last-applied record, when it has one that reads.
+    record: Option<&'a LastApplied>,
 }
 
 /// The policies governing one service.
@@ -1302,6 +1380,9 @@ struct MergedExposure {
 fn mark_origins(plan: &mut Plan, base: &Plan) {
     let mut member_keys = HashSet::new();
     let mut setting_keys = HashSet::new();
+    let (no_members, no_settings) = (HashSet::new(), HashSet::new());
+    let base_modes: HashMap<&str, PlanMode> =
+        base.services.iter().map(|s| (s.id.as_str(), s.mode)).collect();
     for s in &base.services {
         for (kind, r) in [("iam", &s.iam), ("iap", &s.iap)] {
             for c in r
@@ -1325,6 +1406,12 @@ fn mark_origins(plan: &mut Plan, base: &Plan) {
     }
     for s in &mut plan.services {
         let id = s.id.clone();
+        // A mode the pull request changes (observe → enforce) is its decision: what it unlocks
+        // is declared, even where the base branch lists the same changes as drift.
+        s.base_mode = base_modes.get(id.as_str()).copied().filter(|m| *m != s.mode);
+        let changed_mode = s.base_mode.is_some();
+        let member_keys = if changed_mode { &no_members } else { &member_keys };
+        let setting_keys = if changed_mode { &no_settings } else { &setting_keys };
         for (kind, r) in [("iam", &mut s.iam), ("iap", &mut s.iap)] {
             for c in r.iter_mut().flat_map(|r| r.changes.iter_mut()) {
                 if c.action == Action::Keep {

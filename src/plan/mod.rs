@@ -22,9 +22,9 @@ pub use engine::{
     MANAGED_CONDITION_PREFIX, PlanOptions, expiry_condition, iap_service_agent,
     is_managed_condition, plan, replan_service, Replanner,
 };
-pub use guards::{GuardKind, GuardTrip, check_guards};
+pub use guards::{GuardKind, GuardTrip, HeldUnit, check_guards, hold_tripped_units};
 pub use model::*;
-pub use render::{write_text, MARKDOWN_LIMIT, render_guard_note, render_json, render_markdown, render_text};
+pub use render::{write_text, MARKDOWN_LIMIT, render_comment, render_guard_note, render_json, render_markdown, render_text};
 pub use simulate::{apply_changes, apply_to};
 pub use verify::{GOVERNED_SETTINGS, PlanMismatch, VerifiedPlan, is_governed_setting, verify_saved};
 pub use time::{format_rfc3339, parse_rfc3339};

@@ -11,6 +11,7 @@
 //! reviewed.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
 
@@ -82,7 +83,7 @@ pub struct Plan {
 }
 
 /// The plan for one governed service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePlan {
     /// `project/region/name`.
@@ -92,6 +93,11 @@ pub struct ServicePlan {
     pub name: String,
     /// The effective enforcement mode (the most cautious of the governing policies).
     pub mode: PlanMode,
+    /// With `--base-policies`: the mode the base branch gives the service, when the pull
+    /// request changes it (e.g. `observe` → `enforce`). Every change of the service is then
+    /// `declared`: the pull request is what makes them happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_mode: Option<PlanMode>,
     /// Names of the policies that govern the service, sorted.
     pub policies: Vec<String>,
     /// The service's etag as read; `services.patch` must carry it.
@@ -105,6 +111,31 @@ pub struct ServicePlan {
     /// Changes to the service's settings (one `services.patch` with all update-mask paths).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings: Vec<SettingChange>,
+    /// The last-applied record apply writes with this plan (what the policies grant now, each
+    /// member with the revision that first granted it), and every other annotation as read.
+    /// Not part of the saved plan: apply always works from a fresh plan.
+    #[serde(skip)]
+    pub record: Option<RecordWrite>,
+}
+
+/// Equal when everything a saved plan holds is equal: the record is derived from the same
+/// inputs and not saved, so a plan read back from its JSON equals the plan it was written from.
+impl PartialEq for ServicePlan {
+    fn eq(&self, other: &ServicePlan) -> bool {
+        let ServicePlan { id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings, record: _ } = self;
+        (id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings)
+            == (&other.id, &other.project, &other.region, &other.name, &other.mode, &other.base_mode, &other.policies, &other.etag, &other.iam, &other.iap, &other.settings)
+    }
+}
+
+/// The service annotations apply writes along with a service's changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordWrite {
+    pub record: crate::model::LastApplied,
+    /// The service's annotations as read (all carried over; the record's key is replaced).
+    pub others: BTreeMap<String, String>,
+    /// The live record's value, to skip a write that changes nothing.
+    pub current: Option<String>,
 }
 
 /// Enforcement mode, as recorded in a plan.
@@ -379,6 +410,9 @@ pub enum Reason {
     Unlisted,
     /// A member runwarden does not own (kept, or removed with `foreignMembers: remove`).
     Foreign,
+    /// A member runwarden granted (its last-applied record on the service says so) that no
+    /// policy grants any more: the line that granted it was deleted.
+    Revoked,
     /// A time-boxed grant that ran out.
     Expired,
     /// Public access (`allUsers`, `allAuthenticatedUsers`) where the policy forbids it.
@@ -397,6 +431,7 @@ impl Reason {
             Reason::Missing => "missing",
             Reason::Unlisted => "unlisted",
             Reason::Foreign => "foreign",
+            Reason::Revoked => "revoked",
             Reason::Expired => "expired",
             Reason::Public => "public",
             Reason::Setting => "setting",

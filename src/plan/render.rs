@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use crate::text::{html_text, md_code, md_message, visible};
 
 use super::guards::GuardTrip;
+use super::rules::OUTSIDE_DOMAINS_NOTE;
 use super::model::{
     Action, Finding, MemberChange, Plan, PlanMode, Reason, ResourcePlan, ServicePlan,
     SettingChange, Severity,
@@ -88,6 +89,14 @@ impl Paint {
         } else {
             text.to_string()
         }
+    }
+}
+
+/// The mode column: `enforce`, or `observe → enforce` when the pull request changes it.
+fn md_mode(s: &ServicePlan) -> String {
+    match s.base_mode {
+        Some(before) => format!("{} → {}", before.as_str(), s.mode.as_str()),
+        None => s.mode.as_str().to_string(),
     }
 }
 
@@ -236,17 +245,16 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
 
 fn service_header(s: &ServicePlan) -> String {
     let sym = if s.has_changes() { "~" } else { " " };
-    let line = format!(
-        "{sym} {}  [{}; policies: {}]",
-        s.id,
-        mode_note(s.mode),
-        s.policies.join(", ")
-    );
+    let mode = match s.base_mode {
+        Some(before) => format!("mode {} → {} (declared): {}", before.as_str(), s.mode.as_str(), mode_note(s.mode)),
+        None => mode_note(s.mode).to_string(),
+    };
+    let line = format!("{sym} {}  [{mode}; policies: {}]", s.id, s.policies.join(", "));
     visible(&line).into_owned()
 }
 
-/// A finding on one line, with hidden characters made visible.
-fn finding_line(f: &Finding) -> String {
+/// A finding on one line as every command prints it (`plan`, `apply`, `demo`, `audit`).
+pub fn finding_line(f: &Finding) -> String {
     visible(&finding_text(f)).into_owned()
 }
 
@@ -331,7 +339,14 @@ pub fn write_text<W: std::fmt::Write>(plan: &Plan, color: bool, out: &mut W) -> 
 /// table per service, collapsible details and the findings; strictly shorter than
 /// [`MARKDOWN_LIMIT`] characters, cut with a visible marker that counts what was left out.
 pub fn render_markdown(plan: &Plan) -> String {
-    let mut out = markdown_header(plan);
+    render_comment(plan, None, &[])
+}
+
+/// The pull-request comment: [`render_markdown`] naming the commit it was planned at, with what
+/// a reviewer must see first on top: that the guards would refuse the plan, then what widens
+/// exposure, then what removes access.
+pub fn render_comment(plan: &Plan, revision: Option<&str>, trips: &[GuardTrip]) -> String {
+    let mut out = markdown_header(plan, revision, trips);
     let mut budget = Budget {
         limit: MARKDOWN_LIMIT - MARKDOWN_RESERVE,
         full: false,
@@ -342,10 +357,20 @@ pub fn render_markdown(plan: &Plan) -> String {
             &mut out,
             "| Service | Mode | Add | Remove | Settings | Foreign kept |\n| --- | --- | ---: | ---: | ---: | ---: |\n",
         );
-        for s in &plan.services {
+        // The table lists the services the summary counts (those with changes); services with
+        // only kept members are in the details.
+        for s in plan.services.iter().filter(|s| s.has_changes()) {
             if !budget.push(&mut out, &md_table_row(s)) {
                 rows_left += 1;
             }
+        }
+        let kept_only = plan.services.iter().filter(|s| !s.has_changes()).count();
+        if kept_only > 0 {
+            budget.push(&mut out, &format!(
+                "\n{kept_only} more service{} with nothing to change, only foreign members kept, {} in the details below.\n",
+                plural(kept_only),
+                if kept_only == 1 { "is" } else { "are" }
+            ));
         }
         budget.push(&mut out, "\n");
         for s in &plan.services {
@@ -398,10 +423,26 @@ impl Budget {
 }
 
 /// The summary line, the removal warning and the notes on origins and modes.
-fn markdown_header(plan: &Plan) -> String {
+fn markdown_header(plan: &Plan, revision: Option<&str>, trips: &[GuardTrip]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "**runwarden plan** — {}", summary_line(plan));
+    let at = revision.map(|r| format!(" at {}", md_code(r, false))).unwrap_or_default();
+    let _ = writeln!(out, "**runwarden plan**{at} — {}", summary_line(plan));
     out.push('\n');
+    if !trips.is_empty() {
+        out.push_str(render_guard_note(trips, true).trim_start());
+        out.push('\n');
+    }
+    let widening = widening(plan);
+    if !widening.is_empty() {
+        out.push_str("> [!WARNING]\n> This plan widens exposure:\n");
+        for w in widening.iter().take(WIDENING_SHOWN) {
+            let _ = writeln!(out, "> * {w}");
+        }
+        if widening.len() > WIDENING_SHOWN {
+            let _ = writeln!(out, "> * and {} more (see the details)", widening.len() - WIDENING_SHOWN);
+        }
+        out.push('\n');
+    }
     if plan.summary.members_to_remove > 0 {
         let services = plan
             .services
@@ -437,12 +478,43 @@ fn markdown_header(plan: &Plan) -> String {
     out
 }
 
+/// How many exposure-widening changes the comment lists by name.
+const WIDENING_SHOWN: usize = 20;
+
+
+/// Changes that widen who can reach a service, one Markdown line each: public members and
+/// members outside the mapping's domains granted, ingress opened to all traffic, the invoker
+/// check disabled, IAP switched off.
+fn widening(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &plan.services {
+        let svc = md_code(&s.id, false);
+        for c in s.member_changes().filter(|c| c.action == Action::Add) {
+            if c.member.is_public() {
+                out.push(format!("{} granted {} on {svc}: anyone can call it", md_code(c.member.as_str(), false), md_code(&c.role, false)));
+            } else if c.note.as_deref().is_some_and(|n| n.starts_with(OUTSIDE_DOMAINS_NOTE)) {
+                out.push(format!("{} granted {} on {svc}: {OUTSIDE_DOMAINS_NOTE}", md_code(c.member.as_str(), false), md_code(&c.role, false)));
+            }
+        }
+        for c in &s.settings {
+            let what = match (c.field.as_str(), &c.after) {
+                ("ingress", v) if v == "INGRESS_TRAFFIC_ALL" => "ingress opened to all traffic (the internet)",
+                ("invokerIamDisabled", v) if v == true => "the invoker IAM check disabled: no identity is checked",
+                ("iapEnabled", v) if v == false => "IAP switched off",
+                _ => continue,
+            };
+            out.push(format!("{what} on {svc}"));
+        }
+    }
+    out
+}
+
 /// A service's row in the summary table.
 fn md_table_row(s: &ServicePlan) -> String {
     format!(
         "| {} | {} | {} | {} | {} | {} |\n",
         md_code(&s.id.to_string(), true),
-        s.mode.as_str(),
+        md_mode(s),
         s.count(Action::Add),
         s.count(Action::Remove),
         s.settings.len(),
@@ -470,7 +542,7 @@ fn md_details(s: &ServicePlan) -> String {
     format!(
         "<details><summary><code>{}</code> ({}): +{} −{} ~{}</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n\n",
         html_text(&s.id.to_string()),
-        s.mode.as_str(),
+        md_mode(s),
         s.count(Action::Add),
         s.count(Action::Remove),
         s.settings.len()

@@ -45,6 +45,22 @@ pub fn managed_expiry(c: &Condition) -> Option<SystemTime> {
     managed_expiry_text(c).and_then(parse_rfc3339)
 }
 
+/// The note on an added `user:`/`group:` member outside the `users` mapping's e-mail domains
+/// (the pull-request comment lists these first, as widening exposure).
+pub const OUTSIDE_DOMAINS_NOTE: &str = "outside the principal mapping's e-mail domains";
+
+/// [`OUTSIDE_DOMAINS_NOTE`] with the domains, for a member a policy grants by name whose e-mail
+/// is outside the mapping's domains; `None` otherwise (service accounts, principal sets, ...).
+pub fn outside_domains_note(mapping: &PrincipalMapping, m: &Member) -> Option<String> {
+    let PrincipalMapping::Users { email_domains } = mapping else { return None };
+    if !matches!(m.kind(), MemberKind::User | MemberKind::Group) {
+        return None;
+    }
+    let email = m.email()?;
+    (!domain_allowed(email, email_domains))
+        .then(|| format!("{OUTSIDE_DOMAINS_NOTE} ({})", email_domains.join(", ")))
+}
+
 /// Whether the domain of `email` (after its last `@`) is one of `domains`, ignoring ASCII case.
 pub fn domain_allowed<S: AsRef<str>>(email: &str, domains: &[S]) -> bool {
     email

@@ -503,8 +503,10 @@ fn convert_guards(r: &mut Reporter<'_>, spec_guards: &Option<Spanned<wire::Guard
     let mut guards = Guards {
         max_removals: DEFAULT_MAX_REMOVALS,
         max_removal_ratio: DEFAULT_MAX_REMOVAL_RATIO,
+        allow_once: Vec::new(),
     };
     if let Some(g) = spec_guards {
+        guards.allow_once = g.value.allow_once.clone();
         if let Some(n) = &g.value.max_removals {
             if n.value < 0 {
                 r.error(

@@ -153,6 +153,9 @@ pub struct Guards {
     pub max_removals: usize,
     /// At most this share (0..=1) of owned members removed per apply.
     pub max_removal_ratio: f64,
+    /// `guards.allowOnce`: allowances (`POLICIES@DIGEST`) for held removals, reviewed in the
+    /// policy repository; see `plan::guards`.
+    pub allow_once: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -262,6 +262,11 @@ pub struct Guards {
     #[serde(default)]
     #[schemars(with = "Option<f64>", extend("examples" = [0.2], "exclusiveMinimum" = 0, "maximum" = 1, "default" = 0.5))]
     pub max_removal_ratio: Option<Spanned<f64>>,
+    /// Held removals let through once, after review: each entry is the allowance a guard trip
+    /// names (`POLICIES@DIGEST`, the digest of exactly the removals held). Once those removals
+    /// are applied the entry matches nothing any more; delete it at leisure.
+    #[serde(default)]
+    pub allow_once: Vec<String>,
 }
 
 /// Thresholds of `runwarden audit`.

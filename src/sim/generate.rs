@@ -172,6 +172,7 @@ fn generated_service(
         uid: uid_for(key),
         generation: 1,
         labels: [("team".to_string(), team)].into_iter().collect(),
+        annotations: Default::default(),
         ingress: IngressValue::IngressTrafficAll,
         invoker_iam_disabled: false,
         custom_audiences: Vec::new(),

@@ -8,7 +8,7 @@
 //! conditional role as `ROLE_withcond_HASH` without its condition (Google's documented
 //! behaviour); a stale etag is `409 ABORTED`; unknown projects are `403 PERMISSION_DENIED`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::Method;
@@ -441,6 +441,9 @@ pub fn service_json(key: &SvcKey, svc: &Service) -> Value {
     if !svc.labels.is_empty() {
         v.insert("labels".into(), json!(svc.labels));
     }
+    if !svc.annotations.is_empty() {
+        v.insert("annotations".into(), json!(svc.annotations));
+    }
     v.insert("createTime".into(), svc.create_time.clone().into());
     v.insert("updateTime".into(), svc.update_time.clone().into());
     v.insert("creator".into(), "deployer@example.com".into());
@@ -586,6 +589,7 @@ const PATCHABLE: &[(&str, &str)] = &[
     ("customAudiences", "custom_audiences"),
     ("iapEnabled", "iap_enabled"),
     ("labels", "labels"),
+    ("annotations", "annotations"),
 ];
 
 fn patch(st: &SimState, req: &Req, given: &str, region: &str, name: &str) -> Reply {
@@ -747,10 +751,55 @@ fn parse_patch(fields: &[&str], body: &Value) -> Result<ServicePatch, Reply> {
                     ));
                 }
             },
+            "annotations" => change.annotations = Some(parse_annotations(v)?),
             _ => {}
         }
     }
     Ok(change)
+}
+
+/// Namespaces run.v2.json (`GoogleCloudRunV2Service.annotations`) says Cloud Run v2 rejects.
+const RESERVED_ANNOTATION_PREFIXES: &[&str] = &[
+    "run.googleapis.com/",
+    "cloud.googleapis.com/",
+    "serving.knative.dev/",
+    "autoscaling.knative.dev/",
+];
+
+/// Kubernetes' limit on all annotations of one object together (keys and values), which the
+/// discovery document says Cloud Run's annotations follow: 256 KiB
+/// (k8s.io/apimachinery `ValidateAnnotationsSize`, `TotalAnnotationSizeLimitB`).
+const ANNOTATIONS_SIZE_LIMIT: usize = 256 * 1024;
+
+/// A patch's `annotations` map (the mask path replaces the whole map), checked like Cloud Run.
+fn parse_annotations(v: &Value) -> Result<BTreeMap<String, String>, Reply> {
+    let map: BTreeMap<String, String> = match v {
+        Value::Null => return Ok(BTreeMap::new()),
+        Value::Object(m) if m.values().all(Value::is_string) => m
+            .iter()
+            .map(|(k, x)| (k.clone(), x.as_str().unwrap_or("").to_string()))
+            .collect(),
+        _ => {
+            return Err(invalid(
+                "Invalid value at 'service.annotations': expected a map of strings.",
+            ));
+        }
+    };
+    if let Some(k) = map
+        .keys()
+        .find(|k| RESERVED_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)))
+    {
+        return Err(invalid(&format!(
+            "Annotation key \"{k}\" is not supported: Cloud Run API v2 does not support annotations in the run.googleapis.com, cloud.googleapis.com, serving.knative.dev or autoscaling.knative.dev namespaces."
+        )));
+    }
+    let size: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > ANNOTATIONS_SIZE_LIMIT {
+        return Err(invalid(&format!(
+            "metadata.annotations: Too long: must have at most {ANNOTATIONS_SIZE_LIMIT} bytes (got {size})."
+        )));
+    }
+    Ok(map)
 }
 
 fn with_type(mut service: Value) -> Value {

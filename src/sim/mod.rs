@@ -149,6 +149,7 @@ pub struct IamWrite {
 pub struct SimService {
     pub id: ServiceId,
     pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
     pub ingress: IngressValue,
     pub invoker_iam_disabled: bool,
     pub custom_audiences: Vec<String>,
@@ -340,6 +341,7 @@ impl SimHandle {
         Some(SimService {
             id: id.clone(),
             labels: svc.labels.clone(),
+            annotations: svc.annotations.clone(),
             ingress: svc.ingress,
             invoker_iam_disabled: svc.invoker_iam_disabled,
             custom_audiences: svc.custom_audiences.clone(),

@@ -58,6 +58,8 @@ pub struct Service {
     pub uid: String,
     pub generation: u64,
     pub labels: BTreeMap<String, String>,
+    /// `annotations` (run.v2.json `GoogleCloudRunV2Service.annotations`: a string map).
+    pub annotations: BTreeMap<String, String>,
     pub ingress: IngressValue,
     pub invoker_iam_disabled: bool,
     pub custom_audiences: Vec<String>,
@@ -80,6 +82,7 @@ pub struct ServicePatch {
     pub custom_audiences: Option<Vec<String>>,
     pub iap_enabled: Option<bool>,
     pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// A `services.patch` long-running operation.
@@ -325,6 +328,7 @@ impl Store {
             uid: uid_for(&key),
             generation: 1,
             labels: s.labels.clone(),
+            annotations: s.annotations.clone(),
             ingress: s.ingress,
             invoker_iam_disabled: s.invoker_iam_disabled,
             custom_audiences: s.custom_audiences.clone(),
@@ -382,6 +386,9 @@ pub fn apply_patch(svc: &mut Service, p: &ServicePatch) {
     }
     if let Some(v) = &p.labels {
         svc.labels = v.clone();
+    }
+    if let Some(v) = &p.annotations {
+        svc.annotations = v.clone();
     }
 }
 

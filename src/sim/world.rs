@@ -58,6 +58,10 @@ pub struct ServiceSpec {
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Service annotations (Cloud Run v2 `annotations`), e.g. runwarden's
+    /// `runwarden.dev/last-applied` record.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
     /// Cloud Run Admin API v2 value, e.g. `INGRESS_TRAFFIC_ALL` (the default).
     #[serde(default = "default_ingress")]
     pub ingress: IngressValue,

@@ -241,6 +241,25 @@ class GoogleContract(Contract):
                                  {"$ref": "GoogleCloudRunV2Service"}, self.docs["run.v2"]))
         self.assertEqual(self.services().get(name=SERVICE).execute()["labels"]["contract"], "yes")
 
+    def test_annotations_are_a_string_map_replaced_whole_and_reserved_namespaces_are_refused(self):
+        # run.v2.json GoogleCloudRunV2Service.annotations: a string map; the run.googleapis.com,
+        # cloud.googleapis.com, serving.knative.dev and autoscaling.knative.dev namespaces are
+        # rejected. runwarden keeps its last-applied record here (runwarden.dev/last-applied).
+        ops = self.runapi.projects().locations().operations()
+        svc = self.services().get(name=SERVICE).execute()
+        record = '{"v":1,"grants":{"roles/run.invoker":{"user:bob@partner.example":"abc"}}}'
+        annotations = dict(svc.get("annotations", {}), **{"runwarden.dev/last-applied": record})
+        op = self.services().patch(name=SERVICE, updateMask="annotations",
+                                   body={"annotations": annotations, "etag": svc["etag"]}).execute()
+        ops.wait(name=op["name"], body={"timeout": "5s"}).execute()
+        got = self.services().get(name=SERVICE).execute()
+        self.assertEqual(got["annotations"], annotations)
+        self.expect("google.run.service.annotations",
+                    check_schema(got, {"$ref": "GoogleCloudRunV2Service"}, self.docs["run.v2"]))
+        e, _ = self.failing(self.services().patch(name=SERVICE, updateMask="annotations",
+                                                  body={"annotations": {"run.googleapis.com/x": "y"}}))
+        self.assertEqual(e.status_code, 400)
+
     def test_every_documented_ingress_is_accepted_and_an_undocumented_one_is_a_400(self):
         ops = self.runapi.projects().locations().operations()
         name = f"projects/{PROJECT}/locations/us-central1/services/status-page"

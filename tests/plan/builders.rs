@@ -81,6 +81,7 @@ pub fn settings() -> Settings {
         guards: Guards {
             max_removals: 25,
             max_removal_ratio: 0.5,
+            allow_once: Vec::new(),
         },
         audits: Audits {
             max_token_lifetime: Duration::from_secs(3600),
@@ -231,6 +232,7 @@ impl W {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                annotations: Default::default(),
                 settings: ServiceSettings {
                     ingress: Some(Ingress::All),
                     invoker_iam_disabled: false,

@@ -23,6 +23,7 @@ pub fn services(
             let live = LiveService {
                 id: id.clone(),
                 labels: s.labels.clone(),
+                annotations: s.annotations.clone(),
                 settings: ServiceSettings {
                     ingress: Ingress::from_api_value(s.ingress.as_str()),
                     invoker_iam_disabled: s.invoker_iam_disabled,

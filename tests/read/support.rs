@@ -59,6 +59,7 @@ pub fn settings(
         guards: Guards {
             max_removals: 25,
             max_removal_ratio: 0.5,
+            allow_once: Vec::new(),
         },
         audits: Audits {
             max_token_lifetime: Duration::from_secs(3600),

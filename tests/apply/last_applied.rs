@@ -1,0 +1,106 @@
+//! Issue 15 §1: deleting a policy line revokes what it granted. runwarden records what it granted
+//! on the service (annotation `runwarden.dev/last-applied`), so a member it granted that no
+//! policy grants any more is removed as `revoked`, while a member added by hand stays foreign.
+
+use std::time::SystemTime;
+
+use runwarden::iam::{Member, RUN_INVOKER};
+use runwarden::model::LAST_APPLIED_ANNOTATION;
+use runwarden::plan::{Action, Reason};
+
+use super::support::*;
+use crate::common::copy_dir;
+
+const BOB: &str = "user:bob@partner.example";
+const CAROL: &str = "user:carol@partner.example";
+const BILLING_API: &str = "acme-prod/europe-west1/billing-api";
+
+/// The example policies with one more line in billing's invokers.
+fn policies_with_bob() -> (tempfile::TempDir, runwarden::policy::model::Desired) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("policies"), dir.path());
+    let file = dir.path().join("teams/billing.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}    - member: {BOB}\n")).unwrap();
+    let desired = runwarden::policy::load_at(dir.path(), SystemTime::now()).expect("policies load");
+    (dir, desired)
+}
+
+fn invokers(env: &Env) -> Vec<String> {
+    let policy = env.handle().iam_policy(&id(BILLING_API)).unwrap();
+    policy
+        .binding(RUN_INVOKER, None)
+        .map(|b| b.members.iter().map(|m| m.as_str().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_line_revokes_what_it_granted_and_a_hand_added_member_of_the_same_domain_stays() {
+    let (_dir, with_bob) = policies_with_bob();
+    let mut env = Env::start(demo_world(), with_bob).await;
+    let (_, report) = env.pass(&config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    assert!(invokers(&env).contains(&BOB.to_string()), "bob was granted");
+    let annotations = env.handle().service(&id(BILLING_API)).unwrap().annotations;
+    let record = annotations.get(LAST_APPLIED_ANNOTATION).expect("the record is written");
+    assert!(record.contains(&format!("\"{BOB}\":\"test-rev\"")), "{record}");
+
+    // Someone adds carol by hand, same domain as bob.
+    let mut policy = env.handle().iam_policy(&id(BILLING_API)).unwrap();
+    let b = policy.bindings.iter_mut().find(|b| b.role == RUN_INVOKER && b.condition.is_none()).unwrap();
+    b.members.insert(Member::parse(CAROL).unwrap());
+    env.handle().set_iam_policy_direct(&id(BILLING_API), policy).unwrap();
+
+    // The line is deleted.
+    env.desired = demo_desired();
+    let live = env.read().await;
+    let plan = env.plan(&live);
+    let svc = plan.services.iter().find(|s| s.id == BILLING_API).expect("billing-api is planned");
+    let change = |m: &str| svc.member_changes().find(|c| c.member.as_str() == m).cloned();
+    let bob = change(BOB).expect("bob is in the plan");
+    assert_eq!((bob.action, bob.reason), (Action::Remove, Reason::Revoked));
+    assert!(bob.note.as_deref().unwrap_or("").contains("revision test-rev"), "{bob:?}");
+    let carol = change(CAROL).expect("carol is listed");
+    assert_eq!((carol.action, carol.reason), (Action::Keep, Reason::Foreign));
+    let text = runwarden::plan::render_text(&plan, false);
+    assert!(text.contains("revoked"), "{text}");
+
+    let report = env.apply_fresh(&live, &plan, &config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    let now = invokers(&env);
+    assert!(!now.contains(&BOB.to_string()) && now.contains(&CAROL.to_string()), "{now:?}");
+    // A record-only patch is not waited for: its operation finishes after apply returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let record = loop {
+        let annotations = env.handle().service(&id(BILLING_API)).unwrap().annotations;
+        let record = annotations[LAST_APPLIED_ANNOTATION].clone();
+        if !record.contains(BOB) || std::time::Instant::now() > deadline {
+            break record;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(!record.contains(BOB), "bob is no longer recorded: {record}");
+    assert!(record.contains("invoicer@acme-prod"), "what policies still grant stays recorded: {record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_record_is_reported_and_never_revokes_anyone() {
+    let env = Env::demo().await;
+    let (_, report) = env.pass(&config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    let mut policy = env.handle().iam_policy(&id(BILLING_API)).unwrap();
+    let b = policy.bindings.iter_mut().find(|b| b.role == RUN_INVOKER && b.condition.is_none()).unwrap();
+    b.members.insert(Member::parse(CAROL).unwrap());
+    env.handle().set_iam_policy_direct(&id(BILLING_API), policy).unwrap();
+    let patch = runwarden::sim::ServicePatch {
+        annotations: Some([(LAST_APPLIED_ANNOTATION.to_string(), format!("{{\"v\":1,\"grants\":{{\"{RUN_INVOKER}\":[\"{CAROL}\"]}}}}"))].into()),
+        ..Default::default()
+    };
+    assert!(env.handle().update_service(&id(BILLING_API), &patch));
+
+    let plan = env.plan(&env.read().await);
+    assert!(plan.findings.iter().any(|f| f.code == "last-applied-unreadable"), "{:?}", plan.findings);
+    let svc = plan.services.iter().find(|s| s.id == BILLING_API).unwrap();
+    let carol = svc.member_changes().find(|c| c.member.as_str() == CAROL).unwrap();
+    assert_eq!((carol.action, carol.reason), (Action::Keep, Reason::Foreign));
+}
