@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, GroupRef, MemberRef, RoleRef, UserRef};
+use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, RoleRef, UserRef};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 
 /// A secret string. Never printed: Debug and Display show `<redacted>`.
@@ -374,7 +374,7 @@ impl Auth0Client {
         &self,
         group_id: &str,
         from: Option<&str>,
-    ) -> Result<Checkpoint<MemberRef>, Auth0Error> {
+    ) -> Result<Checkpoint<GroupMemberRef>, Auth0Error> {
         self.checkpoint(&["groups", group_id, "members"], from)
             .await
     }
@@ -414,12 +414,14 @@ impl Auth0Client {
         })
     }
 
-    /// `GET /api/v2/users/{id}` with the fields runwarden needs.
+    /// `GET /api/v2/users/{id}` with the fields runwarden needs: the one source runwarden
+    /// trusts for a user's e-mail, its verification and whether it is blocked (user search is
+    /// eventually consistent and capped).
     pub async fn get_user(&self, user_id: &str) -> Result<UserRef, Auth0Error> {
         self.get(
             &["users", user_id],
             &[
-                ("fields", "user_id,email,email_verified"),
+                ("fields", "user_id,email,email_verified,blocked"),
                 ("include_fields", "true"),
             ],
         )

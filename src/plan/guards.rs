@@ -129,7 +129,7 @@ fn removal_ratio_trip(
             c.action == Action::Remove
                 && matches!(
                     c.reason,
-                    Reason::Unlisted | Reason::Expired | Reason::Deleted
+                    Reason::Unlisted | Reason::Expired | Reason::Deleted | Reason::Blocked
                 )
         })
         .count();

@@ -384,6 +384,19 @@ fn member_json(u: &UserRec) -> Value {
     json!({"user_id": u.user_id, "email": u.email, "picture": picture(u), "name": u.name})
 }
 
+/// A group member as `GET /api/v2/groups/{id}/members` serves it: auth0-python's
+/// `types/group_member.py` (`GroupMember {id, member_type, type, connection_id, created_at}`),
+/// an id and never an e-mail; `type` is the group's type (`GroupTypeEnum`).
+fn group_member_json(u: &UserRec, group_id: &str) -> Value {
+    json!({
+        "id": u.user_id,
+        "member_type": "user",
+        "type": "connection",
+        "connection_id": format!("con_{:016x}", super::state::fnv(group_id)),
+        "created_at": "2025-01-01T00:00:00.000Z",
+    })
+}
+
 fn picture(u: &UserRec) -> String {
     format!(
         "https://s.gravatar.com/avatar/{:032x}?s=480&r=pg&d=mp",
@@ -396,7 +409,7 @@ fn user_json(u: &UserRec) -> Value {
         .user_id
         .split_once('|')
         .unwrap_or(("auth0", u.user_id.as_str()));
-    json!({
+    let mut user = json!({
         "user_id": u.user_id,
         "email": u.email,
         "email_verified": u.email_verified,
@@ -406,7 +419,13 @@ fn user_json(u: &UserRec) -> Value {
         "created_at": "2025-01-01T00:00:00.000Z",
         "updated_at": "2025-01-01T00:00:00.000Z",
         "identities": [{"connection": "Username-Password-Authentication", "provider": provider, "user_id": id, "isSocial": false}],
-    })
+    });
+    // Auth0 carries `blocked` once an administrator (or SCIM) blocked the user; a user never
+    // blocked has no such field (auth0-python `GetUserResponseContent.blocked` is optional).
+    if u.blocked {
+        user["blocked"] = true.into();
+    }
+    user
 }
 
 fn segment(s: &str) -> String {
@@ -481,7 +500,7 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
                 .members
                 .iter()
                 .map(|i| &t.users[*i as usize])
-                .map(|u| (u.user_id.clone(), member_json(u)))
+                .map(|u| (u.user_id.clone(), group_member_json(u, &g.id)))
                 .collect();
             page_of(items, &p, "members", Some(1000))
         }

@@ -204,6 +204,7 @@ fn generate_tenant(store: &mut Store, g: &GenerateSpec, rng: &mut SplitMix) {
             user_id: format!("auth0|gen{u:09}{:012x}", tag & 0xffff_ffff_ffff),
             email: format!("user-{u:06}@gen.example"),
             email_verified: true,
+            blocked: false,
             name: format!("User {u:06}"),
         });
     }

@@ -94,6 +94,7 @@ pub struct UserRec {
     pub user_id: String,
     pub email: String,
     pub email_verified: bool,
+    pub blocked: bool,
     pub name: String,
 }
 
@@ -610,6 +611,7 @@ fn fill_users(
             user_id,
             email: u.email.clone(),
             email_verified: u.email_verified,
+            blocked: u.blocked,
             name: u.name.clone().unwrap_or_else(|| u.email.clone()),
         });
     }

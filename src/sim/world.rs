@@ -199,6 +199,9 @@ pub struct UserSpec {
     pub email: String,
     #[serde(default = "yes")]
     pub email_verified: bool,
+    /// Blocked by an administrator or by SCIM deprovisioning (`blocked: true` on the user).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }

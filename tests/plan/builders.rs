@@ -326,6 +326,7 @@ impl W {
                     Some(email.to_string())
                 },
                 email_verified: *verified,
+                blocked: false,
                 via_groups: vec![],
                 direct: true,
             })
