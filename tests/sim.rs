@@ -1444,15 +1444,25 @@ async fn demo_roles_resolve_through_direct_users_and_groups() {
         ))
         .await
         .body;
-    let emails: BTreeSet<&str> = members
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["email"].as_str().unwrap())
-        .collect();
+    // Group members are GroupMember {id, member_type, type, connection_id, created_at}: ids,
+    // never e-mails (auth0-python types/group_member.py).
+    let members = members.as_array().unwrap();
+    for m in members {
+        assert_eq!(m["member_type"], "user");
+        assert!(m.get("email").is_none() && m.get("user_id").is_none(), "{m}");
+    }
+    let emails: BTreeSet<String> = {
+        let mut out = BTreeSet::new();
+        for m in members {
+            let id = m["id"].as_str().unwrap().replace('|', "%7C");
+            let user = env.aget(&format!("/api/v2/users/{id}")).await.body;
+            out.insert(user["email"].as_str().unwrap().to_string());
+        }
+        out
+    };
     assert_eq!(
         emails,
-        BTreeSet::from(["ada@acme.com", "margaret@acme.com"])
+        BTreeSet::from(["ada@acme.com".to_string(), "margaret@acme.com".to_string()])
     );
     // Leaver handling: removing a direct assignment shows at the next read.
     assert!(

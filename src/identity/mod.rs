@@ -395,46 +395,59 @@ async fn find_roles(
 /// Each user's own record (`GET /api/v2/users/{id}`), the source runwarden trusts for e-mail,
 /// verification and blocking: user search is eventually consistent (a user changed seconds ago
 /// is not found) and stops at 1,000 results, so "not found unverified" is not "verified".
-/// Look-ups run concurrently; the client bounds the calls in flight and paces them. `None`: the
-/// user was deleted after the listing (404), and holds nothing.
+/// As many workers as the client has calls in flight take ids from one queue, so no more calls
+/// pass the pacer than can be sent, and a rate-limit budget seen on an answer holds the rest
+/// back. `None`: the user was deleted after the listing (404), and holds nothing.
 async fn lookup_users(
     client: &Auth0Client,
     ids: &BTreeSet<String>,
     policy: &RetryPolicy,
     stats: &mut DirectoryStats,
 ) -> Result<HashMap<String, Option<UserRef>>, IdentityError> {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(ids.iter().cloned().collect::<Vec<_>>()));
     let mut tasks = tokio::task::JoinSet::new();
-    for id in ids.iter().cloned() {
-        let client = client.clone();
-        let policy = policy.clone();
+    for _ in 0..client.config().concurrency.clamp(1, ids.len().max(1)) {
+        let (client, policy, queue) = (client.clone(), policy.clone(), queue.clone());
         tasks.spawn(async move {
-            match retry(&policy, "get user", || client.get_user(&id)).await {
-                Ok(user) => Ok((id, Some(user))),
-                Err(e) if e.class() == crate::retry::ErrorClass::NotFound => {
-                    tracing::info!(user = %id, "Auth0 user deleted after the role listing: holds nothing");
-                    Ok((id, None))
-                }
-                Err(e) => Err(IdentityError::User { user: id, source: e }),
+            let mut found = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(id) = next else { return Ok(found) };
+                found.push(lookup_user(&client, &policy, id).await?);
             }
         });
     }
     let mut out = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
-        let (id, user) = joined.map_err(|e| IdentityError::Task(e.to_string()))??;
-        stats.user_lookups += 1;
-        if let Some(other) = user.as_ref().filter(|u| u.user_id != id) {
-            return Err(IdentityError::User {
-                source: Auth0Error::Decode {
-                    method: reqwest::Method::GET,
-                    path: format!("/api/v2/users/{id}"),
-                    reason: format!("the answer is about another user ({:?})", other.user_id),
-                },
-                user: id,
-            });
-        }
-        out.insert(id, user);
+        let found = joined.map_err(|e| IdentityError::Task(e.to_string()))??;
+        stats.user_lookups += found.len();
+        out.extend(found);
     }
     Ok(out)
+}
+
+/// One user's record; `None` when Auth0 says the user does not exist (deleted meanwhile).
+async fn lookup_user(
+    client: &Auth0Client,
+    policy: &RetryPolicy,
+    id: String,
+) -> Result<(String, Option<UserRef>), IdentityError> {
+    match retry(policy, "get user", || client.get_user(&id)).await {
+        Ok(user) if user.user_id != id => Err(IdentityError::User {
+            source: Auth0Error::Decode {
+                method: reqwest::Method::GET,
+                path: format!("/api/v2/users/{id}"),
+                reason: format!("the answer is about another user ({:?})", user.user_id),
+            },
+            user: id,
+        }),
+        Ok(user) => Ok((id, Some(user))),
+        Err(e) if e.class() == crate::retry::ErrorClass::NotFound => {
+            tracing::info!(user = %id, "Auth0 user deleted after the role listing: holds nothing");
+            Ok((id, None))
+        }
+        Err(source) => Err(IdentityError::User { user: id, source }),
+    }
 }
 
 /// Whether page `page + 1` (pages of `size`) still lies within the first [`OFFSET_LIMIT`]

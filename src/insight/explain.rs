@@ -704,7 +704,7 @@ fn removal_note(reason: &Reason) -> Option<&'static str> {
     match reason {
         Reason::Unlisted | Reason::PublicNotAllowed => Some("a plan would remove it"),
         Reason::Deleted => Some("a deleted principal: grants nothing; a plan would remove it"),
-        Reason::Blocked => Some("the Auth0 user is blocked: a plan would remove it"),
+        Reason::Blocked => Some("a plan would remove it"),
         Reason::Expired => Some("the time-boxed grant has ended: a plan would remove it"),
         _ => None,
     }

@@ -387,10 +387,10 @@ fn member_json(u: &UserRec) -> Value {
 /// A group member as `GET /api/v2/groups/{id}/members` serves it: auth0-python's
 /// `types/group_member.py` (`GroupMember {id, member_type, type, connection_id, created_at}`),
 /// an id and never an e-mail; `type` is the group's type (`GroupTypeEnum`).
-fn group_member_json(u: &UserRec, group_id: &str) -> Value {
+fn group_member_json(id: &str, member_type: &str, group_id: &str) -> Value {
     json!({
-        "id": u.user_id,
-        "member_type": "user",
+        "id": id,
+        "member_type": member_type,
         "type": "connection",
         "connection_id": format!("con_{:016x}", super::state::fnv(group_id)),
         "created_at": "2025-01-01T00:00:00.000Z",
@@ -496,12 +496,17 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
             let Some(g) = t.groups.iter().find(|g| g.id == gid) else {
                 return Reply::auth0(404, "The group does not exist.", Some("inexistent_group"));
             };
-            let items = g
+            let mut items: Vec<(String, Value)> = g
                 .members
                 .iter()
                 .map(|i| &t.users[*i as usize])
-                .map(|u| (u.user_id.clone(), group_member_json(u, &g.id)))
+                .map(|u| (u.user_id.clone(), group_member_json(&u.user_id, "user", &g.id)))
                 .collect();
+            for n in &g.nested {
+                let id = &t.groups[*n as usize].id;
+                items.push((id.clone(), group_member_json(id, "group", &g.id)));
+            }
+            items.sort_by(|a, b| a.0.cmp(&b.0));
             page_of(items, &p, "members", Some(1000))
         }
         ["users", id] => match t.user_by_id.get(&segment(id)) {

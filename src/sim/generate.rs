@@ -226,6 +226,7 @@ fn generate_tenant(store: &mut Store, g: &GenerateSpec, rng: &mut SplitMix) {
                 id: super::state::group_id_for(&group_name),
                 name: group_name,
                 members: group_part.to_vec(),
+                nested: Vec::new(),
             });
         }
         store.tenant.roles.push(RoleRec {

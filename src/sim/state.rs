@@ -114,6 +114,8 @@ pub struct GroupRec {
     pub id: String,
     pub name: String,
     pub members: Vec<u32>,
+    /// Groups nested in this one (indexes).
+    pub nested: Vec<u32>,
 }
 
 /// An Auth0 resource server (API).
@@ -661,7 +663,19 @@ fn fill_groups(
             id: g.id.clone().unwrap_or_else(|| group_id_for(&g.name)),
             name: g.name.clone(),
             members,
+            nested: Vec::new(),
         });
+    }
+    for (i, g) in a.groups.iter().enumerate() {
+        for n in &g.groups {
+            let nested = *group_index.get(n).ok_or_else(|| {
+                SimError::World(format!(
+                    "auth0.groups.{}: nested group {n:?} is not listed under auth0.groups",
+                    g.name
+                ))
+            })?;
+            t.groups[i].nested.push(nested);
+        }
     }
     Ok(group_index)
 }

@@ -238,6 +238,9 @@ pub struct GroupSpec {
     /// E-mails of the group's members.
     #[serde(default)]
     pub members: Vec<String>,
+    /// Names of groups nested in this one (served as members with `member_type: group`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// An Auth0 API (resource server).
