@@ -1047,3 +1047,64 @@ async fn a_user_deleted_between_the_listing_and_the_lookup_holds_nothing_and_the
         "every listed user was looked up, the deleted one too"
     );
 }
+
+/// The real-tenant world with a client granted `scopes` only.
+fn scoped_world(scopes: &str) -> runwarden::sim::World {
+    world(&REAL_TENANT_WORLD.replace(
+        "managementClient: {clientId: c1, clientSecret: s1}",
+        &format!("managementClient: {{clientId: c1, clientSecret: s1, scopes: [{scopes}]}}"),
+    ))
+}
+
+fn admins_desired(read_groups: bool) -> Desired {
+    let mut settings = settings("real.example", "c1", &["p1"], &["europe-west1"], &["acme.com"]);
+    settings.auth0.read_groups = read_groups;
+    Desired {
+        settings,
+        policies: vec![policy(
+            "a",
+            vec![named("p1", "europe-west1", "api")],
+            None,
+            vec![role("admins")],
+        )],
+    }
+}
+
+#[tokio::test]
+async fn a_client_without_the_group_scopes_fails_the_pass_naming_the_scope_and_the_groups_setting() {
+    let desired = admins_desired(true);
+    let setup = start(scoped_world("read:roles, read:users"), &desired.settings, &test_client_config()).await;
+    let err = read_live(&desired, &setup.clients, &quick_retries())
+        .await
+        .expect_err("groups could not be read: the pass must not go on as if nobody held a role through one")
+        .to_string();
+    assert!(err.contains("Insufficient scope, expected: read:group_roles"), "{err}");
+    assert!(err.contains("spec.auth0.groups: none"), "{err}");
+    assert!(err.contains(runwarden::identity::auth0::MANAGEMENT_SCOPES), "{err}");
+    // The simulator answered in Auth0's shape, and the refusal was not retried.
+    let denied: Vec<_> = setup
+        .sim
+        .handle
+        .request_log()
+        .into_iter()
+        .filter(|r| r.status == 403)
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(denied[0].path.ends_with("/groups"), "{denied:?}");
+}
+
+#[tokio::test]
+async fn groups_none_reads_no_groups_and_needs_no_group_scope() {
+    let desired = admins_desired(false);
+    let setup = start(scoped_world("read:roles, read:users"), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries())
+        .await
+        .unwrap();
+    let emails: BTreeSet<&str> = live.directory.roles["admins"]
+        .members
+        .iter()
+        .filter_map(|u| u.email.as_deref())
+        .collect();
+    assert_eq!(emails, BTreeSet::from(["ada@acme.com", "gone@acme.com", "leaver@acme.com"]));
+    assert_eq!(count(&setup.sim, |_, p| p.contains("/groups")), 0);
+}

@@ -23,6 +23,15 @@ use tokio_util::sync::CancellationToken;
 use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, RoleRef, UserRef};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 
+/// The Management API scopes runwarden's client needs: the one list (the example Settings, the
+/// README, the token-refused and 403 hints quote it; a unit test checks the quotes). Sources:
+/// the reference OpenAPI `security` of GET `/roles` (read:roles), `/roles/{id}/users`
+/// (read:role_members), `/users/{id}` (read:users), `/resource-servers`
+/// (read:resource_servers), `/keys/signing` (read:signing_keys); the group reads postdate it and
+/// take the group scopes of auth0-python's `OauthScope` (read:group_roles for a role's groups,
+/// read:group_members for a group's members), needed unless Settings say `groups: none`.
+pub const MANAGEMENT_SCOPES: &str = "read:roles read:role_members read:users read:group_roles read:group_members read:resource_servers read:signing_keys";
+
 /// A secret string. Never printed: Debug and Display show `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -143,7 +152,7 @@ pub enum Auth0Error {
     #[error(
         "Auth0 refused the client credentials of client {client_id:?} for audience {audience} \
          (HTTP {code}: {message}); check the client id, the secret and that the client is \
-         authorized for the Management API with read:roles, read:users and read:role_members"
+         authorized for the Management API with the scopes {MANAGEMENT_SCOPES}"
     )]
     TokenRefused {
         client_id: String,
@@ -199,12 +208,14 @@ pub enum Auth0Error {
     },
 }
 
-fn hint(class: ErrorClass) -> &'static str {
+fn hint(class: ErrorClass) -> String {
     match class {
-        ErrorClass::PermissionDenied => {
-            " (grant the Management API client read:roles, read:users and read:role_members)"
-        }
-        _ => "",
+        ErrorClass::PermissionDenied => format!(
+            " (grant the Management API client the scopes runwarden needs: {MANAGEMENT_SCOPES}; \
+             a tenant without groups can set spec.auth0.groups: none instead of granting the \
+             group scopes)"
+        ),
+        _ => String::new(),
     }
 }
 
@@ -811,6 +822,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_settings_and_the_readme_quote_the_one_scope_list() {
+        for (file, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("policies/settings.yaml", include_str!("../../policies/settings.yaml")),
+        ] {
+            let flat = text.replace("\n    # ", " ").replace('\n', " ");
+            assert!(flat.contains(MANAGEMENT_SCOPES), "{file} does not quote `{MANAGEMENT_SCOPES}`");
+        }
+    }
+
+    #[test]
     fn a_missing_secret_names_the_variable() {
         let var = SecretSource::Env("RUNWARDEN_TEST_SURELY_UNSET_VAR".into())
             .resolve()
@@ -870,6 +892,7 @@ mod tests {
         );
         assert_eq!(forbidden.class(), ErrorClass::PermissionDenied);
         assert!(forbidden.to_string().contains("read:role_members"));
+        assert!(forbidden.to_string().contains(MANAGEMENT_SCOPES));
         let html = api_error(
             Method::GET,
             "/x".into(),

@@ -80,6 +80,9 @@ pub struct DirectoryRequest {
     /// Whether to resolve members (the `users` mapping); `workforcePool` only needs to know
     /// that the roles exist.
     pub resolve_members: bool,
+    /// Whether to read the groups assigned to each role (`spec.auth0.groups: read`); `false`
+    /// when the Settings declare the tenant uses none.
+    pub read_groups: bool,
 }
 
 /// Calls made by a directory read, by kind (for progress and benchmarks).
@@ -142,7 +145,7 @@ pub async fn read_directory(
         ));
     }
 
-    let per_role = role_assignments(client, &found, policy, &mut stats).await?;
+    let per_role = role_assignments(client, &found, request.read_groups, policy, &mut stats).await?;
     let group_members = members_of_groups(client, &per_role, policy, &mut stats).await?;
     // Assemble each role's members (direct assignments and group members) by user id, then
     // read every member's own record after the listings, so a user added meanwhile is covered.
@@ -196,6 +199,7 @@ type RoleAssignments = (RoleRef, Vec<MemberRef>, Vec<GroupRef>);
 async fn role_assignments(
     client: &Auth0Client,
     found: &BTreeMap<String, RoleRef>,
+    read_groups: bool,
     policy: &RetryPolicy,
     stats: &mut DirectoryStats,
 ) -> Result<Vec<RoleAssignments>, IdentityError> {
@@ -215,6 +219,9 @@ async fn role_assignments(
                     source,
                 })
             })?;
+            if !read_groups {
+                return Ok::<_, IdentityError>((role, users, (vec![], 0)));
+            }
             let groups = drain(&policy, "role groups", &role.name, |from| {
                 let (client, id) = (client.clone(), role.id.clone());
                 async move { client.role_groups_page(&id, from.as_deref()).await }

@@ -20,7 +20,38 @@ use super::state::{Store, Tenant, UserRec, epoch_seconds};
 use super::world::KeyStatus;
 use super::{SimError, SimState, TokenRequest, lock};
 
-const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:resource_servers read:signing_keys read:clients";
+/// Every scope the simulated tenant grants its Management API client by default (auth0-python
+/// `types/oauth_scope.py` lists each).
+pub const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:group_members read:group_roles read:resource_servers read:signing_keys read:clients";
+
+/// The scopes (any one of) a Management API read needs. The reference OpenAPI document's
+/// `security` of each path: `/roles`, `/roles/{id}`: read:roles; `/roles/{id}/users`:
+/// read:users, read:roles or read:role_members; `/users`, `/users/{id}`: read:users;
+/// `/resource-servers`: read:resource_servers; `/keys/signing`: read:signing_keys. The group
+/// endpoints postdate it: modelled on auth0-python's scope enumeration (`read:group_roles`
+/// for a role's groups, `read:group_members` for a group's members).
+fn required_scopes(segs: &[&str]) -> &'static [&'static str] {
+    match segs {
+        ["roles"] | ["roles", _] => &["read:roles"],
+        ["roles", _, "users"] => &["read:users", "read:roles", "read:role_members"],
+        ["roles", _, "groups"] => &["read:group_roles"],
+        ["groups", _, "members"] => &["read:group_members"],
+        ["users"] | ["users", _] => &["read:users"],
+        ["resource-servers"] => &["read:resource_servers"],
+        ["keys", "signing"] => &["read:signing_keys"],
+        _ => &[],
+    }
+}
+
+/// 403 `insufficient_scope` in Auth0's shape (the reference's 403 descriptions read
+/// "Insufficient scope, expected: read:actions."; with several, "expected any of: ...").
+fn insufficient_scope(needed: &[&str]) -> Reply {
+    let message = match needed {
+        [one] => format!("Insufficient scope, expected: {one}"),
+        many => format!("Insufficient scope, expected any of: {}", many.join(",")),
+    };
+    Reply::auth0(403, &message, Some("insufficient_scope"))
+}
 
 fn unauthorized(message: &str) -> Reply {
     let mut r = Reply::auth0(401, message, None);
@@ -95,7 +126,7 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
     }
     let lifetime = s.config.management_token_lifetime;
     let mut extra = serde_json::Map::new();
-    extra.insert("scope".into(), MANAGEMENT_SCOPES.into());
+    extra.insert("scope".into(), t.client_scopes.clone().into());
     extra.insert("gty".into(), "client-credentials".into());
     extra.insert("azp".into(), t.client_id.clone().into());
     let request = TokenRequest {
@@ -110,6 +141,7 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
         Ok(j) => j,
         Err(e) => return Reply::oauth(500, "server_error", &e.to_string()),
     };
+    let scopes = t.client_scopes.clone();
     drop(s);
     lock(&st.tokens)
         .management
@@ -118,7 +150,7 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
         200,
         &json!({
             "access_token": jwt,
-            "scope": MANAGEMENT_SCOPES,
+            "scope": scopes,
             "expires_in": lifetime.as_secs(),
             "token_type": "Bearer",
         }),
@@ -444,6 +476,10 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
     let segs: Vec<&str> = rest.split('/').collect();
     let s = lock(&st.store);
     let t = &s.tenant;
+    let needed = required_scopes(&segs);
+    if !needed.is_empty() && !t.client_scopes.split(' ').any(|g| needed.contains(&g)) {
+        return insufficient_scope(needed);
+    }
     let paging = |checkpoint| paging(req, checkpoint);
     match segs.as_slice() {
         ["roles"] => list_roles(t, req),

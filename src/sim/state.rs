@@ -144,6 +144,8 @@ pub struct Tenant {
     pub domain: String,
     pub client_id: String,
     pub client_secret: String,
+    /// Scopes granted to the Management API client, space-separated.
+    pub client_scopes: String,
     pub users: Vec<UserRec>,
     pub user_by_id: HashMap<String, u32>,
     pub roles: Vec<RoleRec>,
@@ -474,11 +476,16 @@ fn empty_tenant(world: &World, secret_seed: u64) -> Tenant {
         ),
         None => ("gen.auth0.example".to_string(), "gen".to_string(), None),
     };
+    let client_scopes = match world.auth0.as_ref().and_then(|a| a.management_client.scopes.as_ref()) {
+        Some(scopes) => scopes.join(" "),
+        None => super::auth0::MANAGEMENT_SCOPES.to_string(),
+    };
     let client_secret = secret.unwrap_or_else(|| generate_secret(secret_seed));
     Tenant {
         domain,
         client_id,
         client_secret,
+        client_scopes,
         users: Vec::new(),
         user_by_id: HashMap::new(),
         roles: Vec::new(),

@@ -187,6 +187,10 @@ pub struct ClientSpec {
     /// Generated at start-up (and printed by `runwarden sim`) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// The Management API scopes granted to the client (absent: every scope the simulator
+    /// knows). A call whose endpoint needs a scope not granted answers 403 `insufficient_scope`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// An Auth0 user.
