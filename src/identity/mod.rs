@@ -161,19 +161,7 @@ pub async fn read_directory(
         .flat_map(|r| r.members.iter().map(|u| u.user_id.clone()))
         .collect();
     let records = lookup_users(client, &ids, policy, &mut stats).await?;
-    let (mut unverified, mut blocked) = (0usize, 0usize);
-    for role in roles.values_mut() {
-        // A user deleted between the listing and the look-up holds nothing.
-        role.members.retain(|u| records.get(&u.user_id).is_some_and(Option::is_some));
-        for u in &mut role.members {
-            let Some(Some(record)) = records.get(&u.user_id) else { continue };
-            u.email = record.email.clone();
-            u.email_verified = record.email.is_some() && record.email_verified;
-            u.blocked = record.blocked;
-            unverified += usize::from(!u.email_verified);
-            blocked += usize::from(u.blocked);
-        }
-    }
+    let (unverified, blocked) = apply_records(&mut roles, &records);
     tracing::info!(
         roles = roles.len(),
         users = ids.len(),
@@ -189,6 +177,28 @@ pub async fn read_directory(
         },
         stats,
     ))
+}
+
+/// Fills each member in from its own record (e-mail, verification, blocked) and drops the
+/// members deleted since the listing; returns how many holdings are unverified and blocked.
+fn apply_records(
+    roles: &mut BTreeMap<String, Role>,
+    records: &HashMap<String, Option<UserRef>>,
+) -> (usize, usize) {
+    let (mut unverified, mut blocked) = (0usize, 0usize);
+    for role in roles.values_mut() {
+        // A user deleted between the listing and the look-up holds nothing.
+        role.members.retain(|u| records.get(&u.user_id).is_some_and(Option::is_some));
+        for u in &mut role.members {
+            let Some(Some(record)) = records.get(&u.user_id) else { continue };
+            u.email = record.email.clone();
+            u.email_verified = record.email.is_some() && record.email_verified;
+            u.blocked = record.blocked;
+            unverified += usize::from(!u.email_verified);
+            blocked += usize::from(u.blocked);
+        }
+    }
+    (unverified, blocked)
 }
 
 /// A role with its direct members and its assigned groups.

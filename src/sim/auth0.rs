@@ -6,7 +6,10 @@
 //! `per_page` (≤ 100) and `include_totals` (`{ITEMS, start, limit, total}`), checkpoint paging
 //! with `from`/`take` (`{ITEMS, next}`, `next` absent at the end), and offset paging of role users
 //! refused past 1,000 records with Auth0's own message. The reference has no group endpoints;
-//! `/roles/{id}/groups` and `/groups/{id}/members` are modelled on the role-users conventions.
+//! `/roles/{id}/groups` and `/groups/{id}/members` follow auth0-python 6.x (`GroupMember {id,
+//! member_type, type, connection_id, created_at}`: ids, never e-mails; nested groups as
+//! `member_type: group`). Users may be `blocked`. Every read checks the client's scopes
+//! ([`required_scopes`]) and answers 403 `insufficient_scope` in Auth0's shape.
 
 use std::time::{Instant, SystemTime};
 
