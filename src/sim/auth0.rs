@@ -639,7 +639,7 @@ fn signing_keys(st: &SimState, t: &Tenant) -> Reply {
                 "previous": k.status == KeyStatus::Previous,
                 "revoked": k.status == KeyStatus::Revoked,
             });
-            if k.status != KeyStatus::Next {
+            if k.status != KeyStatus::Next && !k.omit_since {
                 v["current_since"] = k.created_at.clone().into();
             }
             if matches!(k.status, KeyStatus::Previous | KeyStatus::Revoked) {

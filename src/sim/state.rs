@@ -136,6 +136,8 @@ pub struct SigningKey {
     pub status: KeyStatus,
     pub created_at: String,
     pub key: usize,
+    /// Served without `current_since`.
+    pub omit_since: bool,
 }
 
 /// The Auth0 tenant.
@@ -502,12 +504,14 @@ fn default_keys() -> Vec<SigningKey> {
             status: KeyStatus::Current,
             created_at: "2026-01-01T00:00:00.000Z".into(),
             key: 0,
+            omit_since: false,
         },
         SigningKey {
             kid: "sim-key-2".into(),
             status: KeyStatus::Next,
             created_at: "2026-01-01T00:00:00.000Z".into(),
             key: 1,
+            omit_since: false,
         },
     ]
 }
@@ -744,6 +748,7 @@ fn fill_signing_keys(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), 
             status: k.status,
             created_at: k.created_at.clone(),
             key: i,
+            omit_since: k.omit_current_since,
         })
         .collect();
     Ok(())

@@ -282,6 +282,9 @@ pub struct SigningKeySpec {
     pub status: KeyStatus,
     /// RFC 3339, e.g. `2026-01-01T00:00:00Z` (reported as `current_since`).
     pub created_at: String,
+    /// Serve the key without `current_since`, as real tenants often do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub omit_current_since: bool,
 }
 
 /// Where a signing key is in its rotation.
