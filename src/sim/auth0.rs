@@ -526,28 +526,7 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
             items.sort_by(|a, b| a.0.cmp(&b.0));
             page_of(items, &p, "groups", Some(1000))
         }
-        ["groups", id, "members"] => {
-            let p = match paging(true) {
-                Ok(p) => p,
-                Err(r) => return r,
-            };
-            let gid = segment(id);
-            let Some(g) = t.groups.iter().find(|g| g.id == gid) else {
-                return Reply::auth0(404, "The group does not exist.", Some("inexistent_group"));
-            };
-            let mut items: Vec<(String, Value)> = g
-                .members
-                .iter()
-                .map(|i| &t.users[*i as usize])
-                .map(|u| (u.user_id.clone(), group_member_json(&u.user_id, "user", &g.id)))
-                .collect();
-            for n in &g.nested {
-                let id = &t.groups[*n as usize].id;
-                items.push((id.clone(), group_member_json(id, "group", &g.id)));
-            }
-            items.sort_by(|a, b| a.0.cmp(&b.0));
-            page_of(items, &p, "members", Some(1000))
-        }
+        ["groups", id, "members"] => group_members(t, req, &segment(id)),
         ["users", id] => match t.user_by_id.get(&segment(id)) {
             Some(i) => Reply::json(200, &user_json(&t.users[*i as usize])),
             None => Reply::auth0(404, "The user does not exist.", Some("inexistent_user")),
@@ -557,6 +536,29 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
         ["keys", "signing"] => signing_keys(st, t),
         _ => Reply::auth0(404, "Not Found", None),
     }
+}
+
+/// `GET /api/v2/groups/{id}/members`: users and nested groups, as `GroupMember`s.
+fn group_members(t: &Tenant, req: &Req, gid: &str) -> Reply {
+    let p = match paging(req, true) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(g) = t.groups.iter().find(|g| g.id == gid) else {
+        return Reply::auth0(404, "The group does not exist.", Some("inexistent_group"));
+    };
+    let mut items: Vec<(String, Value)> = g
+        .members
+        .iter()
+        .map(|i| &t.users[*i as usize])
+        .map(|u| (u.user_id.clone(), group_member_json(&u.user_id, "user", &g.id)))
+        .collect();
+    for n in &g.nested {
+        let id = &t.groups[*n as usize].id;
+        items.push((id.clone(), group_member_json(id, "group", &g.id)));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    page_of(items, &p, "members", Some(1000))
 }
 
 /// `GET /api/v2/roles`, with `name_filter`.
