@@ -140,6 +140,7 @@ fn settings() -> Settings {
             domain: "gen.auth0.example".into(),
             client_id: "gen".into(),
             client_secret_env: "AUTH0_CLIENT_SECRET".into(),
+            read_groups: true,
         },
         principals: PrincipalMapping::Users {
             email_domains: vec!["gen.example".into()],
@@ -186,6 +187,7 @@ fn estate_with(users_per_role: usize, adopting: bool) -> (Desired, LiveState) {
                     user_id: format!("auth0|{n:06}"),
                     email: Some(format!("user-{n:06}@gen.example")),
                     email_verified: true,
+                    blocked: false,
                     via_groups: vec![],
                     direct: true,
                 }

@@ -73,8 +73,9 @@ async fn billing_api_lists_every_invoker_with_why_it_is_there() {
             GrantState::Live,
             |r| matches!(r, Reason::Keep { pattern, source } if pattern == "user:break-glass@acme.com" && source.contains("settings.yaml")),
         ),
+        // Blocked in Auth0 (SCIM deprovisioning), though still assigned billing-admin.
         ("user:leaver@acme.com", GrantState::Live, |r| {
-            matches!(r, Reason::Unlisted)
+            matches!(r, Reason::Blocked)
         }),
         (
             "serviceAccount:invoicer@acme-prod.iam.gserviceaccount.com",
@@ -1153,4 +1154,40 @@ fn importing_outside_the_scope_is_an_error_that_writes_nothing() {
         assert!(err.contains(says), "{err}");
         assert!(!d.exists(), "nothing is written");
     }
+}
+
+#[test]
+fn explain_member_says_why_the_group_only_unverified_and_blocked_users_of_the_demo_world_get_what_they_get() {
+    let explain = |who: &str| {
+        let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "explain", "--member", who]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    // Held only through a group (whose members Auth0 lists by id): keeps access.
+    let margaret = explain("margaret@acme.com");
+    assert!(
+        margaret.contains("holds role billing-admin (group billing-team): granted."),
+        "{margaret}"
+    );
+    assert!(margaret.contains("live invoker"), "{margaret}");
+    // Unverified, through the same group: nothing.
+    let rita = explain("rita@acme.com");
+    assert!(
+        rita.contains("holds role billing-admin (group billing-team), but gets nothing through it: e-mail is not verified."),
+        "{rita}"
+    );
+    // Only public services reach her (as `allUsers`); no grant names her, live or pending.
+    assert!(
+        !rita.lines().any(|l| l.contains("  user:rita@acme.com")),
+        "{rita}"
+    );
+    // Blocked, still assigned the role and still bound: the binding goes, reason blocked.
+    let leaver = explain("leaver@acme.com");
+    assert!(
+        leaver.contains("holds role billing-admin (direct), but gets nothing through it: is blocked in Auth0."),
+        "{leaver}"
+    );
+    let line = leaver.lines().find(|l| l.contains("invoker  user:leaver@acme.com")).unwrap_or("");
+    assert!(line.contains("blocked: the Auth0 user is blocked"), "{leaver}");
+    assert!(line.contains("a plan would remove it"), "{leaver}");
 }

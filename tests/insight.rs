@@ -222,3 +222,34 @@ fn the_simulator_mints_a_users_token_that_check_token_accepts() {
     assert_eq!(unknown_user, 400, "{unknown}");
     assert!(unknown["error_description"].as_str().unwrap().contains("no user \"nobody@acme.com\""), "{unknown}");
 }
+
+#[test]
+fn a_signing_key_served_without_current_since_is_aged_from_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    // As real tenants serve it: no `current_since`; the key's certificate (the simulator's
+    // embedded one) became valid on 2026-11-29.
+    let bare = world.replace(
+        r#"{kid: acme-2026-10, status: current, createdAt: "2026-10-01T00:00:00.000Z"}"#,
+        r#"{kid: acme-2026-10, status: current, createdAt: "2026-10-01T00:00:00.000Z", omitCurrentSince: true}"#,
+    );
+    assert_ne!(bare, world, "the demo world's current key entry changed; update this test");
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, bare).unwrap();
+    let audit_at = |now: &str| {
+        let out = bin()
+            .args(["--sim", path.to_str().unwrap(), "audit"])
+            .env("RUNWARDEN_NOW", now)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The demo Settings say maxSigningKeyAge: 90d. 92 days after the certificate: too old...
+    let late = audit_at("2027-03-01T00:00:00Z");
+    assert!(late.contains("[signing-key-too-old]"), "{late}");
+    // ...83 days after it is not, though the createdAt of 2026-10-01 (not served) would make it
+    // 142 days old.
+    let early = audit_at("2027-02-20T00:00:00Z");
+    assert!(!early.contains("[signing-key-too-old]"), "{early}");
+}

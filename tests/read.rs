@@ -386,17 +386,18 @@ async fn role_members_include_members_of_groups_assigned_to_the_role() {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted, "members are sorted by user id");
-    // A group shared by two roles is listed once per pass; verification is one search.
+    // A group shared by two roles is listed once per pass; verification comes from each
+    // member's own record, read once however many roles the member holds (no search).
     assert_eq!(
         count(&setup.sim, |_, p| p.starts_with("/api/v2/groups/")
             && p.ends_with("/members")),
         2
     );
-    assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/users"), 1);
+    assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/users"), 0, "no user search");
     assert_eq!(
         count(&setup.sim, |_, p| p.starts_with("/api/v2/users/")),
-        0,
-        "no per-user look-ups"
+        4,
+        "one look-up per distinct member"
     );
 }
 
@@ -898,9 +899,9 @@ async fn reads_the_demo_world_exactly() {
 }
 
 #[tokio::test]
-async fn more_unverified_users_than_one_search_can_list_falls_back_to_per_member_lookups() {
-    // 1,050 unverified users: the bulk search stops at 1,000, so the role's three members are
-    // checked one by one instead of being taken for verified.
+async fn verification_comes_from_each_members_own_record_however_many_users_are_unverified() {
+    // 1,050 unverified users: a bulk search would stop at 1,000 and take u1049 for verified;
+    // each member's own record says otherwise.
     let mut yaml = String::from(
         "projects: [{id: p1, number: 111111111111}]\nauth0:\n  domain: many.example\n  managementClient: {clientId: c1, clientSecret: s1}\n  users:\n",
     );
@@ -943,11 +944,7 @@ async fn more_unverified_users_than_one_search_can_list_falls_back_to_per_member
             ("u1049@acme.com".to_string(), false)
         ])
     );
-    assert_eq!(
-        count(&setup.sim, |_, p| p == "/api/v2/users"),
-        10,
-        "the search is read to its 1,000-result window"
-    );
+    assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/users"), 0, "no user search");
     assert_eq!(
         count(&setup.sim, |_, p| p.starts_with("/api/v2/users/")),
         3,
@@ -962,4 +959,152 @@ async fn more_unverified_users_than_one_search_can_list_falls_back_to_per_member
             .all(|r| r.status < 400),
         "never asks beyond the window"
     );
+}
+
+const REAL_TENANT_WORLD: &str = r#"
+projects: [{id: p1, number: 111111111111}]
+services:
+  - {project: p1, region: europe-west1, name: api, labels: {team: a}}
+auth0:
+  domain: real.example
+  managementClient: {clientId: c1, clientSecret: s1}
+  users:
+    - {email: ada@acme.com}
+    - {email: leaver@acme.com, blocked: true}
+    - {email: cy@acme.com}
+    - {email: dee@acme.com}
+    - {email: gone@acme.com}
+  roles:
+    - {name: admins, users: [ada@acme.com, leaver@acme.com, gone@acme.com], groups: [outer]}
+  groups:
+    - {name: outer, members: [cy@acme.com], groups: [inner]}
+    - {name: inner, members: [dee@acme.com]}
+"#;
+
+async fn read_real_tenant(prepare: impl FnOnce(&runwarden::sim::SimHandle)) -> (Vec<User>, Setup) {
+    let settings = settings("real.example", "c1", &["p1"], &["europe-west1"], &["acme.com"]);
+    let desired = Desired {
+        settings,
+        policies: vec![policy(
+            "a",
+            vec![named("p1", "europe-west1", "api")],
+            None,
+            vec![role("admins")],
+        )],
+    };
+    let setup = start(world(REAL_TENANT_WORLD), &desired.settings, &test_client_config()).await;
+    prepare(&setup.sim.handle);
+    let live = read_live(&desired, &setup.clients, &quick_retries())
+        .await
+        .unwrap();
+    (live.directory.roles["admins"].members.clone(), setup)
+}
+
+#[tokio::test]
+async fn group_members_listed_by_id_get_their_email_from_their_own_user_record() {
+    let (members, setup) = read_real_tenant(|_| {}).await;
+    let cy = members.iter().find(|u| u.via_groups == ["outer"]).expect("cy via outer");
+    assert_eq!(cy.email.as_deref(), Some("cy@acme.com"));
+    assert!(cy.email_verified && !cy.blocked && !cy.direct);
+    assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/users"), 0, "no user search");
+}
+
+#[tokio::test]
+async fn a_blocked_user_is_read_as_blocked_from_its_user_record() {
+    let (members, _setup) = read_real_tenant(|_| {}).await;
+    let blocked: Vec<(&str, bool)> = members
+        .iter()
+        .map(|u| (u.email.as_deref().unwrap(), u.blocked))
+        .filter(|(_, b)| *b)
+        .collect();
+    assert_eq!(blocked, [("leaver@acme.com", true)]);
+}
+
+#[tokio::test]
+async fn members_of_a_nested_group_hold_nothing_through_the_outer_group() {
+    let (members, setup) = read_real_tenant(|_| {}).await;
+    let emails: BTreeSet<&str> = members.iter().filter_map(|u| u.email.as_deref()).collect();
+    assert!(!emails.contains("dee@acme.com"), "{emails:?}");
+    assert!(emails.contains("cy@acme.com"), "{emails:?}");
+    // The nested group's own id is never looked up as a user.
+    assert_eq!(
+        count(&setup.sim, |_, p| p.starts_with("/api/v2/users/grp_")),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_user_deleted_between_the_listing_and_the_lookup_holds_nothing_and_the_pass_goes_on() {
+    let (members, setup) = read_real_tenant(|h| assert!(h.delete_user_record("gone@acme.com"))).await;
+    let emails: BTreeSet<&str> = members.iter().filter_map(|u| u.email.as_deref()).collect();
+    assert_eq!(
+        emails,
+        BTreeSet::from(["ada@acme.com", "cy@acme.com", "leaver@acme.com"])
+    );
+    assert_eq!(
+        count(&setup.sim, |_, p| p.starts_with("/api/v2/users/")),
+        4,
+        "every listed user was looked up, the deleted one too"
+    );
+}
+
+/// The real-tenant world with a client granted `scopes` only.
+fn scoped_world(scopes: &str) -> runwarden::sim::World {
+    world(&REAL_TENANT_WORLD.replace(
+        "managementClient: {clientId: c1, clientSecret: s1}",
+        &format!("managementClient: {{clientId: c1, clientSecret: s1, scopes: [{scopes}]}}"),
+    ))
+}
+
+fn admins_desired(read_groups: bool) -> Desired {
+    let mut settings = settings("real.example", "c1", &["p1"], &["europe-west1"], &["acme.com"]);
+    settings.auth0.read_groups = read_groups;
+    Desired {
+        settings,
+        policies: vec![policy(
+            "a",
+            vec![named("p1", "europe-west1", "api")],
+            None,
+            vec![role("admins")],
+        )],
+    }
+}
+
+#[tokio::test]
+async fn a_client_without_the_group_scopes_fails_the_pass_naming_the_scope_and_the_groups_setting() {
+    let desired = admins_desired(true);
+    let setup = start(scoped_world("read:roles, read:users"), &desired.settings, &test_client_config()).await;
+    let err = read_live(&desired, &setup.clients, &quick_retries())
+        .await
+        .expect_err("groups could not be read: the pass must not go on as if nobody held a role through one")
+        .to_string();
+    assert!(err.contains("Insufficient scope, expected: read:group_roles"), "{err}");
+    assert!(err.contains("spec.auth0.groups: none"), "{err}");
+    assert!(err.contains(runwarden::identity::auth0::MANAGEMENT_SCOPES), "{err}");
+    // The simulator answered in Auth0's shape, and the refusal was not retried.
+    let denied: Vec<_> = setup
+        .sim
+        .handle
+        .request_log()
+        .into_iter()
+        .filter(|r| r.status == 403)
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert!(denied[0].path.ends_with("/groups"), "{denied:?}");
+}
+
+#[tokio::test]
+async fn groups_none_reads_no_groups_and_needs_no_group_scope() {
+    let desired = admins_desired(false);
+    let setup = start(scoped_world("read:roles, read:users"), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries())
+        .await
+        .unwrap();
+    let emails: BTreeSet<&str> = live.directory.roles["admins"]
+        .members
+        .iter()
+        .filter_map(|u| u.email.as_deref())
+        .collect();
+    assert_eq!(emails, BTreeSet::from(["ada@acme.com", "gone@acme.com", "leaver@acme.com"]));
+    assert_eq!(count(&setup.sim, |_, p| p.contains("/groups")), 0);
 }

@@ -224,6 +224,7 @@ mod tests {
                         user_id: format!("auth0|{r}"),
                         email: Some(format!("{r}@acme.com")),
                         email_verified: true,
+                        blocked: false,
                         via_groups: vec![],
                         direct: true,
                     };

@@ -20,8 +20,17 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, GroupRef, MemberRef, RoleRef, UserRef};
+use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, RoleRef, UserRef};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
+
+/// The Management API scopes runwarden's client needs: the one list (the example Settings, the
+/// README, the token-refused and 403 hints quote it; a unit test checks the quotes). Sources:
+/// the reference OpenAPI `security` of GET `/roles` (read:roles), `/roles/{id}/users`
+/// (read:role_members), `/users/{id}` (read:users), `/resource-servers`
+/// (read:resource_servers), `/keys/signing` (read:signing_keys); the group reads postdate it and
+/// take the group scopes of auth0-python's `OauthScope` (read:group_roles for a role's groups,
+/// read:group_members for a group's members), needed unless Settings say `groups: none`.
+pub const MANAGEMENT_SCOPES: &str = "read:roles read:role_members read:users read:group_roles read:group_members read:resource_servers read:signing_keys";
 
 /// A secret string. Never printed: Debug and Display show `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -146,7 +155,7 @@ pub enum Auth0Error {
     #[error(
         "Auth0 refused the client credentials of client {client_id:?} for audience {audience} \
          (HTTP {code}: {message}); check the client id, the secret and that the client is \
-         authorized for the Management API with read:roles, read:users and read:role_members"
+         authorized for the Management API with the scopes {MANAGEMENT_SCOPES}"
     )]
     TokenRefused {
         client_id: String,
@@ -202,12 +211,14 @@ pub enum Auth0Error {
     },
 }
 
-fn hint(class: ErrorClass) -> &'static str {
+fn hint(class: ErrorClass) -> String {
     match class {
-        ErrorClass::PermissionDenied => {
-            " (grant the Management API client read:roles, read:users and read:role_members)"
-        }
-        _ => "",
+        ErrorClass::PermissionDenied => format!(
+            " (grant the Management API client the scopes runwarden needs: {MANAGEMENT_SCOPES}; \
+             a tenant without groups can set spec.auth0.groups: none instead of granting the \
+             group scopes)"
+        ),
+        _ => String::new(),
     }
 }
 
@@ -377,7 +388,7 @@ impl Auth0Client {
         &self,
         group_id: &str,
         from: Option<&str>,
-    ) -> Result<Checkpoint<MemberRef>, Auth0Error> {
+    ) -> Result<Checkpoint<GroupMemberRef>, Auth0Error> {
         self.checkpoint(&["groups", group_id, "members"], from)
             .await
     }
@@ -417,12 +428,14 @@ impl Auth0Client {
         })
     }
 
-    /// `GET /api/v2/users/{id}` with the fields runwarden needs.
+    /// `GET /api/v2/users/{id}` with the fields runwarden needs: the one source runwarden
+    /// trusts for a user's e-mail, its verification and whether it is blocked (user search is
+    /// eventually consistent and capped).
     pub async fn get_user(&self, user_id: &str) -> Result<UserRef, Auth0Error> {
         self.get(
             &["users", user_id],
             &[
-                ("fields", "user_id,email,email_verified"),
+                ("fields", "user_id,email,email_verified,blocked"),
                 ("include_fields", "true"),
             ],
         )
@@ -739,7 +752,67 @@ mod tenant_wire {
         pub revoked: bool,
         #[serde(default)]
         pub current_since: Option<String>,
+        /// The key's X.509 certificate (PEM).
+        #[serde(default)]
+        pub cert: Option<String>,
     }
+}
+
+/// When a signing key's certificate became valid (its `notBefore`), for a key whose record
+/// has no `current_since` (real tenants omit it): RFC 5280 §4.1 (`Certificate ::= SEQUENCE {
+/// tbsCertificate SEQUENCE { [0] version, serialNumber, signature, issuer, validity SEQUENCE {
+/// notBefore, notAfter }, ... } ... }`, times as UTCTime `YYMMDDHHMMSSZ` or GeneralizedTime
+/// `YYYYMMDDHHMMSSZ`). `None` for anything that is not such a certificate.
+fn cert_not_before(pem: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body).ok()?;
+    let (_, cert, _) = der_tlv(&der)?;
+    let (_, mut tbs, _) = der_tlv(cert)?;
+    // Skip the optional explicit version [0], then the serial, the signature algorithm and
+    // the issuer.
+    let (tag, _, after) = der_tlv(tbs)?;
+    if tag == 0xa0 {
+        tbs = after;
+    }
+    for _ in 0..3 {
+        tbs = der_tlv(tbs)?.2;
+    }
+    let (tag, validity, _) = der_tlv(tbs)?;
+    let (time_tag, value, _) = der_tlv(validity).filter(|_| tag == 0x30)?;
+    let text = std::str::from_utf8(value).ok()?;
+    let full = match (time_tag, text.len()) {
+        (0x17, 13) => format!("{}{text}", if text.get(..2)?.parse::<u8>().ok()? < 50 { "20" } else { "19" }),
+        (0x18, 15) => text.to_string(),
+        _ => return None,
+    };
+    let b = full.as_bytes();
+    if !b[..14].iter().all(u8::is_ascii_digit) || b[14] != b'Z' {
+        return None;
+    }
+    let rfc3339 = format!("{}-{}-{}T{}:{}:{}Z", &full[0..4], &full[4..6], &full[6..8], &full[8..10], &full[10..12], &full[12..14]);
+    crate::policy::parse_rfc3339(&rfc3339).ok()
+}
+
+/// One DER element at the start of `bytes`: (tag, contents, the bytes after it).
+fn der_tlv(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
 impl Auth0Client {
@@ -780,7 +853,13 @@ impl Auth0Client {
         Ok(keys
             .into_iter()
             .map(|k| crate::model::SigningKey {
-                since: k.current_since.as_deref().and_then(|t| crate::policy::parse_rfc3339(t).ok()),
+                // Real tenants often omit `current_since`: the key is then aged from its
+                // certificate's notBefore.
+                since: k
+                    .current_since
+                    .as_deref()
+                    .and_then(|t| crate::policy::parse_rfc3339(t).ok())
+                    .or_else(|| k.cert.as_deref().and_then(cert_not_before)),
                 kid: k.kid,
                 current: k.current,
                 next: k.next,
@@ -809,6 +888,35 @@ mod tests {
         );
         let client = Auth0Client::new(reqwest::Client::new(), config);
         assert!(!format!("{client:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_example_settings_and_the_readme_quote_the_one_scope_list() {
+        for (file, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("policies/settings.yaml", include_str!("../../policies/settings.yaml")),
+        ] {
+            let flat = text.replace("\n    # ", " ").replace('\n', " ");
+            assert!(flat.contains(MANAGEMENT_SCOPES), "{file} does not quote `{MANAGEMENT_SCOPES}`");
+        }
+    }
+
+    #[test]
+    fn a_signing_key_without_current_since_is_aged_from_its_certificate() {
+        let pem = include_str!("../sim/keys/auth0-1.cert.pem");
+        assert_eq!(
+            cert_not_before(pem),
+            crate::policy::parse_rfc3339("2026-11-29T02:36:25Z").ok()
+        );
+        // As Auth0 serves it (CRLF), too.
+        assert_eq!(cert_not_before(&pem.replace('\n', "\r\n")), cert_not_before(pem));
+        // Anything else: no age, no panic.
+        for bad in ["", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----", "not base64 !!", "MIIB"] {
+            assert_eq!(cert_not_before(bad), None, "{bad:?}");
+        }
+        let mut der = vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff];
+        der.extend([0u8; 8]);
+        assert_eq!(der_tlv(&der), None);
     }
 
     #[test]
@@ -871,6 +979,7 @@ mod tests {
         );
         assert_eq!(forbidden.class(), ErrorClass::PermissionDenied);
         assert!(forbidden.to_string().contains("read:role_members"));
+        assert!(forbidden.to_string().contains(MANAGEMENT_SCOPES));
         let html = api_error(
             Method::GET,
             "/x".into(),

@@ -7,9 +7,10 @@
 //!   with its e-mail) and its assigned groups (checkpoint pages);
 //! * per distinct group assigned to any named role: its members (checkpoint pages), once per
 //!   pass even when several roles share the group;
-//! * e-mail verification in bulk: one search for `email_verified:false` (a page per 100
-//!   unverified users). Only when that search cannot be exhaustive (Auth0 stops a query at
-//!   1,000 results) are the role members looked up one by one.
+//! * per distinct member: one `GET /api/v2/users/{id}` (e-mail, `email_verified`, `blocked`).
+//!   Group member listings carry only ids, and user search is eventually consistent and capped
+//!   at 1,000 results, so each user's own record is the one authoritative source; anything
+//!   not positively verified is not granted, and a blocked user is never granted.
 //!
 //! The mapping of roles to IAM members (DESIGN §2) is the plan's job; this module only reports
 //! what Auth0 says, as `crate::model::Directory`.
@@ -18,16 +19,16 @@ pub mod auth0;
 pub mod oidc;
 mod wire;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 
 pub use auth0::{
     Auth0Client, Auth0Config, Auth0Error, Checkpoint, OffsetPage, Secret, SecretSource,
 };
-pub use wire::{GroupRef, MemberRef, RoleRef, UserRef};
+pub use wire::{GroupMemberRef, GroupRef, MemberRef, RoleRef, UserRef};
 
 use crate::model::{Directory, Role, User};
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{Classified, RetryPolicy, retry};
 
 /// Auth0 stops any offset listing or search at this many results.
 pub const OFFSET_LIMIT: u64 = 1000;
@@ -55,8 +56,12 @@ pub enum IdentityError {
         #[source]
         source: Auth0Error,
     },
-    #[error("checking which Auth0 users have verified e-mail addresses failed: {0}")]
-    Verification(#[source] Auth0Error),
+    #[error("reading Auth0 user {user:?} (e-mail, verification, blocked) failed: {source}")]
+    User {
+        user: String,
+        #[source]
+        source: Auth0Error,
+    },
     #[error(
         "Auth0 listing {what} does not end: checkpoint {from:?} was returned before (or the \
          listing passed 10,000 pages), so it cannot be read to its end; the directory read \
@@ -75,6 +80,9 @@ pub struct DirectoryRequest {
     /// Whether to resolve members (the `users` mapping); `workforcePool` only needs to know
     /// that the roles exist.
     pub resolve_members: bool,
+    /// Whether to read the groups assigned to each role (`spec.auth0.groups: read`); `false`
+    /// when the Settings declare the tenant uses none.
+    pub read_groups: bool,
 }
 
 /// Calls made by a directory read, by kind (for progress and benchmarks).
@@ -84,7 +92,6 @@ pub struct DirectoryStats {
     pub role_user_pages: usize,
     pub role_group_pages: usize,
     pub group_member_pages: usize,
-    pub search_pages: usize,
     pub user_lookups: usize,
 }
 
@@ -138,32 +145,29 @@ pub async fn read_directory(
         ));
     }
 
-    let per_role = role_assignments(client, &found, policy, &mut stats).await?;
+    let per_role = role_assignments(client, &found, request.read_groups, policy, &mut stats).await?;
     let group_members = members_of_groups(client, &per_role, policy, &mut stats).await?;
-    // Assemble each role's members: direct assignments and group members, by user id.
-    let mut roles: BTreeMap<String, Role> = BTreeMap::new();
-    let mut everyone: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for (role, direct, assigned) in per_role {
-        let role = assemble_role(role, direct, &assigned, &group_members);
-        for u in &role.members {
-            everyone
-                .entry(u.user_id.clone())
-                .or_insert_with(|| u.email.clone());
-        }
-        roles.insert(role.name.clone(), role);
-    }
-
-    // E-mail verification, after the member listings, so a user added meanwhile is covered.
-    let unverified = unverified_users(client, &everyone, policy, &mut stats).await?;
-    for role in roles.values_mut() {
-        for u in &mut role.members {
-            u.email_verified = u.email.is_some() && !unverified.contains(&u.user_id);
-        }
-    }
+    // Assemble each role's members (direct assignments and group members) by user id, then
+    // read every member's own record after the listings, so a user added meanwhile is covered.
+    let mut roles: BTreeMap<String, Role> = per_role
+        .into_iter()
+        .map(|(role, direct, assigned)| {
+            let role = assemble_role(role, direct, &assigned, &group_members);
+            (role.name.clone(), role)
+        })
+        .collect();
+    let ids: BTreeSet<String> = roles
+        .values()
+        .flat_map(|r| r.members.iter().map(|u| u.user_id.clone()))
+        .collect();
+    let records = lookup_users(client, &ids, policy, &mut stats).await?;
+    let (unverified, blocked) = apply_records(&mut roles, &records);
     tracing::info!(
         roles = roles.len(),
-        users = everyone.len(),
-        unverified = unverified.len(),
+        users = ids.len(),
+        unverified,
+        blocked,
+        deleted = records.values().filter(|r| r.is_none()).count(),
         "resolved Auth0 role members"
     );
     Ok((
@@ -175,6 +179,28 @@ pub async fn read_directory(
     ))
 }
 
+/// Fills each member in from its own record (e-mail, verification, blocked) and drops the
+/// members deleted since the listing; returns how many holdings are unverified and blocked.
+fn apply_records(
+    roles: &mut BTreeMap<String, Role>,
+    records: &HashMap<String, Option<UserRef>>,
+) -> (usize, usize) {
+    let (mut unverified, mut blocked) = (0usize, 0usize);
+    for role in roles.values_mut() {
+        // A user deleted between the listing and the look-up holds nothing.
+        role.members.retain(|u| records.get(&u.user_id).is_some_and(Option::is_some));
+        for u in &mut role.members {
+            let Some(Some(record)) = records.get(&u.user_id) else { continue };
+            u.email = record.email.clone();
+            u.email_verified = record.email.is_some() && record.email_verified;
+            u.blocked = record.blocked;
+            unverified += usize::from(!u.email_verified);
+            blocked += usize::from(u.blocked);
+        }
+    }
+    (unverified, blocked)
+}
+
 /// A role with its direct members and its assigned groups.
 type RoleAssignments = (RoleRef, Vec<MemberRef>, Vec<GroupRef>);
 
@@ -183,6 +209,7 @@ type RoleAssignments = (RoleRef, Vec<MemberRef>, Vec<GroupRef>);
 async fn role_assignments(
     client: &Auth0Client,
     found: &BTreeMap<String, RoleRef>,
+    read_groups: bool,
     policy: &RetryPolicy,
     stats: &mut DirectoryStats,
 ) -> Result<Vec<RoleAssignments>, IdentityError> {
@@ -202,6 +229,9 @@ async fn role_assignments(
                     source,
                 })
             })?;
+            if !read_groups {
+                return Ok::<_, IdentityError>((role, users, (vec![], 0)));
+            }
             let groups = drain(&policy, "role groups", &role.name, |from| {
                 let (client, id) = (client.clone(), role.id.clone());
                 async move { client.role_groups_page(&id, from.as_deref()).await }
@@ -232,7 +262,7 @@ async fn members_of_groups(
     per_role: &[RoleAssignments],
     policy: &RetryPolicy,
     stats: &mut DirectoryStats,
-) -> Result<HashMap<String, Vec<MemberRef>>, IdentityError> {
+) -> Result<HashMap<String, Vec<GroupMemberRef>>, IdentityError> {
     let mut groups: BTreeMap<String, GroupRef> = BTreeMap::new();
     for (_, _, gs) in per_role {
         for g in gs {
@@ -258,7 +288,7 @@ async fn members_of_groups(
             Ok::<_, IdentityError>((group.id, members))
         });
     }
-    let mut group_members: HashMap<String, Vec<MemberRef>> = HashMap::new();
+    let mut group_members: HashMap<String, Vec<GroupMemberRef>> = HashMap::new();
     while let Some(joined) = tasks.join_next().await {
         let (id, (members, pages)) = joined.map_err(|e| IdentityError::Task(e.to_string()))??;
         stats.group_member_pages += pages;
@@ -267,34 +297,33 @@ async fn members_of_groups(
     Ok(group_members)
 }
 
-/// One role's members: direct assignments and group members, by user id (e-mail verification
-/// is filled in later); groups without members are listed as empty.
+/// One role's members: direct assignments and group members, by user id (e-mail, verification
+/// and blocking are filled in from each user's own record later); groups without members are
+/// listed as empty.
+///
+/// A nested group (`member_type: group`) is not expanded: its members hold nothing through the
+/// outer group (fail closed; grant them through a group assigned to the role directly). It is
+/// logged, and does not make the outer group count as empty.
 fn assemble_role(
     role: RoleRef,
     direct: Vec<MemberRef>,
     assigned: &[GroupRef],
-    group_members: &HashMap<String, Vec<MemberRef>>,
+    group_members: &HashMap<String, Vec<GroupMemberRef>>,
 ) -> Role {
     let mut members: BTreeMap<String, User> = BTreeMap::new();
     for m in direct {
-        let user = members
-            .entry(m.user_id.clone())
-            .or_insert_with(|| blank_user(&m));
-        user.direct = true;
-        if user.email.is_none() {
-            user.email = m.email;
-        }
+        members.entry(m.user_id.clone()).or_insert_with(|| blank_user(&m.user_id)).direct = true;
     }
     for g in assigned {
         for m in group_members.get(&g.id).map(Vec::as_slice).unwrap_or(&[]) {
-            let user = members
-                .entry(m.user_id.clone())
-                .or_insert_with(|| blank_user(m));
+            if m.is_group() {
+                tracing::warn!(role = %role.name, group = %g.name, nested = %m.id,
+                    "Auth0 group holds a nested group; runwarden does not expand nested groups, so its members get nothing through it");
+                continue;
+            }
+            let user = members.entry(m.id.clone()).or_insert_with(|| blank_user(&m.id));
             if !user.via_groups.contains(&g.name) {
                 user.via_groups.push(g.name.clone());
-            }
-            if user.email.is_none() {
-                user.email = m.email.clone();
             }
         }
     }
@@ -317,11 +346,12 @@ fn assemble_role(
     }
 }
 
-fn blank_user(m: &MemberRef) -> User {
+fn blank_user(user_id: &str) -> User {
     User {
-        user_id: m.user_id.clone(),
-        email: m.email.clone(),
+        user_id: user_id.to_string(),
+        email: None,
         email_verified: false,
+        blocked: false,
         via_groups: vec![],
         direct: false,
     }
@@ -379,62 +409,62 @@ async fn find_roles(
     Ok(found)
 }
 
-/// The ids among `members` whose e-mail is not verified: one bulk search, or per-user
-/// look-ups when the search cannot list them all.
-async fn unverified_users(
+/// Each user's own record (`GET /api/v2/users/{id}`), the source runwarden trusts for e-mail,
+/// verification and blocking: user search is eventually consistent (a user changed seconds ago
+/// is not found) and stops at 1,000 results, so "not found unverified" is not "verified".
+/// As many workers as the client has calls in flight take ids from one queue, so no more calls
+/// pass the pacer than can be sent, and a rate-limit budget seen on an answer holds the rest
+/// back. `None`: the user was deleted after the listing (404), and holds nothing.
+async fn lookup_users(
     client: &Auth0Client,
-    members: &BTreeMap<String, Option<String>>,
+    ids: &BTreeSet<String>,
     policy: &RetryPolicy,
     stats: &mut DirectoryStats,
-) -> Result<HashSet<String>, IdentityError> {
-    let mut unverified = HashSet::new();
-    if members.is_empty() {
-        return Ok(unverified);
-    }
-    let size = client.config().page_size.max(1) as u64;
-    let mut seen = 0u64;
-    let mut complete = false;
-    for page in 0u32.. {
-        let answer = retry(policy, "search unverified users", || {
-            client.search_users_page("email_verified:false", page)
-        })
-        .await
-        .map_err(IdentityError::Verification)?;
-        stats.search_pages += 1;
-        let n = answer.items.len() as u64;
-        seen += n;
-        for u in answer.items {
-            if !u.email_verified {
-                unverified.insert(u.user_id);
+) -> Result<HashMap<String, Option<UserRef>>, IdentityError> {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(ids.iter().cloned().collect::<Vec<_>>()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..client.config().concurrency.clamp(1, ids.len().max(1)) {
+        let (client, policy, queue) = (client.clone(), policy.clone(), queue.clone());
+        tasks.spawn(async move {
+            let mut found = Vec::new();
+            loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(id) = next else { return Ok(found) };
+                found.push(lookup_user(&client, &policy, id).await?);
             }
-        }
-        let total = answer.total.unwrap_or(seen);
-        if seen >= total || n == 0 {
-            complete = seen >= total;
-            break;
-        }
-        if !next_page_in_window(page, size) {
-            break;
-        }
+        });
     }
-    if complete {
-        return Ok(unverified);
+    let mut out = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let found = joined.map_err(|e| IdentityError::Task(e.to_string()))??;
+        stats.user_lookups += found.len();
+        out.extend(found);
     }
-    tracing::warn!(
-        members = members.len(),
-        "more than 1,000 unverified Auth0 users: checking role members one by one"
-    );
-    unverified.clear();
-    for id in members.keys() {
-        let user = retry(policy, "get user", || client.get_user(id))
-            .await
-            .map_err(IdentityError::Verification)?;
-        stats.user_lookups += 1;
-        if !user.email_verified {
-            unverified.insert(user.user_id);
+    Ok(out)
+}
+
+/// One user's record; `None` when Auth0 says the user does not exist (deleted meanwhile).
+async fn lookup_user(
+    client: &Auth0Client,
+    policy: &RetryPolicy,
+    id: String,
+) -> Result<(String, Option<UserRef>), IdentityError> {
+    match retry(policy, "get user", || client.get_user(&id)).await {
+        Ok(user) if user.user_id != id => Err(IdentityError::User {
+            source: Auth0Error::Decode {
+                method: reqwest::Method::GET,
+                path: format!("/api/v2/users/{id}"),
+                reason: format!("the answer is about another user ({:?})", user.user_id),
+            },
+            user: id,
+        }),
+        Ok(user) => Ok((id, Some(user))),
+        Err(e) if e.class() == crate::retry::ErrorClass::NotFound => {
+            tracing::info!(user = %id, "Auth0 user deleted after the role listing: holds nothing");
+            Ok((id, None))
         }
+        Err(source) => Err(IdentityError::User { user: id, source }),
     }
-    Ok(unverified)
 }
 
 /// Whether page `page + 1` (pages of `size`) still lies within the first [`OFFSET_LIMIT`]

@@ -54,7 +54,26 @@ pub struct MemberRef {
     pub email: Option<String>,
 }
 
-/// A user from `GET /users` or `GET /users/{id}` with the fields runwarden asks for.
+/// A group member (auth0-python `types/group_member.py`, `GroupMember {id, member_type, type,
+/// connection_id, created_at}`): an id and no e-mail. `member_type` is `user` or `group` (a
+/// nested group); an absent type is read as `user`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GroupMemberRef {
+    pub id: String,
+    #[serde(default)]
+    pub member_type: Option<String>,
+}
+
+impl GroupMemberRef {
+    /// Whether the member is a nested group rather than a user.
+    pub fn is_group(&self) -> bool {
+        self.member_type.as_deref() == Some("group")
+    }
+}
+
+/// A user from `GET /users` or `GET /users/{id}` with the fields runwarden asks for. A missing
+/// `email_verified` is not verified; a missing `blocked` is not blocked (Auth0 only carries it
+/// on users that were blocked at some time; auth0-python `GetUserResponseContent.blocked`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct UserRef {
     pub user_id: String,
@@ -62,6 +81,8 @@ pub struct UserRef {
     pub email: Option<String>,
     #[serde(default)]
     pub email_verified: bool,
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 /// `GET /roles` answer.
@@ -160,9 +181,13 @@ mod tests {
         let groups: CheckpointAnswer<GroupRef> =
             parse(r#"{"groups":[{"id":"grp_1","name":"billing-team"}],"next":"x"}"#);
         assert_eq!(groups.into_parts().0[0].name, "billing-team");
-        let members: CheckpointAnswer<MemberRef> =
-            parse(r#"{"members":[{"user_id":"auth0|9","email":"margaret@acme.com"}]}"#);
-        assert_eq!(members.into_parts().0[0].user_id, "auth0|9");
+        let members: CheckpointAnswer<GroupMemberRef> = parse(
+            r#"{"members":[{"id":"auth0|9","member_type":"user","type":"connection","connection_id":"con_1","created_at":"2025-01-01T00:00:00.000Z"},{"id":"grp_2","member_type":"group"}]}"#,
+        );
+        let items = members.into_parts().0;
+        assert_eq!(items[0].id, "auth0|9");
+        assert!(!items[0].is_group());
+        assert!(items[1].is_group());
     }
 
     #[test]

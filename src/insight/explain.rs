@@ -22,7 +22,7 @@ use crate::plan::engine::{
     managed_expiry, ownership,
 };
 use crate::plan::format_rfc3339;
-use crate::plan::rules::{Ownership, domain_allowed};
+use crate::plan::rules::{Ownership, domain_allowed, ungranted_reason};
 use crate::policy::model::{Desired, Mode, Principal, PrincipalMapping};
 
 /// What to explain.
@@ -105,7 +105,26 @@ pub struct Explanation {
     /// `{"service": "P/R/N"}` or `{"member": "user:..."}`.
     pub query: BTreeMap<String, String>,
     pub explained_at: String,
+    /// For a member query with the `users` mapping: each Auth0 role the member's user holds,
+    /// and whether that holding grants anything (and if not, why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auth0: Vec<Auth0Holding>,
     pub services: Vec<ServiceAccess>,
+}
+
+/// One Auth0 role held by the queried user, as the directory read says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth0Holding {
+    pub role: String,
+    pub user_id: String,
+    /// `direct`, `group NAME`.
+    pub holds: Vec<String>,
+    /// Whether the role's grants reach this user (`user:<e-mail>`).
+    pub granted: bool,
+    /// Why not, when not granted (blocked, e-mail not verified, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_not: Option<String>,
 }
 
 /// One service: its exposure and the access to it.
@@ -240,6 +259,8 @@ pub enum Reason {
     PublicNotAllowed,
     /// A `deleted:` principal: grants nothing; a plan would remove it.
     Deleted,
+    /// An owned member whose Auth0 user is blocked: a plan would remove it.
+    Blocked,
     /// A runwarden time-boxed grant whose time ran out; a plan would remove it.
     Expired,
     /// A conditional binding runwarden did not generate: never touched.
@@ -307,10 +328,52 @@ pub fn explain(
             }
         }
     }
+    let auth0 = match query {
+        Query::Member(m) => auth0_holdings(desired, &live.directory, m),
+        Query::Service(_) => vec![],
+    };
     Ok(Explanation {
         query: q,
         explained_at: format_rfc3339(now),
+        auth0,
         services,
+    })
+}
+
+/// The roles the directory says `m`'s Auth0 user holds, and whether each grants it anything.
+fn auth0_holdings(desired: &Desired, dir: &Directory, m: &Member) -> Vec<Auth0Holding> {
+    let (PrincipalMapping::Users { email_domains }, Some(email)) =
+        (&desired.settings.principals, m.email())
+    else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for r in dir.roles.values() {
+        for u in r.members.iter().filter(|u| {
+            u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))
+        }) {
+            let mut holds: Vec<String> = u.via_groups.iter().map(|g| format!("group {g}")).collect();
+            if u.direct {
+                holds.insert(0, "direct".to_string());
+            }
+            let why_not = ungranted_reason(u, email_domains);
+            out.push(Auth0Holding {
+                role: r.name.clone(),
+                user_id: u.user_id.clone(),
+                holds,
+                granted: why_not.is_none(),
+                why_not,
+            });
+        }
+    }
+    out
+}
+
+/// Whether `m` is the `user:` member of an Auth0 user the directory says is blocked.
+fn is_blocked_user(dir: &Directory, m: &Member) -> bool {
+    let Some(email) = m.email() else { return false };
+    dir.roles.values().flat_map(|r| &r.members).any(|u| {
+        u.blocked && u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email))
     })
 }
 
@@ -620,6 +683,11 @@ impl<'a> Ctx<'a> {
             }
         } else if m.is_public() && gov.is_some_and(|g| g.public != Some(true)) {
             Reason::PublicNotAllowed
+        } else if (managed || self.ownership.is_owned(m))
+            && matches!(self.desired.settings.principals, PrincipalMapping::Users { .. })
+            && is_blocked_user(&self.live.directory, m)
+        {
+            Reason::Blocked
         } else if managed || self.ownership.is_owned(m) {
             Reason::Unlisted
         } else {
@@ -636,6 +704,7 @@ fn removal_note(reason: &Reason) -> Option<&'static str> {
     match reason {
         Reason::Unlisted | Reason::PublicNotAllowed => Some("a plan would remove it"),
         Reason::Deleted => Some("a deleted principal: grants nothing; a plan would remove it"),
+        Reason::Blocked => Some("a plan would remove it"),
         Reason::Expired => Some("the time-boxed grant has ended: a plan would remove it"),
         _ => None,
     }
@@ -724,6 +793,7 @@ fn why(r: &Reason) -> String {
         Reason::Unlisted => "unlisted: in runwarden's ownership (mapping, owned pattern or policy member) yet granted here by no policy".into(),
         Reason::PublicNotAllowed => "public member, but the policies say `public: false`".into(),
         Reason::Deleted => "deleted principal".into(),
+        Reason::Blocked => "blocked: the Auth0 user is blocked, and a blocked user is never granted".into(),
         Reason::Expired => "expired time-boxed grant".into(),
         Reason::UnmanagedCondition => "conditional binding runwarden did not generate (never touched)".into(),
         Reason::Ungoverned => "the service is governed by no policy".into(),
@@ -795,6 +865,16 @@ fn member_summary(x: &Explanation, m: &str) -> String {
         out.push_str(&format!("; the policies grant it {pending} more (pending)"));
     }
     out.push_str(".\n");
+    for h in &x.auth0 {
+        let how = if h.holds.is_empty() { String::new() } else { format!(" ({})", h.holds.join(", ")) };
+        match &h.why_not {
+            None => out.push_str(&format!("Auth0 user {} holds role {}{how}: granted.\n", h.user_id, h.role)),
+            Some(why) => out.push_str(&format!(
+                "Auth0 user {} holds role {}{how}, but gets nothing through it: {why}.\n",
+                h.user_id, h.role
+            )),
+        }
+    }
     if x.services.is_empty() {
         out.push_str("No grant names it, in live or in the policies.\n");
     }

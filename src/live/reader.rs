@@ -426,6 +426,7 @@ pub fn directory_request(desired: &Desired) -> DirectoryRequest {
     DirectoryRequest {
         roles,
         resolve_members,
+        read_groups: desired.settings.auth0.read_groups,
     }
 }
 
@@ -809,6 +810,7 @@ mod tests {
                     domain: "t.example".into(),
                     client_id: "c".into(),
                     client_secret_env: "V".into(),
+                    read_groups: true,
                 },
                 principals: mapping,
                 machines: vec![],

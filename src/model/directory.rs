@@ -30,8 +30,14 @@ pub struct Role {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct User {
     pub user_id: String,
+    /// As the user's own record (`GET /api/v2/users/{id}`) says; listings are not trusted for
+    /// it (group member listings carry no e-mail at all).
     pub email: Option<String>,
+    /// From the user's own record: true only when Auth0 positively says so.
     pub email_verified: bool,
+    /// Blocked by an administrator or SCIM deprovisioning: never granted, and removed where
+    /// runwarden owns the member (reason `blocked`).
+    pub blocked: bool,
     /// How the user holds the role: directly, or through these groups (by name).
     pub via_groups: Vec<String>,
     pub direct: bool,

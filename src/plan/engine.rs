@@ -160,6 +160,9 @@ struct Planner<'a> {
     /// Owned member entries in the governed bindings of `enforce` services (the base of
     /// `maxRemovalRatio`).
     owned_applicable: usize,
+    /// The `user:` members of blocked Auth0 users (the `users` mapping): removed where owned,
+    /// with reason `blocked`.
+    blocked: HashSet<Member>,
 }
 
 fn finding(
@@ -178,6 +181,22 @@ fn finding(
     }
 }
 
+/// The `user:` members of the Auth0 users the directory says are blocked (with the `users`
+/// mapping; a `workforcePool` mapping does not read users).
+fn blocked_members(settings: &Settings, live: &LiveState) -> HashSet<Member> {
+    if !matches!(settings.principals, PrincipalMapping::Users { .. }) {
+        return HashSet::new();
+    }
+    live.directory
+        .roles
+        .values()
+        .flat_map(|r| &r.members)
+        .filter(|u| u.blocked)
+        .filter_map(|u| u.email.as_deref())
+        .filter_map(|e| Member::parse(&format!("user:{}", e.to_ascii_lowercase())).ok())
+        .collect()
+}
+
 /// A planner over `desired` and `live`, with every policy resolved to the members it grants.
 fn prepare<'a>(
     desired: &'a Desired,
@@ -192,6 +211,7 @@ fn prepare<'a>(
         ownership: Ownership::new(&desired.settings, HashSet::new()),
         owned_scratch: 0,
         owned_applicable: 0,
+        blocked: blocked_members(&desired.settings, live),
     };
     let resolved = p.resolve_policies(&desired.policies);
     let policy_members = resolved
@@ -1110,6 +1130,9 @@ impl<'a> Planner<'a> {
             )
         } else if m.is_public() && ctx.public == Some(false) {
             (Reason::Public, true, ctx.public_sources.clone(), None)
+        } else if owned && self.blocked.contains(m) {
+            let note = "the Auth0 user is blocked: a blocked user is never granted".to_string();
+            (Reason::Blocked, true, ctx.ref_sources.clone(), Some(note))
         } else if let Some(rev) = recorded {
             let note = match rev {
                 Some(rev) => format!("runwarden granted it at revision {rev}; no policy grants it now"),

@@ -270,7 +270,7 @@ fn removal_ratio_trip(
             c.action == Action::Remove
                 && matches!(
                     c.reason,
-                    Reason::Unlisted | Reason::Revoked | Reason::Expired | Reason::Deleted
+                    Reason::Unlisted | Reason::Revoked | Reason::Expired | Reason::Deleted | Reason::Blocked
                 )
         })
         .count();

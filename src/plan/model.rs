@@ -423,6 +423,9 @@ pub enum Reason {
     Deleted,
     /// Would be removed, but matches a `Settings.keep` pattern or is held back by a fail-safe.
     Protected,
+    /// An owned member whose Auth0 user is blocked (by an administrator or SCIM
+    /// deprovisioning), even when it still holds a role.
+    Blocked,
 }
 
 impl Reason {
@@ -437,6 +440,7 @@ impl Reason {
             Reason::Setting => "setting",
             Reason::Deleted => "deleted",
             Reason::Protected => "protected",
+            Reason::Blocked => "blocked",
         }
     }
 }

@@ -169,20 +169,28 @@ pub fn map_role(mapping: &PrincipalMapping, dir: &Directory, role: &str) -> Role
     }
 }
 
-/// The `user:` member an Auth0 user holding `role` maps to, or why it is skipped.
-fn user_member(u: &User, role: &str, email_domains: &[String]) -> Result<Member, String> {
-    let email = u.email.as_deref().unwrap_or("");
-    let why = match &u.email {
+/// Why the `users` mapping grants Auth0 user `u` nothing, or `None` when it grants
+/// `user:<e-mail>`: blocked, no e-mail, an e-mail Auth0 does not positively say is verified, or
+/// one outside the allowed domains.
+pub fn ungranted_reason(u: &User, email_domains: &[String]) -> Option<String> {
+    Some(match &u.email {
+        _ if u.blocked => "is blocked in Auth0".to_string(),
         None => "has no e-mail address".to_string(),
         Some(_) if !u.email_verified => "e-mail is not verified".to_string(),
         Some(e) if !domain_allowed(e, email_domains) => format!(
             "e-mail is outside the allowed domains ({})",
             email_domains.join(", ")
         ),
-        Some(_) => {
-            return Member::parse(&format!("user:{}", email.to_ascii_lowercase()))
-                .map_err(|e| format!("Auth0 user {} in role `{role}` is skipped: {e}", u.user_id));
-        }
+        Some(_) => return None,
+    })
+}
+
+/// The `user:` member an Auth0 user holding `role` maps to, or why it is skipped.
+fn user_member(u: &User, role: &str, email_domains: &[String]) -> Result<Member, String> {
+    let email = u.email.as_deref().unwrap_or("");
+    let Some(why) = ungranted_reason(u, email_domains) else {
+        return Member::parse(&format!("user:{}", email.to_ascii_lowercase()))
+            .map_err(|e| format!("Auth0 user {} in role `{role}` is skipped: {e}", u.user_id));
     };
     let shown = if email.is_empty() { "no e-mail" } else { email };
     Err(format!(

@@ -240,6 +240,7 @@ fn convert_settings(
             domain,
             client_id: a.client_id.value.clone(),
             client_secret_env: a.client_secret_env.value.clone(),
+            read_groups: a.groups.as_ref().is_none_or(|g| g.value == super::wire::GroupsMode::Read),
         },
         principals,
         machines,

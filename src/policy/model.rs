@@ -63,6 +63,8 @@ pub struct Auth0Settings {
     /// Name of the environment variable that holds the client secret. The secret itself is
     /// never part of the model.
     pub client_secret_env: String,
+    /// Whether roles held through Auth0 groups are read (`spec.auth0.groups`, default `read`).
+    pub read_groups: bool,
 }
 
 /// How an Auth0 role becomes IAM members (DESIGN §2).

@@ -184,6 +184,20 @@ pub struct Auth0 {
     /// appears in a file or a log.
     #[schemars(with = "String", extend("examples" = ["AUTH0_CLIENT_SECRET"], "pattern" = "^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub client_secret_env: Spanned<String>,
+    /// Whether role holdings through Auth0 groups are read (`read`, the default: needs the
+    /// group scopes, and a pass fails when they cannot be read) or the tenant declares it uses
+    /// no groups (`none`: groups are never read, and nobody holds a role through one).
+    #[serde(default)]
+    #[schemars(with = "Option<GroupsMode>")]
+    pub groups: Option<Spanned<GroupsMode>>,
+}
+
+/// Whether runwarden reads Auth0 groups.
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum GroupsMode {
+    Read,
+    None,
 }
 
 /// How an Auth0 role becomes IAM members.

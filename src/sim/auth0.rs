@@ -6,7 +6,10 @@
 //! `per_page` (≤ 100) and `include_totals` (`{ITEMS, start, limit, total}`), checkpoint paging
 //! with `from`/`take` (`{ITEMS, next}`, `next` absent at the end), and offset paging of role users
 //! refused past 1,000 records with Auth0's own message. The reference has no group endpoints;
-//! `/roles/{id}/groups` and `/groups/{id}/members` are modelled on the role-users conventions.
+//! `/roles/{id}/groups` and `/groups/{id}/members` follow auth0-python 6.x (`GroupMember {id,
+//! member_type, type, connection_id, created_at}`: ids, never e-mails; nested groups as
+//! `member_type: group`). Users may be `blocked`. Every read checks the client's scopes
+//! ([`required_scopes`]) and answers 403 `insufficient_scope` in Auth0's shape.
 
 use std::time::{Instant, SystemTime};
 
@@ -20,7 +23,38 @@ use super::state::{Store, Tenant, UserRec, epoch_seconds};
 use super::world::KeyStatus;
 use super::{SimError, SimState, TokenRequest, lock};
 
-const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:resource_servers read:signing_keys read:clients";
+/// Every scope the simulated tenant grants its Management API client by default (auth0-python
+/// `types/oauth_scope.py` lists each).
+pub const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:group_members read:group_roles read:resource_servers read:signing_keys read:clients";
+
+/// The scopes (any one of) a Management API read needs. The reference OpenAPI document's
+/// `security` of each path: `/roles`, `/roles/{id}`: read:roles; `/roles/{id}/users`:
+/// read:users, read:roles or read:role_members; `/users`, `/users/{id}`: read:users;
+/// `/resource-servers`: read:resource_servers; `/keys/signing`: read:signing_keys. The group
+/// endpoints postdate it: modelled on auth0-python's scope enumeration (`read:group_roles`
+/// for a role's groups, `read:group_members` for a group's members).
+fn required_scopes(segs: &[&str]) -> &'static [&'static str] {
+    match segs {
+        ["roles"] | ["roles", _] => &["read:roles"],
+        ["roles", _, "users"] => &["read:users", "read:roles", "read:role_members"],
+        ["roles", _, "groups"] => &["read:group_roles"],
+        ["groups", _, "members"] => &["read:group_members"],
+        ["users"] | ["users", _] => &["read:users"],
+        ["resource-servers"] => &["read:resource_servers"],
+        ["keys", "signing"] => &["read:signing_keys"],
+        _ => &[],
+    }
+}
+
+/// 403 `insufficient_scope` in Auth0's shape (the reference's 403 descriptions read
+/// "Insufficient scope, expected: read:actions."; with several, "expected any of: ...").
+fn insufficient_scope(needed: &[&str]) -> Reply {
+    let message = match needed {
+        [one] => format!("Insufficient scope, expected: {one}"),
+        many => format!("Insufficient scope, expected any of: {}", many.join(",")),
+    };
+    Reply::auth0(403, &message, Some("insufficient_scope"))
+}
 
 fn unauthorized(message: &str) -> Reply {
     let mut r = Reply::auth0(401, message, None);
@@ -95,7 +129,7 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
     }
     let lifetime = s.config.management_token_lifetime;
     let mut extra = serde_json::Map::new();
-    extra.insert("scope".into(), MANAGEMENT_SCOPES.into());
+    extra.insert("scope".into(), t.client_scopes.clone().into());
     extra.insert("gty".into(), "client-credentials".into());
     extra.insert("azp".into(), t.client_id.clone().into());
     let request = TokenRequest {
@@ -110,6 +144,7 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
         Ok(j) => j,
         Err(e) => return Reply::oauth(500, "server_error", &e.to_string()),
     };
+    let scopes = t.client_scopes.clone();
     drop(s);
     lock(&st.tokens)
         .management
@@ -118,7 +153,7 @@ pub fn token(st: &SimState, req: &Req) -> Reply {
         200,
         &json!({
             "access_token": jwt,
-            "scope": MANAGEMENT_SCOPES,
+            "scope": scopes,
             "expires_in": lifetime.as_secs(),
             "token_type": "Bearer",
         }),
@@ -384,6 +419,19 @@ fn member_json(u: &UserRec) -> Value {
     json!({"user_id": u.user_id, "email": u.email, "picture": picture(u), "name": u.name})
 }
 
+/// A group member as `GET /api/v2/groups/{id}/members` serves it: auth0-python's
+/// `types/group_member.py` (`GroupMember {id, member_type, type, connection_id, created_at}`),
+/// an id and never an e-mail; `type` is the group's type (`GroupTypeEnum`).
+fn group_member_json(id: &str, member_type: &str, group_id: &str) -> Value {
+    json!({
+        "id": id,
+        "member_type": member_type,
+        "type": "connection",
+        "connection_id": format!("con_{:016x}", super::state::fnv(group_id)),
+        "created_at": "2025-01-01T00:00:00.000Z",
+    })
+}
+
 fn picture(u: &UserRec) -> String {
     format!(
         "https://s.gravatar.com/avatar/{:032x}?s=480&r=pg&d=mp",
@@ -396,7 +444,7 @@ fn user_json(u: &UserRec) -> Value {
         .user_id
         .split_once('|')
         .unwrap_or(("auth0", u.user_id.as_str()));
-    json!({
+    let mut user = json!({
         "user_id": u.user_id,
         "email": u.email,
         "email_verified": u.email_verified,
@@ -406,7 +454,13 @@ fn user_json(u: &UserRec) -> Value {
         "created_at": "2025-01-01T00:00:00.000Z",
         "updated_at": "2025-01-01T00:00:00.000Z",
         "identities": [{"connection": "Username-Password-Authentication", "provider": provider, "user_id": id, "isSocial": false}],
-    })
+    });
+    // Auth0 carries `blocked` once an administrator (or SCIM) blocked the user; a user never
+    // blocked has no such field (auth0-python `GetUserResponseContent.blocked` is optional).
+    if u.blocked {
+        user["blocked"] = true.into();
+    }
+    user
 }
 
 fn segment(s: &str) -> String {
@@ -425,6 +479,10 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
     let segs: Vec<&str> = rest.split('/').collect();
     let s = lock(&st.store);
     let t = &s.tenant;
+    let needed = required_scopes(&segs);
+    if !needed.is_empty() && !t.client_scopes.split(' ').any(|g| needed.contains(&g)) {
+        return insufficient_scope(needed);
+    }
     let paging = |checkpoint| paging(req, checkpoint);
     match segs.as_slice() {
         ["roles"] => list_roles(t, req),
@@ -468,23 +526,7 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
             items.sort_by(|a, b| a.0.cmp(&b.0));
             page_of(items, &p, "groups", Some(1000))
         }
-        ["groups", id, "members"] => {
-            let p = match paging(true) {
-                Ok(p) => p,
-                Err(r) => return r,
-            };
-            let gid = segment(id);
-            let Some(g) = t.groups.iter().find(|g| g.id == gid) else {
-                return Reply::auth0(404, "The group does not exist.", Some("inexistent_group"));
-            };
-            let items = g
-                .members
-                .iter()
-                .map(|i| &t.users[*i as usize])
-                .map(|u| (u.user_id.clone(), member_json(u)))
-                .collect();
-            page_of(items, &p, "members", Some(1000))
-        }
+        ["groups", id, "members"] => group_members(t, req, &segment(id)),
         ["users", id] => match t.user_by_id.get(&segment(id)) {
             Some(i) => Reply::json(200, &user_json(&t.users[*i as usize])),
             None => Reply::auth0(404, "The user does not exist.", Some("inexistent_user")),
@@ -494,6 +536,29 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
         ["keys", "signing"] => signing_keys(st, t),
         _ => Reply::auth0(404, "Not Found", None),
     }
+}
+
+/// `GET /api/v2/groups/{id}/members`: users and nested groups, as `GroupMember`s.
+fn group_members(t: &Tenant, req: &Req, gid: &str) -> Reply {
+    let p = match paging(req, true) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(g) = t.groups.iter().find(|g| g.id == gid) else {
+        return Reply::auth0(404, "The group does not exist.", Some("inexistent_group"));
+    };
+    let mut items: Vec<(String, Value)> = g
+        .members
+        .iter()
+        .map(|i| &t.users[*i as usize])
+        .map(|u| (u.user_id.clone(), group_member_json(&u.user_id, "user", &g.id)))
+        .collect();
+    for n in &g.nested {
+        let id = &t.groups[*n as usize].id;
+        items.push((id.clone(), group_member_json(id, "group", &g.id)));
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    page_of(items, &p, "members", Some(1000))
 }
 
 /// `GET /api/v2/roles`, with `name_filter`.
@@ -576,7 +641,7 @@ fn signing_keys(st: &SimState, t: &Tenant) -> Reply {
                 "previous": k.status == KeyStatus::Previous,
                 "revoked": k.status == KeyStatus::Revoked,
             });
-            if k.status != KeyStatus::Next {
+            if k.status != KeyStatus::Next && !k.omit_since {
                 v["current_since"] = k.created_at.clone().into();
             }
             if matches!(k.status, KeyStatus::Previous | KeyStatus::Revoked) {

@@ -206,6 +206,7 @@ fn generate_tenant(store: &mut Store, g: &GenerateSpec, rng: &mut SplitMix) {
             user_id: format!("auth0|gen{u:09}{:012x}", tag & 0xffff_ffff_ffff),
             email: format!("user-{u:06}@gen.example"),
             email_verified: true,
+            blocked: false,
             name: format!("User {u:06}"),
         });
     }
@@ -227,6 +228,7 @@ fn generate_tenant(store: &mut Store, g: &GenerateSpec, rng: &mut SplitMix) {
                 id: super::state::group_id_for(&group_name),
                 name: group_name,
                 members: group_part.to_vec(),
+                nested: Vec::new(),
             });
         }
         store.tenant.roles.push(RoleRec {

@@ -469,6 +469,19 @@ impl SimHandle {
         auth0::edit_role_user(&mut self.store(), role, email, false)
     }
 
+    /// Deletes a user's own record (`GET /api/v2/users/{id}` answers 404) while role and group
+    /// listings still carry it: a user deleted between the listing and the look-up. False if
+    /// no user has this e-mail.
+    pub fn delete_user_record(&self, email: &str) -> bool {
+        let mut s = self.store();
+        let t = &mut s.tenant;
+        let Some(u) = t.users.iter().find(|u| u.email.eq_ignore_ascii_case(email)) else {
+            return false;
+        };
+        let id = u.user_id.clone();
+        t.user_by_id.remove(&id).is_some()
+    }
+
     /// Removes every member of an Auth0 group (by name). False if the group is unknown.
     pub fn empty_group(&self, group: &str) -> bool {
         auth0::empty_group(&mut self.store(), group)

@@ -103,6 +103,7 @@ pub struct UserRec {
     pub user_id: String,
     pub email: String,
     pub email_verified: bool,
+    pub blocked: bool,
     pub name: String,
 }
 
@@ -122,6 +123,8 @@ pub struct GroupRec {
     pub id: String,
     pub name: String,
     pub members: Vec<u32>,
+    /// Groups nested in this one (indexes).
+    pub nested: Vec<u32>,
 }
 
 /// An Auth0 resource server (API).
@@ -142,6 +145,8 @@ pub struct SigningKey {
     pub status: KeyStatus,
     pub created_at: String,
     pub key: usize,
+    /// Served without `current_since`.
+    pub omit_since: bool,
 }
 
 /// The Auth0 tenant.
@@ -150,6 +155,8 @@ pub struct Tenant {
     pub domain: String,
     pub client_id: String,
     pub client_secret: String,
+    /// Scopes granted to the Management API client, space-separated.
+    pub client_scopes: String,
     pub users: Vec<UserRec>,
     pub user_by_id: HashMap<String, u32>,
     pub roles: Vec<RoleRec>,
@@ -494,11 +501,16 @@ fn empty_tenant(world: &World, secret_seed: u64) -> Tenant {
         ),
         None => ("gen.auth0.example".to_string(), "gen".to_string(), None),
     };
+    let client_scopes = match world.auth0.as_ref().and_then(|a| a.management_client.scopes.as_ref()) {
+        Some(scopes) => scopes.join(" "),
+        None => super::auth0::MANAGEMENT_SCOPES.to_string(),
+    };
     let client_secret = secret.unwrap_or_else(|| generate_secret(secret_seed));
     Tenant {
         domain,
         client_id,
         client_secret,
+        client_scopes,
         users: Vec::new(),
         user_by_id: HashMap::new(),
         roles: Vec::new(),
@@ -515,12 +527,14 @@ fn default_keys() -> Vec<SigningKey> {
             status: KeyStatus::Current,
             created_at: "2026-01-01T00:00:00.000Z".into(),
             key: 0,
+            omit_since: false,
         },
         SigningKey {
             kid: "sim-key-2".into(),
             status: KeyStatus::Next,
             created_at: "2026-01-01T00:00:00.000Z".into(),
             key: 1,
+            omit_since: false,
         },
     ]
 }
@@ -634,6 +648,7 @@ fn fill_users(
             user_id,
             email: u.email.clone(),
             email_verified: u.email_verified,
+            blocked: u.blocked,
             name: u.name.clone().unwrap_or_else(|| u.email.clone()),
         });
     }
@@ -683,7 +698,19 @@ fn fill_groups(
             id: g.id.clone().unwrap_or_else(|| group_id_for(&g.name)),
             name: g.name.clone(),
             members,
+            nested: Vec::new(),
         });
+    }
+    for (i, g) in a.groups.iter().enumerate() {
+        for n in &g.groups {
+            let nested = *group_index.get(n).ok_or_else(|| {
+                SimError::World(format!(
+                    "auth0.groups.{}: nested group {n:?} is not listed under auth0.groups",
+                    g.name
+                ))
+            })?;
+            t.groups[i].nested.push(nested);
+        }
     }
     Ok(group_index)
 }
@@ -745,6 +772,7 @@ fn fill_signing_keys(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), 
             status: k.status,
             created_at: k.created_at.clone(),
             key: i,
+            omit_since: k.omit_current_since,
         })
         .collect();
     Ok(())

@@ -191,6 +191,10 @@ pub struct ClientSpec {
     /// Generated at start-up (and printed by `runwarden sim`) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
+    /// The Management API scopes granted to the client (absent: every scope the simulator
+    /// knows). A call whose endpoint needs a scope not granted answers 403 `insufficient_scope`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// An Auth0 user.
@@ -203,6 +207,9 @@ pub struct UserSpec {
     pub email: String,
     #[serde(default = "yes")]
     pub email_verified: bool,
+    /// Blocked by an administrator or by SCIM deprovisioning (`blocked: true` on the user).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
@@ -239,6 +246,9 @@ pub struct GroupSpec {
     /// E-mails of the group's members.
     #[serde(default)]
     pub members: Vec<String>,
+    /// Names of groups nested in this one (served as members with `member_type: group`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// An Auth0 API (resource server).
@@ -276,6 +286,9 @@ pub struct SigningKeySpec {
     pub status: KeyStatus,
     /// RFC 3339, e.g. `2026-01-01T00:00:00Z` (reported as `current_since`).
     pub created_at: String,
+    /// Serve the key without `current_since`, as real tenants often do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub omit_current_since: bool,
 }
 
 /// Where a signing key is in its rotation.

@@ -326,7 +326,7 @@ fn grants(resource: &str, policy: &Policy) -> BTreeSet<Grant> {
 }
 
 /// Reasons for which runwarden may take a member away.
-const REMOVAL_REASONS: [&str; 5] = ["unlisted", "public", "expired", "deleted", "foreign"];
+const REMOVAL_REASONS: [&str; 6] = ["unlisted", "public", "expired", "deleted", "blocked", "foreign"];
 
 /// Removals the reports say were applied (with a reason that allows removal).
 pub fn applied_removals<'a>(reports: impl IntoIterator<Item = &'a ApplyReport>) -> BTreeSet<Grant> {

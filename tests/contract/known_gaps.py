@@ -7,12 +7,4 @@ if the simulator starts matching the official shape, the test fails with "unexpe
 entry is removed here in the same change. Whoever fixes the product empties this list.
 """
 
-KNOWN_GAPS = {
-    "auth0.groups.members.item": (
-        13,
-        "GET /api/v2/groups/{id}/members items are GroupMember {id, member_type, type, "
-        "connection_id, created_at} in auth0-python 6.x (types/group_member.py); the simulator "
-        "serves the role-user shape {user_id, email, picture, name} because runwarden reads "
-        "members as user records (issue 13 item 1).",
-    ),
-}
+KNOWN_GAPS = {}

@@ -48,6 +48,7 @@ pub fn settings() -> Settings {
             domain: "acme.eu.auth0.com".into(),
             client_id: "rw-demo-client".into(),
             client_secret_env: "AUTH0_CLIENT_SECRET".into(),
+            read_groups: true,
         },
         principals: PrincipalMapping::Users {
             email_domains: vec!["acme.com".into()],
@@ -328,6 +329,7 @@ impl W {
                     Some(email.to_string())
                 },
                 email_verified: *verified,
+                blocked: false,
                 via_groups: vec![],
                 direct: true,
             })

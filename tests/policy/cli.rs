@@ -198,3 +198,23 @@ fn a_repository_with_a_dozen_independent_mistakes_is_fixed_in_one_round_of_valid
     let again = runwarden(&["validate", "."], dir.path());
     assert_eq!(again.status.code(), Some(0), "a second round found more:\n{}", stderr(&again));
 }
+
+#[test]
+fn settings_say_explicitly_whether_auth0_groups_are_read_and_default_to_reading_them() {
+    let with = |line: &str| {
+        let settings = shared_settings().replace(
+            "    clientSecretEnv: AUTH0_CLIENT_SECRET\n",
+            &format!("    clientSecretEnv: AUTH0_CLIENT_SECRET\n{line}"),
+        );
+        let dir = policy_dir(&[("settings.yaml", &settings)]);
+        runwarden::policy::load_at(dir.path(), super::support::now()).map(|d| d.settings.auth0.read_groups)
+    };
+    assert_eq!(with("").ok(), Some(true));
+    assert_eq!(with("    groups: read\n").ok(), Some(true));
+    assert_eq!(with("    groups: none\n").ok(), Some(false));
+    let err = with("    groups: sometimes\n").expect_err("an unknown value is an error");
+    let e = &err.errors[0];
+    assert_eq!((e.line, e.column), (18, 13), "{err:?}");
+    assert_eq!(e.message, "unknown value `sometimes`");
+    assert_eq!(e.hint.as_deref(), Some("expected one of: read, none"));
+}

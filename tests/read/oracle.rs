@@ -172,7 +172,9 @@ pub async fn directory(
                     .json()
                     .await
                     .unwrap();
+                user.email = answer["email"].as_str().map(String::from);
                 user.email_verified = answer["email_verified"].as_bool().unwrap();
+                user.blocked = answer["blocked"].as_bool().unwrap_or(false);
             }
         }
         out.insert(
@@ -196,11 +198,13 @@ pub async fn directory(
 }
 
 fn entry<'a>(members: &'a mut BTreeMap<String, User>, u: &Value) -> &'a mut User {
-    let id = u["user_id"].as_str().unwrap().to_string();
+    // Role users carry `user_id`; group members (GroupMember) only `id`.
+    let id = u["user_id"].as_str().or(u["id"].as_str()).unwrap().to_string();
     members.entry(id.clone()).or_insert_with(|| User {
         user_id: id,
-        email: u["email"].as_str().map(String::from),
+        email: None,
         email_verified: false,
+        blocked: false,
         via_groups: vec![],
         direct: false,
     })

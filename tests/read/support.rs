@@ -34,6 +34,7 @@ pub fn settings(
             domain: domain.into(),
             client_id: client_id.into(),
             client_secret_env: "RUNWARDEN_TEST_UNUSED_SECRET".into(),
+            read_groups: true,
         },
         principals: if domains.is_empty() {
             PrincipalMapping::WorkforcePool {
