@@ -247,9 +247,9 @@ fn a_signing_key_served_without_current_since_is_aged_from_its_certificate() {
     };
     // The demo Settings say maxSigningKeyAge: 90d. 92 days after the certificate: too old...
     let late = audit_at("2027-03-01T00:00:00Z");
-    assert!(late.contains("[signing-key-too-old]"), "{late}");
+    assert!(late.contains("[auth0-signing-key-too-old]"), "{late}");
     // ...83 days after it is not, though the createdAt of 2026-10-01 (not served) would make it
     // 142 days old.
     let early = audit_at("2027-02-20T00:00:00Z");
-    assert!(!early.contains("[signing-key-too-old]"), "{early}");
+    assert!(!early.contains("[auth0-signing-key-too-old]"), "{early}");
 }
