@@ -234,7 +234,7 @@ impl crate::reconcile::Pass for LivePass {
         revision: String,
         shutdown: CancellationToken,
     ) -> Result<crate::reconcile::PassReport, crate::reconcile::PassFailure> {
-        use crate::reconcile::{PassFailure, PassReport, ServiceStatus};
+        use crate::reconcile::PassFailure;
         let now = crate::time::command_now();
         let read = crate::live::ReadConfig { retry: crate::retry::RetryPolicy::default().until(&shutdown), ..Default::default() };
         let live = crate::live::read_live(&desired, &self.conn.clients, &read)
@@ -243,38 +243,8 @@ impl crate::reconcile::Pass for LivePass {
         let mut plan = plan(&desired, &live, &PlanOptions::at(now));
         // A trip holds its guard unit (the services of one set of policies); the rest converges.
         let held = hold_tripped_units(&plan, &desired.settings, self.config.allow_removals);
-        let mut out = PassReport::default();
-        // Every governed service (the reader reads IAM for those only) starts in sync; the plan,
-        // the guards and the apply report say otherwise where they must.
-        for svc in live.services.values().filter(|s| s.iam.is_some() || s.read_error.is_some()) {
-            let (state, message) = match &svc.read_error {
-                Some(e) => ("Failed", Some(format!("read failed: {e}"))),
-                None => ("InSync", None),
-            };
-            out.services.insert(svc.id.to_string(), ServiceStatus { state: state.into(), message });
-        }
-        for sp in &plan.services {
-            let state = if !sp.has_changes() {
-                "InSync"
-            } else if sp.is_applicable() {
-                "Changed"
-            } else {
-                "Drifted"
-            };
-            out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
-        }
-        let mut held_ids = std::collections::BTreeSet::new();
-        for unit in &held {
-            let message = unit.trips.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("; ");
-            for t in &unit.trips {
-                tracing::error!(event = "guard-trip", guard = t.guard.as_str(), unit = unit.unit.as_str(), "held {}: {t}", unit.unit);
-            }
-            for id in &unit.services {
-                held_ids.insert(id.clone());
-                out.services.insert(id.clone(), ServiceStatus { state: "Held".into(), message: Some(message.clone()) });
-            }
-            out.held.push(format!("{} ({} service{}): {message}", unit.unit, unit.services.len(), if unit.services.len() == 1 { "" } else { "s" }));
-        }
+        let mut out = planned_statuses(&live, &plan);
+        let held_ids = report_holds(&held, &mut out);
         plan.services.retain(|s| !held_ids.contains(&s.id));
         let audit = AuditContext { revision, actor: self.actor.clone() };
         let applier = Applier {
@@ -298,21 +268,71 @@ impl crate::reconcile::Pass for LivePass {
         }
         out.applied = report.applied_by_kind();
         out.drift = report.not_applied as u64;
-        // A governed service that could not be read was not compared at all: the pass failed
-        // for it (Ready is False, and the service is listed as Failed with the reason).
-        for f in plan.unread() {
-            let service = f.service.clone().unwrap_or_default();
-            out.failures.push(format!("{service}: {}", f.message));
-            out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.message.clone()) });
-        }
-        for outcome in report.failures() {
-            let message = match outcome {
-                crate::apply::ServiceOutcome::Failed { message, .. } | crate::apply::ServiceOutcome::Stale { message, .. } => message.clone(),
-                _ => "not written: shutting down".into(),
-            };
-            out.failures.push(format!("{}: {message}", outcome.service()));
-            out.services.insert(outcome.service().to_string(), ServiceStatus { state: "Failed".into(), message: Some(message) });
-        }
+        report_failures(&plan, &report, &mut out);
         Ok(out)
+    }
+}
+
+/// Every governed service's state before apply: it starts in sync (the reader reads IAM for
+/// governed services only), the plan says where it is not; an unreadable one has failed.
+fn planned_statuses(live: &LiveState, plan: &crate::plan::Plan) -> crate::reconcile::PassReport {
+    use crate::reconcile::{PassReport, ServiceStatus};
+    let mut out = PassReport::default();
+    for svc in live.services.values().filter(|s| s.iam.is_some() || s.read_error.is_some()) {
+        let (state, message) = match &svc.read_error {
+            Some(e) => ("Failed", Some(format!("read failed: {e}"))),
+            None => ("InSync", None),
+        };
+        out.services.insert(svc.id.to_string(), ServiceStatus { state: state.into(), message });
+    }
+    for sp in &plan.services {
+        let state = if !sp.has_changes() {
+            "InSync"
+        } else if sp.is_applicable() {
+            "Changed"
+        } else {
+            "Drifted"
+        };
+        out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
+    }
+    out
+}
+
+/// Reports every held guard unit (logs, `/status` per service, the pass's `held` list) and
+/// returns the ids of the services it holds, which this pass does not write.
+fn report_holds(held: &[crate::plan::HeldUnit], out: &mut crate::reconcile::PassReport) -> std::collections::BTreeSet<String> {
+    use crate::reconcile::ServiceStatus;
+    let mut held_ids = std::collections::BTreeSet::new();
+    for unit in held {
+        let message = unit.trips.iter().map(|t| t.to_string()).collect::<Vec<_>>().join("; ");
+        for t in &unit.trips {
+            tracing::error!(event = "guard-trip", guard = t.guard.as_str(), unit = unit.unit.as_str(), "held {}: {t}", unit.unit);
+        }
+        for id in &unit.services {
+            held_ids.insert(id.clone());
+            out.services.insert(id.clone(), ServiceStatus { state: "Held".into(), message: Some(message.clone()) });
+        }
+        out.held.push(format!("{} ({}): {message}", unit.unit, crate::text::count(unit.services.len(), "service")));
+    }
+    held_ids
+}
+
+/// The pass's failures: a governed service that could not be read was not compared at all
+/// (Ready is False, and the service is listed as Failed with the reason), and every service
+/// apply could not converge.
+fn report_failures(plan: &crate::plan::Plan, report: &crate::apply::ApplyReport, out: &mut crate::reconcile::PassReport) {
+    use crate::reconcile::ServiceStatus;
+    for f in plan.unread() {
+        let service = f.service.clone().unwrap_or_default();
+        out.failures.push(format!("{service}: {}", f.message));
+        out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.message.clone()) });
+    }
+    for outcome in report.failures() {
+        let message = match outcome {
+            crate::apply::ServiceOutcome::Failed { message, .. } | crate::apply::ServiceOutcome::Stale { message, .. } => message.clone(),
+            _ => "not written: shutting down".into(),
+        };
+        out.failures.push(format!("{}: {message}", outcome.service()));
+        out.services.insert(outcome.service().to_string(), ServiceStatus { state: "Failed".into(), message: Some(message) });
     }
 }

@@ -590,12 +590,7 @@ impl<'a> Planner<'a> {
         let mut iap_agent = None;
         let mut d = self.desired_maps(id, &g, &x);
         if x.public == Some(true) {
-            d.run
-                .entry((RUN_INVOKER, None))
-                .or_default()
-                .entry(&all_users)
-                .or_default()
-                .extend(x.public_sources.iter().map(String::as_str));
+            d.grant_invoker(&all_users, &x.public_sources);
         }
         // With IAP, grants move from the service to the IAP resource. Planning the service half
         // without the IAP half would revoke invoker access without granting the accessor role,
@@ -609,12 +604,7 @@ impl<'a> Planner<'a> {
             iap_agent = Some(agent);
         }
         if let Some(agent) = &iap_agent {
-            d.run
-                .entry((RUN_INVOKER, None))
-                .or_default()
-                .entry(agent)
-                .or_default()
-                .extend(x.iap_sources.iter().map(String::as_str));
+            d.grant_invoker(agent, &x.iap_sources);
         }
 
         self.owned_scratch = 0;
@@ -1380,6 +1370,18 @@ struct DesiredMaps<'k> {
     iap: DesiredMap<'k>,
     run_feeds: FeedMap<'k>,
     iap_feeds: FeedMap<'k>,
+}
+
+impl<'k> DesiredMaps<'k> {
+    /// Adds `member` as an unconditional `roles/run.invoker` of the service, for `sources`.
+    fn grant_invoker(&mut self, member: &'k Member, sources: &'k [String]) {
+        self.run
+            .entry((RUN_INVOKER, None))
+            .or_default()
+            .entry(member)
+            .or_default()
+            .extend(sources.iter().map(String::as_str));
+    }
 }
 
 /// Whether a policy's grant of `member` may stand: `allUsers`/`allAuthenticatedUsers` only
