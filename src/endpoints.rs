@@ -20,6 +20,8 @@ pub const CLOUD_RUN: &str = "https://run.googleapis.com/";
 pub const IAP: &str = "https://iap.googleapis.com/";
 /// Production base URL of the Cloud Resource Manager API.
 pub const RESOURCE_MANAGER: &str = "https://cloudresourcemanager.googleapis.com/";
+/// Production base URL of the IAM API (`rootUrl` of iam.v1.json).
+pub const IAM: &str = "https://iam.googleapis.com/";
 
 /// Why a base URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +119,8 @@ pub struct Endpoints {
     pub iap: Url,
     /// Cloud Resource Manager API v3.
     pub resource_manager: Url,
+    /// IAM API v1 (role definitions).
+    pub iam: Url,
     /// Base URL of the Auth0 tenant's Management and Authentication APIs. `None` means "derive
     /// it from the Settings' domain" (`https://DOMAIN/`).
     pub auth0: Option<Url>,
@@ -129,6 +133,7 @@ impl Endpoints {
             cloud_run: Url::parse(CLOUD_RUN).expect("constant URL"),
             iap: Url::parse(IAP).expect("constant URL"),
             resource_manager: Url::parse(RESOURCE_MANAGER).expect("constant URL"),
+            iam: Url::parse(IAM).expect("constant URL"),
             auth0: None,
         }
     }
@@ -139,6 +144,7 @@ impl Endpoints {
             cloud_run: base.clone(),
             iap: base.clone(),
             resource_manager: base.clone(),
+            iam: base.clone(),
             auth0: Some(base),
         }
     }
@@ -335,7 +341,7 @@ mod tests {
     #[test]
     fn an_override_sends_every_api_to_one_base_url() {
         let e = Endpoints::from_override(Some("http://127.0.0.1:9")).unwrap();
-        for url in [&e.cloud_run, &e.iap, &e.resource_manager] {
+        for url in [&e.cloud_run, &e.iap, &e.resource_manager, &e.iam] {
             assert_eq!(url.as_str(), "http://127.0.0.1:9/");
         }
         assert_eq!(

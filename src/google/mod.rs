@@ -16,6 +16,7 @@
 //!   `{"options":{"requestedPolicyVersion":3}}` on IAP.
 //! * A 403 means "not allowed to see it", never "it is gone".
 
+mod access;
 pub mod auth;
 mod wire;
 mod write;
@@ -42,6 +43,8 @@ pub enum Api {
     CloudRun,
     Iap,
     ResourceManager,
+    /// IAM API v1 (`roles.get`), for the permissions a role carries.
+    Iam,
 }
 
 impl Api {
@@ -51,6 +54,7 @@ impl Api {
             Api::CloudRun => "cloudrun",
             Api::Iap => "iap",
             Api::ResourceManager => "resourcemanager",
+            Api::Iam => "iam",
         }
     }
 }
@@ -61,6 +65,7 @@ impl fmt::Display for Api {
             Api::CloudRun => "Cloud Run Admin API",
             Api::Iap => "IAP API",
             Api::ResourceManager => "Resource Manager API",
+            Api::Iam => "IAM API",
         })
     }
 }
@@ -255,6 +260,8 @@ pub mod body_limits {
     pub const SERVICE_PAGE: usize = 64 << 20;
     /// A Resource Manager project.
     pub const PROJECT: usize = 1 << 20;
+    /// One IAM role: `roles/owner` lists some thousands of permissions of < 100 bytes each.
+    pub const ROLE: usize = 4 << 20;
 }
 
 /// Limits of a [`GoogleClient`].
@@ -542,6 +549,7 @@ impl GoogleClient {
             Api::CloudRun => &self.inner.endpoints.cloud_run,
             Api::Iap => &self.inner.endpoints.iap,
             Api::ResourceManager => &self.inner.endpoints.resource_manager,
+            Api::Iam => &self.inner.endpoints.iam,
         };
         crate::endpoints::join_segments(base, segments)
     }
@@ -573,7 +581,8 @@ impl GoogleClient {
                 PacerRef::Shared(pacer)
             }
             Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
-            Api::ResourceManager => PacerRef::Borrowed(&self.inner.crm_pacer),
+            // Role reads are few (one per distinct role per pass): paced with Resource Manager.
+            Api::ResourceManager | Api::Iam => PacerRef::Borrowed(&self.inner.crm_pacer),
         }
     }
 

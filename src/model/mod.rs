@@ -3,10 +3,12 @@
 //! import of the I/O layers: `live/`, `google/` and `identity/` build these values, `plan/`,
 //! `insight/` and `audit/` read them.
 
+mod access;
 mod directory;
 mod service;
 mod tenant;
 
+pub use access::{AccessFacts, INVOKE_PERMISSION};
 pub use directory::{Directory, Role, User};
 pub use service::{LiveService, LiveState, ServiceId, ServiceSettings};
 pub use tenant::{ResourceServer, SigningKey};

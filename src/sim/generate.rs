@@ -127,6 +127,7 @@ fn generate_services(
             id: id.clone(),
             number,
             display_name: id.clone(),
+            iam: super::state::policy_from_spec(None).expect("an empty policy is valid"),
         })?;
         for region in &g.regions {
             for s in 1..=g.services_per_region {

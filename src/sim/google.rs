@@ -236,6 +236,13 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
     let m = req.method.as_str();
     match (p.segs.as_slice(), p.verb, m) {
         (["v3", "projects", id], None, "GET") => project_get(st, id),
+        (["v3", "projects", id], Some("getIamPolicy"), "POST") => {
+            super::access::project_get_iam(st, req, id)
+        }
+        (["v1", "roles", role], None, "GET") => super::access::role_get(role),
+        (["v1", "projects", pr, "roles", role], None, "GET") => {
+            super::access::custom_role_get(st, pr, role)
+        }
         (["v2", "projects", pr, "locations", r, "services"], None, "GET") => list(st, req, pr, r),
         (["v2", "projects", pr, "locations", r, "services", s], None, "GET") => get(st, pr, r, s),
         (["v2", "projects", pr, "locations", r, "services", s], None, "PATCH") => {
@@ -288,7 +295,7 @@ fn not_found(path: &str) -> Reply {
     )
 }
 
-fn permission_denied(permission: &str, resource: &str) -> Reply {
+pub(super) fn permission_denied(permission: &str, resource: &str) -> Reply {
     let mut r = Reply::json(
         403,
         &json!({"error": {
@@ -312,7 +319,7 @@ fn invalid(message: &str) -> Reply {
 }
 
 /// Resolves a project given by id or number to its id.
-fn project_id(store: &Store, given: &str) -> Option<String> {
+pub(super) fn project_id(store: &Store, given: &str) -> Option<String> {
     if store.projects.contains_key(given) {
         return Some(given.to_string());
     }
@@ -845,7 +852,7 @@ fn with_resource<T>(
     Ok((out, canonical))
 }
 
-fn requested_version(req: &Req) -> Result<u32, Reply> {
+pub(super) fn requested_version(req: &Req) -> Result<u32, Reply> {
     let raw: Option<i64> = if req.method == Method::GET {
         match req
             .q("options.requestedPolicyVersion")
@@ -890,7 +897,7 @@ pub fn stored_view(p: &Policy) -> Policy {
 }
 
 /// Renders a policy as read at `requested` version (Google's rules, see the module docs).
-fn policy_json(p: &Policy, requested: u32) -> Value {
+pub(super) fn policy_json(p: &Policy, requested: u32) -> Value {
     let mut v = Map::new();
     if !p.bindings.is_empty() {
         let conditional = p.bindings.iter().any(|b| b.condition.is_some());

@@ -14,6 +14,7 @@
 //! `operations.wait` sleep, outside any lock); a request never clones the whole world; every
 //! error is in the shape of the API it imitates.
 
+mod access;
 mod auth0;
 pub mod faults;
 mod generate;

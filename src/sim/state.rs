@@ -26,6 +26,8 @@ pub struct Project {
     pub id: String,
     pub number: u64,
     pub display_name: String,
+    /// The project's IAM policy (inherited by its services).
+    pub iam: Policy,
 }
 
 /// One IAM resource (a service's policy or its IAP resource's policy).
@@ -266,6 +268,8 @@ impl Store {
                 id: p.id.clone(),
                 number: p.number,
                 display_name: p.display_name.clone().unwrap_or_else(|| p.id.clone()),
+                iam: policy_from_spec(p.iam.as_ref())
+                    .map_err(|e| SimError::World(format!("project {}: iam: {e}", p.id)))?,
             })?;
         }
         for s in &world.services {

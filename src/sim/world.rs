@@ -47,6 +47,10 @@ pub struct ProjectSpec {
     /// Display name (defaults to the id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The project's own IAM policy (Resource Manager `projects.getIamPolicy`): bindings here
+    /// are inherited by every service of the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<PolicySpec>,
 }
 
 /// A Cloud Run service.

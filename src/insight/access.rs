@@ -1,0 +1,136 @@
+//! Effective access: every path by which a member can invoke a service, beyond the
+//! `roles/run.invoker` grants that [`super::explain`] already explains. A path is a binding of
+//! any role that carries `run.routes.invoke` (read from the IAM roles API, see
+//! [`crate::model::AccessFacts`]), on the service itself or on its project (inherited by every
+//! service of the project). Folder and organization policies are not read; the rendering says
+//! so. Google groups are named as such: their membership is not expanded (the Cloud Identity
+//! Groups API is not read).
+
+use serde::Serialize;
+
+use crate::iam::{MemberKind, Policy, RUN_INVOKER};
+use crate::model::{AccessFacts, INVOKE_PERMISSION, LiveState, ServiceId};
+
+/// Where a path's binding is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "name")]
+pub enum BoundOn {
+    /// The service's own policy.
+    Service(String),
+    /// The project's policy, inherited by the service.
+    Project(String),
+}
+
+/// One path to invoke a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPath {
+    pub service: String,
+    pub member: String,
+    pub role: String,
+    pub bound_on: BoundOn,
+    /// The binding's condition title, when it has one (the path holds only when it is true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// A Google group: who is in it is not expanded.
+    pub group: bool,
+    /// `None` when the role carries `run.routes.invoke`; otherwise why that is unknown (the
+    /// role could not be read): the path is listed so that it is not missed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unverified: Option<String>,
+}
+
+/// Every path to invoke `id` other than `roles/run.invoker` on the service itself.
+pub fn paths_to(id: &ServiceId, live: &LiveState, facts: &AccessFacts) -> Vec<AccessPath> {
+    let mut out = Vec::new();
+    if let Some(policy) = live.services.get(id).and_then(|s| s.iam.as_ref()) {
+        let on = BoundOn::Service(id.to_string());
+        collect(&mut out, id, policy, &on, facts, |role| role == RUN_INVOKER);
+    }
+    if let Some(Ok(policy)) = facts.projects.get(&id.project) {
+        let on = BoundOn::Project(id.project.clone());
+        collect(&mut out, id, policy, &on, facts, |_| false);
+    }
+    out
+}
+
+/// Every path of `member` (exact IAM member) to any service read.
+pub fn paths_of(member: &str, live: &LiveState, facts: &AccessFacts) -> Vec<AccessPath> {
+    live.services
+        .keys()
+        .flat_map(|id| paths_to(id, live, facts))
+        .filter(|p| p.member == member)
+        .collect()
+}
+
+fn collect(
+    out: &mut Vec<AccessPath>,
+    id: &ServiceId,
+    policy: &Policy,
+    on: &BoundOn,
+    facts: &AccessFacts,
+    skip: impl Fn(&str) -> bool,
+) {
+    for b in policy.bindings.iter().filter(|b| !skip(&b.role)) {
+        let unverified = match facts.invoking.get(&b.role) {
+            Some(Ok(true)) => None,
+            Some(Ok(false)) => continue,
+            Some(Err(why)) => Some(why.clone()),
+            None => Some("the role was not read".to_string()),
+        };
+        for m in &b.members {
+            out.push(AccessPath {
+                service: id.to_string(),
+                member: m.as_str().to_string(),
+                role: b.role.clone(),
+                bound_on: on.clone(),
+                condition: b.condition.as_ref().map(|c| c.title.clone()),
+                group: m.kind() == MemberKind::Group,
+                unverified: unverified.clone(),
+            });
+        }
+    }
+}
+
+/// Projects whose policy could not be read, with why.
+pub fn unread_projects(facts: &AccessFacts) -> Vec<(String, String)> {
+    facts
+        .projects
+        .iter()
+        .filter_map(|(p, r)| r.as_ref().err().map(|e| (p.clone(), e.clone())))
+        .collect()
+}
+
+/// The text section appended to `explain`.
+pub fn render_text(paths: &[AccessPath], facts: &AccessFacts) -> String {
+    let mut s = format!(
+        "\nOther paths to invoke (any role carrying {INVOKE_PERMISSION}, on the service or inherited from its project):\n"
+    );
+    if paths.is_empty() {
+        s.push_str("  (none)\n");
+    }
+    for p in paths {
+        let on = match &p.bound_on {
+            BoundOn::Service(_) => "on the service".to_string(),
+            BoundOn::Project(name) => format!("on project {name} (inherited)"),
+        };
+        s.push_str(&format!("  {}  {}  {}  {on}", p.service, p.member, p.role));
+        if let Some(c) = &p.condition {
+            s.push_str(&format!("  when {c:?}"));
+        }
+        if p.group {
+            s.push_str("  (Google group: members not expanded)");
+        }
+        if let Some(why) = &p.unverified {
+            s.push_str(&format!("  (role not read, may not invoke: {why})"));
+        }
+        s.push('\n');
+    }
+    for (project, why) in unread_projects(facts) {
+        s.push_str(&format!(
+            "  project {project}: policy not read, its inherited paths are unknown: {why}\n"
+        ));
+    }
+    s.push_str("  (folder and organization policies are not read)\n");
+    s
+}
