@@ -101,10 +101,11 @@ class GoogleContract(Contract):
         cls.recording = Recording()
         http = google_auth_httplib2.AuthorizedHttp(creds, http=cls.recording)
         opts = {"api_endpoint": cls.sim.endpoint + "/"}
-        cls.docs = {n: discovery(f"{n}.json") for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3")}
+        cls.docs = {n: discovery(f"{n}.json") for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "iam.v1")}
         cls.runapi = build_from_document(cls.docs["run.v2"], http=http, client_options=opts)
         cls.iap = build_from_document(cls.docs["iap.v1"], http=http, client_options=opts)
         cls.crm = build_from_document(cls.docs["cloudresourcemanager.v3"], http=http, client_options=opts)
+        cls.iamapi = build_from_document(cls.docs["iam.v1"], http=http, client_options=opts)
 
     def setUp(self):
         self.recording.log.clear()
@@ -167,6 +168,33 @@ class GoogleContract(Contract):
         p = self.checked("google.crm.projects.get", self.crm.projects().get(name=f"projects/{PROJECT}"),
                          "cloudresourcemanager.v3", "projects", "get")
         self.assertEqual(p["name"], f"projects/{NUMBER}")
+
+    def test_resource_manager_project_get_iam_policy_matches_the_policy_schema(self):
+        p = self.checked("google.crm.projects.getIamPolicy",
+                         self.crm.projects().getIamPolicy(
+                             resource=f"projects/{PROJECT}", body={"options": {"requestedPolicyVersion": 3}}),
+                         "cloudresourcemanager.v3", "projects", "getIamPolicy")
+        roles = {b["role"]: b["members"] for b in p.get("bindings", [])}
+        self.assertIn("group:billing-devs@acme.com", roles.get("roles/run.developer", []))
+        e, body = self.failing(self.crm.projects().getIamPolicy(resource="projects/not-a-project", body={}))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
+    def test_iam_roles_get_matches_the_role_schema_and_lists_included_permissions(self):
+        r = self.checked("google.iam.roles.get", self.iamapi.roles().get(name="roles/run.developer"),
+                         "iam.v1", "roles", "get")
+        self.assertEqual(r["name"], "roles/run.developer")
+        self.assertIn("run.routes.invoke", r["includedPermissions"])
+        viewer = self.iamapi.roles().get(name="roles/viewer").execute()
+        self.assertNotIn("run.routes.invoke", viewer["includedPermissions"])
+        e, body = self.failing(self.iamapi.roles().get(name="roles/no.suchRole"))
+        self.assertEqual(e.status_code, 404)
+        self.expect("google.error.404", error_problems(404, body, "NOT_FOUND"))
+
+    def test_iam_projects_roles_get_of_an_absent_custom_role_is_a_404(self):
+        e, body = self.failing(self.iamapi.projects().roles().get(name=f"projects/{PROJECT}/roles/absent"))
+        self.assertEqual(e.status_code, 404)
+        self.expect("google.error.404", error_problems(404, body, "NOT_FOUND"))
 
     def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
         state = self.sim.admin("GET", "/sim/state")
