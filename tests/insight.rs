@@ -130,3 +130,51 @@ fn plan_outputs_on_the_demo_world_match_the_golden_files() {
         assert_golden(&root().join("tests/golden").join(file), &actual, "review and re-run with RUNWARDEN_BLESS=1");
     }
 }
+
+/// Issue 18: a project-level binding of a role carrying `run.routes.invoke` is a plan finding
+/// naming the governed services it reaches, except those where the policies grant the member.
+#[test]
+fn a_project_level_invoking_role_is_a_bypass_finding_except_where_a_policy_grants_the_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let project_binding = "        - role: roles/run.developer\n          members: [group:billing-devs@acme.com]\n";
+    assert!(world.contains(project_binding), "the demo world's project binding moved; update this test");
+    // ada@acme.com is granted billing-api by the billing policy (through her Auth0 role).
+    let granted = world.replacen(
+        project_binding,
+        "        - role: roles/run.admin\n          members: [user:ada@acme.com]\n",
+        1,
+    );
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, granted).unwrap();
+    let (code, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
+    assert_eq!(code, 2, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("[invoke-bypass] user:ada@acme.com"))
+        .unwrap_or_else(|| panic!("no bypass finding for ada: {out}"));
+    assert!(line.contains("roles/run.admin on project acme-prod"), "{line}");
+    assert!(line.contains("acme-prod/europe-west1/payments-api"), "{line}");
+    assert!(!line.contains("acme-prod/europe-west1/billing-api"), "granted there by a policy: {line}");
+    assert!(line.contains("gcloud projects remove-iam-policy-binding acme-prod --member=user:ada@acme.com --role=roles/run.admin"), "{line}");
+    // Without any project binding, no inherited bypass is reported.
+    let none = world.replacen(project_binding, "", 1);
+    std::fs::write(&path, none).unwrap();
+    let (_, out, _) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
+    assert!(!out.contains("on project acme-prod"), "{out}");
+}
+
+/// Issue 18: `explain --service` shows a path inherited from the project, with role and where.
+#[test]
+fn explain_shows_a_project_level_developer_group_as_a_path_to_billing_api() {
+    let (code, out, err) = runwarden(&[
+        "--sim", "deploy/local/world.yaml", "explain", "--service", "acme-prod/europe-west1/billing-api",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Other paths to invoke"), "{out}");
+    assert!(
+        out.contains("group:billing-devs@acme.com  roles/run.developer  on project acme-prod (inherited)  (Google group: members not expanded)"),
+        "{out}"
+    );
+    assert!(out.contains("(folder and organization policies are not read)"), "{out}");
+}

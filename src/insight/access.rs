@@ -134,3 +134,99 @@ pub fn render_text(paths: &[AccessPath], facts: &AccessFacts) -> String {
     s.push_str("  (folder and organization policies are not read)\n");
     s
 }
+
+/// A plan finding (`invoke-bypass`) per path that lets a member invoke a governed service
+/// although no policy grants it that service, with the fix: remove the binding, or bind a role
+/// without `run.routes.invoke`. Paths whose role could not be read are reported as possible
+/// bypasses; projects whose policy could not be read get one `access-unchecked` note each.
+pub fn bypass_findings(
+    desired: &crate::policy::model::Desired,
+    live: &LiveState,
+    facts: &AccessFacts,
+    now: std::time::SystemTime,
+) -> Vec<crate::plan::Finding> {
+    use crate::plan::{Finding, Severity};
+    let mut out = Vec::new();
+    // A project-level binding is one finding naming every governed service it reaches.
+    let mut inherited: std::collections::BTreeMap<(String, String, String), (AccessPath, Vec<String>)> =
+        Default::default();
+    for (id, wanted) in crate::plan::engine::desired_grants(desired, live, now) {
+        for p in paths_to(&id, live, facts) {
+            if wanted.grants.iter().any(|g| g.member.as_str() == p.member) {
+                continue;
+            }
+            if let BoundOn::Project(project) = &p.bound_on {
+                let key = (project.clone(), p.member.clone(), p.role.clone());
+                let entry = inherited.entry(key).or_insert_with(|| (p.clone(), Vec::new()));
+                entry.1.push(id.to_string());
+                continue;
+            }
+            out.push(Finding {
+                service: Some(id.to_string()),
+                code: "invoke-bypass".into(),
+                severity: Severity::Warning,
+                message: bypass_message(&p, &[]),
+                sources: vec![],
+            });
+        }
+    }
+    for (_, (p, services)) in inherited {
+        out.push(Finding {
+            service: None,
+            code: "invoke-bypass".into(),
+            severity: Severity::Warning,
+            message: bypass_message(&p, &services),
+            sources: vec![],
+        });
+    }
+    for (project, why) in unread_projects(facts) {
+        out.push(Finding {
+            service: None,
+            code: "access-unchecked".into(),
+            severity: Severity::Warning,
+            message: format!(
+                "the IAM policy of project {project} could not be read, so paths inherited from it are unknown ({why}); grant resourcemanager.projects.getIamPolicy (deploy/iam/runwarden-planner.yaml)"
+            ),
+            sources: vec![],
+        });
+    }
+    out
+}
+
+fn bypass_message(p: &AccessPath, services: &[String]) -> String {
+    let who = if p.group { format!("{} (a Google group)", p.member) } else { p.member.clone() };
+    let maybe = match &p.unverified {
+        Some(why) => format!(" may (its role could not be read: {why})"),
+        None => String::new(),
+    };
+    let (on, fix) = match &p.bound_on {
+        BoundOn::Project(project) => (
+            format!("on project {project}"),
+            format!(
+                "gcloud projects remove-iam-policy-binding {project} --member={} --role={}",
+                p.member, p.role
+            ),
+        ),
+        BoundOn::Service(service) => {
+            let (project, region, name) = match service.split('/').collect::<Vec<_>>().as_slice() {
+                [p, r, n] => (p.to_string(), r.to_string(), n.to_string()),
+                _ => (String::new(), String::new(), service.clone()),
+            };
+            (
+                "on the service".to_string(),
+                format!(
+                    "gcloud run services remove-iam-policy-binding {name} --region={region} --project={project} --member={} --role={}",
+                    p.member, p.role
+                ),
+            )
+        }
+    };
+    let what = match services {
+        [] => "this service".to_string(),
+        list => format!("{} governed service(s) ({})", list.len(), list.join(", ")),
+    };
+    format!(
+        "{who}{maybe} can invoke {what} through {} {on}, which carries {INVOKE_PERMISSION}, yet no policy grants it; fix: remove the binding ({fix}) or bind a role without {INVOKE_PERMISSION} (e.g. roles/run.viewer), and grant invocation through a policy",
+        p.role
+    )
+}
