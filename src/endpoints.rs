@@ -20,6 +20,8 @@ pub const CLOUD_RUN: &str = "https://run.googleapis.com/";
 pub const IAP: &str = "https://iap.googleapis.com/";
 /// Production base URL of the Cloud Resource Manager API.
 pub const RESOURCE_MANAGER: &str = "https://cloudresourcemanager.googleapis.com/";
+/// Production base URL of the Cloud Logging API (`rootUrl` of logging.v2.json).
+pub const LOGGING: &str = "https://logging.googleapis.com/";
 /// Production base URL of the IAM API (`rootUrl` of iam.v1.json).
 pub const IAM: &str = "https://iam.googleapis.com/";
 
@@ -121,6 +123,8 @@ pub struct Endpoints {
     pub resource_manager: Url,
     /// IAM API v1 (role definitions).
     pub iam: Url,
+    /// Cloud Logging API v2 (Admin Activity audit entries).
+    pub logging: Url,
     /// Base URL of the Auth0 tenant's Management and Authentication APIs. `None` means "derive
     /// it from the Settings' domain" (`https://DOMAIN/`).
     pub auth0: Option<Url>,
@@ -134,6 +138,7 @@ impl Endpoints {
             iap: Url::parse(IAP).expect("constant URL"),
             resource_manager: Url::parse(RESOURCE_MANAGER).expect("constant URL"),
             iam: Url::parse(IAM).expect("constant URL"),
+            logging: Url::parse(LOGGING).expect("constant URL"),
             auth0: None,
         }
     }
@@ -145,6 +150,7 @@ impl Endpoints {
             iap: base.clone(),
             resource_manager: base.clone(),
             iam: base.clone(),
+            logging: base.clone(),
             auth0: Some(base),
         }
     }
@@ -341,7 +347,7 @@ mod tests {
     #[test]
     fn an_override_sends_every_api_to_one_base_url() {
         let e = Endpoints::from_override(Some("http://127.0.0.1:9")).unwrap();
-        for url in [&e.cloud_run, &e.iap, &e.resource_manager, &e.iam] {
+        for url in [&e.cloud_run, &e.iap, &e.resource_manager, &e.iam, &e.logging] {
             assert_eq!(url.as_str(), "http://127.0.0.1:9/");
         }
         assert_eq!(

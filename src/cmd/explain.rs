@@ -31,11 +31,13 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
         .map(|id| (id.project.clone(), id.region.clone()))
         .collect();
     let progress = Arc::new(Progress::for_terminal(global.log_format));
-    let (live, facts) = runtime()?.block_on(async {
+    let (live, facts, found) = runtime()?.block_on(async {
         let conn = connect::open(global, &desired.settings).await?;
         let live = read_for_explain(&desired, &conn, &extra, &progress).await?;
         let facts = crate::live::read_access(&conn.clients.google, &live).await;
-        anyhow::Ok((live, facts))
+        let drifted = access::drifted_members(&desired, &live, now);
+        let found = crate::live::read_attribution(&conn.clients.google, &drifted).await;
+        anyhow::Ok((live, facts, found))
     })?;
     let query = match (service, &args.target.member) {
         (Some(id), _) => Query::Service(id),
@@ -62,7 +64,13 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
     match args.format {
         PlanFormat::Json => print!("{}", with_paths(&x.to_json(), &paths, &facts)),
         PlanFormat::Text | PlanFormat::Markdown => {
-            let text = explain::render_text(&x) + &access::render_text(&paths, &facts);
+            let keep = |id: &crate::model::ServiceId, member: &str| match &query {
+                Query::Service(s) => s == id,
+                Query::Member(m) => m.as_str() == member,
+            };
+            let text = explain::render_text(&x)
+                + &access::render_text(&paths, &facts)
+                + &access::render_attribution(&found, keep);
             print!("{}", crate::text::visible_lines(&text))
         }
     }

@@ -51,3 +51,70 @@ impl GoogleClient {
         Ok(r.included_permissions)
     }
 }
+
+impl GoogleClient {
+    /// The `ADD` binding deltas of the newest `SetIamPolicy` Admin Activity entries on one
+    /// resource (Cloud Logging v2 `entries.list`, POST `v2/entries:list`, logging.v2.json;
+    /// `protoPayload` is a Cloud Audit Logs `AuditLog` with `serviceData.policyDelta`). One
+    /// call, one page of at most `page_size` entries, newest first.
+    pub async fn list_added_bindings(
+        &self,
+        project: &str,
+        resource: &str,
+        page_size: u32,
+    ) -> Result<Vec<crate::model::AddedBinding>, GoogleError> {
+        let url = self.url(Api::Logging, &["v2", "entries:list"]);
+        let filter = format!(
+            "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND protoPayload.resourceName=\"{resource}\" AND protoPayload.methodName:\"SetIamPolicy\""
+        );
+        let body = serde_json::json!({
+            "resourceNames": [format!("projects/{project}")],
+            "filter": filter,
+            "orderBy": "timestamp desc",
+            "pageSize": page_size,
+        });
+        let answer: serde_json::Value = self
+            .send(Api::Logging, Method::POST, url, Some(body), body_limits::LOG_PAGE)
+            .await?;
+        Ok(added_bindings(&answer))
+    }
+}
+
+/// Reads what it can from the entries; an entry without the expected fields is skipped.
+fn added_bindings(answer: &serde_json::Value) -> Vec<crate::model::AddedBinding> {
+    let mut out = Vec::new();
+    let entries = answer.get("entries").and_then(|e| e.as_array()).map(Vec::as_slice).unwrap_or(&[]);
+    for e in entries {
+        let text = |path: &str| e.pointer(path).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let agent = text("/protoPayload/requestMetadata/callerSuppliedUserAgent");
+        let via = if agent.contains("gcloud") {
+            "gcloud"
+        } else if agent.contains("Mozilla") || agent.contains("console") {
+            "console"
+        } else {
+            "api"
+        };
+        let attribution = crate::model::Attribution {
+            by: Some(text("/protoPayload/authenticationInfo/principalEmail"))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "an unnamed principal".into()),
+            via: via.into(),
+            at: text("/timestamp"),
+        };
+        let deltas = e
+            .pointer("/protoPayload/serviceData/policyDelta/bindingDeltas")
+            .and_then(|d| d.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for d in deltas.iter().filter(|d| d["action"] == "ADD") {
+            if let (Some(role), Some(member)) = (d["role"].as_str(), d["member"].as_str()) {
+                out.push(crate::model::AddedBinding {
+                    role: role.into(),
+                    member: member.into(),
+                    attribution: attribution.clone(),
+                });
+            }
+        }
+    }
+    out
+}

@@ -45,6 +45,8 @@ pub enum Api {
     ResourceManager,
     /// IAM API v1 (`roles.get`), for the permissions a role carries.
     Iam,
+    /// Cloud Logging API v2 (`entries.list`), for who changed a drifted resource.
+    Logging,
 }
 
 impl Api {
@@ -55,6 +57,7 @@ impl Api {
             Api::Iap => "iap",
             Api::ResourceManager => "resourcemanager",
             Api::Iam => "iam",
+            Api::Logging => "logging",
         }
     }
 }
@@ -66,6 +69,7 @@ impl fmt::Display for Api {
             Api::Iap => "IAP API",
             Api::ResourceManager => "Resource Manager API",
             Api::Iam => "IAM API",
+            Api::Logging => "Cloud Logging API",
         })
     }
 }
@@ -262,6 +266,8 @@ pub mod body_limits {
     pub const PROJECT: usize = 1 << 20;
     /// One IAM role: `roles/owner` lists some thousands of permissions of < 100 bytes each.
     pub const ROLE: usize = 4 << 20;
+    /// One page of at most 20 audit log entries.
+    pub const LOG_PAGE: usize = 8 << 20;
 }
 
 /// Limits of a [`GoogleClient`].
@@ -550,6 +556,7 @@ impl GoogleClient {
             Api::Iap => &self.inner.endpoints.iap,
             Api::ResourceManager => &self.inner.endpoints.resource_manager,
             Api::Iam => &self.inner.endpoints.iam,
+            Api::Logging => &self.inner.endpoints.logging,
         };
         crate::endpoints::join_segments(base, segments)
     }
@@ -582,7 +589,10 @@ impl GoogleClient {
             }
             Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
             // Role reads are few (one per distinct role per pass): paced with Resource Manager.
-            Api::ResourceManager | Api::Iam => PacerRef::Borrowed(&self.inner.crm_pacer),
+            // Logging reads are one per drifted resource (the Logging read quota is 60/min).
+            Api::ResourceManager | Api::Iam | Api::Logging => {
+                PacerRef::Borrowed(&self.inner.crm_pacer)
+            }
         }
     }
 

@@ -230,3 +230,59 @@ fn bypass_message(p: &AccessPath, services: &[String]) -> String {
         p.role
     )
 }
+
+/// Per governed service, the live invoker/IAP-accessor members no policy grants (drift): the
+/// ones attribution is read for.
+pub fn drifted_members(
+    desired: &crate::policy::model::Desired,
+    live: &LiveState,
+    now: std::time::SystemTime,
+) -> std::collections::BTreeMap<ServiceId, Vec<(String, String)>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (id, wanted) in crate::plan::engine::desired_grants(desired, live, now) {
+        let Some(svc) = live.services.get(&id) else { continue };
+        let mut drifted = Vec::new();
+        for (policy, role) in [(&svc.iam, RUN_INVOKER), (&svc.iap_iam, crate::iam::IAP_ACCESSOR)] {
+            for b in policy.iter().flat_map(|p| &p.bindings).filter(|b| b.role == role) {
+                for m in &b.members {
+                    let granted = wanted.grants.iter().any(|g| g.member == *m && g.role == role);
+                    if !granted {
+                        drifted.push((role.to_string(), m.as_str().to_string()));
+                    }
+                }
+            }
+        }
+        if !drifted.is_empty() {
+            out.insert(id, drifted);
+        }
+    }
+    out
+}
+
+/// `— added by X (via) YYYY-MM-DD HH:MM UTC`, or `— added by: unknown (why)`.
+pub fn attribution_suffix(found: &Result<crate::model::Attribution, String>) -> String {
+    match found {
+        Ok(a) => {
+            let at = a.at.get(..16).unwrap_or(&a.at).replace('T', " ");
+            format!("— added by {} ({}) {at} UTC", a.by, a.via)
+        }
+        Err(why) => format!("— added by: unknown ({why})"),
+    }
+}
+
+/// The text section of `explain` on who added the drifted members `keep` selects.
+pub fn render_attribution(
+    found: &crate::model::Attributions,
+    keep: impl Fn(&ServiceId, &str) -> bool,
+) -> String {
+    let mut s = String::from("\nWho added the members no policy grants (Admin Activity audit log):\n");
+    let mut any = false;
+    for ((id, role, member), f) in found.iter().filter(|((id, _, m), _)| keep(id, m)) {
+        any = true;
+        s.push_str(&format!("  {id}  {member}  {role}  {}\n", attribution_suffix(f)));
+    }
+    if !any {
+        s.push_str("  (none)\n");
+    }
+    s
+}

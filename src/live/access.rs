@@ -36,3 +36,28 @@ pub async fn read_access(google: &GoogleClient, live: &LiveState) -> AccessFacts
     }
     facts
 }
+
+/// Who added each drifted member: one `entries.list` per drifted service (never more), the
+/// newest `ADD` of that (role, member) wins. Unavailable attribution is `Err(why)`, never a
+/// failed pass. `drifted` maps a service to the (role, member) pairs no policy grants.
+pub async fn read_attribution(
+    google: &GoogleClient,
+    drifted: &std::collections::BTreeMap<crate::model::ServiceId, Vec<(String, String)>>,
+) -> crate::model::Attributions {
+    let mut out = crate::model::Attributions::new();
+    for (id, members) in drifted {
+        let read = google.list_added_bindings(&id.project, &id.resource_name(), 20).await;
+        for (role, member) in members {
+            let found = match &read {
+                Ok(added) => added
+                    .iter()
+                    .find(|a| a.role == *role && a.member == *member)
+                    .map(|a| a.attribution.clone())
+                    .ok_or_else(|| "no SetIamPolicy entry in the audit log adds it (older than the log's retention, or written before logging)".to_string()),
+                Err(e) => Err(format!("the audit log could not be read: {e}")),
+            };
+            out.insert((id.clone(), role.clone(), member.clone()), found);
+        }
+    }
+    out
+}

@@ -17,3 +17,27 @@ pub struct AccessFacts {
     /// Role name → whether it carries [`INVOKE_PERMISSION`], or why that is unknown.
     pub invoking: BTreeMap<String, Result<bool, String>>,
 }
+
+/// Who added a member to a resource's policy, from an Admin Activity audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attribution {
+    /// `authenticationInfo.principalEmail`.
+    pub by: String,
+    /// `console`, `gcloud` or `api` (from `requestMetadata.callerSuppliedUserAgent`).
+    pub via: String,
+    /// The entry's `timestamp` (RFC 3339).
+    pub at: String,
+}
+
+/// One `ADD` binding delta of a `SetIamPolicy` audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedBinding {
+    pub role: String,
+    pub member: String,
+    pub attribution: Attribution,
+}
+
+/// (service, role, member) → who added it, or why that is unknown.
+pub type Attributions =
+    BTreeMap<(crate::model::ServiceId, String, String), Result<Attribution, String>>;

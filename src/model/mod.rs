@@ -8,7 +8,7 @@ mod directory;
 mod service;
 mod tenant;
 
-pub use access::{AccessFacts, INVOKE_PERMISSION};
+pub use access::{AccessFacts, AddedBinding, Attribution, Attributions, INVOKE_PERMISSION};
 pub use directory::{Directory, Role, User};
 pub use service::{LiveService, LiveState, ServiceId, ServiceSettings};
 pub use tenant::{ResourceServer, SigningKey};

@@ -123,3 +123,130 @@ pub(super) fn custom_role_get(st: &SimState, project: &str, role: &str) -> Reply
         &format!("The role named projects/{project}/roles/{role} was not found."),
     )
 }
+
+/// The filter terms `entries.list` understands: `FIELD="VALUE"` (equals) and `FIELD:"VALUE"`
+/// (has), joined by ` AND `, on `logName`, `protoPayload.resourceName` and
+/// `protoPayload.methodName` (the subset runwarden sends; Logging query language:
+/// https://cloud.google.com/logging/docs/view/logging-query-language). Anything else is a 400.
+fn parse_filter(filter: &str) -> Result<Vec<(String, bool, String)>, String> {
+    let mut terms = Vec::new();
+    for term in filter.split(" AND ").map(str::trim).filter(|t| !t.is_empty()) {
+        let (field, equals, value) = match (term.find('='), term.find(':')) {
+            (Some(e), c) if c.is_none_or(|c| e < c) => (&term[..e], true, &term[e + 1..]),
+            (_, Some(c)) => (&term[..c], false, &term[c + 1..]),
+            _ => return Err(format!("unsupported filter term {term:?}")),
+        };
+        let field = field.trim();
+        if !matches!(field, "logName" | "protoPayload.resourceName" | "protoPayload.methodName") {
+            return Err(format!("the simulator does not filter on {field:?}"));
+        }
+        let value = value.trim();
+        let Some(value) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+            return Err(format!("filter value {value:?} must be quoted"));
+        };
+        terms.push((field.to_string(), equals, value.to_string()));
+    }
+    Ok(terms)
+}
+
+/// `POST v2/entries:list` (logging.v2.json, `ListLogEntriesRequest` → `ListLogEntriesResponse`):
+/// the Admin Activity entries of the world's `history` and of every IAM write since the start,
+/// newest first, one page (at most `pageSize`, default 50).
+pub(super) fn entries_list(st: &SimState, req: &Req) -> Reply {
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    let filter = body.get("filter").and_then(|f| f.as_str()).unwrap_or("");
+    let terms = match parse_filter(filter) {
+        Ok(t) => t,
+        Err(e) => return Reply::google(400, "INVALID_ARGUMENT", &format!("Invalid filter: {e}")),
+    };
+    let page = body.get("pageSize").and_then(|p| p.as_u64()).unwrap_or(50).clamp(1, 1000) as usize;
+    let mut entries = audit_entries(st);
+    entries.retain(|e| {
+        terms.iter().all(|(field, equals, value)| {
+            let path = format!("/{}", field.replace('.', "/"));
+            let got = e.pointer(&path).and_then(|v| v.as_str()).unwrap_or("");
+            if *equals { got == value } else { got.contains(value.as_str()) }
+        })
+    });
+    entries.sort_by(|a, b| b["timestamp"].as_str().cmp(&a["timestamp"].as_str()));
+    entries.truncate(page);
+    Reply::json(200, &json!({ "entries": entries }))
+}
+
+fn audit_entries(st: &SimState) -> Vec<serde_json::Value> {
+    let (seed, actor) = {
+        let s = lock(&st.store);
+        (s.audit_seed.clone(), s.config.service_account.clone())
+    };
+    let mut out = Vec::new();
+    for h in &seed {
+        let parts: Vec<&str> = h.service.split('/').collect();
+        let [p, r, n] = parts.as_slice() else { continue };
+        let resource = format!("projects/{p}/locations/{r}/services/{n}");
+        let delta = json!({"action": "ADD", "role": h.role, "member": h.member});
+        out.push(audit_entry(p, &resource, &h.by, &h.via, &h.at, vec![delta]));
+    }
+    let history = lock(&st.history).clone();
+    for w in history {
+        let project = w.resource.split('/').nth(1).unwrap_or("").to_string();
+        let by = match w.writer {
+            super::Writer::Client => actor.clone(),
+            super::Writer::ConcurrentWriter => "concurrent-writer@foreign.example".into(),
+            super::Writer::Direct => "simulator-test@sim.example".into(),
+        };
+        let deltas = binding_deltas(&w.before, &w.after);
+        out.push(audit_entry(&project, &w.resource, &by, "api", &w.at, deltas));
+    }
+    out
+}
+
+/// `AuditData.policyDelta.bindingDeltas` between two policies (ADD/REMOVE per role and member).
+fn binding_deltas(before: &crate::iam::Policy, after: &crate::iam::Policy) -> Vec<serde_json::Value> {
+    let pairs = |p: &crate::iam::Policy| -> std::collections::BTreeSet<(String, String)> {
+        p.bindings
+            .iter()
+            .flat_map(|b| b.members.iter().map(move |m| (b.role.clone(), m.as_str().to_string())))
+            .collect()
+    };
+    let (b, a) = (pairs(before), pairs(after));
+    let added = a.difference(&b).map(|(r, m)| json!({"action": "ADD", "role": r, "member": m}));
+    let removed = b.difference(&a).map(|(r, m)| json!({"action": "REMOVE", "role": r, "member": m}));
+    added.chain(removed).collect()
+}
+
+/// One Admin Activity `LogEntry` with an `AuditLog` `protoPayload` (Cloud Audit Logs:
+/// https://cloud.google.com/logging/docs/reference/audit/auditlog/rest/Shared.Types/AuditLog).
+fn audit_entry(
+    project: &str,
+    resource: &str,
+    by: &str,
+    via: &str,
+    at: &str,
+    deltas: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let agent = match via {
+        "console" => "Mozilla/5.0 (console.cloud.google.com)",
+        "gcloud" => "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.add-iam-policy-binding",
+        _ => "runwarden-simulator-client",
+    };
+    json!({
+        "logName": format!("projects/{project}/logs/cloudaudit.googleapis.com%2Factivity"),
+        "resource": {"type": "cloud_run_revision", "labels": {"project_id": project}},
+        "timestamp": at,
+        "receiveTimestamp": at,
+        "severity": "NOTICE",
+        "insertId": format!("{:016x}", super::state::fnv(&format!("{resource}|{at}|{by}"))),
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "serviceName": "run.googleapis.com",
+            "methodName": "google.cloud.run.v2.Services.SetIamPolicy",
+            "resourceName": resource,
+            "authenticationInfo": {"principalEmail": by},
+            "requestMetadata": {"callerSuppliedUserAgent": agent},
+            "serviceData": {
+                "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+                "policyDelta": {"bindingDeltas": deltas}
+            }
+        }
+    })
+}

@@ -240,6 +240,7 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
             super::access::project_get_iam(st, req, id)
         }
         (["v1", "roles", role], None, "GET") => super::access::role_get(role),
+        (["v2", "entries"], Some("list"), "POST") => super::access::entries_list(st, req),
         (["v1", "projects", pr, "roles", role], None, "GET") => {
             super::access::custom_role_get(st, pr, role)
         }
@@ -1055,6 +1056,7 @@ fn set_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {
             after: stored_view(&r.policy),
             etag: new_etag.clone(),
             writer: Writer::Client,
+            at: rfc3339(std::time::SystemTime::now()),
         });
         Ok(policy_json(&r.policy, 3))
     });
@@ -1197,6 +1199,7 @@ fn concurrent_write(r: &mut IamResource, res: Resource<'_>, etag: String) -> Iam
         after: stored_view(&r.policy),
         etag: r.policy.etag.clone(),
         writer: Writer::ConcurrentWriter,
+        at: rfc3339(std::time::SystemTime::now()),
     }
 }
 

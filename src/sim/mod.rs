@@ -142,6 +142,8 @@ pub struct IamWrite {
     /// The etag after the write.
     pub etag: String,
     pub writer: Writer,
+    /// When (RFC 3339, UTC).
+    pub at: String,
 }
 
 /// A service's state as the simulator holds it.
@@ -448,6 +450,7 @@ impl SimHandle {
             after,
             etag: etag.clone(),
             writer: Writer::Direct,
+            at: state::rfc3339(SystemTime::now()),
         });
         Some(etag)
     }

@@ -190,6 +190,8 @@ pub struct Store {
     pub pending: Vec<String>,
     pub tenant: Tenant,
     pub config: Config,
+    /// The world file's `history` (Admin Activity entries from before the start).
+    pub audit_seed: Vec<super::world::HistorySpec>,
     etag_counter: u64,
 }
 
@@ -261,6 +263,7 @@ impl Store {
             pending: Vec::new(),
             tenant: empty_tenant(world, secret_seed),
             config,
+            audit_seed: world.history.clone(),
             etag_counter: 0,
         };
         for p in &world.projects {
