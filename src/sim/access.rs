@@ -189,13 +189,15 @@ fn audit_entries(st: &SimState) -> Vec<serde_json::Value> {
     let history = lock(&st.history).clone();
     for w in history {
         let project = w.resource.split('/').nth(1).unwrap_or("").to_string();
-        let by = match w.writer {
-            super::Writer::Client => actor.clone(),
-            super::Writer::ConcurrentWriter => "concurrent-writer@foreign.example".into(),
-            super::Writer::Direct => "simulator-test@sim.example".into(),
+        // A client's setIamPolicy is made as the simulator's service account; a direct edit
+        // stands for a person in the console.
+        let (by, via) = match w.writer {
+            super::Writer::Client => (actor.clone(), "api"),
+            super::Writer::ConcurrentWriter => ("concurrent-writer@foreign.example".into(), "api"),
+            super::Writer::Direct => ("console-user@sim.example".into(), "console"),
         };
         let deltas = binding_deltas(&w.before, &w.after);
-        out.push(audit_entry(&project, &w.resource, &by, "api", &w.at, deltas));
+        out.push(audit_entry(&project, &w.resource, &by, via, &w.at, deltas));
     }
     out
 }

@@ -101,11 +101,12 @@ class GoogleContract(Contract):
         cls.recording = Recording()
         http = google_auth_httplib2.AuthorizedHttp(creds, http=cls.recording)
         opts = {"api_endpoint": cls.sim.endpoint + "/"}
-        cls.docs = {n: discovery(f"{n}.json") for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "iam.v1")}
+        cls.docs = {n: discovery(f"{n}.json") for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "iam.v1", "logging.v2")}
         cls.runapi = build_from_document(cls.docs["run.v2"], http=http, client_options=opts)
         cls.iap = build_from_document(cls.docs["iap.v1"], http=http, client_options=opts)
         cls.crm = build_from_document(cls.docs["cloudresourcemanager.v3"], http=http, client_options=opts)
         cls.iamapi = build_from_document(cls.docs["iam.v1"], http=http, client_options=opts)
+        cls.logging = build_from_document(cls.docs["logging.v2"], http=http, client_options=opts)
 
     def setUp(self):
         self.recording.log.clear()
@@ -195,6 +196,29 @@ class GoogleContract(Contract):
         e, body = self.failing(self.iamapi.projects().roles().get(name=f"projects/{PROJECT}/roles/absent"))
         self.assertEqual(e.status_code, 404)
         self.expect("google.error.404", error_problems(404, body, "NOT_FOUND"))
+
+    def test_logging_entries_list_matches_the_schema_and_filters_on_resource_and_method(self):
+        resource = SERVICE
+        body = {"resourceNames": [f"projects/{PROJECT}"], "orderBy": "timestamp desc", "pageSize": 20,
+                "filter": f'logName="projects/{PROJECT}/logs/cloudaudit.googleapis.com%2Factivity" AND '
+                          f'protoPayload.resourceName="{resource}" AND protoPayload.methodName:"SetIamPolicy"'}
+        r = self.checked("google.logging.entries.list", self.logging.entries().list(body=body),
+                         "logging.v2", "entries", "list")
+        entries = r.get("entries", [])
+        self.assertTrue(entries, "the demo world's history has entries for billing-api")
+        for e in entries:
+            p = e["protoPayload"]
+            self.assertEqual(p["@type"], "type.googleapis.com/google.cloud.audit.AuditLog")
+            self.assertEqual(p["resourceName"], resource)
+            self.assertIn("SetIamPolicy", p["methodName"])
+            self.assertTrue(p["authenticationInfo"]["principalEmail"])
+            for d in p["serviceData"]["policyDelta"]["bindingDeltas"]:
+                self.assertIn(d["action"], ("ADD", "REMOVE"))
+        stamps = [e["timestamp"] for e in entries]
+        self.assertEqual(stamps, sorted(stamps, reverse=True))
+        e, err = self.failing(self.logging.entries().list(body={"filter": 'severity>="ERROR"'}))
+        self.assertEqual(e.status_code, 400)
+        self.expect("google.error.400", error_problems(400, err, "INVALID_ARGUMENT"))
 
     def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
         state = self.sim.admin("GET", "/sim/state")

@@ -91,3 +91,46 @@ async fn an_unreadable_project_policy_or_role_is_reported_and_never_fails_the_pa
     let text = runwarden::insight::access::render_text(&paths_to(&ghost, &live, &facts), &facts);
     assert!(text.contains("project acme-ghost: policy not read"), "{text}");
 }
+
+#[tokio::test]
+async fn drift_attribution_reads_one_audit_query_per_drifted_service_and_names_who_added_it() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let drifted = runwarden::insight::access::drifted_members(&desired, &live, std::time::SystemTime::now());
+    let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+    assert!(drifted[&billing].contains(&("roles/run.invoker".into(), "user:contractor@partner.example".into())));
+    let found = runwarden::live::read_attribution(&setup.clients.google, &drifted).await;
+    assert_eq!(count(&setup.sim, |m, p| m == "POST" && p == "/v2/entries:list"), drifted.len());
+    let key = |m: &str| (billing.clone(), "roles/run.invoker".to_string(), m.to_string());
+    let contractor = found[&key("user:contractor@partner.example")].as_ref().unwrap();
+    assert_eq!((contractor.by.as_str(), contractor.via.as_str()), ("ops-oncall@acme.com", "console"));
+    assert_eq!(
+        runwarden::insight::access::attribution_suffix(&found[&key("user:contractor@partner.example")]),
+        "— added by ops-oncall@acme.com (console) 2026-11-29 14:02 UTC"
+    );
+    // From the world's history, made with gcloud.
+    let worker = ServiceId::new("acme-prod", "europe-west1", "billing-worker");
+    let public = found[&(worker, "roles/run.invoker".into(), "allUsers".into())].as_ref().unwrap();
+    assert_eq!((public.by.as_str(), public.via.as_str()), ("dev-intern@acme.com", "gcloud"));
+    // break-glass has no entry: unknown, with why.
+    let glass = found[&key("user:break-glass@acme.com")].as_ref().unwrap_err();
+    assert!(glass.contains("no SetIamPolicy entry"), "{glass}");
+}
+
+#[tokio::test]
+async fn a_member_added_in_the_console_after_the_start_is_attributed_to_that_change() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+    let mut policy = setup.sim.handle.iam_policy(&billing).unwrap();
+    let added = runwarden::iam::Member::parse("user:late@acme.com").unwrap();
+    policy.bindings.iter_mut().find(|b| b.role == "roles/run.invoker").unwrap().members.insert(added);
+    setup.sim.handle.set_iam_policy_direct(&billing, policy).unwrap();
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let drifted = runwarden::insight::access::drifted_members(&desired, &live, std::time::SystemTime::now());
+    let found = runwarden::live::read_attribution(&setup.clients.google, &drifted).await;
+    let late = found[&(billing, "roles/run.invoker".into(), "user:late@acme.com".into())].as_ref().unwrap();
+    assert_eq!((late.by.as_str(), late.via.as_str()), ("console-user@sim.example", "console"));
+    assert!(late.at.starts_with("20"), "{}", late.at);
+}
