@@ -55,9 +55,11 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         let audit = AuditContext { actor: conn.actor.clone(), ..audit };
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         let fresh = plan(&desired, &live, &PlanOptions::at(now));
-        let Some((plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
+        let Some((mut plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
             return Ok(ExitCode::from(EXIT_ERROR));
         };
+        // Who added each drifted member (one audit-log query per drifted service; advice only).
+        super::shared::attribute_plan(&conn.clients.google, &mut plan).await;
         let from_saved = args.plan.is_some();
         if !json {
             write_text_to_stdout(&plan, std::io::stdout().is_terminal()).context("writing the plan to stdout")?;

@@ -47,6 +47,7 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
             // roles); one project policy read per project, one read per distinct role.
             let facts = crate::live::read_access(&conn.clients.google, &live).await;
             add_access_to_plan(&mut plan, crate::insight::access::bypass_findings(&desired, &live, &facts, now));
+            super::shared::attribute_plan(&conn.clients.google, &mut plan).await;
             Ok::<_, anyhow::Error>(Some(plan))
         };
         tokio::select! {

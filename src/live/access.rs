@@ -53,7 +53,7 @@ pub async fn read_attribution(
                     .iter()
                     .find(|a| a.role == *role && a.member == *member)
                     .map(|a| a.attribution.clone())
-                    .ok_or_else(|| "no SetIamPolicy entry in the audit log adds it (older than the log's retention, or written before logging)".to_string()),
+                    .ok_or_else(|| "no SetIamPolicy audit entry adds it within the log's retention".to_string()),
                 Err(e) => Err(format!("the audit log could not be read: {e}")),
             };
             out.insert((id.clone(), role.clone(), member.clone()), found);

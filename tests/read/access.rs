@@ -115,7 +115,7 @@ async fn drift_attribution_reads_one_audit_query_per_drifted_service_and_names_w
     assert_eq!((public.by.as_str(), public.via.as_str()), ("dev-intern@acme.com", "gcloud"));
     // break-glass has no entry: unknown, with why.
     let glass = found[&key("user:break-glass@acme.com")].as_ref().unwrap_err();
-    assert!(glass.contains("no SetIamPolicy entry"), "{glass}");
+    assert!(glass.contains("no SetIamPolicy audit entry"), "{glass}");
 }
 
 #[tokio::test]
