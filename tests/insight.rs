@@ -178,3 +178,17 @@ fn explain_shows_a_project_level_developer_group_as_a_path_to_billing_api() {
     );
     assert!(out.contains("(folder and organization policies are not read)"), "{out}");
 }
+
+/// Issue 18: the audit events of an apply say who added each member it removes.
+#[test]
+fn apply_audit_lines_say_who_added_the_member_they_remove() {
+    let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "apply", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("- user:leaver@acme.com roles/run.invoker"))
+        .unwrap_or_else(|| panic!("no removal of the leaver: {out}"));
+    assert!(line.ends_with("— added by platform-admin@acme.com (api) 2026-03-02 08:30 UTC"), "{line}");
+    let public = out.lines().find(|l| l.starts_with("- allUsers roles/run.invoker on acme-prod/europe-west1/billing-worker")).expect("allUsers removed");
+    assert!(public.contains("added by dev-intern@acme.com (gcloud)"), "{public}");
+}
