@@ -177,6 +177,21 @@ fn explain_shows_a_project_level_developer_group_as_a_path_to_billing_api() {
         "{out}"
     );
     assert!(out.contains("(folder and organization policies are not read)"), "{out}");
+    assert!(
+        out.contains("user:contractor@partner.example  roles/run.invoker  — added by ops-oncall@acme.com (console) 2026-11-29 14:02 UTC"),
+        "{out}"
+    );
+    let (code, json, err) = runwarden(&[
+        "--sim", "deploy/local/world.yaml", "explain", "--service", "acme-prod/europe-west1/billing-api", "--format", "json",
+    ]);
+    assert_eq!(code, 0, "{json}{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let contractor = v["attribution"].as_array().unwrap().iter()
+        .find(|a| a["member"] == "user:contractor@partner.example").expect("attributed");
+    assert_eq!(contractor["addedBy"]["by"], "ops-oncall@acme.com");
+    assert!(v["attribution"].as_array().unwrap().iter().all(|a| a["service"] == "acme-prod/europe-west1/billing-api"));
+    let paths = v["otherPaths"].as_array().unwrap();
+    assert!(paths.iter().any(|p| p["member"] == "group:billing-devs@acme.com" && p["boundOn"]["kind"] == "project"), "{paths:?}");
 }
 
 /// Issue 18: the audit events of an apply say who added each member it removes.

@@ -61,16 +61,20 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
         Query::Service(id) => access::paths_to(id, &live, &facts),
         Query::Member(m) => access::paths_of(m.as_str(), &live, &facts),
     };
+    // Attribution of the members the query is about: the service's, or the member's.
+    let found: crate::model::Attributions = found
+        .into_iter()
+        .filter(|((id, _, member), _)| match &query {
+            Query::Service(s) => s == id,
+            Query::Member(m) => m.as_str() == member,
+        })
+        .collect();
     match args.format {
-        PlanFormat::Json => print!("{}", with_paths(&x.to_json(), &paths, &facts)),
+        PlanFormat::Json => print!("{}", with_paths(&x.to_json(), &paths, &facts, &found)),
         PlanFormat::Text | PlanFormat::Markdown => {
-            let keep = |id: &crate::model::ServiceId, member: &str| match &query {
-                Query::Service(s) => s == id,
-                Query::Member(m) => m.as_str() == member,
-            };
             let text = explain::render_text(&x)
                 + &access::render_text(&paths, &facts)
-                + &access::render_attribution(&found, keep);
+                + &access::render_attribution(&found, |_, _| true);
             print!("{}", crate::text::visible_lines(&text))
         }
     }
@@ -78,9 +82,14 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
 }
 
 
-/// The explanation's JSON with the effective-access paths added (`otherPaths`, and
-/// `unreadProjects` with why).
-fn with_paths(json: &str, paths: &[access::AccessPath], facts: &crate::model::AccessFacts) -> String {
+/// The explanation's JSON with the effective-access paths added (`otherPaths`,
+/// `unreadProjects` with why) and who added the drifted members (`attribution`).
+fn with_paths(
+    json: &str,
+    paths: &[access::AccessPath],
+    facts: &crate::model::AccessFacts,
+    found: &crate::model::Attributions,
+) -> String {
     let mut v: serde_json::Value = match serde_json::from_str(json) {
         Ok(v) => v,
         Err(_) => return json.to_string(),
@@ -92,6 +101,14 @@ fn with_paths(json: &str, paths: &[access::AccessPath], facts: &crate::model::Ac
             .map(|(p, why)| (p, why.into()))
             .collect();
         o.insert("unreadProjects".into(), unread.into());
+        let added: Vec<serde_json::Value> = found
+            .iter()
+            .map(|((id, role, member), f)| match f {
+                Ok(a) => serde_json::json!({"service": id.to_string(), "role": role, "member": member, "addedBy": a}),
+                Err(why) => serde_json::json!({"service": id.to_string(), "role": role, "member": member, "unknown": why}),
+            })
+            .collect();
+        o.insert("attribution".into(), added.into());
     }
     let mut out = serde_json::to_string_pretty(&v).unwrap_or_else(|_| json.to_string());
     out.push('\n');
