@@ -37,6 +37,10 @@ pub async fn read_access(google: &GoogleClient, live: &LiveState) -> AccessFacts
     facts
 }
 
+/// At most this many audit-log queries per pass: Cloud Logging's `entries.list` quota is 60
+/// read requests per minute per project (https://cloud.google.com/logging/quotas).
+pub const MAX_QUERIES: usize = 50;
+
 /// Who added each drifted member: one `entries.list` per drifted service (never more), the
 /// newest `ADD` of that (role, member) wins. Unavailable attribution is `Err(why)`, never a
 /// failed pass. `drifted` maps a service to the (role, member) pairs no policy grants.
@@ -45,7 +49,14 @@ pub async fn read_attribution(
     drifted: &std::collections::BTreeMap<crate::model::ServiceId, Vec<(String, String)>>,
 ) -> crate::model::Attributions {
     let mut out = crate::model::Attributions::new();
-    for (id, members) in drifted {
+    for (n, (id, members)) in drifted.iter().enumerate() {
+        if n >= MAX_QUERIES {
+            for (role, member) in members {
+                let why = format!("more than {MAX_QUERIES} drifted services: attribution skipped to stay within the Logging read quota");
+                out.insert((id.clone(), role.clone(), member.clone()), Err(why));
+            }
+            continue;
+        }
         let read = google.list_added_bindings(&id.project, &id.resource_name(), 20).await;
         for (role, member) in members {
             let found = match &read {

@@ -134,3 +134,20 @@ async fn a_member_added_in_the_console_after_the_start_is_attributed_to_that_cha
     assert_eq!((late.by.as_str(), late.via.as_str()), ("console-user@sim.example", "console"));
     assert!(late.at.starts_with("20"), "{}", late.at);
 }
+
+#[tokio::test]
+async fn attribution_makes_at_most_fifty_audit_queries_and_says_why_for_the_rest() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let drifted: std::collections::BTreeMap<ServiceId, Vec<(String, String)>> = (0..51)
+        .map(|i| {
+            let id = ServiceId::new("acme-prod", "europe-west1", &format!("svc-{i:03}"));
+            (id, vec![("roles/run.invoker".to_string(), "user:x@acme.com".to_string())])
+        })
+        .collect();
+    let found = runwarden::live::read_attribution(&setup.clients.google, &drifted).await;
+    assert_eq!(count(&setup.sim, |m, p| m == "POST" && p == "/v2/entries:list"), runwarden::live::MAX_QUERIES);
+    let last = ServiceId::new("acme-prod", "europe-west1", "svc-050");
+    let why = found[&(last, "roles/run.invoker".into(), "user:x@acme.com".into())].as_ref().unwrap_err();
+    assert!(why.contains("more than 50 drifted services"), "{why}");
+}
