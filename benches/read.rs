@@ -212,7 +212,18 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
         if ratio <= 1.25 { "ok" } else { "OVER" }
     );
     println!("  all governed read: {governed_ok}; exact call count: {exact}");
-    ratio <= 1.25 && exact && governed_ok && throttled == 0
+    // Effective access (issue 18), after the timed read: one project policy per project and one
+    // role read per distinct role, nothing else.
+    let before = setup.sim.handle.request_log().len();
+    let facts = runwarden::live::read_access(&setup.clients.google, &live).await;
+    let added = setup.sim.handle.request_log().len() - before;
+    let want_access = facts.projects.len() + facts.invoking.len();
+    println!(
+        "  effective access: {added} more calls (expected {want_access}: {} project policies + {} roles)",
+        facts.projects.len(),
+        facts.invoking.len()
+    );
+    ratio <= 1.25 && exact && governed_ok && throttled == 0 && added == want_access
 }
 
 async fn memory() {

@@ -131,6 +131,9 @@ pub struct AuditEvent {
     pub etag_after: String,
     pub revision: String,
     pub actor: String,
+    /// Who added the member this change removes (Admin Activity audit log), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
 }
 
 impl AuditEvent {
@@ -156,6 +159,10 @@ impl AuditEvent {
                 self.service,
                 self.reason
             ),
+        };
+        let line = match &self.added_by {
+            Some(a) => format!("{line} — {a}"),
+            None => line,
         };
         crate::text::visible(&line).into_owned()
     }
@@ -1121,6 +1128,7 @@ fn member_event(
         etag_after: etag_after.into(),
         revision: audit.revision.clone(),
         actor: audit.actor.clone(),
+        added_by: change.added_by.clone(),
     }
 }
 
@@ -1141,6 +1149,7 @@ fn setting_event(id: &ServiceId, change: &SettingChange, etag_before: &str, audi
         etag_after: String::new(),
         revision: audit.revision.clone(),
         actor: audit.actor.clone(),
+        added_by: None,
     }
 }
 
@@ -1192,6 +1201,7 @@ mod tests {
             etag_after: "b".into(),
             revision: String::new(),
             actor: String::new(),
+            added_by: None,
         };
         assert_eq!(
             event.text(),

@@ -23,6 +23,10 @@ pub const RESOURCE_MANAGER: &str = "https://cloudresourcemanager.googleapis.com/
 /// Production base URL of the Service Usage API (reference/google/serviceusage.v1beta1.json,
 /// `rootUrl`): the IAP service agent is created there.
 pub const SERVICE_USAGE: &str = "https://serviceusage.googleapis.com/";
+/// Production base URL of the Cloud Logging API (`rootUrl` of logging.v2.json).
+pub const LOGGING: &str = "https://logging.googleapis.com/";
+/// Production base URL of the IAM API (`rootUrl` of iam.v1.json).
+pub const IAM: &str = "https://iam.googleapis.com/";
 
 /// Why a base URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +126,10 @@ pub struct Endpoints {
     pub resource_manager: Url,
     /// Service Usage API v1beta1 (`services.generateServiceIdentity`).
     pub service_usage: Url,
+    /// IAM API v1 (role definitions).
+    pub iam: Url,
+    /// Cloud Logging API v2 (Admin Activity audit entries).
+    pub logging: Url,
     /// Base URL of the Auth0 tenant's Management and Authentication APIs. `None` means "derive
     /// it from the Settings' domain" (`https://DOMAIN/`).
     pub auth0: Option<Url>,
@@ -135,6 +143,8 @@ impl Endpoints {
             iap: Url::parse(IAP).expect("constant URL"),
             resource_manager: Url::parse(RESOURCE_MANAGER).expect("constant URL"),
             service_usage: Url::parse(SERVICE_USAGE).expect("constant URL"),
+            iam: Url::parse(IAM).expect("constant URL"),
+            logging: Url::parse(LOGGING).expect("constant URL"),
             auth0: None,
         }
     }
@@ -146,6 +156,8 @@ impl Endpoints {
             iap: base.clone(),
             resource_manager: base.clone(),
             service_usage: base.clone(),
+            iam: base.clone(),
+            logging: base.clone(),
             auth0: Some(base),
         }
     }
@@ -342,7 +354,7 @@ mod tests {
     #[test]
     fn an_override_sends_every_api_to_one_base_url() {
         let e = Endpoints::from_override(Some("http://127.0.0.1:9")).unwrap();
-        for url in [&e.cloud_run, &e.iap, &e.resource_manager, &e.service_usage] {
+        for url in [&e.cloud_run, &e.iap, &e.resource_manager, &e.service_usage, &e.iam, &e.logging] {
             assert_eq!(url.as_str(), "http://127.0.0.1:9/");
         }
         assert_eq!(

@@ -4,7 +4,10 @@
 //! `LiveState` is a plain value: the plan reads it and never does I/O, so everything the plan
 //! needs from Google and Auth0 must be in here, already converted from wire types.
 
+mod access;
 mod reader;
+
+pub use access::{MAX_QUERIES, read_access, read_attribution};
 
 pub use reader::{
     ClientConfig, Clients, ClientsError, Governance, ProgressFn, ReadConfig, ReadError,

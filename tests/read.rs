@@ -1,6 +1,7 @@
 //! The read side of a pass against the simulator: the real Google and Auth0 clients and the
 //! reader, over loopback HTTP.
 
+mod access;
 mod hostile_answers;
 mod oracle;
 pub(crate) mod support;

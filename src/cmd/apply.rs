@@ -58,9 +58,11 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         // The same findings as `plan` shows for this state (one catalogue, computed once).
         let directory = live.directory.members_resolved.then_some(&live.directory);
         super::audit::add_hygiene_to_plan(&mut fresh, super::audit::hygiene_findings(&desired, &conn, directory).await);
-        let Some((plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
+        let Some((mut plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
             return Ok(ExitCode::from(EXIT_ERROR));
         };
+        // Who added each drifted member (one audit-log query per drifted service; advice only).
+        super::shared::attribute_plan(&conn.clients.google, &mut plan).await;
         let from_saved = args.plan.is_some();
         if !json {
             write_text_to_stdout(&plan, crate::logging::colour(std::io::stdout().is_terminal())).context("writing the plan to stdout")?;

@@ -80,6 +80,14 @@ pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::a
     plan.summary.findings = plan.findings.len();
 }
 
+/// Adds effective-access findings (`invoke-bypass`, `access-unchecked`) to a plan.
+pub(super) fn add_access_to_plan(plan: &mut Plan, findings: Vec<crate::plan::Finding>) {
+    plan.findings.extend(findings);
+    plan.findings.sort();
+    plan.findings.dedup();
+    plan.summary.findings = plan.findings.len();
+}
+
 /// `runwarden audit`: Auth0 hygiene findings alone, printed exactly as plans print them. Exit 0
 /// when there are none, 2 when there are.
 pub(super) fn run(global: &GlobalArgs, args: &AuditArgs) -> anyhow::Result<ExitCode> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::connect;
 use crate::cli::{EXIT_ERROR, ExplainArgs, GlobalArgs, PlanFormat};
-use crate::insight::explain;
+use crate::insight::{access, explain};
 use crate::insight::Query;
 use crate::pass::{load_policies, read_for_explain, runtime};
 use crate::progress::Progress;
@@ -31,9 +31,13 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
         .map(|id| (id.project.clone(), id.region.clone()))
         .collect();
     let progress = Arc::new(Progress::for_terminal(global.log_format));
-    let live = runtime()?.block_on(async {
+    let (live, facts, found) = runtime()?.block_on(async {
         let conn = connect::open(global, &desired.settings).await?;
-        read_for_explain(&desired, &conn, &extra, &progress).await
+        let live = read_for_explain(&desired, &conn, &extra, &progress).await?;
+        let facts = crate::live::read_access(&conn.clients.google, &live).await;
+        let drifted = access::drifted_members(&desired, &live, now);
+        let found = crate::live::read_attribution(&conn.clients.google, &drifted).await;
+        anyhow::Ok((live, facts, found))
     })?;
     let query = match (service, &args.target.member) {
         (Some(id), _) => Query::Service(id),
@@ -53,12 +57,60 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
             return Ok(ExitCode::from(EXIT_ERROR));
         }
     };
+    let paths = match &query {
+        Query::Service(id) => access::paths_to(id, &live, &facts),
+        Query::Member(m) => access::paths_of(m.as_str(), &live, &facts),
+    };
+    // Attribution of the members the query is about: the service's, or the member's.
+    let found: crate::model::Attributions = found
+        .into_iter()
+        .filter(|((id, _, member), _)| match &query {
+            Query::Service(s) => s == id,
+            Query::Member(m) => m.as_str() == member,
+        })
+        .collect();
     match args.format {
-        PlanFormat::Json => print!("{}", x.to_json()),
+        PlanFormat::Json => print!("{}", with_paths(&x.to_json(), &paths, &facts, &found)),
         PlanFormat::Text | PlanFormat::Markdown => {
-            print!("{}", crate::text::visible_lines(&explain::render_text(&x)))
+            let text = explain::render_text(&x)
+                + &access::render_text(&paths, &facts)
+                + &access::render_attribution(&found, |_, _| true);
+            print!("{}", crate::text::visible_lines(&text))
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+
+/// The explanation's JSON with the effective-access paths added (`otherPaths`,
+/// `unreadProjects` with why) and who added the drifted members (`attribution`).
+fn with_paths(
+    json: &str,
+    paths: &[access::AccessPath],
+    facts: &crate::model::AccessFacts,
+    found: &crate::model::Attributions,
+) -> String {
+    let mut v: serde_json::Value = match serde_json::from_str(json) {
+        Ok(v) => v,
+        Err(_) => return json.to_string(),
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.insert("otherPaths".into(), serde_json::json!(paths));
+        let unread: serde_json::Map<String, serde_json::Value> = access::unread_projects(facts)
+            .into_iter()
+            .map(|(p, why)| (p, why.into()))
+            .collect();
+        o.insert("unreadProjects".into(), unread.into());
+        let added: Vec<serde_json::Value> = found
+            .iter()
+            .map(|((id, role, member), f)| match f {
+                Ok(a) => serde_json::json!({"service": id.to_string(), "role": role, "member": member, "addedBy": a}),
+                Err(why) => serde_json::json!({"service": id.to_string(), "role": role, "member": member, "unknown": why}),
+            })
+            .collect();
+        o.insert("attribution".into(), added.into());
+    }
+    let mut out = serde_json::to_string_pretty(&v).unwrap_or_else(|_| json.to_string());
+    out.push('\n');
+    out
+}

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use super::audit::{add_hygiene_to_plan, hygiene_findings};
+use super::audit::{add_access_to_plan, add_hygiene_to_plan, hygiene_findings};
 use super::connect;
 use super::shared::{report_unread, spawn_interrupt_watcher, write_text_to_stdout};
 use crate::cli::{EXIT_CHANGES, EXIT_ERROR, GlobalArgs, PlanArgs, PlanFormat};
@@ -43,6 +43,11 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
             // workforce-pool mapping members were not read, so the audit reads them itself.
             let directory = live.directory.members_resolved.then_some(&live.directory);
             add_hygiene_to_plan(&mut plan, hygiene_findings(&desired, &conn, directory).await);
+            // Effective access: paths around the policies (project-level and other invoking
+            // roles); one project policy read per project, one read per distinct role.
+            let facts = crate::live::read_access(&conn.clients.google, &live).await;
+            add_access_to_plan(&mut plan, crate::insight::access::bypass_findings(&desired, &live, &facts, now));
+            super::shared::attribute_plan(&conn.clients.google, &mut plan).await;
             Ok::<_, anyhow::Error>(Some(plan))
         };
         tokio::select! {

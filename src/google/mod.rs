@@ -16,6 +16,7 @@
 //!   `{"options":{"requestedPolicyVersion":3}}` on IAP.
 //! * A 403 means "not allowed to see it", never "it is gone".
 
+mod access;
 pub mod auth;
 mod wire;
 mod write;
@@ -43,6 +44,10 @@ pub enum Api {
     Iap,
     ResourceManager,
     ServiceUsage,
+    /// IAM API v1 (`roles.get`), for the permissions a role carries.
+    Iam,
+    /// Cloud Logging API v2 (`entries.list`), for who changed a drifted resource.
+    Logging,
 }
 
 impl Api {
@@ -53,6 +58,8 @@ impl Api {
             Api::Iap => "iap",
             Api::ResourceManager => "resourcemanager",
             Api::ServiceUsage => "serviceusage",
+            Api::Iam => "iam",
+            Api::Logging => "logging",
         }
     }
 }
@@ -64,6 +71,8 @@ impl fmt::Display for Api {
             Api::Iap => "IAP API",
             Api::ResourceManager => "Resource Manager API",
             Api::ServiceUsage => "Service Usage API",
+            Api::Iam => "IAM API",
+            Api::Logging => "Cloud Logging API",
         })
     }
 }
@@ -308,6 +317,10 @@ pub mod body_limits {
     pub const SERVICE_PAGE: usize = 64 << 20;
     /// A Resource Manager project.
     pub const PROJECT: usize = 1 << 20;
+    /// One IAM role: `roles/owner` lists some thousands of permissions of < 100 bytes each.
+    pub const ROLE: usize = 4 << 20;
+    /// One page of at most 20 audit log entries.
+    pub const LOG_PAGE: usize = 8 << 20;
 }
 
 /// Limits of a [`GoogleClient`].
@@ -596,6 +609,8 @@ impl GoogleClient {
             Api::Iap => &self.inner.endpoints.iap,
             Api::ResourceManager => &self.inner.endpoints.resource_manager,
             Api::ServiceUsage => &self.inner.endpoints.service_usage,
+            Api::Iam => &self.inner.endpoints.iam,
+            Api::Logging => &self.inner.endpoints.logging,
         };
         crate::endpoints::join_segments(base, segments)
     }
@@ -627,7 +642,11 @@ impl GoogleClient {
                 PacerRef::Shared(pacer)
             }
             Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
-            Api::ResourceManager | Api::ServiceUsage => PacerRef::Borrowed(&self.inner.crm_pacer),
+            // Role reads are few (one per distinct role per pass): paced with Resource Manager.
+            // Logging reads are one per drifted resource (the Logging read quota is 60/min).
+            Api::ResourceManager | Api::ServiceUsage | Api::Iam | Api::Logging => {
+                PacerRef::Borrowed(&self.inner.crm_pacer)
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 //! themselves are `crate::pass::read_for_explain` and `read_for_import`), and [`write_new`],
 //! how `import` writes its file. The commands are `cmd/explain.rs` and `cmd/import.rs`.
 
+pub mod access;
 pub mod explain;
 pub mod import;
 

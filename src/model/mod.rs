@@ -3,11 +3,13 @@
 //! import of the I/O layers: `live/`, `google/` and `identity/` build these values, `plan/`,
 //! `insight/` and `audit/` read them.
 
+mod access;
 mod directory;
 mod last_applied;
 mod service;
 mod tenant;
 
+pub use access::{AccessFacts, AddedBinding, Attribution, Attributions, INVOKE_PERMISSION};
 pub use directory::{Directory, Role, User};
 pub use last_applied::{
     ANNOTATIONS_LIMIT_BYTES, LAST_APPLIED_ANNOTATION, LastApplied, annotations_with,

@@ -1042,6 +1042,7 @@ impl<'a> Planner<'a> {
                 origin: None,
                 sources,
                 note,
+                added_by: None,
             }
         };
         // Members granted by the same lines (all members of one Auth0 role) share one list.

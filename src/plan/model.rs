@@ -309,6 +309,7 @@ mod grouped {
                     origin: g.origin,
                     sources: sources.clone(),
                     note: g.note.clone(),
+                    added_by: None,
                 });
             }
         }
@@ -492,6 +493,11 @@ pub struct MemberChange {
     /// A human explanation where the reason alone is not enough.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Who added a drifted member, from the Admin Activity audit log (`added by X (console)
+    /// 2026-11-29 14:02 UTC`, or `added by: unknown (why)`); set after planning by the command
+    /// (I/O), shown in text and Markdown plans and audit events; not part of the JSON plan.
+    #[serde(skip)]
+    pub added_by: Option<String>,
 }
 
 /// Policy locations (`file:line`), shared between the changes that have the same ones.

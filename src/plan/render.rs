@@ -215,6 +215,10 @@ fn resource_lines(r: &ResourcePlan, width: usize, out: &mut Vec<(&'static str, S
             line.push_str(" — ");
             line.push_str(n);
         }
+        if let Some(a) = &c.added_by {
+            line.push_str(" — ");
+            line.push_str(a);
+        }
         out.push((symbol(c.action), line.trim_end().to_string()));
     }
     for e in &r.emptied_groups {

@@ -128,6 +128,7 @@ fn generate_services(
             number,
             display_name: id.clone(),
             iap_agent: false,
+            iam: super::state::policy_from_spec(None).expect("an empty policy is valid"),
         })?;
         for region in &g.regions {
             for s in 1..=g.services_per_region {

@@ -277,6 +277,14 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
         (["v1beta1", "projects", pr, "services", api], Some("generateServiceIdentity"), "POST") => {
             generate_service_identity(st, pr, api)
         }
+        (["v3", "projects", id], Some("getIamPolicy"), "POST") => {
+            super::access::project_get_iam(st, req, id)
+        }
+        (["v1", "roles", role], None, "GET") => super::access::role_get(role),
+        (["v2", "entries"], Some("list"), "POST") => super::access::entries_list(st, req),
+        (["v1", "projects", pr, "roles", role], None, "GET") => {
+            super::access::custom_role_get(st, pr, role)
+        }
         (["v2", "projects", pr, "locations", r, "services"], None, "GET") => list(st, req, pr, r),
         (["v2", "projects", pr, "locations", r, "services", s], None, "GET") => get(st, pr, r, s),
         (["v2", "projects", pr, "locations", r, "services", s], None, "PATCH") => {
@@ -368,7 +376,7 @@ fn not_found(path: &str) -> Reply {
     )
 }
 
-fn permission_denied(permission: &str, resource: &str) -> Reply {
+pub(super) fn permission_denied(permission: &str, resource: &str) -> Reply {
     let mut r = Reply::json(
         403,
         &json!({"error": {
@@ -392,7 +400,7 @@ fn invalid(message: &str) -> Reply {
 }
 
 /// Resolves a project given by id or number to its id.
-fn project_id(store: &Store, given: &str) -> Option<String> {
+pub(super) fn project_id(store: &Store, given: &str) -> Option<String> {
     if store.projects.contains_key(given) {
         return Some(given.to_string());
     }
@@ -977,7 +985,7 @@ fn with_resource<T>(
     Ok((out, canonical))
 }
 
-fn requested_version(req: &Req) -> Result<u32, Reply> {
+pub(super) fn requested_version(req: &Req) -> Result<u32, Reply> {
     let raw: Option<i64> = if req.method == Method::GET {
         match req
             .q("options.requestedPolicyVersion")
@@ -1022,7 +1030,7 @@ pub fn stored_view(p: &Policy) -> Policy {
 }
 
 /// Renders a policy as read at `requested` version (Google's rules, see the module docs).
-fn policy_json(p: &Policy, requested: u32) -> Value {
+pub(super) fn policy_json(p: &Policy, requested: u32) -> Value {
     let mut v = Map::new();
     if !p.bindings.is_empty() {
         let conditional = p.bindings.iter().any(|b| b.condition.is_some());
@@ -1183,6 +1191,7 @@ fn set_iam(st: &SimState, req: &Req, res: Resource<'_>) -> Reply {
             after: stored_view(&r.policy),
             etag: new_etag.clone(),
             writer: Writer::Client,
+            at: rfc3339(std::time::SystemTime::now()),
         });
         Ok(policy_json(&r.policy, 3))
     });
@@ -1325,6 +1334,7 @@ fn concurrent_write(r: &mut IamResource, res: Resource<'_>, etag: String) -> Iam
         after: stored_view(&r.policy),
         etag: r.policy.etag.clone(),
         writer: Writer::ConcurrentWriter,
+        at: rfc3339(std::time::SystemTime::now()),
     }
 }
 

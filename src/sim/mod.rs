@@ -14,6 +14,7 @@
 //! `operations.wait` sleep, outside any lock); a request never clones the whole world; every
 //! error is in the shape of the API it imitates.
 
+mod access;
 mod auth0;
 pub mod faults;
 mod generate;
@@ -142,6 +143,8 @@ pub struct IamWrite {
     /// The etag after the write.
     pub etag: String,
     pub writer: Writer,
+    /// When (RFC 3339, UTC).
+    pub at: String,
 }
 
 /// A service's state as the simulator holds it.
@@ -450,6 +453,7 @@ impl SimHandle {
             after,
             etag: etag.clone(),
             writer: Writer::Direct,
+            at: state::rfc3339(SystemTime::now()),
         });
         Some(etag)
     }

@@ -32,6 +32,8 @@ pub struct Project {
     /// (reference/google/serviceusage.v1beta1.json). A world starts with it where a service
     /// already has IAP on.
     pub iap_agent: bool,
+    /// The project's IAM policy (inherited by its services).
+    pub iam: Policy,
 }
 
 /// One IAM resource (a service's policy or its IAP resource's policy).
@@ -206,6 +208,8 @@ pub struct Store {
     pub pending: Vec<String>,
     pub tenant: Tenant,
     pub config: Config,
+    /// The world file's `history` (Admin Activity entries from before the start).
+    pub audit_seed: Vec<super::world::HistorySpec>,
     etag_counter: u64,
 }
 
@@ -277,6 +281,7 @@ impl Store {
             pending: Vec::new(),
             tenant: empty_tenant(world, secret_seed),
             config,
+            audit_seed: world.history.clone(),
             etag_counter: 0,
         };
         for p in &world.projects {
@@ -285,6 +290,8 @@ impl Store {
                 number: p.number,
                 display_name: p.display_name.clone().unwrap_or_else(|| p.id.clone()),
                 iap_agent: false,
+                iam: policy_from_spec(p.iam.as_ref())
+                    .map_err(|e| SimError::World(format!("project {}: iam: {e}", p.id)))?,
             })?;
         }
         for s in &world.services {

@@ -31,6 +31,10 @@ pub struct World {
     /// A synthetic estate added to the world, reproducible from the seed (DESIGN §7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generate: Option<GenerateSpec>,
+    /// Admin Activity history from before the simulator started: who added which member to which
+    /// service's IAM policy, and when (served by the Logging API's `entries.list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistorySpec>,
     /// Faults injected from the start (DESIGN §7); changeable at run time via `POST /sim/faults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultsSpec>,
@@ -47,6 +51,10 @@ pub struct ProjectSpec {
     /// Display name (defaults to the id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The project's own IAM policy (Resource Manager `projects.getIamPolicy`): bindings here
+    /// are inherited by every service of the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<PolicySpec>,
 }
 
 /// A Cloud Run service.
@@ -125,6 +133,27 @@ impl IngressValue {
             _ => return None,
         })
     }
+}
+
+/// One past `SetIamPolicy` on a service that added a member (an Admin Activity audit entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HistorySpec {
+    /// `PROJECT/REGION/NAME` of the service.
+    pub service: String,
+    pub role: String,
+    pub member: String,
+    /// The principal that made the change (`authenticationInfo.principalEmail`).
+    pub by: String,
+    /// RFC 3339, e.g. `2026-11-29T14:02:00Z`.
+    pub at: String,
+    /// `console`, `gcloud` or `api` (becomes `requestMetadata.callerSuppliedUserAgent`).
+    #[serde(default = "default_via")]
+    pub via: String,
+}
+
+fn default_via() -> String {
+    "api".into()
 }
 
 /// An IAM policy as written in a world file.

@@ -102,11 +102,13 @@ class GoogleContract(Contract):
         http = google_auth_httplib2.AuthorizedHttp(creds, http=cls.recording)
         opts = {"api_endpoint": cls.sim.endpoint + "/"}
         cls.docs = {n: discovery(f"{n}.json")
-                    for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "serviceusage.v1beta1")}
+                    for n in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "serviceusage.v1beta1", "iam.v1", "logging.v2")}
         cls.runapi = build_from_document(cls.docs["run.v2"], http=http, client_options=opts)
         cls.iap = build_from_document(cls.docs["iap.v1"], http=http, client_options=opts)
         cls.crm = build_from_document(cls.docs["cloudresourcemanager.v3"], http=http, client_options=opts)
         cls.serviceusage = build_from_document(cls.docs["serviceusage.v1beta1"], http=http, client_options=opts)
+        cls.iamapi = build_from_document(cls.docs["iam.v1"], http=http, client_options=opts)
+        cls.logging = build_from_document(cls.docs["logging.v2"], http=http, client_options=opts)
 
     def setUp(self):
         self.recording.log.clear()
@@ -169,6 +171,56 @@ class GoogleContract(Contract):
         p = self.checked("google.crm.projects.get", self.crm.projects().get(name=f"projects/{PROJECT}"),
                          "cloudresourcemanager.v3", "projects", "get")
         self.assertEqual(p["name"], f"projects/{NUMBER}")
+
+    def test_resource_manager_project_get_iam_policy_matches_the_policy_schema(self):
+        p = self.checked("google.crm.projects.getIamPolicy",
+                         self.crm.projects().getIamPolicy(
+                             resource=f"projects/{PROJECT}", body={"options": {"requestedPolicyVersion": 3}}),
+                         "cloudresourcemanager.v3", "projects", "getIamPolicy")
+        roles = {b["role"]: b["members"] for b in p.get("bindings", [])}
+        self.assertIn("group:billing-devs@acme.com", roles.get("roles/run.developer", []))
+        e, body = self.failing(self.crm.projects().getIamPolicy(resource="projects/not-a-project", body={}))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
+    def test_iam_roles_get_matches_the_role_schema_and_lists_included_permissions(self):
+        r = self.checked("google.iam.roles.get", self.iamapi.roles().get(name="roles/run.developer"),
+                         "iam.v1", "roles", "get")
+        self.assertEqual(r["name"], "roles/run.developer")
+        self.assertIn("run.routes.invoke", r["includedPermissions"])
+        viewer = self.iamapi.roles().get(name="roles/viewer").execute()
+        self.assertNotIn("run.routes.invoke", viewer["includedPermissions"])
+        e, body = self.failing(self.iamapi.roles().get(name="roles/no.suchRole"))
+        self.assertEqual(e.status_code, 404)
+        self.expect("google.error.404", error_problems(404, body, "NOT_FOUND"))
+
+    def test_iam_projects_roles_get_of_an_absent_custom_role_is_a_404(self):
+        e, body = self.failing(self.iamapi.projects().roles().get(name=f"projects/{PROJECT}/roles/absent"))
+        self.assertEqual(e.status_code, 404)
+        self.expect("google.error.404", error_problems(404, body, "NOT_FOUND"))
+
+    def test_logging_entries_list_matches_the_schema_and_filters_on_resource_and_method(self):
+        resource = SERVICE
+        body = {"resourceNames": [f"projects/{PROJECT}"], "orderBy": "timestamp desc", "pageSize": 20,
+                "filter": f'logName="projects/{PROJECT}/logs/cloudaudit.googleapis.com%2Factivity" AND '
+                          f'protoPayload.resourceName="{resource}" AND protoPayload.methodName:"SetIamPolicy"'}
+        r = self.checked("google.logging.entries.list", self.logging.entries().list(body=body),
+                         "logging.v2", "entries", "list")
+        entries = r.get("entries", [])
+        self.assertTrue(entries, "the demo world's history has entries for billing-api")
+        for e in entries:
+            p = e["protoPayload"]
+            self.assertEqual(p["@type"], "type.googleapis.com/google.cloud.audit.AuditLog")
+            self.assertEqual(p["resourceName"], resource)
+            self.assertIn("SetIamPolicy", p["methodName"])
+            self.assertTrue(p["authenticationInfo"]["principalEmail"])
+            for d in p["serviceData"]["policyDelta"]["bindingDeltas"]:
+                self.assertIn(d["action"], ("ADD", "REMOVE"))
+        stamps = [e["timestamp"] for e in entries]
+        self.assertEqual(stamps, sorted(stamps, reverse=True))
+        e, err = self.failing(self.logging.entries().list(body={"filter": 'severity>="ERROR"'}))
+        self.assertEqual(e.status_code, 400)
+        self.expect("google.error.400", error_problems(400, err, "INVALID_ARGUMENT"))
 
     def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
         state = self.sim.admin("GET", "/sim/state")

@@ -52,7 +52,7 @@ def google_methods():
         for r in node.get("resources", {}).values():
             walk(r, doc)
 
-    for name in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "serviceusage.v1beta1"):
+    for name in ("run.v2", "iap.v1", "cloudresourcemanager.v3", "serviceusage.v1beta1", "iam.v1", "logging.v2"):
         with open(os.path.join(REFERENCE, f"{name}.json")) as f:
             doc = json.load(f)
         walk(doc, doc)

@@ -224,3 +224,21 @@ async fn an_absurd_token_lifetime_is_not_a_panic() {
     let err = h.read().await.unwrap_err();
     assert!(err.contains("401"), "{err}");
 }
+
+#[tokio::test]
+async fn an_audit_log_that_cannot_be_read_leaves_attribution_unknown_with_why_and_fails_nothing() {
+    let h = through_proxy().await;
+    h.proxy.add(Rule::path_contains("/v2/entries:list").json(
+        403,
+        json!({"error": {"code": 403, "status": "PERMISSION_DENIED",
+            "message": "Permission 'logging.logEntries.list' denied on resource (or it may not exist)."}}),
+    ));
+    let (governed, _) = generated_governed(&h.setup);
+    let id = governed.iter().next().unwrap().clone();
+    let drifted = std::collections::BTreeMap::from([(id.clone(), vec![("roles/run.invoker".to_string(), "user:x@example.com".to_string())])]);
+    let found = runwarden::live::read_attribution(&h.clients.google, &drifted).await;
+    let why = found[&(id, "roles/run.invoker".to_string(), "user:x@example.com".to_string())].as_ref().unwrap_err();
+    assert!(why.contains("the audit log could not be read") && why.contains("403"), "{why}");
+    assert!(runwarden::insight::access::attribution_suffix(&Err(why.clone())).starts_with("— added by: unknown ("));
+    assert_eq!(h.proxy.hits("/v2/entries:list"), 1, "one query, not retried on a 403");
+}

@@ -1,0 +1,120 @@
+//! Reads for effective access: a project's IAM policy (Resource Manager v3
+//! `projects.getIamPolicy`, a POST; cloudresourcemanager.v3.json) and a role's permissions (IAM
+//! v1 `roles.get` for `roles/X`, `projects.roles.get` / `organizations.roles.get` for custom
+//! roles, all `GET v1/{+name}`; iam.v1.json, schema `Role.includedPermissions`).
+
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::{Api, GoogleClient, GoogleError, body_limits, wire};
+use crate::iam::Policy;
+
+/// The part of an IAM `Role` runwarden reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRole {
+    #[serde(default)]
+    included_permissions: Vec<String>,
+}
+
+impl GoogleClient {
+    /// The project's own IAM policy at version 3 (bindings every service inherits).
+    pub async fn get_project_iam_policy(&self, project: &str) -> Result<Policy, GoogleError> {
+        let last = format!("{project}:getIamPolicy");
+        let url = self.url(Api::ResourceManager, &["v3", "projects", &last]);
+        let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
+        let answer: serde_json::Value = self
+            .send(Api::ResourceManager, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY)
+            .await?;
+        wire::read_policy(answer)
+            .map_err(|e| self.policy_error(Api::ResourceManager, Method::POST, &url, e))
+    }
+
+    /// The permissions of a role: `roles/X` (predefined), `projects/P/roles/X` or
+    /// `organizations/O/roles/X` (custom). Any other name is refused without a call.
+    pub async fn get_role_permissions(&self, role: &str) -> Result<Vec<String>, GoogleError> {
+        let segments: Vec<&str> = role.split('/').collect();
+        let valid = match segments.as_slice() {
+            ["roles", r] => !r.is_empty(),
+            ["projects" | "organizations", o, "roles", r] => !o.is_empty() && !r.is_empty(),
+            _ => false,
+        };
+        let mut path = vec!["v1"];
+        path.extend(&segments);
+        let url = self.url(Api::Iam, &path);
+        if !valid {
+            return Err(self.decode_error(Api::Iam, Method::GET, &url, format!("{role:?} is not a role name")));
+        }
+        let r: WireRole = self
+            .send(Api::Iam, Method::GET, url, None, body_limits::ROLE)
+            .await?;
+        Ok(r.included_permissions)
+    }
+}
+
+impl GoogleClient {
+    /// The `ADD` binding deltas of the newest `SetIamPolicy` Admin Activity entries on one
+    /// resource (Cloud Logging v2 `entries.list`, POST `v2/entries:list`, logging.v2.json;
+    /// `protoPayload` is a Cloud Audit Logs `AuditLog` with `serviceData.policyDelta`). One
+    /// call, one page of at most `page_size` entries, newest first.
+    pub async fn list_added_bindings(
+        &self,
+        project: &str,
+        resource: &str,
+        page_size: u32,
+    ) -> Result<Vec<crate::model::AddedBinding>, GoogleError> {
+        let url = self.url(Api::Logging, &["v2", "entries:list"]);
+        let filter = format!(
+            "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND protoPayload.resourceName=\"{resource}\" AND protoPayload.methodName:\"SetIamPolicy\""
+        );
+        let body = serde_json::json!({
+            "resourceNames": [format!("projects/{project}")],
+            "filter": filter,
+            "orderBy": "timestamp desc",
+            "pageSize": page_size,
+        });
+        let answer: serde_json::Value = self
+            .send(Api::Logging, Method::POST, url, Some(body), body_limits::LOG_PAGE)
+            .await?;
+        Ok(added_bindings(&answer))
+    }
+}
+
+/// Reads what it can from the entries; an entry without the expected fields is skipped.
+fn added_bindings(answer: &serde_json::Value) -> Vec<crate::model::AddedBinding> {
+    let mut out = Vec::new();
+    let entries = answer.get("entries").and_then(|e| e.as_array()).map(Vec::as_slice).unwrap_or(&[]);
+    for e in entries {
+        let text = |path: &str| e.pointer(path).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let agent = text("/protoPayload/requestMetadata/callerSuppliedUserAgent");
+        let via = if agent.contains("gcloud") {
+            "gcloud"
+        } else if agent.contains("Mozilla") || agent.contains("console") {
+            "console"
+        } else {
+            "api"
+        };
+        let attribution = crate::model::Attribution {
+            by: Some(text("/protoPayload/authenticationInfo/principalEmail"))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "an unnamed principal".into()),
+            via: via.into(),
+            at: text("/timestamp"),
+        };
+        let deltas = e
+            .pointer("/protoPayload/serviceData/policyDelta/bindingDeltas")
+            .and_then(|d| d.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        for d in deltas.iter().filter(|d| d["action"] == "ADD") {
+            if let (Some(role), Some(member)) = (d["role"].as_str(), d["member"].as_str()) {
+                out.push(crate::model::AddedBinding {
+                    role: role.into(),
+                    member: member.into(),
+                    attribution: attribution.clone(),
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,74 @@
+//! Reads what effective access needs ([`AccessFacts`]): one Resource Manager `getIamPolicy` per
+//! project, then one IAM `roles.get` per distinct role bound on those projects or on the
+//! services read (cached for the pass: a role is never read twice). A failed read is recorded
+//! with its reason, never fatal: the caller says which paths could not be checked.
+
+use std::collections::BTreeSet;
+
+use crate::google::GoogleClient;
+use crate::model::{AccessFacts, INVOKE_PERMISSION, LiveState};
+
+/// Reads the project policies of every project of `live` and the roles bound on them or on the
+/// services' own policies.
+pub async fn read_access(google: &GoogleClient, live: &LiveState) -> AccessFacts {
+    let mut facts = AccessFacts::default();
+    let projects: BTreeSet<&String> = live.services.keys().map(|id| &id.project).collect();
+    let mut roles: BTreeSet<String> = BTreeSet::new();
+    for project in projects {
+        let read = google.get_project_iam_policy(project).await.map_err(|e| e.to_string());
+        if let Ok(p) = &read {
+            roles.extend(p.bindings.iter().map(|b| b.role.clone()));
+        }
+        facts.projects.insert(project.clone(), read);
+    }
+    for s in live.services.values() {
+        for b in s.iam.iter().flat_map(|p| &p.bindings) {
+            roles.insert(b.role.clone());
+        }
+    }
+    for role in roles {
+        let carries = google
+            .get_role_permissions(&role)
+            .await
+            .map(|ps| ps.iter().any(|p| p == INVOKE_PERMISSION))
+            .map_err(|e| e.to_string());
+        facts.invoking.insert(role, carries);
+    }
+    facts
+}
+
+/// At most this many audit-log queries per pass: Cloud Logging's `entries.list` quota is 60
+/// read requests per minute per project (https://cloud.google.com/logging/quotas).
+pub const MAX_QUERIES: usize = 50;
+
+/// Who added each drifted member: one `entries.list` per drifted service (never more), the
+/// newest `ADD` of that (role, member) wins. Unavailable attribution is `Err(why)`, never a
+/// failed pass. `drifted` maps a service to the (role, member) pairs no policy grants.
+pub async fn read_attribution(
+    google: &GoogleClient,
+    drifted: &std::collections::BTreeMap<crate::model::ServiceId, Vec<(String, String)>>,
+) -> crate::model::Attributions {
+    let mut out = crate::model::Attributions::new();
+    for (n, (id, members)) in drifted.iter().enumerate() {
+        if n >= MAX_QUERIES {
+            for (role, member) in members {
+                let why = format!("more than {MAX_QUERIES} drifted services: attribution skipped to stay within the Logging read quota");
+                out.insert((id.clone(), role.clone(), member.clone()), Err(why));
+            }
+            continue;
+        }
+        let read = google.list_added_bindings(&id.project, &id.resource_name(), 20).await;
+        for (role, member) in members {
+            let found = match &read {
+                Ok(added) => added
+                    .iter()
+                    .find(|a| a.role == *role && a.member == *member)
+                    .map(|a| a.attribution.clone())
+                    .ok_or_else(|| "no SetIamPolicy audit entry adds it within the log's retention".to_string()),
+                Err(e) => Err(format!("the audit log could not be read: {e}")),
+            };
+            out.insert((id.clone(), role.clone(), member.clone()), found);
+        }
+    }
+    out
+}

@@ -1,0 +1,43 @@
+//! What effective access is computed from: the projects' own IAM policies and, per role, whether
+//! it carries the permission to invoke a Cloud Run service.
+
+use std::collections::BTreeMap;
+
+use crate::iam::Policy;
+
+/// The IAM permission that invoking a Cloud Run service needs
+/// (https://cloud.google.com/run/docs/securing/managing-access).
+pub const INVOKE_PERMISSION: &str = "run.routes.invoke";
+
+/// Read once per pass: one project policy per project in scope, one role read per distinct role.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccessFacts {
+    /// Project id → its IAM policy, or why it could not be read.
+    pub projects: BTreeMap<String, Result<Policy, String>>,
+    /// Role name → whether it carries [`INVOKE_PERMISSION`], or why that is unknown.
+    pub invoking: BTreeMap<String, Result<bool, String>>,
+}
+
+/// Who added a member to a resource's policy, from an Admin Activity audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attribution {
+    /// `authenticationInfo.principalEmail`.
+    pub by: String,
+    /// `console`, `gcloud` or `api` (from `requestMetadata.callerSuppliedUserAgent`).
+    pub via: String,
+    /// The entry's `timestamp` (RFC 3339).
+    pub at: String,
+}
+
+/// One `ADD` binding delta of a `SetIamPolicy` audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedBinding {
+    pub role: String,
+    pub member: String,
+    pub attribution: Attribution,
+}
+
+/// (service, role, member) → who added it, or why that is unknown.
+pub type Attributions =
+    BTreeMap<(crate::model::ServiceId, String, String), Result<Attribution, String>>;

@@ -1,0 +1,254 @@
+//! Effective-access endpoints: Resource Manager v3 `projects.getIamPolicy` (the project's own
+//! policy, which every service of the project inherits) and IAM v1 `roles.get` /
+//! `projects.roles.get` (a role's `includedPermissions`).
+//!
+//! Shapes from the discovery documents in /work/shared/reference/google/:
+//! `cloudresourcemanager.v3.json` (`POST v3/{+resource}:getIamPolicy`, body
+//! `GetIamPolicyRequest.options.requestedPolicyVersion`, answer `Policy`) and `iam.v1.json`
+//! (`GET v1/{+name}` with `roles/{ROLE}` or `projects/{P}/roles/{ROLE}`, answer `Role`:
+//! `name`, `title`, `description`, `includedPermissions`, `stage`, `etag`).
+
+use serde_json::json;
+
+use super::SimState;
+use super::google::{permission_denied, policy_json, project_id, requested_version};
+use super::http::{Reply, Req};
+use super::lock;
+
+/// The predefined roles the simulator knows, with the permissions that matter to runwarden.
+/// Abbreviated from Google's list (https://cloud.google.com/iam/docs/understanding-roles):
+/// the `run.*` and `iap.*` permissions are the real ones; the rest of each real role is left out.
+const PREDEFINED: &[(&str, &str, &[&str])] = &[
+    ("roles/run.invoker", "Cloud Run Invoker", &["run.routes.invoke"]),
+    ("roles/run.servicesInvoker", "Cloud Run Services Invoker", &["run.routes.invoke"]),
+    (
+        "roles/run.viewer",
+        "Cloud Run Viewer",
+        &["run.services.get", "run.services.getIamPolicy", "run.services.list"],
+    ),
+    (
+        "roles/run.developer",
+        "Cloud Run Developer",
+        &[
+            "run.routes.invoke",
+            "run.services.create",
+            "run.services.get",
+            "run.services.list",
+            "run.services.update",
+        ],
+    ),
+    (
+        "roles/run.admin",
+        "Cloud Run Admin",
+        &[
+            "run.routes.invoke",
+            "run.services.get",
+            "run.services.getIamPolicy",
+            "run.services.setIamPolicy",
+            "run.services.update",
+        ],
+    ),
+    (
+        "roles/iap.httpsResourceAccessor",
+        "IAP-secured Web App User",
+        &["iap.webServiceVersions.accessViaIAP"],
+    ),
+    (
+        "roles/logging.viewer",
+        "Logs Viewer",
+        &["logging.logEntries.list", "logging.logs.list"],
+    ),
+    ("roles/viewer", "Viewer", &["resourcemanager.projects.get", "run.services.get"]),
+    (
+        "roles/editor",
+        "Editor",
+        &["resourcemanager.projects.get", "run.routes.invoke", "run.services.update"],
+    ),
+    (
+        "roles/owner",
+        "Owner",
+        &[
+            "resourcemanager.projects.get",
+            "resourcemanager.projects.setIamPolicy",
+            "run.routes.invoke",
+            "run.services.update",
+        ],
+    ),
+];
+
+/// `POST v3/projects/{P}:getIamPolicy`.
+pub(super) fn project_get_iam(st: &SimState, req: &Req, given: &str) -> Reply {
+    let requested = match requested_version(req) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let s = lock(&st.store);
+    match project_id(&s, given) {
+        Some(id) => Reply::json(200, &policy_json(&s.projects[&id].iam, requested)),
+        None => permission_denied(
+            "resourcemanager.projects.getIamPolicy",
+            &format!("projects/{given}"),
+        ),
+    }
+}
+
+/// `GET v1/roles/{ROLE}`: a predefined role.
+pub(super) fn role_get(role: &str) -> Reply {
+    let name = format!("roles/{role}");
+    match PREDEFINED.iter().find(|(n, _, _)| *n == name) {
+        Some((name, title, permissions)) => Reply::json(
+            200,
+            &json!({
+                "name": name,
+                "title": title,
+                "description": format!("{title} (simulated)"),
+                "includedPermissions": permissions,
+                "stage": "GA",
+                "etag": "AA==",
+            }),
+        ),
+        None => Reply::google(404, "NOT_FOUND", &format!("The role named {name} was not found.")),
+    }
+}
+
+/// `GET v1/projects/{P}/roles/{ROLE}`: a custom role. The simulated world has none.
+pub(super) fn custom_role_get(st: &SimState, project: &str, role: &str) -> Reply {
+    let s = lock(&st.store);
+    if project_id(&s, project).is_none() {
+        return permission_denied("iam.roles.get", &format!("projects/{project}"));
+    }
+    Reply::google(
+        404,
+        "NOT_FOUND",
+        &format!("The role named projects/{project}/roles/{role} was not found."),
+    )
+}
+
+/// The filter terms `entries.list` understands: `FIELD="VALUE"` (equals) and `FIELD:"VALUE"`
+/// (has), joined by ` AND `, on `logName`, `protoPayload.resourceName` and
+/// `protoPayload.methodName` (the subset runwarden sends; Logging query language:
+/// https://cloud.google.com/logging/docs/view/logging-query-language). Anything else is a 400.
+fn parse_filter(filter: &str) -> Result<Vec<(String, bool, String)>, String> {
+    let mut terms = Vec::new();
+    for term in filter.split(" AND ").map(str::trim).filter(|t| !t.is_empty()) {
+        let (field, equals, value) = match (term.find('='), term.find(':')) {
+            (Some(e), c) if c.is_none_or(|c| e < c) => (&term[..e], true, &term[e + 1..]),
+            (_, Some(c)) => (&term[..c], false, &term[c + 1..]),
+            _ => return Err(format!("unsupported filter term {term:?}")),
+        };
+        let field = field.trim();
+        if !matches!(field, "logName" | "protoPayload.resourceName" | "protoPayload.methodName") {
+            return Err(format!("the simulator does not filter on {field:?}"));
+        }
+        let value = value.trim();
+        let Some(value) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+            return Err(format!("filter value {value:?} must be quoted"));
+        };
+        terms.push((field.to_string(), equals, value.to_string()));
+    }
+    Ok(terms)
+}
+
+/// `POST v2/entries:list` (logging.v2.json, `ListLogEntriesRequest` → `ListLogEntriesResponse`):
+/// the Admin Activity entries of the world's `history` and of every IAM write since the start,
+/// newest first, one page (at most `pageSize`, default 50).
+pub(super) fn entries_list(st: &SimState, req: &Req) -> Reply {
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    let filter = body.get("filter").and_then(|f| f.as_str()).unwrap_or("");
+    let terms = match parse_filter(filter) {
+        Ok(t) => t,
+        Err(e) => return Reply::google(400, "INVALID_ARGUMENT", &format!("Invalid filter: {e}")),
+    };
+    let page = body.get("pageSize").and_then(|p| p.as_u64()).unwrap_or(50).clamp(1, 1000) as usize;
+    let mut entries = audit_entries(st);
+    entries.retain(|e| {
+        terms.iter().all(|(field, equals, value)| {
+            let path = format!("/{}", field.replace('.', "/"));
+            let got = e.pointer(&path).and_then(|v| v.as_str()).unwrap_or("");
+            if *equals { got == value } else { got.contains(value.as_str()) }
+        })
+    });
+    entries.sort_by(|a, b| b["timestamp"].as_str().cmp(&a["timestamp"].as_str()));
+    entries.truncate(page);
+    Reply::json(200, &json!({ "entries": entries }))
+}
+
+fn audit_entries(st: &SimState) -> Vec<serde_json::Value> {
+    let (seed, actor) = {
+        let s = lock(&st.store);
+        (s.audit_seed.clone(), s.config.service_account.clone())
+    };
+    let mut out = Vec::new();
+    for h in &seed {
+        let parts: Vec<&str> = h.service.split('/').collect();
+        let [p, r, n] = parts.as_slice() else { continue };
+        let resource = format!("projects/{p}/locations/{r}/services/{n}");
+        let delta = json!({"action": "ADD", "role": h.role, "member": h.member});
+        out.push(audit_entry(p, &resource, &h.by, &h.via, &h.at, vec![delta]));
+    }
+    let history = lock(&st.history).clone();
+    for w in history {
+        let project = w.resource.split('/').nth(1).unwrap_or("").to_string();
+        // A client's setIamPolicy is made as the simulator's service account; a direct edit
+        // stands for a person in the console.
+        let (by, via) = match w.writer {
+            super::Writer::Client => (actor.clone(), "api"),
+            super::Writer::ConcurrentWriter => ("concurrent-writer@foreign.example".into(), "api"),
+            super::Writer::Direct => ("console-user@sim.example".into(), "console"),
+        };
+        let deltas = binding_deltas(&w.before, &w.after);
+        out.push(audit_entry(&project, &w.resource, &by, via, &w.at, deltas));
+    }
+    out
+}
+
+/// `AuditData.policyDelta.bindingDeltas` between two policies (ADD/REMOVE per role and member).
+fn binding_deltas(before: &crate::iam::Policy, after: &crate::iam::Policy) -> Vec<serde_json::Value> {
+    let pairs = |p: &crate::iam::Policy| -> std::collections::BTreeSet<(String, String)> {
+        p.bindings
+            .iter()
+            .flat_map(|b| b.members.iter().map(move |m| (b.role.clone(), m.as_str().to_string())))
+            .collect()
+    };
+    let (b, a) = (pairs(before), pairs(after));
+    let added = a.difference(&b).map(|(r, m)| json!({"action": "ADD", "role": r, "member": m}));
+    let removed = b.difference(&a).map(|(r, m)| json!({"action": "REMOVE", "role": r, "member": m}));
+    added.chain(removed).collect()
+}
+
+/// One Admin Activity `LogEntry` with an `AuditLog` `protoPayload` (Cloud Audit Logs:
+/// https://cloud.google.com/logging/docs/reference/audit/auditlog/rest/Shared.Types/AuditLog).
+fn audit_entry(
+    project: &str,
+    resource: &str,
+    by: &str,
+    via: &str,
+    at: &str,
+    deltas: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let agent = match via {
+        "console" => "Mozilla/5.0 (console.cloud.google.com)",
+        "gcloud" => "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.add-iam-policy-binding",
+        _ => "runwarden-simulator-client",
+    };
+    json!({
+        "logName": format!("projects/{project}/logs/cloudaudit.googleapis.com%2Factivity"),
+        "resource": {"type": "cloud_run_revision", "labels": {"project_id": project}},
+        "timestamp": at,
+        "receiveTimestamp": at,
+        "severity": "NOTICE",
+        "insertId": format!("{:016x}", super::state::fnv(&format!("{resource}|{at}|{by}"))),
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "serviceName": "run.googleapis.com",
+            "methodName": "google.cloud.run.v2.Services.SetIamPolicy",
+            "resourceName": resource,
+            "authenticationInfo": {"principalEmail": by},
+            "requestMetadata": {"callerSuppliedUserAgent": agent},
+            "serviceData": {
+                "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+                "policyDelta": {"bindingDeltas": deltas}
+            }
+        }
+    })
+}

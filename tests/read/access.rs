@@ -1,0 +1,153 @@
+//! Effective access (issue 18): project policies and role reads, their cost, and the paths
+//! `explain` shows, on the demo world (which holds `group:billing-devs@acme.com` as
+//! `roles/run.developer` on the project acme-prod and on billing-api).
+
+use super::support::*;
+use crate::common::{demo_world, example_policies};
+use runwarden::insight::access::{BoundOn, paths_of, paths_to};
+use runwarden::live::{read_access, read_live};
+use runwarden::model::ServiceId;
+
+#[tokio::test]
+async fn effective_access_reads_one_project_policy_per_project_and_one_role_per_distinct_role() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let before = count(&setup.sim, |_, p| p.starts_with("/v1/roles/") || p.starts_with("/v1/projects/") && p.contains("/roles/"));
+    assert_eq!(before, 0, "the ordinary read reads no IAM role");
+    let facts = read_access(&setup.clients.google, &live).await;
+
+    let projects: std::collections::BTreeSet<&str> =
+        live.services.keys().map(|id| id.project.as_str()).collect();
+    for p in &projects {
+        let path = format!("/v3/projects/{p}:getIamPolicy");
+        assert_eq!(count(&setup.sim, |m, q| m == "POST" && q == path), 1, "{path}");
+        assert!(facts.projects[*p].is_ok(), "{p}: {:?}", facts.projects[*p]);
+    }
+    let mut roles = std::collections::BTreeSet::new();
+    for p in facts.projects.values().flatten() {
+        roles.extend(p.bindings.iter().map(|b| b.role.clone()));
+    }
+    for s in live.services.values() {
+        roles.extend(s.iam.iter().flat_map(|p| &p.bindings).map(|b| b.role.clone()));
+    }
+    for role in &roles {
+        let path = format!("/v1/{role}");
+        assert_eq!(count(&setup.sim, |m, q| m == "GET" && q == path), 1, "{path}");
+    }
+    assert_eq!(count(&setup.sim, |_, p| p.starts_with("/v1/roles/")), roles.len());
+    assert_eq!(facts.invoking["roles/run.developer"], Ok(true));
+    assert_eq!(facts.invoking["roles/run.invoker"], Ok(true));
+    assert_eq!(facts.invoking["roles/viewer"], Ok(false));
+}
+
+#[tokio::test]
+async fn explain_paths_show_a_project_level_developer_group_on_every_service_of_the_project() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let facts = read_access(&setup.clients.google, &live).await;
+    let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+    let paths = paths_to(&billing, &live, &facts);
+    let devs: Vec<_> = paths.iter().filter(|p| p.member == "group:billing-devs@acme.com").collect();
+    assert!(devs.iter().all(|p| p.role == "roles/run.developer" && p.group && p.unverified.is_none()));
+    let on: Vec<&BoundOn> = devs.iter().map(|p| &p.bound_on).collect();
+    assert!(on.contains(&&BoundOn::Project("acme-prod".into())), "{paths:?}");
+    assert!(on.contains(&&BoundOn::Service(billing.to_string())), "{paths:?}");
+    assert!(!paths.iter().any(|p| p.role == "roles/viewer" || p.role == "roles/run.invoker"), "{paths:?}");
+    // A member query finds the inherited path on every acme-prod service read, none elsewhere.
+    let of = paths_of("group:billing-devs@acme.com", &live, &facts);
+    for id in live.services.keys() {
+        let inherited = of.iter().any(|p| p.service == id.to_string() && matches!(p.bound_on, BoundOn::Project(_)));
+        assert_eq!(inherited, id.project == "acme-prod", "{id}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_project_policy_or_role_is_reported_and_never_fails_the_pass() {
+    let desired = example_policies();
+    let yaml = std::fs::read_to_string(crate::common::demo_world_path()).unwrap().replace(
+        "        - role: roles/viewer\n          members: [group:auditors@acme.com]\n",
+        "        - role: projects/acme-prod/roles/invokerLike\n          members: [group:auditors@acme.com]\n",
+    );
+    assert!(yaml.contains("invokerLike"), "the demo world's project binding moved");
+    let setup = start(world(&yaml), &desired.settings, &test_client_config()).await;
+    let mut live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    // A service of a project the credential may not read (the simulator answers 403).
+    let ghost = ServiceId::new("acme-ghost", "europe-west1", "x");
+    let mut s = live.services.values().next().unwrap().clone();
+    s.id = ghost.clone();
+    live.services.insert(ghost.clone(), s);
+    let facts = read_access(&setup.clients.google, &live).await;
+    let denied = facts.projects["acme-ghost"].as_ref().unwrap_err();
+    assert!(denied.contains("403") || denied.contains("PERMISSION_DENIED"), "{denied}");
+    let custom = facts.invoking["projects/acme-prod/roles/invokerLike"].as_ref().unwrap_err();
+    assert!(custom.contains("404") || custom.contains("NOT_FOUND"), "{custom}");
+    // The custom role's path is listed, flagged as not verified, rather than dropped.
+    let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+    let paths = paths_to(&billing, &live, &facts);
+    let auditors = paths.iter().find(|p| p.member == "group:auditors@acme.com").expect("listed");
+    assert!(auditors.unverified.is_some());
+    let text = runwarden::insight::access::render_text(&paths_to(&ghost, &live, &facts), &facts);
+    assert!(text.contains("project acme-ghost: policy not read"), "{text}");
+}
+
+#[tokio::test]
+async fn drift_attribution_reads_one_audit_query_per_drifted_service_and_names_who_added_it() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let drifted = runwarden::insight::access::drifted_members(&desired, &live, std::time::SystemTime::now());
+    let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+    assert!(drifted[&billing].contains(&("roles/run.invoker".into(), "user:contractor@partner.example".into())));
+    let found = runwarden::live::read_attribution(&setup.clients.google, &drifted).await;
+    assert_eq!(count(&setup.sim, |m, p| m == "POST" && p == "/v2/entries:list"), drifted.len());
+    let key = |m: &str| (billing.clone(), "roles/run.invoker".to_string(), m.to_string());
+    let contractor = found[&key("user:contractor@partner.example")].as_ref().unwrap();
+    assert_eq!((contractor.by.as_str(), contractor.via.as_str()), ("ops-oncall@acme.com", "console"));
+    assert_eq!(
+        runwarden::insight::access::attribution_suffix(&found[&key("user:contractor@partner.example")]),
+        "— added by ops-oncall@acme.com (console) 2026-11-29 14:02 UTC"
+    );
+    // From the world's history, made with gcloud.
+    let worker = ServiceId::new("acme-prod", "europe-west1", "billing-worker");
+    let public = found[&(worker, "roles/run.invoker".into(), "allUsers".into())].as_ref().unwrap();
+    assert_eq!((public.by.as_str(), public.via.as_str()), ("dev-intern@acme.com", "gcloud"));
+    // break-glass has no entry: unknown, with why.
+    let glass = found[&key("user:break-glass@acme.com")].as_ref().unwrap_err();
+    assert!(glass.contains("no SetIamPolicy audit entry"), "{glass}");
+}
+
+#[tokio::test]
+async fn a_member_added_in_the_console_after_the_start_is_attributed_to_that_change() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+    let mut policy = setup.sim.handle.iam_policy(&billing).unwrap();
+    let added = runwarden::iam::Member::parse("user:late@acme.com").unwrap();
+    policy.bindings.iter_mut().find(|b| b.role == "roles/run.invoker").unwrap().members.insert(added);
+    setup.sim.handle.set_iam_policy_direct(&billing, policy).unwrap();
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let drifted = runwarden::insight::access::drifted_members(&desired, &live, std::time::SystemTime::now());
+    let found = runwarden::live::read_attribution(&setup.clients.google, &drifted).await;
+    let late = found[&(billing, "roles/run.invoker".into(), "user:late@acme.com".into())].as_ref().unwrap();
+    assert_eq!((late.by.as_str(), late.via.as_str()), ("console-user@sim.example", "console"));
+    assert!(late.at.starts_with("20"), "{}", late.at);
+}
+
+#[tokio::test]
+async fn attribution_makes_at_most_fifty_audit_queries_and_says_why_for_the_rest() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let drifted: std::collections::BTreeMap<ServiceId, Vec<(String, String)>> = (0..51)
+        .map(|i| {
+            let id = ServiceId::new("acme-prod", "europe-west1", &format!("svc-{i:03}"));
+            (id, vec![("roles/run.invoker".to_string(), "user:x@acme.com".to_string())])
+        })
+        .collect();
+    let found = runwarden::live::read_attribution(&setup.clients.google, &drifted).await;
+    assert_eq!(count(&setup.sim, |m, p| m == "POST" && p == "/v2/entries:list"), runwarden::live::MAX_QUERIES);
+    let last = ServiceId::new("acme-prod", "europe-west1", "svc-050");
+    let why = found[&(last, "roles/run.invoker".into(), "user:x@acme.com".into())].as_ref().unwrap_err();
+    assert!(why.contains("more than 50 drifted services"), "{why}");
+}
