@@ -223,7 +223,7 @@ fn bypass_message(p: &AccessPath, services: &[String]) -> String {
     };
     let what = match services {
         [] => "this service".to_string(),
-        list => format!("{} governed service(s) ({})", list.len(), list.join(", ")),
+        list => format!("{} ({})", crate::text::count(list.len(), "governed service"), list.join(", ")),
     };
     format!(
         "{who}{maybe} can invoke {what} through {} {on}, which carries {INVOKE_PERMISSION}, yet no policy grants it; fix: remove the binding ({fix}) or bind a role without {INVOKE_PERMISSION} (e.g. roles/run.viewer), and grant invocation through a policy",
