@@ -56,8 +56,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         let mut fresh = plan(&desired, &live, &PlanOptions::at(now));
         // The same findings as `plan` shows for this state (one catalogue, computed once).
-        let directory = live.directory.members_resolved.then_some(&live.directory);
-        super::audit::add_hygiene_to_plan(&mut fresh, super::audit::hygiene_findings(&desired, &conn, directory).await);
+        super::audit::add_pass_findings(&mut fresh, &desired, &conn, &live, now).await;
         let Some((mut plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
             return Ok(ExitCode::from(EXIT_ERROR));
         };

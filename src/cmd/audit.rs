@@ -80,6 +80,24 @@ pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::a
     plan.summary.findings = plan.findings.len();
 }
 
+/// Every finding a pass shows besides the plan engine's own, computed once per pass and added
+/// the same way by `plan`, `apply` and `demo` (one catalogue): Auth0 hygiene (two more
+/// Management API reads; with the workforce-pool mapping members were not read, so the audit
+/// reads them itself) and effective access (paths around the policies: one project policy read
+/// per project, one read per distinct role).
+pub(super) async fn add_pass_findings(
+    plan: &mut Plan,
+    desired: &crate::policy::model::Desired,
+    conn: &Connection,
+    live: &crate::model::LiveState,
+    now: std::time::SystemTime,
+) {
+    let directory = live.directory.members_resolved.then_some(&live.directory);
+    add_hygiene_to_plan(plan, hygiene_findings(desired, conn, directory).await);
+    let facts = crate::live::read_access(&conn.clients.google, live).await;
+    add_access_to_plan(plan, crate::insight::access::bypass_findings(desired, live, &facts, now));
+}
+
 /// Adds effective-access findings (`invoke-bypass`, `access-unchecked`) to a plan.
 pub(super) fn add_access_to_plan(plan: &mut Plan, findings: Vec<crate::plan::Finding>) {
     plan.findings.extend(findings);

@@ -58,8 +58,7 @@ fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Writ
         let live = read(&desired, &conn, &progress).await?;
         let mut first = plan(&desired, &live, &PlanOptions::at(now));
         // The same findings as `plan` and `apply` show (one catalogue).
-        let directory = live.directory.members_resolved.then_some(&live.directory);
-        super::audit::add_hygiene_to_plan(&mut first, super::audit::hygiene_findings(&desired, &conn, directory).await);
+        super::audit::add_pass_findings(&mut first, &desired, &conn, &live, now).await;
         write!(out, "{}", render_text(&first, false))?;
 
         writeln!(out, "\n== 2. apply: etag-guarded writes, one audit event per change\n")?;
@@ -93,9 +92,9 @@ fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Writ
 
         writeln!(out, "\n== 3. plan again: nothing left to apply\n")?;
         let live = read(&desired, &conn, &progress).await?;
-        let mut second = plan(&desired, &live, &PlanOptions::at(crate::time::command_now()));
-        let directory = live.directory.members_resolved.then_some(&live.directory);
-        super::audit::add_hygiene_to_plan(&mut second, super::audit::hygiene_findings(&desired, &conn, directory).await);
+        let later = crate::time::command_now();
+        let mut second = plan(&desired, &live, &PlanOptions::at(later));
+        super::audit::add_pass_findings(&mut second, &desired, &conn, &live, later).await;
         write!(out, "{}", render_text(&second, false))?;
         let left: usize = second
             .services

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use super::audit::{add_access_to_plan, add_hygiene_to_plan, hygiene_findings};
+use super::audit::add_pass_findings;
 use super::connect;
 use super::shared::{report_unread, spawn_interrupt_watcher, write_text_to_stdout};
 use crate::cli::{EXIT_CHANGES, EXIT_ERROR, GlobalArgs, PlanArgs, PlanFormat};
@@ -39,14 +39,7 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
             let live = read(&desired, &conn, &progress).await?;
             let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
             plan.findings.extend(notes);
-            // Auth0 hygiene is part of every plan (two more Management API reads); with the
-            // workforce-pool mapping members were not read, so the audit reads them itself.
-            let directory = live.directory.members_resolved.then_some(&live.directory);
-            add_hygiene_to_plan(&mut plan, hygiene_findings(&desired, &conn, directory).await);
-            // Effective access: paths around the policies (project-level and other invoking
-            // roles); one project policy read per project, one read per distinct role.
-            let facts = crate::live::read_access(&conn.clients.google, &live).await;
-            add_access_to_plan(&mut plan, crate::insight::access::bypass_findings(&desired, &live, &facts, now));
+            add_pass_findings(&mut plan, &desired, &conn, &live, now).await;
             super::shared::attribute_plan(&conn.clients.google, &mut plan).await;
             Ok::<_, anyhow::Error>(Some(plan))
         };
