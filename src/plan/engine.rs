@@ -260,24 +260,7 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
 
     let owned_members = p.owned_applicable;
     let findings: Vec<Finding> = p.findings.into_iter().collect();
-    let mut summary = Summary {
-        governed_services: governed_ok,
-        owned_members,
-        findings: findings.len(),
-        ..Summary::default()
-    };
-    for s in &services {
-        if s.has_changes() {
-            summary.services_to_change += 1;
-            if !s.is_applicable() {
-                summary.services_not_applied += 1;
-            }
-        }
-        summary.members_to_add += s.count(Action::Add);
-        summary.members_to_remove += s.count(Action::Remove);
-        summary.settings_to_change += s.settings.len();
-        summary.foreign_kept += s.foreign_kept();
-    }
+    let summary = Summary::tally(&services, governed_ok, owned_members, findings.len());
     Plan {
         format_version: FORMAT_VERSION,
         planned_at: format_rfc3339(now),

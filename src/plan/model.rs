@@ -586,6 +586,27 @@ pub struct Summary {
     pub owned_members: usize,
 }
 
+impl Summary {
+    /// The counts of `services`, with what only the engine knows: the governed services read,
+    /// the owned members (the ratio guard's base) and the number of findings.
+    pub fn tally(services: &[ServicePlan], governed_services: usize, owned_members: usize, findings: usize) -> Summary {
+        let mut summary = Summary { governed_services, owned_members, findings, ..Summary::default() };
+        for s in services {
+            if s.has_changes() {
+                summary.services_to_change += 1;
+                if !s.is_applicable() {
+                    summary.services_not_applied += 1;
+                }
+            }
+            summary.members_to_add += s.count(Action::Add);
+            summary.members_to_remove += s.count(Action::Remove);
+            summary.settings_to_change += s.settings.len();
+            summary.foreign_kept += s.foreign_kept();
+        }
+        summary
+    }
+}
+
 impl Plan {
     /// Whether live differs from desired anywhere (any add, remove or setting change, in any
     /// mode). `plan` exits 2 when this is true.

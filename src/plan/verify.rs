@@ -128,7 +128,7 @@ pub fn verify_saved(saved: &Plan, fresh: &Plan, live: &LiveState) -> Result<Veri
         return Err(PlanMismatch { differences });
     }
     let plan = Plan {
-        summary: summarize(&services, fresh),
+        summary: Summary::tally(&services, fresh.summary.governed_services, fresh.summary.owned_members, fresh.findings.len()),
         services,
         policy_digest: saved.policy_digest.clone(),
         ..fresh.clone_without_services()
@@ -136,28 +136,6 @@ pub fn verify_saved(saved: &Plan, fresh: &Plan, live: &LiveState) -> Result<Veri
     Ok(VerifiedPlan { plan, stale })
 }
 
-/// The summary of the verified services (the fresh plan's values, restricted to them).
-fn summarize(services: &[ServicePlan], fresh: &Plan) -> Summary {
-    let mut summary = Summary {
-        governed_services: fresh.summary.governed_services,
-        owned_members: fresh.summary.owned_members,
-        findings: fresh.findings.len(),
-        ..Summary::default()
-    };
-    for s in services {
-        if s.has_changes() {
-            summary.services_to_change += 1;
-            if !s.is_applicable() {
-                summary.services_not_applied += 1;
-            }
-        }
-        summary.members_to_add += s.count(Action::Add);
-        summary.members_to_remove += s.count(Action::Remove);
-        summary.settings_to_change += s.settings.len();
-        summary.foreign_kept += s.foreign_kept();
-    }
-    summary
-}
 
 impl Plan {
     /// The plan's header and findings, without services (cheap to build a restricted plan).
