@@ -876,15 +876,15 @@ mod tests {
         }
     }
 
+    /// A client with a fixed token, for tests that never reach a server.
+    fn test_client(endpoints: Endpoints, config: GoogleConfig) -> GoogleClient {
+        GoogleClient::new(reqwest::Client::new(), Arc::new(StaticToken("t".into())), endpoints, config)
+    }
+
     #[test]
     fn urls_are_built_from_encoded_segments_on_the_base() {
         let base = crate::endpoints::parse_base_url("http://127.0.0.1:9/prefix").unwrap();
-        let client = GoogleClient::new(
-            reqwest::Client::new(),
-            Arc::new(StaticToken("t".into())),
-            Endpoints::single(base),
-            GoogleConfig::default(),
-        );
+        let client = test_client(Endpoints::single(base), GoogleConfig::default());
         let id = ServiceId::new("acme-prod", "europe-west1", "billing-api");
         assert_eq!(
             client.service_url(&id, Some(":getIamPolicy")).as_str(),
@@ -955,12 +955,7 @@ mod tests {
             cloud_run_rate_per_region: true,
             ..GoogleConfig::default()
         };
-        let client = GoogleClient::new(
-            reqwest::Client::new(),
-            Arc::new(StaticToken("t".into())),
-            Endpoints::production(),
-            config,
-        );
+        let client = test_client(Endpoints::production(), config);
         let t0 = tokio::time::Instant::now();
         let mut calls = tokio::task::JoinSet::new();
         // Region A's calls are queued first, as when its listing arrives first.
@@ -992,12 +987,7 @@ mod tests {
             shutdown: stop.clone(),
             ..GoogleConfig::default()
         };
-        let client = GoogleClient::new(
-            reqwest::Client::new(),
-            Arc::new(StaticToken("t".into())),
-            Endpoints::production(),
-            config,
-        );
+        let client = test_client(Endpoints::production(), config);
         let path = "/v2/projects/p/locations/r/services";
         drop(client.admit(Api::CloudRun, false, path).await.unwrap());
         let canceller = stop.clone();

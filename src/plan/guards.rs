@@ -298,11 +298,7 @@ fn directory_trips(
     trips: &mut Vec<GuardTrip>,
 ) {
     for e in &r.emptied_bindings {
-        let cond = e
-            .condition
-            .as_ref()
-            .map(|c| format!(" (condition {})", c.title))
-            .unwrap_or_default();
+        let cond = condition_note(e.condition.as_ref());
         trips.push(GuardTrip {
             guard: GuardKind::EmptyDirectory,
             message: format!(
@@ -317,11 +313,7 @@ fn directory_trips(
         });
     }
     for e in &r.emptied_groups {
-        let cond = e
-            .condition
-            .as_ref()
-            .map(|c| format!(" (condition {})", c.title))
-            .unwrap_or_default();
+        let cond = condition_note(e.condition.as_ref());
         trips.push(GuardTrip {
             guard: GuardKind::EmptyDirectory,
             message: format!(
@@ -370,4 +362,9 @@ fn change_trips(s: &ServicePlan, settings: &Settings, trips: &mut Vec<GuardTrip>
             });
         }
     }
+}
+
+/// ` (condition TITLE)` for a conditional binding, nothing for the unconditional one.
+fn condition_note(condition: Option<&super::model::PlanCondition>) -> String {
+    condition.map(|c| format!(" (condition {})", c.title)).unwrap_or_default()
 }
