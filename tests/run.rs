@@ -32,37 +32,52 @@ async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> 
     }
 }
 
+/// A loop running in-process over the demo world with the policies in `dir` (one metrics
+/// registry for the clients and the loop, as `runwarden run` wires it), its HTTP endpoints on
+/// loopback, after its first successful pass: the start-up the loop tests share.
+struct RunningLoop {
+    sim: runwarden::sim::SimHandle,
+    status: runwarden::reconcile::Shared,
+    addr: std::net::SocketAddr,
+    tx: tokio::sync::mpsc::Sender<Trigger>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningLoop {
+    async fn start(dir: &Path) -> RunningLoop {
+        let desired = runwarden::policy::load_at(dir, SystemTime::now()).unwrap();
+        let metrics = Arc::new(runwarden::metrics::Metrics::default());
+        let mut clients = runwarden::live::ClientConfig::default();
+        clients.google.metrics = metrics.clone();
+        let conn = Connection::embedded_with(&root().join("deploy/local/world.yaml"), &desired.settings, &clients)
+            .await
+            .unwrap();
+        let sim = conn.sim().unwrap().handle.clone();
+        sim.set_operation_delay(Duration::from_millis(20));
+        let pass = Arc::new(LivePass::new(conn, ApplyConfig::default(), AuditSink::discard()));
+        let mut config = LoopConfig::new(dir.to_path_buf(), Duration::from_secs(1));
+        config.backoff_min = Duration::from_millis(200);
+        config.metrics = metrics;
+        let status = shared(&config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, router(status.clone())).into_future());
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(config, pass, status.clone(), rx, stop.clone()));
+        eventually("a first successful pass", Duration::from_secs(30), || {
+            status.status().condition("Ready").is_some_and(|c| c.status == "True")
+        })
+        .await;
+        RunningLoop { sim, status, addr, tx, stop, task }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_corrects_injected_drift_keeps_last_good_policies_and_reports_status() {
     let policies = policies_copy();
-    let desired = runwarden::policy::load_at(policies.path(), SystemTime::now()).unwrap();
-    // One registry for the clients and the loop, as `runwarden run` wires it.
-    let metrics = Arc::new(runwarden::metrics::Metrics::default());
-    let mut clients = runwarden::live::ClientConfig::default();
-    clients.google.metrics = metrics.clone();
-    let conn = Connection::embedded_with(&root().join("deploy/local/world.yaml"), &desired.settings, &clients)
-        .await
-        .unwrap();
-    let sim = conn.sim().unwrap().handle.clone();
-    sim.set_operation_delay(Duration::from_millis(20));
-    let pass = Arc::new(LivePass::new(conn, ApplyConfig::default(), AuditSink::discard()));
-
-    let mut config = LoopConfig::new(policies.path().to_path_buf(), Duration::from_secs(1));
-    config.backoff_min = Duration::from_millis(200);
-    config.metrics = metrics.clone();
-    let status = shared(&config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, router(status.clone())).into_future());
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run_loop(config, pass, status.clone(), rx, stop.clone()));
-
-    // The first pass converges the demo world.
-    eventually("a first successful pass", Duration::from_secs(30), || {
-        status.status().condition("Ready").is_some_and(|c| c.status == "True")
-    })
-    .await;
+    let RunningLoop { sim, status, addr, tx, stop, task } = RunningLoop::start(policies.path()).await;
     let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
     let leaver = Member::parse("user:leaver@acme.com").unwrap();
     assert!(!sim.iam_policy(&billing).unwrap().bindings.iter().any(|b| b.members.contains(&leaver)));
@@ -135,26 +150,7 @@ async fn the_loop_corrects_injected_drift_keeps_last_good_policies_and_reports_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guard_trip_holds_its_unit_the_rest_converges_and_a_committed_allowance_releases_it() {
     let policies = policies_copy();
-    let desired = runwarden::policy::load_at(policies.path(), SystemTime::now()).unwrap();
-    let conn = Connection::embedded(&root().join("deploy/local/world.yaml"), &desired.settings)
-        .await
-        .unwrap();
-    let sim = conn.sim().unwrap().handle.clone();
-    sim.set_operation_delay(Duration::from_millis(20));
-    let pass = Arc::new(LivePass::new(conn, ApplyConfig::default(), AuditSink::discard()));
-    let mut config = LoopConfig::new(policies.path().to_path_buf(), Duration::from_secs(1));
-    config.backoff_min = Duration::from_millis(200);
-    let status = shared(&config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(axum::serve(listener, router(status.clone())).into_future());
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run_loop(config, pass, status.clone(), rx, stop.clone()));
-    eventually("a first successful pass", Duration::from_secs(30), || {
-        status.status().condition("Ready").is_some_and(|c| c.status == "True")
-    })
-    .await;
+    let RunningLoop { sim, status, addr, tx, stop, task } = RunningLoop::start(policies.path()).await;
 
     // The guard is tightened, then two intruders land on billing-api, one on payments-api.
     let settings = policies.path().join("settings.yaml");
