@@ -330,3 +330,93 @@ fn apply_audit_lines_say_who_added_the_member_they_remove() {
     let public = out.lines().find(|l| l.starts_with("- allUsers roles/run.invoker on acme-prod/europe-west1/billing-worker")).expect("allUsers removed");
     assert!(public.contains("added by dev-intern@acme.com (gcloud)"), "{public}");
 }
+
+/// Issue 13, custom domains: `spec.auth0.issuers` lists the issuers tokens may carry (default
+/// the canonical `https://DOMAIN/`). The simulator serves the tenant under two names: the
+/// canonical issuer at `http://127.0.0.1:PORT` (the `--endpoint` stands for the canonical
+/// domain) and the custom domain `http://localhost:PORT/`, which names itself as the issuer.
+/// A token is accepted only when its issuer is configured; otherwise the refusal names the
+/// issuer and the setting, and nothing is fetched from the URL the token names (a second
+/// loopback server standing for a stranger's issuer sees no request).
+#[test]
+fn check_token_accepts_only_the_configured_issuers_and_fetches_keys_only_from_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut world = World::from_file(&root().join("deploy/local/world.yaml")).unwrap();
+    world.auth0.as_mut().unwrap().custom_domains = vec!["localhost".into()];
+    let sim = rt.block_on(runwarden::sim::spawn(world)).unwrap();
+    let stranger = rt.block_on(crate::common::hostile::Hostile::start(&sim.base_url));
+    let port = sim.base_url.rsplit(':').next().unwrap().to_string();
+    let (canonical, custom) = ("https://acme.eu.auth0.com/".to_string(), format!("http://localhost:{port}/"));
+    let stranger_issuer = format!("{}/", stranger.base_url);
+    // A user's token issued through the custom domain carries it as `iss`.
+    let through_custom = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("http://localhost:{port}/sim/token"))
+            .json(&json!({"user": "ada@acme.com", "audience": "https://billing.acme.com"}))
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+    });
+    let mint = |iss: &str| {
+        sim.handle
+            .mint_token(&billing_admin(TokenRequest { issuer: Some(iss.into()), ..TokenRequest::new("auth0|ada", "https://billing.acme.com") }))
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = sim.write_credentials(dir.path()).unwrap();
+    let (_, secret) = sim.auth0_client();
+    let run = |issuers: Option<&[&str]>, token: &str| {
+        let policies = dir.path().join("policies");
+        let _ = std::fs::remove_dir_all(&policies);
+        crate::common::copy_dir(&root().join("policies"), &policies);
+        let path = policies.join("settings.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = issuers.map(|list| format!("    issuers: [{}]\n", list.join(", "))).unwrap_or_default();
+        let edited = text.replace("    issuers: [https://acme.eu.auth0.com/]\n", &line);
+        assert_ne!(edited, text, "the example Settings' issuers changed; update this test");
+        std::fs::write(&path, edited).unwrap();
+        let mut child = bin()
+            .args(["--endpoint", &sim.base_url, "check-token", "--policies", policies.to_str().unwrap()])
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+            .env("AUTH0_CLIENT_SECRET", &secret)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(token.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let both = [canonical.as_str(), custom.as_str()];
+    let custom_only = [custom.as_str()];
+    // (case, spec.auth0.issuers, token, accepted)
+    let cases: Vec<(&str, Option<&[&str]>, String, bool)> = vec![
+        ("default: the canonical issuer", None, mint(&canonical), true),
+        ("default: a custom domain is not configured", None, mint(&custom), false),
+        ("custom domain configured", Some(&custom_only), mint(&custom), true),
+        ("a user's token issued through the custom domain", Some(&custom_only), through_custom.clone(), true),
+        ("custom domain only: the canonical issuer is not configured", Some(&custom_only), mint(&canonical), false),
+        ("both configured: canonical", Some(&both), mint(&canonical), true),
+        ("both configured: custom", Some(&both), mint(&custom), true),
+        ("a stranger's issuer", Some(&both), mint(&stranger_issuer), false),
+    ];
+    for (name, issuers, token, accepted) in cases {
+        let (code, text) = run(issuers, &token);
+        if accepted {
+            assert_eq!(code, 0, "{name}: {text}");
+            assert!(text.contains("verdict: accepted"), "{name}: {text}");
+        } else {
+            let iss = runwarden::audit::token::claimed_issuer(&token).unwrap();
+            assert_eq!(code, 1, "{name}: {text}");
+            assert!(text.contains(&format!("issued by {iss:?}, which is not a configured issuer (Settings spec.auth0.issuers: ")), "{name}: {text}");
+        }
+    }
+    assert!(stranger.requests().is_empty(), "nothing is fetched from an issuer the Settings do not name: {:?}", stranger.requests().len());
+    // A configured issuer whose discovery document names another issuer is not trusted.
+    let (code, text) = run(Some(&[&format!("http://127.0.0.1:{port}/")]), &mint(&format!("http://127.0.0.1:{port}/")));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("names issuer \"https://acme.eu.auth0.com/\", not the configured \"http://127.0.0.1:"), "{text}");
+}

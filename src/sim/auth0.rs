@@ -199,7 +199,9 @@ pub fn mint(st: &SimState, t: &Tenant, req: &TokenRequest) -> Result<String, Sim
 pub fn public(st: &SimState, req: &Req) -> Reply {
     let s = lock(&st.store);
     let t = &s.tenant;
-    let issuer = t.issuer();
+    // A custom domain names itself as the issuer (Auth0: tokens issued through a custom domain
+    // carry it in `iss`, and its discovery document says so).
+    let issuer = t.issuer_for_host(req.headers.get("host").and_then(|h| h.to_str().ok()));
     match req.path.as_str() {
         "/.well-known/openid-configuration" => Reply::json(
             200,

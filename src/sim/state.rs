@@ -165,6 +165,8 @@ pub struct Tenant {
     pub groups: Vec<GroupRec>,
     pub resource_servers: Vec<ResourceServer>,
     pub signing_keys: Vec<SigningKey>,
+    /// Host names serving the tenant as custom domains (world `auth0.customDomains`).
+    pub custom_domains: Vec<String>,
 }
 
 impl Tenant {
@@ -176,6 +178,17 @@ impl Tenant {
     /// The token issuer.
     pub fn issuer(&self) -> String {
         format!("https://{}/", self.domain)
+    }
+
+    /// The issuer as a request reached the tenant: `http://HOST/` (HOST as the `Host` header
+    /// says it, port included) when its host name is one of the custom domains, else the
+    /// canonical [`Tenant::issuer`].
+    pub fn issuer_for_host(&self, host: Option<&str>) -> String {
+        let name = |h: &str| h.rsplit_once(':').map_or(h, |(n, _)| n).to_ascii_lowercase();
+        match host {
+            Some(h) if self.custom_domains.iter().any(|d| d.eq_ignore_ascii_case(&name(h))) => format!("http://{h}/"),
+            _ => self.issuer(),
+        }
     }
 
     /// The current signing key.
@@ -524,6 +537,7 @@ fn empty_tenant(world: &World, secret_seed: u64) -> Tenant {
         groups: Vec::new(),
         resource_servers: Vec::new(),
         signing_keys: default_keys(),
+        custom_domains: world.auth0.as_ref().map(|a| a.custom_domains.clone()).unwrap_or_default(),
     }
 }
 

@@ -210,6 +210,13 @@ pub struct Auth0Spec {
     /// current and one next key.
     #[serde(default)]
     pub signing_keys: Vec<SigningKeySpec>,
+    /// Host names that serve the tenant as custom domains (e.g. `localhost`: the simulator
+    /// speaks plain http, so a loopback name reaches it). Reached under such a name, the
+    /// tenant's discovery document names the issuer `http://HOST:PORT/` as the request
+    /// addressed it, as Auth0 names a custom domain's issuer; under any other name, the
+    /// canonical `https://DOMAIN/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_domains: Vec<String>,
 }
 
 /// A Management API client.
