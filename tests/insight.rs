@@ -420,3 +420,34 @@ fn check_token_accepts_only_the_configured_issuers_and_fetches_keys_only_from_th
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("names issuer \"https://acme.eu.auth0.com/\", not the configured \"http://127.0.0.1:"), "{text}");
 }
+
+/// Issue 13, RBAC audit by subject: the simulator serves each API's access policies as Auth0
+/// does (`subject_type_authorization`), and the audit reads them: the demo Payments API (no
+/// RBAC) is an error while any application may get a user's token, a warning once only granted
+/// applications may, and no RBAC finding once users get no token at all, which the policies
+/// granting people through it then hear about.
+#[test]
+fn the_audit_reads_each_apis_access_policy_per_subject_from_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let payments = "      name: Payments API\n";
+    assert!(world.contains(payments), "the demo world's Payments API changed; update this test");
+    for (policies, expected) in [
+        ("", vec![("auth0-rbac-not-enforced", "error")]),
+        ("      userAccessPolicy: require_client_grant\n", vec![("auth0-rbac-not-enforced", "warning")]),
+        ("      userAccessPolicy: deny_all\n      clientAccessPolicy: deny_all\n", vec![("auth0-api-denies-clients", "warning"), ("auth0-api-denies-users", "warning")]),
+    ] {
+        let path = dir.path().join("world.yaml");
+        std::fs::write(&path, world.replace(payments, &format!("{payments}{policies}"))).unwrap();
+        let (_, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "audit", "--format", "json"]);
+        let findings: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+        let found: Vec<(&str, &str)> = findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["message"].as_str().unwrap().contains("Payments API") && f["code"] != "auth0-token-lifetime-too-long")
+            .map(|f| (f["code"].as_str().unwrap(), f["severity"].as_str().unwrap()))
+            .collect();
+        assert_eq!(found, expected, "Payments API with {policies:?}");
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::model::{Directory, ResourceServer, SigningKey};
+use crate::model::{AccessPolicy, Directory, ResourceServer, SigningKey};
 use crate::policy::model::{Desired, Principal};
 
 /// What the audit looks at.
@@ -53,20 +53,39 @@ pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<Hyg
     out
 }
 
-/// Audiences named in policies must be Auth0 APIs with sane lifetimes and RBAC.
+/// Where an audience is named, and who the policies naming it grant.
+#[derive(Debug, Default)]
+struct AudienceUse {
+    sources: Vec<String>,
+    /// Some policy naming it grants Auth0 roles (people, on their own behalf).
+    roles: bool,
+    /// Some policy naming it grants machines (Auth0 M2M applications, client credentials).
+    machines: bool,
+}
+
+/// Audiences named in policies must be Auth0 APIs with sane lifetimes, RBAC, and access
+/// policies that let the granted subjects get a token.
 fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<HygieneFinding>) {
     let audits = &desired.settings.audits;
-    let mut audiences: Vec<(String, Vec<String>)> = Vec::new();
+    let mut audiences: Vec<(String, AudienceUse)> = Vec::new();
     for policy in &desired.policies {
         for aud in policy.exposure.audiences.iter().flatten() {
             let source = policy.exposure.source.as_ref().unwrap_or(&policy.source).to_string();
-            match audiences.iter_mut().find(|(a, _)| a == aud) {
-                Some((_, sources)) => sources.push(source),
-                None => audiences.push((aud.clone(), vec![source])),
-            }
+            let at = match audiences.iter().position(|(a, _)| a == aud) {
+                Some(i) => i,
+                None => {
+                    audiences.push((aud.clone(), AudienceUse::default()));
+                    audiences.len() - 1
+                }
+            };
+            let usage = &mut audiences[at].1;
+            usage.sources.push(source);
+            usage.roles |= policy.invokers.iter().any(|i| matches!(i.principal, Principal::Auth0Role(_)));
+            usage.machines |= policy.invokers.iter().any(|i| matches!(i.principal, Principal::Machine(_)));
         }
     }
-    for (aud, sources) in &audiences {
+    for (aud, usage) in &audiences {
+        let sources = &usage.sources;
         let Some(api) = tenant.resource_servers.iter().find(|r| &r.identifier == aud) else {
             out.push(HygieneFinding {
                 severity: Severity::Error,
@@ -89,16 +108,70 @@ fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<Hygiene
                 sources: sources.clone(),
             });
         }
-        if !api.enforce_policies {
-            out.push(HygieneFinding {
-                severity: Severity::Error,
-                code: "auth0-rbac-not-enforced",
-                message: format!("API {:?} ({aud}) guards a Cloud Run service but does not enforce RBAC: any user of any application can get a token for it", api.name),
-                fix: "enable RBAC on the API (enforce_policies: true) and grant access through roles".into(),
-                sources: sources.clone(),
-            });
-        }
+        out.extend(token_reach(api, usage));
     }
+}
+
+/// Who can get a token for `api`, from RBAC (`enforce_policies`) and the API's application
+/// access policies (`subject_type_authorization`; Auth0 "API Access Policies for Applications",
+/// https://auth0.com/docs/get-started/apis/api-access-policies-for-applications):
+///
+/// * user flows `allow_all` (also an unknown value, read as the widest): any application of the
+///   tenant gets a token on any user's behalf; without RBAC the token carries every permission
+///   asked for: `auth0-rbac-not-enforced`, error.
+/// * `require_client_grant`: only applications with a user client grant for the API get one;
+///   without RBAC any user of those applications still gets every permission: the same code,
+///   a warning.
+/// * `deny_all`: no user gets a token, so RBAC is moot; but when the policies grant Auth0 roles
+///   through this audience, none of those people can get a token for it:
+///   `auth0-api-denies-users`, warning.
+/// * With RBAC on, a user's token carries only the permissions of the user's roles, whichever
+///   applications may ask: no finding.
+/// * Client credentials `deny_all` while the policies grant machines through the audience: no
+///   machine can get a token (`auth0-api-denies-clients`, warning). `require_client_grant` (the
+///   only other value, and the default) needs a client grant per machine, which is not read.
+fn token_reach(api: &ResourceServer, usage: &AudienceUse) -> Vec<HygieneFinding> {
+    let (name, aud, sources) = (&api.name, &api.identifier, usage.sources.clone());
+    let mut out = Vec::new();
+    let user = &api.user_access;
+    let widest = !matches!(user, AccessPolicy::RequireClientGrant | AccessPolicy::DenyAll);
+    if !api.enforce_policies && *user != AccessPolicy::DenyAll {
+        let (severity, who) = if widest {
+            (Severity::Error, "any user of any application can get a token for it".to_string())
+        } else {
+            (Severity::Warning, "any user of an application holding a user client grant for it can get a token for it".to_string())
+        };
+        let unknown = match user {
+            AccessPolicy::Unknown(v) => format!(" (user access policy {v:?} is not one runwarden knows, so it is read as allow_all)"),
+            _ => String::new(),
+        };
+        out.push(HygieneFinding {
+            severity,
+            code: "auth0-rbac-not-enforced",
+            message: format!("API {name:?} ({aud}) guards a Cloud Run service but does not enforce RBAC, and its user access policy is {}{unknown}: {who}, with every permission it asks for", user.name()),
+            fix: "enable RBAC on the API (enforce_policies: true) and grant access through roles; also set its user access policy to require_client_grant for only the applications that call it".into(),
+            sources: sources.clone(),
+        });
+    }
+    if *user == AccessPolicy::DenyAll && usage.roles {
+        out.push(HygieneFinding {
+            severity: Severity::Warning,
+            code: "auth0-api-denies-users",
+            message: format!("API {name:?} ({aud}) issues no token on any user's behalf (user access policy deny_all), yet policies grant Auth0 roles through this audience: those people cannot get a token for it"),
+            fix: "set the API's user access policy to require_client_grant (and grant the applications people sign in with) or allow_all, or stop naming this audience for people".into(),
+            sources: sources.clone(),
+        });
+    }
+    if api.client_access == AccessPolicy::DenyAll && usage.machines {
+        out.push(HygieneFinding {
+            severity: Severity::Warning,
+            code: "auth0-api-denies-clients",
+            message: format!("API {name:?} ({aud}) issues no token by client credentials (client access policy deny_all), yet policies grant machines through this audience: they cannot get a token for it"),
+            fix: "set the API's client access policy to require_client_grant and give each machine a client grant, or stop naming this audience for machines".into(),
+            sources,
+        });
+    }
+    out
 }
 
 /// Signing keys: the current key is young enough, and a next key is staged for rotation.
@@ -200,6 +273,8 @@ mod tests {
             token_lifetime: lifetime,
             enforce_policies: rbac,
             permissions_in_token: true,
+            user_access: AccessPolicy::AllowAll,
+            client_access: AccessPolicy::RequireClientGrant,
         }
     }
 
@@ -282,5 +357,46 @@ mod tests {
         assert_eq!(codes(&findings), ["auth0-audience-not-an-api", "auth0-audience-not-an-api", "auth0-no-current-signing-key", "auth0-no-next-signing-key"]);
         assert!(findings[0].fix.contains("https://billing.acme.com"));
         assert!(findings[1].fix.contains("https://payments.acme.com"));
+    }
+
+    /// Every combination of RBAC and the payments API's application access policies (the
+    /// example payments policy grants an Auth0 role and a machine through its audience), and
+    /// the findings each must give: (RBAC, user policy, client policy) -> (code, severity).
+    #[test]
+    fn token_reach_follows_rbac_and_the_apis_access_policy_per_subject() {
+        use AccessPolicy::{AllowAll as Allow, DenyAll as Deny, RequireClientGrant as Grant};
+        let unknown = || AccessPolicy::Unknown("allow_some".into());
+        let cases: Vec<(bool, AccessPolicy, AccessPolicy, &[(&str, Severity)])> = vec![
+            (false, Allow, Grant, &[("auth0-rbac-not-enforced", Severity::Error)]),
+            (false, unknown(), Grant, &[("auth0-rbac-not-enforced", Severity::Error)]),
+            (false, Grant, Grant, &[("auth0-rbac-not-enforced", Severity::Warning)]),
+            (false, Deny, Grant, &[("auth0-api-denies-users", Severity::Warning)]),
+            (true, Allow, Grant, &[]),
+            (true, unknown(), Grant, &[]),
+            (true, Grant, Grant, &[]),
+            (true, Deny, Grant, &[("auth0-api-denies-users", Severity::Warning)]),
+            (true, Grant, Deny, &[("auth0-api-denies-clients", Severity::Warning)]),
+            (false, Deny, Deny, &[("auth0-api-denies-users", Severity::Warning), ("auth0-api-denies-clients", Severity::Warning)]),
+        ];
+        let desired = desired();
+        let dir = directory(&desired);
+        let keys = [key("k1", true, true, 1)];
+        for (rbac, user, client, expected) in cases {
+            let case = format!("RBAC {rbac}, user {}, client {}", user.name(), client.name());
+            let payments = ResourceServer { user_access: user, client_access: client, ..api("https://payments.acme.com", 600, rbac) };
+            let apis = [api("https://billing.acme.com", 600, true), payments];
+            let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+            let found: Vec<(&str, Severity)> = audit(&desired, &tenant, now()).iter().map(|f| (f.code, f.severity)).collect();
+            let mut expected = expected.to_vec();
+            expected.sort_by_key(|(c, s)| (*s, *c));
+            assert_eq!(found, expected, "{case}");
+        }
+        // The message says which applications can get a token, and an unknown value is named.
+        let open = ResourceServer { user_access: unknown(), ..api("https://payments.acme.com", 600, false) };
+        let apis = [api("https://billing.acme.com", 600, true), open];
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        let finding = audit(&desired, &tenant, now()).into_iter().find(|f| f.code == "auth0-rbac-not-enforced").unwrap();
+        assert!(finding.message.contains("\"allow_some\" is not one runwarden knows"), "{}", finding.message);
+        assert!(finding.message.contains("any user of any application"), "{}", finding.message);
     }
 }

@@ -730,6 +730,24 @@ mod tenant_wire {
         pub token_dialect: Option<String>,
         #[serde(default)]
         pub is_system: bool,
+        /// auth0-python `ResourceServerSubjectTypeAuthorization {user, client, anonymous_user}`.
+        #[serde(default)]
+        pub subject_type_authorization: Option<SubjectTypeAuthorization>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct SubjectTypeAuthorization {
+        #[serde(default)]
+        pub user: Option<SubjectPolicy>,
+        #[serde(default)]
+        pub client: Option<SubjectPolicy>,
+    }
+
+    /// `{policy}` (`ResourceServerSubjectTypeAuthorizationUser`/`...Client`).
+    #[derive(Debug, Default, Deserialize)]
+    pub struct SubjectPolicy {
+        #[serde(default)]
+        pub policy: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -815,6 +833,19 @@ fn der_tlv(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
+/// One subject's access policy of an API, or Auth0's documented default for that subject when
+/// the API carries none (an API created before the policies existed, or never changed): user
+/// flows `allow_all`, client credentials `require_client_grant`
+/// (https://auth0.com/docs/get-started/apis/api-access-policies-for-applications).
+fn subject_policy(
+    r: &tenant_wire::ResourceServer,
+    pick: impl Fn(&tenant_wire::SubjectTypeAuthorization) -> &Option<tenant_wire::SubjectPolicy>,
+    default: crate::model::AccessPolicy,
+) -> crate::model::AccessPolicy {
+    let value = r.subject_type_authorization.as_ref().and_then(|s| pick(s).as_ref()).and_then(|p| p.policy.as_deref());
+    crate::model::AccessPolicy::from_wire(value, default)
+}
+
 impl Auth0Client {
     /// Every API (resource server) of the tenant, paging to the end; Auth0's own system API is
     /// left out.
@@ -833,6 +864,8 @@ impl Auth0Client {
             let got = items.len();
             out.extend(items.into_iter().filter(|r| !r.is_system).map(|r| crate::model::ResourceServer {
                 permissions_in_token: r.token_dialect.as_deref().is_some_and(|d| d.ends_with("_authz")),
+                user_access: subject_policy(&r, |s| &s.user, crate::model::AccessPolicy::AllowAll),
+                client_access: subject_policy(&r, |s| &s.client, crate::model::AccessPolicy::RequireClientGrant),
                 identifier: r.identifier,
                 name: r.name,
                 // Auth0's default lifetime when the field is absent: 86,400 s.

@@ -609,7 +609,15 @@ fn resource_servers(t: &Tenant, req: &Req) -> Reply {
             "scopes": [],
         }),
     )];
-    items.extend(t.resource_servers.iter().map(|rs| (rs.id.clone(), json!({
+    items.extend(t.resource_servers.iter().map(|rs| (rs.id.clone(), resource_server_json(rs))));
+    page_of(items, &p, "resource_servers", None)
+}
+
+/// A tenant API as `GET /resource-servers` lists it (auth0-python `ResourceServer`), with
+/// `subject_type_authorization` (`ResourceServerSubjectTypeAuthorization {user: {policy},
+/// client: {policy}}`) when the world sets a policy.
+fn resource_server_json(rs: &super::state::ResourceServer) -> Value {
+    let mut v = json!({
         "id": rs.id,
         "name": rs.name,
         "identifier": rs.identifier,
@@ -622,8 +630,17 @@ fn resource_servers(t: &Tenant, req: &Req) -> Reply {
         "allow_offline_access": false,
         "skip_consent_for_verifiable_first_party_clients": true,
         "scopes": [],
-    }))));
-    page_of(items, &p, "resource_servers", None)
+    });
+    let mut subjects = serde_json::Map::new();
+    for (subject, policy) in [("user", &rs.user_access_policy), ("client", &rs.client_access_policy)] {
+        if let Some(policy) = policy {
+            subjects.insert(subject.into(), json!({"policy": policy}));
+        }
+    }
+    if !subjects.is_empty() {
+        v["subject_type_authorization"] = Value::Object(subjects);
+    }
+    v
 }
 
 /// `GET /api/v2/keys/signing`.

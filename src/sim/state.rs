@@ -138,6 +138,9 @@ pub struct ResourceServer {
     pub token_lifetime: u64,
     pub enforce_policies: bool,
     pub signing_alg: String,
+    /// `subject_type_authorization.user.policy` and `.client.policy`, when set.
+    pub user_access_policy: Option<String>,
+    pub client_access_policy: Option<String>,
 }
 
 /// A tenant signing key; `key` indexes the embedded key pairs.
@@ -643,6 +646,8 @@ fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimErr
             token_lifetime: rs.token_lifetime,
             enforce_policies: rs.enforce_policies,
             signing_alg: rs.signing_alg.clone(),
+            user_access_policy: rs.user_access_policy.clone(),
+            client_access_policy: rs.client_access_policy.clone(),
         });
     }
     fill_signing_keys(t, a)

@@ -302,6 +302,14 @@ pub struct ResourceServerSpec {
     /// `RS256` (default) or `HS256`.
     #[serde(default = "default_alg")]
     pub signing_alg: String,
+    /// The API's application access policy for user flows (`allow_all`, `require_client_grant`
+    /// or `deny_all`), served as `subject_type_authorization.user.policy`; absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_access_policy: Option<String>,
+    /// The same for client credentials (`require_client_grant` or `deny_all`):
+    /// `subject_type_authorization.client.policy`; absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_access_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }

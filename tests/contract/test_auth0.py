@@ -220,6 +220,10 @@ class Auth0Contract(Contract):
     def test_resource_servers_match_resource_server(self):
         servers = list(self.mgmt.resource_servers.list(per_page=1))
         self.assertGreater(len(servers), 1)
+        # The access policies per subject, as the SDK's ResourceServerSubjectTypeAuthorization.
+        billing = next(s for s in servers if s.identifier == "https://billing.acme.com")
+        self.assertEqual(billing.subject_type_authorization.user.policy, "require_client_grant")
+        self.assertEqual(billing.subject_type_authorization.client.policy, "require_client_grant")
         for url, body in self.bodies("/api/v2/resource-servers"):
             self.expect("auth0.resource_servers.list",
                         check_model(body, ListResourceServerOffsetPaginatedResponseContent), str(url))
