@@ -88,10 +88,12 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     assert!(out.contains("error [auth0-rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
     assert!(out.contains("warning [auth0-token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
     assert!(out.contains("; fix: ") && out.contains("(policies/teams/payments.yaml:"), "{out}");
-    assert!(out.trim_end().ends_with("Audit: 2 findings."), "{out}");
+    // The demo tenant has an organization while the policies name roles (issue 13).
+    assert!(out.contains("warning [auth0-roles-via-organizations] the tenant has Organizations (partner-co)"), "{out}");
+    assert!(out.trim_end().ends_with("Audit: 3 findings."), "{out}");
     // One catalogue: every line audit prints is printed the same by plan, apply and demo.
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).collect();
-    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
     let (_, plan, _) = runwarden(&["--sim", "deploy/local/world.yaml", "plan"]);
     let (_, apply, _) = runwarden(&["--sim", "deploy/local/world.yaml", "apply", "--auto-approve"]);
     let (_, demo, _) = runwarden(&["demo"]);
@@ -107,7 +109,7 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     let (_, json, _) = runwarden(&["--sim", "deploy/local/world.yaml", "audit", "--format", "json"]);
     let findings: serde_json::Value = serde_json::from_str(&json).unwrap();
     let codes: Vec<&str> = findings.as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["auth0-rbac-not-enforced", "auth0-token-lifetime-too-long"], "the codes every plan uses");
+    assert_eq!(codes, ["auth0-rbac-not-enforced", "auth0-roles-via-organizations", "auth0-token-lifetime-too-long"], "the codes every plan uses");
 }
 
 #[test]
@@ -450,4 +452,24 @@ fn the_audit_reads_each_apis_access_policy_per_subject_from_the_tenant() {
             .collect();
         assert_eq!(found, expected, "Payments API with {policies:?}");
     }
+}
+
+/// Issue 13, Organizations: `read:organizations` is optional. A client without it still plans
+/// (the pass does not fail: exit 2, changes), and the finding says the answer is unknown instead
+/// of claiming the tenant has no organizations.
+#[test]
+fn a_client_without_read_organizations_plans_and_says_organization_roles_are_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let client = "    clientId: rw-demo-client\n";
+    assert!(world.contains(client), "the demo world's management client changed; update this test");
+    let scopes = runwarden::identity::auth0::MANAGEMENT_SCOPES.replace(" read:organizations", "");
+    assert_ne!(scopes, runwarden::identity::auth0::MANAGEMENT_SCOPES);
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, world.replace(client, &format!("{client}    scopes: [{}]\n", scopes.replace(' ', ", ")))).unwrap();
+    let (code, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
+    assert_eq!(code, 2, "the pass does not fail\n{out}{err}");
+    assert!(out.contains("info [auth0-organizations-unknown] whether the roles the policies name (billing-admin, billing-oncall, payments-engineer, platform-admin) are also held through Organizations is unknown: the Management API client may not list organizations (HTTP 403; scope read:organizations)"), "{out}");
+    assert!(!out.contains("auth0-roles-via-organizations"), "{out}");
+    assert!(!out.contains("auth0-audit-skipped"), "the rest of the audit ran: {out}");
 }

@@ -1543,7 +1543,14 @@ async fn resource_servers_signing_keys_and_discovery_use_auth0_shapes() {
         .find(|r| r["identifier"] == "https://payments.acme.com")
         .unwrap();
     assert_eq!(payments["token_lifetime"], 86400);
-    if let Some(allowed) = auth0_schema("resourceServer") {
+    if let Some(mut allowed) = auth0_schema("resourceServer") {
+        // The reference predates the API access policies: `subject_type_authorization` is
+        // auth0-python's `ResourceServer.subject_type_authorization` (its shape is checked by
+        // the contract tests with the SDK's models).
+        allowed.push("subject_type_authorization".into());
+        let billing = list.iter().find(|r| r["identifier"] == "https://billing.acme.com").unwrap();
+        assert_eq!(billing["subject_type_authorization"]["user"]["policy"], "require_client_grant");
+        assert!(payments.get("subject_type_authorization").is_none(), "served only when the world sets a policy");
         for r in list {
             assert_fields_in(r, &allowed, "resource server");
         }
@@ -1878,4 +1885,25 @@ fn every_ingress_a_policy_can_write_including_none_is_in_run_v2s_ingress_enum() 
         assert_eq!(Ingress::from_api_value(value), Some(ingress), "{value} reads back");
     }
     assert_eq!(Ingress::None.api_value(), "INGRESS_TRAFFIC_NONE");
+}
+
+/// `GET /api/v2/organizations` (issue 13): the demo tenant's organization, in the reference's
+/// offset-with-totals shape and its checkpoint shape, with the reference's field names.
+#[tokio::test]
+async fn organizations_list_in_the_reference_shapes() {
+    let env = demo().await;
+    let totals = env.aget("/api/v2/organizations?page=0&per_page=5&include_totals=true").await.body;
+    assert_eq!(totals["total"], 1, "{totals}");
+    assert_eq!(totals["organizations"][0]["name"], "partner-co");
+    let checkpoint = env.aget("/api/v2/organizations?take=5").await.body;
+    assert_eq!(checkpoint["organizations"][0]["display_name"], "Partner Co", "{checkpoint}");
+    assert!(checkpoint.get("next").is_none(), "one page: {checkpoint}");
+    for (schema, body) in [("get_organizations_200_response_oneOf", &totals), ("get_organizations_200_response_oneOf_1", &checkpoint)] {
+        if let Some(allowed) = auth0_schema(schema) {
+            assert_fields_in(body, &allowed, schema);
+        }
+    }
+    if let Some(allowed) = auth0_schema("get_organizations_200_response_oneOf_inner") {
+        assert_fields_in(&checkpoint["organizations"][0], &allowed, "organization");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::model::{AccessPolicy, Directory, ResourceServer, SigningKey};
+use crate::model::{AccessPolicy, Directory, Organizations, ResourceServer, SigningKey};
 use crate::policy::model::{Desired, Principal};
 
 /// What the audit looks at.
@@ -18,6 +18,8 @@ pub struct Tenant<'a> {
     pub resource_servers: &'a [ResourceServer],
     pub signing_keys: &'a [SigningKey],
     pub directory: &'a Directory,
+    /// Whether the tenant has Organizations (roles held through them are invisible).
+    pub organizations: &'a Organizations,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -49,6 +51,7 @@ pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<Hyg
     audit_audiences(desired, tenant, &mut out);
     audit_signing_keys(desired, tenant, now, &mut out);
     audit_roles(desired, tenant, &mut out);
+    out.extend(audit_organizations(desired, tenant.organizations));
     out.sort();
     out
 }
@@ -219,6 +222,53 @@ fn audit_signing_keys(
     }
 }
 
+/// Roles held through Organizations: a role assigned to a member within an organization is not
+/// listed by `GET /roles/{id}/users` (Auth0 Management API: organization member roles are read
+/// with `GET /organizations/{id}/members/{user_id}/roles`), so when the tenant has organizations
+/// and the policies name Auth0 roles, who holds them that way is invisible to runwarden: it
+/// grants nothing for such a holding, though tokens issued through the organization may carry
+/// the role. When organizations could not be listed, the answer is unknown, and said so.
+fn audit_organizations(desired: &Desired, organizations: &Organizations) -> Option<HygieneFinding> {
+    let mut roles: Vec<&str> = Vec::new();
+    let mut sources = Vec::new();
+    for policy in &desired.policies {
+        for invoker in &policy.invokers {
+            if let Principal::Auth0Role(role) = &invoker.principal {
+                if !roles.contains(&role.as_str()) {
+                    roles.push(role);
+                }
+                sources.push(invoker.source.to_string());
+            }
+        }
+    }
+    if roles.is_empty() {
+        return None;
+    }
+    roles.sort_unstable();
+    let named = roles.join(", ");
+    match organizations {
+        Organizations::None => None,
+        Organizations::Present { names, more } => Some(HygieneFinding {
+            severity: Severity::Warning,
+            code: "auth0-roles-via-organizations",
+            message: format!(
+                "the tenant has Organizations ({}{}): a role assigned to a member within an organization is not listed with the role's users, so runwarden grants nothing for it while tokens issued through the organization may carry it; the policies name roles {named}",
+                names.join(", "),
+                if *more { ", and more" } else { "" }
+            ),
+            fix: "assign these roles at the tenant level (directly or through a group), not within organizations, for runwarden to grant them; check the organizations' member roles for these names".into(),
+            sources,
+        }),
+        Organizations::Unknown { reason } => Some(HygieneFinding {
+            severity: Severity::Info,
+            code: "auth0-organizations-unknown",
+            message: format!("whether the roles the policies name ({named}) are also held through Organizations is unknown: {reason}"),
+            fix: "grant the Management API client read:organizations (optional; runwarden only lists the first organizations)".into(),
+            sources,
+        }),
+    }
+}
+
 /// Roles named in policies exist and have members.
 fn audit_roles(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<HygieneFinding>) {
     let mut seen = BTreeSet::new();
@@ -320,7 +370,7 @@ mod tests {
         let apis = [api("https://billing.acme.com", 3600, true), api("https://payments.acme.com", 600, true)];
         let keys = [key("k1", true, false, 10), key("k2", false, true, 0)];
         let dir = directory(&desired);
-        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
         assert_eq!(codes(&audit(&desired, &tenant, now())), Vec::<&str>::new());
     }
 
@@ -332,7 +382,7 @@ mod tests {
         dir.roles.get_mut("platform-admin").unwrap().members.clear();
         let apis = [api("https://billing.acme.com", 86_400, false), api("https://payments.acme.com", 600, true)];
         let keys = [key("k1", true, false, 400)];
-        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
         let findings = audit(&desired, &tenant, now());
         assert_eq!(
             codes(&findings),
@@ -352,7 +402,7 @@ mod tests {
         let desired = desired();
         let dir = directory(&desired);
         let keys = [SigningKey { revoked: true, ..key("k1", true, true, 1) }];
-        let tenant = Tenant { resource_servers: &[], signing_keys: &keys, directory: &dir };
+        let tenant = Tenant { resource_servers: &[], signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
         let findings = audit(&desired, &tenant, now());
         assert_eq!(codes(&findings), ["auth0-audience-not-an-api", "auth0-audience-not-an-api", "auth0-no-current-signing-key", "auth0-no-next-signing-key"]);
         assert!(findings[0].fix.contains("https://billing.acme.com"));
@@ -385,7 +435,7 @@ mod tests {
             let case = format!("RBAC {rbac}, user {}, client {}", user.name(), client.name());
             let payments = ResourceServer { user_access: user, client_access: client, ..api("https://payments.acme.com", 600, rbac) };
             let apis = [api("https://billing.acme.com", 600, true), payments];
-            let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+            let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
             let found: Vec<(&str, Severity)> = audit(&desired, &tenant, now()).iter().map(|f| (f.code, f.severity)).collect();
             let mut expected = expected.to_vec();
             expected.sort_by_key(|(c, s)| (*s, *c));
@@ -394,9 +444,40 @@ mod tests {
         // The message says which applications can get a token, and an unknown value is named.
         let open = ResourceServer { user_access: unknown(), ..api("https://payments.acme.com", 600, false) };
         let apis = [api("https://billing.acme.com", 600, true), open];
-        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
         let finding = audit(&desired, &tenant, now()).into_iter().find(|f| f.code == "auth0-rbac-not-enforced").unwrap();
         assert!(finding.message.contains("\"allow_some\" is not one runwarden knows"), "{}", finding.message);
         assert!(finding.message.contains("any user of any application"), "{}", finding.message);
+    }
+
+    /// Organizations: none is no finding; some is a warning naming them and every role the
+    /// policies name (with their positions); unknown is an info saying the answer is unknown
+    /// and which scope would tell.
+    #[test]
+    fn roles_that_could_be_held_through_organizations_are_a_finding_and_an_unknown_answer_says_so() {
+        let desired = desired();
+        let dir = directory(&desired);
+        let apis = [api("https://billing.acme.com", 600, true), api("https://payments.acme.com", 600, true)];
+        let keys = [key("k1", true, true, 1)];
+        let present = Organizations::Present { names: vec!["partner-co".into()], more: true };
+        let unknown = Organizations::Unknown { reason: "HTTP 403 insufficient_scope".into() };
+        let cases: [(&Organizations, &[(&str, Severity)]); 3] = [
+            (&Organizations::None, &[]),
+            (&present, &[("auth0-roles-via-organizations", Severity::Warning)]),
+            (&unknown, &[("auth0-organizations-unknown", Severity::Info)]),
+        ];
+        for (organizations, expected) in cases {
+            let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations };
+            let findings = audit(&desired, &tenant, now());
+            let found: Vec<(&str, Severity)> = findings.iter().map(|f| (f.code, f.severity)).collect();
+            assert_eq!(found, *expected, "{organizations:?}");
+            if let Some(f) = findings.first() {
+                assert!(f.message.contains("billing-admin, billing-oncall, payments-engineer, platform-admin"), "{}", f.message);
+                assert!(f.sources.iter().any(|s| s.contains("payments.yaml")), "{:?}", f.sources);
+            }
+        }
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &present };
+        let warning = audit(&desired, &tenant, now()).remove(0);
+        assert!(warning.message.contains("(partner-co, and more)"), "{}", warning.message);
     }
 }

@@ -20,17 +20,19 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, RoleRef, UserRef};
+use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, OrganizationRef, RoleRef, UserRef};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 
 /// The Management API scopes runwarden's client needs: the one list (the example Settings, the
 /// README, the token-refused and 403 hints quote it; a unit test checks the quotes). Sources:
 /// the reference OpenAPI `security` of GET `/roles` (read:roles), `/roles/{id}/users`
 /// (read:role_members), `/users/{id}` (read:users), `/resource-servers`
-/// (read:resource_servers), `/keys/signing` (read:signing_keys); the group reads postdate it and
-/// take the group scopes of auth0-python's `OauthScope` (read:group_roles for a role's groups,
-/// read:group_members for a group's members), needed unless Settings say `groups: none`.
-pub const MANAGEMENT_SCOPES: &str = "read:roles read:role_members read:users read:group_roles read:group_members read:resource_servers read:signing_keys";
+/// (read:resource_servers), `/keys/signing` (read:signing_keys), `/organizations`
+/// (read:organizations); the group reads postdate it and take the group scopes of
+/// auth0-python's `OauthScope` (read:group_roles for a role's groups, read:group_members for a
+/// group's members), needed unless Settings say `groups: none`. read:organizations is optional:
+/// without it the audit says whether roles are held through organizations is unknown.
+pub const MANAGEMENT_SCOPES: &str = "read:roles read:role_members read:users read:group_roles read:group_members read:resource_servers read:signing_keys read:organizations";
 
 /// A secret string. Never printed: Debug and Display show `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -391,6 +393,15 @@ impl Auth0Client {
     ) -> Result<Checkpoint<GroupMemberRef>, Auth0Error> {
         self.checkpoint(&["groups", group_id, "members"], from)
             .await
+    }
+
+    /// The first checkpoint page of `GET /api/v2/organizations` (`take` items): enough to know
+    /// whether the tenant has any (scope read:organizations or read:organizations_summary).
+    pub async fn organizations_page(&self, take: u32) -> Result<Checkpoint<OrganizationRef>, Auth0Error> {
+        let take = take.clamp(1, 100).to_string();
+        let answer: wire::CheckpointAnswer<OrganizationRef> = self.get(&["organizations"], &[("take", take.as_str())]).await?;
+        let (items, next) = answer.into_parts();
+        Ok(Checkpoint { items, next })
     }
 
     /// One page of `GET /api/v2/users?q=QUERY&search_engine=v3` with the fields runwarden

@@ -73,3 +73,16 @@ pub struct SigningKey {
     /// When the key became current (`current_since`), else when it was created.
     pub since: Option<SystemTime>,
 }
+
+/// Whether the tenant has Organizations, as far as the audit needs it: a role assigned to a
+/// member within an organization (`POST /api/v2/organizations/{id}/members/{user_id}/roles`) is
+/// not listed by `GET /api/v2/roles/{id}/users`, so runwarden cannot see who holds it that way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Organizations {
+    /// The tenant has none.
+    None,
+    /// It has some: the names of the first few, and whether there are more.
+    Present { names: Vec<String>, more: bool },
+    /// They could not be listed (e.g. the client lacks `read:organizations`): why.
+    Unknown { reason: String },
+}

@@ -25,12 +25,13 @@ use super::{SimError, SimState, TokenRequest, lock};
 
 /// Every scope the simulated tenant grants its Management API client by default (auth0-python
 /// `types/oauth_scope.py` lists each).
-pub const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:group_members read:group_roles read:resource_servers read:signing_keys read:clients";
+pub const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:group_members read:group_roles read:resource_servers read:signing_keys read:clients read:organizations";
 
 /// The scopes (any one of) a Management API read needs. The reference OpenAPI document's
 /// `security` of each path: `/roles`, `/roles/{id}`: read:roles; `/roles/{id}/users`:
 /// read:users, read:roles or read:role_members; `/users`, `/users/{id}`: read:users;
-/// `/resource-servers`: read:resource_servers; `/keys/signing`: read:signing_keys. The group
+/// `/resource-servers`: read:resource_servers; `/keys/signing`: read:signing_keys;
+/// `/organizations`: read:organizations or read:organizations_summary. The group
 /// endpoints postdate it: modelled on auth0-python's scope enumeration (`read:group_roles`
 /// for a role's groups, `read:group_members` for a group's members).
 fn required_scopes(segs: &[&str]) -> &'static [&'static str] {
@@ -42,6 +43,7 @@ fn required_scopes(segs: &[&str]) -> &'static [&'static str] {
         ["users"] | ["users", _] => &["read:users"],
         ["resource-servers"] => &["read:resource_servers"],
         ["keys", "signing"] => &["read:signing_keys"],
+        ["organizations"] => &["read:organizations", "read:organizations_summary"],
         _ => &[],
     }
 }
@@ -536,6 +538,7 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
         ["users"] => users_search(t, req),
         ["resource-servers"] => resource_servers(t, req),
         ["keys", "signing"] => signing_keys(st, t),
+        ["organizations"] => organizations(t, req),
         _ => Reply::auth0(404, "Not Found", None),
     }
 }
@@ -561,6 +564,23 @@ fn group_members(t: &Tenant, req: &Req, gid: &str) -> Reply {
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     page_of(items, &p, "members", Some(1000))
+}
+
+/// `GET /api/v2/organizations`: offset pages (`{organizations, start, limit, total}` with
+/// totals, the reference's `get_organizations_200_response`) or checkpoint pages
+/// (`{organizations, next}`, auth0-python `ListOrganizationsPaginatedResponseContent`), each
+/// an `Organization {id, name, display_name}`.
+fn organizations(t: &Tenant, req: &Req) -> Reply {
+    let p = match paging(req, true) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let items = t
+        .organizations
+        .iter()
+        .map(|(id, name, display)| (id.clone(), json!({"id": id, "name": name, "display_name": display})))
+        .collect();
+    page_of(items, &p, "organizations", Some(1000))
 }
 
 /// `GET /api/v2/roles`, with `name_filter`.

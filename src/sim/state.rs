@@ -170,6 +170,8 @@ pub struct Tenant {
     pub signing_keys: Vec<SigningKey>,
     /// Host names serving the tenant as custom domains (world `auth0.customDomains`).
     pub custom_domains: Vec<String>,
+    /// The tenant's Organizations: (id, name, display name), sorted by id.
+    pub organizations: Vec<(String, String, String)>,
 }
 
 impl Tenant {
@@ -541,7 +543,23 @@ fn empty_tenant(world: &World, secret_seed: u64) -> Tenant {
         resource_servers: Vec::new(),
         signing_keys: default_keys(),
         custom_domains: world.auth0.as_ref().map(|a| a.custom_domains.clone()).unwrap_or_default(),
+        organizations: organizations_of(world),
     }
+}
+
+/// The world's organizations as (id, name, display name), sorted by id (checkpoint order).
+fn organizations_of(world: &World) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = world
+        .auth0
+        .iter()
+        .flat_map(|a| &a.organizations)
+        .map(|o| {
+            let id = o.id.clone().unwrap_or_else(|| format!("org_{}", short_id(fnv(&format!("org:{}", o.name)))));
+            (id, o.name.clone(), o.display_name.clone().unwrap_or_else(|| o.name.clone()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn default_keys() -> Vec<SigningKey> {

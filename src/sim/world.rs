@@ -217,6 +217,22 @@ pub struct Auth0Spec {
     /// canonical `https://DOMAIN/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_domains: Vec<String>,
+    /// The tenant's Organizations (`GET /api/v2/organizations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<OrganizationSpec>,
+}
+
+/// An Auth0 Organization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationSpec {
+    /// The organization's name (lower case, e.g. `partner-co`).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// e.g. `org_...`; derived from the name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A Management API client.
