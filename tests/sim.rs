@@ -1907,3 +1907,37 @@ async fn organizations_list_in_the_reference_shapes() {
         assert_fields_in(&checkpoint["organizations"][0], &allowed, "organization");
     }
 }
+
+/// User search is eventually consistent and capped, as Auth0's (issue 13): a change to a user
+/// reaches `GET /users?q=` only after `simulator.searchIndexLag`, while `GET /users/{id}` is
+/// current at once; and a search's `total` never says more than 1,000.
+#[tokio::test]
+async fn user_search_lags_behind_changes_and_caps_its_total() {
+    let env = demo().await;
+    let handle = &env.sim.handle;
+    handle.set_search_index_lag(std::time::Duration::from_secs(3600));
+    assert!(handle.update_user("ada@acme.com", Some(false), Some(true)));
+    assert!(!handle.update_user("nobody@acme.com", Some(false), None));
+    let unverified = env.aget("/api/v2/users?q=email_verified:false&search_engine=v3&include_totals=true").await.body;
+    let emails: Vec<&str> = unverified["users"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
+    assert!(!emails.contains(&"ada@acme.com"), "search has not caught up: {emails:?}");
+    let found = env.aget("/api/v2/users?q=email:%22ada@acme.com%22").await.body;
+    assert_eq!(found[0]["email_verified"], true, "search still has the old record: {found}");
+    assert!(found[0].get("blocked").is_none(), "{found}");
+    let id = found[0]["user_id"].as_str().unwrap().replace('|', "%7C");
+    let own = env.aget(&format!("/api/v2/users/{id}")).await.body;
+    assert_eq!((own["email_verified"].clone(), own["blocked"].clone()), (json!(false), json!(true)), "the record is current: {own}");
+    // With no lag, search sees the next change at once.
+    handle.set_search_index_lag(std::time::Duration::ZERO);
+    assert!(handle.update_user("ada@acme.com", Some(false), Some(true)));
+    let now = env.aget("/api/v2/users?q=email:%22ada@acme.com%22").await.body;
+    assert_eq!(now[0]["email_verified"], false, "{now}");
+
+    let mut yaml = String::from("auth0:\n  domain: many.example\n  managementClient: {clientId: c1, clientSecret: s1}\n  users:\n");
+    for i in 0..1050 {
+        yaml.push_str(&format!("    - {{email: u{i:04}@acme.com, emailVerified: false}}\n"));
+    }
+    let many = start(World::from_yaml(&yaml, std::path::Path::new("many.yaml")).unwrap()).await;
+    let page = many.aget("/api/v2/users?q=email_verified:false&search_engine=v3&include_totals=true&per_page=100").await.body;
+    assert_eq!(page["total"], 1000, "the total is capped: {}", page["total"]);
+}

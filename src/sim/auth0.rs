@@ -703,7 +703,9 @@ fn role_not_found() -> Reply {
     Reply::auth0(404, "The role does not exist.", Some("inexistent_role"))
 }
 
-/// `GET /api/v2/users?q=...&search_engine=v3`: the query forms the simulator understands are
+/// `GET /api/v2/users?q=...&search_engine=v3`, eventually consistent and capped as Auth0's
+/// (https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation: at most 1,000
+/// results; the index lags behind changes): the query forms the simulator understands are
 /// `email_verified:true|false`, `email:"..."` and `user_id:"..."` (or empty: every user).
 fn users_search(t: &Tenant, req: &Req) -> Reply {
     if let Some(engine) = req.q("search_engine") {
@@ -749,7 +751,11 @@ fn users_search(t: &Tenant, req: &Req) -> Reply {
             Some("invalid_query_string"),
         );
     };
-    let mut matched: Vec<&UserRec> = t.users.iter().filter(|u| filter(u)).collect();
+    // The index lags behind the records (eventually consistent): search sees each user as it
+    // was before a change younger than `simulator.searchIndexLag`.
+    let now = Instant::now();
+    let indexed: Vec<UserRec> = t.users.iter().map(|u| u.as_searched(now)).collect();
+    let mut matched: Vec<&UserRec> = indexed.iter().filter(|u| filter(u)).collect();
     matched.sort_by(|a, b| a.user_id.cmp(&b.user_id));
     let Paging::Offset {
         page,
@@ -766,7 +772,8 @@ fn users_search(t: &Tenant, req: &Req) -> Reply {
             None,
         );
     }
-    let total = matched.len();
+    // Auth0 search returns at most 1,000 results, and its total says no more than that.
+    let total = matched.len().min(1000);
     let users: Vec<Value> = matched
         .into_iter()
         .skip(page * per_page)

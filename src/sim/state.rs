@@ -107,6 +107,31 @@ pub struct UserRec {
     pub email_verified: bool,
     pub blocked: bool,
     pub name: String,
+    /// What user search still sees of a recent change, until the index catches up.
+    pub searched: Option<SearchView>,
+}
+
+/// A user as the (lagging) search index still has it: (`email_verified`, `blocked`) until
+/// `until`.
+#[derive(Debug, Clone)]
+pub struct SearchView {
+    pub email_verified: bool,
+    pub blocked: bool,
+    pub until: Instant,
+}
+
+impl UserRec {
+    /// The user as user search returns it at `now`: the state before a change the index has
+    /// not caught up with yet.
+    pub fn as_searched(&self, now: Instant) -> UserRec {
+        let mut u = self.clone();
+        if let Some(v) = self.searched.as_ref().filter(|v| now < v.until) {
+            u.email_verified = v.email_verified;
+            u.blocked = v.blocked;
+        }
+        u.searched = None;
+        u
+    }
 }
 
 /// An Auth0 role; `users` and `groups` are indices, users sorted by user id.
@@ -213,6 +238,8 @@ pub struct Config {
     pub service_account: String,
     /// Permissions the credential lacks (`simulator.missingPermissions`).
     pub missing_permissions: std::collections::BTreeSet<String>,
+    /// How long a user change takes to reach user search (`simulator.searchIndexLag`).
+    pub search_index_lag: Duration,
 }
 
 /// Everything the APIs read and write.
@@ -646,6 +673,7 @@ fn config_of(world: &World) -> Result<Config, SimError> {
             .service_account
             .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
         missing_permissions: sim.missing_permissions.into_iter().collect(),
+        search_index_lag: dur(&sim.search_index_lag, Duration::ZERO, "searchIndexLag")?,
     })
 }
 
@@ -694,6 +722,7 @@ fn fill_users(
             email_verified: u.email_verified,
             blocked: u.blocked,
             name: u.name.clone().unwrap_or_else(|| u.email.clone()),
+            searched: None,
         });
     }
     Ok(by_email)

@@ -383,6 +383,11 @@ pub struct SimulatorSpec {
     /// (`ErrorInfo.metadata.permission`). Default: the credential has them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_permissions: Vec<String>,
+    /// How long a change to a user (`SimHandle::update_user`) takes to reach user search
+    /// (`GET /api/v2/users?q=...`), e.g. `30s`: Auth0's user search is eventually consistent,
+    /// while `GET /api/v2/users/{id}` is always current. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_index_lag: Option<String>,
 }
 
 /// A synthetic estate (DESIGN §7), reproducible from the seed.
