@@ -473,3 +473,23 @@ fn a_client_without_read_organizations_plans_and_says_organization_roles_are_unk
     assert!(!out.contains("auth0-roles-via-organizations"), "{out}");
     assert!(!out.contains("auth0-audit-skipped"), "the rest of the audit ran: {out}");
 }
+
+/// Issue 13, one scope list: when the hygiene reads are refused (the client lacks
+/// read:signing_keys), the pass still plans and the `auth0-audit-skipped` finding quotes the
+/// one list, `MANAGEMENT_SCOPES`, like the example Settings, the README and the 403 hint.
+#[test]
+fn a_refused_hygiene_read_is_a_finding_that_quotes_the_one_scope_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let client = "    clientId: rw-demo-client\n";
+    let all = runwarden::identity::auth0::MANAGEMENT_SCOPES;
+    let scopes = all.replace(" read:signing_keys", "");
+    assert_ne!(scopes, all);
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, world.replace(client, &format!("{client}    scopes: [{}]\n", scopes.replace(' ', ", ")))).unwrap();
+    let (code, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
+    assert_eq!(code, 2, "the pass does not fail\n{out}{err}");
+    let line = out.lines().find(|l| l.contains("[auth0-audit-skipped]")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("Insufficient scope, expected: read:signing_keys"), "{line}");
+    assert!(line.contains(&format!("grant the Management API client the scopes runwarden needs: {all}")), "{line}");
+}

@@ -98,7 +98,10 @@ pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::a
             service: None,
             code: "auth0-audit-skipped".into(),
             severity: Severity::Warning,
-            message: format!("the Auth0 hygiene audit could not read the tenant ({e:#}); grant the Management API client read:resource_servers and read:signing_keys"),
+            message: format!(
+                "the Auth0 hygiene audit could not read the tenant ({e:#}); grant the Management API client the scopes runwarden needs: {}",
+                crate::identity::auth0::MANAGEMENT_SCOPES
+            ),
             sources: vec![],
         }],
     };
