@@ -324,8 +324,8 @@ fn report_failures(plan: &crate::plan::Plan, report: &crate::apply::ApplyReport,
     use crate::reconcile::ServiceStatus;
     for f in plan.unread() {
         let service = f.service.clone().unwrap_or_default();
-        out.failures.push(format!("{service}: {}", f.message));
-        out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.message.clone()) });
+        out.failures.push(format!("{service}: {}", f.evidence));
+        out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.evidence.clone()) });
     }
     for outcome in report.failures() {
         let message = match outcome {

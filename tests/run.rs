@@ -553,7 +553,7 @@ spec:
         let progress = Arc::new(Progress::hidden());
         let now = SystemTime::now();
         let unmatched = |p: &runwarden::plan::Plan| -> BTreeSet<String> {
-            p.findings.iter().filter(|f| f.code == "unmatched-service").map(|f| f.message.clone()).collect()
+            p.findings.iter().filter(|f| f.code == "unmatched-service").map(|f| f.evidence.clone()).collect()
         };
         let full = runwarden::pass::read(&desired, &conn, &progress).await.unwrap();
         let expected = unmatched(&plan(&desired, &full, &PlanOptions::at(now)));

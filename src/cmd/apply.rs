@@ -219,7 +219,7 @@ fn unwritten(stale: Vec<(String, String)>, unread: &[&crate::plan::Finding]) -> 
         .collect();
     unwritten.extend(unread.iter().map(|f| ServiceOutcome::Failed {
         service: f.service.clone().unwrap_or_default(),
-        message: f.message.clone(),
+        message: f.evidence.clone(),
         transient: true,
     }));
     unwritten

@@ -36,22 +36,20 @@ pub(super) async fn hygiene_findings(
 }
 
 /// Hygiene findings as catalogue entries: the one `Finding` shape every command prints
-/// (code, severity, evidence and fix in the message, policy locations).
+/// (code, severity, evidence, fix, policy locations), with the audit's own severity and fix.
 fn as_findings(findings: Vec<crate::audit::hygiene::HygieneFinding>) -> Vec<crate::plan::Finding> {
     use crate::audit::hygiene::Severity as H;
     use crate::plan::{Finding, Severity};
     findings
         .into_iter()
         .map(|f| Finding {
-            service: None,
-            code: f.code.to_string(),
             severity: match f.severity {
                 H::Error => Severity::Error,
                 H::Warning => Severity::Warning,
                 H::Info => Severity::Info,
             },
-            message: format!("{}; fix: {}", f.message, f.fix),
             sources: f.sources,
+            ..Finding::new(None, f.code, f.message, vec![]).with_fix(f.fix)
         })
         .collect()
 }
@@ -60,19 +58,13 @@ fn as_findings(findings: Vec<crate::audit::hygiene::HygieneFinding>) -> Vec<crat
 /// this once per pass, so they all show the same findings. A role the policies name that is
 /// unknown or empty is the plan's own finding (`unknown-role`, `empty-role`), not repeated.
 pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::audit::hygiene::HygieneFinding>, anyhow::Error>) {
-    use crate::plan::{Finding, Severity};
+    use crate::plan::Finding;
     let extra: Vec<Finding> = match findings {
         Ok(findings) => as_findings(findings)
             .into_iter()
             .filter(|f| f.code != "unknown-role" && f.code != "empty-role")
             .collect(),
-        Err(e) => vec![Finding {
-            service: None,
-            code: "auth0-audit-skipped".into(),
-            severity: Severity::Warning,
-            message: format!("the Auth0 hygiene audit could not read the tenant ({e:#}); grant the Management API client read:resource_servers and read:signing_keys"),
-            sources: vec![],
-        }],
+        Err(e) => vec![Finding::new(None, "auth0-audit-skipped", format!("the Auth0 hygiene audit could not read the tenant ({e:#})"), vec![])],
     };
     plan.findings.extend(extra);
     plan.findings.sort();

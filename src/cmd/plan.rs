@@ -147,35 +147,33 @@ fn trusted_settings(dirs: &[std::path::PathBuf], now: std::time::SystemTime) -> 
 /// The finding a plan carries when `--base-policies` did not load.
 fn base_not_loaded(dir: &Path, errors: &crate::policy::PolicyErrors) -> crate::plan::Finding {
     let first = errors.errors.first().map(|e| e.to_string()).unwrap_or_default();
-    crate::plan::Finding {
-        service: None,
-        code: "base-policies-not-loaded".into(),
-        severity: crate::plan::Severity::Warning,
-        message: format!(
+    crate::plan::Finding::new(
+        None,
+        "base-policies-not-loaded",
+        format!(
             "the base policies {} do not load ({} error(s), first: {}); this plan compares the policies with the live state alone, so no change is marked [declared] or [drift]",
             dir.display(),
             errors.errors.len(),
             first.lines().next().unwrap_or("").trim()
         ),
-        sources: vec![],
-    }
+        vec![],
+    )
 }
 
 /// The finding a plan carries when the pull request changes the Auth0 connection that
 /// `--settings-from` took from the base branch.
 fn connection_from_base(proposed: &crate::policy::model::Auth0Settings, trusted: &crate::policy::model::Auth0Settings) -> crate::plan::Finding {
     let show = |a: &crate::policy::model::Auth0Settings| format!("domain {}, clientId {}, clientSecretEnv {}", a.domain, a.client_id, a.client_secret_env);
-    crate::plan::Finding {
-        service: None,
-        code: "connection-from-base".into(),
-        severity: crate::plan::Severity::Warning,
-        message: format!(
+    crate::plan::Finding::new(
+        None,
+        "connection-from-base",
+        format!(
             "this change moves the Auth0 connection to {} (from {}); the plan connected with the base branch's, and the new connection is used only after the merge",
             show(proposed),
             show(trusted)
         ),
-        sources: vec![],
-    }
+        vec![],
+    )
 }
 
 /// 2 when the plan has changes, else 0.

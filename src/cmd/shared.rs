@@ -14,7 +14,7 @@ pub(super) fn report_unread(unread: &[&crate::plan::Finding]) {
     }
     eprintln!("error: {} could not be read, so nothing was planned or changed for them:", crate::text::count(unread.len(), "governed service"));
     for f in unread {
-        eprintln!("  {}: {}", f.service.as_deref().unwrap_or("?"), f.message);
+        eprintln!("  {}: {}", f.service.as_deref().unwrap_or("?"), f.evidence);
     }
 }
 

@@ -23,8 +23,9 @@ use crate::model::ServiceId;
 use crate::policy::model::Mode;
 
 /// The saved-plan format version this build writes and reads. Version 2 records the policy
-/// digest and writes member changes grouped (see [`ResourcePlan::changes`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// digest and writes member changes grouped (see [`ResourcePlan::changes`]); version 3 splits
+/// a finding's text into `evidence` and `fix`.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The largest saved plan `apply PLAN.json` reads. The largest plan measured, a 10,000-service
 /// estate not yet converged (2.5 million additions), was 646 MB in format 1 and is 118 MiB in
@@ -64,7 +65,7 @@ pub enum PlanError {
     description = "A runwarden plan (`runwarden plan --format json` / `--out PLAN.json`): the member-level IAM changes and settings changes per Cloud Run service, with the etags they were computed from."
 )]
 pub struct Plan {
-    /// Always 1 for this format.
+    /// Always 3 for this format.
     pub format_version: u32,
     /// The clock the plan was computed with (RFC 3339, UTC); expiries are judged against it.
     pub planned_at: String,
@@ -558,8 +559,12 @@ pub struct Finding {
     pub service: Option<String>,
     /// A stable kebab-case code, e.g. `unknown-role`.
     pub code: String,
+    /// From the catalogue (`plan::catalogue`): `error` findings make `plan` and `apply` exit 1.
     pub severity: Severity,
-    pub message: String,
+    /// What was seen: names, numbers, the error read.
+    pub evidence: String,
+    /// What to do about it (never empty: every code has one in the catalogue).
+    pub fix: String,
     /// Policy locations involved, as `file:line`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,

@@ -257,7 +257,8 @@ fn service_header(s: &ServicePlan) -> String {
     visible(&line).into_owned()
 }
 
-/// A finding on one line as every command prints it (`plan`, `apply`, `demo`, `audit`).
+/// A finding on one line as every command prints it (`plan`, `apply`, `demo`, `audit`, the
+/// loop's log): `severity [code] service: evidence; fix: fix (sources)`.
 pub fn finding_line(f: &Finding) -> String {
     visible(&finding_text(f)).into_owned()
 }
@@ -267,7 +268,7 @@ fn finding_text(f: &Finding) -> String {
     if let Some(s) = &f.service {
         let _ = write!(line, " {s}:");
     }
-    let _ = write!(line, " {}", f.message);
+    let _ = write!(line, " {}; fix: {}", f.evidence, f.fix);
     if !f.sources.is_empty() {
         let _ = write!(line, " ({})", f.sources.join(", "));
     }
@@ -568,7 +569,7 @@ fn md_finding(f: &Finding) -> String {
     if let Some(s) = &f.service {
         let _ = write!(line, " {}", md_code(s, false));
     }
-    let _ = write!(line, ": {}", md_message(&f.message));
+    let _ = write!(line, ": {}; **fix:** {}", md_message(&f.evidence), md_message(&f.fix));
     if !f.sources.is_empty() {
         let _ = write!(
             line,
