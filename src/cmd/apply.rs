@@ -77,7 +77,8 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_changes());
         if !applicable && unwritten.is_empty() {
             nothing_to_apply(json, &sink, &audit);
-            return Ok(ExitCode::SUCCESS);
+            let errors = super::shared::report_error_findings(&plan, "apply");
+            return Ok(if errors { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS });
         }
         if applicable && interactive && !confirm()? {
             // Like Terraform: a declined apply is not a success (a script must not go on as if
@@ -102,7 +103,9 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         report.outcomes.sort_by(|a, b| a.service().cmp(b.service()));
         sink.summary(&report, &audit);
         report_unread(&unread);
-        Ok(exit_for_apply(&report))
+        // What is safe was applied; error findings remain (apply cannot fix them) and fail it.
+        let errors = super::shared::report_error_findings(&plan, "apply");
+        Ok(if errors { ExitCode::from(EXIT_ERROR) } else { exit_for_apply(&report) })
     })
 }
 

@@ -70,6 +70,9 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
         report_unread(&unread);
         return Ok(ExitCode::from(EXIT_ERROR));
     }
+    if super::shared::report_error_findings(&plan, "plan") {
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
     Ok(exit_for_plan(&plan))
 }
 
@@ -176,7 +179,7 @@ fn connection_from_base(proposed: &crate::policy::model::Auth0Settings, trusted:
     )
 }
 
-/// 2 when the plan has changes, else 0.
+/// 2 when the plan has changes, else 0 (error findings and unread services exit 1 before).
 fn exit_for_plan(plan: &Plan) -> ExitCode {
     if plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS }
 }

@@ -18,6 +18,25 @@ pub(super) fn report_unread(unread: &[&crate::plan::Finding]) {
     }
 }
 
+/// Says on stderr, when the plan has `error` findings, that they make `command` exit 1 (so a
+/// pull request or a scheduled job with one fails), naming their codes; true when it did.
+/// Warnings and infos never change an exit code.
+pub(super) fn report_error_findings(plan: &Plan, command: &str) -> bool {
+    let errors: Vec<&crate::plan::Finding> = plan.findings.iter().filter(|f| f.severity == crate::plan::Severity::Error).collect();
+    if errors.is_empty() {
+        return false;
+    }
+    let mut codes: Vec<&str> = errors.iter().map(|f| f.code.as_str()).collect();
+    codes.sort();
+    codes.dedup();
+    eprintln!(
+        "error: the plan has {} ({}); `runwarden {command}` exits 1 until they are fixed (each finding above says how)",
+        crate::text::count(errors.len(), "error finding"),
+        codes.join(", ")
+    );
+    true
+}
+
 /// SIGINT (Ctrl-C) and SIGTERM (what Cloud Run sends a job it stops) cancel `shutdown`: the
 /// command finishes what is in flight, starts nothing new, and reports. The handlers are
 /// installed before this returns (inside the runtime), so a signal that comes at once is caught.

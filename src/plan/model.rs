@@ -619,6 +619,12 @@ impl Plan {
         self.services.iter().any(ServicePlan::has_changes)
     }
 
+    /// The number of `error` findings: `plan` and `apply` exit 1 when there are any (README,
+    /// "Exit codes"); warnings and infos never change an exit code.
+    pub fn error_count(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+    }
+
     /// Findings about governed services that could not be read (`read-failed`, or
     /// `project-number-unknown`: the IAP resource cannot be named): nothing was planned for
     /// them, so a pass with any cannot claim the estate matches its policies.

@@ -29,8 +29,12 @@ pub fn render_json(plan: &Plan) -> String {
 /// The final one-line summary (`Plan: ...` or `No changes. ...`).
 pub fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
+    let errors = match plan.error_count() {
+        0 => String::new(),
+        n => format!(" ({})", crate::text::count(n, "error")),
+    };
     let tail = format!(
-        "{} foreign kept, {} finding{}.",
+        "{} foreign kept, {} finding{}{errors}.",
         s.foreign_kept,
         s.findings,
         if s.findings == 1 { "" } else { "s" }
