@@ -56,7 +56,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         let mut fresh = plan(&desired, &live, &PlanOptions::at(now));
         // The same findings as `plan` shows for this state (one catalogue, computed once).
-        super::audit::add_pass_findings(&mut fresh, &desired, &conn, &live, now).await;
+        crate::pass::findings::add_pass_findings(&mut fresh, &desired, &conn, &live, now).await;
         let Some((mut plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
             return Ok(ExitCode::from(EXIT_ERROR));
         };

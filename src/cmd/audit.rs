@@ -1,102 +1,11 @@
-//! `runwarden audit`, and the hygiene read every plan includes.
+//! `runwarden audit`: the Auth0 hygiene findings every plan includes (`pass::findings`), alone.
 
 use std::process::ExitCode;
 
 use super::connect;
 use crate::cli::{AuditArgs, EXIT_CHANGES, EXIT_ERROR, GlobalArgs, PlanFormat};
-use crate::pass::{Connection, load_policies, runtime};
-use crate::plan::Plan;
-
-/// Reads what the hygiene audit needs from the tenant: the roles the policies name (with
-/// members), the APIs and the signing keys; then audits.
-pub(super) async fn hygiene_findings(
-    desired: &crate::policy::model::Desired,
-    conn: &Connection,
-    directory: Option<&crate::model::Directory>,
-) -> anyhow::Result<Vec<crate::audit::hygiene::HygieneFinding>> {
-    use crate::audit::hygiene::{Tenant, audit};
-    use crate::retry::{RetryPolicy, retry};
-    let policy = RetryPolicy::default();
-    let auth0 = &conn.clients.auth0;
-    let read;
-    let directory = match directory {
-        Some(d) => d,
-        None => {
-            let mut request = crate::live::directory_request(desired);
-            // Hygiene reports empty roles, so it needs members whatever the mapping.
-            request.resolve_members = true;
-            read = crate::identity::read_directory(auth0, &request, &policy).await?.0;
-            &read
-        }
-    };
-    let apis = retry(&policy, "resource-servers", || auth0.resource_servers()).await?;
-    let keys = retry(&policy, "keys/signing", || auth0.signing_keys()).await?;
-    let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory };
-    Ok(audit(desired, &tenant, crate::time::command_now()))
-}
-
-/// Hygiene findings as catalogue entries: the one `Finding` shape every command prints
-/// (code, severity, evidence, fix, policy locations), with the audit's own severity and fix.
-fn as_findings(findings: Vec<crate::audit::hygiene::HygieneFinding>) -> Vec<crate::plan::Finding> {
-    use crate::audit::hygiene::Severity as H;
-    use crate::plan::{Finding, Severity};
-    findings
-        .into_iter()
-        .map(|f| Finding {
-            severity: match f.severity {
-                H::Error => Severity::Error,
-                H::Warning => Severity::Warning,
-                H::Info => Severity::Info,
-            },
-            sources: f.sources,
-            ..Finding::new(None, f.code, f.message, vec![]).with_fix(f.fix)
-        })
-        .collect()
-}
-
-/// Hygiene findings added to a plan: every command that plans (`plan`, `apply`, `demo`) calls
-/// this once per pass, so they all show the same findings. A role the policies name that is
-/// unknown or empty is the plan's own finding (`unknown-role`, `empty-role`), not repeated.
-pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::audit::hygiene::HygieneFinding>, anyhow::Error>) {
-    use crate::plan::Finding;
-    let extra: Vec<Finding> = match findings {
-        Ok(findings) => as_findings(findings)
-            .into_iter()
-            .filter(|f| f.code != "unknown-role" && f.code != "empty-role")
-            .collect(),
-        Err(e) => vec![Finding::new(None, "auth0-audit-skipped", format!("the Auth0 hygiene audit could not read the tenant ({e:#})"), vec![])],
-    };
-    plan.findings.extend(extra);
-    plan.findings.sort();
-    plan.findings.dedup();
-    plan.summary.findings = plan.findings.len();
-}
-
-/// Every finding a pass shows besides the plan engine's own, computed once per pass and added
-/// the same way by `plan`, `apply` and `demo` (one catalogue): Auth0 hygiene (two more
-/// Management API reads; with the workforce-pool mapping members were not read, so the audit
-/// reads them itself) and effective access (paths around the policies: one project policy read
-/// per project, one read per distinct role).
-pub(super) async fn add_pass_findings(
-    plan: &mut Plan,
-    desired: &crate::policy::model::Desired,
-    conn: &Connection,
-    live: &crate::model::LiveState,
-    now: std::time::SystemTime,
-) {
-    let directory = live.directory.members_resolved.then_some(&live.directory);
-    add_hygiene_to_plan(plan, hygiene_findings(desired, conn, directory).await);
-    let facts = crate::live::read_access(&conn.clients.google, live).await;
-    add_access_to_plan(plan, crate::insight::access::bypass_findings(desired, live, &facts, now));
-}
-
-/// Adds effective-access findings (`invoke-bypass`, `access-unchecked`) to a plan.
-pub(super) fn add_access_to_plan(plan: &mut Plan, findings: Vec<crate::plan::Finding>) {
-    plan.findings.extend(findings);
-    plan.findings.sort();
-    plan.findings.dedup();
-    plan.summary.findings = plan.findings.len();
-}
+use crate::pass::findings::{as_findings, hygiene_findings};
+use crate::pass::{load_policies, runtime};
 
 /// `runwarden audit`: Auth0 hygiene findings alone, printed exactly as plans print them. Exit 0
 /// when there are none, 2 when there are.
