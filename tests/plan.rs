@@ -379,6 +379,8 @@ fn a_member_some_policy_grants_elsewhere_is_owned_everywhere() {
         acme-prod/europe-west1/api
           iam + run.invoker user:ada@acme.com missing
           iam - run.invoker user:partner@partner.example unlisted
+        acme-prod/europe-west1/other
+          record 1
         ",
     );
 }
@@ -1045,7 +1047,8 @@ fn invoker_iam_check_must_stay_enabled_unless_the_service_is_public() {
         .bind(API, RUN_INVOKER, &["allUsers"])
         .build();
     let d = desired(settings(), vec![billing().public(true)]);
-    check(&d, &live, "");
+    // In sync: only the last-applied record (allUsers, granted by `public: true`) is written.
+    check(&d, &live, "acme-prod/europe-west1/api\n  record 1\n");
 }
 
 #[test]

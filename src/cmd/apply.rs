@@ -74,7 +74,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         // them and the exit code is 1.
         let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
         let unwritten = unwritten(stale, &unread);
-        let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_changes());
+        let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_writes());
         if !applicable && unwritten.is_empty() {
             nothing_to_apply(json, &sink, &audit);
             let errors = super::shared::report_error_findings(&plan, "apply");

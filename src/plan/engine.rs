@@ -165,6 +165,17 @@ struct Planner<'a> {
     blocked: HashSet<Member>,
 }
 
+/// Whether the record on the service (`current`, as read; `old`, decoded when it reads) lists
+/// other members than `next`: none and `next` lists someone, one that does not read, or another
+/// set of members (revisions aside: a member keeps the one that first granted it).
+fn record_differs(current: Option<&str>, old: Option<&LastApplied>, next: &LastApplied) -> bool {
+    match (current, old) {
+        (None, _) => !next.members().is_empty(),
+        (Some(_), None) => true,
+        (Some(_), Some(old)) => old.members() != next.members(),
+    }
+}
+
 /// A catalogue finding (severity and fix from `plan::catalogue`); `evidence` says what was seen.
 fn finding(service: Option<&ServiceId>, code: &str, evidence: String, sources: Vec<String>) -> Finding {
     Finding::new(service.map(|s| s.to_string()), code, evidence, sources)
@@ -598,10 +609,14 @@ impl<'a> Planner<'a> {
         } else {
             self.settings_changes(svc, &x.merged, &g.ref_sources)
         };
-        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
+        let next = self.next_record(svc, record.as_ref(), &d, iap_agent.as_ref());
+        // The record is written whenever it differs in `enforce` mode, changes or not: a
+        // service adopted in sync gets one too, so deleting a line later revokes.
+        let record_members = (g.mode == Mode::Enforce && record_differs(next.current.as_deref(), record.as_ref(), &next.record))
+            .then(|| next.record.members().len());
+        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() && record_members.is_none() {
             return Planned::InSync;
         }
-        let record = self.next_record(svc, record.as_ref(), &d, iap_agent.as_ref());
         Planned::Entries(ServicePlan {
             id: id.to_string(),
             project: id.project.clone(),
@@ -614,7 +629,8 @@ impl<'a> Planner<'a> {
             iam: iam_plan,
             iap: iap_plan,
             settings,
-            record: Some(record),
+            record: Some(next),
+            record_members,
         })
     }
 

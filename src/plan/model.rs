@@ -117,13 +117,20 @@ pub struct ServicePlan {
     /// Not part of the saved plan: apply always works from a fresh plan.
     #[serde(skip)]
     pub record: Option<RecordWrite>,
+    /// In `enforce` mode, when the last-applied record on the service is missing, unreadable
+    /// or lists other members than the policies grant now: the number of members the record
+    /// apply writes will list. Bookkeeping, not an access change: it does not count as a
+    /// change (`plan` exits 0 for it alone), but it is shown and counted (`recordsToWrite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_members: Option<usize>,
 }
 
 /// Equal when everything a saved plan holds is equal: the record is derived from the same
-/// inputs and not saved, so a plan read back from its JSON equals the plan it was written from.
+/// inputs and not saved, so a plan read back from its JSON equals the plan it was written from;
+/// whether the record is to be written is bookkeeping, never a reason to refuse a saved plan.
 impl PartialEq for ServicePlan {
     fn eq(&self, other: &ServicePlan) -> bool {
-        let ServicePlan { id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings, record: _ } = self;
+        let ServicePlan { id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings, record: _, record_members: _ } = self;
         (id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings)
             == (&other.id, &other.project, &other.region, &other.name, &other.mode, &other.base_mode, &other.policies, &other.etag, &other.iam, &other.iap, &other.settings)
     }
@@ -589,6 +596,10 @@ pub struct Summary {
     /// Owned member entries in the governed bindings of `enforce` services, as read (the base
     /// of the `maxRemovalRatio` guard).
     pub owned_members: usize,
+    /// `enforce` services whose last-applied record apply writes (missing, unreadable or
+    /// outdated); not counted in `servicesToChange`.
+    #[serde(default)]
+    pub records_to_write: usize,
 }
 
 impl Summary {
@@ -607,6 +618,7 @@ impl Summary {
             summary.members_to_remove += s.count(Action::Remove);
             summary.settings_to_change += s.settings.len();
             summary.foreign_kept += s.foreign_kept();
+            summary.records_to_write += usize::from(s.writes_record());
         }
         summary
     }
@@ -678,6 +690,16 @@ impl ServicePlan {
     /// Any add, remove or setting change.
     pub fn has_changes(&self) -> bool {
         !self.settings.is_empty() || self.member_changes().any(|c| c.action != Action::Keep)
+    }
+
+    /// Whether apply writes the service's last-applied record (see [`ServicePlan::record_members`]).
+    pub fn writes_record(&self) -> bool {
+        self.record_members.is_some()
+    }
+
+    /// Whether apply writes anything for this service: changes, or the record alone.
+    pub fn has_writes(&self) -> bool {
+        self.has_changes() || self.writes_record()
     }
 
     /// Whether apply would carry out this service's changes (mode `enforce`).

@@ -33,8 +33,12 @@ pub fn summary_line(plan: &Plan) -> String {
         0 => String::new(),
         n => format!(" ({})", crate::text::count(n, "error")),
     };
+    let records = match s.records_to_write {
+        0 => String::new(),
+        n => format!("{} to write, ", crate::text::count(n, "last-applied record")),
+    };
     let tail = format!(
-        "{} foreign kept, {} finding{}{errors}.",
+        "{records}{} foreign kept, {} finding{}{errors}.",
         s.foreign_kept,
         s.findings,
         if s.findings == 1 { "" } else { "s" }
@@ -175,6 +179,16 @@ fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
                 .to_string(),
             ));
         }
+    }
+    if let Some(n) = s.record_members {
+        out.push((
+            "~",
+            format!(
+                "~ record {}: {} granted by the policies (so deleting a line later revokes; no access change)",
+                crate::model::LAST_APPLIED_ANNOTATION,
+                crate::text::count(n, "member")
+            ),
+        ));
     }
     // Every value on these lines (members, roles, condition titles, sources, notes) may come
     // from a policy file, Auth0 or a live policy: one line stays one line, read in order.
@@ -376,7 +390,7 @@ pub fn render_comment(plan: &Plan, revision: Option<&str>, trips: &[GuardTrip]) 
         let kept_only = plan.services.iter().filter(|s| !s.has_changes()).count();
         if kept_only > 0 {
             budget.push(&mut out, &format!(
-                "\n{kept_only} more service{} with nothing to change, only foreign members kept, {} in the details below.\n",
+                "\n{kept_only} more service{} with nothing to change (only foreign members kept, or a last-applied record to write) {} in the details below.\n",
                 plural(kept_only),
                 if kept_only == 1 { "is" } else { "are" }
             ));
