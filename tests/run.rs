@@ -359,7 +359,9 @@ mod deploy {
         let comment = step("plan", "Post or update the plan comment");
         assert_eq!(comment["if"], "${{ !cancelled() }}", "validation and plan failures replace the old plan too");
         let script = comment["with"]["script"].as_str().unwrap();
-        for needle in ["<!-- runwarden-plan -->", "updateComment", "pr.head.sha", "Validation failed", "Plan failed"] {
+        // A plan with error findings exits 1 after printing itself: the comment still shows it.
+        assert!(plan.contains("printed=1") && comment["env"]["PRINTED"].is_string(), "{plan}");
+        for needle in ["<!-- runwarden-plan -->", "updateComment", "pr.head.sha", "Validation failed", "Plan failed", "The plan has errors"] {
             assert!(script.contains(needle), "the comment script lacks {needle}");
         }
         // Merge: the reviewed plan (the artifact of the merged head's run) and nothing else.
