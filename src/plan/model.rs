@@ -540,10 +540,13 @@ pub struct SettingChange {
 )]
 #[serde(rename_all = "camelCase")]
 pub enum Severity {
-    /// Something runwarden could not plan (a read failed, a conflict).
+    /// The policies do not hold as written, or the plan cannot be trusted or would fail (a
+    /// role that grants nothing, a read that failed, policies in conflict): `plan` and `apply`
+    /// exit 1.
     Error,
-    /// Probably a mistake in the policies or the directory.
+    /// Probably a mistake, or a risk worth a look; never changes an exit code.
     Warning,
+    /// For the record.
     Info,
 }
 
