@@ -609,11 +609,7 @@ impl<'a> Planner<'a> {
         } else {
             self.settings_changes(svc, &x.merged, &g.ref_sources)
         };
-        let next = self.next_record(svc, record.as_ref(), &d, iap_agent.as_ref());
-        // The record is written whenever it differs in `enforce` mode, changes or not: a
-        // service adopted in sync gets one too, so deleting a line later revokes.
-        let record_members = (g.mode == Mode::Enforce && record_differs(next.current.as_deref(), record.as_ref(), &next.record))
-            .then(|| next.record.members().len());
+        let (next, record_members) = self.record_to_write(svc, record.as_ref(), &d, iap_agent.as_ref(), g.mode);
         if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() && record_members.is_none() {
             return Planned::InSync;
         }
@@ -647,6 +643,23 @@ impl<'a> Planner<'a> {
                 None
             }
         }
+    }
+
+    /// The record apply writes, and, in `enforce` mode when it differs from the one on the
+    /// service, the number of members it lists: the record is written whenever it differs,
+    /// changes or not, so a service adopted in sync gets one too and deleting a line revokes.
+    fn record_to_write(
+        &self,
+        svc: &LiveService,
+        old: Option<&LastApplied>,
+        d: &DesiredMaps<'_>,
+        iap_agent: Option<&Member>,
+        mode: Mode,
+    ) -> (RecordWrite, Option<usize>) {
+        let next = self.next_record(svc, old, d, iap_agent);
+        let differs = record_differs(next.current.as_deref(), old, &next.record);
+        let members = (mode == Mode::Enforce && differs).then(|| next.record.members().len());
+        (next, members)
     }
 
     /// The record apply writes with this service's changes: every member the policies grant
