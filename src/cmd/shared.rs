@@ -30,9 +30,10 @@ pub(super) fn report_error_findings(plan: &Plan, command: &str) -> bool {
     codes.sort();
     codes.dedup();
     eprintln!(
-        "error: the plan has {} ({}); `runwarden {command}` exits 1 until they are fixed (each finding above says how)",
+        "error: the plan has {} ({}); `runwarden {command}` exits 1 until {} fixed (each finding says how)",
         crate::text::count(errors.len(), "error finding"),
-        codes.join(", ")
+        codes.join(", "),
+        if errors.len() == 1 { "it is" } else { "they are" }
     );
     true
 }
