@@ -167,6 +167,23 @@ mod tests {
     }
 
     #[test]
+    fn the_source_scan_finds_codes_in_every_form_a_finding_is_made() {
+        let text = r#"
+            finding(Some(&svc.id), "new-code-a", format!("x"), vec![]);
+            self.findings.insert(finding(
+                None,
+                "new-code-b",
+                msg,
+            ));
+            Finding::new(Some(id.to_string()), "new-code-c", e, vec![]).with_fix(f);
+            HygieneFinding { code: "new-code-d", severity: Severity::Error };
+            finding(None, not_a_literal, x);
+        "#;
+        assert_eq!(codes_in(text), ["new-code-a", "new-code-b", "new-code-c", "new-code-d"]);
+        assert!(entry("new-code-a").is_none(), "so the test above would fail on them");
+    }
+
+    #[test]
     fn a_code_missing_from_the_catalogue_is_still_reported_with_a_fix() {
         let f = Finding::new(None, "no-such-code", "x".into(), vec![]);
         assert_eq!(f.severity, Severity::Warning);
