@@ -413,7 +413,7 @@ impl Failure {
 /// Applies `plan`. The plan must have passed the guards (see [`check_guards`]).
 pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
     let applicable: Vec<&ServicePlan> =
-        plan.services.iter().filter(|s| s.is_applicable() && s.has_changes()).collect();
+        plan.services.iter().filter(|s| s.is_applicable() && s.has_writes()).collect();
     let not_applied = plan
         .services
         .iter()
@@ -425,11 +425,18 @@ pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
     // guards are re-checked on the whole.
     let shared = Shared { approved: Mutex::new(plan.clone()), replanner: std::sync::OnceLock::new() };
     // Collected first: a stream holding the closure would not be provably `Send` (rustc#102211).
+    let record_only: Vec<bool> = applicable.iter().map(|sp| !sp.has_changes()).collect();
     let services: Vec<_> = applicable.into_iter().map(|sp| apply_one(sp, applier, &shared)).collect();
     let results = run_bounded(services, applier.config.concurrency).await;
     applier.progress.finish();
     let mut report = ApplyReport { not_applied, ..ApplyReport::default() };
-    for (outcome, events) in results {
+    for ((outcome, events), record_only) in results.into_iter().zip(record_only) {
+        // A service planned for its last-applied record alone changes nobody's access: it is no
+        // outcome of its own (a record that is not written is a warning on stderr, and the next
+        // pass writes it), unless a conflict re-plan found access changes and applied them.
+        if record_only && events.is_empty() {
+            continue;
+        }
         report.outcomes.push(outcome);
         report.events.extend(events);
     }

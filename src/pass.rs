@@ -23,6 +23,8 @@ use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
 use tokio_util::sync::CancellationToken;
 
+pub mod findings;
+
 /// Whatever must live as long as a connection's clients (the embedded simulator and its key
 /// file); opaque here.
 type Attachment = Box<dyn Any + Send + Sync>;
@@ -241,6 +243,8 @@ impl crate::reconcile::Pass for LivePass {
             .await
             .map_err(|e| PassFailure::ReadFailed(e.to_string()))?;
         let mut plan = plan(&desired, &live, &PlanOptions::at(now));
+        // The same catalogue `plan` shows, every pass (the loop logs a finding when it appears).
+        findings::add_pass_findings(&mut plan, &desired, &self.conn, &live, now).await;
         // A trip holds its guard unit (the services of one set of policies); the rest converges.
         let held = hold_tripped_units(&plan, &desired.settings, self.config.allow_removals);
         let mut out = planned_statuses(&live, &plan);
@@ -269,6 +273,7 @@ impl crate::reconcile::Pass for LivePass {
         out.applied = report.applied_by_kind();
         out.drift = report.not_applied as u64;
         report_failures(&plan, &report, &mut out);
+        out.findings = std::mem::take(&mut plan.findings);
         Ok(out)
     }
 }
@@ -283,7 +288,7 @@ fn planned_statuses(live: &LiveState, plan: &crate::plan::Plan) -> crate::reconc
             Some(e) => ("Failed", Some(format!("read failed: {e}"))),
             None => ("InSync", None),
         };
-        out.services.insert(svc.id.to_string(), ServiceStatus { state: state.into(), message });
+        out.services.insert(svc.id.to_string(), ServiceStatus::new(state, message));
     }
     for sp in &plan.services {
         let state = if !sp.has_changes() {
@@ -293,7 +298,7 @@ fn planned_statuses(live: &LiveState, plan: &crate::plan::Plan) -> crate::reconc
         } else {
             "Drifted"
         };
-        out.services.insert(sp.id.clone(), ServiceStatus { state: state.into(), message: None });
+        out.services.insert(sp.id.clone(), ServiceStatus::new(state, None));
     }
     out
 }
@@ -310,7 +315,7 @@ fn report_holds(held: &[crate::plan::HeldUnit], out: &mut crate::reconcile::Pass
         }
         for id in &unit.services {
             held_ids.insert(id.clone());
-            out.services.insert(id.clone(), ServiceStatus { state: "Held".into(), message: Some(message.clone()) });
+            out.services.insert(id.clone(), ServiceStatus::new("Held", Some(message.clone())));
         }
         out.held.push(format!("{} ({}): {message}", unit.unit, crate::text::count(unit.services.len(), "service")));
     }
@@ -324,8 +329,8 @@ fn report_failures(plan: &crate::plan::Plan, report: &crate::apply::ApplyReport,
     use crate::reconcile::ServiceStatus;
     for f in plan.unread() {
         let service = f.service.clone().unwrap_or_default();
-        out.failures.push(format!("{service}: {}", f.message));
-        out.services.insert(service, ServiceStatus { state: "Failed".into(), message: Some(f.message.clone()) });
+        out.failures.push(format!("{service}: {}", f.evidence));
+        out.services.insert(service, ServiceStatus::new("Failed", Some(f.evidence.clone())));
     }
     for outcome in report.failures() {
         let message = match outcome {
@@ -333,6 +338,6 @@ fn report_failures(plan: &crate::plan::Plan, report: &crate::apply::ApplyReport,
             _ => "not written: shutting down".into(),
         };
         out.failures.push(format!("{}: {message}", outcome.service()));
-        out.services.insert(outcome.service().to_string(), ServiceStatus { state: "Failed".into(), message: Some(message) });
+        out.services.insert(outcome.service().to_string(), ServiceStatus::new("Failed", Some(message)));
     }
 }

@@ -27,7 +27,7 @@
 //! The loop knows nothing about plans or HTTP clients: it drives a [`Pass`], which the command
 //! layer implements with load → read → plan → guard → apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
+
+use crate::plan::Finding;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -86,6 +88,10 @@ pub struct PassReport {
     /// units converged. Reported on every pass until the policies change or an allowance
     /// (`guards.allowOnce`) lets the removals through.
     pub held: Vec<String>,
+    /// The pass's findings: the same catalogue `plan` shows (plan engine, Auth0 hygiene,
+    /// effective access), sorted.
+    #[serde(skip)]
+    pub findings: Vec<Finding>,
 }
 
 /// One service's state after a pass.
@@ -96,6 +102,16 @@ pub struct ServiceStatus {
     pub state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The findings of the last pass about this service (`/status` only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+}
+
+impl ServiceStatus {
+    /// A state, with a message, and no findings yet (the loop adds them).
+    pub fn new(state: &str, message: Option<String>) -> ServiceStatus {
+        ServiceStatus { state: state.to_string(), message, findings: Vec::new() }
+    }
 }
 
 /// A pass that did not complete. Transient failures requeue with backoff; permanent ones wait
@@ -209,8 +225,15 @@ pub struct Status {
     pub last_success_time: Option<String>,
     pub passes: u64,
     pub services: BTreeMap<String, ServiceStatus>,
+    /// The last pass's findings about no service, or about a service the loop does not
+    /// govern (`ungoverned-service`); the others are under their service.
+    pub findings: Vec<Finding>,
     #[serde(skip)]
     last_success: Option<Instant>,
+    /// Every finding of the last completed pass: a finding is logged when it appears, and
+    /// when it goes, never on every pass.
+    #[serde(skip)]
+    seen: BTreeSet<Finding>,
 }
 
 impl Status {
@@ -552,6 +575,11 @@ pub async fn run_loop<P: Pass>(
 
 /// Logs a pass's result and records it in the status.
 fn report_pass(shared: &Shared, result: &Result<PassReport, PassFailure>, revision: &str, seconds: f64, next: Next) {
+    if let Ok(report) = result {
+        let before = shared.status.read().unwrap_or_else(|e| e.into_inner()).seen.clone();
+        log_finding_changes(&before, &report.findings);
+        record_findings_metric(&shared.metrics, &before, &report.findings);
+    }
     match result {
         Ok(report) if report.failures.is_empty() => {
             shared.update(|s| record_success(s, report, revision));
@@ -620,6 +648,57 @@ fn record_pass(s: &mut Status, report: &PassReport) {
     s.passes += 1;
     s.last_pass_time = Some(rfc3339(SystemTime::now()));
     s.services = report.services.clone();
+    s.findings.clear();
+    for f in &report.findings {
+        match f.service.as_ref().and_then(|id| s.services.get_mut(id)) {
+            Some(service) => service.findings.push(f.clone()),
+            None => s.findings.push(f.clone()),
+        }
+    }
+    s.seen = report.findings.iter().cloned().collect();
+}
+
+/// Logs every finding that is new since the last completed pass (`event = "finding"`, at its
+/// severity, the line `plan` prints), and every one that went (`finding-resolved`).
+fn log_finding_changes(seen: &BTreeSet<Finding>, now: &[Finding]) {
+    use crate::plan::Severity;
+    for f in now.iter().filter(|f| !seen.contains(*f)) {
+        // The log level is the finding's severity (a `severity` field would clash with Cloud
+        // Logging's own).
+        let (code, service) = (f.code.as_str(), f.service.as_deref().unwrap_or(""));
+        let line = crate::plan::render::finding_line(f);
+        match f.severity {
+            Severity::Error => tracing::error!(event = "finding", code, service, fix = %f.fix, "{line}"),
+            Severity::Warning => tracing::warn!(event = "finding", code, service, fix = %f.fix, "{line}"),
+            Severity::Info => tracing::info!(event = "finding", code, service, fix = %f.fix, "{line}"),
+        }
+    }
+    let current: BTreeSet<&Finding> = now.iter().collect();
+    for f in seen.iter().filter(|f| !current.contains(f)) {
+        let (code, service) = (f.code.as_str(), f.service.as_deref().unwrap_or(""));
+        tracing::info!(event = "finding-resolved", code, service, "resolved: {}", crate::plan::render::finding_line(f));
+    }
+}
+
+const FINDINGS_HELP: &str = "Findings of the last completed pass, by code and severity (the catalogue `plan` shows).";
+
+/// `runwarden_findings{code, severity}`: the last pass's count for every catalogue code (0
+/// when absent, so an alert on a code sees the series from the first scrape), and 0 for any
+/// series an earlier pass set that this one does not have.
+fn record_findings_metric(m: &Metrics, before: &BTreeSet<Finding>, now: &[Finding]) {
+    let mut counts: BTreeMap<(String, &'static str), f64> = crate::plan::catalogue::CATALOGUE
+        .iter()
+        .map(|e| ((e.code.to_string(), e.severity.as_str()), 0.0))
+        .collect();
+    for f in before {
+        counts.insert((f.code.clone(), f.severity.as_str()), 0.0);
+    }
+    for f in now {
+        *counts.entry((f.code.clone(), f.severity.as_str())).or_default() += 1.0;
+    }
+    for ((code, severity), n) in counts {
+        m.set("runwarden_findings", FINDINGS_HELP, vec![("code", code), ("severity", severity.to_string())], n);
+    }
 }
 
 const STALLED_HELP: &str = "1 while the newest policy revision does not load (the loop keeps the last good one).";
@@ -639,6 +718,11 @@ fn declare_metrics(m: &Metrics) {
         m.inc("runwarden_changes_applied_total", APPLIED_HELP, vec![("kind", kind.into())], 0.0);
     }
     m.inc("runwarden_guard_trips_total", GUARD_TRIPS_HELP, vec![], 0.0);
+    for e in crate::plan::catalogue::CATALOGUE {
+        if m.get("runwarden_findings", &[("code", e.code), ("severity", e.severity.as_str())]).is_none() {
+            m.set("runwarden_findings", FINDINGS_HELP, vec![("code", e.code.to_string()), ("severity", e.severity.as_str().to_string())], 0.0);
+        }
+    }
     // Gauges: declared, never reset (a second call must not hide a stalled loop).
     for (name, help) in [("runwarden_stalled", STALLED_HELP), ("runwarden_last_success_timestamp_seconds", LAST_SUCCESS_HELP), ("runwarden_held_services", HELD_HELP)] {
         if m.get(name, &[]).is_none() {
@@ -771,6 +855,43 @@ mod tests {
         assert_eq!(pass.runs.lock().unwrap().last().unwrap(), "good-v3");
         assert_eq!(status.last_attempted_revision, status.last_applied_revision);
 
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("likely deadlocked").unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_finding_that_goes_away_leaves_status_and_its_metric_goes_to_zero() {
+        let (_dir, config) = setup("good");
+        let metrics = config.metrics.clone();
+        let bypass = Finding::new(Some("p/r/s".into()), "invoke-bypass", "group:g can invoke".into(), vec![]);
+        let tenant = Finding::new(None, "auth0-rbac-not-enforced", "API x".into(), vec![]);
+        let mut first = PassReport::default();
+        first.services.insert("p/r/s".into(), ServiceStatus::new("InSync", None));
+        first.findings = vec![bypass.clone(), tenant.clone()];
+        let mut second = PassReport::default();
+        second.services.insert("p/r/s".into(), ServiceStatus::new("InSync", None));
+        let pass = Scripted::new(vec![Ok(first), Ok(second)]);
+        let shared = shared(&config);
+        let (tx, rx) = mpsc::channel(8);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(config, pass.clone(), shared.clone(), rx, stop.clone()));
+        let gauge = |code: &str, severity: &str| metrics.get("runwarden_findings", &[("code", code), ("severity", severity)]);
+        settle().await;
+        // Declared for every catalogue code (at zero when absent).
+        assert!(crate::plan::catalogue::CATALOGUE.iter().all(|e| gauge(e.code, e.severity.as_str()).is_some()));
+        assert_eq!(gauge("unknown-role", "error"), Some(0.0));
+        let status = shared.status();
+        assert_eq!(status.services["p/r/s"].findings, vec![bypass], "a service's finding sits under it");
+        assert_eq!(status.findings, vec![tenant], "a tenant-wide finding sits at the top");
+        assert_eq!(gauge("invoke-bypass", "warning"), Some(1.0));
+        assert_eq!(gauge("auth0-rbac-not-enforced", "error"), Some(1.0));
+
+        tx.send(Trigger::FileChange).await.unwrap();
+        settle().await;
+        let status = shared.status();
+        assert!(status.findings.is_empty() && status.services["p/r/s"].findings.is_empty(), "{status:?}");
+        assert_eq!(gauge("invoke-bypass", "warning"), Some(0.0));
+        assert_eq!(gauge("auth0-rbac-not-enforced", "error"), Some(0.0));
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("likely deadlocked").unwrap();
     }
@@ -950,7 +1071,7 @@ mod tests {
 
         let mut report = PassReport::default();
         report.drift = 2;
-        report.services.insert("p/r/s".into(), ServiceStatus { state: "Drifted".into(), message: None });
+        report.services.insert("p/r/s".into(), ServiceStatus::new("Drifted", None));
         shared.update(|s| record_success(s, &report, "sha:1"));
         record_pass_metrics(&shared.metrics, &Ok(report), 0.5);
         assert_eq!(get("/readyz").await.0, 200);

@@ -81,9 +81,24 @@ fn garbage_on_stdin_is_malformed_and_empty_stdin_is_a_usage_error() {
     assert!(text.contains("no token on stdin"), "{text}");
 }
 
+/// A copy of the demo world whose Payments API does not enforce RBAC (an `error` finding);
+/// the directory must outlive the path.
+fn world_without_rbac() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let off = world.replace("      tokenLifetime: 86400\n      enforcePolicies: true\n", "      tokenLifetime: 86400\n");
+    assert_ne!(off, world, "the demo world's Payments API entry changed; update this test");
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, off).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
 #[test]
 fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
-    let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "audit"]);
+    let (_dir, world) = world_without_rbac();
+    let world = world.as_str();
+    let (code, out, err) = runwarden(&["--sim", world, "audit"]);
     assert_eq!(code, 2, "findings exit 2\n{out}{err}");
     assert!(out.contains("error [auth0-rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
     assert!(out.contains("warning [auth0-token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
@@ -94,9 +109,9 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     // One catalogue: every line audit prints is printed the same by plan, apply and demo.
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).collect();
     assert_eq!(lines.len(), 3, "{out}");
-    let (_, plan, _) = runwarden(&["--sim", "deploy/local/world.yaml", "plan"]);
-    let (_, apply, _) = runwarden(&["--sim", "deploy/local/world.yaml", "apply", "--auto-approve"]);
-    let (_, demo, _) = runwarden(&["demo"]);
+    let (_, plan, _) = runwarden(&["--sim", world, "plan"]);
+    let (_, apply, _) = runwarden(&["--sim", world, "apply", "--auto-approve"]);
+    let (_, demo, _) = runwarden(&["demo", "--world", world]);
     for line in &lines {
         for (command, text) in [("plan", &plan), ("apply", &apply), ("demo", &demo)] {
             assert!(text.contains(line), "{command} prints {line:?}:\n{text}");
@@ -106,7 +121,7 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     assert_eq!(count(&plan), count(&apply), "plan and apply show the same findings");
     assert_eq!(count(&plan), count(&demo), "plan and demo show the same findings");
 
-    let (_, json, _) = runwarden(&["--sim", "deploy/local/world.yaml", "audit", "--format", "json"]);
+    let (_, json, _) = runwarden(&["--sim", world, "audit", "--format", "json"]);
     let findings: serde_json::Value = serde_json::from_str(&json).unwrap();
     let codes: Vec<&str> = findings.as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["auth0-rbac-not-enforced", "auth0-roles-via-organizations", "auth0-token-lifetime-too-long"], "the codes every plan uses");
@@ -115,7 +130,8 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
 #[test]
 fn an_old_signing_key_and_hygiene_findings_show_up_in_every_plan() {
     let dir = tempfile::tempdir().unwrap();
-    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let (_rbac_off, rbac_off) = world_without_rbac();
+    let world = std::fs::read_to_string(&rbac_off).unwrap();
     let aged = world.replace(
         r#"{kid: acme-2026-10, status: current, createdAt: "2026-10-01T00:00:00.000Z"}"#,
         r#"{kid: acme-2026-10, status: current, createdAt: "2024-10-01T00:00:00.000Z"}"#,
@@ -124,9 +140,33 @@ fn an_old_signing_key_and_hygiene_findings_show_up_in_every_plan() {
     let path = dir.path().join("world.yaml");
     std::fs::write(&path, aged).unwrap();
     let (code, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
-    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(code, 1, "an error finding (auth0-rbac-not-enforced) fails plan\n{out}{err}");
     assert!(out.contains("[auth0-signing-key-too-old]"), "{out}");
     assert!(out.contains("[auth0-rbac-not-enforced]"), "{out}");
+}
+
+#[test]
+fn an_error_finding_fails_plan_after_the_whole_plan_and_apply_after_applying_what_is_safe() {
+    let (_dir, world) = world_without_rbac();
+    for format in ["text", "markdown", "json"] {
+        let (code, out, err) = runwarden(&["--sim", &world, "plan", "--format", format]);
+        assert_eq!(code, 1, "{format}: an error finding fails plan\n{out}{err}");
+        assert!(out.contains("payments-api") && out.contains("auth0-rbac-not-enforced"), "{format}: the whole plan is printed first\n{out}");
+        assert!(err.contains("the plan has 1 error finding (auth0-rbac-not-enforced); `runwarden plan` exits 1"), "{format}: {err}");
+    }
+    let (_, text, _) = runwarden(&["--sim", &world, "plan"]);
+    assert!(text.trim_end().ends_with("findings (1 error)."), "the summary counts the errors\n{text}");
+    let (code, out, err) = runwarden(&["--sim", &world, "apply", "--auto-approve"]);
+    assert_eq!(code, 1, "error findings remain after apply\n{out}{err}");
+    assert!(out.contains("Apply complete: 5 services changed"), "what is safe is applied\n{out}");
+    assert!(err.contains("`runwarden apply` exits 1"), "{err}");
+    // Warnings never change an exit code: the demo world has one (a long token lifetime) and
+    // plans changes.
+    let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "plan"]);
+    assert!(out.contains("warning [auth0-token-lifetime-too-long]") && !out.contains("error ["), "{out}");
+    assert_eq!(code, 2, "{out}{err}");
+    let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "apply", "--auto-approve"]);
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 /// Golden outputs of `runwarden plan` in all three formats on the real demo world (through the
@@ -431,7 +471,8 @@ fn check_token_accepts_only_the_configured_issuers_and_fetches_keys_only_from_th
 #[test]
 fn the_audit_reads_each_apis_access_policy_per_subject_from_the_tenant() {
     let dir = tempfile::tempdir().unwrap();
-    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let (_rbac_off_dir, rbac_off) = world_without_rbac();
+    let world = std::fs::read_to_string(rbac_off).unwrap();
     let payments = "      name: Payments API\n";
     assert!(world.contains(payments), "the demo world's Payments API changed; update this test");
     for (policies, expected) in [
@@ -447,7 +488,7 @@ fn the_audit_reads_each_apis_access_policy_per_subject_from_the_tenant() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|f| f["message"].as_str().unwrap().contains("Payments API") && f["code"] != "auth0-token-lifetime-too-long")
+            .filter(|f| f["evidence"].as_str().unwrap().contains("Payments API") && f["code"] != "auth0-token-lifetime-too-long")
             .map(|f| (f["code"].as_str().unwrap(), f["severity"].as_str().unwrap()))
             .collect();
         assert_eq!(found, expected, "Payments API with {policies:?}");

@@ -68,7 +68,7 @@ fn a_role_grants_its_verified_members_in_allowed_domains_and_reports_the_others(
         ",
     );
     let plan = plan::plan(&d, &live, &PlanOptions::at(now()));
-    let messages: Vec<&str> = plan.findings.iter().map(|f| f.message.as_str()).collect();
+    let messages: Vec<&str> = plan.findings.iter().map(|f| f.evidence.as_str()).collect();
     for (user, why) in [
         ("auth0|ken", "not verified"),
         ("auth0|bob", "outside the allowed domains"),
@@ -379,6 +379,8 @@ fn a_member_some_policy_grants_elsewhere_is_owned_everywhere() {
         acme-prod/europe-west1/api
           iam + run.invoker user:ada@acme.com missing
           iam - run.invoker user:partner@partner.example unlisted
+        acme-prod/europe-west1/other
+          record 1
         ",
     );
 }
@@ -977,8 +979,8 @@ fn a_plan_that_would_exceed_250_groups_and_domains_in_a_policy_is_a_finding_not_
     let over = desired(settings(), vec![billing().member("group:one-more@acme.com")]);
     let plan = plan::plan(&over, &live, &PlanOptions::at(now()));
     let finding = plan.findings.iter().find(|f| f.code == "policy-too-many-groups").expect("a finding");
-    assert!(finding.message.contains("251 groups and domains"), "{}", finding.message);
-    assert!(finding.message.contains("limit of 250"), "{}", finding.message);
+    assert!(finding.evidence.contains("251 groups and domains"), "{}", finding.evidence);
+    assert!(finding.evidence.contains("limit of 250"), "{}", finding.evidence);
 }
 
 #[test]
@@ -996,9 +998,9 @@ fn a_policy_that_would_exceed_1500_members_is_a_finding() {
     let codes: Vec<&str> = plan.findings.iter().map(|f| f.code.as_str()).collect();
     assert_eq!(codes, ["policy-too-large"]);
     assert!(
-        plan.findings[0].message.contains("1501 members"),
+        plan.findings[0].evidence.contains("1501 members"),
         "{}",
-        plan.findings[0].message
+        plan.findings[0].evidence
     );
 }
 
@@ -1045,7 +1047,8 @@ fn invoker_iam_check_must_stay_enabled_unless_the_service_is_public() {
         .bind(API, RUN_INVOKER, &["allUsers"])
         .build();
     let d = desired(settings(), vec![billing().public(true)]);
-    check(&d, &live, "");
+    // In sync: only the last-applied record (allUsers, granted by `public: true`) is written.
+    check(&d, &live, "acme-prod/europe-west1/api\n  record 1\n");
 }
 
 #[test]
@@ -1536,14 +1539,17 @@ fn a_saved_plan_of_another_format_version_is_refused() {
     let plan = plan::plan(&demo::desired(), &demo::live(), &PlanOptions::at(now()));
     let json = plan
         .to_json()
-        .replacen("\"formatVersion\": 2", "\"formatVersion\": 3", 1);
+        .replacen("\"formatVersion\": 3", "\"formatVersion\": 4", 1);
     let err = Plan::from_json(&json).unwrap_err().to_string();
-    assert!(err.contains("formatVersion 3"), "{err}");
-    assert!(Plan::from_json("{\"formatVersion\": 2}").is_err());
-    // Version 1 (ungrouped changes, no policy digest) is refused the same way.
-    let v1 = plan.to_json().replacen("\"formatVersion\": 2", "\"formatVersion\": 1", 1);
-    let err = Plan::from_json(&v1).unwrap_err().to_string();
-    assert!(err.contains("formatVersion 1, this runwarden reads version 2"), "{err}");
+    assert!(err.contains("formatVersion 4"), "{err}");
+    assert!(Plan::from_json("{\"formatVersion\": 3}").is_err());
+    // Version 1 (ungrouped changes, no policy digest) and version 2 (a finding's evidence and
+    // fix in one `message`) are refused the same way.
+    for old in [1, 2] {
+        let older = plan.to_json().replacen("\"formatVersion\": 3", &format!("\"formatVersion\": {old}"), 1);
+        let err = Plan::from_json(&older).unwrap_err().to_string();
+        assert!(err.contains(&format!("formatVersion {old}, this runwarden reads version 3")), "{err}");
+    }
 }
 
 #[test]
@@ -1734,6 +1740,22 @@ fn demo_estate_golden_text() {
 fn demo_estate_golden_markdown() {
     let plan = plan::plan(&demo::desired(), &demo::live(), &PlanOptions::at(now()));
     golden("demo.plan.md", &render_markdown(&plan));
+}
+
+#[test]
+fn every_finding_shows_its_evidence_and_its_fix_the_same_way_in_text_markdown_and_json() {
+    let plan = plan::plan(&demo::desired(), &demo::live(), &PlanOptions::at(now()));
+    assert!(!plan.findings.is_empty());
+    let (text, md) = (render_text(&plan, false), render_markdown(&plan));
+    let json: serde_json::Value = serde_json::from_str(&plan::render_json(&plan)).unwrap();
+    for (i, f) in plan.findings.iter().enumerate() {
+        assert!(!f.fix.trim().is_empty() && !f.evidence.trim().is_empty(), "{f:?}");
+        assert!(text.contains(&format!("[{}]", f.code)) && text.contains(&format!("; fix: {}", f.fix)), "{text}");
+        assert_eq!(json["findings"][i]["evidence"], f.evidence.as_str());
+        assert_eq!(json["findings"][i]["fix"], f.fix.as_str());
+    }
+    assert_eq!(md.matches("; **fix:** ").count(), plan.findings.len(), "{md}");
+    assert!(!text.contains("fix: fix:") && !text.contains("; fix: ;"), "{text}");
 }
 
 #[test]

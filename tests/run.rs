@@ -359,7 +359,9 @@ mod deploy {
         let comment = step("plan", "Post or update the plan comment");
         assert_eq!(comment["if"], "${{ !cancelled() }}", "validation and plan failures replace the old plan too");
         let script = comment["with"]["script"].as_str().unwrap();
-        for needle in ["<!-- runwarden-plan -->", "updateComment", "pr.head.sha", "Validation failed", "Plan failed"] {
+        // A plan with error findings exits 1 after printing itself: the comment still shows it.
+        assert!(plan.contains("printed=1") && comment["env"]["PRINTED"].is_string(), "{plan}");
+        for needle in ["<!-- runwarden-plan -->", "updateComment", "pr.head.sha", "Validation failed", "Plan failed", "The plan has errors"] {
             assert!(script.contains(needle), "the comment script lacks {needle}");
         }
         // Merge: the reviewed plan (the artifact of the merged head's run) and nothing else.
@@ -553,7 +555,7 @@ spec:
         let progress = Arc::new(Progress::hidden());
         let now = SystemTime::now();
         let unmatched = |p: &runwarden::plan::Plan| -> BTreeSet<String> {
-            p.findings.iter().filter(|f| f.code == "unmatched-service").map(|f| f.message.clone()).collect()
+            p.findings.iter().filter(|f| f.code == "unmatched-service").map(|f| f.evidence.clone()).collect()
         };
         let full = runwarden::pass::read(&desired, &conn, &progress).await.unwrap();
         let expected = unmatched(&plan(&desired, &full, &PlanOptions::at(now)));
@@ -898,6 +900,70 @@ fn the_loop_applies_a_newly_published_revision_without_a_restart_and_exports_met
         }
         assert!(start.elapsed() < Duration::from_secs(30));
     }
+}
+
+#[test]
+fn the_loop_reports_the_plans_findings_in_status_and_metrics_and_logs_each_once_when_it_appears() {
+    use std::process::Stdio;
+    let mut process = runwarden()
+        .args(["--sim", "deploy/local/world.yaml", "--log-format", "json", "run", "--interval", "1s", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdout = child::lines(process.stdout.take().unwrap());
+    let stderr = child::lines(process.stderr.take().unwrap());
+    let _running = child::Running(process);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut logs: Vec<serde_json::Value> = Vec::new();
+    let mut base = None;
+    while logs.iter().filter(|l| l["message"].as_str().is_some_and(|m| m.contains("pass finished"))).count() < 3 {
+        let line = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("three passes finish");
+        if let Some(at) = line.find("status on ") {
+            let url = line[at + "status on ".len()..].split('"').next().unwrap().trim().trim_end_matches("/status").to_string();
+            base = Some(url);
+        }
+        if let Ok(entry) = serde_json::from_str(&line) {
+            logs.push(entry);
+        }
+    }
+    let base = base.expect("the loop announces its status address");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let get = |path: &str| rt.block_on(async { reqwest::get(format!("{base}{path}")).await.unwrap().text().await.unwrap() });
+    let status: serde_json::Value = serde_json::from_str(&get("/status")).unwrap();
+    let codes = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array().map(|a| a.iter().map(|f| f["code"].as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    };
+    // Tenant-wide: the Auth0 hygiene warning, with its evidence and fix, as `plan` shows it.
+    let tenant = &status["findings"];
+    assert!(codes(tenant).contains(&"auth0-token-lifetime-too-long".to_string()), "{status}");
+    let lifetime = tenant.as_array().unwrap().iter().find(|f| f["code"] == "auth0-token-lifetime-too-long").unwrap();
+    assert!(lifetime["evidence"].as_str().unwrap().contains("86400s") && lifetime["fix"].as_str().unwrap().contains("token_lifetime"), "{lifetime}");
+    // Per service: the effective-access bypass on billing-api sits under that service.
+    let billing = &status["services"]["acme-prod/europe-west1/billing-api"];
+    assert!(codes(&billing["findings"]).contains(&"invoke-bypass".to_string()), "{status}");
+    // The metric counts by code and severity; every catalogue code exists, at 0 when absent.
+    let metrics = get("/metrics");
+    let value = |series: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(series)).unwrap_or_else(|| panic!("{series} in\n{metrics}")).trim().parse().unwrap()
+    };
+    let in_status = |code: &str| {
+        let per_service: usize = status["services"].as_object().unwrap().values().map(|s| codes(&s["findings"]).iter().filter(|c| *c == code).count()).sum();
+        (per_service + codes(tenant).iter().filter(|c| *c == code).count()) as f64
+    };
+    assert!(in_status("invoke-bypass") >= 1.0);
+    assert_eq!(value("runwarden_findings{code=\"invoke-bypass\",severity=\"warning\"}"), in_status("invoke-bypass"), "the metric counts what /status shows");
+    assert_eq!(value("runwarden_findings{code=\"auth0-token-lifetime-too-long\",severity=\"warning\"}"), 1.0);
+    assert_eq!(value("runwarden_findings{code=\"unknown-role\",severity=\"error\"}"), 0.0);
+    // Logged when it appears, not on every pass: three passes, one entry per finding.
+    let logged: Vec<&serde_json::Value> = logs.iter().filter(|l| l["event"] == "finding").collect();
+    let bypass: Vec<_> = logged.iter().filter(|l| l["code"] == "invoke-bypass" && l["service"] == "acme-prod/europe-west1/billing-api").collect();
+    assert_eq!(bypass.len(), 1, "{logged:?}");
+    assert_eq!(bypass[0]["severity"], "WARNING", "{}", bypass[0]);
+    assert!(bypass[0]["fix"].as_str().unwrap().contains("remove-iam-policy-binding"), "{}", bypass[0]);
+    let lifetime_logged = logged.iter().filter(|l| l["code"] == "auth0-token-lifetime-too-long").count();
+    assert_eq!(lifetime_logged, 1, "{logged:?}");
 }
 
 /// Pull-request planning as deploy/github/runwarden.yml runs it.

@@ -56,7 +56,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         let sink = AuditSink::new(json, Box::new(std::io::stdout()));
         let mut fresh = plan(&desired, &live, &PlanOptions::at(now));
         // The same findings as `plan` shows for this state (one catalogue, computed once).
-        super::audit::add_pass_findings(&mut fresh, &desired, &conn, &live, now).await;
+        crate::pass::findings::add_pass_findings(&mut fresh, &desired, &conn, &live, now).await;
         let Some((mut plan, stale)) = plan_to_apply(saved, fresh, &live, shard) else {
             return Ok(ExitCode::from(EXIT_ERROR));
         };
@@ -74,10 +74,11 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         // them and the exit code is 1.
         let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
         let unwritten = unwritten(stale, &unread);
-        let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_changes());
+        let applicable = plan.services.iter().any(|s| s.is_applicable() && s.has_writes());
         if !applicable && unwritten.is_empty() {
             nothing_to_apply(json, &sink, &audit);
-            return Ok(ExitCode::SUCCESS);
+            let errors = super::shared::report_error_findings(&plan, "apply");
+            return Ok(if errors { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS });
         }
         if applicable && interactive && !confirm()? {
             // Like Terraform: a declined apply is not a success (a script must not go on as if
@@ -102,7 +103,9 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
         report.outcomes.sort_by(|a, b| a.service().cmp(b.service()));
         sink.summary(&report, &audit);
         report_unread(&unread);
-        Ok(exit_for_apply(&report))
+        // What is safe was applied; error findings remain (apply cannot fix them) and fail it.
+        let errors = super::shared::report_error_findings(&plan, "apply");
+        Ok(if errors { ExitCode::from(EXIT_ERROR) } else { exit_for_apply(&report) })
     })
 }
 
@@ -219,7 +222,7 @@ fn unwritten(stale: Vec<(String, String)>, unread: &[&crate::plan::Finding]) -> 
         .collect();
     unwritten.extend(unread.iter().map(|f| ServiceOutcome::Failed {
         service: f.service.clone().unwrap_or_default(),
-        message: f.message.clone(),
+        message: f.evidence.clone(),
         transient: true,
     }));
     unwritten

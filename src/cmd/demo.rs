@@ -58,7 +58,7 @@ fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Writ
         let live = read(&desired, &conn, &progress).await?;
         let mut first = plan(&desired, &live, &PlanOptions::at(now));
         // The same findings as `plan` and `apply` show (one catalogue).
-        super::audit::add_pass_findings(&mut first, &desired, &conn, &live, now).await;
+        crate::pass::findings::add_pass_findings(&mut first, &desired, &conn, &live, now).await;
         write!(out, "{}", render_text(&first, false))?;
 
         writeln!(out, "\n== 2. apply: etag-guarded writes, one audit event per change\n")?;
@@ -94,7 +94,7 @@ fn demo(policies: &Path, world: &Path, log_format: LogFormat, out: &mut dyn Writ
         let live = read(&desired, &conn, &progress).await?;
         let later = crate::time::command_now();
         let mut second = plan(&desired, &live, &PlanOptions::at(later));
-        super::audit::add_pass_findings(&mut second, &desired, &conn, &live, later).await;
+        crate::pass::findings::add_pass_findings(&mut second, &desired, &conn, &live, later).await;
         write!(out, "{}", render_text(&second, false))?;
         let left: usize = second
             .services

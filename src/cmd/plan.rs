@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 
-use super::audit::add_pass_findings;
+use crate::pass::findings::add_pass_findings;
 use super::connect;
 use super::shared::{report_unread, spawn_interrupt_watcher, write_text_to_stdout};
 use crate::cli::{EXIT_CHANGES, EXIT_ERROR, GlobalArgs, PlanArgs, PlanFormat};
@@ -68,6 +68,9 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
     let unread: Vec<&crate::plan::Finding> = plan.unread().collect();
     if !unread.is_empty() {
         report_unread(&unread);
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
+    if super::shared::report_error_findings(&plan, "plan") {
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     Ok(exit_for_plan(&plan))
@@ -147,38 +150,36 @@ fn trusted_settings(dirs: &[std::path::PathBuf], now: std::time::SystemTime) -> 
 /// The finding a plan carries when `--base-policies` did not load.
 fn base_not_loaded(dir: &Path, errors: &crate::policy::PolicyErrors) -> crate::plan::Finding {
     let first = errors.errors.first().map(|e| e.to_string()).unwrap_or_default();
-    crate::plan::Finding {
-        service: None,
-        code: "base-policies-not-loaded".into(),
-        severity: crate::plan::Severity::Warning,
-        message: format!(
+    crate::plan::Finding::new(
+        None,
+        "base-policies-not-loaded",
+        format!(
             "the base policies {} do not load ({} error(s), first: {}); this plan compares the policies with the live state alone, so no change is marked [declared] or [drift]",
             dir.display(),
             errors.errors.len(),
             first.lines().next().unwrap_or("").trim()
         ),
-        sources: vec![],
-    }
+        vec![],
+    )
 }
 
 /// The finding a plan carries when the pull request changes the Auth0 connection that
 /// `--settings-from` took from the base branch.
 fn connection_from_base(proposed: &crate::policy::model::Auth0Settings, trusted: &crate::policy::model::Auth0Settings) -> crate::plan::Finding {
     let show = |a: &crate::policy::model::Auth0Settings| format!("domain {}, clientId {}, clientSecretEnv {}", a.domain, a.client_id, a.client_secret_env);
-    crate::plan::Finding {
-        service: None,
-        code: "connection-from-base".into(),
-        severity: crate::plan::Severity::Warning,
-        message: format!(
+    crate::plan::Finding::new(
+        None,
+        "connection-from-base",
+        format!(
             "this change moves the Auth0 connection to {} (from {}); the plan connected with the base branch's, and the new connection is used only after the merge",
             show(proposed),
             show(trusted)
         ),
-        sources: vec![],
-    }
+        vec![],
+    )
 }
 
-/// 2 when the plan has changes, else 0.
+/// 2 when the plan has changes, else 0 (error findings and unread services exit 1 before).
 fn exit_for_plan(plan: &Plan) -> ExitCode {
     if plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS }
 }

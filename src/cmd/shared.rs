@@ -14,8 +14,28 @@ pub(super) fn report_unread(unread: &[&crate::plan::Finding]) {
     }
     eprintln!("error: {} could not be read, so nothing was planned or changed for them:", crate::text::count(unread.len(), "governed service"));
     for f in unread {
-        eprintln!("  {}: {}", f.service.as_deref().unwrap_or("?"), f.message);
+        eprintln!("  {}: {}", f.service.as_deref().unwrap_or("?"), f.evidence);
     }
+}
+
+/// Says on stderr, when the plan has `error` findings, that they make `command` exit 1 (so a
+/// pull request or a scheduled job with one fails), naming their codes; true when it did.
+/// Warnings and infos never change an exit code.
+pub(super) fn report_error_findings(plan: &Plan, command: &str) -> bool {
+    let errors: Vec<&crate::plan::Finding> = plan.findings.iter().filter(|f| f.severity == crate::plan::Severity::Error).collect();
+    if errors.is_empty() {
+        return false;
+    }
+    let mut codes: Vec<&str> = errors.iter().map(|f| f.code.as_str()).collect();
+    codes.sort();
+    codes.dedup();
+    eprintln!(
+        "error: the plan has {} ({}); `runwarden {command}` exits 1 until {} fixed (each finding says how)",
+        crate::text::count(errors.len(), "error finding"),
+        codes.join(", "),
+        if errors.len() == 1 { "it is" } else { "they are" }
+    );
+    true
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM (what Cloud Run sends a job it stops) cancel `shutdown`: the

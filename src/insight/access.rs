@@ -145,7 +145,7 @@ pub fn bypass_findings(
     facts: &AccessFacts,
     now: std::time::SystemTime,
 ) -> Vec<crate::plan::Finding> {
-    use crate::plan::{Finding, Severity};
+    use crate::plan::Finding;
     let mut out = Vec::new();
     // A project-level binding is one finding naming every governed service it reaches.
     let mut inherited: std::collections::BTreeMap<(String, String, String), (AccessPath, Vec<String>)> =
@@ -161,39 +161,27 @@ pub fn bypass_findings(
                 entry.1.push(id.to_string());
                 continue;
             }
-            out.push(Finding {
-                service: Some(id.to_string()),
-                code: "invoke-bypass".into(),
-                severity: Severity::Warning,
-                message: bypass_message(&p, &[]),
-                sources: vec![],
-            });
+            let (evidence, fix) = bypass_message(&p, &[]);
+            out.push(Finding::new(Some(id.to_string()), "invoke-bypass", evidence, vec![]).with_fix(fix));
         }
     }
     for (_, (p, services)) in inherited {
-        out.push(Finding {
-            service: None,
-            code: "invoke-bypass".into(),
-            severity: Severity::Warning,
-            message: bypass_message(&p, &services),
-            sources: vec![],
-        });
+        let (evidence, fix) = bypass_message(&p, &services);
+        out.push(Finding::new(None, "invoke-bypass", evidence, vec![]).with_fix(fix));
     }
     for (project, why) in unread_projects(facts) {
-        out.push(Finding {
-            service: None,
-            code: "access-unchecked".into(),
-            severity: Severity::Warning,
-            message: format!(
-                "the IAM policy of project {project} could not be read, so paths inherited from it are unknown ({why}); grant resourcemanager.projects.getIamPolicy (deploy/iam/runwarden-planner.yaml)"
-            ),
-            sources: vec![],
-        });
+        out.push(Finding::new(
+            None,
+            "access-unchecked",
+            format!("the IAM policy of project {project} could not be read, so paths inherited from it are unknown ({why})"),
+            vec![],
+        ));
     }
     out
 }
 
-fn bypass_message(p: &AccessPath, services: &[String]) -> String {
+/// The evidence and the fix (the exact command that removes the binding) of a bypass.
+fn bypass_message(p: &AccessPath, services: &[String]) -> (String, String) {
     let who = if p.group { format!("{} (a Google group)", p.member) } else { p.member.clone() };
     let maybe = match &p.unverified {
         Some(why) => format!(" may (its role could not be read: {why})"),
@@ -225,9 +213,9 @@ fn bypass_message(p: &AccessPath, services: &[String]) -> String {
         [] => "this service".to_string(),
         list => format!("{} ({})", crate::text::count(list.len(), "governed service"), list.join(", ")),
     };
-    format!(
-        "{who}{maybe} can invoke {what} through {} {on}, which carries {INVOKE_PERMISSION}, yet no policy grants it; fix: remove the binding ({fix}) or bind a role without {INVOKE_PERMISSION} (e.g. roles/run.viewer), and grant invocation through a policy",
-        p.role
+    (
+        format!("{who}{maybe} can invoke {what} through {} {on}, which carries {INVOKE_PERMISSION}, yet no policy grants it", p.role),
+        format!("remove the binding ({fix}) or bind a role without {INVOKE_PERMISSION} (e.g. roles/run.viewer), and grant invocation through a policy"),
     )
 }
 

@@ -86,6 +86,11 @@ impl LastApplied {
             .map(|r| r.as_deref())
     }
 
+    /// Every (role, member) the record lists.
+    pub fn members(&self) -> std::collections::BTreeSet<(&str, &str)> {
+        self.grants.iter().flat_map(|(role, ms)| ms.keys().map(move |m| (role.as_str(), m.as_str()))).collect()
+    }
+
     /// Records `member` as granted `role`; an existing entry keeps its revision.
     pub fn insert(&mut self, role: &str, member: &str, revision: Option<String>) {
         self.grants

@@ -165,20 +165,20 @@ struct Planner<'a> {
     blocked: HashSet<Member>,
 }
 
-fn finding(
-    service: Option<&ServiceId>,
-    code: &str,
-    severity: Severity,
-    message: String,
-    sources: Vec<String>,
-) -> Finding {
-    Finding {
-        service: service.map(|s| s.to_string()),
-        code: code.to_string(),
-        severity,
-        message,
-        sources,
+/// Whether the record on the service (`current`, as read; `old`, decoded when it reads) lists
+/// other members than `next`: none and `next` lists someone, one that does not read, or another
+/// set of members (revisions aside: a member keeps the one that first granted it).
+fn record_differs(current: Option<&str>, old: Option<&LastApplied>, next: &LastApplied) -> bool {
+    match (current, old) {
+        (None, _) => !next.members().is_empty(),
+        (Some(_), None) => true,
+        (Some(_), Some(old)) => old.members() != next.members(),
     }
+}
+
+/// A catalogue finding (severity and fix from `plan::catalogue`); `evidence` says what was seen.
+fn finding(service: Option<&ServiceId>, code: &str, evidence: String, sources: Vec<String>) -> Finding {
+    Finding::new(service.map(|s| s.to_string()), code, evidence, sources)
 }
 
 /// The `user:` members of the Auth0 users the directory says are blocked (with the `users`
@@ -250,8 +250,7 @@ fn plan_core(desired: &Desired, live: &LiveState, now: SystemTime) -> Plan {
                 p.findings.insert(finding(
                     Some(id),
                     "ungoverned-service",
-                    Severity::Warning,
-                    "in scope but governed by no policy (requireCoverage is on); add it to a policy, in observe mode to start with".to_string(),
+                    "in scope but governed by no policy (requireCoverage is on)".to_string(),
                     vec![loc(&desired.settings.source)],
                 ));
             }
@@ -281,8 +280,7 @@ impl<'a> Planner<'a> {
         }
         let res = map_role(&self.settings.principals, &self.live.directory, role);
         if let Some(e) = &res.invalid_name {
-            self.findings.insert(finding(None, "invalid-role-name", Severity::Error,
-                format!("Auth0 role `{role}` cannot be named as a workforce pool group ({e}); it grants nothing"), vec![]));
+            self.findings.insert(finding(None, "invalid-role-name", format!("Auth0 role `{role}` cannot be named as a workforce pool group ({e}); it grants nothing"), vec![]));
         }
         let status = res.status;
         cache.insert(role.to_string(), res);
@@ -300,8 +298,7 @@ impl<'a> Planner<'a> {
                     .any(|i| matches!(i.principal, Principal::Auth0Role(_)))
             })
         {
-            self.findings.insert(finding(None, "directory-unresolved", Severity::Error,
-                "Auth0 role members were not read, so no Auth0 role grants anything in this plan and no member is removed on account of a role".into(), vec![]));
+            self.findings.insert(finding(None, "directory-unresolved", "Auth0 role members were not read, so no Auth0 role grants anything in this plan and no member is removed on account of a role".into(), vec![]));
         }
         let mut out = Vec::new();
         for policy in policies {
@@ -330,8 +327,7 @@ impl<'a> Planner<'a> {
         let policy = rp.policy;
         let condition = match inv.expires {
             Some(t) if t <= self.now => {
-                self.findings.insert(finding(None, "expired-grant", Severity::Info,
-                    format!("policy {}: the grant at {} expired at {}; it grants nothing any more, delete the line", policy.name, loc(&inv.source), format_rfc3339(t)),
+                self.findings.insert(finding(None, "expired-grant", format!("policy {}: the grant at {} expired at {}; it grants nothing any more", policy.name, loc(&inv.source), format_rfc3339(t)),
                     vec![loc(&inv.source)]));
                 return;
             }
@@ -350,8 +346,7 @@ impl<'a> Planner<'a> {
                 match self.settings.machines.iter().find(|m| &m.name == name) {
                     Some(machine) => rp.grants.push(grant(&machine.service_account, condition)),
                     None => {
-                        self.findings.insert(finding(None, "unknown-machine", Severity::Error,
-                        format!("policy {} names machine `{name}`, which Settings.machines does not define; it grants nothing", policy.name),
+                        self.findings.insert(finding(None, "unknown-machine", format!("policy {} names machine `{name}`, which Settings.machines does not define; it grants nothing", policy.name),
                         vec![loc(&inv.source)]));
                     }
                 }
@@ -361,13 +356,11 @@ impl<'a> Planner<'a> {
                 match status {
                     FeedStatus::Unknown if self.live.directory.roles.contains_key(role) => {}
                     FeedStatus::Unknown => {
-                        self.findings.insert(finding(None, "unknown-role", Severity::Error,
-                            format!("policy {} names Auth0 role `{role}`, which does not exist in the tenant; it grants nothing, and no member is removed on its account", policy.name),
+                        self.findings.insert(finding(None, "unknown-role", format!("policy {} names Auth0 role `{role}`, which does not exist in the tenant; it grants nothing, and no member is removed on its account", policy.name),
                             vec![loc(&inv.source)]));
                     }
                     FeedStatus::Empty => {
-                        self.findings.insert(finding(None, "empty-role", Severity::Warning,
-                            format!("policy {} names Auth0 role `{role}`, which has no usable members; it grants nothing", policy.name),
+                        self.findings.insert(finding(None, "empty-role", format!("policy {} names Auth0 role `{role}`, which has no usable members; it grants nothing", policy.name),
                             vec![loc(&inv.source)]));
                     }
                     FeedStatus::Resolved => {}
@@ -414,7 +407,6 @@ impl<'a> Planner<'a> {
                 self.findings.insert(finding(
                     None,
                     "skipped-member",
-                    Severity::Warning,
                     message.clone(),
                     sources.clone(),
                 ));
@@ -423,7 +415,6 @@ impl<'a> Planner<'a> {
                 self.findings.insert(finding(
                     None,
                     "empty-group",
-                    Severity::Warning,
                     format!("Auth0 group `{group}`, assigned to role `{role}`, has no members; it grants nothing, and removals its members may have held are refused by the directory guard"),
                     sources.clone(),
                 ));
@@ -618,10 +609,10 @@ impl<'a> Planner<'a> {
         } else {
             self.settings_changes(svc, &x.merged, &g.ref_sources)
         };
-        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() {
+        let (next, record_members) = self.record_to_write(svc, record.as_ref(), &d, iap_agent.as_ref(), g.mode);
+        if iam_plan.is_none() && iap_plan.is_none() && settings.is_empty() && record_members.is_none() {
             return Planned::InSync;
         }
-        let record = self.next_record(svc, record.as_ref(), &d, iap_agent.as_ref());
         Planned::Entries(ServicePlan {
             id: id.to_string(),
             project: id.project.clone(),
@@ -634,7 +625,8 @@ impl<'a> Planner<'a> {
             iam: iam_plan,
             iap: iap_plan,
             settings,
-            record: Some(record),
+            record: Some(next),
+            record_members,
         })
     }
 
@@ -646,12 +638,28 @@ impl<'a> Planner<'a> {
         match LastApplied::decode(text) {
             Ok(r) => Some(r),
             Err(e) => {
-                self.findings.insert(finding(Some(&svc.id), "last-applied-unreadable", Severity::Warning,
-                    format!("the annotation {LAST_APPLIED_ANNOTATION} of {} does not read ({e}); members it names are judged as if runwarden had not granted them (kept as foreign), and the next apply that changes the service writes a fresh record", svc.id),
+                self.findings.insert(finding(Some(&svc.id), "last-applied-unreadable", format!("the annotation {LAST_APPLIED_ANNOTATION} of {} does not read ({e}); members it names are judged as if runwarden had not granted them (kept as foreign)", svc.id),
                     ref_sources.to_vec()));
                 None
             }
         }
+    }
+
+    /// The record apply writes, and, in `enforce` mode when it differs from the one on the
+    /// service, the number of members it lists: the record is written whenever it differs,
+    /// changes or not, so a service adopted in sync gets one too and deleting a line revokes.
+    fn record_to_write(
+        &self,
+        svc: &LiveService,
+        old: Option<&LastApplied>,
+        d: &DesiredMaps<'_>,
+        iap_agent: Option<&Member>,
+        mode: Mode,
+    ) -> (RecordWrite, Option<usize>) {
+        let next = self.next_record(svc, old, d, iap_agent);
+        let differs = record_differs(next.current.as_deref(), old, &next.record);
+        let members = (mode == Mode::Enforce && differs).then(|| next.record.members().len());
+        (next, members)
     }
 
     /// The record apply writes with this service's changes: every member the policies grant
@@ -702,7 +710,6 @@ impl<'a> Planner<'a> {
         self.findings.insert(finding(
             Some(id),
             "read-failed",
-            Severity::Error,
             message,
             ref_sources.to_vec(),
         ));
@@ -719,8 +726,7 @@ impl<'a> Planner<'a> {
     ) -> Option<(String, &'s Policy, Member)> {
         let id = &svc.id;
         let Some(n) = self.live.project_numbers.get(&id.project).copied() else {
-            self.findings.insert(finding(Some(id), "project-number-unknown", Severity::Error,
-                format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
+            self.findings.insert(finding(Some(id), "project-number-unknown", format!("the project number of {} is unknown, so the IAP resource and service agent of {id} cannot be named; nothing is planned for it", id.project),
                 ref_sources.to_vec()));
             return None;
         };
@@ -728,7 +734,6 @@ impl<'a> Planner<'a> {
             self.findings.insert(finding(
                 Some(id),
                 "read-failed",
-                Severity::Error,
                 format!(
                     "the IAP policy of {id} was not read; nothing is planned for it in this pass"
                 ),
@@ -754,8 +759,7 @@ impl<'a> Planner<'a> {
         for rp in &g.pols {
             for gr in &rp.grants {
                 if !grant_allowed(&gr.member, x.public) {
-                    self.findings.insert(finding(Some(id), "public-member-not-allowed", Severity::Error,
-                        format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, gr.member),
+                    self.findings.insert(finding(Some(id), "public-member-not-allowed", format!("policy {} grants {} but the service is not `public: true`; the grant is ignored", rp.policy.name, gr.member),
                         vec![gr.loc.clone()]));
                     continue;
                 }
@@ -785,8 +789,7 @@ impl<'a> Planner<'a> {
             PrincipalMapping::WorkforcePool { .. }
         );
         if has_role_feed && !x.iap && workforce {
-            self.findings.insert(finding(Some(id), "workforce-without-iap", Severity::Warning,
-                format!("{id} grants Auth0 roles through the workforce pool without IAP: workforce identities cannot mint the ID tokens Cloud Run's invoker check needs, so these grants are unusable; set `iap: true`"),
+            self.findings.insert(finding(Some(id), "workforce-without-iap", format!("{id} grants Auth0 roles through the workforce pool without IAP: workforce identities cannot mint the ID tokens Cloud Run's invoker check needs, so these grants are unusable"),
                 g.ref_sources.clone()));
         }
         d
@@ -862,8 +865,7 @@ impl<'a> Planner<'a> {
             } else {
                 "its settings are not changed and the conflicting fields are left unmanaged"
             };
-            self.findings.insert(finding(Some(id), "exposure-conflict", Severity::Error,
-                format!("policies {} govern {id} with conflicting exposure ({}); {consequence} until the policies agree", names.join(", "), conflicts.join(", ")),
+            self.findings.insert(finding(Some(id), "exposure-conflict", format!("policies {} govern {id} with conflicting exposure ({}); {consequence} until the policies agree", names.join(", "), conflicts.join(", ")),
                 sources));
             out.conflict = true;
             out.iap_conflict = c_iap;
@@ -979,15 +981,13 @@ impl<'a> Planner<'a> {
         }
         let after = (live.member_count() + out.adds).saturating_sub(out.removes);
         if after > MAX_POLICY_MEMBERS {
-            self.findings.insert(finding(Some(ctx.id), "policy-too-large", Severity::Error,
-                format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail, so grant a group or use the workforce pool mapping"),
+            self.findings.insert(finding(Some(ctx.id), "policy-too-large", format!("the IAM policy of {resource} would hold {after} members after this plan, more than Google's limit of {MAX_POLICY_MEMBERS}; setIamPolicy will fail"),
                 ctx.ref_sources.to_vec()));
         }
         let groups = |action| out.changes.iter().filter(|c| c.action == action && c.member.is_group_or_domain()).count();
         let groups_after = (live.group_and_domain_count() + groups(Action::Add)).saturating_sub(groups(Action::Remove));
         if groups(Action::Add) > 0 && groups_after > MAX_POLICY_GROUPS_AND_DOMAINS {
-            self.findings.insert(finding(Some(ctx.id), "policy-too-many-groups", Severity::Error,
-                format!("the IAM policy of {resource} would hold {groups_after} groups and domains after this plan, more than Google's limit of {MAX_POLICY_GROUPS_AND_DOMAINS}; setIamPolicy will fail, so grant fewer, larger groups"),
+            self.findings.insert(finding(Some(ctx.id), "policy-too-many-groups", format!("the IAM policy of {resource} would hold {groups_after} groups and domains after this plan, more than Google's limit of {MAX_POLICY_GROUPS_AND_DOMAINS}; setIamPolicy will fail"),
                 ctx.ref_sources.to_vec()));
         }
         if out.changes.is_empty() && out.emptied.is_empty() {
@@ -1220,7 +1220,6 @@ fn unmatched(policy: &AccessPolicy, sref: &ServiceRef) -> Finding {
     finding(
         None,
         "unmatched-service",
-        Severity::Warning,
         format!(
             "policy {}: {what} in {}/{region} matches no live service",
             policy.name, sref.project

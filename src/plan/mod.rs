@@ -3,12 +3,14 @@
 //!
 //! * [`engine`]: `plan(&Desired, &LiveState, &PlanOptions) -> Plan`: no I/O, no clock reads,
 //!   cannot fail on live data (problems become findings).
-//! * [`model`]: the `Plan` value, which is also the saved-plan format (`formatVersion: 2`).
+//! * [`model`]: the `Plan` value, which is also the saved-plan format (`formatVersion: 3`).
 //! * [`guards`]: `check_guards(&Plan, &Settings, allow_removals) -> Vec<GuardTrip>`.
+//! * [`catalogue`]: every finding code with its severity and fix.
 //! * [`render`]: text (Terraform-like), Markdown (PR comment, capped), JSON.
 //! * [`simulate`]: `apply_to(&Plan, &LiveState) -> LiveState`, the plan applied in memory.
 //! * [`verify`]: `verify_saved(&saved, &fresh, &LiveState)`: what of a saved plan may be applied.
 
+pub mod catalogue;
 pub mod engine;
 pub mod guards;
 pub mod model;

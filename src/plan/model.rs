@@ -23,8 +23,9 @@ use crate::model::ServiceId;
 use crate::policy::model::Mode;
 
 /// The saved-plan format version this build writes and reads. Version 2 records the policy
-/// digest and writes member changes grouped (see [`ResourcePlan::changes`]).
-pub const FORMAT_VERSION: u32 = 2;
+/// digest and writes member changes grouped (see [`ResourcePlan::changes`]); version 3 splits
+/// a finding's text into `evidence` and `fix`.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The largest saved plan `apply PLAN.json` reads. The largest plan measured, a 10,000-service
 /// estate not yet converged (2.5 million additions), was 646 MB in format 1 and is 118 MiB in
@@ -64,7 +65,7 @@ pub enum PlanError {
     description = "A runwarden plan (`runwarden plan --format json` / `--out PLAN.json`): the member-level IAM changes and settings changes per Cloud Run service, with the etags they were computed from."
 )]
 pub struct Plan {
-    /// Always 1 for this format.
+    /// Always 3 for this format.
     pub format_version: u32,
     /// The clock the plan was computed with (RFC 3339, UTC); expiries are judged against it.
     pub planned_at: String,
@@ -116,13 +117,20 @@ pub struct ServicePlan {
     /// Not part of the saved plan: apply always works from a fresh plan.
     #[serde(skip)]
     pub record: Option<RecordWrite>,
+    /// In `enforce` mode, when the last-applied record on the service is missing, unreadable
+    /// or lists other members than the policies grant now: the number of members the record
+    /// apply writes will list. Bookkeeping, not an access change: it does not count as a
+    /// change (`plan` exits 0 for it alone), but it is shown and counted (`recordsToWrite`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_members: Option<usize>,
 }
 
 /// Equal when everything a saved plan holds is equal: the record is derived from the same
-/// inputs and not saved, so a plan read back from its JSON equals the plan it was written from.
+/// inputs and not saved, so a plan read back from its JSON equals the plan it was written from;
+/// whether the record is to be written is bookkeeping, never a reason to refuse a saved plan.
 impl PartialEq for ServicePlan {
     fn eq(&self, other: &ServicePlan) -> bool {
-        let ServicePlan { id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings, record: _ } = self;
+        let ServicePlan { id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings, record: _, record_members: _ } = self;
         (id, project, region, name, mode, base_mode, policies, etag, iam, iap, settings)
             == (&other.id, &other.project, &other.region, &other.name, &other.mode, &other.base_mode, &other.policies, &other.etag, &other.iam, &other.iap, &other.settings)
     }
@@ -532,10 +540,13 @@ pub struct SettingChange {
 )]
 #[serde(rename_all = "camelCase")]
 pub enum Severity {
-    /// Something runwarden could not plan (a read failed, a conflict).
+    /// The policies do not hold as written, or the plan cannot be trusted or would fail (a
+    /// role that grants nothing, a read that failed, policies in conflict): `plan` and `apply`
+    /// exit 1.
     Error,
-    /// Probably a mistake in the policies or the directory.
+    /// Probably a mistake, or a risk worth a look; never changes an exit code.
     Warning,
+    /// For the record.
     Info,
 }
 
@@ -558,8 +569,12 @@ pub struct Finding {
     pub service: Option<String>,
     /// A stable kebab-case code, e.g. `unknown-role`.
     pub code: String,
+    /// From the catalogue (`plan::catalogue`): `error` findings make `plan` and `apply` exit 1.
     pub severity: Severity,
-    pub message: String,
+    /// What was seen: names, numbers, the error read.
+    pub evidence: String,
+    /// What to do about it (never empty: every code has one in the catalogue).
+    pub fix: String,
     /// Policy locations involved, as `file:line`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
@@ -584,6 +599,10 @@ pub struct Summary {
     /// Owned member entries in the governed bindings of `enforce` services, as read (the base
     /// of the `maxRemovalRatio` guard).
     pub owned_members: usize,
+    /// `enforce` services whose last-applied record apply writes (missing, unreadable or
+    /// outdated); not counted in `servicesToChange`.
+    #[serde(default)]
+    pub records_to_write: usize,
 }
 
 impl Summary {
@@ -602,6 +621,7 @@ impl Summary {
             summary.members_to_remove += s.count(Action::Remove);
             summary.settings_to_change += s.settings.len();
             summary.foreign_kept += s.foreign_kept();
+            summary.records_to_write += usize::from(s.writes_record());
         }
         summary
     }
@@ -612,6 +632,12 @@ impl Plan {
     /// mode). `plan` exits 2 when this is true.
     pub fn has_changes(&self) -> bool {
         self.services.iter().any(ServicePlan::has_changes)
+    }
+
+    /// The number of `error` findings: `plan` and `apply` exit 1 when there are any (README,
+    /// "Exit codes"); warnings and infos never change an exit code.
+    pub fn error_count(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
     }
 
     /// Findings about governed services that could not be read (`read-failed`, or
@@ -667,6 +693,16 @@ impl ServicePlan {
     /// Any add, remove or setting change.
     pub fn has_changes(&self) -> bool {
         !self.settings.is_empty() || self.member_changes().any(|c| c.action != Action::Keep)
+    }
+
+    /// Whether apply writes the service's last-applied record (see [`ServicePlan::record_members`]).
+    pub fn writes_record(&self) -> bool {
+        self.record_members.is_some()
+    }
+
+    /// Whether apply writes anything for this service: changes, or the record alone.
+    pub fn has_writes(&self) -> bool {
+        self.has_changes() || self.writes_record()
     }
 
     /// Whether apply would carry out this service's changes (mode `enforce`).

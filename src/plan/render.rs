@@ -29,8 +29,16 @@ pub fn render_json(plan: &Plan) -> String {
 /// The final one-line summary (`Plan: ...` or `No changes. ...`).
 pub fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
+    let errors = match plan.error_count() {
+        0 => String::new(),
+        n => format!(" ({})", crate::text::count(n, "error")),
+    };
+    let records = match s.records_to_write {
+        0 => String::new(),
+        n => format!("{} to write, ", crate::text::count(n, "last-applied record")),
+    };
     let tail = format!(
-        "{} foreign kept, {} finding{}.",
+        "{records}{} foreign kept, {} finding{}{errors}.",
         s.foreign_kept,
         s.findings,
         if s.findings == 1 { "" } else { "s" }
@@ -172,6 +180,16 @@ fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
             ));
         }
     }
+    if let Some(n) = s.record_members {
+        out.push((
+            "~",
+            format!(
+                "~ record {}: {} granted by the policies (so deleting a line later revokes; no access change)",
+                crate::model::LAST_APPLIED_ANNOTATION,
+                crate::text::count(n, "member")
+            ),
+        ));
+    }
     // Every value on these lines (members, roles, condition titles, sources, notes) may come
     // from a policy file, Auth0 or a live policy: one line stays one line, read in order.
     out.into_iter()
@@ -257,7 +275,8 @@ fn service_header(s: &ServicePlan) -> String {
     visible(&line).into_owned()
 }
 
-/// A finding on one line as every command prints it (`plan`, `apply`, `demo`, `audit`).
+/// A finding on one line as every command prints it (`plan`, `apply`, `demo`, `audit`, the
+/// loop's log): `severity [code] service: evidence; fix: fix (sources)`.
 pub fn finding_line(f: &Finding) -> String {
     visible(&finding_text(f)).into_owned()
 }
@@ -267,7 +286,7 @@ fn finding_text(f: &Finding) -> String {
     if let Some(s) = &f.service {
         let _ = write!(line, " {s}:");
     }
-    let _ = write!(line, " {}", f.message);
+    let _ = write!(line, " {}; fix: {}", f.evidence, f.fix);
     if !f.sources.is_empty() {
         let _ = write!(line, " ({})", f.sources.join(", "));
     }
@@ -371,7 +390,7 @@ pub fn render_comment(plan: &Plan, revision: Option<&str>, trips: &[GuardTrip]) 
         let kept_only = plan.services.iter().filter(|s| !s.has_changes()).count();
         if kept_only > 0 {
             budget.push(&mut out, &format!(
-                "\n{kept_only} more service{} with nothing to change, only foreign members kept, {} in the details below.\n",
+                "\n{kept_only} more service{} with nothing to change (only foreign members kept, or a last-applied record to write) {} in the details below.\n",
                 plural(kept_only),
                 if kept_only == 1 { "is" } else { "are" }
             ));
@@ -568,7 +587,7 @@ fn md_finding(f: &Finding) -> String {
     if let Some(s) = &f.service {
         let _ = write!(line, " {}", md_code(s, false));
     }
-    let _ = write!(line, ": {}", md_message(&f.message));
+    let _ = write!(line, ": {}; **fix:** {}", md_message(&f.evidence), md_message(&f.fix));
     if !f.sources.is_empty() {
         let _ = write!(
             line,

@@ -34,6 +34,20 @@ fn invokers(env: &Env) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The record on billing-api once the record-only patches in flight have landed (they are not
+/// waited for), or `None` when none is there after a while.
+async fn settled_record(env: &Env) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let annotations = env.handle().service(&id(BILLING_API)).unwrap().annotations;
+        match annotations.get(LAST_APPLIED_ANNOTATION) {
+            Some(r) => return Some(r.clone()),
+            None if std::time::Instant::now() > deadline => return None,
+            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_line_revokes_what_it_granted_and_a_hand_added_member_of_the_same_domain_stays() {
     let (_dir, with_bob) = policies_with_bob();
@@ -88,6 +102,8 @@ async fn an_edited_record_is_reported_and_never_revokes_anyone() {
     let env = Env::demo().await;
     let (_, report) = env.pass(&config()).await;
     assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    // The pass's record write lands first, so it cannot overwrite the edit below.
+    settled_record(&env).await.expect("the pass writes billing-api's record");
     let mut policy = env.handle().iam_policy(&id(BILLING_API)).unwrap();
     let b = policy.bindings.iter_mut().find(|b| b.role == RUN_INVOKER && b.condition.is_none()).unwrap();
     b.members.insert(Member::parse(CAROL).unwrap());
@@ -103,4 +119,56 @@ async fn an_edited_record_is_reported_and_never_revokes_anyone() {
     let svc = plan.services.iter().find(|s| s.id == BILLING_API).unwrap();
     let carol = svc.member_changes().find(|c| c.member.as_str() == CAROL).unwrap();
     assert_eq!((carol.action, carol.reason), (Action::Keep, Reason::Foreign));
+}
+
+/// A service runwarden adopted already in sync (bob granted by hand before, and now by a
+/// policy line; no record on the service): the plan has no access change, shows the record to
+/// write, and apply writes it; deleting the line then revokes bob like any member runwarden
+/// granted itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_adopted_in_sync_gets_its_record_and_deleting_a_line_then_revokes() {
+    let (_dir, with_bob) = policies_with_bob();
+    let mut env = Env::start(demo_world(), with_bob).await;
+    let (_, report) = env.pass(&config()).await;
+    assert!(failures(&report).is_empty(), "{}", report.summary_line());
+    settled_record(&env).await.expect("the pass writes billing-api's record");
+    // Adoption: the same access, but no record (as on a service runwarden never changed).
+    let patch = runwarden::sim::ServicePatch { annotations: Some(Default::default()), ..Default::default() };
+    assert!(env.handle().update_service(&id(BILLING_API), &patch));
+    assert!(!env.handle().service(&id(BILLING_API)).unwrap().annotations.contains_key(LAST_APPLIED_ANNOTATION));
+
+    let live = env.read().await;
+    let plan = env.plan(&live);
+    let svc = plan.services.iter().find(|s| s.id == BILLING_API).expect("billing-api is listed for its record");
+    assert!(!svc.has_changes(), "no access change on billing-api: {svc:?}");
+    assert_eq!(svc.record_members, Some(2), "bob and the invoicer service account are recorded");
+    assert_eq!(plan.summary.records_to_write, 1);
+    let text = runwarden::plan::render_text(&plan, false);
+    assert!(text.contains("~ record runwarden.dev/last-applied: 2 members granted by the policies"), "{text}");
+    assert!(text.contains("1 last-applied record to write"), "{text}");
+
+    let report = env.apply_fresh(&live, &plan, &config()).await;
+    assert!(failures(&report).is_empty() && report.events.is_empty(), "a record changes nobody's access: {}", report.summary_line());
+    let record = settled_record(&env).await.expect("apply writes the record");
+    assert!(record.contains(BOB), "{record}");
+    let again = env.plan(&env.read().await);
+    assert!(again.services.iter().all(|s| s.id != BILLING_API || !s.writes_record()), "written once, then in sync");
+
+    // The line is deleted: bob is revoked (he would be kept as foreign without the record).
+    env.desired = demo_desired();
+    let plan = env.plan(&env.read().await);
+    let svc = plan.services.iter().find(|s| s.id == BILLING_API).expect("billing-api is planned");
+    let bob = svc.member_changes().find(|c| c.member.as_str() == BOB).expect("bob is in the plan");
+    assert_eq!((bob.action, bob.reason), (Action::Remove, Reason::Revoked));
+}
+
+/// Observe and warn never write anything, the record included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_in_observe_mode_gets_no_record() {
+    let env = Env::demo().await;
+    let plan = env.plan(&env.read().await);
+    for s in plan.services.iter().filter(|s| !s.is_applicable()) {
+        assert!(!s.writes_record(), "{} is {:?}", s.id, s.mode);
+    }
+    assert!(plan.services.iter().any(|s| !s.is_applicable()), "the demo world has an observe-mode service");
 }

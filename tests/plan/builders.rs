@@ -420,6 +420,11 @@ pub fn compact(plan: &Plan) -> String {
                 c.update_mask_path, c.before, c.after
             ));
         }
+        // A record-only entry (in sync, the last-applied record to write); with changes the
+        // record is bookkeeping these cases do not spell out.
+        if let Some(n) = s.record_members.filter(|_| !s.has_changes()) {
+            out.push_str(&format!("  record {n}\n"));
+        }
     }
     for f in &plan.findings {
         let svc = f
