@@ -69,11 +69,20 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
             Query::Member(m) => m.as_str() == member,
         })
         .collect();
+    // A user's or service account's access through groups is not expanded: name the groups.
+    let groups_note = match &query {
+        Query::Member(m) => access::render_groups_note(m, &live, &facts),
+        Query::Service(_) => String::new(),
+    };
     match args.format {
-        PlanFormat::Json => print!("{}", with_paths(&x.to_json(), &paths, &facts, &found)),
+        PlanFormat::Json => {
+            let groups = (!groups_note.is_empty()).then(|| access::groups_with_access(&live, &facts));
+            print!("{}", with_paths(&x.to_json(), &paths, &facts, &found, groups))
+        }
         PlanFormat::Text | PlanFormat::Markdown => {
             let text = explain::render_text(&x)
                 + &access::render_text(&paths, &facts)
+                + &groups_note
                 + &access::render_attribution(&found, |_, _| true);
             print!("{}", crate::text::visible_lines(&text))
         }
@@ -83,12 +92,15 @@ pub(super) fn run(global: &GlobalArgs, args: &ExplainArgs) -> anyhow::Result<Exi
 
 
 /// The explanation's JSON with the effective-access paths added (`otherPaths`,
-/// `unreadProjects` with why) and who added the drifted members (`attribution`).
+/// `unreadProjects` with why, `unreadLevels` above the projects), who added the drifted members
+/// (`attribution`) and, for a member query, the groups not expanded that hold access
+/// (`groupsNotExpanded`: group → services).
 fn with_paths(
     json: &str,
     paths: &[access::AccessPath],
     facts: &crate::model::AccessFacts,
     found: &crate::model::Attributions,
+    groups: Option<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>,
 ) -> String {
     let mut v: serde_json::Value = match serde_json::from_str(json) {
         Ok(v) => v,
@@ -101,6 +113,11 @@ fn with_paths(
             .map(|(p, why)| (p, why.into()))
             .collect();
         o.insert("unreadProjects".into(), unread.into());
+        o.insert("unreadLevels".into(), serde_json::json!(access::unread_levels(facts)));
+        if let Some(groups) = groups {
+            o.insert("groupsNotExpanded".into(), serde_json::json!(groups));
+            o.insert("groupsNote".into(), access::GROUPS_NOT_EXPANDED.into());
+        }
         let added: Vec<serde_json::Value> = found
             .iter()
             .map(|((id, role, member), f)| match f {

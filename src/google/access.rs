@@ -2,6 +2,12 @@
 //! `projects.getIamPolicy`, a POST; cloudresourcemanager.v3.json) and a role's permissions (IAM
 //! v1 `roles.get` for `roles/X`, `projects.roles.get` / `organizations.roles.get` for custom
 //! roles, all `GET v1/{+name}`; iam.v1.json, schema `Role.includedPermissions`).
+//!
+//! The resource hierarchy above a project (cloudresourcemanager.v3.json): `projects.get` and
+//! `folders.get` (`GET v3/{+name}`, answers `Project` / `Folder` with `parent`, a `folders/N` or
+//! `organizations/N` name), and `folders.getIamPolicy` / `organizations.getIamPolicy` (`POST
+//! v3/{+resource}:getIamPolicy`, answer `Policy`; they need `resourcemanager.folders.getIamPolicy`
+//! and `resourcemanager.organizations.getIamPolicy`).
 
 use reqwest::Method;
 use serde::Deserialize;
@@ -30,6 +36,45 @@ impl GoogleClient {
             .map_err(|e| self.policy_error(Api::ResourceManager, Method::POST, &url, e))
     }
 
+    /// The `parent` of `projects/P` or `folders/N` (`projects.get` / `folders.get`): a
+    /// `folders/N` or `organizations/N` name, or `None` (a project outside any organization). A
+    /// parent of any other form is refused as a decode error.
+    pub async fn get_parent(&self, name: &str) -> Result<Option<String>, GoogleError> {
+        let segments: Vec<&str> = name.split('/').collect();
+        let url = self.url(Api::ResourceManager, &[&["v3"][..], &segments].concat());
+        if !matches!(segments.as_slice(), ["projects" | "folders", id] if !id.is_empty()) {
+            return Err(self.decode_error(Api::ResourceManager, Method::GET, &url, format!("{name:?} is not a project or folder name")));
+        }
+        let p: wire::Parented = self
+            .send(Api::ResourceManager, Method::GET, url.clone(), None, body_limits::PROJECT)
+            .await?;
+        match p.parent {
+            Some(parent) if !is_ancestor_name(&parent) => Err(self.decode_error(
+                Api::ResourceManager,
+                Method::GET,
+                &url,
+                format!("parent {parent:?} is neither folders/N nor organizations/N"),
+            )),
+            parent => Ok(parent),
+        }
+    }
+
+    /// The IAM policy of a folder or organization (`folders/N`, `organizations/N`) at version 3.
+    pub async fn get_ancestor_iam_policy(&self, name: &str) -> Result<Policy, GoogleError> {
+        let (kind, id) = name.split_once('/').unwrap_or((name, ""));
+        let last = format!("{id}:getIamPolicy");
+        let url = self.url(Api::ResourceManager, &["v3", kind, &last]);
+        if !is_ancestor_name(name) {
+            return Err(self.decode_error(Api::ResourceManager, Method::POST, &url, format!("{name:?} is not a folder or organization name")));
+        }
+        let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
+        let answer: serde_json::Value = self
+            .send(Api::ResourceManager, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY)
+            .await?;
+        wire::read_policy(answer)
+            .map_err(|e| self.policy_error(Api::ResourceManager, Method::POST, &url, e))
+    }
+
     /// The permissions of a role: `roles/X` (predefined), `projects/P/roles/X` or
     /// `organizations/O/roles/X` (custom). Any other name is refused without a call.
     pub async fn get_role_permissions(&self, role: &str) -> Result<Vec<String>, GoogleError> {
@@ -49,6 +94,14 @@ impl GoogleClient {
             .send(Api::Iam, Method::GET, url, None, body_limits::ROLE)
             .await?;
         Ok(r.included_permissions)
+    }
+}
+
+/// `folders/N` or `organizations/N` with N all digits.
+fn is_ancestor_name(name: &str) -> bool {
+    match name.split_once('/') {
+        Some(("folders" | "organizations", id)) => !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
     }
 }
 

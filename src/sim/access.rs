@@ -92,6 +92,44 @@ pub(super) fn project_get_iam(st: &SimState, req: &Req, given: &str) -> Reply {
     }
 }
 
+/// `GET v3/folders/{N}` (`Folder`: `name`, `parent`, `displayName`, `state`, times, `etag`). An
+/// unknown folder is a 403, as Google answers for a folder the caller may not read.
+pub(super) fn folder_get(st: &SimState, id: &str) -> Reply {
+    let name = format!("folders/{id}");
+    let s = lock(&st.store);
+    let Some(f) = s.hierarchy.get(&name) else {
+        return permission_denied("resourcemanager.folders.get", &name);
+    };
+    Reply::json(
+        200,
+        &json!({
+            "name": name,
+            "parent": f.parent,
+            "displayName": f.display_name,
+            "state": "ACTIVE",
+            "createTime": "2024-01-01T00:00:00.000Z",
+            "updateTime": "2024-01-01T00:00:00.000Z",
+            "etag": format!("W/\"{:016x}\"", super::state::fnv(&name)),
+        }),
+    )
+}
+
+/// `POST v3/folders/{N}:getIamPolicy` and `POST v3/organizations/{N}:getIamPolicy`. An unknown
+/// one is a 403 naming the permission (`resourcemanager.folders.getIamPolicy` /
+/// `resourcemanager.organizations.getIamPolicy`).
+pub(super) fn ancestor_get_iam(st: &SimState, req: &Req, name: &str) -> Reply {
+    let requested = match requested_version(req) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let s = lock(&st.store);
+    match s.hierarchy.get(name) {
+        Some(a) => Reply::json(200, &policy_json(&a.iam, requested)),
+        _ if name.starts_with("folders/") => permission_denied("resourcemanager.folders.getIamPolicy", name),
+        _ => permission_denied("resourcemanager.organizations.getIamPolicy", name),
+    }
+}
+
 /// `GET v1/roles/{ROLE}`: a predefined role.
 pub(super) fn role_get(role: &str) -> Reply {
     let name = format!("roles/{role}");

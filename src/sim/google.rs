@@ -241,6 +241,13 @@ fn needed_permissions(req: &Req, p: &Path<'_>) -> Vec<&'static str> {
     let m = req.method.as_str();
     let iap = p.segs.contains(&"iap_web");
     match (p.segs.first().copied(), p.verb, m) {
+        // cloudresourcemanager.v3.json names each method's permission in its description.
+        (Some("v3"), Some("getIamPolicy"), _) => match p.segs.get(1).copied() {
+            Some("folders") => vec!["resourcemanager.folders.getIamPolicy"],
+            Some("organizations") => vec!["resourcemanager.organizations.getIamPolicy"],
+            _ => vec!["resourcemanager.projects.getIamPolicy"],
+        },
+        (Some("v3"), _, _) if p.segs.get(1) == Some(&"folders") => vec!["resourcemanager.folders.get"],
         (Some("v3"), _, _) => vec!["resourcemanager.projects.get"],
         (Some("v1beta1"), _, _) => vec!["serviceusage.services.use"],
         (_, Some("setIamPolicy"), _) if iap => vec!["iap.webServices.setIamPolicy"],
@@ -280,6 +287,10 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
         (["v3", "projects", id], Some("getIamPolicy"), "POST") => {
             super::access::project_get_iam(st, req, id)
         }
+        (["v3", kind @ ("folders" | "organizations"), id], Some("getIamPolicy"), "POST") => {
+            super::access::ancestor_get_iam(st, req, &format!("{kind}/{id}"))
+        }
+        (["v3", "folders", id], None, "GET") => super::access::folder_get(st, id),
         (["v1", "roles", role], None, "GET") => super::access::role_get(role),
         (["v2", "entries"], Some("list"), "POST") => super::access::entries_list(st, req),
         (["v1", "projects", pr, "roles", role], None, "GET") => {
@@ -423,7 +434,7 @@ fn project_get(st: &SimState, given: &str) -> Reply {
         200,
         &json!({
             "name": format!("projects/{}", p.number),
-            "parent": "organizations/100000000001",
+            "parent": p.parent,
             "projectId": p.id,
             "state": "ACTIVE",
             "displayName": p.display_name,

@@ -19,6 +19,12 @@ pub struct World {
     /// Google Cloud projects (id and number). Services may only live in listed projects.
     #[serde(default)]
     pub projects: Vec<ProjectSpec>,
+    /// Folders above the projects (Resource Manager v3 `folders.get`, `folders.getIamPolicy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<FolderSpec>,
+    /// Organizations at the top of the hierarchy (`organizations.getIamPolicy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<OrganizationSpec>,
     /// Cloud Run services with their settings and IAM policies.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
@@ -53,6 +59,39 @@ pub struct ProjectSpec {
     pub display_name: Option<String>,
     /// The project's own IAM policy (Resource Manager `projects.getIamPolicy`): bindings here
     /// are inherited by every service of the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<PolicySpec>,
+    /// `folders/N` or `organizations/N` (`projects.get` answers it as `parent`). Absent: a
+    /// project outside any organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// A folder (Resource Manager v3 `Folder`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FolderSpec {
+    /// The folder's number, e.g. `200000000001` (its name is `folders/200000000001`).
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `folders/N` or `organizations/N`.
+    pub parent: String,
+    /// The folder's IAM policy, inherited by every project below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<PolicySpec>,
+}
+
+/// An organization (Resource Manager v3 `Organization`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationSpec {
+    /// The organization's number (its name is `organizations/N`).
+    pub id: String,
+    /// The organization's domain, e.g. `acme.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The organization's IAM policy, inherited by every folder and project in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam: Option<PolicySpec>,
 }

@@ -25,6 +25,7 @@ REFERENCE = os.environ.get(
 
 PROJECT, NUMBER, REGION = "acme-prod", "123456789012", "europe-west1"  # deploy/local/world.yaml
 SERVICE = f"projects/{PROJECT}/locations/{REGION}/services/billing-api"
+FOLDER, ORG = "200000000001", "100000000001"  # acme-prod's folder and organization
 
 
 def discovery(name):
@@ -180,6 +181,39 @@ class GoogleContract(Contract):
         roles = {b["role"]: b["members"] for b in p.get("bindings", [])}
         self.assertIn("group:billing-devs@acme.com", roles.get("roles/run.developer", []))
         e, body = self.failing(self.crm.projects().getIamPolicy(resource="projects/not-a-project", body={}))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
+    def test_resource_manager_projects_get_names_the_parent_folder(self):
+        p = self.crm.projects().get(name=f"projects/{PROJECT}").execute()
+        self.assertEqual(p["parent"], f"folders/{FOLDER}")
+
+    def test_resource_manager_folders_get_matches_the_folder_schema(self):
+        f = self.checked("google.crm.folders.get", self.crm.folders().get(name=f"folders/{FOLDER}"),
+                         "cloudresourcemanager.v3", "folders", "get")
+        self.assertEqual((f["name"], f["parent"]), (f"folders/{FOLDER}", f"organizations/{ORG}"))
+        e, body = self.failing(self.crm.folders().get(name="folders/999"))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
+    def test_resource_manager_folder_get_iam_policy_matches_the_policy_schema(self):
+        p = self.checked("google.crm.folders.getIamPolicy",
+                         self.crm.folders().getIamPolicy(
+                             resource=f"folders/{FOLDER}", body={"options": {"requestedPolicyVersion": 3}}),
+                         "cloudresourcemanager.v3", "folders", "getIamPolicy")
+        roles = {b["role"]: b["members"] for b in p.get("bindings", [])}
+        self.assertIn("group:oncall@acme.com", roles.get("roles/run.invoker", []))
+        e, body = self.failing(self.crm.folders().getIamPolicy(resource="folders/999", body={}))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
+    def test_resource_manager_organization_get_iam_policy_matches_the_policy_schema(self):
+        p = self.checked("google.crm.organizations.getIamPolicy",
+                         self.crm.organizations().getIamPolicy(
+                             resource=f"organizations/{ORG}", body={"options": {"requestedPolicyVersion": 3}}),
+                         "cloudresourcemanager.v3", "organizations", "getIamPolicy")
+        self.assertTrue(p.get("bindings"), "the demo world's organization has a binding")
+        e, body = self.failing(self.crm.organizations().getIamPolicy(resource="organizations/999", body={}))
         self.assertEqual(e.status_code, 403)
         self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
 
