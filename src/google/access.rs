@@ -116,9 +116,37 @@ impl GoogleClient {
         resource: &str,
         page_size: u32,
     ) -> Result<Vec<crate::model::AddedBinding>, GoogleError> {
+        let answer = self.list_admin_activity(project, resource, "SetIamPolicy", page_size).await?;
+        Ok(added_bindings(&answer))
+    }
+
+    /// The settings set by the newest `UpdateService` Admin Activity entries on one service
+    /// (method `google.cloud.run.v2.Services.UpdateService`; its `protoPayload.request` is the
+    /// `UpdateServiceRequest`: `service` and `updateMask`, run_v2 types in gcloud's lib). One
+    /// call, one page, newest first. Changes made through the v1 API (`namespaces.services.
+    /// replaceService`, which `gcloud run services update` uses: gcloud's
+    /// command_lib/run/serverless_operations.py) are logged on another resource name and not read.
+    pub async fn list_setting_changes(
+        &self,
+        project: &str,
+        resource: &str,
+        page_size: u32,
+    ) -> Result<Vec<crate::model::SetSetting>, GoogleError> {
+        let answer = self.list_admin_activity(project, resource, "UpdateService", page_size).await?;
+        Ok(set_settings(&answer))
+    }
+
+    /// One `entries.list` page of the Admin Activity log of `resource`, methods containing `method`.
+    async fn list_admin_activity(
+        &self,
+        project: &str,
+        resource: &str,
+        method: &str,
+        page_size: u32,
+    ) -> Result<serde_json::Value, GoogleError> {
         let url = self.url(Api::Logging, &["v2", "entries:list"]);
         let filter = format!(
-            "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND protoPayload.resourceName=\"{resource}\" AND protoPayload.methodName:\"SetIamPolicy\""
+            "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND protoPayload.resourceName=\"{resource}\" AND protoPayload.methodName:\"{method}\""
         );
         let body = serde_json::json!({
             "resourceNames": [format!("projects/{project}")],
@@ -126,34 +154,40 @@ impl GoogleClient {
             "orderBy": "timestamp desc",
             "pageSize": page_size,
         });
-        let answer: serde_json::Value = self
-            .send(Api::Logging, Method::POST, url, Some(body), body_limits::LOG_PAGE)
-            .await?;
-        Ok(added_bindings(&answer))
+        self.send(Api::Logging, Method::POST, url, Some(body), body_limits::LOG_PAGE).await
+    }
+}
+
+/// The entries of an `entries.list` answer (none when the field is missing or not a list).
+fn entries(answer: &serde_json::Value) -> &[serde_json::Value] {
+    answer.get("entries").and_then(|e| e.as_array()).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Who made an audit entry's change, and how and when.
+fn entry_attribution(e: &serde_json::Value) -> crate::model::Attribution {
+    let text = |path: &str| e.pointer(path).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let agent = text("/protoPayload/requestMetadata/callerSuppliedUserAgent");
+    let via = if agent.contains("gcloud") {
+        "gcloud"
+    } else if agent.contains("Mozilla") || agent.contains("console") {
+        "console"
+    } else {
+        "api"
+    };
+    crate::model::Attribution {
+        by: Some(text("/protoPayload/authenticationInfo/principalEmail"))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "an unnamed principal".into()),
+        via: via.into(),
+        at: text("/timestamp"),
     }
 }
 
 /// Reads what it can from the entries; an entry without the expected fields is skipped.
 fn added_bindings(answer: &serde_json::Value) -> Vec<crate::model::AddedBinding> {
     let mut out = Vec::new();
-    let entries = answer.get("entries").and_then(|e| e.as_array()).map(Vec::as_slice).unwrap_or(&[]);
-    for e in entries {
-        let text = |path: &str| e.pointer(path).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let agent = text("/protoPayload/requestMetadata/callerSuppliedUserAgent");
-        let via = if agent.contains("gcloud") {
-            "gcloud"
-        } else if agent.contains("Mozilla") || agent.contains("console") {
-            "console"
-        } else {
-            "api"
-        };
-        let attribution = crate::model::Attribution {
-            by: Some(text("/protoPayload/authenticationInfo/principalEmail"))
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "an unnamed principal".into()),
-            via: via.into(),
-            at: text("/timestamp"),
-        };
+    for e in entries(answer) {
+        let attribution = entry_attribution(e);
         let deltas = e
             .pointer("/protoPayload/serviceData/policyDelta/bindingDeltas")
             .and_then(|d| d.as_array())
@@ -165,6 +199,38 @@ fn added_bindings(answer: &serde_json::Value) -> Vec<crate::model::AddedBinding>
                     role: role.into(),
                     member: member.into(),
                     attribution: attribution.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The Cloud Run v2 `Service` fields whose drift is attributed, with the value proto3 JSON
+/// omits (a field at its default is absent from `request.service`).
+const ATTRIBUTED_SETTINGS: &[(&str, &str, fn() -> serde_json::Value)] = &[
+    ("ingress", "ingress", || "INGRESS_TRAFFIC_UNSPECIFIED".into()),
+    ("invokerIamDisabled", "invoker_iam_disabled", || false.into()),
+    ("iapEnabled", "iap_enabled", || false.into()),
+    ("customAudiences", "custom_audiences", || serde_json::json!([])),
+];
+
+/// The settings each `UpdateService` entry set: the fields of its update mask (both spellings),
+/// or without a mask the fields present in `request.service`. Entries without a `request`
+/// object are skipped.
+fn set_settings(answer: &serde_json::Value) -> Vec<crate::model::SetSetting> {
+    let mut out = Vec::new();
+    for e in entries(answer) {
+        let Some(service) = e.pointer("/protoPayload/request/service").and_then(|s| s.as_object()) else { continue };
+        let mask = e.pointer("/protoPayload/request/updateMask").and_then(|m| m.as_str()).unwrap_or("");
+        let paths: Vec<&str> = mask.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+        for (camel, snake, default) in ATTRIBUTED_SETTINGS {
+            let set = if paths.is_empty() { service.contains_key(*camel) } else { paths.contains(camel) || paths.contains(snake) };
+            if set {
+                out.push(crate::model::SetSetting {
+                    field: camel.to_string(),
+                    value: service.get(*camel).cloned().unwrap_or_else(default),
+                    attribution: entry_attribution(e),
                 });
             }
         }

@@ -371,12 +371,21 @@ pub fn drifted_members(
 
 /// `— added by X (via) YYYY-MM-DD HH:MM UTC`, or `— added by: unknown (why)`.
 pub fn attribution_suffix(found: &Result<crate::model::Attribution, String>) -> String {
+    suffix(found, "added by")
+}
+
+/// `— changed by X (via) YYYY-MM-DD HH:MM UTC`, or `— changed by: unknown (why)` (a setting).
+pub fn setting_suffix(found: &Result<crate::model::Attribution, String>) -> String {
+    suffix(found, "changed by")
+}
+
+fn suffix(found: &Result<crate::model::Attribution, String>, verb: &str) -> String {
     match found {
         Ok(a) => {
             let at = a.at.get(..16).unwrap_or(&a.at).replace('T', " ");
-            format!("— added by {} ({}) {at} UTC", a.by, a.via)
+            format!("— {verb} {} ({}) {at} UTC", a.by, a.via)
         }
-        Err(why) => format!("— added by: unknown ({why})"),
+        Err(why) => format!("— {verb}: unknown ({why})"),
     }
 }
 

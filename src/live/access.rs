@@ -126,3 +126,36 @@ pub async fn read_attribution(
     }
     out
 }
+
+/// Who set each drifted setting to its live value: one `entries.list` of `UpdateService`
+/// entries per service with drifted settings, at most `budget` queries (what
+/// [`read_attribution`] left of [`MAX_QUERIES`]); the newest entry that set the field to the
+/// live value wins. Unavailable attribution is `Err(why)`, never a failed pass. `drifted` maps a
+/// service to its (field, live value) pairs.
+pub async fn read_setting_attribution(
+    google: &GoogleClient,
+    drifted: &BTreeMap<crate::model::ServiceId, Vec<(String, serde_json::Value)>>,
+    budget: usize,
+) -> crate::model::SettingAttributions {
+    let mut out = crate::model::SettingAttributions::new();
+    for (n, (id, fields)) in drifted.iter().enumerate() {
+        let read = if n < budget {
+            google.list_setting_changes(&id.project, &id.resource_name(), 20).await.map_err(|e| e.to_string())
+        } else {
+            Err(format!("more than {MAX_QUERIES} drifted services: attribution skipped to stay within the Logging read quota"))
+        };
+        for (field, live) in fields {
+            let found = match &read {
+                Ok(set) => set
+                    .iter()
+                    .find(|s| s.field == *field && s.value == *live)
+                    .map(|s| s.attribution.clone())
+                    .ok_or_else(|| "no Cloud Run v2 UpdateService audit entry sets the live value within the log's retention (v1 API changes, as gcloud makes them, are not read)".to_string()),
+                Err(e) if n >= budget => Err(e.clone()),
+                Err(e) => Err(format!("the audit log could not be read: {e}")),
+            };
+            out.insert((id.clone(), field.clone()), found);
+        }
+    }
+    out
+}

@@ -62,6 +62,20 @@ pub struct AddedBinding {
     pub attribution: Attribution,
 }
 
+/// One setting an `UpdateService` audit entry set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetSetting {
+    /// The Cloud Run v2 `Service` field, e.g. `ingress`.
+    pub field: String,
+    /// The value it was set to (JSON as the API spells it).
+    pub value: serde_json::Value,
+    pub attribution: Attribution,
+}
+
+/// (service, field) → who set the live value, or why that is unknown.
+pub type SettingAttributions =
+    BTreeMap<(crate::model::ServiceId, String), Result<Attribution, String>>;
+
 /// (service, role, member) → who added it, or why that is unknown.
 pub type Attributions =
     BTreeMap<(crate::model::ServiceId, String, String), Result<Attribution, String>>;

@@ -672,6 +672,17 @@ fn patch(st: &SimState, req: &Req, given: &str, region: &str, name: &str) -> Rep
     if let Some(svc) = s.services.get_mut(&key) {
         svc.reconciling = !validate_only;
     }
+    if !validate_only {
+        // Admin Activity records the call (`UpdateService`), whether its operation succeeds or not.
+        let (service, mask) = super::access::patch_request(&op.patch);
+        lock(&st.service_writes).push(super::ServiceWrite {
+            resource: format!("projects/{project}/locations/{region}/services/{name}"),
+            service,
+            mask,
+            writer: super::Writer::Client,
+            at: rfc3339(SystemTime::now()),
+        });
+    }
     s.operations.insert(op_name.clone(), op);
     s.pending.push(op_name.clone());
     let metadata = service_json(&key, &s.services[&key]);

@@ -223,6 +223,8 @@ pub struct Store {
     pub config: Config,
     /// The world file's `history` (Admin Activity entries from before the start).
     pub audit_seed: Vec<super::world::HistorySpec>,
+    /// The world file's `settingsHistory` (`UpdateService` entries from before the start).
+    pub settings_seed: Vec<super::world::SettingHistorySpec>,
     etag_counter: u64,
 }
 
@@ -296,6 +298,7 @@ impl Store {
             tenant: empty_tenant(world, secret_seed),
             config,
             audit_seed: world.history.clone(),
+            settings_seed: world.settings_history.clone(),
             etag_counter: 0,
         };
         for p in &world.projects {
@@ -314,6 +317,14 @@ impl Store {
         }
         for s in &world.services {
             store.add_service(s, &now)?;
+        }
+        for h in &world.settings_history {
+            if !matches!(h.field.as_str(), "ingress" | "invokerIamDisabled" | "iapEnabled" | "customAudiences") {
+                return Err(SimError::World(format!(
+                    "settingsHistory {}: field {:?} is not one of ingress, invokerIamDisabled, iapEnabled, customAudiences",
+                    h.service, h.field
+                )));
+            }
         }
         let used_iap: Vec<String> =
             store.services.iter().filter(|(_, s)| s.iap_enabled).map(|(k, _)| k.0.clone()).collect();

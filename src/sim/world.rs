@@ -41,6 +41,10 @@ pub struct World {
     /// service's IAM policy, and when (served by the Logging API's `entries.list`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistorySpec>,
+    /// Admin Activity history of service updates from before the start: who set which setting
+    /// of which service, and when (served as `UpdateService` entries by `entries.list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings_history: Vec<SettingHistorySpec>,
     /// Faults injected from the start (DESIGN §7); changeable at run time via `POST /sim/faults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultsSpec>,
@@ -187,6 +191,26 @@ pub struct HistorySpec {
     /// RFC 3339, e.g. `2026-11-29T14:02:00Z`.
     pub at: String,
     /// `console`, `gcloud` or `api` (becomes `requestMetadata.callerSuppliedUserAgent`).
+    #[serde(default = "default_via")]
+    pub via: String,
+}
+
+/// One past `UpdateService` that set a setting of a service (an Admin Activity audit entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingHistorySpec {
+    /// `PROJECT/REGION/NAME` of the service.
+    pub service: String,
+    /// The Cloud Run v2 `Service` field: `ingress`, `invokerIamDisabled`, `iapEnabled` or
+    /// `customAudiences`.
+    pub field: String,
+    /// The value it was set to, as the API spells it (e.g. `INGRESS_TRAFFIC_ALL`, `true`).
+    pub value: serde_json::Value,
+    /// The principal that made the change (`authenticationInfo.principalEmail`).
+    pub by: String,
+    /// RFC 3339, e.g. `2026-11-29T14:02:00Z`.
+    pub at: String,
+    /// `console`, `gcloud` or `api`.
     #[serde(default = "default_via")]
     pub via: String,
 }
