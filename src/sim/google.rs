@@ -250,6 +250,8 @@ fn needed_permissions(req: &Req, p: &Path<'_>) -> Vec<&'static str> {
         (Some("v3"), _, _) if p.segs.get(1) == Some(&"folders") => vec!["resourcemanager.folders.get"],
         (Some("v3"), _, _) => vec!["resourcemanager.projects.get"],
         (Some("v1beta1"), _, _) => vec!["serviceusage.services.use"],
+        // Cloud Logging `entries.list` needs logging.logEntries.list (roles/logging.viewer).
+        (Some("v2"), Some("list"), "POST") if p.segs.get(1) == Some(&"entries") => vec!["logging.logEntries.list"],
         (_, Some("setIamPolicy"), _) if iap => vec!["iap.webServices.setIamPolicy"],
         (_, Some("setIamPolicy"), _) => vec!["run.services.setIamPolicy"],
         (_, Some("getIamPolicy"), _) if iap => vec!["iap.webServices.getIamPolicy"],
