@@ -358,5 +358,31 @@ fn apply_audit_lines_say_who_added_the_member_they_remove() {
         .unwrap_or_else(|| panic!("no removal of the leaver: {out}"));
     assert!(line.ends_with("— added by platform-admin@acme.com (api) 2026-03-02 08:30 UTC"), "{line}");
     let public = out.lines().find(|l| l.starts_with("- allUsers roles/run.invoker on acme-prod/europe-west1/billing-worker")).expect("allUsers removed");
+    // Issue 18: a reverted setting says who set the live value.
+    let ingress = out
+        .lines()
+        .find(|l| l.starts_with("~ ingress ") && l.contains("on acme-prod/europe-west1/payments-api"))
+        .unwrap_or_else(|| panic!("no ingress change on payments-api: {out}"));
+    assert!(ingress.ends_with("— changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC"), "{ingress}");
     assert!(public.contains("added by dev-intern@acme.com (gcloud)"), "{public}");
+}
+
+/// Issue 18: `explain --service` says who set each setting that differs from the policies
+/// (text and JSON), from the Admin Activity log's UpdateService entries.
+#[test]
+fn explain_service_says_who_set_the_settings_that_differ() {
+    let args = ["--sim", "deploy/local/world.yaml", "explain", "--service", "acme-prod/europe-west1/payments-api"];
+    let (code, out, err) = runwarden(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("  ingress: \"INGRESS_TRAFFIC_ALL\" (the policies want \"INGRESS_TRAFFIC_INTERNAL_ONLY\")  — changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC"),
+        "{out}"
+    );
+    assert!(out.contains("  customAudiences: [] (the policies want [\"https://payments.acme.com\"])  — changed by: unknown ("), "{out}");
+    let (code, json, err) = runwarden(&[&args[..], &["--format", "json"]].concat());
+    assert_eq!(code, 0, "{json}{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ingress = v["settingsAttribution"].as_array().unwrap().iter().find(|s| s["field"] == "ingress").expect("listed");
+    assert_eq!(ingress["changedBy"], "changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC");
+    assert_eq!(ingress["live"], "INGRESS_TRAFFIC_ALL");
 }

@@ -237,3 +237,64 @@ fn set_settings(answer: &serde_json::Value) -> Vec<crate::model::SetSetting> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(request: serde_json::Value) -> serde_json::Value {
+        json!({
+            "timestamp": "2026-11-28T16:45:00Z",
+            "protoPayload": {
+                "authenticationInfo": {"principalEmail": "dev@acme.com"},
+                "requestMetadata": {"callerSuppliedUserAgent": "google-cloud-sdk gcloud/500.0.0"},
+                "request": request,
+            }
+        })
+    }
+
+    #[test]
+    fn update_entries_yield_the_masked_fields_with_proto3_defaults_for_omitted_values() {
+        let answer = json!({"entries": [
+            entry(json!({"service": {"ingress": "INGRESS_TRAFFIC_ALL"}, "updateMask": "ingress,invoker_iam_disabled,labels"})),
+            entry(json!({"service": {"iapEnabled": true, "labels": {"a": "b"}}})),
+        ]});
+        let set = set_settings(&answer);
+        let got: Vec<(&str, &serde_json::Value)> = set.iter().map(|s| (s.field.as_str(), &s.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ingress", &json!("INGRESS_TRAFFIC_ALL")),
+                ("invokerIamDisabled", &json!(false)),
+                ("iapEnabled", &json!(true)),
+            ]
+        );
+        assert_eq!((set[0].attribution.by.as_str(), set[0].attribution.via.as_str()), ("dev@acme.com", "gcloud"));
+    }
+
+    #[test]
+    fn malformed_log_answers_yield_nothing_and_never_panic() {
+        for answer in [
+            json!(null),
+            json!({"entries": "not a list"}),
+            json!({"entries": [null, 5, {"protoPayload": "x"}]}),
+            json!({"entries": [entry(json!("not an object")), entry(json!({"service": [1, 2]}))]}),
+            json!({"entries": [entry(json!({"service": {}, "updateMask": 7}))]}),
+        ] {
+            assert!(set_settings(&answer).is_empty(), "{answer}");
+            assert!(added_bindings(&answer).is_empty(), "{answer}");
+        }
+        // A value of the wrong type is carried as read (it then matches no live value).
+        let odd = json!({"entries": [entry(json!({"service": {"ingress": 5}}))]});
+        assert_eq!(set_settings(&odd)[0].value, json!(5));
+    }
+
+    #[test]
+    fn only_folder_and_organization_numbers_are_ancestor_names() {
+        assert!(is_ancestor_name("folders/123") && is_ancestor_name("organizations/9"));
+        for bad in ["folders/", "folders/12a", "projects/1", "organizations/../x", "folders/1/2", ""] {
+            assert!(!is_ancestor_name(bad), "{bad}");
+        }
+    }
+}

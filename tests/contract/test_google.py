@@ -256,6 +256,25 @@ class GoogleContract(Contract):
         self.assertEqual(e.status_code, 400)
         self.expect("google.error.400", error_problems(400, err, "INVALID_ARGUMENT"))
 
+    def test_logging_entries_list_serves_update_service_entries_with_the_request(self):
+        resource = f"projects/{PROJECT}/locations/{REGION}/services/payments-api"
+        body = {"resourceNames": [f"projects/{PROJECT}"], "orderBy": "timestamp desc", "pageSize": 20,
+                "filter": f'logName="projects/{PROJECT}/logs/cloudaudit.googleapis.com%2Factivity" AND '
+                          f'protoPayload.resourceName="{resource}" AND protoPayload.methodName:"UpdateService"'}
+        r = self.checked("google.logging.entries.list", self.logging.entries().list(body=body),
+                         "logging.v2", "entries", "list")
+        entries = r.get("entries", [])
+        self.assertTrue(entries, "the demo world's settingsHistory has an entry for payments-api")
+        for e in entries:
+            p = e["protoPayload"]
+            self.assertEqual(p["methodName"], "google.cloud.run.v2.Services.UpdateService")
+            self.assertEqual(p["resourceName"], resource)
+            req = p["request"]
+            self.assertEqual(req["@type"], "type.googleapis.com/google.cloud.run.v2.UpdateServiceRequest")
+            self.assertEqual(req["service"]["name"], resource)
+            self.assertIsInstance(req["updateMask"], str)
+        self.assertEqual(entries[0]["protoPayload"]["request"]["service"].get("ingress"), "INGRESS_TRAFFIC_ALL")
+
     def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
         state = self.sim.admin("GET", "/sim/state")
         numbers = {p["projectId"]: p["projectNumber"] for p in state["projects"]}

@@ -259,3 +259,85 @@ async fn a_folder_whose_parent_cannot_be_read_stops_the_walk_there_and_says_so()
     let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
     assert!(paths_to(&billing, &live, &facts).iter().any(|p| p.member == "group:oncall@acme.com"));
 }
+
+/// Issue 18: a setting changed in the console after the start (a direct edit of the simulated
+/// service, logged as a Cloud Run v2 UpdateService entry) is attributed to that change; the
+/// world's settingsHistory attributes payments-api's open ingress; a setting nobody logged is
+/// unknown, with why. One entries.list per service.
+#[tokio::test]
+async fn a_drifted_setting_is_attributed_to_the_update_that_set_its_live_value() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let billing = ServiceId::new("acme-prod", "europe-west1", "billing-api");
+    let patch = runwarden::sim::ServicePatch { invoker_iam_disabled: Some(true), ..Default::default() };
+    assert!(setup.sim.handle.update_service(&billing, &patch));
+    let payments = ServiceId::new("acme-prod", "europe-west1", "payments-api");
+    let mut drifted = std::collections::BTreeMap::new();
+    drifted.insert(billing.clone(), vec![("invokerIamDisabled".to_string(), serde_json::json!(true))]);
+    drifted.insert(
+        payments.clone(),
+        vec![
+            ("ingress".to_string(), serde_json::json!("INGRESS_TRAFFIC_ALL")),
+            ("customAudiences".to_string(), serde_json::json!([])),
+        ],
+    );
+    setup.sim.handle.clear_log();
+    let found = runwarden::live::read_setting_attribution(&setup.clients.google, &drifted, 50).await;
+    assert_eq!(count(&setup.sim, |m, p| m == "POST" && p == "/v2/entries:list"), 2);
+    let check = found[&(billing.clone(), "invokerIamDisabled".into())].as_ref().unwrap();
+    assert_eq!((check.by.as_str(), check.via.as_str()), ("console-user@sim.example", "console"));
+    let ingress = &found[&(payments.clone(), "ingress".into())];
+    assert_eq!(
+        runwarden::insight::access::setting_suffix(ingress),
+        "— changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC"
+    );
+    let audiences = found[&(payments.clone(), "customAudiences".into())].as_ref().unwrap_err();
+    assert!(audiences.contains("no Cloud Run v2 UpdateService audit entry sets the live value"), "{audiences}");
+    // A value the newest entry did not set is not pinned on it: the ingress entry set ALL, so a
+    // live INTERNAL_ONLY is unknown.
+    drifted.insert(payments.clone(), vec![("ingress".to_string(), serde_json::json!("INGRESS_TRAFFIC_INTERNAL_ONLY"))]);
+    let found = runwarden::live::read_setting_attribution(&setup.clients.google, &drifted, 50).await;
+    assert!(found[&(payments.clone(), "ingress".into())].is_err());
+    // Past the budget, no query is made and why is said.
+    setup.sim.handle.clear_log();
+    let found = runwarden::live::read_setting_attribution(&setup.clients.google, &drifted, 0).await;
+    assert_eq!(count(&setup.sim, |m, p| m == "POST" && p == "/v2/entries:list"), 0);
+    let why = found[&(billing, "invokerIamDisabled".into())].as_ref().unwrap_err();
+    assert!(why.contains("within the Logging read quota"), "{why}");
+}
+
+/// Issue 18: runwarden's own services.patch is logged too, as its service account through the API.
+#[tokio::test]
+async fn a_services_patch_is_logged_as_an_update_service_entry_of_the_caller() {
+    let desired = example_policies();
+    let setup = start(demo_world(), &desired.settings, &test_client_config()).await;
+    let status = ServiceId::new("acme-prod", "us-central1", "status-page");
+    let svc = setup.clients.google.get_service(&status).await.unwrap();
+    let update = runwarden::google::ServiceUpdate {
+        fields: vec![("ingress".into(), serde_json::json!("INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"))],
+        etag: svc.etag.clone(),
+    };
+    setup.clients.google.patch_service(&status, &update).await.expect("patched");
+    let set = setup.clients.google.list_setting_changes("acme-prod", &status.resource_name(), 20).await.unwrap();
+    let newest = set.iter().find(|s| s.field == "ingress").expect("logged");
+    assert_eq!(newest.value, "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER");
+    assert_eq!((newest.attribution.by.as_str(), newest.attribution.via.as_str()), (setup.sim.handle.service_account().as_str(), "api"));
+}
+
+/// A hierarchy answered in a loop (a folder its own parent) stops the walk with why, instead
+/// of reading forever; each folder is still read once.
+#[tokio::test]
+async fn a_folder_hierarchy_that_loops_stops_the_walk_and_says_so() {
+    let desired = example_policies();
+    let yaml = std::fs::read_to_string(crate::common::demo_world_path())
+        .unwrap()
+        .replace("    parent: organizations/100000000001\n    iam:\n      bindings:\n        - role: roles/run.invoker", "    parent: folders/200000000001\n    iam:\n      bindings:\n        - role: roles/run.invoker");
+    assert!(yaml.contains("parent: folders/200000000001\n    iam:"), "the demo world's folder moved");
+    let setup = start(world(&yaml), &desired.settings, &test_client_config()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let facts = read_access(&setup.clients.google, &live).await;
+    let prod = &facts.ancestry["acme-prod"];
+    assert_eq!(prod.chain, vec![FOLDER.to_string()]);
+    assert!(prod.unknown.as_deref().unwrap_or("").contains("loops"), "{prod:?}");
+    assert_eq!(count(&setup.sim, |m, q| m == "GET" && q == "/v3/folders/200000000001"), 1);
+}
