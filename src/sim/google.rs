@@ -432,19 +432,20 @@ fn project_get(st: &SimState, given: &str) -> Reply {
         );
     };
     let p = &s.projects[&id];
-    Reply::json(
-        200,
-        &json!({
-            "name": format!("projects/{}", p.number),
-            "parent": p.parent,
-            "projectId": p.id,
-            "state": "ACTIVE",
-            "displayName": p.display_name,
-            "createTime": "2024-01-01T00:00:00.000Z",
-            "updateTime": "2024-01-01T00:00:00.000Z",
-            "etag": format!("W/\"{:016x}\"", fnv(&p.id)),
-        }),
-    )
+    let mut body = json!({
+        "name": format!("projects/{}", p.number),
+        "projectId": p.id,
+        "state": "ACTIVE",
+        "displayName": p.display_name,
+        "createTime": "2024-01-01T00:00:00.000Z",
+        "updateTime": "2024-01-01T00:00:00.000Z",
+        "etag": format!("W/\"{:016x}\"", fnv(&p.id)),
+    });
+    // proto3 JSON omits an unset field: a project outside any organization has no `parent`.
+    if let Some(parent) = &p.parent {
+        body["parent"] = parent.as_str().into();
+    }
+    Reply::json(200, &body)
 }
 
 /// Renders a service in the v2 wire format (proto3 JSON: defaults omitted).
