@@ -141,6 +141,7 @@ fn settings() -> Settings {
             client_id: "gen".into(),
             client_secret_env: "AUTH0_CLIENT_SECRET".into(),
             read_groups: true,
+            issuers: vec![],
         },
         principals: PrincipalMapping::Users {
             email_domains: vec!["gen.example".into()],

@@ -88,10 +88,12 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     assert!(out.contains("error [auth0-rbac-not-enforced] API \"Payments API\" (https://payments.acme.com)"), "{out}");
     assert!(out.contains("warning [auth0-token-lifetime-too-long]") && out.contains("86400s, above maxTokenLifetime 3600s"), "{out}");
     assert!(out.contains("; fix: ") && out.contains("(policies/teams/payments.yaml:"), "{out}");
-    assert!(out.trim_end().ends_with("Audit: 2 findings."), "{out}");
+    // The demo tenant has an organization while the policies name roles (issue 13).
+    assert!(out.contains("warning [auth0-roles-via-organizations] the tenant has Organizations (partner-co)"), "{out}");
+    assert!(out.trim_end().ends_with("Audit: 3 findings."), "{out}");
     // One catalogue: every line audit prints is printed the same by plan, apply and demo.
     let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).collect();
-    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines.len(), 3, "{out}");
     let (_, plan, _) = runwarden(&["--sim", "deploy/local/world.yaml", "plan"]);
     let (_, apply, _) = runwarden(&["--sim", "deploy/local/world.yaml", "apply", "--auto-approve"]);
     let (_, demo, _) = runwarden(&["demo"]);
@@ -107,7 +109,7 @@ fn audit_reports_the_demo_tenants_hygiene_problems_with_evidence_and_fix() {
     let (_, json, _) = runwarden(&["--sim", "deploy/local/world.yaml", "audit", "--format", "json"]);
     let findings: serde_json::Value = serde_json::from_str(&json).unwrap();
     let codes: Vec<&str> = findings.as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["auth0-rbac-not-enforced", "auth0-token-lifetime-too-long"], "the codes every plan uses");
+    assert_eq!(codes, ["auth0-rbac-not-enforced", "auth0-roles-via-organizations", "auth0-token-lifetime-too-long"], "the codes every plan uses");
 }
 
 #[test]
@@ -385,4 +387,165 @@ fn explain_service_says_who_set_the_settings_that_differ() {
     let ingress = v["settingsAttribution"].as_array().unwrap().iter().find(|s| s["field"] == "ingress").expect("listed");
     assert_eq!(ingress["changedBy"], "changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC");
     assert_eq!(ingress["live"], "INGRESS_TRAFFIC_ALL");
+}
+
+/// Issue 13, custom domains: `spec.auth0.issuers` lists the issuers tokens may carry (default
+/// the canonical `https://DOMAIN/`). The simulator serves the tenant under two names: the
+/// canonical issuer at `http://127.0.0.1:PORT` (the `--endpoint` stands for the canonical
+/// domain) and the custom domain `http://localhost:PORT/`, which names itself as the issuer.
+/// A token is accepted only when its issuer is configured; otherwise the refusal names the
+/// issuer and the setting, and nothing is fetched from the URL the token names (a second
+/// loopback server standing for a stranger's issuer sees no request).
+#[test]
+fn check_token_accepts_only_the_configured_issuers_and_fetches_keys_only_from_them() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut world = World::from_file(&root().join("deploy/local/world.yaml")).unwrap();
+    world.auth0.as_mut().unwrap().custom_domains = vec!["localhost".into()];
+    let sim = rt.block_on(runwarden::sim::spawn(world)).unwrap();
+    let stranger = rt.block_on(crate::common::hostile::Hostile::start(&sim.base_url));
+    let port = sim.base_url.rsplit(':').next().unwrap().to_string();
+    let (canonical, custom) = ("https://acme.eu.auth0.com/".to_string(), format!("http://localhost:{port}/"));
+    let stranger_issuer = format!("{}/", stranger.base_url);
+    // A user's token issued through the custom domain carries it as `iss`.
+    let through_custom = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("http://localhost:{port}/sim/token"))
+            .json(&json!({"user": "ada@acme.com", "audience": "https://billing.acme.com"}))
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
+    });
+    let mint = |iss: &str| {
+        sim.handle
+            .mint_token(&billing_admin(TokenRequest { issuer: Some(iss.into()), ..TokenRequest::new("auth0|ada", "https://billing.acme.com") }))
+            .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = sim.write_credentials(dir.path()).unwrap();
+    let (_, secret) = sim.auth0_client();
+    let run = |issuers: Option<&[&str]>, token: &str| {
+        let policies = dir.path().join("policies");
+        let _ = std::fs::remove_dir_all(&policies);
+        crate::common::copy_dir(&root().join("policies"), &policies);
+        let path = policies.join("settings.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = issuers.map(|list| format!("    issuers: [{}]\n", list.join(", "))).unwrap_or_default();
+        let edited = text.replace("    issuers: [https://acme.eu.auth0.com/]\n", &line);
+        assert_ne!(edited, text, "the example Settings' issuers changed; update this test");
+        std::fs::write(&path, edited).unwrap();
+        let mut child = bin()
+            .args(["--endpoint", &sim.base_url, "check-token", "--policies", policies.to_str().unwrap()])
+            .env("GOOGLE_APPLICATION_CREDENTIALS", &key)
+            .env("AUTH0_CLIENT_SECRET", &secret)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(token.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let both = [canonical.as_str(), custom.as_str()];
+    let custom_only = [custom.as_str()];
+    // (case, spec.auth0.issuers, token, accepted)
+    let cases: Vec<(&str, Option<&[&str]>, String, bool)> = vec![
+        ("default: the canonical issuer", None, mint(&canonical), true),
+        ("default: a custom domain is not configured", None, mint(&custom), false),
+        ("custom domain configured", Some(&custom_only), mint(&custom), true),
+        ("a user's token issued through the custom domain", Some(&custom_only), through_custom.clone(), true),
+        ("custom domain only: the canonical issuer is not configured", Some(&custom_only), mint(&canonical), false),
+        ("both configured: canonical", Some(&both), mint(&canonical), true),
+        ("both configured: custom", Some(&both), mint(&custom), true),
+        ("a stranger's issuer", Some(&both), mint(&stranger_issuer), false),
+    ];
+    for (name, issuers, token, accepted) in cases {
+        let (code, text) = run(issuers, &token);
+        if accepted {
+            assert_eq!(code, 0, "{name}: {text}");
+            assert!(text.contains("verdict: accepted"), "{name}: {text}");
+        } else {
+            let iss = runwarden::audit::token::claimed_issuer(&token).unwrap();
+            assert_eq!(code, 1, "{name}: {text}");
+            assert!(text.contains(&format!("issued by {iss:?}, which is not a configured issuer (Settings spec.auth0.issuers: ")), "{name}: {text}");
+        }
+    }
+    assert!(stranger.requests().is_empty(), "nothing is fetched from an issuer the Settings do not name: {:?}", stranger.requests().len());
+    // A configured issuer whose discovery document names another issuer is not trusted.
+    let (code, text) = run(Some(&[&format!("http://127.0.0.1:{port}/")]), &mint(&format!("http://127.0.0.1:{port}/")));
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("names issuer \"https://acme.eu.auth0.com/\", not the configured \"http://127.0.0.1:"), "{text}");
+}
+
+/// Issue 13, RBAC audit by subject: the simulator serves each API's access policies as Auth0
+/// does (`subject_type_authorization`), and the audit reads them: the demo Payments API (no
+/// RBAC) is an error while any application may get a user's token, a warning once only granted
+/// applications may, and no RBAC finding once users get no token at all, which the policies
+/// granting people through it then hear about.
+#[test]
+fn the_audit_reads_each_apis_access_policy_per_subject_from_the_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let payments = "      name: Payments API\n";
+    assert!(world.contains(payments), "the demo world's Payments API changed; update this test");
+    for (policies, expected) in [
+        ("", vec![("auth0-rbac-not-enforced", "error")]),
+        ("      userAccessPolicy: require_client_grant\n", vec![("auth0-rbac-not-enforced", "warning")]),
+        ("      userAccessPolicy: deny_all\n      clientAccessPolicy: deny_all\n", vec![("auth0-api-denies-clients", "warning"), ("auth0-api-denies-users", "warning")]),
+    ] {
+        let path = dir.path().join("world.yaml");
+        std::fs::write(&path, world.replace(payments, &format!("{payments}{policies}"))).unwrap();
+        let (_, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "audit", "--format", "json"]);
+        let findings: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+        let found: Vec<(&str, &str)> = findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["message"].as_str().unwrap().contains("Payments API") && f["code"] != "auth0-token-lifetime-too-long")
+            .map(|f| (f["code"].as_str().unwrap(), f["severity"].as_str().unwrap()))
+            .collect();
+        assert_eq!(found, expected, "Payments API with {policies:?}");
+    }
+}
+
+/// Issue 13, Organizations: `read:organizations` is optional. A client without it still plans
+/// (the pass does not fail: exit 2, changes), and the finding says the answer is unknown instead
+/// of claiming the tenant has no organizations.
+#[test]
+fn a_client_without_read_organizations_plans_and_says_organization_roles_are_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let client = "    clientId: rw-demo-client\n";
+    assert!(world.contains(client), "the demo world's management client changed; update this test");
+    let scopes = runwarden::identity::auth0::MANAGEMENT_SCOPES.replace(" read:organizations", "");
+    assert_ne!(scopes, runwarden::identity::auth0::MANAGEMENT_SCOPES);
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, world.replace(client, &format!("{client}    scopes: [{}]\n", scopes.replace(' ', ", ")))).unwrap();
+    let (code, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
+    assert_eq!(code, 2, "the pass does not fail\n{out}{err}");
+    assert!(out.contains("info [auth0-organizations-unknown] whether the roles the policies name (billing-admin, billing-oncall, payments-engineer, platform-admin) are also held through Organizations is unknown: the Management API client may not list organizations (HTTP 403; scope read:organizations)"), "{out}");
+    assert!(!out.contains("auth0-roles-via-organizations"), "{out}");
+    assert!(!out.contains("auth0-audit-skipped"), "the rest of the audit ran: {out}");
+}
+
+/// Issue 13, one scope list: when the hygiene reads are refused (the client lacks
+/// read:signing_keys), the pass still plans and the `auth0-audit-skipped` finding quotes the
+/// one list, `MANAGEMENT_SCOPES`, like the example Settings, the README and the 403 hint.
+#[test]
+fn a_refused_hygiene_read_is_a_finding_that_quotes_the_one_scope_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap();
+    let client = "    clientId: rw-demo-client\n";
+    let all = runwarden::identity::auth0::MANAGEMENT_SCOPES;
+    let scopes = all.replace(" read:signing_keys", "");
+    assert_ne!(scopes, all);
+    let path = dir.path().join("world.yaml");
+    std::fs::write(&path, world.replace(client, &format!("{client}    scopes: [{}]\n", scopes.replace(' ', ", ")))).unwrap();
+    let (code, out, err) = runwarden(&["--sim", path.to_str().unwrap(), "plan"]);
+    assert_eq!(code, 2, "the pass does not fail\n{out}{err}");
+    let line = out.lines().find(|l| l.contains("[auth0-audit-skipped]")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("Insufficient scope, expected: read:signing_keys"), "{line}");
+    assert!(line.contains(&format!("grant the Management API client the scopes runwarden needs: {all}")), "{line}");
 }

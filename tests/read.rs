@@ -1109,3 +1109,20 @@ async fn groups_none_reads_no_groups_and_needs_no_group_scope() {
     assert_eq!(emails, BTreeSet::from(["ada@acme.com", "gone@acme.com", "leaver@acme.com"]));
     assert_eq!(count(&setup.sim, |_, p| p.contains("/groups")), 0);
 }
+
+/// Issue 13: user search lags behind changes (the simulator's `searchIndexLag`); runwarden reads
+/// each member's own record, so a user unverified or blocked a moment ago is read as such
+/// although a search would still return the old state.
+#[tokio::test]
+async fn a_change_user_search_has_not_caught_up_with_is_read_from_the_users_own_record() {
+    let (members, setup) = read_real_tenant(|sim| {
+        sim.set_search_index_lag(std::time::Duration::from_secs(3600));
+        assert!(sim.update_user("cy@acme.com", Some(false), None));
+        assert!(sim.update_user("ada@acme.com", None, Some(true)));
+    })
+    .await;
+    let by_email = |e: &str| members.iter().find(|u| u.email.as_deref() == Some(e)).unwrap_or_else(|| panic!("{e} in {members:?}"));
+    assert!(!by_email("cy@acme.com").email_verified, "unverified a moment ago");
+    assert!(by_email("ada@acme.com").blocked, "blocked a moment ago");
+    assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/users"), 0, "no user search");
+}

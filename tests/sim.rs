@@ -1561,7 +1561,14 @@ async fn resource_servers_signing_keys_and_discovery_use_auth0_shapes() {
         .find(|r| r["identifier"] == "https://payments.acme.com")
         .unwrap();
     assert_eq!(payments["token_lifetime"], 86400);
-    if let Some(allowed) = auth0_schema("resourceServer") {
+    if let Some(mut allowed) = auth0_schema("resourceServer") {
+        // The reference predates the API access policies: `subject_type_authorization` is
+        // auth0-python's `ResourceServer.subject_type_authorization` (its shape is checked by
+        // the contract tests with the SDK's models).
+        allowed.push("subject_type_authorization".into());
+        let billing = list.iter().find(|r| r["identifier"] == "https://billing.acme.com").unwrap();
+        assert_eq!(billing["subject_type_authorization"]["user"]["policy"], "require_client_grant");
+        assert!(payments.get("subject_type_authorization").is_none(), "served only when the world sets a policy");
         for r in list {
             assert_fields_in(r, &allowed, "resource server");
         }
@@ -1896,4 +1903,59 @@ fn every_ingress_a_policy_can_write_including_none_is_in_run_v2s_ingress_enum() 
         assert_eq!(Ingress::from_api_value(value), Some(ingress), "{value} reads back");
     }
     assert_eq!(Ingress::None.api_value(), "INGRESS_TRAFFIC_NONE");
+}
+
+/// `GET /api/v2/organizations` (issue 13): the demo tenant's organization, in the reference's
+/// offset-with-totals shape and its checkpoint shape, with the reference's field names.
+#[tokio::test]
+async fn organizations_list_in_the_reference_shapes() {
+    let env = demo().await;
+    let totals = env.aget("/api/v2/organizations?page=0&per_page=5&include_totals=true").await.body;
+    assert_eq!(totals["total"], 1, "{totals}");
+    assert_eq!(totals["organizations"][0]["name"], "partner-co");
+    let checkpoint = env.aget("/api/v2/organizations?take=5").await.body;
+    assert_eq!(checkpoint["organizations"][0]["display_name"], "Partner Co", "{checkpoint}");
+    assert!(checkpoint.get("next").is_none(), "one page: {checkpoint}");
+    for (schema, body) in [("get_organizations_200_response_oneOf", &totals), ("get_organizations_200_response_oneOf_1", &checkpoint)] {
+        if let Some(allowed) = auth0_schema(schema) {
+            assert_fields_in(body, &allowed, schema);
+        }
+    }
+    if let Some(allowed) = auth0_schema("get_organizations_200_response_oneOf_inner") {
+        assert_fields_in(&checkpoint["organizations"][0], &allowed, "organization");
+    }
+}
+
+/// User search is eventually consistent and capped, as Auth0's (issue 13): a change to a user
+/// reaches `GET /users?q=` only after `simulator.searchIndexLag`, while `GET /users/{id}` is
+/// current at once; and a search's `total` never says more than 1,000.
+#[tokio::test]
+async fn user_search_lags_behind_changes_and_caps_its_total() {
+    let env = demo().await;
+    let handle = &env.sim.handle;
+    handle.set_search_index_lag(std::time::Duration::from_secs(3600));
+    assert!(handle.update_user("ada@acme.com", Some(false), Some(true)));
+    assert!(!handle.update_user("nobody@acme.com", Some(false), None));
+    let unverified = env.aget("/api/v2/users?q=email_verified:false&search_engine=v3&include_totals=true").await.body;
+    let emails: Vec<&str> = unverified["users"].as_array().unwrap().iter().map(|u| u["email"].as_str().unwrap()).collect();
+    assert!(!emails.contains(&"ada@acme.com"), "search has not caught up: {emails:?}");
+    let found = env.aget("/api/v2/users?q=email:%22ada@acme.com%22").await.body;
+    assert_eq!(found[0]["email_verified"], true, "search still has the old record: {found}");
+    assert!(found[0].get("blocked").is_none(), "{found}");
+    let id = found[0]["user_id"].as_str().unwrap().replace('|', "%7C");
+    let own = env.aget(&format!("/api/v2/users/{id}")).await.body;
+    assert_eq!((own["email_verified"].clone(), own["blocked"].clone()), (json!(false), json!(true)), "the record is current: {own}");
+    // With no lag, search sees the next change at once.
+    handle.set_search_index_lag(std::time::Duration::ZERO);
+    assert!(handle.update_user("ada@acme.com", Some(false), Some(true)));
+    let now = env.aget("/api/v2/users?q=email:%22ada@acme.com%22").await.body;
+    assert_eq!(now[0]["email_verified"], false, "{now}");
+
+    let mut yaml = String::from("auth0:\n  domain: many.example\n  managementClient: {clientId: c1, clientSecret: s1}\n  users:\n");
+    for i in 0..1050 {
+        yaml.push_str(&format!("    - {{email: u{i:04}@acme.com, emailVerified: false}}\n"));
+    }
+    let many = start(World::from_yaml(&yaml, std::path::Path::new("many.yaml")).unwrap()).await;
+    let page = many.aget("/api/v2/users?q=email_verified:false&search_engine=v3&include_totals=true&per_page=100").await.body;
+    assert_eq!(page["total"], 1000, "the total is capped: {}", page["total"]);
 }

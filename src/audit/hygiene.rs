@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::model::{Directory, ResourceServer, SigningKey};
+use crate::model::{AccessPolicy, Directory, Organizations, ResourceServer, SigningKey};
 use crate::policy::model::{Desired, Principal};
 
 /// What the audit looks at.
@@ -18,6 +18,8 @@ pub struct Tenant<'a> {
     pub resource_servers: &'a [ResourceServer],
     pub signing_keys: &'a [SigningKey],
     pub directory: &'a Directory,
+    /// Whether the tenant has Organizations (roles held through them are invisible).
+    pub organizations: &'a Organizations,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -49,24 +51,44 @@ pub fn audit(desired: &Desired, tenant: &Tenant<'_>, now: SystemTime) -> Vec<Hyg
     audit_audiences(desired, tenant, &mut out);
     audit_signing_keys(desired, tenant, now, &mut out);
     audit_roles(desired, tenant, &mut out);
+    out.extend(audit_organizations(desired, tenant.organizations));
     out.sort();
     out
 }
 
-/// Audiences named in policies must be Auth0 APIs with sane lifetimes and RBAC.
+/// Where an audience is named, and who the policies naming it grant.
+#[derive(Debug, Default)]
+struct AudienceUse {
+    sources: Vec<String>,
+    /// Some policy naming it grants Auth0 roles (people, on their own behalf).
+    roles: bool,
+    /// Some policy naming it grants machines (Auth0 M2M applications, client credentials).
+    machines: bool,
+}
+
+/// Audiences named in policies must be Auth0 APIs with sane lifetimes, RBAC, and access
+/// policies that let the granted subjects get a token.
 fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<HygieneFinding>) {
     let audits = &desired.settings.audits;
-    let mut audiences: Vec<(String, Vec<String>)> = Vec::new();
+    let mut audiences: Vec<(String, AudienceUse)> = Vec::new();
     for policy in &desired.policies {
         for aud in policy.exposure.audiences.iter().flatten() {
             let source = policy.exposure.source.as_ref().unwrap_or(&policy.source).to_string();
-            match audiences.iter_mut().find(|(a, _)| a == aud) {
-                Some((_, sources)) => sources.push(source),
-                None => audiences.push((aud.clone(), vec![source])),
-            }
+            let at = match audiences.iter().position(|(a, _)| a == aud) {
+                Some(i) => i,
+                None => {
+                    audiences.push((aud.clone(), AudienceUse::default()));
+                    audiences.len() - 1
+                }
+            };
+            let usage = &mut audiences[at].1;
+            usage.sources.push(source);
+            usage.roles |= policy.invokers.iter().any(|i| matches!(i.principal, Principal::Auth0Role(_)));
+            usage.machines |= policy.invokers.iter().any(|i| matches!(i.principal, Principal::Machine(_)));
         }
     }
-    for (aud, sources) in &audiences {
+    for (aud, usage) in &audiences {
+        let sources = &usage.sources;
         let Some(api) = tenant.resource_servers.iter().find(|r| &r.identifier == aud) else {
             out.push(HygieneFinding {
                 severity: Severity::Error,
@@ -89,16 +111,70 @@ fn audit_audiences(desired: &Desired, tenant: &Tenant<'_>, out: &mut Vec<Hygiene
                 sources: sources.clone(),
             });
         }
-        if !api.enforce_policies {
-            out.push(HygieneFinding {
-                severity: Severity::Error,
-                code: "auth0-rbac-not-enforced",
-                message: format!("API {:?} ({aud}) guards a Cloud Run service but does not enforce RBAC: any user of any application can get a token for it", api.name),
-                fix: "enable RBAC on the API (enforce_policies: true) and grant access through roles".into(),
-                sources: sources.clone(),
-            });
-        }
+        out.extend(token_reach(api, usage));
     }
+}
+
+/// Who can get a token for `api`, from RBAC (`enforce_policies`) and the API's application
+/// access policies (`subject_type_authorization`; Auth0 "API Access Policies for Applications",
+/// https://auth0.com/docs/get-started/apis/api-access-policies-for-applications):
+///
+/// * user flows `allow_all` (also an unknown value, read as the widest): any application of the
+///   tenant gets a token on any user's behalf; without RBAC the token carries every permission
+///   asked for: `auth0-rbac-not-enforced`, error.
+/// * `require_client_grant`: only applications with a user client grant for the API get one;
+///   without RBAC any user of those applications still gets every permission: the same code,
+///   a warning.
+/// * `deny_all`: no user gets a token, so RBAC is moot; but when the policies grant Auth0 roles
+///   through this audience, none of those people can get a token for it:
+///   `auth0-api-denies-users`, warning.
+/// * With RBAC on, a user's token carries only the permissions of the user's roles, whichever
+///   applications may ask: no finding.
+/// * Client credentials `deny_all` while the policies grant machines through the audience: no
+///   machine can get a token (`auth0-api-denies-clients`, warning). `require_client_grant` (the
+///   only other value, and the default) needs a client grant per machine, which is not read.
+fn token_reach(api: &ResourceServer, usage: &AudienceUse) -> Vec<HygieneFinding> {
+    let (name, aud, sources) = (&api.name, &api.identifier, usage.sources.clone());
+    let mut out = Vec::new();
+    let user = &api.user_access;
+    let widest = !matches!(user, AccessPolicy::RequireClientGrant | AccessPolicy::DenyAll);
+    if !api.enforce_policies && *user != AccessPolicy::DenyAll {
+        let (severity, who) = if widest {
+            (Severity::Error, "any user of any application can get a token for it".to_string())
+        } else {
+            (Severity::Warning, "any user of an application holding a user client grant for it can get a token for it".to_string())
+        };
+        let unknown = match user {
+            AccessPolicy::Unknown(v) => format!(" (user access policy {v:?} is not one runwarden knows, so it is read as allow_all)"),
+            _ => String::new(),
+        };
+        out.push(HygieneFinding {
+            severity,
+            code: "auth0-rbac-not-enforced",
+            message: format!("API {name:?} ({aud}) guards a Cloud Run service but does not enforce RBAC, and its user access policy is {}{unknown}: {who}, with every permission it asks for", user.name()),
+            fix: "enable RBAC on the API (enforce_policies: true) and grant access through roles; also set its user access policy to require_client_grant for only the applications that call it".into(),
+            sources: sources.clone(),
+        });
+    }
+    if *user == AccessPolicy::DenyAll && usage.roles {
+        out.push(HygieneFinding {
+            severity: Severity::Warning,
+            code: "auth0-api-denies-users",
+            message: format!("API {name:?} ({aud}) issues no token on any user's behalf (user access policy deny_all), yet policies grant Auth0 roles through this audience: those people cannot get a token for it"),
+            fix: "set the API's user access policy to require_client_grant (and grant the applications people sign in with) or allow_all, or stop naming this audience for people".into(),
+            sources: sources.clone(),
+        });
+    }
+    if api.client_access == AccessPolicy::DenyAll && usage.machines {
+        out.push(HygieneFinding {
+            severity: Severity::Warning,
+            code: "auth0-api-denies-clients",
+            message: format!("API {name:?} ({aud}) issues no token by client credentials (client access policy deny_all), yet policies grant machines through this audience: they cannot get a token for it"),
+            fix: "set the API's client access policy to require_client_grant and give each machine a client grant, or stop naming this audience for machines".into(),
+            sources,
+        });
+    }
+    out
 }
 
 /// Signing keys: the current key is young enough, and a next key is staged for rotation.
@@ -143,6 +219,53 @@ fn audit_signing_keys(
             fix: "stage a next key so it appears in the JWKS before it signs anything".into(),
             sources: vec![],
         });
+    }
+}
+
+/// Roles held through Organizations: a role assigned to a member within an organization is not
+/// listed by `GET /roles/{id}/users` (Auth0 Management API: organization member roles are read
+/// with `GET /organizations/{id}/members/{user_id}/roles`), so when the tenant has organizations
+/// and the policies name Auth0 roles, who holds them that way is invisible to runwarden: it
+/// grants nothing for such a holding, though tokens issued through the organization may carry
+/// the role. When organizations could not be listed, the answer is unknown, and said so.
+fn audit_organizations(desired: &Desired, organizations: &Organizations) -> Option<HygieneFinding> {
+    let mut roles: Vec<&str> = Vec::new();
+    let mut sources = Vec::new();
+    for policy in &desired.policies {
+        for invoker in &policy.invokers {
+            if let Principal::Auth0Role(role) = &invoker.principal {
+                if !roles.contains(&role.as_str()) {
+                    roles.push(role);
+                }
+                sources.push(invoker.source.to_string());
+            }
+        }
+    }
+    if roles.is_empty() {
+        return None;
+    }
+    roles.sort_unstable();
+    let named = roles.join(", ");
+    match organizations {
+        Organizations::None => None,
+        Organizations::Present { names, more } => Some(HygieneFinding {
+            severity: Severity::Warning,
+            code: "auth0-roles-via-organizations",
+            message: format!(
+                "the tenant has Organizations ({}{}): a role assigned to a member within an organization is not listed with the role's users, so runwarden grants nothing for it while tokens issued through the organization may carry it; the policies name roles {named}",
+                names.join(", "),
+                if *more { ", and more" } else { "" }
+            ),
+            fix: "assign these roles at the tenant level (directly or through a group), not within organizations, for runwarden to grant them; check the organizations' member roles for these names".into(),
+            sources,
+        }),
+        Organizations::Unknown { reason } => Some(HygieneFinding {
+            severity: Severity::Info,
+            code: "auth0-organizations-unknown",
+            message: format!("whether the roles the policies name ({named}) are also held through Organizations is unknown: {reason}"),
+            fix: "grant the Management API client read:organizations (optional; runwarden only lists the first organizations)".into(),
+            sources,
+        }),
     }
 }
 
@@ -200,6 +323,8 @@ mod tests {
             token_lifetime: lifetime,
             enforce_policies: rbac,
             permissions_in_token: true,
+            user_access: AccessPolicy::AllowAll,
+            client_access: AccessPolicy::RequireClientGrant,
         }
     }
 
@@ -245,7 +370,7 @@ mod tests {
         let apis = [api("https://billing.acme.com", 3600, true), api("https://payments.acme.com", 600, true)];
         let keys = [key("k1", true, false, 10), key("k2", false, true, 0)];
         let dir = directory(&desired);
-        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
         assert_eq!(codes(&audit(&desired, &tenant, now())), Vec::<&str>::new());
     }
 
@@ -257,7 +382,7 @@ mod tests {
         dir.roles.get_mut("platform-admin").unwrap().members.clear();
         let apis = [api("https://billing.acme.com", 86_400, false), api("https://payments.acme.com", 600, true)];
         let keys = [key("k1", true, false, 400)];
-        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir };
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
         let findings = audit(&desired, &tenant, now());
         assert_eq!(
             codes(&findings),
@@ -277,10 +402,82 @@ mod tests {
         let desired = desired();
         let dir = directory(&desired);
         let keys = [SigningKey { revoked: true, ..key("k1", true, true, 1) }];
-        let tenant = Tenant { resource_servers: &[], signing_keys: &keys, directory: &dir };
+        let tenant = Tenant { resource_servers: &[], signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
         let findings = audit(&desired, &tenant, now());
         assert_eq!(codes(&findings), ["auth0-audience-not-an-api", "auth0-audience-not-an-api", "auth0-no-current-signing-key", "auth0-no-next-signing-key"]);
         assert!(findings[0].fix.contains("https://billing.acme.com"));
         assert!(findings[1].fix.contains("https://payments.acme.com"));
+    }
+
+    /// Every combination of RBAC and the payments API's application access policies (the
+    /// example payments policy grants an Auth0 role and a machine through its audience), and
+    /// the findings each must give: (RBAC, user policy, client policy) -> (code, severity).
+    #[test]
+    fn token_reach_follows_rbac_and_the_apis_access_policy_per_subject() {
+        use AccessPolicy::{AllowAll as Allow, DenyAll as Deny, RequireClientGrant as Grant};
+        let unknown = || AccessPolicy::Unknown("allow_some".into());
+        let cases: Vec<(bool, AccessPolicy, AccessPolicy, &[(&str, Severity)])> = vec![
+            (false, Allow, Grant, &[("auth0-rbac-not-enforced", Severity::Error)]),
+            (false, unknown(), Grant, &[("auth0-rbac-not-enforced", Severity::Error)]),
+            (false, Grant, Grant, &[("auth0-rbac-not-enforced", Severity::Warning)]),
+            (false, Deny, Grant, &[("auth0-api-denies-users", Severity::Warning)]),
+            (true, Allow, Grant, &[]),
+            (true, unknown(), Grant, &[]),
+            (true, Grant, Grant, &[]),
+            (true, Deny, Grant, &[("auth0-api-denies-users", Severity::Warning)]),
+            (true, Grant, Deny, &[("auth0-api-denies-clients", Severity::Warning)]),
+            (false, Deny, Deny, &[("auth0-api-denies-users", Severity::Warning), ("auth0-api-denies-clients", Severity::Warning)]),
+        ];
+        let desired = desired();
+        let dir = directory(&desired);
+        let keys = [key("k1", true, true, 1)];
+        for (rbac, user, client, expected) in cases {
+            let case = format!("RBAC {rbac}, user {}, client {}", user.name(), client.name());
+            let payments = ResourceServer { user_access: user, client_access: client, ..api("https://payments.acme.com", 600, rbac) };
+            let apis = [api("https://billing.acme.com", 600, true), payments];
+            let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
+            let found: Vec<(&str, Severity)> = audit(&desired, &tenant, now()).iter().map(|f| (f.code, f.severity)).collect();
+            let mut expected = expected.to_vec();
+            expected.sort_by_key(|(c, s)| (*s, *c));
+            assert_eq!(found, expected, "{case}");
+        }
+        // The message says which applications can get a token, and an unknown value is named.
+        let open = ResourceServer { user_access: unknown(), ..api("https://payments.acme.com", 600, false) };
+        let apis = [api("https://billing.acme.com", 600, true), open];
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &Organizations::None };
+        let finding = audit(&desired, &tenant, now()).into_iter().find(|f| f.code == "auth0-rbac-not-enforced").unwrap();
+        assert!(finding.message.contains("\"allow_some\" is not one runwarden knows"), "{}", finding.message);
+        assert!(finding.message.contains("any user of any application"), "{}", finding.message);
+    }
+
+    /// Organizations: none is no finding; some is a warning naming them and every role the
+    /// policies name (with their positions); unknown is an info saying the answer is unknown
+    /// and which scope would tell.
+    #[test]
+    fn roles_that_could_be_held_through_organizations_are_a_finding_and_an_unknown_answer_says_so() {
+        let desired = desired();
+        let dir = directory(&desired);
+        let apis = [api("https://billing.acme.com", 600, true), api("https://payments.acme.com", 600, true)];
+        let keys = [key("k1", true, true, 1)];
+        let present = Organizations::Present { names: vec!["partner-co".into()], more: true };
+        let unknown = Organizations::Unknown { reason: "HTTP 403 insufficient_scope".into() };
+        let cases: [(&Organizations, &[(&str, Severity)]); 3] = [
+            (&Organizations::None, &[]),
+            (&present, &[("auth0-roles-via-organizations", Severity::Warning)]),
+            (&unknown, &[("auth0-organizations-unknown", Severity::Info)]),
+        ];
+        for (organizations, expected) in cases {
+            let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations };
+            let findings = audit(&desired, &tenant, now());
+            let found: Vec<(&str, Severity)> = findings.iter().map(|f| (f.code, f.severity)).collect();
+            assert_eq!(found, *expected, "{organizations:?}");
+            if let Some(f) = findings.first() {
+                assert!(f.message.contains("billing-admin, billing-oncall, payments-engineer, platform-admin"), "{}", f.message);
+                assert!(f.sources.iter().any(|s| s.contains("payments.yaml")), "{:?}", f.sources);
+            }
+        }
+        let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory: &dir, organizations: &present };
+        let warning = audit(&desired, &tenant, now()).remove(0);
+        assert!(warning.message.contains("(partner-co, and more)"), "{}", warning.message);
     }
 }

@@ -1,8 +1,9 @@
 //! `runwarden check-token`: verify a JWT against its issuer's keys and explain, in plain words,
 //! why a service would refuse it.
 //!
-//! The issuer is the one the Settings name (`https://DOMAIN/`): runwarden never fetches keys from
-//! a URL taken out of an untrusted token. Checks run in a fixed order and all of them run, so one
+//! The accepted issuers are the ones the Settings name (`spec.auth0.issuers`, default
+//! `https://DOMAIN/`; a custom domain issues tokens under its own name): runwarden never
+//! fetches keys from a URL taken out of an untrusted token that the Settings do not name. Checks run in a fixed order and all of them run, so one
 //! report lists every reason; the audience comes first because it is the most common mistake
 //! (a token requested for another API).
 //!
@@ -26,9 +27,11 @@ pub const LEEWAY: Duration = Duration::from_secs(60);
 /// What the token is checked against.
 #[derive(Debug, Clone)]
 pub struct Expectation {
-    /// The issuer's identifier from its discovery document (Auth0: `https://DOMAIN/`).
-    pub issuer: String,
-    /// The issuer's published keys.
+    /// The configured issuers (`spec.auth0.issuers`): a token's `iss` must be one of them,
+    /// exactly (Auth0: `https://DOMAIN/`, or a custom domain's `https://HOST/`).
+    pub issuers: Vec<String>,
+    /// The tenant's published keys, read from one of `issuers` (every domain of a tenant
+    /// publishes the same keys).
     pub jwks: JwkSet,
     /// The service the token is meant for, and the audiences it accepts (its URL and its
     /// `customAudiences`). `None`: no audience check.
@@ -75,7 +78,7 @@ pub enum Problem {
     AudienceMismatch { token: Vec<String>, accepted: Vec<String>, service: String },
     Expired { expired_at: u64, now: u64 },
     NotYetValid { not_before: u64, now: u64 },
-    WrongIssuer { token: String, expected: String },
+    WrongIssuer { token: String, expected: Vec<String> },
     /// The `kid` is not among the issuer's keys: rotated out, or another tenant's token.
     UnknownKey { kid: Option<String>, known: Vec<String> },
     BadSignature { detail: String },
@@ -108,11 +111,11 @@ impl Problem {
                 human(not_before.saturating_sub(*now))
             ),
             Problem::WrongIssuer { token, expected } => {
-                let slash = token.trim_end_matches('/') == expected.trim_end_matches('/');
-                if slash {
+                let slash = expected.iter().find(|e| token.trim_end_matches('/') == e.trim_end_matches('/'));
+                if let Some(expected) = slash {
                     format!("wrong issuer: the token says {token:?} but the issuer is {expected:?}; they differ only in the trailing slash, which Auth0 issuers always have, so the verifier must compare exactly `{expected}`")
                 } else {
-                    format!("wrong issuer: the token was issued by {token:?}, not by the configured tenant {expected:?}; it comes from another tenant or environment")
+                    format!("wrong issuer: the token was issued by {token:?}, which is not a configured issuer (Settings spec.auth0.issuers: {}); its keys were not fetched. If {token:?} is this tenant's custom domain, add it to spec.auth0.issuers; otherwise the token comes from another tenant or environment", list(expected))
                 }
             }
             Problem::UnknownKey { kid, known } => format!(
@@ -192,8 +195,8 @@ pub fn check_token(token: &str, expect: &Expectation, desired: Option<&Desired>)
         }
     }
     let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
-    if iss != expect.issuer {
-        report.problems.push(Problem::WrongIssuer { token: iss.to_string(), expected: expect.issuer.clone() });
+    if !expect.issuers.iter().any(|i| i == iss) {
+        report.problems.push(Problem::WrongIssuer { token: iss.to_string(), expected: expect.issuers.clone() });
     }
     if let Some(problem) = verify_signature(token, header.alg, header.kid.as_deref(), &expect.jwks) {
         report.problems.push(problem);
@@ -211,6 +214,12 @@ pub fn check_token(token: &str, expect: &Expectation, desired: Option<&Desired>)
     }
     report.claims = claims;
     report
+}
+
+/// The `iss` a token claims, unverified: only to pick which configured issuer's keys verify
+/// it. `None` when the token cannot be decoded or has no string `iss`.
+pub fn claimed_issuer(token: &str) -> Option<String> {
+    decode_claims(token.trim()).ok()?.get("iss")?.as_str().map(str::to_string)
 }
 
 fn decode_claims(token: &str) -> Result<BTreeMap<String, Value>, String> {
@@ -368,6 +377,7 @@ mod tests {
     const CURRENT: &str = include_str!("../../tests/fixtures/keys/current.pem");
     const ROTATED: &str = include_str!("../../tests/fixtures/keys/rotated.pem");
     const ISSUER: &str = "https://acme.eu.auth0.com/";
+    const CUSTOM: &str = "https://login.acme.com/";
     const NOW: u64 = 1_800_000_000;
 
     fn jwk(pem: &str, kid: &str) -> Jwk {
@@ -392,7 +402,7 @@ mod tests {
 
     fn expectation() -> Expectation {
         Expectation {
-            issuer: ISSUER.into(),
+            issuers: vec![ISSUER.into(), CUSTOM.into()],
             jwks: JwkSet { keys: vec![jwk(CURRENT, "key-current")] },
             service: Some(ServiceAudiences {
                 service: "acme-prod/europe-west1/billing-api".into(),
@@ -424,6 +434,8 @@ mod tests {
             ("an nbf beyond any clock is explained, not an overflow", |c| { c["nbf"] = json!(u64::MAX); None }, &["not-yet-valid"]),
             ("issuer without trailing slash", |c| { c["iss"] = json!("https://acme.eu.auth0.com"); None }, &["wrong-issuer"]),
             ("another tenant", |c| { c["iss"] = json!("https://evil.auth0.com/"); None }, &["wrong-issuer"]),
+            ("a configured custom domain is accepted", |c| { c["iss"] = json!(CUSTOM); None }, &[]),
+            ("a custom domain without its trailing slash", |c| { c["iss"] = json!("https://login.acme.com"); None }, &["wrong-issuer"]),
             ("rotated-out key", |_| Some("rotated"), &["unknown-key"]),
             ("no roles claim", |c| { c.as_object_mut().unwrap().remove("https://acme.com/roles"); None }, &["missing-role-claim"]),
             ("audience and expiry, audience first", |c| { c["aud"] = json!("x"); c["exp"] = json!(NOW - 7200); None }, &["audience-mismatch", "expired"]),
@@ -471,5 +483,18 @@ mod tests {
         assert!(!text.contains(signature));
         assert!(!text.contains(&token));
         assert!(!serde_json::to_string(&report).unwrap().contains(signature));
+    }
+
+    #[test]
+    fn an_unconfigured_issuer_is_named_with_the_setting_that_would_accept_it() {
+        let mut claims = good_claims();
+        claims["iss"] = json!("https://login.other.com/");
+        let token = sign(CURRENT, "key-current", claims);
+        assert_eq!(claimed_issuer(&token).as_deref(), Some("https://login.other.com/"));
+        let report = check_token(&token, &expectation(), None);
+        let text = render_text(&report);
+        assert!(text.contains("\"https://login.other.com/\", which is not a configured issuer"), "{text}");
+        assert!(text.contains("spec.auth0.issuers: https://acme.eu.auth0.com/, https://login.acme.com/"), "{text}");
+        assert_eq!(claimed_issuer("not.a-jwt"), None);
     }
 }

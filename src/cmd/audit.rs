@@ -31,8 +31,36 @@ pub(super) async fn hygiene_findings(
     };
     let apis = retry(&policy, "resource-servers", || auth0.resource_servers()).await?;
     let keys = retry(&policy, "keys/signing", || auth0.signing_keys()).await?;
-    let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory };
+    let organizations = organizations(auth0, desired, &policy).await;
+    let tenant = Tenant { resource_servers: &apis, signing_keys: &keys, directory, organizations: &organizations };
     Ok(audit(desired, &tenant, crate::time::command_now()))
+}
+
+/// Whether the tenant has Organizations (one small page), read only when the policies name
+/// Auth0 roles. Never fails the audit: a refusal (the optional scope read:organizations missing)
+/// or any other failure makes the answer unknown, which the audit reports.
+async fn organizations(
+    auth0: &crate::identity::Auth0Client,
+    desired: &crate::policy::model::Desired,
+    policy: &crate::retry::RetryPolicy,
+) -> crate::model::Organizations {
+    use crate::model::Organizations;
+    use crate::retry::{Classified, ErrorClass};
+    let names_roles = desired.policies.iter().flat_map(|p| &p.invokers).any(|i| matches!(i.principal, crate::policy::model::Principal::Auth0Role(_)));
+    if !names_roles {
+        return Organizations::None;
+    }
+    match crate::retry::retry(policy, "organizations", || auth0.organizations_page(5)).await {
+        Ok(page) if page.items.is_empty() => Organizations::None,
+        Ok(page) => Organizations::Present {
+            names: page.items.into_iter().map(|o| if o.name.is_empty() { o.id } else { o.name }).collect(),
+            more: page.next.is_some(),
+        },
+        Err(e) if e.class() == ErrorClass::PermissionDenied => Organizations::Unknown {
+            reason: "the Management API client may not list organizations (HTTP 403; scope read:organizations)".into(),
+        },
+        Err(e) => Organizations::Unknown { reason: format!("listing them failed: {e}") },
+    }
 }
 
 /// Hygiene findings as catalogue entries: the one `Finding` shape every command prints
@@ -70,7 +98,10 @@ pub(super) fn add_hygiene_to_plan(plan: &mut Plan, findings: Result<Vec<crate::a
             service: None,
             code: "auth0-audit-skipped".into(),
             severity: Severity::Warning,
-            message: format!("the Auth0 hygiene audit could not read the tenant ({e:#}); grant the Management API client read:resource_servers and read:signing_keys"),
+            message: format!(
+                "the Auth0 hygiene audit could not read the tenant ({e:#}); grant the Management API client the scopes runwarden needs: {}",
+                crate::identity::auth0::MANAGEMENT_SCOPES
+            ),
             sources: vec![],
         }],
     };

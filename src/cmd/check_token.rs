@@ -28,7 +28,7 @@ pub(super) fn run(global: &GlobalArgs, args: &CheckTokenArgs) -> anyhow::Result<
     let report = runtime()?.block_on(async {
         let conn = connect::open(global, &desired.settings).await?;
         let http = crate::endpoints::http_client(crate::endpoints::HttpTimeouts::default())?;
-        let issuer = crate::identity::oidc::fetch_issuer(&http, &conn.auth0_base, &crate::retry::RetryPolicy::default()).await?;
+        let keys = tenant_keys(&http, &desired.settings.auth0, &token, &conn.auth0_base).await?;
         let audiences = match &service {
             Some(id) => {
                 let live = crate::retry::retry(&crate::retry::RetryPolicy::default(), "services.get", || conn.clients.google.get_service(id))
@@ -40,9 +40,33 @@ pub(super) fn run(global: &GlobalArgs, args: &CheckTokenArgs) -> anyhow::Result<
             }
             None => None,
         };
-        let expectation = Expectation { issuer: issuer.issuer, jwks: issuer.jwks, service: audiences, now: crate::time::command_now() };
+        let issuers = desired.settings.auth0.issuers();
+        let expectation = Expectation { issuers, jwks: keys, service: audiences, now: crate::time::command_now() };
         Ok::<_, anyhow::Error>(check_token(&token, &expectation, Some(&desired)))
     })?;
     print!("{}", crate::text::visible_lines(&render_report(&report)));
     Ok(if report.accepted() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
+}
+
+/// The tenant's keys, from the configured issuer the token claims, or from the first configured
+/// issuer when it claims none of them (every domain of a tenant publishes the same keys): a URL
+/// the token names is never fetched unless `spec.auth0.issuers` lists it.
+async fn tenant_keys(
+    http: &reqwest::Client,
+    auth0: &crate::policy::model::Auth0Settings,
+    token: &str,
+    canonical_base: &reqwest::Url,
+) -> anyhow::Result<jsonwebtoken::jwk::JwkSet> {
+    use crate::identity::oidc::{fetch_configured, issuer_base};
+    let configured = auth0.issuers();
+    let claimed = crate::audit::token::claimed_issuer(token);
+    let Some(issuer) = claimed.as_ref().filter(|i| configured.contains(i)).or(configured.first()) else {
+        bail!("spec.auth0.issuers lists no issuer; list the issuers tokens carry, e.g. [{}]", auth0.canonical_issuer());
+    };
+    let base = issuer_base(issuer, &auth0.canonical_issuer(), canonical_base)
+        .with_context(|| format!("the configured issuer {issuer:?} (Settings spec.auth0.issuers)"))?;
+    let found = fetch_configured(http, issuer, &base, &crate::retry::RetryPolicy::default())
+        .await
+        .with_context(|| format!("reading the keys of the configured issuer {issuer:?}"))?;
+    Ok(found.jwks)
 }

@@ -20,17 +20,19 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, RoleRef, UserRef};
+use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, OrganizationRef, RoleRef, UserRef};
 use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
 
 /// The Management API scopes runwarden's client needs: the one list (the example Settings, the
 /// README, the token-refused and 403 hints quote it; a unit test checks the quotes). Sources:
 /// the reference OpenAPI `security` of GET `/roles` (read:roles), `/roles/{id}/users`
 /// (read:role_members), `/users/{id}` (read:users), `/resource-servers`
-/// (read:resource_servers), `/keys/signing` (read:signing_keys); the group reads postdate it and
-/// take the group scopes of auth0-python's `OauthScope` (read:group_roles for a role's groups,
-/// read:group_members for a group's members), needed unless Settings say `groups: none`.
-pub const MANAGEMENT_SCOPES: &str = "read:roles read:role_members read:users read:group_roles read:group_members read:resource_servers read:signing_keys";
+/// (read:resource_servers), `/keys/signing` (read:signing_keys), `/organizations`
+/// (read:organizations); the group reads postdate it and take the group scopes of
+/// auth0-python's `OauthScope` (read:group_roles for a role's groups, read:group_members for a
+/// group's members), needed unless Settings say `groups: none`. read:organizations is optional:
+/// without it the audit says whether roles are held through organizations is unknown.
+pub const MANAGEMENT_SCOPES: &str = "read:roles read:role_members read:users read:group_roles read:group_members read:resource_servers read:signing_keys read:organizations";
 
 /// A secret string. Never printed: Debug and Display show `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,9 +123,11 @@ const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
 /// After the token endpoint failed [`TOKEN_TRIES`] times in a row, every call fails at once
 /// with that failure for this long instead of asking again: concurrent calls and their retries
 /// must not hammer a failing endpoint (a pass asks it a few times; the loop's next pass asks
-/// again). A single failure is retried as usual.
+/// again). A single failure is retried as usual. Five tries in a row, as gcp_auth gives
+/// Google's token endpoint: at a 30 % error rate three failures in a row happen to one pass in
+/// 37, five to one in 400.
 const TOKEN_FAILURE_HOLD: Duration = Duration::from_secs(30);
-const TOKEN_TRIES: u32 = 3;
+const TOKEN_TRIES: u32 = 5;
 
 impl Auth0Config {
     /// A configuration with the default limits (4 in flight, 15 requests/s, pages of 100).
@@ -391,6 +395,15 @@ impl Auth0Client {
     ) -> Result<Checkpoint<GroupMemberRef>, Auth0Error> {
         self.checkpoint(&["groups", group_id, "members"], from)
             .await
+    }
+
+    /// The first checkpoint page of `GET /api/v2/organizations` (`take` items): enough to know
+    /// whether the tenant has any (scope read:organizations or read:organizations_summary).
+    pub async fn organizations_page(&self, take: u32) -> Result<Checkpoint<OrganizationRef>, Auth0Error> {
+        let take = take.clamp(1, 100).to_string();
+        let answer: wire::CheckpointAnswer<OrganizationRef> = self.get(&["organizations"], &[("take", take.as_str())]).await?;
+        let (items, next) = answer.into_parts();
+        Ok(Checkpoint { items, next })
     }
 
     /// One page of `GET /api/v2/users?q=QUERY&search_engine=v3` with the fields runwarden
@@ -730,6 +743,24 @@ mod tenant_wire {
         pub token_dialect: Option<String>,
         #[serde(default)]
         pub is_system: bool,
+        /// auth0-python `ResourceServerSubjectTypeAuthorization {user, client, anonymous_user}`.
+        #[serde(default)]
+        pub subject_type_authorization: Option<SubjectTypeAuthorization>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    pub struct SubjectTypeAuthorization {
+        #[serde(default)]
+        pub user: Option<SubjectPolicy>,
+        #[serde(default)]
+        pub client: Option<SubjectPolicy>,
+    }
+
+    /// `{policy}` (`ResourceServerSubjectTypeAuthorizationUser`/`...Client`).
+    #[derive(Debug, Default, Deserialize)]
+    pub struct SubjectPolicy {
+        #[serde(default)]
+        pub policy: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -815,6 +846,19 @@ fn der_tlv(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
+/// One subject's access policy of an API, or Auth0's documented default for that subject when
+/// the API carries none (an API created before the policies existed, or never changed): user
+/// flows `allow_all`, client credentials `require_client_grant`
+/// (https://auth0.com/docs/get-started/apis/api-access-policies-for-applications).
+fn subject_policy(
+    r: &tenant_wire::ResourceServer,
+    pick: impl Fn(&tenant_wire::SubjectTypeAuthorization) -> &Option<tenant_wire::SubjectPolicy>,
+    default: crate::model::AccessPolicy,
+) -> crate::model::AccessPolicy {
+    let value = r.subject_type_authorization.as_ref().and_then(|s| pick(s).as_ref()).and_then(|p| p.policy.as_deref());
+    crate::model::AccessPolicy::from_wire(value, default)
+}
+
 impl Auth0Client {
     /// Every API (resource server) of the tenant, paging to the end; Auth0's own system API is
     /// left out.
@@ -833,6 +877,8 @@ impl Auth0Client {
             let got = items.len();
             out.extend(items.into_iter().filter(|r| !r.is_system).map(|r| crate::model::ResourceServer {
                 permissions_in_token: r.token_dialect.as_deref().is_some_and(|d| d.ends_with("_authz")),
+                user_access: subject_policy(&r, |s| &s.user, crate::model::AccessPolicy::AllowAll),
+                client_access: subject_policy(&r, |s| &s.client, crate::model::AccessPolicy::RequireClientGrant),
                 identifier: r.identifier,
                 name: r.name,
                 // Auth0's default lifetime when the field is absent: 86,400 s.

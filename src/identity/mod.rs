@@ -25,7 +25,7 @@ use std::future::Future;
 pub use auth0::{
     Auth0Client, Auth0Config, Auth0Error, Checkpoint, OffsetPage, Secret, SecretSource,
 };
-pub use wire::{GroupMemberRef, GroupRef, MemberRef, RoleRef, UserRef};
+pub use wire::{GroupMemberRef, GroupRef, MemberRef, OrganizationRef, RoleRef, UserRef};
 
 use crate::model::{Directory, Role, User};
 use crate::retry::{Classified, RetryPolicy, retry};

@@ -53,6 +53,12 @@ pub enum OidcError {
     },
     #[error("the discovery document has no `issuer`")]
     NoIssuer,
+    #[error(
+        "GET {url}: the discovery document names issuer {named:?}, not the configured {configured:?} \
+         (OpenID Connect Discovery §4.3: they must be identical); check spec.auth0.issuers \
+         (exactly as tokens carry `iss`, with the trailing slash) and spec.auth0.domain"
+    )]
+    IssuerMismatch { url: Url, named: String, configured: String },
 }
 
 impl Classified for OidcError {
@@ -61,7 +67,9 @@ impl Classified for OidcError {
             OidcError::Transport { source, .. } => ErrorClass::from_transport(source),
             OidcError::Status { status, .. } => ErrorClass::from_status(status.as_u16()),
             OidcError::Body { source: BodyError::Transport(_), .. } => ErrorClass::Transient,
-            OidcError::Body { .. } | OidcError::Decode { .. } | OidcError::NoIssuer => ErrorClass::Fatal,
+            OidcError::Body { .. } | OidcError::Decode { .. } | OidcError::NoIssuer | OidcError::IssuerMismatch { .. } => {
+                ErrorClass::Fatal
+            }
         }
     }
 
@@ -88,6 +96,29 @@ pub async fn fetch_issuer(http: &reqwest::Client, base: &Url, policy: &RetryPoli
     let segments: Vec<&str> = jwks_path.split('/').filter(|s| !s.is_empty()).collect();
     let jwks: JwkSet = get_json(http, &join_segments(base, &segments), policy).await?;
     Ok(Issuer { issuer, jwks })
+}
+
+/// Where a configured issuer's discovery document and keys are read: the canonical issuer
+/// (`https://DOMAIN/`) at `canonical_base` (the tenant, or the `--endpoint` override, which
+/// stands for the canonical domain); any other configured issuer (a custom domain) at its own
+/// URL. Only configured issuers reach this: a URL a token names is never fetched unless the
+/// Settings list it.
+pub fn issuer_base(issuer: &str, canonical: &str, canonical_base: &Url) -> Result<Url, crate::endpoints::EndpointError> {
+    if issuer == canonical { Ok(canonical_base.clone()) } else { crate::endpoints::parse_base_url(issuer) }
+}
+
+/// [`fetch_issuer`] for a configured issuer read at `base`: the document must name exactly
+/// `configured` (OpenID Connect Discovery 1.0 §4.3), else its keys are not trusted.
+pub async fn fetch_configured(http: &reqwest::Client, configured: &str, base: &Url, policy: &RetryPolicy) -> Result<Issuer, OidcError> {
+    let issuer = fetch_issuer(http, base, policy).await?;
+    if issuer.issuer != configured {
+        return Err(OidcError::IssuerMismatch {
+            url: join_segments(base, &[".well-known", "openid-configuration"]),
+            named: issuer.issuer,
+            configured: configured.to_string(),
+        });
+    }
+    Ok(issuer)
 }
 
 /// One JSON document, retried as `crate::retry` decides.
@@ -169,5 +200,20 @@ mod tests {
         let err = fetch_issuer(&http, &base, &quick(2)).await.unwrap_err();
         assert!(err.to_string().ends_with("/.well-known/openid-configuration: HTTP 503 Service Unavailable"), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 3, "the first attempt and two retries");
+    }
+
+    #[tokio::test]
+    async fn a_document_naming_another_issuer_is_refused_and_custom_domains_are_read_at_their_own_url() {
+        let (base, _) = flaky_tenant(0).await;
+        let http = reqwest::Client::new();
+        let ok = fetch_configured(&http, "https://tenant.example/", &base, &quick(0)).await.expect("the named issuer");
+        assert_eq!(ok.issuer, "https://tenant.example/");
+        let err = fetch_configured(&http, "https://login.tenant.example/", &base, &quick(0)).await.unwrap_err();
+        assert!(err.to_string().contains("names issuer \"https://tenant.example/\", not the configured \"https://login.tenant.example/\""), "{err}");
+        let canonical_base = Url::parse("http://127.0.0.1:9/").unwrap();
+        let canonical = "https://acme.eu.auth0.com/";
+        assert_eq!(issuer_base(canonical, canonical, &canonical_base).unwrap(), canonical_base);
+        assert_eq!(issuer_base("https://login.acme.com/", canonical, &canonical_base).unwrap().as_str(), "https://login.acme.com/");
+        assert!(issuer_base("http://login.acme.com/", canonical, &canonical_base).is_err(), "plain http only on loopback");
     }
 }

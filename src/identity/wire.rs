@@ -71,6 +71,15 @@ impl GroupMemberRef {
     }
 }
 
+/// An organization (`GET /organizations`; auth0-python `Organization {id, name, display_name,
+/// ...}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct OrganizationRef {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+}
+
 /// A user from `GET /users` or `GET /users/{id}` with the fields runwarden asks for. A missing
 /// `email_verified` is not verified; a missing `blocked` is not blocked (Auth0 only carries it
 /// on users that were blocked at some time; auth0-python `GetUserResponseContent.blocked`).
@@ -102,7 +111,7 @@ pub(super) enum RolesAnswer {
 #[serde(untagged)]
 pub(super) enum CheckpointAnswer<T> {
     Page {
-        #[serde(alias = "users", alias = "groups", alias = "members")]
+        #[serde(alias = "users", alias = "groups", alias = "members", alias = "organizations")]
         items: Vec<T>,
         #[serde(default)]
         next: Option<String>,

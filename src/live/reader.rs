@@ -811,6 +811,7 @@ mod tests {
                     client_id: "c".into(),
                     client_secret_env: "V".into(),
                     read_groups: true,
+                    issuers: vec![],
                 },
                 principals: mapping,
                 machines: vec![],

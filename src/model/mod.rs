@@ -15,4 +15,4 @@ pub use last_applied::{
     ANNOTATIONS_LIMIT_BYTES, LAST_APPLIED_ANNOTATION, LastApplied, annotations_with,
 };
 pub use service::{LiveService, LiveState, ServiceId, ServiceSettings};
-pub use tenant::{ResourceServer, SigningKey};
+pub use tenant::{AccessPolicy, Organizations, ResourceServer, SigningKey};

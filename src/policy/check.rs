@@ -241,6 +241,7 @@ fn convert_settings(
             client_id: a.client_id.value.clone(),
             client_secret_env: a.client_secret_env.value.clone(),
             read_groups: a.groups.as_ref().is_none_or(|g| g.value == super::wire::GroupsMode::Read),
+            issuers: check_issuers(r, a),
         },
         principals,
         machines,
@@ -301,6 +302,53 @@ fn check_auth0(r: &mut Reporter<'_>, a: &wire::Auth0) -> String {
     }
 
     domain
+}
+
+/// Checks `auth0.issuers`: each a token issuer exactly as tokens carry it (`https://HOST/`, or
+/// `http://` on loopback for a local simulator), since `check-token` compares `iss` by string
+/// (OpenID Connect Discovery §4.3: the issuer is used verbatim) and fetches keys from it.
+fn check_issuers(r: &mut Reporter<'_>, a: &wire::Auth0) -> Vec<String> {
+    let Some(list) = &a.issuers else { return vec![] };
+    if list.value.is_empty() {
+        r.error(
+            r.pos(list),
+            "auth0.issuers is empty, so check-token would accept no token",
+            format!("list the issuers tokens carry, e.g. [https://{}/], or remove the field", a.domain.value),
+        );
+    }
+    let mut out = Vec::new();
+    for issuer in &list.value {
+        match issuer_problem(&issuer.value) {
+            Some(problem) => r.error(
+                r.pos(issuer),
+                format!("auth0.issuers: `{}` {problem}", issuer.value),
+                "write the issuer exactly as the `iss` claim of the tenant's tokens says it, e.g. https://login.acme.com/ (https, host, trailing slash)",
+            ),
+            None if out.contains(&issuer.value) => {}
+            None => out.push(issuer.value.clone()),
+        }
+    }
+    out
+}
+
+/// Why `text` is not an issuer runwarden can accept and fetch keys from, if it is not.
+fn issuer_problem(text: &str) -> Option<String> {
+    let url = match reqwest::Url::parse(text) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("is not a URL ({e})")),
+    };
+    let host = url.host_str().unwrap_or("");
+    let loopback = matches!(host, "localhost" | "[::1]") || host.starts_with("127.");
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Some("is not an https:// URL (plain http:// only on loopback, for a local simulator)".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Some("carries a query, fragment or credentials".into());
+    }
+    if url.path() != "/" || url.as_str() != text {
+        return Some(format!("is not in the form tokens carry (`{}`: scheme, lower-case host, trailing slash, no path)", url.origin().ascii_serialization() + "/"));
+    }
+    None
 }
 
 /// Converts `principals` (the mapping of Auth0 roles to IAM members).

@@ -65,6 +65,21 @@ pub struct Auth0Settings {
     pub client_secret_env: String,
     /// Whether roles held through Auth0 groups are read (`spec.auth0.groups`, default `read`).
     pub read_groups: bool,
+    /// Token issuers `check-token` accepts (`spec.auth0.issuers`), each exactly as a token's
+    /// `iss` says it; empty means the canonical `https://DOMAIN/` alone (see [`Self::issuers`]).
+    pub issuers: Vec<String>,
+}
+
+impl Auth0Settings {
+    /// The canonical tenant's issuer, `https://DOMAIN/` (Auth0 issuers end with `/`).
+    pub fn canonical_issuer(&self) -> String {
+        format!("https://{}/", self.domain)
+    }
+
+    /// The accepted token issuers: `spec.auth0.issuers`, or the canonical issuer alone.
+    pub fn issuers(&self) -> Vec<String> {
+        if self.issuers.is_empty() { vec![self.canonical_issuer()] } else { self.issuers.clone() }
+    }
 }
 
 /// How an Auth0 role becomes IAM members (DESIGN §2).

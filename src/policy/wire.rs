@@ -190,6 +190,14 @@ pub struct Auth0 {
     #[serde(default)]
     #[schemars(with = "Option<GroupsMode>")]
     pub groups: Option<Spanned<GroupsMode>>,
+    /// The token issuers `check-token` accepts, each exactly as tokens carry it in `iss`
+    /// (`https://HOST/`, with the trailing slash): the canonical `https://DOMAIN/` and/or the
+    /// tenant's custom domains (e.g. `https://login.acme.com/`). Discovery and keys are fetched
+    /// only from these. Default: `["https://DOMAIN/"]`. `domain` stays the canonical tenant
+    /// domain: the Management API is always called there (audience `https://DOMAIN/api/v2/`).
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>", extend("examples" = [["https://acme.eu.auth0.com/", "https://login.acme.com/"]]))]
+    pub issuers: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Whether runwarden reads Auth0 groups.

@@ -25,12 +25,13 @@ use super::{SimError, SimState, TokenRequest, lock};
 
 /// Every scope the simulated tenant grants its Management API client by default (auth0-python
 /// `types/oauth_scope.py` lists each).
-pub const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:group_members read:group_roles read:resource_servers read:signing_keys read:clients";
+pub const MANAGEMENT_SCOPES: &str = "read:users read:roles read:role_members read:groups read:group_members read:group_roles read:resource_servers read:signing_keys read:clients read:organizations";
 
 /// The scopes (any one of) a Management API read needs. The reference OpenAPI document's
 /// `security` of each path: `/roles`, `/roles/{id}`: read:roles; `/roles/{id}/users`:
 /// read:users, read:roles or read:role_members; `/users`, `/users/{id}`: read:users;
-/// `/resource-servers`: read:resource_servers; `/keys/signing`: read:signing_keys. The group
+/// `/resource-servers`: read:resource_servers; `/keys/signing`: read:signing_keys;
+/// `/organizations`: read:organizations or read:organizations_summary. The group
 /// endpoints postdate it: modelled on auth0-python's scope enumeration (`read:group_roles`
 /// for a role's groups, `read:group_members` for a group's members).
 fn required_scopes(segs: &[&str]) -> &'static [&'static str] {
@@ -42,6 +43,7 @@ fn required_scopes(segs: &[&str]) -> &'static [&'static str] {
         ["users"] | ["users", _] => &["read:users"],
         ["resource-servers"] => &["read:resource_servers"],
         ["keys", "signing"] => &["read:signing_keys"],
+        ["organizations"] => &["read:organizations", "read:organizations_summary"],
         _ => &[],
     }
 }
@@ -199,7 +201,9 @@ pub fn mint(st: &SimState, t: &Tenant, req: &TokenRequest) -> Result<String, Sim
 pub fn public(st: &SimState, req: &Req) -> Reply {
     let s = lock(&st.store);
     let t = &s.tenant;
-    let issuer = t.issuer();
+    // A custom domain names itself as the issuer (Auth0: tokens issued through a custom domain
+    // carry it in `iss`, and its discovery document says so).
+    let issuer = t.issuer_for_host(req.headers.get("host").and_then(|h| h.to_str().ok()));
     match req.path.as_str() {
         "/.well-known/openid-configuration" => Reply::json(
             200,
@@ -534,6 +538,7 @@ pub fn management(st: &SimState, req: &Req) -> Reply {
         ["users"] => users_search(t, req),
         ["resource-servers"] => resource_servers(t, req),
         ["keys", "signing"] => signing_keys(st, t),
+        ["organizations"] => organizations(t, req),
         _ => Reply::auth0(404, "Not Found", None),
     }
 }
@@ -559,6 +564,23 @@ fn group_members(t: &Tenant, req: &Req, gid: &str) -> Reply {
     }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     page_of(items, &p, "members", Some(1000))
+}
+
+/// `GET /api/v2/organizations`: offset pages (`{organizations, start, limit, total}` with
+/// totals, the reference's `get_organizations_200_response`) or checkpoint pages
+/// (`{organizations, next}`, auth0-python `ListOrganizationsPaginatedResponseContent`), each
+/// an `Organization {id, name, display_name}`.
+fn organizations(t: &Tenant, req: &Req) -> Reply {
+    let p = match paging(req, true) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let items = t
+        .organizations
+        .iter()
+        .map(|(id, name, display)| (id.clone(), json!({"id": id, "name": name, "display_name": display})))
+        .collect();
+    page_of(items, &p, "organizations", Some(1000))
 }
 
 /// `GET /api/v2/roles`, with `name_filter`.
@@ -607,7 +629,15 @@ fn resource_servers(t: &Tenant, req: &Req) -> Reply {
             "scopes": [],
         }),
     )];
-    items.extend(t.resource_servers.iter().map(|rs| (rs.id.clone(), json!({
+    items.extend(t.resource_servers.iter().map(|rs| (rs.id.clone(), resource_server_json(rs))));
+    page_of(items, &p, "resource_servers", None)
+}
+
+/// A tenant API as `GET /resource-servers` lists it (auth0-python `ResourceServer`), with
+/// `subject_type_authorization` (`ResourceServerSubjectTypeAuthorization {user: {policy},
+/// client: {policy}}`) when the world sets a policy.
+fn resource_server_json(rs: &super::state::ResourceServer) -> Value {
+    let mut v = json!({
         "id": rs.id,
         "name": rs.name,
         "identifier": rs.identifier,
@@ -620,8 +650,17 @@ fn resource_servers(t: &Tenant, req: &Req) -> Reply {
         "allow_offline_access": false,
         "skip_consent_for_verifiable_first_party_clients": true,
         "scopes": [],
-    }))));
-    page_of(items, &p, "resource_servers", None)
+    });
+    let mut subjects = serde_json::Map::new();
+    for (subject, policy) in [("user", &rs.user_access_policy), ("client", &rs.client_access_policy)] {
+        if let Some(policy) = policy {
+            subjects.insert(subject.into(), json!({"policy": policy}));
+        }
+    }
+    if !subjects.is_empty() {
+        v["subject_type_authorization"] = Value::Object(subjects);
+    }
+    v
 }
 
 /// `GET /api/v2/keys/signing`.
@@ -664,7 +703,9 @@ fn role_not_found() -> Reply {
     Reply::auth0(404, "The role does not exist.", Some("inexistent_role"))
 }
 
-/// `GET /api/v2/users?q=...&search_engine=v3`: the query forms the simulator understands are
+/// `GET /api/v2/users?q=...&search_engine=v3`, eventually consistent and capped as Auth0's
+/// (https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation: at most 1,000
+/// results; the index lags behind changes): the query forms the simulator understands are
 /// `email_verified:true|false`, `email:"..."` and `user_id:"..."` (or empty: every user).
 fn users_search(t: &Tenant, req: &Req) -> Reply {
     if let Some(engine) = req.q("search_engine") {
@@ -710,7 +751,11 @@ fn users_search(t: &Tenant, req: &Req) -> Reply {
             Some("invalid_query_string"),
         );
     };
-    let mut matched: Vec<&UserRec> = t.users.iter().filter(|u| filter(u)).collect();
+    // The index lags behind the records (eventually consistent): search sees each user as it
+    // was before a change younger than `simulator.searchIndexLag`.
+    let now = Instant::now();
+    let indexed: Vec<UserRec> = t.users.iter().map(|u| u.as_searched(now)).collect();
+    let mut matched: Vec<&UserRec> = indexed.iter().filter(|u| filter(u)).collect();
     matched.sort_by(|a, b| a.user_id.cmp(&b.user_id));
     let Paging::Offset {
         page,
@@ -727,7 +772,8 @@ fn users_search(t: &Tenant, req: &Req) -> Reply {
             None,
         );
     }
-    let total = matched.len();
+    // Auth0 search returns at most 1,000 results, and its total says no more than that.
+    let total = matched.len().min(1000);
     let users: Vec<Value> = matched
         .into_iter()
         .skip(page * per_page)

@@ -210,6 +210,7 @@ fn generate_tenant(store: &mut Store, g: &GenerateSpec, rng: &mut SplitMix) {
             email_verified: true,
             blocked: false,
             name: format!("User {u:06}"),
+            searched: None,
         });
     }
     for r in 1..=g.roles {

@@ -458,7 +458,7 @@ fn admin(sim: &SimHandle, req: &Req) -> Reply {
             &serde_json::to_value(sim.history()).unwrap_or_default(),
         ),
         ("GET", "/sim/state") => Reply::json(200, &sim.state_dump()),
-        ("POST", "/sim/token") => super::user_token::user_token(sim, &req.body),
+        ("POST", "/sim/token") => super::user_token::user_token(sim, &req.body, req.headers.get("host").and_then(|h| h.to_str().ok())),
         ("GET", "/sim/faults") => Reply::json(200, &super::faults_to_json(&sim.faults())),
         ("POST", "/sim/faults") | ("PUT", "/sim/faults") => {
             let spec: super::FaultsSpec = match serde_json::from_slice(&req.body) {

@@ -516,6 +516,28 @@ impl SimHandle {
         t.user_by_id.remove(&id).is_some()
     }
 
+    /// Changes a user's `email_verified` and/or `blocked` (by e-mail), as an administrator, a
+    /// SCIM sync or the user's own verification would: `GET /api/v2/users/{id}` sees it at once,
+    /// user search only after `simulator.searchIndexLag`. False if no user has this e-mail.
+    pub fn update_user(&self, email: &str, email_verified: Option<bool>, blocked: Option<bool>) -> bool {
+        let mut s = self.store();
+        let lag = s.config.search_index_lag;
+        let now = std::time::Instant::now();
+        let Some(u) = s.tenant.users.iter_mut().find(|u| u.email.eq_ignore_ascii_case(email)) else {
+            return false;
+        };
+        let before = u.as_searched(now);
+        u.searched = Some(state::SearchView { email_verified: before.email_verified, blocked: before.blocked, until: now + lag });
+        u.email_verified = email_verified.unwrap_or(u.email_verified);
+        u.blocked = blocked.unwrap_or(u.blocked);
+        true
+    }
+
+    /// How long user changes take to reach user search from now on.
+    pub fn set_search_index_lag(&self, lag: Duration) {
+        self.store().config.search_index_lag = lag;
+    }
+
     /// Removes every member of an Auth0 group (by name). False if the group is unknown.
     pub fn empty_group(&self, group: &str) -> bool {
         auth0::empty_group(&mut self.store(), group)

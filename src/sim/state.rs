@@ -118,6 +118,31 @@ pub struct UserRec {
     pub email_verified: bool,
     pub blocked: bool,
     pub name: String,
+    /// What user search still sees of a recent change, until the index catches up.
+    pub searched: Option<SearchView>,
+}
+
+/// A user as the (lagging) search index still has it: (`email_verified`, `blocked`) until
+/// `until`.
+#[derive(Debug, Clone)]
+pub struct SearchView {
+    pub email_verified: bool,
+    pub blocked: bool,
+    pub until: Instant,
+}
+
+impl UserRec {
+    /// The user as user search returns it at `now`: the state before a change the index has
+    /// not caught up with yet.
+    pub fn as_searched(&self, now: Instant) -> UserRec {
+        let mut u = self.clone();
+        if let Some(v) = self.searched.as_ref().filter(|v| now < v.until) {
+            u.email_verified = v.email_verified;
+            u.blocked = v.blocked;
+        }
+        u.searched = None;
+        u
+    }
 }
 
 /// An Auth0 role; `users` and `groups` are indices, users sorted by user id.
@@ -149,6 +174,9 @@ pub struct ResourceServer {
     pub token_lifetime: u64,
     pub enforce_policies: bool,
     pub signing_alg: String,
+    /// `subject_type_authorization.user.policy` and `.client.policy`, when set.
+    pub user_access_policy: Option<String>,
+    pub client_access_policy: Option<String>,
 }
 
 /// A tenant signing key; `key` indexes the embedded key pairs.
@@ -176,6 +204,10 @@ pub struct Tenant {
     pub groups: Vec<GroupRec>,
     pub resource_servers: Vec<ResourceServer>,
     pub signing_keys: Vec<SigningKey>,
+    /// Host names serving the tenant as custom domains (world `auth0.customDomains`).
+    pub custom_domains: Vec<String>,
+    /// The tenant's Organizations: (id, name, display name), sorted by id.
+    pub organizations: Vec<(String, String, String)>,
 }
 
 impl Tenant {
@@ -187,6 +219,17 @@ impl Tenant {
     /// The token issuer.
     pub fn issuer(&self) -> String {
         format!("https://{}/", self.domain)
+    }
+
+    /// The issuer as a request reached the tenant: `http://HOST/` (HOST as the `Host` header
+    /// says it, port included) when its host name is one of the custom domains, else the
+    /// canonical [`Tenant::issuer`].
+    pub fn issuer_for_host(&self, host: Option<&str>) -> String {
+        let name = |h: &str| h.rsplit_once(':').map_or(h, |(n, _)| n).to_ascii_lowercase();
+        match host {
+            Some(h) if self.custom_domains.iter().any(|d| d.eq_ignore_ascii_case(&name(h))) => format!("http://{h}/"),
+            _ => self.issuer(),
+        }
     }
 
     /// The current signing key.
@@ -206,6 +249,8 @@ pub struct Config {
     pub service_account: String,
     /// Permissions the credential lacks (`simulator.missingPermissions`).
     pub missing_permissions: std::collections::BTreeSet<String>,
+    /// How long a user change takes to reach user search (`simulator.searchIndexLag`).
+    pub search_index_lag: Duration,
 }
 
 /// Everything the APIs read and write.
@@ -591,7 +636,24 @@ fn empty_tenant(world: &World, secret_seed: u64) -> Tenant {
         groups: Vec::new(),
         resource_servers: Vec::new(),
         signing_keys: default_keys(),
+        custom_domains: world.auth0.as_ref().map(|a| a.custom_domains.clone()).unwrap_or_default(),
+        organizations: organizations_of(world),
     }
+}
+
+/// The world's organizations as (id, name, display name), sorted by id (checkpoint order).
+fn organizations_of(world: &World) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = world
+        .auth0
+        .iter()
+        .flat_map(|a| &a.organizations)
+        .map(|o| {
+            let id = o.id.clone().unwrap_or_else(|| format!("org_{}", short_id(fnv(&format!("org:{}", o.name)))));
+            (id, o.name.clone(), o.display_name.clone().unwrap_or_else(|| o.name.clone()))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn default_keys() -> Vec<SigningKey> {
@@ -678,6 +740,7 @@ fn config_of(world: &World) -> Result<Config, SimError> {
             .service_account
             .unwrap_or_else(|| "runwarden@sim-project.iam.gserviceaccount.com".into()),
         missing_permissions: sim.missing_permissions.into_iter().collect(),
+        search_index_lag: dur(&sim.search_index_lag, Duration::ZERO, "searchIndexLag")?,
     })
 }
 
@@ -696,6 +759,8 @@ fn fill_tenant(t: &mut Tenant, a: &super::world::Auth0Spec) -> Result<(), SimErr
             token_lifetime: rs.token_lifetime,
             enforce_policies: rs.enforce_policies,
             signing_alg: rs.signing_alg.clone(),
+            user_access_policy: rs.user_access_policy.clone(),
+            client_access_policy: rs.client_access_policy.clone(),
         });
     }
     fill_signing_keys(t, a)
@@ -724,6 +789,7 @@ fn fill_users(
             email_verified: u.email_verified,
             blocked: u.blocked,
             name: u.name.clone().unwrap_or_else(|| u.email.clone()),
+            searched: None,
         });
     }
     Ok(by_email)

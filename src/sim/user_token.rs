@@ -9,7 +9,9 @@
 //!   `openid` scope gives a token valid for both
 //!   (https://auth0.com/docs/secure/tokens/access-tokens/get-access-tokens, "Multiple
 //!   audiences");
-//! * `sub` (the user id), `iss` (`https://DOMAIN/`), `azp`, `scope`, `iat`, `exp` (the API's
+//! * `sub` (the user id), `iss` (`https://DOMAIN/`, or `http://HOST/` when the request reached
+//!   the simulator under one of the tenant's custom domains, as sign-in through a custom domain
+//!   issues tokens under its name), `azp`, `scope`, `iat`, `exp` (the API's
 //!   token lifetime unless `expiresIn` is given);
 //! * the user's roles in the namespaced claim `https://runwarden.sim/roles`, as a post-login
 //!   Action adds them with `api.accessToken.setCustomClaim` (Auth0 requires custom claims to be
@@ -28,7 +30,7 @@ pub const ROLES_CLAIM: &str = "https://runwarden.sim/roles";
 const SIGN_IN_CLIENT: &str = "sim-sign-in-app";
 
 /// `POST /sim/token`.
-pub(super) fn user_token(sim: &SimHandle, body: &[u8]) -> Reply {
+pub(super) fn user_token(sim: &SimHandle, body: &[u8], host: Option<&str>) -> Reply {
     let bad = |message: String| Reply::json(400, &json!({"error": "invalid_request", "error_description": message}));
     let Ok(request) = serde_json::from_slice::<serde_json::Map<String, Value>>(body) else {
         return bad("the body is a JSON object: {\"user\": EMAIL or USER_ID, \"audience\": API, \"expiresIn\": SECONDS?}".into());
@@ -60,9 +62,9 @@ pub(super) fn user_token(sim: &SimHandle, body: &[u8]) -> Reply {
     extra.insert(ROLES_CLAIM.into(), json!(roles));
     let token = TokenRequest {
         subject: tenant.users[u].user_id.clone(),
-        audience: vec![audience.clone(), format!("{}userinfo", tenant.issuer())],
+        audience: vec![audience.clone(), format!("{}userinfo", tenant.issuer_for_host(host))],
         expires_in,
-        issuer: None,
+        issuer: Some(tenant.issuer_for_host(host)),
         kid: None,
         extra,
     };

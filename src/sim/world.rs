@@ -24,7 +24,7 @@ pub struct World {
     pub folders: Vec<FolderSpec>,
     /// Organizations at the top of the hierarchy (`organizations.getIamPolicy`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub organizations: Vec<OrganizationSpec>,
+    pub organizations: Vec<GoogleOrganizationSpec>,
     /// Cloud Run services with their settings and IAM policies.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
@@ -86,10 +86,10 @@ pub struct FolderSpec {
     pub iam: Option<PolicySpec>,
 }
 
-/// An organization (Resource Manager v3 `Organization`).
+/// A Google Cloud organization (Resource Manager v3 `Organization`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OrganizationSpec {
+pub struct GoogleOrganizationSpec {
     /// The organization's number (its name is `organizations/N`).
     pub id: String,
     /// The organization's domain, e.g. `acme.com`.
@@ -273,6 +273,29 @@ pub struct Auth0Spec {
     /// current and one next key.
     #[serde(default)]
     pub signing_keys: Vec<SigningKeySpec>,
+    /// Host names that serve the tenant as custom domains (e.g. `localhost`: the simulator
+    /// speaks plain http, so a loopback name reaches it). Reached under such a name, the
+    /// tenant's discovery document names the issuer `http://HOST:PORT/` as the request
+    /// addressed it, as Auth0 names a custom domain's issuer; under any other name, the
+    /// canonical `https://DOMAIN/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_domains: Vec<String>,
+    /// The tenant's Organizations (`GET /api/v2/organizations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<OrganizationSpec>,
+}
+
+/// An Auth0 Organization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationSpec {
+    /// The organization's name (lower case, e.g. `partner-co`).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// e.g. `org_...`; derived from the name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A Management API client.
@@ -358,6 +381,14 @@ pub struct ResourceServerSpec {
     /// `RS256` (default) or `HS256`.
     #[serde(default = "default_alg")]
     pub signing_alg: String,
+    /// The API's application access policy for user flows (`allow_all`, `require_client_grant`
+    /// or `deny_all`), served as `subject_type_authorization.user.policy`; absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_access_policy: Option<String>,
+    /// The same for client credentials (`require_client_grant` or `deny_all`):
+    /// `subject_type_authorization.client.policy`; absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_access_policy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
@@ -415,6 +446,11 @@ pub struct SimulatorSpec {
     /// (`ErrorInfo.metadata.permission`). Default: the credential has them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_permissions: Vec<String>,
+    /// How long a change to a user (`SimHandle::update_user`) takes to reach user search
+    /// (`GET /api/v2/users?q=...`), e.g. `30s`: Auth0's user search is eventually consistent,
+    /// while `GET /api/v2/users/{id}` is always current. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_index_lag: Option<String>,
 }
 
 /// A synthetic estate (DESIGN §7), reproducible from the seed.

@@ -21,6 +21,7 @@ from auth0.management.types import (
     ListResourceServerOffsetPaginatedResponseContent,
     ListRoleGroupsResponseContent,
     ListRoleUsersPaginatedResponseContent,
+    ListOrganizationsPaginatedResponseContent,
     ListRolesOffsetPaginatedResponseContent,
     ListUsersOffsetPaginatedResponseContent,
     SigningKeys,
@@ -126,7 +127,7 @@ class Auth0Contract(Contract):
         problems = []
         # The reads runwarden makes that the reference documents (the group endpoints it predates).
         for path in ("/roles", "/roles/{id}", "/roles/{id}/users", "/users", "/users/{id}",
-                     "/resource-servers", "/keys/signing"):
+                     "/resource-servers", "/keys/signing", "/organizations"):
             needed = [s for req in paths[path]["get"]["security"] for s in req.get("oAuth2ClientCredentials", [])]
             if needed and not granted & set(needed):
                 problems.append(f"GET {path} needs one of {needed}; the token grants {sorted(granted)}")
@@ -220,6 +221,10 @@ class Auth0Contract(Contract):
     def test_resource_servers_match_resource_server(self):
         servers = list(self.mgmt.resource_servers.list(per_page=1))
         self.assertGreater(len(servers), 1)
+        # The access policies per subject, as the SDK's ResourceServerSubjectTypeAuthorization.
+        billing = next(s for s in servers if s.identifier == "https://billing.acme.com")
+        self.assertEqual(billing.subject_type_authorization.user.policy, "require_client_grant")
+        self.assertEqual(billing.subject_type_authorization.client.policy, "require_client_grant")
         for url, body in self.bodies("/api/v2/resource-servers"):
             self.expect("auth0.resource_servers.list",
                         check_model(body, ListResourceServerOffsetPaginatedResponseContent), str(url))
@@ -229,6 +234,15 @@ class Auth0Contract(Contract):
         self.assertTrue(keys)
         for url, body in self.bodies("/api/v2/keys/signing"):
             self.expect("auth0.keys.signing", check_model(body, typing.List[SigningKeys]), str(url))
+
+    def test_organizations_page_by_checkpoint_and_match_organization(self):
+        # runwarden reads one small checkpoint page (take) to know whether the tenant has any.
+        orgs = list(self.mgmt.organizations.list(take=1))
+        self.assertEqual([o.name for o in orgs], ["partner-co"], "the demo world has one organization")
+        self.assertEqual(orgs[0].display_name, "Partner Co")
+        for url, body in self.bodies("/api/v2/organizations"):
+            self.expect("auth0.organizations.list",
+                        check_model(body, ListOrganizationsPaginatedResponseContent), str(url))
 
     # ---------------------------------------------------------------- errors
 

@@ -49,6 +49,7 @@ pub fn settings() -> Settings {
             client_id: "rw-demo-client".into(),
             client_secret_env: "AUTH0_CLIENT_SECRET".into(),
             read_groups: true,
+            issuers: vec![],
         },
         principals: PrincipalMapping::Users {
             email_domains: vec!["acme.com".into()],

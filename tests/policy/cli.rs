@@ -218,3 +218,37 @@ fn settings_say_explicitly_whether_auth0_groups_are_read_and_default_to_reading_
     assert_eq!(e.message, "unknown value `sometimes`");
     assert_eq!(e.hint.as_deref(), Some("expected one of: read, none"));
 }
+
+/// Custom domains: `spec.auth0.issuers` lists the token issuers exactly as tokens carry them;
+/// absent, the canonical `https://DOMAIN/`. Anything check-token could not compare by string
+/// or fetch keys from safely is an error at its position.
+#[test]
+fn settings_list_the_token_issuers_exactly_as_tokens_carry_them() {
+    let with = |line: &str| {
+        let settings = shared_settings().replace(
+            "    clientSecretEnv: AUTH0_CLIENT_SECRET\n",
+            &format!("    clientSecretEnv: AUTH0_CLIENT_SECRET\n{line}"),
+        );
+        let dir = policy_dir(&[("settings.yaml", &settings)]);
+        runwarden::policy::load_at(dir.path(), super::support::now()).map(|d| d.settings.auth0.issuers())
+    };
+    let domain = shared_settings().lines().find_map(|l| l.trim().strip_prefix("domain: ").map(str::to_string)).unwrap();
+    assert_eq!(with("").unwrap(), [format!("https://{domain}/")], "the default is the canonical issuer");
+    assert_eq!(
+        with("    issuers: [https://login.acme.com/, http://localhost:8080/]\n").unwrap(),
+        ["https://login.acme.com/", "http://localhost:8080/"]
+    );
+    for (line, message) in [
+        ("    issuers: [https://login.acme.com]\n", "`https://login.acme.com` is not in the form tokens carry (`https://login.acme.com/`"),
+        ("    issuers: [http://login.acme.com/]\n", "`http://login.acme.com/` is not an https:// URL"),
+        ("    issuers: [https://login.acme.com/auth/]\n", "is not in the form tokens carry"),
+        ("    issuers: [login.acme.com]\n", "`login.acme.com` is not a URL"),
+        ("    issuers: []\n", "auth0.issuers is empty"),
+    ] {
+        let err = with(line).expect_err(line);
+        let e = &err.errors[0];
+        assert_eq!(e.line, 18, "{line}: {err:?}");
+        assert!(e.message.contains(message), "{line}: {}", e.message);
+        assert!(e.hint.is_some(), "{line}");
+    }
+}

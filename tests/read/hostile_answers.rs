@@ -167,12 +167,12 @@ async fn redirects_are_never_followed_so_the_client_secret_never_leaves() {
 
 #[tokio::test]
 async fn a_failing_token_endpoint_is_asked_a_few_times_per_pass_not_once_per_call() {
-    // Auth0's token endpoint: three tries in a row, then the failure is shared by every call.
+    // Auth0's token endpoint: five tries in a row, then the failure is shared by every call.
     let h = through_proxy().await;
     h.proxy.add(Rule::path_exact("/oauth/token").json(503, json!({"error": "temporarily_unavailable"})));
     let err = h.read().await.unwrap_err();
     assert!(err.contains("503"), "{err}");
-    assert_eq!(h.proxy.hits("/oauth/token"), 3);
+    assert_eq!(h.proxy.hits("/oauth/token"), 5);
     // One failure is retried like any other.
     let h = through_proxy().await;
     h.proxy.add(

@@ -35,6 +35,7 @@ pub fn settings(
             client_id: client_id.into(),
             client_secret_env: "RUNWARDEN_TEST_UNUSED_SECRET".into(),
             read_groups: true,
+            issuers: vec![],
         },
         principals: if domains.is_empty() {
             PrincipalMapping::WorkforcePool {
