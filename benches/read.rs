@@ -212,15 +212,18 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
         if ratio <= 1.25 { "ok" } else { "OVER" }
     );
     println!("  all governed read: {governed_ok}; exact call count: {exact}");
-    // Effective access (issue 18), after the timed read: one project policy per project and one
-    // role read per distinct role, nothing else.
+    // Effective access (issue 18), after the timed read: per project one policy and one
+    // projects.get (its parent); per folder one folders.get; per folder or organization one
+    // policy; one role read per distinct role; nothing else.
     let before = setup.sim.handle.request_log().len();
     let facts = runwarden::live::read_access(&setup.clients.google, &live).await;
     let added = setup.sim.handle.request_log().len() - before;
-    let want_access = facts.projects.len() + facts.invoking.len();
+    let folders = facts.ancestors.keys().filter(|a| a.starts_with("folders/")).count();
+    let want_access = 2 * facts.projects.len() + folders + facts.ancestors.len() + facts.invoking.len();
     println!(
-        "  effective access: {added} more calls (expected {want_access}: {} project policies + {} roles)",
+        "  effective access: {added} more calls (expected {want_access}: {} project policies and parents + {folders} folder parents + {} folder/organization policies + {} roles)",
         facts.projects.len(),
+        facts.ancestors.len(),
         facts.invoking.len()
     );
     ratio <= 1.25 && exact && governed_ok && throttled == 0 && added == want_access

@@ -131,7 +131,8 @@ pub struct AuditEvent {
     pub etag_after: String,
     pub revision: String,
     pub actor: String,
-    /// Who added the member this change removes (Admin Activity audit log), when known.
+    /// Who added the member this change removes, or who set the setting it reverts (Admin
+    /// Activity audit log): `added by X (console) …`, `changed by X …`, or unknown and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub added_by: Option<String>,
 }
@@ -1156,7 +1157,7 @@ fn setting_event(id: &ServiceId, change: &SettingChange, etag_before: &str, audi
         etag_after: String::new(),
         revision: audit.revision.clone(),
         actor: audit.actor.clone(),
-        added_by: None,
+        added_by: change.added_by.clone(),
     }
 }
 

@@ -7,7 +7,7 @@
 mod access;
 mod reader;
 
-pub use access::{MAX_QUERIES, read_access, read_attribution};
+pub use access::{MAX_QUERIES, read_access, read_attribution, read_setting_attribution};
 
 pub use reader::{
     ClientConfig, Clients, ClientsError, Governance, ProgressFn, ReadConfig, ReadError,

@@ -17,7 +17,7 @@ use anyhow::{Context, anyhow};
 
 use crate::apply::{ApplyConfig, AuditContext, AuditSink, Applier, PlanSource, apply};
 use crate::live::{ClientConfig, Clients, ReadConfig, ReadProgress, read_live};
-use crate::model::LiveState;
+use crate::model::{LiveState, ServiceId};
 use crate::plan::{PlanOptions, hold_tripped_units, plan};
 use crate::policy::model::{Desired, Settings};
 use crate::progress::Progress;
@@ -200,6 +200,72 @@ async fn all_role_names(conn: &Connection) -> Result<Vec<String>, crate::insight
     Ok(names)
 }
 
+/// Drift attribution: for every governed service whose plan removes or keeps a live member no
+/// policy grants, one Admin Activity query (Cloud Logging `entries.list`), and each such change
+/// gets `added_by` (who, how, when; or unknown and why); then the same for settings changes
+/// (see [`attribute_settings`]). At most [`crate::live::MAX_QUERIES`] queries in all. With
+/// `reverted_only` (the loop), only what apply reverts: removals and settings of enforced
+/// services. Never fails: attribution is advice.
+pub async fn attribute_plan(google: &crate::google::GoogleClient, plan: &mut crate::plan::Plan, reverted_only: bool) {
+    use crate::plan::{Action, PlanMode};
+    let counted = |c: &crate::plan::MemberChange| match c.action {
+        Action::Remove => true,
+        Action::Keep => !reverted_only,
+        _ => false,
+    };
+    let mut drifted: std::collections::BTreeMap<ServiceId, Vec<(String, String)>> = Default::default();
+    for s in plan.services.iter().filter(|s| !reverted_only || s.mode == PlanMode::Enforce) {
+        let id = ServiceId::new(&s.project, &s.region, &s.name);
+        for c in s.iam.iter().chain(s.iap.iter()).flat_map(|r| &r.changes).filter(|c| counted(c)) {
+            drifted.entry(id.clone()).or_default().push((c.role.to_string(), c.member.as_str().to_string()));
+        }
+    }
+    let found = if drifted.is_empty() { Default::default() } else { crate::live::read_attribution(google, &drifted).await };
+    for s in &mut plan.services {
+        let id = ServiceId::new(&s.project, &s.region, &s.name);
+        for c in s.iam.iter_mut().chain(s.iap.iter_mut()).flat_map(|r| r.changes.iter_mut()) {
+            let key = (id.clone(), c.role.to_string(), c.member.as_str().to_string());
+            if let Some(f) = found.get(&key) {
+                let suffix = crate::insight::access::attribution_suffix(f);
+                c.added_by = Some(suffix.trim_start_matches("— ").to_string());
+            }
+        }
+    }
+    let budget = crate::live::MAX_QUERIES.saturating_sub(drifted.len());
+    attribute_settings(google, plan, reverted_only, budget).await;
+}
+
+/// Settings-drift attribution: one query of `UpdateService` Admin Activity entries per service
+/// with settings changes (at most `budget`), and each change gets `added_by` (`changed by X
+/// (console) …`, or unknown and why): who set the live value apply replaces.
+pub async fn attribute_settings(
+    google: &crate::google::GoogleClient,
+    plan: &mut crate::plan::Plan,
+    reverted_only: bool,
+    budget: usize,
+) {
+    let mut drifted: std::collections::BTreeMap<ServiceId, Vec<(String, serde_json::Value)>> = Default::default();
+    for s in plan.services.iter().filter(|s| !reverted_only || s.mode == crate::plan::PlanMode::Enforce) {
+        let id = ServiceId::new(&s.project, &s.region, &s.name);
+        for c in &s.settings {
+            drifted.entry(id.clone()).or_default().push((c.field.clone(), c.before.clone()));
+        }
+    }
+    if drifted.is_empty() {
+        return;
+    }
+    let found = crate::live::read_setting_attribution(google, &drifted, budget).await;
+    for s in &mut plan.services {
+        let id = ServiceId::new(&s.project, &s.region, &s.name);
+        for c in &mut s.settings {
+            if let Some(f) = found.get(&(id.clone(), c.field.clone())) {
+                let suffix = crate::insight::access::setting_suffix(f);
+                c.added_by = Some(suffix.trim_start_matches("— ").to_string());
+            }
+        }
+    }
+}
+
 /// The pass the loop drives: read → plan → guard → apply, against one connection that lives as
 /// long as the loop (so `--sim` keeps one simulated world, and tokens stay cached).
 pub struct LivePass {
@@ -250,6 +316,8 @@ impl crate::reconcile::Pass for LivePass {
         let mut out = planned_statuses(&live, &plan);
         let held_ids = report_holds(&held, &mut out);
         plan.services.retain(|s| !held_ids.contains(&s.id));
+        // The audit events of reverted drift say whose change it was (bounded; never fails).
+        attribute_plan(&self.conn.clients.google, &mut plan, true).await;
         let audit = AuditContext { revision, actor: self.actor.clone() };
         let applier = Applier {
             google: &self.conn.clients.google,

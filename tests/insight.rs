@@ -341,7 +341,12 @@ fn explain_shows_a_project_level_developer_group_as_a_path_to_billing_api() {
         out.contains("group:billing-devs@acme.com  roles/run.developer  on project acme-prod (inherited)  (Google group: members not expanded)"),
         "{out}"
     );
-    assert!(out.contains("(folder and organization policies are not read)"), "{out}");
+    // Issue 18: the folder above acme-prod grants the on-call group Cloud Run Invoker.
+    assert!(
+        out.contains("group:oncall@acme.com  roles/run.invoker  on folder 200000000001 (inherited)  (Google group: members not expanded)"),
+        "{out}"
+    );
+    assert!(out.contains("Google groups are named, not expanded: runwarden does not read the Cloud Identity Groups API"), "{out}");
     assert!(
         out.contains("user:contractor@partner.example  roles/run.invoker  — added by ops-oncall@acme.com (console) 2026-11-29 14:02 UTC"),
         "{out}"
@@ -357,6 +362,31 @@ fn explain_shows_a_project_level_developer_group_as_a_path_to_billing_api() {
     assert!(v["attribution"].as_array().unwrap().iter().all(|a| a["service"] == "acme-prod/europe-west1/billing-api"));
     let paths = v["otherPaths"].as_array().unwrap();
     assert!(paths.iter().any(|p| p["member"] == "group:billing-devs@acme.com" && p["boundOn"]["kind"] == "project"), "{paths:?}");
+    assert!(paths.iter().any(|p| p["member"] == "group:oncall@acme.com" && p["boundOn"] == serde_json::json!({"kind": "folder", "name": "folders/200000000001"})), "{paths:?}");
+}
+
+/// Issue 18: `explain --member user:x` says that groups are not expanded and lists the groups
+/// holding access on the services in scope, with where.
+#[test]
+fn explain_member_lists_the_groups_not_expanded_that_hold_access() {
+    let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "explain", "--member", "user:ada@acme.com"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Through Google groups (not expanded): user:ada@acme.com may also invoke services through a group it is in."), "{out}");
+    let line = |g: &str| out.lines().find(|l| l.starts_with(&format!("  {g}  "))).unwrap_or_else(|| panic!("{g} not listed: {out}")).to_string();
+    assert!(line("group:oncall@acme.com").contains("acme-prod/europe-west1/billing-api"), "{out}");
+    assert!(line("group:billing-devs@acme.com").starts_with("  group:billing-devs@acme.com  6 services: "), "{out}");
+    assert!(!out.contains("group:security@acme.com"), "roles/run.viewer does not invoke: {out}");
+    assert!(out.contains("cloud-identity.groups.readonly"), "{out}");
+    let (code, json, err) = runwarden(&["--sim", "deploy/local/world.yaml", "explain", "--member", "user:ada@acme.com", "--format", "json"]);
+    assert_eq!(code, 0, "{json}{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let oncall = v["groupsNotExpanded"]["group:oncall@acme.com"].as_array().expect("listed");
+    assert!(oncall.iter().any(|s| s == "acme-prod/europe-west1/billing-api"), "{v}");
+    // A group asked about is not told about other groups.
+    let (code, out, err) = runwarden(&["--sim", "deploy/local/world.yaml", "explain", "--member", "group:oncall@acme.com"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("on folder 200000000001 (inherited)"), "{out}");
+    assert!(!out.contains("Through Google groups"), "{out}");
 }
 
 /// Issue 18: the audit events of an apply say who added each member it removes.
@@ -370,7 +400,33 @@ fn apply_audit_lines_say_who_added_the_member_they_remove() {
         .unwrap_or_else(|| panic!("no removal of the leaver: {out}"));
     assert!(line.ends_with("— added by platform-admin@acme.com (api) 2026-03-02 08:30 UTC"), "{line}");
     let public = out.lines().find(|l| l.starts_with("- allUsers roles/run.invoker on acme-prod/europe-west1/billing-worker")).expect("allUsers removed");
+    // Issue 18: a reverted setting says who set the live value.
+    let ingress = out
+        .lines()
+        .find(|l| l.starts_with("~ ingress ") && l.contains("on acme-prod/europe-west1/payments-api"))
+        .unwrap_or_else(|| panic!("no ingress change on payments-api: {out}"));
+    assert!(ingress.ends_with("— changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC"), "{ingress}");
     assert!(public.contains("added by dev-intern@acme.com (gcloud)"), "{public}");
+}
+
+/// Issue 18: `explain --service` says who set each setting that differs from the policies
+/// (text and JSON), from the Admin Activity log's UpdateService entries.
+#[test]
+fn explain_service_says_who_set_the_settings_that_differ() {
+    let args = ["--sim", "deploy/local/world.yaml", "explain", "--service", "acme-prod/europe-west1/payments-api"];
+    let (code, out, err) = runwarden(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("  ingress: \"INGRESS_TRAFFIC_ALL\" (the policies want \"INGRESS_TRAFFIC_INTERNAL_ONLY\")  — changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC"),
+        "{out}"
+    );
+    assert!(out.contains("  customAudiences: [] (the policies want [\"https://payments.acme.com\"])  — changed by: unknown ("), "{out}");
+    let (code, json, err) = runwarden(&[&args[..], &["--format", "json"]].concat());
+    assert_eq!(code, 0, "{json}{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ingress = v["settingsAttribution"].as_array().unwrap().iter().find(|s| s["field"] == "ingress").expect("listed");
+    assert_eq!(ingress["changedBy"], "changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC");
+    assert_eq!(ingress["live"], "INGRESS_TRAFFIC_ALL");
 }
 
 /// Issue 13, custom domains: `spec.auth0.issuers` lists the issuers tokens may carry (default

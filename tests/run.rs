@@ -1425,3 +1425,97 @@ fn the_loop_logs_to_a_pipe_without_colour_and_prints_no_summary_for_idle_passes(
         assert!(seconds.len() <= "123.456".len(), "a sane duration: {line}");
     }
 }
+
+/// An audit sink's output, kept for the test to read.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn events(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+/// One loop pass (`LivePass`, as `runwarden run` drives it) over the demo world with
+/// `world_edit` applied, its JSON audit events, the entries.list calls it made, and how many
+/// services the plan gives reverted drift (enforce mode: removals, settings).
+async fn one_loop_pass(world_edit: impl FnOnce(String) -> String) -> (Vec<serde_json::Value>, usize, usize) {
+    use runwarden::reconcile::Pass;
+    let world_dir = tempfile::tempdir().unwrap();
+    let world = world_dir.path().join("world.yaml");
+    std::fs::write(&world, world_edit(std::fs::read_to_string(root().join("deploy/local/world.yaml")).unwrap())).unwrap();
+    let policies = root().join("policies");
+    let desired = runwarden::policy::load_at(&policies, SystemTime::now()).unwrap();
+    let conn = Connection::embedded_with(&world, &desired.settings, &Default::default()).await.unwrap();
+    let sim = conn.sim().unwrap().handle.clone();
+    sim.set_operation_delay(Duration::from_millis(10));
+    let captured = Captured::default();
+    let pass = LivePass::new(conn, ApplyConfig::default(), AuditSink::new(true, Box::new(captured.clone())));
+    let live = runwarden::live::read_live(&desired, &pass.connection().clients, &Default::default()).await.unwrap();
+    let plan = runwarden::plan::plan(&desired, &live, &runwarden::plan::PlanOptions::at(SystemTime::now()));
+    let enforced = |s: &&runwarden::plan::ServicePlan| s.mode == runwarden::plan::PlanMode::Enforce;
+    let removes = |s: &&runwarden::plan::ServicePlan| {
+        s.iam.iter().chain(s.iap.iter()).flat_map(|r| &r.changes).any(|c| c.action == runwarden::plan::Action::Remove)
+    };
+    let expected = plan.services.iter().filter(enforced).filter(removes).count()
+        + plan.services.iter().filter(enforced).filter(|s| !s.settings.is_empty()).count();
+    let observed_drift = plan.services.iter().filter(|s| !enforced(s)).filter(|s| removes(s) || !s.settings.is_empty()).count();
+    assert!(observed_drift > 0, "the demo world has drift in an observe-mode service, which the loop must not query");
+    sim.clear_log();
+    let desired = Arc::new(pass.load(&policies).unwrap());
+    pass.run(desired, "abc1234".into(), CancellationToken::new()).await.expect("the pass succeeds");
+    let queries = sim.request_log().iter().filter(|r| r.method == "POST" && r.path == "/v2/entries:list").count();
+    (captured.events(), queries, expected)
+}
+
+fn applied<'e>(events: &'e [serde_json::Value], key: &str, value: &str, service: &str) -> &'e serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "change-applied" && e[key] == value && e["service"] == service)
+        .unwrap_or_else(|| panic!("no applied change {key}={value} on {service}: {events:?}"))
+}
+
+/// Issue 18: the loop's audit events say whose change the reverted drift was (members and
+/// settings), with one audit query per service whose drift is reverted and none for drift in
+/// observe mode.
+#[tokio::test]
+async fn the_loops_audit_events_name_who_made_the_drift_they_revert() {
+    let (events, queries, expected) = one_loop_pass(|w| w).await;
+    assert_eq!(queries, expected, "one entries.list per reverted member drift and per reverted settings drift");
+    let leaver = applied(&events, "member", "user:leaver@acme.com", "acme-prod/europe-west1/billing-api");
+    assert_eq!(leaver["change"], "remove");
+    assert_eq!(leaver["addedBy"], "added by platform-admin@acme.com (api) 2026-03-02 08:30 UTC", "{leaver}");
+    assert_eq!(leaver["revision"], "abc1234");
+    let ingress = applied(&events, "field", "ingress", "acme-prod/europe-west1/payments-api");
+    assert_eq!(ingress["addedBy"], "changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC", "{ingress}");
+    assert!(ingress["message"].as_str().unwrap().ends_with("— changed by dev-lead@acme.com (console) 2026-11-28 16:45 UTC"), "{ingress}");
+    // Grants revert nothing: no attribution on them.
+    let grant = events.iter().find(|e| e["change"] == "add").expect("the demo world has grants");
+    assert!(grant.get("addedBy").is_none(), "{grant}");
+}
+
+/// Issue 18: a Logging API the credential may not read makes attribution unknown, with why,
+/// and the pass still succeeds and reverts the drift.
+#[tokio::test]
+async fn an_unreadable_audit_log_leaves_attribution_unknown_and_the_pass_succeeds() {
+    let (events, _, _) = one_loop_pass(|w| {
+        w.replacen("\nsimulator:\n", "\nsimulator:\n  missingPermissions: [logging.logEntries.list]\n", 1)
+    })
+    .await;
+    let leaver = applied(&events, "member", "user:leaver@acme.com", "acme-prod/europe-west1/billing-api");
+    let why = leaver["addedBy"].as_str().unwrap();
+    assert!(why.starts_with("added by: unknown (the audit log could not be read: ") && why.contains("logging.logEntries.list"), "{why}");
+    let ingress = applied(&events, "field", "ingress", "acme-prod/europe-west1/payments-api");
+    assert!(ingress["addedBy"].as_str().unwrap().starts_with("changed by: unknown (the audit log could not be read: "), "{ingress}");
+}

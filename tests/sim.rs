@@ -125,6 +125,24 @@ fn world_files_with_huge_durations_or_counts_are_refused_with_the_limit_not_a_pa
     .expect("durations and counts within the limits load");
 }
 
+/// Issue 18: the hierarchy and settings history of a world file are checked at load, each
+/// error naming where it is.
+#[test]
+fn world_hierarchy_and_settings_history_errors_name_the_entry() {
+    let refused = |yaml: &str, expected: &str| {
+        let err = World::from_yaml(yaml, std::path::Path::new("w.yaml")).expect_err(yaml).to_string();
+        assert!(err.contains("w.yaml") && err.contains(expected), "error for {yaml:?} should say {expected:?}: {err}");
+    };
+    refused("folders: [{id: \"1\", parent: projects/2}]\n", "folders/1: parent: \"projects/2\" is neither folders/NUMBER nor organizations/NUMBER");
+    refused("organizations: [{id: x1}]\n", "\"organizations/x1\" is neither");
+    refused("organizations: [{id: \"1\"}, {id: \"1\"}]\n", "organizations/1: listed twice");
+    refused("projects: [{id: p, number: 1, parent: folder/3}]\n", "project p: parent:");
+    refused(
+        "projects: [{id: p, number: 1}]\nservices: [{project: p, region: r, name: s}]\nsettingsHistory: [{service: p/r/s, field: labels, value: {}, by: x@y, at: \"2026-01-01T00:00:00Z\"}]\n",
+        "settingsHistory p/r/s: field \"labels\" is not one of",
+    );
+}
+
 #[test]
 fn a_world_file_over_the_size_limit_is_refused_unread() {
     let dir = tempfile::tempdir().unwrap();

@@ -61,7 +61,7 @@ pub(super) fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(EXIT_ERROR));
         };
         // Who added each drifted member (one audit-log query per drifted service; advice only).
-        super::shared::attribute_plan(&conn.clients.google, &mut plan).await;
+        crate::pass::attribute_plan(&conn.clients.google, &mut plan, false).await;
         let from_saved = args.plan.is_some();
         if !json {
             write_text_to_stdout(&plan, crate::logging::colour(std::io::stdout().is_terminal())).context("writing the plan to stdout")?;

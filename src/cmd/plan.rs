@@ -40,7 +40,7 @@ pub(super) fn run(global: &GlobalArgs, args: &PlanArgs) -> anyhow::Result<ExitCo
             let mut plan = plan(&desired, &live, &PlanOptions { now, base: base.as_ref() });
             plan.findings.extend(notes);
             add_pass_findings(&mut plan, &desired, &conn, &live, now).await;
-            super::shared::attribute_plan(&conn.clients.google, &mut plan).await;
+            crate::pass::attribute_plan(&conn.clients.google, &mut plan, false).await;
             Ok::<_, anyhow::Error>(Some(plan))
         };
         tokio::select! {

@@ -91,31 +91,3 @@ pub(super) fn write_text_to_stdout(plan: &Plan, color: bool) -> std::io::Result<
     out.inner.flush()
 }
 
-/// Drift attribution: for every governed service whose plan removes or keeps a live member no
-/// policy grants, one Admin Activity query (Cloud Logging `entries.list`), and each such change
-/// gets `added_by` (who, how, when; or unknown and why). Never fails: attribution is advice.
-pub(super) async fn attribute_plan(google: &crate::google::GoogleClient, plan: &mut crate::plan::Plan) {
-    use crate::plan::Action;
-    let mut drifted: std::collections::BTreeMap<crate::model::ServiceId, Vec<(String, String)>> = Default::default();
-    for s in &plan.services {
-        let id = crate::model::ServiceId::new(&s.project, &s.region, &s.name);
-        for r in s.iam.iter().chain(s.iap.iter()) {
-            for c in r.changes.iter().filter(|c| matches!(c.action, Action::Remove | Action::Keep)) {
-                drifted.entry(id.clone()).or_default().push((c.role.to_string(), c.member.as_str().to_string()));
-            }
-        }
-    }
-    let found = crate::live::read_attribution(google, &drifted).await;
-    for s in &mut plan.services {
-        let id = crate::model::ServiceId::new(&s.project, &s.region, &s.name);
-        for r in s.iam.iter_mut().chain(s.iap.iter_mut()) {
-            for c in r.changes.iter_mut().filter(|c| matches!(c.action, Action::Remove | Action::Keep)) {
-                let key = (id.clone(), c.role.to_string(), c.member.as_str().to_string());
-                if let Some(f) = found.get(&key) {
-                    let suffix = crate::insight::access::attribution_suffix(f);
-                    c.added_by = Some(suffix.trim_start_matches("— ").to_string());
-                }
-            }
-        }
-    }
-}

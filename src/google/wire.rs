@@ -96,6 +96,15 @@ pub(super) struct Project {
     pub name: String,
 }
 
+/// The `parent` of a Resource Manager v3 `Project` or `Folder` (`folders/N` or
+/// `organizations/N`; absent for a project outside any organization).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Parented {
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
 /// `{"error": {"code", "message", "status", "details"}}`.
 #[derive(Debug, Deserialize)]
 pub(super) struct ErrorBody {

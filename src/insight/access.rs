@@ -1,10 +1,10 @@
 //! Effective access: every path by which a member can invoke a service, beyond the
 //! `roles/run.invoker` grants that [`super::explain`] already explains. A path is a binding of
 //! any role that carries `run.routes.invoke` (read from the IAM roles API, see
-//! [`crate::model::AccessFacts`]), on the service itself or on its project (inherited by every
-//! service of the project). Folder and organization policies are not read; the rendering says
-//! so. Google groups are named as such: their membership is not expanded (the Cloud Identity
-//! Groups API is not read).
+//! [`crate::model::AccessFacts`]), on the service itself, on its project, or on the folders and
+//! organization above the project (inherited by every service below them). A folder or
+//! organization whose policy could not be read is said per level. Google groups are named as
+//! such: their membership is not expanded (the Cloud Identity Groups API is not read).
 
 use serde::Serialize;
 
@@ -19,6 +19,23 @@ pub enum BoundOn {
     Service(String),
     /// The project's policy, inherited by the service.
     Project(String),
+    /// A folder's policy (`folders/N`), inherited by every project below it.
+    Folder(String),
+    /// The organization's policy (`organizations/N`), inherited by every project in it.
+    Organization(String),
+}
+
+impl BoundOn {
+    /// `on project P (inherited)`, `on folder N (inherited)`, ...
+    fn describe(&self) -> String {
+        match self {
+            BoundOn::Service(_) => "on the service".to_string(),
+            BoundOn::Project(name) => format!("on project {name} (inherited)"),
+            BoundOn::Folder(name) | BoundOn::Organization(name) => {
+                format!("on {} (inherited)", crate::model::ancestor_label(name))
+            }
+        }
+    }
 }
 
 /// One path to invoke a service.
@@ -50,6 +67,16 @@ pub fn paths_to(id: &ServiceId, live: &LiveState, facts: &AccessFacts) -> Vec<Ac
     if let Some(Ok(policy)) = facts.projects.get(&id.project) {
         let on = BoundOn::Project(id.project.clone());
         collect(&mut out, id, policy, &on, facts, |_| false);
+    }
+    for name in facts.ancestry.get(&id.project).map(|a| a.chain.as_slice()).unwrap_or(&[]) {
+        if let Some(Ok(policy)) = facts.ancestors.get(name) {
+            let on = if name.starts_with("folders/") {
+                BoundOn::Folder(name.clone())
+            } else {
+                BoundOn::Organization(name.clone())
+            };
+            collect(&mut out, id, policy, &on, facts, |_| false);
+        }
     }
     out
 }
@@ -101,19 +128,33 @@ pub fn unread_projects(facts: &AccessFacts) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Each level above the projects whose inherited paths are unknown, once, as a line:
+/// `folder 123: not readable: …` (its policy could not be read) or `project P: parent not
+/// readable: …` (the walk up the hierarchy stopped there).
+pub fn unread_levels(facts: &AccessFacts) -> Vec<String> {
+    let mut out: Vec<String> = facts
+        .ancestors
+        .iter()
+        .filter_map(|(name, r)| {
+            r.as_ref().err().map(|e| format!("{}: not readable: {e}", crate::model::ancestor_label(name)))
+        })
+        .collect();
+    let stops: std::collections::BTreeSet<&String> =
+        facts.ancestry.values().filter_map(|a| a.unknown.as_ref()).collect();
+    out.extend(stops.into_iter().cloned());
+    out
+}
+
 /// The text section appended to `explain`.
 pub fn render_text(paths: &[AccessPath], facts: &AccessFacts) -> String {
     let mut s = format!(
-        "\nOther paths to invoke (any role carrying {INVOKE_PERMISSION}, on the service or inherited from its project):\n"
+        "\nOther paths to invoke (any role carrying {INVOKE_PERMISSION}, on the service or inherited from its project, folders or organization):\n"
     );
     if paths.is_empty() {
         s.push_str("  (none)\n");
     }
     for p in paths {
-        let on = match &p.bound_on {
-            BoundOn::Service(_) => "on the service".to_string(),
-            BoundOn::Project(name) => format!("on project {name} (inherited)"),
-        };
+        let on = p.bound_on.describe();
         s.push_str(&format!("  {}  {}  {}  {on}", p.service, p.member, p.role));
         if let Some(c) = &p.condition {
             s.push_str(&format!("  when {c:?}"));
@@ -131,7 +172,58 @@ pub fn render_text(paths: &[AccessPath], facts: &AccessFacts) -> String {
             "  project {project}: policy not read, its inherited paths are unknown: {why}\n"
         ));
     }
-    s.push_str("  (folder and organization policies are not read)\n");
+    for level in unread_levels(facts) {
+        s.push_str(&format!("  {level} (paths inherited from it are unknown)\n"));
+    }
+    if paths.iter().any(|p| p.group) {
+        s.push_str(&format!("  {GROUPS_NOT_EXPANDED}\n"));
+    }
+    s
+}
+
+/// Why a Google group's members are not listed. The Cloud Identity Groups API
+/// (cloudidentity.v1 discovery document, as bundled with google-api-python-client:
+/// `groups.memberships.list`, `GET v1/{+parent}/memberships`, and
+/// `groups.memberships.searchTransitiveMemberships`, scope
+/// `https://www.googleapis.com/auth/cloud-identity.groups.readonly`) is not read.
+pub const GROUPS_NOT_EXPANDED: &str = "Google groups are named, not expanded: runwarden does not read the Cloud Identity Groups API (groups.memberships.list / searchTransitiveMemberships, OAuth scope cloud-identity.groups.readonly, with a Workspace or Cloud Identity role allowed to read group members), so who is in a group is not shown";
+
+/// Every Google group holding a path to invoke a service read (any role carrying
+/// `run.routes.invoke`, `roles/run.invoker` on the service included), with the services.
+pub fn groups_with_access(
+    live: &LiveState,
+    facts: &AccessFacts,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut out: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    for (id, svc) in &live.services {
+        let mut paths = paths_to(id, live, facts);
+        if let Some(policy) = &svc.iam {
+            let on = BoundOn::Service(id.to_string());
+            collect(&mut paths, id, policy, &on, facts, |role| role != RUN_INVOKER);
+        }
+        for p in paths.into_iter().filter(|p| p.group) {
+            out.entry(p.member).or_default().insert(p.service);
+        }
+    }
+    out
+}
+
+/// For `explain --member` of a single principal (a user or service account): the groups it may
+/// be in that hold access, since group membership is not expanded.
+pub fn render_groups_note(member: &crate::iam::Member, live: &LiveState, facts: &AccessFacts) -> String {
+    if !matches!(member.kind(), MemberKind::User | MemberKind::ServiceAccount) {
+        return String::new();
+    }
+    let groups = groups_with_access(live, facts);
+    let mut s = format!("\nThrough Google groups (not expanded): {} may also invoke services through a group it is in.\n", member.as_str());
+    if groups.is_empty() {
+        s.push_str("  (no group holds access on the services in scope)\n");
+    }
+    for (group, services) in &groups {
+        let list: Vec<&str> = services.iter().map(String::as_str).collect();
+        s.push_str(&format!("  {group}  {}: {}\n", crate::text::count(list.len(), "service"), list.join(", ")));
+    }
+    s.push_str(&format!("  {GROUPS_NOT_EXPANDED}\n"));
     s
 }
 
@@ -147,7 +239,8 @@ pub fn bypass_findings(
 ) -> Vec<crate::plan::Finding> {
     use crate::plan::Finding;
     let mut out = Vec::new();
-    // A project-level binding is one finding naming every governed service it reaches.
+    // An inherited binding (project, folder, organization) is one finding naming every
+    // governed service it reaches.
     let mut inherited: std::collections::BTreeMap<(String, String, String), (AccessPath, Vec<String>)> =
         Default::default();
     for (id, wanted) in crate::plan::engine::desired_grants(desired, live, now) {
@@ -155,8 +248,8 @@ pub fn bypass_findings(
             if wanted.grants.iter().any(|g| g.member.as_str() == p.member) {
                 continue;
             }
-            if let BoundOn::Project(project) = &p.bound_on {
-                let key = (project.clone(), p.member.clone(), p.role.clone());
+            if !matches!(p.bound_on, BoundOn::Service(_)) {
+                let key = (p.bound_on.describe(), p.member.clone(), p.role.clone());
                 let entry = inherited.entry(key).or_insert_with(|| (p.clone(), Vec::new()));
                 entry.1.push(id.to_string());
                 continue;
@@ -177,6 +270,13 @@ pub fn bypass_findings(
             vec![],
         ));
     }
+    for level in unread_levels(facts) {
+        out.push(
+            Finding::new(None, "access-unchecked", format!("{level}; paths inherited from it are unknown"), vec![]).with_fix(
+                "grant resourcemanager.projects.get, resourcemanager.folders.get, resourcemanager.folders.getIamPolicy and resourcemanager.organizations.getIamPolicy where they may be read (deploy/iam/runwarden-hierarchy-reader.yaml)".into(),
+            ),
+        );
+    }
     out
 }
 
@@ -188,6 +288,14 @@ fn bypass_message(p: &AccessPath, services: &[String]) -> (String, String) {
         None => String::new(),
     };
     let (on, fix) = match &p.bound_on {
+        BoundOn::Folder(name) | BoundOn::Organization(name) => {
+            let (kind, id) = name.split_once('/').unwrap_or(("", name));
+            let command = if kind == "folders" { "resource-manager folders" } else { "organizations" };
+            (
+                format!("on {}", crate::model::ancestor_label(name)),
+                format!("gcloud {command} remove-iam-policy-binding {id} --member={} --role={}", p.member, p.role),
+            )
+        }
         BoundOn::Project(project) => (
             format!("on project {project}"),
             format!(
@@ -249,12 +357,21 @@ pub fn drifted_members(
 
 /// `— added by X (via) YYYY-MM-DD HH:MM UTC`, or `— added by: unknown (why)`.
 pub fn attribution_suffix(found: &Result<crate::model::Attribution, String>) -> String {
+    suffix(found, "added by")
+}
+
+/// `— changed by X (via) YYYY-MM-DD HH:MM UTC`, or `— changed by: unknown (why)` (a setting).
+pub fn setting_suffix(found: &Result<crate::model::Attribution, String>) -> String {
+    suffix(found, "changed by")
+}
+
+fn suffix(found: &Result<crate::model::Attribution, String>, verb: &str) -> String {
     match found {
         Ok(a) => {
             let at = a.at.get(..16).unwrap_or(&a.at).replace('T', " ");
-            format!("— added by {} ({}) {at} UTC", a.by, a.via)
+            format!("— {verb} {} ({}) {at} UTC", a.by, a.via)
         }
-        Err(why) => format!("— added by: unknown ({why})"),
+        Err(why) => format!("— {verb}: unknown ({why})"),
     }
 }
 

@@ -9,7 +9,7 @@ mod last_applied;
 mod service;
 mod tenant;
 
-pub use access::{AccessFacts, AddedBinding, Attribution, Attributions, INVOKE_PERMISSION};
+pub use access::{AccessFacts, AddedBinding, Ancestry, ancestor_label, Attribution, Attributions, INVOKE_PERMISSION, SetSetting, SettingAttributions};
 pub use directory::{Directory, Role, User};
 pub use last_applied::{
     ANNOTATIONS_LIMIT_BYTES, LAST_APPLIED_ANNOTATION, LastApplied, annotations_with,

@@ -902,6 +902,7 @@ impl<'a> Planner<'a> {
                 reason: Reason::Setting,
                 origin: None,
                 sources,
+                added_by: None,
             });
         };
         if let (Some((want, src)), Some(have)) = (&exp.ingress, live.ingress) {

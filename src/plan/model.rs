@@ -532,6 +532,11 @@ pub struct SettingChange {
     pub origin: Option<Origin>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+    /// Who last set the live value, from the Admin Activity audit log (`changed by X (console)
+    /// 2026-11-29 14:02 UTC`, or `changed by: unknown (why)`); set after planning like
+    /// `MemberChange::added_by`; not part of the JSON plan.
+    #[serde(skip)]
+    pub added_by: Option<String>,
 }
 
 /// How serious a finding is.

@@ -171,9 +171,10 @@ fn service_lines(s: &ServicePlan) -> Vec<(&'static str, String)> {
             out.push((
                 "~",
                 format!(
-                    "  ~ {:<setting_width$}  {reason:<18} {}",
+                    "  ~ {:<setting_width$}  {reason:<18} {}{}",
                     setting_text(c),
-                    c.sources.join(", ")
+                    c.sources.join(", "),
+                    c.added_by.as_ref().map(|a| format!(" — {a}")).unwrap_or_default()
                 )
                 .trim_end()
                 .to_string(),

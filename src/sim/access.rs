@@ -92,6 +92,44 @@ pub(super) fn project_get_iam(st: &SimState, req: &Req, given: &str) -> Reply {
     }
 }
 
+/// `GET v3/folders/{N}` (`Folder`: `name`, `parent`, `displayName`, `state`, times, `etag`). An
+/// unknown folder is a 403, as Google answers for a folder the caller may not read.
+pub(super) fn folder_get(st: &SimState, id: &str) -> Reply {
+    let name = format!("folders/{id}");
+    let s = lock(&st.store);
+    let Some(f) = s.hierarchy.get(&name) else {
+        return permission_denied("resourcemanager.folders.get", &name);
+    };
+    Reply::json(
+        200,
+        &json!({
+            "name": name,
+            "parent": f.parent,
+            "displayName": f.display_name,
+            "state": "ACTIVE",
+            "createTime": "2024-01-01T00:00:00.000Z",
+            "updateTime": "2024-01-01T00:00:00.000Z",
+            "etag": format!("W/\"{:016x}\"", super::state::fnv(&name)),
+        }),
+    )
+}
+
+/// `POST v3/folders/{N}:getIamPolicy` and `POST v3/organizations/{N}:getIamPolicy`. An unknown
+/// one is a 403 naming the permission (`resourcemanager.folders.getIamPolicy` /
+/// `resourcemanager.organizations.getIamPolicy`).
+pub(super) fn ancestor_get_iam(st: &SimState, req: &Req, name: &str) -> Reply {
+    let requested = match requested_version(req) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let s = lock(&st.store);
+    match s.hierarchy.get(name) {
+        Some(a) => Reply::json(200, &policy_json(&a.iam, requested)),
+        _ if name.starts_with("folders/") => permission_denied("resourcemanager.folders.getIamPolicy", name),
+        _ => permission_denied("resourcemanager.organizations.getIamPolicy", name),
+    }
+}
+
 /// `GET v1/roles/{ROLE}`: a predefined role.
 pub(super) fn role_get(role: &str) -> Reply {
     let name = format!("roles/{role}");
@@ -199,7 +237,77 @@ fn audit_entries(st: &SimState) -> Vec<serde_json::Value> {
         let deltas = binding_deltas(&w.before, &w.after);
         out.push(audit_entry(&project, &w.resource, &by, via, &w.at, deltas));
     }
+    out.extend(update_entries(st, &actor));
     out
+}
+
+/// The `UpdateService` entries: the world's `settingsHistory`, then every `services.patch` and
+/// direct settings edit since the start.
+fn update_entries(st: &SimState, actor: &str) -> Vec<serde_json::Value> {
+    let seed = lock(&st.store).settings_seed.clone();
+    let mut out = Vec::new();
+    for h in &seed {
+        let parts: Vec<&str> = h.service.split('/').collect();
+        let [p, r, n] = parts.as_slice() else { continue };
+        let resource = format!("projects/{p}/locations/{r}/services/{n}");
+        let mut service = serde_json::Map::new();
+        service.insert(h.field.clone(), h.value.clone());
+        let request = update_request(&resource, service.into(), std::slice::from_ref(&h.field));
+        out.push(update_entry(p, &resource, &h.by, &h.via, &h.at, request));
+    }
+    for w in lock(&st.service_writes).iter() {
+        let project = w.resource.split('/').nth(1).unwrap_or("");
+        let (by, via) = match w.writer {
+            super::Writer::Direct => ("console-user@sim.example", "console"),
+            _ => (actor, "api"),
+        };
+        let request = update_request(&w.resource, w.service.clone(), &w.mask);
+        out.push(update_entry(project, &w.resource, by, via, &w.at, request));
+    }
+    out
+}
+
+/// The `request` of an `UpdateService` entry: a `google.cloud.run.v2.UpdateServiceRequest`
+/// (fields `service`, `updateMask`, `validateOnly`, `allowMissing`: the run_v2 types in
+/// gcloud's lib, googlecloudsdk/generated_clients/gapic_clients/run_v2/types/service.py) in
+/// proto3 JSON, `updateMask` a `FieldMask` (comma-separated paths), the `Service` in proto3 JSON
+/// (fields at their default value omitted).
+fn update_request(resource: &str, service: serde_json::Value, mask: &[String]) -> serde_json::Value {
+    let mut service = service;
+    if let Some(o) = service.as_object_mut() {
+        o.retain(|_, v| !(v == &json!(false) || v == &json!([]) || v == &json!("")));
+        o.insert("name".into(), resource.into());
+    }
+    json!({
+        "@type": "type.googleapis.com/google.cloud.run.v2.UpdateServiceRequest",
+        "service": service,
+        "updateMask": mask.join(","),
+    })
+}
+
+/// A `services.patch` as an `UpdateServiceRequest`'s `service` and mask paths (camelCase).
+pub(super) fn patch_request(p: &super::state::ServicePatch) -> (serde_json::Value, Vec<String>) {
+    let mut service = serde_json::Map::new();
+    if let Some(v) = p.ingress {
+        service.insert("ingress".into(), v.as_str().into());
+    }
+    if let Some(v) = p.invoker_iam_disabled {
+        service.insert("invokerIamDisabled".into(), v.into());
+    }
+    if let Some(v) = &p.custom_audiences {
+        service.insert("customAudiences".into(), json!(v));
+    }
+    if let Some(v) = p.iap_enabled {
+        service.insert("iapEnabled".into(), v.into());
+    }
+    if let Some(v) = &p.labels {
+        service.insert("labels".into(), json!(v));
+    }
+    if let Some(v) = &p.annotations {
+        service.insert("annotations".into(), json!(v));
+    }
+    let mask = service.keys().cloned().collect();
+    (service.into(), mask)
 }
 
 /// `AuditData.policyDelta.bindingDeltas` between two policies (ADD/REMOVE per role and member).
@@ -216,8 +324,7 @@ fn binding_deltas(before: &crate::iam::Policy, after: &crate::iam::Policy) -> Ve
     added.chain(removed).collect()
 }
 
-/// One Admin Activity `LogEntry` with an `AuditLog` `protoPayload` (Cloud Audit Logs:
-/// https://cloud.google.com/logging/docs/reference/audit/auditlog/rest/Shared.Types/AuditLog).
+/// One `SetIamPolicy` Admin Activity entry, its `serviceData` the policy delta.
 fn audit_entry(
     project: &str,
     resource: &str,
@@ -226,29 +333,56 @@ fn audit_entry(
     at: &str,
     deltas: Vec<serde_json::Value>,
 ) -> serde_json::Value {
+    let data = json!({
+        "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+        "policyDelta": {"bindingDeltas": deltas}
+    });
+    log_entry(project, resource, by, via, at, "google.cloud.run.v2.Services.SetIamPolicy", "serviceData", data)
+}
+
+/// One `UpdateService` Admin Activity entry (method `google.cloud.run.v2.Services.UpdateService`,
+/// the gRPC method `/google.cloud.run.v2.Services/UpdateService` of gcloud's run_v2 transport,
+/// named like `SetIamPolicy` above), its `request` the `UpdateServiceRequest`.
+fn update_entry(project: &str, resource: &str, by: &str, via: &str, at: &str, request: serde_json::Value) -> serde_json::Value {
+    log_entry(project, resource, by, via, at, "google.cloud.run.v2.Services.UpdateService", "request", request)
+}
+
+/// One Admin Activity `LogEntry` with an `AuditLog` `protoPayload` (Cloud Audit Logs:
+/// https://cloud.google.com/logging/docs/reference/audit/auditlog/rest/Shared.Types/AuditLog;
+/// `request` and `serviceData` are `Struct`s with an `@type`).
+#[allow(clippy::too_many_arguments)]
+fn log_entry(
+    project: &str,
+    resource: &str,
+    by: &str,
+    via: &str,
+    at: &str,
+    method: &str,
+    key: &str,
+    payload: serde_json::Value,
+) -> serde_json::Value {
     let agent = match via {
         "console" => "Mozilla/5.0 (console.cloud.google.com)",
+        "gcloud" if method.ends_with("UpdateService") => "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.update",
         "gcloud" => "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.add-iam-policy-binding",
         _ => "runwarden-simulator-client",
     };
-    json!({
+    let mut entry = json!({
         "logName": format!("projects/{project}/logs/cloudaudit.googleapis.com%2Factivity"),
         "resource": {"type": "cloud_run_revision", "labels": {"project_id": project}},
         "timestamp": at,
         "receiveTimestamp": at,
         "severity": "NOTICE",
-        "insertId": format!("{:016x}", super::state::fnv(&format!("{resource}|{at}|{by}"))),
+        "insertId": format!("{:016x}", super::state::fnv(&format!("{resource}|{at}|{by}|{method}"))),
         "protoPayload": {
             "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
             "serviceName": "run.googleapis.com",
-            "methodName": "google.cloud.run.v2.Services.SetIamPolicy",
+            "methodName": method,
             "resourceName": resource,
             "authenticationInfo": {"principalEmail": by},
             "requestMetadata": {"callerSuppliedUserAgent": agent},
-            "serviceData": {
-                "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
-                "policyDelta": {"bindingDeltas": deltas}
-            }
         }
-    })
+    });
+    entry["protoPayload"][key] = payload;
+    entry
 }

@@ -129,6 +129,7 @@ fn generate_services(
             display_name: id.clone(),
             iap_agent: false,
             iam: super::state::policy_from_spec(None).expect("an empty policy is valid"),
+            parent: None,
         })?;
         for region in &g.regions {
             for s in 1..=g.services_per_region {

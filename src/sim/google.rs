@@ -241,8 +241,17 @@ fn needed_permissions(req: &Req, p: &Path<'_>) -> Vec<&'static str> {
     let m = req.method.as_str();
     let iap = p.segs.contains(&"iap_web");
     match (p.segs.first().copied(), p.verb, m) {
+        // cloudresourcemanager.v3.json names each method's permission in its description.
+        (Some("v3"), Some("getIamPolicy"), _) => match p.segs.get(1).copied() {
+            Some("folders") => vec!["resourcemanager.folders.getIamPolicy"],
+            Some("organizations") => vec!["resourcemanager.organizations.getIamPolicy"],
+            _ => vec!["resourcemanager.projects.getIamPolicy"],
+        },
+        (Some("v3"), _, _) if p.segs.get(1) == Some(&"folders") => vec!["resourcemanager.folders.get"],
         (Some("v3"), _, _) => vec!["resourcemanager.projects.get"],
         (Some("v1beta1"), _, _) => vec!["serviceusage.services.use"],
+        // Cloud Logging `entries.list` needs logging.logEntries.list (roles/logging.viewer).
+        (Some("v2"), Some("list"), "POST") if p.segs.get(1) == Some(&"entries") => vec!["logging.logEntries.list"],
         (_, Some("setIamPolicy"), _) if iap => vec!["iap.webServices.setIamPolicy"],
         (_, Some("setIamPolicy"), _) => vec!["run.services.setIamPolicy"],
         (_, Some("getIamPolicy"), _) if iap => vec!["iap.webServices.getIamPolicy"],
@@ -280,6 +289,10 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
         (["v3", "projects", id], Some("getIamPolicy"), "POST") => {
             super::access::project_get_iam(st, req, id)
         }
+        (["v3", kind @ ("folders" | "organizations"), id], Some("getIamPolicy"), "POST") => {
+            super::access::ancestor_get_iam(st, req, &format!("{kind}/{id}"))
+        }
+        (["v3", "folders", id], None, "GET") => super::access::folder_get(st, id),
         (["v1", "roles", role], None, "GET") => super::access::role_get(role),
         (["v2", "entries"], Some("list"), "POST") => super::access::entries_list(st, req),
         (["v1", "projects", pr, "roles", role], None, "GET") => {
@@ -419,19 +432,20 @@ fn project_get(st: &SimState, given: &str) -> Reply {
         );
     };
     let p = &s.projects[&id];
-    Reply::json(
-        200,
-        &json!({
-            "name": format!("projects/{}", p.number),
-            "parent": "organizations/100000000001",
-            "projectId": p.id,
-            "state": "ACTIVE",
-            "displayName": p.display_name,
-            "createTime": "2024-01-01T00:00:00.000Z",
-            "updateTime": "2024-01-01T00:00:00.000Z",
-            "etag": format!("W/\"{:016x}\"", fnv(&p.id)),
-        }),
-    )
+    let mut body = json!({
+        "name": format!("projects/{}", p.number),
+        "projectId": p.id,
+        "state": "ACTIVE",
+        "displayName": p.display_name,
+        "createTime": "2024-01-01T00:00:00.000Z",
+        "updateTime": "2024-01-01T00:00:00.000Z",
+        "etag": format!("W/\"{:016x}\"", fnv(&p.id)),
+    });
+    // proto3 JSON omits an unset field: a project outside any organization has no `parent`.
+    if let Some(parent) = &p.parent {
+        body["parent"] = parent.as_str().into();
+    }
+    Reply::json(200, &body)
 }
 
 /// Renders a service in the v2 wire format (proto3 JSON: defaults omitted).
@@ -660,6 +674,17 @@ fn patch(st: &SimState, req: &Req, given: &str, region: &str, name: &str) -> Rep
     };
     if let Some(svc) = s.services.get_mut(&key) {
         svc.reconciling = !validate_only;
+    }
+    if !validate_only {
+        // Admin Activity records the call (`UpdateService`), whether its operation succeeds or not.
+        let (service, mask) = super::access::patch_request(&op.patch);
+        lock(&st.service_writes).push(super::ServiceWrite {
+            resource: format!("projects/{project}/locations/{region}/services/{name}"),
+            service,
+            mask,
+            writer: super::Writer::Client,
+            at: rfc3339(SystemTime::now()),
+        });
     }
     s.operations.insert(op_name.clone(), op);
     s.pending.push(op_name.clone());

@@ -147,6 +147,20 @@ pub struct IamWrite {
     pub at: String,
 }
 
+/// One `services.patch` (or a test's direct settings edit), kept for the Admin Activity log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceWrite {
+    /// `projects/P/locations/R/services/S`.
+    pub resource: String,
+    /// The `Service` fields the request set (JSON as the API spells them).
+    pub service: serde_json::Value,
+    /// The update mask paths (camelCase).
+    pub mask: Vec<String>,
+    pub writer: Writer,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+}
+
 /// A service's state as the simulator holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimService {
@@ -205,6 +219,8 @@ pub struct SimState {
     faults: Mutex<faults::FaultState>,
     log: Mutex<Vec<RequestRecord>>,
     history: Mutex<Vec<IamWrite>>,
+    /// Every `services.patch` and direct settings edit, oldest first.
+    service_writes: Mutex<Vec<ServiceWrite>>,
     tokens: Mutex<Tokens>,
     rng: Mutex<faults::SplitMix>,
     keys: keys::Keys,
@@ -248,6 +264,7 @@ impl SimHandle {
             faults: Mutex::new(faults::FaultState::new(faults)),
             log: Mutex::new(Vec::new()),
             history: Mutex::new(Vec::new()),
+            service_writes: Mutex::new(Vec::new()),
             tokens: Mutex::new(Tokens {
                 counter: seed,
                 ..Tokens::default()
@@ -364,11 +381,12 @@ impl SimHandle {
             .collect()
     }
 
-    /// Changes a service's settings directly (drift injected by a test; no operation).
+    /// Changes a service's settings directly (drift injected by a test; no operation), recorded
+    /// in the Admin Activity log as a console `UpdateService` ([`Writer::Direct`]).
     pub fn update_service(&self, id: &ServiceId, patch: &ServicePatch) -> bool {
         let mut s = self.store();
         let etag = s.next_service_etag();
-        match s.services.get_mut(&key(id)) {
+        let found = match s.services.get_mut(&key(id)) {
             Some(svc) => {
                 state::apply_patch(svc, patch);
                 svc.generation += 1;
@@ -376,7 +394,19 @@ impl SimHandle {
                 true
             }
             None => false,
+        };
+        drop(s);
+        if found {
+            let (service, mask) = access::patch_request(patch);
+            lock(&self.0.service_writes).push(ServiceWrite {
+                resource: id.resource_name(),
+                service,
+                mask,
+                writer: Writer::Direct,
+                at: state::rfc3339(SystemTime::now()),
+            });
         }
+        found
     }
 
     /// A service's stored IAM policy (all bindings, conditions included; `version` 0 when empty).

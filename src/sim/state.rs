@@ -34,6 +34,17 @@ pub struct Project {
     pub iap_agent: bool,
     /// The project's IAM policy (inherited by its services).
     pub iam: Policy,
+    /// `folders/N` or `organizations/N`, if any.
+    pub parent: Option<String>,
+}
+
+/// A folder or organization above the projects.
+#[derive(Debug, Clone)]
+pub struct Ancestor {
+    pub display_name: String,
+    /// A folder's parent (`folders/N` or `organizations/N`); `None` for an organization.
+    pub parent: Option<String>,
+    pub iam: Policy,
 }
 
 /// One IAM resource (a service's policy or its IAP resource's policy).
@@ -246,6 +257,8 @@ pub struct Config {
 #[derive(Debug)]
 pub struct Store {
     pub projects: BTreeMap<String, Project>,
+    /// Folders and organizations by name (`folders/N`, `organizations/N`).
+    pub hierarchy: BTreeMap<String, Ancestor>,
     pub project_by_number: HashMap<u64, String>,
     pub services: BTreeMap<SvcKey, Service>,
     pub operations: HashMap<String, Operation>,
@@ -255,6 +268,8 @@ pub struct Store {
     pub config: Config,
     /// The world file's `history` (Admin Activity entries from before the start).
     pub audit_seed: Vec<super::world::HistorySpec>,
+    /// The world file's `settingsHistory` (`UpdateService` entries from before the start).
+    pub settings_seed: Vec<super::world::SettingHistorySpec>,
     etag_counter: u64,
 }
 
@@ -320,6 +335,7 @@ impl Store {
         let now = rfc3339(SystemTime::now());
         let mut store = Store {
             projects: BTreeMap::new(),
+            hierarchy: hierarchy_of(world)?,
             project_by_number: HashMap::new(),
             services: BTreeMap::new(),
             operations: HashMap::new(),
@@ -327,6 +343,7 @@ impl Store {
             tenant: empty_tenant(world, secret_seed),
             config,
             audit_seed: world.history.clone(),
+            settings_seed: world.settings_history.clone(),
             etag_counter: 0,
         };
         for p in &world.projects {
@@ -337,10 +354,22 @@ impl Store {
                 iap_agent: false,
                 iam: policy_from_spec(p.iam.as_ref())
                     .map_err(|e| SimError::World(format!("project {}: iam: {e}", p.id)))?,
+                parent: match &p.parent {
+                    Some(parent) => Some(ancestor_name(parent).map_err(|e| SimError::World(format!("project {}: parent: {e}", p.id)))?),
+                    None => None,
+                },
             })?;
         }
         for s in &world.services {
             store.add_service(s, &now)?;
+        }
+        for h in &world.settings_history {
+            if !matches!(h.field.as_str(), "ingress" | "invokerIamDisabled" | "iapEnabled" | "customAudiences") {
+                return Err(SimError::World(format!(
+                    "settingsHistory {}: field {:?} is not one of ingress, invokerIamDisabled, iapEnabled, customAudiences",
+                    h.service, h.field
+                )));
+            }
         }
         let used_iap: Vec<String> =
             store.services.iter().filter(|(_, s)| s.iap_enabled).map(|(k, _)| k.0.clone()).collect();
@@ -483,6 +512,44 @@ pub fn fnv(text: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+/// The world's folders and organizations, by name. A parent that is not listed is allowed: it
+/// answers like a resource the credential may not read (403).
+fn hierarchy_of(world: &World) -> Result<BTreeMap<String, Ancestor>, SimError> {
+    let mut out = BTreeMap::new();
+    let listed = world
+        .organizations
+        .iter()
+        .map(|o| (format!("organizations/{}", o.id), &o.display_name, None, &o.iam))
+        .chain(world.folders.iter().map(|f| (format!("folders/{}", f.id), &f.display_name, Some(&f.parent), &f.iam)));
+    for (name, display, parent, iam) in listed {
+        let bad = |e: String| SimError::World(format!("{name}: {e}"));
+        ancestor_name(&name).map_err(bad)?;
+        let parent = match parent {
+            Some(p) => Some(ancestor_name(p).map_err(|e| bad(format!("parent: {e}")))?),
+            None => None,
+        };
+        let node = Ancestor {
+            display_name: display.clone().unwrap_or_else(|| name.clone()),
+            parent,
+            iam: policy_from_spec(iam.as_ref()).map_err(|e| bad(format!("iam: {e}")))?,
+        };
+        if out.insert(name.clone(), node).is_some() {
+            return Err(bad("listed twice".into()));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks `folders/N` / `organizations/N` (N digits).
+fn ancestor_name(name: &str) -> Result<String, String> {
+    match name.split_once('/') {
+        Some(("folders" | "organizations", id)) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(name.to_string())
+        }
+        _ => Err(format!("{name:?} is neither folders/NUMBER nor organizations/NUMBER")),
+    }
 }
 
 /// Converts a world-file policy, validating members (deleted members allowed here).

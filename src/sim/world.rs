@@ -19,6 +19,12 @@ pub struct World {
     /// Google Cloud projects (id and number). Services may only live in listed projects.
     #[serde(default)]
     pub projects: Vec<ProjectSpec>,
+    /// Folders above the projects (Resource Manager v3 `folders.get`, `folders.getIamPolicy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<FolderSpec>,
+    /// Organizations at the top of the hierarchy (`organizations.getIamPolicy`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<GoogleOrganizationSpec>,
     /// Cloud Run services with their settings and IAM policies.
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
@@ -35,6 +41,10 @@ pub struct World {
     /// service's IAM policy, and when (served by the Logging API's `entries.list`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistorySpec>,
+    /// Admin Activity history of service updates from before the start: who set which setting
+    /// of which service, and when (served as `UpdateService` entries by `entries.list`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings_history: Vec<SettingHistorySpec>,
     /// Faults injected from the start (DESIGN §7); changeable at run time via `POST /sim/faults`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultsSpec>,
@@ -53,6 +63,39 @@ pub struct ProjectSpec {
     pub display_name: Option<String>,
     /// The project's own IAM policy (Resource Manager `projects.getIamPolicy`): bindings here
     /// are inherited by every service of the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<PolicySpec>,
+    /// `folders/N` or `organizations/N` (`projects.get` answers it as `parent`). Absent: a
+    /// project outside any organization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+/// A folder (Resource Manager v3 `Folder`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FolderSpec {
+    /// The folder's number, e.g. `200000000001` (its name is `folders/200000000001`).
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `folders/N` or `organizations/N`.
+    pub parent: String,
+    /// The folder's IAM policy, inherited by every project below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam: Option<PolicySpec>,
+}
+
+/// A Google Cloud organization (Resource Manager v3 `Organization`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GoogleOrganizationSpec {
+    /// The organization's number (its name is `organizations/N`).
+    pub id: String,
+    /// The organization's domain, e.g. `acme.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The organization's IAM policy, inherited by every folder and project in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam: Option<PolicySpec>,
 }
@@ -148,6 +191,26 @@ pub struct HistorySpec {
     /// RFC 3339, e.g. `2026-11-29T14:02:00Z`.
     pub at: String,
     /// `console`, `gcloud` or `api` (becomes `requestMetadata.callerSuppliedUserAgent`).
+    #[serde(default = "default_via")]
+    pub via: String,
+}
+
+/// One past `UpdateService` that set a setting of a service (an Admin Activity audit entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SettingHistorySpec {
+    /// `PROJECT/REGION/NAME` of the service.
+    pub service: String,
+    /// The Cloud Run v2 `Service` field: `ingress`, `invokerIamDisabled`, `iapEnabled` or
+    /// `customAudiences`.
+    pub field: String,
+    /// The value it was set to, as the API spells it (e.g. `INGRESS_TRAFFIC_ALL`, `true`).
+    pub value: serde_json::Value,
+    /// The principal that made the change (`authenticationInfo.principalEmail`).
+    pub by: String,
+    /// RFC 3339, e.g. `2026-11-29T14:02:00Z`.
+    pub at: String,
+    /// `console`, `gcloud` or `api`.
     #[serde(default = "default_via")]
     pub via: String,
 }

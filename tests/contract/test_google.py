@@ -25,6 +25,7 @@ REFERENCE = os.environ.get(
 
 PROJECT, NUMBER, REGION = "acme-prod", "123456789012", "europe-west1"  # deploy/local/world.yaml
 SERVICE = f"projects/{PROJECT}/locations/{REGION}/services/billing-api"
+FOLDER, ORG = "200000000001", "100000000001"  # acme-prod's folder and organization
 
 
 def discovery(name):
@@ -183,6 +184,39 @@ class GoogleContract(Contract):
         self.assertEqual(e.status_code, 403)
         self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
 
+    def test_resource_manager_projects_get_names_the_parent_folder(self):
+        p = self.crm.projects().get(name=f"projects/{PROJECT}").execute()
+        self.assertEqual(p["parent"], f"folders/{FOLDER}")
+
+    def test_resource_manager_folders_get_matches_the_folder_schema(self):
+        f = self.checked("google.crm.folders.get", self.crm.folders().get(name=f"folders/{FOLDER}"),
+                         "cloudresourcemanager.v3", "folders", "get")
+        self.assertEqual((f["name"], f["parent"]), (f"folders/{FOLDER}", f"organizations/{ORG}"))
+        e, body = self.failing(self.crm.folders().get(name="folders/999"))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
+    def test_resource_manager_folder_get_iam_policy_matches_the_policy_schema(self):
+        p = self.checked("google.crm.folders.getIamPolicy",
+                         self.crm.folders().getIamPolicy(
+                             resource=f"folders/{FOLDER}", body={"options": {"requestedPolicyVersion": 3}}),
+                         "cloudresourcemanager.v3", "folders", "getIamPolicy")
+        roles = {b["role"]: b["members"] for b in p.get("bindings", [])}
+        self.assertIn("group:oncall@acme.com", roles.get("roles/run.invoker", []))
+        e, body = self.failing(self.crm.folders().getIamPolicy(resource="folders/999", body={}))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
+    def test_resource_manager_organization_get_iam_policy_matches_the_policy_schema(self):
+        p = self.checked("google.crm.organizations.getIamPolicy",
+                         self.crm.organizations().getIamPolicy(
+                             resource=f"organizations/{ORG}", body={"options": {"requestedPolicyVersion": 3}}),
+                         "cloudresourcemanager.v3", "organizations", "getIamPolicy")
+        self.assertTrue(p.get("bindings"), "the demo world's organization has a binding")
+        e, body = self.failing(self.crm.organizations().getIamPolicy(resource="organizations/999", body={}))
+        self.assertEqual(e.status_code, 403)
+        self.expect("google.error.403", error_problems(403, body, "PERMISSION_DENIED"))
+
     def test_iam_roles_get_matches_the_role_schema_and_lists_included_permissions(self):
         r = self.checked("google.iam.roles.get", self.iamapi.roles().get(name="roles/run.developer"),
                          "iam.v1", "roles", "get")
@@ -221,6 +255,25 @@ class GoogleContract(Contract):
         e, err = self.failing(self.logging.entries().list(body={"filter": 'severity>="ERROR"'}))
         self.assertEqual(e.status_code, 400)
         self.expect("google.error.400", error_problems(400, err, "INVALID_ARGUMENT"))
+
+    def test_logging_entries_list_serves_update_service_entries_with_the_request(self):
+        resource = f"projects/{PROJECT}/locations/{REGION}/services/payments-api"
+        body = {"resourceNames": [f"projects/{PROJECT}"], "orderBy": "timestamp desc", "pageSize": 20,
+                "filter": f'logName="projects/{PROJECT}/logs/cloudaudit.googleapis.com%2Factivity" AND '
+                          f'protoPayload.resourceName="{resource}" AND protoPayload.methodName:"UpdateService"'}
+        r = self.checked("google.logging.entries.list", self.logging.entries().list(body=body),
+                         "logging.v2", "entries", "list")
+        entries = r.get("entries", [])
+        self.assertTrue(entries, "the demo world's settingsHistory has an entry for payments-api")
+        for e in entries:
+            p = e["protoPayload"]
+            self.assertEqual(p["methodName"], "google.cloud.run.v2.Services.UpdateService")
+            self.assertEqual(p["resourceName"], resource)
+            req = p["request"]
+            self.assertEqual(req["@type"], "type.googleapis.com/google.cloud.run.v2.UpdateServiceRequest")
+            self.assertEqual(req["service"]["name"], resource)
+            self.assertIsInstance(req["updateMask"], str)
+        self.assertEqual(entries[0]["protoPayload"]["request"]["service"].get("ingress"), "INGRESS_TRAFFIC_ALL")
 
     def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
         state = self.sim.admin("GET", "/sim/state")
