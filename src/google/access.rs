@@ -120,20 +120,23 @@ impl GoogleClient {
         Ok(added_bindings(&answer))
     }
 
-    /// The settings set by the newest `UpdateService` Admin Activity entries on one service
-    /// (method `google.cloud.run.v2.Services.UpdateService`; its `protoPayload.request` is the
-    /// `UpdateServiceRequest`: `service` and `updateMask`, run_v2 types in gcloud's lib). One
-    /// call, one page, newest first. Changes made through the v1 API (`namespaces.services.
-    /// replaceService`, which `gcloud run services update` uses: gcloud's
-    /// command_lib/run/serverless_operations.py) are logged on another resource name and not read.
+    /// The settings set by the newest service updates of one service, newest first, in one
+    /// `entries.list` call of one page: Cloud Run v2 `UpdateService` entries (method
+    /// `google.cloud.run.v2.Services.UpdateService` on `projects/P/locations/R/services/S`; its
+    /// `protoPayload.request` is the `UpdateServiceRequest`: `service` and `updateMask`, run_v2
+    /// types in gcloud's lib) and Cloud Run v1 `ReplaceService` entries, which is how
+    /// `gcloud run services update` changes a service (gcloud's lib,
+    /// command_lib/run/serverless_operations.py `_UpdateOrCreateService` →
+    /// `namespaces_services.ReplaceService`). A v1 entry is logged on `namespaces/P/services/S`,
+    /// without the region, so the query also asks for the region (`resource.labels.location`,
+    /// or the request's `region`), and [`set_settings`] checks it again.
     pub async fn list_setting_changes(
         &self,
-        project: &str,
-        resource: &str,
+        id: &crate::model::ServiceId,
         page_size: u32,
     ) -> Result<Vec<crate::model::SetSetting>, GoogleError> {
-        let answer = self.list_admin_activity(project, resource, "UpdateService", page_size).await?;
-        Ok(set_settings(&answer))
+        let answer = self.send_log_query(&id.project, &setting_changes_filter(id), page_size).await?;
+        Ok(set_settings(&answer, &id.region))
     }
 
     /// One `entries.list` page of the Admin Activity log of `resource`, methods containing `method`.
@@ -144,10 +147,15 @@ impl GoogleClient {
         method: &str,
         page_size: u32,
     ) -> Result<serde_json::Value, GoogleError> {
-        let url = self.url(Api::Logging, &["v2", "entries:list"]);
         let filter = format!(
             "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND protoPayload.resourceName=\"{resource}\" AND protoPayload.methodName:\"{method}\""
         );
+        self.send_log_query(project, &filter, page_size).await
+    }
+
+    /// One `entries.list` page (POST `v2/entries:list`, logging.v2.json), newest first.
+    async fn send_log_query(&self, project: &str, filter: &str, page_size: u32) -> Result<serde_json::Value, GoogleError> {
+        let url = self.url(Api::Logging, &["v2", "entries:list"]);
         let body = serde_json::json!({
             "resourceNames": [format!("projects/{project}")],
             "filter": filter,
@@ -215,12 +223,34 @@ const ATTRIBUTED_SETTINGS: &[(&str, &str, fn() -> serde_json::Value)] = &[
     ("customAudiences", "custom_audiences", || serde_json::json!([])),
 ];
 
-/// The settings each `UpdateService` entry set: the fields of its update mask (both spellings),
-/// or without a mask the fields present in `request.service`. Entries without a `request`
-/// object are skipped.
-fn set_settings(answer: &serde_json::Value) -> Vec<crate::model::SetSetting> {
+/// The `entries.list` filter of [`GoogleClient::list_setting_changes`]: the v2 entries of the
+/// service's full name, and the v1 entries of `namespaces/P/services/S` in its region (Logging
+/// query language, https://cloud.google.com/logging/docs/view/logging-query-language, with every
+/// disjunction parenthesised so no precedence rule matters). A v2 entry's resource
+/// name carries the region; a v1 entry's region is its resource's `location` label (the
+/// `cloud_run_revision` resource type) or its request's `region`.
+fn setting_changes_filter(id: &crate::model::ServiceId) -> String {
+    let (p, r, s) = (&id.project, &id.region, &id.name);
+    let v2 = id.resource_name();
+    format!(
+        "logName=\"projects/{p}/logs/cloudaudit.googleapis.com%2Factivity\" AND (protoPayload.resourceName=\"{v2}\" OR protoPayload.resourceName=\"namespaces/{p}/services/{s}\") AND (protoPayload.methodName:\"UpdateService\" OR protoPayload.methodName=\"{REPLACE_SERVICE}\") AND (protoPayload.resourceName=\"{v2}\" OR resource.labels.location=\"{r}\" OR protoPayload.request.region=\"{r}\")"
+    )
+}
+
+/// The method of a Cloud Run v1 `namespaces.services.replaceService` Admin Activity entry.
+const REPLACE_SERVICE: &str = "google.cloud.run.v1.Services.ReplaceService";
+
+/// The settings each entry set, newest first: for a v2 `UpdateService` entry the fields of its
+/// update mask (both spellings), or without a mask the fields present in `request.service`; for
+/// a v1 `ReplaceService` entry of `region` every setting its annotations carry (marked
+/// `replaced`). Entries without a readable `request` are skipped.
+fn set_settings(answer: &serde_json::Value, region: &str) -> Vec<crate::model::SetSetting> {
     let mut out = Vec::new();
     for e in entries(answer) {
+        if e.pointer("/protoPayload/methodName").and_then(|m| m.as_str()) == Some(REPLACE_SERVICE) {
+            out.extend(replaced_settings(e, region));
+            continue;
+        }
         let Some(service) = e.pointer("/protoPayload/request/service").and_then(|s| s.as_object()) else { continue };
         let mask = e.pointer("/protoPayload/request/updateMask").and_then(|m| m.as_str()).unwrap_or("");
         let paths: Vec<&str> = mask.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
@@ -231,11 +261,73 @@ fn set_settings(answer: &serde_json::Value) -> Vec<crate::model::SetSetting> {
                     field: camel.to_string(),
                     value: service.get(*camel).cloned().unwrap_or_else(default),
                     attribution: entry_attribution(e),
+                    replaced: false,
                 });
             }
         }
     }
     out
+}
+
+/// The region of a v1 entry: its resource's `location` label, its request's `region`, or the
+/// `locations/R` of its request's `name` (`projects/P/locations/R/services/S`).
+fn v1_region(e: &serde_json::Value) -> Option<&str> {
+    let text = |path: &str| e.pointer(path).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+    text("/resource/labels/location").or_else(|| text("/protoPayload/request/region")).or_else(|| {
+        let name = text("/protoPayload/request/name")?;
+        let parts: Vec<&str> = name.split('/').collect();
+        match parts.as_slice() {
+            ["projects", _, "locations", r, "services", _] => Some(*r),
+            _ => None,
+        }
+    })
+}
+
+/// The settings a v1 `ReplaceService` entry of `region` carries, as v2 fields and values. Its
+/// `request` is a `google.cloud.run.v1.ReplaceServiceRequest` whose `service` is the whole
+/// Knative `Service`; the settings are `metadata.annotations` (gcloud's lib: api_lib/run/
+/// service.py `INGRESS_ANNOTATION`, `IAP_ANNOTATION`; container_resource.py
+/// `DISABLE_IAM_ANNOTATION`; k8s_object.py `CUSTOM_AUDIENCES_ANNOTATION`). gcloud writes the
+/// invoker annotation as Python's `str(bool)` ("True"/"False", command_lib/run/
+/// config_changes.py `InvokerIamChange`) and deletes the IAP one on `--no-iap` (flags.py), so
+/// an absent boolean is false and an absent audience list empty. An entry of another region,
+/// or of no known region, yields nothing; so does an ingress value not in the mapping.
+fn replaced_settings(e: &serde_json::Value, region: &str) -> Vec<crate::model::SetSetting> {
+    if v1_region(e) != Some(region) {
+        return Vec::new();
+    }
+    let Some(notes) = e.pointer("/protoPayload/request/service/metadata/annotations").and_then(|a| a.as_object()) else {
+        return Vec::new();
+    };
+    let note = |key: &str| notes.get(key).and_then(|v| v.as_str());
+    let flag = |key: &str| serde_json::Value::Bool(note(key).is_some_and(|v| v.eq_ignore_ascii_case("true")));
+    // v1 ingress annotation → v2 `IngressTraffic` (gcloud's lib: api_lib/run/service.py
+    // INGRESS_ALL/INTERNAL/INTERNAL_AND_CLOUD_LOAD_BALANCING, flags.py `none`; run_v2
+    // types/vendor_settings.py `IngressTraffic`; run.v2.json `Service.ingress`).
+    let ingress = note("run.googleapis.com/ingress").and_then(|v| match v {
+        "all" => Some("INGRESS_TRAFFIC_ALL"),
+        "internal" => Some("INGRESS_TRAFFIC_INTERNAL_ONLY"),
+        "internal-and-cloud-load-balancing" => Some("INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"),
+        "none" => Some("INGRESS_TRAFFIC_NONE"),
+        _ => None,
+    });
+    let audiences = match note("run.googleapis.com/custom-audiences") {
+        None => Some(serde_json::json!([])),
+        Some(text) => serde_json::from_str::<Vec<String>>(text).ok().map(|list| serde_json::json!(list)),
+    };
+    let values = [
+        ("ingress", ingress.map(serde_json::Value::from)),
+        ("invokerIamDisabled", Some(flag("run.googleapis.com/invoker-iam-disabled"))),
+        ("iapEnabled", Some(flag("run.googleapis.com/iap-enabled"))),
+        ("customAudiences", audiences),
+    ];
+    let attribution = entry_attribution(e);
+    values
+        .into_iter()
+        .filter_map(|(field, value)| {
+            Some(crate::model::SetSetting { field: field.into(), value: value?, attribution: attribution.clone(), replaced: true })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -260,7 +352,7 @@ mod tests {
             entry(json!({"service": {"ingress": "INGRESS_TRAFFIC_ALL"}, "updateMask": "ingress,invoker_iam_disabled,labels"})),
             entry(json!({"service": {"iapEnabled": true, "labels": {"a": "b"}}})),
         ]});
-        let set = set_settings(&answer);
+        let set = set_settings(&answer, "europe-west1");
         let got: Vec<(&str, &serde_json::Value)> = set.iter().map(|s| (s.field.as_str(), &s.value)).collect();
         assert_eq!(
             got,
@@ -282,12 +374,97 @@ mod tests {
             json!({"entries": [entry(json!("not an object")), entry(json!({"service": [1, 2]}))]}),
             json!({"entries": [entry(json!({"service": {}, "updateMask": 7}))]}),
         ] {
-            assert!(set_settings(&answer).is_empty(), "{answer}");
+            assert!(set_settings(&answer, "europe-west1").is_empty(), "{answer}");
             assert!(added_bindings(&answer).is_empty(), "{answer}");
         }
         // A value of the wrong type is carried as read (it then matches no live value).
         let odd = json!({"entries": [entry(json!({"service": {"ingress": 5}}))]});
-        assert_eq!(set_settings(&odd)[0].value, json!(5));
+        assert_eq!(set_settings(&odd, "europe-west1")[0].value, json!(5));
+    }
+
+    /// A v1 `ReplaceService` entry as Cloud Audit Logs has it: resource `namespaces/P/services/S`,
+    /// the region in the resource's labels and the request, the settings in annotations.
+    fn v1_entry(location: serde_json::Value, region: serde_json::Value, notes: serde_json::Value) -> serde_json::Value {
+        json!({
+            "timestamp": "2026-11-29T09:00:00Z",
+            "resource": {"type": "cloud_run_revision", "labels": {"location": location, "project_id": "acme-prod"}},
+            "protoPayload": {
+                "methodName": "google.cloud.run.v1.Services.ReplaceService",
+                "resourceName": "namespaces/acme-prod/services/payments-api",
+                "authenticationInfo": {"principalEmail": "ops@acme.com"},
+                "requestMetadata": {"callerSuppliedUserAgent": "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.update"},
+                "request": {
+                    "@type": "type.googleapis.com/google.cloud.run.v1.ReplaceServiceRequest",
+                    "name": "projects/acme-prod/locations/europe-west1/services/payments-api",
+                    "region": region,
+                    "service": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": {"name": "payments-api", "annotations": notes}},
+                },
+            }
+        })
+    }
+
+    #[test]
+    fn replace_service_entries_yield_every_annotated_setting_as_the_v2_field() {
+        let notes = json!({
+            "run.googleapis.com/ingress": "internal-and-cloud-load-balancing",
+            "run.googleapis.com/invoker-iam-disabled": "True",
+            "run.googleapis.com/custom-audiences": "[\"https://a.example\"]",
+        });
+        let answer = json!({"entries": [v1_entry(json!("europe-west1"), json!("europe-west1"), notes)]});
+        let set = set_settings(&answer, "europe-west1");
+        let got: Vec<(&str, &serde_json::Value, bool)> = set.iter().map(|s| (s.field.as_str(), &s.value, s.replaced)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("ingress", &json!("INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"), true),
+                ("invokerIamDisabled", &json!(true), true),
+                ("iapEnabled", &json!(false), true),
+                ("customAudiences", &json!(["https://a.example"]), true),
+            ]
+        );
+        assert_eq!((set[0].attribution.by.as_str(), set[0].attribution.via.as_str()), ("ops@acme.com", "gcloud"));
+        for (v1, v2) in [("all", "INGRESS_TRAFFIC_ALL"), ("internal", "INGRESS_TRAFFIC_INTERNAL_ONLY"), ("none", "INGRESS_TRAFFIC_NONE")] {
+            let answer = json!({"entries": [v1_entry(json!("europe-west1"), json!(null), json!({"run.googleapis.com/ingress": v1}))]});
+            assert_eq!(set_settings(&answer, "europe-west1")[0].value, json!(v2), "{v1}");
+        }
+    }
+
+    #[test]
+    fn a_replace_service_entry_of_a_same_named_service_in_another_region_is_not_read() {
+        let notes = json!({"run.googleapis.com/ingress": "all"});
+        for (location, region) in [(json!("us-central1"), json!("us-central1")), (json!("us-central1"), json!(null)), (json!(null), json!("us-central1"))] {
+            let answer = json!({"entries": [v1_entry(location.clone(), region.clone(), notes.clone())]});
+            assert!(set_settings(&answer, "europe-west1").is_empty(), "{location} {region}");
+            assert!(!set_settings(&answer, "us-central1").is_empty(), "{location} {region}");
+        }
+        // The filter asks the same of the server: the v1 name and the region, in one query.
+        let filter = setting_changes_filter(&crate::model::ServiceId::new("acme-prod", "europe-west1", "payments-api"));
+        assert!(filter.contains(r#"protoPayload.resourceName="namespaces/acme-prod/services/payments-api""#), "{filter}");
+        assert!(filter.contains(r#"resource.labels.location="europe-west1" OR protoPayload.request.region="europe-west1")"#), "{filter}");
+    }
+
+    #[test]
+    fn malformed_replace_service_entries_yield_what_they_can_and_never_panic() {
+        let v1 = |notes: serde_json::Value| json!({"entries": [v1_entry(json!("europe-west1"), json!("europe-west1"), notes)]});
+        let mut no_region = v1_entry(json!(null), json!(null), json!({}));
+        no_region["protoPayload"]["request"]["name"] = json!("namespaces/acme-prod/services/payments-api");
+        for answer in [
+            v1(json!(null)),
+            v1(json!("annotations")),
+            v1(json!([1, 2])),
+            json!({"entries": [no_region]}),
+            json!({"entries": [{"protoPayload": {"methodName": "google.cloud.run.v1.Services.ReplaceService", "request": 5}}]}),
+        ] {
+            assert!(set_settings(&answer, "europe-west1").is_empty(), "{answer}");
+        }
+        // Unknown ingress, unreadable audiences, odd types: those fields are left out, the rest read.
+        let odd = v1(json!({
+            "run.googleapis.com/ingress": "sideways",
+            "run.googleapis.com/custom-audiences": "not json",
+            "run.googleapis.com/iap-enabled": 7,
+        }));
+        let fields: Vec<(String, serde_json::Value)> = set_settings(&odd, "europe-west1").into_iter().map(|s| (s.field, s.value)).collect();
+        assert_eq!(fields, vec![("invokerIamDisabled".into(), json!(false)), ("iapEnabled".into(), json!(false))]);
     }
 
     #[test]

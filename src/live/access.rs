@@ -127,10 +127,10 @@ pub async fn read_attribution(
     out
 }
 
-/// Who set each drifted setting to its live value: one `entries.list` of `UpdateService`
-/// entries per service with drifted settings, at most `budget` queries (what
-/// [`read_attribution`] left of [`MAX_QUERIES`]); the newest entry that set the field to the
-/// live value wins. Unavailable attribution is `Err(why)`, never a failed pass. `drifted` maps a
+/// Who set each drifted setting to its live value: one `entries.list` of the service's
+/// `UpdateService` (v2) and `ReplaceService` (v1) entries per service with drifted settings, at
+/// most `budget` queries (what [`read_attribution`] left of [`MAX_QUERIES`]), the setter chosen
+/// by [`who_set`]. Unavailable attribution is `Err(why)`, never a failed pass. `drifted` maps a
 /// service to its (field, live value) pairs.
 pub async fn read_setting_attribution(
     google: &GoogleClient,
@@ -140,17 +140,13 @@ pub async fn read_setting_attribution(
     let mut out = crate::model::SettingAttributions::new();
     for (n, (id, fields)) in drifted.iter().enumerate() {
         let read = if n < budget {
-            google.list_setting_changes(&id.project, &id.resource_name(), 20).await.map_err(|e| e.to_string())
+            google.list_setting_changes(id, 20).await.map_err(|e| e.to_string())
         } else {
             Err(format!("more than {MAX_QUERIES} drifted services: attribution skipped to stay within the Logging read quota"))
         };
         for (field, live) in fields {
             let found = match &read {
-                Ok(set) => set
-                    .iter()
-                    .find(|s| s.field == *field && s.value == *live)
-                    .map(|s| s.attribution.clone())
-                    .ok_or_else(|| "no Cloud Run v2 UpdateService audit entry sets the live value within the log's retention (v1 API changes, as gcloud makes them, are not read)".to_string()),
+                Ok(set) => who_set(set, field, live),
                 Err(e) if n >= budget => Err(e.clone()),
                 Err(e) => Err(format!("the audit log could not be read: {e}")),
             };
@@ -158,4 +154,88 @@ pub async fn read_setting_attribution(
         }
     }
     out
+}
+
+/// Who set `field` to `live`, from one service's settings entries, newest first. A v1
+/// `ReplaceService` entry carries every setting, so carrying the live value is no proof of
+/// setting it: the setter is the oldest entry of the newest run of entries carrying the live
+/// value, when an older entry carried another value. When the run reaches the end of the
+/// window, the oldest v2 `UpdateService` entry in it whose mask set the field is the setter
+/// (a v2 entry sets only what its mask names); with none, the change is older than the log.
+pub fn who_set(set: &[crate::model::SetSetting], field: &str, live: &serde_json::Value) -> Result<crate::model::Attribution, String> {
+    let seen: Vec<&crate::model::SetSetting> = set.iter().filter(|s| s.field == field).collect();
+    let Some(start) = seen.iter().position(|s| s.value == *live) else {
+        return Err("no Cloud Run v2 UpdateService audit entry sets the live value, nor does a v1 ReplaceService entry carry it, within the log's retention".into());
+    };
+    let run: Vec<&crate::model::SetSetting> = seen[start..].iter().copied().take_while(|s| s.value == *live).collect();
+    let (Some(oldest), ended) = (run.last(), start + run.len() == seen.len()) else {
+        return Err("no audit entry carries the live value".into());
+    };
+    if !ended {
+        return Ok(oldest.attribution.clone());
+    }
+    match run.iter().rev().find(|s| !s.replaced) {
+        Some(explicit) => Ok(explicit.attribution.clone()),
+        None => Err(format!(
+            "unchanged since at least {}: every v1 ReplaceService audit entry read carries the live value, so the change is older than the log",
+            oldest.attribution.at
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::who_set;
+    use crate::model::{Attribution, SetSetting};
+    use serde_json::json;
+
+    /// `(by, value, replaced)` entries of `ingress`, newest first.
+    fn entries(list: &[(&str, &str, bool)]) -> Vec<SetSetting> {
+        list.iter()
+            .enumerate()
+            .map(|(n, (by, value, replaced))| SetSetting {
+                field: "ingress".into(),
+                value: json!(value),
+                attribution: Attribution { by: by.to_string(), via: "gcloud".into(), at: format!("2026-11-{:02}T10:00:00Z", 28 - n) },
+                replaced: *replaced,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_setter_is_the_oldest_entry_of_the_newest_run_carrying_the_live_value() {
+        const ALL: &str = "INGRESS_TRAFFIC_ALL";
+        const INT: &str = "INGRESS_TRAFFIC_INTERNAL_ONLY";
+        // (case, entries newest first, Ok(by) or Err(text the reason contains))
+        let cases: Vec<(&str, Vec<(&str, &str, bool)>, Result<&str, &str>)> = vec![
+            ("a v1 change is attributed", vec![("human", ALL, true), ("ci", INT, true)], Ok("human")),
+            (
+                "a later v1 redeploy carrying the same value does not steal the blame",
+                vec![("ci", ALL, true), ("ci", ALL, true), ("human", ALL, true), ("ci", INT, true)],
+                Ok("human"),
+            ),
+            (
+                "only the newest run counts: an older opening closed since is not blamed",
+                vec![("b", ALL, true), ("x", INT, true), ("a", ALL, true), ("y", INT, true)],
+                Ok("b"),
+            ),
+            ("a v2 update set between v1 entries is blamed", vec![("ci", ALL, true), ("v2", ALL, false), ("c", INT, true)], Ok("v2")),
+            ("a lone v2 update that set the value is the setter", vec![("v2", ALL, false)], Ok("v2")),
+            ("the oldest v2 setter of a run reaching the window's end", vec![("n", ALL, false), ("o", ALL, false)], Ok("o")),
+            ("v1 carrying the value since the window's start", vec![("ci", ALL, true), ("ci", ALL, true)], Err("unchanged since at least 2026-11-27T10:00:00Z")),
+            ("no entry carries the live value", vec![("ci", INT, true)], Err("nor does a v1 ReplaceService entry carry it")),
+            ("no entry at all", vec![], Err("nor does a v1 ReplaceService entry carry it")),
+        ];
+        for (case, list, want) in cases {
+            let got = who_set(&entries(&list), "ingress", &json!(ALL)).map(|a| a.by);
+            match want {
+                Ok(by) => assert_eq!(got.as_deref(), Ok(by), "{case}"),
+                Err(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{case}: {got:?}"),
+            }
+        }
+        // Entries of another field are not read for this one.
+        let mut other = entries(&[("human", ALL, true)]);
+        other[0].field = "iapEnabled".into();
+        assert!(who_set(&other, "ingress", &json!(ALL)).is_err());
+    }
 }

@@ -62,7 +62,7 @@ pub struct AddedBinding {
     pub attribution: Attribution,
 }
 
-/// One setting an `UpdateService` audit entry set.
+/// One setting an `UpdateService` (v2) or `ReplaceService` (v1) audit entry set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetSetting {
     /// The Cloud Run v2 `Service` field, e.g. `ingress`.
@@ -70,6 +70,9 @@ pub struct SetSetting {
     /// The value it was set to (JSON as the API spells it).
     pub value: serde_json::Value,
     pub attribution: Attribution,
+    /// From a v1 `ReplaceService` entry, which carries every setting: the same value as the
+    /// entry before is no change. A v2 `UpdateService` entry sets only its mask's fields.
+    pub replaced: bool,
 }
 
 /// (service, field) → who set the live value, or why that is unknown.

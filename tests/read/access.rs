@@ -318,7 +318,7 @@ async fn a_services_patch_is_logged_as_an_update_service_entry_of_the_caller() {
         etag: svc.etag.clone(),
     };
     setup.clients.google.patch_service(&status, &update).await.expect("patched");
-    let set = setup.clients.google.list_setting_changes("acme-prod", &status.resource_name(), 20).await.unwrap();
+    let set = setup.clients.google.list_setting_changes(&status, 20).await.unwrap();
     let newest = set.iter().find(|s| s.field == "ingress").expect("logged");
     assert_eq!(newest.value, "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER");
     assert_eq!((newest.attribution.by.as_str(), newest.attribution.via.as_str()), (setup.sim.handle.service_account().as_str(), "api"));
