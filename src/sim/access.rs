@@ -162,29 +162,43 @@ pub(super) fn custom_role_get(st: &SimState, project: &str, role: &str) -> Reply
     )
 }
 
-/// The filter terms `entries.list` understands: `FIELD="VALUE"` (equals) and `FIELD:"VALUE"`
-/// (has), joined by ` AND `, on `logName`, `protoPayload.resourceName` and
-/// `protoPayload.methodName` (the subset runwarden sends; Logging query language:
+/// The filter `entries.list` understands: terms joined by ` AND `, each a comparison or a
+/// parenthesised disjunction of comparisons joined by ` OR `; a comparison is `FIELD="VALUE"`
+/// (equals) or `FIELD:"VALUE"` (has) on `logName`, `protoPayload.resourceName`,
+/// `protoPayload.methodName`, `resource.labels.location` or `protoPayload.request.region` (the
+/// subset runwarden sends; Logging query language:
 /// https://cloud.google.com/logging/docs/view/logging-query-language). Anything else is a 400.
-fn parse_filter(filter: &str) -> Result<Vec<(String, bool, String)>, String> {
+/// The answer is the conjunction of disjunctions.
+fn parse_filter(filter: &str) -> Result<Vec<Vec<(String, bool, String)>>, String> {
     let mut terms = Vec::new();
     for term in filter.split(" AND ").map(str::trim).filter(|t| !t.is_empty()) {
-        let (field, equals, value) = match (term.find('='), term.find(':')) {
-            (Some(e), c) if c.is_none_or(|c| e < c) => (&term[..e], true, &term[e + 1..]),
-            (_, Some(c)) => (&term[..c], false, &term[c + 1..]),
-            _ => return Err(format!("unsupported filter term {term:?}")),
+        let any = match term.strip_prefix('(').and_then(|t| t.strip_suffix(')')) {
+            Some(inner) => inner.split(" OR ").map(parse_comparison).collect::<Result<Vec<_>, _>>()?,
+            None => vec![parse_comparison(term)?],
         };
-        let field = field.trim();
-        if !matches!(field, "logName" | "protoPayload.resourceName" | "protoPayload.methodName") {
-            return Err(format!("the simulator does not filter on {field:?}"));
-        }
-        let value = value.trim();
-        let Some(value) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
-            return Err(format!("filter value {value:?} must be quoted"));
-        };
-        terms.push((field.to_string(), equals, value.to_string()));
+        terms.push(any);
     }
     Ok(terms)
+}
+
+/// One `FIELD="VALUE"` or `FIELD:"VALUE"` of [`parse_filter`].
+fn parse_comparison(term: &str) -> Result<(String, bool, String), String> {
+    let term = term.trim();
+    let (field, equals, value) = match (term.find('='), term.find(':')) {
+        (Some(e), c) if c.is_none_or(|c| e < c) => (&term[..e], true, &term[e + 1..]),
+        (_, Some(c)) => (&term[..c], false, &term[c + 1..]),
+        _ => return Err(format!("unsupported filter term {term:?}")),
+    };
+    let field = field.trim();
+    let known = ["logName", "protoPayload.resourceName", "protoPayload.methodName", "resource.labels.location", "protoPayload.request.region"];
+    if !known.contains(&field) {
+        return Err(format!("the simulator does not filter on {field:?}"));
+    }
+    let value = value.trim();
+    let Some(value) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) else {
+        return Err(format!("filter value {value:?} must be quoted"));
+    };
+    Ok((field.to_string(), equals, value.to_string()))
 }
 
 /// `POST v2/entries:list` (logging.v2.json, `ListLogEntriesRequest` → `ListLogEntriesResponse`):
@@ -200,10 +214,12 @@ pub(super) fn entries_list(st: &SimState, req: &Req) -> Reply {
     let page = body.get("pageSize").and_then(|p| p.as_u64()).unwrap_or(50).clamp(1, 1000) as usize;
     let mut entries = audit_entries(st);
     entries.retain(|e| {
-        terms.iter().all(|(field, equals, value)| {
-            let path = format!("/{}", field.replace('.', "/"));
-            let got = e.pointer(&path).and_then(|v| v.as_str()).unwrap_or("");
-            if *equals { got == value } else { got.contains(value.as_str()) }
+        terms.iter().all(|any| {
+            any.iter().any(|(field, equals, value)| {
+                let path = format!("/{}", field.replace('.', "/"));
+                let got = e.pointer(&path).and_then(|v| v.as_str()).unwrap_or("");
+                if *equals { got == value } else { got.contains(value.as_str()) }
+            })
         })
     });
     entries.sort_by(|a, b| b["timestamp"].as_str().cmp(&a["timestamp"].as_str()));
@@ -249,6 +265,11 @@ fn update_entries(st: &SimState, actor: &str) -> Vec<serde_json::Value> {
     for h in &seed {
         let parts: Vec<&str> = h.service.split('/').collect();
         let [p, r, n] = parts.as_slice() else { continue };
+        if h.api == "v1" {
+            let notes = v1_annotations(st, &seed, h);
+            out.push(replace_entry(p, r, n, &h.by, &h.via, &h.at, notes));
+            continue;
+        }
         let resource = format!("projects/{p}/locations/{r}/services/{n}");
         let mut service = serde_json::Map::new();
         service.insert(h.field.clone(), h.value.clone());
@@ -265,6 +286,83 @@ fn update_entries(st: &SimState, actor: &str) -> Vec<serde_json::Value> {
         out.push(update_entry(project, &w.resource, by, via, &w.at, request));
     }
     out
+}
+
+/// The settings of `h`'s service when `h` was made, as v1 annotations: `h`'s own value, each
+/// other setting as the newest earlier `settingsHistory` entry of it set it, else as the service
+/// is now; plus the service's own annotations.
+fn v1_annotations(st: &SimState, seed: &[super::world::SettingHistorySpec], h: &super::world::SettingHistorySpec) -> serde_json::Map<String, serde_json::Value> {
+    let parts: Vec<String> = h.service.split('/').map(String::from).collect();
+    let key: super::state::SvcKey = match parts.as_slice() {
+        [p, r, n] => (p.clone(), r.clone(), n.clone()),
+        _ => Default::default(),
+    };
+    let mut now = serde_json::Map::new();
+    let mut notes = serde_json::Map::new();
+    if let Some(svc) = lock(&st.store).services.get(&key) {
+        now.insert("ingress".into(), svc.ingress.as_str().into());
+        now.insert("invokerIamDisabled".into(), svc.invoker_iam_disabled.into());
+        now.insert("iapEnabled".into(), svc.iap_enabled.into());
+        now.insert("customAudiences".into(), json!(svc.custom_audiences));
+        notes.extend(svc.annotations.iter().map(|(k, v)| (k.clone(), json!(v))));
+    }
+    for field in ["ingress", "invokerIamDisabled", "iapEnabled", "customAudiences"] {
+        let then = seed
+            .iter()
+            .filter(|o| o.service == h.service && o.field == field && o.at <= h.at)
+            .filter(|o| !std::ptr::eq(*o, h))
+            .max_by(|a, b| a.at.cmp(&b.at))
+            .map(|o| o.value.clone());
+        let value = if field == h.field { Some(h.value.clone()) } else { then.or_else(|| now.get(field).cloned()) };
+        // gcloud's lib: api_lib/run/service.py (INGRESS_ANNOTATION and its values, IAP_ANNOTATION),
+        // container_resource.py (DISABLE_IAM_ANNOTATION), k8s_object.py (CUSTOM_AUDIENCES_ANNOTATION).
+        match (field, value) {
+            ("ingress", Some(v)) => {
+                let v1 = match v.as_str() {
+                    Some("INGRESS_TRAFFIC_ALL") => "all",
+                    Some("INGRESS_TRAFFIC_INTERNAL_ONLY") => "internal",
+                    Some("INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER") => "internal-and-cloud-load-balancing",
+                    Some("INGRESS_TRAFFIC_NONE") => "none",
+                    _ => continue,
+                };
+                notes.insert("run.googleapis.com/ingress".into(), v1.into());
+            }
+            ("invokerIamDisabled", Some(v)) if v == json!(true) => {
+                notes.insert("run.googleapis.com/invoker-iam-disabled".into(), "true".into());
+            }
+            ("iapEnabled", Some(v)) if v == json!(true) => {
+                notes.insert("run.googleapis.com/iap-enabled".into(), "true".into());
+            }
+            ("customAudiences", Some(v)) if v.as_array().is_some_and(|a| !a.is_empty()) => {
+                notes.insert("run.googleapis.com/custom-audiences".into(), v.to_string().into());
+            }
+            _ => {}
+        }
+    }
+    notes
+}
+
+/// One v1 `ReplaceService` Admin Activity entry, as `gcloud run services update` leaves it
+/// (command_lib/run/serverless_operations.py `_UpdateOrCreateService` →
+/// `namespaces_services.ReplaceService`): method `google.cloud.run.v1.Services.ReplaceService`
+/// on `namespaces/P/services/S` (no region), the region in the resource's `location` label and
+/// the request's `region`, the request a `google.cloud.run.v1.ReplaceServiceRequest` carrying the
+/// whole Knative `Service` (run.v1 `Service`: apiVersion, kind, metadata).
+fn replace_entry(p: &str, r: &str, n: &str, by: &str, via: &str, at: &str, notes: serde_json::Map<String, serde_json::Value>) -> serde_json::Value {
+    let request = json!({
+        "@type": "type.googleapis.com/google.cloud.run.v1.ReplaceServiceRequest",
+        "name": format!("projects/{p}/locations/{r}/services/{n}"),
+        "region": r,
+        "service": {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": {"name": n, "namespace": p, "annotations": notes},
+        },
+    });
+    let resource = format!("namespaces/{p}/services/{n}");
+    let mut entry = log_entry(p, &resource, by, via, at, "google.cloud.run.v1.Services.ReplaceService", "request", request);
+    entry["resource"]["labels"] = json!({"project_id": p, "location": r, "service_name": n});
+    entry
 }
 
 /// The `request` of an `UpdateService` entry: a `google.cloud.run.v2.UpdateServiceRequest`
@@ -363,7 +461,7 @@ fn log_entry(
 ) -> serde_json::Value {
     let agent = match via {
         "console" => "Mozilla/5.0 (console.cloud.google.com)",
-        "gcloud" if method.ends_with("UpdateService") => "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.update",
+        "gcloud" if method.ends_with("UpdateService") || method.ends_with("ReplaceService") => "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.update",
         "gcloud" => "google-cloud-sdk gcloud/500.0.0 command/gcloud.run.services.add-iam-policy-binding",
         _ => "runwarden-simulator-client",
     };

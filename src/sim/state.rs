@@ -370,6 +370,9 @@ impl Store {
                     h.service, h.field
                 )));
             }
+            if !matches!(h.api.as_str(), "v1" | "v2") {
+                return Err(SimError::World(format!("settingsHistory {}: api {:?} is not v1 or v2", h.service, h.api)));
+            }
         }
         let used_iap: Vec<String> =
             store.services.iter().filter(|(_, s)| s.iap_enabled).map(|(k, _)| k.0.clone()).collect();

@@ -195,7 +195,8 @@ pub struct HistorySpec {
     pub via: String,
 }
 
-/// One past `UpdateService` that set a setting of a service (an Admin Activity audit entry).
+/// One past change of a setting of a service (an Admin Activity audit entry): a v2
+/// `UpdateService`, or with `api: v1` a v1 `ReplaceService` as `gcloud run services update` makes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettingHistorySpec {
@@ -213,10 +214,18 @@ pub struct SettingHistorySpec {
     /// `console`, `gcloud` or `api`.
     #[serde(default = "default_via")]
     pub via: String,
+    /// `v2` (default: an `UpdateService` setting this field) or `v1` (a `ReplaceService`
+    /// carrying the whole service: this value and the other settings as they were then).
+    #[serde(default = "default_api")]
+    pub api: String,
 }
 
 fn default_via() -> String {
     "api".into()
+}
+
+fn default_api() -> String {
+    "v2".into()
 }
 
 /// An IAM policy as written in a world file.

@@ -341,3 +341,56 @@ async fn a_folder_hierarchy_that_loops_stops_the_walk_and_says_so() {
     assert!(prod.unknown.as_deref().unwrap_or("").contains("loops"), "{prod:?}");
     assert_eq!(count(&setup.sim, |m, q| m == "GET" && q == "/v3/folders/200000000001"), 1);
 }
+
+/// The drifted IAP setting of `acme-prod/europe-west1/admin-console` (live `false`), attributed
+/// from `yaml`'s world; the number of `entries.list` calls made.
+async fn admin_console_iap_attribution(yaml: &str) -> (Result<runwarden::model::Attribution, String>, usize) {
+    let desired = example_policies();
+    let setup = start(world(yaml), &desired.settings, &test_client_config()).await;
+    let console = ServiceId::new("acme-prod", "europe-west1", "admin-console");
+    let drifted = std::collections::BTreeMap::from([(console.clone(), vec![("iapEnabled".to_string(), serde_json::json!(false))])]);
+    setup.sim.handle.clear_log();
+    let found = runwarden::live::read_setting_attribution(&setup.clients.google, &drifted, 50).await;
+    let calls = count(&setup.sim, |m, p| m == "POST" && p == "/v2/entries:list");
+    (found[&(console, "iapEnabled".into())].clone(), calls)
+}
+
+/// Issue 18: `gcloud run services update --no-iap` is a Cloud Run v1 ReplaceService, logged on
+/// `namespaces/P/services/S`; the demo world's admin-console had IAP turned off that way by
+/// ops-oncall, then CI redeployed carrying the same value: the human is named, in one query.
+#[tokio::test]
+async fn a_v1_replace_service_change_is_attributed_and_a_later_redeploy_carrying_it_does_not_steal_the_blame() {
+    let yaml = std::fs::read_to_string(crate::common::demo_world_path()).unwrap();
+    let (found, calls) = admin_console_iap_attribution(&yaml).await;
+    let who = found.expect("attributed");
+    assert_eq!((who.by.as_str(), who.via.as_str(), who.at.as_str()), ("ops-oncall@acme.com", "gcloud", "2026-11-20T09:12:00Z"));
+    assert_eq!(calls, 1);
+}
+
+/// A same-named service in another region has its own v1 entries (the resource name
+/// `namespaces/P/services/S` has no region): a newer one turning IAP on there is not read as
+/// this service's history.
+#[tokio::test]
+async fn a_v1_change_of_a_same_named_service_in_another_region_is_not_confused() {
+    let demo = std::fs::read_to_string(crate::common::demo_world_path()).unwrap();
+    let twin = "  - project: acme-prod\n    region: us-central1\n    name: admin-console\n    ingress: INGRESS_TRAFFIC_ALL\n    iapEnabled: true\n";
+    let entry = "  - {service: acme-prod/us-central1/admin-console, field: iapEnabled, value: true,\n     by: elsewhere@acme.com, at: \"2026-11-25T07:00:00Z\", via: gcloud, api: v1}\n";
+    let yaml = demo
+        .replacen("  # Drift: IAP is off", &format!("{twin}  # Drift: IAP is off"), 1)
+        .replacen("settingsHistory:\n", &format!("settingsHistory:\n{entry}"), 1);
+    assert!(yaml.contains(twin) && yaml.contains(entry), "the demo world moved");
+    let (found, _) = admin_console_iap_attribution(&yaml).await;
+    assert_eq!(found.expect("attributed").by, "ops-oncall@acme.com");
+}
+
+/// When every v1 entry read carries the live value, the change is older than the log: unknown,
+/// with the oldest time seen, rather than the latest deployer.
+#[tokio::test]
+async fn v1_entries_that_all_carry_the_live_value_leave_the_setter_unknown_and_say_why() {
+    let demo = std::fs::read_to_string(crate::common::demo_world_path()).unwrap();
+    let first = "  - {service: acme-prod/europe-west1/admin-console, field: iapEnabled, value: true,\n     by: ci-deployer@acme-prod.iam.gserviceaccount.com, at: \"2026-10-01T07:00:00Z\", via: gcloud, api: v1}\n";
+    assert!(demo.contains(first), "the demo world moved");
+    let (found, _) = admin_console_iap_attribution(&demo.replacen(first, "", 1)).await;
+    let why = found.expect_err("unknown");
+    assert!(why.contains("unchanged since at least 2026-11-20T09:12:00Z") && why.contains("older than the log"), "{why}");
+}
