@@ -275,6 +275,38 @@ class GoogleContract(Contract):
             self.assertIsInstance(req["updateMask"], str)
         self.assertEqual(entries[0]["protoPayload"]["request"]["service"].get("ingress"), "INGRESS_TRAFFIC_ALL")
 
+    def test_logging_entries_list_serves_v1_replace_service_entries_of_the_region_with_or_groups(self):
+        # `gcloud run services update` is a Cloud Run v1 ReplaceService (gcloud's lib,
+        # command_lib/run/serverless_operations.py): logged on namespaces/P/services/S, the region
+        # in resource.labels.location and the request, the settings in the Knative annotations.
+        name, v2 = "admin-console", f"projects/{PROJECT}/locations/{REGION}/services/admin-console"
+        body = {"resourceNames": [f"projects/{PROJECT}"], "orderBy": "timestamp desc", "pageSize": 20,
+                "filter": f'logName="projects/{PROJECT}/logs/cloudaudit.googleapis.com%2Factivity" AND '
+                          f'(protoPayload.resourceName="{v2}" OR protoPayload.resourceName="namespaces/{PROJECT}/services/{name}") AND '
+                          f'(protoPayload.methodName:"UpdateService" OR protoPayload.methodName="google.cloud.run.v1.Services.ReplaceService") AND '
+                          f'(protoPayload.resourceName="{v2}" OR resource.labels.location="{REGION}" OR protoPayload.request.region="{REGION}")'}
+        r = self.checked("google.logging.entries.list", self.logging.entries().list(body=body),
+                         "logging.v2", "entries", "list")
+        entries = [e for e in r.get("entries", []) if e["protoPayload"]["methodName"].endswith("ReplaceService")]
+        self.assertEqual(len(entries), 3, "the demo world's settingsHistory has three v1 entries for admin-console")
+        for e in entries:
+            p = e["protoPayload"]
+            self.assertEqual(p["resourceName"], f"namespaces/{PROJECT}/services/{name}")
+            self.assertEqual(e["resource"]["labels"]["location"], REGION)
+            req = p["request"]
+            self.assertEqual(req["@type"], "type.googleapis.com/google.cloud.run.v1.ReplaceServiceRequest")
+            self.assertEqual((req["name"], req["region"]), (v2, REGION))
+            self.assertEqual((req["service"]["apiVersion"], req["service"]["kind"]), ("serving.knative.dev/v1", "Service"))
+            self.assertIsInstance(req["service"]["metadata"]["annotations"], dict)
+        notes = [e["protoPayload"]["request"]["service"]["metadata"]["annotations"] for e in entries]
+        self.assertEqual([n.get("run.googleapis.com/iap-enabled") for n in notes], [None, None, "true"])
+        self.assertEqual(notes[0].get("run.googleapis.com/ingress"), "all")
+        # Another region's entries are not served for this one.
+        other = body["filter"].replace(f'"{REGION}"', '"us-east4"').replace(v2, v2.replace(REGION, "us-east4"))
+        r = self.checked("google.logging.entries.list", self.logging.entries().list(body={**body, "filter": other}),
+                         "logging.v2", "entries", "list")
+        self.assertEqual(r.get("entries", []), [])
+
     def test_every_service_and_policy_of_the_world_matches_the_schemas(self):
         state = self.sim.admin("GET", "/sim/state")
         numbers = {p["projectId"]: p["projectNumber"] for p in state["projects"]}
