@@ -147,10 +147,7 @@ impl GoogleClient {
         method: &str,
         page_size: u32,
     ) -> Result<serde_json::Value, GoogleError> {
-        let filter = format!(
-            "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND protoPayload.resourceName=\"{resource}\" AND protoPayload.methodName:\"{method}\""
-        );
-        self.send_log_query(project, &filter, page_size).await
+        self.send_log_query(project, &admin_activity_filter(project, resource, method), page_size).await
     }
 
     /// One `entries.list` page (POST `v2/entries:list`, logging.v2.json), newest first.
@@ -212,6 +209,17 @@ fn added_bindings(answer: &serde_json::Value) -> Vec<crate::model::AddedBinding>
         }
     }
     out
+}
+
+/// The Admin Activity entries of `resource` whose method contains `method` (`:` is the "has"
+/// operator of the Logging query language, a substring match on a text field): so
+/// `SetIamPolicy` matches both `google.cloud.run.v2.Services.SetIamPolicy` and the v1
+/// `google.cloud.run.v1.Services.SetIamPolicy` (gcloud's `add-iam-policy-binding`), both logged
+/// on `projects/P/locations/R/services/S`.
+fn admin_activity_filter(project: &str, resource: &str, method: &str) -> String {
+    format!(
+        "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND protoPayload.resourceName=\"{resource}\" AND protoPayload.methodName:\"{method}\""
+    )
 }
 
 /// The Cloud Run v2 `Service` fields whose drift is attributed, with the value proto3 JSON
@@ -465,6 +473,19 @@ mod tests {
         }));
         let fields: Vec<(String, serde_json::Value)> = set_settings(&odd, "europe-west1").into_iter().map(|s| (s.field, s.value)).collect();
         assert_eq!(fields, vec![("invokerIamDisabled".into(), json!(false)), ("iapEnabled".into(), json!(false))]);
+    }
+
+    #[test]
+    fn member_attribution_matches_v1_and_v2_set_iam_policy_entries_by_substring() {
+        let filter = admin_activity_filter("acme-prod", "projects/acme-prod/locations/europe-west1/services/s", "SetIamPolicy");
+        assert!(filter.ends_with(r#" AND protoPayload.methodName:"SetIamPolicy""#), "{filter}");
+        for method in ["google.cloud.run.v1.Services.SetIamPolicy", "google.cloud.run.v2.Services.SetIamPolicy"] {
+            let mut e = entry(json!({}));
+            e["protoPayload"]["methodName"] = json!(method);
+            e["protoPayload"]["serviceData"] = json!({"policyDelta": {"bindingDeltas": [{"action": "ADD", "role": "roles/run.invoker", "member": "allUsers"}]}});
+            let added = added_bindings(&json!({"entries": [e]}));
+            assert_eq!((added.len(), added[0].member.as_str()), (1, "allUsers"), "{method}");
+        }
     }
 
     #[test]
