@@ -233,8 +233,9 @@ const ATTRIBUTED_SETTINGS: &[(&str, &str, fn() -> serde_json::Value)] = &[
 
 /// The `entries.list` filter of [`GoogleClient::list_setting_changes`]: the v2 entries of the
 /// service's full name, and the v1 entries of `namespaces/P/services/S` in its region (Logging
-/// query language, https://cloud.google.com/logging/docs/view/logging-query-language, with every
-/// disjunction parenthesised so no precedence rule matters). A v2 entry's resource
+/// query language, which logging.v2.json `ListLogEntriesRequest.filter` points to:
+/// https://cloud.google.com/logging/docs/view/logging-query-language; at most 20,000 characters;
+/// every disjunction parenthesised so no precedence rule matters). A v2 entry's resource
 /// name carries the region; a v1 entry's region is its resource's `location` label (the
 /// `cloud_run_revision` resource type) or its request's `region`.
 fn setting_changes_filter(id: &crate::model::ServiceId) -> String {
