@@ -482,9 +482,9 @@ async fn pacing_to_the_quota_avoids_429s_and_reads_everything() {
     let yaml = paced_world(150, "  rateLimits: {cloudRunRead: 100/s, auth0: 20/s}");
     let desired = paced_desired();
     let mut config = test_client_config();
-    config.google.cloud_run_read_rate = Some("90/s".parse().unwrap());
+    config.google.cloud_run_read_rate = runwarden::retry::Pace::Limit("90/s".parse().unwrap());
     config.google.cloud_run_rate_per_region = false;
-    config.auth0_rate = Some("18/s".parse().unwrap());
+    config.auth0_rate = runwarden::retry::Pace::Limit("18/s".parse().unwrap());
     config.auth0_page_size = 25;
     let setup = start(world(&yaml), &desired.settings, &config).await;
     let live = read_live(&desired, &setup.clients, &quick_retries())
