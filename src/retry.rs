@@ -634,6 +634,10 @@ struct PacerState {
     paused_until: Option<Instant>,
     /// The current rate; `None` paces nothing.
     aimd: Option<Aimd>,
+    /// Bumped by every slow-down (a cut, a pause): a caller that reserved its slot before
+    /// one reserves again, so that requests already queued at the old rate do not all go out
+    /// into a quota that is known to be exhausted.
+    epoch: u64,
 }
 
 /// A wait ended because the process is shutting down; the request was not sent.
@@ -664,6 +668,7 @@ impl Pacer {
                 next_slot: Instant::now(),
                 paused_until: None,
                 aimd: Aimd::new(pace),
+                epoch: 0,
             }),
         }
     }
@@ -678,29 +683,38 @@ impl Pacer {
         self.state.lock().expect("pacer lock poisoned").aimd.as_ref().map(Aimd::rate)
     }
 
-    /// Waits until this caller may send one request.
+    /// Waits until this caller may send one request. A caller whose reserved slot was
+    /// overtaken by a slow-down (a 429 cut the rate or paused the API while it waited)
+    /// reserves a new slot at the new rate instead of going out at the old one.
     pub async fn acquire(&self) -> Result<(), ShuttingDown> {
-        if self.shutdown.is_cancelled() {
-            return Err(ShuttingDown);
-        }
-        let start = {
-            let now = Instant::now();
-            let mut state = self.state.lock().expect("pacer lock poisoned");
-            let mut start = state.next_slot.max(now);
-            if let Some(until) = state.paused_until {
-                if until > start {
-                    start = until;
-                } else if until <= now {
-                    state.paused_until = None;
-                }
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(ShuttingDown);
             }
-            state.next_slot = start + state.aimd.as_ref().map_or(Duration::ZERO, Aimd::interval);
-            start
-        };
-        if start > Instant::now() && !sleep_until_unless_cancelled(start, &self.shutdown).await {
-            return Err(ShuttingDown);
+            let (start, epoch) = self.reserve();
+            if start > Instant::now() && !sleep_until_unless_cancelled(start, &self.shutdown).await {
+                return Err(ShuttingDown);
+            }
+            if self.state.lock().expect("pacer lock poisoned").epoch == epoch {
+                return Ok(());
+            }
         }
-        Ok(())
+    }
+
+    /// Reserves the next free slot: (when it starts, the slow-down epoch it was reserved in).
+    fn reserve(&self) -> (Instant, u64) {
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("pacer lock poisoned");
+        let mut start = state.next_slot.max(now);
+        if let Some(until) = state.paused_until {
+            if until > start {
+                start = until;
+            } else if until <= now {
+                state.paused_until = None;
+            }
+        }
+        state.next_slot = start + state.aimd.as_ref().map_or(Duration::ZERO, Aimd::interval);
+        (start, state.epoch)
     }
 
     /// A request paced here got an answer that was not a 429: the rate may grow.
@@ -716,12 +730,13 @@ impl Pacer {
         let now = Instant::now();
         {
             let mut state = self.state.lock().expect("pacer lock poisoned");
-            let PacerState { aimd, next_slot, .. } = &mut *state;
+            let PacerState { aimd, next_slot, epoch, .. } = &mut *state;
             if let Some(aimd) = aimd.as_mut() {
                 if aimd.on_throttled(now) {
                     tracing::debug!(api = self.name, rate = aimd.rate(), "throttled: slowing down");
-                    // Slots already handed out at the old rate are re-spaced from now.
-                    *next_slot = (*next_slot).min(now + aimd.interval());
+                    // Slots already handed out at the old rate are reserved again from now.
+                    *next_slot = now;
+                    *epoch += 1;
                 }
             }
         }
@@ -752,6 +767,7 @@ impl Pacer {
         let until = Instant::now() + wait;
         let mut state = self.state.lock().expect("pacer lock poisoned");
         if state.paused_until.is_none_or(|p| p < until) {
+            state.epoch += 1;
             tracing::debug!(
                 api = self.name,
                 wait_ms = wait.as_millis() as u64,
@@ -779,6 +795,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Debug)]
@@ -1203,6 +1220,31 @@ mod tests {
         assert_eq!(t0.elapsed(), Duration::from_secs(2), "the server's wait is honoured");
         pacer.acquire().await.unwrap();
         assert_eq!(t0.elapsed(), Duration::from_millis(2200), "then 5/s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_queued_before_a_429_reserve_again_at_the_cut_rate_after_the_pause() {
+        let pacer = Arc::new(Pacer::new("t", Some(Rate::per_second(10))));
+        let t0 = Instant::now();
+        let mut queued = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let pacer = pacer.clone();
+            queued.spawn(async move {
+                pacer.acquire().await.unwrap();
+                t0.elapsed()
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The first went out at 0; the other four hold slots at 100..400 ms when a 429 asks
+        // for one second: they go out after it, 200 ms apart (the rate was halved).
+        pacer.throttled(Some(Duration::from_secs(1)));
+        let mut done = Vec::new();
+        while let Some(at) = queued.join_next().await {
+            done.push(at.unwrap());
+        }
+        done.sort();
+        let ms = |v: u64| Duration::from_millis(v);
+        assert_eq!(done, vec![ms(0), ms(1050), ms(1250), ms(1450), ms(1650)]);
     }
 
     #[tokio::test(start_paused = true)]
