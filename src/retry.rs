@@ -605,9 +605,12 @@ impl Aimd {
 /// virtual-scheduling pacer with no burst), and not before a pause the server asked for has
 /// ended.
 ///
-/// Each caller reserves the next free slot under a short lock and then sleeps outside it, so
-/// waiting callers are served in order and never hold the lock while sleeping. Callers report
-/// each answer ([`Pacer::succeeded`], [`Pacer::throttled`]) so that the rate follows the quota.
+/// Callers queue in order (a fair async lock: one turn at a time); the caller whose turn it is
+/// waits until one interval *at the current rate* after the previous request (and until any
+/// pause has ended), so a rate that grows or is cut while callers wait applies to the very
+/// next request, not only to requests queued later. The state lock is never held across a
+/// wait. Callers report each answer ([`Pacer::succeeded`], [`Pacer::throttled`]) so that the
+/// rate follows the quota.
 ///
 /// # Guarantees
 /// * The rate never exceeds the limit of a [`Pace::Limit`]; a 429 halves it (once per second
@@ -624,20 +627,18 @@ pub struct Pacer {
     max_pause: Duration,
     shutdown: CancellationToken,
     state: Mutex<PacerState>,
+    /// Whose turn it is: callers wait here in order.
+    turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
 struct PacerState {
-    /// When the next request may start.
-    next_slot: Instant,
+    /// When the previous request started.
+    last_start: Option<Instant>,
     /// No request starts before this (a 429's Retry-After, an exhausted rate-limit bucket).
     paused_until: Option<Instant>,
     /// The current rate; `None` paces nothing.
     aimd: Option<Aimd>,
-    /// Bumped by every slow-down (a cut, a pause): a caller that reserved its slot before
-    /// one reserves again, so that requests already queued at the old rate do not all go out
-    /// into a quota that is known to be exhausted.
-    epoch: u64,
 }
 
 /// A wait ended because the process is shutting down; the request was not sent.
@@ -665,11 +666,11 @@ impl Pacer {
             max_pause: max_pause.min(WAIT_CEILING),
             shutdown,
             state: Mutex::new(PacerState {
-                next_slot: Instant::now(),
+                last_start: None,
                 paused_until: None,
                 aimd: Aimd::new(pace),
-                epoch: 0,
             }),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -683,38 +684,43 @@ impl Pacer {
         self.state.lock().expect("pacer lock poisoned").aimd.as_ref().map(Aimd::rate)
     }
 
-    /// Waits until this caller may send one request. A caller whose reserved slot was
-    /// overtaken by a slow-down (a 429 cut the rate or paused the API while it waited)
-    /// reserves a new slot at the new rate instead of going out at the old one.
+    /// Waits until this caller may send one request: its turn, then one interval at the
+    /// current rate after the previous request, and the end of any pause (re-checked after
+    /// every wait: a 429 may cut the rate or pause the API meanwhile).
     pub async fn acquire(&self) -> Result<(), ShuttingDown> {
+        if self.shutdown.is_cancelled() {
+            return Err(ShuttingDown);
+        }
+        let _turn = tokio::select! {
+            turn = self.turn.lock() => turn,
+            _ = self.shutdown.cancelled() => return Err(ShuttingDown),
+        };
         loop {
-            if self.shutdown.is_cancelled() {
-                return Err(ShuttingDown);
-            }
-            let (start, epoch) = self.reserve();
-            if start > Instant::now() && !sleep_until_unless_cancelled(start, &self.shutdown).await {
-                return Err(ShuttingDown);
-            }
-            if self.state.lock().expect("pacer lock poisoned").epoch == epoch {
+            let start = self.next_start();
+            if start <= Instant::now() {
+                // The planned start, not the (slightly later) wake-up: late wake-ups must not
+                // add up to a lower rate.
+                self.state.lock().expect("pacer lock poisoned").last_start = Some(start);
                 return Ok(());
+            }
+            if !sleep_until_unless_cancelled(start, &self.shutdown).await {
+                return Err(ShuttingDown);
             }
         }
     }
 
-    /// Reserves the next free slot: (when it starts, the slow-down epoch it was reserved in).
-    fn reserve(&self) -> (Instant, u64) {
+    /// When the next request may start, as things stand now.
+    fn next_start(&self) -> Instant {
         let now = Instant::now();
         let mut state = self.state.lock().expect("pacer lock poisoned");
-        let mut start = state.next_slot.max(now);
-        if let Some(until) = state.paused_until {
-            if until > start {
-                start = until;
-            } else if until <= now {
-                state.paused_until = None;
-            }
+        let interval = state.aimd.as_ref().map_or(Duration::ZERO, Aimd::interval);
+        let mut start = state.last_start.map_or(now, |last| last + interval).max(now);
+        match state.paused_until {
+            Some(until) if until > now => start = start.max(until),
+            Some(_) => state.paused_until = None,
+            None => {}
         }
-        state.next_slot = start + state.aimd.as_ref().map_or(Duration::ZERO, Aimd::interval);
-        (start, state.epoch)
+        start
     }
 
     /// A request paced here got an answer that was not a 429: the rate may grow.
@@ -730,13 +736,9 @@ impl Pacer {
         let now = Instant::now();
         {
             let mut state = self.state.lock().expect("pacer lock poisoned");
-            let PacerState { aimd, next_slot, epoch, .. } = &mut *state;
-            if let Some(aimd) = aimd.as_mut() {
+            if let Some(aimd) = state.aimd.as_mut() {
                 if aimd.on_throttled(now) {
                     tracing::debug!(api = self.name, rate = aimd.rate(), "throttled: slowing down");
-                    // Slots already handed out at the old rate are reserved again from now.
-                    *next_slot = now;
-                    *epoch += 1;
                 }
             }
         }
@@ -767,7 +769,6 @@ impl Pacer {
         let until = Instant::now() + wait;
         let mut state = self.state.lock().expect("pacer lock poisoned");
         if state.paused_until.is_none_or(|p| p < until) {
-            state.epoch += 1;
             tracing::debug!(
                 api = self.name,
                 wait_ms = wait.as_millis() as u64,

@@ -1130,7 +1130,8 @@ fn throttled(setup: &Setup) -> usize {
 async fn default_clients_learn_the_quota_once_and_pace_by_it_without_429s() {
     // No client rate configured: the limit comes from the simulator's Service Usage answer
     // (100/s per region); reading faster than that would draw 429s, slower would be slow.
-    let yaml = paced_world(300, "  rateLimits: {cloudRunRead: 100/s, auth0: 50/s}");
+    let yaml = paced_world(300, "  rateLimits: {cloudRunRead: 100/s, auth0: 50/s}")
+        .replace("usersPerRole: 300", "usersPerRole: 8");
     let desired = paced_desired();
     let setup = start(world(&yaml), &desired.settings, &ClientConfig::default()).await;
     let started = std::time::Instant::now();
@@ -1149,7 +1150,7 @@ async fn default_clients_learn_the_quota_once_and_pace_by_it_without_429s() {
 async fn a_credential_that_may_not_read_quotas_still_reads_everything_probing_upward() {
     let yaml = format!(
         "{}simulator:\n  missingPermissions: [serviceusage.quotas.get]\n",
-        paced_world(200, "  rateLimits: {cloudRunRead: 100/s}")
+        paced_world(200, "  rateLimits: {cloudRunRead: 100/s}").replace("usersPerRole: 300", "usersPerRole: 8")
     );
     let desired = paced_desired();
     let setup = start(world(&yaml), &desired.settings, &ClientConfig::default()).await;
@@ -1166,7 +1167,7 @@ async fn a_credential_that_may_not_read_quotas_still_reads_everything_probing_up
 async fn settings_pins_are_the_ceiling_and_turn_learning_off() {
     // The simulator allows 1,000/s; the pin says 20/s: 41 calls take at least 2 s, and no
     // quota is read because every Google limit to learn is pinned.
-    let yaml = paced_world(40, "  rateLimits: {cloudRunRead: 1000/s}");
+    let yaml = paced_world(40, "  rateLimits: {cloudRunRead: 1000/s}").replace("usersPerRole: 300", "usersPerRole: 8");
     let mut desired = paced_desired();
     let pin = |count, secs| Some(runwarden::policy::model::RatePin { count, per: Duration::from_secs(secs) });
     desired.settings.pacing = runwarden::policy::model::Pacing {
