@@ -647,6 +647,9 @@ struct PacerState {
 pub struct ShuttingDown;
 
 impl Pacer {
+    /// How far behind its schedule a pacer may catch up (see `next_start`).
+    pub const CATCH_UP: Duration = Duration::from_millis(100);
+
     /// A pacer at a fixed limit `rate`; `None` paces nothing (but still honours pauses).
     /// Pauses are capped at [`DEFAULT_MAX_SERVER_WAIT`]; nothing cancels its waits.
     pub fn new(name: &'static str, rate: Option<Rate>) -> Pacer {
@@ -709,16 +712,22 @@ impl Pacer {
         }
     }
 
-    /// When the next request may start, as things stand now.
+    /// When the next request may start, as things stand now: one interval after the previous
+    /// one; a caller that comes late (a busy runtime wakes it late) may catch up by at most
+    /// [`Pacer::CATCH_UP`], so late wake-ups do not add up to a lower rate, and an idle pacer
+    /// never saves up more than that for a burst.
     fn next_start(&self) -> Instant {
         let now = Instant::now();
         let mut state = self.state.lock().expect("pacer lock poisoned");
         let interval = state.aimd.as_ref().map_or(Duration::ZERO, Aimd::interval);
-        let mut start = state.last_start.map_or(now, |last| last + interval).max(now);
-        match state.paused_until {
-            Some(until) if until > now => start = start.max(until),
-            Some(_) => state.paused_until = None,
-            None => {}
+        let earliest = now.checked_sub(Pacer::CATCH_UP).unwrap_or(now);
+        let mut start = state.last_start.map_or(now, |last| (last + interval).max(earliest));
+        if let Some(until) = state.paused_until {
+            // Never before the end of a pause, catching up included.
+            start = start.max(until);
+            if until <= now {
+                state.paused_until = None;
+            }
         }
         start
     }
