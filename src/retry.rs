@@ -800,6 +800,21 @@ impl Pacer {
             self.follow(remaining as f64 / reset_in.max(Duration::from_secs(1)).as_secs_f64());
         }
     }
+
+    /// [`Pacer::observe_budget`] for a token bucket whose size is known (Auth0's
+    /// `x-ratelimit-limit`): until the reset (the bucket full again) the server allows the
+    /// requests left plus those it refills meanwhile, `limit` in all, so the rate becomes
+    /// `limit / reset_in` (the reset counted as at least one second away). This settles on the
+    /// refill rate once the bucket runs low (where the whole-second reset is precise enough).
+    /// Every caller pauses until the reset when at most `in_flight` requests (but less than
+    /// half the bucket: a small bucket must not pause at every answer) are left.
+    pub fn observe_bucket(&self, limit: u64, remaining: u64, reset_in: Duration, in_flight: u64) {
+        if remaining <= in_flight.min(limit.saturating_sub(1) / 2) {
+            self.pause_for(reset_in);
+        } else {
+            self.follow(limit as f64 / reset_in.max(Duration::from_secs(1)).as_secs_f64());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1198,6 +1213,26 @@ mod tests {
         assert!(share <= 0.05, "{throttled} of {sent} throttled");
         // Served at least 80% of what the quota allows in that minute.
         assert!(served as f64 >= 0.8 * quota * 60.0, "served {served}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_bucket_budget_paces_at_its_size_over_the_time_to_full_and_pauses_when_low() {
+        let probe = Pacer::with_limits("t", Pace::Probe(Rate::per_second(2)), DEFAULT_MAX_SERVER_WAIT, CancellationToken::new());
+        // A bucket of 10 refilled at 2.5/s, run low: 5 left, full again in 2 s -> 10 / 2 s.
+        probe.observe_bucket(10, 5, Duration::from_secs(2), 4);
+        assert_eq!(probe.rate(), Some(5.0));
+        // Nearly full (reset within the second): its size per second.
+        probe.observe_bucket(50, 49, Duration::ZERO, 4);
+        assert_eq!(probe.rate(), Some(50.0));
+        // A free plan's bucket of 2 with 1 left is not "low" for 4 callers in flight: half the
+        // bucket is the most that is held back.
+        let t0 = Instant::now();
+        probe.acquire().await.unwrap();
+        probe.observe_bucket(2, 1, Duration::from_secs(1), 4);
+        assert_eq!(probe.rate(), Some(2.0));
+        probe.observe_bucket(2, 0, Duration::from_secs(1), 4);
+        probe.acquire().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(1), "an empty bucket pauses until the reset");
     }
 
     #[tokio::test(start_paused = true)]

@@ -559,11 +559,13 @@ impl Auth0Client {
             retry::rate_limit_reset_in(&headers, now),
         ) {
             // Requests already in flight may spend the rest of the budget.
-            self.inner.pacer.observe_budget(
-                remaining,
-                reset_in,
-                self.inner.config.concurrency as u64,
-            );
+            let in_flight = self.inner.config.concurrency as u64;
+            match retry::header_u64(&headers, "x-ratelimit-limit") {
+                Some(limit) if limit >= remaining => {
+                    self.inner.pacer.observe_bucket(limit, remaining, reset_in, in_flight)
+                }
+                _ => self.inner.pacer.observe_budget(remaining, reset_in, in_flight),
+            }
         }
         Ok((status, headers, bytes))
     }
