@@ -425,8 +425,11 @@ pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
     // guards are re-checked on the whole.
     let shared = Shared { approved: Mutex::new(plan.clone()), replanner: std::sync::OnceLock::new() };
     // Collected first: a stream holding the closure would not be provably `Send` (rustc#102211).
-    let services: Vec<_> = applicable.into_iter().map(|sp| apply_one(sp, applier, &shared)).collect();
-    let results = run_bounded(services, applier.config.concurrency).await;
+    let services: Vec<_> =
+        interleave_regions(applicable).into_iter().map(|sp| apply_one(sp, applier, &shared)).collect();
+    let mut results = run_bounded(services, applier.config.concurrency).await;
+    // Back in service order (stable: a service's events keep their order).
+    results.sort_by(|a, b| a.0.service().cmp(b.0.service()));
     applier.progress.finish();
     let mut report = ApplyReport { not_applied, ..ApplyReport::default() };
     for (outcome, events) in results {
@@ -434,6 +437,26 @@ pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
         report.events.extend(events);
     }
     report
+}
+
+/// The services in an order that takes (project, region) groups in turn: Cloud Run counts
+/// write quotas per project and region, and each region has its own pacer
+/// (`google::GoogleClient`), so the services in flight at once spread over the regions instead
+/// of queueing behind one region's quota while the others sit idle.
+fn interleave_regions(services: Vec<&ServicePlan>) -> Vec<&ServicePlan> {
+    let mut groups: Vec<((&str, &str), std::collections::VecDeque<&ServicePlan>)> = Vec::new();
+    for sp in services {
+        let key = (sp.project.as_str(), sp.region.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push_back(sp),
+            None => groups.push((key, std::collections::VecDeque::from([sp]))),
+        }
+    }
+    let mut out = Vec::new();
+    while groups.iter().any(|(_, g)| !g.is_empty()) {
+        out.extend(groups.iter_mut().filter_map(|(_, g)| g.pop_front()));
+    }
+    out
 }
 
 /// Applies one service's part and reports its outcome with the events it applied.
