@@ -11,11 +11,11 @@
 //!
 //! and with the clients' defaults (no rate configured: Google limits learned from the
 //! simulator's Service Usage quotas, Auth0's from its `x-ratelimit-*` headers; issue 16):
-//! * `defaults`: Cloud Run reads limited to 200/s per region (the simulator counts them per
+//! * `a-defaults`: Cloud Run reads limited to 200/s per region (the simulator counts them per
 //!   region, as Google does), Auth0 to 50/s, 20 ms per call;
-//! * `defaults-10x-lower`: 20/s per region and Auth0 5/s;
-//! * `defaults-shared`: two readers at once against one simulator, sharing its quota;
-//! * `defaults-auth0-free`: Auth0 on the free plan (2/s);
+//! * `b-defaults-10x-lower`: 20/s per region and Auth0 5/s;
+//! * `c-defaults-shared`: two readers at once against one simulator, sharing its quota;
+//! * `d-defaults-auth0-free`: Auth0 on the free plan (2/s);
 //! * `apply-at-scale`: a pass whose plan changes every governed service, writes limited to
 //!   50/s per region.
 //!
@@ -505,10 +505,10 @@ fn main() {
     }
     let ms20 = Duration::from_millis(20);
     for t in [
-        Learning { name: "defaults", latency: ms20, quota: Rate::per_second(200), auth0_quota: Some(Rate::per_second(50)), auth0_tier: None, readers: 1, target: 1.25 },
-        Learning { name: "defaults-10x-lower", latency: ms20, quota: Rate::per_second(20), auth0_quota: Some(Rate::per_second(5)), auth0_tier: None, readers: 1, target: 1.25 },
-        Learning { name: "defaults-shared", latency: ms20, quota: Rate::per_second(200), auth0_quota: Some(Rate::per_second(50)), auth0_tier: None, readers: 2, target: 1.5 },
-        Learning { name: "defaults-auth0-free", latency: ms20, quota: Rate::per_second(200), auth0_quota: None, auth0_tier: Some("free"), readers: 1, target: f64::INFINITY },
+        Learning { name: "a-defaults", latency: ms20, quota: Rate::per_second(200), auth0_quota: Some(Rate::per_second(50)), auth0_tier: None, readers: 1, target: 1.25 },
+        Learning { name: "b-defaults-10x-lower", latency: ms20, quota: Rate::per_second(20), auth0_quota: Some(Rate::per_second(5)), auth0_tier: None, readers: 1, target: 1.25 },
+        Learning { name: "c-defaults-shared", latency: ms20, quota: Rate::per_second(200), auth0_quota: Some(Rate::per_second(50)), auth0_tier: None, readers: 2, target: 1.5 },
+        Learning { name: "d-defaults-auth0-free", latency: ms20, quota: Rate::per_second(200), auth0_quota: None, auth0_tier: Some("free"), readers: 1, target: f64::INFINITY },
     ] {
         if run(t.name) {
             ok &= runtime.block_on(learning(&estate, &t));
