@@ -1207,6 +1207,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn services_in_flight_take_the_project_region_groups_in_turn() {
+        let plan = |id: &str| -> ServicePlan {
+            let parts: Vec<&str> = id.split('/').collect();
+            serde_json::from_value(serde_json::json!({
+                "id": id, "project": parts[0], "region": parts[1], "name": parts[2],
+                "mode": "enforce", "policies": [], "etag": "e",
+            }))
+            .unwrap()
+        };
+        let ids = ["p/a/1", "p/a/2", "p/a/3", "p/b/1", "p/b/2", "q/a/1"];
+        let plans: Vec<ServicePlan> = ids.iter().map(|id| plan(id)).collect();
+        let order: Vec<&str> = interleave_regions(plans.iter().collect()).iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(order, ["p/a/1", "p/b/1", "q/a/1", "p/a/2", "p/b/2", "p/a/3"]);
+    }
+
+    #[test]
     fn an_audit_line_shows_a_bidi_override_in_a_member_as_an_escape() {
         let event = AuditEvent {
             service: "p/r/s".into(),
