@@ -997,6 +997,32 @@ mod tests {
         GoogleClient::new(reqwest::Client::new(), Arc::new(StaticToken("t".into())), endpoints, config)
     }
 
+    #[tokio::test]
+    async fn shutdown_ends_the_wait_for_the_quota_read_and_the_call_is_not_sent() {
+        // A Service Usage that accepts the connection and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = crate::endpoints::parse_base_url(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let config = GoogleConfig { quota_project: Some("p".into()), shutdown: stop.clone(), ..GoogleConfig::default() };
+        let client = test_client(Endpoints::single(base), config);
+        let canceller = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            canceller.cancel();
+        });
+        let t0 = std::time::Instant::now();
+        let err = client.list_services_page("p", "r", None).await.unwrap_err();
+        assert!(matches!(err, GoogleError::ShuttingDown { .. }), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+        held.abort();
+    }
+
     #[test]
     fn urls_are_built_from_encoded_segments_on_the_base() {
         let base = crate::endpoints::parse_base_url("http://127.0.0.1:9/prefix").unwrap();
