@@ -168,6 +168,7 @@ fn settings() -> Settings {
             max_signing_key_age: Duration::from_secs(86400 * 90),
             require_coverage: true,
         },
+        pacing: Default::default(),
     }
 }
 

@@ -9,6 +9,20 @@
 //! * `memory`: 10,000 services and 50,000 Auth0 users, in a child process so that its peak
 //!   resident set (VmHWM) is its own.
 //!
+//! and with the clients' defaults (no rate configured: Google limits learned from the
+//! simulator's Service Usage quotas, Auth0's from its `x-ratelimit-*` headers; issue 16):
+//! * `a-defaults`: Cloud Run reads limited to 200/s per region (the simulator counts them per
+//!   region, as Google does), Auth0 to 50/s, 20 ms per call;
+//! * `b-defaults-10x-lower`: 20/s per region and Auth0 5/s;
+//! * `c-defaults-shared`: two readers at once against one simulator, sharing its quota;
+//! * `d-defaults-auth0-free`: Auth0 on the free plan (2/s);
+//! * `apply-at-scale`: a pass whose plan changes every governed service, writes limited to
+//!   50/s per region.
+//!
+//! Each of those prints calls, 429 answers (from the simulator's request log), wall time, the
+//! lower bound (quotas summed over the regions) and the ratio (targets: ≤ 1.25, ≤ 1.5 for the
+//! shared pair, ≤ 5 % throttled, 0 unnecessary calls).
+//!
 //! For each it prints the calls made (from the simulator's request log), the calls expected
 //! (list pages + IAM reads + project reads + Auth0 calls, computed from the world's `generate`
 //! parameters), wall time, the lower bound `max(calls × latency / concurrency, calls / quota)`
@@ -23,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use runwarden::live::{ClientConfig, ReadConfig, read_live_with_stats};
 use runwarden::policy::model::Desired;
-use runwarden::retry::Rate;
+use runwarden::retry::{Pace, Rate};
 
 use support::*;
 
@@ -90,7 +104,8 @@ impl Estate {
         Desired { settings, policies }
     }
 
-    /// Calls a perfect reader makes: (Google, Auth0), tokens included.
+    /// Calls a perfect reader makes: (Google, Auth0), tokens included, but not the one
+    /// `GET /users/{id}` per distinct member (see [`user_reads`]).
     fn expected_calls(&self, page_size: u32) -> (usize, usize) {
         let listings = self.projects as usize * self.regions.len();
         let list_pages = listings * (self.per_region.div_ceil(page_size).max(1) as usize);
@@ -105,10 +120,23 @@ impl Estate {
             } else {
                 0
             };
-        // token + role pages + per role (users, groups, group members) + one verification search
-        let auth0 = 1 + (self.roles as usize).div_ceil(100) + roles_used * per_role + 1;
+        // token + role pages + per role (users, groups, group members); each distinct member
+        // is then read once by id (README "Auth0: what runwarden reads").
+        let auth0 = 1 + (self.roles as usize).div_ceil(100) + roles_used * per_role;
         (google, auth0)
     }
+}
+
+/// `GET /api/v2/users/{id}` calls in a log: (calls not answered 429, distinct users among them).
+/// A perfect reader reads each distinct member exactly once per pass.
+fn user_reads(log: &[runwarden::sim::RequestRecord]) -> (usize, usize) {
+    let reads: Vec<&str> = log
+        .iter()
+        .filter(|r| r.status != 429 && r.path.starts_with("/api/v2/users/"))
+        .map(|r| r.path.as_str())
+        .collect();
+    let distinct: std::collections::BTreeSet<&str> = reads.iter().copied().collect();
+    (reads.len(), distinct.len())
 }
 
 fn vm_hwm_kib() -> Option<u64> {
@@ -141,12 +169,13 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
     let mut config = ClientConfig::default();
     config.google.concurrency = 16;
     // Pace at the quota (a hair under it): the simulator enforces it as a steady rate.
-    config.google.cloud_run_read_rate = Some(t.quota.scaled(0.99));
-    // The simulator counts its quota across regions.
+    config.google.cloud_run_read_rate = Pace::Limit(t.quota.scaled(0.99));
+    // One pacer for all regions at the quota of one region (the simulator counts per region:
+    // the bound below is that of one region's quota, which this client cannot beat).
     config.google.cloud_run_rate_per_region = false;
-    config.google.resource_manager_rate = None;
-    config.google.iap_rate = None;
-    config.auth0_rate = Some(t.auth0_quota.scaled(0.95));
+    config.google.resource_manager_rate = Pace::Off;
+    config.google.iap_rate = Pace::Off;
+    config.auth0_rate = Pace::Limit(t.auth0_quota.scaled(0.95));
     let page_size = config.google.list_page_size.unwrap_or(100);
     let setup = start(
         world(&estate.world_yaml(&faults)),
@@ -172,6 +201,8 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
         .count();
     let throttled = log.iter().filter(|r| r.status == 429).count();
     let (want_google, want_auth0) = estate.expected_calls(page_size);
+    let (_, users) = user_reads(&log);
+    let want_auth0 = want_auth0 + users;
 
     // Lower bounds per API, run side by side: the pass cannot beat the slower of the two.
     let lat = t.latency.as_secs_f64();
@@ -229,6 +260,165 @@ async fn timed(estate: &Estate, t: &Timed) -> bool {
     ratio <= 1.25 && exact && governed_ok && throttled == 0 && added == want_access
 }
 
+/// A scenario run with the clients' defaults (no client rate configured).
+struct Learning {
+    name: &'static str,
+    latency: Duration,
+    /// Cloud Run read quota per region, as the simulator enforces it.
+    quota: Rate,
+    /// `faults.rateLimits.auth0`, or the plan (`auth0Tier`) when `None`.
+    auth0_quota: Option<Rate>,
+    auth0_tier: Option<&'static str>,
+    /// Readers at once against the one simulator (sharing its quota).
+    readers: usize,
+    /// Ratio target.
+    target: f64,
+}
+
+/// What the simulator's request log says about the calls of a scenario.
+struct Tally {
+    google: usize,
+    auth0: usize,
+    throttled: usize,
+    throttled_google: usize,
+}
+
+fn tally(log: &[runwarden::sim::RequestRecord]) -> Tally {
+    Tally {
+        google: log.iter().filter(|r| r.path == "/token" || r.path.starts_with("/v")).count(),
+        auth0: log.iter().filter(|r| r.path == "/oauth/token" || r.path.starts_with("/api/v2/")).count(),
+        throttled: log.iter().filter(|r| r.status == 429).count(),
+        throttled_google: log.iter().filter(|r| r.status == 429 && r.path.starts_with("/v")).count(),
+    }
+}
+
+async fn learning(estate: &Estate, t: &Learning) -> bool {
+    let auth0 = match (t.auth0_quota, t.auth0_tier) {
+        (Some(q), _) => format!(", auth0: {q}}}"),
+        (None, Some(tier)) => format!("}}\n  auth0Tier: {tier}"),
+        (None, None) => "}".into(),
+    };
+    let faults = format!(
+        "faults:\n  latency: {}ms\n  rateLimits: {{cloudRunRead: {}{auth0}\n",
+        t.latency.as_millis(),
+        t.quota
+    );
+    let desired = estate.desired();
+    let config = ClientConfig::default();
+    let setup = start(world(&estate.world_yaml(&faults)), &desired.settings, &config).await;
+    let mut readers = vec![setup.clients.clone()];
+    let mut dirs = Vec::new();
+    for _ in 1..t.readers {
+        let dir = tempfile::tempdir().unwrap();
+        readers.push(
+            runwarden::cmd::embedded::clients_for_sim(&setup.sim, &desired.settings, dir.path(), &config)
+                .expect("clients"),
+        );
+        dirs.push(dir);
+    }
+    let started = Instant::now();
+    let read_config = ReadConfig::default();
+    let reads = readers.iter().map(|clients| read_live_with_stats(&desired, clients, &read_config));
+    let results = futures_util::future::join_all(reads).await;
+    let wall = started.elapsed();
+    let failures: Vec<String> = results.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    let governed_ok = results.iter().all(|r| {
+        r.as_ref().is_ok_and(|(live, stats)| {
+            stats.governed == estate.services() as usize
+                && live.services.values().all(|s| s.iam.is_some() && s.read_error.is_none())
+        })
+    });
+    let n = tally(&setup.sim.handle.request_log());
+    let (want_google, want_auth0) = estate.expected_calls(500);
+    // Each reader also reads the quotas once (run and iap consumerQuotaMetrics), and each
+    // distinct member once.
+    let (_, users) = user_reads(&setup.sim.handle.request_log());
+    let want = t.readers * (want_google + 2 + want_auth0 + users);
+    let calls = n.google + n.auth0;
+    let unnecessary = calls as i64 - n.throttled as i64 - want as i64;
+    let regions = estate.regions.len() as f64;
+    let lat = t.latency.as_secs_f64();
+    // Answered calls only: a 429 spent no quota (and counts against the throttled share).
+    let google_ok = n.google.saturating_sub(n.throttled_google);
+    let google_bound = (google_ok as f64 * lat / config.google.concurrency as f64)
+        .max(google_ok as f64 / (t.quota.per_sec_f64() * regions));
+    let auth0_rate = t.auth0_quota.map_or_else(|| if t.auth0_tier == Some("free") { 2.0 } else { 1000.0 }, |q| q.per_sec_f64());
+    let auth0_ok = n.auth0.saturating_sub(n.throttled - n.throttled_google);
+    let auth0_bound = (auth0_ok as f64 * lat / config.auth0_concurrency as f64).max(auth0_ok as f64 / auth0_rate);
+    let bound = google_bound.max(auth0_bound);
+    let ratio = wall.as_secs_f64() / bound;
+    let share = n.throttled as f64 / calls.max(1) as f64;
+    println!(
+        "scenario {}: {} reader(s), {} governed services each, latency {:?}, Cloud Run read quota {} per region × {} regions, Auth0 {}; no client rate configured",
+        t.name, t.readers, estate.services(), t.latency, t.quota, estate.regions.len(),
+        t.auth0_quota.map_or_else(|| format!("plan {}", t.auth0_tier.unwrap_or("-")), |q| q.to_string())
+    );
+    println!("  calls made:      {} Google + {} Auth0; throttled (429): {} ({:.1} %, target <= 5 %)", n.google, n.auth0, n.throttled, share * 100.0);
+    println!("  calls expected:  {want} (quota reads included) -> unnecessary calls: {unnecessary}");
+    println!("  wall time:       {:.2} s", wall.as_secs_f64());
+    println!("  lower bound:     {bound:.2} s (Google {google_bound:.2} s, Auth0 {auth0_bound:.2} s)");
+    println!("  ratio:           {ratio:.3} (target <= {}) {}", t.target, if ratio <= t.target { "ok" } else { "OVER" });
+    println!("  all governed read: {governed_ok}; failures: {failures:?}");
+    drop(dirs);
+    ratio <= t.target && share <= 0.05 && unnecessary == 0 && governed_ok
+}
+
+/// A pass whose plan changes every governed service, with the defaults and a write quota.
+async fn apply_at_scale(estate: &Estate) -> bool {
+    let write_quota = Rate::per_second(50);
+    let latency = Duration::from_millis(20);
+    let faults = format!(
+        "faults:\n  latency: {}ms\n  rateLimits: {{cloudRunRead: 200/s, cloudRunWrite: {write_quota}, auth0: 50/s}}\n",
+        latency.as_millis()
+    );
+    let desired = estate.desired();
+    let config = ClientConfig::default();
+    let setup = start(world(&estate.world_yaml(&faults)), &desired.settings, &config).await;
+    let (live, _) = read_live_with_stats(&desired, &setup.clients, &ReadConfig::default()).await.expect("read");
+    let plan = runwarden::plan::plan(&desired, &live, &runwarden::plan::PlanOptions::at(std::time::SystemTime::now()));
+    let before = setup.sim.handle.request_log().len();
+    let apply_config = runwarden::apply::ApplyConfig { allow_removals: Some(usize::MAX), ..Default::default() };
+    let audit = runwarden::apply::AuditContext { revision: "bench".into(), actor: "serviceAccount:bench@sim".into() };
+    let sink = runwarden::apply::AuditSink::discard();
+    let progress = runwarden::progress::Progress::hidden();
+    let applier = runwarden::apply::Applier {
+        google: &setup.clients.google,
+        settings: &desired.settings,
+        config: &apply_config,
+        source: runwarden::apply::PlanSource::Fresh { desired: &desired, live: &live, now: std::time::SystemTime::now() },
+        audit: &audit,
+        sink: &sink,
+        shutdown: tokio_util::sync::CancellationToken::new(),
+        progress: &progress,
+    };
+    let started = Instant::now();
+    let report = runwarden::apply::apply(&plan, &applier).await;
+    let wall = started.elapsed();
+    let log = setup.sim.handle.request_log();
+    let log = &log[before..];
+    let is_write = |r: &&runwarden::sim::RequestRecord| {
+        !r.path.contains("/iap_web/") && (r.method == "PATCH" || r.path.ends_with(":setIamPolicy"))
+    };
+    let writes = log.iter().filter(is_write).count();
+    let calls = log.len();
+    let throttled = log.iter().filter(|r| r.status == 429).count();
+    let regions = estate.regions.len() as f64;
+    let bound = (calls as f64 * latency.as_secs_f64() / apply_config.concurrency as f64)
+        .max(writes as f64 / (write_quota.per_sec_f64() * regions));
+    let ratio = wall.as_secs_f64() / bound;
+    let changed = plan.services.len();
+    println!(
+        "scenario apply-at-scale: {changed} services to change, Cloud Run write quota {write_quota} per region × {} regions, latency {latency:?}; no client rate configured",
+        estate.regions.len()
+    );
+    println!("  calls made:      {calls} ({writes} Cloud Run writes); throttled (429): {throttled}");
+    println!("  report:          {}", report.summary_line());
+    println!("  wall time:       {:.2} s", wall.as_secs_f64());
+    println!("  lower bound:     {bound:.2} s (max(calls × latency / {} services at once, writes / write quota))", apply_config.concurrency);
+    println!("  ratio:           {ratio:.3} (target <= 1.25) {}", if ratio <= 1.25 { "ok" } else { "OVER" });
+    ratio <= 1.25 && throttled * 20 <= calls && report.failures().count() == 0
+}
+
 async fn memory() {
     let estate = Estate {
         projects: 10,
@@ -282,15 +472,21 @@ fn main() {
         runtime.block_on(memory());
         return;
     }
+    // 2,000 services; a directory of 20 roles of 10 members (about 200 distinct users): every
+    // member is read by id (one call each), so at 50/s the directory read takes about as long
+    // as the Cloud Run reads at 200/s per region, and the free plan's 2/s stays within minutes.
     let estate = Estate {
         projects: 2,
         regions: vec!["europe-west1", "us-central1"],
         per_region: 500,
         per_team: 20,
-        users: 5_000,
+        users: 1_000,
         roles: 20,
-        users_per_role: 250,
+        users_per_role: 10,
     };
+    // `RUNWARDEN_BENCH_ONLY=A,B` runs only the scenarios whose name contains A or B.
+    let only = std::env::var("RUNWARDEN_BENCH_ONLY").ok();
+    let run = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|part| name.contains(part)));
     let mut ok = true;
     for t in [
         Timed {
@@ -306,7 +502,27 @@ fn main() {
             auth0_quota: Rate::per_second(50),
         },
     ] {
-        ok &= runtime.block_on(timed(&estate, &t));
+        if run(t.name) {
+            ok &= runtime.block_on(timed(&estate, &t));
+        }
+    }
+    let ms20 = Duration::from_millis(20);
+    for t in [
+        Learning { name: "a-defaults", latency: ms20, quota: Rate::per_second(200), auth0_quota: Some(Rate::per_second(50)), auth0_tier: None, readers: 1, target: 1.25 },
+        Learning { name: "b-defaults-10x-lower", latency: ms20, quota: Rate::per_second(20), auth0_quota: Some(Rate::per_second(5)), auth0_tier: None, readers: 1, target: 1.25 },
+        Learning { name: "c-defaults-shared", latency: ms20, quota: Rate::per_second(200), auth0_quota: Some(Rate::per_second(50)), auth0_tier: None, readers: 2, target: 1.5 },
+        Learning { name: "d-defaults-auth0-free", latency: ms20, quota: Rate::per_second(200), auth0_quota: None, auth0_tier: Some("free"), readers: 1, target: f64::INFINITY },
+    ] {
+        if run(t.name) {
+            ok &= runtime.block_on(learning(&estate, &t));
+        }
+    }
+    if run("apply-at-scale") {
+        ok &= runtime.block_on(apply_at_scale(&estate));
+    }
+    if only.is_some() {
+        println!("{}", if ok { "selected scenarios: all targets met" } else { "selected scenarios: some target missed" });
+        return;
     }
     // The memory scenario runs in a child process so its VmHWM is its own.
     let exe = std::env::current_exe().unwrap();

@@ -46,7 +46,7 @@ fn main() {
     let (served, elapsed) = rt.block_on(async move {
         let http = runwarden::endpoints::http_client(runwarden::endpoints::HttpTimeouts::default()).unwrap();
         let endpoints = runwarden::endpoints::Endpoints::single(runwarden::endpoints::parse_base_url(&base).unwrap());
-        let config = GoogleConfig { concurrency: 64, cloud_run_read_rate: None, ..GoogleConfig::default() };
+        let config = GoogleConfig { concurrency: 64, cloud_run_read_rate: runwarden::retry::Pace::Off, ..GoogleConfig::default() };
         let google = GoogleClient::new(http, Arc::new(GcpAuth::from_key_file(&key).unwrap()), endpoints, config);
         google.get_iam_policy(&ids[0]).await.expect("warm-up call");
         let ids = Arc::new(ids);

@@ -426,22 +426,47 @@ pub async fn apply(plan: &Plan, applier: &Applier<'_>) -> ApplyReport {
     // guards are re-checked on the whole.
     let shared = Shared { approved: Mutex::new(plan.clone()), replanner: std::sync::OnceLock::new() };
     // Collected first: a stream holding the closure would not be provably `Send` (rustc#102211).
-    let record_only: Vec<bool> = applicable.iter().map(|sp| !sp.has_changes()).collect();
-    let services: Vec<_> = applicable.into_iter().map(|sp| apply_one(sp, applier, &shared)).collect();
-    let results = run_bounded(services, applier.config.concurrency).await;
+    // Services planned for their last-applied record alone (no access change).
+    let record_only: std::collections::BTreeSet<&str> =
+        applicable.iter().filter(|sp| !sp.has_changes()).map(|sp| sp.id.as_str()).collect();
+    let services: Vec<_> =
+        interleave_regions(applicable).into_iter().map(|sp| apply_one(sp, applier, &shared)).collect();
+    let mut results = run_bounded(services, applier.config.concurrency).await;
+    // Back in service order (stable: a service's events keep their order).
+    results.sort_by(|a, b| a.0.service().cmp(b.0.service()));
     applier.progress.finish();
     let mut report = ApplyReport { not_applied, ..ApplyReport::default() };
-    for ((outcome, events), record_only) in results.into_iter().zip(record_only) {
+    for (outcome, events) in results {
         // A service planned for its last-applied record alone changes nobody's access: it is no
         // outcome of its own (a record that is not written is a warning on stderr, and the next
         // pass writes it), unless a conflict re-plan found access changes and applied them.
-        if record_only && events.is_empty() {
+        if record_only.contains(outcome.service()) && events.is_empty() {
             continue;
         }
         report.outcomes.push(outcome);
         report.events.extend(events);
     }
     report
+}
+
+/// The services in an order that takes (project, region) groups in turn: Cloud Run counts
+/// write quotas per project and region, and each region has its own pacer
+/// (`google::GoogleClient`), so the services in flight at once spread over the regions instead
+/// of queueing behind one region's quota while the others sit idle.
+fn interleave_regions(services: Vec<&ServicePlan>) -> Vec<&ServicePlan> {
+    let mut groups: Vec<((&str, &str), std::collections::VecDeque<&ServicePlan>)> = Vec::new();
+    for sp in services {
+        let key = (sp.project.as_str(), sp.region.as_str());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push_back(sp),
+            None => groups.push((key, std::collections::VecDeque::from([sp]))),
+        }
+    }
+    let mut out = Vec::new();
+    while groups.iter().any(|(_, g)| !g.is_empty()) {
+        out.extend(groups.iter_mut().filter_map(|(_, g)| g.pop_front()));
+    }
+    out
 }
 
 /// Applies one service's part and reports its outcome with the events it applied.
@@ -1190,6 +1215,22 @@ pub fn revision(given: Option<&str>, policies: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_in_flight_take_the_project_region_groups_in_turn() {
+        let plan = |id: &str| -> ServicePlan {
+            let parts: Vec<&str> = id.split('/').collect();
+            serde_json::from_value(serde_json::json!({
+                "id": id, "project": parts[0], "region": parts[1], "name": parts[2],
+                "mode": "enforce", "policies": [], "etag": "e",
+            }))
+            .unwrap()
+        };
+        let ids = ["p/a/1", "p/a/2", "p/a/3", "p/b/1", "p/b/2", "q/a/1"];
+        let plans: Vec<ServicePlan> = ids.iter().map(|id| plan(id)).collect();
+        let order: Vec<&str> = interleave_regions(plans.iter().collect()).iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(order, ["p/a/1", "p/b/1", "q/a/1", "p/a/2", "p/b/2", "p/a/3"]);
+    }
 
     #[test]
     fn an_audit_line_shows_a_bidi_override_in_a_member_as_an_escape() {

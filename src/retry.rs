@@ -11,9 +11,12 @@
 //!   the call fails instead of stalling the pass. Not found, permission denied, conflict (409)
 //!   and fatal errors are returned at once: retrying them cannot help, and a conflict belongs
 //!   to the caller (apply re-reads and re-plans).
-//! * [`Pacer`] spaces requests to one API so a pass stays inside the documented request quota
-//!   instead of discovering it through 429s, and pauses every caller of that API when one of
-//!   them is told to slow down (never longer than `max_pause`).
+//! * [`Pacer`] spaces requests to one API at an adaptive rate ([`Aimd`]: additive increase
+//!   while calls succeed, multiplicative decrease on 429) below the limit the project really
+//!   has ([`Pace::Limit`], pinned or learned) or probing for it ([`Pace::Probe`]), so a pass
+//!   stays inside the quota instead of discovering it through 429s, and processes sharing one
+//!   quota settle on a share of it; it pauses every caller of that API when one of them is
+//!   told to slow down (never longer than `max_pause`).
 //! * [`Poll`] spaces and bounds the polls of a long-running operation.
 //!
 //! Whatever a server sends, a wait is read as at most [`WAIT_CEILING`] (no overflow, no panic),
@@ -462,13 +465,156 @@ impl FromStr for Rate {
     }
 }
 
-/// Spaces the requests to one API: at most `rate`, evenly (a GCRA / virtual-scheduling pacer
-/// with no burst), and not before a pause the server asked for has ended.
+/// How the requests to one API are paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// No spacing; pauses a server asks for are still honoured.
+    Off,
+    /// A known limit (pinned in Settings, or learned from the quota the project really has):
+    /// start there and never go above it; on a 429 halve the rate, then climb back additively.
+    Limit(Rate),
+    /// An unknown limit: start at this (conservative, documented) rate and probe upward while
+    /// calls succeed; on the first 429 halve the rate and from then on climb additively.
+    Probe(Rate),
+}
+
+impl Pace {
+    /// The rate this pace starts at (`None` for [`Pace::Off`]).
+    pub fn start(&self) -> Option<Rate> {
+        match self {
+            Pace::Off => None,
+            Pace::Limit(r) | Pace::Probe(r) => Some(*r),
+        }
+    }
+}
+
+impl From<Option<Rate>> for Pace {
+    /// `Some(rate)` is a fixed limit, `None` no pacing.
+    fn from(rate: Option<Rate>) -> Pace {
+        rate.map_or(Pace::Off, Pace::Limit)
+    }
+}
+
+/// Additive increase, multiplicative decrease of one API's request rate: pure state, fed a
+/// clock, no sleeping (the [`Pacer`] applies it).
 ///
-/// Each caller reserves the next free slot under a short lock and then sleeps outside it, so
-/// waiting callers are served in order and never hold the lock while sleeping.
+/// The rate stays between a floor and a ceiling. While calls succeed it grows: in the probing
+/// phase (limit unknown, no 429 seen yet) by half of itself per second (each success adds
+/// 0.5/s), then by [`Aimd::STEP`] of the reference rate per second (each success adds
+/// `STEP × reference / rate`). A 429 halves it, at most once per [`Aimd::HOLD`]: the answers
+/// to requests sent before the cut are not a second signal. Several processes sharing one
+/// quota converge this way to a fair share without a storm of 429s (TCP's AIMD, applied to a
+/// request rate).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aimd {
+    /// Requests per second now.
+    rate: f64,
+    floor: f64,
+    /// `f64::INFINITY` while the limit is unknown.
+    ceiling: f64,
+    /// The rate the additive step is a fraction of: the ceiling, or the rate at the last cut.
+    reference: f64,
+    probing: bool,
+    last_cut: Option<Instant>,
+}
+
+impl Aimd {
+    /// Additive step per second, as a fraction of the reference rate.
+    pub const STEP: f64 = 0.05;
+    /// Multiplicative decrease on a 429.
+    pub const CUT: f64 = 0.5;
+    /// At most one cut per this long.
+    pub const HOLD: Duration = Duration::from_secs(1);
+    /// The rate never drops below this fraction of the start rate (nor below 1/min).
+    pub const FLOOR: f64 = 0.02;
+    /// A probe never goes faster than this many requests per second.
+    pub const PROBE_MAX: f64 = 10_000.0;
+
+    /// The state for `pace`; `None` for [`Pace::Off`].
+    pub fn new(pace: Pace) -> Option<Aimd> {
+        let (start, ceiling, probing) = match pace {
+            Pace::Off => return None,
+            Pace::Limit(r) => (r.per_sec_f64(), r.per_sec_f64(), false),
+            Pace::Probe(r) => (r.per_sec_f64(), f64::INFINITY, true),
+        };
+        let start = start.max(1.0 / 60.0);
+        Some(Aimd {
+            rate: start,
+            floor: (start * Aimd::FLOOR).max(1.0 / 60.0),
+            ceiling,
+            reference: if ceiling.is_finite() { ceiling } else { start },
+            probing,
+            last_cut: None,
+        })
+    }
+
+    /// Requests per second now.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// Whether the limit is still unknown and no 429 was seen.
+    pub fn probing(&self) -> bool {
+        self.probing
+    }
+
+    /// The spacing between two requests at the current rate.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate)
+    }
+
+    /// A call succeeded: grow the rate (additively), never above the ceiling.
+    pub fn on_success(&mut self) {
+        let grown = if self.probing {
+            (self.rate + 0.5).min(Aimd::PROBE_MAX)
+        } else {
+            self.rate + Aimd::STEP * self.reference / self.rate
+        };
+        self.rate = grown.min(self.ceiling);
+    }
+
+    /// A call was throttled (429) at `now`: halve the rate (not below the floor), unless it
+    /// was cut less than [`Aimd::HOLD`] ago. Returns whether it was cut.
+    pub fn on_throttled(&mut self, now: Instant) -> bool {
+        if self.last_cut.is_some_and(|at| now.saturating_duration_since(at) < Aimd::HOLD) {
+            return false;
+        }
+        if self.probing {
+            // The rate at the first 429 is the best estimate of the limit there is.
+            self.probing = false;
+            self.reference = self.rate;
+        }
+        self.rate = (self.rate * Aimd::CUT).max(self.floor);
+        self.last_cut = Some(now);
+        true
+    }
+
+    /// Sets the rate to `target` requests per second (between the floor and the ceiling): a
+    /// budget the server announced, e.g. Auth0's remaining requests spread over the time to
+    /// its reset. The limit is known from then on: no more probing.
+    pub fn follow(&mut self, target: f64) {
+        if target.is_finite() && target >= 0.0 {
+            self.rate = target.clamp(self.floor, self.ceiling.max(self.floor));
+            self.probing = false;
+            self.reference = self.rate.max(self.floor);
+        }
+    }
+}
+
+/// Spaces the requests to one API at an adaptive rate ([`Aimd`]: evenly, a GCRA /
+/// virtual-scheduling pacer with no burst), and not before a pause the server asked for has
+/// ended.
+///
+/// Callers queue in order (a fair async lock: one turn at a time); the caller whose turn it is
+/// waits until one interval *at the current rate* after the previous request (and until any
+/// pause has ended), so a rate that grows or is cut while callers wait applies to the very
+/// next request, not only to requests queued later. The state lock is never held across a
+/// wait. Callers report each answer ([`Pacer::succeeded`], [`Pacer::throttled`]) so that the
+/// rate follows the quota.
 ///
 /// # Guarantees
+/// * The rate never exceeds the limit of a [`Pace::Limit`]; a 429 halves it (once per second
+///   at most), successes raise it again.
 /// * A pause is at most `max_pause` long: a longer server-requested wait is not honoured at
 ///   all (one `Retry-After: 100000` must not stall every call for a day, nor for `max_pause`
 ///   either; the call that received it fails, see `RetryPolicy::max_server_wait`, and the
@@ -478,18 +624,21 @@ impl FromStr for Rate {
 #[derive(Debug)]
 pub struct Pacer {
     name: &'static str,
-    interval: Option<Duration>,
     max_pause: Duration,
     shutdown: CancellationToken,
     state: Mutex<PacerState>,
+    /// Whose turn it is: callers wait here in order.
+    turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug)]
 struct PacerState {
-    /// When the next request may start.
-    next_slot: Instant,
+    /// When the previous request started.
+    last_start: Option<Instant>,
     /// No request starts before this (a 429's Retry-After, an exhausted rate-limit bucket).
     paused_until: Option<Instant>,
+    /// The current rate; `None` paces nothing.
+    aimd: Option<Aimd>,
 }
 
 /// A wait ended because the process is shutting down; the request was not sent.
@@ -498,29 +647,33 @@ struct PacerState {
 pub struct ShuttingDown;
 
 impl Pacer {
-    /// A pacer for `rate`; `None` paces nothing (but still honours pauses). Pauses are capped
-    /// at [`DEFAULT_MAX_SERVER_WAIT`]; nothing cancels its waits.
+    /// How far behind its schedule a pacer may catch up (see `next_start`).
+    pub const CATCH_UP: Duration = Duration::from_millis(100);
+
+    /// A pacer at a fixed limit `rate`; `None` paces nothing (but still honours pauses).
+    /// Pauses are capped at [`DEFAULT_MAX_SERVER_WAIT`]; nothing cancels its waits.
     pub fn new(name: &'static str, rate: Option<Rate>) -> Pacer {
-        Pacer::with_limits(name, rate, DEFAULT_MAX_SERVER_WAIT, CancellationToken::new())
+        Pacer::with_limits(name, rate.into(), DEFAULT_MAX_SERVER_WAIT, CancellationToken::new())
     }
 
-    /// A pacer whose pauses last at most `max_pause` and whose waits end when `shutdown` is
-    /// cancelled.
+    /// A pacer for `pace` whose pauses last at most `max_pause` and whose waits end when
+    /// `shutdown` is cancelled.
     pub fn with_limits(
         name: &'static str,
-        rate: Option<Rate>,
+        pace: Pace,
         max_pause: Duration,
         shutdown: CancellationToken,
     ) -> Pacer {
         Pacer {
             name,
-            interval: rate.map(|r| r.interval()),
             max_pause: max_pause.min(WAIT_CEILING),
             shutdown,
             state: Mutex::new(PacerState {
-                next_slot: Instant::now(),
+                last_start: None,
                 paused_until: None,
+                aimd: Aimd::new(pace),
             }),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -529,29 +682,85 @@ impl Pacer {
         self.name
     }
 
-    /// Waits until this caller may send one request.
+    /// The current rate in requests per second (`None`: not paced).
+    pub fn rate(&self) -> Option<f64> {
+        self.state.lock().expect("pacer lock poisoned").aimd.as_ref().map(Aimd::rate)
+    }
+
+    /// Waits until this caller may send one request: its turn, then one interval at the
+    /// current rate after the previous request, and the end of any pause (re-checked after
+    /// every wait: a 429 may cut the rate or pause the API meanwhile).
     pub async fn acquire(&self) -> Result<(), ShuttingDown> {
         if self.shutdown.is_cancelled() {
             return Err(ShuttingDown);
         }
-        let start = {
-            let now = Instant::now();
+        let _turn = tokio::select! {
+            turn = self.turn.lock() => turn,
+            _ = self.shutdown.cancelled() => return Err(ShuttingDown),
+        };
+        loop {
+            let start = self.next_start();
+            if start <= Instant::now() {
+                // The planned start, not the (slightly later) wake-up: late wake-ups must not
+                // add up to a lower rate.
+                self.state.lock().expect("pacer lock poisoned").last_start = Some(start);
+                return Ok(());
+            }
+            if !sleep_until_unless_cancelled(start, &self.shutdown).await {
+                return Err(ShuttingDown);
+            }
+        }
+    }
+
+    /// When the next request may start, as things stand now: one interval after the previous
+    /// one; a caller that comes late (a busy runtime wakes it late) may catch up by at most
+    /// [`Pacer::CATCH_UP`], so late wake-ups do not add up to a lower rate, and an idle pacer
+    /// never saves up more than that for a burst.
+    fn next_start(&self) -> Instant {
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("pacer lock poisoned");
+        let interval = state.aimd.as_ref().map_or(Duration::ZERO, Aimd::interval);
+        let earliest = now.checked_sub(Pacer::CATCH_UP).unwrap_or(now);
+        let mut start = state.last_start.map_or(now, |last| (last + interval).max(earliest));
+        if let Some(until) = state.paused_until {
+            // Never before the end of a pause, catching up included.
+            start = start.max(until);
+            if until <= now {
+                state.paused_until = None;
+            }
+        }
+        start
+    }
+
+    /// A request paced here got an answer that was not a 429: the rate may grow.
+    pub fn succeeded(&self) {
+        if let Some(aimd) = self.state.lock().expect("pacer lock poisoned").aimd.as_mut() {
+            aimd.on_success();
+        }
+    }
+
+    /// A request paced here was throttled (429): the rate is cut (see [`Aimd::on_throttled`])
+    /// and, when the server said how long to wait, every caller pauses that long.
+    pub fn throttled(&self, wait: Option<Duration>) {
+        let now = Instant::now();
+        {
             let mut state = self.state.lock().expect("pacer lock poisoned");
-            let mut start = state.next_slot.max(now);
-            if let Some(until) = state.paused_until {
-                if until > start {
-                    start = until;
-                } else if until <= now {
-                    state.paused_until = None;
+            if let Some(aimd) = state.aimd.as_mut() {
+                if aimd.on_throttled(now) {
+                    tracing::debug!(api = self.name, rate = aimd.rate(), "throttled: slowing down");
                 }
             }
-            state.next_slot = start + self.interval.unwrap_or(Duration::ZERO);
-            start
-        };
-        if start > Instant::now() && !sleep_until_unless_cancelled(start, &self.shutdown).await {
-            return Err(ShuttingDown);
         }
-        Ok(())
+        if let Some(wait) = wait {
+            self.pause_for(wait);
+        }
+    }
+
+    /// Sets the rate to `per_second` (see [`Aimd::follow`]).
+    pub fn follow(&self, per_second: f64) {
+        if let Some(aimd) = self.state.lock().expect("pacer lock poisoned").aimd.as_mut() {
+            aimd.follow(per_second);
+        }
     }
 
     /// Holds every caller back for `wait` from now (extends, never shortens, a pause); a wait
@@ -578,12 +787,32 @@ impl Pacer {
         }
     }
 
-    /// Takes a response's rate-limit budget into account: when at most `reserve` requests are
-    /// left in the current window, pauses until the window resets (unless that is more than
+    /// Takes a response's rate-limit budget into account (Auth0's `x-ratelimit-*`): the
+    /// remaining requests are spread over the time to the reset (the rate becomes
+    /// `remaining / reset_in`, with the reset counted as at least one second away: it is given
+    /// in whole epoch seconds), never above a pinned limit; and when at most `reserve`
+    /// requests are left, every caller pauses until the reset (unless that is more than
     /// `max_pause` away), so the requests still in flight do not run into 429s.
     pub fn observe_budget(&self, remaining: u64, reset_in: Duration, reserve: u64) {
         if remaining <= reserve {
             self.pause_for(reset_in);
+        } else {
+            self.follow(remaining as f64 / reset_in.max(Duration::from_secs(1)).as_secs_f64());
+        }
+    }
+
+    /// [`Pacer::observe_budget`] for a token bucket whose size is known (Auth0's
+    /// `x-ratelimit-limit`): until the reset (the bucket full again) the server allows the
+    /// requests left plus those it refills meanwhile, `limit` in all, so the rate becomes
+    /// `limit / reset_in` (the reset counted as at least one second away). This settles on the
+    /// refill rate once the bucket runs low (where the whole-second reset is precise enough).
+    /// Every caller pauses until the reset when at most `in_flight` requests (but less than
+    /// half the bucket: a small bucket must not pause at every answer) are left.
+    pub fn observe_bucket(&self, limit: u64, remaining: u64, reset_in: Duration, in_flight: u64) {
+        if remaining <= in_flight.min(limit.saturating_sub(1) / 2) {
+            self.pause_for(reset_in);
+        } else {
+            self.follow(limit as f64 / reset_in.max(Duration::from_secs(1)).as_secs_f64());
         }
     }
 }
@@ -591,6 +820,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[derive(Debug)]
@@ -818,7 +1048,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pacer_does_not_pause_for_longer_than_its_maximum_whatever_the_server_asks() {
-        let pacer = Pacer::with_limits("t", None, Duration::from_secs(30), CancellationToken::new());
+        let pacer = Pacer::with_limits("t", Pace::Off, Duration::from_secs(30), CancellationToken::new());
         pacer.pause_for(Duration::MAX);
         pacer.observe_budget(0, Duration::MAX, 2);
         pacer.pause_for(Duration::from_secs(31));
@@ -839,7 +1069,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_a_pacer_wait_at_once() {
         let stop = CancellationToken::new();
-        let pacer = Pacer::with_limits("t", None, Duration::from_secs(120), stop.clone());
+        let pacer = Pacer::with_limits("t", Pace::Off, Duration::from_secs(120), stop.clone());
         pacer.pause_for(Duration::from_secs(100));
         let t0 = Instant::now();
         let canceller = stop.clone();
@@ -871,6 +1101,195 @@ mod tests {
         assert_eq!(result.unwrap_err().0, ErrorClass::Quota);
         assert_eq!(attempts.load(Ordering::SeqCst), 1, "no attempt after shutdown");
         assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn aimd_starts_at_a_known_limit_and_never_exceeds_it() {
+        let mut aimd = Aimd::new(Pace::Limit(Rate::per_second(100))).unwrap();
+        assert_eq!(aimd.rate(), 100.0);
+        for _ in 0..1000 {
+            aimd.on_success();
+        }
+        assert_eq!(aimd.rate(), 100.0, "successes never raise a rate above its limit");
+        assert!(Aimd::new(Pace::Off).is_none());
+    }
+
+    #[test]
+    fn aimd_halves_on_a_429_once_per_hold_and_climbs_back_additively() {
+        let t0 = Instant::now();
+        let mut aimd = Aimd::new(Pace::Limit(Rate::per_second(100))).unwrap();
+        assert!(aimd.on_throttled(t0));
+        assert_eq!(aimd.rate(), 50.0);
+        // More 429s within the hold (answers to requests sent before the cut): no second cut.
+        assert!(!aimd.on_throttled(t0 + Duration::from_millis(500)));
+        assert_eq!(aimd.rate(), 50.0);
+        assert!(aimd.on_throttled(t0 + Aimd::HOLD));
+        assert_eq!(aimd.rate(), 25.0);
+        // One second of successes at the current rate adds STEP × the limit (5/s).
+        let before = aimd.rate();
+        for _ in 0..25 {
+            aimd.on_success();
+        }
+        let added = aimd.rate() - before;
+        assert!((4.0..6.0).contains(&added), "added {added}/s in about one second");
+        // It gets back to the limit, and no further.
+        for _ in 0..100_000 {
+            aimd.on_success();
+        }
+        assert_eq!(aimd.rate(), 100.0);
+    }
+
+    #[test]
+    fn aimd_never_drops_below_its_floor_whatever_the_429s() {
+        let t0 = Instant::now();
+        let mut aimd = Aimd::new(Pace::Limit(Rate::per_second(100))).unwrap();
+        for i in 0..100 {
+            aimd.on_throttled(t0 + Aimd::HOLD * i);
+        }
+        assert_eq!(aimd.rate(), 100.0 * Aimd::FLOOR);
+        assert!(aimd.interval() <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn aimd_probes_an_unknown_limit_upward_then_backs_off_at_the_first_429() {
+        let t0 = Instant::now();
+        let mut aimd = Aimd::new(Pace::Probe(Rate::per_second(10))).unwrap();
+        assert!(aimd.probing());
+        // Successes at the current rate for about three seconds: the rate grows by half of
+        // itself per second (×1.5 per second or so), well past 20/s.
+        let mut elapsed = 0.0;
+        while elapsed < 3.0 {
+            elapsed += 1.0 / aimd.rate();
+            aimd.on_success();
+        }
+        assert!(aimd.rate() > 30.0, "probed up to {}", aimd.rate());
+        let at_429 = aimd.rate();
+        aimd.on_throttled(t0);
+        assert!(!aimd.probing());
+        assert_eq!(aimd.rate(), at_429 / 2.0);
+        // From then on the climb is additive: STEP × the rate of the 429 per second.
+        let before = aimd.rate();
+        let mut elapsed = 0.0;
+        while elapsed < 1.0 {
+            elapsed += 1.0 / aimd.rate();
+            aimd.on_success();
+        }
+        let added = aimd.rate() - before;
+        assert!(added <= Aimd::STEP * at_429 * 1.2, "added {added}/s, probe rate was {at_429}");
+    }
+
+    #[test]
+    fn two_aimd_clients_sharing_one_quota_settle_near_it_with_few_429s() {
+        // A token bucket of 100/s (one second of burst), two clients starting at the full
+        // quota each: simulated in steps of 1 ms.
+        let t0 = Instant::now();
+        let quota: f64 = 100.0;
+        let mut bucket = quota;
+        let mut clients = [
+            Aimd::new(Pace::Limit(Rate::per_second(100))).unwrap(),
+            Aimd::new(Pace::Limit(Rate::per_second(100))).unwrap(),
+        ];
+        let mut next = [0.0f64, 0.0];
+        let (mut sent, mut throttled, mut served) = (0u32, 0u32, 0u32);
+        for ms in 0..60_000u64 {
+            let now_s = ms as f64 / 1000.0;
+            bucket = (bucket + quota / 1000.0).min(quota);
+            for (c, client) in clients.iter_mut().enumerate() {
+                while next[c] <= now_s {
+                    next[c] += 1.0 / client.rate();
+                    sent += 1;
+                    if bucket >= 1.0 {
+                        bucket -= 1.0;
+                        served += 1;
+                        client.on_success();
+                    } else {
+                        throttled += 1;
+                        client.on_throttled(t0 + Duration::from_millis(ms));
+                    }
+                }
+            }
+        }
+        let share = throttled as f64 / sent as f64;
+        assert!(share <= 0.05, "{throttled} of {sent} throttled");
+        // Served at least 80% of what the quota allows in that minute.
+        assert!(served as f64 >= 0.8 * quota * 60.0, "served {served}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_bucket_budget_paces_at_its_size_over_the_time_to_full_and_pauses_when_low() {
+        let probe = Pacer::with_limits("t", Pace::Probe(Rate::per_second(2)), DEFAULT_MAX_SERVER_WAIT, CancellationToken::new());
+        // A bucket of 10 refilled at 2.5/s, run low: 5 left, full again in 2 s -> 10 / 2 s.
+        probe.observe_bucket(10, 5, Duration::from_secs(2), 4);
+        assert_eq!(probe.rate(), Some(5.0));
+        // Nearly full (reset within the second): its size per second.
+        probe.observe_bucket(50, 49, Duration::ZERO, 4);
+        assert_eq!(probe.rate(), Some(50.0));
+        // A free plan's bucket of 2 with 1 left is not "low" for 4 callers in flight: half the
+        // bucket is the most that is held back.
+        let t0 = Instant::now();
+        probe.acquire().await.unwrap();
+        probe.observe_bucket(2, 1, Duration::from_secs(1), 4);
+        assert_eq!(probe.rate(), Some(2.0));
+        probe.observe_bucket(2, 0, Duration::from_secs(1), 4);
+        probe.acquire().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(1), "an empty bucket pauses until the reset");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_sets_the_rate_within_a_pin_and_an_exhausted_one_pauses() {
+        let pacer = Pacer::new("t", Some(Rate::per_second(100)));
+        pacer.observe_budget(20, Duration::from_secs(2), 4);
+        assert_eq!(pacer.rate(), Some(10.0), "20 left over 2 s: 10/s");
+        pacer.observe_budget(50, Duration::ZERO, 4);
+        assert_eq!(pacer.rate(), Some(50.0), "50 left, reset within the second: 50/s");
+        pacer.observe_budget(500, Duration::ZERO, 4);
+        assert_eq!(pacer.rate(), Some(100.0), "never above the pin");
+        let probe = Pacer::with_limits("t", Pace::Probe(Rate::per_second(2)), DEFAULT_MAX_SERVER_WAIT, CancellationToken::new());
+        probe.observe_budget(49, Duration::from_secs(1), 4);
+        assert_eq!(probe.rate(), Some(49.0), "a free start follows the first answer's budget");
+        let t0 = Instant::now();
+        probe.acquire().await.unwrap();
+        probe.observe_budget(3, Duration::from_secs(2), 4);
+        probe.acquire().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(2), "an exhausted budget pauses until the reset");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_pacer_spaces_requests_at_the_cut_rate_and_pauses_for_the_server() {
+        let pacer = Pacer::new("t", Some(Rate::per_second(10)));
+        pacer.acquire().await.unwrap();
+        let t0 = Instant::now();
+        pacer.throttled(Some(Duration::from_secs(2)));
+        assert_eq!(pacer.rate(), Some(5.0));
+        pacer.acquire().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_secs(2), "the server's wait is honoured");
+        pacer.acquire().await.unwrap();
+        assert_eq!(t0.elapsed(), Duration::from_millis(2200), "then 5/s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_queued_before_a_429_reserve_again_at_the_cut_rate_after_the_pause() {
+        let pacer = Arc::new(Pacer::new("t", Some(Rate::per_second(10))));
+        let t0 = Instant::now();
+        let mut queued = tokio::task::JoinSet::new();
+        for _ in 0..5 {
+            let pacer = pacer.clone();
+            queued.spawn(async move {
+                pacer.acquire().await.unwrap();
+                t0.elapsed()
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The first went out at 0; the other four hold slots at 100..400 ms when a 429 asks
+        // for one second: they go out after it, 200 ms apart (the rate was halved).
+        pacer.throttled(Some(Duration::from_secs(1)));
+        let mut done = Vec::new();
+        while let Some(at) = queued.join_next().await {
+            done.push(at.unwrap());
+        }
+        done.sort();
+        let ms = |v: u64| Duration::from_millis(v);
+        assert_eq!(done, vec![ms(0), ms(1050), ms(1250), ms(1450), ms(1650)]);
     }
 
     #[tokio::test(start_paused = true)]

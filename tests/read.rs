@@ -482,9 +482,9 @@ async fn pacing_to_the_quota_avoids_429s_and_reads_everything() {
     let yaml = paced_world(150, "  rateLimits: {cloudRunRead: 100/s, auth0: 20/s}");
     let desired = paced_desired();
     let mut config = test_client_config();
-    config.google.cloud_run_read_rate = Some("90/s".parse().unwrap());
+    config.google.cloud_run_read_rate = runwarden::retry::Pace::Limit("90/s".parse().unwrap());
     config.google.cloud_run_rate_per_region = false;
-    config.auth0_rate = Some("18/s".parse().unwrap());
+    config.auth0_rate = runwarden::retry::Pace::Limit("18/s".parse().unwrap());
     config.auth0_page_size = 25;
     let setup = start(world(&yaml), &desired.settings, &config).await;
     let live = read_live(&desired, &setup.clients, &quick_retries())
@@ -1125,4 +1125,95 @@ async fn a_change_user_search_has_not_caught_up_with_is_read_from_the_users_own_
     assert!(!by_email("cy@acme.com").email_verified, "unverified a moment ago");
     assert!(by_email("ada@acme.com").blocked, "blocked a moment ago");
     assert_eq!(count(&setup.sim, |_, p| p == "/api/v2/users"), 0, "no user search");
+}
+
+/// Calls to Service Usage `consumerQuotaMetrics.list` in the simulator's log, by status.
+fn quota_reads(setup: &Setup) -> Vec<u16> {
+    setup
+        .sim
+        .handle
+        .request_log()
+        .iter()
+        .filter(|r| r.path.ends_with("/consumerQuotaMetrics"))
+        .map(|r| r.status)
+        .collect()
+}
+
+fn throttled(setup: &Setup) -> usize {
+    setup.sim.handle.request_log().iter().filter(|r| r.status == 429).count()
+}
+
+#[tokio::test]
+async fn default_clients_learn_the_quota_once_and_pace_by_it_without_429s() {
+    // No client rate configured: the limit comes from the simulator's Service Usage answer
+    // (100/s per region); reading faster than that would draw 429s, slower would be slow.
+    let yaml = paced_world(300, "  rateLimits: {cloudRunRead: 100/s, auth0: 50/s}")
+        .replace("usersPerRole: 300", "usersPerRole: 8");
+    let desired = paced_desired();
+    let setup = start(world(&yaml), &desired.settings, &ClientConfig::default()).await;
+    let started = std::time::Instant::now();
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let first = started.elapsed();
+    assert_eq!(live.services.len(), 300);
+    assert_eq!(quota_reads(&setup), vec![200, 200], "run and iap quotas, read once");
+    assert_eq!(throttled(&setup), 0, "paced at the learned limit: no 429");
+    // 300 IAM reads + 1 list page at 100/s: about 3 s; a 900/min start would take 20 s.
+    assert!(first < Duration::from_secs(8), "the first read took {first:?}");
+    read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    assert_eq!(quota_reads(&setup).len(), 2, "never again per pass");
+}
+
+#[tokio::test]
+async fn a_credential_that_may_not_read_quotas_still_reads_everything_probing_upward() {
+    let yaml = format!(
+        "{}simulator:\n  missingPermissions: [serviceusage.quotas.get]\n",
+        paced_world(200, "  rateLimits: {cloudRunRead: 100/s}").replace("usersPerRole: 300", "usersPerRole: 8")
+    );
+    let desired = paced_desired();
+    let setup = start(world(&yaml), &desired.settings, &ClientConfig::default()).await;
+    let started = std::time::Instant::now();
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    assert!(live.services.values().all(|s| s.iam.is_some() && s.read_error.is_none()));
+    assert_eq!(quota_reads(&setup), vec![403, 403], "asked once per API, refused, not retried");
+    // From 900/min (15/s) the probe climbs: 200 reads take well under the 13 s a fixed
+    // 900/min would.
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn settings_pins_are_the_ceiling_and_turn_learning_off() {
+    // The simulator allows 1,000/s; the pin says 20/s: 41 calls take at least 2 s, and no
+    // quota is read because every Google limit to learn is pinned.
+    let yaml = paced_world(40, "  rateLimits: {cloudRunRead: 1000/s}").replace("usersPerRole: 300", "usersPerRole: 8");
+    let mut desired = paced_desired();
+    let pin = |count, secs| Some(runwarden::policy::model::RatePin { count, per: Duration::from_secs(secs) });
+    desired.settings.pacing = runwarden::policy::model::Pacing {
+        cloud_run_reads: pin(20, 1),
+        writes: pin(1, 1),
+        iap: pin(10, 1),
+        auth0: pin(100, 1),
+        quota_project: None,
+    };
+    let setup = start(world(&yaml), &desired.settings, &ClientConfig::default()).await;
+    let started = std::time::Instant::now();
+    read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    let took = started.elapsed();
+    assert!(quota_reads(&setup).is_empty(), "pinned limits are not learned");
+    assert!(took >= Duration::from_secs(2), "41 Cloud Run reads at 20/s took {took:?}");
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+}
+
+#[tokio::test]
+async fn a_free_plan_tenant_is_read_completely_from_a_2_per_second_start() {
+    // Auth0's free plan: 2 requests/s. The client starts there and follows x-ratelimit-*.
+    let yaml = paced_world(3, "  auth0Tier: free").replace("usersPerRole: 300", "usersPerRole: 8");
+    let mut desired = paced_desired();
+    desired.policies[0].invokers.truncate(1);
+    let setup = start(world(&yaml), &desired.settings, &ClientConfig::default()).await;
+    let live = read_live(&desired, &setup.clients, &quick_retries()).await.unwrap();
+    assert!(live.directory.roles.values().all(|r| r.members.len() == 8));
+    let log = setup.sim.handle.request_log();
+    let auth0 = log.iter().filter(|r| r.path.starts_with("/api/v2/") || r.path == "/oauth/token").count();
+    let limited = log.iter().filter(|r| r.status == 429).count();
+    assert!(limited * 20 <= auth0, "{limited} of {auth0} Auth0 calls throttled");
 }

@@ -577,7 +577,7 @@ spec:
         let now = SystemTime::now();
         let desired = runwarden::policy::load_at(dir.path(), now).unwrap();
         let mut client = runwarden::live::ClientConfig::default();
-        client.google.write_rate = None; // the simulator has no write quota here
+        client.google.write_rate = runwarden::retry::Pace::Off; // the simulator has no write quota here
         let conn = Connection::embedded_with(&world, &desired.settings, &client).await.unwrap();
         let sim = conn.sim().unwrap().handle.clone();
         let all: BTreeSet<ServiceId> = sim.service_ids().into_iter().collect();

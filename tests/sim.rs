@@ -1745,6 +1745,32 @@ async fn auth0_rate_limits_send_headers_and_the_429_body() {
 }
 
 #[tokio::test]
+async fn an_auth0_plan_sets_the_tenants_bucket_and_its_headers() {
+    let env = demo().await;
+    let token = env.management_token().await;
+    // Self-service plans: bursts of 10, refilled at 150/min.
+    env.sim.handle.set_faults(faults(json!({"auth0Tier": "selfService"})));
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..11 {
+        let r = env.raw(Method::GET, "/api/v2/roles", Some(&token), None).await;
+        statuses.push(r.status);
+        last = Some(r);
+    }
+    let last = last.unwrap();
+    assert!(statuses[..9].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(last.status, 429, "{statuses:?}");
+    assert_eq!(last.header("x-ratelimit-limit"), Some("10"));
+    // A configured rate wins over the plan; an unknown plan is refused with the known ones.
+    env.sim.handle.set_faults(faults(json!({"auth0Tier": "free", "rateLimits": {"auth0": "50/s"}})));
+    let r = env.raw(Method::GET, "/api/v2/roles", Some(&token), None).await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("50"));
+    let spec: runwarden::sim::FaultsSpec = serde_json::from_value(json!({"auth0Tier": "gold"})).unwrap();
+    let err = runwarden::sim::Faults::from_spec(&spec).unwrap_err().to_string();
+    assert!(err.contains("free, selfService, enterprise"), "{err}");
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404_in_the_right_shape() {
     let env = demo().await;
     assert_google_error(

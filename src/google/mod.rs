@@ -18,6 +18,7 @@
 
 mod access;
 pub mod auth;
+pub mod quota;
 mod wire;
 mod write;
 
@@ -35,7 +36,7 @@ pub use write::{Operation, ServiceUpdate};
 use crate::endpoints::Endpoints;
 use crate::iam::Policy;
 use crate::model::{LiveService, ServiceId};
-use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
+use crate::retry::{self, Classified, ErrorClass, Pace, Pacer, Rate};
 
 /// Which Google API a call goes to (each has its own quota and pacer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -329,20 +330,25 @@ pub struct GoogleConfig {
     /// Requests in flight at once, across all Google APIs.
     pub concurrency: usize,
     /// Cloud Run Admin API read requests. Google counts them against the quota "Read requests
-    /// per minute per region" of the calling project; the default stays below the usual
-    /// default of that quota. Raise it when the project's quota was raised.
-    pub cloud_run_read_rate: Option<Rate>,
+    /// per minute per region" of the quota project (cloud.google.com/run/quotas). By default
+    /// ([`Pace::Probe`]) the limit is learned from Service Usage (see `quota_project`), else
+    /// probed for from this start; a [`Pace::Limit`] (a Settings pin) is used as it is.
+    pub cloud_run_read_rate: Pace,
     /// Whether `cloud_run_read_rate` applies per region (as Google counts it) or to all
     /// regions together (a simulator or proxy with one global limit).
     pub cloud_run_rate_per_region: bool,
     /// Cloud Run Admin API and IAP write requests (setIamPolicy, services.patch), all together.
-    /// A conservative default, well below Google's default write quotas; raise it when the
-    /// project's quota allows.
-    pub write_rate: Option<Rate>,
-    /// IAP API requests.
-    pub iap_rate: Option<Rate>,
-    /// Resource Manager requests (one per project per pass).
-    pub resource_manager_rate: Option<Rate>,
+    /// Learned like reads (Cloud Run's "Write requests per minute per region"; the write pacer
+    /// is one for all regions, so the default bucket applies), else probed from this start.
+    pub write_rate: Pace,
+    /// IAP API requests; learned like Cloud Run reads (IAP's read request metric).
+    pub iap_rate: Pace,
+    /// Resource Manager, IAM, Logging and Service Usage requests (a few per pass): not learned.
+    pub resource_manager_rate: Pace,
+    /// The project whose quotas are read (once per process, at the first paced call) to learn
+    /// the limits of every [`Pace::Probe`] above; `None` reads none (the pacers probe).
+    /// Needs `serviceusage.quotas.get`; without it the pacers probe.
+    pub quota_project: Option<String>,
     /// `pageSize` for `services.list` (`None` = the API's default).
     pub list_page_size: Option<u32>,
     /// The longest pause a server's 429 imposes on every caller of one API (a longer wait is
@@ -359,11 +365,15 @@ impl Default for GoogleConfig {
     fn default() -> Self {
         GoogleConfig {
             concurrency: 16,
-            cloud_run_read_rate: Some(Rate::per_minute(900)),
+            // Where the limit cannot be learned: start below the usual default quotas
+            // (Cloud Run reads 1,000/min per region, writes 180/min... as the quotas page
+            // lists them; see README › Performance) and probe upward.
+            cloud_run_read_rate: Pace::Probe(Rate::per_minute(900)),
             cloud_run_rate_per_region: true,
-            write_rate: Some(Rate::per_minute(120)),
-            iap_rate: Some(Rate::per_minute(900)),
-            resource_manager_rate: Some(Rate::per_minute(600)),
+            write_rate: Pace::Probe(Rate::per_minute(120)),
+            iap_rate: Pace::Probe(Rate::per_minute(900)),
+            resource_manager_rate: Pace::Limit(Rate::per_minute(600)),
+            quota_project: None,
             list_page_size: Some(500),
             max_pause: retry::DEFAULT_MAX_SERVER_WAIT,
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -381,24 +391,27 @@ pub struct ServicePage {
     pub next_page_token: Option<String>,
 }
 
-/// A pacer owned by the client or shared from its per-region map.
-enum PacerRef<'a> {
-    Borrowed(&'a Pacer),
-    Shared(Arc<Pacer>),
+/// Which pacer a call waits for: each has its own quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PacerKind {
+    /// Cloud Run reads, one pacer per region.
+    RunReads,
+    /// Cloud Run and IAP writes, all together.
+    Writes,
+    Iap,
+    /// Resource Manager, IAM, Logging, Service Usage.
+    Other,
 }
 
-impl std::ops::Deref for PacerRef<'_> {
-    type Target = Pacer;
-    fn deref(&self) -> &Pacer {
+impl PacerKind {
+    fn name(self) -> &'static str {
         match self {
-            PacerRef::Borrowed(p) => p,
-            PacerRef::Shared(p) => p,
+            PacerKind::RunReads => "cloud-run",
+            PacerKind::Writes => "google-writes",
+            PacerKind::Iap => "iap",
+            PacerKind::Other => "resource-manager",
         }
     }
-}
-
-fn pacer(name: &'static str, rate: Option<Rate>, config: &GoogleConfig) -> Pacer {
-    Pacer::with_limits(name, rate, config.max_pause, config.shutdown.clone())
 }
 
 /// The Google API client (cheap to clone: everything is shared).
@@ -413,12 +426,11 @@ struct Inner {
     endpoints: Endpoints,
     permits: Semaphore,
     config: GoogleConfig,
-    /// Cloud Run pacers by region ("" when the rate is global), created on first use.
-    run_pacers: std::sync::Mutex<std::collections::HashMap<String, Arc<Pacer>>>,
-    /// Writes are paced by their own quota.
-    write_pacer: Pacer,
-    iap_pacer: Pacer,
-    crm_pacer: Pacer,
+    /// Pacers by kind and region (Cloud Run reads and writes; "" for the others and when the
+    /// rate is global), created on first use with the limit learned by then.
+    pacers: std::sync::Mutex<std::collections::HashMap<(PacerKind, String), Arc<Pacer>>>,
+    /// The quotas read from Service Usage, once per client (one client per process).
+    learned: tokio::sync::OnceCell<quota::Learned>,
 }
 
 impl fmt::Debug for GoogleClient {
@@ -468,10 +480,8 @@ impl GoogleClient {
                 http,
                 tokens,
                 permits: Semaphore::new(config.concurrency.max(1)),
-                run_pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
-                write_pacer: pacer("google-writes", config.write_rate, &config),
-                iap_pacer: pacer("iap", config.iap_rate, &config),
-                crm_pacer: pacer("resource-manager", config.resource_manager_rate, &config),
+                pacers: std::sync::Mutex::new(std::collections::HashMap::new()),
+                learned: tokio::sync::OnceCell::new(),
                 endpoints,
                 config,
             }),
@@ -615,39 +625,129 @@ impl GoogleClient {
         crate::endpoints::join_segments(base, segments)
     }
 
-    /// The pacer for a call: per API, and for Cloud Run per region (taken from the URL path
-    /// `.../locations/REGION/...`) unless the rate is configured as global.
-    fn pacer(&self, api: Api, path: &str) -> PacerRef<'_> {
-        match api {
-            Api::CloudRun => {
-                let region = if self.inner.config.cloud_run_rate_per_region {
-                    let mut segments = path.split('/');
-                    segments.find(|s| *s == "locations");
-                    segments.next().unwrap_or("").to_string()
-                } else {
-                    String::new()
+    /// The pacer for a call: writes share one; reads per API, and Cloud Run reads per region
+    /// (taken from the URL path `.../locations/REGION/...`) unless the rate is configured as
+    /// global. Created on first use: with the limit learned by then (see [`Self::learn`]),
+    /// else the configured pace.
+    fn pacer_for(&self, api: Api, write: bool, path: &str) -> Arc<Pacer> {
+        let config = &self.inner.config;
+        let kind = match api {
+            _ if write => PacerKind::Writes,
+            Api::CloudRun => PacerKind::RunReads,
+            Api::Iap => PacerKind::Iap,
+            // Role reads are few (one per distinct role per pass); Logging reads are one per
+            // drifted resource (the Logging read quota is 60/min).
+            Api::ResourceManager | Api::ServiceUsage | Api::Iam | Api::Logging => PacerKind::Other,
+        };
+        // Cloud Run counts reads and writes per region; IAP's writes share the "" pacer.
+        let regional = kind == PacerKind::RunReads || (kind == PacerKind::Writes && api == Api::CloudRun);
+        let region = if regional && config.cloud_run_rate_per_region {
+            let mut segments = path.split('/');
+            segments.find(|s| *s == "locations");
+            segments.next().unwrap_or("").to_string()
+        } else {
+            String::new()
+        };
+        let mut pacers = self.inner.pacers.lock().expect("pacer map lock poisoned");
+        pacers
+            .entry((kind, region))
+            .or_insert_with_key(|(kind, region)| {
+                let pace = self.pace(*kind, region);
+                tracing::debug!(api = kind.name(), region = %region, pace = ?pace, "pacing");
+                Arc::new(Pacer::with_limits(kind.name(), pace, config.max_pause, config.shutdown.clone()))
+            })
+            .clone()
+    }
+
+    /// The pace of a new pacer: a configured pin or [`Pace::Off`] as it is; a probe replaced
+    /// by the limit learned for it, if any.
+    fn pace(&self, kind: PacerKind, region: &str) -> Pace {
+        let config = &self.inner.config;
+        let (configured, learned) = match kind {
+            PacerKind::RunReads => (config.cloud_run_read_rate, self.inner.learned.get().map(|l| &l.run_reads)),
+            PacerKind::Writes => (config.write_rate, self.inner.learned.get().map(|l| &l.run_writes)),
+            PacerKind::Iap => (config.iap_rate, self.inner.learned.get().map(|l| &l.iap_reads)),
+            PacerKind::Other => (config.resource_manager_rate, None),
+        };
+        match (configured, learned.and_then(|l| l.get(region))) {
+            (Pace::Probe(_), Some(limit)) => Pace::Limit(limit),
+            (pace, _) => pace,
+        }
+    }
+
+    /// Whether a call waits for the quotas to be learned first: a paced read or write of
+    /// Cloud Run or IAP whose limit is not pinned, when a quota project is configured.
+    fn must_learn(&self, api: Api, write: bool) -> bool {
+        let config = &self.inner.config;
+        let pace = match api {
+            _ if write => config.write_rate,
+            Api::CloudRun => config.cloud_run_read_rate,
+            Api::Iap => config.iap_rate,
+            _ => return false,
+        };
+        config.quota_project.is_some() && matches!(pace, Pace::Probe(_))
+    }
+
+    /// The quotas of the quota project, read once (the first caller reads, the others wait
+    /// for it). Whatever goes wrong, the answer is "nothing learned" and the pacers probe: a
+    /// credential without `serviceusage.quotas.get` must not fail the pass.
+    async fn learn(&self) -> &quota::Learned {
+        self.inner
+            .learned
+            .get_or_init(|| async {
+                let Some(project) = self.inner.config.quota_project.clone() else {
+                    return quota::Learned::default();
                 };
-                let mut pacers = self
-                    .inner
-                    .run_pacers
-                    .lock()
-                    .expect("pacer map lock poisoned");
-                let pacer = pacers
-                    .entry(region)
-                    .or_insert_with(|| {
-                        let config = &self.inner.config;
-                        Arc::new(pacer("cloud-run", config.cloud_run_read_rate, config))
-                    })
-                    .clone();
-                PacerRef::Shared(pacer)
+                let mut learned = quota::Learned::default();
+                let failed = |service: &str, e: GoogleError| tracing::warn!(project = %project, service, error = %e,
+                    "could not read the request quotas; pacing starts at a conservative rate and probes upward \
+                     (grant roles/serviceusage.serviceUsageViewer on the quota project, or pin the rates in Settings `pacing`)");
+                match self.consumer_quotas(&project, "run.googleapis.com").await {
+                    Ok((reads, writes)) => (learned.run_reads, learned.run_writes) = (reads, writes),
+                    Err(e) => failed("run.googleapis.com", e),
+                }
+                match self.consumer_quotas(&project, "iap.googleapis.com").await {
+                    Ok((reads, _)) => learned.iap_reads = reads,
+                    Err(e) => failed("iap.googleapis.com", e),
+                }
+                tracing::info!(project = %project, learned = ?learned, "request quotas");
+                learned
+            })
+            .await
+    }
+
+    /// `services.consumerQuotaMetrics.list` (v1beta1, view BASIC) of `service` on `project`,
+    /// every page (at most 20), folded into (read, write) limits.
+    pub async fn consumer_quotas(
+        &self,
+        project: &str,
+        service: &str,
+    ) -> Result<(quota::Limits, quota::Limits), GoogleError> {
+        let (mut reads, mut writes) = (quota::Limits::default(), quota::Limits::default());
+        let mut token: Option<String> = None;
+        for _ in 0..20 {
+            let mut url = self.url(
+                Api::ServiceUsage,
+                &["v1beta1", "projects", project, "services", service, "consumerQuotaMetrics"],
+            );
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("view", "BASIC");
+                if let Some(t) = &token {
+                    q.append_pair("pageToken", t);
+                }
             }
-            Api::Iap => PacerRef::Borrowed(&self.inner.iap_pacer),
-            // Role reads are few (one per distinct role per pass): paced with Resource Manager.
-            // Logging reads are one per drifted resource (the Logging read quota is 60/min).
-            Api::ResourceManager | Api::ServiceUsage | Api::Iam | Api::Logging => {
-                PacerRef::Borrowed(&self.inner.crm_pacer)
+            // Not `send`: that waits for the quotas to be learned, which is this call.
+            let page: quota::ListConsumerQuotaMetrics = self
+                .send_paced(Api::ServiceUsage, false, Method::GET, url, None, body_limits::SERVICE_PAGE)
+                .await?;
+            quota::fold(&page.metrics, &mut reads, &mut writes);
+            token = page.next_page_token.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
             }
         }
+        Ok((reads, writes))
     }
 
     fn policy_error(&self, api: Api, method: Method, url: &Url, e: wire::PolicyAnswer) -> GoogleError {
@@ -683,6 +783,7 @@ impl GoogleClient {
         body: Option<serde_json::Value>,
         limit: usize,
     ) -> Result<T, GoogleError> {
+        self.learn_first(api, false, &method, &url).await?;
         self.send_paced(api, false, method, url, body, limit).await
     }
 
@@ -695,12 +796,24 @@ impl GoogleClient {
         body: Option<serde_json::Value>,
         limit: usize,
     ) -> Result<T, GoogleError> {
+        self.learn_first(api, true, &method, &url).await?;
         self.send_paced(api, true, method, url, body, limit).await
     }
 
-    /// The pacer of a call: the write pacer for writes, else the API's (per region) read pacer.
-    fn pacer_for(&self, api: Api, write: bool, path: &str) -> PacerRef<'_> {
-        if write { PacerRef::Borrowed(&self.inner.write_pacer) } else { self.pacer(api, path) }
+    /// Before the first paced call whose limit is to be learned: the quotas are read (once;
+    /// concurrent callers wait for that one read), unless shutdown comes first.
+    async fn learn_first(&self, api: Api, write: bool, method: &Method, url: &Url) -> Result<(), GoogleError> {
+        if !self.must_learn(api, write) || self.inner.learned.initialized() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = self.learn() => Ok(()),
+            _ = self.inner.config.shutdown.cancelled() => Err(GoogleError::ShuttingDown {
+                api,
+                method: method.clone(),
+                path: url.path().to_string(),
+            }),
+        }
     }
 
     /// Waits for the call's pacer slot, then for a slot in flight. In this order: a caller
@@ -776,6 +889,7 @@ impl GoogleClient {
             (status, headers, bytes)
         };
         if status.is_success() {
+            self.pacer_for(api, write, &path).succeeded();
             return serde_json::from_slice(&bytes).map_err(|e| GoogleError::Decode {
                 api,
                 method,
@@ -791,10 +905,12 @@ impl GoogleClient {
             self.inner.tokens.invalidate(&token).await;
         }
         let retry_after = retry::server_wait(&headers, SystemTime::now()).or(detail_wait);
+        let pacer = self.pacer_for(api, write, &path);
         if class == ErrorClass::Quota {
-            if let Some(wait) = retry_after {
-                self.pacer_for(api, write, &path).pause_for(wait);
-            }
+            pacer.throttled(retry_after);
+        } else {
+            // Any other answer is not a sign of going too fast.
+            pacer.succeeded();
         }
         Err(GoogleError::Api {
             api,
@@ -881,6 +997,32 @@ mod tests {
         GoogleClient::new(reqwest::Client::new(), Arc::new(StaticToken("t".into())), endpoints, config)
     }
 
+    #[tokio::test]
+    async fn shutdown_ends_the_wait_for_the_quota_read_and_the_call_is_not_sent() {
+        // A Service Usage that accepts the connection and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = crate::endpoints::parse_base_url(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let config = GoogleConfig { quota_project: Some("p".into()), shutdown: stop.clone(), ..GoogleConfig::default() };
+        let client = test_client(Endpoints::single(base), config);
+        let canceller = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            canceller.cancel();
+        });
+        let t0 = std::time::Instant::now();
+        let err = client.list_services_page("p", "r", None).await.unwrap_err();
+        assert!(matches!(err, GoogleError::ShuttingDown { .. }), "{err}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+        held.abort();
+    }
+
     #[test]
     fn urls_are_built_from_encoded_segments_on_the_base() {
         let base = crate::endpoints::parse_base_url("http://127.0.0.1:9/prefix").unwrap();
@@ -912,7 +1054,7 @@ mod tests {
     async fn cloud_run_reads_are_paced_per_region_unless_the_rate_is_global() {
         let client = |per_region| {
             let config = GoogleConfig {
-                cloud_run_read_rate: Some(Rate::per_second(1)),
+                cloud_run_read_rate: Pace::Limit(Rate::per_second(1)),
                 cloud_run_rate_per_region: per_region,
                 ..GoogleConfig::default()
             };
@@ -933,7 +1075,7 @@ mod tests {
             let c = client(per_region);
             let t0 = tokio::time::Instant::now();
             for path in paths {
-                c.pacer(Api::CloudRun, path).acquire().await.unwrap();
+                c.pacer_for(Api::CloudRun, false, path).acquire().await.unwrap();
             }
             assert_eq!(
                 t0.elapsed(),
@@ -951,7 +1093,7 @@ mod tests {
     async fn a_caller_waiting_for_its_regions_pacer_does_not_block_other_regions() {
         let config = GoogleConfig {
             concurrency: 2,
-            cloud_run_read_rate: Some(Rate::per_second(1)),
+            cloud_run_read_rate: Pace::Limit(Rate::per_second(1)),
             cloud_run_rate_per_region: true,
             ..GoogleConfig::default()
         };
@@ -983,7 +1125,7 @@ mod tests {
     async fn shutdown_ends_the_wait_for_a_pacer_slot_and_the_call_is_not_sent() {
         let stop = tokio_util::sync::CancellationToken::new();
         let config = GoogleConfig {
-            cloud_run_read_rate: Some(Rate::per_minute(1)),
+            cloud_run_read_rate: Pace::Limit(Rate::per_minute(1)),
             shutdown: stop.clone(),
             ..GoogleConfig::default()
         };

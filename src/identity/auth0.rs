@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{self, GroupMemberRef, GroupRef, MemberRef, OrganizationRef, RoleRef, UserRef};
-use crate::retry::{self, Classified, ErrorClass, Pacer, Rate};
+use crate::retry::{self, Classified, ErrorClass, Pace, Pacer, Rate};
 
 /// The Management API scopes runwarden's client needs: the one list (the example Settings, the
 /// README, the token-refused and 403 hints quote it; a unit test checks the quotes). Sources:
@@ -96,10 +96,15 @@ pub struct Auth0Config {
     pub secret: SecretSource,
     /// Requests in flight at once.
     pub concurrency: usize,
-    /// Steady request rate. Auth0 documents 2 requests/s sustained for free production
-    /// tenants and 16/s for paid ones (with bursts above that); the default stays under the
-    /// paid limit, and the `x-ratelimit-*` headers slow the client down on smaller tenants.
-    pub rate: Option<Rate>,
+    /// Request rate. Auth0's Management API limits depend on the plan (free tenants: 2
+    /// requests/s; self-service plans: bursts of 10, about 150/min for most endpoints;
+    /// Enterprise: higher), so the default starts at the free tier's 2/s and probes upward
+    /// ([`Pace::Probe`]), following the `x-ratelimit-limit/-remaining/-reset` headers of every
+    /// answer (Auth0 OpenAPI, "Rate limits"; auth0-python `RateLimitError` reads
+    /// `x-ratelimit-reset`): the remaining requests are spread over the time to the reset,
+    /// an exhausted budget pauses every call until the reset, a 429 halves the rate. A
+    /// Settings pin (`pacing.auth0`) is a [`Pace::Limit`].
+    pub rate: Pace,
     /// Items per page (`take` / `per_page`, at most 100).
     pub page_size: u32,
     /// The longest pause a 429 or an exhausted rate-limit bucket imposes on every call.
@@ -130,7 +135,7 @@ const TOKEN_FAILURE_HOLD: Duration = Duration::from_secs(30);
 const TOKEN_TRIES: u32 = 5;
 
 impl Auth0Config {
-    /// A configuration with the default limits (4 in flight, 15 requests/s, pages of 100).
+    /// A configuration with the default limits (4 in flight, from 2 requests/s probing upward, pages of 100).
     pub fn new(base_url: Url, domain: &str, client_id: &str, secret: SecretSource) -> Auth0Config {
         Auth0Config {
             base_url,
@@ -138,7 +143,7 @@ impl Auth0Config {
             client_id: client_id.to_string(),
             secret,
             concurrency: 4,
-            rate: Some(Rate::per_second(15)),
+            rate: Pace::Probe(Rate::per_second(2)),
             page_size: 100,
             max_pause: retry::DEFAULT_MAX_SERVER_WAIT,
             shutdown: CancellationToken::new(),
@@ -558,19 +563,22 @@ impl Auth0Client {
             elapsed_ms = started.elapsed().as_millis() as u64, "auth0 call");
         let now = SystemTime::now();
         if status.as_u16() == 429 {
-            if let Some(wait) = retry::server_wait(&headers, now) {
-                self.inner.pacer.pause_for(wait);
-            }
-        } else if let (Some(remaining), Some(reset_in)) = (
+            self.inner.pacer.throttled(retry::server_wait(&headers, now));
+            return Ok((status, headers, bytes));
+        }
+        self.inner.pacer.succeeded();
+        if let (Some(remaining), Some(reset_in)) = (
             retry::header_u64(&headers, "x-ratelimit-remaining"),
             retry::rate_limit_reset_in(&headers, now),
         ) {
             // Requests already in flight may spend the rest of the budget.
-            self.inner.pacer.observe_budget(
-                remaining,
-                reset_in,
-                self.inner.config.concurrency as u64,
-            );
+            let in_flight = self.inner.config.concurrency as u64;
+            match retry::header_u64(&headers, "x-ratelimit-limit") {
+                Some(limit) if limit >= remaining => {
+                    self.inner.pacer.observe_bucket(limit, remaining, reset_in, in_flight)
+                }
+                _ => self.inner.pacer.observe_budget(remaining, reset_in, in_flight),
+            }
         }
         Ok((status, headers, bytes))
     }

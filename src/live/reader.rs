@@ -42,7 +42,7 @@ use crate::identity::{
 use crate::policy::model::{
     AccessPolicy, Desired, Principal, PrincipalMapping, RegionRef, ServiceTarget, Settings,
 };
-use crate::retry::{Rate, RetryPolicy, retry};
+use crate::retry::{Pace, Rate, RetryPolicy, retry};
 
 /// The API clients one pass uses.
 #[derive(Debug, Clone)]
@@ -63,8 +63,8 @@ pub struct ClientConfig {
     pub google: GoogleConfig,
     /// Auth0 requests in flight at once.
     pub auth0_concurrency: usize,
-    /// Auth0 steady request rate (see `Auth0Config::rate`).
-    pub auth0_rate: Option<Rate>,
+    /// Auth0 request rate (see `Auth0Config::rate`); a Settings pin replaces it.
+    pub auth0_rate: Pace,
     /// Items per Auth0 page (at most 100).
     pub auth0_page_size: u32,
 }
@@ -75,7 +75,7 @@ impl Default for ClientConfig {
             timeouts: HttpTimeouts::default(),
             google: GoogleConfig::default(),
             auth0_concurrency: 4,
-            auth0_rate: Some(Rate::per_second(15)),
+            auth0_rate: Pace::Probe(Rate::per_second(2)),
             auth0_page_size: 100,
         }
     }
@@ -90,6 +90,28 @@ pub enum ClientsError {
     Credentials(#[from] TokenError),
     #[error("building the HTTP client failed: {0}")]
     Http(#[source] reqwest::Error),
+}
+
+/// The client limits with the Settings' `pacing` applied: each pinned rate becomes a fixed
+/// limit ([`Pace::Limit`]: no learning for that API), and the Google limits still to be
+/// learned are read from `pacing.quotaProject`, else the first project in scope (unless the
+/// configuration names a quota project itself).
+fn paced_by_settings(config: &ClientConfig, settings: &Settings) -> (GoogleConfig, Pace) {
+    let pin = |p: Option<crate::policy::model::RatePin>, default: Pace| {
+        p.map_or(default, |p| Pace::Limit(Rate { count: p.count, per: p.per }))
+    };
+    let pacing = &settings.pacing;
+    let mut google = config.google.clone();
+    google.cloud_run_read_rate = pin(pacing.cloud_run_reads, google.cloud_run_read_rate);
+    google.write_rate = pin(pacing.writes, google.write_rate);
+    google.iap_rate = pin(pacing.iap, google.iap_rate);
+    if google.quota_project.is_none() {
+        google.quota_project = pacing
+            .quota_project
+            .clone()
+            .or_else(|| settings.scope.projects.first().cloned());
+    }
+    (google, pin(pacing.auth0, config.auth0_rate))
 }
 
 impl Clients {
@@ -125,7 +147,8 @@ impl Clients {
     ) -> Result<Clients, ClientsError> {
         let http = crate::endpoints::http_client(config.timeouts).map_err(ClientsError::Http)?;
         let auth0_base = endpoints.auth0_base(&settings.auth0.domain)?;
-        let google = GoogleClient::new(http.clone(), tokens, endpoints, config.google.clone());
+        let (google_config, auth0_rate) = paced_by_settings(config, settings);
+        let google = GoogleClient::new(http.clone(), tokens, endpoints, google_config);
         let mut auth0_config = Auth0Config::new(
             auth0_base,
             &settings.auth0.domain,
@@ -133,7 +156,7 @@ impl Clients {
             secret,
         );
         auth0_config.concurrency = config.auth0_concurrency;
-        auth0_config.rate = config.auth0_rate;
+        auth0_config.rate = auth0_rate;
         auth0_config.page_size = config.auth0_page_size.clamp(1, 100);
         auth0_config.max_pause = config.google.max_pause;
         auth0_config.shutdown = config.google.shutdown.clone();
@@ -833,6 +856,7 @@ mod tests {
                     max_signing_key_age: Duration::from_secs(1),
                     require_coverage: false,
                 },
+                pacing: Default::default(),
             },
             policies,
         }

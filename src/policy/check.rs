@@ -16,7 +16,7 @@ use super::diag::Diagnostic;
 use super::load::{Document, Parsed};
 use super::model::{
     AccessPolicy, Audits, Auth0Settings, Desired, Exposure, ForeignMembers, Guards, Ingress,
-    Invoker, MachineIdentity, MemberPattern, Mode, Principal, PrincipalMapping, RegionRef, Scope,
+    Invoker, MachineIdentity, MemberPattern, Mode, Pacing, Principal, RatePin, PrincipalMapping, RegionRef, Scope,
     ServiceRef, ServiceTarget, Settings, Source,
 };
 use super::time::{parse_duration, parse_rfc3339};
@@ -233,6 +233,7 @@ fn convert_settings(
     let (allowed_roles, allowed_roles_at) = convert_allowed_roles(r, doc);
     let guards = convert_guards(r, &spec.guards);
     let audits = convert_audits(r, &spec.audits);
+    let pacing = convert_pacing(r, &spec.pacing);
     let settings = Settings {
         source: r.source(r.pos(&doc.metadata.name)),
         name,
@@ -252,6 +253,7 @@ fn convert_settings(
         allowed_roles,
         guards,
         audits,
+        pacing,
     };
     (
         settings,
@@ -640,6 +642,43 @@ fn convert_audits(r: &mut Reporter<'_>, spec_audits: &Option<Spanned<wire::Audit
     }
 
     audits
+}
+
+/// Converts `pacing` (no pins where absent; an invalid rate is an error).
+fn convert_pacing(r: &mut Reporter<'_>, spec: &Option<Spanned<wire::Pacing>>) -> Pacing {
+    let Some(p) = spec else { return Pacing::default() };
+    let mut pin = |field: &str, value: &Option<Spanned<String>>| {
+        let v = value.as_ref()?;
+        let pin = parse_rate_pin(&v.value);
+        if pin.is_none() {
+            r.error(
+                r.pos(v),
+                format!("pacing.{field} `{}` is not a rate", v.value),
+                "write COUNT/UNIT with a positive COUNT and UNIT s, min or h, e.g. 600/min or 5/s",
+            );
+        }
+        pin
+    };
+    Pacing {
+        cloud_run_reads: pin("cloudRunReads", &p.value.cloud_run_reads),
+        writes: pin("writes", &p.value.writes),
+        iap: pin("iap", &p.value.iap),
+        auth0: pin("auth0", &p.value.auth0),
+        quota_project: p.value.quota_project.as_ref().map(|q| q.value.clone()),
+    }
+}
+
+/// `COUNT/UNIT` (UNIT `s`, `min` or `h`) with a positive COUNT.
+fn parse_rate_pin(text: &str) -> Option<RatePin> {
+    let (count, unit) = text.trim().split_once('/')?;
+    let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return None,
+    };
+    Some(RatePin { count, per })
 }
 
 fn check_duration(

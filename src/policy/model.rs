@@ -53,6 +53,27 @@ pub struct Settings {
     pub allowed_roles: Vec<String>,
     pub guards: Guards,
     pub audits: Audits,
+    /// Request rates pinned per API (`spec.pacing`).
+    pub pacing: Pacing,
+}
+
+/// Request-rate pins (`spec.pacing`): each is the ceiling for its API and turns off learning
+/// that API's limit. `None`: learned (Google quotas, Auth0 headers) or probed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pacing {
+    pub cloud_run_reads: Option<RatePin>,
+    pub writes: Option<RatePin>,
+    pub iap: Option<RatePin>,
+    pub auth0: Option<RatePin>,
+    /// Where Google quotas are read (default: the first project in scope).
+    pub quota_project: Option<String>,
+}
+
+/// A pinned rate: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatePin {
+    pub count: u32,
+    pub per: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -168,7 +168,44 @@ pub struct SettingsSpec {
     #[serde(default)]
     #[schemars(with = "Option<Audits>")]
     pub audits: Option<Spanned<Audits>>,
+    /// Request rates pinned per API (README › Performance). A pin is the ceiling for its API
+    /// and turns off learning it: without one, runwarden reads the quota project's limits
+    /// (Service Usage) and follows Auth0's `x-ratelimit-*` headers.
+    #[serde(default)]
+    #[schemars(with = "Option<Pacing>")]
+    pub pacing: Option<Spanned<Pacing>>,
 }
+
+/// Pinned request rates, each written COUNT/UNIT with UNIT `s`, `min` or `h` (e.g. `600/min`).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Pacing {
+    /// Cloud Run Admin API reads, per region (Google's "Read requests per minute per region").
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("examples" = ["600/min"], "pattern" = RATE_PATTERN))]
+    pub cloud_run_reads: Option<Spanned<String>>,
+    /// Cloud Run and IAP writes, all together.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("examples" = ["60/min"], "pattern" = RATE_PATTERN))]
+    pub writes: Option<Spanned<String>>,
+    /// IAP API reads.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("examples" = ["600/min"], "pattern" = RATE_PATTERN))]
+    pub iap: Option<Spanned<String>>,
+    /// Auth0 Management API requests.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("examples" = ["5/s"], "pattern" = RATE_PATTERN))]
+    pub auth0: Option<Spanned<String>>,
+    /// The project whose quotas are read to learn the Google limits (the project that
+    /// runwarden's credential is billed and counted against). Default: the first project of
+    /// `scope.projects`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>", extend("examples" = ["acme-ops"]))]
+    pub quota_project: Option<Spanned<String>>,
+}
+
+/// `COUNT/UNIT`, e.g. `900/min`.
+const RATE_PATTERN: &str = "^ *[1-9][0-9]* */ *(s|sec|second|m|min|minute|h|hour) *$";
 
 /// The Auth0 tenant and the Management API client runwarden reads roles with.
 #[derive(Deserialize, JsonSchema)]

@@ -79,6 +79,41 @@ pub struct Faults {
     pub early_wait: bool,
     /// (every, length): after every `every` calls, `length` calls get 429.
     pub bursts: Option<(u64, u64)>,
+    /// The Auth0 plan whose rate limit the tenant enforces (unless `rate_limits` has `auth0`).
+    pub auth0_tier: Option<Auth0Tier>,
+}
+
+/// Auth0 plans, by their Management API rate limit (Auth0's "Rate limit policy" for production
+/// tenants, as issue 13 quotes it: free tenants 2 requests/s; self-service plans bursts of 10
+/// and about 150/min for most endpoints; Enterprise higher, modelled as 50/s). Auth0 enforces
+/// them as a token bucket and reports it on every answer as `x-ratelimit-limit` (the bucket
+/// size), `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch seconds when it is full again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth0Tier {
+    Free,
+    SelfService,
+    Enterprise,
+}
+
+impl Auth0Tier {
+    const ALL: [Auth0Tier; 3] = [Auth0Tier::Free, Auth0Tier::SelfService, Auth0Tier::Enterprise];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Auth0Tier::Free => "free",
+            Auth0Tier::SelfService => "selfService",
+            Auth0Tier::Enterprise => "enterprise",
+        }
+    }
+
+    /// (sustained rate, bucket size).
+    pub fn limit(self) -> (Rate, f64) {
+        match self {
+            Auth0Tier::Free => (Rate { count: 2, per: Duration::from_secs(1) }, 2.0),
+            Auth0Tier::SelfService => (Rate { count: 150, per: Duration::from_secs(60) }, 10.0),
+            Auth0Tier::Enterprise => (Rate { count: 50, per: Duration::from_secs(1) }, 50.0),
+        }
+    }
 }
 
 impl Faults {
@@ -119,6 +154,12 @@ impl Faults {
             .map_err(|e| bad(format!("concurrentWriter: {e}")))?;
         check_probability(spec.operation_failure_rate)
             .map_err(|e| bad(format!("operationFailureRate: {e}")))?;
+        let auth0_tier = match &spec.auth0_tier {
+            None => None,
+            Some(t) => Some(Auth0Tier::ALL.into_iter().find(|k| k.key() == t).ok_or_else(|| {
+                bad(format!("auth0Tier: unknown plan {t:?}; known: free, selfService, enterprise"))
+            })?),
+        };
         let bursts = match &spec.bursts {
             Some(b) if b.every == 0 => return Err(bad("bursts.every must be at least 1".into())),
             Some(b) => Some((b.every, b.length)),
@@ -132,6 +173,7 @@ impl Faults {
             operation_failure_rate: spec.operation_failure_rate,
             early_wait: spec.early_wait,
             bursts,
+            auth0_tier,
         })
     }
 }
@@ -206,9 +248,16 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
+    /// A bucket holding one second's worth of `rate` (at least one request).
+    #[cfg(test)]
     pub fn new(rate: Rate, now: Instant) -> Bucket {
+        Bucket::with_burst(rate, rate.per_second().max(1.0).floor(), now)
+    }
+
+    /// A bucket of `capacity` requests refilled at `rate`.
+    pub fn with_burst(rate: Rate, capacity: f64, now: Instant) -> Bucket {
         let per_sec = rate.per_second();
-        let capacity = per_sec.max(1.0).floor();
+        let capacity = capacity.max(1.0).floor();
         Bucket {
             capacity,
             rate_per_sec: per_sec,
@@ -246,7 +295,11 @@ impl Bucket {
 #[derive(Debug)]
 pub(crate) struct FaultState {
     pub faults: Faults,
-    pub buckets: BTreeMap<ApiClass, Bucket>,
+    /// Quota buckets by API and region, created on first use. Google counts Cloud Run
+    /// requests per consumer project and region (the quota unit `1/min/{project}/{region}`);
+    /// every caller of the simulator is one consumer project, so the key is the region of the
+    /// request for Cloud Run, "" for the other APIs.
+    pub buckets: BTreeMap<(ApiClass, String), Bucket>,
     /// API calls counted for bursts.
     pub calls: u64,
 }
@@ -260,20 +313,36 @@ pub(crate) const AUTH0_DEFAULT_RATE: Rate = Rate {
 
 impl FaultState {
     pub fn new(faults: Faults) -> FaultState {
-        let now = Instant::now();
-        let mut buckets: BTreeMap<ApiClass, Bucket> = faults
-            .rate_limits
-            .iter()
-            .map(|(c, r)| (*c, Bucket::new(*r, now)))
-            .collect();
-        buckets
-            .entry(ApiClass::Auth0)
-            .or_insert_with(|| Bucket::new(AUTH0_DEFAULT_RATE, now));
         FaultState {
             faults,
-            buckets,
+            buckets: BTreeMap::new(),
             calls: 0,
         }
+    }
+
+    /// The quota of `class` as enforced: (rate, bucket size); `None` when it has none.
+    pub fn limit(&self, class: ApiClass) -> Option<(Rate, f64)> {
+        let configured = self.faults.rate_limits.get(&class).map(|r| (*r, r.per_second().max(1.0).floor()));
+        match class {
+            ApiClass::Auth0 => configured
+                .or_else(|| self.faults.auth0_tier.map(Auth0Tier::limit))
+                .or(Some((AUTH0_DEFAULT_RATE, AUTH0_DEFAULT_RATE.per_second()))),
+            _ => configured,
+        }
+    }
+
+    /// The bucket a request of `class` to `path` draws from (see `buckets`).
+    pub fn bucket(&mut self, class: ApiClass, path: &str, now: Instant) -> Option<&mut Bucket> {
+        let (rate, burst) = self.limit(class)?;
+        let region = match class {
+            ApiClass::CloudRunRead | ApiClass::CloudRunWrite => {
+                let mut segments = path.split('/');
+                segments.find(|s| *s == "locations");
+                segments.next().unwrap_or("").to_string()
+            }
+            _ => String::new(),
+        };
+        Some(self.buckets.entry((class, region)).or_insert_with(|| Bucket::with_burst(rate, burst, now)))
     }
 }
 

@@ -249,6 +249,10 @@ fn needed_permissions(req: &Req, p: &Path<'_>) -> Vec<&'static str> {
         },
         (Some("v3"), _, _) if p.segs.get(1) == Some(&"folders") => vec!["resourcemanager.folders.get"],
         (Some("v3"), _, _) => vec!["resourcemanager.projects.get"],
+        // Reading quotas: serviceusage.quotas.get (roles/serviceusage.serviceUsageViewer).
+        (Some("v1beta1"), _, _) if p.segs.last() == Some(&"consumerQuotaMetrics") => {
+            vec!["serviceusage.quotas.get"]
+        }
         (Some("v1beta1"), _, _) => vec!["serviceusage.services.use"],
         // Cloud Logging `entries.list` needs logging.logEntries.list (roles/logging.viewer).
         (Some("v2"), Some("list"), "POST") if p.segs.get(1) == Some(&"entries") => vec!["logging.logEntries.list"],
@@ -283,6 +287,9 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
     }
     match (p.segs.as_slice(), p.verb, m) {
         (["v3", "projects", id], None, "GET") => project_get(st, id),
+        (["v1beta1", "projects", pr, "services", api, "consumerQuotaMetrics"], None, "GET") => {
+            consumer_quota_metrics(st, pr, api)
+        }
         (["v1beta1", "projects", pr, "services", api], Some("generateServiceIdentity"), "POST") => {
             generate_service_identity(st, pr, api)
         }
@@ -340,6 +347,63 @@ pub fn handle(st: &SimState, req: &Req) -> Reply {
         }
         _ => not_found(&req.path),
     }
+}
+
+/// Service Usage `services.consumerQuotaMetrics.list` (serviceusage.v1beta1.json: `GET
+/// v1beta1/{+parent}/consumerQuotaMetrics`, a `ListConsumerQuotaMetricsResponse`): the request
+/// quotas the simulator enforces (`faults.rateLimits`), as the read and write request metrics
+/// of `run.googleapis.com` (per consumer project and region, as Cloud Run's quotas are) and
+/// `iap.googleapis.com` (per consumer project). Every caller is the same consumer, so each
+/// project answers the same limits; a limit the simulator does not enforce is `-1`
+/// (unlimited). One page; `view` and `pageSize` are accepted and ignored.
+fn consumer_quota_metrics(st: &SimState, given: &str, api: &str) -> Reply {
+    let number = {
+        let s = lock(&st.store);
+        let Some(project) = project_id(&s, given) else {
+            return permission_denied("serviceusage.quotas.get", &format!("projects/{given}"));
+        };
+        s.projects[&project].number
+    };
+    // Cloud Run's metric names as Google's quota errors give them (see google/quota.rs); IAP's
+    // are not confirmed by an outside source (modelled as `…/read_requests`).
+    let (classes, kinds, unit) = match api {
+        "run.googleapis.com" => ([ApiClass::CloudRunRead, ApiClass::CloudRunWrite], ["read_regional", "write_regional"], "1/min/{project}/{region}"),
+        "iap.googleapis.com" => ([ApiClass::IapRead, ApiClass::IapWrite], ["read_requests", "write_requests"], "1/min/{project}"),
+        _ => return Reply::json(200, &json!({})),
+    };
+    let faults = lock(&st.faults);
+    let metrics: Vec<Value> = classes
+        .iter()
+        .zip(kinds)
+        .map(|(class, kind)| {
+            let per_minute = faults
+                .limit(*class)
+                .map_or(-1, |(rate, _)| (rate.count as f64 * 60.0 / rate.per.as_secs_f64()).floor() as i64);
+            let metric = format!("{api}/{kind}");
+            let escaped = metric.replace('/', "%2F");
+            let parent = format!("projects/{number}/services/{api}/consumerQuotaMetrics/{escaped}");
+            let limit_id = unit.trim_start_matches('1').replace('/', "%2F").replace(['{', '}'], "");
+            let title = if kind.starts_with("read") { "Read requests" } else { "Write requests" };
+            json!({
+                "name": parent,
+                "displayName": title,
+                "metric": metric,
+                "unit": "1/min/{project}",
+                "consumerQuotaLimits": [{
+                    "name": format!("{parent}/limits/{limit_id}"),
+                    "metric": metric,
+                    "unit": unit,
+                    "isPrecise": true,
+                    "allowsAdminOverrides": true,
+                    "quotaBuckets": [{
+                        "effectiveLimit": per_minute.to_string(),
+                        "defaultLimit": per_minute.to_string(),
+                    }],
+                }],
+            })
+        })
+        .collect();
+    Reply::json(200, &json!({ "metrics": metrics }))
 }
 
 /// Service Usage `services.generateServiceIdentity` (reference/google/serviceusage.v1beta1.json:

@@ -294,7 +294,7 @@ fn process(st: &SimState, req: &Req, family: Family) -> Reply {
             if let Err(reply) = google::authenticate(st, req) {
                 return reply;
             }
-            if let Err(reply) = inject(st, class, false).map(|_| ()) {
+            if let Err(reply) = inject(st, class, &req.path, false).map(|_| ()) {
                 return reply;
             }
             google::handle(st, req)
@@ -305,7 +305,7 @@ fn process(st: &SimState, req: &Req, family: Family) -> Reply {
             } else {
                 Ok(())
             };
-            let (mut reply, limit) = match inject(st, Some(ApiClass::Auth0), true) {
+            let (mut reply, limit) = match inject(st, Some(ApiClass::Auth0), &req.path, true) {
                 Err(reply) => (reply, None),
                 Ok(limit) => match authed {
                     Err(reply) => (reply, limit),
@@ -329,8 +329,8 @@ fn process(st: &SimState, req: &Req, family: Family) -> Reply {
 
 type RateHeaders = Vec<(&'static str, String)>;
 
-fn rate_headers(f: &FaultState, class: ApiClass) -> Option<RateHeaders> {
-    let b = f.buckets.get(&class)?;
+fn rate_headers(f: &mut FaultState, class: ApiClass, path: &str) -> Option<RateHeaders> {
+    let b = f.bucket(class, path, Instant::now())?;
     let now = super::state::epoch_seconds(std::time::SystemTime::now());
     Some(vec![
         ("x-ratelimit-limit", format!("{}", b.capacity as u64)),
@@ -349,17 +349,18 @@ fn rate_headers(f: &FaultState, class: ApiClass) -> Option<RateHeaders> {
 fn inject(
     st: &SimState,
     class: Option<ApiClass>,
+    path: &str,
     auth0_shape: bool,
 ) -> Result<Option<RateHeaders>, Reply> {
     let mut f = lock(&st.faults);
     f.calls += 1;
     let now = Instant::now();
-    let limited = match class.and_then(|c| f.buckets.get_mut(&c).map(|b| b.take(now))) {
+    let limited = match class.and_then(|c| f.bucket(c, path, now).map(|b| b.take(now))) {
         Some(Err(wait)) => Some(wait),
         _ => None,
     };
     let headers = if auth0_shape {
-        class.and_then(|c| rate_headers(&f, c))
+        class.and_then(|c| rate_headers(&mut f, c, path))
     } else {
         None
     };

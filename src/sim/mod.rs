@@ -690,5 +690,6 @@ fn faults_to_json(f: &Faults) -> serde_json::Value {
     for (class, r) in &f.rate_limits {
         spec.rate_limits.insert(class.key().to_string(), rate(r));
     }
+    spec.auth0_tier = f.auth0_tier.map(|t| t.key().to_string());
     serde_json::to_value(spec).unwrap_or_default()
 }

@@ -510,6 +510,11 @@ pub struct FaultsSpec {
     /// APIs: cloudRunRead, cloudRunWrite, iapRead, iapWrite, resourceManager, auth0.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rate_limits: BTreeMap<String, String>,
+    /// The Auth0 plan the tenant is on, which sets its Management API rate limit unless
+    /// `rateLimits.auth0` does: `free` (2/s), `selfService` (bursts of 10, 150/min) or
+    /// `enterprise` (50/s). Default: no plan limit (1,000/s), headers still sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth0_tier: Option<String>,
     /// Chance that an IAM policy gains a foreign binding between a read and the next write.
     #[serde(default)]
     pub concurrent_writer: f64,

@@ -55,13 +55,13 @@ pub fn quick_retries() -> RetryPolicy {
 pub fn unpaced() -> ClientConfig {
     ClientConfig {
         google: GoogleConfig {
-            cloud_run_read_rate: None,
-            write_rate: None,
-            iap_rate: None,
-            resource_manager_rate: None,
+            cloud_run_read_rate: runwarden::retry::Pace::Off,
+            write_rate: runwarden::retry::Pace::Off,
+            iap_rate: runwarden::retry::Pace::Off,
+            resource_manager_rate: runwarden::retry::Pace::Off,
             ..GoogleConfig::default()
         },
-        auth0_rate: None,
+        auth0_rate: runwarden::retry::Pace::Off,
         ..ClientConfig::default()
     }
 }

@@ -460,6 +460,26 @@ class GoogleContract(Contract):
         held = {m for b in read["bindings"] if b["role"] == "roles/run.developer" for m in b["members"]}
         self.assertEqual(held, set(forms))
 
+    def test_consumer_quota_metrics_list_the_enforced_limits_in_the_discovery_shape(self):
+        # serviceusage.v1beta1.json services.consumerQuotaMetrics.list: the request quotas the
+        # simulator enforces (faults.rateLimits), read per minute per project and region.
+        self.sim.faults({"rateLimits": {"cloudRunRead": "200/s", "cloudRunWrite": "180/min"}})
+        try:
+            quotas = self.serviceusage.services().consumerQuotaMetrics()
+            for service, want in (("run.googleapis.com", {"read_regional": "12000", "write_regional": "180"}),
+                                  ("iap.googleapis.com", {"read_requests": "-1", "write_requests": "-1"})):
+                page = self.checked(f"google.serviceusage.consumerQuotaMetrics.list.{service}",
+                                    quotas.list(parent=f"projects/{PROJECT}/services/{service}", view="BASIC"),
+                                    "serviceusage.v1beta1", "services", "consumerQuotaMetrics", "list")
+                got = {m["metric"].split("/")[-1]: m["consumerQuotaLimits"][0]["quotaBuckets"][0]["effectiveLimit"]
+                       for m in page["metrics"]}
+                self.assertEqual(got, want, service)
+                for m in page["metrics"]:
+                    self.assertTrue(m["metric"].startswith(service + "/"))
+                    self.assertTrue(m["consumerQuotaLimits"][0]["unit"].startswith("1/min/{project}"))
+        finally:
+            self.sim.faults({})
+
     def test_the_iap_agent_is_lazy_a_grant_before_generate_service_identity_is_a_400(self):
         # Google creates service-NUMBER@gcp-sa-iap.iam.gserviceaccount.com lazily; Service Usage
         # services.generateServiceIdentity (serviceusage.v1beta1.json) creates it. acme-staging

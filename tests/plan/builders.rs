@@ -90,6 +90,7 @@ pub fn settings() -> Settings {
             max_signing_key_age: Duration::from_secs(90 * 86400),
             require_coverage: false,
         },
+        pacing: Default::default(),
     }
 }
 

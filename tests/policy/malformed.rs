@@ -321,6 +321,11 @@ const CASES: &[Case] = &[
         "",
     ),
     (
+        "alone/pacing-not-a-rate.yaml",
+        "pacing-not-a-rate.yaml:14:20: error: pacing.cloudRunReads `600 per minute` is not a rate",
+        "600/min",
+    ),
+    (
         "alone/duration-unknown-unit.yaml",
         "duration-unknown-unit.yaml:15:23: error: audits.maxSigningKeyAge: `1y` has an unknown unit `y`",
         "",

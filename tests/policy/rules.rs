@@ -736,3 +736,27 @@ fn federated_and_kubernetes_members_of_every_documented_form_load_and_malformed_
         assert!(got[0].starts_with("a.yaml:14:15: error:"), "{bad}: {got:#?}");
     }
 }
+
+#[test]
+fn settings_pacing_pins_parse_into_the_model_and_default_to_none() {
+    let text = "apiVersion: runwarden.dev/v1\nkind: Settings\nmetadata:\n  name: acme\nspec:\n  auth0:\n    domain: acme.eu.auth0.com\n    clientId: rw-demo-client\n    clientSecretEnv: AUTH0_CLIENT_SECRET\n  principals: {mapping: users, emailDomains: [acme.com]}\n  scope:\n    projects: [acme-prod]\n";
+    let pinned = format!(
+        "{text}  pacing: {{cloudRunReads: 600/min, writes: 60/min, iap: 10/s, auth0: 5/s, quotaProject: acme-ops}}\n"
+    );
+    let load = |t: &str| {
+        let dir = policy_dir(&[("settings.yaml", t)]);
+        runwarden::policy::load_at(dir.path(), now()).expect("loads").settings.pacing
+    };
+    let pin = |count, secs| Some(runwarden::policy::model::RatePin { count, per: Duration::from_secs(secs) });
+    assert_eq!(
+        load(&pinned),
+        runwarden::policy::model::Pacing {
+            cloud_run_reads: pin(600, 60),
+            writes: pin(60, 60),
+            iap: pin(10, 1),
+            auth0: pin(5, 1),
+            quota_project: Some("acme-ops".into()),
+        }
+    );
+    assert_eq!(load(text), runwarden::policy::model::Pacing::default());
+}

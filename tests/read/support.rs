@@ -68,6 +68,7 @@ pub fn settings(
             max_signing_key_age: Duration::from_secs(90 * 86400),
             require_coverage: true,
         },
+        pacing: Default::default(),
     }
 }
 
@@ -205,10 +206,10 @@ pub struct Setup {
 /// retries.
 pub fn test_client_config() -> ClientConfig {
     let mut c = ClientConfig::default();
-    c.google.cloud_run_read_rate = None;
-    c.google.iap_rate = None;
-    c.google.resource_manager_rate = None;
-    c.auth0_rate = None;
+    c.google.cloud_run_read_rate = runwarden::retry::Pace::Off;
+    c.google.iap_rate = runwarden::retry::Pace::Off;
+    c.google.resource_manager_rate = runwarden::retry::Pace::Off;
+    c.auth0_rate = runwarden::retry::Pace::Off;
     c
 }
 
