@@ -659,6 +659,16 @@ impl GoogleClient {
             .clone()
     }
 
+    /// The current rate of every pacer made so far, as `(api, region, requests per second)`
+    /// sorted (`None`: not paced): what a pass learned and settled on, for logs and tests.
+    pub fn pacer_rates(&self) -> Vec<(&'static str, String, Option<f64>)> {
+        let pacers = self.inner.pacers.lock().expect("pacer map lock poisoned");
+        let mut rates: Vec<_> =
+            pacers.iter().map(|((kind, region), pacer)| (kind.name(), region.clone(), pacer.rate())).collect();
+        rates.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        rates
+    }
+
     /// The pace of a new pacer: a configured pin or [`Pace::Off`] as it is; a probe replaced
     /// by the limit learned for it, if any.
     fn pace(&self, kind: PacerKind, region: &str) -> Pace {
