@@ -391,6 +391,15 @@ pub struct ServicePage {
     pub next_page_token: Option<String>,
 }
 
+/// What one call is, for pacing and for its errors.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    api: Api,
+    write: bool,
+    method: &'a Method,
+    path: &'a str,
+}
+
 /// Which pacer a call waits for: each has its own quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum PacerKind {
@@ -843,6 +852,47 @@ impl GoogleClient {
         }
     }
 
+    /// One request under its pacer and the in-flight bound: the answer's status, headers and
+    /// body (at most `limit` bytes), with the call counted in the metrics.
+    async fn exchange(
+        &self,
+        call: &Call<'_>,
+        url: Url,
+        token: &str,
+        body: Option<serde_json::Value>,
+        limit: usize,
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), GoogleError> {
+        let Call { api, write, method, path } = *call;
+        let _permit = self
+            .admit(api, write, path)
+            .await
+            .map_err(|_| GoogleError::ShuttingDown { api, method: method.clone(), path: path.to_string() })?;
+        let started = StdInstant::now();
+        let mut request = self.inner.http.request(method.clone(), url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|source| {
+            self.inner.config.metrics.record_api_call(api.label(), 0);
+            GoogleError::Transport {
+                api,
+                method: method.clone(),
+                path: path.to_string(),
+                class: ErrorClass::from_transport(&source),
+                source,
+            }
+        })?;
+        let status = response.status();
+        self.inner.config.metrics.record_api_call(api.label(), status.as_u16());
+        let headers = response.headers().clone();
+        let bytes = crate::endpoints::read_body(response, limit).await.map_err(|source| {
+            GoogleError::Body { api, method: method.clone(), path: path.to_string(), source }
+        })?;
+        tracing::debug!(api = %api, method = %method, path = %path, status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64, "google call");
+        Ok((status, headers, bytes))
+    }
+
     async fn send_paced<T: DeserializeOwned>(
         &self,
         api: Api,
@@ -864,40 +914,8 @@ impl GoogleClient {
                 path: path.clone(),
                 source,
             })?;
-        let transport = |source: reqwest::Error| GoogleError::Transport {
-            api,
-            method: method.clone(),
-            path: path.clone(),
-            class: ErrorClass::from_transport(&source),
-            source,
-        };
-        let (status, headers, bytes) = {
-            let _permit = self.admit(api, write, &path).await.map_err(|_| {
-                GoogleError::ShuttingDown { api, method: method.clone(), path: path.clone() }
-            })?;
-            let started = StdInstant::now();
-            let mut request = self
-                .inner
-                .http
-                .request(method.clone(), url)
-                .bearer_auth(&token);
-            if let Some(body) = body {
-                request = request.json(&body);
-            }
-            let response = request.send().await.map_err(|e| {
-                self.inner.config.metrics.record_api_call(api.label(), 0);
-                transport(e)
-            })?;
-            let status = response.status();
-            self.inner.config.metrics.record_api_call(api.label(), status.as_u16());
-            let headers = response.headers().clone();
-            let bytes = crate::endpoints::read_body(response, limit).await.map_err(|source| {
-                GoogleError::Body { api, method: method.clone(), path: path.clone(), source }
-            })?;
-            tracing::debug!(api = %api, method = %method, path = %path, status = status.as_u16(),
-                elapsed_ms = started.elapsed().as_millis() as u64, "google call");
-            (status, headers, bytes)
-        };
+        let call = Call { api, write, method: &method, path: &path };
+        let (status, headers, bytes) = self.exchange(&call, url, &token, body, limit).await?;
         if status.is_success() {
             self.pacer_for(api, write, &path).succeeded();
             return serde_json::from_slice(&bytes).map_err(|e| GoogleError::Decode {
