@@ -2,22 +2,33 @@
 //! one `projects.get` (its `parent`) per project; for the folders and organization above them,
 //! one `folders.get` per folder and one `getIamPolicy` per folder or organization, however many
 //! projects share it; then one IAM `roles.get` per distinct role bound on any of those or on
-//! the services read (cached for the pass: a role is never read twice). A failed read is
-//! recorded with its reason, never fatal: the caller says which paths could not be checked.
+//! the services read (cached for the pass: a role is never read twice). A read that still fails
+//! after a few retries (transient errors, 429s) is recorded with its reason, never fatal: the caller says which paths could not be checked.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::google::GoogleClient;
 use crate::model::{AccessFacts, Ancestry, INVOKE_PERMISSION, LiveState, ancestor_label};
+use crate::retry::{RetryPolicy, retry};
+
+/// These reads inform (findings, attribution) and never decide a change: a few retries of a
+/// transient failure or a 429, then the failure is recorded with its reason. Every wait ends
+/// at shutdown.
+fn informative(google: &GoogleClient) -> RetryPolicy {
+    RetryPolicy { max_retries: 3, ..RetryPolicy::default() }.until(&google.config().shutdown)
+}
 
 /// Reads the project policies of every project of `live` and the roles bound on them or on the
 /// services' own policies.
 pub async fn read_access(google: &GoogleClient, live: &LiveState) -> AccessFacts {
     let mut facts = AccessFacts::default();
+    let policy = informative(google);
     let projects: BTreeSet<&String> = live.services.keys().map(|id| &id.project).collect();
     let mut roles: BTreeSet<String> = BTreeSet::new();
     for project in projects {
-        let read = google.get_project_iam_policy(project).await.map_err(|e| e.to_string());
+        let read = retry(&policy, "projects.getIamPolicy", || google.get_project_iam_policy(project))
+            .await
+            .map_err(|e| e.to_string());
         if let Ok(p) = &read {
             roles.extend(p.bindings.iter().map(|b| b.role.clone()));
         }
@@ -33,8 +44,7 @@ pub async fn read_access(google: &GoogleClient, live: &LiveState) -> AccessFacts
         }
     }
     for role in roles {
-        let carries = google
-            .get_role_permissions(&role)
+        let carries = retry(&policy, "roles.get", || google.get_role_permissions(&role))
             .await
             .map(|ps| ps.iter().any(|p| p == INVOKE_PERMISSION))
             .map_err(|e| e.to_string());
@@ -51,6 +61,7 @@ const MAX_DEPTH: usize = 12;
 /// Each project's chain of folders up to its organization, and each of their policies, every
 /// resource read once.
 async fn read_hierarchy(google: &GoogleClient, live: &LiveState, facts: &mut AccessFacts) {
+    let policy = informative(google);
     let projects: BTreeSet<&String> = live.services.keys().map(|id| &id.project).collect();
     let mut parents: BTreeMap<String, Result<Option<String>, String>> = BTreeMap::new();
     for project in projects {
@@ -58,7 +69,7 @@ async fn read_hierarchy(google: &GoogleClient, live: &LiveState, facts: &mut Acc
         let mut child = format!("projects/{project}");
         loop {
             if !parents.contains_key(&child) {
-                let read = google.get_parent(&child).await.map_err(|e| e.to_string());
+                let read = retry(&policy, "projects.get", || google.get_parent(&child)).await.map_err(|e| e.to_string());
                 parents.insert(child.clone(), read);
             }
             match &parents[&child] {
@@ -83,7 +94,7 @@ async fn read_hierarchy(google: &GoogleClient, live: &LiveState, facts: &mut Acc
         }
         for a in &ancestry.chain {
             if !facts.ancestors.contains_key(a) {
-                let read = google.get_ancestor_iam_policy(a).await.map_err(|e| e.to_string());
+                let read = retry(&policy, "getIamPolicy", || google.get_ancestor_iam_policy(a)).await.map_err(|e| e.to_string());
                 facts.ancestors.insert(a.clone(), read);
             }
         }
@@ -102,6 +113,7 @@ pub async fn read_attribution(
     google: &GoogleClient,
     drifted: &std::collections::BTreeMap<crate::model::ServiceId, Vec<(String, String)>>,
 ) -> crate::model::Attributions {
+    let policy = informative(google);
     let mut out = crate::model::Attributions::new();
     for (n, (id, members)) in drifted.iter().enumerate() {
         if n >= MAX_QUERIES {
@@ -111,7 +123,8 @@ pub async fn read_attribution(
             }
             continue;
         }
-        let read = google.list_added_bindings(&id.project, &id.resource_name(), 20).await;
+        let resource = id.resource_name();
+        let read = retry(&policy, "entries.list", || google.list_added_bindings(&id.project, &resource, 20)).await;
         for (role, member) in members {
             let found = match &read {
                 Ok(added) => added
@@ -137,10 +150,11 @@ pub async fn read_setting_attribution(
     drifted: &BTreeMap<crate::model::ServiceId, Vec<(String, serde_json::Value)>>,
     budget: usize,
 ) -> crate::model::SettingAttributions {
+    let policy = informative(google);
     let mut out = crate::model::SettingAttributions::new();
     for (n, (id, fields)) in drifted.iter().enumerate() {
         let read = if n < budget {
-            google.list_setting_changes(id, 20).await.map_err(|e| e.to_string())
+            retry(&policy, "entries.list", || google.list_setting_changes(id, 20)).await.map_err(|e| e.to_string())
         } else {
             Err(format!("more than {MAX_QUERIES} drifted services: attribution skipped to stay within the Logging read quota"))
         };

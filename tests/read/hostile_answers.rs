@@ -242,3 +242,21 @@ async fn an_audit_log_that_cannot_be_read_leaves_attribution_unknown_with_why_an
     assert!(runwarden::insight::access::attribution_suffix(&Err(why.clone())).starts_with("— added by: unknown ("));
     assert_eq!(h.proxy.hits("/v2/entries:list"), 1, "one query, not retried on a 403");
 }
+
+#[tokio::test]
+async fn a_transient_failure_of_an_effective_access_read_is_retried_not_reported_as_unreadable() {
+    // The reads behind effective access (project policy, role) inform findings only, yet a
+    // single 503 must not turn into "access-unchecked": they are retried like any other read.
+    let h = through_proxy().await;
+    let live = h.read().await.unwrap();
+    let project = live.services.keys().next().unwrap().project.clone();
+    let policy_path = format!("/v3/projects/{project}:getIamPolicy");
+    for path in [policy_path.as_str(), "/v1/roles/run.invoker"] {
+        h.proxy.add(Rule::path_exact(path).json(503, json!({"error": {"code": 503, "status": "UNAVAILABLE"}})).times(1));
+    }
+    let facts = runwarden::live::read_access(&h.clients.google, &live).await;
+    assert!(facts.projects[&project].is_ok(), "{:?}", facts.projects[&project]);
+    assert_eq!(facts.invoking["roles/run.invoker"], Ok(true));
+    assert_eq!(h.proxy.hits(&policy_path), 2, "one 503, one retry");
+    assert_eq!(h.proxy.hits("/v1/roles/run.invoker"), 2, "one 503, one retry");
+}
