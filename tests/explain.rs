@@ -1047,6 +1047,7 @@ fn with_a_workforce_pool_a_pool_group_of_an_existing_role_is_imported_as_that_ro
             members_resolved: false,
         },
         other_shards: BTreeMap::new(),
+        project_parents: BTreeMap::new(),
     };
     let imported = import(
         &settings,

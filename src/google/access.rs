@@ -98,7 +98,7 @@ impl GoogleClient {
 }
 
 /// `folders/N` or `organizations/N` with N all digits.
-fn is_ancestor_name(name: &str) -> bool {
+pub(super) fn is_ancestor_name(name: &str) -> bool {
     match name.split_once('/') {
         Some(("folders" | "organizations", id)) => !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()),
         _ => false,

@@ -595,12 +595,27 @@ impl GoogleClient {
 
     /// The project's number (Resource Manager `projects.get`).
     pub async fn get_project_number(&self, project: &str) -> Result<u64, GoogleError> {
+        Ok(self.get_project(project).await?.0)
+    }
+
+    /// The project's number and parent (`folders/N`, `organizations/N`, or none; `Err(why)` for
+    /// a parent of any other form, which does not spoil the number), from one Resource Manager
+    /// `projects.get` (cloudresourcemanager.v3.json `Project.name`, `.parent`): the reader needs
+    /// the number, effective access the parent, and the project is read once.
+    pub async fn get_project(&self, project: &str) -> Result<(u64, Result<Option<String>, String>), GoogleError> {
         let url = self.url(Api::ResourceManager, &["v3", "projects", project]);
         let p: wire::Project = self
             .send(Api::ResourceManager, Method::GET, url.clone(), None, body_limits::PROJECT)
             .await?;
-        wire::project_number(&p)
-            .map_err(|reason| self.decode_error(Api::ResourceManager, Method::GET, &url, reason))
+        let decode = |reason| self.decode_error(Api::ResourceManager, Method::GET, &url, reason);
+        let number = wire::project_number(&p).map_err(decode)?;
+        let parent = match p.parent {
+            Some(parent) if !access::is_ancestor_name(&parent) => {
+                Err(format!("parent {parent:?} is neither folders/N nor organizations/N"))
+            }
+            parent => Ok(parent),
+        };
+        Ok((number, parent))
     }
 
     /// `{base}/v2/projects/P/locations/R/services/S{suffix}`.

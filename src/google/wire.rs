@@ -94,6 +94,9 @@ pub(super) struct Expr {
 #[serde(rename_all = "camelCase")]
 pub(super) struct Project {
     pub name: String,
+    /// `folders/N` or `organizations/N`; absent for a project outside any organization.
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// The `parent` of a Resource Manager v3 `Project` or `Folder` (`folders/N` or

@@ -1,5 +1,6 @@
 //! Reads what effective access needs ([`AccessFacts`]): one Resource Manager `getIamPolicy` and
-//! one `projects.get` (its `parent`) per project; for the folders and organization above them,
+//! one `projects.get` (its `parent`) per project, unless the reader already read it for the
+//! project number (`LiveState::project_parents`); for the folders and organization above them,
 //! one `folders.get` per folder and one `getIamPolicy` per folder or organization, however many
 //! projects share it; then one IAM `roles.get` per distinct role bound on any of those or on
 //! the services read (cached for the pass: a role is never read twice). A read that still fails
@@ -63,7 +64,12 @@ const MAX_DEPTH: usize = 12;
 async fn read_hierarchy(google: &GoogleClient, live: &LiveState, facts: &mut AccessFacts) {
     let policy = informative(google);
     let projects: BTreeSet<&String> = live.services.keys().map(|id| &id.project).collect();
-    let mut parents: BTreeMap<String, Result<Option<String>, String>> = BTreeMap::new();
+    // Parents the reader already read with the project numbers are not read again.
+    let mut parents: BTreeMap<String, Result<Option<String>, String>> = live
+        .project_parents
+        .iter()
+        .map(|(project, parent)| (format!("projects/{project}"), Ok(parent.clone())))
+        .collect();
     for project in projects {
         let mut ancestry = Ancestry::default();
         let mut child = format!("projects/{project}");

@@ -370,13 +370,10 @@ pub async fn read_live_with_stats(
     let (services, other_shards) = services?;
     let (directory, directory_stats) = directory?;
 
-    let project_numbers = shared
-        .numbers
-        .iter()
-        .filter_map(|(project, cell)| match cell.get() {
-            Some(Ok(n)) => Some((project.clone(), *n)),
-            _ => None,
-        })
+    let read_projects = || shared.numbers.iter().filter_map(|(project, cell)| Some((project, cell.get()?.as_ref().ok()?)));
+    let project_numbers = read_projects().map(|(project, (n, _))| (project.clone(), *n)).collect();
+    let project_parents = read_projects()
+        .filter_map(|(project, (_, parent))| Some((project.clone(), parent.as_ref().ok()?.clone())))
         .collect();
     let stats = shared.stats(targets.len(), services.len(), directory_stats);
     tracing::info!(
@@ -391,6 +388,7 @@ pub async fn read_live_with_stats(
         LiveState {
             services,
             project_numbers,
+            project_parents,
             directory,
             other_shards,
         },
@@ -573,7 +571,7 @@ struct Counters {
 struct Shared {
     google: GoogleClient,
     retry: RetryPolicy,
-    numbers: HashMap<String, OnceCell<Result<u64, String>>>,
+    numbers: HashMap<String, OnceCell<Result<(u64, Result<Option<String>, String>), String>>>,
     counters: Counters,
     progress: Option<ProgressFn>,
     shard: Option<Shard>,
@@ -602,7 +600,7 @@ impl Shared {
         };
         cell.get_or_init(|| async {
             let result = retry(&self.retry, "projects.get", || {
-                self.google.get_project_number(project)
+                self.google.get_project(project)
             })
             .await;
             match result {
@@ -620,6 +618,7 @@ impl Shared {
         })
         .await
         .clone()
+        .map(|(number, _)| number)
     }
 
     fn report(&self, event: ReadProgress) {

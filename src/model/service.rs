@@ -70,6 +70,10 @@ pub struct LiveState {
     pub services: BTreeMap<ServiceId, LiveService>,
     /// Project id → project number (needed for IAP resource names and the IAP service agent).
     pub project_numbers: BTreeMap<String, u64>,
+    /// Project id → its parent (`folders/N`, `organizations/N`, or none), for the projects
+    /// whose `projects.get` the pass read anyway (for the number): effective access does not
+    /// read them again.
+    pub project_parents: BTreeMap<String, Option<String>>,
     /// The Auth0 directory, as far as policies need it.
     pub directory: Directory,
     /// With `--shard`: the services listed that belong to other shards (id → labels), neither
