@@ -28,6 +28,12 @@ impl GoogleClient {
     pub async fn get_project_iam_policy(&self, project: &str) -> Result<Policy, GoogleError> {
         let last = format!("{project}:getIamPolicy");
         let url = self.url(Api::ResourceManager, &["v3", "projects", &last]);
+        self.resource_manager_policy(url).await
+    }
+
+    /// One Resource Manager v3 `getIamPolicy` (POST, `requestedPolicyVersion: 3`, answer
+    /// `Policy`) at `url`: a project's, a folder's or an organization's.
+    async fn resource_manager_policy(&self, url: reqwest::Url) -> Result<Policy, GoogleError> {
         let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
         let answer: serde_json::Value = self
             .send(Api::ResourceManager, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY)
@@ -67,12 +73,7 @@ impl GoogleClient {
         if !is_ancestor_name(name) {
             return Err(self.decode_error(Api::ResourceManager, Method::POST, &url, format!("{name:?} is not a folder or organization name")));
         }
-        let body = serde_json::json!({"options": {"requestedPolicyVersion": 3}});
-        let answer: serde_json::Value = self
-            .send(Api::ResourceManager, Method::POST, url.clone(), Some(body), body_limits::IAM_POLICY)
-            .await?;
-        wire::read_policy(answer)
-            .map_err(|e| self.policy_error(Api::ResourceManager, Method::POST, &url, e))
+        self.resource_manager_policy(url).await
     }
 
     /// The permissions of a role: `roles/X` (predefined), `projects/P/roles/X` or
