@@ -43,6 +43,7 @@ pub mod plan;
 pub mod policy;
 pub mod pass;
 pub mod published;
+pub mod rate;
 pub mod progress;
 pub mod reconcile;
 pub mod retry;

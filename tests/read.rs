@@ -1196,7 +1196,7 @@ async fn settings_pins_are_the_ceiling_and_turn_learning_off() {
     // quota is read because every Google limit to learn is pinned.
     let yaml = paced_world(40, "  rateLimits: {cloudRunRead: 1000/s}").replace("usersPerRole: 300", "usersPerRole: 8");
     let mut desired = paced_desired();
-    let pin = |count, secs| Some(runwarden::policy::model::RatePin { count, per: Duration::from_secs(secs) });
+    let pin = |count, secs| Some(runwarden::rate::Rate { count, per: Duration::from_secs(secs) });
     desired.settings.pacing = runwarden::policy::model::Pacing {
         cloud_run_reads: pin(20, 1),
         writes: pin(1, 1),

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("policy", 5),
     ("published", 5),
     ("time", 5),
+    ("rate", 5),
     ("text", 5),
     ("files", 5),
     ("metrics", 5),

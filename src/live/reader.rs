@@ -97,9 +97,7 @@ pub enum ClientsError {
 /// learned are read from `pacing.quotaProject`, else the first project in scope (unless the
 /// configuration names a quota project itself).
 fn paced_by_settings(config: &ClientConfig, settings: &Settings) -> (GoogleConfig, Pace) {
-    let pin = |p: Option<crate::policy::model::RatePin>, default: Pace| {
-        p.map_or(default, |p| Pace::Limit(Rate { count: p.count, per: p.per }))
-    };
+    let pin = |p: Option<Rate>, default: Pace| p.map_or(default, Pace::Limit);
     let pacing = &settings.pacing;
     let mut google = config.google.clone();
     google.cloud_run_read_rate = pin(pacing.cloud_run_reads, google.cloud_run_read_rate);

@@ -16,7 +16,7 @@ use super::diag::Diagnostic;
 use super::load::{Document, Parsed};
 use super::model::{
     AccessPolicy, Audits, Auth0Settings, Desired, Exposure, ForeignMembers, Guards, Ingress,
-    Invoker, MachineIdentity, MemberPattern, Mode, Pacing, Principal, RatePin, PrincipalMapping, RegionRef, Scope,
+    Invoker, MachineIdentity, MemberPattern, Mode, Pacing, Principal, PrincipalMapping, RegionRef, Scope,
     ServiceRef, ServiceTarget, Settings, Source,
 };
 use super::time::{parse_duration, parse_rfc3339};
@@ -649,7 +649,7 @@ fn convert_pacing(r: &mut Reporter<'_>, spec: &Option<Spanned<wire::Pacing>>) ->
     let Some(p) = spec else { return Pacing::default() };
     let mut pin = |field: &str, value: &Option<Spanned<String>>| {
         let v = value.as_ref()?;
-        let pin = parse_rate_pin(&v.value);
+        let pin: Option<crate::rate::Rate> = v.value.parse().ok();
         if pin.is_none() {
             r.error(
                 r.pos(v),
@@ -666,19 +666,6 @@ fn convert_pacing(r: &mut Reporter<'_>, spec: &Option<Spanned<wire::Pacing>>) ->
         auth0: pin("auth0", &p.value.auth0),
         quota_project: p.value.quota_project.as_ref().map(|q| q.value.clone()),
     }
-}
-
-/// `COUNT/UNIT` (UNIT `s`, `min` or `h`) with a positive COUNT.
-fn parse_rate_pin(text: &str) -> Option<RatePin> {
-    let (count, unit) = text.trim().split_once('/')?;
-    let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
-    let per = match unit.trim() {
-        "s" | "sec" | "second" => Duration::from_secs(1),
-        "m" | "min" | "minute" => Duration::from_secs(60),
-        "h" | "hour" => Duration::from_secs(3600),
-        _ => return None,
-    };
-    Some(RatePin { count, per })
 }
 
 fn check_duration(

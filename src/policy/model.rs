@@ -61,19 +61,12 @@ pub struct Settings {
 /// that API's limit. `None`: learned (Google quotas, Auth0 headers) or probed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pacing {
-    pub cloud_run_reads: Option<RatePin>,
-    pub writes: Option<RatePin>,
-    pub iap: Option<RatePin>,
-    pub auth0: Option<RatePin>,
+    pub cloud_run_reads: Option<crate::rate::Rate>,
+    pub writes: Option<crate::rate::Rate>,
+    pub iap: Option<crate::rate::Rate>,
+    pub auth0: Option<crate::rate::Rate>,
     /// Where Google quotas are read (default: the first project in scope).
     pub quota_project: Option<String>,
-}
-
-/// A pinned rate: `count` requests per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RatePin {
-    pub count: u32,
-    pub per: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -747,7 +747,7 @@ fn settings_pacing_pins_parse_into_the_model_and_default_to_none() {
         let dir = policy_dir(&[("settings.yaml", t)]);
         runwarden::policy::load_at(dir.path(), now()).expect("loads").settings.pacing
     };
-    let pin = |count, secs| Some(runwarden::policy::model::RatePin { count, per: Duration::from_secs(secs) });
+    let pin = |count, secs| Some(runwarden::rate::Rate { count, per: Duration::from_secs(secs) });
     assert_eq!(
         load(&pinned),
         runwarden::policy::model::Pacing {
